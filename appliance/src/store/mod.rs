@@ -1,0 +1,336 @@
+//! The embedded store: the only module that touches redb.
+//!
+//! Domain modules declare their own [`Collection`]s (a table name plus the
+//! record type stored in it) and read or write them through [`ReadTx`] and
+//! [`WriteTx`]. Values are encoded with postcard; keys are byte strings the
+//! domain module lays out so that redb's ordering is the order it needs.
+//!
+//! All writes go through one group-commit writer ([`Store::write`]): a thread
+//! takes every pending operation, applies them in one write transaction,
+//! commits durably (fsync), and only then answers each caller. A caller that
+//! got `Ok` therefore knows its change survives `kill -9` and power loss.
+//!
+//! The rule every write operation keeps: **check everything before the first
+//! write**. An operation that returns an error after it has written something
+//! poisons its batch; the writer then aborts the whole batch and every caller
+//! in it gets [`Error::BatchAborted`], so nothing half-done is ever committed.
+//!
+//! redb types never leave this module.
+
+mod writer;
+
+use std::marker::PhantomData;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use writer::WriteTx;
+
+/// The schema version this build writes. Older stores are migrated on open;
+/// newer ones are refused rather than misread.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Name of the database file inside the data directory.
+pub const DB_FILE: &str = "tether.redb";
+
+const META: Collection<u64> = Collection::new("meta");
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// What went wrong in the store. Callers see situations, not redb's types.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the data directory is in use by another tether process")]
+    AlreadyOpen,
+    #[error("the store was written by a newer tether (schema {found}, this build knows {known})")]
+    SchemaTooNew { found: u64, known: u32 },
+    #[error("the store is not initialised (no schema version); run `tether init`")]
+    NotInitialised,
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error("a stored record could not be decoded ({collection}): {detail}")]
+    Corrupt {
+        collection: &'static str,
+        detail: String,
+    },
+    #[error("the write batch was aborted because another operation in it failed")]
+    BatchAborted,
+    #[error("the store writer has stopped")]
+    WriterGone,
+}
+
+fn storage(e: impl std::fmt::Display) -> Error {
+    Error::Storage(e.to_string())
+}
+
+/// A named table holding records of type `V`, keyed by bytes.
+#[derive(Debug)]
+pub struct Collection<V> {
+    name: &'static str,
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<V> Clone for Collection<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<V> Copy for Collection<V> {}
+
+impl<V> Collection<V> {
+    /// Declares a collection; the name is the table name on disk.
+    pub const fn new(name: &'static str) -> Self {
+        Collection {
+            name,
+            _value: PhantomData,
+        }
+    }
+
+    fn table(&self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+        TableDefinition::new(self.name)
+    }
+}
+
+impl<V: DeserializeOwned> Collection<V> {
+    fn decode(&self, bytes: &[u8]) -> Result<V, Error> {
+        postcard::from_bytes(bytes).map_err(|e| Error::Corrupt {
+            collection: self.name,
+            detail: e.to_string(),
+        })
+    }
+}
+
+fn encode<V: Serialize>(value: &V) -> Result<Vec<u8>, Error> {
+    postcard::to_allocvec(value).map_err(storage)
+}
+
+/// Which way a scan walks the keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Ascending,
+    Descending,
+}
+
+/// A handle on the open database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    // Field order matters: the writer is dropped (and its thread joined)
+    // before the last reference to the database goes.
+    writer: Arc<writer::Handle>,
+    db: Arc<redb::Database>,
+}
+
+impl Store {
+    /// Creates a new store file and stamps it with the current schema version.
+    pub fn create(dir: &Path) -> Result<Store, Error> {
+        let db = open_db(&dir.join(DB_FILE))?;
+        let txn = db.begin_write().map_err(storage)?;
+        {
+            let mut meta = txn.open_table(META.table()).map_err(storage)?;
+            meta.insert(SCHEMA_KEY, encode(&u64::from(SCHEMA_VERSION))?.as_slice())
+                .map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        Ok(Store::start(db))
+    }
+
+    /// Opens an existing store, migrating it to [`SCHEMA_VERSION`] if needed.
+    pub fn open(dir: &Path) -> Result<Store, Error> {
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(Error::NotInitialised);
+        }
+        let db = open_db(&path)?;
+        let store = Store::start(db);
+        let found = store
+            .read(|tx| tx.get(META, SCHEMA_KEY))?
+            .ok_or(Error::NotInitialised)?;
+        if found > u64::from(SCHEMA_VERSION) {
+            return Err(Error::SchemaTooNew {
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        // Migration hook: each step takes the store from version n to n + 1
+        // inside one write transaction. Version 1 is the first, so there is
+        // nothing to step through yet.
+        Ok(store)
+    }
+
+    fn start(db: redb::Database) -> Store {
+        let db = Arc::new(db);
+        let writer = Arc::new(writer::Handle::spawn(db.clone()));
+        Store { writer, db }
+    }
+
+    /// Runs `f` on a consistent read snapshot.
+    pub fn read<R>(&self, f: impl FnOnce(&ReadTx) -> Result<R, Error>) -> Result<R, Error> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        f(&ReadTx { txn })
+    }
+
+    /// Queues `op` for the group-commit writer and waits until its batch is
+    /// durably committed (or aborted). See the module docs for the rule `op`
+    /// must keep.
+    pub async fn write<R, E>(
+        &self,
+        op: impl FnOnce(&mut WriteTx<'_>) -> Result<R, E> + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        self.writer.submit(op).await
+    }
+
+    /// Like [`Store::write`], for callers outside the async runtime.
+    pub fn write_blocking<R, E>(
+        &self,
+        op: impl FnOnce(&mut WriteTx<'_>) -> Result<R, E> + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        self.writer.submit_blocking(op)
+    }
+}
+
+fn open_db(path: &Path) -> Result<redb::Database, Error> {
+    redb::Database::create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen,
+        other => storage(other),
+    })
+}
+
+/// A read snapshot.
+pub struct ReadTx {
+    txn: redb::ReadTransaction,
+}
+
+impl std::fmt::Debug for ReadTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadTx")
+    }
+}
+
+impl ReadTx {
+    /// The record under `key`, if any.
+    pub fn get<V: DeserializeOwned>(
+        &self,
+        c: Collection<V>,
+        key: &[u8],
+    ) -> Result<Option<V>, Error> {
+        match open_read(&self.txn, c)? {
+            Some(table) => get_in(&table, c, key),
+            None => Ok(None),
+        }
+    }
+
+    /// Walks keys from `start` (inclusive; `None` for the end the order starts
+    /// at) and hands each record to `visit` until it returns `false`.
+    pub fn scan<V: DeserializeOwned>(
+        &self,
+        c: Collection<V>,
+        start: Option<&[u8]>,
+        order: Order,
+        visit: impl FnMut(&[u8], V) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        match open_read(&self.txn, c)? {
+            Some(table) => scan_in(&table, c, start, order, visit),
+            None => Ok(()),
+        }
+    }
+
+    /// The last key and record in the collection.
+    pub fn last<V: DeserializeOwned>(
+        &self,
+        c: Collection<V>,
+    ) -> Result<Option<(Vec<u8>, V)>, Error> {
+        match open_read(&self.txn, c)? {
+            Some(table) => last_in(&table, c),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Opens a table for reading; a table that was never written reads as empty.
+fn open_read<V>(
+    txn: &redb::ReadTransaction,
+    c: Collection<V>,
+) -> Result<Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>, Error> {
+    match txn.open_table(c.table()) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(storage(e)),
+    }
+}
+
+fn get_in<V: DeserializeOwned>(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    c: Collection<V>,
+    key: &[u8],
+) -> Result<Option<V>, Error> {
+    match table.get(key).map_err(storage)? {
+        Some(v) => c.decode(v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn scan_in<V: DeserializeOwned>(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    c: Collection<V>,
+    start: Option<&[u8]>,
+    order: Order,
+    mut visit: impl FnMut(&[u8], V) -> Result<bool, Error>,
+) -> Result<(), Error> {
+    let bounds = match (start, order) {
+        (None, _) => (Bound::Unbounded, Bound::Unbounded),
+        (Some(s), Order::Ascending) => (Bound::Included(s), Bound::Unbounded),
+        (Some(s), Order::Descending) => (Bound::Unbounded, Bound::Included(s)),
+    };
+    let range = table.range::<&[u8]>(bounds).map_err(storage)?;
+    let mut step = |entry: Result<
+        (
+            redb::AccessGuard<'_, &'static [u8]>,
+            redb::AccessGuard<'_, &'static [u8]>,
+        ),
+        redb::StorageError,
+    >| {
+        let (k, v) = entry.map_err(storage)?;
+        visit(k.value(), c.decode(v.value())?)
+    };
+    match order {
+        Order::Ascending => {
+            for entry in range {
+                if !step(entry)? {
+                    break;
+                }
+            }
+        }
+        Order::Descending => {
+            for entry in range.rev() {
+                if !step(entry)? {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn last_in<V: DeserializeOwned>(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    c: Collection<V>,
+) -> Result<Option<(Vec<u8>, V)>, Error> {
+    match table.last().map_err(storage)? {
+        Some((k, v)) => Ok(Some((k.value().to_vec(), c.decode(v.value())?))),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,130 @@
+use super::*;
+
+const ITEMS: Collection<String> = Collection::new("items");
+
+#[derive(Debug, thiserror::Error)]
+enum TestError {
+    #[error("store: {0}")]
+    Store(#[from] Error),
+    #[error("refused")]
+    Refused,
+}
+
+fn fresh() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path()).unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn a_committed_write_is_visible_after_reopen() {
+    let (dir, store) = fresh();
+    store
+        .write(|tx| tx.put(ITEMS, b"a", &"alpha".to_string()))
+        .await
+        .unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.read(|tx| tx.get(ITEMS, b"a")).unwrap().as_deref(),
+        Some("alpha")
+    );
+}
+
+#[tokio::test]
+async fn concurrent_writers_share_batches_and_all_land() {
+    let (_dir, store) = fresh();
+    let mut joins = Vec::new();
+    for i in 0..200u32 {
+        let store = store.clone();
+        joins.push(tokio::spawn(async move {
+            store
+                .write(move |tx| tx.put(ITEMS, &i.to_be_bytes(), &i.to_string()))
+                .await
+        }));
+    }
+    for j in joins {
+        j.await.unwrap().unwrap();
+    }
+    let mut seen = 0;
+    store
+        .read(|tx| {
+            tx.scan(ITEMS, None, Order::Ascending, |_, _| {
+                seen += 1;
+                Ok(true)
+            })
+        })
+        .unwrap();
+    assert_eq!(seen, 200);
+}
+
+#[tokio::test]
+async fn an_operation_that_fails_before_writing_does_not_disturb_its_batch() {
+    let (_dir, store) = fresh();
+    let refused = store.write(|_tx| Err::<(), _>(TestError::Refused));
+    let kept = store.write(|tx| {
+        tx.put(ITEMS, b"k", &"kept".to_string())
+            .map_err(TestError::from)
+    });
+    let (refused, kept) = tokio::join!(refused, kept);
+    assert!(matches!(refused, Err(TestError::Refused)));
+    kept.unwrap();
+    assert!(store.read(|tx| tx.get(ITEMS, b"k")).unwrap().is_some());
+}
+
+#[tokio::test]
+async fn an_operation_that_fails_after_writing_aborts_everything_it_touched() {
+    let (_dir, store) = fresh();
+    let result = store
+        .write(|tx| {
+            tx.put(ITEMS, b"half", &"done".to_string())?;
+            Err::<(), _>(TestError::Refused)
+        })
+        .await;
+    assert!(matches!(result, Err(TestError::Store(Error::BatchAborted))));
+    assert!(store.read(|tx| tx.get(ITEMS, b"half")).unwrap().is_none());
+}
+
+#[test]
+fn scans_walk_in_both_orders_from_a_start_key() {
+    let (_dir, store) = fresh();
+    for k in [b"a", b"b", b"c", b"d"] {
+        store
+            .write_blocking(move |tx| tx.put(ITEMS, k, &String::from_utf8_lossy(k).into_owned()))
+            .unwrap();
+    }
+    let collect = |start: Option<&[u8]>, order| {
+        let mut out = Vec::new();
+        store
+            .read(|tx| {
+                tx.scan(ITEMS, start, order, |_, v: String| {
+                    out.push(v);
+                    Ok(out.len() < 2)
+                })
+            })
+            .unwrap();
+        out
+    };
+    assert_eq!(collect(Some(b"b"), Order::Ascending), ["b", "c"]);
+    assert_eq!(collect(Some(b"c"), Order::Descending), ["c", "b"]);
+    assert_eq!(collect(None, Order::Descending), ["d", "c"]);
+}
+
+#[test]
+fn a_second_process_cannot_open_the_same_store() {
+    let (dir, _store) = fresh();
+    assert!(matches!(Store::open(dir.path()), Err(Error::AlreadyOpen)));
+}
+
+#[test]
+fn a_store_from_a_newer_build_is_refused() {
+    let (dir, store) = fresh();
+    store
+        .write_blocking(|tx| tx.put(META, SCHEMA_KEY, &(u64::from(SCHEMA_VERSION) + 1)))
+        .unwrap();
+    drop(store);
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(Error::SchemaTooNew { .. })
+    ));
+}

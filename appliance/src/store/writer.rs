@@ -1,0 +1,240 @@
+//! The group-commit writer: one thread, one write transaction per batch.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+use super::{Collection, Error, Order, encode, get_in, last_in, scan_in, storage};
+
+/// At most this many operations share one transaction, so one huge burst
+/// cannot hold every caller behind a single very long commit.
+const MAX_BATCH: usize = 4096;
+
+/// Reports the outcome of the batch's commit to one caller.
+type Finish = Box<dyn FnOnce(Result<(), Error>) + Send>;
+/// Runs one caller's operation; says whether it failed after writing.
+type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> Finish + Send>;
+
+/// Owns the writer thread. Dropping the last handle closes the queue and
+/// waits for the thread, so the database file is closed when `drop` returns
+/// (a restart in the same process can reopen it at once).
+#[derive(Debug)]
+pub(super) struct Handle {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Handle {
+    pub(super) fn spawn(db: Arc<redb::Database>) -> Handle {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        // The thread ends when every Store handle (and so every Sender) is gone.
+        let spawned = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(&db, &queue));
+        let thread = match spawned {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                // Without the thread every write reports WriterGone; say why once.
+                tracing::error!(error = %e, "could not start the store writer thread");
+                None
+            }
+        };
+        Handle {
+            jobs: Some(jobs),
+            thread,
+        }
+    }
+
+    fn enqueue<R, E>(
+        &self,
+        op: impl FnOnce(&mut WriteTx<'_>) -> Result<R, E> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<R, E>>, Error>
+    where
+        R: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |tx| {
+            let writes_before = tx.writes;
+            let result = op(tx);
+            if result.is_err() && tx.writes != writes_before {
+                tx.poisoned = true;
+            }
+            Box::new(move |commit: Result<(), Error>| {
+                let outcome = match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(E::from(e)),
+                };
+                // The caller may have gone away (client disconnected); the
+                // change is committed either way.
+                let _ = reply.send(outcome);
+            })
+        });
+        self.jobs
+            .as_ref()
+            .ok_or(Error::WriterGone)?
+            .send(job)
+            .map_err(|_| Error::WriterGone)?;
+        Ok(answer)
+    }
+
+    pub(super) async fn submit<R, E>(
+        &self,
+        op: impl FnOnce(&mut WriteTx<'_>) -> Result<R, E> + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        let answer = self.enqueue(op)?;
+        answer.await.map_err(|_| E::from(Error::WriterGone))?
+    }
+
+    pub(super) fn submit_blocking<R, E>(
+        &self,
+        op: impl FnOnce(&mut WriteTx<'_>) -> Result<R, E> + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        let answer = self.enqueue(op)?;
+        answer
+            .blocking_recv()
+            .map_err(|_| E::from(Error::WriterGone))?
+    }
+}
+
+fn run(db: &redb::Database, queue: &mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(db, batch);
+    }
+}
+
+fn commit_batch(db: &redb::Database, batch: Vec<Job>) {
+    let txn = match db.begin_write() {
+        Ok(txn) => txn,
+        Err(e) => {
+            // Dropping the jobs drops their reply channels: callers see WriterGone.
+            tracing::error!(error = %e, "could not begin a write transaction");
+            return;
+        }
+    };
+    let mut tx = WriteTx {
+        txn: &txn,
+        writes: 0,
+        poisoned: false,
+    };
+    let finishers: Vec<Finish> = batch.into_iter().map(|job| job(&mut tx)).collect();
+    let poisoned = tx.poisoned;
+    let commit = if poisoned {
+        tracing::error!("a write operation failed after writing; aborting its batch");
+        // Aborting cannot lose anything: no caller in the batch was answered.
+        let _ = txn.abort();
+        Err(())
+    } else {
+        txn.commit()
+            .map_err(|e| tracing::error!(error = %e, "write transaction commit failed"))
+    };
+    for finish in finishers {
+        finish(match commit {
+            Ok(()) => Ok(()),
+            Err(()) if poisoned => Err(Error::BatchAborted),
+            Err(()) => Err(Error::Storage("commit failed".into())),
+        });
+    }
+}
+
+/// The view a write operation gets: reads see the batch's earlier writes.
+pub struct WriteTx<'t> {
+    txn: &'t redb::WriteTransaction,
+    writes: u64,
+    poisoned: bool,
+}
+
+impl std::fmt::Debug for WriteTx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTx")
+            .field("writes", &self.writes)
+            .finish()
+    }
+}
+
+impl WriteTx<'_> {
+    fn open<V>(
+        &self,
+        c: Collection<V>,
+    ) -> Result<redb::Table<'_, &'static [u8], &'static [u8]>, Error> {
+        self.txn.open_table(c.table()).map_err(storage)
+    }
+
+    /// The record under `key`, if any.
+    pub fn get<V: DeserializeOwned>(
+        &self,
+        c: Collection<V>,
+        key: &[u8],
+    ) -> Result<Option<V>, Error> {
+        get_in(&self.open(c)?, c, key)
+    }
+
+    /// See [`super::ReadTx::scan`].
+    pub fn scan<V: DeserializeOwned>(
+        &self,
+        c: Collection<V>,
+        start: Option<&[u8]>,
+        order: Order,
+        visit: impl FnMut(&[u8], V) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        scan_in(&self.open(c)?, c, start, order, visit)
+    }
+
+    /// The last key and record in the collection.
+    pub fn last<V: DeserializeOwned>(
+        &self,
+        c: Collection<V>,
+    ) -> Result<Option<(Vec<u8>, V)>, Error> {
+        last_in(&self.open(c)?, c)
+    }
+
+    /// Inserts or replaces the record under `key`.
+    pub fn put<V: Serialize>(
+        &mut self,
+        c: Collection<V>,
+        key: &[u8],
+        value: &V,
+    ) -> Result<(), Error> {
+        let bytes = encode(value)?;
+        self.writes += 1;
+        self.open(c)?
+            .insert(key, bytes.as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Removes the record under `key`; says whether there was one.
+    pub fn delete<V>(&mut self, c: Collection<V>, key: &[u8]) -> Result<bool, Error> {
+        self.writes += 1;
+        let mut table = self.open(c)?;
+        let removed = table.remove(key).map_err(storage)?.is_some();
+        Ok(removed)
+    }
+}

@@ -1,1 +1,6 @@
+pub mod audit;
+pub mod auth;
+pub mod clock;
+pub mod ids;
+pub mod pki;
 pub mod store;

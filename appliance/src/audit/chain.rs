@@ -1,0 +1,212 @@
+//! Appending to, verifying and exporting the hash chain.
+
+use std::io::Write;
+
+use ring::digest::{SHA256, digest};
+use serde::{Deserialize, Serialize};
+
+use super::{Event, Metadata, Origin, Record};
+use crate::clock::Timestamp;
+use crate::store::{self, Collection, Order, ReadTx, WriteTx};
+
+/// A record as stored: the exact bytes that were hashed, and the hash.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    canonical: Vec<u8>,
+    hash: [u8; 32],
+}
+
+/// The newest record's sequence number and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+const RECORDS: Collection<Stored> = Collection::new("audit_records");
+const HEAD: Collection<Head> = Collection::new("audit_head");
+const HEAD_KEY: &[u8] = b"head";
+const GENESIS_PREV: [u8; 32] = [0; 32];
+
+fn chain_hash(prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
+    let mut input = Vec::with_capacity(32 + canonical.len());
+    input.extend_from_slice(prev);
+    input.extend_from_slice(canonical);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, &input).as_ref());
+    out
+}
+
+/// Appends `event` to the chain inside the caller's transaction and returns
+/// its sequence number.
+pub fn append(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    event: Event,
+) -> Result<u64, store::Error> {
+    let head = tx.get(HEAD, HEAD_KEY)?;
+    let (seq, prev) = match head {
+        Some(h) => (h.seq + 1, h.hash),
+        None => (0, GENESIS_PREV),
+    };
+    let record = Record {
+        seq,
+        timestamp: now.to_rfc3339(),
+        event_type: event.event_type.into(),
+        actor: origin.actor.clone(),
+        resource: event.resource,
+        action: event.action.into(),
+        result: event.outcome,
+        metadata: Metadata {
+            source_ip: origin.source_ip.map(|ip| ip.to_string()),
+            user_agent: origin.user_agent.clone(),
+            details: event.details,
+        },
+        prev_hash: hex::encode(prev),
+    };
+    let canonical =
+        serde_json::to_vec(&record).map_err(|e| store::Error::Storage(e.to_string()))?;
+    let hash = chain_hash(&prev, &canonical);
+    tx.put(RECORDS, &seq.to_be_bytes(), &Stored { canonical, hash })?;
+    tx.put(HEAD, HEAD_KEY, &Head { seq, hash })?;
+    Ok(seq)
+}
+
+/// What a successful verification saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub records: u64,
+    pub head: Option<Head>,
+}
+
+/// The first break found in the chain.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("audit chain broken at seq {seq}: {reason}")]
+    ChainBroken { seq: u64, reason: &'static str },
+    #[error("audit chain head names seq {head_seq} but the log ends at {last:?}")]
+    HeadMismatch { head_seq: u64, last: Option<u64> },
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// Walks the whole chain and checks every link and the head.
+pub fn verify(tx: &ReadTx) -> Result<Verified, VerifyError> {
+    let mut expected_seq = 0u64;
+    let mut prev = GENESIS_PREV;
+    let mut broken: Option<VerifyError> = None;
+    tx.scan(RECORDS, None, Order::Ascending, |key, stored: Stored| {
+        let seq = key.try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
+        let fail = |reason| VerifyError::ChainBroken {
+            seq: expected_seq,
+            reason,
+        };
+        if seq != expected_seq {
+            broken = Some(fail("a record is missing or out of order"));
+            return Ok(false);
+        }
+        let record: Record = match serde_json::from_slice(&stored.canonical) {
+            Ok(r) => r,
+            Err(_) => {
+                broken = Some(fail("the record does not parse"));
+                return Ok(false);
+            }
+        };
+        if record.seq != seq {
+            broken = Some(fail("the record's seq does not match its position"));
+        } else if record.prev_hash != hex::encode(prev) {
+            broken = Some(fail("prev_hash does not match the previous record"));
+        } else if chain_hash(&prev, &stored.canonical) != stored.hash {
+            broken = Some(fail("the record's hash does not match its contents"));
+        }
+        if broken.is_some() {
+            return Ok(false);
+        }
+        prev = stored.hash;
+        expected_seq += 1;
+        Ok(true)
+    })?;
+    if let Some(e) = broken {
+        return Err(e);
+    }
+    let last = expected_seq.checked_sub(1);
+    let head = tx.get(HEAD, HEAD_KEY)?;
+    match (head, last) {
+        (None, None) => {}
+        (Some(h), Some(l)) if h.seq == l && h.hash == prev => {}
+        (Some(h), _) => {
+            return Err(VerifyError::HeadMismatch {
+                head_seq: h.seq,
+                last,
+            });
+        }
+        (None, Some(_)) => {
+            return Err(VerifyError::ChainBroken {
+                seq: 0,
+                reason: "records exist but no head",
+            });
+        }
+    }
+    Ok(Verified {
+        records: expected_seq,
+        head,
+    })
+}
+
+/// Writes records `from..` as JSON lines (the canonical record plus its hash).
+/// Returns how many were written.
+pub fn export_jsonl(tx: &ReadTx, from: u64, out: &mut impl Write) -> Result<u64, store::Error> {
+    let mut written = 0u64;
+    let mut io_error = None;
+    tx.scan(
+        RECORDS,
+        Some(&from.to_be_bytes()),
+        Order::Ascending,
+        |_, stored: Stored| {
+            let line = with_hash(&stored.canonical, &stored.hash);
+            if let Err(e) = out.write_all(&line) {
+                io_error = Some(e);
+                return Ok(false);
+            }
+            written += 1;
+            Ok(true)
+        },
+    )?;
+    match io_error {
+        Some(e) => Err(store::Error::Storage(format!("export write failed: {e}"))),
+        None => Ok(written),
+    }
+}
+
+/// The canonical JSON object with `"hash"` appended as its last field, and a newline.
+fn with_hash(canonical: &[u8], hash: &[u8; 32]) -> Vec<u8> {
+    let body = canonical.strip_suffix(b"}").unwrap_or(canonical);
+    let mut line = Vec::with_capacity(canonical.len() + 80);
+    line.extend_from_slice(body);
+    line.extend_from_slice(format!(",\"hash\":\"{}\"}}\n", hex::encode(hash)).as_bytes());
+    line
+}
+
+#[cfg(test)]
+pub(super) mod testing {
+    //! Lets tests corrupt the chain the way an attacker with disk access would.
+    use super::*;
+
+    pub fn tamper(
+        tx: &mut WriteTx<'_>,
+        seq: u64,
+        edit: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), store::Error> {
+        let key = seq.to_be_bytes();
+        if let Some(mut stored) = tx.get(RECORDS, &key)? {
+            edit(&mut stored.canonical);
+            tx.put(RECORDS, &key, &stored)?;
+        }
+        Ok(())
+    }
+
+    pub fn remove(tx: &mut WriteTx<'_>, seq: u64) -> Result<(), store::Error> {
+        tx.delete(RECORDS, &seq.to_be_bytes()).map(|_| ())
+    }
+}

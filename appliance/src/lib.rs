@@ -1,5 +1,6 @@
 pub mod audit;
 pub mod auth;
+pub mod broker;
 pub mod clock;
 pub mod ids;
 pub mod pki;

@@ -1,0 +1,307 @@
+//! The task broker: lifecycle, leases, dispatch and long-poll waiters.
+//!
+//! State lives in the store; every transition is one store operation that
+//! also appends its audit record. In memory there are only waiters: parked
+//! worker polls ([`waiters`]) and clients waiting for a task to finish, both
+//! woken after the commit that concerns them.
+//!
+//! Leases are fenced: each lease has an id, and a heartbeat or completion
+//! must name the current one, so a task is completed exactly once even when a
+//! slow worker's lease was reassigned.
+//!
+//! This module holds no HTTP types and never reads the system time.
+
+mod ops;
+pub mod task;
+mod waiters;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::audit::Origin;
+use crate::clock::SharedClock;
+use crate::ids::{LeaseId, TaskId, WorkerId};
+use crate::store::{self, Store};
+pub use ops::{Completion, Heartbeat, ListFilter};
+pub use task::{Lease, NewTask, Task, TaskError, TaskRequest, TaskState};
+use waiters::Waiters;
+
+/// Tunables, validated by the config module.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a lease lasts without a heartbeat.
+    pub lease: Duration,
+    /// The longest a worker's poll may be held open.
+    pub max_poll_wait: Duration,
+    /// The most tasks one poll may take.
+    pub max_tasks_per_poll: u32,
+    /// Delay before the first retry; doubles per attempt.
+    pub retry_backoff: Duration,
+    /// The longest delay between retries.
+    pub retry_backoff_max: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            lease: Duration::from_secs(60),
+            max_poll_wait: Duration::from_secs(30),
+            max_tasks_per_poll: 32,
+            retry_backoff: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such task")]
+    NotFound,
+    #[error("{0}")]
+    InvalidTask(String),
+    #[error("the lease is not the task's current lease")]
+    LeaseStale,
+    #[error("the task has already finished")]
+    AlreadyFinished,
+    #[error("this idempotency key was already used for a different request")]
+    IdempotencyConflict,
+    #[error("the broker is shutting down")]
+    Draining,
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// The broker service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    store: Store,
+    clock: SharedClock,
+    settings: Arc<Settings>,
+    waiters: Arc<Waiters>,
+    finished: broadcast::Sender<TaskId>,
+}
+
+/// A worker as the broker needs to know it.
+#[derive(Debug, Clone)]
+pub struct WorkerView {
+    pub id: WorkerId,
+    /// Sorted.
+    pub labels: Arc<Vec<String>>,
+}
+
+impl Broker {
+    pub fn new(store: Store, clock: SharedClock, settings: Settings) -> Broker {
+        let (finished, _) = broadcast::channel(1024);
+        Broker {
+            store,
+            clock,
+            settings: Arc::new(settings),
+            waiters: Arc::default(),
+            finished,
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Creates a task, or with an idempotency key already used by the same
+    /// principal for the same request, returns the task it created then.
+    /// The flag says whether this call created it.
+    pub async fn create(
+        &self,
+        origin: &Origin,
+        principal: &str,
+        new: NewTask,
+        idempotency_key: Option<String>,
+    ) -> Result<(Task, bool), Error> {
+        let now = self.clock.now();
+        let (origin, principal) = (origin.clone(), principal.to_owned());
+        let (task, created) = self
+            .store
+            .write(move |tx| ops::create(tx, now, &origin, &principal, new, idempotency_key))
+            .await?;
+        if created {
+            self.waiters.wake_matching(&task.labels);
+        }
+        Ok((task, created))
+    }
+
+    pub fn get(&self, id: TaskId) -> Result<Task, Error> {
+        self.store
+            .read(|tx| ops::get(tx, id))?
+            .ok_or(Error::NotFound)
+    }
+
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<Task>, Error> {
+        Ok(self.store.read(|tx| ops::list(tx, filter))?)
+    }
+
+    /// The task once it has finished, or as it stands when `wait` runs out.
+    pub async fn wait_finished(&self, id: TaskId, wait: Duration) -> Result<Task, Error> {
+        let mut finished = self.finished.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let task = self.get(id)?;
+            if task.state.is_final() {
+                return Ok(task);
+            }
+            loop {
+                tokio::select! {
+                    news = finished.recv() => match news {
+                        Ok(done) if done != id => continue,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => return Ok(task),
+                    },
+                    () = tokio::time::sleep_until(deadline) => return self.get(id),
+                }
+            }
+        }
+    }
+
+    pub async fn cancel(&self, origin: &Origin, id: TaskId) -> Result<Task, Error> {
+        let now = self.clock.now();
+        let origin = origin.clone();
+        let task = self
+            .store
+            .write(move |tx| ops::cancel(tx, now, &origin, id))
+            .await?;
+        let _ = self.finished.send(id);
+        Ok(task)
+    }
+
+    /// A worker's long-poll: returns as soon as at least one matching task is
+    /// leased to it, or empty when `wait` runs out or the broker drains.
+    pub async fn poll(
+        &self,
+        origin: &Origin,
+        worker: &WorkerView,
+        max_tasks: u32,
+        wait: Duration,
+    ) -> Result<Vec<Task>, Error> {
+        let max_tasks = max_tasks.clamp(1, self.settings.max_tasks_per_poll);
+        let deadline = tokio::time::Instant::now() + wait.min(self.settings.max_poll_wait);
+        let registration = self.waiters.register(worker.labels.clone());
+        loop {
+            if self.waiters.is_draining() {
+                return Ok(Vec::new());
+            }
+            let leased = self.claim(origin, worker, max_tasks).await?;
+            if !leased.is_empty() {
+                return Ok(leased);
+            }
+            tokio::select! {
+                () = registration.woken() => {}
+                () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    async fn claim(
+        &self,
+        origin: &Origin,
+        worker: &WorkerView,
+        max_tasks: u32,
+    ) -> Result<Vec<Task>, Error> {
+        let now = self.clock.now();
+        let lease = self.settings.lease;
+        let (origin, worker) = (origin.clone(), worker.clone());
+        self.store
+            .write(move |tx| ops::claim(tx, now, &origin, &worker, max_tasks, lease))
+            .await
+    }
+
+    /// Extends a lease; says whether the task was cancelled meanwhile.
+    pub async fn heartbeat(
+        &self,
+        worker: WorkerId,
+        id: TaskId,
+        lease: LeaseId,
+    ) -> Result<Heartbeat, Error> {
+        let now = self.clock.now();
+        let extend = self.settings.lease;
+        self.store
+            .write(move |tx| ops::heartbeat(tx, now, worker, id, lease, extend))
+            .await
+    }
+
+    /// Records a worker's report. Only the holder of the current lease may report.
+    pub async fn complete(
+        &self,
+        origin: &Origin,
+        worker: WorkerId,
+        id: TaskId,
+        lease: LeaseId,
+        completion: Completion,
+    ) -> Result<Task, Error> {
+        let now = self.clock.now();
+        let origin = origin.clone();
+        let settings = self.settings.clone();
+        let task = self
+            .store
+            .write(move |tx| {
+                ops::complete(tx, now, &origin, worker, id, lease, completion, &settings)
+            })
+            .await?;
+        self.announce(&task);
+        Ok(task)
+    }
+
+    /// Expires overdue leases and releases retries whose backoff has passed.
+    /// Returns how many tasks it moved.
+    pub async fn reap(&self) -> Result<usize, Error> {
+        let now = self.clock.now();
+        if !self.store.read(|tx| ops::anything_due(tx, now))? {
+            return Ok(0);
+        }
+        let settings = self.settings.clone();
+        let moved = self
+            .store
+            .write(move |tx| ops::reap(tx, now, &settings))
+            .await?;
+        for task in &moved {
+            self.announce(task);
+        }
+        Ok(moved.len())
+    }
+
+    /// Runs [`Broker::reap`] every `every` until the broker drains.
+    pub async fn run_reaper(self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.waiters.is_draining() {
+            tick.tick().await;
+            if let Err(e) = self.reap().await {
+                tracing::error!(error = %e, "lease reaper failed; retrying");
+            }
+        }
+    }
+
+    /// After a commit: wake pollers for a ready task, or waiters for a finished one.
+    fn announce(&self, task: &Task) {
+        match task.state {
+            TaskState::Queued if task.not_before.is_none() => {
+                self.waiters.wake_matching(&task.labels)
+            }
+            s if s.is_final() => {
+                let _ = self.finished.send(task.id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops leasing and answers every parked poll at once.
+    pub fn drain(&self) {
+        self.waiters.drain();
+    }
+
+    /// How many worker polls are parked right now.
+    pub fn parked_polls(&self) -> usize {
+        self.waiters.parked()
+    }
+}
+
+#[cfg(test)]
+mod tests;

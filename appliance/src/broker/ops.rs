@@ -1,0 +1,520 @@
+//! The broker's store operations. Each runs inside one group-commit write
+//! transaction and, following the store's rule, checks everything before its
+//! first write. Each appends the audit records for what it changes.
+
+use std::time::Duration;
+
+use ring::digest::{SHA256, digest};
+use serde::{Deserialize, Serialize};
+
+use super::task::{MAX_PRIORITY, labels_match, retry_delay};
+use super::{Error, Lease, NewTask, Settings, Task, TaskError, TaskState, WorkerView};
+use crate::audit::{self, Event, Origin, Outcome, Resource};
+use crate::clock::Timestamp;
+use crate::ids::{LeaseId, TaskId, WorkerId};
+use crate::store::{self, Collection, Order, ReadTx, WriteTx};
+
+/// Every task, keyed by id (UUIDv7, so key order is creation order).
+const TASKS: Collection<Task> = Collection::new("tasks");
+/// Ready tasks: `[MAX_PRIORITY - priority][enqueue seq]`, so a forward scan
+/// yields highest priority first, then first in, first out.
+const QUEUE: Collection<QueueEntry> = Collection::new("task_queue");
+/// Leased tasks by lease expiry: `[expires_at][task id]`.
+const LEASES: Collection<TaskId> = Collection::new("task_leases");
+/// Tasks waiting out a retry backoff: `[not_before][task id]`.
+const DELAYED: Collection<TaskId> = Collection::new("task_delayed");
+/// `SHA-256(principal, key)` -> the task that key created.
+const IDEMPOTENCY: Collection<IdempotencyEntry> = Collection::new("task_idempotency");
+const COUNTERS: Collection<u64> = Collection::new("broker_counters");
+const QUEUE_SEQ: &[u8] = b"queue_seq";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct QueueEntry {
+    task: TaskId,
+    /// Copied here so matching a worker needs no task lookups.
+    labels: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct IdempotencyEntry {
+    task: TaskId,
+    request: [u8; 32],
+}
+
+/// What a worker reports when it is done with a task.
+#[derive(Debug, Clone)]
+pub enum Completion {
+    /// The result as JSON text.
+    Succeeded { result: Vec<u8> },
+    /// A retryable failure goes back to the queue while attempts remain.
+    Failed { error: TaskError, retryable: bool },
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub cancel: bool,
+    pub lease_expires_at: Timestamp,
+}
+
+/// Which tasks a listing returns, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<TaskState>,
+    /// Only tasks created by this principal.
+    pub created_by: Option<String>,
+    /// Only tasks created before this one (for paging).
+    pub before: Option<TaskId>,
+    pub limit: usize,
+}
+
+fn time_key(t: Timestamp, id: TaskId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(24);
+    k.extend_from_slice(&t.to_key());
+    k.extend_from_slice(&id.to_key());
+    k
+}
+
+fn time_of(key: &[u8]) -> Timestamp {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(key.get(..8).unwrap_or(&[0; 8]));
+    Timestamp::from_millis(u64::from_be_bytes(b))
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut buf = Vec::new();
+    for p in parts {
+        buf.extend_from_slice(&(p.len() as u64).to_be_bytes());
+        buf.extend_from_slice(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, &buf).as_ref());
+    out
+}
+
+fn resource(id: TaskId) -> Resource {
+    Resource::new("task", id)
+}
+
+fn enqueue(tx: &mut WriteTx<'_>, task: &mut Task) -> Result<(), store::Error> {
+    let seq = tx.get(COUNTERS, QUEUE_SEQ)?.unwrap_or(0) + 1;
+    tx.put(COUNTERS, QUEUE_SEQ, &seq)?;
+    let mut key = vec![MAX_PRIORITY - task.priority.min(MAX_PRIORITY)];
+    key.extend_from_slice(&seq.to_be_bytes());
+    tx.put(
+        QUEUE,
+        &key,
+        &QueueEntry {
+            task: task.id,
+            labels: task.labels.clone(),
+        },
+    )?;
+    task.queue_key = Some(key);
+    task.not_before = None;
+    Ok(())
+}
+
+/// Puts a task back in line, after `delay` if it is not zero.
+fn requeue(
+    tx: &mut WriteTx<'_>,
+    task: &mut Task,
+    now: Timestamp,
+    delay: Duration,
+) -> Result<(), store::Error> {
+    task.state = TaskState::Queued;
+    task.lease = None;
+    if delay.is_zero() {
+        enqueue(tx, task)
+    } else {
+        let at = now.plus(delay);
+        task.not_before = Some(at);
+        tx.put(DELAYED, &time_key(at, task.id), &task.id)
+    }
+}
+
+fn finish(task: &mut Task, now: Timestamp, state: TaskState) {
+    task.state = state;
+    task.finished_at = Some(now);
+    task.updated_at = now;
+}
+
+pub(super) fn create(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    principal: &str,
+    new: NewTask,
+    idempotency_key: Option<String>,
+) -> Result<(Task, bool), Error> {
+    let idempotency = match &idempotency_key {
+        Some(key) => {
+            let slot = sha256(&[principal.as_bytes(), key.as_bytes()]);
+            let labels = new.labels.join("\n");
+            let request = sha256(&[
+                new.kind.as_bytes(),
+                &new.input,
+                labels.as_bytes(),
+                &[new.priority],
+                &new.max_attempts.to_be_bytes(),
+                &new.timeout.as_millis().to_be_bytes(),
+            ]);
+            if let Some(seen) = tx.get(IDEMPOTENCY, &slot)? {
+                if seen.request != request {
+                    return Err(Error::IdempotencyConflict);
+                }
+                let task = tx.get(TASKS, &seen.task.to_key())?.ok_or(Error::NotFound)?;
+                return Ok((task, false));
+            }
+            Some((slot, request))
+        }
+        None => None,
+    };
+    let mut task = Task {
+        id: TaskId::new(),
+        kind: new.kind,
+        input: new.input,
+        labels: new.labels,
+        priority: new.priority,
+        state: TaskState::Queued,
+        attempts: 0,
+        max_attempts: new.max_attempts,
+        timeout: new.timeout,
+        lease: None,
+        result: None,
+        error: None,
+        created_by: principal.into(),
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+        not_before: None,
+        idempotency_key,
+        queue_key: None,
+    };
+    enqueue(tx, &mut task)?;
+    tx.put(TASKS, &task.id.to_key(), &task)?;
+    if let Some((slot, request)) = idempotency {
+        tx.put(
+            IDEMPOTENCY,
+            &slot,
+            &IdempotencyEntry {
+                task: task.id,
+                request,
+            },
+        )?;
+    }
+    let event = Event::new("task.created", "create", resource(task.id))
+        .detail("kind", &task.kind)
+        .detail("priority", task.priority)
+        .detail("labels", task.labels.join(","));
+    audit::append(tx, now, origin, event)?;
+    Ok((task, true))
+}
+
+pub(super) fn get(tx: &ReadTx, id: TaskId) -> Result<Option<Task>, store::Error> {
+    tx.get(TASKS, &id.to_key())
+}
+
+pub(super) fn list(tx: &ReadTx, filter: &ListFilter) -> Result<Vec<Task>, store::Error> {
+    let mut out = Vec::new();
+    let start = filter.before.map(TaskId::to_key);
+    tx.scan(
+        TASKS,
+        start.as_ref().map(|k| &k[..]),
+        Order::Descending,
+        |_, task: Task| {
+            let wanted = Some(task.id) != filter.before
+                && filter.state.is_none_or(|s| s == task.state)
+                && filter
+                    .created_by
+                    .as_ref()
+                    .is_none_or(|p| *p == task.created_by);
+            if wanted {
+                out.push(task);
+            }
+            Ok(out.len() < filter.limit)
+        },
+    )?;
+    Ok(out)
+}
+
+pub(super) fn cancel(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    id: TaskId,
+) -> Result<Task, Error> {
+    let mut task = tx.get(TASKS, &id.to_key())?.ok_or(Error::NotFound)?;
+    if task.state.is_final() {
+        return Err(Error::AlreadyFinished);
+    }
+    let was = task.state;
+    if let Some(key) = task.queue_key.take() {
+        tx.delete(QUEUE, &key)?;
+    }
+    if let Some(at) = task.not_before.take() {
+        tx.delete(DELAYED, &time_key(at, id))?;
+    }
+    // The lease itself stays on the record, so the worker's next heartbeat is
+    // told to stop rather than refused.
+    if let Some(lease) = &task.lease {
+        tx.delete(LEASES, &time_key(lease.expires_at, id))?;
+    }
+    finish(&mut task, now, TaskState::Cancelled);
+    tx.put(TASKS, &id.to_key(), &task)?;
+    audit::append(
+        tx,
+        now,
+        origin,
+        Event::new("task.cancelled", "cancel", resource(id)).detail("was", was.as_str()),
+    )?;
+    Ok(task)
+}
+
+pub(super) fn claim(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    worker: &WorkerView,
+    max_tasks: u32,
+    lease_for: Duration,
+) -> Result<Vec<Task>, Error> {
+    let mut picked: Vec<(Vec<u8>, TaskId)> = Vec::new();
+    tx.scan(QUEUE, None, Order::Ascending, |key, entry: QueueEntry| {
+        if labels_match(&entry.labels, &worker.labels) {
+            picked.push((key.to_vec(), entry.task));
+        }
+        Ok(picked.len() < max_tasks as usize)
+    })?;
+    let mut tasks = Vec::with_capacity(picked.len());
+    for (_, id) in &picked {
+        tasks.push(tx.get(TASKS, &id.to_key())?.ok_or(Error::NotFound)?);
+    }
+    for ((queue_key, _), task) in picked.iter().zip(tasks.iter_mut()) {
+        tx.delete(QUEUE, queue_key)?;
+        let lease = Lease {
+            worker: worker.id,
+            id: LeaseId::new(),
+            expires_at: now.plus(lease_for),
+        };
+        tx.put(LEASES, &time_key(lease.expires_at, task.id), &task.id)?;
+        task.queue_key = None;
+        task.attempts += 1;
+        task.state = TaskState::Leased;
+        task.updated_at = now;
+        let event = Event::new("task.leased", "lease", resource(task.id))
+            .detail("worker", worker.id)
+            .detail("attempt", task.attempts)
+            .detail("lease_id", lease.id);
+        task.lease = Some(lease);
+        tx.put(TASKS, &task.id.to_key(), task)?;
+        audit::append(tx, now, origin, event)?;
+    }
+    Ok(tasks)
+}
+
+/// The task, if `worker` holds its lease `lease` (the task may be cancelled).
+fn leased_to(
+    tx: &WriteTx<'_>,
+    id: TaskId,
+    worker: WorkerId,
+    lease: LeaseId,
+) -> Result<(Task, Lease), Error> {
+    let task = tx.get(TASKS, &id.to_key())?.ok_or(Error::NotFound)?;
+    match &task.lease {
+        Some(l) if l.id == lease && l.worker == worker => {
+            let l = l.clone();
+            Ok((task, l))
+        }
+        _ => Err(Error::LeaseStale),
+    }
+}
+
+pub(super) fn heartbeat(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    worker: WorkerId,
+    id: TaskId,
+    lease: LeaseId,
+    extend: Duration,
+) -> Result<Heartbeat, Error> {
+    let (mut task, current) = leased_to(tx, id, worker, lease)?;
+    match task.state {
+        TaskState::Cancelled => {
+            return Ok(Heartbeat {
+                cancel: true,
+                lease_expires_at: current.expires_at,
+            });
+        }
+        TaskState::Leased => {}
+        _ => return Err(Error::LeaseStale),
+    }
+    let expires_at = now.plus(extend).max(current.expires_at);
+    tx.delete(LEASES, &time_key(current.expires_at, id))?;
+    tx.put(LEASES, &time_key(expires_at, id), &id)?;
+    task.lease = Some(Lease {
+        expires_at,
+        ..current
+    });
+    task.updated_at = now;
+    tx.put(TASKS, &id.to_key(), &task)?;
+    Ok(Heartbeat {
+        cancel: false,
+        lease_expires_at: expires_at,
+    })
+}
+
+#[allow(clippy::too_many_arguments)] // one operation, each argument a distinct fact
+pub(super) fn complete(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    worker: WorkerId,
+    id: TaskId,
+    lease: LeaseId,
+    completion: Completion,
+    settings: &Settings,
+) -> Result<Task, Error> {
+    let (mut task, current) = leased_to(tx, id, worker, lease)?;
+    if task.state != TaskState::Leased {
+        return Err(Error::LeaseStale);
+    }
+    tx.delete(LEASES, &time_key(current.expires_at, id))?;
+    match completion {
+        Completion::Succeeded { result } => {
+            task.result = Some(result);
+            task.error = None;
+            finish(&mut task, now, TaskState::Succeeded);
+            let event = Event::new("task.completed", "complete", resource(id))
+                .detail("worker", worker)
+                .detail("attempt", task.attempts);
+            audit::append(tx, now, origin, event)?;
+        }
+        Completion::Failed { error, retryable } => {
+            let retry = retryable && task.attempts < task.max_attempts;
+            let event = Event::new("task.failed", "complete", resource(id))
+                .outcome(Outcome::Failure)
+                .detail("worker", worker)
+                .detail("attempt", task.attempts)
+                .detail("code", &error.code)
+                .detail("will_retry", retry);
+            audit::append(tx, now, origin, event)?;
+            task.error = Some(error);
+            task.updated_at = now;
+            if retry {
+                retry_task(tx, &mut task, now, settings)?;
+            } else {
+                finish(&mut task, now, TaskState::Failed);
+            }
+        }
+    }
+    tx.put(TASKS, &id.to_key(), &task)?;
+    Ok(task)
+}
+
+fn retry_task(
+    tx: &mut WriteTx<'_>,
+    task: &mut Task,
+    now: Timestamp,
+    settings: &Settings,
+) -> Result<(), Error> {
+    let delay = retry_delay(
+        task.attempts,
+        settings.retry_backoff,
+        settings.retry_backoff_max,
+    );
+    requeue(tx, task, now, delay)?;
+    let event = Event::new("task.requeued", "requeue", resource(task.id))
+        .detail("attempt", task.attempts)
+        .detail("delay_ms", delay.as_millis());
+    audit::append(tx, now, &Origin::system(), event)?;
+    Ok(())
+}
+
+/// Whether [`reap`] has anything to do; a cheap read so idle ticks never write.
+pub(super) fn anything_due(tx: &ReadTx, now: Timestamp) -> Result<bool, store::Error> {
+    let mut due = false;
+    for c in [LEASES, DELAYED] {
+        tx.scan(c, None, Order::Ascending, |key, _| {
+            due |= time_of(key) <= now;
+            Ok(false)
+        })?;
+    }
+    Ok(due)
+}
+
+fn due_keys(
+    tx: &WriteTx<'_>,
+    c: Collection<TaskId>,
+    now: Timestamp,
+) -> Result<Vec<(Vec<u8>, TaskId)>, store::Error> {
+    let mut due = Vec::new();
+    tx.scan(c, None, Order::Ascending, |key, id| {
+        if time_of(key) > now {
+            return Ok(false);
+        }
+        due.push((key.to_vec(), id));
+        Ok(true)
+    })?;
+    Ok(due)
+}
+
+/// Expires overdue leases (requeue or fail) and releases finished backoffs.
+pub(super) fn reap(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    settings: &Settings,
+) -> Result<Vec<Task>, Error> {
+    let expired = due_keys(tx, LEASES, now)?;
+    let released = due_keys(tx, DELAYED, now)?;
+    let mut moved = Vec::new();
+    for (key, id) in expired {
+        tx.delete(LEASES, &key)?;
+        let Some(mut task) = tx.get(TASKS, &id.to_key())? else {
+            continue;
+        };
+        if task.state != TaskState::Leased {
+            continue;
+        }
+        let worker = task
+            .lease
+            .as_ref()
+            .map(|l| l.worker.to_string())
+            .unwrap_or_default();
+        let event = Event::new("task.lease_expired", "expire", resource(id))
+            .outcome(Outcome::Failure)
+            .detail("worker", &worker)
+            .detail("attempt", task.attempts);
+        audit::append(tx, now, &Origin::system(), event)?;
+        task.error = Some(TaskError {
+            code: "lease_expired".into(),
+            message: "the worker holding the lease stopped reporting".into(),
+        });
+        task.updated_at = now;
+        if task.attempts < task.max_attempts {
+            retry_task(tx, &mut task, now, settings)?;
+        } else {
+            finish(&mut task, now, TaskState::Failed);
+            let event = Event::new("task.failed", "expire", resource(id))
+                .outcome(Outcome::Failure)
+                .detail("attempt", task.attempts)
+                .detail("code", "lease_expired")
+                .detail("will_retry", false);
+            audit::append(tx, now, &Origin::system(), event)?;
+        }
+        tx.put(TASKS, &id.to_key(), &task)?;
+        moved.push(task);
+    }
+    for (key, id) in released {
+        tx.delete(DELAYED, &key)?;
+        let Some(mut task) = tx.get(TASKS, &id.to_key())? else {
+            continue;
+        };
+        if task.state != TaskState::Queued || task.not_before.is_none() {
+            continue;
+        }
+        enqueue(tx, &mut task)?;
+        tx.put(TASKS, &id.to_key(), &task)?;
+        moved.push(task);
+    }
+    Ok(moved)
+}

@@ -1,0 +1,295 @@
+//! The task record, its states, and the validation of new tasks.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+use crate::clock::Timestamp;
+use crate::ids::{LeaseId, TaskId, WorkerId};
+
+pub const MAX_PRIORITY: u8 = 9;
+pub const DEFAULT_PRIORITY: u8 = 5;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+const MAX_ATTEMPTS_LIMIT: u32 = 100;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+const MAX_LABELS: usize = 32;
+const MAX_NAME_LEN: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Queued,
+    Leased,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Leased => "leased",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::str::FromStr for TaskState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            TaskState::Queued,
+            TaskState::Leased,
+            TaskState::Succeeded,
+            TaskState::Failed,
+            TaskState::Cancelled,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+        .ok_or_else(|| format!("unknown state {s:?}"))
+    }
+}
+
+/// The worker currently (or last) holding a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub worker: WorkerId,
+    pub id: LeaseId,
+    pub expires_at: Timestamp,
+}
+
+/// Why a task failed, as the worker (or the broker) reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: TaskId,
+    pub kind: String,
+    /// The input as JSON text.
+    pub input: Vec<u8>,
+    pub labels: Vec<String>,
+    pub priority: u8,
+    pub state: TaskState,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    pub lease: Option<Lease>,
+    /// The result as JSON text, once succeeded.
+    pub result: Option<Vec<u8>>,
+    pub error: Option<TaskError>,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// While queued after a retry: not to be leased before this.
+    pub not_before: Option<Timestamp>,
+    pub idempotency_key: Option<String>,
+    /// Where the task sits in the queue index while it is ready.
+    pub(super) queue_key: Option<Vec<u8>>,
+}
+
+/// A validated request for a new task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    pub kind: String,
+    pub input: Vec<u8>,
+    pub labels: Vec<String>,
+    pub priority: u8,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+}
+
+/// A request as a client sent it, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct TaskRequest {
+    pub kind: String,
+    pub input: Vec<u8>,
+    pub labels: Vec<String>,
+    pub priority: Option<u8>,
+    pub max_attempts: Option<u32>,
+    pub timeout_s: Option<u64>,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+}
+
+impl TaskRequest {
+    /// Checks every field and fills defaults. Labels come back sorted and unique.
+    pub fn validate(self) -> Result<NewTask, Error> {
+        let invalid = |m: String| Err(Error::InvalidTask(m));
+        if !valid_name(&self.kind) {
+            return invalid(format!(
+                "kind must be 1-{MAX_NAME_LEN} characters of a-z, 0-9, '.', '_', '-', ':'"
+            ));
+        }
+        if self.labels.len() > MAX_LABELS {
+            return invalid(format!("at most {MAX_LABELS} labels"));
+        }
+        if let Some(bad) = self.labels.iter().find(|l| !valid_name(l)) {
+            return invalid(format!(
+                "label {bad:?} must be 1-{MAX_NAME_LEN} characters of a-z, 0-9, '.', '_', '-', ':'"
+            ));
+        }
+        let priority = self.priority.unwrap_or(DEFAULT_PRIORITY);
+        if priority > MAX_PRIORITY {
+            return invalid(format!(
+                "priority must be 0-{MAX_PRIORITY} (higher runs first)"
+            ));
+        }
+        let max_attempts = self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
+            return invalid(format!("max_attempts must be 1-{MAX_ATTEMPTS_LIMIT}"));
+        }
+        let timeout = self
+            .timeout_s
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        if timeout.is_zero() || timeout > MAX_TIMEOUT {
+            return invalid(format!("timeout_s must be 1-{}", MAX_TIMEOUT.as_secs()));
+        }
+        let mut labels = self.labels;
+        labels.sort();
+        labels.dedup();
+        Ok(NewTask {
+            kind: self.kind,
+            input: self.input,
+            labels,
+            priority,
+            max_attempts,
+            timeout,
+        })
+    }
+}
+
+/// True when a worker holding `worker_labels` may run a task needing `task_labels`.
+/// Both are sorted.
+pub fn labels_match(task_labels: &[String], worker_labels: &[String]) -> bool {
+    task_labels
+        .iter()
+        .all(|l| worker_labels.binary_search(l).is_ok())
+}
+
+/// How long to wait before attempt `attempts + 1`, after `attempts` failed.
+pub fn retry_delay(attempts: u32, base: Duration, max: Duration) -> Duration {
+    let factor = 1u32
+        .checked_shl(attempts.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    base.saturating_mul(factor).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(kind: &str) -> TaskRequest {
+        TaskRequest {
+            kind: kind.into(),
+            input: b"{}".to_vec(),
+            ..TaskRequest::default()
+        }
+    }
+
+    #[test]
+    fn validation_fills_defaults_and_names_the_bad_field() {
+        let ok = req("echo").validate().unwrap();
+        assert_eq!(
+            (ok.priority, ok.max_attempts, ok.timeout),
+            (DEFAULT_PRIORITY, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT)
+        );
+        let cases: [(TaskRequest, &str); 6] = [
+            (req(""), "kind"),
+            (req("has space"), "kind"),
+            (
+                TaskRequest {
+                    priority: Some(10),
+                    ..req("echo")
+                },
+                "priority",
+            ),
+            (
+                TaskRequest {
+                    max_attempts: Some(0),
+                    ..req("echo")
+                },
+                "max_attempts",
+            ),
+            (
+                TaskRequest {
+                    timeout_s: Some(0),
+                    ..req("echo")
+                },
+                "timeout_s",
+            ),
+            (
+                TaskRequest {
+                    labels: vec!["gpu".into(), "a/b".into()],
+                    ..req("echo")
+                },
+                "label",
+            ),
+        ];
+        for (r, field) in cases {
+            match r.validate() {
+                Err(Error::InvalidTask(m)) => {
+                    assert!(m.contains(field), "{m} should mention {field}")
+                }
+                other => panic!("expected an error about {field}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn labels_are_sorted_and_deduplicated() {
+        let t = TaskRequest {
+            labels: vec!["b".into(), "a".into(), "b".into()],
+            ..req("echo")
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(t.labels, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_worker_needs_every_label_of_the_task() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let cases = [
+            (s(&[]), s(&[]), true),
+            (s(&[]), s(&["gpu"]), true),
+            (s(&["gpu"]), s(&["gpu", "linux"]), true),
+            (s(&["gpu", "linux"]), s(&["gpu"]), false),
+            (s(&["gpu"]), s(&[]), false),
+        ];
+        for (task, worker, want) in cases {
+            assert_eq!(labels_match(&task, &worker), want, "{task:?} vs {worker:?}");
+        }
+    }
+
+    #[test]
+    fn retry_delay_doubles_up_to_the_cap() {
+        let b = Duration::from_secs(1);
+        let cap = Duration::from_secs(10);
+        let got: Vec<u64> = (1..=6).map(|a| retry_delay(a, b, cap).as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 8, 10, 10]);
+        assert_eq!(retry_delay(200, b, cap), cap);
+    }
+}

@@ -1,0 +1,474 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::audit::{Actor, ActorKind};
+use crate::clock::{ManualClock, Timestamp};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    store: Store,
+    broker: Broker,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path()).unwrap();
+    let clock = Arc::new(ManualClock::at(Timestamp::from_millis(1_800_000_000_000)));
+    let settings = Settings {
+        lease: Duration::from_secs(10),
+        retry_backoff: Duration::from_secs(2),
+        retry_backoff_max: Duration::from_secs(60),
+        ..Settings::default()
+    };
+    let broker = Broker::new(store.clone(), clock.clone(), settings);
+    Fixture {
+        _dir: dir,
+        clock,
+        store,
+        broker,
+    }
+}
+
+fn worker(labels: &[&str]) -> WorkerView {
+    let mut labels: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
+    labels.sort();
+    WorkerView {
+        id: WorkerId::new(),
+        labels: Arc::new(labels),
+    }
+}
+
+fn origin_of(w: &WorkerView) -> Origin {
+    Origin {
+        actor: Actor {
+            kind: ActorKind::Worker,
+            id: w.id.to_string(),
+            roles: vec!["worker".into()],
+        },
+        source_ip: None,
+        user_agent: None,
+    }
+}
+
+fn new_task(kind: &str, labels: &[&str], priority: u8) -> NewTask {
+    TaskRequest {
+        kind: kind.into(),
+        input: br#"{"n":1}"#.to_vec(),
+        labels: labels.iter().map(|s| s.to_string()).collect(),
+        priority: Some(priority),
+        max_attempts: Some(2),
+        ..TaskRequest::default()
+    }
+    .validate()
+    .unwrap()
+}
+
+impl Fixture {
+    async fn submit(&self, kind: &str, labels: &[&str], priority: u8) -> Task {
+        self.broker
+            .create(
+                &Origin::system(),
+                "alice",
+                new_task(kind, labels, priority),
+                None,
+            )
+            .await
+            .unwrap()
+            .0
+    }
+
+    async fn take(&self, w: &WorkerView, max: u32) -> Vec<Task> {
+        self.broker
+            .poll(&origin_of(w), w, max, Duration::ZERO)
+            .await
+            .unwrap()
+    }
+
+    fn audit_ok(&self) -> u64 {
+        self.store
+            .read(|tx| Ok(crate::audit::verify(tx)))
+            .unwrap()
+            .unwrap()
+            .records
+    }
+}
+
+fn lease_of(t: &Task) -> LeaseId {
+    t.lease.as_ref().unwrap().id
+}
+
+#[tokio::test]
+async fn a_task_runs_create_lease_complete_and_is_audited_each_step() {
+    let f = fixture();
+    let t = f.submit("echo", &[], 5).await;
+    assert_eq!(t.state, TaskState::Queued);
+    let w = worker(&[]);
+    let got = f.take(&w, 8).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].state, got[0].attempts), (TaskState::Leased, 1));
+    let done = f
+        .broker
+        .complete(
+            &origin_of(&w),
+            w.id,
+            t.id,
+            lease_of(&got[0]),
+            Completion::Succeeded {
+                result: b"42".to_vec(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.state, TaskState::Succeeded);
+    assert_eq!(
+        f.broker.get(t.id).unwrap().result.as_deref(),
+        Some(&b"42"[..])
+    );
+    assert_eq!(f.audit_ok(), 3, "created, leased, completed");
+}
+
+#[tokio::test]
+async fn higher_priority_first_then_first_in_first_out() {
+    let f = fixture();
+    let a = f.submit("echo", &[], 5).await;
+    let b = f.submit("echo", &[], 9).await;
+    let c = f.submit("echo", &[], 5).await;
+    let order: Vec<TaskId> = f.take(&worker(&[]), 3).await.iter().map(|t| t.id).collect();
+    assert_eq!(order, [b.id, a.id, c.id]);
+}
+
+#[tokio::test]
+async fn a_worker_only_gets_tasks_whose_labels_it_has() {
+    let f = fixture();
+    let gpu = f.submit("echo", &["gpu"], 5).await;
+    let plain = f.submit("echo", &[], 5).await;
+    let cpu_worker = worker(&["linux"]);
+    let got: Vec<TaskId> = f.take(&cpu_worker, 8).await.iter().map(|t| t.id).collect();
+    assert_eq!(got, [plain.id]);
+    let got: Vec<TaskId> = f
+        .take(&worker(&["gpu", "linux"]), 8)
+        .await
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(got, [gpu.id]);
+}
+
+#[tokio::test]
+async fn an_expired_lease_requeues_and_fences_out_the_old_holder() {
+    let f = fixture();
+    let t = f.submit("echo", &[], 5).await;
+    let (slow, fast) = (worker(&[]), worker(&[]));
+    let first = f.take(&slow, 1).await.remove(0);
+    f.clock.advance(Duration::from_secs(11));
+    assert_eq!(f.broker.reap().await.unwrap(), 1);
+    // Backoff: not yet available to anyone.
+    assert!(f.take(&fast, 1).await.is_empty());
+    f.clock.advance(Duration::from_secs(2));
+    f.broker.reap().await.unwrap();
+    let second = f.take(&fast, 1).await.remove(0);
+    assert_eq!(second.attempts, 2);
+    let stale = f
+        .broker
+        .complete(
+            &origin_of(&slow),
+            slow.id,
+            t.id,
+            lease_of(&first),
+            Completion::Succeeded {
+                result: b"1".to_vec(),
+            },
+        )
+        .await;
+    assert!(matches!(stale, Err(Error::LeaseStale)));
+    assert!(matches!(
+        f.broker.heartbeat(slow.id, t.id, lease_of(&first)).await,
+        Err(Error::LeaseStale)
+    ));
+    let ok = Completion::Succeeded {
+        result: b"2".to_vec(),
+    };
+    f.broker
+        .complete(
+            &origin_of(&fast),
+            fast.id,
+            t.id,
+            lease_of(&second),
+            ok.clone(),
+        )
+        .await
+        .unwrap();
+    // Completion is recorded once: a repeat with the same lease is refused too.
+    let again = f
+        .broker
+        .complete(&origin_of(&fast), fast.id, t.id, lease_of(&second), ok)
+        .await;
+    assert!(matches!(again, Err(Error::LeaseStale)));
+    assert_eq!(
+        f.broker.get(t.id).unwrap().result.as_deref(),
+        Some(&b"2"[..])
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_lease_alive() {
+    let f = fixture();
+    let t = f.submit("echo", &[], 5).await;
+    let w = worker(&[]);
+    let leased = f.take(&w, 1).await.remove(0);
+    for _ in 0..3 {
+        f.clock.advance(Duration::from_secs(7));
+        let hb = f
+            .broker
+            .heartbeat(w.id, t.id, lease_of(&leased))
+            .await
+            .unwrap();
+        assert!(!hb.cancel);
+        assert_eq!(f.broker.reap().await.unwrap(), 0);
+    }
+    assert_eq!(f.broker.get(t.id).unwrap().state, TaskState::Leased);
+}
+
+#[tokio::test]
+async fn the_last_attempt_expiring_fails_the_task() {
+    let f = fixture();
+    let t = f.submit("echo", &[], 5).await;
+    let w = worker(&[]);
+    for _ in 0..2 {
+        // First expire whatever lease is out, then let its backoff pass.
+        for _ in 0..2 {
+            f.clock.advance(Duration::from_secs(60));
+            f.broker.reap().await.unwrap();
+        }
+        assert_eq!(f.take(&w, 1).await.len(), 1);
+    }
+    f.clock.advance(Duration::from_secs(11));
+    f.broker.reap().await.unwrap();
+    let t = f.broker.get(t.id).unwrap();
+    assert_eq!((t.state, t.attempts), (TaskState::Failed, 2));
+    assert_eq!(t.error.unwrap().code, "lease_expired");
+}
+
+#[tokio::test]
+async fn retryable_failures_retry_until_attempts_run_out() {
+    let f = fixture();
+    let t = f.submit("echo", &[], 5).await;
+    let w = worker(&[]);
+    let fail = || Completion::Failed {
+        error: TaskError {
+            code: "flaky".into(),
+            message: "try again".into(),
+        },
+        retryable: true,
+    };
+    let first = f.take(&w, 1).await.remove(0);
+    let after = f
+        .broker
+        .complete(&origin_of(&w), w.id, t.id, lease_of(&first), fail())
+        .await
+        .unwrap();
+    assert_eq!(after.state, TaskState::Queued);
+    f.clock.advance(Duration::from_secs(2));
+    f.broker.reap().await.unwrap();
+    let second = f.take(&w, 1).await.remove(0);
+    let after = f
+        .broker
+        .complete(&origin_of(&w), w.id, t.id, lease_of(&second), fail())
+        .await
+        .unwrap();
+    assert_eq!(after.state, TaskState::Failed);
+    assert_eq!(after.error.unwrap().code, "flaky");
+}
+
+#[tokio::test]
+async fn cancel_stops_a_queued_task_and_tells_the_holder_of_a_leased_one() {
+    let f = fixture();
+    let queued = f.submit("echo", &[], 5).await;
+    f.broker.cancel(&Origin::system(), queued.id).await.unwrap();
+    let running = f.submit("echo", &[], 5).await;
+    let w = worker(&[]);
+    let leased = f.take(&w, 8).await;
+    assert_eq!(leased.len(), 1, "the cancelled task is never leased");
+    f.broker
+        .cancel(&Origin::system(), running.id)
+        .await
+        .unwrap();
+    let hb = f
+        .broker
+        .heartbeat(w.id, running.id, lease_of(&leased[0]))
+        .await
+        .unwrap();
+    assert!(hb.cancel);
+    assert!(matches!(
+        f.broker.cancel(&Origin::system(), running.id).await,
+        Err(Error::AlreadyFinished)
+    ));
+    let late = Completion::Succeeded {
+        result: b"1".to_vec(),
+    };
+    assert!(matches!(
+        f.broker
+            .complete(&origin_of(&w), w.id, running.id, lease_of(&leased[0]), late)
+            .await,
+        Err(Error::LeaseStale)
+    ));
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_first_task_and_refuses_a_different_body() {
+    let f = fixture();
+    let key = Some("k1".to_string());
+    let (a, created_a) = f
+        .broker
+        .create(
+            &Origin::system(),
+            "alice",
+            new_task("echo", &[], 5),
+            key.clone(),
+        )
+        .await
+        .unwrap();
+    let (b, created_b) = f
+        .broker
+        .create(
+            &Origin::system(),
+            "alice",
+            new_task("echo", &[], 5),
+            key.clone(),
+        )
+        .await
+        .unwrap();
+    assert!(created_a && !created_b);
+    assert_eq!(a.id, b.id);
+    let other = f
+        .broker
+        .create(
+            &Origin::system(),
+            "alice",
+            new_task("other", &[], 5),
+            key.clone(),
+        )
+        .await;
+    assert!(matches!(other, Err(Error::IdempotencyConflict)));
+    // Keys are per principal.
+    let (c, created_c) = f
+        .broker
+        .create(&Origin::system(), "bob", new_task("echo", &[], 5), key)
+        .await
+        .unwrap();
+    assert!(created_c && c.id != a.id);
+}
+
+#[tokio::test]
+async fn a_parked_poll_is_woken_by_a_new_task_without_waiting_out_its_timeout() {
+    let f = fixture();
+    let w = worker(&["gpu"]);
+    let broker = f.broker.clone();
+    let (pw, po) = (w.clone(), origin_of(&w));
+    let parked =
+        tokio::spawn(async move { broker.poll(&po, &pw, 1, Duration::from_secs(30)).await });
+    while f.broker.parked_polls() == 0 {
+        tokio::task::yield_now().await;
+    }
+    // A task this worker cannot run does not satisfy the poll.
+    f.submit("echo", &["other"], 5).await;
+    let started = std::time::Instant::now();
+    let t = f.submit("echo", &["gpu"], 5).await;
+    let got = tokio::time::timeout(Duration::from_secs(5), parked)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got[0].id, t.id);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn draining_answers_parked_polls_and_leases_nothing_more() {
+    let f = fixture();
+    let w = worker(&[]);
+    let broker = f.broker.clone();
+    let (pw, po) = (w.clone(), origin_of(&w));
+    let parked =
+        tokio::spawn(async move { broker.poll(&po, &pw, 1, Duration::from_secs(30)).await });
+    while f.broker.parked_polls() == 0 {
+        tokio::task::yield_now().await;
+    }
+    f.broker.drain();
+    assert!(parked.await.unwrap().unwrap().is_empty());
+    f.submit("echo", &[], 5).await;
+    assert!(f.take(&w, 1).await.is_empty());
+}
+
+#[tokio::test]
+async fn waiting_for_a_task_returns_when_it_finishes() {
+    let f = fixture();
+    let t = f.submit("echo", &[], 5).await;
+    let broker = f.broker.clone();
+    let waiter =
+        tokio::spawn(async move { broker.wait_finished(t.id, Duration::from_secs(30)).await });
+    let w = worker(&[]);
+    let leased = f.take(&w, 1).await.remove(0);
+    let done = Completion::Succeeded {
+        result: b"{}".to_vec(),
+    };
+    f.broker
+        .complete(&origin_of(&w), w.id, t.id, lease_of(&leased), done)
+        .await
+        .unwrap();
+    let finished = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(finished.state, TaskState::Succeeded);
+}
+
+#[tokio::test]
+async fn listing_filters_by_owner_and_state_newest_first() {
+    let f = fixture();
+    let a = f.submit("echo", &[], 5).await;
+    let b = f
+        .broker
+        .create(&Origin::system(), "bob", new_task("echo", &[], 5), None)
+        .await
+        .unwrap()
+        .0;
+    let c = f.submit("echo", &[], 5).await;
+    f.broker.cancel(&Origin::system(), c.id).await.unwrap();
+    let all = f
+        .broker
+        .list(&ListFilter {
+            limit: 10,
+            ..ListFilter::default()
+        })
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [c.id, b.id, a.id]
+    );
+    let alice_queued = f
+        .broker
+        .list(&ListFilter {
+            created_by: Some("alice".into()),
+            state: Some(TaskState::Queued),
+            limit: 10,
+            ..ListFilter::default()
+        })
+        .unwrap();
+    assert_eq!(
+        alice_queued.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [a.id]
+    );
+    let page = f
+        .broker
+        .list(&ListFilter {
+            before: Some(c.id),
+            limit: 1,
+            ..ListFilter::default()
+        })
+        .unwrap();
+    assert_eq!(page[0].id, b.id);
+}

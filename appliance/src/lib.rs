@@ -4,4 +4,5 @@ pub mod broker;
 pub mod clock;
 pub mod ids;
 pub mod pki;
+pub mod secret;
 pub mod store;

@@ -1,17 +1,15 @@
 //! API tokens: issued once, stored hashed, looked up by hash.
 
-use ring::digest::{SHA256, digest};
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use super::{AuthError, Role};
 use crate::audit::{self, Event, Origin, Resource};
 use crate::clock::Timestamp;
+use crate::secret;
 use crate::store::{self, Collection, Order, ReadTx, WriteTx};
 
 /// Every token starts with this, so a leaked one is easy to spot in a scan.
 const PREFIX: &str = "tether_";
-const SECRET_BYTES: usize = 32;
 
 /// Keyed by SHA-256 of the whole secret.
 const TOKENS: Collection<TokenRecord> = Collection::new("tokens");
@@ -37,12 +35,6 @@ pub struct Principal {
     pub role: Role,
 }
 
-fn hash(secret: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest(&SHA256, secret.as_bytes()).as_ref());
-    out
-}
-
 /// Creates a token inside the caller's transaction, audits it, and returns
 /// the record and the secret (which exists nowhere else from now on).
 pub fn issue_token(
@@ -53,12 +45,8 @@ pub fn issue_token(
     role: Role,
     expires_at: Option<Timestamp>,
 ) -> Result<(TokenRecord, String), store::Error> {
-    let mut bytes = [0u8; SECRET_BYTES];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| store::Error::Storage("the system random source failed".into()))?;
-    let secret = format!("{PREFIX}{}", hex::encode(bytes));
-    let key = hash(&secret);
+    let secret = secret::random_token(PREFIX).map_err(|e| store::Error::Storage(e.to_string()))?;
+    let key = secret::sha256(secret.as_bytes());
     let record = TokenRecord {
         id: hex::encode(&key[..8]),
         principal: principal.into(),
@@ -82,16 +70,13 @@ pub fn issue_token(
 /// Finds the token behind a presented secret.
 pub fn authenticate(
     tx: &ReadTx,
-    secret: &str,
+    presented: &str,
     now: Timestamp,
 ) -> Result<Result<Principal, AuthError>, store::Error> {
-    let well_formed = secret.strip_prefix(PREFIX).is_some_and(|hexpart| {
-        hexpart.len() == SECRET_BYTES * 2 && hexpart.bytes().all(|b| b.is_ascii_hexdigit())
-    });
-    if !well_formed {
+    if !secret::is_token_shaped(presented, PREFIX) {
         return Ok(Err(AuthError::Malformed));
     }
-    let Some(record) = tx.get(TOKENS, &hash(secret))? else {
+    let Some(record) = tx.get(TOKENS, &secret::sha256(presented.as_bytes()))? else {
         return Ok(Err(AuthError::Unknown));
     };
     if record.expires_at.is_some_and(|t| t <= now) {

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use ring::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
 
 use super::task::{MAX_PRIORITY, labels_match, retry_delay};
@@ -12,6 +11,7 @@ use super::{Error, Lease, NewTask, Settings, Task, TaskError, TaskState, WorkerV
 use crate::audit::{self, Event, Origin, Outcome, Resource};
 use crate::clock::Timestamp;
 use crate::ids::{LeaseId, TaskId, WorkerId};
+use crate::secret::sha256_fields;
 use crate::store::{self, Collection, Order, ReadTx, WriteTx};
 
 /// Every task, keyed by id (UUIDv7, so key order is creation order).
@@ -81,17 +81,6 @@ fn time_of(key: &[u8]) -> Timestamp {
     Timestamp::from_millis(u64::from_be_bytes(b))
 }
 
-fn sha256(parts: &[&[u8]]) -> [u8; 32] {
-    let mut buf = Vec::new();
-    for p in parts {
-        buf.extend_from_slice(&(p.len() as u64).to_be_bytes());
-        buf.extend_from_slice(p);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest(&SHA256, &buf).as_ref());
-    out
-}
-
 fn resource(id: TaskId) -> Resource {
     Resource::new("task", id)
 }
@@ -148,9 +137,9 @@ pub(super) fn create(
 ) -> Result<(Task, bool), Error> {
     let idempotency = match &idempotency_key {
         Some(key) => {
-            let slot = sha256(&[principal.as_bytes(), key.as_bytes()]);
+            let slot = sha256_fields(&[principal.as_bytes(), key.as_bytes()]);
             let labels = new.labels.join("\n");
-            let request = sha256(&[
+            let request = sha256_fields(&[
                 new.kind.as_bytes(),
                 &new.input,
                 labels.as_bytes(),

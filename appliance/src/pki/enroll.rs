@@ -1,0 +1,292 @@
+//! Enrollment tokens and the registry of enrolled workers.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::IssuedCert;
+use crate::audit::{self, Event, Origin, Outcome, Resource};
+use crate::clock::Timestamp;
+use crate::ids::WorkerId;
+use crate::secret;
+use crate::store::{self, Collection, Order, ReadTx, WriteTx};
+
+const TOKEN_PREFIX: &str = "tetherenroll_";
+
+/// Keyed by SHA-256 of the token secret.
+const ENROLL_TOKENS: Collection<EnrollmentToken> = Collection::new("enroll_tokens");
+/// Keyed by worker id.
+const WORKERS: Collection<WorkerRecord> = Collection::new("workers");
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    /// Unknown, used or expired: one answer, so probing learns nothing.
+    #[error("the enrollment token is not valid (unknown, already used, or expired)")]
+    TokenInvalid,
+    #[error("no such worker")]
+    UnknownWorker,
+    #[error("the worker's enrollment has been revoked")]
+    Revoked,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// What the store keeps about an enrollment token. Never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentToken {
+    /// Public id (first 8 bytes of the hash, hex).
+    pub id: String,
+    /// If set, the worker gets exactly these labels whatever it asks for.
+    pub labels: Option<Vec<String>>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub created_by: String,
+    pub used_by: Option<WorkerId>,
+}
+
+/// An enrolled worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub id: WorkerId,
+    /// Sorted. Decided at enrollment; the worker cannot widen them later.
+    pub labels: Vec<String>,
+    pub enrolled_at: Timestamp,
+    pub cert_serial: String,
+    pub cert_not_after: Timestamp,
+    pub renewed_at: Option<Timestamp>,
+    pub revoked: bool,
+}
+
+fn valid_labels(labels: &[String]) -> Result<Vec<String>, EnrollError> {
+    let ok = |l: &String| {
+        !l.is_empty()
+            && l.len() <= 64
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+    };
+    if labels.len() > 32 {
+        return Err(EnrollError::Invalid("at most 32 labels".into()));
+    }
+    if let Some(bad) = labels.iter().find(|l| !ok(l)) {
+        return Err(EnrollError::Invalid(format!(
+            "label {bad:?} must be 1-64 characters of a-z, 0-9, '.', '_', '-', ':'"
+        )));
+    }
+    let mut labels = labels.to_vec();
+    labels.sort();
+    labels.dedup();
+    Ok(labels)
+}
+
+/// Creates a single-use enrollment token; returns its record and secret.
+pub fn create_enrollment_token(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    labels: Option<Vec<String>>,
+    ttl: Duration,
+) -> Result<(EnrollmentToken, String), EnrollError> {
+    let labels = labels.map(|l| valid_labels(&l)).transpose()?;
+    let secret =
+        secret::random_token(TOKEN_PREFIX).map_err(|e| store::Error::Storage(e.to_string()))?;
+    let key = secret::sha256(secret.as_bytes());
+    let record = EnrollmentToken {
+        id: hex::encode(&key[..8]),
+        labels,
+        created_at: now,
+        expires_at: now.plus(ttl),
+        created_by: origin.actor.id.clone(),
+        used_by: None,
+    };
+    tx.put(ENROLL_TOKENS, &key, &record)?;
+    let mut event = Event::new(
+        "enrollment_token.created",
+        "create",
+        Resource::new("enrollment_token", &record.id),
+    )
+    .detail("expires_at", record.expires_at);
+    if let Some(l) = &record.labels {
+        event = event.detail("labels", l.join(","));
+    }
+    audit::append(tx, now, origin, event)?;
+    Ok((record, secret))
+}
+
+/// Burns the token, records the worker and its certificate, and audits it,
+/// all in the caller's transaction. A refused attempt is audited as denied
+/// (and nothing else is written).
+pub fn enroll(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    token: &str,
+    requested_labels: &[String],
+    cert: &IssuedCert,
+    worker: WorkerId,
+) -> Result<WorkerRecord, EnrollError> {
+    let key = secret::sha256(token.as_bytes());
+    let found = if secret::is_token_shaped(token, TOKEN_PREFIX) {
+        tx.get(ENROLL_TOKENS, &key)?
+    } else {
+        None
+    };
+    let usable = found.filter(|t| t.used_by.is_none() && t.expires_at > now);
+    let Some(mut record) = usable else {
+        return Err(EnrollError::TokenInvalid);
+    };
+    let labels = match &record.labels {
+        Some(fixed) => fixed.clone(),
+        None => valid_labels(requested_labels)?,
+    };
+    record.used_by = Some(worker);
+    tx.put(ENROLL_TOKENS, &key, &record)?;
+    let worker_record = WorkerRecord {
+        id: worker,
+        labels,
+        enrolled_at: now,
+        cert_serial: cert.serial.clone(),
+        cert_not_after: cert.not_after,
+        renewed_at: None,
+        revoked: false,
+    };
+    tx.put(WORKERS, &worker.to_key(), &worker_record)?;
+    let event = Event::new("worker.enrolled", "enroll", Resource::new("worker", worker))
+        .detail("enrollment_token", &record.id)
+        .detail("cert_serial", &cert.serial)
+        .detail("labels", worker_record.labels.join(","));
+    audit::append(tx, now, origin, event)?;
+    Ok(worker_record)
+}
+
+/// Audits a refused enrollment. Separate from [`enroll`] because a refused
+/// operation must not write (the store's rule); the API calls this after.
+pub fn audit_refused_enrollment(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    reason: &str,
+) -> Result<(), store::Error> {
+    let event = Event::new(
+        "worker.enroll_refused",
+        "enroll",
+        Resource::new("worker", "-"),
+    )
+    .outcome(Outcome::Denied)
+    .detail("reason", reason);
+    audit::append(tx, now, origin, event).map(|_| ())
+}
+
+/// Records a renewed certificate for an enrolled, unrevoked worker.
+pub fn renew(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    worker: WorkerId,
+    cert: &IssuedCert,
+) -> Result<WorkerRecord, EnrollError> {
+    let mut record = tx
+        .get(WORKERS, &worker.to_key())?
+        .ok_or(EnrollError::UnknownWorker)?;
+    if record.revoked {
+        return Err(EnrollError::Revoked);
+    }
+    let previous = std::mem::replace(&mut record.cert_serial, cert.serial.clone());
+    record.cert_not_after = cert.not_after;
+    record.renewed_at = Some(now);
+    tx.put(WORKERS, &worker.to_key(), &record)?;
+    let event = Event::new("worker.renewed", "renew", Resource::new("worker", worker))
+        .detail("cert_serial", &cert.serial)
+        .detail("previous_serial", previous);
+    audit::append(tx, now, origin, event)?;
+    Ok(record)
+}
+
+pub fn get_worker(tx: &ReadTx, id: WorkerId) -> Result<Option<WorkerRecord>, store::Error> {
+    tx.get(WORKERS, &id.to_key())
+}
+
+pub fn list_workers(tx: &ReadTx) -> Result<Vec<WorkerRecord>, store::Error> {
+    let mut out = Vec::new();
+    tx.scan(WORKERS, None, Order::Ascending, |_, w| {
+        out.push(w);
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{Ca, new_worker_key_and_csr};
+    use crate::store::Store;
+
+    const NOW: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+
+    fn issued(ca: &Ca, id: WorkerId) -> IssuedCert {
+        let (_key, csr) = new_worker_key_and_csr().unwrap();
+        ca.sign_worker_csr(&csr, id, NOW, Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_token_enrolls_exactly_one_worker_and_fixes_its_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let (ca, _) = Ca::create(NOW).unwrap();
+        let (_, token) = store
+            .write_blocking(|tx| {
+                create_enrollment_token(
+                    tx,
+                    NOW,
+                    &Origin::system(),
+                    Some(vec!["gpu".into()]),
+                    Duration::from_secs(900),
+                )
+            })
+            .unwrap();
+        let (first, second) = (WorkerId::new(), WorkerId::new());
+        let (c1, c2) = (issued(&ca, first), issued(&ca, second));
+        let t = token.clone();
+        let w = store
+            .write_blocking(move |tx| {
+                enroll(tx, NOW, &Origin::system(), &t, &["root".into()], &c1, first)
+            })
+            .unwrap();
+        assert_eq!(
+            w.labels,
+            ["gpu"],
+            "the token's labels win over the worker's request"
+        );
+        let again = store
+            .write_blocking(move |tx| enroll(tx, NOW, &Origin::system(), &token, &[], &c2, second));
+        assert!(matches!(again, Err(EnrollError::TokenInvalid)));
+        assert!(store.read(|tx| get_worker(tx, second)).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_expired_or_made_up_token_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let (ca, _) = Ca::create(NOW).unwrap();
+        let (_, token) = store
+            .write_blocking(|tx| {
+                create_enrollment_token(tx, NOW, &Origin::system(), None, Duration::from_secs(60))
+            })
+            .unwrap();
+        let later = NOW.plus(Duration::from_secs(60));
+        for attempt in [
+            token,
+            format!("{TOKEN_PREFIX}{}", "0".repeat(64)),
+            "junk".into(),
+        ] {
+            let id = WorkerId::new();
+            let cert = issued(&ca, id);
+            let r = store.write_blocking(move |tx| {
+                enroll(tx, later, &Origin::system(), &attempt, &[], &cert, id)
+            });
+            assert!(matches!(r, Err(EnrollError::TokenInvalid)));
+        }
+    }
+}

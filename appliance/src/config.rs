@@ -1,0 +1,333 @@
+//! Configuration: TOML file, then `TETHER_*` environment, then flags.
+//!
+//! The file is parsed into [`RawConfig`] (unknown keys are errors, so a typo
+//! is never silently ignored), environment and flags are laid over it, and
+//! [`RawConfig::validate`] turns the result into the [`Config`] the modules
+//! receive. Durations are written like `500ms`, `30s`, `15m`, `24h`, `90d`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::broker;
+
+/// The file `tether serve` reads from the data directory when no
+/// `--config` is given.
+pub const CONFIG_FILE: &str = "tether.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Parses `500ms`, `30s`, `15m`, `24h` or `90d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 15m, 24h"))?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m, h or d")),
+    };
+    n.checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// The file's shape. Every field is optional; defaults live in `validate`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Console/API listener.
+    pub listen: Option<String>,
+    /// Worker gateway listener.
+    pub worker_listen: Option<String>,
+    /// Extra DNS names and IPs for the server certificate (used by `init`).
+    pub server_names: Option<Vec<String>>,
+    pub lease: Option<String>,
+    pub max_poll_wait: Option<String>,
+    pub max_tasks_per_poll: Option<u32>,
+    pub retry_backoff: Option<String>,
+    pub retry_backoff_max: Option<String>,
+    pub worker_cert_lifetime: Option<String>,
+    pub enrollment_token_ttl: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub worker_listen: SocketAddr,
+    pub server_names: Vec<String>,
+    pub broker: broker::Settings,
+    pub worker_cert_lifetime: Duration,
+    pub enrollment_token_ttl: Duration,
+    pub limits: Limits,
+}
+
+/// Protection for the listeners.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    /// A TLS handshake or a request's headers must arrive within this.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// A request (body included) must be answered within this; longer than
+    /// the longest long-poll.
+    pub request_timeout: Duration,
+    /// How long open connections get to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// The environment variables that override file settings, by key.
+const ENV: &[(&str, &str)] = &[
+    ("listen", "TETHER_LISTEN"),
+    ("worker_listen", "TETHER_WORKER_LISTEN"),
+    ("lease", "TETHER_LEASE"),
+    ("max_poll_wait", "TETHER_MAX_POLL_WAIT"),
+    ("retry_backoff", "TETHER_RETRY_BACKOFF"),
+    ("retry_backoff_max", "TETHER_RETRY_BACKOFF_MAX"),
+    ("worker_cert_lifetime", "TETHER_WORKER_CERT_LIFETIME"),
+    ("enrollment_token_ttl", "TETHER_ENROLLMENT_TOKEN_TTL"),
+    ("max_body_bytes", "TETHER_MAX_BODY_BYTES"),
+    ("max_connections", "TETHER_MAX_CONNECTIONS"),
+    ("idle_timeout", "TETHER_IDLE_TIMEOUT"),
+    ("request_timeout", "TETHER_REQUEST_TIMEOUT"),
+];
+
+impl RawConfig {
+    /// Reads a TOML file. A missing file is an error only if `required`.
+    pub fn from_file(path: &Path, required: bool) -> Result<RawConfig, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(RawConfig::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                });
+            }
+        };
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Lays `TETHER_*` variables (from `lookup`) over the file's values.
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        for (key, var) in ENV {
+            let Some(value) = lookup(var) else { continue };
+            let number = |v: &str| {
+                v.parse()
+                    .map_err(|_| invalid(key, format!("{var}={v:?} is not a number")))
+            };
+            match *key {
+                "listen" => self.listen = Some(value),
+                "worker_listen" => self.worker_listen = Some(value),
+                "lease" => self.lease = Some(value),
+                "max_poll_wait" => self.max_poll_wait = Some(value),
+                "retry_backoff" => self.retry_backoff = Some(value),
+                "retry_backoff_max" => self.retry_backoff_max = Some(value),
+                "worker_cert_lifetime" => self.worker_cert_lifetime = Some(value),
+                "enrollment_token_ttl" => self.enrollment_token_ttl = Some(value),
+                "max_body_bytes" => self.max_body_bytes = Some(number(&value)?),
+                "max_connections" => self.max_connections = Some(number(&value)?),
+                "idle_timeout" => self.idle_timeout = Some(value),
+                "request_timeout" => self.request_timeout = Some(value),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(self, data_dir: PathBuf) -> Result<Config, ConfigError> {
+        let addr = |key: &'static str,
+                    v: Option<String>,
+                    default: &str|
+         -> Result<SocketAddr, ConfigError> {
+            let v = v.unwrap_or_else(|| default.into());
+            v.parse()
+                .map_err(|_| invalid(key, format!("{v:?} is not an address like 0.0.0.0:8443")))
+        };
+        let dur = |key: &'static str,
+                   v: Option<String>,
+                   default: Duration|
+         -> Result<Duration, ConfigError> {
+            match v {
+                Some(v) => parse_duration(&v).map_err(|m| invalid(key, m)),
+                None => Ok(default),
+            }
+        };
+        let defaults = broker::Settings::default();
+        let broker = broker::Settings {
+            lease: dur("lease", self.lease, defaults.lease)?,
+            max_poll_wait: dur("max_poll_wait", self.max_poll_wait, defaults.max_poll_wait)?,
+            max_tasks_per_poll: self
+                .max_tasks_per_poll
+                .unwrap_or(defaults.max_tasks_per_poll),
+            retry_backoff: dur("retry_backoff", self.retry_backoff, defaults.retry_backoff)?,
+            retry_backoff_max: dur(
+                "retry_backoff_max",
+                self.retry_backoff_max,
+                defaults.retry_backoff_max,
+            )?,
+        };
+        if broker.lease < Duration::from_secs(1) {
+            return Err(invalid("lease", "must be at least 1s"));
+        }
+        if !(1..=1000).contains(&broker.max_tasks_per_poll) {
+            return Err(invalid("max_tasks_per_poll", "must be 1-1000"));
+        }
+        if broker.max_poll_wait > Duration::from_secs(300) {
+            return Err(invalid("max_poll_wait", "must be at most 5m"));
+        }
+        let limits = Limits {
+            max_body_bytes: self.max_body_bytes.unwrap_or(1024 * 1024),
+            max_connections: self.max_connections.unwrap_or(8192),
+            header_timeout: dur(
+                "header_timeout",
+                self.header_timeout,
+                Duration::from_secs(10),
+            )?,
+            idle_timeout: dur("idle_timeout", self.idle_timeout, Duration::from_secs(120))?,
+            request_timeout: dur(
+                "request_timeout",
+                self.request_timeout,
+                broker.max_poll_wait + Duration::from_secs(30),
+            )?,
+            shutdown_grace: dur(
+                "shutdown_grace",
+                self.shutdown_grace,
+                Duration::from_secs(10),
+            )?,
+        };
+        if limits.request_timeout <= broker.max_poll_wait {
+            return Err(invalid(
+                "request_timeout",
+                "must be longer than max_poll_wait",
+            ));
+        }
+        if limits.max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes", "must be at least 1024"));
+        }
+        if limits.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        let worker_cert_lifetime = dur(
+            "worker_cert_lifetime",
+            self.worker_cert_lifetime,
+            Duration::from_secs(24 * 3600),
+        )?;
+        if worker_cert_lifetime < Duration::from_secs(60) {
+            return Err(invalid("worker_cert_lifetime", "must be at least 1m"));
+        }
+        Ok(Config {
+            data_dir,
+            listen: addr("listen", self.listen, "0.0.0.0:8443")?,
+            worker_listen: addr("worker_listen", self.worker_listen, "0.0.0.0:9443")?,
+            server_names: self.server_names.unwrap_or_default(),
+            broker,
+            worker_cert_lifetime,
+            enrollment_token_ttl: dur(
+                "enrollment_token_ttl",
+                self.enrollment_token_ttl,
+                Duration::from_secs(15 * 60),
+            )?,
+            limits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86400)));
+        for bad in ["", "10", "s", "1.5h", "-1s", "10 years"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "lisen = \"0.0.0.0:1\"\n").unwrap();
+        assert!(matches!(
+            RawConfig::from_file(&path, true),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn env_overrides_the_file_and_bad_values_name_their_key() {
+        let mut raw = RawConfig {
+            lease: Some("10s".into()),
+            ..RawConfig::default()
+        };
+        raw.apply_env(|k| (k == "TETHER_LEASE").then(|| "20s".to_string()))
+            .unwrap();
+        let c = raw.clone().validate("/tmp".into()).unwrap();
+        assert_eq!(c.broker.lease, Duration::from_secs(20));
+        let bad = RawConfig {
+            request_timeout: Some("5s".into()),
+            ..RawConfig::default()
+        };
+        match bad.validate("/tmp".into()) {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "request_timeout"),
+            other => panic!("expected request_timeout error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_config_file_the_repo_ships_parses_and_validates() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let shipped = [root.join("appliance/tether.example.toml")];
+        for path in shipped {
+            let raw = RawConfig::from_file(&path, true).unwrap();
+            raw.validate("/tmp".into()).unwrap();
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The one place TLS policy is decided, for listeners and clients alike.
+//!
+//! TLS 1.3, plus TLS 1.2 with ECDHE key exchange and AES-GCM only; rustls
+//! with the ring provider. Every connection the appliance makes or takes is
+//! built here.
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+/// ALPN a worker offers when it enrolls. The worker gateway serves such a
+/// connection without a client certificate, and only the enrollment route.
+/// Every other connection to the gateway must present a certificate from the
+/// appliance CA during the handshake.
+pub const ENROLL_ALPN: &[u8] = b"tether-enroll/1";
+const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("no certificate found in {0}")]
+    NoCertificate(&'static str),
+    #[error("no private key found in {0}")]
+    NoKey(&'static str),
+    #[error("PEM could not be read ({0}): {1}")]
+    Pem(&'static str, String),
+    #[error("TLS configuration rejected: {0}")]
+    Config(String),
+}
+
+/// The ring provider, restricted to the suites above.
+pub fn provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let base = rustls::crypto::ring::default_provider();
+    Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ],
+        ..base
+    })
+}
+
+const VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+pub fn certs_from_pem(
+    pem: &str,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem(what, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(what));
+    }
+    Ok(certs)
+}
+
+pub fn key_from_pem(pem: &str, what: &'static str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    rustls_pemfile::private_key(&mut pem.as_bytes())
+        .map_err(|e| TlsError::Pem(what, e.to_string()))?
+        .ok_or(TlsError::NoKey(what))
+}
+
+fn roots(ca_pem: &str) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs_from_pem(ca_pem, "the CA file")? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+    }
+    Ok(roots)
+}
+
+fn server_builder() -> Result<rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>, TlsError>
+{
+    ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsError::Config(e.to_string()))
+}
+
+fn finish_server(
+    builder: rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>,
+    cert_pem: &str,
+    key_pem: &str,
+    alpn: Vec<Vec<u8>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = certs_from_pem(cert_pem, "the server certificate")?;
+    let key = key_from_pem(key_pem, "the server key")?;
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = alpn;
+    Ok(Arc::new(config))
+}
+
+fn http_alpn() -> Vec<Vec<u8>> {
+    HTTP_ALPN.iter().map(|p| p.to_vec()).collect()
+}
+
+/// The console/API listener: server authentication only.
+pub fn console_server(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    finish_server(
+        server_builder()?.with_no_client_auth(),
+        cert_pem,
+        key_pem,
+        http_alpn(),
+    )
+}
+
+/// The worker gateway for enrolled workers: a client certificate issued by
+/// `ca_pem` is required during the handshake.
+pub fn worker_server(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+    finish_server(
+        server_builder()?.with_client_cert_verifier(verifier),
+        cert_pem,
+        key_pem,
+        http_alpn(),
+    )
+}
+
+/// The worker gateway for a connection that asked to enroll.
+pub fn enroll_server(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    finish_server(
+        server_builder()?.with_no_client_auth(),
+        cert_pem,
+        key_pem,
+        vec![ENROLL_ALPN.to_vec()],
+    )
+}
+
+/// A client that trusts only `ca_pem` and optionally presents an identity.
+pub fn client(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots(ca_pem)?);
+    let mut config = match identity {
+        Some((cert_pem, key_pem)) => builder
+            .with_client_auth_cert(
+                certs_from_pem(cert_pem, "the client certificate")?,
+                key_from_pem(key_pem, "the client key")?,
+            )
+            .map_err(|e| TlsError::Config(e.to_string()))?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// ALPN for ordinary HTTPS clients of the appliance.
+pub const CLIENT_HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+/// ALPN for the enrollment call.
+pub const CLIENT_ENROLL_ALPN: &[&[u8]] = &[ENROLL_ALPN];

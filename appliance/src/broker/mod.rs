@@ -297,6 +297,10 @@ impl Broker {
         self.waiters.drain();
     }
 
+    pub fn is_draining(&self) -> bool {
+        self.waiters.is_draining()
+    }
+
     /// How many worker polls are parked right now.
     pub fn parked_polls(&self) -> usize {
         self.waiters.parked()

@@ -1,0 +1,167 @@
+//! Health, API tokens and the audit log.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::extract::{ApiJson, ApiQuery, Caller};
+use super::{ApiError, AppState};
+use crate::audit;
+use crate::auth::{self, Role};
+use crate::config::parse_duration;
+
+#[derive(Debug, Serialize)]
+pub struct Health {
+    status: &'static str,
+    sealed: bool,
+}
+
+pub async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
+    let status = if state.broker.is_draining() {
+        "draining"
+    } else {
+        "ok"
+    };
+    // The vault (and sealing) arrive with their own issue; until then the
+    // appliance is never sealed.
+    axum::Json(Health {
+        status,
+        sealed: false,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    role: Role,
+    /// Whom the token acts for; tasks it creates belong to this name.
+    name: String,
+    /// Like `90d`; default 90 days.
+    ttl: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenCreated {
+    token: String,
+    id: String,
+    role: Role,
+    name: String,
+    expires_at: Option<String>,
+}
+
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<(StatusCode, axum::Json<TokenCreated>), ApiError> {
+    let valid_name = !body.name.is_empty()
+        && body.name.len() <= 64
+        && body
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+    if !valid_name {
+        return Err(ApiError::InvalidRequest(
+            "name must be 1-64 characters of a-z, 0-9, '.', '_', '-', '@'".into(),
+        ));
+    }
+    let ttl = match body.ttl {
+        Some(t) => parse_duration(&t).map_err(ApiError::InvalidRequest)?,
+        None => DEFAULT_TOKEN_TTL,
+    };
+    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+        return Err(ApiError::InvalidRequest(
+            "ttl must be between 1s and 366d".into(),
+        ));
+    }
+    let now = state.clock.now();
+    let (origin, name, role) = (caller.origin, body.name, body.role);
+    let (record, token) = state
+        .store
+        .write(move |tx| auth::issue_token(tx, now, &origin, &name, role, Some(now.plus(ttl))))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(TokenCreated {
+            token,
+            id: record.id,
+            role: record.role,
+            name: record.principal,
+            expires_at: record.expires_at.map(|t| t.to_rfc3339()),
+        }),
+    ))
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    ok: bool,
+    records: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    head_seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    head_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+}
+
+pub async fn audit_verify(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<axum::Json<VerifyReport>, ApiError> {
+    let store = state.store.clone();
+    let verdict = tokio::task::spawn_blocking(move || store.read(|tx| Ok(audit::verify(tx))))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(axum::Json(match verdict {
+        Ok(v) => VerifyReport {
+            ok: true,
+            records: v.records,
+            head_seq: v.head.map(|h| h.seq),
+            head_hash: v.head.map(|h| hex::encode(h.hash)),
+            problem: None,
+        },
+        Err(audit::VerifyError::Store(e)) => return Err(e.into()),
+        Err(broken) => VerifyReport {
+            ok: false,
+            records: 0,
+            head_seq: None,
+            head_hash: None,
+            problem: Some(broken.to_string()),
+        },
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    from: Option<u64>,
+}
+
+pub async fn audit_export(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiQuery(query): ApiQuery<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let from = query.from.unwrap_or(0);
+    let body = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        store
+            .read(|tx| audit::export_jsonl(tx, from, &mut out))
+            .map(|_| out)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jsonl"),
+    );
+    Ok(response)
+}

@@ -1,0 +1,164 @@
+//! Every error the HTTP API can answer, as RFC 7807 problem+json with a
+//! stable `code`. One match lists every variant: adding one forces a
+//! decision about its status and code. 5xx bodies carry the code only; the
+//! detail goes to the log.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::{broker, pki, store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("authentication required: present a valid bearer token")]
+    Unauthenticated,
+    #[error("your role does not allow this")]
+    Forbidden,
+    #[error("a client certificate from this appliance's CA is required")]
+    CertificateRequired,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the body is not valid JSON for this request: {0}")]
+    InvalidJson(String),
+    #[error("the body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("the body is larger than this appliance accepts")]
+    PayloadTooLarge,
+    #[error("the lease is not the task's current lease; the task was reassigned or has finished")]
+    LeaseStale,
+    #[error("the task has already finished")]
+    TaskFinished,
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyConflict,
+    #[error("the enrollment token is not valid (unknown, already used, or expired)")]
+    EnrollmentTokenInvalid,
+    #[error("this worker's enrollment has been revoked; enroll it again")]
+    WorkerRevoked,
+    #[error("the certificate signing request was refused: {0}")]
+    CsrRefused(String),
+    #[error("the appliance is shutting down; retry shortly")]
+    Draining,
+    #[error("the request took too long")]
+    Timeout,
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+impl ApiError {
+    /// The status and the stable code clients may match on.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            ApiError::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated"),
+            ApiError::Forbidden => (S::FORBIDDEN, "forbidden"),
+            ApiError::CertificateRequired => (S::UNAUTHORIZED, "certificate_required"),
+            ApiError::NotFound => (S::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::InvalidRequest(_) => (S::BAD_REQUEST, "invalid_request"),
+            ApiError::InvalidJson(_) => (S::BAD_REQUEST, "invalid_json"),
+            ApiError::UnsupportedMediaType => (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::LeaseStale => (S::CONFLICT, "lease_stale"),
+            ApiError::TaskFinished => (S::CONFLICT, "task_finished"),
+            ApiError::IdempotencyConflict => (S::UNPROCESSABLE_ENTITY, "idempotency_conflict"),
+            ApiError::EnrollmentTokenInvalid => (S::UNAUTHORIZED, "enrollment_token_invalid"),
+            ApiError::WorkerRevoked => (S::FORBIDDEN, "worker_revoked"),
+            ApiError::CsrRefused(_) => (S::BAD_REQUEST, "csr_refused"),
+            ApiError::Draining => (S::SERVICE_UNAVAILABLE, "draining"),
+            ApiError::Timeout => (S::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let detail = if status.is_server_error() {
+            tracing::error!(code, error = %self, "request failed");
+            None
+        } else {
+            Some(self.to_string())
+        };
+        let problem = Problem {
+            kind: format!("urn:tether:problem:{code}"),
+            title: status.canonical_reason().unwrap_or("error"),
+            status: status.as_u16(),
+            code,
+            detail,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<broker::Error> for ApiError {
+    fn from(e: broker::Error) -> Self {
+        match e {
+            broker::Error::NotFound => ApiError::NotFound,
+            broker::Error::InvalidTask(m) => ApiError::InvalidRequest(m),
+            broker::Error::LeaseStale => ApiError::LeaseStale,
+            broker::Error::AlreadyFinished => ApiError::TaskFinished,
+            broker::Error::IdempotencyConflict => ApiError::IdempotencyConflict,
+            broker::Error::Draining => ApiError::Draining,
+            broker::Error::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<pki::EnrollError> for ApiError {
+    fn from(e: pki::EnrollError) -> Self {
+        match e {
+            pki::EnrollError::TokenInvalid => ApiError::EnrollmentTokenInvalid,
+            pki::EnrollError::UnknownWorker | pki::EnrollError::Revoked => ApiError::WorkerRevoked,
+            pki::EnrollError::Invalid(m) => ApiError::InvalidRequest(m),
+            pki::EnrollError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<pki::CertError> for ApiError {
+    fn from(e: pki::CertError) -> Self {
+        match e {
+            pki::CertError::CsrInvalid(_) | pki::CertError::CsrKeyType => {
+                ApiError::CsrRefused(e.to_string())
+            }
+            pki::CertError::KeyGeneration(_)
+            | pki::CertError::Signing(_)
+            | pki::CertError::BadCertificate(_)
+            | pki::CertError::BadCa(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Extractors: JSON bodies and queries whose rejections are problem+json,
+//! the authenticated caller, and the verified worker behind a connection.
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, AppState};
+use crate::audit::{self, Actor, ActorKind, Event, Origin, Outcome, Resource};
+use crate::auth::{self, Permission, Role, Scope};
+use crate::pki::{self, PeerCert, WorkerRecord};
+
+/// What the listener learned about the connection, attached to each request.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    /// The verified client certificate's identity (worker gateway only).
+    pub peer: Option<PeerCert>,
+}
+
+/// A JSON body. Unknown fields are refused by the target types themselves
+/// (`deny_unknown_fields`); every rejection becomes problem+json.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::PayloadTooLarge)
+            }
+            Err(e) => Err(ApiError::InvalidJson(e.body_text())),
+        }
+    }
+}
+
+/// A query string, with problem+json rejections.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(e @ QueryRejection::FailedToDeserializeQueryString(_)) => {
+                Err(ApiError::InvalidRequest(e.body_text()))
+            }
+            Err(e) => Err(ApiError::InvalidRequest(e.body_text())),
+        }
+    }
+}
+
+fn origin_from(
+    parts_or_req_ext: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+    actor: Actor,
+) -> Origin {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect());
+    Origin {
+        actor,
+        source_ip: parts_or_req_ext.get::<ConnInfo>().map(|c| c.remote.ip()),
+        user_agent,
+    }
+}
+
+/// An authenticated person or program, and how far its grant reaches.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: String,
+    pub scope: Scope,
+    pub origin: Origin,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // Set by `authorize`; a route without it was wired wrongly.
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or(ApiError::Internal("route has no authorization".into()))
+    }
+}
+
+/// Route middleware: authenticates the bearer token and checks `permission`
+/// against the one permission table. Failures and denials are audited.
+pub async fn authorize(
+    State((state, permission)): State<(AppState, Permission)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if permission == Permission::Public {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let now = state.clock.now();
+    let verdict = match presented {
+        None => Ok(Err(auth::AuthError::Missing)),
+        Some(secret) => state.store.read(|tx| auth::authenticate(tx, secret, now)),
+    };
+    let principal = match verdict {
+        Ok(Ok(p)) => p,
+        Ok(Err(why)) => {
+            let origin = origin_from(req.extensions(), req.headers(), Actor::anonymous());
+            let event = Event::new(
+                "auth.failed",
+                "authenticate",
+                Resource::new("route", req.uri().path()),
+            )
+            .outcome(Outcome::Failure)
+            .detail("reason", why.reason());
+            record(&state, origin, event).await;
+            return ApiError::Unauthenticated.into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let actor = Actor {
+        kind: ActorKind::Token,
+        id: principal.token_id.clone(),
+        roles: vec![principal.role.to_string()],
+    };
+    let origin = origin_from(req.extensions(), req.headers(), actor);
+    let Some(scope) = auth::grant(principal.role, permission) else {
+        let event = Event::new(
+            "auth.denied",
+            "authorize",
+            Resource::new("route", req.uri().path()),
+        )
+        .outcome(Outcome::Denied)
+        .detail("method", req.method())
+        .detail("principal", &principal.name);
+        record(&state, origin, event).await;
+        return ApiError::Forbidden.into_response();
+    };
+    req.extensions_mut().insert(Caller {
+        principal: principal.name,
+        scope,
+        origin,
+    });
+    next.run(req).await
+}
+
+/// Appends an audit record on its own (for events with no other change).
+pub async fn record(state: &AppState, origin: Origin, event: Event) {
+    let now = state.clock.now();
+    let written = state
+        .store
+        .write(move |tx| audit::append(tx, now, &origin, event))
+        .await;
+    if let Err(e) = written {
+        tracing::error!(error = %e, "could not write an audit record");
+    }
+}
+
+/// An enrolled worker, identified by the certificate it presented in the
+/// TLS handshake (which rustls has already verified against the CA).
+#[derive(Debug, Clone)]
+pub struct WorkerCaller {
+    pub record: WorkerRecord,
+    pub origin: Origin,
+}
+
+impl FromRequestParts<AppState> for WorkerCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnInfo>()
+            .and_then(|c| c.peer.clone())
+            .ok_or(ApiError::CertificateRequired)?;
+        let record = state
+            .store
+            .read(|tx| pki::get_worker(tx, peer.worker))?
+            .ok_or(ApiError::WorkerRevoked)?;
+        if record.revoked {
+            return Err(ApiError::WorkerRevoked);
+        }
+        let actor = Actor {
+            kind: ActorKind::Worker,
+            id: record.id.to_string(),
+            roles: vec![Role::Worker.to_string()],
+        };
+        let origin = origin_from(&parts.extensions, &parts.headers, actor);
+        Ok(WorkerCaller { record, origin })
+    }
+}
+
+/// The origin of an unauthenticated request (enrollment).
+pub fn anonymous_origin(parts: &Parts) -> Origin {
+    origin_from(&parts.extensions, &parts.headers, Actor::anonymous())
+}
+
+/// Extracts the anonymous origin.
+#[derive(Debug, Clone)]
+pub struct AnonymousOrigin(pub Origin);
+
+impl<S: Send + Sync> FromRequestParts<S> for AnonymousOrigin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(AnonymousOrigin(anonymous_origin(parts)))
+    }
+}

@@ -1,0 +1,165 @@
+//! HTTP: the only module that imports axum. Turns requests into calls on the
+//! domain services and their errors into problem+json.
+//!
+//! Routes are declared once, in [`console_routes`] and [`worker_routes`],
+//! each with the [`Permission`] it needs; the router is built from those
+//! lists and so is the role-matrix test. Handlers are short: extract, call
+//! one service, answer.
+
+mod admin;
+mod error;
+mod extract;
+pub mod server;
+mod tasks;
+mod workers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+
+pub use error::ApiError;
+pub use extract::ConnInfo;
+
+use crate::auth::Permission;
+use crate::broker::Broker;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::pki::Ca;
+use crate::store::Store;
+
+/// Handles the handlers share. Holds handles, not data.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub broker: Broker,
+    pub clock: SharedClock,
+    pub ca: Arc<Ca>,
+    pub config: Arc<Config>,
+}
+
+/// One route: what it is and what it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub permission: Permission,
+}
+
+const fn spec(method: &'static str, path: &'static str, permission: Permission) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        permission,
+    }
+}
+
+fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    use Permission as P;
+    vec![
+        (spec("GET", "/healthz", P::Public), get(admin::healthz)),
+        (
+            spec("POST", "/api/v1/tasks", P::TaskCreate),
+            post(tasks::create),
+        ),
+        (spec("GET", "/api/v1/tasks", P::TaskRead), get(tasks::list)),
+        (
+            spec("GET", "/api/v1/tasks/{id}", P::TaskRead),
+            get(tasks::get),
+        ),
+        (
+            spec("POST", "/api/v1/tasks/{id}/cancel", P::TaskCancel),
+            post(tasks::cancel),
+        ),
+        (
+            spec("GET", "/api/v1/workers", P::WorkerRead),
+            get(workers::list),
+        ),
+        (
+            spec("POST", "/api/v1/workers/enrollment-tokens", P::WorkerEnroll),
+            post(workers::create_enrollment_token),
+        ),
+        (
+            spec("POST", "/api/v1/tokens", P::TokenCreate),
+            post(admin::create_token),
+        ),
+        (
+            spec("GET", "/api/v1/audit/verify", P::AuditRead),
+            get(admin::audit_verify),
+        ),
+        (
+            spec("GET", "/api/v1/audit/export", P::AuditRead),
+            get(admin::audit_export),
+        ),
+    ]
+}
+
+/// Every console route and the permission it needs (for tests and docs).
+pub fn console_route_table() -> Vec<RouteSpec> {
+    console_routes().into_iter().map(|(s, _)| s).collect()
+}
+
+/// The console/API router.
+pub fn console_router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (spec, route) in console_routes() {
+        let guard =
+            middleware::from_fn_with_state((state.clone(), spec.permission), extract::authorize);
+        router = router.route(spec.path, route.route_layer(guard));
+    }
+    finish(router, state)
+}
+
+/// The worker gateway for connections with a verified client certificate.
+/// Identity comes from the certificate ([`extract::WorkerCaller`]).
+pub fn worker_router(state: AppState) -> Router {
+    let router = Router::new()
+        .route("/worker/v1/poll", post(workers::poll))
+        .route("/worker/v1/tasks/{id}/heartbeat", post(workers::heartbeat))
+        .route("/worker/v1/tasks/{id}/complete", post(workers::complete))
+        .route("/worker/v1/renew", post(workers::renew))
+        .route("/healthz", get(admin::healthz));
+    finish(router, state)
+}
+
+/// The worker gateway for enrollment connections: one route, no certificate.
+pub fn enroll_router(state: AppState) -> Router {
+    finish(
+        Router::new().route("/worker/v1/enroll", post(workers::enroll)),
+        state,
+    )
+}
+
+fn finish(router: Router<AppState>, state: AppState) -> Router {
+    let limits = state.config.limits.clone();
+    router
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            time_limit,
+        ))
+        .with_state(state)
+}
+
+/// Answers 408 when a request (its body included) takes longer than allowed.
+async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout.into_response(),
+    }
+}
+
+/// Parses a path id; anything unparsable simply names nothing.
+fn parse_id<T: std::str::FromStr>(raw: &str) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound)
+}
+
+/// The methods the route table uses, for tests that try the others.
+pub const METHODS: [Method; 4] = [Method::GET, Method::POST, Method::PUT, Method::DELETE];

@@ -1,0 +1,266 @@
+//! The two TLS listeners and their accept loops.
+//!
+//! Per connection: a slot from the connection limit (refused when none is
+//! free), the TLS handshake within the header timeout, the peer certificate
+//! read once and attached to every request as [`ConnInfo`], then HTTP/1.1 or
+//! HTTP/2. A connection with no request in flight for the idle timeout is
+//! closed. On shutdown, listeners stop accepting, every connection is asked
+//! to finish gracefully, and [`Server::wait`] returns once all are gone (or
+//! the grace period has passed).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor, server::TlsStream};
+use tower::ServiceExt;
+
+use super::ConnInfo;
+use crate::config::Limits;
+use crate::pki;
+use crate::tls::ENROLL_ALPN;
+
+/// What a listener serves.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    /// Server-authenticated TLS; one router.
+    Console { tls: Arc<ServerConfig>, app: Router },
+    /// The worker gateway: mTLS for everything, except connections that
+    /// offer the enrollment ALPN, which get the enrollment router only.
+    Worker {
+        mtls: Arc<ServerConfig>,
+        app: Router,
+        enroll_tls: Arc<ServerConfig>,
+        enroll_app: Router,
+    },
+}
+
+/// The running listeners.
+#[derive(Debug)]
+pub struct Server {
+    stop: watch::Sender<bool>,
+    slots: Arc<Semaphore>,
+    max_connections: u32,
+    grace: Duration,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts one accept loop per listener. They share the connection limit.
+    pub fn start(listeners: Vec<(TcpListener, Endpoint)>, limits: &Limits) -> Server {
+        let max_connections = u32::try_from(limits.max_connections)
+            .unwrap_or(u32::MAX >> 3)
+            .min(Semaphore::MAX_PERMITS as u32);
+        let slots = Arc::new(Semaphore::new(max_connections as usize));
+        let (stop, stopped) = watch::channel(false);
+        let loops = listeners
+            .into_iter()
+            .map(|(listener, endpoint)| {
+                tokio::spawn(accept_loop(
+                    listener,
+                    endpoint,
+                    limits.clone(),
+                    slots.clone(),
+                    stopped.clone(),
+                ))
+            })
+            .collect();
+        Server {
+            stop,
+            slots,
+            max_connections,
+            grace: limits.shutdown_grace,
+            loops,
+        }
+    }
+
+    /// Stops accepting, asks every connection to finish, and waits for them
+    /// (at most the shutdown grace period).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for l in self.loops {
+            let _ = l.await;
+        }
+        let all_closed = self.slots.acquire_many(self.max_connections);
+        if tokio::time::timeout(self.grace, all_closed).await.is_err() {
+            tracing::warn!("connections still open after the shutdown grace period; closing them");
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    endpoint: Endpoint,
+    limits: Limits,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "connection limit reached; refusing a connection");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (endpoint, limits, stop) = (endpoint.clone(), limits.clone(), stop.clone());
+        tokio::spawn(async move {
+            serve_connection(tcp, remote, endpoint, &limits, stop).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn handshake(
+    tcp: TcpStream,
+    endpoint: Endpoint,
+) -> std::io::Result<(TlsStream<TcpStream>, Router)> {
+    match endpoint {
+        Endpoint::Console { tls, app } => Ok((TlsAcceptor::from(tls).accept(tcp).await?, app)),
+        Endpoint::Worker {
+            mtls,
+            app,
+            enroll_tls,
+            enroll_app,
+        } => {
+            let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+            let enrolling = start
+                .client_hello()
+                .alpn()
+                .is_some_and(|mut offered| offered.any(|p| p == ENROLL_ALPN));
+            if enrolling {
+                Ok((start.into_stream(enroll_tls).await?, enroll_app))
+            } else {
+                Ok((start.into_stream(mtls).await?, app))
+            }
+        }
+    }
+}
+
+/// Requests in flight and the time of the last activity on one connection.
+#[derive(Debug)]
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(self.started.elapsed().saturating_sub(last))
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    endpoint: Endpoint,
+    limits: &Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (stream, app) =
+        match tokio::time::timeout(limits.header_timeout, handshake(tcp, endpoint)).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        };
+    let peer = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|der| pki::peer_cert(der));
+    let info = ConnInfo { remote, peer };
+    let activity = Arc::new(Activity {
+        started: Instant::now(),
+        in_flight: AtomicUsize::new(0),
+        last_ms: AtomicU64::new(0),
+    });
+    let tracked = activity.clone();
+    let service = tower::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        let (app, tracked) = (app.clone(), tracked.clone());
+        tracked.in_flight.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let response = app.oneshot(req.map(Body::new)).await;
+            tracked.touch();
+            tracked.in_flight.fetch_sub(1, Ordering::Relaxed);
+            response
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(256);
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+    tokio::pin!(conn);
+    let mut idle_check =
+        tokio::time::interval((limits.idle_timeout / 4).max(Duration::from_millis(100)));
+    let mut stopping = *stop.borrow();
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = idle_check.tick() => {
+                if activity.idle_for().is_some_and(|idle| idle >= limits.idle_timeout) {
+                    tracing::debug!(%remote, "closing an idle connection");
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Worker routes: enrollment tokens and the worker list on the console, and
+//! the worker gateway (enroll, poll, heartbeat, complete, renew).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::extract::{AnonymousOrigin, ApiJson, Caller, WorkerCaller};
+use super::{ApiError, AppState, parse_id};
+use crate::broker::{Completion, TaskError, WorkerView};
+use crate::config::parse_duration;
+use crate::ids::{LeaseId, TaskId, WorkerId};
+use crate::pki;
+
+#[derive(Debug, Serialize)]
+pub struct WorkerSummary {
+    id: String,
+    labels: Vec<String>,
+    enrolled_at: String,
+    cert_not_after: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    renewed_at: Option<String>,
+    revoked: bool,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<axum::Json<Vec<WorkerSummary>>, ApiError> {
+    let workers = state.store.read(pki::list_workers)?;
+    Ok(axum::Json(
+        workers
+            .into_iter()
+            .map(|w| WorkerSummary {
+                id: w.id.to_string(),
+                labels: w.labels,
+                enrolled_at: w.enrolled_at.to_rfc3339(),
+                cert_not_after: w.cert_not_after.to_rfc3339(),
+                renewed_at: w.renewed_at.map(|t| t.to_rfc3339()),
+                revoked: w.revoked,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    /// If given, the enrolling worker gets exactly these labels.
+    labels: Option<Vec<String>>,
+    /// Like `15m`; default from the configuration.
+    ttl: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenCreated {
+    token: String,
+    id: String,
+    expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<Vec<String>>,
+}
+
+const MAX_ENROLLMENT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+pub async fn create_enrollment_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<(StatusCode, axum::Json<TokenCreated>), ApiError> {
+    let ttl = match body.ttl {
+        Some(t) => parse_duration(&t).map_err(ApiError::InvalidRequest)?,
+        None => state.config.enrollment_token_ttl,
+    };
+    if ttl.is_zero() || ttl > MAX_ENROLLMENT_TTL {
+        return Err(ApiError::InvalidRequest(
+            "ttl must be between 1s and 7d".into(),
+        ));
+    }
+    let now = state.clock.now();
+    let origin = caller.origin;
+    let (record, token) = state
+        .store
+        .write(move |tx| pki::create_enrollment_token(tx, now, &origin, body.labels, ttl))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(TokenCreated {
+            token,
+            id: record.id,
+            expires_at: record.expires_at.to_rfc3339(),
+            labels: record.labels,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollBody {
+    token: String,
+    csr_pem: String,
+    #[serde(default)]
+    labels: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Enrolled {
+    worker_id: String,
+    cert_pem: String,
+    ca_pem: String,
+    labels: Vec<String>,
+}
+
+pub async fn enroll(
+    State(state): State<AppState>,
+    AnonymousOrigin(origin): AnonymousOrigin,
+    ApiJson(body): ApiJson<EnrollBody>,
+) -> Result<(StatusCode, axum::Json<Enrolled>), ApiError> {
+    let now = state.clock.now();
+    let worker = WorkerId::new();
+    // Signing first costs a signature when the token turns out bad, but keeps
+    // the transaction to checks and writes only.
+    let cert = state.ca.sign_worker_csr(
+        &body.csr_pem,
+        worker,
+        now,
+        state.config.worker_cert_lifetime,
+    )?;
+    let issued = cert.clone();
+    let attempt_origin = origin.clone();
+    let result = state
+        .store
+        .write(move |tx| {
+            pki::enroll(
+                tx,
+                now,
+                &attempt_origin,
+                &body.token,
+                &body.labels,
+                &issued,
+                worker,
+            )
+        })
+        .await;
+    let record = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let reason = match &e {
+                pki::EnrollError::TokenInvalid => "token_invalid",
+                _ => "refused",
+            };
+            let reason = reason.to_owned();
+            let _ = state
+                .store
+                .write(move |tx| pki::audit_refused_enrollment(tx, now, &origin, &reason))
+                .await;
+            return Err(e.into());
+        }
+    };
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(Enrolled {
+            worker_id: worker.to_string(),
+            cert_pem: cert.cert_pem,
+            ca_pem: state.ca.cert_pem().to_owned(),
+            labels: record.labels,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollBody {
+    max_tasks: Option<u32>,
+    wait_s: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LeasedTask {
+    id: String,
+    kind: String,
+    input: serde_json::Value,
+    lease_id: String,
+    lease_expires_at: String,
+    timeout_s: u64,
+    attempt: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PollReply {
+    tasks: Vec<LeasedTask>,
+    lease_s: u64,
+    heartbeat_s: u64,
+}
+
+pub async fn poll(
+    State(state): State<AppState>,
+    caller: WorkerCaller,
+    ApiJson(body): ApiJson<PollBody>,
+) -> Result<axum::Json<PollReply>, ApiError> {
+    let settings = state.broker.settings().clone();
+    let view = WorkerView {
+        id: caller.record.id,
+        labels: Arc::new(caller.record.labels),
+    };
+    let wait = Duration::from_secs(body.wait_s.unwrap_or(settings.max_poll_wait.as_secs()));
+    let tasks = state
+        .broker
+        .poll(&caller.origin, &view, body.max_tasks.unwrap_or(1), wait)
+        .await?;
+    let tasks = tasks
+        .into_iter()
+        .filter_map(|t| {
+            let lease = t.lease?;
+            Some(LeasedTask {
+                id: t.id.to_string(),
+                kind: t.kind,
+                input: serde_json::from_slice(&t.input).unwrap_or(serde_json::Value::Null),
+                lease_id: lease.id.to_string(),
+                lease_expires_at: lease.expires_at.to_rfc3339(),
+                timeout_s: t.timeout.as_secs(),
+                attempt: t.attempts,
+            })
+        })
+        .collect();
+    Ok(axum::Json(PollReply {
+        tasks,
+        lease_s: settings.lease.as_secs(),
+        heartbeat_s: (settings.lease / 3).as_secs().max(1),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatBody {
+    lease_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HeartbeatReply {
+    cancel: bool,
+    lease_expires_at: String,
+}
+
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    caller: WorkerCaller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<HeartbeatBody>,
+) -> Result<axum::Json<HeartbeatReply>, ApiError> {
+    let id: TaskId = parse_id(&id)?;
+    let lease: LeaseId = body.lease_id.parse().map_err(|_| ApiError::LeaseStale)?;
+    let hb = state.broker.heartbeat(caller.record.id, id, lease).await?;
+    Ok(axum::Json(HeartbeatReply {
+        cancel: hb.cancel,
+        lease_expires_at: hb.lease_expires_at.to_rfc3339(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportedError {
+    code: String,
+    message: String,
+    #[serde(default)]
+    retryable: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "outcome")]
+pub enum CompleteBody {
+    Succeeded {
+        lease_id: String,
+        result: serde_json::Value,
+    },
+    Failed {
+        lease_id: String,
+        error: ReportedError,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub struct CompleteReply {
+    state: crate::broker::TaskState,
+}
+
+const MAX_ERROR_CODE: usize = 64;
+const MAX_ERROR_MESSAGE: usize = 4096;
+
+pub async fn complete(
+    State(state): State<AppState>,
+    caller: WorkerCaller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CompleteBody>,
+) -> Result<axum::Json<CompleteReply>, ApiError> {
+    let id: TaskId = parse_id(&id)?;
+    let (lease_id, completion) = match body {
+        CompleteBody::Succeeded { lease_id, result } => {
+            let result =
+                serde_json::to_vec(&result).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+            (lease_id, Completion::Succeeded { result })
+        }
+        CompleteBody::Failed { lease_id, error } => {
+            if error.code.is_empty() || error.code.len() > MAX_ERROR_CODE {
+                return Err(ApiError::InvalidRequest(format!(
+                    "error.code must be 1-{MAX_ERROR_CODE} characters"
+                )));
+            }
+            let message: String = error.message.chars().take(MAX_ERROR_MESSAGE).collect();
+            let reported = TaskError {
+                code: error.code,
+                message,
+            };
+            (
+                lease_id,
+                Completion::Failed {
+                    error: reported,
+                    retryable: error.retryable,
+                },
+            )
+        }
+    };
+    let lease: LeaseId = lease_id.parse().map_err(|_| ApiError::LeaseStale)?;
+    let task = state
+        .broker
+        .complete(&caller.origin, caller.record.id, id, lease, completion)
+        .await?;
+    Ok(axum::Json(CompleteReply { state: task.state }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewBody {
+    csr_pem: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Renewed {
+    cert_pem: String,
+    ca_pem: String,
+    not_after: String,
+}
+
+pub async fn renew(
+    State(state): State<AppState>,
+    caller: WorkerCaller,
+    ApiJson(body): ApiJson<RenewBody>,
+) -> Result<axum::Json<Renewed>, ApiError> {
+    let now = state.clock.now();
+    let worker = caller.record.id;
+    let cert = state.ca.sign_worker_csr(
+        &body.csr_pem,
+        worker,
+        now,
+        state.config.worker_cert_lifetime,
+    )?;
+    let issued = cert.clone();
+    let origin = caller.origin;
+    state
+        .store
+        .write(move |tx| pki::renew(tx, now, &origin, worker, &issued))
+        .await?;
+    Ok(axum::Json(Renewed {
+        cert_pem: cert.cert_pem,
+        ca_pem: state.ca.cert_pem().to_owned(),
+        not_after: cert.not_after.to_rfc3339(),
+    }))
+}

@@ -1,1 +1,17 @@
-fn main() {}
+//! The `tether` binary: parse the command line, set up logging, dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = tether::cli::Cli::parse();
+    tether::cli::init_tracing(cli.verbose);
+    match tether::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -172,3 +172,20 @@ pub fn client(
 pub const CLIENT_HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 /// ALPN for the enrollment call.
 pub const CLIENT_ENROLL_ALPN: &[&[u8]] = &[ENROLL_ALPN];
+
+/// An HTTPS client over `config`: no proxies (an air-gapped site has none to
+/// honour by accident), HTTP/1.1 and HTTP/2 by ALPN.
+pub fn https_client(
+    config: ClientConfig,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, TlsError> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .no_proxy()
+        .tcp_nodelay(true)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(timeout)
+        .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))
+}

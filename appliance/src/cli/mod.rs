@@ -1,0 +1,95 @@
+//! The command line: one subcommand per file. Glue only: every decision is
+//! made by the domain modules. Errors here are `anyhow`, with context that
+//! tells the operator what to do.
+
+mod audit;
+mod client;
+mod init;
+mod serve;
+mod task;
+mod token;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use init::{InitOutcome, initialise, write_private, write_with_mode};
+
+/// Tether: an air-gapped appliance that brokers AI-agent work to workers that only pull.
+#[derive(Debug, Parser)]
+#[command(name = "tether", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr (repeat for more). TETHER_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a data directory: store, CA, server certificate, first admin token.
+    Init(init::Args),
+    /// Run the appliance (console/API and worker gateway).
+    Serve(serve::Args),
+    /// Run a worker: enroll once, then pull tasks over mTLS and run them.
+    Worker(worker::Args),
+    /// Submit, inspect and cancel tasks (uses TETHER_URL, TETHER_TOKEN, TETHER_CA_FILE).
+    #[command(subcommand)]
+    Task(task::Command),
+    /// Create API tokens and worker enrollment tokens.
+    #[command(subcommand)]
+    Token(token::Command),
+    /// Verify and export the audit log.
+    #[command(subcommand)]
+    Audit(audit::Command),
+}
+
+/// Logs go to stderr; stdout is for results.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,tether=info",
+        1 => "info,tether=debug",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs the chosen subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Init(args) => init::run(args),
+        Command::Serve(args) => runtime()?.block_on(serve::run(args)),
+        Command::Worker(args) => runtime()?.block_on(worker::run(args)),
+        Command::Task(cmd) => runtime()?.block_on(task::run(cmd)),
+        Command::Token(cmd) => runtime()?.block_on(token::run(cmd)),
+        Command::Audit(cmd) => runtime()?.block_on(audit::run(cmd)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// The data directory flag shared by several subcommands.
+#[derive(Debug, clap::Args)]
+struct DataDir {
+    /// The appliance's data directory.
+    #[arg(long, env = "TETHER_DATA_DIR", default_value = "./tether-data")]
+    data_dir: PathBuf,
+}
+
+/// Prints a value as pretty JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! `tether serve`: run the appliance until SIGTERM, then drain.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use super::init::{self, CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY};
+use crate::api::server::{Endpoint, Server};
+use crate::api::{self, AppState};
+use crate::audit::Origin;
+use crate::broker::Broker;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{CONFIG_FILE, RawConfig};
+use crate::pki::{self, Ca};
+use crate::store::{self, Store};
+use crate::tls;
+
+/// How often overdue leases and finished backoffs are looked for.
+const REAPER_INTERVAL: Duration = Duration::from_millis(250);
+/// In `--dev`, where the first admin token is kept so later starts can show it.
+const DEV_TOKEN_FILE: &str = "dev-admin-token";
+const DEV_ENROLL_TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    dir: super::DataDir,
+    /// Configuration file (default: DATA_DIR/tether.toml if present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Console/API listener address (default 0.0.0.0:8443; 127.0.0.1:8443 with --dev).
+    #[arg(long, env = "TETHER_LISTEN")]
+    listen: Option<String>,
+    /// Worker gateway address (default 0.0.0.0:9443; 127.0.0.1:9443 with --dev).
+    #[arg(long, env = "TETHER_WORKER_LISTEN")]
+    worker_listen: Option<String>,
+    /// Development mode: initialise an empty data directory on first run,
+    /// bind loopback only, and print everything needed to attach a worker.
+    #[arg(long)]
+    dev: bool,
+    /// Print the ready line as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn read(dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = dir.join(name);
+    std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (is this a data directory made by `tether init`?)",
+            path.display()
+        )
+    })
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let dir = args.dir.data_dir.clone();
+    let mut admin_token = None;
+    if args.dev && !dir.join(store::DB_FILE).exists() {
+        let target = dir.clone();
+        let outcome = tokio::task::spawn_blocking(move || init::initialise(&target, &[])).await??;
+        init::write_private(
+            &outcome.data_dir.join(DEV_TOKEN_FILE),
+            outcome.admin_token.as_bytes(),
+        )?;
+        admin_token = Some(outcome.admin_token.clone());
+    }
+    let dir = dir.canonicalize().with_context(|| {
+        format!(
+            "{} does not exist; run `tether init --data-dir {0}` first",
+            dir.display()
+        )
+    })?;
+    let config_path = args.config.clone().unwrap_or_else(|| dir.join(CONFIG_FILE));
+    let mut raw = RawConfig::from_file(&config_path, args.config.is_some())?;
+    raw.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(l) = args.listen {
+        raw.listen = Some(l);
+    }
+    if let Some(l) = args.worker_listen {
+        raw.worker_listen = Some(l);
+    }
+    if args.dev {
+        raw.listen.get_or_insert_with(|| "127.0.0.1:8443".into());
+        raw.worker_listen
+            .get_or_insert_with(|| "127.0.0.1:9443".into());
+        if admin_token.is_none() {
+            admin_token = std::fs::read_to_string(dir.join(DEV_TOKEN_FILE)).ok();
+        }
+    }
+    let config = Arc::new(raw.validate(dir.clone())?);
+
+    let store = Store::open(&dir).map_err(|e| match e {
+        store::Error::AlreadyOpen => anyhow::anyhow!(
+            "another tether process is using {}; stop it first",
+            dir.display()
+        ),
+        other => anyhow::Error::new(other).context("opening the store"),
+    })?;
+    let ca_pem = read(&dir, CA_CERT)?;
+    let ca = Arc::new(Ca::load(&ca_pem, &read(&dir, CA_KEY)?).context("loading the CA")?);
+    let (cert_pem, key_pem) = (read(&dir, SERVER_CERT)?, read(&dir, SERVER_KEY)?);
+    let clock: SharedClock = Arc::new(SystemClock);
+    let broker = Broker::new(store.clone(), clock.clone(), config.broker.clone());
+    let state = AppState {
+        store: store.clone(),
+        broker: broker.clone(),
+        clock: clock.clone(),
+        ca,
+        config: config.clone(),
+    };
+
+    let console = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (set --listen)", config.listen))?;
+    let workers = TcpListener::bind(config.worker_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (set --worker-listen)",
+                config.worker_listen
+            )
+        })?;
+    let (console_addr, worker_addr) = (console.local_addr()?, workers.local_addr()?);
+    let endpoints = vec![
+        (
+            console,
+            Endpoint::Console {
+                tls: tls::console_server(&cert_pem, &key_pem)?,
+                app: api::console_router(state.clone()),
+            },
+        ),
+        (
+            workers,
+            Endpoint::Worker {
+                mtls: tls::worker_server(&cert_pem, &key_pem, &ca_pem)?,
+                app: api::worker_router(state.clone()),
+                enroll_tls: tls::enroll_server(&cert_pem, &key_pem)?,
+                enroll_app: api::enroll_router(state.clone()),
+            },
+        ),
+    ];
+    let server = Server::start(endpoints, &config.limits);
+    let reaper = tokio::spawn(broker.clone().run_reaper(REAPER_INTERVAL));
+
+    let ca_file = dir.join(CA_CERT);
+    let mut ready = json!({
+        "event": "ready",
+        "listen": console_addr.to_string(),
+        "worker_listen": worker_addr.to_string(),
+        "ca_file": ca_file,
+        "ca_fingerprint": pki::fingerprint_pem(&ca_pem)?,
+        "data_dir": dir,
+    });
+    if args.dev {
+        let now = clock.now();
+        let (_, enroll) = store
+            .write(move |tx| {
+                pki::create_enrollment_token(tx, now, &Origin::system(), None, DEV_ENROLL_TTL)
+            })
+            .await?;
+        let exe = std::env::current_exe().unwrap_or_else(|_| "tether".into());
+        let worker_cmd = format!(
+            "{} worker --broker https://{worker_addr} --enroll-token {enroll} --ca-file {} --state-dir ./tether-worker",
+            exe.display(),
+            ca_file.display()
+        );
+        ready["console_url"] = json!(format!("https://{console_addr}/"));
+        ready["admin_token"] = json!(admin_token);
+        ready["worker_command"] = json!(worker_cmd);
+    }
+    announce(&ready, args.json, args.dev);
+
+    wait_for_stop_signal().await?;
+    tracing::info!("stopping: no new leases, answering parked polls, closing connections");
+    broker.drain();
+    server.shutdown().await;
+    reaper.abort();
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn announce(ready: &serde_json::Value, json: bool, dev: bool) {
+    if json {
+        println!("{ready}");
+        return;
+    }
+    let s = |k: &str| ready[k].as_str().unwrap_or("").to_owned();
+    println!("tether is ready");
+    println!("  console/API    https://{}", s("listen"));
+    println!("  worker gateway https://{}", s("worker_listen"));
+    println!(
+        "  CA certificate {} ({})",
+        s("ca_file"),
+        s("ca_fingerprint")
+    );
+    if dev {
+        println!(
+            "\nDevelopment mode: loopback only, data in {}",
+            s("data_dir")
+        );
+        match ready["admin_token"].as_str() {
+            Some(t) => println!("  admin token    {t}"),
+            None => println!("  admin token    (shown at first start only)"),
+        }
+        println!("\nUse the CLI against it:");
+        println!(
+            "  export TETHER_URL=https://{} TETHER_CA_FILE={} TETHER_TOKEN=<admin token>",
+            s("listen"),
+            s("ca_file")
+        );
+        println!("\nAttach a local worker (the enrollment token is single use, valid 1 hour):");
+        println!("  {}", s("worker_command"));
+    }
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! `worker.toml`: what this worker is willing to run.
+//!
+//! The broker cannot widen this: a handler that is not enabled here does
+//! not run, whatever a task asks for. `echo` is on unless disabled;
+//! `command` runs only the commands named here, each a fixed argv whose
+//! `{param}` placeholders are filled with typed, checked values — as
+//! separate arguments, never through a shell.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::parse_duration;
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkerConfig {
+    /// Labels to ask for at enrollment (a token may fix them instead).
+    pub labels: Option<Vec<String>>,
+    /// Tasks run at once.
+    pub concurrency: Option<usize>,
+    #[serde(default)]
+    pub handlers: RawHandlers,
+    #[serde(default)]
+    pub commands: BTreeMap<String, RawCommand>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHandlers {
+    #[serde(default = "yes")]
+    pub echo: bool,
+}
+
+impl Default for RawHandlers {
+    fn default() -> Self {
+        RawHandlers { echo: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommand {
+    pub argv: Vec<String>,
+    pub timeout: Option<String>,
+    pub max_output_bytes: Option<usize>,
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamType {
+    String,
+    Integer,
+    Boolean,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    #[serde(rename = "type")]
+    pub kind: ParamType,
+    /// Used when the task does not give the parameter; without it the
+    /// parameter is required.
+    pub default: Option<toml::Value>,
+    /// Strings: the longest accepted (default 1024 bytes).
+    pub max_len: Option<usize>,
+    /// Strings: allow a leading `-` (off, so a value cannot pose as an option).
+    #[serde(default)]
+    pub allow_leading_dash: bool,
+    /// Integers: bounds.
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+}
+
+/// A command as the worker runs it.
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    pub argv: Vec<String>,
+    pub timeout: Duration,
+    pub max_output_bytes: usize,
+    pub params: BTreeMap<String, ParamSpec>,
+}
+
+/// The validated worker configuration.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub labels: Vec<String>,
+    pub concurrency: usize,
+    pub echo: bool,
+    pub commands: BTreeMap<String, CommandSpec>,
+}
+
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_MAX_OUTPUT: usize = 1024 * 1024;
+
+/// Names inside `{...}` in an argv element.
+pub fn placeholders(arg: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = arg;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) => {
+                out.push(&after[..close]);
+                rest = &after[close + 1..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+impl RawWorkerConfig {
+    pub fn from_file(path: &Path) -> anyhow::Result<RawWorkerConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    pub fn validate(self) -> anyhow::Result<WorkerConfig> {
+        let mut commands = BTreeMap::new();
+        for (name, raw) in self.commands {
+            let Some(program) = raw.argv.first() else {
+                anyhow::bail!("commands.{name}: argv must name a program");
+            };
+            if !program.starts_with('/') {
+                anyhow::bail!(
+                    "commands.{name}: argv[0] must be an absolute path (no PATH lookup), got {program:?}"
+                );
+            }
+            if !placeholders(program).is_empty() {
+                anyhow::bail!("commands.{name}: the program itself cannot be a parameter");
+            }
+            for arg in &raw.argv {
+                for p in placeholders(arg) {
+                    if !raw.params.contains_key(p) {
+                        anyhow::bail!(
+                            "commands.{name}: argv uses {{{p}}} but params.{p} is not declared"
+                        );
+                    }
+                }
+            }
+            let timeout = raw
+                .timeout
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("commands.{name}.timeout: {e}"))?;
+            commands.insert(
+                name,
+                CommandSpec {
+                    argv: raw.argv,
+                    timeout: timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT),
+                    max_output_bytes: raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT),
+                    params: raw.params,
+                },
+            );
+        }
+        let concurrency = self.concurrency.unwrap_or(1);
+        if !(1..=256).contains(&concurrency) {
+            anyhow::bail!("concurrency must be 1-256");
+        }
+        let mut labels = self.labels.unwrap_or_default();
+        labels.sort();
+        labels.dedup();
+        Ok(WorkerConfig {
+            labels,
+            concurrency,
+            echo: self.handlers.echo,
+            commands,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<WorkerConfig> {
+        toml::from_str::<RawWorkerConfig>(text)?.validate()
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("worker.example.toml");
+        let c = RawWorkerConfig::from_file(&path)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(c.echo);
+        assert!(!c.commands.is_empty());
+    }
+
+    #[test]
+    fn commands_must_be_absolute_and_declare_their_parameters() {
+        assert!(parse("[commands.x]\nargv = [\"ls\"]").is_err());
+        assert!(parse("[commands.x]\nargv = [\"/bin/ls\", \"{dir}\"]").is_err());
+        assert!(
+            parse("[commands.x]\nargv = [\"{prog}\"]\n[commands.x.params.prog]\ntype = \"string\"")
+                .is_err()
+        );
+        assert!(parse("[commands.x]\nargv = [\"/bin/ls\", \"{dir}\"]\n[commands.x.params.dir]\ntype = \"string\"").is_ok());
+        assert!(parse("nonsense = 1").is_err());
+    }
+
+    #[test]
+    fn placeholders_are_found_inside_arguments() {
+        assert_eq!(placeholders("--name={who}-{n}"), ["who", "n"]);
+        assert!(placeholders("plain").is_empty());
+    }
+}

@@ -1,0 +1,339 @@
+//! The worker agent: enroll once, then pull tasks and run them.
+//!
+//! The worker only ever connects out: it opens no listening socket. It
+//! generates its key locally (the key never leaves the state directory),
+//! enrolls with a single-use token and a CSR, then long-polls the broker
+//! over mTLS, runs what its own configuration allows, heartbeats at a third
+//! of the lease, reports, and renews its certificate at two thirds of its
+//! lifetime. When the broker is unreachable it backs off with jitter; after
+//! either side restarts it resumes with the identity in its state directory.
+
+pub mod client;
+pub mod config;
+pub mod handlers;
+mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, watch};
+
+use client::{BrokerClient, CallError, LeasedTask};
+use config::WorkerConfig;
+pub use state::{Identity, StateDir};
+
+use crate::clock::{Clock, SystemClock};
+use crate::pki;
+
+/// How long one poll asks the broker to hold on.
+const POLL_WAIT: Duration = Duration::from_secs(30);
+/// How long running tasks get to finish after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// What `tether worker` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub broker: String,
+    pub enroll_token: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub config: WorkerConfig,
+    /// Print one JSON event per line on stdout (enrolled, ready, task_*).
+    pub json_events: bool,
+}
+
+/// Exponential backoff with jitter: each wait is drawn from [d/2, d].
+#[derive(Debug)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Backoff {
+        Backoff {
+            base,
+            max,
+            attempt: 0,
+        }
+    }
+
+    pub fn next_wait(&mut self) -> Duration {
+        let factor = 1u32.checked_shl(self.attempt).unwrap_or(u32::MAX);
+        self.attempt = self.attempt.saturating_add(1).min(31);
+        let full = self.base.saturating_mul(factor).min(self.max);
+        let half = full / 2;
+        half + Duration::from_millis(fastrand::u64(
+            0..=u64::try_from(half.as_millis()).unwrap_or(0),
+        ))
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Emits an event: a JSON line on stdout, or a log line.
+#[derive(Debug, Clone, Copy)]
+struct Events {
+    json: bool,
+}
+
+impl Events {
+    fn emit(&self, event: Value) {
+        if self.json {
+            println!("{event}");
+        } else {
+            tracing::info!(event = %event, "worker");
+        }
+    }
+}
+
+/// Runs the agent until `stop` turns true.
+pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let events = Events {
+        json: opts.json_events,
+    };
+    let state = StateDir::new(&opts.state_dir)?;
+    let mut identity = match state.load()? {
+        Some(id) => {
+            events.emit(json!({"event": "resumed", "worker_id": id.worker_id}));
+            id
+        }
+        None => {
+            let id = enroll(&opts, &mut stop).await?;
+            state.save(&id)?;
+            events
+                .emit(json!({"event": "enrolled", "worker_id": id.worker_id, "labels": id.labels}));
+            id
+        }
+    };
+    let mut client = BrokerClient::mtls(
+        &identity.broker,
+        &identity.ca_pem,
+        &identity.cert_pem,
+        &identity.key_pem,
+    )?;
+    let config = Arc::new(opts.config.clone());
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    let mut announced = false;
+    while !*stop.borrow() {
+        if let Err(e) = renew_if_due(&state, &mut identity, &mut client).await {
+            tracing::warn!(error = %e, "certificate renewal failed; will retry");
+        }
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => p?,
+            _ = stop.changed() => break,
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        if !announced {
+            events.emit(json!({"event": "ready", "worker_id": identity.worker_id}));
+            announced = true;
+        }
+        let polled = tokio::select! {
+            r = client.poll(permits.len(), POLL_WAIT) => r,
+            _ = stop.changed() => break,
+        };
+        match polled {
+            Ok(reply) => {
+                backoff.reset();
+                let heartbeat = Duration::from_secs(reply.heartbeat_s.max(1));
+                let lease = Duration::from_secs(reply.lease_s.max(1));
+                for task in reply.tasks {
+                    let Some(permit) = permits.pop() else { break };
+                    let (client, config) = (client.clone(), config.clone());
+                    tokio::spawn(async move {
+                        run_task(client, config, task, heartbeat, lease, events).await;
+                        drop(permit);
+                    });
+                }
+            }
+            Err(CallError::Refused {
+                status: 401 | 403,
+                code,
+                detail,
+            }) => {
+                anyhow::bail!(
+                    "the broker refused this worker ({code}: {detail}); it may have been revoked — enroll again with a new token and an empty state directory"
+                );
+            }
+            Err(e) => {
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "poll failed");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+        }
+    }
+    tracing::info!("stopping: waiting for running tasks to report");
+    let all = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
+    if tokio::time::timeout(STOP_GRACE, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "tasks still running after the grace period; their leases will expire and they will be retried"
+        );
+    }
+    Ok(())
+}
+
+async fn enroll(opts: &Options, stop: &mut watch::Receiver<bool>) -> anyhow::Result<Identity> {
+    let token = opts.enroll_token.clone().context(
+        "this worker is not enrolled yet: pass --enroll-token (from `tether token enroll`)",
+    )?;
+    let ca_file = opts
+        .ca_file
+        .clone()
+        .context("pass --ca-file (the appliance's ca.pem) to enroll")?;
+    let ca_pem = std::fs::read_to_string(&ca_file)
+        .with_context(|| format!("cannot read {}", ca_file.display()))?;
+    let (key_pem, csr_pem) = pki::new_worker_key_and_csr()?;
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    loop {
+        match BrokerClient::enroll(&opts.broker, &ca_pem, &token, &csr_pem, &opts.config.labels)
+            .await
+        {
+            Ok(e) => {
+                return Ok(Identity {
+                    worker_id: e.worker_id,
+                    broker: opts.broker.clone(),
+                    labels: e.labels,
+                    ca_pem: e.ca_pem,
+                    cert_pem: e.cert_pem,
+                    key_pem,
+                });
+            }
+            Err(CallError::Unreachable(why)) => {
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %why, retry_in_ms = wait.as_millis() as u64, "enrollment: broker unreachable");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => anyhow::bail!("stopped before enrolling"),
+                }
+            }
+            Err(e) => anyhow::bail!("enrollment refused: {e}"),
+        }
+    }
+}
+
+/// Renews the certificate once two thirds of its lifetime have passed.
+async fn renew_if_due(
+    state: &StateDir,
+    identity: &mut Identity,
+    client: &mut BrokerClient,
+) -> anyhow::Result<()> {
+    let (not_before, not_after) = pki::cert_validity(&identity.cert_pem)?;
+    let lifetime = not_after.since(not_before);
+    if SystemClock.now() < not_before.plus(lifetime * 2 / 3) {
+        return Ok(());
+    }
+    let (key_pem, csr_pem) = pki::new_worker_key_and_csr()?;
+    let renewed = client.renew(&csr_pem).await?;
+    let next = Identity {
+        cert_pem: renewed.cert_pem,
+        ca_pem: renewed.ca_pem,
+        key_pem,
+        ..identity.clone()
+    };
+    let next_client =
+        BrokerClient::mtls(&next.broker, &next.ca_pem, &next.cert_pem, &next.key_pem)?;
+    state.save(&next)?;
+    *identity = next;
+    *client = next_client;
+    tracing::info!("certificate renewed");
+    Ok(())
+}
+
+async fn run_task(
+    client: BrokerClient,
+    config: Arc<WorkerConfig>,
+    task: LeasedTask,
+    heartbeat: Duration,
+    lease: Duration,
+    events: Events,
+) {
+    events.emit(json!({"event": "task_started", "task_id": task.id, "kind": task.kind, "attempt": task.attempt}));
+    let timeout = Duration::from_secs(task.timeout_s.max(1));
+    let work = handlers::run(&config, &task.kind, task.input.clone(), timeout);
+    tokio::pin!(work);
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut work => break outcome,
+            _ = beat.tick() => match client.heartbeat(&task.id, &task.lease_id).await {
+                Ok(reply) if reply.cancel => {
+                    events.emit(json!({"event": "task_cancelled", "task_id": task.id}));
+                    return;
+                }
+                Ok(_) => {}
+                Err(CallError::LeaseLost) => {
+                    events.emit(json!({"event": "task_lease_lost", "task_id": task.id}));
+                    return;
+                }
+                Err(e) => tracing::warn!(task = %task.id, error = %e, "heartbeat failed; will retry"),
+            },
+        }
+    };
+    let (body, label) = match outcome {
+        Ok(result) => (
+            json!({"outcome": "succeeded", "lease_id": task.lease_id, "result": result}),
+            "succeeded",
+        ),
+        Err(f) => (
+            json!({"outcome": "failed", "lease_id": task.lease_id,
+                   "error": {"code": f.code, "message": f.message, "retryable": f.retryable}}),
+            "failed",
+        ),
+    };
+    // Keep trying to report while the lease could still be ours.
+    let deadline = tokio::time::Instant::now() + lease;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        match client.complete(&task.id, body.clone()).await {
+            Ok(_) => {
+                events
+                    .emit(json!({"event": "task_finished", "task_id": task.id, "outcome": label}));
+                return;
+            }
+            Err(CallError::LeaseLost) => {
+                events.emit(json!({"event": "task_lease_lost", "task_id": task.id}));
+                return;
+            }
+            Err(CallError::Unreachable(e)) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(task = %task.id, error = %e, "report failed; retrying");
+                tokio::time::sleep(backoff.next_wait()).await;
+            }
+            Err(e) => {
+                tracing::error!(task = %task.id, error = %e, "could not report; the lease will expire and the task will be retried");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_stays_under_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let waits: Vec<Duration> = (0..8).map(|_| b.next_wait()).collect();
+        assert!(waits[0] >= Duration::from_millis(50) && waits[0] <= Duration::from_millis(100));
+        assert!(waits[3] >= Duration::from_millis(400) && waits[3] <= Duration::from_millis(800));
+        assert!(waits.iter().all(|w| *w <= Duration::from_secs(1)));
+        b.reset();
+        assert!(b.next_wait() <= Duration::from_millis(100));
+    }
+}

@@ -29,10 +29,7 @@ impl Timestamp {
     }
 
     pub fn plus(self, d: Duration) -> Self {
-        Timestamp(
-            self.0
-                .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        )
+        Timestamp(self.0.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
     }
 
     /// How long after `earlier` this is (zero if it is not after).
@@ -42,8 +39,7 @@ impl Timestamp {
 
     pub fn to_offset_date_time(self) -> time::OffsetDateTime {
         let nanos = i128::from(self.0) * 1_000_000;
-        time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
     }
 
     pub fn from_offset_date_time(t: time::OffsetDateTime) -> Self {
@@ -87,10 +83,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
+        let ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
         Timestamp(u64::try_from(ms).unwrap_or(u64::MAX))
     }
 }
@@ -105,10 +98,7 @@ impl ManualClock {
     }
 
     pub fn advance(&self, d: Duration) {
-        self.0.fetch_add(
-            u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-            Ordering::SeqCst,
-        );
+        self.0.fetch_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
     }
 }
 
@@ -124,14 +114,8 @@ mod tests {
 
     #[test]
     fn rfc3339_is_utc_with_milliseconds() {
-        assert_eq!(
-            Timestamp::from_millis(0).to_rfc3339(),
-            "1970-01-01T00:00:00.000Z"
-        );
-        assert_eq!(
-            Timestamp::from_millis(1_795_320_306_789).to_rfc3339(),
-            "2026-11-22T04:05:06.789Z"
-        );
+        assert_eq!(Timestamp::from_millis(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(Timestamp::from_millis(1_795_320_306_789).to_rfc3339(), "2026-11-22T04:05:06.789Z");
     }
 
     #[test]

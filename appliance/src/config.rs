@@ -20,10 +20,7 @@ pub const CONFIG_FILE: &str = "tether.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{key}: {message}")]
@@ -31,10 +28,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        message: message.into(),
-    }
+    ConfigError::Invalid { key, message: message.into() }
 }
 
 /// Parses `500ms`, `30s`, `15m`, `24h` or `90d`.
@@ -42,9 +36,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 15m, 24h"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 15m, 24h"))?;
     let unit_ms: u64 = match unit {
         "ms" => 1,
         "s" => 1000,
@@ -53,9 +45,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => 86_400_000,
         _ => return Err(format!("{s:?}: unit must be ms, s, m, h or d")),
     };
-    n.checked_mul(unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{s:?} is too long"))
+    n.checked_mul(unit_ms).map(Duration::from_millis).ok_or_else(|| format!("{s:?} is too long"))
 }
 
 /// The file's shape. Every field is optional; defaults live in `validate`.
@@ -137,29 +127,17 @@ impl RawConfig {
                 return Ok(RawConfig::default());
             }
             Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.into(),
-                    source,
-                });
+                return Err(ConfigError::Read { path: path.into(), source });
             }
         };
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            message: e.to_string(),
-        })
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
     }
 
     /// Lays `TETHER_*` variables (from `lookup`) over the file's values.
-    pub fn apply_env(
-        &mut self,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         for (key, var) in ENV {
             let Some(value) = lookup(var) else { continue };
-            let number = |v: &str| {
-                v.parse()
-                    .map_err(|_| invalid(key, format!("{var}={v:?} is not a number")))
-            };
+            let number = |v: &str| v.parse().map_err(|_| invalid(key, format!("{var}={v:?} is not a number")));
             match *key {
                 "listen" => self.listen = Some(value),
                 "worker_listen" => self.worker_listen = Some(value),
@@ -180,18 +158,11 @@ impl RawConfig {
     }
 
     pub fn validate(self, data_dir: PathBuf) -> Result<Config, ConfigError> {
-        let addr = |key: &'static str,
-                    v: Option<String>,
-                    default: &str|
-         -> Result<SocketAddr, ConfigError> {
+        let addr = |key: &'static str, v: Option<String>, default: &str| -> Result<SocketAddr, ConfigError> {
             let v = v.unwrap_or_else(|| default.into());
-            v.parse()
-                .map_err(|_| invalid(key, format!("{v:?} is not an address like 0.0.0.0:8443")))
+            v.parse().map_err(|_| invalid(key, format!("{v:?} is not an address like 0.0.0.0:8443")))
         };
-        let dur = |key: &'static str,
-                   v: Option<String>,
-                   default: Duration|
-         -> Result<Duration, ConfigError> {
+        let dur = |key: &'static str, v: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
             match v {
                 Some(v) => parse_duration(&v).map_err(|m| invalid(key, m)),
                 None => Ok(default),
@@ -201,15 +172,9 @@ impl RawConfig {
         let broker = broker::Settings {
             lease: dur("lease", self.lease, defaults.lease)?,
             max_poll_wait: dur("max_poll_wait", self.max_poll_wait, defaults.max_poll_wait)?,
-            max_tasks_per_poll: self
-                .max_tasks_per_poll
-                .unwrap_or(defaults.max_tasks_per_poll),
+            max_tasks_per_poll: self.max_tasks_per_poll.unwrap_or(defaults.max_tasks_per_poll),
             retry_backoff: dur("retry_backoff", self.retry_backoff, defaults.retry_backoff)?,
-            retry_backoff_max: dur(
-                "retry_backoff_max",
-                self.retry_backoff_max,
-                defaults.retry_backoff_max,
-            )?,
+            retry_backoff_max: dur("retry_backoff_max", self.retry_backoff_max, defaults.retry_backoff_max)?,
         };
         if broker.lease < Duration::from_secs(1) {
             return Err(invalid("lease", "must be at least 1s"));
@@ -223,28 +188,17 @@ impl RawConfig {
         let limits = Limits {
             max_body_bytes: self.max_body_bytes.unwrap_or(1024 * 1024),
             max_connections: self.max_connections.unwrap_or(8192),
-            header_timeout: dur(
-                "header_timeout",
-                self.header_timeout,
-                Duration::from_secs(10),
-            )?,
+            header_timeout: dur("header_timeout", self.header_timeout, Duration::from_secs(10))?,
             idle_timeout: dur("idle_timeout", self.idle_timeout, Duration::from_secs(120))?,
             request_timeout: dur(
                 "request_timeout",
                 self.request_timeout,
                 broker.max_poll_wait + Duration::from_secs(30),
             )?,
-            shutdown_grace: dur(
-                "shutdown_grace",
-                self.shutdown_grace,
-                Duration::from_secs(10),
-            )?,
+            shutdown_grace: dur("shutdown_grace", self.shutdown_grace, Duration::from_secs(10))?,
         };
         if limits.request_timeout <= broker.max_poll_wait {
-            return Err(invalid(
-                "request_timeout",
-                "must be longer than max_poll_wait",
-            ));
+            return Err(invalid("request_timeout", "must be longer than max_poll_wait"));
         }
         if limits.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024"));
@@ -252,11 +206,8 @@ impl RawConfig {
         if limits.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
         }
-        let worker_cert_lifetime = dur(
-            "worker_cert_lifetime",
-            self.worker_cert_lifetime,
-            Duration::from_secs(24 * 3600),
-        )?;
+        let worker_cert_lifetime =
+            dur("worker_cert_lifetime", self.worker_cert_lifetime, Duration::from_secs(24 * 3600))?;
         if worker_cert_lifetime < Duration::from_secs(60) {
             return Err(invalid("worker_cert_lifetime", "must be at least 1m"));
         }
@@ -267,11 +218,7 @@ impl RawConfig {
             server_names: self.server_names.unwrap_or_default(),
             broker,
             worker_cert_lifetime,
-            enrollment_token_ttl: dur(
-                "enrollment_token_ttl",
-                self.enrollment_token_ttl,
-                Duration::from_secs(15 * 60),
-            )?,
+            enrollment_token_ttl: dur("enrollment_token_ttl", self.enrollment_token_ttl, Duration::from_secs(15 * 60))?,
             limits,
         })
     }
@@ -295,26 +242,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.toml");
         std::fs::write(&path, "lisen = \"0.0.0.0:1\"\n").unwrap();
-        assert!(matches!(
-            RawConfig::from_file(&path, true),
-            Err(ConfigError::Parse { .. })
-        ));
+        assert!(matches!(RawConfig::from_file(&path, true), Err(ConfigError::Parse { .. })));
     }
 
     #[test]
     fn env_overrides_the_file_and_bad_values_name_their_key() {
-        let mut raw = RawConfig {
-            lease: Some("10s".into()),
-            ..RawConfig::default()
-        };
-        raw.apply_env(|k| (k == "TETHER_LEASE").then(|| "20s".to_string()))
-            .unwrap();
+        let mut raw = RawConfig { lease: Some("10s".into()), ..RawConfig::default() };
+        raw.apply_env(|k| (k == "TETHER_LEASE").then(|| "20s".to_string())).unwrap();
         let c = raw.clone().validate("/tmp".into()).unwrap();
         assert_eq!(c.broker.lease, Duration::from_secs(20));
-        let bad = RawConfig {
-            request_timeout: Some("5s".into()),
-            ..RawConfig::default()
-        };
+        let bad = RawConfig { request_timeout: Some("5s".into()), ..RawConfig::default() };
         match bad.validate("/tmp".into()) {
             Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "request_timeout"),
             other => panic!("expected request_timeout error, got {other:?}"),

@@ -16,17 +16,14 @@ pub struct RandomFailed;
 /// `prefix` followed by 64 hex digits of fresh randomness.
 pub fn random_token(prefix: &str) -> Result<String, RandomFailed> {
     let mut bytes = [0u8; SECRET_BYTES];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| RandomFailed)?;
+    SystemRandom::new().fill(&mut bytes).map_err(|_| RandomFailed)?;
     Ok(format!("{prefix}{}", hex::encode(bytes)))
 }
 
 /// Whether `s` has the shape [`random_token`] gives for `prefix`.
 pub fn is_token_shaped(s: &str, prefix: &str) -> bool {
-    s.strip_prefix(prefix).is_some_and(|rest| {
-        rest.len() == SECRET_BYTES * 2 && rest.bytes().all(|b| b.is_ascii_hexdigit())
-    })
+    s.strip_prefix(prefix)
+        .is_some_and(|rest| rest.len() == SECRET_BYTES * 2 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {

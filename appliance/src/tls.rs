@@ -48,13 +48,9 @@ pub fn provider() -> Arc<CryptoProvider> {
     })
 }
 
-const VERSIONS: &[&rustls::SupportedProtocolVersion] =
-    &[&rustls::version::TLS13, &rustls::version::TLS12];
+const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
-pub fn certs_from_pem(
-    pem: &str,
-    what: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn certs_from_pem(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Pem(what, e.to_string()))?;
@@ -73,15 +69,12 @@ pub fn key_from_pem(pem: &str, what: &'static str) -> Result<PrivateKeyDer<'stat
 fn roots(ca_pem: &str) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in certs_from_pem(ca_pem, "the CA file")? {
-        roots
-            .add(cert)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+        roots.add(cert).map_err(|e| TlsError::Config(e.to_string()))?;
     }
     Ok(roots)
 }
 
-fn server_builder() -> Result<rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>, TlsError>
-{
+fn server_builder() -> Result<rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>, TlsError> {
     ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .map_err(|e| TlsError::Config(e.to_string()))
@@ -95,9 +88,7 @@ fn finish_server(
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = certs_from_pem(cert_pem, "the server certificate")?;
     let key = key_from_pem(key_pem, "the server key")?;
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = alpn;
     Ok(Arc::new(config))
 }
@@ -108,49 +99,25 @@ fn http_alpn() -> Vec<Vec<u8>> {
 
 /// The console/API listener: server authentication only.
 pub fn console_server(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
-    finish_server(
-        server_builder()?.with_no_client_auth(),
-        cert_pem,
-        key_pem,
-        http_alpn(),
-    )
+    finish_server(server_builder()?.with_no_client_auth(), cert_pem, key_pem, http_alpn())
 }
 
 /// The worker gateway for enrolled workers: a client certificate issued by
 /// `ca_pem` is required during the handshake.
-pub fn worker_server(
-    cert_pem: &str,
-    key_pem: &str,
-    ca_pem: &str,
-) -> Result<Arc<ServerConfig>, TlsError> {
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
-            .build()
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-    finish_server(
-        server_builder()?.with_client_cert_verifier(verifier),
-        cert_pem,
-        key_pem,
-        http_alpn(),
-    )
+pub fn worker_server(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    finish_server(server_builder()?.with_client_cert_verifier(verifier), cert_pem, key_pem, http_alpn())
 }
 
 /// The worker gateway for a connection that asked to enroll.
 pub fn enroll_server(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
-    finish_server(
-        server_builder()?.with_no_client_auth(),
-        cert_pem,
-        key_pem,
-        vec![ENROLL_ALPN.to_vec()],
-    )
+    finish_server(server_builder()?.with_no_client_auth(), cert_pem, key_pem, vec![ENROLL_ALPN.to_vec()])
 }
 
 /// A client that trusts only `ca_pem` and optionally presents an identity.
-pub fn client(
-    ca_pem: &str,
-    identity: Option<(&str, &str)>,
-    alpn: &[&[u8]],
-) -> Result<ClientConfig, TlsError> {
+pub fn client(ca_pem: &str, identity: Option<(&str, &str)>, alpn: &[&[u8]]) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -175,10 +142,7 @@ pub const CLIENT_ENROLL_ALPN: &[&[u8]] = &[ENROLL_ALPN];
 
 /// An HTTPS client over `config`: no proxies (an air-gapped site has none to
 /// honour by accident), HTTP/1.1 and HTTP/2 by ALPN.
-pub fn https_client(
-    config: ClientConfig,
-    timeout: std::time::Duration,
-) -> Result<reqwest::Client, TlsError> {
+pub fn https_client(config: ClientConfig, timeout: std::time::Duration) -> Result<reqwest::Client, TlsError> {
     reqwest::Client::builder()
         .tls_backend_preconfigured(config)
         .no_proxy()

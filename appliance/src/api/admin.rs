@@ -20,17 +20,30 @@ pub struct Health {
 }
 
 pub async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
-    let status = if state.broker.is_draining() {
-        "draining"
-    } else {
-        "ok"
-    };
+    let status = if state.broker.is_draining() { "draining" } else { "ok" };
     // The vault (and sealing) arrive with their own issue; until then the
     // appliance is never sealed.
-    axum::Json(Health {
-        status,
-        sealed: false,
-    })
+    axum::Json(Health { status, sealed: false })
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    status: &'static str,
+    draining: bool,
+    /// Worker polls parked right now, waiting for work.
+    parked_polls: usize,
+    workers: usize,
+}
+
+pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Status>, ApiError> {
+    let workers = state.store.read(crate::pki::list_workers)?.into_iter().filter(|w| !w.revoked).count();
+    let draining = state.broker.is_draining();
+    Ok(axum::Json(Status {
+        status: if draining { "draining" } else { "ok" },
+        draining,
+        parked_polls: state.broker.parked_polls(),
+        workers,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,30 +75,21 @@ pub async fn create_token(
 ) -> Result<(StatusCode, axum::Json<TokenCreated>), ApiError> {
     let valid_name = !body.name.is_empty()
         && body.name.len() <= 64
-        && body
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+        && body.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
     if !valid_name {
-        return Err(ApiError::InvalidRequest(
-            "name must be 1-64 characters of a-z, 0-9, '.', '_', '-', '@'".into(),
-        ));
+        return Err(ApiError::InvalidRequest("name must be 1-64 characters of a-z, 0-9, '.', '_', '-', '@'".into()));
     }
     let ttl = match body.ttl {
         Some(t) => parse_duration(&t).map_err(ApiError::InvalidRequest)?,
         None => DEFAULT_TOKEN_TTL,
     };
     if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
-        return Err(ApiError::InvalidRequest(
-            "ttl must be between 1s and 366d".into(),
-        ));
+        return Err(ApiError::InvalidRequest("ttl must be between 1s and 366d".into()));
     }
     let now = state.clock.now();
     let (origin, name, role) = (caller.origin, body.name, body.role);
-    let (record, token) = state
-        .store
-        .write(move |tx| auth::issue_token(tx, now, &origin, &name, role, Some(now.plus(ttl))))
-        .await?;
+    let (record, token) =
+        state.store.write(move |tx| auth::issue_token(tx, now, &origin, &name, role, Some(now.plus(ttl)))).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(TokenCreated {
@@ -127,13 +131,9 @@ pub async fn audit_verify(
             problem: None,
         },
         Err(audit::VerifyError::Store(e)) => return Err(e.into()),
-        Err(broken) => VerifyReport {
-            ok: false,
-            records: 0,
-            head_seq: None,
-            head_hash: None,
-            problem: Some(broken.to_string()),
-        },
+        Err(broken) => {
+            VerifyReport { ok: false, records: 0, head_seq: None, head_hash: None, problem: Some(broken.to_string()) }
+        }
     }))
 }
 
@@ -152,16 +152,11 @@ pub async fn audit_export(
     let from = query.from.unwrap_or(0);
     let body = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        store
-            .read(|tx| audit::export_jsonl(tx, from, &mut out))
-            .map(|_| out)
+        store.read(|tx| audit::export_jsonl(tx, from, &mut out)).map(|_| out)
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
     let mut response = body.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/jsonl"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jsonl"));
     Ok(response)
 }

@@ -105,14 +105,9 @@ impl IntoResponse for ApiError {
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (status, body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
     }
@@ -152,9 +147,7 @@ impl From<pki::EnrollError> for ApiError {
 impl From<pki::CertError> for ApiError {
     fn from(e: pki::CertError) -> Self {
         match e {
-            pki::CertError::CsrInvalid(_) | pki::CertError::CsrKeyType => {
-                ApiError::CsrRefused(e.to_string())
-            }
+            pki::CertError::CsrInvalid(_) | pki::CertError::CsrKeyType => ApiError::CsrRefused(e.to_string()),
             pki::CertError::KeyGeneration(_)
             | pki::CertError::Signing(_)
             | pki::CertError::BadCertificate(_)

@@ -36,9 +36,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
-            Err(JsonRejection::BytesRejection(e))
-                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
-            {
+            Err(JsonRejection::BytesRejection(e)) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(ApiError::PayloadTooLarge)
             }
             Err(e) => Err(ApiError::InvalidJson(e.body_text())),
@@ -56,28 +54,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(e @ QueryRejection::FailedToDeserializeQueryString(_)) => {
-                Err(ApiError::InvalidRequest(e.body_text()))
-            }
+            Err(e @ QueryRejection::FailedToDeserializeQueryString(_)) => Err(ApiError::InvalidRequest(e.body_text())),
             Err(e) => Err(ApiError::InvalidRequest(e.body_text())),
         }
     }
 }
 
-fn origin_from(
-    parts_or_req_ext: &axum::http::Extensions,
-    headers: &axum::http::HeaderMap,
-    actor: Actor,
-) -> Origin {
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(256).collect());
-    Origin {
-        actor,
-        source_ip: parts_or_req_ext.get::<ConnInfo>().map(|c| c.remote.ip()),
-        user_agent,
-    }
+fn origin_from(parts_or_req_ext: &axum::http::Extensions, headers: &axum::http::HeaderMap, actor: Actor) -> Origin {
+    let user_agent =
+        headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect());
+    Origin { actor, source_ip: parts_or_req_ext.get::<ConnInfo>().map(|c| c.remote.ip()), user_agent }
 }
 
 /// An authenticated person or program, and how far its grant reaches.
@@ -93,11 +79,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         // Set by `authorize`; a route without it was wired wrongly.
-        parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .ok_or(ApiError::Internal("route has no authorization".into()))
+        parts.extensions.get::<Caller>().cloned().ok_or(ApiError::Internal("route has no authorization".into()))
     }
 }
 
@@ -126,51 +108,33 @@ pub async fn authorize(
         Ok(Ok(p)) => p,
         Ok(Err(why)) => {
             let origin = origin_from(req.extensions(), req.headers(), Actor::anonymous());
-            let event = Event::new(
-                "auth.failed",
-                "authenticate",
-                Resource::new("route", req.uri().path()),
-            )
-            .outcome(Outcome::Failure)
-            .detail("reason", why.reason());
+            let event = Event::new("auth.failed", "authenticate", Resource::new("route", req.uri().path()))
+                .outcome(Outcome::Failure)
+                .detail("reason", why.reason());
             record(&state, origin, event).await;
             return ApiError::Unauthenticated.into_response();
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let actor = Actor {
-        kind: ActorKind::Token,
-        id: principal.token_id.clone(),
-        roles: vec![principal.role.to_string()],
-    };
+    let actor =
+        Actor { kind: ActorKind::Token, id: principal.token_id.clone(), roles: vec![principal.role.to_string()] };
     let origin = origin_from(req.extensions(), req.headers(), actor);
     let Some(scope) = auth::grant(principal.role, permission) else {
-        let event = Event::new(
-            "auth.denied",
-            "authorize",
-            Resource::new("route", req.uri().path()),
-        )
-        .outcome(Outcome::Denied)
-        .detail("method", req.method())
-        .detail("principal", &principal.name);
+        let event = Event::new("auth.denied", "authorize", Resource::new("route", req.uri().path()))
+            .outcome(Outcome::Denied)
+            .detail("method", req.method())
+            .detail("principal", &principal.name);
         record(&state, origin, event).await;
         return ApiError::Forbidden.into_response();
     };
-    req.extensions_mut().insert(Caller {
-        principal: principal.name,
-        scope,
-        origin,
-    });
+    req.extensions_mut().insert(Caller { principal: principal.name, scope, origin });
     next.run(req).await
 }
 
 /// Appends an audit record on its own (for events with no other change).
 pub async fn record(state: &AppState, origin: Origin, event: Event) {
     let now = state.clock.now();
-    let written = state
-        .store
-        .write(move |tx| audit::append(tx, now, &origin, event))
-        .await;
+    let written = state.store.write(move |tx| audit::append(tx, now, &origin, event)).await;
     if let Err(e) = written {
         tracing::error!(error = %e, "could not write an audit record");
     }
@@ -187,27 +151,14 @@ pub struct WorkerCaller {
 impl FromRequestParts<AppState> for WorkerCaller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnInfo>()
-            .and_then(|c| c.peer.clone())
-            .ok_or(ApiError::CertificateRequired)?;
-        let record = state
-            .store
-            .read(|tx| pki::get_worker(tx, peer.worker))?
-            .ok_or(ApiError::WorkerRevoked)?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer =
+            parts.extensions.get::<ConnInfo>().and_then(|c| c.peer.clone()).ok_or(ApiError::CertificateRequired)?;
+        let record = state.store.read(|tx| pki::get_worker(tx, peer.worker))?.ok_or(ApiError::WorkerRevoked)?;
         if record.revoked {
             return Err(ApiError::WorkerRevoked);
         }
-        let actor = Actor {
-            kind: ActorKind::Worker,
-            id: record.id.to_string(),
-            roles: vec![Role::Worker.to_string()],
-        };
+        let actor = Actor { kind: ActorKind::Worker, id: record.id.to_string(), roles: vec![Role::Worker.to_string()] };
         let origin = origin_from(&parts.extensions, &parts.headers, actor);
         Ok(WorkerCaller { record, origin })
     }

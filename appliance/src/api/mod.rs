@@ -52,50 +52,23 @@ pub struct RouteSpec {
 }
 
 const fn spec(method: &'static str, path: &'static str, permission: Permission) -> RouteSpec {
-    RouteSpec {
-        method,
-        path,
-        permission,
-    }
+    RouteSpec { method, path, permission }
 }
 
 fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     use Permission as P;
     vec![
         (spec("GET", "/healthz", P::Public), get(admin::healthz)),
-        (
-            spec("POST", "/api/v1/tasks", P::TaskCreate),
-            post(tasks::create),
-        ),
+        (spec("POST", "/api/v1/tasks", P::TaskCreate), post(tasks::create)),
         (spec("GET", "/api/v1/tasks", P::TaskRead), get(tasks::list)),
-        (
-            spec("GET", "/api/v1/tasks/{id}", P::TaskRead),
-            get(tasks::get),
-        ),
-        (
-            spec("POST", "/api/v1/tasks/{id}/cancel", P::TaskCancel),
-            post(tasks::cancel),
-        ),
-        (
-            spec("GET", "/api/v1/workers", P::WorkerRead),
-            get(workers::list),
-        ),
-        (
-            spec("POST", "/api/v1/workers/enrollment-tokens", P::WorkerEnroll),
-            post(workers::create_enrollment_token),
-        ),
-        (
-            spec("POST", "/api/v1/tokens", P::TokenCreate),
-            post(admin::create_token),
-        ),
-        (
-            spec("GET", "/api/v1/audit/verify", P::AuditRead),
-            get(admin::audit_verify),
-        ),
-        (
-            spec("GET", "/api/v1/audit/export", P::AuditRead),
-            get(admin::audit_export),
-        ),
+        (spec("GET", "/api/v1/tasks/{id}", P::TaskRead), get(tasks::get)),
+        (spec("POST", "/api/v1/tasks/{id}/cancel", P::TaskCancel), post(tasks::cancel)),
+        (spec("GET", "/api/v1/workers", P::WorkerRead), get(workers::list)),
+        (spec("GET", "/api/v1/system/status", P::WorkerRead), get(admin::status)),
+        (spec("POST", "/api/v1/workers/enrollment-tokens", P::WorkerEnroll), post(workers::create_enrollment_token)),
+        (spec("POST", "/api/v1/tokens", P::TokenCreate), post(admin::create_token)),
+        (spec("GET", "/api/v1/audit/verify", P::AuditRead), get(admin::audit_verify)),
+        (spec("GET", "/api/v1/audit/export", P::AuditRead), get(admin::audit_export)),
     ]
 }
 
@@ -108,8 +81,7 @@ pub fn console_route_table() -> Vec<RouteSpec> {
 pub fn console_router(state: AppState) -> Router {
     let mut router = Router::new();
     for (spec, route) in console_routes() {
-        let guard =
-            middleware::from_fn_with_state((state.clone(), spec.permission), extract::authorize);
+        let guard = middleware::from_fn_with_state((state.clone(), spec.permission), extract::authorize);
         router = router.route(spec.path, route.route_layer(guard));
     }
     finish(router, state)
@@ -129,10 +101,7 @@ pub fn worker_router(state: AppState) -> Router {
 
 /// The worker gateway for enrollment connections: one route, no certificate.
 pub fn enroll_router(state: AppState) -> Router {
-    finish(
-        Router::new().route("/worker/v1/enroll", post(workers::enroll)),
-        state,
-    )
+    finish(Router::new().route("/worker/v1/enroll", post(workers::enroll)), state)
 }
 
 fn finish(router: Router<AppState>, state: AppState) -> Router {
@@ -141,10 +110,7 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            limits.request_timeout,
-            time_limit,
-        ))
+        .layer(middleware::from_fn_with_state(limits.request_timeout, time_limit))
         .with_state(state)
 }
 

@@ -37,12 +37,7 @@ pub enum Endpoint {
     Console { tls: Arc<ServerConfig>, app: Router },
     /// The worker gateway: mTLS for everything, except connections that
     /// offer the enrollment ALPN, which get the enrollment router only.
-    Worker {
-        mtls: Arc<ServerConfig>,
-        app: Router,
-        enroll_tls: Arc<ServerConfig>,
-        enroll_app: Router,
-    },
+    Worker { mtls: Arc<ServerConfig>, app: Router, enroll_tls: Arc<ServerConfig>, enroll_app: Router },
 }
 
 /// The running listeners.
@@ -58,30 +53,17 @@ pub struct Server {
 impl Server {
     /// Starts one accept loop per listener. They share the connection limit.
     pub fn start(listeners: Vec<(TcpListener, Endpoint)>, limits: &Limits) -> Server {
-        let max_connections = u32::try_from(limits.max_connections)
-            .unwrap_or(u32::MAX >> 3)
-            .min(Semaphore::MAX_PERMITS as u32);
+        let max_connections =
+            u32::try_from(limits.max_connections).unwrap_or(u32::MAX >> 3).min(Semaphore::MAX_PERMITS as u32);
         let slots = Arc::new(Semaphore::new(max_connections as usize));
         let (stop, stopped) = watch::channel(false);
         let loops = listeners
             .into_iter()
             .map(|(listener, endpoint)| {
-                tokio::spawn(accept_loop(
-                    listener,
-                    endpoint,
-                    limits.clone(),
-                    slots.clone(),
-                    stopped.clone(),
-                ))
+                tokio::spawn(accept_loop(listener, endpoint, limits.clone(), slots.clone(), stopped.clone()))
             })
             .collect();
-        Server {
-            stop,
-            slots,
-            max_connections,
-            grace: limits.shutdown_grace,
-            loops,
-        }
+        Server { stop, slots, max_connections, grace: limits.shutdown_grace, loops }
     }
 
     /// Stops accepting, asks every connection to finish, and waits for them
@@ -132,23 +114,12 @@ async fn accept_loop(
     }
 }
 
-async fn handshake(
-    tcp: TcpStream,
-    endpoint: Endpoint,
-) -> std::io::Result<(TlsStream<TcpStream>, Router)> {
+async fn handshake(tcp: TcpStream, endpoint: Endpoint) -> std::io::Result<(TlsStream<TcpStream>, Router)> {
     match endpoint {
         Endpoint::Console { tls, app } => Ok((TlsAcceptor::from(tls).accept(tcp).await?, app)),
-        Endpoint::Worker {
-            mtls,
-            app,
-            enroll_tls,
-            enroll_app,
-        } => {
+        Endpoint::Worker { mtls, app, enroll_tls, enroll_app } => {
             let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
-            let enrolling = start
-                .client_hello()
-                .alpn()
-                .is_some_and(|mut offered| offered.any(|p| p == ENROLL_ALPN));
+            let enrolling = start.client_hello().alpn().is_some_and(|mut offered| offered.any(|p| p == ENROLL_ALPN));
             if enrolling {
                 Ok((start.into_stream(enroll_tls).await?, enroll_app))
             } else {
@@ -188,30 +159,22 @@ async fn serve_connection(
     limits: &Limits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (stream, app) =
-        match tokio::time::timeout(limits.header_timeout, handshake(tcp, endpoint)).await {
-            Ok(Ok(done)) => done,
-            Ok(Err(e)) => {
-                tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%remote, "TLS handshake timed out");
-                return;
-            }
-        };
-    let peer = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|certs| certs.first())
-        .and_then(|der| pki::peer_cert(der));
+    let (stream, app) = match tokio::time::timeout(limits.header_timeout, handshake(tcp, endpoint)).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "TLS handshake timed out");
+            return;
+        }
+    };
+    let peer =
+        stream.get_ref().1.peer_certificates().and_then(|certs| certs.first()).and_then(|der| pki::peer_cert(der));
     let info = ConnInfo { remote, peer };
-    let activity = Arc::new(Activity {
-        started: Instant::now(),
-        in_flight: AtomicUsize::new(0),
-        last_ms: AtomicU64::new(0),
-    });
+    let activity =
+        Arc::new(Activity { started: Instant::now(), in_flight: AtomicUsize::new(0), last_ms: AtomicU64::new(0) });
     let tracked = activity.clone();
     let service = tower::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
@@ -225,20 +188,15 @@ async fn serve_connection(
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(256);
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
     tokio::pin!(conn);
-    let mut idle_check =
-        tokio::time::interval((limits.idle_timeout / 4).max(Duration::from_millis(100)));
+    let mut idle_check = tokio::time::interval((limits.idle_timeout / 4).max(Duration::from_millis(100)));
     let mut stopping = *stop.borrow();
     if stopping {
         conn.as_mut().graceful_shutdown();

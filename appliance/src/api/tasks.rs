@@ -92,16 +92,10 @@ pub fn view(task: Task, scope: Scope) -> TaskView {
         lease: task
             .lease
             .filter(|_| task.state == TaskState::Leased)
-            .map(|l| LeaseView {
-                worker: l.worker.to_string(),
-                expires_at: l.expires_at.to_rfc3339(),
-            }),
+            .map(|l| LeaseView { worker: l.worker.to_string(), expires_at: l.expires_at.to_rfc3339() }),
         input: payloads.then(|| json_of(&task.input)),
         result: task.result.filter(|_| payloads).map(|r| json_of(&r)),
-        error: task.error.map(|e| ErrorView {
-            code: e.code,
-            message: payloads.then_some(e.message),
-        }),
+        error: task.error.map(|e| ErrorView { code: e.code, message: payloads.then_some(e.message) }),
     }
 }
 
@@ -109,15 +103,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(raw) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let key = raw
-        .to_str()
-        .ok()
-        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
-        .ok_or_else(|| {
-            ApiError::InvalidRequest(format!(
-                "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"
-            ))
-        })?;
+    let key = raw.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY).ok_or_else(|| {
+        ApiError::InvalidRequest(format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"))
+    })?;
     Ok(Some(key.to_owned()))
 }
 
@@ -128,8 +116,7 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let input =
-        serde_json::to_vec(&body.input).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let input = serde_json::to_vec(&body.input).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let request = TaskRequest {
         kind: body.kind,
         input,
@@ -139,15 +126,10 @@ pub async fn create(
         timeout_s: body.timeout_s,
     };
     let new = request.validate()?;
-    let (task, created) = state
-        .broker
-        .create(&caller.origin, &caller.principal, new, key)
-        .await?;
+    let (task, created) = state.broker.create(&caller.origin, &caller.principal, new, key).await?;
     let mut response = (StatusCode::CREATED, axum::Json(view(task, caller.scope))).into_response();
     if !created {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -177,15 +159,8 @@ pub async fn get(
     let id: TaskId = parse_id(&id)?;
     let mut task = visible(&state, &caller, id)?;
     if let Some(wait) = query.wait.filter(|w| *w > 0) {
-        let longest = state
-            .config
-            .limits
-            .request_timeout
-            .saturating_sub(Duration::from_secs(5));
-        task = state
-            .broker
-            .wait_finished(id, Duration::from_secs(wait).min(longest))
-            .await?;
+        let longest = state.config.limits.request_timeout.saturating_sub(Duration::from_secs(5));
+        task = state.broker.wait_finished(id, Duration::from_secs(wait).min(longest)).await?;
     }
     Ok(axum::Json(view(task, caller.scope)))
 }
@@ -213,11 +188,7 @@ pub async fn list(
 ) -> Result<axum::Json<TaskList>, ApiError> {
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIST);
     let filter = ListFilter {
-        state: query
-            .state
-            .map(|s| s.parse())
-            .transpose()
-            .map_err(ApiError::InvalidRequest)?,
+        state: query.state.map(|s| s.parse()).transpose().map_err(ApiError::InvalidRequest)?,
         created_by: (caller.scope == Scope::Own).then(|| caller.principal.clone()),
         before: query
             .before
@@ -227,13 +198,8 @@ pub async fn list(
         limit,
     };
     let tasks = state.broker.list(&filter)?;
-    let next_before = (tasks.len() == limit)
-        .then(|| tasks.last().map(|t| t.id.to_string()))
-        .flatten();
-    Ok(axum::Json(TaskList {
-        tasks: tasks.into_iter().map(|t| view(t, caller.scope)).collect(),
-        next_before,
-    }))
+    let next_before = (tasks.len() == limit).then(|| tasks.last().map(|t| t.id.to_string())).flatten();
+    Ok(axum::Json(TaskList { tasks: tasks.into_iter().map(|t| view(t, caller.scope)).collect(), next_before }))
 }
 
 pub async fn cancel(

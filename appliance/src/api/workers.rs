@@ -26,10 +26,7 @@ pub struct WorkerSummary {
     revoked: bool,
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    _caller: Caller,
-) -> Result<axum::Json<Vec<WorkerSummary>>, ApiError> {
+pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Vec<WorkerSummary>>, ApiError> {
     let workers = state.store.read(pki::list_workers)?;
     Ok(axum::Json(
         workers
@@ -76,16 +73,12 @@ pub async fn create_enrollment_token(
         None => state.config.enrollment_token_ttl,
     };
     if ttl.is_zero() || ttl > MAX_ENROLLMENT_TTL {
-        return Err(ApiError::InvalidRequest(
-            "ttl must be between 1s and 7d".into(),
-        ));
+        return Err(ApiError::InvalidRequest("ttl must be between 1s and 7d".into()));
     }
     let now = state.clock.now();
     let origin = caller.origin;
-    let (record, token) = state
-        .store
-        .write(move |tx| pki::create_enrollment_token(tx, now, &origin, body.labels, ttl))
-        .await?;
+    let (record, token) =
+        state.store.write(move |tx| pki::create_enrollment_token(tx, now, &origin, body.labels, ttl)).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(TokenCreated {
@@ -123,27 +116,12 @@ pub async fn enroll(
     let worker = WorkerId::new();
     // Signing first costs a signature when the token turns out bad, but keeps
     // the transaction to checks and writes only.
-    let cert = state.ca.sign_worker_csr(
-        &body.csr_pem,
-        worker,
-        now,
-        state.config.worker_cert_lifetime,
-    )?;
+    let cert = state.ca.sign_worker_csr(&body.csr_pem, worker, now, state.config.worker_cert_lifetime)?;
     let issued = cert.clone();
     let attempt_origin = origin.clone();
     let result = state
         .store
-        .write(move |tx| {
-            pki::enroll(
-                tx,
-                now,
-                &attempt_origin,
-                &body.token,
-                &body.labels,
-                &issued,
-                worker,
-            )
-        })
+        .write(move |tx| pki::enroll(tx, now, &attempt_origin, &body.token, &body.labels, &issued, worker))
         .await;
     let record = match result {
         Ok(r) => r,
@@ -153,10 +131,7 @@ pub async fn enroll(
                 _ => "refused",
             };
             let reason = reason.to_owned();
-            let _ = state
-                .store
-                .write(move |tx| pki::audit_refused_enrollment(tx, now, &origin, &reason))
-                .await;
+            let _ = state.store.write(move |tx| pki::audit_refused_enrollment(tx, now, &origin, &reason)).await;
             return Err(e.into());
         }
     };
@@ -202,15 +177,9 @@ pub async fn poll(
     ApiJson(body): ApiJson<PollBody>,
 ) -> Result<axum::Json<PollReply>, ApiError> {
     let settings = state.broker.settings().clone();
-    let view = WorkerView {
-        id: caller.record.id,
-        labels: Arc::new(caller.record.labels),
-    };
+    let view = WorkerView { id: caller.record.id, labels: Arc::new(caller.record.labels) };
     let wait = Duration::from_secs(body.wait_s.unwrap_or(settings.max_poll_wait.as_secs()));
-    let tasks = state
-        .broker
-        .poll(&caller.origin, &view, body.max_tasks.unwrap_or(1), wait)
-        .await?;
+    let tasks = state.broker.poll(&caller.origin, &view, body.max_tasks.unwrap_or(1), wait).await?;
     let tasks = tasks
         .into_iter()
         .filter_map(|t| {
@@ -254,10 +223,7 @@ pub async fn heartbeat(
     let id: TaskId = parse_id(&id)?;
     let lease: LeaseId = body.lease_id.parse().map_err(|_| ApiError::LeaseStale)?;
     let hb = state.broker.heartbeat(caller.record.id, id, lease).await?;
-    Ok(axum::Json(HeartbeatReply {
-        cancel: hb.cancel,
-        lease_expires_at: hb.lease_expires_at.to_rfc3339(),
-    }))
+    Ok(axum::Json(HeartbeatReply { cancel: hb.cancel, lease_expires_at: hb.lease_expires_at.to_rfc3339() }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,14 +238,8 @@ pub struct ReportedError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case", tag = "outcome")]
 pub enum CompleteBody {
-    Succeeded {
-        lease_id: String,
-        result: serde_json::Value,
-    },
-    Failed {
-        lease_id: String,
-        error: ReportedError,
-    },
+    Succeeded { lease_id: String, result: serde_json::Value },
+    Failed { lease_id: String, error: ReportedError },
 }
 
 #[derive(Debug, Serialize)]
@@ -299,35 +259,20 @@ pub async fn complete(
     let id: TaskId = parse_id(&id)?;
     let (lease_id, completion) = match body {
         CompleteBody::Succeeded { lease_id, result } => {
-            let result =
-                serde_json::to_vec(&result).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+            let result = serde_json::to_vec(&result).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
             (lease_id, Completion::Succeeded { result })
         }
         CompleteBody::Failed { lease_id, error } => {
             if error.code.is_empty() || error.code.len() > MAX_ERROR_CODE {
-                return Err(ApiError::InvalidRequest(format!(
-                    "error.code must be 1-{MAX_ERROR_CODE} characters"
-                )));
+                return Err(ApiError::InvalidRequest(format!("error.code must be 1-{MAX_ERROR_CODE} characters")));
             }
             let message: String = error.message.chars().take(MAX_ERROR_MESSAGE).collect();
-            let reported = TaskError {
-                code: error.code,
-                message,
-            };
-            (
-                lease_id,
-                Completion::Failed {
-                    error: reported,
-                    retryable: error.retryable,
-                },
-            )
+            let reported = TaskError { code: error.code, message };
+            (lease_id, Completion::Failed { error: reported, retryable: error.retryable })
         }
     };
     let lease: LeaseId = lease_id.parse().map_err(|_| ApiError::LeaseStale)?;
-    let task = state
-        .broker
-        .complete(&caller.origin, caller.record.id, id, lease, completion)
-        .await?;
+    let task = state.broker.complete(&caller.origin, caller.record.id, id, lease, completion).await?;
     Ok(axum::Json(CompleteReply { state: task.state }))
 }
 
@@ -351,18 +296,10 @@ pub async fn renew(
 ) -> Result<axum::Json<Renewed>, ApiError> {
     let now = state.clock.now();
     let worker = caller.record.id;
-    let cert = state.ca.sign_worker_csr(
-        &body.csr_pem,
-        worker,
-        now,
-        state.config.worker_cert_lifetime,
-    )?;
+    let cert = state.ca.sign_worker_csr(&body.csr_pem, worker, now, state.config.worker_cert_lifetime)?;
     let issued = cert.clone();
     let origin = caller.origin;
-    state
-        .store
-        .write(move |tx| pki::renew(tx, now, &origin, worker, &issued))
-        .await?;
+    state.store.write(move |tx| pki::renew(tx, now, &origin, worker, &issued)).await?;
     Ok(axum::Json(Renewed {
         cert_pem: cert.cert_pem,
         ca_pem: state.ca.cert_pem().to_owned(),

@@ -39,12 +39,7 @@ fn chain_hash(prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
 
 /// Appends `event` to the chain inside the caller's transaction and returns
 /// its sequence number.
-pub fn append(
-    tx: &mut WriteTx<'_>,
-    now: Timestamp,
-    origin: &Origin,
-    event: Event,
-) -> Result<u64, store::Error> {
+pub fn append(tx: &mut WriteTx<'_>, now: Timestamp, origin: &Origin, event: Event) -> Result<u64, store::Error> {
     let head = tx.get(HEAD, HEAD_KEY)?;
     let (seq, prev) = match head {
         Some(h) => (h.seq + 1, h.hash),
@@ -65,8 +60,7 @@ pub fn append(
         },
         prev_hash: hex::encode(prev),
     };
-    let canonical =
-        serde_json::to_vec(&record).map_err(|e| store::Error::Storage(e.to_string()))?;
+    let canonical = serde_json::to_vec(&record).map_err(|e| store::Error::Storage(e.to_string()))?;
     let hash = chain_hash(&prev, &canonical);
     tx.put(RECORDS, &seq.to_be_bytes(), &Stored { canonical, hash })?;
     tx.put(HEAD, HEAD_KEY, &Head { seq, hash })?;
@@ -98,10 +92,7 @@ pub fn verify(tx: &ReadTx) -> Result<Verified, VerifyError> {
     let mut broken: Option<VerifyError> = None;
     tx.scan(RECORDS, None, Order::Ascending, |key, stored: Stored| {
         let seq = key.try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
-        let fail = |reason| VerifyError::ChainBroken {
-            seq: expected_seq,
-            reason,
-        };
+        let fail = |reason| VerifyError::ChainBroken { seq: expected_seq, reason };
         if seq != expected_seq {
             broken = Some(fail("a record is missing or out of order"));
             return Ok(false);
@@ -136,22 +127,13 @@ pub fn verify(tx: &ReadTx) -> Result<Verified, VerifyError> {
         (None, None) => {}
         (Some(h), Some(l)) if h.seq == l && h.hash == prev => {}
         (Some(h), _) => {
-            return Err(VerifyError::HeadMismatch {
-                head_seq: h.seq,
-                last,
-            });
+            return Err(VerifyError::HeadMismatch { head_seq: h.seq, last });
         }
         (None, Some(_)) => {
-            return Err(VerifyError::ChainBroken {
-                seq: 0,
-                reason: "records exist but no head",
-            });
+            return Err(VerifyError::ChainBroken { seq: 0, reason: "records exist but no head" });
         }
     }
-    Ok(Verified {
-        records: expected_seq,
-        head,
-    })
+    Ok(Verified { records: expected_seq, head })
 }
 
 /// Writes records `from..` as JSON lines (the canonical record plus its hash).
@@ -159,20 +141,15 @@ pub fn verify(tx: &ReadTx) -> Result<Verified, VerifyError> {
 pub fn export_jsonl(tx: &ReadTx, from: u64, out: &mut impl Write) -> Result<u64, store::Error> {
     let mut written = 0u64;
     let mut io_error = None;
-    tx.scan(
-        RECORDS,
-        Some(&from.to_be_bytes()),
-        Order::Ascending,
-        |_, stored: Stored| {
-            let line = with_hash(&stored.canonical, &stored.hash);
-            if let Err(e) = out.write_all(&line) {
-                io_error = Some(e);
-                return Ok(false);
-            }
-            written += 1;
-            Ok(true)
-        },
-    )?;
+    tx.scan(RECORDS, Some(&from.to_be_bytes()), Order::Ascending, |_, stored: Stored| {
+        let line = with_hash(&stored.canonical, &stored.hash);
+        if let Err(e) = out.write_all(&line) {
+            io_error = Some(e);
+            return Ok(false);
+        }
+        written += 1;
+        Ok(true)
+    })?;
     match io_error {
         Some(e) => Err(store::Error::Storage(format!("export write failed: {e}"))),
         None => Ok(written),
@@ -193,11 +170,7 @@ pub(super) mod testing {
     //! Lets tests corrupt the chain the way an attacker with disk access would.
     use super::*;
 
-    pub fn tamper(
-        tx: &mut WriteTx<'_>,
-        seq: u64,
-        edit: impl FnOnce(&mut Vec<u8>),
-    ) -> Result<(), store::Error> {
+    pub fn tamper(tx: &mut WriteTx<'_>, seq: u64, edit: impl FnOnce(&mut Vec<u8>)) -> Result<(), store::Error> {
         let key = seq.to_be_bytes();
         if let Some(mut stored) = tx.get(RECORDS, &key)? {
             edit(&mut stored.canonical);

@@ -46,19 +46,11 @@ pub enum ActorKind {
 
 impl Actor {
     pub fn system() -> Actor {
-        Actor {
-            kind: ActorKind::System,
-            id: "tether".into(),
-            roles: Vec::new(),
-        }
+        Actor { kind: ActorKind::System, id: "tether".into(), roles: Vec::new() }
     }
 
     pub fn anonymous() -> Actor {
-        Actor {
-            kind: ActorKind::Anonymous,
-            id: "-".into(),
-            roles: Vec::new(),
-        }
+        Actor { kind: ActorKind::Anonymous, id: "-".into(), roles: Vec::new() }
     }
 }
 
@@ -72,11 +64,7 @@ pub struct Origin {
 
 impl Origin {
     pub fn system() -> Origin {
-        Origin {
-            actor: Actor::system(),
-            source_ip: None,
-            user_agent: None,
-        }
+        Origin { actor: Actor::system(), source_ip: None, user_agent: None }
     }
 }
 
@@ -90,10 +78,7 @@ pub struct Resource {
 
 impl Resource {
     pub fn new(kind: &str, id: impl ToString) -> Resource {
-        Resource {
-            kind: kind.into(),
-            id: id.to_string(),
-        }
+        Resource { kind: kind.into(), id: id.to_string() }
     }
 }
 
@@ -118,13 +103,7 @@ pub struct Event {
 
 impl Event {
     pub fn new(event_type: &'static str, action: &'static str, resource: Resource) -> Event {
-        Event {
-            event_type,
-            action,
-            resource,
-            outcome: Outcome::Success,
-            details: BTreeMap::new(),
-        }
+        Event { event_type, action, resource, outcome: Outcome::Success, details: BTreeMap::new() }
     }
 
     pub fn outcome(mut self, outcome: Outcome) -> Event {

@@ -5,11 +5,7 @@ use crate::store::Store;
 
 fn origin() -> Origin {
     Origin {
-        actor: Actor {
-            kind: ActorKind::Token,
-            id: "abc123".into(),
-            roles: vec!["admin".into()],
-        },
+        actor: Actor { kind: ActorKind::Token, id: "abc123".into(), roles: vec!["admin".into()] },
         source_ip: "127.0.0.1".parse().ok(),
         user_agent: Some("test".into()),
     }
@@ -47,20 +43,10 @@ fn every_kind_of_tampering_is_named_at_its_seq() {
     let attacks: [(&str, Attack, u64); 4] = [
         (
             "edit a field",
-            |tx| {
-                testing::tamper(tx, 2, |b| {
-                    *b = String::from_utf8_lossy(b)
-                        .replace("create", "delete")
-                        .into_bytes()
-                })
-            },
+            |tx| testing::tamper(tx, 2, |b| *b = String::from_utf8_lossy(b).replace("create", "delete").into_bytes()),
             2,
         ),
-        (
-            "append a byte",
-            |tx| testing::tamper(tx, 1, |b| b.push(b' ')),
-            1,
-        ),
+        ("append a byte", |tx| testing::tamper(tx, 1, |b| b.push(b' ')), 1),
         ("delete from the middle", |tx| testing::remove(tx, 3), 3),
         ("delete the newest", |tx| testing::remove(tx, 4), 4),
     ];
@@ -81,11 +67,8 @@ fn export_lines_carry_the_record_and_its_hash() {
     let mut out = Vec::new();
     let n = store.read(|tx| export_jsonl(tx, 1, &mut out)).unwrap();
     assert_eq!(n, 2);
-    let lines: Vec<serde_json::Value> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines[0]["seq"], 1);
     assert_eq!(lines[0]["event_type"], "task.created");
     assert_eq!(lines[0]["actor"]["type"], "token");

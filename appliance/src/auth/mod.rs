@@ -30,14 +30,8 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
-        Role::Admin,
-        Role::SecurityOfficer,
-        Role::Auditor,
-        Role::Developer,
-        Role::Viewer,
-        Role::Worker,
-    ];
+    pub const ALL: [Role; 6] =
+        [Role::Admin, Role::SecurityOfficer, Role::Auditor, Role::Developer, Role::Viewer, Role::Worker];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -60,10 +54,9 @@ impl fmt::Display for Role {
 impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?}; one of admin, security_officer, auditor, developer, viewer, worker"))
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            format!("unknown role {s:?}; one of admin, security_officer, auditor, developer, viewer, worker")
+        })
     }
 }
 
@@ -114,10 +107,9 @@ pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
         (P::WorkerRead, R::Auditor | R::Developer | R::Worker) => None,
 
         (P::WorkerEnroll | P::TokenCreate, R::Admin) => Some(S::All),
-        (
-            P::WorkerEnroll | P::TokenCreate,
-            R::SecurityOfficer | R::Auditor | R::Developer | R::Viewer | R::Worker,
-        ) => None,
+        (P::WorkerEnroll | P::TokenCreate, R::SecurityOfficer | R::Auditor | R::Developer | R::Viewer | R::Worker) => {
+            None
+        }
 
         (P::AuditRead, R::Admin | R::SecurityOfficer | R::Auditor) => Some(S::All),
         (P::AuditRead, R::Developer | R::Viewer | R::Worker) => None,

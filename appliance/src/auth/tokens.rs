@@ -56,13 +56,9 @@ pub fn issue_token(
         created_by: origin.actor.id.clone(),
     };
     tx.put(TOKENS, &key, &record)?;
-    let event = Event::new(
-        "token.created",
-        "create",
-        Resource::new("token", &record.id),
-    )
-    .detail("role", role)
-    .detail("principal", principal);
+    let event = Event::new("token.created", "create", Resource::new("token", &record.id))
+        .detail("role", role)
+        .detail("principal", principal);
     audit::append(tx, now, origin, event)?;
     Ok((record, secret))
 }
@@ -82,11 +78,7 @@ pub fn authenticate(
     if record.expires_at.is_some_and(|t| t <= now) {
         return Ok(Err(AuthError::Expired));
     }
-    Ok(Ok(Principal {
-        token_id: record.id,
-        name: record.principal,
-        role: record.role,
-    }))
+    Ok(Ok(Principal { token_id: record.id, name: record.principal, role: record.role }))
 }
 
 /// All tokens' metadata.
@@ -111,55 +103,25 @@ mod tests {
         let t0 = Timestamp::from_millis(1_000);
         let (record, secret) = store
             .write_blocking(move |tx| {
-                issue_token(
-                    tx,
-                    t0,
-                    &Origin::system(),
-                    "alice",
-                    Role::Developer,
-                    Some(Timestamp::from_millis(5_000)),
-                )
+                issue_token(tx, t0, &Origin::system(), "alice", Role::Developer, Some(Timestamp::from_millis(5_000)))
             })
             .unwrap();
-        let who = store
-            .read(|tx| authenticate(tx, &secret, t0))
-            .unwrap()
-            .unwrap();
+        let who = store.read(|tx| authenticate(tx, &secret, t0)).unwrap().unwrap();
+        assert_eq!((who.name.as_str(), who.role, who.token_id), ("alice", Role::Developer, record.id));
         assert_eq!(
-            (who.name.as_str(), who.role, who.token_id),
-            ("alice", Role::Developer, record.id)
-        );
-        assert_eq!(
-            store
-                .read(|tx| authenticate(tx, &secret, Timestamp::from_millis(5_000)))
-                .unwrap(),
+            store.read(|tx| authenticate(tx, &secret, Timestamp::from_millis(5_000))).unwrap(),
             Err(AuthError::Expired)
         );
         let mut other = secret.clone();
         other.replace_range(
             PREFIX.len()..PREFIX.len() + 1,
-            if secret.as_bytes()[PREFIX.len()] == b'a' {
-                "b"
-            } else {
-                "a"
-            },
+            if secret.as_bytes()[PREFIX.len()] == b'a' { "b" } else { "a" },
         );
-        assert_eq!(
-            store.read(|tx| authenticate(tx, &other, t0)).unwrap(),
-            Err(AuthError::Unknown)
-        );
-        assert_eq!(
-            store
-                .read(|tx| authenticate(tx, "Bearer nonsense", t0))
-                .unwrap(),
-            Err(AuthError::Malformed)
-        );
+        assert_eq!(store.read(|tx| authenticate(tx, &other, t0)).unwrap(), Err(AuthError::Unknown));
+        assert_eq!(store.read(|tx| authenticate(tx, "Bearer nonsense", t0)).unwrap(), Err(AuthError::Malformed));
         drop(store);
         let raw = std::fs::read(dir.path().join(crate::store::DB_FILE)).unwrap();
         let needle = secret.as_bytes();
-        assert!(
-            !raw.windows(needle.len()).any(|w| w == needle),
-            "the secret must not be stored"
-        );
+        assert!(!raw.windows(needle.len()).any(|w| w == needle), "the secret must not be stored");
     }
 }

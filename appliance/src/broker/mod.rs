@@ -94,13 +94,7 @@ pub struct WorkerView {
 impl Broker {
     pub fn new(store: Store, clock: SharedClock, settings: Settings) -> Broker {
         let (finished, _) = broadcast::channel(1024);
-        Broker {
-            store,
-            clock,
-            settings: Arc::new(settings),
-            waiters: Arc::default(),
-            finished,
-        }
+        Broker { store, clock, settings: Arc::new(settings), waiters: Arc::default(), finished }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -119,10 +113,8 @@ impl Broker {
     ) -> Result<(Task, bool), Error> {
         let now = self.clock.now();
         let (origin, principal) = (origin.clone(), principal.to_owned());
-        let (task, created) = self
-            .store
-            .write(move |tx| ops::create(tx, now, &origin, &principal, new, idempotency_key))
-            .await?;
+        let (task, created) =
+            self.store.write(move |tx| ops::create(tx, now, &origin, &principal, new, idempotency_key)).await?;
         if created {
             self.waiters.wake_matching(&task.labels);
         }
@@ -130,9 +122,7 @@ impl Broker {
     }
 
     pub fn get(&self, id: TaskId) -> Result<Task, Error> {
-        self.store
-            .read(|tx| ops::get(tx, id))?
-            .ok_or(Error::NotFound)
+        self.store.read(|tx| ops::get(tx, id))?.ok_or(Error::NotFound)
     }
 
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Task>, Error> {
@@ -164,10 +154,7 @@ impl Broker {
     pub async fn cancel(&self, origin: &Origin, id: TaskId) -> Result<Task, Error> {
         let now = self.clock.now();
         let origin = origin.clone();
-        let task = self
-            .store
-            .write(move |tx| ops::cancel(tx, now, &origin, id))
-            .await?;
+        let task = self.store.write(move |tx| ops::cancel(tx, now, &origin, id)).await?;
         let _ = self.finished.send(id);
         Ok(task)
     }
@@ -199,32 +186,18 @@ impl Broker {
         }
     }
 
-    async fn claim(
-        &self,
-        origin: &Origin,
-        worker: &WorkerView,
-        max_tasks: u32,
-    ) -> Result<Vec<Task>, Error> {
+    async fn claim(&self, origin: &Origin, worker: &WorkerView, max_tasks: u32) -> Result<Vec<Task>, Error> {
         let now = self.clock.now();
         let lease = self.settings.lease;
         let (origin, worker) = (origin.clone(), worker.clone());
-        self.store
-            .write(move |tx| ops::claim(tx, now, &origin, &worker, max_tasks, lease))
-            .await
+        self.store.write(move |tx| ops::claim(tx, now, &origin, &worker, max_tasks, lease)).await
     }
 
     /// Extends a lease; says whether the task was cancelled meanwhile.
-    pub async fn heartbeat(
-        &self,
-        worker: WorkerId,
-        id: TaskId,
-        lease: LeaseId,
-    ) -> Result<Heartbeat, Error> {
+    pub async fn heartbeat(&self, worker: WorkerId, id: TaskId, lease: LeaseId) -> Result<Heartbeat, Error> {
         let now = self.clock.now();
         let extend = self.settings.lease;
-        self.store
-            .write(move |tx| ops::heartbeat(tx, now, worker, id, lease, extend))
-            .await
+        self.store.write(move |tx| ops::heartbeat(tx, now, worker, id, lease, extend)).await
     }
 
     /// Records a worker's report. Only the holder of the current lease may report.
@@ -241,9 +214,7 @@ impl Broker {
         let settings = self.settings.clone();
         let task = self
             .store
-            .write(move |tx| {
-                ops::complete(tx, now, &origin, worker, id, lease, completion, &settings)
-            })
+            .write(move |tx| ops::complete(tx, now, &origin, worker, id, lease, completion, &settings))
             .await?;
         self.announce(&task);
         Ok(task)
@@ -257,10 +228,7 @@ impl Broker {
             return Ok(0);
         }
         let settings = self.settings.clone();
-        let moved = self
-            .store
-            .write(move |tx| ops::reap(tx, now, &settings))
-            .await?;
+        let moved = self.store.write(move |tx| ops::reap(tx, now, &settings)).await?;
         for task in &moved {
             self.announce(task);
         }
@@ -282,9 +250,7 @@ impl Broker {
     /// After a commit: wake pollers for a ready task, or waiters for a finished one.
     fn announce(&self, task: &Task) {
         match task.state {
-            TaskState::Queued if task.not_before.is_none() => {
-                self.waiters.wake_matching(&task.labels)
-            }
+            TaskState::Queued if task.not_before.is_none() => self.waiters.wake_matching(&task.labels),
             s if s.is_final() => {
                 let _ = self.finished.send(task.id);
             }

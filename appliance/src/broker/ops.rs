@@ -90,26 +90,14 @@ fn enqueue(tx: &mut WriteTx<'_>, task: &mut Task) -> Result<(), store::Error> {
     tx.put(COUNTERS, QUEUE_SEQ, &seq)?;
     let mut key = vec![MAX_PRIORITY - task.priority.min(MAX_PRIORITY)];
     key.extend_from_slice(&seq.to_be_bytes());
-    tx.put(
-        QUEUE,
-        &key,
-        &QueueEntry {
-            task: task.id,
-            labels: task.labels.clone(),
-        },
-    )?;
+    tx.put(QUEUE, &key, &QueueEntry { task: task.id, labels: task.labels.clone() })?;
     task.queue_key = Some(key);
     task.not_before = None;
     Ok(())
 }
 
 /// Puts a task back in line, after `delay` if it is not zero.
-fn requeue(
-    tx: &mut WriteTx<'_>,
-    task: &mut Task,
-    now: Timestamp,
-    delay: Duration,
-) -> Result<(), store::Error> {
+fn requeue(tx: &mut WriteTx<'_>, task: &mut Task, now: Timestamp, delay: Duration) -> Result<(), store::Error> {
     task.state = TaskState::Queued;
     task.lease = None;
     if delay.is_zero() {
@@ -182,14 +170,7 @@ pub(super) fn create(
     enqueue(tx, &mut task)?;
     tx.put(TASKS, &task.id.to_key(), &task)?;
     if let Some((slot, request)) = idempotency {
-        tx.put(
-            IDEMPOTENCY,
-            &slot,
-            &IdempotencyEntry {
-                task: task.id,
-                request,
-            },
-        )?;
+        tx.put(IDEMPOTENCY, &slot, &IdempotencyEntry { task: task.id, request })?;
     }
     let event = Event::new("task.created", "create", resource(task.id))
         .detail("kind", &task.kind)
@@ -206,32 +187,19 @@ pub(super) fn get(tx: &ReadTx, id: TaskId) -> Result<Option<Task>, store::Error>
 pub(super) fn list(tx: &ReadTx, filter: &ListFilter) -> Result<Vec<Task>, store::Error> {
     let mut out = Vec::new();
     let start = filter.before.map(TaskId::to_key);
-    tx.scan(
-        TASKS,
-        start.as_ref().map(|k| &k[..]),
-        Order::Descending,
-        |_, task: Task| {
-            let wanted = Some(task.id) != filter.before
-                && filter.state.is_none_or(|s| s == task.state)
-                && filter
-                    .created_by
-                    .as_ref()
-                    .is_none_or(|p| *p == task.created_by);
-            if wanted {
-                out.push(task);
-            }
-            Ok(out.len() < filter.limit)
-        },
-    )?;
+    tx.scan(TASKS, start.as_ref().map(|k| &k[..]), Order::Descending, |_, task: Task| {
+        let wanted = Some(task.id) != filter.before
+            && filter.state.is_none_or(|s| s == task.state)
+            && filter.created_by.as_ref().is_none_or(|p| *p == task.created_by);
+        if wanted {
+            out.push(task);
+        }
+        Ok(out.len() < filter.limit)
+    })?;
     Ok(out)
 }
 
-pub(super) fn cancel(
-    tx: &mut WriteTx<'_>,
-    now: Timestamp,
-    origin: &Origin,
-    id: TaskId,
-) -> Result<Task, Error> {
+pub(super) fn cancel(tx: &mut WriteTx<'_>, now: Timestamp, origin: &Origin, id: TaskId) -> Result<Task, Error> {
     let mut task = tx.get(TASKS, &id.to_key())?.ok_or(Error::NotFound)?;
     if task.state.is_final() {
         return Err(Error::AlreadyFinished);
@@ -250,12 +218,7 @@ pub(super) fn cancel(
     }
     finish(&mut task, now, TaskState::Cancelled);
     tx.put(TASKS, &id.to_key(), &task)?;
-    audit::append(
-        tx,
-        now,
-        origin,
-        Event::new("task.cancelled", "cancel", resource(id)).detail("was", was.as_str()),
-    )?;
+    audit::append(tx, now, origin, Event::new("task.cancelled", "cancel", resource(id)).detail("was", was.as_str()))?;
     Ok(task)
 }
 
@@ -280,11 +243,7 @@ pub(super) fn claim(
     }
     for ((queue_key, _), task) in picked.iter().zip(tasks.iter_mut()) {
         tx.delete(QUEUE, queue_key)?;
-        let lease = Lease {
-            worker: worker.id,
-            id: LeaseId::new(),
-            expires_at: now.plus(lease_for),
-        };
+        let lease = Lease { worker: worker.id, id: LeaseId::new(), expires_at: now.plus(lease_for) };
         tx.put(LEASES, &time_key(lease.expires_at, task.id), &task.id)?;
         task.queue_key = None;
         task.attempts += 1;
@@ -302,12 +261,7 @@ pub(super) fn claim(
 }
 
 /// The task, if `worker` holds its lease `lease` (the task may be cancelled).
-fn leased_to(
-    tx: &WriteTx<'_>,
-    id: TaskId,
-    worker: WorkerId,
-    lease: LeaseId,
-) -> Result<(Task, Lease), Error> {
+fn leased_to(tx: &WriteTx<'_>, id: TaskId, worker: WorkerId, lease: LeaseId) -> Result<(Task, Lease), Error> {
     let task = tx.get(TASKS, &id.to_key())?.ok_or(Error::NotFound)?;
     match &task.lease {
         Some(l) if l.id == lease && l.worker == worker => {
@@ -329,10 +283,7 @@ pub(super) fn heartbeat(
     let (mut task, current) = leased_to(tx, id, worker, lease)?;
     match task.state {
         TaskState::Cancelled => {
-            return Ok(Heartbeat {
-                cancel: true,
-                lease_expires_at: current.expires_at,
-            });
+            return Ok(Heartbeat { cancel: true, lease_expires_at: current.expires_at });
         }
         TaskState::Leased => {}
         _ => return Err(Error::LeaseStale),
@@ -340,16 +291,10 @@ pub(super) fn heartbeat(
     let expires_at = now.plus(extend).max(current.expires_at);
     tx.delete(LEASES, &time_key(current.expires_at, id))?;
     tx.put(LEASES, &time_key(expires_at, id), &id)?;
-    task.lease = Some(Lease {
-        expires_at,
-        ..current
-    });
+    task.lease = Some(Lease { expires_at, ..current });
     task.updated_at = now;
     tx.put(TASKS, &id.to_key(), &task)?;
-    Ok(Heartbeat {
-        cancel: false,
-        lease_expires_at: expires_at,
-    })
+    Ok(Heartbeat { cancel: false, lease_expires_at: expires_at })
 }
 
 #[allow(clippy::too_many_arguments)] // one operation, each argument a distinct fact
@@ -400,17 +345,8 @@ pub(super) fn complete(
     Ok(task)
 }
 
-fn retry_task(
-    tx: &mut WriteTx<'_>,
-    task: &mut Task,
-    now: Timestamp,
-    settings: &Settings,
-) -> Result<(), Error> {
-    let delay = retry_delay(
-        task.attempts,
-        settings.retry_backoff,
-        settings.retry_backoff_max,
-    );
+fn retry_task(tx: &mut WriteTx<'_>, task: &mut Task, now: Timestamp, settings: &Settings) -> Result<(), Error> {
+    let delay = retry_delay(task.attempts, settings.retry_backoff, settings.retry_backoff_max);
     requeue(tx, task, now, delay)?;
     let event = Event::new("task.requeued", "requeue", resource(task.id))
         .detail("attempt", task.attempts)
@@ -431,11 +367,7 @@ pub(super) fn anything_due(tx: &ReadTx, now: Timestamp) -> Result<bool, store::E
     Ok(due)
 }
 
-fn due_keys(
-    tx: &WriteTx<'_>,
-    c: Collection<TaskId>,
-    now: Timestamp,
-) -> Result<Vec<(Vec<u8>, TaskId)>, store::Error> {
+fn due_keys(tx: &WriteTx<'_>, c: Collection<TaskId>, now: Timestamp) -> Result<Vec<(Vec<u8>, TaskId)>, store::Error> {
     let mut due = Vec::new();
     tx.scan(c, None, Order::Ascending, |key, id| {
         if time_of(key) > now {
@@ -448,11 +380,7 @@ fn due_keys(
 }
 
 /// Expires overdue leases (requeue or fail) and releases finished backoffs.
-pub(super) fn reap(
-    tx: &mut WriteTx<'_>,
-    now: Timestamp,
-    settings: &Settings,
-) -> Result<Vec<Task>, Error> {
+pub(super) fn reap(tx: &mut WriteTx<'_>, now: Timestamp, settings: &Settings) -> Result<Vec<Task>, Error> {
     let expired = due_keys(tx, LEASES, now)?;
     let released = due_keys(tx, DELAYED, now)?;
     let mut moved = Vec::new();
@@ -464,11 +392,7 @@ pub(super) fn reap(
         if task.state != TaskState::Leased {
             continue;
         }
-        let worker = task
-            .lease
-            .as_ref()
-            .map(|l| l.worker.to_string())
-            .unwrap_or_default();
+        let worker = task.lease.as_ref().map(|l| l.worker.to_string()).unwrap_or_default();
         let event = Event::new("task.lease_expired", "expire", resource(id))
             .outcome(Outcome::Failure)
             .detail("worker", &worker)

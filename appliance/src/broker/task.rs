@@ -29,10 +29,7 @@ pub enum TaskState {
 
 impl TaskState {
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
-        )
+        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -49,16 +46,10 @@ impl TaskState {
 impl std::str::FromStr for TaskState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            TaskState::Queued,
-            TaskState::Leased,
-            TaskState::Succeeded,
-            TaskState::Failed,
-            TaskState::Cancelled,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s)
-        .ok_or_else(|| format!("unknown state {s:?}"))
+        [TaskState::Queued, TaskState::Leased, TaskState::Succeeded, TaskState::Failed, TaskState::Cancelled]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown state {s:?}"))
     }
 }
 
@@ -129,8 +120,7 @@ pub struct TaskRequest {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
 }
 
 impl TaskRequest {
@@ -138,9 +128,7 @@ impl TaskRequest {
     pub fn validate(self) -> Result<NewTask, Error> {
         let invalid = |m: String| Err(Error::InvalidTask(m));
         if !valid_name(&self.kind) {
-            return invalid(format!(
-                "kind must be 1-{MAX_NAME_LEN} characters of a-z, 0-9, '.', '_', '-', ':'"
-            ));
+            return invalid(format!("kind must be 1-{MAX_NAME_LEN} characters of a-z, 0-9, '.', '_', '-', ':'"));
         }
         if self.labels.len() > MAX_LABELS {
             return invalid(format!("at most {MAX_LABELS} labels"));
@@ -152,48 +140,32 @@ impl TaskRequest {
         }
         let priority = self.priority.unwrap_or(DEFAULT_PRIORITY);
         if priority > MAX_PRIORITY {
-            return invalid(format!(
-                "priority must be 0-{MAX_PRIORITY} (higher runs first)"
-            ));
+            return invalid(format!("priority must be 0-{MAX_PRIORITY} (higher runs first)"));
         }
         let max_attempts = self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
         if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
             return invalid(format!("max_attempts must be 1-{MAX_ATTEMPTS_LIMIT}"));
         }
-        let timeout = self
-            .timeout_s
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_TIMEOUT);
+        let timeout = self.timeout_s.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
         if timeout.is_zero() || timeout > MAX_TIMEOUT {
             return invalid(format!("timeout_s must be 1-{}", MAX_TIMEOUT.as_secs()));
         }
         let mut labels = self.labels;
         labels.sort();
         labels.dedup();
-        Ok(NewTask {
-            kind: self.kind,
-            input: self.input,
-            labels,
-            priority,
-            max_attempts,
-            timeout,
-        })
+        Ok(NewTask { kind: self.kind, input: self.input, labels, priority, max_attempts, timeout })
     }
 }
 
 /// True when a worker holding `worker_labels` may run a task needing `task_labels`.
 /// Both are sorted.
 pub fn labels_match(task_labels: &[String], worker_labels: &[String]) -> bool {
-    task_labels
-        .iter()
-        .all(|l| worker_labels.binary_search(l).is_ok())
+    task_labels.iter().all(|l| worker_labels.binary_search(l).is_ok())
 }
 
 /// How long to wait before attempt `attempts + 1`, after `attempts` failed.
 pub fn retry_delay(attempts: u32, base: Duration, max: Duration) -> Duration {
-    let factor = 1u32
-        .checked_shl(attempts.saturating_sub(1))
-        .unwrap_or(u32::MAX);
+    let factor = 1u32.checked_shl(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
     base.saturating_mul(factor).min(max)
 }
 
@@ -202,11 +174,7 @@ mod tests {
     use super::*;
 
     fn req(kind: &str) -> TaskRequest {
-        TaskRequest {
-            kind: kind.into(),
-            input: b"{}".to_vec(),
-            ..TaskRequest::default()
-        }
+        TaskRequest { kind: kind.into(), input: b"{}".to_vec(), ..TaskRequest::default() }
     }
 
     #[test]
@@ -219,34 +187,10 @@ mod tests {
         let cases: [(TaskRequest, &str); 6] = [
             (req(""), "kind"),
             (req("has space"), "kind"),
-            (
-                TaskRequest {
-                    priority: Some(10),
-                    ..req("echo")
-                },
-                "priority",
-            ),
-            (
-                TaskRequest {
-                    max_attempts: Some(0),
-                    ..req("echo")
-                },
-                "max_attempts",
-            ),
-            (
-                TaskRequest {
-                    timeout_s: Some(0),
-                    ..req("echo")
-                },
-                "timeout_s",
-            ),
-            (
-                TaskRequest {
-                    labels: vec!["gpu".into(), "a/b".into()],
-                    ..req("echo")
-                },
-                "label",
-            ),
+            (TaskRequest { priority: Some(10), ..req("echo") }, "priority"),
+            (TaskRequest { max_attempts: Some(0), ..req("echo") }, "max_attempts"),
+            (TaskRequest { timeout_s: Some(0), ..req("echo") }, "timeout_s"),
+            (TaskRequest { labels: vec!["gpu".into(), "a/b".into()], ..req("echo") }, "label"),
         ];
         for (r, field) in cases {
             match r.validate() {
@@ -260,12 +204,7 @@ mod tests {
 
     #[test]
     fn labels_are_sorted_and_deduplicated() {
-        let t = TaskRequest {
-            labels: vec!["b".into(), "a".into(), "b".into()],
-            ..req("echo")
-        }
-        .validate()
-        .unwrap();
+        let t = TaskRequest { labels: vec!["b".into(), "a".into(), "b".into()], ..req("echo") }.validate().unwrap();
         assert_eq!(t.labels, ["a", "b"]);
     }
 

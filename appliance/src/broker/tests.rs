@@ -23,30 +23,18 @@ fn fixture() -> Fixture {
         ..Settings::default()
     };
     let broker = Broker::new(store.clone(), clock.clone(), settings);
-    Fixture {
-        _dir: dir,
-        clock,
-        store,
-        broker,
-    }
+    Fixture { _dir: dir, clock, store, broker }
 }
 
 fn worker(labels: &[&str]) -> WorkerView {
     let mut labels: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
     labels.sort();
-    WorkerView {
-        id: WorkerId::new(),
-        labels: Arc::new(labels),
-    }
+    WorkerView { id: WorkerId::new(), labels: Arc::new(labels) }
 }
 
 fn origin_of(w: &WorkerView) -> Origin {
     Origin {
-        actor: Actor {
-            kind: ActorKind::Worker,
-            id: w.id.to_string(),
-            roles: vec!["worker".into()],
-        },
+        actor: Actor { kind: ActorKind::Worker, id: w.id.to_string(), roles: vec!["worker".into()] },
         source_ip: None,
         user_agent: None,
     }
@@ -67,31 +55,15 @@ fn new_task(kind: &str, labels: &[&str], priority: u8) -> NewTask {
 
 impl Fixture {
     async fn submit(&self, kind: &str, labels: &[&str], priority: u8) -> Task {
-        self.broker
-            .create(
-                &Origin::system(),
-                "alice",
-                new_task(kind, labels, priority),
-                None,
-            )
-            .await
-            .unwrap()
-            .0
+        self.broker.create(&Origin::system(), "alice", new_task(kind, labels, priority), None).await.unwrap().0
     }
 
     async fn take(&self, w: &WorkerView, max: u32) -> Vec<Task> {
-        self.broker
-            .poll(&origin_of(w), w, max, Duration::ZERO)
-            .await
-            .unwrap()
+        self.broker.poll(&origin_of(w), w, max, Duration::ZERO).await.unwrap()
     }
 
     fn audit_ok(&self) -> u64 {
-        self.store
-            .read(|tx| Ok(crate::audit::verify(tx)))
-            .unwrap()
-            .unwrap()
-            .records
+        self.store.read(|tx| Ok(crate::audit::verify(tx))).unwrap().unwrap().records
     }
 }
 
@@ -110,22 +82,11 @@ async fn a_task_runs_create_lease_complete_and_is_audited_each_step() {
     assert_eq!((got[0].state, got[0].attempts), (TaskState::Leased, 1));
     let done = f
         .broker
-        .complete(
-            &origin_of(&w),
-            w.id,
-            t.id,
-            lease_of(&got[0]),
-            Completion::Succeeded {
-                result: b"42".to_vec(),
-            },
-        )
+        .complete(&origin_of(&w), w.id, t.id, lease_of(&got[0]), Completion::Succeeded { result: b"42".to_vec() })
         .await
         .unwrap();
     assert_eq!(done.state, TaskState::Succeeded);
-    assert_eq!(
-        f.broker.get(t.id).unwrap().result.as_deref(),
-        Some(&b"42"[..])
-    );
+    assert_eq!(f.broker.get(t.id).unwrap().result.as_deref(), Some(&b"42"[..]));
     assert_eq!(f.audit_ok(), 3, "created, leased, completed");
 }
 
@@ -147,12 +108,7 @@ async fn a_worker_only_gets_tasks_whose_labels_it_has() {
     let cpu_worker = worker(&["linux"]);
     let got: Vec<TaskId> = f.take(&cpu_worker, 8).await.iter().map(|t| t.id).collect();
     assert_eq!(got, [plain.id]);
-    let got: Vec<TaskId> = f
-        .take(&worker(&["gpu", "linux"]), 8)
-        .await
-        .iter()
-        .map(|t| t.id)
-        .collect();
+    let got: Vec<TaskId> = f.take(&worker(&["gpu", "linux"]), 8).await.iter().map(|t| t.id).collect();
     assert_eq!(got, [gpu.id]);
 }
 
@@ -172,44 +128,16 @@ async fn an_expired_lease_requeues_and_fences_out_the_old_holder() {
     assert_eq!(second.attempts, 2);
     let stale = f
         .broker
-        .complete(
-            &origin_of(&slow),
-            slow.id,
-            t.id,
-            lease_of(&first),
-            Completion::Succeeded {
-                result: b"1".to_vec(),
-            },
-        )
+        .complete(&origin_of(&slow), slow.id, t.id, lease_of(&first), Completion::Succeeded { result: b"1".to_vec() })
         .await;
     assert!(matches!(stale, Err(Error::LeaseStale)));
-    assert!(matches!(
-        f.broker.heartbeat(slow.id, t.id, lease_of(&first)).await,
-        Err(Error::LeaseStale)
-    ));
-    let ok = Completion::Succeeded {
-        result: b"2".to_vec(),
-    };
-    f.broker
-        .complete(
-            &origin_of(&fast),
-            fast.id,
-            t.id,
-            lease_of(&second),
-            ok.clone(),
-        )
-        .await
-        .unwrap();
+    assert!(matches!(f.broker.heartbeat(slow.id, t.id, lease_of(&first)).await, Err(Error::LeaseStale)));
+    let ok = Completion::Succeeded { result: b"2".to_vec() };
+    f.broker.complete(&origin_of(&fast), fast.id, t.id, lease_of(&second), ok.clone()).await.unwrap();
     // Completion is recorded once: a repeat with the same lease is refused too.
-    let again = f
-        .broker
-        .complete(&origin_of(&fast), fast.id, t.id, lease_of(&second), ok)
-        .await;
+    let again = f.broker.complete(&origin_of(&fast), fast.id, t.id, lease_of(&second), ok).await;
     assert!(matches!(again, Err(Error::LeaseStale)));
-    assert_eq!(
-        f.broker.get(t.id).unwrap().result.as_deref(),
-        Some(&b"2"[..])
-    );
+    assert_eq!(f.broker.get(t.id).unwrap().result.as_deref(), Some(&b"2"[..]));
 }
 
 #[tokio::test]
@@ -220,11 +148,7 @@ async fn heartbeats_keep_a_lease_alive() {
     let leased = f.take(&w, 1).await.remove(0);
     for _ in 0..3 {
         f.clock.advance(Duration::from_secs(7));
-        let hb = f
-            .broker
-            .heartbeat(w.id, t.id, lease_of(&leased))
-            .await
-            .unwrap();
+        let hb = f.broker.heartbeat(w.id, t.id, lease_of(&leased)).await.unwrap();
         assert!(!hb.cancel);
         assert_eq!(f.broker.reap().await.unwrap(), 0);
     }
@@ -257,27 +181,16 @@ async fn retryable_failures_retry_until_attempts_run_out() {
     let t = f.submit("echo", &[], 5).await;
     let w = worker(&[]);
     let fail = || Completion::Failed {
-        error: TaskError {
-            code: "flaky".into(),
-            message: "try again".into(),
-        },
+        error: TaskError { code: "flaky".into(), message: "try again".into() },
         retryable: true,
     };
     let first = f.take(&w, 1).await.remove(0);
-    let after = f
-        .broker
-        .complete(&origin_of(&w), w.id, t.id, lease_of(&first), fail())
-        .await
-        .unwrap();
+    let after = f.broker.complete(&origin_of(&w), w.id, t.id, lease_of(&first), fail()).await.unwrap();
     assert_eq!(after.state, TaskState::Queued);
     f.clock.advance(Duration::from_secs(2));
     f.broker.reap().await.unwrap();
     let second = f.take(&w, 1).await.remove(0);
-    let after = f
-        .broker
-        .complete(&origin_of(&w), w.id, t.id, lease_of(&second), fail())
-        .await
-        .unwrap();
+    let after = f.broker.complete(&origin_of(&w), w.id, t.id, lease_of(&second), fail()).await.unwrap();
     assert_eq!(after.state, TaskState::Failed);
     assert_eq!(after.error.unwrap().code, "flaky");
 }
@@ -291,27 +204,13 @@ async fn cancel_stops_a_queued_task_and_tells_the_holder_of_a_leased_one() {
     let w = worker(&[]);
     let leased = f.take(&w, 8).await;
     assert_eq!(leased.len(), 1, "the cancelled task is never leased");
-    f.broker
-        .cancel(&Origin::system(), running.id)
-        .await
-        .unwrap();
-    let hb = f
-        .broker
-        .heartbeat(w.id, running.id, lease_of(&leased[0]))
-        .await
-        .unwrap();
+    f.broker.cancel(&Origin::system(), running.id).await.unwrap();
+    let hb = f.broker.heartbeat(w.id, running.id, lease_of(&leased[0])).await.unwrap();
     assert!(hb.cancel);
+    assert!(matches!(f.broker.cancel(&Origin::system(), running.id).await, Err(Error::AlreadyFinished)));
+    let late = Completion::Succeeded { result: b"1".to_vec() };
     assert!(matches!(
-        f.broker.cancel(&Origin::system(), running.id).await,
-        Err(Error::AlreadyFinished)
-    ));
-    let late = Completion::Succeeded {
-        result: b"1".to_vec(),
-    };
-    assert!(matches!(
-        f.broker
-            .complete(&origin_of(&w), w.id, running.id, lease_of(&leased[0]), late)
-            .await,
+        f.broker.complete(&origin_of(&w), w.id, running.id, lease_of(&leased[0]), late).await,
         Err(Error::LeaseStale)
     ));
 }
@@ -320,44 +219,16 @@ async fn cancel_stops_a_queued_task_and_tells_the_holder_of_a_leased_one() {
 async fn an_idempotency_key_returns_the_first_task_and_refuses_a_different_body() {
     let f = fixture();
     let key = Some("k1".to_string());
-    let (a, created_a) = f
-        .broker
-        .create(
-            &Origin::system(),
-            "alice",
-            new_task("echo", &[], 5),
-            key.clone(),
-        )
-        .await
-        .unwrap();
-    let (b, created_b) = f
-        .broker
-        .create(
-            &Origin::system(),
-            "alice",
-            new_task("echo", &[], 5),
-            key.clone(),
-        )
-        .await
-        .unwrap();
+    let (a, created_a) =
+        f.broker.create(&Origin::system(), "alice", new_task("echo", &[], 5), key.clone()).await.unwrap();
+    let (b, created_b) =
+        f.broker.create(&Origin::system(), "alice", new_task("echo", &[], 5), key.clone()).await.unwrap();
     assert!(created_a && !created_b);
     assert_eq!(a.id, b.id);
-    let other = f
-        .broker
-        .create(
-            &Origin::system(),
-            "alice",
-            new_task("other", &[], 5),
-            key.clone(),
-        )
-        .await;
+    let other = f.broker.create(&Origin::system(), "alice", new_task("other", &[], 5), key.clone()).await;
     assert!(matches!(other, Err(Error::IdempotencyConflict)));
     // Keys are per principal.
-    let (c, created_c) = f
-        .broker
-        .create(&Origin::system(), "bob", new_task("echo", &[], 5), key)
-        .await
-        .unwrap();
+    let (c, created_c) = f.broker.create(&Origin::system(), "bob", new_task("echo", &[], 5), key).await.unwrap();
     assert!(created_c && c.id != a.id);
 }
 
@@ -367,8 +238,7 @@ async fn a_parked_poll_is_woken_by_a_new_task_without_waiting_out_its_timeout() 
     let w = worker(&["gpu"]);
     let broker = f.broker.clone();
     let (pw, po) = (w.clone(), origin_of(&w));
-    let parked =
-        tokio::spawn(async move { broker.poll(&po, &pw, 1, Duration::from_secs(30)).await });
+    let parked = tokio::spawn(async move { broker.poll(&po, &pw, 1, Duration::from_secs(30)).await });
     while f.broker.parked_polls() == 0 {
         tokio::task::yield_now().await;
     }
@@ -376,11 +246,7 @@ async fn a_parked_poll_is_woken_by_a_new_task_without_waiting_out_its_timeout() 
     f.submit("echo", &["other"], 5).await;
     let started = std::time::Instant::now();
     let t = f.submit("echo", &["gpu"], 5).await;
-    let got = tokio::time::timeout(Duration::from_secs(5), parked)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), parked).await.unwrap().unwrap().unwrap();
     assert_eq!(got[0].id, t.id);
     assert!(started.elapsed() < Duration::from_secs(5));
 }
@@ -391,8 +257,7 @@ async fn draining_answers_parked_polls_and_leases_nothing_more() {
     let w = worker(&[]);
     let broker = f.broker.clone();
     let (pw, po) = (w.clone(), origin_of(&w));
-    let parked =
-        tokio::spawn(async move { broker.poll(&po, &pw, 1, Duration::from_secs(30)).await });
+    let parked = tokio::spawn(async move { broker.poll(&po, &pw, 1, Duration::from_secs(30)).await });
     while f.broker.parked_polls() == 0 {
         tokio::task::yield_now().await;
     }
@@ -407,22 +272,12 @@ async fn waiting_for_a_task_returns_when_it_finishes() {
     let f = fixture();
     let t = f.submit("echo", &[], 5).await;
     let broker = f.broker.clone();
-    let waiter =
-        tokio::spawn(async move { broker.wait_finished(t.id, Duration::from_secs(30)).await });
+    let waiter = tokio::spawn(async move { broker.wait_finished(t.id, Duration::from_secs(30)).await });
     let w = worker(&[]);
     let leased = f.take(&w, 1).await.remove(0);
-    let done = Completion::Succeeded {
-        result: b"{}".to_vec(),
-    };
-    f.broker
-        .complete(&origin_of(&w), w.id, t.id, lease_of(&leased), done)
-        .await
-        .unwrap();
-    let finished = tokio::time::timeout(Duration::from_secs(5), waiter)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let done = Completion::Succeeded { result: b"{}".to_vec() };
+    f.broker.complete(&origin_of(&w), w.id, t.id, lease_of(&leased), done).await.unwrap();
+    let finished = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
     assert_eq!(finished.state, TaskState::Succeeded);
 }
 
@@ -430,25 +285,11 @@ async fn waiting_for_a_task_returns_when_it_finishes() {
 async fn listing_filters_by_owner_and_state_newest_first() {
     let f = fixture();
     let a = f.submit("echo", &[], 5).await;
-    let b = f
-        .broker
-        .create(&Origin::system(), "bob", new_task("echo", &[], 5), None)
-        .await
-        .unwrap()
-        .0;
+    let b = f.broker.create(&Origin::system(), "bob", new_task("echo", &[], 5), None).await.unwrap().0;
     let c = f.submit("echo", &[], 5).await;
     f.broker.cancel(&Origin::system(), c.id).await.unwrap();
-    let all = f
-        .broker
-        .list(&ListFilter {
-            limit: 10,
-            ..ListFilter::default()
-        })
-        .unwrap();
-    assert_eq!(
-        all.iter().map(|t| t.id).collect::<Vec<_>>(),
-        [c.id, b.id, a.id]
-    );
+    let all = f.broker.list(&ListFilter { limit: 10, ..ListFilter::default() }).unwrap();
+    assert_eq!(all.iter().map(|t| t.id).collect::<Vec<_>>(), [c.id, b.id, a.id]);
     let alice_queued = f
         .broker
         .list(&ListFilter {
@@ -458,17 +299,7 @@ async fn listing_filters_by_owner_and_state_newest_first() {
             ..ListFilter::default()
         })
         .unwrap();
-    assert_eq!(
-        alice_queued.iter().map(|t| t.id).collect::<Vec<_>>(),
-        [a.id]
-    );
-    let page = f
-        .broker
-        .list(&ListFilter {
-            before: Some(c.id),
-            limit: 1,
-            ..ListFilter::default()
-        })
-        .unwrap();
+    assert_eq!(alice_queued.iter().map(|t| t.id).collect::<Vec<_>>(), [a.id]);
+    let page = f.broker.list(&ListFilter { before: Some(c.id), limit: 1, ..ListFilter::default() }).unwrap();
     assert_eq!(page[0].id, b.id);
 }

@@ -42,11 +42,7 @@ impl Registration<'_> {
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        let mut parked = self
-            .waiters
-            .parked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut parked = self.waiters.parked.lock().unwrap_or_else(PoisonError::into_inner);
         parked.retain(|p| p.id != self.id);
     }
 }
@@ -58,19 +54,8 @@ impl Waiters {
         if self.is_draining() {
             wake.notify_one();
         }
-        self.parked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Parked {
-                id,
-                labels,
-                wake: wake.clone(),
-            });
-        Registration {
-            waiters: self,
-            id,
-            wake,
-        }
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner).push(Parked { id, labels, wake: wake.clone() });
+        Registration { waiters: self, id, wake }
     }
 
     /// Wakes every parked poller whose worker could run a task with these labels.
@@ -78,10 +63,7 @@ impl Waiters {
     /// nothing to claim and park again.
     pub fn wake_matching(&self, task_labels: &[String]) {
         let parked = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
-        for p in parked
-            .iter()
-            .filter(|p| labels_match(task_labels, &p.labels))
-        {
+        for p in parked.iter().filter(|p| labels_match(task_labels, &p.labels)) {
             p.wake.notify_one();
         }
     }
@@ -100,9 +82,6 @@ impl Waiters {
     }
 
     pub fn parked(&self) -> usize {
-        self.parked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }

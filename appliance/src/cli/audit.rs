@@ -51,41 +51,22 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     serde_json::json!({"ok": true, "records": v.records, "head_seq": v.head.map(|h| h.seq),
                         "head_hash": v.head.map(|h| hex::encode(h.hash))}),
                 ),
-                Err(e) => (
-                    false,
-                    serde_json::json!({"ok": false, "problem": e.to_string()}),
-                ),
+                Err(e) => (false, serde_json::json!({"ok": false, "problem": e.to_string()})),
             };
             if json {
                 super::print_json(&line)?;
             } else if ok {
-                println!(
-                    "audit chain OK: {} records, head {}",
-                    line["records"], line["head_hash"]
-                );
+                println!("audit chain OK: {} records, head {}", line["records"], line["head_hash"]);
             } else {
-                println!(
-                    "audit chain BROKEN: {}",
-                    line["problem"].as_str().unwrap_or_default()
-                );
+                println!("audit chain BROKEN: {}", line["problem"].as_str().unwrap_or_default());
             }
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            })
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
-        Command::Export {
-            dir,
-            format: _,
-            from,
-        } => {
+        Command::Export { dir, format: _, from } => {
             let store = open(&dir.data_dir)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            store
-                .read(|tx| audit::export_jsonl(tx, from, &mut out))
-                .context("exporting")?;
+            store.read(|tx| audit::export_jsonl(tx, from, &mut out)).context("exporting")?;
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }

@@ -19,20 +19,16 @@ const DEFAULT_URL: &str = "https://127.0.0.1:8443";
 impl ApiClient {
     pub fn from_env(timeout: std::time::Duration) -> anyhow::Result<ApiClient> {
         let base = std::env::var("TETHER_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-        let token = match (
-            std::env::var("TETHER_TOKEN"),
-            std::env::var("TETHER_TOKEN_FILE"),
-        ) {
+        let token = match (std::env::var("TETHER_TOKEN"), std::env::var("TETHER_TOKEN_FILE")) {
             (Ok(t), _) => t,
-            (Err(_), Ok(path)) => std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read TETHER_TOKEN_FILE {path}"))?,
+            (Err(_), Ok(path)) => {
+                std::fs::read_to_string(&path).with_context(|| format!("cannot read TETHER_TOKEN_FILE {path}"))?
+            }
             _ => bail!("set TETHER_TOKEN (or TETHER_TOKEN_FILE) to an API token"),
         };
-        let ca_path = std::env::var("TETHER_CA_FILE").context(
-            "set TETHER_CA_FILE to the appliance CA certificate (ca.pem in its data directory)",
-        )?;
-        let ca = std::fs::read_to_string(&ca_path)
-            .with_context(|| format!("cannot read TETHER_CA_FILE {ca_path}"))?;
+        let ca_path = std::env::var("TETHER_CA_FILE")
+            .context("set TETHER_CA_FILE to the appliance CA certificate (ca.pem in its data directory)")?;
+        let ca = std::fs::read_to_string(&ca_path).with_context(|| format!("cannot read TETHER_CA_FILE {ca_path}"))?;
         let config = tls::client(&ca, None, tls::CLIENT_HTTP_ALPN)?;
         Ok(ApiClient {
             http: tls::https_client(config, timeout)?,
@@ -50,27 +46,19 @@ impl ApiClient {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {} (is TETHER_URL right?)", self.base))?;
+        let resp = req.send().await.with_context(|| format!("cannot reach {} (is TETHER_URL right?)", self.base))?;
         let status = resp.status();
         let text = resp.text().await.context("reading the reply")?;
         if !status.is_success() {
             let problem: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let detail = problem["detail"]
-                .as_str()
-                .unwrap_or(status.canonical_reason().unwrap_or("error"));
+            let detail = problem["detail"].as_str().unwrap_or(status.canonical_reason().unwrap_or("error"));
             let code = problem["code"].as_str().unwrap_or("unknown");
             bail!("{detail} (HTTP {}, code {code})", status.as_u16());
         }

@@ -47,9 +47,7 @@ pub struct InitOutcome {
 
 impl std::fmt::Debug for InitOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InitOutcome")
-            .field("ca_fingerprint", &self.ca_fingerprint)
-            .finish_non_exhaustive()
+        f.debug_struct("InitOutcome").field("ca_fingerprint", &self.ca_fingerprint).finish_non_exhaustive()
     }
 }
 
@@ -60,15 +58,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         super::print_json(&outcome)?;
     } else {
         println!("Initialised {}", outcome.data_dir.display());
-        println!(
-            "CA certificate: {} ({})",
-            outcome.ca_file.display(),
-            outcome.ca_fingerprint
-        );
-        println!(
-            "Admin token (shown once; store it safely):\n  {}",
-            outcome.admin_token
-        );
+        println!("CA certificate: {} ({})", outcome.ca_file.display(), outcome.ca_fingerprint);
+        println!("Admin token (shown once; store it safely):\n  {}", outcome.admin_token);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -99,11 +90,7 @@ pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> anyhow::Resul
 /// Creates the data directory and everything in it.
 pub fn initialise(dir: &Path, extra_names: &[String]) -> anyhow::Result<InitOutcome> {
     if dir.join(store::DB_FILE).exists() {
-        bail!(
-            "{} is already initialised (it holds {}); use another --data-dir",
-            dir.display(),
-            store::DB_FILE
-        );
+        bail!("{} is already initialised (it holds {}); use another --data-dir", dir.display(), store::DB_FILE);
     }
     fs::DirBuilder::new()
         .recursive(true)
@@ -118,9 +105,7 @@ pub fn initialise(dir: &Path, extra_names: &[String]) -> anyhow::Result<InitOutc
 
     let now = SystemClock.now();
     let (ca, material) = Ca::create(now).context("creating the CA")?;
-    let server = ca
-        .issue_server_cert(&names, now)
-        .context("issuing the server certificate")?;
+    let server = ca.issue_server_cert(&names, now).context("issuing the server certificate")?;
     write_private(&dir.join(CA_KEY), material.key_pem.as_bytes())?;
     write_with_mode(&dir.join(CA_CERT), material.cert_pem.as_bytes(), 0o644)?;
     write_private(&dir.join(SERVER_KEY), server.key_pem.as_bytes())?;
@@ -131,22 +116,13 @@ pub fn initialise(dir: &Path, extra_names: &[String]) -> anyhow::Result<InitOutc
     let genesis_fp = fingerprint.clone();
     let (_, admin_token) = store.write_blocking(move |tx| {
         let origin = Origin::system();
-        let genesis = Event::new(
-            "system.initialised",
-            "init",
-            Resource::new("appliance", "tether"),
-        )
-        .detail("ca_fingerprint", genesis_fp)
-        .detail("version", env!("CARGO_PKG_VERSION"));
+        let genesis = Event::new("system.initialised", "init", Resource::new("appliance", "tether"))
+            .detail("ca_fingerprint", genesis_fp)
+            .detail("version", env!("CARGO_PKG_VERSION"));
         audit::append(tx, now, &origin, genesis)?;
         // The bootstrap token does not expire: an operator must not be locked
         // out of an offline appliance. Create scoped, expiring tokens with it.
         auth::issue_token(tx, now, &origin, "admin", Role::Admin, None)
     })?;
-    Ok(InitOutcome {
-        admin_token,
-        ca_fingerprint: fingerprint,
-        ca_file: dir.join(CA_CERT),
-        data_dir: dir,
-    })
+    Ok(InitOutcome { admin_token, ca_fingerprint: fingerprint, ca_file: dir.join(CA_CERT), data_dir: dir })
 }

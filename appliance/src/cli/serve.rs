@@ -50,12 +50,8 @@ pub struct Args {
 
 fn read(dir: &Path, name: &str) -> anyhow::Result<String> {
     let path = dir.join(name);
-    std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "cannot read {} (is this a data directory made by `tether init`?)",
-            path.display()
-        )
-    })
+    std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {} (is this a data directory made by `tether init`?)", path.display()))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -64,18 +60,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.dev && !dir.join(store::DB_FILE).exists() {
         let target = dir.clone();
         let outcome = tokio::task::spawn_blocking(move || init::initialise(&target, &[])).await??;
-        init::write_private(
-            &outcome.data_dir.join(DEV_TOKEN_FILE),
-            outcome.admin_token.as_bytes(),
-        )?;
+        init::write_private(&outcome.data_dir.join(DEV_TOKEN_FILE), outcome.admin_token.as_bytes())?;
         admin_token = Some(outcome.admin_token.clone());
     }
-    let dir = dir.canonicalize().with_context(|| {
-        format!(
-            "{} does not exist; run `tether init --data-dir {0}` first",
-            dir.display()
-        )
-    })?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("{} does not exist; run `tether init --data-dir {0}` first", dir.display()))?;
     let config_path = args.config.clone().unwrap_or_else(|| dir.join(CONFIG_FILE));
     let mut raw = RawConfig::from_file(&config_path, args.config.is_some())?;
     raw.apply_env(|k| std::env::var(k).ok())?;
@@ -87,8 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.dev {
         raw.listen.get_or_insert_with(|| "127.0.0.1:8443".into());
-        raw.worker_listen
-            .get_or_insert_with(|| "127.0.0.1:9443".into());
+        raw.worker_listen.get_or_insert_with(|| "127.0.0.1:9443".into());
         if admin_token.is_none() {
             admin_token = std::fs::read_to_string(dir.join(DEV_TOKEN_FILE)).ok();
         }
@@ -96,10 +85,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Arc::new(raw.validate(dir.clone())?);
 
     let store = Store::open(&dir).map_err(|e| match e {
-        store::Error::AlreadyOpen => anyhow::anyhow!(
-            "another tether process is using {}; stop it first",
-            dir.display()
-        ),
+        store::Error::AlreadyOpen => {
+            anyhow::anyhow!("another tether process is using {}; stop it first", dir.display())
+        }
         other => anyhow::Error::new(other).context("opening the store"),
     })?;
     let ca_pem = read(&dir, CA_CERT)?;
@@ -107,25 +95,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (cert_pem, key_pem) = (read(&dir, SERVER_CERT)?, read(&dir, SERVER_KEY)?);
     let clock: SharedClock = Arc::new(SystemClock);
     let broker = Broker::new(store.clone(), clock.clone(), config.broker.clone());
-    let state = AppState {
-        store: store.clone(),
-        broker: broker.clone(),
-        clock: clock.clone(),
-        ca,
-        config: config.clone(),
-    };
+    let state =
+        AppState { store: store.clone(), broker: broker.clone(), clock: clock.clone(), ca, config: config.clone() };
 
     let console = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (set --listen)", config.listen))?;
     let workers = TcpListener::bind(config.worker_listen)
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (set --worker-listen)",
-                config.worker_listen
-            )
-        })?;
+        .with_context(|| format!("cannot listen on {} (set --worker-listen)", config.worker_listen))?;
     let (console_addr, worker_addr) = (console.local_addr()?, workers.local_addr()?);
     let endpoints = vec![
         (
@@ -160,9 +138,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.dev {
         let now = clock.now();
         let (_, enroll) = store
-            .write(move |tx| {
-                pki::create_enrollment_token(tx, now, &Origin::system(), None, DEV_ENROLL_TTL)
-            })
+            .write(move |tx| pki::create_enrollment_token(tx, now, &Origin::system(), None, DEV_ENROLL_TTL))
             .await?;
         let exe = std::env::current_exe().unwrap_or_else(|_| "tether".into());
         let worker_cmd = format!(
@@ -194,16 +170,9 @@ fn announce(ready: &serde_json::Value, json: bool, dev: bool) {
     println!("tether is ready");
     println!("  console/API    https://{}", s("listen"));
     println!("  worker gateway https://{}", s("worker_listen"));
-    println!(
-        "  CA certificate {} ({})",
-        s("ca_file"),
-        s("ca_fingerprint")
-    );
+    println!("  CA certificate {} ({})", s("ca_file"), s("ca_fingerprint"));
     if dev {
-        println!(
-            "\nDevelopment mode: loopback only, data in {}",
-            s("data_dir")
-        );
+        println!("\nDevelopment mode: loopback only, data in {}", s("data_dir"));
         match ready["admin_token"].as_str() {
             Some(t) => println!("  admin token    {t}"),
             None => println!("  admin token    (shown at first start only)"),

@@ -75,13 +75,7 @@ fn show(task: &Value, json: bool) -> anyhow::Result<()> {
         return super::print_json(task);
     }
     let s = |k: &str| task[k].as_str().unwrap_or("-").to_owned();
-    println!(
-        "{}  {}  {}  attempts {}",
-        s("id"),
-        s("kind"),
-        s("state"),
-        task["attempts"]
-    );
+    println!("{}  {}  {}  attempts {}", s("id"), s("kind"), s("state"), task["attempts"]);
     if let Some(r) = task.get("result") {
         println!("result: {r}");
     }
@@ -101,17 +95,7 @@ fn exit_for(task: &Value) -> ExitCode {
 
 pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Submit {
-            kind,
-            input,
-            labels,
-            priority,
-            max_attempts,
-            timeout_s,
-            idempotency_key,
-            wait,
-            json,
-        } => {
+        Command::Submit { kind, input, labels, priority, max_attempts, timeout_s, idempotency_key, wait, json } => {
             let input = if input == "-" {
                 let mut s = String::new();
                 std::io::stdin().read_to_string(&mut s)?;
@@ -119,8 +103,8 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             } else {
                 input
             };
-            let input: Value = serde_json::from_str(&input)
-                .context("--input must be JSON (e.g. '{\"text\":\"hi\"}')")?;
+            let input: Value =
+                serde_json::from_str(&input).context("--input must be JSON (e.g. '{\"text\":\"hi\"}')")?;
             let mut body = json!({ "kind": kind, "input": input, "labels": labels });
             for (k, v) in [
                 ("priority", priority.map(u64::from)),
@@ -132,38 +116,20 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 }
             }
             let client = client_for(wait)?;
-            let headers: Vec<(&str, &str)> = idempotency_key
-                .iter()
-                .map(|k| ("idempotency-key", k.as_str()))
-                .collect();
-            let mut task = client
-                .call(Method::POST, "/api/v1/tasks", Some(&body), &headers)
-                .await?;
+            let headers: Vec<(&str, &str)> = idempotency_key.iter().map(|k| ("idempotency-key", k.as_str())).collect();
+            let mut task = client.call(Method::POST, "/api/v1/tasks", Some(&body), &headers).await?;
             if let (Some(w), Some(id)) = (wait, task["id"].as_str()) {
-                task = client
-                    .call(
-                        Method::GET,
-                        &format!("/api/v1/tasks/{id}?wait={w}"),
-                        None,
-                        &[],
-                    )
-                    .await?;
+                task = client.call(Method::GET, &format!("/api/v1/tasks/{id}?wait={w}"), None, &[]).await?;
             }
             show(&task, json)?;
-            Ok(if wait.is_some() {
-                exit_for(&task)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(if wait.is_some() { exit_for(&task) } else { ExitCode::SUCCESS })
         }
         Command::Get { id, wait, json } => {
             let path = match wait {
                 Some(w) => format!("/api/v1/tasks/{id}?wait={w}"),
                 None => format!("/api/v1/tasks/{id}"),
             };
-            let task = client_for(wait)?
-                .call(Method::GET, &path, None, &[])
-                .await?;
+            let task = client_for(wait)?.call(Method::GET, &path, None, &[]).await?;
             show(&task, json)?;
             Ok(exit_for(&task))
         }
@@ -172,9 +138,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             if let Some(s) = state {
                 path.push_str(&format!("&state={s}"));
             }
-            let list = client_for(None)?
-                .call(Method::GET, &path, None, &[])
-                .await?;
+            let list = client_for(None)?.call(Method::GET, &path, None, &[]).await?;
             if json {
                 super::print_json(&list)?;
             } else {
@@ -185,14 +149,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cancel { id, json } => {
-            let task = client_for(None)?
-                .call(
-                    Method::POST,
-                    &format!("/api/v1/tasks/{id}/cancel"),
-                    None,
-                    &[],
-                )
-                .await?;
+            let task = client_for(None)?.call(Method::POST, &format!("/api/v1/tasks/{id}/cancel"), None, &[]).await?;
             show(&task, json)?;
             Ok(ExitCode::SUCCESS)
         }

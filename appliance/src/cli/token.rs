@@ -40,31 +40,19 @@ pub enum Command {
 pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     let client = ApiClient::from_env(Duration::from_secs(30))?;
     let (path, body, json_out) = match cmd {
-        Command::Create {
-            role,
-            name,
-            ttl,
-            json,
-        } => (
-            "/api/v1/tokens",
-            json!({"role": role, "name": name, "ttl": ttl}),
-            json,
-        ),
-        Command::Enroll { labels, ttl, json } => (
-            "/api/v1/workers/enrollment-tokens",
-            json!({"labels": labels, "ttl": ttl}),
-            json,
-        ),
+        Command::Create { role, name, ttl, json } => {
+            ("/api/v1/tokens", json!({"role": role, "name": name, "ttl": ttl}), json)
+        }
+        Command::Enroll { labels, ttl, json } => {
+            ("/api/v1/workers/enrollment-tokens", json!({"labels": labels, "ttl": ttl}), json)
+        }
     };
     let created = client.call(Method::POST, path, Some(&body), &[]).await?;
     if json_out {
         super::print_json(&created)?;
     } else {
         println!("{}", created["token"].as_str().unwrap_or_default());
-        eprintln!(
-            "(expires {}; shown once)",
-            created["expires_at"].as_str().unwrap_or("never")
-        );
+        eprintln!("(expires {}; shown once)", created["expires_at"].as_str().unwrap_or("never"));
     }
     Ok(ExitCode::SUCCESS)
 }

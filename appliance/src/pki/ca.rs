@@ -4,9 +4,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
+    PKCS_ED25519, SanType, SerialNumber,
 };
 use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -48,9 +48,7 @@ pub struct CertAndKey {
 
 impl std::fmt::Debug for CertAndKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertAndKey")
-            .field("key_pem", &"<redacted>")
-            .finish_non_exhaustive()
+        f.debug_struct("CertAndKey").field("key_pem", &"<redacted>").finish_non_exhaustive()
     }
 }
 
@@ -71,25 +69,20 @@ pub struct Ca {
 
 impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ca")
-            .field("fingerprint", &self.fingerprint())
-            .finish_non_exhaustive()
+        f.debug_struct("Ca").field("fingerprint", &self.fingerprint()).finish_non_exhaustive()
     }
 }
 
 fn random_serial() -> Result<SerialNumber, CertError> {
     let mut bytes = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| CertError::KeyGeneration("random source failed".into()))?;
+    SystemRandom::new().fill(&mut bytes).map_err(|_| CertError::KeyGeneration("random source failed".into()))?;
     bytes[0] &= 0x7f; // a positive INTEGER
     bytes[0] |= 0x01; // and no leading zero byte to trim
     Ok(SerialNumber::from_slice(&bytes))
 }
 
 fn new_key() -> Result<KeyPair, CertError> {
-    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| CertError::KeyGeneration(e.to_string()))
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CertError::KeyGeneration(e.to_string()))
 }
 
 fn validity(params: &mut CertificateParams, now: Timestamp, lifetime: Duration) {
@@ -104,9 +97,7 @@ fn pem_to_der(pem: &str, label: &str) -> Result<Vec<u8>, CertError> {
             return Ok(der.to_vec());
         }
     }
-    Err(CertError::BadCertificate(format!(
-        "no {label} certificate in the PEM"
-    )))
+    Err(CertError::BadCertificate(format!("no {label} certificate in the PEM")))
 }
 
 /// `sha256:<hex>` of a certificate's DER encoding.
@@ -126,26 +117,15 @@ impl Ca {
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
         name.push(DnType::OrganizationName, "Tether appliance");
-        name.push(
-            DnType::CommonName,
-            format!("Tether CA {}", &WorkerId::new().to_string()[..8]),
-        );
+        name.push(DnType::CommonName, format!("Tether CA {}", &WorkerId::new().to_string()[..8]));
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.serial_number = Some(random_serial()?);
         validity(&mut params, now, CA_LIFETIME);
-        let cert = params
-            .self_signed(&key)
-            .map_err(|e| CertError::Signing(e.to_string()))?;
-        let material = CertAndKey {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        };
+        let cert = params.self_signed(&key).map_err(|e| CertError::Signing(e.to_string()))?;
+        let material = CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() };
         let ca = Ca::load(&material.cert_pem, &material.key_pem)?;
         Ok((ca, material))
     }
@@ -153,14 +133,9 @@ impl Ca {
     /// Loads a CA from its PEM certificate and key.
     pub fn load(cert_pem: &str, key_pem: &str) -> Result<Ca, CertError> {
         let key = KeyPair::from_pem(key_pem).map_err(|e| CertError::BadCa(e.to_string()))?;
-        let issuer =
-            Issuer::from_ca_cert_pem(cert_pem, key).map_err(|e| CertError::BadCa(e.to_string()))?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(|e| CertError::BadCa(e.to_string()))?;
         let cert_der = pem_to_der(cert_pem, "CA")?;
-        Ok(Ca {
-            cert_pem: cert_pem.into(),
-            cert_der,
-            issuer,
-        })
+        Ok(Ca { cert_pem: cert_pem.into(), cert_der, issuer })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -173,11 +148,7 @@ impl Ca {
 
     /// The server certificate for both listeners. `names` may hold DNS names
     /// and IP addresses; localhost, 127.0.0.1 and ::1 are always included.
-    pub fn issue_server_cert(
-        &self,
-        names: &[String],
-        now: Timestamp,
-    ) -> Result<CertAndKey, CertError> {
+    pub fn issue_server_cert(&self, names: &[String], now: Timestamp) -> Result<CertAndKey, CertError> {
         let key = new_key()?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -190,9 +161,11 @@ impl Ca {
         for name in all {
             let san = match name.parse::<IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(name.clone().try_into().map_err(|_| {
-                    CertError::Signing(format!("{name:?} is not a valid DNS name"))
-                })?),
+                Err(_) => SanType::DnsName(
+                    name.clone()
+                        .try_into()
+                        .map_err(|_| CertError::Signing(format!("{name:?} is not a valid DNS name")))?,
+                ),
             };
             params.subject_alt_names.push(san);
         }
@@ -201,13 +174,8 @@ impl Ca {
         params.serial_number = Some(random_serial()?);
         params.use_authority_key_identifier_extension = true;
         validity(&mut params, now, SERVER_CERT_LIFETIME);
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(|e| CertError::Signing(e.to_string()))?;
-        Ok(CertAndKey {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        let cert = params.signed_by(&key, &self.issuer).map_err(|e| CertError::Signing(e.to_string()))?;
+        Ok(CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
     /// Signs a worker's CSR with the identity the broker chose.
@@ -218,11 +186,10 @@ impl Ca {
         now: Timestamp,
         lifetime: Duration,
     ) -> Result<IssuedCert, CertError> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| CertError::CsrInvalid(e.to_string()))?;
+        let csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| CertError::CsrInvalid(e.to_string()))?;
         let alg = csr.public_key.algorithm();
-        if alg != &PKCS_ECDSA_P256_SHA256 && alg != &PKCS_ECDSA_P384_SHA384 && alg != &PKCS_ED25519
-        {
+        if alg != &PKCS_ECDSA_P256_SHA256 && alg != &PKCS_ECDSA_P384_SHA384 && alg != &PKCS_ED25519 {
             return Err(CertError::CsrKeyType);
         }
         let mut params = CertificateParams::default();
@@ -230,10 +197,8 @@ impl Ca {
         dn.push(DnType::CommonName, format!("tether worker {worker}"));
         params.distinguished_name = dn;
         let uri = format!("{WORKER_URI_PREFIX}{worker}");
-        params.subject_alt_names = vec![SanType::URI(
-            uri.try_into()
-                .map_err(|_| CertError::Signing("worker URI".into()))?,
-        )];
+        params.subject_alt_names =
+            vec![SanType::URI(uri.try_into().map_err(|_| CertError::Signing("worker URI".into()))?)];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let serial = random_serial()?;
@@ -241,18 +206,9 @@ impl Ca {
         params.serial_number = Some(serial);
         params.use_authority_key_identifier_extension = true;
         validity(&mut params, now, lifetime);
-        let request = CertificateSigningRequestParams {
-            params,
-            public_key: csr.public_key,
-        };
-        let cert = request
-            .signed_by(&self.issuer)
-            .map_err(|e| CertError::Signing(e.to_string()))?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            serial: serial_hex,
-            not_after: now.plus(lifetime),
-        })
+        let request = CertificateSigningRequestParams { params, public_key: csr.public_key };
+        let cert = request.signed_by(&self.issuer).map_err(|e| CertError::Signing(e.to_string()))?;
+        Ok(IssuedCert { cert_pem: cert.pem(), serial: serial_hex, not_after: now.plus(lifetime) })
     }
 }
 
@@ -260,9 +216,7 @@ impl Ca {
 pub fn new_worker_key_and_csr() -> Result<(String, String), CertError> {
     let key = new_key()?;
     let params = CertificateParams::default();
-    let csr = params
-        .serialize_request(&key)
-        .map_err(|e| CertError::Signing(e.to_string()))?;
+    let csr = params.serialize_request(&key).map_err(|e| CertError::Signing(e.to_string()))?;
     let csr_pem = csr.pem().map_err(|e| CertError::Signing(e.to_string()))?;
     Ok((key.serialize_pem(), csr_pem))
 }
@@ -281,35 +235,21 @@ pub fn peer_cert(der: &[u8]) -> Option<PeerCert> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let sans = cert.subject_alternative_name().ok()??;
-    let worker = sans
-        .value
-        .general_names
-        .iter()
-        .find_map(|name| match name {
-            GeneralName::URI(uri) => uri.strip_prefix(WORKER_URI_PREFIX)?.parse().ok(),
-            _ => None,
-        })?;
-    let not_after = u64::try_from(cert.validity().not_after.timestamp())
-        .ok()?
-        .saturating_mul(1000);
-    Some(PeerCert {
-        worker,
-        serial: hex::encode(cert.raw_serial()),
-        not_after: Timestamp::from_millis(not_after),
-    })
+    let worker = sans.value.general_names.iter().find_map(|name| match name {
+        GeneralName::URI(uri) => uri.strip_prefix(WORKER_URI_PREFIX)?.parse().ok(),
+        _ => None,
+    })?;
+    let not_after = u64::try_from(cert.validity().not_after.timestamp()).ok()?.saturating_mul(1000);
+    Some(PeerCert { worker, serial: hex::encode(cert.raw_serial()), not_after: Timestamp::from_millis(not_after) })
 }
 
 /// The validity window of the first certificate in a PEM.
 pub fn cert_validity(pem: &str) -> Result<(Timestamp, Timestamp), CertError> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let der = pem_to_der(pem, "a")?;
-    let (_, cert) =
-        X509Certificate::from_der(&der).map_err(|e| CertError::BadCertificate(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(&der).map_err(|e| CertError::BadCertificate(e.to_string()))?;
     let secs = |t: i64| Timestamp::from_millis(u64::try_from(t).unwrap_or(0).saturating_mul(1000));
-    Ok((
-        secs(cert.validity().not_before.timestamp()),
-        secs(cert.validity().not_after.timestamp()),
-    ))
+    Ok((secs(cert.validity().not_before.timestamp()), secs(cert.validity().not_after.timestamp())))
 }
 
 #[cfg(test)]
@@ -324,9 +264,7 @@ mod tests {
         assert!(material.cert_pem.contains("BEGIN CERTIFICATE"));
         let (_key, csr) = new_worker_key_and_csr().unwrap();
         let worker = WorkerId::new();
-        let issued = ca
-            .sign_worker_csr(&csr, worker, NOW, Duration::from_secs(3600))
-            .unwrap();
+        let issued = ca.sign_worker_csr(&csr, worker, NOW, Duration::from_secs(3600)).unwrap();
         let der = pem_to_der(&issued.cert_pem, "worker").unwrap();
         let peer = peer_cert(&der).unwrap();
         assert_eq!(peer.worker, worker);
@@ -340,21 +278,14 @@ mod tests {
         let (_key, csr) = new_worker_key_and_csr().unwrap();
         // Change one base64 character inside the signed body: the signature no longer matches.
         let mut lines: Vec<String> = csr.lines().map(String::from).collect();
-        let c = if lines[2].as_bytes()[10] == b'A' {
-            "B"
-        } else {
-            "A"
-        };
+        let c = if lines[2].as_bytes()[10] == b'A' { "B" } else { "A" };
         lines[2].replace_range(10..11, c);
         let garbled = lines.join("\n");
         assert!(matches!(
             ca.sign_worker_csr(&garbled, WorkerId::new(), NOW, Duration::from_secs(60)),
             Err(CertError::CsrInvalid(_))
         ));
-        assert!(
-            ca.sign_worker_csr("not pem", WorkerId::new(), NOW, Duration::from_secs(60))
-                .is_err()
-        );
+        assert!(ca.sign_worker_csr("not pem", WorkerId::new(), NOW, Duration::from_secs(60)).is_err());
     }
 
     #[test]
@@ -362,13 +293,8 @@ mod tests {
         let (ca, material) = Ca::create(NOW).unwrap();
         let again = Ca::load(&material.cert_pem, &material.key_pem).unwrap();
         assert_eq!(ca.fingerprint(), again.fingerprint());
-        assert_eq!(
-            fingerprint_pem(&material.cert_pem).unwrap(),
-            ca.fingerprint()
-        );
-        let server = ca
-            .issue_server_cert(&["tether.local".into(), "10.0.0.5".into()], NOW)
-            .unwrap();
+        assert_eq!(fingerprint_pem(&material.cert_pem).unwrap(), ca.fingerprint());
+        let server = ca.issue_server_cert(&["tether.local".into(), "10.0.0.5".into()], NOW).unwrap();
         let (from, to) = cert_validity(&server.cert_pem).unwrap();
         assert!(from < NOW && to > NOW);
     }

@@ -63,8 +63,7 @@ fn valid_labels(labels: &[String]) -> Result<Vec<String>, EnrollError> {
     let ok = |l: &String| {
         !l.is_empty()
             && l.len() <= 64
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
     };
     if labels.len() > 32 {
         return Err(EnrollError::Invalid("at most 32 labels".into()));
@@ -89,8 +88,7 @@ pub fn create_enrollment_token(
     ttl: Duration,
 ) -> Result<(EnrollmentToken, String), EnrollError> {
     let labels = labels.map(|l| valid_labels(&l)).transpose()?;
-    let secret =
-        secret::random_token(TOKEN_PREFIX).map_err(|e| store::Error::Storage(e.to_string()))?;
+    let secret = secret::random_token(TOKEN_PREFIX).map_err(|e| store::Error::Storage(e.to_string()))?;
     let key = secret::sha256(secret.as_bytes());
     let record = EnrollmentToken {
         id: hex::encode(&key[..8]),
@@ -101,12 +99,8 @@ pub fn create_enrollment_token(
         used_by: None,
     };
     tx.put(ENROLL_TOKENS, &key, &record)?;
-    let mut event = Event::new(
-        "enrollment_token.created",
-        "create",
-        Resource::new("enrollment_token", &record.id),
-    )
-    .detail("expires_at", record.expires_at);
+    let mut event = Event::new("enrollment_token.created", "create", Resource::new("enrollment_token", &record.id))
+        .detail("expires_at", record.expires_at);
     if let Some(l) = &record.labels {
         event = event.detail("labels", l.join(","));
     }
@@ -127,11 +121,7 @@ pub fn enroll(
     worker: WorkerId,
 ) -> Result<WorkerRecord, EnrollError> {
     let key = secret::sha256(token.as_bytes());
-    let found = if secret::is_token_shaped(token, TOKEN_PREFIX) {
-        tx.get(ENROLL_TOKENS, &key)?
-    } else {
-        None
-    };
+    let found = if secret::is_token_shaped(token, TOKEN_PREFIX) { tx.get(ENROLL_TOKENS, &key)? } else { None };
     let usable = found.filter(|t| t.used_by.is_none() && t.expires_at > now);
     let Some(mut record) = usable else {
         return Err(EnrollError::TokenInvalid);
@@ -168,13 +158,9 @@ pub fn audit_refused_enrollment(
     origin: &Origin,
     reason: &str,
 ) -> Result<(), store::Error> {
-    let event = Event::new(
-        "worker.enroll_refused",
-        "enroll",
-        Resource::new("worker", "-"),
-    )
-    .outcome(Outcome::Denied)
-    .detail("reason", reason);
+    let event = Event::new("worker.enroll_refused", "enroll", Resource::new("worker", "-"))
+        .outcome(Outcome::Denied)
+        .detail("reason", reason);
     audit::append(tx, now, origin, event).map(|_| ())
 }
 
@@ -186,9 +172,7 @@ pub fn renew(
     worker: WorkerId,
     cert: &IssuedCert,
 ) -> Result<WorkerRecord, EnrollError> {
-    let mut record = tx
-        .get(WORKERS, &worker.to_key())?
-        .ok_or(EnrollError::UnknownWorker)?;
+    let mut record = tx.get(WORKERS, &worker.to_key())?.ok_or(EnrollError::UnknownWorker)?;
     if record.revoked {
         return Err(EnrollError::Revoked);
     }
@@ -226,8 +210,7 @@ mod tests {
 
     fn issued(ca: &Ca, id: WorkerId) -> IssuedCert {
         let (_key, csr) = new_worker_key_and_csr().unwrap();
-        ca.sign_worker_csr(&csr, id, NOW, Duration::from_secs(3600))
-            .unwrap()
+        ca.sign_worker_csr(&csr, id, NOW, Duration::from_secs(3600)).unwrap()
     }
 
     #[test]
@@ -237,30 +220,17 @@ mod tests {
         let (ca, _) = Ca::create(NOW).unwrap();
         let (_, token) = store
             .write_blocking(|tx| {
-                create_enrollment_token(
-                    tx,
-                    NOW,
-                    &Origin::system(),
-                    Some(vec!["gpu".into()]),
-                    Duration::from_secs(900),
-                )
+                create_enrollment_token(tx, NOW, &Origin::system(), Some(vec!["gpu".into()]), Duration::from_secs(900))
             })
             .unwrap();
         let (first, second) = (WorkerId::new(), WorkerId::new());
         let (c1, c2) = (issued(&ca, first), issued(&ca, second));
         let t = token.clone();
         let w = store
-            .write_blocking(move |tx| {
-                enroll(tx, NOW, &Origin::system(), &t, &["root".into()], &c1, first)
-            })
+            .write_blocking(move |tx| enroll(tx, NOW, &Origin::system(), &t, &["root".into()], &c1, first))
             .unwrap();
-        assert_eq!(
-            w.labels,
-            ["gpu"],
-            "the token's labels win over the worker's request"
-        );
-        let again = store
-            .write_blocking(move |tx| enroll(tx, NOW, &Origin::system(), &token, &[], &c2, second));
+        assert_eq!(w.labels, ["gpu"], "the token's labels win over the worker's request");
+        let again = store.write_blocking(move |tx| enroll(tx, NOW, &Origin::system(), &token, &[], &c2, second));
         assert!(matches!(again, Err(EnrollError::TokenInvalid)));
         assert!(store.read(|tx| get_worker(tx, second)).unwrap().is_none());
     }
@@ -271,21 +241,13 @@ mod tests {
         let store = Store::create(dir.path()).unwrap();
         let (ca, _) = Ca::create(NOW).unwrap();
         let (_, token) = store
-            .write_blocking(|tx| {
-                create_enrollment_token(tx, NOW, &Origin::system(), None, Duration::from_secs(60))
-            })
+            .write_blocking(|tx| create_enrollment_token(tx, NOW, &Origin::system(), None, Duration::from_secs(60)))
             .unwrap();
         let later = NOW.plus(Duration::from_secs(60));
-        for attempt in [
-            token,
-            format!("{TOKEN_PREFIX}{}", "0".repeat(64)),
-            "junk".into(),
-        ] {
+        for attempt in [token, format!("{TOKEN_PREFIX}{}", "0".repeat(64)), "junk".into()] {
             let id = WorkerId::new();
             let cert = issued(&ca, id);
-            let r = store.write_blocking(move |tx| {
-                enroll(tx, later, &Origin::system(), &attempt, &[], &cert, id)
-            });
+            let r = store.write_blocking(move |tx| enroll(tx, later, &Origin::system(), &attempt, &[], &cert, id));
             assert!(matches!(r, Err(EnrollError::TokenInvalid)));
         }
     }

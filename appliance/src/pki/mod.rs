@@ -14,10 +14,10 @@ mod ca;
 mod enroll;
 
 pub use ca::{
-    CA_LIFETIME, Ca, CertAndKey, CertError, IssuedCert, PeerCert, SERVER_CERT_LIFETIME,
-    cert_validity, fingerprint_der, fingerprint_pem, new_worker_key_and_csr, peer_cert,
+    CA_LIFETIME, Ca, CertAndKey, CertError, IssuedCert, PeerCert, SERVER_CERT_LIFETIME, cert_validity, fingerprint_der,
+    fingerprint_pem, new_worker_key_and_csr, peer_cert,
 };
 pub use enroll::{
-    EnrollError, EnrollmentToken, WorkerRecord, audit_refused_enrollment, create_enrollment_token,
-    enroll, get_worker, list_workers, renew,
+    EnrollError, EnrollmentToken, WorkerRecord, audit_refused_enrollment, create_enrollment_token, enroll, get_worker,
+    list_workers, renew,
 };

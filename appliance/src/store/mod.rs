@@ -52,10 +52,7 @@ pub enum Error {
     #[error("storage failure: {0}")]
     Storage(String),
     #[error("a stored record could not be decoded ({collection}): {detail}")]
-    Corrupt {
-        collection: &'static str,
-        detail: String,
-    },
+    Corrupt { collection: &'static str, detail: String },
     #[error("the write batch was aborted because another operation in it failed")]
     BatchAborted,
     #[error("the store writer has stopped")]
@@ -83,10 +80,7 @@ impl<V> Copy for Collection<V> {}
 impl<V> Collection<V> {
     /// Declares a collection; the name is the table name on disk.
     pub const fn new(name: &'static str) -> Self {
-        Collection {
-            name,
-            _value: PhantomData,
-        }
+        Collection { name, _value: PhantomData }
     }
 
     fn table(&self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -96,10 +90,7 @@ impl<V> Collection<V> {
 
 impl<V: DeserializeOwned> Collection<V> {
     fn decode(&self, bytes: &[u8]) -> Result<V, Error> {
-        postcard::from_bytes(bytes).map_err(|e| Error::Corrupt {
-            collection: self.name,
-            detail: e.to_string(),
-        })
+        postcard::from_bytes(bytes).map_err(|e| Error::Corrupt { collection: self.name, detail: e.to_string() })
     }
 }
 
@@ -130,8 +121,7 @@ impl Store {
         let txn = db.begin_write().map_err(storage)?;
         {
             let mut meta = txn.open_table(META.table()).map_err(storage)?;
-            meta.insert(SCHEMA_KEY, encode(&u64::from(SCHEMA_VERSION))?.as_slice())
-                .map_err(storage)?;
+            meta.insert(SCHEMA_KEY, encode(&u64::from(SCHEMA_VERSION))?.as_slice()).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         Ok(Store::start(db))
@@ -145,14 +135,9 @@ impl Store {
         }
         let db = open_db(&path)?;
         let store = Store::start(db);
-        let found = store
-            .read(|tx| tx.get(META, SCHEMA_KEY))?
-            .ok_or(Error::NotInitialised)?;
+        let found = store.read(|tx| tx.get(META, SCHEMA_KEY))?.ok_or(Error::NotInitialised)?;
         if found > u64::from(SCHEMA_VERSION) {
-            return Err(Error::SchemaTooNew {
-                found,
-                known: SCHEMA_VERSION,
-            });
+            return Err(Error::SchemaTooNew { found, known: SCHEMA_VERSION });
         }
         // Migration hook: each step takes the store from version n to n + 1
         // inside one write transaction. Version 1 is the first, so there is
@@ -175,10 +160,7 @@ impl Store {
     /// Queues `op` for the group-commit writer and waits until its batch is
     /// durably committed (or aborted). See the module docs for the rule `op`
     /// must keep.
-    pub async fn write<R, E>(
-        &self,
-        op: impl FnOnce(&mut WriteTx<'_>) -> Result<R, E> + Send + 'static,
-    ) -> Result<R, E>
+    pub async fn write<R, E>(&self, op: impl FnOnce(&mut WriteTx<'_>) -> Result<R, E> + Send + 'static) -> Result<R, E>
     where
         R: Send + 'static,
         E: From<Error> + Send + 'static,
@@ -219,11 +201,7 @@ impl std::fmt::Debug for ReadTx {
 
 impl ReadTx {
     /// The record under `key`, if any.
-    pub fn get<V: DeserializeOwned>(
-        &self,
-        c: Collection<V>,
-        key: &[u8],
-    ) -> Result<Option<V>, Error> {
+    pub fn get<V: DeserializeOwned>(&self, c: Collection<V>, key: &[u8]) -> Result<Option<V>, Error> {
         match open_read(&self.txn, c)? {
             Some(table) => get_in(&table, c, key),
             None => Ok(None),
@@ -246,10 +224,7 @@ impl ReadTx {
     }
 
     /// The last key and record in the collection.
-    pub fn last<V: DeserializeOwned>(
-        &self,
-        c: Collection<V>,
-    ) -> Result<Option<(Vec<u8>, V)>, Error> {
+    pub fn last<V: DeserializeOwned>(&self, c: Collection<V>) -> Result<Option<(Vec<u8>, V)>, Error> {
         match open_read(&self.txn, c)? {
             Some(table) => last_in(&table, c),
             None => Ok(None),
@@ -294,10 +269,7 @@ fn scan_in<V: DeserializeOwned>(
     };
     let range = table.range::<&[u8]>(bounds).map_err(storage)?;
     let mut step = |entry: Result<
-        (
-            redb::AccessGuard<'_, &'static [u8]>,
-            redb::AccessGuard<'_, &'static [u8]>,
-        ),
+        (redb::AccessGuard<'_, &'static [u8]>, redb::AccessGuard<'_, &'static [u8]>),
         redb::StorageError,
     >| {
         let (k, v) = entry.map_err(storage)?;

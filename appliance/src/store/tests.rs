@@ -19,16 +19,10 @@ fn fresh() -> (tempfile::TempDir, Store) {
 #[tokio::test]
 async fn a_committed_write_is_visible_after_reopen() {
     let (dir, store) = fresh();
-    store
-        .write(|tx| tx.put(ITEMS, b"a", &"alpha".to_string()))
-        .await
-        .unwrap();
+    store.write(|tx| tx.put(ITEMS, b"a", &"alpha".to_string())).await.unwrap();
     drop(store);
     let store = Store::open(dir.path()).unwrap();
-    assert_eq!(
-        store.read(|tx| tx.get(ITEMS, b"a")).unwrap().as_deref(),
-        Some("alpha")
-    );
+    assert_eq!(store.read(|tx| tx.get(ITEMS, b"a")).unwrap().as_deref(), Some("alpha"));
 }
 
 #[tokio::test]
@@ -38,9 +32,7 @@ async fn concurrent_writers_share_batches_and_all_land() {
     for i in 0..200u32 {
         let store = store.clone();
         joins.push(tokio::spawn(async move {
-            store
-                .write(move |tx| tx.put(ITEMS, &i.to_be_bytes(), &i.to_string()))
-                .await
+            store.write(move |tx| tx.put(ITEMS, &i.to_be_bytes(), &i.to_string())).await
         }));
     }
     for j in joins {
@@ -62,10 +54,7 @@ async fn concurrent_writers_share_batches_and_all_land() {
 async fn an_operation_that_fails_before_writing_does_not_disturb_its_batch() {
     let (_dir, store) = fresh();
     let refused = store.write(|_tx| Err::<(), _>(TestError::Refused));
-    let kept = store.write(|tx| {
-        tx.put(ITEMS, b"k", &"kept".to_string())
-            .map_err(TestError::from)
-    });
+    let kept = store.write(|tx| tx.put(ITEMS, b"k", &"kept".to_string()).map_err(TestError::from));
     let (refused, kept) = tokio::join!(refused, kept);
     assert!(matches!(refused, Err(TestError::Refused)));
     kept.unwrap();
@@ -89,9 +78,7 @@ async fn an_operation_that_fails_after_writing_aborts_everything_it_touched() {
 fn scans_walk_in_both_orders_from_a_start_key() {
     let (_dir, store) = fresh();
     for k in [b"a", b"b", b"c", b"d"] {
-        store
-            .write_blocking(move |tx| tx.put(ITEMS, k, &String::from_utf8_lossy(k).into_owned()))
-            .unwrap();
+        store.write_blocking(move |tx| tx.put(ITEMS, k, &String::from_utf8_lossy(k).into_owned())).unwrap();
     }
     let collect = |start: Option<&[u8]>, order| {
         let mut out = Vec::new();
@@ -119,12 +106,7 @@ fn a_second_process_cannot_open_the_same_store() {
 #[test]
 fn a_store_from_a_newer_build_is_refused() {
     let (dir, store) = fresh();
-    store
-        .write_blocking(|tx| tx.put(META, SCHEMA_KEY, &(u64::from(SCHEMA_VERSION) + 1)))
-        .unwrap();
+    store.write_blocking(|tx| tx.put(META, SCHEMA_KEY, &(u64::from(SCHEMA_VERSION) + 1))).unwrap();
     drop(store);
-    assert!(matches!(
-        Store::open(dir.path()),
-        Err(Error::SchemaTooNew { .. })
-    ));
+    assert!(matches!(Store::open(dir.path()), Err(Error::SchemaTooNew { .. })));
 }

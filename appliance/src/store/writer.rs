@@ -40,9 +40,7 @@ impl Handle {
     pub(super) fn spawn(db: Arc<redb::Database>) -> Handle {
         let (jobs, queue) = mpsc::channel::<Job>();
         // The thread ends when every Store handle (and so every Sender) is gone.
-        let spawned = std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || run(&db, &queue));
+        let spawned = std::thread::Builder::new().name("store-writer".into()).spawn(move || run(&db, &queue));
         let thread = match spawned {
             Ok(thread) => Some(thread),
             Err(e) => {
@@ -51,10 +49,7 @@ impl Handle {
                 None
             }
         };
-        Handle {
-            jobs: Some(jobs),
-            thread,
-        }
+        Handle { jobs: Some(jobs), thread }
     }
 
     fn enqueue<R, E>(
@@ -82,11 +77,7 @@ impl Handle {
                 let _ = reply.send(outcome);
             })
         });
-        self.jobs
-            .as_ref()
-            .ok_or(Error::WriterGone)?
-            .send(job)
-            .map_err(|_| Error::WriterGone)?;
+        self.jobs.as_ref().ok_or(Error::WriterGone)?.send(job).map_err(|_| Error::WriterGone)?;
         Ok(answer)
     }
 
@@ -111,9 +102,7 @@ impl Handle {
         E: From<Error> + Send + 'static,
     {
         let answer = self.enqueue(op)?;
-        answer
-            .blocking_recv()
-            .map_err(|_| E::from(Error::WriterGone))?
+        answer.blocking_recv().map_err(|_| E::from(Error::WriterGone))?
     }
 }
 
@@ -139,11 +128,7 @@ fn commit_batch(db: &redb::Database, batch: Vec<Job>) {
             return;
         }
     };
-    let mut tx = WriteTx {
-        txn: &txn,
-        writes: 0,
-        poisoned: false,
-    };
+    let mut tx = WriteTx { txn: &txn, writes: 0, poisoned: false };
     let finishers: Vec<Finish> = batch.into_iter().map(|job| job(&mut tx)).collect();
     let poisoned = tx.poisoned;
     let commit = if poisoned {
@@ -152,8 +137,7 @@ fn commit_batch(db: &redb::Database, batch: Vec<Job>) {
         let _ = txn.abort();
         Err(())
     } else {
-        txn.commit()
-            .map_err(|e| tracing::error!(error = %e, "write transaction commit failed"))
+        txn.commit().map_err(|e| tracing::error!(error = %e, "write transaction commit failed"))
     };
     for finish in finishers {
         finish(match commit {
@@ -173,26 +157,17 @@ pub struct WriteTx<'t> {
 
 impl std::fmt::Debug for WriteTx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteTx")
-            .field("writes", &self.writes)
-            .finish()
+        f.debug_struct("WriteTx").field("writes", &self.writes).finish()
     }
 }
 
 impl WriteTx<'_> {
-    fn open<V>(
-        &self,
-        c: Collection<V>,
-    ) -> Result<redb::Table<'_, &'static [u8], &'static [u8]>, Error> {
+    fn open<V>(&self, c: Collection<V>) -> Result<redb::Table<'_, &'static [u8], &'static [u8]>, Error> {
         self.txn.open_table(c.table()).map_err(storage)
     }
 
     /// The record under `key`, if any.
-    pub fn get<V: DeserializeOwned>(
-        &self,
-        c: Collection<V>,
-        key: &[u8],
-    ) -> Result<Option<V>, Error> {
+    pub fn get<V: DeserializeOwned>(&self, c: Collection<V>, key: &[u8]) -> Result<Option<V>, Error> {
         get_in(&self.open(c)?, c, key)
     }
 
@@ -208,25 +183,15 @@ impl WriteTx<'_> {
     }
 
     /// The last key and record in the collection.
-    pub fn last<V: DeserializeOwned>(
-        &self,
-        c: Collection<V>,
-    ) -> Result<Option<(Vec<u8>, V)>, Error> {
+    pub fn last<V: DeserializeOwned>(&self, c: Collection<V>) -> Result<Option<(Vec<u8>, V)>, Error> {
         last_in(&self.open(c)?, c)
     }
 
     /// Inserts or replaces the record under `key`.
-    pub fn put<V: Serialize>(
-        &mut self,
-        c: Collection<V>,
-        key: &[u8],
-        value: &V,
-    ) -> Result<(), Error> {
+    pub fn put<V: Serialize>(&mut self, c: Collection<V>, key: &[u8], value: &V) -> Result<(), Error> {
         let bytes = encode(value)?;
         self.writes += 1;
-        self.open(c)?
-            .insert(key, bytes.as_slice())
-            .map_err(storage)?;
+        self.open(c)?.insert(key, bytes.as_slice()).map_err(storage)?;
         Ok(())
     }
 

@@ -19,11 +19,7 @@ pub enum CallError {
     LeaseLost,
     /// Any other refusal: retrying the same call will not help.
     #[error("{detail} (HTTP {status}, code {code})")]
-    Refused {
-        status: u16,
-        code: String,
-        detail: String,
-    },
+    Refused { status: u16, code: String, detail: String },
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,17 +70,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(45);
 
 impl BrokerClient {
     /// An mTLS client presenting the worker's certificate.
-    pub fn mtls(
-        base: &str,
-        ca_pem: &str,
-        cert_pem: &str,
-        key_pem: &str,
-    ) -> Result<BrokerClient, tls::TlsError> {
+    pub fn mtls(base: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<BrokerClient, tls::TlsError> {
         let config = tls::client(ca_pem, Some((cert_pem, key_pem)), tls::CLIENT_HTTP_ALPN)?;
-        Ok(BrokerClient {
-            http: tls::https_client(config, CALL_TIMEOUT)?,
-            base: base.trim_end_matches('/').into(),
-        })
+        Ok(BrokerClient { http: tls::https_client(config, CALL_TIMEOUT)?, base: base.trim_end_matches('/').into() })
     }
 
     /// Enrolls: a connection without a certificate, offering the enrollment ALPN.
@@ -95,46 +83,27 @@ impl BrokerClient {
         csr_pem: &str,
         labels: &[String],
     ) -> Result<Enrolled, CallError> {
-        let config = tls::client(ca_pem, None, tls::CLIENT_ENROLL_ALPN)
-            .map_err(|e| refused(0, "tls", &e.to_string()))?;
-        let http = tls::https_client(config, CALL_TIMEOUT)
-            .map_err(|e| refused(0, "tls", &e.to_string()))?;
-        let client = BrokerClient {
-            http,
-            base: base.trim_end_matches('/').into(),
-        };
-        client
-            .post(
-                "/worker/v1/enroll",
-                json!({"token": token, "csr_pem": csr_pem, "labels": labels}),
-            )
-            .await
+        let config =
+            tls::client(ca_pem, None, tls::CLIENT_ENROLL_ALPN).map_err(|e| refused(0, "tls", &e.to_string()))?;
+        let http = tls::https_client(config, CALL_TIMEOUT).map_err(|e| refused(0, "tls", &e.to_string()))?;
+        let client = BrokerClient { http, base: base.trim_end_matches('/').into() };
+        client.post("/worker/v1/enroll", json!({"token": token, "csr_pem": csr_pem, "labels": labels})).await
     }
 
     pub async fn poll(&self, max_tasks: usize, wait: Duration) -> Result<PollReply, CallError> {
-        self.post(
-            "/worker/v1/poll",
-            json!({"max_tasks": max_tasks, "wait_s": wait.as_secs()}),
-        )
-        .await
+        self.post("/worker/v1/poll", json!({"max_tasks": max_tasks, "wait_s": wait.as_secs()})).await
     }
 
     pub async fn heartbeat(&self, task: &str, lease: &str) -> Result<HeartbeatReply, CallError> {
-        self.post(
-            &format!("/worker/v1/tasks/{task}/heartbeat"),
-            json!({"lease_id": lease}),
-        )
-        .await
+        self.post(&format!("/worker/v1/tasks/{task}/heartbeat"), json!({"lease_id": lease})).await
     }
 
     pub async fn complete(&self, task: &str, body: Value) -> Result<Value, CallError> {
-        self.post(&format!("/worker/v1/tasks/{task}/complete"), body)
-            .await
+        self.post(&format!("/worker/v1/tasks/{task}/complete"), body).await
     }
 
     pub async fn renew(&self, csr_pem: &str) -> Result<Renewed, CallError> {
-        self.post("/worker/v1/renew", json!({"csr_pem": csr_pem}))
-            .await
+        self.post("/worker/v1/renew", json!({"csr_pem": csr_pem})).await
     }
 
     async fn post<T: DeserializeOwned>(&self, path: &str, body: Value) -> Result<T, CallError> {
@@ -146,33 +115,23 @@ impl BrokerClient {
             .await
             .map_err(|e| CallError::Unreachable(error_chain(&e)))?;
         let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| CallError::Unreachable(error_chain(&e)))?;
+        let text = resp.text().await.map_err(|e| CallError::Unreachable(error_chain(&e)))?;
         if status.is_success() {
-            return serde_json::from_str(&text)
-                .map_err(|e| CallError::Unreachable(format!("unexpected reply: {e}")));
+            return serde_json::from_str(&text).map_err(|e| CallError::Unreachable(format!("unexpected reply: {e}")));
         }
         let problem: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let code = problem["code"].as_str().unwrap_or("unknown");
         let detail = problem["detail"].as_str().unwrap_or("");
         match status.as_u16() {
             409 => Err(CallError::LeaseLost),
-            s if s >= 500 || s == 408 || s == 429 => {
-                Err(CallError::Unreachable(format!("HTTP {s} ({code})")))
-            }
+            s if s >= 500 || s == 408 || s == 429 => Err(CallError::Unreachable(format!("HTTP {s} ({code})"))),
             s => Err(refused(s, code, detail)),
         }
     }
 }
 
 fn refused(status: u16, code: &str, detail: &str) -> CallError {
-    CallError::Refused {
-        status,
-        code: code.into(),
-        detail: detail.into(),
-    }
+    CallError::Refused { status, code: code.into(), detail: detail.into() }
 }
 
 /// reqwest's top-level error says little; the cause chain says what happened.

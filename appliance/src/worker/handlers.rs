@@ -19,27 +19,15 @@ pub struct Failure {
 }
 
 fn fail(code: &'static str, message: impl Into<String>) -> Failure {
-    Failure {
-        code,
-        message: message.into(),
-        retryable: false,
-    }
+    Failure { code, message: message.into(), retryable: false }
 }
 
 /// Runs `kind` on `input` if this worker's configuration allows it.
-pub async fn run(
-    config: &WorkerConfig,
-    kind: &str,
-    input: Value,
-    task_timeout: Duration,
-) -> Result<Value, Failure> {
+pub async fn run(config: &WorkerConfig, kind: &str, input: Value, task_timeout: Duration) -> Result<Value, Failure> {
     match kind {
         "echo" if config.echo => Ok(input),
         "command" => run_command(config, input, task_timeout).await,
-        other => Err(fail(
-            "handler_not_enabled",
-            format!("this worker does not run {other:?} tasks"),
-        )),
+        other => Err(fail("handler_not_enabled", format!("this worker does not run {other:?} tasks"))),
     }
 }
 
@@ -89,10 +77,7 @@ fn toml_to_json(v: &toml::Value) -> Value {
 }
 
 /// The argv for one run: every placeholder replaced, each element one argument.
-pub fn build_argv(
-    spec: &CommandSpec,
-    params: &BTreeMap<String, Value>,
-) -> Result<Vec<String>, Failure> {
+pub fn build_argv(spec: &CommandSpec, params: &BTreeMap<String, Value>) -> Result<Vec<String>, Failure> {
     if let Some(unknown) = params.keys().find(|k| !spec.params.contains_key(*k)) {
         return Err(fail("bad_params", format!("unknown parameter {unknown:?}")));
     }
@@ -102,10 +87,7 @@ pub fn build_argv(
             (Some(v), _) => v.clone(),
             (None, Some(d)) => toml_to_json(d),
             (None, None) => {
-                return Err(fail(
-                    "bad_params",
-                    format!("parameter {name:?} is required"),
-                ));
+                return Err(fail("bad_params", format!("parameter {name:?} is required")));
             }
         };
         values.insert(name.as_str(), check_param(name, p, &value)?);
@@ -115,20 +97,14 @@ pub fn build_argv(
         .iter()
         .map(|arg| {
             placeholders(arg).into_iter().fold(arg.clone(), |acc, p| {
-                acc.replace(
-                    &format!("{{{p}}}"),
-                    values.get(p).map(String::as_str).unwrap_or_default(),
-                )
+                acc.replace(&format!("{{{p}}}"), values.get(p).map(String::as_str).unwrap_or_default())
             })
         })
         .collect())
 }
 
 /// Reads at most `cap` bytes; says whether there was more.
-async fn read_capped(
-    mut r: impl AsyncRead + Unpin,
-    cap: usize,
-) -> std::io::Result<(Vec<u8>, bool)> {
+async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> std::io::Result<(Vec<u8>, bool)> {
     let mut buf = Vec::new();
     let mut limited = (&mut r).take(cap as u64 + 1);
     limited.read_to_end(&mut buf).await?;
@@ -137,23 +113,15 @@ async fn read_capped(
     Ok((buf, over))
 }
 
-async fn run_command(
-    config: &WorkerConfig,
-    input: Value,
-    task_timeout: Duration,
-) -> Result<Value, Failure> {
-    let input: CommandInput = serde_json::from_value(input)
-        .map_err(|e| fail("bad_input", format!("command input: {e}")))?;
-    let spec = config.commands.get(&input.command).ok_or_else(|| {
-        fail(
-            "command_not_allowed",
-            format!("this worker has no command {:?}", input.command),
-        )
-    })?;
+async fn run_command(config: &WorkerConfig, input: Value, task_timeout: Duration) -> Result<Value, Failure> {
+    let input: CommandInput =
+        serde_json::from_value(input).map_err(|e| fail("bad_input", format!("command input: {e}")))?;
+    let spec = config
+        .commands
+        .get(&input.command)
+        .ok_or_else(|| fail("command_not_allowed", format!("this worker has no command {:?}", input.command)))?;
     let argv = build_argv(spec, &input.params)?;
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| fail("bad_config", "empty argv"))?;
+    let (program, args) = argv.split_first().ok_or_else(|| fail("bad_config", "empty argv"))?;
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .env_clear()
@@ -186,14 +154,7 @@ async fn run_command(
     let limit = spec.timeout.min(task_timeout);
     let Ok((out, err, status)) = tokio::time::timeout(limit, run).await else {
         // Dropping the future drops the child, which kill_on_drop kills.
-        return Err(fail(
-            "timeout",
-            format!(
-                "{} did not finish within {}s",
-                input.command,
-                limit.as_secs()
-            ),
-        ));
+        return Err(fail("timeout", format!("{} did not finish within {}s", input.command, limit.as_secs())));
     };
     let io = |e: std::io::Error| fail("io", e.to_string());
     let ((stdout, out_over), (stderr, err_over)) = (out.map_err(io)?, err.map_err(io)?);
@@ -206,23 +167,10 @@ async fn run_command(
     match status.code() {
         Some(0) => Ok(json!({"exit_code": 0, "stdout": stdout, "stderr": stderr})),
         Some(code) => {
-            let tail: String = stderr
-                .chars()
-                .rev()
-                .take(512)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            Err(fail(
-                "exit_status",
-                format!("{} exited with status {code}: {tail}", input.command),
-            ))
+            let tail: String = stderr.chars().rev().take(512).collect::<Vec<_>>().into_iter().rev().collect();
+            Err(fail("exit_status", format!("{} exited with status {code}: {tail}", input.command)))
         }
-        None => Err(fail(
-            "killed",
-            format!("{} was killed by a signal", input.command),
-        )),
+        None => Err(fail("killed", format!("{} was killed by a signal", input.command))),
     }
 }
 
@@ -252,33 +200,19 @@ mod tests {
             argv = ["/bin/sleep", "5"]
             timeout = "200ms"
         "#;
-        toml::from_str::<RawWorkerConfig>(text)
-            .unwrap()
-            .validate()
-            .unwrap()
+        toml::from_str::<RawWorkerConfig>(text).unwrap().validate().unwrap()
     }
 
     async fn say(params: Value) -> Result<Value, Failure> {
-        run(
-            &config(),
-            "command",
-            json!({"command": "say", "params": params}),
-            Duration::from_secs(10),
-        )
-        .await
+        run(&config(), "command", json!({"command": "say", "params": params}), Duration::from_secs(10)).await
     }
 
     #[tokio::test]
     async fn a_parameter_is_one_argument_however_it_is_written() {
-        let out = say(json!({"word": "a b; rm -rf / $(x)", "count": 2}))
-            .await
-            .unwrap();
+        let out = say(json!({"word": "a b; rm -rf / $(x)", "count": 2})).await.unwrap();
         assert_eq!(out["stdout"], "-- a b; rm -rf / $(x) n=2\n");
         let out = say(json!({"word": "hi"})).await.unwrap();
-        assert_eq!(
-            out["stdout"], "-- hi n=3\n",
-            "the default fills a missing parameter"
-        );
+        assert_eq!(out["stdout"], "-- hi n=3\n", "the default fills a missing parameter");
     }
 
     #[tokio::test]
@@ -300,39 +234,13 @@ mod tests {
     async fn failures_are_named_exit_status_output_limit_timeout_and_not_enabled() {
         let c = config();
         let t = Duration::from_secs(10);
-        let e = run(&c, "command", json!({"command": "fail"}), t)
-            .await
-            .unwrap_err();
+        let e = run(&c, "command", json!({"command": "fail"}), t).await.unwrap_err();
         assert_eq!(e.code, "exit_status");
         assert!(e.message.contains("status 4") && e.message.contains("oops"));
-        assert_eq!(
-            run(&c, "command", json!({"command": "flood"}), t)
-                .await
-                .unwrap_err()
-                .code,
-            "output_limit"
-        );
-        assert_eq!(
-            run(&c, "command", json!({"command": "slow"}), t)
-                .await
-                .unwrap_err()
-                .code,
-            "timeout"
-        );
-        assert_eq!(
-            run(&c, "command", json!({"command": "rm"}), t)
-                .await
-                .unwrap_err()
-                .code,
-            "command_not_allowed"
-        );
-        assert_eq!(
-            run(&c, "shell", json!({}), t).await.unwrap_err().code,
-            "handler_not_enabled"
-        );
-        assert_eq!(
-            run(&c, "echo", json!({"a": 1}), t).await.unwrap(),
-            json!({"a": 1})
-        );
+        assert_eq!(run(&c, "command", json!({"command": "flood"}), t).await.unwrap_err().code, "output_limit");
+        assert_eq!(run(&c, "command", json!({"command": "slow"}), t).await.unwrap_err().code, "timeout");
+        assert_eq!(run(&c, "command", json!({"command": "rm"}), t).await.unwrap_err().code, "command_not_allowed");
+        assert_eq!(run(&c, "shell", json!({}), t).await.unwrap_err().code, "handler_not_enabled");
+        assert_eq!(run(&c, "echo", json!({"a": 1}), t).await.unwrap(), json!({"a": 1}));
     }
 }

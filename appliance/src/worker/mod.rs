@@ -55,11 +55,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Backoff {
-        Backoff {
-            base,
-            max,
-            attempt: 0,
-        }
+        Backoff { base, max, attempt: 0 }
     }
 
     pub fn next_wait(&mut self) -> Duration {
@@ -67,9 +63,7 @@ impl Backoff {
         self.attempt = self.attempt.saturating_add(1).min(31);
         let full = self.base.saturating_mul(factor).min(self.max);
         let half = full / 2;
-        half + Duration::from_millis(fastrand::u64(
-            0..=u64::try_from(half.as_millis()).unwrap_or(0),
-        ))
+        half + Duration::from_millis(fastrand::u64(0..=u64::try_from(half.as_millis()).unwrap_or(0)))
     }
 
     pub fn reset(&mut self) {
@@ -95,9 +89,7 @@ impl Events {
 
 /// Runs the agent until `stop` turns true.
 pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let events = Events {
-        json: opts.json_events,
-    };
+    let events = Events { json: opts.json_events };
     let state = StateDir::new(&opts.state_dir)?;
     let mut identity = match state.load()? {
         Some(id) => {
@@ -107,17 +99,11 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
         None => {
             let id = enroll(&opts, &mut stop).await?;
             state.save(&id)?;
-            events
-                .emit(json!({"event": "enrolled", "worker_id": id.worker_id, "labels": id.labels}));
+            events.emit(json!({"event": "enrolled", "worker_id": id.worker_id, "labels": id.labels}));
             id
         }
     };
-    let mut client = BrokerClient::mtls(
-        &identity.broker,
-        &identity.ca_pem,
-        &identity.cert_pem,
-        &identity.key_pem,
-    )?;
+    let mut client = BrokerClient::mtls(&identity.broker, &identity.ca_pem, &identity.cert_pem, &identity.key_pem)?;
     let config = Arc::new(opts.config.clone());
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
@@ -156,11 +142,7 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
                     });
                 }
             }
-            Err(CallError::Refused {
-                status: 401 | 403,
-                code,
-                detail,
-            }) => {
+            Err(CallError::Refused { status: 401 | 403, code, detail }) => {
                 anyhow::bail!(
                     "the broker refused this worker ({code}: {detail}); it may have been revoked — enroll again with a new token and an empty state directory"
                 );
@@ -177,33 +159,23 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
     }
     tracing::info!("stopping: waiting for running tasks to report");
     let all = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
-    if tokio::time::timeout(STOP_GRACE, slots.acquire_many(all))
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "tasks still running after the grace period; their leases will expire and they will be retried"
-        );
+    if tokio::time::timeout(STOP_GRACE, slots.acquire_many(all)).await.is_err() {
+        tracing::warn!("tasks still running after the grace period; their leases will expire and they will be retried");
     }
     Ok(())
 }
 
 async fn enroll(opts: &Options, stop: &mut watch::Receiver<bool>) -> anyhow::Result<Identity> {
-    let token = opts.enroll_token.clone().context(
-        "this worker is not enrolled yet: pass --enroll-token (from `tether token enroll`)",
-    )?;
-    let ca_file = opts
-        .ca_file
+    let token = opts
+        .enroll_token
         .clone()
-        .context("pass --ca-file (the appliance's ca.pem) to enroll")?;
-    let ca_pem = std::fs::read_to_string(&ca_file)
-        .with_context(|| format!("cannot read {}", ca_file.display()))?;
+        .context("this worker is not enrolled yet: pass --enroll-token (from `tether token enroll`)")?;
+    let ca_file = opts.ca_file.clone().context("pass --ca-file (the appliance's ca.pem) to enroll")?;
+    let ca_pem = std::fs::read_to_string(&ca_file).with_context(|| format!("cannot read {}", ca_file.display()))?;
     let (key_pem, csr_pem) = pki::new_worker_key_and_csr()?;
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     loop {
-        match BrokerClient::enroll(&opts.broker, &ca_pem, &token, &csr_pem, &opts.config.labels)
-            .await
-        {
+        match BrokerClient::enroll(&opts.broker, &ca_pem, &token, &csr_pem, &opts.config.labels).await {
             Ok(e) => {
                 return Ok(Identity {
                     worker_id: e.worker_id,
@@ -228,11 +200,7 @@ async fn enroll(opts: &Options, stop: &mut watch::Receiver<bool>) -> anyhow::Res
 }
 
 /// Renews the certificate once two thirds of its lifetime have passed.
-async fn renew_if_due(
-    state: &StateDir,
-    identity: &mut Identity,
-    client: &mut BrokerClient,
-) -> anyhow::Result<()> {
+async fn renew_if_due(state: &StateDir, identity: &mut Identity, client: &mut BrokerClient) -> anyhow::Result<()> {
     let (not_before, not_after) = pki::cert_validity(&identity.cert_pem)?;
     let lifetime = not_after.since(not_before);
     if SystemClock.now() < not_before.plus(lifetime * 2 / 3) {
@@ -240,14 +208,8 @@ async fn renew_if_due(
     }
     let (key_pem, csr_pem) = pki::new_worker_key_and_csr()?;
     let renewed = client.renew(&csr_pem).await?;
-    let next = Identity {
-        cert_pem: renewed.cert_pem,
-        ca_pem: renewed.ca_pem,
-        key_pem,
-        ..identity.clone()
-    };
-    let next_client =
-        BrokerClient::mtls(&next.broker, &next.ca_pem, &next.cert_pem, &next.key_pem)?;
+    let next = Identity { cert_pem: renewed.cert_pem, ca_pem: renewed.ca_pem, key_pem, ..identity.clone() };
+    let next_client = BrokerClient::mtls(&next.broker, &next.ca_pem, &next.cert_pem, &next.key_pem)?;
     state.save(&next)?;
     *identity = next;
     *client = next_client;
@@ -286,10 +248,7 @@ async fn run_task(
         }
     };
     let (body, label) = match outcome {
-        Ok(result) => (
-            json!({"outcome": "succeeded", "lease_id": task.lease_id, "result": result}),
-            "succeeded",
-        ),
+        Ok(result) => (json!({"outcome": "succeeded", "lease_id": task.lease_id, "result": result}), "succeeded"),
         Err(f) => (
             json!({"outcome": "failed", "lease_id": task.lease_id,
                    "error": {"code": f.code, "message": f.message, "retryable": f.retryable}}),
@@ -302,8 +261,7 @@ async fn run_task(
     loop {
         match client.complete(&task.id, body.clone()).await {
             Ok(_) => {
-                events
-                    .emit(json!({"event": "task_finished", "task_id": task.id, "outcome": label}));
+                events.emit(json!({"event": "task_finished", "task_id": task.id, "outcome": label}));
                 return;
             }
             Err(CallError::LeaseLost) => {

@@ -65,8 +65,7 @@ impl StateDir {
             let p = self.0.join(name);
             std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))
         };
-        let file: IdentityFile =
-            serde_json::from_str(&read(IDENTITY)?).context("worker.json is damaged")?;
+        let file: IdentityFile = serde_json::from_str(&read(IDENTITY)?).context("worker.json is damaged")?;
         Ok(Some(Identity {
             worker_id: file.worker_id,
             broker: file.broker,
@@ -83,15 +82,8 @@ impl StateDir {
         write_private(&self.0.join(KEY), id.key_pem.as_bytes())?;
         write_with_mode(&self.0.join(CERT), id.cert_pem.as_bytes(), 0o644)?;
         write_with_mode(&self.0.join(CA), id.ca_pem.as_bytes(), 0o644)?;
-        let file = IdentityFile {
-            worker_id: id.worker_id.clone(),
-            broker: id.broker.clone(),
-            labels: id.labels.clone(),
-        };
-        write_with_mode(
-            &self.0.join(IDENTITY),
-            &serde_json::to_vec_pretty(&file)?,
-            0o644,
-        )
+        let file =
+            IdentityFile { worker_id: id.worker_id.clone(), broker: id.broker.clone(), labels: id.labels.clone() };
+        write_with_mode(&self.0.join(IDENTITY), &serde_json::to_vec_pretty(&file)?, 0o644)
     }
 }

@@ -1,0 +1,357 @@
+//! Starts the real `tether` binary as users do and talks to it over TLS.
+//!
+//! Readiness comes from the processes themselves (`serve --json` prints a
+//! ready line; `worker --json` prints events), never from sleeping.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The binary under test: `TETHER_BIN` (e.g. the release build) or the one cargo built.
+pub fn bin() -> PathBuf {
+    std::env::var_os("TETHER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tether")))
+}
+
+/// A child process whose stdout lines arrive on a channel; killed on drop.
+pub struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn tether");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits for a JSON line matching `want` (lines seen earlier count too).
+    pub fn expect(&mut self, what: &str, timeout: Duration, want: impl Fn(&Value) -> bool) -> Value {
+        let parse = |l: &str| serde_json::from_str::<Value>(l).ok();
+        if let Some(v) = self.seen.iter().filter_map(|l| parse(l)).find(|v| want(v)) {
+            return v;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if let Some(v) = parse(&line).filter(|v| want(v)) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!("timed out after {timeout:?} waiting for {what}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    pub fn expect_event(&mut self, event: &str, timeout: Duration) -> Value {
+        self.expect(event, timeout, |v| v["event"] == event)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal_term(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Settings that keep tests fast: short leases and backoffs.
+pub fn fast_env() -> Vec<(&'static str, &'static str)> {
+    vec![("TETHER_LEASE", "3s"), ("TETHER_RETRY_BACKOFF", "100ms"), ("TETHER_RETRY_BACKOFF_MAX", "1s")]
+}
+
+/// A running appliance in its own temporary data directory.
+pub struct Appliance {
+    pub dir: tempfile::TempDir,
+    pub proc: Option<Proc>,
+    pub console: String,
+    pub worker_gateway: String,
+    pub admin_token: String,
+    pub ca_pem: String,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+impl Appliance {
+    pub fn start() -> Appliance {
+        Appliance::start_with(fast_env())
+    }
+
+    pub fn start_with(env: Vec<(&'static str, &'static str)>) -> Appliance {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let out = Command::new(bin())
+            .args(["init", "--non-interactive", "--json", "--data-dir"])
+            .arg(&data)
+            .output()
+            .expect("run tether init");
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let init: Value = serde_json::from_slice(&out.stdout).expect("init --json prints JSON");
+        let ca_pem = std::fs::read_to_string(init["ca_file"].as_str().unwrap()).unwrap();
+        let mut a = Appliance {
+            dir,
+            proc: None,
+            console: String::new(),
+            worker_gateway: String::new(),
+            admin_token: init["admin_token"].as_str().unwrap().to_owned(),
+            ca_pem,
+            env,
+        };
+        a.serve("127.0.0.1:0", "127.0.0.1:0");
+        a
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir().join("ca.pem")
+    }
+
+    fn serve(&mut self, listen: &str, worker_listen: &str) {
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "--json", "--listen", listen, "--worker-listen", worker_listen, "--data-dir"])
+            .arg(self.data_dir())
+            .envs(self.env.iter().copied());
+        let mut proc = Proc::spawn(cmd);
+        let ready = proc.expect_event("ready", Duration::from_secs(30));
+        self.console = format!("https://{}", ready["listen"].as_str().unwrap());
+        self.worker_gateway = format!("https://{}", ready["worker_listen"].as_str().unwrap());
+        self.proc = Some(proc);
+    }
+
+    /// Restarts on the same ports (workers reconnect to where they were).
+    pub fn restart(&mut self) {
+        let listen = self.console.trim_start_matches("https://").to_owned();
+        let worker = self.worker_gateway.trim_start_matches("https://").to_owned();
+        self.serve(&listen, &worker);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.proc.take().expect("running").signal_term()
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.console, &self.ca_pem, &self.admin_token)
+    }
+
+    /// A fresh enrollment token from the API.
+    pub async fn enrollment_token(&self, labels: Option<&[&str]>) -> String {
+        let body = match labels {
+            Some(l) => json!({"labels": l}),
+            None => json!({}),
+        };
+        let (status, v) = self.api().post("/api/v1/workers/enrollment-tokens", &body).await;
+        assert_eq!(status, 201, "{v}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Enrolls and starts `tether worker`; returns once it is polling.
+    pub async fn worker(&self, name: &str, labels: &[&str], config: Option<&str>) -> Proc {
+        let token = self.enrollment_token(None).await;
+        self.spawn_worker(name, Some(&token), labels, config)
+    }
+
+    /// Starts a worker that enrolled before, from its state directory alone.
+    pub fn resume_worker(&self, name: &str, config: Option<&str>) -> Proc {
+        self.spawn_worker(name, None, &[], config)
+    }
+
+    fn spawn_worker(&self, name: &str, token: Option<&str>, labels: &[&str], config: Option<&str>) -> Proc {
+        let state = self.dir.path().join(format!("worker-{name}"));
+        let mut cmd = Command::new(bin());
+        cmd.args(["worker", "--json", "--broker", &self.worker_gateway, "--ca-file"])
+            .arg(self.ca_file())
+            .arg("--state-dir")
+            .arg(&state);
+        if let Some(t) = token {
+            cmd.arg("--enroll-token").arg(t);
+        }
+        if !labels.is_empty() {
+            cmd.arg("--labels").arg(labels.join(","));
+        }
+        if let Some(text) = config {
+            let path = self.dir.path().join(format!("{name}.toml"));
+            std::fs::write(&path, text).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        let mut proc = Proc::spawn(cmd);
+        proc.expect_event("ready", Duration::from_secs(30));
+        proc
+    }
+
+    /// Runs `tether audit verify` (the appliance must be stopped).
+    pub fn audit_verify(&self) -> (bool, Value) {
+        let out = Command::new(bin())
+            .args(["audit", "verify", "--json", "--data-dir"])
+            .arg(self.data_dir())
+            .output()
+            .unwrap();
+        (out.status.success(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+    }
+
+    /// Every audit record (the appliance must be stopped).
+    pub fn audit_records(&self) -> Vec<Value> {
+        let out = Command::new(bin()).args(["audit", "export", "--data-dir"]).arg(self.data_dir()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+/// A bearer-token client for the console API.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Api {
+    pub fn new(base: &str, ca_pem: &str, token: &str) -> Api {
+        let config = tether::tls::client(ca_pem, None, tether::tls::CLIENT_HTTP_ALPN).unwrap();
+        let http = tether::tls::https_client(config, Duration::from_secs(90)).unwrap();
+        Api { http, base: base.to_owned(), token: Some(token.to_owned()) }
+    }
+
+    pub fn with_token(&self, token: Option<&str>) -> Api {
+        Api { token: token.map(str::to_owned), ..self.clone() }
+    }
+
+    /// Like [`Api::send`], but a transport failure is an `Err`, not a panic.
+    pub async fn try_post(&self, path: &str, body: &Value) -> Result<(u16, Value), reqwest::Error> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), headers)
+    }
+
+    /// Sends raw bytes; returns status, content type and the parsed body.
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+        content_type: Option<&str>,
+    ) -> (u16, String, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let text = resp.text().await.unwrap();
+        (status, ct, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let (s, v, _) = self.send(reqwest::Method::GET, path, None, &[]).await;
+        (s, v)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (s, v, _) = self.send(reqwest::Method::POST, path, Some(body), &[]).await;
+        (s, v)
+    }
+
+    pub async fn submit(&self, kind: &str, input: Value, labels: &[&str]) -> String {
+        let (s, v) = self.post("/api/v1/tasks", &json!({"kind": kind, "input": input, "labels": labels})).await;
+        assert_eq!(s, 201, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The task once finished (waits up to `secs`).
+    pub async fn wait(&self, id: &str, secs: u64) -> Value {
+        let (s, v) = self.get(&format!("/api/v1/tasks/{id}?wait={secs}")).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+}
+
+/// A worker driven by the test itself through the library's client, for
+/// cases a well-behaved agent never produces (stale reports).
+pub async fn manual_worker(a: &Appliance) -> tether::worker::client::BrokerClient {
+    use tether::worker::client::BrokerClient;
+    let token = a.enrollment_token(None).await;
+    let (key, csr) = tether::pki::new_worker_key_and_csr().unwrap();
+    let enrolled = BrokerClient::enroll(&a.worker_gateway, &a.ca_pem, &token, &csr, &[]).await.unwrap();
+    BrokerClient::mtls(&a.worker_gateway, &a.ca_pem, &enrolled.cert_pem, &key).unwrap()
+}
+
+/// Waits until `condition` holds, checking every 20 ms, for at most `timeout`.
+/// For states the system reports only when asked (a parked poll, a count);
+/// events the processes print are awaited with [`Proc::expect`] instead.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

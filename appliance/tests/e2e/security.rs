@@ -1,0 +1,199 @@
+//! Who may connect and what each role may do.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use tether::auth::{Permission, Role, grant};
+use tether::worker::client::{BrokerClient, CallError};
+
+use crate::harness::{Api, Appliance, manual_worker};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_enrollment_token_works_once() {
+    let a = Appliance::start();
+    let token = a.enrollment_token(None).await;
+    let (_, csr) = tether::pki::new_worker_key_and_csr().unwrap();
+    BrokerClient::enroll(&a.worker_gateway, &a.ca_pem, &token, &csr, &[]).await.unwrap();
+    let (_, csr2) = tether::pki::new_worker_key_and_csr().unwrap();
+    match BrokerClient::enroll(&a.worker_gateway, &a.ca_pem, &token, &csr2, &[]).await {
+        Err(CallError::Refused { status: 401, code, .. }) => assert_eq!(code, "enrollment_token_invalid"),
+        other => panic!("a reused token must be refused, got {other:?}"),
+    }
+    let (_, log) = a.api().get("/api/v1/audit/export").await;
+    let records: Vec<Value> = log.as_str().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.iter().filter(|r| r["event_type"] == "worker.enrolled").count(), 1);
+    let refused: Vec<&Value> = records.iter().filter(|r| r["event_type"] == "worker.enroll_refused").collect();
+    assert_eq!(refused.len(), 1);
+    assert!(!log.as_str().unwrap().contains(&token), "the token secret never reaches the audit log");
+}
+
+fn gateway_client(a: &Appliance, identity: Option<(&str, &str)>) -> reqwest::Client {
+    let config = tether::tls::client(&a.ca_pem, identity, tether::tls::CLIENT_HTTP_ALPN).unwrap();
+    tether::tls::https_client(config, Duration::from_secs(10)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_refuses_missing_or_foreign_certificates_at_the_handshake() {
+    let a = Appliance::start();
+    let poll = format!("{}/worker/v1/poll", a.worker_gateway);
+    let body = json!({"max_tasks": 1, "wait_s": 0});
+
+    // No certificate at all.
+    let err = gateway_client(&a, None).post(&poll).json(&body).send().await.expect_err("no HTTP answer without a cert");
+    assert!(!err.is_timeout() && err.status().is_none(), "{err:?}");
+
+    // A certificate from another CA, naming a worker id.
+    let now = tether::clock::Timestamp::from_millis(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64,
+    );
+    let (other_ca, _) = tether::pki::Ca::create(now).unwrap();
+    let (key, csr) = tether::pki::new_worker_key_and_csr().unwrap();
+    let forged = other_ca.sign_worker_csr(&csr, tether::ids::WorkerId::new(), now, Duration::from_secs(3600)).unwrap();
+    let client = gateway_client(&a, Some((&forged.cert_pem, &key)));
+    let err = client.post(&poll).json(&body).send().await.expect_err("no HTTP answer with a foreign cert");
+    assert!(!err.is_timeout() && err.status().is_none(), "{err:?}");
+
+    // A connection that asked to enroll reaches the enrollment route only.
+    let enroll_cfg = tether::tls::client(&a.ca_pem, None, tether::tls::CLIENT_ENROLL_ALPN).unwrap();
+    let enroll_client = tether::tls::https_client(enroll_cfg, Duration::from_secs(10)).unwrap();
+    let resp = enroll_client.post(&poll).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+
+    // And an enrolled worker gets in.
+    let worker = manual_worker(&a).await;
+    assert!(worker.poll(1, Duration::ZERO).await.unwrap().tasks.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_answers_every_role_as_the_permission_table_says() {
+    let a = Appliance::start();
+    let admin = a.api();
+    let mut tokens = BTreeMap::new();
+    for role in Role::ALL {
+        let (s, v) =
+            admin.post("/api/v1/tokens", &json!({"role": role.as_str(), "name": format!("{role}-user")})).await;
+        assert_eq!(s, 201, "{v}");
+        tokens.insert(role.as_str(), v["token"].as_str().unwrap().to_owned());
+    }
+    let routes = tether::api::console_route_table();
+    let mut methods_by_path: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for r in &routes {
+        methods_by_path.entry(r.path).or_default().insert(r.method);
+    }
+    let mut checked = 0;
+    for route in &routes {
+        let path = route.path.replace("{id}", &uuid_like());
+        let method = Method::from_bytes(route.method.as_bytes()).unwrap();
+        let body = (method == Method::POST).then(|| json!({}));
+        // Without a token.
+        let (status, _, _) = admin.with_token(None).send(method.clone(), &path, body.as_ref(), &[]).await;
+        if route.permission == Permission::Public {
+            assert!(status < 400, "{} {path} is public, got {status}", route.method);
+        } else {
+            assert_eq!(status, 401, "{} {path} without a token", route.method);
+        }
+        for role in Role::ALL {
+            let api: Api = admin.with_token(Some(&tokens[role.as_str()]));
+            let (status, v, _) = api.send(method.clone(), &path, body.as_ref(), &[]).await;
+            match grant(role, route.permission) {
+                None => assert_eq!(status, 403, "{role} {} {path} must be forbidden: {v}", route.method),
+                Some(_) => assert!(
+                    status != 401 && status != 403,
+                    "{role} {} {path} must be allowed, got {status}: {v}",
+                    route.method
+                ),
+            }
+            checked += 1;
+        }
+        // Methods the path does not have.
+        for other in tether::api::METHODS {
+            if !methods_by_path[route.path].contains(other.as_str()) {
+                let (status, v, _) = admin.send(other.clone(), &path, None, &[]).await;
+                assert_eq!(status, 405, "{other} {path}: {v}");
+            }
+        }
+    }
+    assert_eq!(checked, routes.len() * Role::ALL.len());
+}
+
+fn uuid_like() -> String {
+    tether::ids::TaskId::new().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_problem_json_with_a_stable_code() {
+    let a = Appliance::start();
+    let api = a.api();
+    let json_ct = Some("application/json");
+    let cases: Vec<(Method, &str, Vec<u8>, Option<&str>, u16, &str)> = vec![
+        (
+            Method::POST,
+            "/api/v1/tasks",
+            br#"{"kind":"echo","input":{},"sneaky":1}"#.to_vec(),
+            json_ct,
+            400,
+            "invalid_json",
+        ),
+        (Method::POST, "/api/v1/tasks", b"{not json".to_vec(), json_ct, 400, "invalid_json"),
+        (Method::POST, "/api/v1/tasks", br#"{"kind":"echo","input":{}}"#.to_vec(), None, 415, "unsupported_media_type"),
+        (Method::POST, "/api/v1/tasks", vec![b' '; 2 * 1024 * 1024], json_ct, 413, "payload_too_large"),
+        (
+            Method::POST,
+            "/api/v1/tasks",
+            br#"{"kind":"echo","input":{},"priority":10}"#.to_vec(),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tasks",
+            br#"{"kind":"bad kind!","input":{}}"#.to_vec(),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (Method::GET, "/api/v1/tasks/not-a-task", vec![], None, 404, "not_found"),
+        (Method::GET, "/api/v1/tasks?limit=lots", vec![], None, 400, "invalid_request"),
+        (Method::GET, "/no/such/route", vec![], None, 404, "not_found"),
+        (Method::DELETE, "/api/v1/tasks", vec![], None, 405, "method_not_allowed"),
+    ];
+    for (method, path, body, ct, want_status, want_code) in cases {
+        let (status, content_type, v) = api.raw(method.clone(), path, body, ct).await;
+        assert_eq!((status, v["code"].as_str()), (want_status, Some(want_code)), "{method} {path}: {v}");
+        assert_eq!(content_type, "application/problem+json", "{method} {path}");
+        assert_eq!(v["status"], want_status);
+    }
+    let (status, _, v) = api.with_token(Some("tether_garbage")).raw(Method::GET, "/api/v1/tasks", vec![], None).await;
+    assert_eq!((status, v["code"].as_str()), (401, Some("unauthenticated")));
+    let (status, health) = api.with_token(None).get("/healthz").await;
+    assert_eq!((status, health["status"].as_str(), health["sealed"].as_bool()), (200, Some("ok"), Some(false)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn developers_see_only_their_own_tasks_and_viewers_never_see_payloads() {
+    let a = Appliance::start();
+    let admin = a.api();
+    let token = |role: &'static str, name: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let (_, v) = admin.post("/api/v1/tokens", &json!({"role": role, "name": name})).await;
+            admin.with_token(Some(v["token"].as_str().unwrap()))
+        }
+    };
+    let (alice, bob, viewer) =
+        (token("developer", "alice").await, token("developer", "bob").await, token("viewer", "vera").await);
+    let id = alice.submit("echo", json!({"secret_plan": 1}), &["nobody"]).await;
+    assert_eq!(alice.get(&format!("/api/v1/tasks/{id}")).await.1["input"], json!({"secret_plan": 1}));
+    assert_eq!(bob.get(&format!("/api/v1/tasks/{id}")).await.0, 404);
+    assert_eq!(bob.post(&format!("/api/v1/tasks/{id}/cancel"), &json!({})).await.0, 404);
+    assert!(bob.get("/api/v1/tasks").await.1["tasks"].as_array().unwrap().is_empty());
+    let (s, seen) = viewer.get(&format!("/api/v1/tasks/{id}")).await;
+    assert_eq!((s, seen["kind"].as_str()), (200, Some("echo")));
+    assert!(seen.get("input").is_none(), "a viewer sees metadata only: {seen}");
+    let listed = viewer.get("/api/v1/tasks").await.1;
+    assert!(listed["tasks"][0].get("input").is_none());
+    assert_eq!(admin.get(&format!("/api/v1/tasks/{id}")).await.1["created_by"], "alice");
+}

@@ -232,11 +232,12 @@ impl ReadTx {
     }
 }
 
+/// Every table is bytes to bytes; typing happens in [`Collection`].
+type BytesReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+type BytesEntry<'a> = (redb::AccessGuard<'a, &'static [u8]>, redb::AccessGuard<'a, &'static [u8]>);
+
 /// Opens a table for reading; a table that was never written reads as empty.
-fn open_read<V>(
-    txn: &redb::ReadTransaction,
-    c: Collection<V>,
-) -> Result<Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>, Error> {
+fn open_read<V>(txn: &redb::ReadTransaction, c: Collection<V>) -> Result<Option<BytesReadTable>, Error> {
     match txn.open_table(c.table()) {
         Ok(t) => Ok(Some(t)),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
@@ -268,10 +269,7 @@ fn scan_in<V: DeserializeOwned>(
         (Some(s), Order::Descending) => (Bound::Unbounded, Bound::Included(s)),
     };
     let range = table.range::<&[u8]>(bounds).map_err(storage)?;
-    let mut step = |entry: Result<
-        (redb::AccessGuard<'_, &'static [u8]>, redb::AccessGuard<'_, &'static [u8]>),
-        redb::StorageError,
-    >| {
+    let mut step = |entry: Result<BytesEntry<'_>, redb::StorageError>| {
         let (k, v) = entry.map_err(storage)?;
         visit(k.value(), c.decode(v.value())?)
     };

@@ -127,7 +127,9 @@ async fn bad_input_gets_problem_json_with_a_stable_code() {
     let a = Appliance::start();
     let api = a.api();
     let json_ct = Some("application/json");
-    let cases: Vec<(Method, &str, Vec<u8>, Option<&str>, u16, &str)> = vec![
+    // method, path, body, content type, expected status, expected code
+    type Case<'a> = (Method, &'a str, Vec<u8>, Option<&'a str>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             "/api/v1/tasks",

@@ -1,0 +1,116 @@
+//! The appliance under test: the release `tether` binary, started as an
+//! operator would, and clients for its API and worker gateway.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tether::worker::client::BrokerClient;
+
+pub struct Appliance {
+    child: Child,
+    pub console: String,
+    pub gateway: String,
+    pub admin_token: String,
+    pub ca_pem: String,
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Appliance {
+    pub fn start(tether: &Path, dir: &Path) -> anyhow::Result<Appliance> {
+        let data = dir.join("data");
+        let out = Command::new(tether).args(["init", "--json", "--data-dir"]).arg(&data).output()?;
+        if !out.status.success() {
+            bail!("tether init failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let init: Value = serde_json::from_slice(&out.stdout)?;
+        let ca_pem = std::fs::read_to_string(data.join("ca.pem"))?;
+        let mut child = Command::new(tether)
+            .args(["serve", "--json", "--listen", "127.0.0.1:0", "--worker-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env("TETHER_MAX_CONNECTIONS", "16384")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("serve stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let ready: Value = serde_json::from_str(&line).context("serve did not print its ready line")?;
+        let addr = |k: &str| ready[k].as_str().map(|a| format!("https://{a}")).context("ready line");
+        Ok(Appliance {
+            console: addr("listen")?,
+            gateway: addr("worker_listen")?,
+            admin_token: init["admin_token"].as_str().context("admin token")?.to_owned(),
+            ca_pem,
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the appliance process, in KiB.
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("VmRSS")?;
+        Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+    }
+
+    /// A client with its own connection pool.
+    pub fn api(&self) -> anyhow::Result<Api> {
+        let config = tether::tls::client(&self.ca_pem, None, tether::tls::CLIENT_HTTP_ALPN)?;
+        Ok(Api {
+            http: tether::tls::https_client(config, Duration::from_secs(60))?,
+            base: self.console.clone(),
+            token: self.admin_token.clone(),
+        })
+    }
+
+    /// Enrolls a worker the way `tether worker` does and returns its mTLS client.
+    pub async fn enroll_worker(&self, api: &Api) -> anyhow::Result<BrokerClient> {
+        let token = api.post("/api/v1/workers/enrollment-tokens", &json!({})).await?;
+        let token = token["token"].as_str().context("enrollment token")?;
+        let (key, csr) = tether::pki::new_worker_key_and_csr()?;
+        let enrolled = BrokerClient::enroll(&self.gateway, &self.ca_pem, token, &csr, &[])
+            .await
+            .map_err(|e| anyhow::anyhow!("enroll: {e}"))?;
+        Ok(BrokerClient::mtls(&self.gateway, &self.ca_pem, &enrolled.cert_pem, &key)?)
+    }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let resp = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(body).send().await?;
+        let status = resp.status();
+        let v: Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("{path}: HTTP {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await?;
+        Ok(resp.json().await?)
+    }
+
+    pub async fn parked_polls(&self) -> anyhow::Result<u64> {
+        self.get("/api/v1/system/status").await?["parked_polls"].as_u64().context("parked_polls")
+    }
+}

@@ -1,0 +1,360 @@
+//! `tether-bench`: measures the broker on this machine, in one run, beside
+//! the ceilings it should be judged against:
+//!
+//! - (a) durable lifecycle throughput (create → claim → complete, all over
+//!   TLS/mTLS) with 1 producer and 4 workers, against a Redis reliable queue
+//!   (LPUSH, BLMOVE, LREM; `appendfsync always`) with 1 producer and 4 consumers;
+//! - (b) p50/p99 from create-acknowledged to delivery to an already-waiting
+//!   worker, against Redis enqueue-acknowledged to BLMOVE returning;
+//! - (c) create throughput with 64 concurrent clients, against the rate of
+//!   single-insert durable redb commits (what one fsync per request would allow);
+//! - (d) the appliance's memory per idle parked mTLS long-poll.
+//!
+//! Usage: see `bench/run.sh`, which builds the release binary and installs
+//! redis-server first. Results go to stdout as a table and as JSON.
+
+mod appliance;
+mod redis;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+use appliance::{Api, Appliance};
+
+struct Args {
+    tether: PathBuf,
+    work_dir: PathBuf,
+    tasks: usize,
+    samples: usize,
+    idle: usize,
+    create_secs: u64,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        tether: PathBuf::from("target/release/tether"),
+        work_dir: PathBuf::from("."),
+        tasks: 5000,
+        samples: 1000,
+        idle: 5000,
+        create_secs: 5,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--tether" => args.tether = value()?.into(),
+            "--work-dir" => args.work_dir = value()?.into(),
+            "--tasks" => args.tasks = value()?.parse()?,
+            "--samples" => args.samples = value()?.parse()?,
+            "--idle" => args.idle = value()?.parse()?,
+            "--create-secs" => args.create_secs = value()?.parse()?,
+            other => bail!(
+                "unknown flag {other}; flags: --tether PATH --work-dir DIR --tasks N --samples N --idle N --create-secs S"
+            ),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    // On the same disk as the appliance's data: fsync costs are what matter.
+    let dir = tempfile::tempdir_in(&args.work_dir)?;
+    let mut report = serde_json::Map::new();
+
+    eprintln!("ceiling: single-insert durable redb commits…");
+    let redb_rate = redb_single_commits(&dir.path().join("ceiling.redb"), 500)?;
+    report.insert("redb_single_commit_per_s".into(), json!(redb_rate));
+
+    // Each measurement gets a fresh appliance, so one's leftovers (a queue
+    // of 50,000 tasks after (c), say) cannot flatter or spoil the next.
+    let fresh = |name: &str| -> anyhow::Result<(Appliance, Api)> {
+        let app = Appliance::start(&args.tether, &dir.path().join(name))?;
+        let api = app.api()?;
+        Ok((app, api))
+    };
+    eprintln!("(a) lifecycle, 1 producer / 4 workers, {} tasks…", args.tasks);
+    let (app, api) = fresh("a")?;
+    let ours_lifecycle = lifecycle(&app, &api, args.tasks).await?;
+    eprintln!("(b) create-ack → delivery latency, {} samples…", args.samples);
+    let (app, api) = fresh("b")?;
+    let ours_latency = latency(&app, &api, args.samples).await?;
+    eprintln!("(c) create throughput, 64 clients, {} s…", args.create_secs);
+    let (app, _) = fresh("c")?;
+    let create_rate = create_throughput(&app, 64, Duration::from_secs(args.create_secs)).await?;
+    eprintln!("(d) {} idle parked mTLS polls…", args.idle);
+    let (app, api) = fresh("d")?;
+    let idle = idle_polls(&app, &api, args.idle).await?;
+    drop(app);
+
+    let redis_server = redis::Server::start(&dir.path().join("redis")).await?;
+    eprintln!("Redis reliable queue (appendfsync always)…");
+    let redis_lifecycle = redis_lifecycle(redis_server.port, args.tasks).await?;
+    let redis_latency = redis_latency(redis_server.port, args.samples).await?;
+    drop(redis_server);
+
+    report.insert("lifecycle_tasks_per_s".into(), json!(ours_lifecycle));
+    report.insert("redis_lifecycle_tasks_per_s".into(), json!(redis_lifecycle));
+    report.insert("latency_ms".into(), ours_latency.clone());
+    report.insert("redis_latency_ms".into(), redis_latency.clone());
+    report.insert("create_per_s_64_clients".into(), json!(create_rate));
+    report.insert("idle_polls".into(), idle.clone());
+
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    println!("\n| measure | tether | ceiling / peer | ratio | goal |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| (a) lifecycle tasks/s, 1 producer + 4 workers | {ours_lifecycle:.0} | Redis {redis_lifecycle:.0} | {:.2}× | ≥ 1.0× |",
+        ratio(ours_lifecycle, redis_lifecycle)
+    );
+    println!(
+        "| (b) create-ack → delivery p50 / p99 ms | {:.2} / {:.2} | Redis {:.2} / {:.2} | p99 {:.2}× | p99 ≤ Redis |",
+        f(&ours_latency, "p50"),
+        f(&ours_latency, "p99"),
+        f(&redis_latency, "p50"),
+        f(&redis_latency, "p99"),
+        ratio(f(&ours_latency, "p99"), f(&redis_latency, "p99"))
+    );
+    println!(
+        "| (c) creates/s, 64 clients | {create_rate:.0} | redb single commits {redb_rate:.0}/s | {:.1}× | ≥ 10× |",
+        ratio(create_rate, redb_rate)
+    );
+    println!(
+        "| (d) RSS per idle parked mTLS poll | {:.1} KiB ({} parked) | 32 KiB | {:.2}× | ≤ 1.0× |",
+        f(&idle, "kib_per_poll"),
+        idle["parked"],
+        f(&idle, "kib_per_poll") / 32.0
+    );
+    println!("\n{}", serde_json::to_string_pretty(&Value::Object(report))?);
+    Ok(())
+}
+
+fn redb_single_commits(path: &std::path::Path, n: u64) -> anyhow::Result<f64> {
+    const T: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("t");
+    let db = redb::Database::create(path)?;
+    let start = Instant::now();
+    for i in 0..n {
+        let tx = db.begin_write()?;
+        tx.open_table(T)?.insert(i, i)?;
+        tx.commit()?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+fn percentiles(mut v: Vec<Duration>) -> Value {
+    v.sort();
+    let at = |q: f64| {
+        let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
+        v[i].as_secs_f64() * 1000.0
+    };
+    json!({"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": at(1.0), "samples": v.len()})
+}
+
+async fn lifecycle(app: &Appliance, api: &Api, n: usize) -> anyhow::Result<f64> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(Notify::new());
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let w = app.enroll_worker(api).await?;
+        let (done, finished) = (done.clone(), finished.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let Ok(reply) = w.poll(1, Duration::from_secs(30)).await else { continue };
+                for t in reply.tasks {
+                    let body = json!({"outcome": "succeeded", "lease_id": t.lease_id, "result": t.input});
+                    if w.complete(&t.id, body).await.is_ok() && done.fetch_add(1, Ordering::SeqCst) + 1 == n {
+                        finished.notify_one();
+                    }
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    for i in 0..n {
+        api.post("/api/v1/tasks", &json!({"kind": "echo", "input": {"i": i}})).await?;
+    }
+    tokio::time::timeout(Duration::from_secs(600), finished.notified()).await.context("tasks did not finish")?;
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    workers.iter().for_each(|w| w.abort());
+    Ok(rate)
+}
+
+async fn latency(app: &Appliance, api: &Api, samples: usize) -> anyhow::Result<Value> {
+    let w = app.enroll_worker(api).await?;
+    let (tx, mut delivered) = mpsc::unbounded_channel::<Instant>();
+    let worker = tokio::spawn(async move {
+        loop {
+            let Ok(reply) = w.poll(1, Duration::from_secs(30)).await else { continue };
+            let at = Instant::now();
+            for t in reply.tasks {
+                let _ = tx.send(at);
+                let _ = w.complete(&t.id, json!({"outcome": "succeeded", "lease_id": t.lease_id, "result": {}})).await;
+            }
+        }
+    });
+    let mut after_ack = Vec::with_capacity(samples);
+    for i in 0..samples {
+        // Only an already-waiting worker counts: wait until its poll is parked.
+        while api.parked_polls().await? < 1 {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        api.post("/api/v1/tasks", &json!({"kind": "echo", "input": {"i": i}})).await?;
+        let acked = Instant::now();
+        let got = delivered.recv().await.context("worker stopped")?;
+        after_ack.push(got.saturating_duration_since(acked));
+    }
+    worker.abort();
+    Ok(percentiles(after_ack))
+}
+
+async fn create_throughput(app: &Appliance, clients: usize, run_for: Duration) -> anyhow::Result<f64> {
+    let mut apis = Vec::new();
+    for _ in 0..clients {
+        let api = app.api()?;
+        api.get("/healthz").await?; // connect and handshake before the clock starts
+        apis.push(api);
+    }
+    let total = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + run_for;
+    let mut joins = Vec::new();
+    for (c, api) in apis.into_iter().enumerate() {
+        let total = total.clone();
+        joins.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                if api.post("/api/v1/tasks", &json!({"kind": "echo", "input": {"c": c, "n": n}})).await.is_ok() {
+                    total.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for j in joins {
+        j.await?;
+    }
+    Ok(total.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn idle_polls(app: &Appliance, api: &Api, count: usize) -> anyhow::Result<Value> {
+    let mut workers = Vec::with_capacity(count);
+    let enroll_start = Instant::now();
+    let mut batch = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        if batch.len() >= 32 {
+            if let Some(w) = batch.join_next().await {
+                workers.push(w??);
+            }
+        }
+        let (app_gateway, ca, api) = (app.gateway.clone(), app.ca_pem.clone(), api.clone());
+        batch.spawn(async move { enroll_with(&app_gateway, &ca, &api).await });
+    }
+    while let Some(w) = batch.join_next().await {
+        workers.push(w??);
+    }
+    eprintln!("    enrolled {count} workers in {:.1} s", enroll_start.elapsed().as_secs_f64());
+    let before = app.rss_kib()?;
+    let mut polls = Vec::with_capacity(count);
+    for w in workers {
+        polls.push(tokio::spawn(async move { w.poll(1, Duration::from_secs(30)).await }));
+    }
+    let wait_start = Instant::now();
+    let mut parked = 0;
+    while wait_start.elapsed() < Duration::from_secs(25) {
+        parked = api.parked_polls().await?;
+        if parked as usize >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = app.rss_kib()?;
+    polls.iter().for_each(|p| p.abort());
+    let kib_per_poll = (after.saturating_sub(before)) as f64 / parked.max(1) as f64;
+    Ok(json!({"parked": parked, "rss_before_kib": before, "rss_after_kib": after, "kib_per_poll": kib_per_poll}))
+}
+
+async fn enroll_with(gateway: &str, ca: &str, api: &Api) -> anyhow::Result<tether::worker::client::BrokerClient> {
+    use tether::worker::client::BrokerClient;
+    let token = api.post("/api/v1/workers/enrollment-tokens", &json!({})).await?;
+    let token = token["token"].as_str().context("token")?;
+    let (key, csr) = tether::pki::new_worker_key_and_csr()?;
+    let e = BrokerClient::enroll(gateway, ca, token, &csr, &[]).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(BrokerClient::mtls(gateway, ca, &e.cert_pem, &key)?)
+}
+
+async fn redis_lifecycle(port: u16, n: usize) -> anyhow::Result<f64> {
+    let mut producer = redis::Conn::connect(port).await?;
+    producer.cmd(&[b"DEL", b"queue", b"processing"]).await?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(Notify::new());
+    let mut consumers = Vec::new();
+    for _ in 0..4 {
+        let mut c = redis::Conn::connect(port).await?;
+        let (done, finished) = (done.clone(), finished.clone());
+        consumers.push(tokio::spawn(async move {
+            loop {
+                let Ok(reply) = c.cmd(&[b"BLMOVE", b"queue", b"processing", b"RIGHT", b"LEFT", b"1"]).await else {
+                    return;
+                };
+                if let redis::Reply::Bulk(Some(item)) = reply {
+                    // Ack: the task is done, take it off the processing list.
+                    if c.cmd(&[b"LREM", b"processing", b"1", &item]).await.is_ok()
+                        && done.fetch_add(1, Ordering::SeqCst) + 1 == n
+                    {
+                        finished.notify_one();
+                    }
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    for i in 0..n {
+        let item = json!({"id": i, "kind": "echo", "input": {"i": i}}).to_string();
+        producer.cmd(&[b"LPUSH", b"queue", item.as_bytes()]).await?;
+    }
+    tokio::time::timeout(Duration::from_secs(600), finished.notified()).await.context("redis consumers stalled")?;
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    consumers.iter().for_each(|c| c.abort());
+    Ok(rate)
+}
+
+async fn redis_latency(port: u16, samples: usize) -> anyhow::Result<Value> {
+    let mut producer = redis::Conn::connect(port).await?;
+    producer.cmd(&[b"DEL", b"queue", b"processing"]).await?;
+    let mut consumer = redis::Conn::connect(port).await?;
+    let (tx, mut delivered) = mpsc::unbounded_channel::<Instant>();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok(reply) = consumer.cmd(&[b"BLMOVE", b"queue", b"processing", b"RIGHT", b"LEFT", b"0"]).await else {
+                return;
+            };
+            let at = Instant::now();
+            if let redis::Reply::Bulk(Some(item)) = reply {
+                let _ = tx.send(at);
+                let _ = consumer.cmd(&[b"LREM", b"processing", b"1", &item]).await;
+            }
+        }
+    });
+    let mut after_ack = Vec::with_capacity(samples);
+    for i in 0..samples {
+        while producer.blocked_clients().await? < 1 {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let item = json!({"id": i}).to_string();
+        producer.cmd(&[b"LPUSH", b"queue", item.as_bytes()]).await?;
+        let acked = Instant::now();
+        let got = delivered.recv().await.context("consumer stopped")?;
+        after_ack.push(got.saturating_duration_since(acked));
+    }
+    task.abort();
+    Ok(percentiles(after_ack))
+}

@@ -1,0 +1,137 @@
+//! A Redis server with `appendfsync always`, and just enough of RESP to run
+//! a reliable queue (LPUSH, BLMOVE, LREM). Written here rather than pulling
+//! a Redis client crate into the workspace build for three commands.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// A redis-server child process; killed on drop.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts redis-server on loopback, persisting every write with fsync.
+    pub async fn start(dir: &Path) -> anyhow::Result<Server> {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        std::fs::create_dir_all(dir)?;
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "yes"])
+            .args(["--appendfsync", "always", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("redis-server not found: install Debian's redis-server (bench/run.sh does)")?;
+        let server = Server { child, port };
+        for _ in 0..200 {
+            if let Ok(mut c) = Conn::connect(port).await {
+                if c.cmd(&[b"PING"]).await.is_ok() {
+                    return Ok(server);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bail!("redis-server did not answer PING")
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Reply {
+    Status(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+/// One RESP connection.
+pub struct Conn {
+    io: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub async fn connect(port: u16) -> anyhow::Result<Conn> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        tcp.set_nodelay(true)?;
+        Ok(Conn { io: BufReader::new(tcp) })
+    }
+
+    pub async fn cmd(&mut self, args: &[&[u8]]) -> anyhow::Result<Reply> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.io.get_mut().write_all(&out).await?;
+        self.read().await
+    }
+
+    async fn line(&mut self) -> anyhow::Result<String> {
+        let mut line = String::new();
+        self.io.read_line(&mut line).await?;
+        Ok(line.trim_end_matches("\r\n").to_owned())
+    }
+
+    async fn read(&mut self) -> anyhow::Result<Reply> {
+        let line = self.line().await?;
+        let (kind, rest) = line.split_at(1.min(line.len()));
+        match kind {
+            "+" => Ok(Reply::Status(rest.to_owned())),
+            "-" => bail!("redis error: {rest}"),
+            ":" => Ok(Reply::Int(rest.parse()?)),
+            "$" => {
+                let n: i64 = rest.parse()?;
+                if n < 0 {
+                    return Ok(Reply::Bulk(None));
+                }
+                let mut buf = vec![0u8; usize::try_from(n)? + 2];
+                self.io.read_exact(&mut buf).await?;
+                buf.truncate(buf.len() - 2);
+                Ok(Reply::Bulk(Some(buf)))
+            }
+            "*" => {
+                let n: i64 = rest.parse()?;
+                if n < 0 {
+                    return Ok(Reply::Array(None));
+                }
+                let mut items = Vec::new();
+                for _ in 0..n {
+                    items.push(Box::pin(self.read()).await?);
+                }
+                Ok(Reply::Array(Some(items)))
+            }
+            _ => bail!("unexpected RESP line {line:?}"),
+        }
+    }
+
+    /// How many clients are blocked in a blocking command right now.
+    pub async fn blocked_clients(&mut self) -> anyhow::Result<u64> {
+        match self.cmd(&[b"INFO", b"clients"]).await? {
+            Reply::Bulk(Some(text)) => {
+                let text = String::from_utf8_lossy(&text);
+                let n = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("blocked_clients:"))
+                    .context("INFO clients has no blocked_clients")?;
+                Ok(n.trim().parse()?)
+            }
+            other => bail!("unexpected INFO reply {other:?}"),
+        }
+    }
+}

@@ -250,10 +250,10 @@ async fn idle_polls(app: &Appliance, api: &Api, count: usize) -> anyhow::Result<
     let enroll_start = Instant::now();
     let mut batch = tokio::task::JoinSet::new();
     for _ in 0..count {
-        if batch.len() >= 32 {
-            if let Some(w) = batch.join_next().await {
-                workers.push(w??);
-            }
+        if batch.len() >= 32
+            && let Some(w) = batch.join_next().await
+        {
+            workers.push(w??);
         }
         let (app_gateway, ca, api) = (app.gateway.clone(), app.ca_pem.clone(), api.clone());
         batch.spawn(async move { enroll_with(&app_gateway, &ca, &api).await });

@@ -40,10 +40,10 @@ impl Server {
             .context("redis-server not found: install Debian's redis-server (bench/run.sh does)")?;
         let server = Server { child, port };
         for _ in 0..200 {
-            if let Ok(mut c) = Conn::connect(port).await {
-                if c.cmd(&[b"PING"]).await.is_ok() {
-                    return Ok(server);
-                }
+            if let Ok(mut c) = Conn::connect(port).await
+                && c.cmd(&[b"PING"]).await.is_ok()
+            {
+                return Ok(server);
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

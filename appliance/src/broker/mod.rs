@@ -24,9 +24,10 @@ use crate::audit::Origin;
 use crate::clock::SharedClock;
 use crate::ids::{LeaseId, TaskId, WorkerId};
 use crate::store::{self, Store};
+use ops::{Claim, Dispatch};
 pub use ops::{Completion, Heartbeat, ListFilter};
 pub use task::{Lease, NewTask, Task, TaskError, TaskRequest, TaskState};
-use waiters::Waiters;
+use waiters::{Reservation, Waiters};
 
 /// Tunables, validated by the config module.
 #[derive(Debug, Clone)]
@@ -113,11 +114,18 @@ impl Broker {
     ) -> Result<(Task, bool), Error> {
         let now = self.clock.now();
         let (origin, principal) = (origin.clone(), principal.to_owned());
-        let (task, created) =
-            self.store.write(move |tx| ops::create(tx, now, &origin, &principal, new, idempotency_key)).await?;
-        if created {
-            self.waiters.wake_matching(&task.labels);
-        }
+        let (waiters, lease) = (self.waiters.clone(), self.settings.lease);
+        let (task, created, handoffs) = self
+            .store
+            .write(move |tx| {
+                let mut d = Dispatch::new(&waiters, lease);
+                let (task, created) = ops::create(tx, now, &origin, &principal, new, idempotency_key, &mut d)?;
+                Ok::<_, Error>((task, created, d.handoffs))
+            })
+            .await?;
+        // The waiting worker hears first: its poll answer goes out before
+        // this create's own reply.
+        deliver(handoffs);
         Ok((task, created))
     }
 
@@ -170,27 +178,40 @@ impl Broker {
     ) -> Result<Vec<Task>, Error> {
         let max_tasks = max_tasks.clamp(1, self.settings.max_tasks_per_poll);
         let deadline = tokio::time::Instant::now() + wait.min(self.settings.max_poll_wait);
-        let registration = self.waiters.register(worker.labels.clone());
         loop {
-            if self.waiters.is_draining() {
-                return Ok(Vec::new());
-            }
-            let leased = self.claim(origin, worker, max_tasks).await?;
-            if !leased.is_empty() {
-                return Ok(leased);
+            let now = self.clock.now();
+            let id = self.waiters.next_id();
+            let (mailbox, mut delivered) = tokio::sync::oneshot::channel();
+            let park = (tokio::time::Instant::now() < deadline).then_some((id, mailbox));
+            let (origin, worker, waiters, lease) =
+                (origin.clone(), worker.clone(), self.waiters.clone(), self.settings.lease);
+            let claimed = self
+                .store
+                .write(move |tx| ops::claim_or_park(tx, now, &origin, &worker, max_tasks, lease, &waiters, park))
+                .await;
+            match claimed {
+                Ok(Claim::Leased(tasks)) => return Ok(tasks),
+                Ok(Claim::Draining) => return Ok(Vec::new()),
+                Ok(Claim::Parked) => {}
+                Err(e) => {
+                    self.waiters.cancel(id);
+                    return Err(e);
+                }
             }
             tokio::select! {
-                () = registration.woken() => {}
-                () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+                handed = &mut delivered => match handed {
+                    Ok(tasks) => return Ok(tasks),
+                    // Reserved, but the reserving operation failed: look again.
+                    Err(_) => continue,
+                },
+                () = tokio::time::sleep_until(deadline) => {}
             }
+            if self.waiters.cancel(id) {
+                return Ok(Vec::new());
+            }
+            // Reserved at the last moment: the delivery follows that commit.
+            return Ok(delivered.await.unwrap_or_default());
         }
-    }
-
-    async fn claim(&self, origin: &Origin, worker: &WorkerView, max_tasks: u32) -> Result<Vec<Task>, Error> {
-        let now = self.clock.now();
-        let lease = self.settings.lease;
-        let (origin, worker) = (origin.clone(), worker.clone());
-        self.store.write(move |tx| ops::claim(tx, now, &origin, &worker, max_tasks, lease)).await
     }
 
     /// Extends a lease; says whether the task was cancelled meanwhile.
@@ -211,11 +232,16 @@ impl Broker {
     ) -> Result<Task, Error> {
         let now = self.clock.now();
         let origin = origin.clone();
-        let settings = self.settings.clone();
-        let task = self
+        let (settings, waiters) = (self.settings.clone(), self.waiters.clone());
+        let (task, handoffs) = self
             .store
-            .write(move |tx| ops::complete(tx, now, &origin, worker, id, lease, completion, &settings))
+            .write(move |tx| {
+                let mut d = Dispatch::new(&waiters, settings.lease);
+                let task = ops::complete(tx, now, &origin, worker, id, lease, completion, &settings, &mut d)?;
+                Ok::<_, Error>((task, d.handoffs))
+            })
             .await?;
+        deliver(handoffs);
         self.announce(&task);
         Ok(task)
     }
@@ -227,8 +253,16 @@ impl Broker {
         if !self.store.read(|tx| ops::anything_due(tx, now))? {
             return Ok(0);
         }
-        let settings = self.settings.clone();
-        let moved = self.store.write(move |tx| ops::reap(tx, now, &settings)).await?;
+        let (settings, waiters) = (self.settings.clone(), self.waiters.clone());
+        let (moved, handoffs) = self
+            .store
+            .write(move |tx| {
+                let mut d = Dispatch::new(&waiters, settings.lease);
+                let moved = ops::reap(tx, now, &settings, &mut d)?;
+                Ok::<_, Error>((moved, d.handoffs))
+            })
+            .await?;
+        deliver(handoffs);
         for task in &moved {
             self.announce(task);
         }
@@ -247,14 +281,10 @@ impl Broker {
         }
     }
 
-    /// After a commit: wake pollers for a ready task, or waiters for a finished one.
+    /// After a commit: tells clients waiting for a task that it finished.
     fn announce(&self, task: &Task) {
-        match task.state {
-            TaskState::Queued if task.not_before.is_none() => self.waiters.wake_matching(&task.labels),
-            s if s.is_final() => {
-                let _ = self.finished.send(task.id);
-            }
-            _ => {}
+        if task.state.is_final() {
+            let _ = self.finished.send(task.id);
         }
     }
 
@@ -270,6 +300,17 @@ impl Broker {
     /// How many worker polls are parked right now.
     pub fn parked_polls(&self) -> usize {
         self.waiters.parked()
+    }
+}
+
+/// Hands tasks leased inside a committed operation to their parked polls.
+fn deliver(handoffs: Vec<(Reservation, Task)>) {
+    for (reservation, task) in handoffs {
+        if reservation.deliver(vec![task]).is_err() {
+            // The poll went away between its park and this commit; the lease
+            // expires and the task is retried.
+            tracing::debug!("a parked poll left before its task arrived");
+        }
     }
 }
 

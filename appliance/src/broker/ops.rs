@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::task::{MAX_PRIORITY, labels_match, retry_delay};
+use super::waiters::{Mailbox, Reservation, Waiters};
 use super::{Error, Lease, NewTask, Settings, Task, TaskError, TaskState, WorkerView};
 use crate::audit::{self, Event, Origin, Outcome, Resource};
 use crate::clock::Timestamp;
@@ -57,6 +58,31 @@ pub struct Heartbeat {
     pub lease_expires_at: Timestamp,
 }
 
+/// Where tasks that become ready go during one operation: straight to a
+/// parked poll that can run them (leased in the same transaction), or into
+/// the queue. The hand-offs are delivered after the commit.
+#[derive(Debug)]
+pub(super) struct Dispatch<'a> {
+    waiters: &'a Waiters,
+    lease: Duration,
+    pub handoffs: Vec<(Reservation, Task)>,
+}
+
+impl<'a> Dispatch<'a> {
+    pub fn new(waiters: &'a Waiters, lease: Duration) -> Self {
+        Dispatch { waiters, lease, handoffs: Vec::new() }
+    }
+}
+
+/// What a poll's look at the queue came to.
+#[derive(Debug)]
+pub(super) enum Claim {
+    Leased(Vec<Task>),
+    /// Nothing to claim; the poll is parked and its mailbox will hear.
+    Parked,
+    Draining,
+}
+
 /// Which tasks a listing returns, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -96,17 +122,62 @@ fn enqueue(tx: &mut WriteTx<'_>, task: &mut Task) -> Result<(), store::Error> {
     Ok(())
 }
 
-/// Puts a task back in line, after `delay` if it is not zero.
-fn requeue(tx: &mut WriteTx<'_>, task: &mut Task, now: Timestamp, delay: Duration) -> Result<(), store::Error> {
+/// Makes a task ready: leased at once to the oldest parked poll that can
+/// run it, or queued. The caller stores the task afterwards.
+fn make_ready(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task, d: &mut Dispatch<'_>) -> Result<(), store::Error> {
     task.state = TaskState::Queued;
     task.lease = None;
-    if delay.is_zero() {
-        enqueue(tx, task)
-    } else {
-        let at = now.plus(delay);
-        task.not_before = Some(at);
-        tx.put(DELAYED, &time_key(at, task.id), &task.id)
+    task.not_before = None;
+    match d.waiters.reserve(&task.labels) {
+        Some(r) => {
+            lease_to(tx, now, &r.origin, &r.worker, task, d.lease)?;
+            d.handoffs.push((r, task.clone()));
+            Ok(())
+        }
+        None => enqueue(tx, task),
     }
+}
+
+/// Puts a task back in line, after `delay` if it is not zero.
+fn requeue(
+    tx: &mut WriteTx<'_>,
+    task: &mut Task,
+    now: Timestamp,
+    delay: Duration,
+    d: &mut Dispatch<'_>,
+) -> Result<(), store::Error> {
+    if delay.is_zero() {
+        return make_ready(tx, now, task, d);
+    }
+    task.state = TaskState::Queued;
+    task.lease = None;
+    let at = now.plus(delay);
+    task.not_before = Some(at);
+    tx.put(DELAYED, &time_key(at, task.id), &task.id)
+}
+
+/// Leases `task` to `worker` and audits it. The caller stores the task.
+fn lease_to(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    worker: &WorkerView,
+    task: &mut Task,
+    lease_for: Duration,
+) -> Result<(), store::Error> {
+    let lease = Lease { worker: worker.id, id: LeaseId::new(), expires_at: now.plus(lease_for) };
+    tx.put(LEASES, &time_key(lease.expires_at, task.id), &task.id)?;
+    task.queue_key = None;
+    task.attempts += 1;
+    task.state = TaskState::Leased;
+    task.updated_at = now;
+    let event = Event::new("task.leased", "lease", resource(task.id))
+        .detail("worker", worker.id)
+        .detail("attempt", task.attempts)
+        .detail("lease_id", lease.id);
+    task.lease = Some(lease);
+    audit::append(tx, now, origin, event)?;
+    Ok(())
 }
 
 fn finish(task: &mut Task, now: Timestamp, state: TaskState) {
@@ -122,6 +193,7 @@ pub(super) fn create(
     principal: &str,
     new: NewTask,
     idempotency_key: Option<String>,
+    d: &mut Dispatch<'_>,
 ) -> Result<(Task, bool), Error> {
     let idempotency = match &idempotency_key {
         Some(key) => {
@@ -167,8 +239,6 @@ pub(super) fn create(
         idempotency_key,
         queue_key: None,
     };
-    enqueue(tx, &mut task)?;
-    tx.put(TASKS, &task.id.to_key(), &task)?;
     if let Some((slot, request)) = idempotency {
         tx.put(IDEMPOTENCY, &slot, &IdempotencyEntry { task: task.id, request })?;
     }
@@ -177,6 +247,8 @@ pub(super) fn create(
         .detail("priority", task.priority)
         .detail("labels", task.labels.join(","));
     audit::append(tx, now, origin, event)?;
+    make_ready(tx, now, &mut task, d)?;
+    tx.put(TASKS, &task.id.to_key(), &task)?;
     Ok((task, true))
 }
 
@@ -222,14 +294,22 @@ pub(super) fn cancel(tx: &mut WriteTx<'_>, now: Timestamp, origin: &Origin, id: 
     Ok(task)
 }
 
-pub(super) fn claim(
+/// Leases up to `max_tasks` ready tasks to `worker`; if there are none and
+/// `park` is given, parks the poll (see [`Waiters`]).
+#[allow(clippy::too_many_arguments)] // one operation, each argument a distinct fact
+pub(super) fn claim_or_park(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
     origin: &Origin,
     worker: &WorkerView,
     max_tasks: u32,
     lease_for: Duration,
-) -> Result<Vec<Task>, Error> {
+    waiters: &Waiters,
+    park: Option<(u64, Mailbox)>,
+) -> Result<Claim, Error> {
+    if waiters.is_draining() {
+        return Ok(Claim::Draining);
+    }
     let mut picked: Vec<(Vec<u8>, TaskId)> = Vec::new();
     tx.scan(QUEUE, None, Order::Ascending, |key, entry: QueueEntry| {
         if labels_match(&entry.labels, &worker.labels) {
@@ -237,27 +317,25 @@ pub(super) fn claim(
         }
         Ok(picked.len() < max_tasks as usize)
     })?;
+    if picked.is_empty() {
+        return Ok(match park {
+            Some((id, mailbox)) => {
+                waiters.park(id, origin.clone(), worker.clone(), mailbox);
+                Claim::Parked
+            }
+            None => Claim::Leased(Vec::new()),
+        });
+    }
     let mut tasks = Vec::with_capacity(picked.len());
     for (_, id) in &picked {
         tasks.push(tx.get(TASKS, &id.to_key())?.ok_or(Error::NotFound)?);
     }
     for ((queue_key, _), task) in picked.iter().zip(tasks.iter_mut()) {
         tx.delete(QUEUE, queue_key)?;
-        let lease = Lease { worker: worker.id, id: LeaseId::new(), expires_at: now.plus(lease_for) };
-        tx.put(LEASES, &time_key(lease.expires_at, task.id), &task.id)?;
-        task.queue_key = None;
-        task.attempts += 1;
-        task.state = TaskState::Leased;
-        task.updated_at = now;
-        let event = Event::new("task.leased", "lease", resource(task.id))
-            .detail("worker", worker.id)
-            .detail("attempt", task.attempts)
-            .detail("lease_id", lease.id);
-        task.lease = Some(lease);
+        lease_to(tx, now, origin, worker, task, lease_for)?;
         tx.put(TASKS, &task.id.to_key(), task)?;
-        audit::append(tx, now, origin, event)?;
     }
-    Ok(tasks)
+    Ok(Claim::Leased(tasks))
 }
 
 /// The task, if `worker` holds its lease `lease` (the task may be cancelled).
@@ -307,6 +385,7 @@ pub(super) fn complete(
     lease: LeaseId,
     completion: Completion,
     settings: &Settings,
+    d: &mut Dispatch<'_>,
 ) -> Result<Task, Error> {
     let (mut task, current) = leased_to(tx, id, worker, lease)?;
     if task.state != TaskState::Leased {
@@ -335,7 +414,7 @@ pub(super) fn complete(
             task.error = Some(error);
             task.updated_at = now;
             if retry {
-                retry_task(tx, &mut task, now, settings)?;
+                retry_task(tx, &mut task, now, settings, d)?;
             } else {
                 finish(&mut task, now, TaskState::Failed);
             }
@@ -345,13 +424,20 @@ pub(super) fn complete(
     Ok(task)
 }
 
-fn retry_task(tx: &mut WriteTx<'_>, task: &mut Task, now: Timestamp, settings: &Settings) -> Result<(), Error> {
+fn retry_task(
+    tx: &mut WriteTx<'_>,
+    task: &mut Task,
+    now: Timestamp,
+    settings: &Settings,
+    d: &mut Dispatch<'_>,
+) -> Result<(), Error> {
     let delay = retry_delay(task.attempts, settings.retry_backoff, settings.retry_backoff_max);
-    requeue(tx, task, now, delay)?;
+    // Audit the decision first: a zero delay may lease the task right away.
     let event = Event::new("task.requeued", "requeue", resource(task.id))
         .detail("attempt", task.attempts)
         .detail("delay_ms", delay.as_millis());
     audit::append(tx, now, &Origin::system(), event)?;
+    requeue(tx, task, now, delay, d)?;
     Ok(())
 }
 
@@ -380,7 +466,12 @@ fn due_keys(tx: &WriteTx<'_>, c: Collection<TaskId>, now: Timestamp) -> Result<V
 }
 
 /// Expires overdue leases (requeue or fail) and releases finished backoffs.
-pub(super) fn reap(tx: &mut WriteTx<'_>, now: Timestamp, settings: &Settings) -> Result<Vec<Task>, Error> {
+pub(super) fn reap(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    settings: &Settings,
+    d: &mut Dispatch<'_>,
+) -> Result<Vec<Task>, Error> {
     let expired = due_keys(tx, LEASES, now)?;
     let released = due_keys(tx, DELAYED, now)?;
     let mut moved = Vec::new();
@@ -404,7 +495,7 @@ pub(super) fn reap(tx: &mut WriteTx<'_>, now: Timestamp, settings: &Settings) ->
         });
         task.updated_at = now;
         if task.attempts < task.max_attempts {
-            retry_task(tx, &mut task, now, settings)?;
+            retry_task(tx, &mut task, now, settings, d)?;
         } else {
             finish(&mut task, now, TaskState::Failed);
             let event = Event::new("task.failed", "expire", resource(id))
@@ -425,7 +516,7 @@ pub(super) fn reap(tx: &mut WriteTx<'_>, now: Timestamp, settings: &Settings) ->
         if task.state != TaskState::Queued || task.not_before.is_none() {
             continue;
         }
-        enqueue(tx, &mut task)?;
+        make_ready(tx, now, &mut task, d)?;
         tx.put(TASKS, &id.to_key(), &task)?;
         moved.push(task);
     }

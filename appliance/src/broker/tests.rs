@@ -303,3 +303,47 @@ async fn listing_filters_by_owner_and_state_newest_first() {
     let page = f.broker.list(&ListFilter { before: Some(c.id), limit: 1, ..ListFilter::default() }).unwrap();
     assert_eq!(page[0].id, b.id);
 }
+
+#[tokio::test]
+async fn a_new_task_goes_straight_to_the_longest_waiting_poll_in_the_same_commit() {
+    let f = fixture();
+    let (first, second) = (worker(&[]), worker(&[]));
+    let spawn_poll = |w: &WorkerView| {
+        let (broker, w, o) = (f.broker.clone(), w.clone(), origin_of(w));
+        tokio::spawn(async move { broker.poll(&o, &w, 1, Duration::from_secs(30)).await })
+    };
+    let p1 = spawn_poll(&first);
+    while f.broker.parked_polls() < 1 {
+        tokio::task::yield_now().await;
+    }
+    let p2 = spawn_poll(&second);
+    while f.broker.parked_polls() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let audit_before = f.audit_ok();
+    let t = f.submit("echo", &[], 5).await;
+    assert_eq!(t.state, TaskState::Leased, "leased by the creating operation itself");
+    assert_eq!(t.lease.as_ref().unwrap().worker, first.id, "the longest-waiting worker gets it");
+    let got = tokio::time::timeout(Duration::from_secs(5), p1).await.unwrap().unwrap().unwrap();
+    assert_eq!(got[0].id, t.id);
+    assert_eq!(f.audit_ok(), audit_before + 2, "created and leased");
+    assert_eq!(f.broker.parked_polls(), 1);
+    f.broker.drain();
+    assert!(p2.await.unwrap().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_poll_that_went_away_is_never_handed_a_task() {
+    let f = fixture();
+    let w = worker(&[]);
+    let (broker, pw, po) = (f.broker.clone(), w.clone(), origin_of(&w));
+    let parked = tokio::spawn(async move { broker.poll(&po, &pw, 1, Duration::from_secs(30)).await });
+    while f.broker.parked_polls() == 0 {
+        tokio::task::yield_now().await;
+    }
+    parked.abort();
+    let _ = parked.await;
+    let t = f.submit("echo", &[], 5).await;
+    assert_eq!(t.state, TaskState::Queued, "queued for a live worker, not leased to a dead poll");
+    assert_eq!(f.take(&worker(&[]), 1).await[0].id, t.id);
+}

@@ -1,79 +1,109 @@
-//! Parked long-polls, woken in memory when a matching task becomes ready.
+//! Parked long-polls, and the hand-off of a ready task to one of them.
 //!
-//! A poller registers *before* it tries to claim, so a task committed between
-//! its claim attempt and its wait still wakes it (`Notify` keeps the permit).
-//! Nothing here reads the store.
+//! A poll that finds nothing to claim parks *inside the same store
+//! operation* that looked (the group-commit writer runs operations one at a
+//! time), so no task can become ready between the look and the park. When a
+//! task becomes ready later — created, retried, released from backoff — the
+//! operation doing that reserves the oldest parked poll whose worker has the
+//! task's labels and leases the task to it in the same transaction. After the
+//! commit the broker delivers it through the poll's mailbox. Delivery to a
+//! waiting worker therefore costs no extra commit, and nothing here reads the
+//! store.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
 
 use super::task::labels_match;
+use super::{Task, WorkerView};
+use crate::audit::Origin;
+
+/// Where a parked poll receives its tasks (empty when the broker drains).
+pub type Mailbox = oneshot::Sender<Vec<Task>>;
 
 #[derive(Debug)]
 struct Parked {
     id: u64,
-    labels: Arc<Vec<String>>,
-    wake: Arc<Notify>,
+    origin: Origin,
+    worker: WorkerView,
+    mailbox: Mailbox,
 }
 
 #[derive(Debug, Default)]
 pub struct Waiters {
-    parked: Mutex<Vec<Parked>>,
+    /// Oldest first: the longest-waiting worker gets the next task.
+    parked: Mutex<VecDeque<Parked>>,
     next_id: AtomicU64,
     draining: AtomicBool,
 }
 
-/// A registered poller; unregisters itself when dropped.
+/// A parked poll taken out of the queue to receive one task.
 #[derive(Debug)]
-pub struct Registration<'w> {
-    waiters: &'w Waiters,
-    id: u64,
-    wake: Arc<Notify>,
+pub struct Reservation {
+    pub origin: Origin,
+    pub worker: WorkerView,
+    mailbox: Mailbox,
 }
 
-impl Registration<'_> {
-    /// Resolves when a matching task may be ready, or the broker drains.
-    pub async fn woken(&self) {
-        self.wake.notified().await;
-    }
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        let mut parked = self.waiters.parked.lock().unwrap_or_else(PoisonError::into_inner);
-        parked.retain(|p| p.id != self.id);
+impl Reservation {
+    /// Hands the leased tasks over. Returns them if the poll has gone away
+    /// (its lease then expires and the task is retried).
+    pub fn deliver(self, tasks: Vec<Task>) -> Result<(), Vec<Task>> {
+        self.mailbox.send(tasks)
     }
 }
 
 impl Waiters {
-    pub fn register(&self, labels: Arc<Vec<String>>) -> Registration<'_> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let wake = Arc::new(Notify::new());
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Parked>> {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A fresh id for a poll about to park.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Parks a poll. Called from inside the store operation that found
+    /// nothing to claim. While draining, the poll is answered at once.
+    pub fn park(&self, id: u64, origin: Origin, worker: WorkerView, mailbox: Mailbox) {
+        let mut parked = self.lock();
         if self.is_draining() {
-            wake.notify_one();
+            let _ = mailbox.send(Vec::new());
+            return;
         }
-        self.parked.lock().unwrap_or_else(PoisonError::into_inner).push(Parked { id, labels, wake: wake.clone() });
-        Registration { waiters: self, id, wake }
+        parked.push_back(Parked { id, origin, worker, mailbox });
     }
 
-    /// Wakes every parked poller whose worker could run a task with these labels.
-    /// Waking more pollers than there are tasks is harmless: the losers find
-    /// nothing to claim and park again.
-    pub fn wake_matching(&self, task_labels: &[String]) {
-        let parked = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
-        for p in parked.iter().filter(|p| labels_match(task_labels, &p.labels)) {
-            p.wake.notify_one();
+    /// Takes the oldest parked poll whose worker may run a task with these labels.
+    pub fn reserve(&self, task_labels: &[String]) -> Option<Reservation> {
+        let mut parked = self.lock();
+        // A poll whose client went away cannot take a task.
+        parked.retain(|p| !p.mailbox.is_closed());
+        let at = parked.iter().position(|p| labels_match(task_labels, &p.worker.labels))?;
+        parked.remove(at).map(|p| Reservation { origin: p.origin, worker: p.worker, mailbox: p.mailbox })
+    }
+
+    /// Withdraws a parked poll (its wait ran out). `false` means it was
+    /// already reserved, and its delivery follows the reserving commit.
+    pub fn cancel(&self, id: u64) -> bool {
+        let mut parked = self.lock();
+        match parked.iter().position(|p| p.id == id) {
+            Some(at) => {
+                parked.remove(at);
+                true
+            }
+            None => false,
         }
     }
 
-    /// Stops handing out leases and answers every parked poller.
+    /// Stops handing out leases and answers every parked poll, empty.
     pub fn drain(&self) {
+        let mut parked = self.lock();
         self.draining.store(true, Ordering::SeqCst);
-        let parked = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
-        for p in parked.iter() {
-            p.wake.notify_one();
+        for p in parked.drain(..) {
+            let _ = p.mailbox.send(Vec::new());
         }
     }
 
@@ -82,6 +112,8 @@ impl Waiters {
     }
 
     pub fn parked(&self) -> usize {
-        self.parked.lock().unwrap_or_else(PoisonError::into_inner).len()
+        let mut parked = self.lock();
+        parked.retain(|p| !p.mailbox.is_closed());
+        parked.len()
     }
 }

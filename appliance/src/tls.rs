@@ -137,6 +137,11 @@ pub fn client(ca_pem: &str, identity: Option<(&str, &str)>, alpn: &[&[u8]]) -> R
 
 /// ALPN for ordinary HTTPS clients of the appliance.
 pub const CLIENT_HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+/// ALPN for an enrolled worker's connections. HTTP/1.1 only: a parked
+/// long-poll then costs the appliance about a third less memory than an
+/// HTTP/2 connection does (measured in BENCHMARKS.md, idle polls), and a
+/// worker's few concurrent calls simply use a second pooled connection.
+pub const WORKER_ALPN: &[&[u8]] = &[b"http/1.1"];
 /// ALPN for the enrollment call.
 pub const CLIENT_ENROLL_ALPN: &[&[u8]] = &[ENROLL_ALPN];
 

@@ -65,6 +65,18 @@ impl Appliance {
         Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
     }
 
+    /// CPU time the appliance process has used (user + system), in seconds.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the command name (which may hold spaces): utime is 14th, stime 15th overall.
+        let rest = stat.rsplit_once(')').context("stat format")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11).context("utime")?.parse::<f64>()? + fields.get(12).context("stime")?.parse::<f64>()?;
+        // Linux reports these in USER_HZ, which is 100 on every mainstream build.
+        Ok(ticks / 100.0)
+    }
+
     /// A client with its own connection pool.
     pub fn api(&self) -> anyhow::Result<Api> {
         let config = tether::tls::client(&self.ca_pem, None, tether::tls::CLIENT_HTTP_ALPN)?;

@@ -34,6 +34,14 @@ struct Args {
     samples: usize,
     idle: usize,
     create_secs: u64,
+    /// Which measurements to run (a, b, c, d, redis); all by default.
+    only: Vec<String>,
+}
+
+impl Args {
+    fn wants(&self, m: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == m)
+    }
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -44,6 +52,7 @@ fn parse_args() -> anyhow::Result<Args> {
         samples: 1000,
         idle: 5000,
         create_secs: 5,
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,8 +64,9 @@ fn parse_args() -> anyhow::Result<Args> {
             "--samples" => args.samples = value()?.parse()?,
             "--idle" => args.idle = value()?.parse()?,
             "--create-secs" => args.create_secs = value()?.parse()?,
+            "--only" => args.only = value()?.split(',').map(str::to_owned).collect(),
             other => bail!(
-                "unknown flag {other}; flags: --tether PATH --work-dir DIR --tasks N --samples N --idle N --create-secs S"
+                "unknown flag {other}; flags: --tether PATH --work-dir DIR --tasks N --samples N --idle N --create-secs S --only a,b,c,d,redis"
             ),
         }
     }
@@ -69,11 +79,7 @@ async fn main() -> anyhow::Result<()> {
     // On the same disk as the appliance's data: fsync costs are what matter.
     let dir = tempfile::tempdir_in(&args.work_dir)?;
     let mut report = serde_json::Map::new();
-
-    eprintln!("ceiling: single-insert durable redb commits…");
-    let redb_rate = redb_single_commits(&dir.path().join("ceiling.redb"), 500)?;
-    report.insert("redb_single_commit_per_s".into(), json!(redb_rate));
-
+    let mut rows: Vec<String> = Vec::new();
     // Each measurement gets a fresh appliance, so one's leftovers (a queue
     // of 50,000 tasks after (c), say) cannot flatter or spoil the next.
     let fresh = |name: &str| -> anyhow::Result<(Appliance, Api)> {
@@ -81,59 +87,89 @@ async fn main() -> anyhow::Result<()> {
         let api = app.api()?;
         Ok((app, api))
     };
-    eprintln!("(a) lifecycle, 1 producer / 4 workers, {} tasks…", args.tasks);
-    let (app, api) = fresh("a")?;
-    let ours_lifecycle = lifecycle(&app, &api, args.tasks).await?;
-    eprintln!("(b) create-ack → delivery latency, {} samples…", args.samples);
-    let (app, api) = fresh("b")?;
-    let ours_latency = latency(&app, &api, args.samples).await?;
-    eprintln!("(c) create throughput, 64 clients, {} s…", args.create_secs);
-    let (app, _) = fresh("c")?;
-    let create_rate = create_throughput(&app, 64, Duration::from_secs(args.create_secs)).await?;
-    eprintln!("(d) {} idle parked mTLS polls…", args.idle);
-    let (app, api) = fresh("d")?;
-    let idle = idle_polls(&app, &api, args.idle).await?;
-    drop(app);
+    let redis_server = if args.wants("a") || args.wants("b") {
+        Some(redis::Server::start(&dir.path().join("redis")).await?)
+    } else {
+        None
+    };
 
-    let redis_server = redis::Server::start(&dir.path().join("redis")).await?;
-    eprintln!("Redis reliable queue (appendfsync always)…");
-    let redis_lifecycle = redis_lifecycle(redis_server.port, args.tasks).await?;
-    let redis_latency = redis_latency(redis_server.port, args.samples).await?;
+    if args.wants("a") {
+        for in_flight in [1, 16] {
+            eprintln!("(a) lifecycle, 1 producer ({in_flight} in flight) / 4 workers, {} tasks…", args.tasks);
+            let (app, api) = fresh(&format!("a{in_flight}"))?;
+            let cpu = app.cpu_seconds()?;
+            let ours = lifecycle(&app, &api, args.tasks, in_flight).await?;
+            let cpu = app.cpu_seconds()? - cpu;
+            let port = redis_server.as_ref().map(|r| r.port).context("redis")?;
+            let peer = redis_lifecycle(port, args.tasks, in_flight).await?;
+            report.insert(
+                format!("a_lifecycle_per_s_in_flight_{in_flight}"),
+                json!({"tether": ours, "redis": peer, "tether_cpu_s": cpu}),
+            );
+            rows.push(format!(
+                "| (a) lifecycle tasks/s, 1 producer ({in_flight} in flight) + 4 workers | {ours:.0} | Redis {peer:.0} | {:.2}× | ≥ 1.0× |",
+                ours / peer
+            ));
+        }
+    }
+    if args.wants("b") {
+        eprintln!("(b) create-ack → delivery latency, {} samples…", args.samples);
+        let (app, api) = fresh("b")?;
+        let ours = latency(&app, &api, args.samples).await?;
+        let port = redis_server.as_ref().map(|r| r.port).context("redis")?;
+        let peer = redis_latency(port, args.samples).await?;
+        let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        rows.push(format!(
+            "| (b) create-ack → delivery p50 / p99 ms | {:.3} / {:.3} | Redis {:.3} / {:.3} | p99 {:.2}× | p99 ≤ Redis |",
+            f(&ours, "p50"),
+            f(&ours, "p99"),
+            f(&peer, "p50"),
+            f(&peer, "p99"),
+            f(&ours, "p99") / f(&peer, "p99")
+        ));
+        report.insert("b_latency_ms".into(), json!({"tether": ours, "redis": peer}));
+    }
     drop(redis_server);
+    if args.wants("c") {
+        eprintln!("ceiling: single-insert durable redb commits…");
+        let redb_rate = redb_single_commits(&dir.path().join("ceiling.redb"), 500)?;
+        eprintln!("(c) create throughput, 64 clients, {} s…", args.create_secs);
+        let (app, api) = fresh("c")?;
+        let before = api.get("/api/v1/system/status").await?["store"].clone();
+        let cpu = app.cpu_seconds()?;
+        let rate = create_throughput(&app, 64, Duration::from_secs(args.create_secs)).await?;
+        let cpu = app.cpu_seconds()? - cpu;
+        let after = api.get("/api/v1/system/status").await?["store"].clone();
+        let delta = |k: &str| after[k].as_f64().unwrap_or(0.0) - before[k].as_f64().unwrap_or(0.0);
+        let per_commit = delta("operations") / delta("commits").max(1.0);
+        rows.push(format!(
+            "| (c) creates/s, 64 clients | {rate:.0} ({per_commit:.1} per fsync) | redb single commits {redb_rate:.0}/s | {:.1}× | ≥ 10× |",
+            rate / redb_rate
+        ));
+        report.insert(
+            "c_creates_64_clients".into(),
+            json!({"tether_per_s": rate, "redb_single_commit_per_s": redb_rate, "operations_per_commit": per_commit,
+                   "tether_cpu_s": cpu, "seconds": args.create_secs}),
+        );
+    }
+    if args.wants("d") {
+        eprintln!("(d) {} idle parked mTLS polls…", args.idle);
+        let (app, api) = fresh("d")?;
+        let idle = idle_polls(&app, &api, args.idle).await?;
+        let kib = idle["kib_per_poll"].as_f64().unwrap_or(f64::NAN);
+        rows.push(format!(
+            "| (d) RSS per idle parked mTLS poll | {kib:.1} KiB ({} parked) | 32 KiB | {:.2}× | ≤ 1.0× |",
+            idle["parked"],
+            kib / 32.0
+        ));
+        report.insert("d_idle_polls".into(), idle);
+    }
 
-    report.insert("lifecycle_tasks_per_s".into(), json!(ours_lifecycle));
-    report.insert("redis_lifecycle_tasks_per_s".into(), json!(redis_lifecycle));
-    report.insert("latency_ms".into(), ours_latency.clone());
-    report.insert("redis_latency_ms".into(), redis_latency.clone());
-    report.insert("create_per_s_64_clients".into(), json!(create_rate));
-    report.insert("idle_polls".into(), idle.clone());
-
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     println!("\n| measure | tether | ceiling / peer | ratio | goal |");
     println!("|---|---|---|---|---|");
-    println!(
-        "| (a) lifecycle tasks/s, 1 producer + 4 workers | {ours_lifecycle:.0} | Redis {redis_lifecycle:.0} | {:.2}× | ≥ 1.0× |",
-        ratio(ours_lifecycle, redis_lifecycle)
-    );
-    println!(
-        "| (b) create-ack → delivery p50 / p99 ms | {:.2} / {:.2} | Redis {:.2} / {:.2} | p99 {:.2}× | p99 ≤ Redis |",
-        f(&ours_latency, "p50"),
-        f(&ours_latency, "p99"),
-        f(&redis_latency, "p50"),
-        f(&redis_latency, "p99"),
-        ratio(f(&ours_latency, "p99"), f(&redis_latency, "p99"))
-    );
-    println!(
-        "| (c) creates/s, 64 clients | {create_rate:.0} | redb single commits {redb_rate:.0}/s | {:.1}× | ≥ 10× |",
-        ratio(create_rate, redb_rate)
-    );
-    println!(
-        "| (d) RSS per idle parked mTLS poll | {:.1} KiB ({} parked) | 32 KiB | {:.2}× | ≤ 1.0× |",
-        f(&idle, "kib_per_poll"),
-        idle["parked"],
-        f(&idle, "kib_per_poll") / 32.0
-    );
+    for row in rows {
+        println!("{row}");
+    }
     println!("\n{}", serde_json::to_string_pretty(&Value::Object(report))?);
     Ok(())
 }
@@ -159,7 +195,7 @@ fn percentiles(mut v: Vec<Duration>) -> Value {
     json!({"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": at(1.0), "samples": v.len()})
 }
 
-async fn lifecycle(app: &Appliance, api: &Api, n: usize) -> anyhow::Result<f64> {
+async fn lifecycle(app: &Appliance, api: &Api, n: usize, in_flight: usize) -> anyhow::Result<f64> {
     let done = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(Notify::new());
     let mut workers = Vec::new();
@@ -179,8 +215,22 @@ async fn lifecycle(app: &Appliance, api: &Api, n: usize) -> anyhow::Result<f64> 
         }));
     }
     let start = Instant::now();
-    for i in 0..n {
-        api.post("/api/v1/tasks", &json!({"kind": "echo", "input": {"i": i}})).await?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut producer = tokio::task::JoinSet::new();
+    for _ in 0..in_flight {
+        let (api, next) = (api.clone(), next.clone());
+        producer.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                api.post("/api/v1/tasks", &json!({"kind": "echo", "input": {"i": i}})).await?;
+            }
+        });
+    }
+    while let Some(r) = producer.join_next().await {
+        r??;
     }
     tokio::time::timeout(Duration::from_secs(600), finished.notified()).await.context("tasks did not finish")?;
     let rate = n as f64 / start.elapsed().as_secs_f64();
@@ -291,9 +341,9 @@ async fn enroll_with(gateway: &str, ca: &str, api: &Api) -> anyhow::Result<tethe
     Ok(BrokerClient::mtls(gateway, ca, &e.cert_pem, &key)?)
 }
 
-async fn redis_lifecycle(port: u16, n: usize) -> anyhow::Result<f64> {
-    let mut producer = redis::Conn::connect(port).await?;
-    producer.cmd(&[b"DEL", b"queue", b"processing"]).await?;
+async fn redis_lifecycle(port: u16, n: usize, in_flight: usize) -> anyhow::Result<f64> {
+    let mut setup = redis::Conn::connect(port).await?;
+    setup.cmd(&[b"DEL", b"queue", b"processing"]).await?;
     let done = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(Notify::new());
     let mut consumers = Vec::new();
@@ -317,9 +367,24 @@ async fn redis_lifecycle(port: u16, n: usize) -> anyhow::Result<f64> {
         }));
     }
     let start = Instant::now();
-    for i in 0..n {
-        let item = json!({"id": i, "kind": "echo", "input": {"i": i}}).to_string();
-        producer.cmd(&[b"LPUSH", b"queue", item.as_bytes()]).await?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut producer = tokio::task::JoinSet::new();
+    for _ in 0..in_flight {
+        let mut conn = redis::Conn::connect(port).await?;
+        let next = next.clone();
+        producer.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let item = json!({"id": i, "kind": "echo", "input": {"i": i}}).to_string();
+                conn.cmd(&[b"LPUSH", b"queue", item.as_bytes()]).await?;
+            }
+        });
+    }
+    while let Some(r) = producer.join_next().await {
+        r??;
     }
     tokio::time::timeout(Duration::from_secs(600), finished.notified()).await.context("redis consumers stalled")?;
     let rate = n as f64 / start.elapsed().as_secs_f64();

@@ -33,6 +33,7 @@ pub struct Status {
     /// Worker polls parked right now, waiting for work.
     parked_polls: usize,
     workers: usize,
+    store: crate::store::StoreStats,
 }
 
 pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Status>, ApiError> {
@@ -43,6 +44,7 @@ pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<ax
         draining,
         parked_polls: state.broker.parked_polls(),
         workers,
+        store: state.store.stats(),
     }))
 }
 

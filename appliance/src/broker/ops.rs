@@ -339,7 +339,7 @@ pub(super) fn claim_or_park(
 }
 
 /// The task, if `worker` holds its lease `lease` (the task may be cancelled).
-fn leased_to(tx: &WriteTx<'_>, id: TaskId, worker: WorkerId, lease: LeaseId) -> Result<(Task, Lease), Error> {
+fn leased_to(tx: &mut WriteTx<'_>, id: TaskId, worker: WorkerId, lease: LeaseId) -> Result<(Task, Lease), Error> {
     let task = tx.get(TASKS, &id.to_key())?.ok_or(Error::NotFound)?;
     match &task.lease {
         Some(l) if l.id == lease && l.worker == worker => {
@@ -453,7 +453,11 @@ pub(super) fn anything_due(tx: &ReadTx, now: Timestamp) -> Result<bool, store::E
     Ok(due)
 }
 
-fn due_keys(tx: &WriteTx<'_>, c: Collection<TaskId>, now: Timestamp) -> Result<Vec<(Vec<u8>, TaskId)>, store::Error> {
+fn due_keys(
+    tx: &mut WriteTx<'_>,
+    c: Collection<TaskId>,
+    now: Timestamp,
+) -> Result<Vec<(Vec<u8>, TaskId)>, store::Error> {
     let mut due = Vec::new();
     tx.scan(c, None, Order::Ascending, |key, id| {
         if time_of(key) > now {

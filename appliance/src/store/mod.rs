@@ -105,6 +105,13 @@ pub enum Order {
     Descending,
 }
 
+/// See [`Store::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    pub operations: u64,
+    pub commits: u64,
+}
+
 /// A handle on the open database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -149,6 +156,13 @@ impl Store {
         let db = Arc::new(db);
         let writer = Arc::new(writer::Handle::spawn(db.clone()));
         Store { writer, db }
+    }
+
+    /// Write operations applied and durable commits made since opening: their
+    /// ratio is how many operations each fsync carries.
+    pub fn stats(&self) -> StoreStats {
+        let (operations, commits) = self.writer.stats();
+        StoreStats { operations, commits }
     }
 
     /// Runs `f` on a consistent read snapshot.

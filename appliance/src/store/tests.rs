@@ -48,6 +48,9 @@ async fn concurrent_writers_share_batches_and_all_land() {
         })
         .unwrap();
     assert_eq!(seen, 200);
+    let stats = store.stats();
+    assert_eq!(stats.operations, 200);
+    assert!(stats.commits >= 1 && stats.commits <= 200);
 }
 
 #[tokio::test]

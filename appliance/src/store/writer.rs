@@ -1,6 +1,9 @@
 //! The group-commit writer: one thread, one write transaction per batch.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use serde::Serialize;
@@ -25,6 +28,15 @@ type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> Finish + Send>;
 pub(super) struct Handle {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    stats: Arc<Counters>,
+}
+
+/// How much group commit is grouping: operations applied and durable
+/// commits made since the store opened.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub operations: AtomicU64,
+    pub commits: AtomicU64,
 }
 
 impl Drop for Handle {
@@ -40,7 +52,10 @@ impl Handle {
     pub(super) fn spawn(db: Arc<redb::Database>) -> Handle {
         let (jobs, queue) = mpsc::channel::<Job>();
         // The thread ends when every Store handle (and so every Sender) is gone.
-        let spawned = std::thread::Builder::new().name("store-writer".into()).spawn(move || run(&db, &queue));
+        let stats = Arc::new(Counters::default());
+        let counters = stats.clone();
+        let spawned =
+            std::thread::Builder::new().name("store-writer".into()).spawn(move || run(&db, &queue, &counters));
         let thread = match spawned {
             Ok(thread) => Some(thread),
             Err(e) => {
@@ -49,7 +64,7 @@ impl Handle {
                 None
             }
         };
-        Handle { jobs: Some(jobs), thread }
+        Handle { jobs: Some(jobs), thread, stats }
     }
 
     fn enqueue<R, E>(
@@ -106,7 +121,14 @@ impl Handle {
     }
 }
 
-fn run(db: &redb::Database, queue: &mpsc::Receiver<Job>) {
+impl Handle {
+    /// (operations, commits) so far.
+    pub(super) fn stats(&self) -> (u64, u64) {
+        (self.stats.operations.load(Ordering::Relaxed), self.stats.commits.load(Ordering::Relaxed))
+    }
+}
+
+fn run(db: &redb::Database, queue: &mpsc::Receiver<Job>, counters: &Counters) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -115,22 +137,29 @@ fn run(db: &redb::Database, queue: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_batch(db, batch);
+        let operations = batch.len() as u64;
+        if commit_batch(db, batch) {
+            counters.operations.fetch_add(operations, Ordering::Relaxed);
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
-fn commit_batch(db: &redb::Database, batch: Vec<Job>) {
+/// Applies and commits one batch; says whether it committed.
+fn commit_batch(db: &redb::Database, batch: Vec<Job>) -> bool {
     let txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(e) => {
             // Dropping the jobs drops their reply channels: callers see WriterGone.
             tracing::error!(error = %e, "could not begin a write transaction");
-            return;
+            return false;
         }
     };
-    let mut tx = WriteTx { txn: &txn, writes: 0, poisoned: false };
+    let mut tx = WriteTx { txn: &txn, open: HashMap::new(), writes: 0, poisoned: false };
     let finishers: Vec<Finish> = batch.into_iter().map(|job| job(&mut tx)).collect();
     let poisoned = tx.poisoned;
+    // Close the batch's tables before committing.
+    drop(tx);
     let commit = if poisoned {
         tracing::error!("a write operation failed after writing; aborting its batch");
         // Aborting cannot lose anything: no caller in the batch was answered.
@@ -146,14 +175,20 @@ fn commit_batch(db: &redb::Database, batch: Vec<Job>) {
             Err(()) => Err(Error::Storage("commit failed".into())),
         });
     }
+    commit.is_ok()
 }
 
 /// The view a write operation gets: reads see the batch's earlier writes.
 pub struct WriteTx<'t> {
     txn: &'t redb::WriteTransaction,
+    /// Tables stay open for the whole batch: opening and closing one per
+    /// access was a large share of the writer's CPU time.
+    open: HashMap<&'static str, BytesTable<'t>>,
     writes: u64,
     poisoned: bool,
 }
+
+type BytesTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 
 impl std::fmt::Debug for WriteTx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,30 +196,33 @@ impl std::fmt::Debug for WriteTx<'_> {
     }
 }
 
-impl WriteTx<'_> {
-    fn open<V>(&self, c: Collection<V>) -> Result<redb::Table<'_, &'static [u8], &'static [u8]>, Error> {
-        self.txn.open_table(c.table()).map_err(storage)
+impl<'t> WriteTx<'t> {
+    fn open<V>(&mut self, c: Collection<V>) -> Result<&mut BytesTable<'t>, Error> {
+        match self.open.entry(c.name) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => Ok(e.insert(self.txn.open_table(c.table()).map_err(storage)?)),
+        }
     }
 
     /// The record under `key`, if any.
-    pub fn get<V: DeserializeOwned>(&self, c: Collection<V>, key: &[u8]) -> Result<Option<V>, Error> {
-        get_in(&self.open(c)?, c, key)
+    pub fn get<V: DeserializeOwned>(&mut self, c: Collection<V>, key: &[u8]) -> Result<Option<V>, Error> {
+        get_in(self.open(c)?, c, key)
     }
 
     /// See [`super::ReadTx::scan`].
     pub fn scan<V: DeserializeOwned>(
-        &self,
+        &mut self,
         c: Collection<V>,
         start: Option<&[u8]>,
         order: Order,
         visit: impl FnMut(&[u8], V) -> Result<bool, Error>,
     ) -> Result<(), Error> {
-        scan_in(&self.open(c)?, c, start, order, visit)
+        scan_in(self.open(c)?, c, start, order, visit)
     }
 
     /// The last key and record in the collection.
-    pub fn last<V: DeserializeOwned>(&self, c: Collection<V>) -> Result<Option<(Vec<u8>, V)>, Error> {
-        last_in(&self.open(c)?, c)
+    pub fn last<V: DeserializeOwned>(&mut self, c: Collection<V>) -> Result<Option<(Vec<u8>, V)>, Error> {
+        last_in(self.open(c)?, c)
     }
 
     /// Inserts or replaces the record under `key`.
@@ -198,8 +236,7 @@ impl WriteTx<'_> {
     /// Removes the record under `key`; says whether there was one.
     pub fn delete<V>(&mut self, c: Collection<V>, key: &[u8]) -> Result<bool, Error> {
         self.writes += 1;
-        let mut table = self.open(c)?;
-        let removed = table.remove(key).map_err(storage)?.is_some();
+        let removed = self.open(c)?.remove(key).map_err(storage)?.is_some();
         Ok(removed)
     }
 }

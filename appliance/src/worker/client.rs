@@ -71,7 +71,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(45);
 impl BrokerClient {
     /// An mTLS client presenting the worker's certificate.
     pub fn mtls(base: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<BrokerClient, tls::TlsError> {
-        let config = tls::client(ca_pem, Some((cert_pem, key_pem)), tls::CLIENT_HTTP_ALPN)?;
+        let config = tls::client(ca_pem, Some((cert_pem, key_pem)), tls::WORKER_ALPN)?;
         Ok(BrokerClient { http: tls::https_client(config, CALL_TIMEOUT)?, base: base.trim_end_matches('/').into() })
     }
 

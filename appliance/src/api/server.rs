@@ -25,7 +25,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor, server::TlsStream};
 use tower::ServiceExt;
 
-use super::ConnInfo;
+use super::extract::record;
+use super::{AppState, ConnInfo};
+use crate::audit::{Actor, Event, Origin, Outcome, Resource};
 use crate::config::Limits;
 use crate::pki;
 use crate::tls::ENROLL_ALPN;
@@ -37,7 +39,8 @@ pub enum Endpoint {
     Console { tls: Arc<ServerConfig>, app: Router },
     /// The worker gateway: mTLS for everything, except connections that
     /// offer the enrollment ALPN, which get the enrollment router only.
-    Worker { mtls: Arc<ServerConfig>, app: Router, enroll_tls: Arc<ServerConfig>, enroll_app: Router },
+    /// Refused certificates are audited through `state`.
+    Worker { mtls: Arc<ServerConfig>, app: Router, enroll_tls: Arc<ServerConfig>, enroll_app: Router, state: AppState },
 }
 
 /// The running listeners.
@@ -117,7 +120,7 @@ async fn accept_loop(
 async fn handshake(tcp: TcpStream, endpoint: Endpoint) -> std::io::Result<(TlsStream<TcpStream>, Router)> {
     match endpoint {
         Endpoint::Console { tls, app } => Ok((TlsAcceptor::from(tls).accept(tcp).await?, app)),
-        Endpoint::Worker { mtls, app, enroll_tls, enroll_app } => {
+        Endpoint::Worker { mtls, app, enroll_tls, enroll_app, state: _ } => {
             let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
             let enrolling = start.client_hello().alpn().is_some_and(|mut offered| offered.any(|p| p == ENROLL_ALPN));
             if enrolling {
@@ -126,6 +129,16 @@ async fn handshake(tcp: TcpStream, endpoint: Endpoint) -> std::io::Result<(TlsSt
                 Ok((start.into_stream(mtls).await?, app))
             }
         }
+    }
+}
+
+/// The reason to audit, if a handshake failed because of the client's
+/// certificate (missing, from another CA, expired…) rather than the network.
+fn certificate_refusal(e: &std::io::Error) -> Option<String> {
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::NoCertificatesPresented => Some("no client certificate".into()),
+        rustls::Error::InvalidCertificate(why) => Some(format!("client certificate refused: {why:?}")),
+        _ => None,
     }
 }
 
@@ -159,10 +172,21 @@ async fn serve_connection(
     limits: &Limits,
     mut stop: watch::Receiver<bool>,
 ) {
+    let gateway = match &endpoint {
+        Endpoint::Worker { state, .. } => Some(state.clone()),
+        Endpoint::Console { .. } => None,
+    };
     let (stream, app) = match tokio::time::timeout(limits.header_timeout, handshake(tcp, endpoint)).await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "TLS handshake failed");
+            if let (Some(state), Some(reason)) = (gateway, certificate_refusal(&e)) {
+                let origin = Origin { actor: Actor::anonymous(), source_ip: Some(remote.ip()), user_agent: None };
+                let event = Event::new("auth.failed", "authenticate", Resource::new("worker_gateway", "tls"))
+                    .outcome(Outcome::Failure)
+                    .detail("reason", reason);
+                record(&state, origin, event).await;
+            }
             return;
         }
         Err(_) => {

@@ -120,6 +120,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 app: api::worker_router(state.clone()),
                 enroll_tls: tls::enroll_server(&cert_pem, &key_pem)?,
                 enroll_app: api::enroll_router(state.clone()),
+                state: state.clone(),
             },
         ),
     ];

@@ -243,6 +243,15 @@ pub fn peer_cert(der: &[u8]) -> Option<PeerCert> {
     Some(PeerCert { worker, serial: hex::encode(cert.raw_serial()), not_after: Timestamp::from_millis(not_after) })
 }
 
+/// When a certificate issued here should be renewed: two thirds of the way
+/// from its issue to its expiry. (Its `not_before` is backdated by
+/// [`BACKDATE`] for clock skew; that margin is not part of its lifetime.)
+pub fn renewal_due(cert_pem: &str) -> Result<Timestamp, CertError> {
+    let (not_before, not_after) = cert_validity(cert_pem)?;
+    let issued = not_before.plus(BACKDATE).min(not_after);
+    Ok(issued.plus(not_after.since(issued) * 2 / 3))
+}
+
 /// The validity window of the first certificate in a PEM.
 pub fn cert_validity(pem: &str) -> Result<(Timestamp, Timestamp), CertError> {
     use x509_parser::prelude::{FromDer, X509Certificate};
@@ -270,6 +279,7 @@ mod tests {
         assert_eq!(peer.worker, worker);
         assert_eq!(peer.serial, issued.serial);
         assert_eq!(peer.not_after, NOW.plus(Duration::from_secs(3600)));
+        assert_eq!(renewal_due(&issued.cert_pem).unwrap(), NOW.plus(Duration::from_secs(2400)));
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod enroll;
 
 pub use ca::{
     CA_LIFETIME, Ca, CertAndKey, CertError, IssuedCert, PeerCert, SERVER_CERT_LIFETIME, cert_validity, fingerprint_der,
-    fingerprint_pem, new_worker_key_and_csr, peer_cert,
+    fingerprint_pem, new_worker_key_and_csr, peer_cert, renewal_due,
 };
 pub use enroll::{
     EnrollError, EnrollmentToken, WorkerRecord, audit_refused_enrollment, create_enrollment_token, enroll, get_worker,

@@ -25,7 +25,7 @@ use client::{BrokerClient, CallError, LeasedTask};
 use config::WorkerConfig;
 pub use state::{Identity, StateDir};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::pki;
 
 /// How long one poll asks the broker to hold on.
@@ -109,9 +109,15 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let mut announced = false;
     while !*stop.borrow() {
-        if let Err(e) = renew_if_due(&state, &mut identity, &mut client).await {
-            tracing::warn!(error = %e, "certificate renewal failed; will retry");
-        }
+        // A poll never outlasts the moment renewal falls due, so a worker
+        // whose broker is quiet still renews on time.
+        let poll_wait = match renew_if_due(&state, &mut identity, &mut client, events).await {
+            Ok(due) => POLL_WAIT.min(due.since(SystemClock.now())).max(Duration::from_secs(1)),
+            Err(e) => {
+                tracing::warn!(error = %e, "certificate renewal failed; will retry");
+                Duration::from_secs(5)
+            }
+        };
         let first = tokio::select! {
             p = slots.clone().acquire_owned() => p?,
             _ = stop.changed() => break,
@@ -125,7 +131,7 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
             announced = true;
         }
         let polled = tokio::select! {
-            r = client.poll(permits.len(), POLL_WAIT) => r,
+            r = client.poll(permits.len(), poll_wait) => r,
             _ = stop.changed() => break,
         };
         match polled {
@@ -199,22 +205,29 @@ async fn enroll(opts: &Options, stop: &mut watch::Receiver<bool>) -> anyhow::Res
     }
 }
 
-/// Renews the certificate once two thirds of its lifetime have passed.
-async fn renew_if_due(state: &StateDir, identity: &mut Identity, client: &mut BrokerClient) -> anyhow::Result<()> {
-    let (not_before, not_after) = pki::cert_validity(&identity.cert_pem)?;
-    let lifetime = not_after.since(not_before);
-    if SystemClock.now() < not_before.plus(lifetime * 2 / 3) {
-        return Ok(());
+/// Renews the certificate once two thirds of its lifetime have passed, and
+/// says when the next renewal falls due.
+async fn renew_if_due(
+    state: &StateDir,
+    identity: &mut Identity,
+    client: &mut BrokerClient,
+    events: Events,
+) -> anyhow::Result<Timestamp> {
+    let due = pki::renewal_due(&identity.cert_pem)?;
+    if SystemClock.now() < due {
+        return Ok(due);
     }
     let (key_pem, csr_pem) = pki::new_worker_key_and_csr()?;
     let renewed = client.renew(&csr_pem).await?;
     let next = Identity { cert_pem: renewed.cert_pem, ca_pem: renewed.ca_pem, key_pem, ..identity.clone() };
     let next_client = BrokerClient::mtls(&next.broker, &next.ca_pem, &next.cert_pem, &next.key_pem)?;
     state.save(&next)?;
+    let (_, not_after) = pki::cert_validity(&next.cert_pem)?;
+    events.emit(json!({"event": "renewed", "worker_id": next.worker_id, "cert_not_after": not_after.to_rfc3339()}));
+    let due = pki::renewal_due(&next.cert_pem)?;
     *identity = next;
     *client = next_client;
-    tracing::info!("certificate renewed");
-    Ok(())
+    Ok(due)
 }
 
 async fn run_task(

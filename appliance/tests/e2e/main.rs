@@ -6,5 +6,6 @@
 
 mod harness;
 mod lifecycle;
+mod operations;
 mod resilience;
 mod security;

@@ -64,6 +64,26 @@ async fn the_gateway_refuses_missing_or_foreign_certificates_at_the_handshake() 
     // And an enrolled worker gets in.
     let worker = manual_worker(&a).await;
     assert!(worker.poll(1, Duration::ZERO).await.unwrap().tasks.is_empty());
+
+    // Both refusals are failed authentications, and are audited as such
+    // (right after the handshake is refused, so allow the write a moment).
+    let refusals = || async {
+        let (_, log) = a.api().get("/api/v1/audit/export").await;
+        log.as_str()
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["event_type"] == "auth.failed" && r["resource"]["type"] == "worker_gateway")
+            .collect::<Vec<Value>>()
+    };
+    crate::harness::eventually("two audited refusals", Duration::from_secs(10), || async {
+        refusals().await.len() >= 2
+    })
+    .await;
+    let refused = refusals().await;
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused[0]["metadata"]["details"]["reason"], "no client certificate");
+    assert_eq!(refused[0]["metadata"]["source_ip"], "127.0.0.1");
 }
 
 #[tokio::test(flavor = "multi_thread")]

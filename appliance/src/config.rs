@@ -25,6 +25,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{key}: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error("{var}: {message}")]
+    Env { var: &'static str, message: String },
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -102,21 +104,27 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
-/// The environment variables that override file settings, by key.
-const ENV: &[(&str, &str)] = &[
-    ("listen", "TETHER_LISTEN"),
-    ("worker_listen", "TETHER_WORKER_LISTEN"),
-    ("lease", "TETHER_LEASE"),
-    ("max_poll_wait", "TETHER_MAX_POLL_WAIT"),
-    ("retry_backoff", "TETHER_RETRY_BACKOFF"),
-    ("retry_backoff_max", "TETHER_RETRY_BACKOFF_MAX"),
-    ("worker_cert_lifetime", "TETHER_WORKER_CERT_LIFETIME"),
-    ("enrollment_token_ttl", "TETHER_ENROLLMENT_TOKEN_TTL"),
-    ("max_body_bytes", "TETHER_MAX_BODY_BYTES"),
-    ("max_connections", "TETHER_MAX_CONNECTIONS"),
-    ("header_timeout", "TETHER_HEADER_TIMEOUT"),
-    ("idle_timeout", "TETHER_IDLE_TIMEOUT"),
-    ("request_timeout", "TETHER_REQUEST_TIMEOUT"),
+/// The setting an environment variable overrides.
+enum Field {
+    Text(fn(&mut RawConfig) -> &mut Option<String>),
+    Count(fn(&mut RawConfig) -> &mut Option<usize>),
+}
+
+/// Every `TETHER_*` variable that overrides a file setting.
+const ENV: &[(&str, Field)] = &[
+    ("TETHER_LISTEN", Field::Text(|c| &mut c.listen)),
+    ("TETHER_WORKER_LISTEN", Field::Text(|c| &mut c.worker_listen)),
+    ("TETHER_LEASE", Field::Text(|c| &mut c.lease)),
+    ("TETHER_MAX_POLL_WAIT", Field::Text(|c| &mut c.max_poll_wait)),
+    ("TETHER_RETRY_BACKOFF", Field::Text(|c| &mut c.retry_backoff)),
+    ("TETHER_RETRY_BACKOFF_MAX", Field::Text(|c| &mut c.retry_backoff_max)),
+    ("TETHER_WORKER_CERT_LIFETIME", Field::Text(|c| &mut c.worker_cert_lifetime)),
+    ("TETHER_ENROLLMENT_TOKEN_TTL", Field::Text(|c| &mut c.enrollment_token_ttl)),
+    ("TETHER_MAX_BODY_BYTES", Field::Count(|c| &mut c.max_body_bytes)),
+    ("TETHER_MAX_CONNECTIONS", Field::Count(|c| &mut c.max_connections)),
+    ("TETHER_HEADER_TIMEOUT", Field::Text(|c| &mut c.header_timeout)),
+    ("TETHER_IDLE_TIMEOUT", Field::Text(|c| &mut c.idle_timeout)),
+    ("TETHER_REQUEST_TIMEOUT", Field::Text(|c| &mut c.request_timeout)),
 ];
 
 impl RawConfig {
@@ -136,24 +144,16 @@ impl RawConfig {
 
     /// Lays `TETHER_*` variables (from `lookup`) over the file's values.
     pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        for (key, var) in ENV {
+        for (var, field) in ENV {
             let Some(value) = lookup(var) else { continue };
-            let number = |v: &str| v.parse().map_err(|_| invalid(key, format!("{var}={v:?} is not a number")));
-            match *key {
-                "listen" => self.listen = Some(value),
-                "worker_listen" => self.worker_listen = Some(value),
-                "lease" => self.lease = Some(value),
-                "max_poll_wait" => self.max_poll_wait = Some(value),
-                "retry_backoff" => self.retry_backoff = Some(value),
-                "retry_backoff_max" => self.retry_backoff_max = Some(value),
-                "worker_cert_lifetime" => self.worker_cert_lifetime = Some(value),
-                "enrollment_token_ttl" => self.enrollment_token_ttl = Some(value),
-                "max_body_bytes" => self.max_body_bytes = Some(number(&value)?),
-                "max_connections" => self.max_connections = Some(number(&value)?),
-                "header_timeout" => self.header_timeout = Some(value),
-                "idle_timeout" => self.idle_timeout = Some(value),
-                "request_timeout" => self.request_timeout = Some(value),
-                _ => {}
+            match field {
+                Field::Text(slot) => *slot(self) = Some(value),
+                Field::Count(slot) => {
+                    let n = value
+                        .parse()
+                        .map_err(|_| ConfigError::Env { var, message: format!("{value:?} is not a number") })?;
+                    *slot(self) = Some(n);
+                }
             }
         }
         Ok(())
@@ -254,6 +254,9 @@ mod tests {
         raw.apply_env(|k| (k == "TETHER_LEASE").then(|| "20s".to_string())).unwrap();
         let c = raw.clone().validate("/tmp".into()).unwrap();
         assert_eq!(c.broker.lease, Duration::from_secs(20));
+        let mut raw = RawConfig::default();
+        let bad = raw.apply_env(|k| (k == "TETHER_MAX_CONNECTIONS").then(|| "many".to_string()));
+        assert!(matches!(bad, Err(ConfigError::Env { var: "TETHER_MAX_CONNECTIONS", .. })));
         let bad = RawConfig { request_timeout: Some("5s".into()), ..RawConfig::default() };
         match bad.validate("/tmp".into()) {
             Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "request_timeout"),

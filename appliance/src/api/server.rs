@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
@@ -170,7 +171,7 @@ async fn serve_connection(
     remote: SocketAddr,
     endpoint: Endpoint,
     limits: &Limits,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let gateway = match &endpoint {
         Endpoint::Worker { state, .. } => Some(state.clone()),
@@ -211,14 +212,33 @@ async fn serve_connection(
             response
         }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .max_concurrent_streams(256);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+    // ALPN decides the protocol: workers and most tools speak HTTP/1.1, which
+    // keeps a parked long-poll's connection small; HTTP/2 when asked for.
+    let speaks_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let (io, service) = (TokioIo::new(stream), TowerToHyperService::new(service));
+    if speaks_h2 {
+        let conn = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .max_concurrent_streams(256)
+            .serve_connection(io, service);
+        drive(conn, remote, &activity, limits, stop).await;
+    } else {
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(io, service);
+        drive(conn, remote, &activity, limits, stop).await;
+    }
+}
+
+/// Runs a connection to its end: asks it to finish when the server stops,
+/// and drops it when it has been idle too long.
+async fn drive<C>(conn: C, remote: SocketAddr, activity: &Activity, limits: &Limits, mut stop: watch::Receiver<bool>)
+where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
     tokio::pin!(conn);
     let mut idle_check = tokio::time::interval((limits.idle_timeout / 4).max(Duration::from_millis(100)));
     let mut stopping = *stop.borrow();

@@ -179,7 +179,8 @@ impl Store {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        self.writer.submit(op).await
+        let answer = self.writer.enqueue(op)?;
+        answer.await.map_err(|_| E::from(Error::WriterGone))?
     }
 
     /// Like [`Store::write`], for callers outside the async runtime.
@@ -191,7 +192,8 @@ impl Store {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        self.writer.submit_blocking(op)
+        let answer = self.writer.enqueue(op)?;
+        answer.blocking_recv().map_err(|_| E::from(Error::WriterGone))?
     }
 }
 

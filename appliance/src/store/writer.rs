@@ -18,7 +18,8 @@ const MAX_BATCH: usize = 4096;
 
 /// Reports the outcome of the batch's commit to one caller.
 type Finish = Box<dyn FnOnce(Result<(), Error>) + Send>;
-/// Runs one caller's operation; says whether it failed after writing.
+/// Runs one caller's operation inside the batch's transaction and returns
+/// what will report its outcome once the batch commits or aborts.
 type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> Finish + Send>;
 
 /// Owns the writer thread. Dropping the last handle closes the queue and
@@ -67,7 +68,8 @@ impl Handle {
         Handle { jobs: Some(jobs), thread, stats }
     }
 
-    fn enqueue<R, E>(
+    /// Queues `op`; the answer arrives once its batch has committed (or aborted).
+    pub(super) fn enqueue<R, E>(
         &self,
         op: impl FnOnce(&mut WriteTx<'_>) -> Result<R, E> + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<R, E>>, Error>
@@ -94,30 +96,6 @@ impl Handle {
         });
         self.jobs.as_ref().ok_or(Error::WriterGone)?.send(job).map_err(|_| Error::WriterGone)?;
         Ok(answer)
-    }
-
-    pub(super) async fn submit<R, E>(
-        &self,
-        op: impl FnOnce(&mut WriteTx<'_>) -> Result<R, E> + Send + 'static,
-    ) -> Result<R, E>
-    where
-        R: Send + 'static,
-        E: From<Error> + Send + 'static,
-    {
-        let answer = self.enqueue(op)?;
-        answer.await.map_err(|_| E::from(Error::WriterGone))?
-    }
-
-    pub(super) fn submit_blocking<R, E>(
-        &self,
-        op: impl FnOnce(&mut WriteTx<'_>) -> Result<R, E> + Send + 'static,
-    ) -> Result<R, E>
-    where
-        R: Send + 'static,
-        E: From<Error> + Send + 'static,
-    {
-        let answer = self.enqueue(op)?;
-        answer.blocking_recv().map_err(|_| E::from(Error::WriterGone))?
     }
 }
 

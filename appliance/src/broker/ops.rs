@@ -17,23 +17,27 @@ use crate::store::{self, Collection, Order, ReadTx, WriteTx};
 
 /// Every task, keyed by id (UUIDv7, so key order is creation order).
 const TASKS: Collection<Task> = Collection::new("tasks");
-/// Ready tasks: `[MAX_PRIORITY - priority][enqueue seq]`, so a forward scan
+/// The schedule: ready tasks, leases and retry backoffs, as three key spaces
+/// of one table. Every table a commit touches costs it pages and time
+/// (measured: 0.27 ms for one to three tables, 0.48 ms for six), so the
+/// common operations touch `tasks`, this, and the audit log, nothing more.
+const SCHEDULE: Collection<Slot> = Collection::new("task_schedule");
+/// `[READY][MAX_PRIORITY - priority][enqueued_at][task id]`: a forward scan
 /// yields highest priority first, then first in, first out.
-const QUEUE: Collection<QueueEntry> = Collection::new("task_queue");
-/// Leased tasks by lease expiry: `[expires_at][task id]`.
-const LEASES: Collection<TaskId> = Collection::new("task_leases");
-/// Tasks waiting out a retry backoff: `[not_before][task id]`.
-const DELAYED: Collection<TaskId> = Collection::new("task_delayed");
+const READY: u8 = b'q';
+/// `[LEASED][expires_at][task id]`.
+const LEASED: u8 = b'l';
+/// `[DELAYED][not_before][task id]`: waiting out a retry backoff.
+const DELAYED: u8 = b'd';
 /// `SHA-256(principal, key)` -> the task that key created.
 const IDEMPOTENCY: Collection<IdempotencyEntry> = Collection::new("task_idempotency");
-const COUNTERS: Collection<u64> = Collection::new("broker_counters");
-const QUEUE_SEQ: &[u8] = b"queue_seq";
 
 #[derive(Debug, Serialize, Deserialize)]
-struct QueueEntry {
-    task: TaskId,
-    /// Copied here so matching a worker needs no task lookups.
-    labels: Vec<String>,
+enum Slot {
+    /// Labels are copied here so matching a worker needs no task lookups.
+    Ready { task: TaskId, labels: Vec<String> },
+    /// A lease expiry or a backoff's end.
+    Due(TaskId),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -94,16 +98,18 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
-fn time_key(t: Timestamp, id: TaskId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(24);
+fn due_key(space: u8, t: Timestamp, id: TaskId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(25);
+    k.push(space);
     k.extend_from_slice(&t.to_key());
     k.extend_from_slice(&id.to_key());
     k
 }
 
+/// The time in a `LEASED` or `DELAYED` key.
 fn time_of(key: &[u8]) -> Timestamp {
     let mut b = [0u8; 8];
-    b.copy_from_slice(key.get(..8).unwrap_or(&[0; 8]));
+    b.copy_from_slice(key.get(1..9).unwrap_or(&[0; 8]));
     Timestamp::from_millis(u64::from_be_bytes(b))
 }
 
@@ -111,12 +117,11 @@ fn resource(id: TaskId) -> Resource {
     Resource::new("task", id)
 }
 
-fn enqueue(tx: &mut WriteTx<'_>, task: &mut Task) -> Result<(), store::Error> {
-    let seq = tx.get(COUNTERS, QUEUE_SEQ)?.unwrap_or(0) + 1;
-    tx.put(COUNTERS, QUEUE_SEQ, &seq)?;
-    let mut key = vec![MAX_PRIORITY - task.priority.min(MAX_PRIORITY)];
-    key.extend_from_slice(&seq.to_be_bytes());
-    tx.put(QUEUE, &key, &QueueEntry { task: task.id, labels: task.labels.clone() })?;
+fn enqueue(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task) -> Result<(), store::Error> {
+    let mut key = vec![READY, MAX_PRIORITY - task.priority.min(MAX_PRIORITY)];
+    key.extend_from_slice(&now.to_key());
+    key.extend_from_slice(&task.id.to_key());
+    tx.put(SCHEDULE, &key, &Slot::Ready { task: task.id, labels: task.labels.clone() })?;
     task.queue_key = Some(key);
     task.not_before = None;
     Ok(())
@@ -134,7 +139,7 @@ fn make_ready(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task, d: &mut Dis
             d.handoffs.push((r, task.clone()));
             Ok(())
         }
-        None => enqueue(tx, task),
+        None => enqueue(tx, now, task),
     }
 }
 
@@ -153,7 +158,7 @@ fn requeue(
     task.lease = None;
     let at = now.plus(delay);
     task.not_before = Some(at);
-    tx.put(DELAYED, &time_key(at, task.id), &task.id)
+    tx.put(SCHEDULE, &due_key(DELAYED, at, task.id), &Slot::Due(task.id))
 }
 
 /// Leases `task` to `worker` and audits it. The caller stores the task.
@@ -166,7 +171,7 @@ fn lease_to(
     lease_for: Duration,
 ) -> Result<(), store::Error> {
     let lease = Lease { worker: worker.id, id: LeaseId::new(), expires_at: now.plus(lease_for) };
-    tx.put(LEASES, &time_key(lease.expires_at, task.id), &task.id)?;
+    tx.put(SCHEDULE, &due_key(LEASED, lease.expires_at, task.id), &Slot::Due(task.id))?;
     task.queue_key = None;
     task.attempts += 1;
     task.state = TaskState::Leased;
@@ -278,15 +283,15 @@ pub(super) fn cancel(tx: &mut WriteTx<'_>, now: Timestamp, origin: &Origin, id: 
     }
     let was = task.state;
     if let Some(key) = task.queue_key.take() {
-        tx.delete(QUEUE, &key)?;
+        tx.delete(SCHEDULE, &key)?;
     }
     if let Some(at) = task.not_before.take() {
-        tx.delete(DELAYED, &time_key(at, id))?;
+        tx.delete(SCHEDULE, &due_key(DELAYED, at, id))?;
     }
     // The lease itself stays on the record, so the worker's next heartbeat is
     // told to stop rather than refused.
     if let Some(lease) = &task.lease {
-        tx.delete(LEASES, &time_key(lease.expires_at, id))?;
+        tx.delete(SCHEDULE, &due_key(LEASED, lease.expires_at, id))?;
     }
     finish(&mut task, now, TaskState::Cancelled);
     tx.put(TASKS, &id.to_key(), &task)?;
@@ -311,9 +316,14 @@ pub(super) fn claim_or_park(
         return Ok(Claim::Draining);
     }
     let mut picked: Vec<(Vec<u8>, TaskId)> = Vec::new();
-    tx.scan(QUEUE, None, Order::Ascending, |key, entry: QueueEntry| {
-        if labels_match(&entry.labels, &worker.labels) {
-            picked.push((key.to_vec(), entry.task));
+    tx.scan(SCHEDULE, Some(&[READY]), Order::Ascending, |key, slot| {
+        if key.first() != Some(&READY) {
+            return Ok(false);
+        }
+        if let Slot::Ready { task, labels } = slot
+            && labels_match(&labels, &worker.labels)
+        {
+            picked.push((key.to_vec(), task));
         }
         Ok(picked.len() < max_tasks as usize)
     })?;
@@ -331,7 +341,7 @@ pub(super) fn claim_or_park(
         tasks.push(tx.get(TASKS, &id.to_key())?.ok_or(Error::NotFound)?);
     }
     for ((queue_key, _), task) in picked.iter().zip(tasks.iter_mut()) {
-        tx.delete(QUEUE, queue_key)?;
+        tx.delete(SCHEDULE, queue_key)?;
         lease_to(tx, now, origin, worker, task, lease_for)?;
         tx.put(TASKS, &task.id.to_key(), task)?;
     }
@@ -367,8 +377,8 @@ pub(super) fn heartbeat(
         _ => return Err(Error::LeaseStale),
     }
     let expires_at = now.plus(extend).max(current.expires_at);
-    tx.delete(LEASES, &time_key(current.expires_at, id))?;
-    tx.put(LEASES, &time_key(expires_at, id), &id)?;
+    tx.delete(SCHEDULE, &due_key(LEASED, current.expires_at, id))?;
+    tx.put(SCHEDULE, &due_key(LEASED, expires_at, id), &Slot::Due(id))?;
     task.lease = Some(Lease { expires_at, ..current });
     task.updated_at = now;
     tx.put(TASKS, &id.to_key(), &task)?;
@@ -391,7 +401,7 @@ pub(super) fn complete(
     if task.state != TaskState::Leased {
         return Err(Error::LeaseStale);
     }
-    tx.delete(LEASES, &time_key(current.expires_at, id))?;
+    tx.delete(SCHEDULE, &due_key(LEASED, current.expires_at, id))?;
     match completion {
         Completion::Succeeded { result } => {
             task.result = Some(result);
@@ -444,26 +454,25 @@ fn retry_task(
 /// Whether [`reap`] has anything to do; a cheap read so idle ticks never write.
 pub(super) fn anything_due(tx: &ReadTx, now: Timestamp) -> Result<bool, store::Error> {
     let mut due = false;
-    for c in [LEASES, DELAYED] {
-        tx.scan(c, None, Order::Ascending, |key, _| {
-            due |= time_of(key) <= now;
+    for space in [LEASED, DELAYED] {
+        tx.scan(SCHEDULE, Some(&[space]), Order::Ascending, |key, _: Slot| {
+            due |= key.first() == Some(&space) && time_of(key) <= now;
             Ok(false)
         })?;
     }
     Ok(due)
 }
 
-fn due_keys(
-    tx: &mut WriteTx<'_>,
-    c: Collection<TaskId>,
-    now: Timestamp,
-) -> Result<Vec<(Vec<u8>, TaskId)>, store::Error> {
+/// The entries of `space` (LEASED or DELAYED) whose time has come.
+fn due_keys(tx: &mut WriteTx<'_>, space: u8, now: Timestamp) -> Result<Vec<(Vec<u8>, TaskId)>, store::Error> {
     let mut due = Vec::new();
-    tx.scan(c, None, Order::Ascending, |key, id| {
-        if time_of(key) > now {
+    tx.scan(SCHEDULE, Some(&[space]), Order::Ascending, |key, slot| {
+        if key.first() != Some(&space) || time_of(key) > now {
             return Ok(false);
         }
-        due.push((key.to_vec(), id));
+        if let Slot::Due(id) = slot {
+            due.push((key.to_vec(), id));
+        }
         Ok(true)
     })?;
     Ok(due)
@@ -476,11 +485,11 @@ pub(super) fn reap(
     settings: &Settings,
     d: &mut Dispatch<'_>,
 ) -> Result<Vec<Task>, Error> {
-    let expired = due_keys(tx, LEASES, now)?;
+    let expired = due_keys(tx, LEASED, now)?;
     let released = due_keys(tx, DELAYED, now)?;
     let mut moved = Vec::new();
     for (key, id) in expired {
-        tx.delete(LEASES, &key)?;
+        tx.delete(SCHEDULE, &key)?;
         let Some(mut task) = tx.get(TASKS, &id.to_key())? else {
             continue;
         };
@@ -513,7 +522,7 @@ pub(super) fn reap(
         moved.push(task);
     }
     for (key, id) in released {
-        tx.delete(DELAYED, &key)?;
+        tx.delete(SCHEDULE, &key)?;
         let Some(mut task) = tx.get(TASKS, &id.to_key())? else {
             continue;
         };

@@ -115,24 +115,21 @@ fn run(db: &redb::Database, queue: &mpsc::Receiver<Job>, counters: &Counters) {
                 Err(_) => break,
             }
         }
-        let operations = batch.len() as u64;
-        if commit_batch(db, batch) {
-            counters.operations.fetch_add(operations, Ordering::Relaxed);
-            counters.commits.fetch_add(1, Ordering::Relaxed);
-        }
+        commit_batch(db, batch, counters);
     }
 }
 
-/// Applies and commits one batch; says whether it committed.
-fn commit_batch(db: &redb::Database, batch: Vec<Job>) -> bool {
+/// Applies and commits one batch, then answers its callers.
+fn commit_batch(db: &redb::Database, batch: Vec<Job>, counters: &Counters) {
     let txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(e) => {
             // Dropping the jobs drops their reply channels: callers see WriterGone.
             tracing::error!(error = %e, "could not begin a write transaction");
-            return false;
+            return;
         }
     };
+    let operations = batch.len() as u64;
     let mut tx = WriteTx { txn: &txn, open: HashMap::new(), writes: 0, poisoned: false };
     let finishers: Vec<Finish> = batch.into_iter().map(|job| job(&mut tx)).collect();
     let poisoned = tx.poisoned;
@@ -146,6 +143,12 @@ fn commit_batch(db: &redb::Database, batch: Vec<Job>) -> bool {
     } else {
         txn.commit().map_err(|e| tracing::error!(error = %e, "write transaction commit failed"))
     };
+    if commit.is_ok() {
+        // Counted before anyone is answered, so a caller never sees its own
+        // write missing from the figures.
+        counters.operations.fetch_add(operations, Ordering::Relaxed);
+        counters.commits.fetch_add(1, Ordering::Relaxed);
+    }
     for finish in finishers {
         finish(match commit {
             Ok(()) => Ok(()),
@@ -153,7 +156,6 @@ fn commit_batch(db: &redb::Database, batch: Vec<Job>) -> bool {
             Err(()) => Err(Error::Storage("commit failed".into())),
         });
     }
-    commit.is_ok()
 }
 
 /// The view a write operation gets: reads see the batch's earlier writes.

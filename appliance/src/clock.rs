@@ -42,11 +42,6 @@ impl Timestamp {
         time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
     }
 
-    pub fn from_offset_date_time(t: time::OffsetDateTime) -> Self {
-        let ms = t.unix_timestamp_nanos() / 1_000_000;
-        Timestamp(u64::try_from(ms).unwrap_or(0))
-    }
-
     /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-22T04:05:06.789Z`.
     pub fn to_rfc3339(self) -> String {
         let t = self.to_offset_date_time();

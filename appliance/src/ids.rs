@@ -23,10 +23,6 @@ macro_rules! id_type {
             pub fn to_key(self) -> [u8; 16] {
                 *self.0.as_bytes()
             }
-
-            pub fn from_key(bytes: &[u8]) -> Option<Self> {
-                Uuid::from_slice(bytes).ok().map($name)
-            }
         }
 
         impl Default for $name {

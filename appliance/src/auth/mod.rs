@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use tokens::{Principal, TokenRecord, authenticate, issue_token, list_tokens};
+pub use tokens::{Principal, TokenRecord, authenticate, issue_token};
 
 /// The roles of the design. `worker` is a machine identity (mTLS), not a person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

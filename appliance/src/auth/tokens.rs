@@ -6,7 +6,7 @@ use super::{AuthError, Role};
 use crate::audit::{self, Event, Origin, Resource};
 use crate::clock::Timestamp;
 use crate::secret;
-use crate::store::{self, Collection, Order, ReadTx, WriteTx};
+use crate::store::{self, Collection, ReadTx, WriteTx};
 
 /// Every token starts with this, so a leaked one is easy to spot in a scan.
 const PREFIX: &str = "tether_";
@@ -79,16 +79,6 @@ pub fn authenticate(
         return Ok(Err(AuthError::Expired));
     }
     Ok(Ok(Principal { token_id: record.id, name: record.principal, role: record.role }))
-}
-
-/// All tokens' metadata.
-pub fn list_tokens(tx: &ReadTx) -> Result<Vec<TokenRecord>, store::Error> {
-    let mut out = Vec::new();
-    tx.scan(TOKENS, None, Order::Ascending, |_, r| {
-        out.push(r);
-        Ok(true)
-    })?;
-    Ok(out)
 }
 
 #[cfg(test)]

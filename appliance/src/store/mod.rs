@@ -238,14 +238,6 @@ impl ReadTx {
             None => Ok(()),
         }
     }
-
-    /// The last key and record in the collection.
-    pub fn last<V: DeserializeOwned>(&self, c: Collection<V>) -> Result<Option<(Vec<u8>, V)>, Error> {
-        match open_read(&self.txn, c)? {
-            Some(table) => last_in(&table, c),
-            None => Ok(None),
-        }
-    }
 }
 
 /// Every table is bytes to bytes; typing happens in [`Collection`].
@@ -306,16 +298,6 @@ fn scan_in<V: DeserializeOwned>(
         }
     }
     Ok(())
-}
-
-fn last_in<V: DeserializeOwned>(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    c: Collection<V>,
-) -> Result<Option<(Vec<u8>, V)>, Error> {
-    match table.last().map_err(storage)? {
-        Some((k, v)) => Ok(Some((k.value().to_vec(), c.decode(v.value())?))),
-        None => Ok(None),
-    }
 }
 
 #[cfg(test)]

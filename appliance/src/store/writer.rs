@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use super::{Collection, Error, Order, encode, get_in, last_in, scan_in, storage};
+use super::{Collection, Error, Order, encode, get_in, scan_in, storage};
 
 /// At most this many operations share one transaction, so one huge burst
 /// cannot hold every caller behind a single very long commit.
@@ -198,11 +198,6 @@ impl<'t> WriteTx<'t> {
         visit: impl FnMut(&[u8], V) -> Result<bool, Error>,
     ) -> Result<(), Error> {
         scan_in(self.open(c)?, c, start, order, visit)
-    }
-
-    /// The last key and record in the collection.
-    pub fn last<V: DeserializeOwned>(&mut self, c: Collection<V>) -> Result<Option<(Vec<u8>, V)>, Error> {
-        last_in(self.open(c)?, c)
     }
 
     /// Inserts or replaces the record under `key`.

@@ -27,7 +27,7 @@ use crate::store::{self, Store};
 use ops::{Claim, Dispatch};
 pub use ops::{Completion, Heartbeat, ListFilter};
 pub use task::{Lease, NewTask, Task, TaskError, TaskRequest, TaskState};
-use waiters::{Reservation, Waiters};
+use waiters::Waiters;
 
 /// Tunables, validated by the config module.
 #[derive(Debug, Clone)]
@@ -115,18 +115,12 @@ impl Broker {
         let now = self.clock.now();
         let (origin, principal) = (origin.clone(), principal.to_owned());
         let (waiters, lease) = (self.waiters.clone(), self.settings.lease);
-        let (task, created, handoffs) = self
-            .store
+        self.store
             .write(move |tx| {
-                let mut d = Dispatch::new(&waiters, lease);
-                let (task, created) = ops::create(tx, now, &origin, &principal, new, idempotency_key, &mut d)?;
-                Ok::<_, Error>((task, created, d.handoffs))
+                let d = Dispatch { waiters: &waiters, lease };
+                ops::create(tx, now, &origin, &principal, new, idempotency_key, d)
             })
-            .await?;
-        // The waiting worker hears first: its poll answer goes out before
-        // this create's own reply.
-        deliver(handoffs);
-        Ok((task, created))
+            .await
     }
 
     pub fn get(&self, id: TaskId) -> Result<Task, Error> {
@@ -233,15 +227,13 @@ impl Broker {
         let now = self.clock.now();
         let origin = origin.clone();
         let (settings, waiters) = (self.settings.clone(), self.waiters.clone());
-        let (task, handoffs) = self
+        let task = self
             .store
             .write(move |tx| {
-                let mut d = Dispatch::new(&waiters, settings.lease);
-                let task = ops::complete(tx, now, &origin, worker, id, lease, completion, &settings, &mut d)?;
-                Ok::<_, Error>((task, d.handoffs))
+                let d = Dispatch { waiters: &waiters, lease: settings.lease };
+                ops::complete(tx, now, &origin, worker, id, lease, completion, &settings, d)
             })
             .await?;
-        deliver(handoffs);
         self.announce(&task);
         Ok(task)
     }
@@ -254,15 +246,13 @@ impl Broker {
             return Ok(0);
         }
         let (settings, waiters) = (self.settings.clone(), self.waiters.clone());
-        let (moved, handoffs) = self
+        let moved = self
             .store
             .write(move |tx| {
-                let mut d = Dispatch::new(&waiters, settings.lease);
-                let moved = ops::reap(tx, now, &settings, &mut d)?;
-                Ok::<_, Error>((moved, d.handoffs))
+                let d = Dispatch { waiters: &waiters, lease: settings.lease };
+                ops::reap(tx, now, &settings, d)
             })
             .await?;
-        deliver(handoffs);
         for task in &moved {
             self.announce(task);
         }
@@ -300,17 +290,6 @@ impl Broker {
     /// How many worker polls are parked right now.
     pub fn parked_polls(&self) -> usize {
         self.waiters.parked()
-    }
-}
-
-/// Hands tasks leased inside a committed operation to their parked polls.
-fn deliver(handoffs: Vec<(Reservation, Task)>) {
-    for (reservation, task) in handoffs {
-        if reservation.deliver(vec![task]).is_err() {
-            // The poll went away between its park and this commit; the lease
-            // expires and the task is retried.
-            tracing::debug!("a parked poll left before its task arrived");
-        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::task::{MAX_PRIORITY, labels_match, retry_delay};
-use super::waiters::{Mailbox, Reservation, Waiters};
+use super::waiters::{Mailbox, Waiters};
 use super::{Error, Lease, NewTask, Settings, Task, TaskError, TaskState, WorkerView};
 use crate::audit::{self, Event, Origin, Outcome, Resource};
 use crate::clock::Timestamp;
@@ -62,20 +62,13 @@ pub struct Heartbeat {
     pub lease_expires_at: Timestamp,
 }
 
-/// Where tasks that become ready go during one operation: straight to a
-/// parked poll that can run them (leased in the same transaction), or into
-/// the queue. The hand-offs are delivered after the commit.
-#[derive(Debug)]
+/// Where tasks that become ready go: straight to a parked poll that can run
+/// them (leased in the same transaction, delivered the moment it commits),
+/// or into the queue.
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Dispatch<'a> {
-    waiters: &'a Waiters,
-    lease: Duration,
-    pub handoffs: Vec<(Reservation, Task)>,
-}
-
-impl<'a> Dispatch<'a> {
-    pub fn new(waiters: &'a Waiters, lease: Duration) -> Self {
-        Dispatch { waiters, lease, handoffs: Vec::new() }
-    }
+    pub waiters: &'a Waiters,
+    pub lease: Duration,
 }
 
 /// What a poll's look at the queue came to.
@@ -129,14 +122,22 @@ fn enqueue(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task) -> Result<(), 
 
 /// Makes a task ready: leased at once to the oldest parked poll that can
 /// run it, or queued. The caller stores the task afterwards.
-fn make_ready(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task, d: &mut Dispatch<'_>) -> Result<(), store::Error> {
+fn make_ready(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task, d: Dispatch<'_>) -> Result<(), store::Error> {
     task.state = TaskState::Queued;
     task.lease = None;
     task.not_before = None;
     match d.waiters.reserve(&task.labels) {
-        Some(r) => {
-            lease_to(tx, now, &r.origin, &r.worker, task, d.lease)?;
-            d.handoffs.push((r, task.clone()));
+        Some(reservation) => {
+            lease_to(tx, now, &reservation.origin, &reservation.worker, task, d.lease)?;
+            let leased = task.clone();
+            // The waiting worker hears before the caller that made the task
+            // ready; if the batch aborts, the dropped reservation tells the
+            // poll to look again.
+            tx.after_commit(move || {
+                if reservation.deliver(vec![leased]).is_err() {
+                    tracing::debug!("a parked poll left before its task arrived; its lease will expire");
+                }
+            });
             Ok(())
         }
         None => enqueue(tx, now, task),
@@ -149,7 +150,7 @@ fn requeue(
     task: &mut Task,
     now: Timestamp,
     delay: Duration,
-    d: &mut Dispatch<'_>,
+    d: Dispatch<'_>,
 ) -> Result<(), store::Error> {
     if delay.is_zero() {
         return make_ready(tx, now, task, d);
@@ -198,7 +199,7 @@ pub(super) fn create(
     principal: &str,
     new: NewTask,
     idempotency_key: Option<String>,
-    d: &mut Dispatch<'_>,
+    d: Dispatch<'_>,
 ) -> Result<(Task, bool), Error> {
     let idempotency = match &idempotency_key {
         Some(key) => {
@@ -395,7 +396,7 @@ pub(super) fn complete(
     lease: LeaseId,
     completion: Completion,
     settings: &Settings,
-    d: &mut Dispatch<'_>,
+    d: Dispatch<'_>,
 ) -> Result<Task, Error> {
     let (mut task, current) = leased_to(tx, id, worker, lease)?;
     if task.state != TaskState::Leased {
@@ -439,7 +440,7 @@ fn retry_task(
     task: &mut Task,
     now: Timestamp,
     settings: &Settings,
-    d: &mut Dispatch<'_>,
+    d: Dispatch<'_>,
 ) -> Result<(), Error> {
     let delay = retry_delay(task.attempts, settings.retry_backoff, settings.retry_backoff_max);
     // Audit the decision first: a zero delay may lease the task right away.
@@ -483,7 +484,7 @@ pub(super) fn reap(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
     settings: &Settings,
-    d: &mut Dispatch<'_>,
+    d: Dispatch<'_>,
 ) -> Result<Vec<Task>, Error> {
     let expired = due_keys(tx, LEASED, now)?;
     let released = due_keys(tx, DELAYED, now)?;

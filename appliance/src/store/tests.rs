@@ -113,3 +113,39 @@ fn a_store_from_a_newer_build_is_refused() {
     drop(store);
     assert!(matches!(Store::open(dir.path()), Err(Error::SchemaTooNew { .. })));
 }
+
+#[tokio::test]
+async fn after_commit_actions_run_only_for_operations_that_committed() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (_dir, store) = fresh();
+    let ran = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = |n: usize| {
+        let ran = ran.clone();
+        move || {
+            ran.fetch_add(n, Ordering::SeqCst);
+        }
+    };
+    let (ok, refused) = (counter(1), counter(10));
+    let committed = store.write(move |tx| {
+        tx.after_commit(ok);
+        tx.put(ITEMS, b"a", &"a".to_string())
+    });
+    let failed = store.write(move |tx| {
+        tx.after_commit(refused);
+        Err::<(), _>(TestError::Refused)
+    });
+    let (committed, failed) = tokio::join!(committed, failed);
+    committed.unwrap();
+    assert!(failed.is_err());
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "the committed operation's action ran, the failed one's did not");
+    let aborted = counter(100);
+    let result = store
+        .write(move |tx| {
+            tx.after_commit(aborted);
+            tx.put(ITEMS, b"b", &"b".to_string())?;
+            Err::<(), _>(TestError::Refused)
+        })
+        .await;
+    assert!(matches!(result, Err(TestError::Store(Error::BatchAborted))));
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "an aborted batch runs nothing");
+}

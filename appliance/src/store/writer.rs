@@ -79,10 +79,13 @@ impl Handle {
     {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |tx| {
-            let writes_before = tx.writes;
+            let (writes_before, hooks_before) = (tx.writes, tx.after_commit.len());
             let result = op(tx);
-            if result.is_err() && tx.writes != writes_before {
-                tx.poisoned = true;
+            if result.is_err() {
+                // A failed operation leaves nothing behind: not its writes
+                // (checked) and not its after-commit actions (dropped).
+                tx.poisoned |= tx.writes != writes_before;
+                tx.after_commit.truncate(hooks_before);
             }
             Box::new(move |commit: Result<(), Error>| {
                 let outcome = match commit {
@@ -130,9 +133,10 @@ fn commit_batch(db: &redb::Database, batch: Vec<Job>, counters: &Counters) {
         }
     };
     let operations = batch.len() as u64;
-    let mut tx = WriteTx { txn: &txn, open: HashMap::new(), writes: 0, poisoned: false };
+    let mut tx = WriteTx { txn: &txn, open: HashMap::new(), writes: 0, poisoned: false, after_commit: Vec::new() };
     let finishers: Vec<Finish> = batch.into_iter().map(|job| job(&mut tx)).collect();
     let poisoned = tx.poisoned;
+    let after_commit = std::mem::take(&mut tx.after_commit);
     // Close the batch's tables before committing.
     drop(tx);
     let commit = if poisoned {
@@ -148,6 +152,7 @@ fn commit_batch(db: &redb::Database, batch: Vec<Job>, counters: &Counters) {
         // write missing from the figures.
         counters.operations.fetch_add(operations, Ordering::Relaxed);
         counters.commits.fetch_add(1, Ordering::Relaxed);
+        after_commit.into_iter().for_each(|action| action());
     }
     for finish in finishers {
         finish(match commit {
@@ -166,6 +171,7 @@ pub struct WriteTx<'t> {
     open: HashMap<&'static str, BytesTable<'t>>,
     writes: u64,
     poisoned: bool,
+    after_commit: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 type BytesTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
@@ -206,6 +212,14 @@ impl<'t> WriteTx<'t> {
         self.writes += 1;
         self.open(c)?.insert(key, bytes.as_slice()).map_err(storage)?;
         Ok(())
+    }
+
+    /// Runs `action` on the writer thread once this batch is durable, before
+    /// any caller in it is answered; never if the operation fails or the
+    /// batch aborts. For in-memory effects of a change (handing a task to a
+    /// waiting worker) that must neither run early nor lag the reply.
+    pub fn after_commit(&mut self, action: impl FnOnce() + Send + 'static) {
+        self.after_commit.push(Box::new(action));
     }
 
     /// Removes the record under `key`; says whether there was one.

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::Error;
 use crate::clock::Timestamp;
 use crate::ids::{LeaseId, TaskId, WorkerId};
+use crate::labels;
 
 pub const MAX_PRIORITY: u8 = 9;
 pub const DEFAULT_PRIORITY: u8 = 5;
@@ -14,8 +15,6 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 const MAX_ATTEMPTS_LIMIT: u32 = 100;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-const MAX_LABELS: usize = 32;
-const MAX_NAME_LEN: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -117,27 +116,14 @@ pub struct TaskRequest {
     pub timeout_s: Option<u64>,
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_NAME_LEN
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
-}
-
 impl TaskRequest {
     /// Checks every field and fills defaults. Labels come back sorted and unique.
     pub fn validate(self) -> Result<NewTask, Error> {
         let invalid = |m: String| Err(Error::InvalidTask(m));
-        if !valid_name(&self.kind) {
-            return invalid(format!("kind must be 1-{MAX_NAME_LEN} characters of a-z, 0-9, '.', '_', '-', ':'"));
+        if !labels::is_valid_name(&self.kind) {
+            return invalid(format!("kind must be {}", labels::NAME_RULE));
         }
-        if self.labels.len() > MAX_LABELS {
-            return invalid(format!("at most {MAX_LABELS} labels"));
-        }
-        if let Some(bad) = self.labels.iter().find(|l| !valid_name(l)) {
-            return invalid(format!(
-                "label {bad:?} must be 1-{MAX_NAME_LEN} characters of a-z, 0-9, '.', '_', '-', ':'"
-            ));
-        }
+        let labels = labels::normalize(self.labels).map_err(Error::InvalidTask)?;
         let priority = self.priority.unwrap_or(DEFAULT_PRIORITY);
         if priority > MAX_PRIORITY {
             return invalid(format!("priority must be 0-{MAX_PRIORITY} (higher runs first)"));
@@ -150,9 +136,6 @@ impl TaskRequest {
         if timeout.is_zero() || timeout > MAX_TIMEOUT {
             return invalid(format!("timeout_s must be 1-{}", MAX_TIMEOUT.as_secs()));
         }
-        let mut labels = self.labels;
-        labels.sort();
-        labels.dedup();
         Ok(NewTask { kind: self.kind, input: self.input, labels, priority, max_attempts, timeout })
     }
 }

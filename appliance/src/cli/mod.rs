@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use init::{InitOutcome, initialise, write_private, write_with_mode};
+pub use init::{InitOutcome, initialise};
 
 /// Tether: an air-gapped appliance that brokers AI-agent work to workers that only pull.
 #[derive(Debug, Parser)]

@@ -60,7 +60,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.dev && !dir.join(store::DB_FILE).exists() {
         let target = dir.clone();
         let outcome = tokio::task::spawn_blocking(move || init::initialise(&target, &[])).await??;
-        init::write_private(&outcome.data_dir.join(DEV_TOKEN_FILE), outcome.admin_token.as_bytes())?;
+        crate::files::write_private(&outcome.data_dir.join(DEV_TOKEN_FILE), outcome.admin_token.as_bytes())?;
         admin_token = Some(outcome.admin_token.clone());
     }
     let dir = dir

@@ -8,6 +8,7 @@ use super::IssuedCert;
 use crate::audit::{self, Event, Origin, Outcome, Resource};
 use crate::clock::Timestamp;
 use crate::ids::WorkerId;
+use crate::labels;
 use crate::secret;
 use crate::store::{self, Collection, Order, ReadTx, WriteTx};
 
@@ -59,24 +60,8 @@ pub struct WorkerRecord {
     pub revoked: bool,
 }
 
-fn valid_labels(labels: &[String]) -> Result<Vec<String>, EnrollError> {
-    let ok = |l: &String| {
-        !l.is_empty()
-            && l.len() <= 64
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
-    };
-    if labels.len() > 32 {
-        return Err(EnrollError::Invalid("at most 32 labels".into()));
-    }
-    if let Some(bad) = labels.iter().find(|l| !ok(l)) {
-        return Err(EnrollError::Invalid(format!(
-            "label {bad:?} must be 1-64 characters of a-z, 0-9, '.', '_', '-', ':'"
-        )));
-    }
-    let mut labels = labels.to_vec();
-    labels.sort();
-    labels.dedup();
-    Ok(labels)
+fn valid_labels(requested: &[String]) -> Result<Vec<String>, EnrollError> {
+    labels::normalize(requested.to_vec()).map_err(EnrollError::Invalid)
 }
 
 /// Creates a single-use enrollment token; returns its record and secret.

@@ -163,9 +163,8 @@ impl RawWorkerConfig {
         if !(1..=256).contains(&concurrency) {
             anyhow::bail!("concurrency must be 1-256");
         }
-        let mut labels = self.labels.unwrap_or_default();
-        labels.sort();
-        labels.dedup();
+        let labels =
+            crate::labels::normalize(self.labels.unwrap_or_default()).map_err(|e| anyhow::anyhow!("labels: {e}"))?;
         Ok(WorkerConfig { labels, concurrency, echo: self.handlers.echo, commands })
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{write_private, write_with_mode};
+use crate::files::{write_private, write_with_mode};
 
 const KEY: &str = "worker.key";
 const CERT: &str = "worker.pem";

@@ -12,4 +12,5 @@ pub mod pki;
 pub mod secret;
 pub mod store;
 pub mod tls;
+pub mod vault;
 pub mod worker;

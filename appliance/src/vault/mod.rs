@@ -1,0 +1,396 @@
+//! The vault: seal/unseal, the key hierarchy, and encryption at rest.
+//!
+//! The appliance starts **sealed**: it holds no key, and nothing sensitive in
+//! the store can be read. Unsealing (a passphrase, k of n officer shares, or
+//! a key file; see [`unseal`]) opens the root key, which opens the data keys
+//! ([`keyring`]); sealing drops them all from memory at once. Sensitive
+//! values are stored as [`Sealed`] ciphertexts bound to their [`Place`].
+//!
+//! Rules: key material lives only in [`memory::KeyBytes`] (wiped, locked,
+//! masked); nothing here ever logs, returns in an error, or audits a key, a
+//! passphrase, a share or a decrypted value.
+
+mod cipher;
+mod keyring;
+pub mod memory;
+mod shamir;
+pub mod unseal;
+
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, watch};
+use zeroize::Zeroizing;
+
+pub use cipher::{CipherError, Place, Sealed};
+use keyring::Keyring;
+pub use keyring::{MAX_ENCRYPTIONS, ROTATE_AFTER_ENCRYPTIONS};
+pub use shamir::ShareError;
+use unseal::PendingShares;
+pub use unseal::{Choice, Material, Method};
+
+use crate::audit::{self, Event, Origin, Resource};
+use crate::clock::SharedClock;
+use crate::secret::RandomFailed;
+use crate::store::{self, Store, WriteTx};
+
+/// What went wrong, named for the person at the console. None of these
+/// carries a key, a passphrase, a share or a value.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the appliance is sealed; unseal it first (`tether unseal`)")]
+    Sealed,
+    #[error("this data directory has no vault yet; run `tether init --upgrade` on it")]
+    NotInitialised,
+    #[error("the vault is already set up in this data directory")]
+    AlreadyInitialised,
+    #[error("wrong passphrase")]
+    WrongPassphrase,
+    #[error("this key file does not unseal this appliance")]
+    WrongKeyFile,
+    #[error("not a tether unseal key file")]
+    NotAKeyFile,
+    #[error(transparent)]
+    Share(#[from] ShareError),
+    #[error("share {index} belongs to another appliance or to a share set replaced by rekey")]
+    ShareFromAnotherSet { index: u8 },
+    #[error("share {index} was already given")]
+    DuplicateShare { index: u8 },
+    #[error("these shares do not unseal this appliance; start again with the right shares")]
+    SharesDoNotOpen,
+    #[error("this appliance unseals with {method}, not with what was given")]
+    WrongMethod { method: &'static str },
+    #[error("the passphrase needs at least {} characters", unseal::MIN_PASSPHRASE_CHARS)]
+    WeakPassphrase,
+    #[error("shares need 1 <= threshold <= count <= {}", unseal::MAX_SHARES)]
+    BadShareSetup,
+    #[error("a stored value failed its integrity check ({table}.{field}): tampered or corrupted")]
+    Integrity { table: &'static str, field: &'static str },
+    #[error("a stored value names data key version {0}, which this vault does not have")]
+    UnknownKeyVersion(u32),
+    #[error("the data key has reached its encryption limit and must be rotated first")]
+    KeyExhausted,
+    #[error("the vault's records are damaged: {0}")]
+    Corrupt(&'static str),
+    #[error("the system random source failed")]
+    Random,
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+impl From<RandomFailed> for Error {
+    fn from(_: RandomFailed) -> Self {
+        Error::Random
+    }
+}
+
+impl From<CipherError> for Error {
+    fn from(e: CipherError) -> Self {
+        match e {
+            CipherError::Random => Error::Random,
+            CipherError::Integrity => Error::Corrupt("a key failed its integrity check"),
+        }
+    }
+}
+
+/// What the unseal method is asked with.
+#[derive(Debug)]
+pub enum Credential {
+    Passphrase(Zeroizing<String>),
+    /// One officer's share text.
+    Share(Zeroizing<String>),
+    /// The key file's text.
+    KeyFile(Zeroizing<String>),
+    /// Forget the shares given so far.
+    Reset,
+}
+
+/// The vault as the console and `/healthz` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub sealed: bool,
+    /// `passphrase`, `shares` or `key_file`; absent before the vault exists.
+    pub method: Option<&'static str>,
+    /// Shares given so far while sealed, and how many are needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shares: Option<ShareProgress>,
+    /// The data key new values are sealed with (when unsealed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_version: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ShareProgress {
+    pub received: u8,
+    pub threshold: u8,
+}
+
+enum State {
+    Sealed(PendingShares),
+    Unsealed(Arc<Keyring>),
+}
+
+/// The unsealed keys, for sealing and opening values. Holding one keeps the
+/// keys alive: hold it for one operation, never across a wait.
+#[derive(Clone, Debug)]
+pub struct Keys(Arc<Keyring>);
+
+impl Keys {
+    pub fn encrypt(&self, place: Place<'_>, plaintext: &[u8]) -> Result<Sealed, Error> {
+        self.0.seal(place, plaintext)
+    }
+
+    pub fn decrypt(&self, place: Place<'_>, sealed: &Sealed) -> Result<Vec<u8>, Error> {
+        self.0.open(place, sealed)
+    }
+
+    /// A keyed digest of `fields` for `purpose` (see [`keyring::Keyring::digest`]).
+    pub fn digest(&self, purpose: &str, fields: &[&[u8]]) -> [u8; 32] {
+        self.0.digest(purpose, fields)
+    }
+}
+
+/// The vault service. Share one `Arc<Vault>`.
+pub struct Vault {
+    store: Store,
+    clock: SharedClock,
+    state: RwLock<State>,
+    unsealed: watch::Sender<bool>,
+    /// One unseal attempt at a time: bounds passphrase guessing to the KDF's pace.
+    attempts: Mutex<()>,
+    /// One rotation at a time, so each builds on the ring the last one made.
+    rotation: Mutex<()>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("sealed", &self.is_sealed()).finish_non_exhaustive()
+    }
+}
+
+/// Sets up the vault in a new store: returns the keys (so the caller can
+/// seal what it stores next in the same transaction) and leaves the
+/// method recorded. `unseal_key` comes from [`unseal::prepare`].
+pub fn create(
+    tx: &mut WriteTx<'_>,
+    now: crate::clock::Timestamp,
+    origin: &Origin,
+    method: Method,
+    unseal_key: &memory::KeyBytes,
+) -> Result<Keys, Error> {
+    let name = method.name();
+    let ring = keyring::create(tx, now, method, unseal_key)?;
+    audit::append(tx, now, origin, Event::new("vault.created", "create", resource()).detail("method", name))?;
+    Ok(Keys(Arc::new(ring)))
+}
+
+fn resource() -> Resource {
+    Resource::new("vault", "keys")
+}
+
+impl Vault {
+    /// A sealed vault over `store`.
+    pub fn new(store: Store, clock: SharedClock) -> Vault {
+        Vault {
+            store,
+            clock,
+            state: RwLock::new(State::Sealed(PendingShares::default())),
+            unsealed: watch::channel(false).0,
+            attempts: Mutex::new(()),
+            rotation: Mutex::new(()),
+        }
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        !*self.unsealed.borrow()
+    }
+
+    /// The keys, or [`Error::Sealed`].
+    pub fn keys(&self) -> Result<Keys, Error> {
+        match &*self.state.read().unwrap_or_else(PoisonError::into_inner) {
+            State::Unsealed(ring) => Ok(Keys(ring.clone())),
+            State::Sealed(_) => Err(Error::Sealed),
+        }
+    }
+
+    pub fn encrypt(&self, place: Place<'_>, plaintext: &[u8]) -> Result<Sealed, Error> {
+        self.keys()?.encrypt(place, plaintext)
+    }
+
+    pub fn decrypt(&self, place: Place<'_>, sealed: &Sealed) -> Result<Vec<u8>, Error> {
+        self.keys()?.decrypt(place, sealed)
+    }
+
+    /// Waits until the vault is unsealed; `false` if `until` comes first.
+    pub async fn wait_unsealed(&self, until: tokio::time::Instant) -> bool {
+        let mut rx = self.unsealed.subscribe();
+        matches!(tokio::time::timeout_at(until, rx.wait_for(|u| *u)).await, Ok(Ok(_)))
+    }
+
+    /// A receiver that changes whenever the vault seals or unseals.
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.unsealed.subscribe()
+    }
+
+    pub fn status(&self) -> Result<Status, Error> {
+        let meta = self.store.read(keyring::meta)?;
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let (sealed, key_version, received) = match &*state {
+            State::Sealed(pending) => (true, None, pending.received()),
+            State::Unsealed(ring) => (false, ring.current().ok().map(|k| k.version), 0),
+        };
+        let shares = match meta.as_ref().map(|m| &m.method) {
+            Some(Method::Shares { threshold, .. }) if sealed => Some(ShareProgress { received, threshold: *threshold }),
+            _ => None,
+        };
+        Ok(Status { sealed, method: meta.map(|m| m.method.name()), shares, key_version })
+    }
+
+    /// Tries `credential`. Shares accumulate until the threshold; any refusal
+    /// leaves the vault as it was (a refused share is not kept).
+    pub async fn unseal(&self, origin: &Origin, credential: Credential) -> Result<Status, Error> {
+        let _one_at_a_time = self.attempts.lock().await;
+        if !self.is_sealed() {
+            return self.status();
+        }
+        let meta = self.store.read(keyring::meta)?.ok_or(Error::NotInitialised)?;
+        let (unseal_key, refusal) = match (credential, &meta.method) {
+            (Credential::Reset, _) => {
+                self.with_pending(PendingShares::clear);
+                return self.status();
+            }
+            (Credential::Passphrase(p), Method::Passphrase { kdf }) => {
+                let kdf = kdf.clone();
+                let key = tokio::task::spawn_blocking(move || kdf.derive(&p))
+                    .await
+                    .map_err(|_| Error::Corrupt("the key derivation stopped"))??;
+                (key, Error::WrongPassphrase)
+            }
+            (Credential::Share(text), method @ Method::Shares { .. }) => {
+                match self.with_pending(|p| p.add(method, &text))? {
+                    Some(key) => (key, Error::SharesDoNotOpen),
+                    None => return self.status(),
+                }
+            }
+            (Credential::KeyFile(text), Method::KeyFile) => (unseal::parse_key_file(&text)?, Error::WrongKeyFile),
+            (_, method) => return Err(Error::WrongMethod { method: method.name() }),
+        };
+        let ring = self.store.read(|tx| Ok(keyring::open(tx, &meta, &unseal_key)))?;
+        let Some(ring) = ring? else {
+            self.audit(origin, "vault.unseal_refused", meta.method.name()).await;
+            return Err(refusal);
+        };
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = State::Unsealed(Arc::new(ring));
+        self.unsealed.send_replace(true);
+        self.audit(origin, "vault.unsealed", meta.method.name()).await;
+        tracing::info!(method = meta.method.name(), "vault unsealed");
+        self.status()
+    }
+
+    fn with_pending<R>(&self, f: impl FnOnce(&mut PendingShares) -> R) -> R {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        match &mut *state {
+            State::Sealed(pending) => f(pending),
+            State::Unsealed(_) => f(&mut PendingShares::default()),
+        }
+    }
+
+    /// Drops every key from memory at once. In-flight operations finish with
+    /// the keys they already hold; everything after gets [`Error::Sealed`].
+    pub async fn seal(&self, origin: &Origin) -> Result<(), Error> {
+        let previous = {
+            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            std::mem::replace(&mut *state, State::Sealed(PendingShares::default()))
+        };
+        self.unsealed.send_replace(false);
+        if let State::Unsealed(ring) = previous {
+            let counts = counts(&ring);
+            drop(ring);
+            self.store.write(move |tx| keyring::checkpoint(tx, &counts)).await?;
+            self.audit(origin, "vault.sealed", "").await;
+            tracing::info!("vault sealed");
+        }
+        Ok(())
+    }
+
+    /// Adds a new data key; new values are sealed with it from now on.
+    pub async fn rotate(&self, origin: &Origin, reason: &'static str) -> Result<u32, Error> {
+        let _one_at_a_time = self.rotation.lock().await;
+        let ring = self.keys()?.0;
+        let (now, origin) = (self.clock.now(), origin.clone());
+        let rotated = self
+            .store
+            .write(move |tx| {
+                let rotated = keyring::rotate(tx, &ring, now)?;
+                let version = rotated.current()?.version;
+                let event = Event::new("vault.key_rotated", "rotate", resource())
+                    .detail("version", version)
+                    .detail("reason", reason);
+                audit::append(tx, now, &origin, event)?;
+                Ok::<_, Error>(rotated)
+            })
+            .await?;
+        let version = rotated.current()?.version;
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        if let State::Unsealed(ring) = &mut *state {
+            *ring = Arc::new(rotated);
+        }
+        tracing::info!(version, reason, "data key rotated");
+        Ok(version)
+    }
+
+    /// Checkpoints encryption counts and rotates the data key when it is old
+    /// or has sealed [`ROTATE_AFTER_ENCRYPTIONS`] values.
+    pub async fn maintain(&self, max_key_age: Duration) -> Result<(), Error> {
+        let Ok(keys) = self.keys() else {
+            return Ok(());
+        };
+        let counts = counts(&keys.0);
+        let current = keys.0.current()?.clone();
+        drop(keys);
+        self.store.write(move |tx| keyring::checkpoint(tx, &counts)).await?;
+        let now = self.clock.now();
+        if current.used() >= ROTATE_AFTER_ENCRYPTIONS {
+            self.rotate(&Origin::system(), "encryption_count").await?;
+        } else if now.since(current.created_at) >= max_key_age {
+            self.rotate(&Origin::system(), "age").await?;
+        }
+        Ok(())
+    }
+
+    /// Runs [`Vault::maintain`] every `every` (until the task is dropped).
+    pub async fn run_maintenance(self: Arc<Self>, every: Duration, max_key_age: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.maintain(max_key_age).await {
+                tracing::error!(error = %e, "vault maintenance failed; retrying");
+            }
+        }
+    }
+
+    async fn audit(&self, origin: &Origin, event_type: &'static str, method: &'static str) {
+        let (now, origin) = (self.clock.now(), origin.clone());
+        let written = self
+            .store
+            .write(move |tx| {
+                let mut event = Event::new(event_type, "unseal", resource());
+                if !method.is_empty() {
+                    event = event.detail("method", method);
+                }
+                audit::append(tx, now, &origin, event)
+            })
+            .await;
+        if let Err(e) = written {
+            tracing::error!(error = %e, event_type, "could not audit a vault event");
+        }
+    }
+}
+
+fn counts(ring: &Keyring) -> Vec<(u32, u64)> {
+    ring.versions().map(|k| (k.version, k.used())).collect()
+}
+
+#[cfg(test)]
+mod tests;

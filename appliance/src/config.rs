@@ -73,6 +73,10 @@ pub struct RawConfig {
     pub idle_timeout: Option<String>,
     pub request_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
+    /// Unseal at start from this key file (unattended sites; see `init --unseal key-file`).
+    pub unseal_key_file: Option<String>,
+    /// Rotate the data key when it is this old.
+    pub key_rotation_age: Option<String>,
 }
 
 /// The validated configuration.
@@ -86,6 +90,8 @@ pub struct Config {
     pub worker_cert_lifetime: Duration,
     pub enrollment_token_ttl: Duration,
     pub limits: Limits,
+    pub unseal_key_file: Option<PathBuf>,
+    pub key_rotation_age: Duration,
 }
 
 /// Protection for the listeners.
@@ -125,6 +131,8 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_HEADER_TIMEOUT", Field::Text(|c| &mut c.header_timeout)),
     ("TETHER_IDLE_TIMEOUT", Field::Text(|c| &mut c.idle_timeout)),
     ("TETHER_REQUEST_TIMEOUT", Field::Text(|c| &mut c.request_timeout)),
+    ("TETHER_UNSEAL_KEY_FILE", Field::Text(|c| &mut c.unseal_key_file)),
+    ("TETHER_KEY_ROTATION_AGE", Field::Text(|c| &mut c.key_rotation_age)),
 ];
 
 impl RawConfig {
@@ -214,6 +222,10 @@ impl RawConfig {
         if worker_cert_lifetime < Duration::from_secs(5) {
             return Err(invalid("worker_cert_lifetime", "must be at least 5s"));
         }
+        let key_rotation_age = dur("key_rotation_age", self.key_rotation_age, Duration::from_secs(30 * 86400))?;
+        if key_rotation_age < Duration::from_secs(1) {
+            return Err(invalid("key_rotation_age", "must be at least 1s"));
+        }
         Ok(Config {
             data_dir,
             listen: addr("listen", self.listen, "0.0.0.0:8443")?,
@@ -223,6 +235,8 @@ impl RawConfig {
             worker_cert_lifetime,
             enrollment_token_ttl: dur("enrollment_token_ttl", self.enrollment_token_ttl, Duration::from_secs(15 * 60))?,
             limits,
+            unseal_key_file: self.unseal_key_file.map(PathBuf::from),
+            key_rotation_age,
         })
     }
 }

@@ -34,3 +34,28 @@ pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> anyhow::Resul
     }
     Ok(())
 }
+
+/// Reads a secret (passphrase, share, key file) from `path`, or from stdin
+/// when `path` is `-`. A file that group or others could read is refused:
+/// a secret that leaked on disk is no secret. One trailing newline is dropped.
+pub fn read_secret(path: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    use std::io::Read;
+    let mut text = zeroize::Zeroizing::new(String::new());
+    if path.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text).context("cannot read the secret from stdin")?;
+    } else {
+        let mut f = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mode = f.metadata()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "{} can be read by group or others (mode {:o}); run `chmod 600 {0}` first",
+                path.display(),
+                mode & 0o777
+            );
+        }
+        f.read_to_string(&mut text).with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    let keep = text.trim_end_matches(['\n', '\r']).len();
+    text.truncate(keep);
+    Ok(text)
+}

@@ -20,10 +20,15 @@ pub struct Health {
 }
 
 pub async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
-    let status = if state.broker.is_draining() { "draining" } else { "ok" };
-    // The vault (and sealing) arrive with their own issue; until then the
-    // appliance is never sealed.
-    axum::Json(Health { status, sealed: false })
+    let sealed = state.vault.is_sealed();
+    let status = if state.broker.is_draining() {
+        "draining"
+    } else if sealed {
+        "sealed"
+    } else {
+        "ok"
+    };
+    axum::Json(Health { status, sealed })
 }
 
 #[derive(Debug, Serialize)]
@@ -34,6 +39,11 @@ pub struct Status {
     parked_polls: usize,
     workers: usize,
     store: crate::store::StoreStats,
+    vault: crate::vault::Status,
+    /// Whether key memory is protected from dumps and swap.
+    hardening: crate::vault::memory::Hardening,
+    /// Warnings an operator should act on (e.g. unattended unseal).
+    warnings: Vec<&'static str>,
 }
 
 pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Status>, ApiError> {
@@ -45,7 +55,27 @@ pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<ax
         parked_polls: state.broker.parked_polls(),
         workers,
         store: state.store.stats(),
+        vault: state.vault.status()?,
+        hardening: crate::vault::memory::hardening(),
+        warnings: warnings(&state),
     }))
+}
+
+fn warnings(state: &AppState) -> Vec<&'static str> {
+    let mut w = Vec::new();
+    if state.config.unseal_key_file.is_some() {
+        w.push(
+            "unseal_key_file: the appliance unseals itself from a key file; anyone holding that file can read its data",
+        );
+    }
+    let h = crate::vault::memory::hardening();
+    if !(h.core_dumps_off && h.not_dumpable) {
+        w.push("core_dumps: key memory could be written to a core dump");
+    }
+    if !h.keys_locked_in_ram {
+        w.push("memory_lock: keys could not be locked into RAM and may reach swap (raise RLIMIT_MEMLOCK)");
+    }
+    w
 }
 
 #[derive(Debug, Deserialize)]

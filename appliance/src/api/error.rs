@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::{broker, pki, store};
+use crate::{broker, pki, store, vault};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -45,6 +45,14 @@ pub enum ApiError {
     Draining,
     #[error("the request took too long")]
     Timeout,
+    #[error("the appliance is sealed; unseal it first (`tether unseal`)")]
+    Sealed,
+    #[error("{0}")]
+    UnsealRefused(String),
+    #[error("{0}")]
+    ShareInvalid(String),
+    #[error("a stored value failed its integrity check")]
+    Integrity(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -82,6 +90,10 @@ impl ApiError {
             ApiError::CsrRefused(_) => (S::BAD_REQUEST, "csr_refused"),
             ApiError::Draining => (S::SERVICE_UNAVAILABLE, "draining"),
             ApiError::Timeout => (S::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::Sealed => (S::SERVICE_UNAVAILABLE, "sealed"),
+            ApiError::UnsealRefused(_) => (S::BAD_REQUEST, "unseal_refused"),
+            ApiError::ShareInvalid(_) => (S::BAD_REQUEST, "share_invalid"),
+            ApiError::Integrity(_) => (S::INTERNAL_SERVER_ERROR, "integrity"),
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -129,6 +141,7 @@ impl From<broker::Error> for ApiError {
             broker::Error::IdempotencyConflict => ApiError::IdempotencyConflict,
             broker::Error::Draining => ApiError::Draining,
             broker::Error::Store(e) => e.into(),
+            broker::Error::Vault(e) => e.into(),
         }
     }
 }
@@ -152,6 +165,27 @@ impl From<pki::CertError> for ApiError {
             | pki::CertError::Signing(_)
             | pki::CertError::BadCertificate(_)
             | pki::CertError::BadCa(_) => ApiError::Internal(e.to_string()),
+            pki::CertError::Vault(e) => e.into(),
+        }
+    }
+}
+
+impl From<vault::Error> for ApiError {
+    fn from(e: vault::Error) -> Self {
+        use vault::Error as V;
+        match e {
+            V::Sealed => ApiError::Sealed,
+            V::WrongPassphrase | V::WrongKeyFile | V::SharesDoNotOpen | V::WrongMethod { .. } | V::NotAKeyFile => {
+                ApiError::UnsealRefused(e.to_string())
+            }
+            V::Share(_) | V::ShareFromAnotherSet { .. } | V::DuplicateShare { .. } => {
+                ApiError::ShareInvalid(e.to_string())
+            }
+            V::WeakPassphrase | V::BadShareSetup => ApiError::InvalidRequest(e.to_string()),
+            V::Integrity { .. } | V::UnknownKeyVersion(_) => ApiError::Integrity(e.to_string()),
+            V::NotInitialised | V::AlreadyInitialised | V::KeyExhausted | V::Corrupt(_) | V::Random | V::Store(_) => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ mod error;
 mod extract;
 pub mod server;
 mod tasks;
+mod vault;
 mod workers;
 
 use std::sync::Arc;
@@ -30,8 +31,9 @@ use crate::auth::Permission;
 use crate::broker::Broker;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::pki::Ca;
+use crate::pki::{self, Ca};
 use crate::store::Store;
+use crate::vault::Vault;
 
 /// Handles the handlers share. Holds handles, not data.
 #[derive(Clone, Debug)]
@@ -39,8 +41,17 @@ pub struct AppState {
     pub store: Store,
     pub broker: Broker,
     pub clock: SharedClock,
-    pub ca: Arc<Ca>,
+    pub vault: Arc<Vault>,
+    /// The CA certificate (public). Its key is opened per signature: [`AppState::ca`].
+    pub ca_pem: Arc<str>,
     pub config: Arc<Config>,
+}
+
+impl AppState {
+    /// The CA, ready to sign (needs the vault unsealed).
+    pub fn ca(&self) -> Result<Ca, ApiError> {
+        Ok(pki::load_ca(&self.store, &self.vault, &self.ca_pem)?)
+    }
 }
 
 /// One route: what it is and what it needs.
@@ -69,6 +80,10 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", "/api/v1/tokens", P::TokenCreate), post(admin::create_token)),
         (spec("GET", "/api/v1/audit/verify", P::AuditRead), get(admin::audit_verify)),
         (spec("GET", "/api/v1/audit/export", P::AuditRead), get(admin::audit_export)),
+        (spec("GET", "/api/v1/sys/vault", P::Public), get(vault::status)),
+        (spec("POST", "/api/v1/sys/unseal", P::Public), post(vault::unseal)),
+        (spec("POST", "/api/v1/sys/seal", P::VaultManage), post(vault::seal)),
+        (spec("POST", "/api/v1/sys/rotate", P::VaultManage), post(vault::rotate)),
     ]
 }
 
@@ -106,12 +121,27 @@ pub fn enroll_router(state: AppState) -> Router {
 
 fn finish(router: Router<AppState>, state: AppState) -> Router {
     let limits = state.config.limits.clone();
+    let vault = state.vault.clone();
     router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(vault, sealed_gate))
         .layer(middleware::from_fn_with_state(limits.request_timeout, time_limit))
         .with_state(state)
+}
+
+/// What answers while the vault is sealed: health, the vault's own routes,
+/// and worker polls (which wait for the unseal rather than fail).
+const OPEN_WHILE_SEALED: [&str; 5] =
+    ["/healthz", "/api/v1/sys/vault", "/api/v1/sys/unseal", "/api/v1/sys/seal", "/worker/v1/poll"];
+
+/// Answers 503 `sealed` to everything else while the vault is sealed.
+async fn sealed_gate(State(vault): State<Arc<Vault>>, req: Request, next: Next) -> Response {
+    if vault.is_sealed() && !OPEN_WHILE_SEALED.contains(&req.uri().path()) {
+        return ApiError::Sealed.into_response();
+    }
+    next.run(req).await
 }
 
 /// Answers 408 when a request (its body included) takes longer than allowed.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::{ApiError, AppState, parse_id};
 use crate::auth::Scope;
-use crate::broker::{ListFilter, Task, TaskRequest, TaskState};
+use crate::broker::{Broker, ListFilter, Task, TaskRequest, TaskState};
 use crate::ids::TaskId;
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -73,9 +73,15 @@ fn json_of(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null)
 }
 
-pub fn view(task: Task, scope: Scope) -> TaskView {
-    let payloads = scope != Scope::Metadata;
-    TaskView {
+/// The task as `scope` may see it: payloads (opened from the vault) only
+/// for a scope that covers them.
+pub fn view(broker: &Broker, task: Task, scope: Scope) -> Result<TaskView, ApiError> {
+    let revealed = if scope == Scope::Metadata { None } else { Some(broker.reveal(&task)?) };
+    let (input, result, error) = match revealed {
+        Some(r) => (Some(json_of(&r.input)), r.result.map(|r| json_of(&r)), r.error.map(|e| (e.code, Some(e.message)))),
+        None => (None, None, task.error.map(|e| (e.code, None))),
+    };
+    Ok(TaskView {
         id: task.id.to_string(),
         kind: task.kind,
         state: task.state,
@@ -93,10 +99,10 @@ pub fn view(task: Task, scope: Scope) -> TaskView {
             .lease
             .filter(|_| task.state == TaskState::Leased)
             .map(|l| LeaseView { worker: l.worker.to_string(), expires_at: l.expires_at.to_rfc3339() }),
-        input: payloads.then(|| json_of(&task.input)),
-        result: task.result.filter(|_| payloads).map(|r| json_of(&r)),
-        error: task.error.map(|e| ErrorView { code: e.code, message: payloads.then_some(e.message) }),
-    }
+        input,
+        result,
+        error: error.map(|(code, message)| ErrorView { code, message }),
+    })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -127,7 +133,7 @@ pub async fn create(
     };
     let new = request.validate()?;
     let (task, created) = state.broker.create(&caller.origin, &caller.principal, new, key).await?;
-    let mut response = (StatusCode::CREATED, axum::Json(view(task, caller.scope))).into_response();
+    let mut response = (StatusCode::CREATED, axum::Json(view(&state.broker, task, caller.scope)?)).into_response();
     if !created {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
@@ -162,7 +168,7 @@ pub async fn get(
         let longest = state.config.limits.request_timeout.saturating_sub(Duration::from_secs(5));
         task = state.broker.wait_finished(id, Duration::from_secs(wait).min(longest)).await?;
     }
-    Ok(axum::Json(view(task, caller.scope)))
+    Ok(axum::Json(view(&state.broker, task, caller.scope)?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,7 +205,10 @@ pub async fn list(
     };
     let tasks = state.broker.list(&filter)?;
     let next_before = (tasks.len() == limit).then(|| tasks.last().map(|t| t.id.to_string())).flatten();
-    Ok(axum::Json(TaskList { tasks: tasks.into_iter().map(|t| view(t, caller.scope)).collect(), next_before }))
+    Ok(axum::Json(TaskList {
+        tasks: tasks.into_iter().map(|t| view(&state.broker, t, caller.scope)).collect::<Result<_, _>>()?,
+        next_before,
+    }))
 }
 
 pub async fn cancel(
@@ -210,5 +219,5 @@ pub async fn cancel(
     let id: TaskId = parse_id(&id)?;
     visible(&state, &caller, id)?;
     let task = state.broker.cancel(&caller.origin, id).await?;
-    Ok(axum::Json(view(task, caller.scope)))
+    Ok(axum::Json(view(&state.broker, task, caller.scope)?))
 }

@@ -116,7 +116,7 @@ pub async fn enroll(
     let worker = WorkerId::new();
     // Signing first costs a signature when the token turns out bad, but keeps
     // the transaction to checks and writes only.
-    let cert = state.ca.sign_worker_csr(&body.csr_pem, worker, now, state.config.worker_cert_lifetime)?;
+    let cert = state.ca()?.sign_worker_csr(&body.csr_pem, worker, now, state.config.worker_cert_lifetime)?;
     let issued = cert.clone();
     let attempt_origin = origin.clone();
     let result = state
@@ -140,7 +140,7 @@ pub async fn enroll(
         axum::Json(Enrolled {
             worker_id: worker.to_string(),
             cert_pem: cert.cert_pem,
-            ca_pem: state.ca.cert_pem().to_owned(),
+            ca_pem: state.ca_pem.to_string(),
             labels: record.labels,
         }),
     ))
@@ -180,21 +180,21 @@ pub async fn poll(
     let view = WorkerView { id: caller.record.id, labels: Arc::new(caller.record.labels) };
     let wait = Duration::from_secs(body.wait_s.unwrap_or(settings.max_poll_wait.as_secs()));
     let tasks = state.broker.poll(&caller.origin, &view, body.max_tasks.unwrap_or(1), wait).await?;
-    let tasks = tasks
-        .into_iter()
-        .filter_map(|t| {
-            let lease = t.lease?;
-            Some(LeasedTask {
-                id: t.id.to_string(),
-                kind: t.kind,
-                input: serde_json::from_slice(&t.input).unwrap_or(serde_json::Value::Null),
-                lease_id: lease.id.to_string(),
-                lease_expires_at: lease.expires_at.to_rfc3339(),
-                timeout_s: t.timeout.as_secs(),
-                attempt: t.attempts,
-            })
-        })
-        .collect();
+    let mut leased = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        let Some(lease) = t.lease.clone() else { continue };
+        let input = state.broker.reveal(&t)?.input;
+        leased.push(LeasedTask {
+            id: t.id.to_string(),
+            kind: t.kind,
+            input: serde_json::from_slice(&input).unwrap_or(serde_json::Value::Null),
+            lease_id: lease.id.to_string(),
+            lease_expires_at: lease.expires_at.to_rfc3339(),
+            timeout_s: t.timeout.as_secs(),
+            attempt: t.attempts,
+        });
+    }
+    let tasks = leased;
     Ok(axum::Json(PollReply {
         tasks,
         lease_s: settings.lease.as_secs(),
@@ -296,13 +296,13 @@ pub async fn renew(
 ) -> Result<axum::Json<Renewed>, ApiError> {
     let now = state.clock.now();
     let worker = caller.record.id;
-    let cert = state.ca.sign_worker_csr(&body.csr_pem, worker, now, state.config.worker_cert_lifetime)?;
+    let cert = state.ca()?.sign_worker_csr(&body.csr_pem, worker, now, state.config.worker_cert_lifetime)?;
     let issued = cert.clone();
     let origin = caller.origin;
     state.store.write(move |tx| pki::renew(tx, now, &origin, worker, &issued)).await?;
     Ok(axum::Json(Renewed {
         cert_pem: cert.cert_pem,
-        ca_pem: state.ca.cert_pem().to_owned(),
+        ca_pem: state.ca_pem.to_string(),
         not_after: cert.not_after.to_rfc3339(),
     }))
 }

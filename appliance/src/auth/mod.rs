@@ -72,6 +72,8 @@ pub enum Permission {
     WorkerEnroll,
     TokenCreate,
     AuditRead,
+    /// Seal the vault, rotate its keys.
+    VaultManage,
 }
 
 /// How much of a resource a grant covers.
@@ -113,6 +115,9 @@ pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
 
         (P::AuditRead, R::Admin | R::SecurityOfficer | R::Auditor) => Some(S::All),
         (P::AuditRead, R::Developer | R::Viewer | R::Worker) => None,
+
+        (P::VaultManage, R::Admin | R::SecurityOfficer) => Some(S::All),
+        (P::VaultManage, R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
     }
 }
 

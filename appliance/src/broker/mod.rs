@@ -23,10 +23,12 @@ use tokio::sync::broadcast;
 use crate::audit::Origin;
 use crate::clock::SharedClock;
 use crate::ids::{LeaseId, TaskId, WorkerId};
+use crate::secret::sha256_fields;
 use crate::store::{self, Store};
-use ops::{Claim, Dispatch};
+use crate::vault::{self, Vault};
+use ops::{Claim, Dispatch, Report};
 pub use ops::{Completion, Heartbeat, ListFilter};
-pub use task::{Lease, NewTask, Task, TaskError, TaskRequest, TaskState};
+pub use task::{Lease, NewTask, Revealed, StoredError, Task, TaskError, TaskRequest, TaskState};
 use waiters::Waiters;
 
 /// Tunables, validated by the config module.
@@ -72,6 +74,8 @@ pub enum Error {
     Draining,
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error(transparent)]
+    Vault(#[from] vault::Error),
 }
 
 /// The broker service. Cheap to clone.
@@ -79,6 +83,7 @@ pub enum Error {
 pub struct Broker {
     store: Store,
     clock: SharedClock,
+    vault: Arc<Vault>,
     settings: Arc<Settings>,
     waiters: Arc<Waiters>,
     finished: broadcast::Sender<TaskId>,
@@ -93,9 +98,9 @@ pub struct WorkerView {
 }
 
 impl Broker {
-    pub fn new(store: Store, clock: SharedClock, settings: Settings) -> Broker {
+    pub fn new(store: Store, clock: SharedClock, vault: Arc<Vault>, settings: Settings) -> Broker {
         let (finished, _) = broadcast::channel(1024);
-        Broker { store, clock, settings: Arc::new(settings), waiters: Arc::default(), finished }
+        Broker { store, clock, vault, settings: Arc::new(settings), waiters: Arc::default(), finished }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -113,14 +118,38 @@ impl Broker {
         idempotency_key: Option<String>,
     ) -> Result<(Task, bool), Error> {
         let now = self.clock.now();
-        let (origin, principal) = (origin.clone(), principal.to_owned());
+        let keys = self.vault.keys()?;
+        let idempotency = idempotency_key.as_ref().map(|key| {
+            let slot = sha256_fields(&[principal.as_bytes(), key.as_bytes()]);
+            // Keyed, so the store holds nothing that confirms a guessed input.
+            let request = keys.digest(
+                "task idempotency",
+                &[
+                    new.kind.as_bytes(),
+                    &new.input,
+                    new.labels.join("\n").as_bytes(),
+                    &[new.priority],
+                    &new.max_attempts.to_be_bytes(),
+                    &new.timeout.as_millis().to_be_bytes(),
+                ],
+            );
+            (slot, request)
+        });
+        let task = Task::queued(&keys, new, principal, now, idempotency_key)?;
+        drop(keys);
+        let origin = origin.clone();
         let (waiters, lease) = (self.waiters.clone(), self.settings.lease);
         self.store
             .write(move |tx| {
                 let d = Dispatch { waiters: &waiters, lease };
-                ops::create(tx, now, &origin, &principal, new, idempotency_key, d)
+                ops::create(tx, now, &origin, task, idempotency, d)
             })
             .await
+    }
+
+    /// Opens a task's sealed fields (input, result, error message).
+    pub fn reveal(&self, task: &Task) -> Result<Revealed, Error> {
+        Ok(task.reveal(&self.vault.keys()?)?)
     }
 
     pub fn get(&self, id: TaskId) -> Result<Task, Error> {
@@ -172,6 +201,9 @@ impl Broker {
     ) -> Result<Vec<Task>, Error> {
         let max_tasks = max_tasks.clamp(1, self.settings.max_tasks_per_poll);
         let deadline = tokio::time::Instant::now() + wait.min(self.settings.max_poll_wait);
+        if !self.wait_unsealed(deadline).await {
+            return Ok(Vec::new());
+        }
         loop {
             let now = self.clock.now();
             let id = self.waiters.next_id();
@@ -225,13 +257,23 @@ impl Broker {
         completion: Completion,
     ) -> Result<Task, Error> {
         let now = self.clock.now();
+        let keys = self.vault.keys()?;
+        let report = match completion {
+            Completion::Succeeded { result } => {
+                Report::Succeeded { result: keys.encrypt(task::place(&id.to_key(), "result"), &result)? }
+            }
+            Completion::Failed { error, retryable } => {
+                Report::Failed { error: task::seal_error(&keys, id, error)?, retryable }
+            }
+        };
+        drop(keys);
         let origin = origin.clone();
         let (settings, waiters) = (self.settings.clone(), self.waiters.clone());
         let task = self
             .store
             .write(move |tx| {
                 let d = Dispatch { waiters: &waiters, lease: settings.lease };
-                ops::complete(tx, now, &origin, worker, id, lease, completion, &settings, d)
+                ops::complete(tx, now, &origin, worker, id, lease, report, &settings, d)
             })
             .await?;
         self.announce(&task);
@@ -240,8 +282,13 @@ impl Broker {
 
     /// Expires overdue leases and releases retries whose backoff has passed.
     /// Returns how many tasks it moved.
+    /// Does nothing while the vault is sealed: leases do not run out while
+    /// workers cannot report.
     pub async fn reap(&self) -> Result<usize, Error> {
         let now = self.clock.now();
+        let Ok(keys) = self.vault.keys() else {
+            return Ok(0);
+        };
         if !self.store.read(|tx| ops::anything_due(tx, now))? {
             return Ok(0);
         }
@@ -250,7 +297,7 @@ impl Broker {
             .store
             .write(move |tx| {
                 let d = Dispatch { waiters: &waiters, lease: settings.lease };
-                ops::reap(tx, now, &settings, d)
+                ops::reap(tx, now, &keys, &settings, d)
             })
             .await?;
         for task in &moved {
@@ -259,16 +306,57 @@ impl Broker {
         Ok(moved.len())
     }
 
-    /// Runs [`Broker::reap`] every `every` until the broker drains.
+    /// Runs [`Broker::reap`] every `every` until the broker drains. After
+    /// every unseal (the first included) it first gives each running lease
+    /// a full term, since its worker could not heartbeat while sealed.
     pub async fn run_reaper(self, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seal_changes = self.vault.watch();
+        let mut grace_due = true;
         while !self.waiters.is_draining() {
             tick.tick().await;
+            grace_due |= seal_changes.has_changed().unwrap_or(false);
+            if self.vault.is_sealed() {
+                continue;
+            }
+            if grace_due {
+                seal_changes.mark_unchanged();
+                match self.extend_leases().await {
+                    Ok(n) if n > 0 => tracing::info!(leases = n, "leases extended after unseal"),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not extend leases after unseal; retrying");
+                        continue;
+                    }
+                }
+                grace_due = false;
+            }
             if let Err(e) = self.reap().await {
                 tracing::error!(error = %e, "lease reaper failed; retrying");
             }
         }
+    }
+
+    /// Gives every running lease at least one full term from now.
+    pub async fn extend_leases(&self) -> Result<usize, Error> {
+        let now = self.clock.now();
+        let lease = self.settings.lease;
+        self.store.write(move |tx| ops::extend_leases(tx, now, lease)).await
+    }
+
+    /// Waits while the vault is sealed (polls wait rather than fail);
+    /// `false` if `deadline` passes or the broker drains first.
+    async fn wait_unsealed(&self, deadline: tokio::time::Instant) -> bool {
+        const CHECK_DRAIN: Duration = Duration::from_millis(500);
+        while self.vault.is_sealed() {
+            if self.waiters.is_draining() || tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            let slice = (tokio::time::Instant::now() + CHECK_DRAIN).min(deadline);
+            self.vault.wait_unsealed(slice).await;
+        }
+        true
     }
 
     /// After a commit: tells clients waiting for a task that it finished.

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::task::{MAX_PRIORITY, labels_match, retry_delay};
+use super::task::{MAX_PRIORITY, StoredError, labels_match, retry_delay, seal_error};
 use super::waiters::{Mailbox, Waiters};
-use super::{Error, Lease, NewTask, Settings, Task, TaskError, TaskState, WorkerView};
+use super::{Error, Lease, Settings, Task, TaskError, TaskState, WorkerView};
 use crate::audit::{self, Event, Origin, Outcome, Resource};
 use crate::clock::Timestamp;
 use crate::ids::{LeaseId, TaskId, WorkerId};
-use crate::secret::sha256_fields;
 use crate::store::{self, Collection, Order, ReadTx, WriteTx};
+use crate::vault::{Keys, Sealed};
 
 /// Every task, keyed by id (UUIDv7, so key order is creation order).
 const TASKS: Collection<Task> = Collection::new("tasks");
@@ -54,6 +54,17 @@ pub enum Completion {
     /// A retryable failure goes back to the queue while attempts remain.
     Failed { error: TaskError, retryable: bool },
 }
+
+/// A [`Completion`] with its data sealed, as the store operation takes it.
+#[derive(Debug, Clone)]
+pub(super) enum Report {
+    Succeeded { result: Sealed },
+    Failed { error: StoredError, retryable: bool },
+}
+
+/// An idempotency key's slot (`SHA-256(principal, key)`) and the keyed
+/// digest of the request that used it.
+pub(super) type Idempotency = ([u8; 32], [u8; 32]);
 
 /// The answer to a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,60 +203,24 @@ fn finish(task: &mut Task, now: Timestamp, state: TaskState) {
     task.updated_at = now;
 }
 
+/// Stores a new task (built by the broker, its input sealed), or with an
+/// idempotency key seen before, returns the task that key created.
 pub(super) fn create(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
     origin: &Origin,
-    principal: &str,
-    new: NewTask,
-    idempotency_key: Option<String>,
+    mut task: Task,
+    idempotency: Option<Idempotency>,
     d: Dispatch<'_>,
 ) -> Result<(Task, bool), Error> {
-    let idempotency = match &idempotency_key {
-        Some(key) => {
-            let slot = sha256_fields(&[principal.as_bytes(), key.as_bytes()]);
-            let labels = new.labels.join("\n");
-            let request = sha256_fields(&[
-                new.kind.as_bytes(),
-                &new.input,
-                labels.as_bytes(),
-                &[new.priority],
-                &new.max_attempts.to_be_bytes(),
-                &new.timeout.as_millis().to_be_bytes(),
-            ]);
-            if let Some(seen) = tx.get(IDEMPOTENCY, &slot)? {
-                if seen.request != request {
-                    return Err(Error::IdempotencyConflict);
-                }
-                let task = tx.get(TASKS, &seen.task.to_key())?.ok_or(Error::NotFound)?;
-                return Ok((task, false));
-            }
-            Some((slot, request))
-        }
-        None => None,
-    };
-    let mut task = Task {
-        id: TaskId::new(),
-        kind: new.kind,
-        input: new.input,
-        labels: new.labels,
-        priority: new.priority,
-        state: TaskState::Queued,
-        attempts: 0,
-        max_attempts: new.max_attempts,
-        timeout: new.timeout,
-        lease: None,
-        result: None,
-        error: None,
-        created_by: principal.into(),
-        created_at: now,
-        updated_at: now,
-        finished_at: None,
-        not_before: None,
-        idempotency_key,
-        queue_key: None,
-    };
     if let Some((slot, request)) = idempotency {
+        if let Some(seen) = tx.get(IDEMPOTENCY, &slot)? {
+            if seen.request != request {
+                return Err(Error::IdempotencyConflict);
+            }
+            let task = tx.get(TASKS, &seen.task.to_key())?.ok_or(Error::NotFound)?;
+            return Ok((task, false));
+        }
         tx.put(IDEMPOTENCY, &slot, &IdempotencyEntry { task: task.id, request })?;
     }
     let event = Event::new("task.created", "create", resource(task.id))
@@ -394,7 +369,7 @@ pub(super) fn complete(
     worker: WorkerId,
     id: TaskId,
     lease: LeaseId,
-    completion: Completion,
+    report: Report,
     settings: &Settings,
     d: Dispatch<'_>,
 ) -> Result<Task, Error> {
@@ -403,8 +378,8 @@ pub(super) fn complete(
         return Err(Error::LeaseStale);
     }
     tx.delete(SCHEDULE, &due_key(LEASED, current.expires_at, id))?;
-    match completion {
-        Completion::Succeeded { result } => {
+    match report {
+        Report::Succeeded { result } => {
             task.result = Some(result);
             task.error = None;
             finish(&mut task, now, TaskState::Succeeded);
@@ -413,7 +388,7 @@ pub(super) fn complete(
                 .detail("attempt", task.attempts);
             audit::append(tx, now, origin, event)?;
         }
-        Completion::Failed { error, retryable } => {
+        Report::Failed { error, retryable } => {
             let retry = retryable && task.attempts < task.max_attempts;
             let event = Event::new("task.failed", "complete", resource(id))
                 .outcome(Outcome::Failure)
@@ -452,6 +427,23 @@ fn retry_task(
     Ok(())
 }
 
+/// Moves every lease that would run out within `term` to `now + term`.
+pub(super) fn extend_leases(tx: &mut WriteTx<'_>, now: Timestamp, term: Duration) -> Result<usize, Error> {
+    let until = now.plus(term);
+    let short = due_keys(tx, LEASED, until)?;
+    for (key, id) in &short {
+        tx.delete(SCHEDULE, key)?;
+        tx.put(SCHEDULE, &due_key(LEASED, until, *id), &Slot::Due(*id))?;
+        if let Some(mut task) = tx.get(TASKS, &id.to_key())?
+            && let Some(lease) = &mut task.lease
+        {
+            lease.expires_at = until;
+            tx.put(TASKS, &id.to_key(), &task)?;
+        }
+    }
+    Ok(short.len())
+}
+
 /// Whether [`reap`] has anything to do; a cheap read so idle ticks never write.
 pub(super) fn anything_due(tx: &ReadTx, now: Timestamp) -> Result<bool, store::Error> {
     let mut due = false;
@@ -483,13 +475,21 @@ fn due_keys(tx: &mut WriteTx<'_>, space: u8, now: Timestamp) -> Result<Vec<(Vec<
 pub(super) fn reap(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
+    keys: &Keys,
     settings: &Settings,
     d: Dispatch<'_>,
 ) -> Result<Vec<Task>, Error> {
     let expired = due_keys(tx, LEASED, now)?;
     let released = due_keys(tx, DELAYED, now)?;
+    // Sealed before the first write, as every operation must fail early.
+    let why =
+        || TaskError { code: "lease_expired".into(), message: "the worker holding the lease stopped reporting".into() };
+    let mut reasons = Vec::with_capacity(expired.len());
+    for (_, id) in &expired {
+        reasons.push(seal_error(keys, *id, why())?);
+    }
     let mut moved = Vec::new();
-    for (key, id) in expired {
+    for ((key, id), reason) in expired.into_iter().zip(reasons) {
         tx.delete(SCHEDULE, &key)?;
         let Some(mut task) = tx.get(TASKS, &id.to_key())? else {
             continue;
@@ -503,10 +503,7 @@ pub(super) fn reap(
             .detail("worker", &worker)
             .detail("attempt", task.attempts);
         audit::append(tx, now, &Origin::system(), event)?;
-        task.error = Some(TaskError {
-            code: "lease_expired".into(),
-            message: "the worker holding the lease stopped reporting".into(),
-        });
+        task.error = Some(reason);
         task.updated_at = now;
         if task.attempts < task.max_attempts {
             retry_task(tx, &mut task, now, settings, d)?;

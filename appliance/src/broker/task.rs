@@ -8,6 +8,7 @@ use super::Error;
 use crate::clock::Timestamp;
 use crate::ids::{LeaseId, TaskId, WorkerId};
 use crate::labels;
+use crate::vault::{Keys, Place, Sealed};
 
 pub const MAX_PRIORITY: u8 = 9;
 pub const DEFAULT_PRIORITY: u8 = 5;
@@ -67,12 +68,44 @@ pub struct TaskError {
     pub message: String,
 }
 
+/// A [`TaskError`] as stored: the code is a short identifier (it is audited
+/// too); the message may quote the task's data, so it is sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredError {
+    pub code: String,
+    pub message: Sealed,
+}
+
+/// The sealed fields of a task, opened for someone allowed to see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revealed {
+    /// The input as JSON text.
+    pub input: Vec<u8>,
+    /// The result as JSON text, once succeeded.
+    pub result: Option<Vec<u8>>,
+    pub error: Option<TaskError>,
+}
+
+/// The table the task record lives in: part of every sealed field's place.
+pub(super) const TABLE: &str = "tasks";
+
+/// Where a field of task `id` is sealed; `key` is `id.to_key()`.
+pub(super) fn place<'a>(key: &'a [u8; 16], field: &'static str) -> Place<'a> {
+    Place::new(TABLE, key, field)
+}
+
+/// Seals an error's message for task `id`.
+pub(super) fn seal_error(keys: &Keys, id: TaskId, error: TaskError) -> Result<StoredError, crate::vault::Error> {
+    let key = id.to_key();
+    Ok(StoredError { code: error.code, message: keys.encrypt(place(&key, "error"), error.message.as_bytes())? })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     pub id: TaskId,
     pub kind: String,
-    /// The input as JSON text.
-    pub input: Vec<u8>,
+    /// The input as JSON text, sealed.
+    pub input: Sealed,
     pub labels: Vec<String>,
     pub priority: u8,
     pub state: TaskState,
@@ -80,9 +113,9 @@ pub struct Task {
     pub max_attempts: u32,
     pub timeout: Duration,
     pub lease: Option<Lease>,
-    /// The result as JSON text, once succeeded.
-    pub result: Option<Vec<u8>>,
-    pub error: Option<TaskError>,
+    /// The result as JSON text, sealed, once succeeded.
+    pub result: Option<Sealed>,
+    pub error: Option<StoredError>,
     pub created_by: String,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -92,6 +125,56 @@ pub struct Task {
     pub idempotency_key: Option<String>,
     /// Where the task sits in the queue index while it is ready.
     pub(super) queue_key: Option<Vec<u8>>,
+}
+
+impl Task {
+    /// A new task, queued, its input sealed for it.
+    pub(super) fn queued(
+        keys: &Keys,
+        new: NewTask,
+        principal: &str,
+        now: Timestamp,
+        idempotency_key: Option<String>,
+    ) -> Result<Task, crate::vault::Error> {
+        let id = TaskId::new();
+        let input = keys.encrypt(place(&id.to_key(), "input"), &new.input)?;
+        Ok(Task {
+            id,
+            kind: new.kind,
+            input,
+            labels: new.labels,
+            priority: new.priority,
+            state: TaskState::Queued,
+            attempts: 0,
+            max_attempts: new.max_attempts,
+            timeout: new.timeout,
+            lease: None,
+            result: None,
+            error: None,
+            created_by: principal.into(),
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            not_before: None,
+            idempotency_key,
+            queue_key: None,
+        })
+    }
+
+    /// Opens the sealed fields.
+    pub fn reveal(&self, keys: &Keys) -> Result<Revealed, crate::vault::Error> {
+        let key = self.id.to_key();
+        let input = keys.decrypt(place(&key, "input"), &self.input)?;
+        let result = self.result.as_ref().map(|r| keys.decrypt(place(&key, "result"), r)).transpose()?;
+        let error = match &self.error {
+            Some(e) => {
+                let message = keys.decrypt(place(&key, "error"), &e.message)?;
+                Some(TaskError { code: e.code.clone(), message: String::from_utf8_lossy(&message).into_owned() })
+            }
+            None => None,
+        };
+        Ok(Revealed { input, result, error })
+    }
 }
 
 /// A validated request for a new task.

@@ -22,8 +22,17 @@ fn fixture() -> Fixture {
         retry_backoff_max: Duration::from_secs(60),
         ..Settings::default()
     };
-    let broker = Broker::new(store.clone(), clock.clone(), settings);
+    let vault = crate::vault::unsealed_for_tests(&store, clock.clone());
+    let broker = Broker::new(store.clone(), clock.clone(), vault, settings);
     Fixture { _dir: dir, clock, store, broker }
+}
+
+impl Fixture {
+    /// The task's result, opened from the vault.
+    fn result_of(&self, id: TaskId) -> Option<Vec<u8>> {
+        let task = self.broker.get(id).unwrap();
+        self.broker.reveal(&task).unwrap().result
+    }
 }
 
 fn worker(labels: &[&str]) -> WorkerView {
@@ -74,6 +83,7 @@ fn lease_of(t: &Task) -> LeaseId {
 #[tokio::test]
 async fn a_task_runs_create_lease_complete_and_is_audited_each_step() {
     let f = fixture();
+    let audit_before = f.audit_ok();
     let t = f.submit("echo", &[], 5).await;
     assert_eq!(t.state, TaskState::Queued);
     let w = worker(&[]);
@@ -86,8 +96,8 @@ async fn a_task_runs_create_lease_complete_and_is_audited_each_step() {
         .await
         .unwrap();
     assert_eq!(done.state, TaskState::Succeeded);
-    assert_eq!(f.broker.get(t.id).unwrap().result.as_deref(), Some(&b"42"[..]));
-    assert_eq!(f.audit_ok(), 3, "created, leased, completed");
+    assert_eq!(f.result_of(t.id).as_deref(), Some(&b"42"[..]));
+    assert_eq!(f.audit_ok(), audit_before + 3, "created, leased, completed");
 }
 
 #[tokio::test]
@@ -137,7 +147,7 @@ async fn an_expired_lease_requeues_and_fences_out_the_old_holder() {
     // Completion is recorded once: a repeat with the same lease is refused too.
     let again = f.broker.complete(&origin_of(&fast), fast.id, t.id, lease_of(&second), ok).await;
     assert!(matches!(again, Err(Error::LeaseStale)));
-    assert_eq!(f.broker.get(t.id).unwrap().result.as_deref(), Some(&b"2"[..]));
+    assert_eq!(f.result_of(t.id).as_deref(), Some(&b"2"[..]));
 }
 
 #[tokio::test]

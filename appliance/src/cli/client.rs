@@ -11,14 +11,13 @@ use crate::tls;
 pub struct ApiClient {
     http: reqwest::Client,
     base: String,
-    token: String,
+    token: Option<String>,
 }
 
 const DEFAULT_URL: &str = "https://127.0.0.1:8443";
 
 impl ApiClient {
     pub fn from_env(timeout: std::time::Duration) -> anyhow::Result<ApiClient> {
-        let base = std::env::var("TETHER_URL").unwrap_or_else(|_| DEFAULT_URL.into());
         let token = match (std::env::var("TETHER_TOKEN"), std::env::var("TETHER_TOKEN_FILE")) {
             (Ok(t), _) => t,
             (Err(_), Ok(path)) => {
@@ -26,6 +25,16 @@ impl ApiClient {
             }
             _ => bail!("set TETHER_TOKEN (or TETHER_TOKEN_FILE) to an API token"),
         };
+        ApiClient::connect(timeout, Some(token))
+    }
+
+    /// For the routes that take no token (unsealing, vault status).
+    pub fn anonymous_from_env(timeout: std::time::Duration) -> anyhow::Result<ApiClient> {
+        ApiClient::connect(timeout, None)
+    }
+
+    fn connect(timeout: std::time::Duration, token: Option<String>) -> anyhow::Result<ApiClient> {
+        let base = std::env::var("TETHER_URL").unwrap_or_else(|_| DEFAULT_URL.into());
         let ca_path = std::env::var("TETHER_CA_FILE")
             .context("set TETHER_CA_FILE to the appliance CA certificate (ca.pem in its data directory)")?;
         let ca = std::fs::read_to_string(&ca_path).with_context(|| format!("cannot read TETHER_CA_FILE {ca_path}"))?;
@@ -33,7 +42,7 @@ impl ApiClient {
         Ok(ApiClient {
             http: tls::https_client(config, timeout)?,
             base: base.trim_end_matches('/').to_owned(),
-            token: token.trim().to_owned(),
+            token: token.map(|t| t.trim().to_owned()),
         })
     }
 
@@ -46,7 +55,10 @@ impl ApiClient {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

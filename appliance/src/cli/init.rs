@@ -12,14 +12,27 @@ use crate::audit::{self, Event, Origin, Resource};
 use crate::auth::{self, Role};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{CONFIG_FILE, RawConfig};
-use crate::files::{write_private, write_with_mode};
-use crate::pki::Ca;
+use crate::files::{read_secret, write_private, write_with_mode};
+use crate::pki::{self, Ca};
 use crate::store::{self, Store};
+use crate::vault::{self, Choice, Material};
 
 pub const CA_CERT: &str = "ca.pem";
-pub const CA_KEY: &str = "ca.key";
+/// The server certificate's key stays a file (0600): the listeners must
+/// answer (health, unseal) while the vault is sealed.
 pub const SERVER_CERT: &str = "server.pem";
 pub const SERVER_KEY: &str = "server.key";
+
+/// How the vault is unsealed; chosen once, at init.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnsealMethod {
+    /// k of n shares, one per security officer (two-person integrity).
+    Shares,
+    /// A passphrase (stretched with Argon2id).
+    Passphrase,
+    /// A key file on separate media, for unattended sites.
+    KeyFile,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -28,12 +41,46 @@ pub struct Args {
     /// Extra DNS name or IP address for the server certificate (repeatable).
     #[arg(long = "server-name")]
     server_names: Vec<String>,
+    /// How the vault will be unsealed after every start.
+    #[arg(long, value_enum, default_value = "shares")]
+    unseal: UnsealMethod,
+    /// Shares to make (with --unseal shares).
+    #[arg(long, default_value_t = 5)]
+    shares: u8,
+    /// Shares needed to unseal (with --unseal shares).
+    #[arg(long, default_value_t = 3)]
+    threshold: u8,
+    /// File holding the passphrase, or `-` for stdin (with --unseal passphrase).
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+    /// Where to write the unseal key (with --unseal key-file); keep it on
+    /// separate media, not in the data directory.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
     /// Never prompt (the default; kept for scripts written against the contract).
     #[arg(long)]
     non_interactive: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// The unseal material `init` hands out, once.
+#[derive(Serialize)]
+pub struct UnsealOutcome {
+    pub method: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for UnsealOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnsealOutcome").field("method", &self.method).finish_non_exhaustive()
+    }
 }
 
 /// What `init` hands back: shown once, then gone.
@@ -43,6 +90,7 @@ pub struct InitOutcome {
     pub ca_fingerprint: String,
     pub ca_file: PathBuf,
     pub data_dir: PathBuf,
+    pub unseal: UnsealOutcome,
 }
 
 impl std::fmt::Debug for InitOutcome {
@@ -53,21 +101,63 @@ impl std::fmt::Debug for InitOutcome {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = args.non_interactive;
-    let outcome = initialise(&args.dir.data_dir, &args.server_names)?;
+    let (choice, key_file) = match args.unseal {
+        UnsealMethod::Shares => (Choice::Shares { threshold: args.threshold, count: args.shares }, None),
+        UnsealMethod::Passphrase => {
+            let source = args.passphrase_file.as_deref().context(
+                "--unseal passphrase needs --passphrase-file FILE (mode 600) or --passphrase-file - (stdin)",
+            )?;
+            (Choice::Passphrase(read_secret(source)?), None)
+        }
+        UnsealMethod::KeyFile => {
+            let path = args.key_file.clone().context("--unseal key-file needs --key-file PATH (on separate media)")?;
+            (Choice::KeyFile, Some(path))
+        }
+    };
+    let outcome = initialise(&args.dir.data_dir, &args.server_names, choice, key_file.as_deref())?;
     if args.json {
         super::print_json(&outcome)?;
     } else {
         println!("Initialised {}", outcome.data_dir.display());
         println!("CA certificate: {} ({})", outcome.ca_file.display(), outcome.ca_fingerprint);
         println!("Admin token (shown once; store it safely):\n  {}", outcome.admin_token);
+        print_unseal_material(&outcome.unseal);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Creates the data directory and everything in it.
-pub fn initialise(dir: &Path, extra_names: &[String]) -> anyhow::Result<InitOutcome> {
+fn print_unseal_material(u: &UnsealOutcome) {
+    match (u.method, &u.key_file) {
+        ("shares", _) => {
+            let n = u.shares.len();
+            let k = u.threshold.unwrap_or(0);
+            println!("\nUnseal shares (shown once). Give one to each security officer; any {k} of {n} unseal:");
+            for s in &u.shares {
+                println!("  {s}");
+            }
+        }
+        (_, Some(path)) => {
+            println!("\nUnseal key written to {}.", path.display());
+            println!("Keep it on separate media: anyone holding it can read this appliance's data.");
+        }
+        _ => println!("\nThe vault unseals with your passphrase. It cannot be recovered if lost."),
+    }
+    println!("The appliance starts sealed: run `tether unseal` after each start.");
+}
+
+/// Creates the data directory and everything in it. `key_file` is where the
+/// unseal key goes for [`Choice::KeyFile`] (it must not exist yet).
+pub fn initialise(
+    dir: &Path,
+    extra_names: &[String],
+    choice: Choice,
+    key_file: Option<&Path>,
+) -> anyhow::Result<InitOutcome> {
     if dir.join(store::DB_FILE).exists() {
         bail!("{} is already initialised (it holds {}); use another --data-dir", dir.display(), store::DB_FILE);
+    }
+    if let Some(path) = key_file.filter(|p| p.exists()) {
+        bail!("{} already exists; the unseal key is never overwritten", path.display());
     }
     fs::DirBuilder::new()
         .recursive(true)
@@ -80,26 +170,42 @@ pub fn initialise(dir: &Path, extra_names: &[String]) -> anyhow::Result<InitOutc
     let mut names = raw.server_names.unwrap_or_default();
     names.extend(extra_names.iter().cloned());
 
+    let (method, unseal_key, material) = vault::unseal::prepare(choice)?;
     let now = SystemClock.now();
-    let (ca, material) = Ca::create(now).context("creating the CA")?;
+    let (ca, ca_material) = Ca::create(now).context("creating the CA")?;
     let server = ca.issue_server_cert(&names, now).context("issuing the server certificate")?;
-    write_private(&dir.join(CA_KEY), material.key_pem.as_bytes())?;
-    write_with_mode(&dir.join(CA_CERT), material.cert_pem.as_bytes(), 0o644)?;
+    write_with_mode(&dir.join(CA_CERT), ca_material.cert_pem.as_bytes(), 0o644)?;
     write_private(&dir.join(SERVER_KEY), server.key_pem.as_bytes())?;
     write_with_mode(&dir.join(SERVER_CERT), server.cert_pem.as_bytes(), 0o644)?;
+    let mut unseal = UnsealOutcome { method: method.name(), shares: Vec::new(), threshold: None, key_file: None };
+    match (&material, &method) {
+        (Material::Shares(texts), vault::Method::Shares { threshold, .. }) => {
+            unseal.shares = texts.iter().map(|t| t.to_string()).collect();
+            unseal.threshold = Some(*threshold);
+        }
+        (Material::KeyFile(text), _) => {
+            let path = key_file.context("a key file path is needed for --unseal key-file")?;
+            write_private(path, text.as_bytes())?;
+            unseal.key_file = Some(path.canonicalize()?);
+        }
+        _ => {}
+    }
 
     let store = Store::create(&dir).context("creating the store")?;
     let fingerprint = ca.fingerprint();
     let genesis_fp = fingerprint.clone();
+    let ca_key_pem = zeroize::Zeroizing::new(ca_material.key_pem.clone());
     let (_, admin_token) = store.write_blocking(move |tx| {
         let origin = Origin::system();
         let genesis = Event::new("system.initialised", "init", Resource::new("appliance", "tether"))
             .detail("ca_fingerprint", genesis_fp)
             .detail("version", env!("CARGO_PKG_VERSION"));
         audit::append(tx, now, &origin, genesis)?;
+        let keys = vault::create(tx, now, &origin, method, &unseal_key)?;
+        pki::store_ca_key(tx, &keys, &ca_key_pem)?;
         // The bootstrap token does not expire: an operator must not be locked
         // out of an offline appliance. Create scoped, expiring tokens with it.
-        auth::issue_token(tx, now, &origin, "admin", Role::Admin, None)
+        Ok::<_, anyhow::Error>(auth::issue_token(tx, now, &origin, "admin", Role::Admin, None)?)
     })?;
-    Ok(InitOutcome { admin_token, ca_fingerprint: fingerprint, ca_file: dir.join(CA_CERT), data_dir: dir })
+    Ok(InitOutcome { admin_token, ca_fingerprint: fingerprint, ca_file: dir.join(CA_CERT), data_dir: dir, unseal })
 }

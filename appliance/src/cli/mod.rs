@@ -8,6 +8,7 @@ mod init;
 mod serve;
 mod task;
 mod token;
+mod vault;
 mod worker;
 
 use std::path::PathBuf;
@@ -45,6 +46,13 @@ enum Command {
     /// Verify and export the audit log.
     #[command(subcommand)]
     Audit(audit::Command),
+    /// Unseal the appliance with a passphrase, officer shares or the key file.
+    Unseal(vault::UnsealArgs),
+    /// Seal the appliance: drop every key from memory (admin or security officer).
+    Seal(vault::SealArgs),
+    /// The vault's status and key rotation.
+    #[command(subcommand)]
+    Vault(vault::Command),
 }
 
 /// Logs go to stderr; stdout is for results.
@@ -68,6 +76,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Task(cmd) => runtime()?.block_on(task::run(cmd)),
         Command::Token(cmd) => runtime()?.block_on(token::run(cmd)),
         Command::Audit(cmd) => runtime()?.block_on(audit::run(cmd)),
+        Command::Unseal(args) => runtime()?.block_on(vault::unseal(args)),
+        Command::Seal(args) => runtime()?.block_on(vault::seal(args)),
+        Command::Vault(cmd) => runtime()?.block_on(vault::run(cmd)),
     }
 }
 

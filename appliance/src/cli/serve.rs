@@ -9,21 +9,26 @@ use anyhow::Context;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use super::init::{self, CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY};
+use super::init::{self, CA_CERT, SERVER_CERT, SERVER_KEY};
 use crate::api::server::{Endpoint, Server};
 use crate::api::{self, AppState};
 use crate::audit::Origin;
 use crate::broker::Broker;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{CONFIG_FILE, RawConfig};
-use crate::pki::{self, Ca};
+use crate::pki;
 use crate::store::{self, Store};
 use crate::tls;
+use crate::vault::{self, Credential, Vault};
 
 /// How often overdue leases and finished backoffs are looked for.
 const REAPER_INTERVAL: Duration = Duration::from_millis(250);
 /// In `--dev`, where the first admin token is kept so later starts can show it.
 const DEV_TOKEN_FILE: &str = "dev-admin-token";
+/// In `--dev`, the unseal key file, kept (unlike on a real site) in the data directory.
+const DEV_UNSEAL_KEY_FILE: &str = "dev-unseal.key";
+/// How often encryption counts are checkpointed and key age is checked.
+const VAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(10);
 const DEV_ENROLL_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, clap::Args)]
@@ -55,11 +60,17 @@ fn read(dir: &Path, name: &str) -> anyhow::Result<String> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Before any key exists: no core dumps, no ptrace by others.
+    vault::memory::harden_process();
     let dir = args.dir.data_dir.clone();
     let mut admin_token = None;
     if args.dev && !dir.join(store::DB_FILE).exists() {
         let target = dir.clone();
-        let outcome = tokio::task::spawn_blocking(move || init::initialise(&target, &[])).await??;
+        let outcome = tokio::task::spawn_blocking(move || {
+            let key_file = target.join(DEV_UNSEAL_KEY_FILE);
+            init::initialise(&target, &[], vault::Choice::KeyFile, Some(&key_file))
+        })
+        .await??;
         crate::files::write_private(&outcome.data_dir.join(DEV_TOKEN_FILE), outcome.admin_token.as_bytes())?;
         admin_token = Some(outcome.admin_token.clone());
     }
@@ -91,12 +102,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         other => anyhow::Error::new(other).context("opening the store"),
     })?;
     let ca_pem = read(&dir, CA_CERT)?;
-    let ca = Arc::new(Ca::load(&ca_pem, &read(&dir, CA_KEY)?).context("loading the CA")?);
     let (cert_pem, key_pem) = (read(&dir, SERVER_CERT)?, read(&dir, SERVER_KEY)?);
     let clock: SharedClock = Arc::new(SystemClock);
-    let broker = Broker::new(store.clone(), clock.clone(), config.broker.clone());
-    let state =
-        AppState { store: store.clone(), broker: broker.clone(), clock: clock.clone(), ca, config: config.clone() };
+    let vault = Arc::new(Vault::new(store.clone(), clock.clone()));
+    let key_file = if args.dev { Some(dir.join(DEV_UNSEAL_KEY_FILE)) } else { config.unseal_key_file.clone() };
+    if let Some(path) = &key_file {
+        unseal_from_key_file(&vault, path).await?;
+    }
+    let broker = Broker::new(store.clone(), clock.clone(), vault.clone(), config.broker.clone());
+    let state = AppState {
+        store: store.clone(),
+        broker: broker.clone(),
+        clock: clock.clone(),
+        vault: vault.clone(),
+        ca_pem: ca_pem.as_str().into(),
+        config: config.clone(),
+    };
 
     let console = TcpListener::bind(config.listen)
         .await
@@ -126,6 +147,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     ];
     let server = Server::start(endpoints, &config.limits);
     let reaper = tokio::spawn(broker.clone().run_reaper(REAPER_INTERVAL));
+    let maintenance = tokio::spawn(vault.clone().run_maintenance(VAULT_MAINTENANCE_INTERVAL, config.key_rotation_age));
 
     let ca_file = dir.join(CA_CERT);
     let mut ready = json!({
@@ -135,6 +157,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "ca_file": ca_file,
         "ca_fingerprint": pki::fingerprint_pem(&ca_pem)?,
         "data_dir": dir,
+        "sealed": vault.is_sealed(),
+        "unseal_key_file": key_file,
     });
     if args.dev {
         let now = clock.now();
@@ -158,6 +182,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     broker.drain();
     server.shutdown().await;
     reaper.abort();
+    maintenance.abort();
+    if !vault.is_sealed() {
+        vault.seal(&Origin::system()).await?;
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -172,6 +200,12 @@ fn announce(ready: &serde_json::Value, json: bool, dev: bool) {
     println!("  console/API    https://{}", s("listen"));
     println!("  worker gateway https://{}", s("worker_listen"));
     println!("  CA certificate {} ({})", s("ca_file"), s("ca_fingerprint"));
+    if ready["sealed"] == true {
+        println!("\nThe vault is SEALED: nothing runs until it is unsealed with `tether unseal`.");
+    } else if let Some(path) = ready["unseal_key_file"].as_str() {
+        println!("\nWARNING: unsealed automatically from the key file {path}.");
+        println!("Anyone holding that file can read this appliance's data; keep it on separate media.");
+    }
     if dev {
         println!("\nDevelopment mode: loopback only, data in {}", s("data_dir"));
         match ready["admin_token"].as_str() {
@@ -187,6 +221,17 @@ fn announce(ready: &serde_json::Value, json: bool, dev: bool) {
         println!("\nAttach a local worker (the enrollment token is single use, valid 1 hour):");
         println!("  {}", s("worker_command"));
     }
+}
+
+/// Unattended start: unseal with the key file at `path`, or refuse to start.
+async fn unseal_from_key_file(vault: &Vault, path: &Path) -> anyhow::Result<()> {
+    let text = crate::files::read_secret(path)?;
+    vault
+        .unseal(&Origin::system(), Credential::KeyFile(text))
+        .await
+        .with_context(|| format!("cannot unseal with the key file {}", path.display()))?;
+    tracing::warn!(key_file = %path.display(), "unsealed automatically from a key file: anyone holding it can read this appliance's data");
+    Ok(())
 }
 
 async fn wait_for_stop_signal() -> anyhow::Result<()> {

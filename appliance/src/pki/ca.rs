@@ -37,6 +37,8 @@ pub enum CertError {
     BadCertificate(String),
     #[error("the stored CA material does not load: {0}")]
     BadCa(String),
+    #[error(transparent)]
+    Vault(#[from] crate::vault::Error),
 }
 
 /// A certificate and its private key, both PEM.

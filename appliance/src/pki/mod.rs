@@ -12,6 +12,7 @@
 
 mod ca;
 mod enroll;
+mod keystore;
 
 pub use ca::{
     CA_LIFETIME, Ca, CertAndKey, CertError, IssuedCert, PeerCert, SERVER_CERT_LIFETIME, cert_validity, fingerprint_der,
@@ -21,3 +22,4 @@ pub use enroll::{
     EnrollError, EnrollmentToken, WorkerRecord, audit_refused_enrollment, create_enrollment_token, enroll, get_worker,
     list_workers, renew,
 };
+pub use keystore::{has_ca_key, load_ca, store_ca_key};

@@ -388,6 +388,26 @@ impl Vault {
     }
 }
 
+/// A vault created in `store` and already unseal, for other modules' tests.
+/// Safe to call from inside a tokio runtime.
+#[cfg(test)]
+pub fn unsealed_for_tests(store: &Store, clock: SharedClock) -> Arc<Vault> {
+    let (s, now) = (store.clone(), clock.now());
+    let keys = std::thread::spawn(move || {
+        let (method, key, _) = unseal::prepare(Choice::KeyFile)?;
+        s.write_blocking(move |tx| create(tx, now, &Origin::system(), method, &key))
+    })
+    .join()
+    .map_err(|_| "vault setup panicked")
+    .and_then(|r| r.map_err(|_| "vault setup failed"));
+    let vault = Vault::new(store.clone(), clock);
+    if let Ok(Keys(ring)) = keys {
+        *vault.state.write().unwrap_or_else(PoisonError::into_inner) = State::Unsealed(ring);
+        vault.unsealed.send_replace(true);
+    }
+    Arc::new(vault)
+}
+
 fn counts(ring: &Keyring) -> Vec<(u32, u64)> {
     ring.versions().map(|k| (k.version, k.used())).collect()
 }

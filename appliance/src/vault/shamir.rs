@@ -57,8 +57,7 @@ fn inverse(a: u8) -> u8 {
 pub fn split(secret: &[u8], threshold: u8, count: u8) -> Result<Vec<Point>, RandomFailed> {
     debug_assert!(threshold >= 1 && threshold <= count);
     let mut coefficients = Zeroizing::new(vec![0u8; usize::from(threshold)]);
-    let mut shares: Vec<Point> =
-        (1..=count).map(|x| (x, Zeroizing::new(Vec::with_capacity(secret.len())))).collect();
+    let mut shares: Vec<Point> = (1..=count).map(|x| (x, Zeroizing::new(Vec::with_capacity(secret.len())))).collect();
     let rng = SystemRandom::new();
     for &byte in secret {
         coefficients[0] = byte;

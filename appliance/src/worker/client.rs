@@ -17,6 +17,10 @@ pub enum CallError {
     /// 409: the lease is gone; drop the task.
     #[error("lease no longer held")]
     LeaseLost,
+    /// 503 `sealed`: the broker is up but sealed. Leases get a fresh term at
+    /// the unseal, so a finished task's report is worth keeping until then.
+    #[error("the broker is sealed")]
+    Sealed,
     /// Any other refusal: retrying the same call will not help.
     #[error("{detail} (HTTP {status}, code {code})")]
     Refused { status: u16, code: String, detail: String },
@@ -124,6 +128,7 @@ impl BrokerClient {
         let detail = problem["detail"].as_str().unwrap_or("");
         match status.as_u16() {
             409 => Err(CallError::LeaseLost),
+            503 if code == "sealed" => Err(CallError::Sealed),
             s if s >= 500 || s == 408 || s == 429 => Err(CallError::Unreachable(format!("HTTP {s} ({code})"))),
             s => Err(refused(s, code, detail)),
         }

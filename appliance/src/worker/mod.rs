@@ -192,9 +192,9 @@ async fn enroll(opts: &Options, stop: &mut watch::Receiver<bool>) -> anyhow::Res
                     key_pem,
                 });
             }
-            Err(CallError::Unreachable(why)) => {
+            Err(why @ (CallError::Unreachable(_) | CallError::Sealed)) => {
                 let wait = backoff.next_wait();
-                tracing::warn!(error = %why, retry_in_ms = wait.as_millis() as u64, "enrollment: broker unreachable");
+                tracing::warn!(error = %why, retry_in_ms = wait.as_millis() as u64, "enrollment: broker not ready");
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => anyhow::bail!("stopped before enrolling"),
@@ -283,6 +283,10 @@ async fn run_task(
             }
             Err(CallError::Unreachable(e)) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(task = %task.id, error = %e, "report failed; retrying");
+                tokio::time::sleep(backoff.next_wait()).await;
+            }
+            Err(CallError::Sealed) => {
+                tracing::warn!(task = %task.id, "broker is sealed; holding the report until it is unsealed");
                 tokio::time::sleep(backoff.next_wait()).await;
             }
             Err(e) => {

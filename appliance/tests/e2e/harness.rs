@@ -24,8 +24,19 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn spawn(mut cmd: Command) -> Proc {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn tether");
+    pub fn spawn(cmd: Command) -> Proc {
+        Proc::spawn_logging(cmd, None)
+    }
+
+    /// Like [`Proc::spawn`], with stderr (the logs) appended to `log` if given.
+    pub fn spawn_logging(mut cmd: Command, log: Option<&std::path::Path>) -> Proc {
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the log file"),
+            ),
+            None => Stdio::inherit(),
+        };
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().expect("spawn tether");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -94,7 +105,13 @@ pub struct Appliance {
     pub worker_gateway: String,
     pub admin_token: String,
     pub ca_pem: String,
+    /// What `tether init --json` printed (unseal shares included).
+    pub init: Value,
     env: Vec<(&'static str, &'static str)>,
+    /// Set: `serve` unseals itself from this key file at start.
+    unseal_key_file: Option<PathBuf>,
+    /// Set: the appliance's and workers' logs go to files in `dir` (see [`Appliance::logs`]).
+    pub capture_logs: bool,
 }
 
 impl Appliance {
@@ -102,28 +119,58 @@ impl Appliance {
         Appliance::start_with(fast_env())
     }
 
+    /// Unseals itself at start from a key file outside the data directory.
     pub fn start_with(env: Vec<(&'static str, &'static str)>) -> Appliance {
+        Appliance::start_with_key_file(env, false)
+    }
+
+    /// Like [`Appliance::start_with`], with every process's logs captured to files.
+    pub fn start_logging(env: Vec<(&'static str, &'static str)>) -> Appliance {
+        Appliance::start_with_key_file(env, true)
+    }
+
+    fn start_with_key_file(env: Vec<(&'static str, &'static str)>, capture_logs: bool) -> Appliance {
         let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("unseal.key");
+        let key_arg = key_file.to_str().unwrap().to_owned();
+        let mut a = Appliance::init(dir, &["--unseal", "key-file", "--key-file", &key_arg], env);
+        a.unseal_key_file = Some(key_file);
+        a.capture_logs = capture_logs;
+        a.serve("127.0.0.1:0", "127.0.0.1:0");
+        a
+    }
+
+    /// Starts sealed, initialised with `init_args` (e.g. `--unseal shares`).
+    pub fn start_sealed(init_args: &[&str], env: Vec<(&'static str, &'static str)>) -> Appliance {
+        let mut a = Appliance::init(tempfile::tempdir().unwrap(), init_args, env);
+        a.serve("127.0.0.1:0", "127.0.0.1:0");
+        a
+    }
+
+    fn init(dir: tempfile::TempDir, init_args: &[&str], env: Vec<(&'static str, &'static str)>) -> Appliance {
         let data = dir.path().join("data");
         let out = Command::new(bin())
-            .args(["init", "--non-interactive", "--json", "--data-dir"])
+            .args(["init", "--non-interactive", "--json"])
+            .args(init_args)
+            .arg("--data-dir")
             .arg(&data)
             .output()
             .expect("run tether init");
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         let init: Value = serde_json::from_slice(&out.stdout).expect("init --json prints JSON");
         let ca_pem = std::fs::read_to_string(init["ca_file"].as_str().unwrap()).unwrap();
-        let mut a = Appliance {
+        Appliance {
             dir,
             proc: None,
             console: String::new(),
             worker_gateway: String::new(),
             admin_token: init["admin_token"].as_str().unwrap().to_owned(),
             ca_pem,
+            init,
             env,
-        };
-        a.serve("127.0.0.1:0", "127.0.0.1:0");
-        a
+            unseal_key_file: None,
+            capture_logs: false,
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -139,7 +186,11 @@ impl Appliance {
         cmd.args(["serve", "--json", "--listen", listen, "--worker-listen", worker_listen, "--data-dir"])
             .arg(self.data_dir())
             .envs(self.env.iter().copied());
-        let mut proc = Proc::spawn(cmd);
+        if let Some(key_file) = &self.unseal_key_file {
+            cmd.env("TETHER_UNSEAL_KEY_FILE", key_file);
+        }
+        let log = self.capture_logs.then(|| self.dir.path().join("serve.log"));
+        let mut proc = Proc::spawn_logging(cmd, log.as_deref());
         let ready = proc.expect_event("ready", Duration::from_secs(30));
         self.console = format!("https://{}", ready["listen"].as_str().unwrap());
         self.worker_gateway = format!("https://{}", ready["worker_listen"].as_str().unwrap());
@@ -161,6 +212,13 @@ impl Appliance {
 
     pub fn stop(&mut self) -> std::process::ExitStatus {
         self.proc.take().expect("running").signal_term()
+    }
+
+    /// Unseals over the API with the key file the appliance was made with.
+    pub async fn unseal_from_key_file(&self) {
+        let text = std::fs::read_to_string(self.unseal_key_file.as_ref().expect("made with a key file")).unwrap();
+        let (s, v) = self.api().with_token(None).post("/api/v1/sys/unseal", &json!({"key_file": text})).await;
+        assert_eq!((s, &v["sealed"]), (200, &json!(false)), "{v}");
     }
 
     pub fn api(&self) -> Api {
@@ -207,9 +265,22 @@ impl Appliance {
             std::fs::write(&path, text).unwrap();
             cmd.arg("--config").arg(path);
         }
-        let mut proc = Proc::spawn(cmd);
+        let log = self.capture_logs.then(|| self.dir.path().join(format!("worker-{name}.log")));
+        let mut proc = Proc::spawn_logging(cmd, log.as_deref());
         proc.expect_event("ready", Duration::from_secs(30));
         proc
+    }
+
+    /// Every log file captured so far (with `capture_logs`), concatenated.
+    pub fn logs(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                all.extend(std::fs::read(&path).unwrap());
+            }
+        }
+        all
     }
 
     /// Runs `tether audit verify` (the appliance must be stopped).

@@ -9,3 +9,4 @@ mod lifecycle;
 mod operations;
 mod resilience;
 mod security;
+mod vault;

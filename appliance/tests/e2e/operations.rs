@@ -34,7 +34,10 @@ async fn the_dev_quickstart_prints_a_worker_command_that_works() {
     let (mut appliance, ready) = serve(&data);
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700, "the data directory is private");
-    assert_eq!(mode(&data.join("ca.key")), 0o600);
+    assert!(!data.join("ca.key").exists(), "the CA key is sealed in the store, not a file");
+    assert_eq!(mode(&data.join("dev-unseal.key")), 0o600);
+    assert_eq!(ready["sealed"], false, "--dev unseals itself");
+    assert!(ready["unseal_key_file"].as_str().unwrap().ends_with("dev-unseal.key"), "and says so: {ready}");
     let token = ready["admin_token"].as_str().expect("first start shows the admin token").to_owned();
     assert!(ready["console_url"].as_str().unwrap().starts_with("https://127.0.0.1:"));
 

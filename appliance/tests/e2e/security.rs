@@ -110,13 +110,17 @@ async fn every_route_answers_every_role_as_the_permission_table_says() {
         // Without a token.
         let (status, _, _) = admin.with_token(None).send(method.clone(), &path, body.as_ref(), &[]).await;
         if route.permission == Permission::Public {
-            assert!(status < 400, "{} {path} is public, got {status}", route.method);
+            // Public means no token is asked for; the body may still be wrong.
+            assert!(status != 401 && status != 403, "{} {path} is public, got {status}", route.method);
         } else {
             assert_eq!(status, 401, "{} {path} without a token", route.method);
         }
         for role in Role::ALL {
             let api: Api = admin.with_token(Some(&tokens[role.as_str()]));
             let (status, v, _) = api.send(method.clone(), &path, body.as_ref(), &[]).await;
+            if path == "/api/v1/sys/seal" && status == 200 {
+                a.unseal_from_key_file().await;
+            }
             match grant(role, route.permission) {
                 None => assert_eq!(status, 403, "{role} {} {path} must be forbidden: {v}", route.method),
                 Some(_) => assert!(

@@ -1,0 +1,169 @@
+//! `tether unseal`, `tether seal` and `tether vault ...`: the vault over the
+//! management API (TETHER_URL, TETHER_CA_FILE; TETHER_TOKEN where a role is
+//! needed). Secrets come from files, stdin or a prompt that does not echo,
+//! never from arguments.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use reqwest::Method;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::client::ApiClient;
+use crate::files::read_secret;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, clap::Args)]
+pub struct UnsealArgs {
+    /// A file holding one officer's share (repeatable; `-` reads shares from stdin, one per line).
+    #[arg(long = "share-file")]
+    share_files: Vec<PathBuf>,
+    /// A file holding the passphrase (`-` for stdin).
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+    /// The unseal key file.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Forget the shares given so far.
+    #[arg(long)]
+    reset: bool,
+    /// Print the vault status as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SealArgs {
+    /// Print the vault status as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Whether the vault is sealed, how it unseals, the current key version.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start sealing new values with a new data key (admin or security officer).
+    Rotate {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn unseal(args: UnsealArgs) -> anyhow::Result<ExitCode> {
+    let api = ApiClient::anonymous_from_env(TIMEOUT)?;
+    let mut bodies = Vec::new();
+    if args.reset {
+        bodies.push(json!({"reset": true}));
+    }
+    for path in &args.share_files {
+        if path.as_os_str() == "-" {
+            for line in std::io::stdin().lock().lines() {
+                let line = Zeroizing::new(line.context("reading shares from stdin")?);
+                if !line.trim().is_empty() {
+                    bodies.push(json!({"share": line.trim()}));
+                }
+            }
+        } else {
+            bodies.push(json!({"share": read_secret(path)?.as_str()}));
+        }
+    }
+    if let Some(path) = &args.passphrase_file {
+        bodies.push(json!({"passphrase": read_secret(path)?.as_str()}));
+    }
+    if let Some(path) = &args.key_file {
+        bodies.push(json!({"key_file": read_secret(path)?.as_str()}));
+    }
+    if bodies.is_empty() {
+        bodies.push(prompt_for_credential(&api).await?);
+    }
+    let mut status = Value::Null;
+    for body in &bodies {
+        status = api.call(Method::POST, "/api/v1/sys/unseal", Some(body), &[]).await?;
+    }
+    report(&status, args.json)
+}
+
+/// Asks on the terminal for what this appliance unseals with.
+async fn prompt_for_credential(api: &ApiClient) -> anyhow::Result<Value> {
+    let status = api.call(Method::GET, "/api/v1/sys/vault", None, &[]).await?;
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to prompt on: pass --share-file, --passphrase-file or --key-file (`-` reads stdin)");
+    }
+    match status["method"].as_str() {
+        Some("passphrase") => Ok(json!({"passphrase": prompt_hidden("Passphrase: ")?.as_str()})),
+        Some("shares") => {
+            let given = &status["shares"];
+            eprintln!("Shares received so far: {} of {}", given["received"], given["threshold"]);
+            Ok(json!({"share": prompt_hidden("Your share: ")?.trim()}))
+        }
+        Some("key_file") => bail!("this appliance unseals with a key file: pass --key-file PATH"),
+        _ => bail!("this appliance has no vault yet"),
+    }
+}
+
+/// Reads a line from the terminal with echo off.
+fn prompt_hidden(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    eprint!("{prompt}");
+    let original = tcgetattr(&stdin).context("cannot read the terminal settings")?;
+    let mut quiet = original.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    tcsetattr(&stdin, OptionalActions::Now, &quiet).context("cannot turn echo off")?;
+    let mut line = Zeroizing::new(String::new());
+    let read = stdin.lock().read_line(&mut line);
+    tcsetattr(&stdin, OptionalActions::Now, &original).context("cannot restore the terminal")?;
+    eprintln!();
+    read.context("reading from the terminal")?;
+    let keep = line.trim_end_matches(['\n', '\r']).len();
+    line.truncate(keep);
+    Ok(line)
+}
+
+pub async fn seal(args: SealArgs) -> anyhow::Result<ExitCode> {
+    let api = ApiClient::from_env(TIMEOUT)?;
+    let status = api.call(Method::POST, "/api/v1/sys/seal", None, &[]).await?;
+    report(&status, args.json)
+}
+
+pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Status { json } => {
+            let api = ApiClient::anonymous_from_env(TIMEOUT)?;
+            report(&api.call(Method::GET, "/api/v1/sys/vault", None, &[]).await?, json)
+        }
+        Command::Rotate { json } => {
+            let api = ApiClient::from_env(TIMEOUT)?;
+            let rotated = api.call(Method::POST, "/api/v1/sys/rotate", None, &[]).await?;
+            if json {
+                super::print_json(&rotated)?;
+            } else {
+                println!("New values are now sealed with data key version {}.", rotated["key_version"]);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn report(status: &Value, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        super::print_json(status)?;
+    } else if status["sealed"] == false {
+        println!("Unsealed (data key version {}).", status["key_version"]);
+    } else if status["shares"].is_object() {
+        let s = &status["shares"];
+        println!("Sealed: {} of {} shares received.", s["received"], s["threshold"]);
+    } else {
+        println!("Sealed.");
+    }
+    Ok(ExitCode::SUCCESS)
+}

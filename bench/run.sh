@@ -3,12 +3,26 @@
 # (the peer measured in the same run), raises the open-file limit for the
 # idle-poll measurement, and runs everything. Extra flags go to tether-bench:
 #   --tasks N (5000)  --samples N (1000)  --idle N (5000)  --create-secs S (5)
+#   --only a,b,c,d,e  --rounds N (3, for e)
+# With --baseline-rev REV (e.g. 631d0a7, the last commit before the vault) it
+# also builds that revision in a scratch worktree and measures (e): the
+# lifecycle with encryption at rest against the same lifecycle without.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v redis-server >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
 fi
+baseline=()
+if [[ "${1:-}" == "--baseline-rev" ]]; then
+    rev=$2
+    shift 2
+    tree=$(mktemp -d)/baseline
+    git worktree add --detach "$tree" "$rev" >&2
+    trap 'git worktree remove --force "$tree"' EXIT
+    base_bin="$tree/$("$tree/scripts/build-release.sh")"
+    baseline=(--baseline "$base_bin")
+fi
 bin=$(scripts/build-release.sh)
 cargo build --release -p tether-bench
 ulimit -n "$(ulimit -Hn)"
-exec target/release/tether-bench --tether "$bin" "$@"
+target/release/tether-bench --tether "$bin" "${baseline[@]}" "$@"

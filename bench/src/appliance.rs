@@ -25,21 +25,41 @@ impl Drop for Appliance {
     }
 }
 
+/// Whether this build of `tether` has the vault (`init --unseal`).
+pub fn has_vault(tether: &Path) -> anyhow::Result<bool> {
+    let help = Command::new(tether).args(["init", "--help"]).output()?;
+    Ok(String::from_utf8_lossy(&help.stdout).contains("--unseal"))
+}
+
 impl Appliance {
+    /// Initialises and starts `tether` in `dir`. A build with the vault is
+    /// made with a key file and unseals itself from it; a build from before
+    /// the vault (a baseline) is started as it was.
     pub fn start(tether: &Path, dir: &Path) -> anyhow::Result<Appliance> {
         let data = dir.join("data");
-        let out = Command::new(tether).args(["init", "--json", "--data-dir"]).arg(&data).output()?;
+        let key_file = dir.join("unseal.key");
+        let mut init = Command::new(tether);
+        init.args(["init", "--json", "--data-dir"]).arg(&data);
+        let vault = has_vault(tether)?;
+        if vault {
+            init.args(["--unseal", "key-file", "--key-file"]).arg(&key_file);
+        }
+        let out = init.output()?;
         if !out.status.success() {
             bail!("tether init failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let init: Value = serde_json::from_slice(&out.stdout)?;
         let ca_pem = std::fs::read_to_string(data.join("ca.pem"))?;
-        let mut child = Command::new(tether)
+        let mut serve = Command::new(tether);
+        serve
             .args(["serve", "--json", "--listen", "127.0.0.1:0", "--worker-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
             .env("TETHER_MAX_CONNECTIONS", "16384")
-            .stdout(Stdio::piped())
-            .spawn()?;
+            .stdout(Stdio::piped());
+        if vault {
+            serve.env("TETHER_UNSEAL_KEY_FILE", &key_file);
+        }
+        let mut child = serve.spawn()?;
         let stdout = child.stdout.take().context("serve stdout")?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;

@@ -8,7 +8,10 @@
 //!   worker, against Redis enqueue-acknowledged to BLMOVE returning;
 //! - (c) create throughput with 64 concurrent clients, against the rate of
 //!   single-insert durable redb commits (what one fsync per request would allow);
-//! - (d) the appliance's memory per idle parked mTLS long-poll.
+//! - (d) the appliance's memory per idle parked mTLS long-poll;
+//! - (e) with `--baseline PATH` (a build from before the vault): the cost of
+//!   encryption at rest, as lifecycle throughput of this build against the
+//!   baseline, alternating runs of each.
 //!
 //! Usage: see `bench/run.sh`, which builds the release binary and installs
 //! redis-server first. Results go to stdout as a table and as JSON.
@@ -34,8 +37,12 @@ struct Args {
     samples: usize,
     idle: usize,
     create_secs: u64,
-    /// Which measurements to run (a, b, c, d, redis); all by default.
+    /// Which measurements to run (a, b, c, d, e, redis); all by default.
     only: Vec<String>,
+    /// A build without encryption at rest, for (e).
+    baseline: Option<PathBuf>,
+    /// Rounds of (e), alternating the two builds.
+    rounds: usize,
 }
 
 impl Args {
@@ -53,6 +60,8 @@ fn parse_args() -> anyhow::Result<Args> {
         idle: 5000,
         create_secs: 5,
         only: Vec::new(),
+        baseline: None,
+        rounds: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -65,8 +74,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--idle" => args.idle = value()?.parse()?,
             "--create-secs" => args.create_secs = value()?.parse()?,
             "--only" => args.only = value()?.split(',').map(str::to_owned).collect(),
+            "--baseline" => args.baseline = Some(value()?.into()),
+            "--rounds" => args.rounds = value()?.parse()?,
             other => bail!(
-                "unknown flag {other}; flags: --tether PATH --work-dir DIR --tasks N --samples N --idle N --create-secs S --only a,b,c,d,redis"
+                "unknown flag {other}; flags: --tether PATH --work-dir DIR --tasks N --samples N --idle N --create-secs S --only a,b,c,d,e,redis --baseline PATH --rounds N"
             ),
         }
     }
@@ -82,11 +93,12 @@ async fn main() -> anyhow::Result<()> {
     let mut rows: Vec<String> = Vec::new();
     // Each measurement gets a fresh appliance, so one's leftovers (a queue
     // of 50,000 tasks after (c), say) cannot flatter or spoil the next.
-    let fresh = |name: &str| -> anyhow::Result<(Appliance, Api)> {
-        let app = Appliance::start(&args.tether, &dir.path().join(name))?;
+    let fresh_of = |tether: &std::path::Path, name: &str| -> anyhow::Result<(Appliance, Api)> {
+        let app = Appliance::start(tether, &dir.path().join(name))?;
         let api = app.api()?;
         Ok((app, api))
     };
+    let fresh = |name: &str| fresh_of(&args.tether, name);
     let redis_server = if args.wants("a") || args.wants("b") {
         Some(redis::Server::start(&dir.path().join("redis")).await?)
     } else {
@@ -165,6 +177,33 @@ async fn main() -> anyhow::Result<()> {
         report.insert("d_idle_polls".into(), idle);
     }
 
+    if let Some(baseline) = args.baseline.as_ref().filter(|_| args.wants("e")) {
+        if appliance::has_vault(baseline)? || !appliance::has_vault(&args.tether)? {
+            bail!("(e) compares a build with the vault (--tether) against one without (--baseline)");
+        }
+        for in_flight in [1, 16] {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for round in 0..args.rounds {
+                eprintln!("(e) round {round}: lifecycle with and without encryption, {in_flight} in flight…");
+                let (app, api) = fresh_of(&args.tether, &format!("e{in_flight}-{round}-vault"))?;
+                ours.push(lifecycle(&app, &api, args.tasks, in_flight).await?);
+                drop(app);
+                let (app, api) = fresh_of(baseline, &format!("e{in_flight}-{round}-plain"))?;
+                theirs.push(lifecycle(&app, &api, args.tasks, in_flight).await?);
+            }
+            let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| a / b).collect();
+            let (m_ours, m_theirs, m_ratio) = (median(&ours), median(&theirs), median(&ratios));
+            rows.push(format!(
+                "| (e) lifecycle tasks/s with encryption at rest ({in_flight} in flight) | {m_ours:.0} | without {m_theirs:.0} | {m_ratio:.2}× ({}) | ≥ 0.9× |",
+                ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+            ));
+            report.insert(
+                format!("e_encryption_in_flight_{in_flight}"),
+                json!({"with": ours, "without": theirs, "ratios": ratios}),
+            );
+        }
+    }
+
     println!("\n| measure | tether | ceiling / peer | ratio | goal |");
     println!("|---|---|---|---|---|");
     for row in rows {
@@ -172,6 +211,12 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("\n{}", serde_json::to_string_pretty(&Value::Object(report))?);
     Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn redb_single_commits(path: &std::path::Path, n: u64) -> anyhow::Result<f64> {

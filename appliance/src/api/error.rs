@@ -175,9 +175,12 @@ impl From<vault::Error> for ApiError {
         use vault::Error as V;
         match e {
             V::Sealed => ApiError::Sealed,
-            V::WrongPassphrase | V::WrongKeyFile | V::SharesDoNotOpen | V::WrongMethod { .. } | V::NotAKeyFile => {
-                ApiError::UnsealRefused(e.to_string())
-            }
+            V::WrongPassphrase
+            | V::WrongKeyFile
+            | V::SharesDoNotOpen
+            | V::WrongMethod { .. }
+            | V::NotAKeyFile
+            | V::QuorumNeeded => ApiError::UnsealRefused(e.to_string()),
             V::Share(_) | V::ShareFromAnotherSet { .. } | V::DuplicateShare { .. } => {
                 ApiError::ShareInvalid(e.to_string())
             }

@@ -84,6 +84,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", "/api/v1/sys/unseal", P::Public), post(vault::unseal)),
         (spec("POST", "/api/v1/sys/seal", P::VaultManage), post(vault::seal)),
         (spec("POST", "/api/v1/sys/rotate", P::VaultManage), post(vault::rotate)),
+        (spec("POST", "/api/v1/sys/rekey", P::VaultManage), post(vault::rekey)),
     ]
 }
 

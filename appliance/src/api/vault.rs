@@ -72,3 +72,62 @@ pub async fn rotate(State(state): State<AppState>, caller: Caller) -> Result<axu
     let key_version = state.vault.rotate(&caller.origin, "command").await?;
     Ok(axum::Json(Rotated { key_version }))
 }
+
+/// The unseal method to move to.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, tag = "method", rename_all = "snake_case")]
+pub enum NewMethod {
+    Shares { shares: u8, threshold: u8 },
+    Passphrase { passphrase: Zeroizing<String> },
+    KeyFile,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RekeyBody {
+    /// The present credentials: the passphrase, a quorum of shares, or the key file.
+    current: Vec<UnsealBody>,
+    new: NewMethod,
+}
+
+impl std::fmt::Debug for RekeyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RekeyBody(****)")
+    }
+}
+
+/// The new unseal material, shown once.
+#[derive(Serialize)]
+pub struct Rekeyed {
+    method: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    shares: Vec<Zeroizing<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_file: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for Rekeyed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rekeyed").field("method", &self.method).finish_non_exhaustive()
+    }
+}
+
+pub async fn rekey(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<RekeyBody>,
+) -> Result<axum::Json<Rekeyed>, ApiError> {
+    let current = body.current.into_iter().map(UnsealBody::credential).collect::<Result<Vec<_>, _>>()?;
+    let (choice, method) = match body.new {
+        NewMethod::Shares { shares, threshold } => (vault::Choice::Shares { threshold, count: shares }, "shares"),
+        NewMethod::Passphrase { passphrase } => (vault::Choice::Passphrase(passphrase), "passphrase"),
+        NewMethod::KeyFile => (vault::Choice::KeyFile, "key_file"),
+    };
+    let material = state.vault.rekey(&caller.origin, current, choice).await?;
+    let (shares, key_file) = match material {
+        vault::Material::Shares(s) => (s, None),
+        vault::Material::KeyFile(k) => (Vec::new(), Some(k)),
+        vault::Material::None => (Vec::new(), None),
+    };
+    Ok(axum::Json(Rekeyed { method, shares, key_file }))
+}

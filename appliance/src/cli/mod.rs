@@ -50,6 +50,8 @@ enum Command {
     Unseal(vault::UnsealArgs),
     /// Seal the appliance: drop every key from memory (admin or security officer).
     Seal(vault::SealArgs),
+    /// Change how the vault unseals (new passphrase, share set or key file).
+    Rekey(vault::RekeyArgs),
     /// The vault's status and key rotation.
     #[command(subcommand)]
     Vault(vault::Command),
@@ -79,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unseal(args) => runtime()?.block_on(vault::unseal(args)),
         Command::Seal(args) => runtime()?.block_on(vault::seal(args)),
         Command::Vault(cmd) => runtime()?.block_on(vault::run(cmd)),
+        Command::Rekey(args) => runtime()?.block_on(vault::rekey(args)),
     }
 }
 

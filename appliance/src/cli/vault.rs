@@ -18,8 +18,9 @@ use crate::files::read_secret;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Where the present unseal credentials come from (never the command line).
 #[derive(Debug, clap::Args)]
-pub struct UnsealArgs {
+pub struct Credentials {
     /// A file holding one officer's share (repeatable; `-` reads shares from stdin, one per line).
     #[arg(long = "share-file")]
     share_files: Vec<PathBuf>,
@@ -29,6 +30,38 @@ pub struct UnsealArgs {
     /// The unseal key file.
     #[arg(long)]
     key_file: Option<PathBuf>,
+}
+
+impl Credentials {
+    /// One unseal request body per credential given.
+    fn bodies(&self) -> anyhow::Result<Vec<Value>> {
+        let mut bodies = Vec::new();
+        for path in &self.share_files {
+            if path.as_os_str() == "-" {
+                for line in std::io::stdin().lock().lines() {
+                    let line = Zeroizing::new(line.context("reading shares from stdin")?);
+                    if !line.trim().is_empty() {
+                        bodies.push(json!({"share": line.trim()}));
+                    }
+                }
+            } else {
+                bodies.push(json!({"share": read_secret(path)?.as_str()}));
+            }
+        }
+        if let Some(path) = &self.passphrase_file {
+            bodies.push(json!({"passphrase": read_secret(path)?.as_str()}));
+        }
+        if let Some(path) = &self.key_file {
+            bodies.push(json!({"key_file": read_secret(path)?.as_str()}));
+        }
+        Ok(bodies)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnsealArgs {
+    #[command(flatten)]
+    credentials: Credentials,
     /// Forget the shares given so far.
     #[arg(long)]
     reset: bool,
@@ -40,6 +73,28 @@ pub struct UnsealArgs {
 #[derive(Debug, clap::Args)]
 pub struct SealArgs {
     /// Print the vault status as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RekeyArgs {
+    /// The current credentials (a quorum of shares, the passphrase or the key file).
+    #[command(flatten)]
+    current: Credentials,
+    /// The method to move to.
+    #[arg(long, value_enum)]
+    new_unseal: super::init::UnsealMethod,
+    #[arg(long, default_value_t = 5)]
+    new_shares: u8,
+    #[arg(long, default_value_t = 3)]
+    new_threshold: u8,
+    /// The new passphrase's file (with --new-unseal passphrase).
+    #[arg(long)]
+    new_passphrase_file: Option<PathBuf>,
+    /// Where to write the new key file (with --new-unseal key-file); must not exist.
+    #[arg(long)]
+    new_key_file: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -64,24 +119,7 @@ pub async fn unseal(args: UnsealArgs) -> anyhow::Result<ExitCode> {
     if args.reset {
         bodies.push(json!({"reset": true}));
     }
-    for path in &args.share_files {
-        if path.as_os_str() == "-" {
-            for line in std::io::stdin().lock().lines() {
-                let line = Zeroizing::new(line.context("reading shares from stdin")?);
-                if !line.trim().is_empty() {
-                    bodies.push(json!({"share": line.trim()}));
-                }
-            }
-        } else {
-            bodies.push(json!({"share": read_secret(path)?.as_str()}));
-        }
-    }
-    if let Some(path) = &args.passphrase_file {
-        bodies.push(json!({"passphrase": read_secret(path)?.as_str()}));
-    }
-    if let Some(path) = &args.key_file {
-        bodies.push(json!({"key_file": read_secret(path)?.as_str()}));
-    }
+    bodies.extend(args.credentials.bodies()?);
     if bodies.is_empty() {
         bodies.push(prompt_for_credential(&api).await?);
     }
@@ -127,6 +165,59 @@ fn prompt_hidden(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
     let keep = line.trim_end_matches(['\n', '\r']).len();
     line.truncate(keep);
     Ok(line)
+}
+
+/// Changes the passphrase, the share set or the key file, proving the
+/// current one first (admin or security officer).
+pub async fn rekey(args: RekeyArgs) -> anyhow::Result<ExitCode> {
+    use super::init::UnsealMethod;
+    let api = ApiClient::from_env(TIMEOUT)?;
+    let current = args.current.bodies()?;
+    if current.is_empty() {
+        bail!("give the current credentials: --share-file (a quorum), --passphrase-file or --key-file");
+    }
+    let new = match args.new_unseal {
+        UnsealMethod::Shares => json!({"method": "shares", "shares": args.new_shares, "threshold": args.new_threshold}),
+        UnsealMethod::Passphrase => {
+            let path =
+                args.new_passphrase_file.as_deref().context("--new-unseal passphrase needs --new-passphrase-file")?;
+            json!({"method": "passphrase", "passphrase": read_secret(path)?.as_str()})
+        }
+        UnsealMethod::KeyFile => {
+            let path = args.new_key_file.as_deref().context("--new-unseal key-file needs --new-key-file PATH")?;
+            if path.exists() {
+                bail!("{} already exists; the unseal key is never overwritten", path.display());
+            }
+            json!({"method": "key_file"})
+        }
+    };
+    let rekeyed =
+        api.call(Method::POST, "/api/v1/sys/rekey", Some(&json!({"current": current, "new": new})), &[]).await?;
+    if let (Some(text), Some(path)) = (rekeyed["key_file"].as_str(), &args.new_key_file) {
+        crate::files::write_private(path, text.as_bytes())?;
+    }
+    if args.json {
+        let mut shown = rekeyed.clone();
+        if let Some(obj) = shown.as_object_mut() {
+            obj.remove("key_file");
+            if let Some(path) = &args.new_key_file {
+                obj.insert("key_file".into(), json!(path));
+            }
+        }
+        super::print_json(&shown)?;
+    } else {
+        match rekeyed["method"].as_str() {
+            Some("shares") => {
+                println!("New unseal shares (shown once; the old ones no longer work):");
+                for s in rekeyed["shares"].as_array().into_iter().flatten() {
+                    println!("  {}", s.as_str().unwrap_or(""));
+                }
+            }
+            Some("key_file") => println!("New unseal key written; the old key file no longer works."),
+            _ => println!("The vault now unseals with the new passphrase."),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn seal(args: SealArgs) -> anyhow::Result<ExitCode> {

@@ -206,6 +206,11 @@ pub(super) fn meta(tx: &ReadTx) -> Result<Option<VaultMeta>, store::Error> {
     tx.get(META, META_KEY)
 }
 
+/// Whether `unseal_key` opens this vault's root key.
+pub(super) fn opens_root(meta: &VaultMeta, unseal_key: &KeyBytes) -> bool {
+    cipher::open(unseal_key, ROOT_PLACE, &meta.root).map(|mut k| k.zeroize()).is_ok()
+}
+
 /// Opens the root key with `unseal_key`, then every data key with the root.
 /// `Ok(None)` means the unseal key is not this vault's.
 pub(super) fn open(tx: &ReadTx, meta: &VaultMeta, unseal_key: &KeyBytes) -> Result<Option<Keyring>, Error> {

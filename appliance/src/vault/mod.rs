@@ -40,7 +40,7 @@ use crate::store::{self, Store, WriteTx};
 pub enum Error {
     #[error("the appliance is sealed; unseal it first (`tether unseal`)")]
     Sealed,
-    #[error("this data directory has no vault yet; run `tether init --upgrade` on it")]
+    #[error("this data directory was made before the vault and has none; this build cannot upgrade it yet")]
     NotInitialised,
     #[error("the vault is already set up in this data directory")]
     AlreadyInitialised,
@@ -58,6 +58,8 @@ pub enum Error {
     DuplicateShare { index: u8 },
     #[error("these shares do not unseal this appliance; start again with the right shares")]
     SharesDoNotOpen,
+    #[error("rekey needs the current credentials: the passphrase, a quorum of shares, or the key file")]
+    QuorumNeeded,
     #[error("this appliance unseals with {method}, not with what was given")]
     WrongMethod { method: &'static str },
     #[error("the passphrase needs at least {} characters", unseal::MIN_PASSPHRASE_CHARS)]
@@ -254,37 +256,63 @@ impl Vault {
             return self.status();
         }
         let meta = self.store.read(keyring::meta)?.ok_or(Error::NotInitialised)?;
-        let (unseal_key, refusal) = match (credential, &meta.method) {
-            (Credential::Reset, _) => {
-                self.with_pending(PendingShares::clear);
-                return self.status();
-            }
-            (Credential::Passphrase(p), Method::Passphrase { kdf }) => {
-                let kdf = kdf.clone();
-                let key = tokio::task::spawn_blocking(move || kdf.derive(&p))
-                    .await
-                    .map_err(|_| Error::Corrupt("the key derivation stopped"))??;
-                (key, Error::WrongPassphrase)
-            }
-            (Credential::Share(text), method @ Method::Shares { .. }) => {
-                match self.with_pending(|p| p.add(method, &text))? {
-                    Some(key) => (key, Error::SharesDoNotOpen),
-                    None => return self.status(),
-                }
-            }
-            (Credential::KeyFile(text), Method::KeyFile) => (unseal::parse_key_file(&text)?, Error::WrongKeyFile),
-            (_, method) => return Err(Error::WrongMethod { method: method.name() }),
+        if matches!(credential, Credential::Reset) {
+            self.with_pending(PendingShares::clear);
+            return self.status();
+        }
+        let derived = match credential {
+            Credential::Share(text) => self.with_pending(|p| p.add(&meta.method, &text))?,
+            other => derive(&meta.method, other, &mut PendingShares::default()).await?,
+        };
+        let Some(unseal_key) = derived else {
+            return self.status();
         };
         let ring = self.store.read(|tx| Ok(keyring::open(tx, &meta, &unseal_key)))?;
         let Some(ring) = ring? else {
             self.audit(origin, "vault.unseal_refused", meta.method.name()).await;
-            return Err(refusal);
+            return Err(refusal_for(&meta.method));
         };
         *self.state.write().unwrap_or_else(PoisonError::into_inner) = State::Unsealed(Arc::new(ring));
         self.unsealed.send_replace(true);
         self.audit(origin, "vault.unsealed", meta.method.name()).await;
         tracing::info!(method = meta.method.name(), "vault unsealed");
         self.status()
+    }
+
+    /// Replaces the unseal method (passphrase, share set or key file) after
+    /// checking `current`, the present credentials (a passphrase, a quorum
+    /// of shares, or the key file). The root key is rewrapped; no data is
+    /// touched. Returns what to hand out for the new method.
+    pub async fn rekey(&self, origin: &Origin, current: Vec<Credential>, choice: Choice) -> Result<Material, Error> {
+        let _one_at_a_time = self.attempts.lock().await;
+        let ring = self.keys()?.0;
+        let meta = self.store.read(keyring::meta)?.ok_or(Error::NotInitialised)?;
+        let mut pending = PendingShares::default();
+        let mut unseal_key = None;
+        for credential in current {
+            unseal_key = derive(&meta.method, credential, &mut pending).await?;
+        }
+        let unseal_key = unseal_key.ok_or(Error::QuorumNeeded)?;
+        if !keyring::opens_root(&meta, &unseal_key) {
+            return Err(refusal_for(&meta.method));
+        }
+        let (method, new_key, material) = tokio::task::spawn_blocking(move || unseal::prepare(choice))
+            .await
+            .map_err(|_| Error::Corrupt("the key derivation stopped"))??;
+        let (now, origin, old_method) = (self.clock.now(), origin.clone(), meta.method.name());
+        let new_meta = keyring::VaultMeta { method, root: ring.seal_root(&new_key)?, created_at: meta.created_at };
+        self.store
+            .write(move |tx| {
+                let event = Event::new("vault.rekeyed", "rekey", resource())
+                    .detail("from", old_method)
+                    .detail("to", new_meta.method.name());
+                tx.put(keyring::META, keyring::META_KEY, &new_meta)?;
+                audit::append(tx, now, &origin, event)?;
+                Ok::<_, Error>(())
+            })
+            .await?;
+        tracing::info!(from = old_method, "vault rekeyed");
+        Ok(material)
     }
 
     fn with_pending<R>(&self, f: impl FnOnce(&mut PendingShares) -> R) -> R {
@@ -406,6 +434,36 @@ pub fn unsealed_for_tests(store: &Store, clock: SharedClock) -> Arc<Vault> {
         vault.unsealed.send_replace(true);
     }
     Arc::new(vault)
+}
+
+/// The unseal key a credential yields under `method`; `None` while shares
+/// are still short of the threshold.
+async fn derive(
+    method: &Method,
+    credential: Credential,
+    pending: &mut PendingShares,
+) -> Result<Option<memory::KeyBytes>, Error> {
+    match (credential, method) {
+        (Credential::Passphrase(p), Method::Passphrase { kdf }) => {
+            let kdf = kdf.clone();
+            let key = tokio::task::spawn_blocking(move || kdf.derive(&p))
+                .await
+                .map_err(|_| Error::Corrupt("the key derivation stopped"))??;
+            Ok(Some(key))
+        }
+        (Credential::Share(text), Method::Shares { .. }) => pending.add(method, &text),
+        (Credential::KeyFile(text), Method::KeyFile) => Ok(Some(unseal::parse_key_file(&text)?)),
+        (_, method) => Err(Error::WrongMethod { method: method.name() }),
+    }
+}
+
+/// The error for an unseal key that does not open the root key.
+fn refusal_for(method: &Method) -> Error {
+    match method {
+        Method::Passphrase { .. } => Error::WrongPassphrase,
+        Method::Shares { .. } => Error::SharesDoNotOpen,
+        Method::KeyFile => Error::WrongKeyFile,
+    }
 }
 
 fn counts(ring: &Keyring) -> Vec<(u32, u64)> {

@@ -175,3 +175,26 @@ async fn a_damaged_stored_value_is_an_integrity_error_not_garbage() {
     unknown[4] = 9;
     assert!(matches!(f.vault.decrypt(HERE, &Sealed::from_bytes(unknown)), Err(Error::UnknownKeyVersion(9))));
 }
+
+#[tokio::test]
+async fn rekey_needs_a_quorum_of_the_current_shares_and_replaces_them() {
+    let f = fixture(Choice::Shares { threshold: 2, count: 3 }).await;
+    let old = shares(&f.material);
+    let o = Origin::system();
+    for t in &old[..2] {
+        f.vault.unseal(&o, share(t)).await.unwrap();
+    }
+    let new_passphrase = || Choice::Passphrase(Zeroizing::new(PASSPHRASE.into()));
+    let short = f.vault.rekey(&o, vec![share(&old[0])], new_passphrase()).await;
+    assert!(matches!(short, Err(Error::QuorumNeeded)), "one share of two is not a quorum");
+    let wrong = f.vault.rekey(&o, vec![passphrase(PASSPHRASE)], new_passphrase()).await;
+    assert!(matches!(wrong, Err(Error::WrongMethod { method: "shares" })));
+    assert_eq!(f.vault.status().unwrap().method, Some("shares"), "refusals change nothing");
+
+    let sealed = f.vault.encrypt(HERE, b"kept").unwrap();
+    f.vault.rekey(&o, vec![share(&old[2]), share(&old[0])], new_passphrase()).await.unwrap();
+    f.vault.seal(&o).await.unwrap();
+    assert!(matches!(f.vault.unseal(&o, share(&old[0])).await, Err(Error::WrongMethod { .. })));
+    f.vault.unseal(&o, passphrase(PASSPHRASE)).await.unwrap();
+    assert_eq!(f.vault.decrypt(HERE, &sealed).unwrap(), b"kept", "data is untouched by rekey");
+}

@@ -276,3 +276,46 @@ async fn kill_9_during_key_rotation_leaves_everything_readable() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rekey_with_a_quorum_moves_to_a_passphrase_and_the_old_shares_stop_working() {
+    let mut a = Appliance::start_sealed(&["--unseal", "shares", "--shares", "3", "--threshold", "2"], fast_env());
+    let shares = shares_of(&a);
+    let anonymous = a.api().with_token(None);
+    for s in &shares[..2] {
+        anonymous.post("/api/v1/sys/unseal", &json!({"share": s})).await;
+    }
+    let id = a.api().submit("echo", json!({"kept": true}), &[]).await;
+    let secret_file = |name: &str, text: &str| {
+        let path = a.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        path
+    };
+    let (s0, s2) = (secret_file("s0", &shares[0]), secret_file("s2", &shares[2]));
+    let pass = secret_file("pass", "the new site passphrase");
+    let rekey = |current: &[&Path]| {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["rekey", "--json", "--new-unseal", "passphrase", "--new-passphrase-file"]).arg(&pass);
+        for c in current {
+            cmd.arg("--share-file").arg(c);
+        }
+        cmd.env("TETHER_URL", &a.console).env("TETHER_TOKEN", &a.admin_token).env("TETHER_CA_FILE", a.ca_file());
+        cmd.output().unwrap()
+    };
+    let out = rekey(&[&s0]);
+    assert!(!out.status.success(), "one share is not a quorum");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("quorum"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = rekey(&[&s2, &s0]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // After a restart (sealed again): the shares are refused, the passphrase works.
+    a.stop();
+    a.restart();
+    let (s, v) = anonymous.post("/api/v1/sys/unseal", &json!({"share": shares[1]})).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("unseal_refused")), "{v}");
+    let (s, v) = anonymous.post("/api/v1/sys/unseal", &json!({"passphrase": "the new site passphrase"})).await;
+    assert_eq!((s, &v["sealed"]), (200, &json!(false)), "{v}");
+    let (s, t) = a.api().get(&format!("/api/v1/tasks/{id}")).await;
+    assert_eq!((s, &t["input"]), (200, &json!({"kept": true})));
+}

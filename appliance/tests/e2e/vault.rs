@@ -76,9 +76,9 @@ fn canary(what: &str) -> String {
 }
 
 const COMMANDS: &str = r#"
-[commands.reverse]
-argv = ["/bin/sh", "-c", "printf %s \"$0\" | rev", "{text}"]
-[commands.reverse.params.text]
+[commands.shout]
+argv = ["/bin/sh", "-c", "printf %s \"$0\" | tr a-z A-Z", "{text}"]
+[commands.shout.params.text]
 type = "string"
 
 [commands.complain]
@@ -96,11 +96,11 @@ async fn task_inputs_results_and_errors_never_reach_the_disk_or_the_logs() {
     let api = a.api();
 
     let input = canary("input");
-    let reversed: String = input.chars().rev().collect();
+    let shouted = input.to_uppercase();
     // The idempotency key is metadata, stored in the clear: the control that
     // shows the search below really reads the store's bytes.
     let control = canary("control");
-    let body = json!({"kind": "command", "input": {"command": "reverse", "params": {"text": input}}});
+    let body = json!({"kind": "command", "input": {"command": "shout", "params": {"text": input}}});
     let (s, v, _) =
         api.send(reqwest::Method::POST, "/api/v1/tasks", Some(&body), &[("idempotency-key", &control)]).await;
     assert_eq!(s, 201, "{v}");
@@ -108,7 +108,7 @@ async fn task_inputs_results_and_errors_never_reach_the_disk_or_the_logs() {
     let done = api.wait(&id, 30).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["input"]["params"]["text"], input.as_str(), "the input comes back through the API");
-    assert_eq!(done["result"]["stdout"], reversed.as_str(), "the worker got the input; its result comes back");
+    assert_eq!(done["result"]["stdout"], shouted.as_str(), "the worker got the input; its result comes back");
 
     let error_text = canary("error");
     let id = api.submit("command", json!({"command": "complain", "params": {"text": error_text}}), &[]).await;
@@ -118,7 +118,7 @@ async fn task_inputs_results_and_errors_never_reach_the_disk_or_the_logs() {
 
     // Stopped, so every byte the appliance wrote is on disk.
     assert!(a.stop().success());
-    let canaries = [input.as_str(), reversed.as_str(), error_text.as_str()];
+    let canaries = [input.as_str(), shouted.as_str(), error_text.as_str()];
     let mut places = files_under(&a.data_dir());
     assert!(places.iter().any(|(n, _)| n.ends_with("tether.redb")), "the store was searched");
     places.push(("the logs".into(), a.logs()));

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::{ApiError, AppState, parse_id};
 use crate::auth::Scope;
-use crate::broker::{Broker, ListFilter, Task, TaskRequest, TaskState};
+use crate::broker::{Broker, ListFilter, Revealed, Task, TaskRequest, TaskState};
 use crate::ids::TaskId;
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -77,11 +77,16 @@ fn json_of(bytes: &[u8]) -> serde_json::Value {
 /// for a scope that covers them.
 pub fn view(broker: &Broker, task: Task, scope: Scope) -> Result<TaskView, ApiError> {
     let revealed = if scope == Scope::Metadata { None } else { Some(broker.reveal(&task)?) };
+    Ok(view_of(task, revealed))
+}
+
+/// The task with its payloads as given (`None`: metadata only).
+fn view_of(task: Task, revealed: Option<Revealed>) -> TaskView {
     let (input, result, error) = match revealed {
         Some(r) => (Some(json_of(&r.input)), r.result.map(|r| json_of(&r)), r.error.map(|e| (e.code, Some(e.message)))),
         None => (None, None, task.error.map(|e| (e.code, None))),
     };
-    Ok(TaskView {
+    TaskView {
         id: task.id.to_string(),
         kind: task.kind,
         state: task.state,
@@ -102,7 +107,7 @@ pub fn view(broker: &Broker, task: Task, scope: Scope) -> Result<TaskView, ApiEr
         input,
         result,
         error: error.map(|(code, message)| ErrorView { code, message }),
-    })
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -125,7 +130,7 @@ pub async fn create(
     let input = serde_json::to_vec(&body.input).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let request = TaskRequest {
         kind: body.kind,
-        input,
+        input: input.clone(),
         labels: body.labels,
         priority: body.priority,
         max_attempts: body.max_attempts,
@@ -133,7 +138,14 @@ pub async fn create(
     };
     let new = request.validate()?;
     let (task, created) = state.broker.create(&caller.origin, &caller.principal, new, key).await?;
-    let mut response = (StatusCode::CREATED, axum::Json(view(&state.broker, task, caller.scope)?)).into_response();
+    // A task just created has only the input, which is at hand: answer
+    // without opening what was sealed a moment ago. A replay may have moved on.
+    let shown = match (created, caller.scope) {
+        (_, Scope::Metadata) => view_of(task, None),
+        (true, _) => view_of(task, Some(Revealed { input, result: None, error: None })),
+        (false, scope) => view(&state.broker, task, scope)?,
+    };
+    let mut response = (StatusCode::CREATED, axum::Json(shown)).into_response();
     if !created {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }

@@ -70,7 +70,7 @@ pub struct Args {
 pub struct UnsealOutcome {
     pub method: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub shares: Vec<String>,
+    pub shares: Vec<zeroize::Zeroizing<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -133,7 +133,7 @@ fn print_unseal_material(u: &UnsealOutcome) {
             let k = u.threshold.unwrap_or(0);
             println!("\nUnseal shares (shown once). Give one to each security officer; any {k} of {n} unseal:");
             for s in &u.shares {
-                println!("  {s}");
+                println!("  {}", s.as_str());
             }
         }
         (_, Some(path)) => {
@@ -180,7 +180,7 @@ pub fn initialise(
     let mut unseal = UnsealOutcome { method: method.name(), shares: Vec::new(), threshold: None, key_file: None };
     match (&material, &method) {
         (Material::Shares(texts), vault::Method::Shares { threshold, .. }) => {
-            unseal.shares = texts.iter().map(|t| t.to_string()).collect();
+            unseal.shares = texts.clone();
             unseal.threshold = Some(*threshold);
         }
         (Material::KeyFile(text), _) => {

@@ -39,10 +39,17 @@ pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> anyhow::Resul
 /// when `path` is `-`. A file that group or others could read is refused:
 /// a secret that leaked on disk is no secret. One trailing newline is dropped.
 pub fn read_secret(path: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let bytes = read_secret_bytes(path)?;
+    let text = std::str::from_utf8(&bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))?;
+    Ok(zeroize::Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_owned()))
+}
+
+/// Like [`read_secret`], byte for byte: nothing dropped.
+pub fn read_secret_bytes(path: &Path) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
     use std::io::Read;
-    let mut text = zeroize::Zeroizing::new(String::new());
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
     if path.as_os_str() == "-" {
-        std::io::stdin().read_to_string(&mut text).context("cannot read the secret from stdin")?;
+        std::io::stdin().read_to_end(&mut bytes).context("cannot read the secret from stdin")?;
     } else {
         let mut f = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mode = f.metadata()?.permissions().mode();
@@ -53,9 +60,7 @@ pub fn read_secret(path: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
                 mode & 0o777
             );
         }
-        f.read_to_string(&mut text).with_context(|| format!("cannot read {}", path.display()))?;
+        f.read_to_end(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
     }
-    let keep = text.trim_end_matches(['\n', '\r']).len();
-    text.truncate(keep);
-    Ok(text)
+    Ok(bytes)
 }

@@ -41,6 +41,8 @@ pub enum ApiError {
     WorkerRevoked,
     #[error("the certificate signing request was refused: {0}")]
     CsrRefused(String),
+    #[error("{0}")]
+    SecretRefused(String),
     #[error("the appliance is shutting down; retry shortly")]
     Draining,
     #[error("the request took too long")]
@@ -88,6 +90,7 @@ impl ApiError {
             ApiError::EnrollmentTokenInvalid => (S::UNAUTHORIZED, "enrollment_token_invalid"),
             ApiError::WorkerRevoked => (S::FORBIDDEN, "worker_revoked"),
             ApiError::CsrRefused(_) => (S::BAD_REQUEST, "csr_refused"),
+            ApiError::SecretRefused(_) => (S::UNPROCESSABLE_ENTITY, "secret_refused"),
             ApiError::Draining => (S::SERVICE_UNAVAILABLE, "draining"),
             ApiError::Timeout => (S::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Sealed => (S::SERVICE_UNAVAILABLE, "sealed"),
@@ -142,6 +145,7 @@ impl From<broker::Error> for ApiError {
             broker::Error::Draining => ApiError::Draining,
             broker::Error::Store(e) => e.into(),
             broker::Error::Vault(e) => e.into(),
+            broker::Error::SecretRefused(m) => ApiError::SecretRefused(m),
         }
     }
 }

@@ -9,6 +9,7 @@
 mod admin;
 mod error;
 mod extract;
+mod secrets;
 pub mod server;
 mod tasks;
 mod vault;
@@ -22,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 
 pub use error::ApiError;
 pub use extract::ConnInfo;
@@ -80,6 +81,10 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", "/api/v1/tokens", P::TokenCreate), post(admin::create_token)),
         (spec("GET", "/api/v1/audit/verify", P::AuditRead), get(admin::audit_verify)),
         (spec("GET", "/api/v1/audit/export", P::AuditRead), get(admin::audit_export)),
+        (spec("GET", "/api/v1/secrets", P::SecretRead), get(secrets::list)),
+        (spec("GET", "/api/v1/secrets/{name}", P::SecretRead), get(secrets::get)),
+        (spec("PUT", "/api/v1/secrets/{name}", P::SecretWrite), put(secrets::put)),
+        (spec("DELETE", "/api/v1/secrets/{name}", P::SecretWrite), delete(secrets::delete)),
         (spec("GET", "/api/v1/sys/vault", P::Public), get(vault::status)),
         (spec("POST", "/api/v1/sys/unseal", P::Public), post(vault::unseal)),
         (spec("POST", "/api/v1/sys/seal", P::VaultManage), post(vault::seal)),

@@ -23,6 +23,9 @@ pub struct CreateBody {
     input: serde_json::Value,
     #[serde(default)]
     labels: Vec<String>,
+    /// Names of secrets the worker running it receives.
+    #[serde(default)]
+    secrets: Vec<String>,
     priority: Option<u8>,
     max_attempts: Option<u32>,
     timeout_s: Option<u64>,
@@ -49,6 +52,8 @@ pub struct TaskView {
     state: TaskState,
     priority: u8,
     labels: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<String>,
     attempts: u32,
     max_attempts: u32,
     timeout_s: u64,
@@ -92,6 +97,7 @@ fn view_of(task: Task, revealed: Option<Revealed>) -> TaskView {
         state: task.state,
         priority: task.priority,
         labels: task.labels,
+        secrets: task.secrets,
         attempts: task.attempts,
         max_attempts: task.max_attempts,
         timeout_s: task.timeout.as_secs(),
@@ -132,6 +138,7 @@ pub async fn create(
         kind: body.kind,
         input: input.clone(),
         labels: body.labels,
+        secrets: body.secrets,
         priority: body.priority,
         max_attempts: body.max_attempts,
         timeout_s: body.timeout_s,

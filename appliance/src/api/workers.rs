@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use base64::Engine;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use super::extract::{AnonymousOrigin, ApiJson, Caller, WorkerCaller};
 use super::{ApiError, AppState, parse_id};
@@ -153,11 +155,28 @@ pub struct PollBody {
     wait_s: Option<u64>,
 }
 
+/// A secret delivered with a lease. Its value is wiped once the reply is
+/// written.
+#[derive(Serialize)]
+pub struct DeliveredSecret {
+    name: String,
+    version: u32,
+    value_base64: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for DeliveredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeliveredSecret({}@{}, ***)", self.name, self.version)
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct LeasedTask {
     id: String,
     kind: String,
     input: serde_json::Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<DeliveredSecret>,
     lease_id: String,
     lease_expires_at: String,
     timeout_s: u64,
@@ -184,10 +203,27 @@ pub async fn poll(
     for t in tasks {
         let Some(lease) = t.lease.clone() else { continue };
         let input = state.broker.reveal(&t)?.input;
+        let secrets = match state.broker.open_secrets(&lease) {
+            Ok(opened) => opened
+                .into_iter()
+                .map(|(r, value)| DeliveredSecret {
+                    name: r.name,
+                    version: r.version,
+                    value_base64: Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(value.expose())),
+                })
+                .collect(),
+            Err(e) => {
+                // Deleted since the lease was granted: the lease runs out
+                // and the retry fails the task with `secret_unavailable`.
+                tracing::warn!(task = %t.id, error = %e, "a leased task's secret could not be opened; not delivered");
+                continue;
+            }
+        };
         leased.push(LeasedTask {
             id: t.id.to_string(),
             kind: t.kind,
             input: serde_json::from_slice(&input).unwrap_or(serde_json::Value::Null),
+            secrets,
             lease_id: lease.id.to_string(),
             lease_expires_at: lease.expires_at.to_rfc3339(),
             timeout_s: t.timeout.as_secs(),

@@ -74,6 +74,10 @@ pub enum Permission {
     AuditRead,
     /// Seal the vault, rotate its keys.
     VaultManage,
+    /// See secrets' metadata (never a value).
+    SecretRead,
+    /// Write a secret's value or policy, delete a secret.
+    SecretWrite,
 }
 
 /// How much of a resource a grant covers.
@@ -115,6 +119,12 @@ pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
 
         (P::AuditRead, R::Admin | R::SecurityOfficer | R::Auditor) => Some(S::All),
         (P::AuditRead, R::Developer | R::Viewer | R::Worker) => None,
+
+        (P::SecretRead, R::Admin | R::SecurityOfficer | R::Developer | R::Auditor | R::Viewer) => Some(S::Metadata),
+        (P::SecretRead, R::Worker) => None,
+
+        (P::SecretWrite, R::Admin | R::SecurityOfficer) => Some(S::All),
+        (P::SecretWrite, R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
 
         (P::VaultManage, R::Admin | R::SecurityOfficer) => Some(S::All),
         (P::VaultManage, R::Auditor | R::Developer | R::Viewer | R::Worker) => None,

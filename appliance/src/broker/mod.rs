@@ -25,6 +25,7 @@ use crate::clock::SharedClock;
 use crate::ids::{LeaseId, TaskId, WorkerId};
 use crate::secret::sha256_fields;
 use crate::store::{self, Store};
+use crate::vault::secrets::{self, SecretError, SecretRef, SecretValue};
 use crate::vault::{self, Vault};
 use ops::{Claim, Dispatch, Report};
 pub use ops::{Completion, Heartbeat, ListFilter};
@@ -76,6 +77,18 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Vault(#[from] vault::Error),
+    /// A task names a secret that does not exist or may not go to its kind.
+    #[error("{0}")]
+    SecretRefused(String),
+}
+
+impl From<SecretError> for Error {
+    fn from(e: SecretError) -> Self {
+        match e {
+            SecretError::Vault(v) => Error::Vault(v),
+            refused => Error::SecretRefused(refused.to_string()),
+        }
+    }
 }
 
 /// The broker service. Cheap to clone.
@@ -136,12 +149,11 @@ impl Broker {
             (slot, request)
         });
         let task = Task::queued(&keys, new, principal, now, idempotency_key)?;
-        drop(keys);
         let origin = origin.clone();
         let (waiters, lease) = (self.waiters.clone(), self.settings.lease);
         self.store
             .write(move |tx| {
-                let d = Dispatch { waiters: &waiters, lease };
+                let d = Dispatch { waiters: &waiters, lease, keys: &keys };
                 ops::create(tx, now, &origin, task, idempotency, d)
             })
             .await
@@ -150,6 +162,16 @@ impl Broker {
     /// Opens a task's sealed fields (input, result, error message).
     pub fn reveal(&self, task: &Task) -> Result<Revealed, Error> {
         Ok(task.reveal(&self.vault.keys()?)?)
+    }
+
+    /// Opens the secret values a lease carries, for the worker holding it.
+    pub fn open_secrets(&self, lease: &Lease) -> Result<Vec<(SecretRef, SecretValue)>, Error> {
+        let keys = self.vault.keys()?;
+        let mut out = Vec::with_capacity(lease.secrets.len());
+        for r in &lease.secrets {
+            out.push((r.clone(), secrets::open_value(&self.store, &keys, r)?));
+        }
+        Ok(out)
     }
 
     pub fn get(&self, id: TaskId) -> Result<Task, Error> {
@@ -209,14 +231,23 @@ impl Broker {
             let id = self.waiters.next_id();
             let (mailbox, mut delivered) = tokio::sync::oneshot::channel();
             let park = (tokio::time::Instant::now() < deadline).then_some((id, mailbox));
+            let keys = self.vault.keys()?;
             let (origin, worker, waiters, lease) =
                 (origin.clone(), worker.clone(), self.waiters.clone(), self.settings.lease);
             let claimed = self
                 .store
-                .write(move |tx| ops::claim_or_park(tx, now, &origin, &worker, max_tasks, lease, &waiters, park))
+                .write(move |tx| {
+                    let d = Dispatch { waiters: &waiters, lease, keys: &keys };
+                    ops::claim_or_park(tx, now, &origin, &worker, max_tasks, d, park)
+                })
                 .await;
             match claimed {
-                Ok(Claim::Leased(tasks)) => return Ok(tasks),
+                Ok(Claim::Leased { tasks, failed }) => {
+                    for id in failed {
+                        let _ = self.finished.send(id);
+                    }
+                    return Ok(tasks);
+                }
                 Ok(Claim::Draining) => return Ok(Vec::new()),
                 Ok(Claim::Parked) => {}
                 Err(e) => {
@@ -266,13 +297,12 @@ impl Broker {
                 Report::Failed { error: task::seal_error(&keys, id, error)?, retryable }
             }
         };
-        drop(keys);
         let origin = origin.clone();
         let (settings, waiters) = (self.settings.clone(), self.waiters.clone());
         let task = self
             .store
             .write(move |tx| {
-                let d = Dispatch { waiters: &waiters, lease: settings.lease };
+                let d = Dispatch { waiters: &waiters, lease: settings.lease, keys: &keys };
                 ops::complete(tx, now, &origin, worker, id, lease, report, &settings, d)
             })
             .await?;
@@ -296,8 +326,8 @@ impl Broker {
         let moved = self
             .store
             .write(move |tx| {
-                let d = Dispatch { waiters: &waiters, lease: settings.lease };
-                ops::reap(tx, now, &keys, &settings, d)
+                let d = Dispatch { waiters: &waiters, lease: settings.lease, keys: &keys };
+                ops::reap(tx, now, &settings, d)
             })
             .await?;
         for task in &moved {

@@ -13,6 +13,7 @@ use crate::audit::{self, Event, Origin, Outcome, Resource};
 use crate::clock::Timestamp;
 use crate::ids::{LeaseId, TaskId, WorkerId};
 use crate::store::{self, Collection, Order, ReadTx, WriteTx};
+use crate::vault::secrets::{self, Grant, SecretRef};
 use crate::vault::{Keys, Sealed};
 
 /// Every task, keyed by id (UUIDv7, so key order is creation order).
@@ -75,17 +76,23 @@ pub struct Heartbeat {
 
 /// Where tasks that become ready go: straight to a parked poll that can run
 /// them (leased in the same transaction, delivered the moment it commits),
-/// or into the queue.
+/// or into the queue. The keys seal the reason when a task must fail.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Dispatch<'a> {
     pub waiters: &'a Waiters,
     pub lease: Duration,
+    pub keys: &'a Keys,
 }
 
 /// What a poll's look at the queue came to.
 #[derive(Debug)]
 pub(super) enum Claim {
-    Leased(Vec<Task>),
+    /// Tasks leased to the poll, and tasks failed on the way because the
+    /// secrets they name can no longer be given to any worker.
+    Leased {
+        tasks: Vec<Task>,
+        failed: Vec<TaskId>,
+    },
     /// Nothing to claim; the poll is parked and its mailbox will hear.
     Parked,
     Draining,
@@ -121,25 +128,43 @@ fn resource(id: TaskId) -> Resource {
     Resource::new("task", id)
 }
 
-fn enqueue(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task) -> Result<(), store::Error> {
+/// Queues `task`, to be offered to workers holding every one of `labels`.
+fn enqueue(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task, labels: Vec<String>) -> Result<(), store::Error> {
     let mut key = vec![READY, MAX_PRIORITY - task.priority.min(MAX_PRIORITY)];
     key.extend_from_slice(&now.to_key());
     key.extend_from_slice(&task.id.to_key());
-    tx.put(SCHEDULE, &key, &Slot::Ready { task: task.id, labels: task.labels.clone() })?;
+    tx.put(SCHEDULE, &key, &Slot::Ready { task: task.id, labels })?;
     task.queue_key = Some(key);
     task.not_before = None;
     Ok(())
 }
 
+/// The labels a worker needs for `task`: its own, and those the policies of
+/// the secrets it names ask for. Sorted.
+fn dispatch_labels(tx: &mut WriteTx<'_>, task: &Task) -> Result<Vec<String>, store::Error> {
+    if task.secrets.is_empty() {
+        return Ok(task.labels.clone());
+    }
+    let mut labels = task.labels.clone();
+    labels.extend(secrets::required_labels(tx, &task.secrets)?);
+    labels.sort();
+    labels.dedup();
+    Ok(labels)
+}
+
 /// Makes a task ready: leased at once to the oldest parked poll that can
 /// run it, or queued. The caller stores the task afterwards.
-fn make_ready(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task, d: Dispatch<'_>) -> Result<(), store::Error> {
+fn make_ready(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task, d: Dispatch<'_>) -> Result<(), Error> {
     task.state = TaskState::Queued;
     task.lease = None;
     task.not_before = None;
-    match d.waiters.reserve(&task.labels) {
-        Some(reservation) => {
-            lease_to(tx, now, &reservation.origin, &reservation.worker, task, d.lease)?;
+    let labels = dispatch_labels(tx, task)?;
+    let Some(reservation) = d.waiters.reserve(&labels) else {
+        return Ok(enqueue(tx, now, task, labels)?);
+    };
+    match secrets::grant(tx, &task.kind, &task.secrets, &reservation.worker.labels)? {
+        Grant::Deliver(refs) => {
+            lease_to(tx, now, &reservation.origin, &reservation.worker, task, d.lease, refs)?;
             let leased = task.clone();
             // The waiting worker hears before the caller that made the task
             // ready; if the batch aborts, the dropped reservation tells the
@@ -151,8 +176,26 @@ fn make_ready(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task, d: Dispatch
             });
             Ok(())
         }
-        None => enqueue(tx, now, task),
+        // The dropped reservation sends that poll back to look again.
+        Grant::Withhold => Ok(enqueue(tx, now, task, labels)?),
+        Grant::Refuse(why) => refuse(tx, now, task, why, d.keys),
     }
+}
+
+/// Fails a task whose secrets can no longer be given to any worker. The
+/// caller has taken it out of the schedule and stores it afterwards.
+fn refuse(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task, why: String, keys: &Keys) -> Result<(), Error> {
+    let error = seal_error(keys, task.id, TaskError { code: "secret_unavailable".into(), message: why })?;
+    task.queue_key = None;
+    task.error = Some(error);
+    finish(task, now, TaskState::Failed);
+    let event = Event::new("task.failed", "dispatch", resource(task.id))
+        .outcome(Outcome::Failure)
+        .detail("attempt", task.attempts)
+        .detail("code", "secret_unavailable")
+        .detail("will_retry", false);
+    audit::append(tx, now, &Origin::system(), event)?;
+    Ok(())
 }
 
 /// Puts a task back in line, after `delay` if it is not zero.
@@ -162,7 +205,7 @@ fn requeue(
     now: Timestamp,
     delay: Duration,
     d: Dispatch<'_>,
-) -> Result<(), store::Error> {
+) -> Result<(), Error> {
     if delay.is_zero() {
         return make_ready(tx, now, task, d);
     }
@@ -170,10 +213,11 @@ fn requeue(
     task.lease = None;
     let at = now.plus(delay);
     task.not_before = Some(at);
-    tx.put(SCHEDULE, &due_key(DELAYED, at, task.id), &Slot::Due(task.id))
+    Ok(tx.put(SCHEDULE, &due_key(DELAYED, at, task.id), &Slot::Due(task.id))?)
 }
 
-/// Leases `task` to `worker` and audits it. The caller stores the task.
+/// Leases `task` to `worker` with the secret versions it carries, and
+/// audits the lease and each delivery. The caller stores the task.
 fn lease_to(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
@@ -181,8 +225,9 @@ fn lease_to(
     worker: &WorkerView,
     task: &mut Task,
     lease_for: Duration,
+    secrets: Vec<SecretRef>,
 ) -> Result<(), store::Error> {
-    let lease = Lease { worker: worker.id, id: LeaseId::new(), expires_at: now.plus(lease_for) };
+    let lease = Lease { worker: worker.id, id: LeaseId::new(), expires_at: now.plus(lease_for), secrets };
     tx.put(SCHEDULE, &due_key(LEASED, lease.expires_at, task.id), &Slot::Due(task.id))?;
     task.queue_key = None;
     task.attempts += 1;
@@ -192,8 +237,11 @@ fn lease_to(
         .detail("worker", worker.id)
         .detail("attempt", task.attempts)
         .detail("lease_id", lease.id);
-    task.lease = Some(lease);
     audit::append(tx, now, origin, event)?;
+    for r in &lease.secrets {
+        audit::append(tx, now, origin, secrets::delivery_event(r, task.id, worker.id))?;
+    }
+    task.lease = Some(lease);
     Ok(())
 }
 
@@ -213,6 +261,7 @@ pub(super) fn create(
     idempotency: Option<Idempotency>,
     d: Dispatch<'_>,
 ) -> Result<(Task, bool), Error> {
+    let mut fresh_slot = None;
     if let Some((slot, request)) = idempotency {
         if let Some(seen) = tx.get(IDEMPOTENCY, &slot)? {
             if seen.request != request {
@@ -221,12 +270,17 @@ pub(super) fn create(
             let task = tx.get(TASKS, &seen.task.to_key())?.ok_or(Error::NotFound)?;
             return Ok((task, false));
         }
+        fresh_slot = Some((slot, request));
+    }
+    secrets::check_for_task(tx, &task.kind, &task.secrets)?;
+    if let Some((slot, request)) = fresh_slot {
         tx.put(IDEMPOTENCY, &slot, &IdempotencyEntry { task: task.id, request })?;
     }
     let event = Event::new("task.created", "create", resource(task.id))
         .detail("kind", &task.kind)
         .detail("priority", task.priority)
-        .detail("labels", task.labels.join(","));
+        .detail("labels", task.labels.join(","))
+        .detail("secrets", task.secrets.join(","));
     audit::append(tx, now, origin, event)?;
     make_ready(tx, now, &mut task, d)?;
     tx.put(TASKS, &task.id.to_key(), &task)?;
@@ -277,18 +331,16 @@ pub(super) fn cancel(tx: &mut WriteTx<'_>, now: Timestamp, origin: &Origin, id: 
 
 /// Leases up to `max_tasks` ready tasks to `worker`; if there are none and
 /// `park` is given, parks the poll (see [`Waiters`]).
-#[allow(clippy::too_many_arguments)] // one operation, each argument a distinct fact
 pub(super) fn claim_or_park(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
     origin: &Origin,
     worker: &WorkerView,
     max_tasks: u32,
-    lease_for: Duration,
-    waiters: &Waiters,
+    d: Dispatch<'_>,
     park: Option<(u64, Mailbox)>,
 ) -> Result<Claim, Error> {
-    if waiters.is_draining() {
+    if d.waiters.is_draining() {
         return Ok(Claim::Draining);
     }
     let mut picked: Vec<(Vec<u8>, TaskId)> = Vec::new();
@@ -303,25 +355,39 @@ pub(super) fn claim_or_park(
         }
         Ok(picked.len() < max_tasks as usize)
     })?;
-    if picked.is_empty() {
+    // Every check reads before the first write.
+    let mut plans = Vec::with_capacity(picked.len());
+    for (queue_key, id) in picked {
+        let task = tx.get(TASKS, &id.to_key())?.ok_or(Error::NotFound)?;
+        match secrets::grant(tx, &task.kind, &task.secrets, &worker.labels)? {
+            Grant::Deliver(refs) => plans.push((queue_key, task, Ok(refs))),
+            Grant::Refuse(why) => plans.push((queue_key, task, Err(why))),
+            Grant::Withhold => {}
+        }
+    }
+    if plans.is_empty() {
         return Ok(match park {
             Some((id, mailbox)) => {
-                waiters.park(id, origin.clone(), worker.clone(), mailbox);
+                d.waiters.park(id, origin.clone(), worker.clone(), mailbox);
                 Claim::Parked
             }
-            None => Claim::Leased(Vec::new()),
+            None => Claim::Leased { tasks: Vec::new(), failed: Vec::new() },
         });
     }
-    let mut tasks = Vec::with_capacity(picked.len());
-    for (_, id) in &picked {
-        tasks.push(tx.get(TASKS, &id.to_key())?.ok_or(Error::NotFound)?);
+    let (mut tasks, mut failed) = (Vec::with_capacity(plans.len()), Vec::new());
+    for (queue_key, mut task, plan) in plans {
+        tx.delete(SCHEDULE, &queue_key)?;
+        match plan {
+            Ok(refs) => lease_to(tx, now, origin, worker, &mut task, d.lease, refs)?,
+            Err(why) => refuse(tx, now, &mut task, why, d.keys)?,
+        }
+        tx.put(TASKS, &task.id.to_key(), &task)?;
+        match task.state {
+            TaskState::Leased => tasks.push(task),
+            _ => failed.push(task.id),
+        }
     }
-    for ((queue_key, _), task) in picked.iter().zip(tasks.iter_mut()) {
-        tx.delete(SCHEDULE, queue_key)?;
-        lease_to(tx, now, origin, worker, task, lease_for)?;
-        tx.put(TASKS, &task.id.to_key(), task)?;
-    }
-    Ok(Claim::Leased(tasks))
+    Ok(Claim::Leased { tasks, failed })
 }
 
 /// The task, if `worker` holds its lease `lease` (the task may be cancelled).
@@ -475,7 +541,6 @@ fn due_keys(tx: &mut WriteTx<'_>, space: u8, now: Timestamp) -> Result<Vec<(Vec<
 pub(super) fn reap(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
-    keys: &Keys,
     settings: &Settings,
     d: Dispatch<'_>,
 ) -> Result<Vec<Task>, Error> {
@@ -486,7 +551,7 @@ pub(super) fn reap(
         || TaskError { code: "lease_expired".into(), message: "the worker holding the lease stopped reporting".into() };
     let mut reasons = Vec::with_capacity(expired.len());
     for (_, id) in &expired {
-        reasons.push(seal_error(keys, *id, why())?);
+        reasons.push(seal_error(d.keys, *id, why())?);
     }
     let mut moved = Vec::new();
     for ((key, id), reason) in expired.into_iter().zip(reasons) {

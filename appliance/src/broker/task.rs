@@ -8,6 +8,7 @@ use super::Error;
 use crate::clock::Timestamp;
 use crate::ids::{LeaseId, TaskId, WorkerId};
 use crate::labels;
+use crate::vault::secrets::{self, SecretRef};
 use crate::vault::{Keys, Place, Sealed};
 
 pub const MAX_PRIORITY: u8 = 9;
@@ -59,6 +60,8 @@ pub struct Lease {
     pub worker: WorkerId,
     pub id: LeaseId,
     pub expires_at: Timestamp,
+    /// The secret versions delivered with this lease.
+    pub secrets: Vec<SecretRef>,
 }
 
 /// Why a task failed, as the worker (or the broker) reported it.
@@ -107,6 +110,8 @@ pub struct Task {
     /// The input as JSON text, sealed.
     pub input: Sealed,
     pub labels: Vec<String>,
+    /// Names of the secrets the task needs, sorted.
+    pub secrets: Vec<String>,
     pub priority: u8,
     pub state: TaskState,
     pub attempts: u32,
@@ -143,6 +148,7 @@ impl Task {
             kind: new.kind,
             input,
             labels: new.labels,
+            secrets: new.secrets,
             priority: new.priority,
             state: TaskState::Queued,
             attempts: 0,
@@ -183,6 +189,7 @@ pub struct NewTask {
     pub kind: String,
     pub input: Vec<u8>,
     pub labels: Vec<String>,
+    pub secrets: Vec<String>,
     pub priority: u8,
     pub max_attempts: u32,
     pub timeout: Duration,
@@ -194,6 +201,7 @@ pub struct TaskRequest {
     pub kind: String,
     pub input: Vec<u8>,
     pub labels: Vec<String>,
+    pub secrets: Vec<String>,
     pub priority: Option<u8>,
     pub max_attempts: Option<u32>,
     pub timeout_s: Option<u64>,
@@ -207,6 +215,15 @@ impl TaskRequest {
             return invalid(format!("kind must be {}", labels::NAME_RULE));
         }
         let labels = labels::normalize(self.labels).map_err(Error::InvalidTask)?;
+        let mut secrets = self.secrets;
+        if secrets.len() > secrets::MAX_PER_TASK {
+            return invalid(format!("a task may name at most {} secrets", secrets::MAX_PER_TASK));
+        }
+        if let Some(bad) = secrets.iter().find_map(|s| secrets::check_name(s).err()) {
+            return invalid(bad);
+        }
+        secrets.sort();
+        secrets.dedup();
         let priority = self.priority.unwrap_or(DEFAULT_PRIORITY);
         if priority > MAX_PRIORITY {
             return invalid(format!("priority must be 0-{MAX_PRIORITY} (higher runs first)"));
@@ -219,7 +236,7 @@ impl TaskRequest {
         if timeout.is_zero() || timeout > MAX_TIMEOUT {
             return invalid(format!("timeout_s must be 1-{}", MAX_TIMEOUT.as_secs()));
         }
-        Ok(NewTask { kind: self.kind, input: self.input, labels, priority, max_attempts, timeout })
+        Ok(NewTask { kind: self.kind, input: self.input, labels, secrets, priority, max_attempts, timeout })
     }
 }
 

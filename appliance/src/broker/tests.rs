@@ -357,3 +357,108 @@ async fn a_poll_that_went_away_is_never_handed_a_task() {
     assert_eq!(t.state, TaskState::Queued, "queued for a live worker, not leased to a dead poll");
     assert_eq!(f.take(&worker(&[]), 1).await[0].id, t.id);
 }
+
+mod secrets_for_tasks {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::vault::secrets::{self, NewVersion, Policy};
+
+    const VALUE: &[u8] = b"s3cret-db-password";
+
+    impl Fixture {
+        async fn put_secret(&self, name: &str, value: &[u8], kinds: &[&str], labels: &[&str]) {
+            let keys = self.broker.vault.keys().unwrap();
+            let policy = Policy {
+                kinds: kinds.iter().map(|s| s.to_string()).collect(),
+                labels: labels.iter().map(|s| s.to_string()).collect(),
+            };
+            let new = NewVersion { name: name.into(), value: value.to_vec().into(), policy: Some(policy) };
+            let now = self.clock.now();
+            self.store.write(move |tx| secrets::put(tx, now, &Origin::system(), &keys, new)).await.unwrap();
+        }
+
+        async fn submit_with(&self, kind: &str, secrets: &[&str]) -> Result<Task, Error> {
+            let mut new = new_task(kind, &[], 5);
+            new.secrets = secrets.iter().map(|s| s.to_string()).collect();
+            Ok(self.broker.create(&Origin::system(), "alice", new, None).await?.0)
+        }
+
+        fn audit_text(&self) -> String {
+            let mut out = Vec::new();
+            self.store.read(|tx| crate::audit::export_jsonl(tx, 0, &mut out)).unwrap();
+            String::from_utf8(out).unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lease_carries_the_secrets_its_policy_allows_and_each_delivery_is_audited() {
+        let f = fixture();
+        f.put_secret("db", VALUE, &["echo"], &["secure"]).await;
+        let t = f.submit_with("echo", &["db"]).await.unwrap();
+        assert!(f.take(&worker(&["gpu"]), 1).await.is_empty(), "a worker without the policy's label gets nothing");
+        let w = worker(&["gpu", "secure"]);
+        let got = f.take(&w, 1).await;
+        assert_eq!(got[0].id, t.id);
+        let lease = got[0].lease.clone().unwrap();
+        let opened = f.broker.open_secrets(&lease).unwrap();
+        assert_eq!((opened[0].0.name.as_str(), opened[0].0.version, opened[0].1.expose()), ("db", 1, VALUE));
+        let audit = f.audit_text();
+        let delivery = audit.lines().find(|l| l.contains("secret.delivered")).expect("a delivery record");
+        for fact in [t.id.to_string(), w.id.to_string(), "\"version\":\"1\"".into()] {
+            assert!(delivery.contains(&fact), "{delivery} should name {fact}");
+        }
+        assert!(!audit.contains(std::str::from_utf8(VALUE).unwrap()), "the value is in the audit log");
+        assert_eq!(format!("{:?}", opened[0].1), "SecretValue(***)");
+    }
+
+    #[tokio::test]
+    async fn a_parked_poll_gets_the_newest_version_only_if_the_policy_lets_it() {
+        let f = fixture();
+        f.put_secret("db", b"v1", &["echo"], &["secure"]).await;
+        f.put_secret("db", b"v2", &["echo"], &["secure"]).await;
+        let (plain, secure) = (worker(&[]), worker(&["secure"]));
+        let mut parked = Vec::new();
+        for w in [plain.clone(), secure.clone()] {
+            let broker = f.broker.clone();
+            let o = origin_of(&w);
+            parked.push(tokio::spawn(async move { broker.poll(&o, &w, 1, Duration::from_secs(2)).await }));
+            while f.broker.parked_polls() < parked.len() {
+                tokio::task::yield_now().await;
+            }
+        }
+        let t = f.submit_with("echo", &["db"]).await.unwrap();
+        let secure_got = parked.pop().unwrap().await.unwrap().unwrap();
+        assert_eq!(secure_got[0].id, t.id, "the poll that may have the secret gets the task");
+        let lease = secure_got[0].lease.clone().unwrap();
+        assert_eq!(lease.worker, secure.id);
+        assert_eq!(f.broker.open_secrets(&lease).unwrap()[0].1.expose(), b"v2");
+        assert!(parked.pop().unwrap().await.unwrap().unwrap().is_empty(), "the first-parked poll without the label");
+    }
+
+    #[tokio::test]
+    async fn a_task_naming_an_unknown_secret_or_one_its_kind_may_not_have_is_refused() {
+        let f = fixture();
+        f.put_secret("db", VALUE, &["echo"], &[]).await;
+        for (kind, names, says) in [("command", ["db"], "may not be given"), ("echo", ["nope"], "no secret named")] {
+            match f.submit_with(kind, &names).await {
+                Err(Error::SecretRefused(m)) => assert!(m.contains(says), "{m}"),
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+        assert!(f.broker.list(&ListFilter { limit: 10, ..ListFilter::default() }).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_task_whose_secret_is_deleted_fails_as_secret_unavailable() {
+        let f = fixture();
+        f.put_secret("db", VALUE, &["echo"], &[]).await;
+        let t = f.submit_with("echo", &["db"]).await.unwrap();
+        let now = f.clock.now();
+        f.store.write(move |tx| secrets::delete(tx, now, &Origin::system(), "db")).await.unwrap();
+        assert!(f.take(&worker(&[]), 1).await.is_empty());
+        let task = f.broker.get(t.id).unwrap();
+        assert_eq!(task.state, TaskState::Failed);
+        assert_eq!(f.broker.reveal(&task).unwrap().error.unwrap().code, "secret_unavailable");
+        assert!(f.audit_ok() > 0);
+    }
+}

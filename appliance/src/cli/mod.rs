@@ -5,6 +5,7 @@
 mod audit;
 mod client;
 mod init;
+mod secret;
 mod serve;
 mod task;
 mod token;
@@ -52,6 +53,9 @@ enum Command {
     Seal(vault::SealArgs),
     /// Change how the vault unseals (new passphrase, share set or key file).
     Rekey(vault::RekeyArgs),
+    /// Secrets for tasks: put, list, get, delete (values go in, never out).
+    #[command(subcommand)]
+    Secret(secret::Command),
     /// The vault's status and key rotation.
     #[command(subcommand)]
     Vault(vault::Command),
@@ -82,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Seal(args) => runtime()?.block_on(vault::seal(args)),
         Command::Vault(cmd) => runtime()?.block_on(vault::run(cmd)),
         Command::Rekey(args) => runtime()?.block_on(vault::rekey(args)),
+        Command::Secret(cmd) => runtime()?.block_on(secret::run(cmd)),
     }
 }
 

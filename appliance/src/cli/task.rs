@@ -23,6 +23,9 @@ pub enum Command {
         /// Labels a worker must have (comma separated).
         #[arg(long, value_delimiter = ',')]
         labels: Vec<String>,
+        /// Secrets the worker running it receives (comma separated names).
+        #[arg(long, value_delimiter = ',')]
+        secrets: Vec<String>,
         /// 0-9, higher runs first (default 5).
         #[arg(long)]
         priority: Option<u8>,
@@ -95,7 +98,18 @@ fn exit_for(task: &Value) -> ExitCode {
 
 pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Submit { kind, input, labels, priority, max_attempts, timeout_s, idempotency_key, wait, json } => {
+        Command::Submit {
+            kind,
+            input,
+            labels,
+            secrets,
+            priority,
+            max_attempts,
+            timeout_s,
+            idempotency_key,
+            wait,
+            json,
+        } => {
             let input = if input == "-" {
                 let mut s = String::new();
                 std::io::stdin().read_to_string(&mut s)?;
@@ -105,7 +119,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             };
             let input: Value =
                 serde_json::from_str(&input).context("--input must be JSON (e.g. '{\"text\":\"hi\"}')")?;
-            let mut body = json!({ "kind": kind, "input": input, "labels": labels });
+            let mut body = json!({ "kind": kind, "input": input, "labels": labels, "secrets": secrets });
             for (k, v) in [
                 ("priority", priority.map(u64::from)),
                 ("max_attempts", max_attempts.map(u64::from)),

@@ -149,7 +149,7 @@ async fn prompt_for_credential(api: &ApiClient) -> anyhow::Result<Value> {
 }
 
 /// Reads a line from the terminal with echo off.
-fn prompt_hidden(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
+pub(super) fn prompt_hidden(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
     use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
     let stdin = std::io::stdin();
     eprint!("{prompt}");

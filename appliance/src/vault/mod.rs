@@ -13,6 +13,7 @@
 mod cipher;
 mod keyring;
 pub mod memory;
+pub mod secrets;
 mod shamir;
 pub mod unseal;
 
@@ -133,7 +134,8 @@ enum State {
 }
 
 /// The unsealed keys, for sealing and opening values. Holding one keeps the
-/// keys alive: hold it for one operation, never across a wait.
+/// keys alive: hold it for one operation (its store write included), never
+/// across a wait for a person or the network.
 #[derive(Clone, Debug)]
 pub struct Keys(Arc<Keyring>);
 

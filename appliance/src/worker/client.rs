@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
+use base64::Engine;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use zeroize::Zeroizing;
 
 use crate::tls;
 
@@ -34,11 +36,34 @@ pub struct Enrolled {
     pub labels: Vec<String>,
 }
 
+/// A secret that came with a lease: wiped when dropped, masked in Debug.
+#[derive(Deserialize)]
+pub struct DeliveredSecret {
+    pub name: String,
+    pub version: u32,
+    value_base64: Zeroizing<String>,
+}
+
+impl DeliveredSecret {
+    /// The value's bytes; `None` if the broker sent something undecodable.
+    pub fn value(&self) -> Option<Zeroizing<Vec<u8>>> {
+        base64::engine::general_purpose::STANDARD.decode(self.value_base64.as_bytes()).ok().map(Zeroizing::new)
+    }
+}
+
+impl std::fmt::Debug for DeliveredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeliveredSecret({}@{}, ***)", self.name, self.version)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct LeasedTask {
     pub id: String,
     pub kind: String,
     pub input: Value,
+    #[serde(default)]
+    pub secrets: Vec<DeliveredSecret>,
     pub lease_id: String,
     pub timeout_s: u64,
     pub attempt: u32,

@@ -52,6 +52,45 @@ pub struct RawCommand {
     pub max_output_bytes: Option<usize>,
     #[serde(default)]
     pub params: BTreeMap<String, ParamSpec>,
+    /// The broker's secrets this command receives, and how.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSpec>,
+}
+
+/// How a command receives a secret: in an environment variable, or as a
+/// file (mode 0600) in a private directory named by `TETHER_SECRETS_DIR`,
+/// removed when the command ends. Never as an argument.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SecretSpec {
+    Env(String),
+    File(String),
+}
+
+/// Environment variables a secret may not take over.
+const RESERVED_ENV: [&str; 3] = ["PATH", "TETHER_SECRETS_DIR", "HOME"];
+
+impl SecretSpec {
+    fn check(&self, command: &str, secret: &str) -> anyhow::Result<()> {
+        crate::vault::secrets::check_name(secret).map_err(|e| anyhow::anyhow!("commands.{command}.secrets: {e}"))?;
+        match self {
+            SecretSpec::Env(var) => {
+                let well_formed = var.bytes().next().is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
+                    && var.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                if !well_formed || RESERVED_ENV.contains(&var.as_str()) || var.starts_with("LD_") {
+                    anyhow::bail!(
+                        "commands.{command}.secrets.{secret}: env {var:?} must be UPPER_CASE and not PATH, HOME, TETHER_SECRETS_DIR or LD_*"
+                    );
+                }
+            }
+            SecretSpec::File(name) => {
+                if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+                    anyhow::bail!("commands.{command}.secrets.{secret}: file {name:?} must be a plain file name");
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -87,6 +126,7 @@ pub struct CommandSpec {
     pub timeout: Duration,
     pub max_output_bytes: usize,
     pub params: BTreeMap<String, ParamSpec>,
+    pub secrets: BTreeMap<String, SecretSpec>,
 }
 
 /// The validated worker configuration.
@@ -143,6 +183,9 @@ impl RawWorkerConfig {
                     }
                 }
             }
+            for (secret, spec) in &raw.secrets {
+                spec.check(&name, secret)?;
+            }
             let timeout = raw
                 .timeout
                 .as_deref()
@@ -156,6 +199,7 @@ impl RawWorkerConfig {
                     timeout: timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT),
                     max_output_bytes: raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT),
                     params: raw.params,
+                    secrets: raw.secrets,
                 },
             );
         }
@@ -194,6 +238,24 @@ mod tests {
             parse("[commands.x]\nargv = [\"/bin/ls\", \"{dir}\"]\n[commands.x.params.dir]\ntype = \"string\"").is_ok()
         );
         assert!(parse("nonsense = 1").is_err());
+    }
+
+    #[test]
+    fn secrets_go_to_upper_case_env_vars_or_plain_file_names() {
+        let with = |line: &str| parse(&format!("[commands.x]\nargv = [\"/bin/true\"]\n[commands.x.secrets]\n{line}"));
+        assert!(with("db = { env = \"PGPASSWORD\" }").is_ok());
+        assert!(with("db = { file = \"db.pass\" }").is_ok());
+        for bad in [
+            "db = { env = \"PATH\" }",
+            "db = { env = \"LD_PRELOAD\" }",
+            "db = { env = \"lower\" }",
+            "db = { file = \"../x\" }",
+            "db = { file = \"..\" }",
+            "\"bad name\" = { env = \"X\" }",
+            "db = { argv = \"X\" }",
+        ] {
+            assert!(with(bad).is_err(), "{bad} should be refused");
+        }
     }
 
     #[test]

@@ -1,14 +1,20 @@
 //! The handlers a worker can run: `echo`, and the operator's `command`s.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use zeroize::Zeroizing;
 
-use super::config::{CommandSpec, ParamSpec, ParamType, WorkerConfig, placeholders};
+use super::client::DeliveredSecret;
+use super::config::{CommandSpec, ParamSpec, ParamType, SecretSpec, WorkerConfig, placeholders};
 
 /// Why a handler did not produce a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,13 +28,93 @@ fn fail(code: &'static str, message: impl Into<String>) -> Failure {
     Failure { code, message: message.into(), retryable: false }
 }
 
-/// Runs `kind` on `input` if this worker's configuration allows it.
-pub async fn run(config: &WorkerConfig, kind: &str, input: Value, task_timeout: Duration) -> Result<Value, Failure> {
-    match kind {
-        "echo" if config.echo => Ok(input),
-        "command" => run_command(config, input, task_timeout).await,
+/// One task as a handler sees it.
+#[derive(Debug)]
+pub struct Job<'a> {
+    pub kind: &'a str,
+    pub input: Value,
+    pub timeout: Duration,
+    /// The secrets that came with the lease.
+    pub secrets: &'a [DeliveredSecret],
+    /// A directory only this worker can read (0700), where secret files
+    /// are made for the length of one command.
+    pub scratch: &'a Path,
+}
+
+/// Runs the job if this worker's configuration allows its kind.
+pub async fn run(config: &WorkerConfig, job: Job<'_>) -> Result<Value, Failure> {
+    match job.kind {
+        "echo" if config.echo => Ok(job.input),
+        "command" => run_command(config, job).await,
         other => Err(fail("handler_not_enabled", format!("this worker does not run {other:?} tasks"))),
     }
+}
+
+/// The secrets as one command run receives them: environment variables,
+/// and a directory of files that goes when this drops.
+#[derive(Default)]
+struct Handover {
+    env: Vec<(String, Zeroizing<Vec<u8>>)>,
+    dir: Option<PathBuf>,
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir
+            && let Err(e) = std::fs::remove_dir_all(dir)
+        {
+            tracing::error!(dir = %dir.display(), error = %e, "could not remove a task's secret files");
+        }
+    }
+}
+
+/// What a command gets of the delivered secrets, as its configuration
+/// says: environment variables, and files in a fresh private directory.
+fn hand_over_secrets(
+    command: &str,
+    spec: &CommandSpec,
+    delivered: &[DeliveredSecret],
+    scratch: &Path,
+) -> Result<Handover, Failure> {
+    let mut handover = Handover::default();
+    for (name, how) in &spec.secrets {
+        let secret = delivered.iter().find(|d| d.name == *name).ok_or_else(|| {
+            fail("secret_missing", format!("{command} needs the secret {name:?}, which the task did not bring"))
+        })?;
+        let value = secret.value().ok_or_else(|| fail("bad_secret", format!("the secret {name:?} arrived damaged")))?;
+        match how {
+            SecretSpec::Env(var) => {
+                if value.contains(&0) {
+                    return Err(fail("bad_secret", format!("the secret {name:?} holds a NUL byte; use a file")));
+                }
+                handover.env.push((var.clone(), value));
+            }
+            SecretSpec::File(file) => {
+                let dir = match &handover.dir {
+                    Some(dir) => dir.clone(),
+                    None => {
+                        let dir = scratch.join(format!("secrets-{:016x}", fastrand::u64(..)));
+                        std::fs::DirBuilder::new()
+                            .mode(0o700)
+                            .create(&dir)
+                            .map_err(|e| fail("io", format!("cannot make a directory for secret files: {e}")))?;
+                        handover.dir = Some(dir.clone());
+                        dir
+                    }
+                };
+                write_private(&dir.join(file), &value)
+                    .map_err(|e| fail("io", format!("cannot write the secret file {file:?}: {e}")))?;
+            }
+        }
+    }
+    Ok(handover)
+}
+
+fn write_private(path: &Path, value: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(value)?;
+    f.sync_all()
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,19 +199,26 @@ async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> std::io::Resu
     Ok((buf, over))
 }
 
-async fn run_command(config: &WorkerConfig, input: Value, task_timeout: Duration) -> Result<Value, Failure> {
+async fn run_command(config: &WorkerConfig, job: Job<'_>) -> Result<Value, Failure> {
+    let task_timeout = job.timeout;
     let input: CommandInput =
-        serde_json::from_value(input).map_err(|e| fail("bad_input", format!("command input: {e}")))?;
+        serde_json::from_value(job.input).map_err(|e| fail("bad_input", format!("command input: {e}")))?;
     let spec = config
         .commands
         .get(&input.command)
         .ok_or_else(|| fail("command_not_allowed", format!("this worker has no command {:?}", input.command)))?;
     let argv = build_argv(spec, &input.params)?;
     let (program, args) = argv.split_first().ok_or_else(|| fail("bad_config", "empty argv"))?;
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+    let handover = hand_over_secrets(&input.command, spec, job.secrets, job.scratch)?;
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    for (var, value) in &handover.env {
+        command.env(var, OsStr::from_bytes(value));
+    }
+    if let Some(dir) = &handover.dir {
+        command.env("TETHER_SECRETS_DIR", dir);
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -203,8 +296,14 @@ mod tests {
         toml::from_str::<RawWorkerConfig>(text).unwrap().validate().unwrap()
     }
 
+    async fn run_plain(c: &WorkerConfig, kind: &str, input: Value) -> Result<Value, Failure> {
+        let job =
+            Job { kind, input, timeout: Duration::from_secs(10), secrets: &[], scratch: Path::new("/nonexistent") };
+        run(c, job).await
+    }
+
     async fn say(params: Value) -> Result<Value, Failure> {
-        run(&config(), "command", json!({"command": "say", "params": params}), Duration::from_secs(10)).await
+        run_plain(&config(), "command", json!({"command": "say", "params": params})).await
     }
 
     #[tokio::test]
@@ -233,14 +332,49 @@ mod tests {
     #[tokio::test]
     async fn failures_are_named_exit_status_output_limit_timeout_and_not_enabled() {
         let c = config();
-        let t = Duration::from_secs(10);
-        let e = run(&c, "command", json!({"command": "fail"}), t).await.unwrap_err();
+        let e = run_plain(&c, "command", json!({"command": "fail"})).await.unwrap_err();
         assert_eq!(e.code, "exit_status");
         assert!(e.message.contains("status 4") && e.message.contains("oops"));
-        assert_eq!(run(&c, "command", json!({"command": "flood"}), t).await.unwrap_err().code, "output_limit");
-        assert_eq!(run(&c, "command", json!({"command": "slow"}), t).await.unwrap_err().code, "timeout");
-        assert_eq!(run(&c, "command", json!({"command": "rm"}), t).await.unwrap_err().code, "command_not_allowed");
-        assert_eq!(run(&c, "shell", json!({}), t).await.unwrap_err().code, "handler_not_enabled");
-        assert_eq!(run(&c, "echo", json!({"a": 1}), t).await.unwrap(), json!({"a": 1}));
+        assert_eq!(run_plain(&c, "command", json!({"command": "flood"})).await.unwrap_err().code, "output_limit");
+        assert_eq!(run_plain(&c, "command", json!({"command": "slow"})).await.unwrap_err().code, "timeout");
+        assert_eq!(run_plain(&c, "command", json!({"command": "rm"})).await.unwrap_err().code, "command_not_allowed");
+        assert_eq!(run_plain(&c, "shell", json!({})).await.unwrap_err().code, "handler_not_enabled");
+        assert_eq!(run_plain(&c, "echo", json!({"a": 1})).await.unwrap(), json!({"a": 1}));
+    }
+
+    fn delivered(name: &str, value: &[u8]) -> DeliveredSecret {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+        serde_json::from_value(json!({"name": name, "version": 1, "value_base64": b64})).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_command_gets_its_secrets_in_env_and_private_files_that_go_away() {
+        let text = r#"
+            [commands.show]
+            argv = ["/bin/sh", "-c", "echo \"$TOKEN\"; stat -c %a \"$TETHER_SECRETS_DIR\" \"$TETHER_SECRETS_DIR/db\"; cat \"$TETHER_SECRETS_DIR/db\"; echo; echo \"$TETHER_SECRETS_DIR\""]
+            [commands.show.secrets]
+            api = { env = "TOKEN" }
+            db = { file = "db" }
+        "#;
+        let c = toml::from_str::<RawWorkerConfig>(text).unwrap().validate().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let secrets = [delivered("api", b"tok-123"), delivered("db", b"pw-456"), delivered("other", b"x")];
+        let job = |secrets| Job {
+            kind: "command",
+            input: json!({"command": "show"}),
+            timeout: Duration::from_secs(10),
+            secrets,
+            scratch: scratch.path(),
+        };
+        let out = run(&c, job(&secrets)).await.unwrap();
+        let stdout = out["stdout"].as_str().unwrap();
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines[..4], ["tok-123", "700", "600", "pw-456"], "{stdout}");
+        assert!(!Path::new(lines[4]).exists(), "the secret files outlive the command");
+        assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+        let missing = run(&c, job(&secrets[..1])).await.unwrap_err();
+        assert_eq!(missing.code, "secret_missing");
+        assert!(!missing.message.contains("tok-123"));
     }
 }

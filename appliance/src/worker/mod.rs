@@ -105,6 +105,7 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
     };
     let mut client = BrokerClient::mtls(&identity.broker, &identity.ca_pem, &identity.cert_pem, &identity.key_pem)?;
     let config = Arc::new(opts.config.clone());
+    let scratch = Arc::new(prepare_scratch(&opts.state_dir)?);
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let mut announced = false;
@@ -141,9 +142,9 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
                 let lease = Duration::from_secs(reply.lease_s.max(1));
                 for task in reply.tasks {
                     let Some(permit) = permits.pop() else { break };
-                    let (client, config) = (client.clone(), config.clone());
+                    let (client, config, scratch) = (client.clone(), config.clone(), scratch.clone());
                     tokio::spawn(async move {
-                        run_task(client, config, task, heartbeat, lease, events).await;
+                        run_task(client, config, &scratch, task, heartbeat, lease, events).await;
                         drop(permit);
                     });
                 }
@@ -230,9 +231,23 @@ async fn renew_if_due(
     Ok(due)
 }
 
+/// The directory for tasks' secret files (`STATE_DIR/run`, 0700), emptied
+/// of whatever a crash left behind.
+fn prepare_scratch(state_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = state_dir.join("run");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(dir)
+}
+
 async fn run_task(
     client: BrokerClient,
     config: Arc<WorkerConfig>,
+    scratch: &std::path::Path,
     task: LeasedTask,
     heartbeat: Duration,
     lease: Duration,
@@ -240,7 +255,8 @@ async fn run_task(
 ) {
     events.emit(json!({"event": "task_started", "task_id": task.id, "kind": task.kind, "attempt": task.attempt}));
     let timeout = Duration::from_secs(task.timeout_s.max(1));
-    let work = handlers::run(&config, &task.kind, task.input.clone(), timeout);
+    let job = handlers::Job { kind: &task.kind, input: task.input.clone(), timeout, secrets: &task.secrets, scratch };
+    let work = handlers::run(&config, job);
     tokio::pin!(work);
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let outcome = loop {

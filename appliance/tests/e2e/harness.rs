@@ -221,6 +221,17 @@ impl Appliance {
         assert_eq!((s, &v["sealed"]), (200, &json!(false)), "{v}");
     }
 
+    /// `tether ARGS` as a client of this appliance (TETHER_URL, TETHER_TOKEN
+    /// as the admin, TETHER_CA_FILE).
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .env("TETHER_URL", &self.console)
+            .env("TETHER_TOKEN", &self.admin_token)
+            .env("TETHER_CA_FILE", self.ca_file());
+        cmd
+    }
+
     pub fn api(&self) -> Api {
         Api::new(&self.console, &self.ca_pem, &self.admin_token)
     }
@@ -425,4 +436,12 @@ where
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs `cmd` with `input` on its stdin; returns what it printed.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }

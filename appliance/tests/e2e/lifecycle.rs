@@ -1,11 +1,10 @@
 //! Tasks through their whole life, driven as users drive them.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Appliance, bin};
+use crate::harness::Appliance;
 
 const COMMANDS: &str = r#"
 [commands.greet]
@@ -25,13 +24,7 @@ max = 120
 "#;
 
 fn cli(a: &Appliance, args: &[&str]) -> (bool, Value) {
-    let out = Command::new(bin())
-        .args(args)
-        .env("TETHER_URL", &a.console)
-        .env("TETHER_TOKEN", &a.admin_token)
-        .env("TETHER_CA_FILE", a.ca_file())
-        .output()
-        .unwrap();
+    let out = a.cli(args).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     (out.status.success(), serde_json::from_str(&text).unwrap_or(Value::String(text.into_owned())))
 }

@@ -85,7 +85,21 @@ type = "string"
 argv = ["/bin/sh", "-c", "printf %s \"$0\" >&2; exit 1", "{text}"]
 [commands.complain.params.text]
 type = "string"
+
+# Shows it holds the secret, by digest, in both ways it can receive one.
+[commands.digest]
+argv = ["/bin/sh", "-c", "sha256sum < \"$TETHER_SECRETS_DIR/key\" | cut -c1-64; printf %s \"$API_KEY\" | sha256sum | cut -c1-64"]
+[commands.digest.secrets]
+canary-key = { file = "key" }
+canary-api = { env = "API_KEY" }
 "#;
+
+/// SHA-256 by the system's `sha256sum`, so the check does not lean on the
+/// appliance's own code.
+fn sha256_hex(text: &str) -> String {
+    let out = crate::harness::run_with_stdin(&mut std::process::Command::new("sha256sum"), text.as_bytes());
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn task_inputs_results_and_errors_never_reach_the_disk_or_the_logs() {
@@ -116,10 +130,35 @@ async fn task_inputs_results_and_errors_never_reach_the_disk_or_the_logs() {
     assert_eq!(failed["state"], "failed", "{failed}");
     assert!(failed["error"]["message"].as_str().unwrap().contains(&error_text), "{failed}");
 
+    // Secrets: one through the CLI from stdin, one through the API.
+    let (key, api_key) = (canary("secretfile"), canary("secretenv"));
+    let mut put = a.cli(&["secret", "put", "canary-key", "--kind", "command", "--json"]);
+    let out = crate::harness::run_with_stdin(&mut put, key.as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((&shown["name"], &shown["version"]), (&json!("canary-key"), &json!(1)), "{shown}");
+    let body = json!({"value": api_key, "policy": {"kinds": ["command"]}});
+    let (s, v, _) = api.send(reqwest::Method::PUT, "/api/v1/secrets/canary-api", Some(&body), &[]).await;
+    assert_eq!(s, 201, "{v}");
+    let body = json!({"kind": "command", "input": {"command": "digest"}, "secrets": ["canary-key", "canary-api"]});
+    let (s, v) = api.post("/api/v1/tasks", &body).await;
+    assert_eq!(s, 201, "{v}");
+    let done = api.wait(v["id"].as_str().unwrap(), 30).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let want = format!("{}\n{}\n", sha256_hex(&key), sha256_hex(&api_key));
+    assert_eq!(done["result"]["stdout"], want.as_str(), "the worker's command received both values");
+    let (_, listed) = api.get("/api/v1/secrets").await;
+    let (_, one) = api.get("/api/v1/secrets/canary-key").await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    for shown in [listed.to_string(), one.to_string(), done.to_string()] {
+        assert!(!shown.contains(&key) && !shown.contains(&api_key), "a secret's value came back: {shown}");
+    }
+
     // Stopped, so every byte the appliance wrote is on disk.
     assert!(a.stop().success());
-    let canaries = [input.as_str(), shouted.as_str(), error_text.as_str()];
+    let canaries = [input.as_str(), shouted.as_str(), error_text.as_str(), key.as_str(), api_key.as_str()];
     let mut places = files_under(&a.data_dir());
+    places.extend(files_under(&a.dir.path().join("worker-w")));
     assert!(places.iter().any(|(n, _)| n.ends_with("tether.redb")), "the store was searched");
     places.push(("the logs".into(), a.logs()));
     assert!(!a.logs().is_empty(), "the logs were captured");
@@ -295,12 +334,11 @@ async fn rekey_with_a_quorum_moves_to_a_passphrase_and_the_old_shares_stop_worki
     let (s0, s2) = (secret_file("s0", &shares[0]), secret_file("s2", &shares[2]));
     let pass = secret_file("pass", "the new site passphrase");
     let rekey = |current: &[&Path]| {
-        let mut cmd = std::process::Command::new(bin());
-        cmd.args(["rekey", "--json", "--new-unseal", "passphrase", "--new-passphrase-file"]).arg(&pass);
+        let mut cmd = a.cli(&["rekey", "--json", "--new-unseal", "passphrase", "--new-passphrase-file"]);
+        cmd.arg(&pass);
         for c in current {
             cmd.arg("--share-file").arg(c);
         }
-        cmd.env("TETHER_URL", &a.console).env("TETHER_TOKEN", &a.admin_token).env("TETHER_CA_FILE", a.ca_file());
         cmd.output().unwrap()
     };
     let out = rekey(&[&s0]);

@@ -62,3 +62,8 @@ mod tests {
         assert_ne!(sha256_fields(&[b"ab", b"c"]), sha256_fields(&[b"a", b"bc"]));
     }
 }
+
+/// Compares two digests in time that does not depend on where they differ.
+pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

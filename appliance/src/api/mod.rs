@@ -7,6 +7,7 @@
 //! one service, answer.
 
 mod admin;
+mod backup;
 mod error;
 mod extract;
 mod secrets;
@@ -90,6 +91,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", "/api/v1/sys/seal", P::VaultManage), post(vault::seal)),
         (spec("POST", "/api/v1/sys/rotate", P::VaultManage), post(vault::rotate)),
         (spec("POST", "/api/v1/sys/rekey", P::VaultManage), post(vault::rekey)),
+        (spec("POST", "/api/v1/sys/backup", P::BackupCreate), post(backup::create)),
     ]
 }
 

@@ -107,6 +107,11 @@ pub enum VerifyError {
     Store(#[from] store::Error),
 }
 
+/// The newest record's seq and hash, as the stored head says.
+pub fn head(tx: &ReadTx) -> Result<Option<Head>, store::Error> {
+    Ok(head_of(tx.get(LOG, HEAD_KEY)?))
+}
+
 /// Walks the whole chain and checks every link and the head.
 pub fn verify(tx: &ReadTx) -> Result<Verified, VerifyError> {
     let mut expected_seq = 0u64;

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-pub use chain::{Head, Verified, VerifyError, append, export_jsonl, verify};
+pub use chain::{Head, Verified, VerifyError, append, export_jsonl, head, verify};
 
 /// Who acted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

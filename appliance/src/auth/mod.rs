@@ -78,6 +78,8 @@ pub enum Permission {
     SecretRead,
     /// Write a secret's value or policy, delete a secret.
     SecretWrite,
+    /// Take a backup of the whole appliance.
+    BackupCreate,
 }
 
 /// How much of a resource a grant covers.
@@ -125,6 +127,9 @@ pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
 
         (P::SecretWrite, R::Admin | R::SecurityOfficer) => Some(S::All),
         (P::SecretWrite, R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
+
+        (P::BackupCreate, R::Admin) => Some(S::All),
+        (P::BackupCreate, R::SecurityOfficer | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
 
         (P::VaultManage, R::Admin | R::SecurityOfficer) => Some(S::All),
         (P::VaultManage, R::Auditor | R::Developer | R::Viewer | R::Worker) => None,

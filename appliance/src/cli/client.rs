@@ -55,6 +55,21 @@ impl ApiClient {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> anyhow::Result<Value> {
+        let bytes = self.send(method, path, body, headers).await?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).context("the reply is not JSON")
+    }
+
+    /// Sends a request and returns the body's bytes, or the problem as an error.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Vec<u8>> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
@@ -67,16 +82,13 @@ impl ApiClient {
         }
         let resp = req.send().await.with_context(|| format!("cannot reach {} (is TETHER_URL right?)", self.base))?;
         let status = resp.status();
-        let text = resp.text().await.context("reading the reply")?;
+        let bytes = resp.bytes().await.context("reading the reply")?;
         if !status.is_success() {
-            let problem: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let problem: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let detail = problem["detail"].as_str().unwrap_or(status.canonical_reason().unwrap_or("error"));
             let code = problem["code"].as_str().unwrap_or("unknown");
             bail!("{detail} (HTTP {}, code {code})", status.as_u16());
         }
-        if text.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&text).context("the reply is not JSON")
+        Ok(bytes.to_vec())
     }
 }

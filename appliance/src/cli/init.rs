@@ -13,15 +13,9 @@ use crate::auth::{self, Role};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{CONFIG_FILE, RawConfig};
 use crate::files::{read_secret, write_private, write_with_mode};
-use crate::pki::{self, Ca};
+use crate::pki::{self, CA_CERT, Ca, SERVER_CERT, SERVER_KEY};
 use crate::store::{self, Store};
 use crate::vault::{self, Choice, Material};
-
-pub const CA_CERT: &str = "ca.pem";
-/// The server certificate's key stays a file (0600): the listeners must
-/// answer (health, unseal) while the vault is sealed.
-pub const SERVER_CERT: &str = "server.pem";
-pub const SERVER_KEY: &str = "server.key";
 
 /// How the vault is unsealed; chosen once, at init.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -3,6 +3,7 @@
 //! tells the operator what to do.
 
 mod audit;
+mod backup;
 mod client;
 mod init;
 mod secret;
@@ -53,6 +54,10 @@ enum Command {
     Seal(vault::SealArgs),
     /// Change how the vault unseals (new passphrase, share set or key file).
     Rekey(vault::RekeyArgs),
+    /// Write a backup of the running appliance to a file (admin; over the API).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a data directory (the appliance stopped).
+    Restore(backup::RestoreArgs),
     /// Secrets for tasks: put, list, get, delete (values go in, never out).
     #[command(subcommand)]
     Secret(secret::Command),
@@ -87,6 +92,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vault(cmd) => runtime()?.block_on(vault::run(cmd)),
         Command::Rekey(args) => runtime()?.block_on(vault::rekey(args)),
         Command::Secret(cmd) => runtime()?.block_on(secret::run(cmd)),
+        Command::Backup(args) => runtime()?.block_on(backup::backup(args)),
+        Command::Restore(args) => runtime()?.block_on(backup::restore(args)),
     }
 }
 

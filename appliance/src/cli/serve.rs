@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use super::init::{self, CA_CERT, SERVER_CERT, SERVER_KEY};
+use super::init;
 use crate::api::server::{Endpoint, Server};
 use crate::api::{self, AppState};
 use crate::audit::Origin;
@@ -17,6 +17,7 @@ use crate::broker::Broker;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{CONFIG_FILE, RawConfig};
 use crate::pki;
+use crate::pki::{CA_CERT, SERVER_CERT, SERVER_KEY};
 use crate::store::{self, Store};
 use crate::tls;
 use crate::vault::{self, Credential, Vault};

@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use super::client::ApiClient;
 use crate::files::read_secret;
+use crate::vault::Credential;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -33,28 +34,43 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// One unseal request body per credential given.
-    fn bodies(&self) -> anyhow::Result<Vec<Value>> {
-        let mut bodies = Vec::new();
+    /// Every credential given, read from its file or stdin.
+    pub(super) fn read(&self) -> anyhow::Result<Vec<Credential>> {
+        let mut out = Vec::new();
         for path in &self.share_files {
             if path.as_os_str() == "-" {
                 for line in std::io::stdin().lock().lines() {
                     let line = Zeroizing::new(line.context("reading shares from stdin")?);
                     if !line.trim().is_empty() {
-                        bodies.push(json!({"share": line.trim()}));
+                        out.push(Credential::Share(Zeroizing::new(line.trim().to_owned())));
                     }
                 }
             } else {
-                bodies.push(json!({"share": read_secret(path)?.as_str()}));
+                out.push(Credential::Share(read_secret(path)?));
             }
         }
         if let Some(path) = &self.passphrase_file {
-            bodies.push(json!({"passphrase": read_secret(path)?.as_str()}));
+            out.push(Credential::Passphrase(read_secret(path)?));
         }
         if let Some(path) = &self.key_file {
-            bodies.push(json!({"key_file": read_secret(path)?.as_str()}));
+            out.push(Credential::KeyFile(read_secret(path)?));
         }
-        Ok(bodies)
+        Ok(out)
+    }
+
+    /// One unseal request body per credential given.
+    fn bodies(&self) -> anyhow::Result<Vec<Value>> {
+        Ok(self.read()?.iter().map(body_of).collect())
+    }
+}
+
+/// The unseal request body for one credential.
+fn body_of(credential: &Credential) -> Value {
+    match credential {
+        Credential::Share(s) => json!({"share": s.as_str()}),
+        Credential::Passphrase(p) => json!({"passphrase": p.as_str()}),
+        Credential::KeyFile(k) => json!({"key_file": k.as_str()}),
+        Credential::Reset => json!({"reset": true}),
     }
 }
 
@@ -117,7 +133,7 @@ pub async fn unseal(args: UnsealArgs) -> anyhow::Result<ExitCode> {
     let api = ApiClient::anonymous_from_env(TIMEOUT)?;
     let mut bodies = Vec::new();
     if args.reset {
-        bodies.push(json!({"reset": true}));
+        bodies.push(body_of(&Credential::Reset));
     }
     bodies.extend(args.credentials.bodies()?);
     if bodies.is_empty() {

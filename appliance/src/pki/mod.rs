@@ -23,3 +23,10 @@ pub use enroll::{
     list_workers, renew,
 };
 pub use keystore::{has_ca_key, load_ca, store_ca_key};
+
+/// The CA certificate in the data directory (public; workers are given it).
+pub const CA_CERT: &str = "ca.pem";
+/// The server certificate and its key. The key stays a file (0600): the
+/// listeners must answer (health, unseal) while the vault is sealed.
+pub const SERVER_CERT: &str = "server.pem";
+pub const SERVER_KEY: &str = "server.key";

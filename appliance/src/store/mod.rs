@@ -24,7 +24,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -134,6 +134,33 @@ impl Store {
         Ok(Store::start(db))
     }
 
+    /// A store holding exactly `records` (a [`ReadTx::dump`]), in a new file
+    /// in `dir`, or in memory when `dir` is `None` (to inspect a backup
+    /// before anything is written). Its schema must be one this build reads.
+    pub fn load(dir: Option<&Path>, records: &[RawRecord]) -> Result<Store, Error> {
+        let db = match dir {
+            Some(dir) => {
+                let path = dir.join(DB_FILE);
+                if path.exists() {
+                    return Err(Error::Storage(format!("{} already exists", path.display())));
+                }
+                open_db(&path)?
+            }
+            None => redb::Database::builder()
+                .create_with_backend(redb::backends::InMemoryBackend::new())
+                .map_err(storage)?,
+        };
+        let txn = db.begin_write().map_err(storage)?;
+        for r in records {
+            let mut table = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&r.table)).map_err(storage)?;
+            table.insert(r.key.as_slice(), r.value.as_slice()).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        let store = Store::start(db);
+        store.check_schema()?;
+        Ok(store)
+    }
+
     /// Opens an existing store, migrating it to [`SCHEMA_VERSION`] if needed.
     pub fn open(dir: &Path) -> Result<Store, Error> {
         let path = dir.join(DB_FILE);
@@ -142,14 +169,19 @@ impl Store {
         }
         let db = open_db(&path)?;
         let store = Store::start(db);
-        let found = store.read(|tx| tx.get(META, SCHEMA_KEY))?.ok_or(Error::NotInitialised)?;
-        if found > u64::from(SCHEMA_VERSION) {
-            return Err(Error::SchemaTooNew { found, known: SCHEMA_VERSION });
-        }
+        store.check_schema()?;
         // Migration hook: each step takes the store from version n to n + 1
         // inside one write transaction. Version 1 is the first, so there is
         // nothing to step through yet.
         Ok(store)
+    }
+
+    fn check_schema(&self) -> Result<u64, Error> {
+        let found = self.read(|tx| tx.get(META, SCHEMA_KEY))?.ok_or(Error::NotInitialised)?;
+        if found > u64::from(SCHEMA_VERSION) {
+            return Err(Error::SchemaTooNew { found, known: SCHEMA_VERSION });
+        }
+        Ok(found)
     }
 
     fn start(db: redb::Database) -> Store {
@@ -204,6 +236,14 @@ fn open_db(path: &Path) -> Result<redb::Database, Error> {
     })
 }
 
+/// One record of any table, as bytes: what a backup carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    pub table: String,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
 /// A read snapshot.
 pub struct ReadTx {
     txn: redb::ReadTransaction,
@@ -222,6 +262,20 @@ impl ReadTx {
             Some(table) => get_in(&table, c, key),
             None => Ok(None),
         }
+    }
+
+    /// Hands every record of every table in this snapshot to `visit`, table
+    /// by table, in key order.
+    pub fn dump(&self, mut visit: impl FnMut(&str, &[u8], &[u8]) -> Result<(), Error>) -> Result<(), Error> {
+        for handle in self.txn.list_tables().map_err(storage)? {
+            let name = handle.name().to_owned();
+            let table = self.txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(storage)?;
+            for entry in table.iter().map_err(storage)? {
+                let (k, v) = entry.map_err(storage)?;
+                visit(&name, k.value(), v.value())?;
+            }
+        }
+        Ok(())
     }
 
     /// Walks keys from `start` (inclusive; `None` for the end the order starts

@@ -172,6 +172,27 @@ impl std::fmt::Debug for Vault {
     }
 }
 
+/// The unseal key from a complete set of credentials: the passphrase, a
+/// quorum of shares, or the key file.
+async fn unseal_key_from(method: &Method, credentials: Vec<Credential>) -> Result<memory::KeyBytes, Error> {
+    let mut pending = PendingShares::default();
+    let mut unseal_key = None;
+    for credential in credentials {
+        unseal_key = derive(method, credential, &mut pending).await?;
+    }
+    unseal_key.ok_or(Error::QuorumNeeded)
+}
+
+/// Opens the keys of a store that is not being served (a backup under
+/// inspection) with a complete set of credentials. Nothing is audited or
+/// kept beyond the returned keys.
+pub async fn open_offline(store: &Store, credentials: Vec<Credential>) -> Result<Keys, Error> {
+    let meta = store.read(keyring::meta)?.ok_or(Error::NotInitialised)?;
+    let unseal_key = unseal_key_from(&meta.method, credentials).await?;
+    let ring = store.read(|tx| Ok(keyring::open(tx, &meta, &unseal_key)))??;
+    Ok(Keys(Arc::new(ring.ok_or_else(|| refusal_for(&meta.method))?)))
+}
+
 /// Sets up the vault in a new store: returns the keys (so the caller can
 /// seal what it stores next in the same transaction) and leaves the
 /// method recorded. `unseal_key` comes from [`unseal::prepare`].
@@ -289,12 +310,7 @@ impl Vault {
         let _one_at_a_time = self.attempts.lock().await;
         let ring = self.keys()?.0;
         let meta = self.store.read(keyring::meta)?.ok_or(Error::NotInitialised)?;
-        let mut pending = PendingShares::default();
-        let mut unseal_key = None;
-        for credential in current {
-            unseal_key = derive(&meta.method, credential, &mut pending).await?;
-        }
-        let unseal_key = unseal_key.ok_or(Error::QuorumNeeded)?;
+        let unseal_key = unseal_key_from(&meta.method, current).await?;
         if !keyring::opens_root(&meta, &unseal_key) {
             return Err(refusal_for(&meta.method));
         }

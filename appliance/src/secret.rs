@@ -43,6 +43,11 @@ pub fn sha256_fields(fields: &[&[u8]]) -> [u8; 32] {
     sha256(&buf)
 }
 
+/// Compares two digests in time that does not depend on where they differ.
+pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,9 +66,4 @@ mod tests {
     fn field_boundaries_matter() {
         assert_ne!(sha256_fields(&[b"ab", b"c"]), sha256_fields(&[b"a", b"bc"]));
     }
-}
-
-/// Compares two digests in time that does not depend on where they differ.
-pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

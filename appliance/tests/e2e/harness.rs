@@ -197,6 +197,50 @@ impl Appliance {
         self.proc = Some(proc);
     }
 
+    /// `tether restore BACKUP` into a new directory with this appliance's
+    /// key file; starts it there (unsealed by the same key file).
+    pub fn restore_into_new(&self, backup: &std::path::Path) -> Appliance {
+        let dir = tempfile::tempdir().unwrap();
+        let out = self.restore(backup, &dir.path().join("data"), &[], &[]);
+        assert!(out.status.success(), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut restored = Appliance {
+            dir,
+            proc: None,
+            console: String::new(),
+            worker_gateway: String::new(),
+            admin_token: self.admin_token.clone(),
+            ca_pem: self.ca_pem.clone(),
+            init: self.init.clone(),
+            env: self.env.clone(),
+            unseal_key_file: self.unseal_key_file.clone(),
+            capture_logs: false,
+        };
+        restored.serve("127.0.0.1:0", "127.0.0.1:0");
+        restored
+    }
+
+    /// Runs `tether restore BACKUP --data-dir DATA --key-file …` with `args` and `env`.
+    pub fn restore(
+        &self,
+        backup: &std::path::Path,
+        data: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> std::process::Output {
+        let key_file = self.unseal_key_file.as_ref().expect("made with a key file");
+        Command::new(bin())
+            .args(["restore", "--json"])
+            .arg(backup)
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--key-file")
+            .arg(key_file)
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    }
+
     /// Restarts on the same ports (workers reconnect to where they were).
     pub fn restart(&mut self) {
         let listen = self.console.trim_start_matches("https://").to_owned();

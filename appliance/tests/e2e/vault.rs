@@ -357,3 +357,89 @@ async fn rekey_with_a_quorum_moves_to_a_passphrase_and_the_old_shares_stop_worki
     let (s, t) = a.api().get(&format!("/api/v1/tasks/{id}")).await;
     assert_eq!((s, &t["input"]), (200, &json!({"kept": true})));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_under_load_restores_every_acknowledged_task_and_secret_and_an_older_one_needs_an_officer() {
+    let mut a = Appliance::start();
+    let _w = a.worker("w", &[], Some(COMMANDS)).await;
+    let api = a.api();
+    let (_, officer) = api.post("/api/v1/tokens", &json!({"role": "security_officer", "name": "officer"})).await;
+    let officer = officer["token"].as_str().unwrap().to_owned();
+    let (key, api_key) = (canary("secretfile"), canary("secretenv"));
+    for (name, value) in [("canary-key", &key), ("canary-api", &api_key)] {
+        let body = json!({"value": value, "policy": {"kinds": ["command"]}});
+        let (s, v, _) = api.send(reqwest::Method::PUT, &format!("/api/v1/secrets/{name}"), Some(&body), &[]).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let backup = |name: &str| {
+        let path = a.dir.path().join(name);
+        let out = a.cli(&["backup", "--json", "--out", path.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600);
+        path
+    };
+    let older = backup("older.backup");
+
+    // Tasks are created and run while the backup is taken.
+    let input = canary("input");
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (api, acknowledged, stop, input) = (api.clone(), acknowledged.clone(), stop.clone(), input.clone());
+        async move {
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let body = json!({"kind": "echo", "input": {"i": i, "text": input}});
+                let (s, v) = api.post("/api/v1/tasks", &body).await;
+                assert_eq!(s, 201, "{v}");
+                acknowledged.lock().unwrap().push((v["id"].as_str().unwrap().to_owned(), i));
+                i += 1;
+            }
+        }
+    });
+    eventually("some load", Duration::from_secs(30), || async { acknowledged.lock().unwrap().len() >= 50 }).await;
+    let before_backup = acknowledged.lock().unwrap().clone();
+    let newer = backup("newer.backup");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    load.await.unwrap();
+    assert!(acknowledged.lock().unwrap().len() > before_backup.len(), "tasks were created during the backup");
+
+    let file = std::fs::read(&newer).unwrap();
+    assert!(find(&file, b"tether-backup-1"), "the file is a backup");
+    assert_absent(&[input.as_str(), key.as_str(), api_key.as_str()], &[("the backup".into(), file)]);
+
+    a.stop();
+    let mut b = a.restore_into_new(&newer);
+    let restored = b.api();
+    for (id, i) in &before_backup {
+        let (s, t) = restored.get(&format!("/api/v1/tasks/{id}")).await;
+        assert_eq!((s, &t["input"]["i"]), (200, &json!(i)), "acknowledged before the backup: {t}");
+    }
+    let (_, secrets) = restored.get("/api/v1/secrets").await;
+    assert_eq!(secrets.as_array().map(Vec::len), Some(2), "{secrets}");
+    // The restored secrets still open: a new worker on the restored appliance gets them.
+    let _w2 = b.worker("w2", &[], Some(COMMANDS)).await;
+    let body = json!({"kind": "command", "input": {"command": "digest"}, "secrets": ["canary-key", "canary-api"]});
+    let (s, v) = restored.post("/api/v1/tasks", &body).await;
+    assert_eq!(s, 201, "{v}");
+    let done = restored.wait(v["id"].as_str().unwrap(), 30).await;
+    assert_eq!(done["result"]["stdout"], format!("{}\n{}\n", sha256_hex(&key), sha256_hex(&api_key)), "{done}");
+
+    // The older backup over the restored directory is a rollback.
+    b.stop();
+    let refused = a.restore(&older, &b.data_dir(), &[], &[]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("older") && said.contains("--allow-rollback"), "{said}");
+    let admin_token = a.admin_token.clone();
+    let not_officer = a.restore(&older, &b.data_dir(), &["--allow-rollback"], &[("TETHER_TOKEN", &admin_token)]);
+    assert!(!not_officer.status.success(), "an admin is not a security officer");
+    let rolled = a.restore(&older, &b.data_dir(), &["--allow-rollback"], &[("TETHER_TOKEN", &officer)]);
+    assert!(rolled.status.success(), "{}", String::from_utf8_lossy(&rolled.stderr));
+    let report: Value = serde_json::from_slice(&rolled.stdout).unwrap();
+    assert_eq!(report["rollback"], true, "{report}");
+    let restore_record = b.audit_records().into_iter().rev().find(|r| r["event_type"] == "backup.restored").unwrap();
+    assert_eq!(restore_record["metadata"]["details"]["rollback"], "true", "{restore_record}");
+    assert!(b.audit_verify().0, "the restored audit chain verifies");
+}

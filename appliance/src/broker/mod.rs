@@ -368,6 +368,21 @@ impl Broker {
         }
     }
 
+    /// Moves the tasks of one batch after `after` to the current data key.
+    /// Returns how many changed and where the next batch starts (`None`:
+    /// every task has been looked at).
+    pub async fn refresh_seals(&self, after: Option<TaskId>) -> Result<(usize, Option<TaskId>), Error> {
+        const BATCH: usize = 256;
+        let keys = self.vault.keys()?;
+        let current = keys.current_version()?;
+        let (stale, next) = self.store.read(|tx| ops::stale_seals(tx, after, current, BATCH))?;
+        if stale.is_empty() {
+            return Ok((0, next));
+        }
+        let moved = self.store.write(move |tx| ops::refresh_seals(tx, &keys, &stale)).await?;
+        Ok((moved, next))
+    }
+
     /// Gives every running lease at least one full term from now.
     pub async fn extend_leases(&self) -> Result<usize, Error> {
         let now = self.clock.now();

@@ -167,6 +167,38 @@ impl Task {
         })
     }
 
+    /// Whether a key older than `current` sealed any field.
+    pub(super) fn sealed_before(&self, current: u32) -> bool {
+        let old = |s: &Sealed| s.key_version().is_none_or(|v| v < current);
+        old(&self.input)
+            || self.result.as_ref().is_some_and(old)
+            || self.error.as_ref().is_some_and(|e| old(&e.message))
+    }
+
+    /// Seals again under the current key every field an older key sealed;
+    /// says whether anything changed.
+    pub(super) fn refresh_seals(&mut self, keys: &Keys) -> Result<bool, crate::vault::Error> {
+        let key = self.id.to_key();
+        let mut changed = false;
+        if let Some(input) = keys.refresh(place(&key, "input"), &self.input)? {
+            self.input = input;
+            changed = true;
+        }
+        if let Some(result) = &self.result
+            && let Some(fresh) = keys.refresh(place(&key, "result"), result)?
+        {
+            self.result = Some(fresh);
+            changed = true;
+        }
+        if let Some(error) = &mut self.error
+            && let Some(fresh) = keys.refresh(place(&key, "error"), &error.message)?
+        {
+            error.message = fresh;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
     /// Opens the sealed fields.
     pub fn reveal(&self, keys: &Keys) -> Result<Revealed, crate::vault::Error> {
         let key = self.id.to_key();

@@ -462,3 +462,43 @@ mod secrets_for_tasks {
         assert!(f.audit_ok() > 0);
     }
 }
+
+#[tokio::test]
+async fn re_encryption_moves_every_sealed_field_to_the_newest_key_batch_by_batch() {
+    let f = fixture();
+    let w = worker(&[]);
+    let mut ids = Vec::new();
+    for _ in 0..300 {
+        ids.push(f.submit("echo", &[], 5).await.id);
+    }
+    let done = f.take(&w, 1).await.remove(0);
+    f.broker
+        .complete(
+            &origin_of(&w),
+            w.id,
+            done.id,
+            lease_of(&done),
+            Completion::Succeeded { result: b"{\"ok\":1}".to_vec() },
+        )
+        .await
+        .unwrap();
+    let before: Vec<Revealed> = ids.iter().map(|id| f.broker.reveal(&f.broker.get(*id).unwrap()).unwrap()).collect();
+    let version = f.broker.vault.rotate(&Origin::system(), "test").await.unwrap();
+
+    let (mut moved, mut after, mut batches) = (0, None, 0);
+    loop {
+        let (n, next) = f.broker.refresh_seals(after).await.unwrap();
+        (moved, batches) = (moved + n, batches + 1);
+        match next {
+            Some(id) => after = Some(id),
+            None => break,
+        }
+    }
+    assert_eq!((moved, batches), (300, 2), "every task, in batches of 256");
+    for (id, was) in ids.iter().zip(&before) {
+        let task = f.broker.get(*id).unwrap();
+        assert!(!task.sealed_before(version), "task {id} still has a field under an old key");
+        assert_eq!(&f.broker.reveal(&task).unwrap(), was, "the values are unchanged");
+    }
+    assert_eq!(f.broker.refresh_seals(None).await.unwrap().0, 0, "a second pass has nothing to do");
+}

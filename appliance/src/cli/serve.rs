@@ -20,7 +20,7 @@ use crate::pki;
 use crate::pki::{CA_CERT, SERVER_CERT, SERVER_KEY};
 use crate::store::{self, Store};
 use crate::tls;
-use crate::vault::{self, Credential, Vault};
+use crate::vault::{self, Credential, Vault, secrets};
 
 /// How often overdue leases and finished backoffs are looked for.
 const REAPER_INTERVAL: Duration = Duration::from_millis(250);
@@ -149,6 +149,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let server = Server::start(endpoints, &config.limits);
     let reaper = tokio::spawn(broker.clone().run_reaper(REAPER_INTERVAL));
     let maintenance = tokio::spawn(vault.clone().run_maintenance(VAULT_MAINTENANCE_INTERVAL, config.key_rotation_age));
+    let refresher = tokio::spawn(refresh_seals_forever(broker.clone(), store.clone(), vault.clone()));
 
     let ca_file = dir.join(CA_CERT);
     let mut ready = json!({
@@ -184,11 +185,61 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     server.shutdown().await;
     reaper.abort();
     maintenance.abort();
+    refresher.abort();
     if !vault.is_sealed() {
         vault.seal(&Origin::system()).await?;
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The background re-encryption: once per start and after every rotation,
+/// walks every sealed value and moves those an older data key sealed to
+/// the newest, a batch per transaction, so old keys end up sealing nothing.
+async fn refresh_seals_forever(broker: Broker, store: Store, vault: Arc<Vault>) {
+    let mut done_for = None;
+    let mut tick = tokio::time::interval(VAULT_MAINTENANCE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Ok(current) = vault.keys().and_then(|k| k.current_version()) else {
+            continue;
+        };
+        if done_for == Some(current) {
+            continue;
+        }
+        match refresh_seals(&broker, &store, &vault).await {
+            Ok(moved) => {
+                if moved > 0 {
+                    tracing::info!(moved, version = current, "re-encrypted values under the newest data key");
+                }
+                done_for = Some(current);
+            }
+            Err(e) => tracing::warn!(error = %e, "re-encryption paused; will retry"),
+        }
+    }
+}
+
+/// One pass of [`refresh_seals_forever`]: tasks, secret values, the CA key.
+async fn refresh_seals(broker: &Broker, store: &Store, vault: &Vault) -> anyhow::Result<usize> {
+    let (mut moved, mut after) = (0, None);
+    loop {
+        let (n, next) = broker.refresh_seals(after).await?;
+        moved += n;
+        match next {
+            Some(id) => after = Some(id),
+            None => break,
+        }
+    }
+    let keys = vault.keys()?;
+    moved += store
+        .write(move |tx| {
+            let values = secrets::refresh_seals(tx, &keys)?;
+            let ca = pki::refresh_ca_key(tx, &keys)?;
+            Ok::<_, vault::Error>(values + usize::from(ca))
+        })
+        .await?;
+    Ok(moved)
 }
 
 fn announce(ready: &serde_json::Value, json: bool, dev: bool) {

@@ -18,6 +18,21 @@ pub fn store_ca_key(tx: &mut WriteTx<'_>, keys: &Keys, key_pem: &str) -> Result<
     Ok(())
 }
 
+/// Seals the CA key again under the current data key if an older one
+/// sealed it; says whether it moved.
+pub fn refresh_ca_key(tx: &mut WriteTx<'_>, keys: &Keys) -> Result<bool, vault::Error> {
+    let Some(sealed) = tx.get(CA_KEY, KEY_ID)? else {
+        return Ok(false);
+    };
+    match keys.refresh(PLACE, &sealed)? {
+        Some(fresh) => {
+            tx.put(CA_KEY, KEY_ID, &fresh)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 /// Whether the store holds the sealed CA key (a data directory from before
 /// the vault keeps it in a file until the upgrade moves it in).
 pub fn has_ca_key(tx: &ReadTx) -> Result<bool, store::Error> {

@@ -22,7 +22,7 @@ pub use enroll::{
     EnrollError, EnrollmentToken, WorkerRecord, audit_refused_enrollment, create_enrollment_token, enroll, get_worker,
     list_workers, renew,
 };
-pub use keystore::{has_ca_key, load_ca, store_ca_key};
+pub use keystore::{has_ca_key, load_ca, refresh_ca_key, store_ca_key};
 
 /// The CA certificate in the data directory (public; workers are given it).
 pub const CA_CERT: &str = "ca.pem";

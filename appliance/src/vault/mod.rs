@@ -148,6 +148,21 @@ impl Keys {
         self.0.open(place, sealed)
     }
 
+    /// The version of the data key new values are sealed with.
+    pub fn current_version(&self) -> Result<u32, Error> {
+        Ok(self.0.current()?.version)
+    }
+
+    /// `sealed` opened and sealed again under the current key, if an older
+    /// key sealed it (the background re-encryption's one step).
+    pub fn refresh(&self, place: Place<'_>, sealed: &Sealed) -> Result<Option<Sealed>, Error> {
+        if sealed.key_version() == Some(self.current_version()?) {
+            return Ok(None);
+        }
+        let plain = Zeroizing::new(self.decrypt(place, sealed)?);
+        Ok(Some(self.encrypt(place, &plain)?))
+    }
+
     /// A keyed digest of `fields` for `purpose` (see [`keyring::Keyring::digest`]).
     pub fn digest(&self, purpose: &str, fields: &[&[u8]]) -> [u8; 32] {
         self.0.digest(purpose, fields)

@@ -279,6 +279,26 @@ pub fn check_for_task(tx: &mut WriteTx<'_>, kind: &str, names: &[String]) -> Res
     Ok(())
 }
 
+/// Seals again under the current key every secret value an older key
+/// sealed; returns how many moved.
+pub fn refresh_seals(tx: &mut WriteTx<'_>, keys: &Keys) -> Result<usize, Error> {
+    let mut sealed = Vec::new();
+    tx.scan(VALUES, None, Order::Ascending, |key, value: Sealed| {
+        sealed.push((key.to_vec(), value));
+        Ok(true)
+    })?;
+    let mut fresh = Vec::new();
+    for (key, value) in &sealed {
+        if let Some(v) = keys.refresh(Place::new(VALUES_TABLE, key, "value"), value)? {
+            fresh.push((key, v));
+        }
+    }
+    for (key, value) in &fresh {
+        tx.put(VALUES, key, value)?;
+    }
+    Ok(fresh.len())
+}
+
 /// Opens one secret version for delivery.
 pub fn open_value(store: &store::Store, keys: &Keys, r: &SecretRef) -> Result<SecretValue, SecretError> {
     let key = value_key(&r.name, r.version);

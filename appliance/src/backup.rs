@@ -132,7 +132,7 @@ pub struct DataFile {
 
 /// Writes the backup of one read snapshot: every record, plus `files`
 /// (the server key sealed). Call after [`begin`] committed.
-pub fn write(tx: &ReadTx, keys: &Keys, now: Timestamp, files: &[DataFile]) -> Result<Vec<u8>, Error> {
+fn write(tx: &ReadTx, keys: &Keys, now: Timestamp, files: &[DataFile]) -> Result<(Header, Vec<u8>), Error> {
     let mut body = Vec::new();
     let mut records = 0u64;
     tx.dump(|table, key, value| {
@@ -163,15 +163,15 @@ pub fn write(tx: &ReadTx, keys: &Keys, now: Timestamp, files: &[DataFile]) -> Re
         audit_hash: head.map(|h| hex::encode(h.hash)),
         records,
     };
-    let header = serde_json::to_vec(&header).map_err(|e| Error::Damaged(e.to_string()))?;
-    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + body.len() + 2 * DIGEST_LEN);
+    let header_json = serde_json::to_vec(&header).map_err(|e| Error::Damaged(e.to_string()))?;
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header_json.len() + body.len() + 2 * DIGEST_LEN);
     out.extend_from_slice(MAGIC);
-    put_bytes(&mut out, &header);
+    put_bytes(&mut out, &header_json);
     out.extend_from_slice(&body);
     let checksum = crate::secret::sha256(&out);
     out.extend_from_slice(&checksum);
     out.extend_from_slice(&keys.digest(MAC_PURPOSE, &[&checksum]));
-    Ok(out)
+    Ok((header, out))
 }
 
 /// Takes a backup of a running appliance: advances the epoch (audited),
@@ -186,10 +186,9 @@ pub async fn take(
     let for_epoch = keys.clone();
     store.write(move |tx| begin(tx, now, &origin, &for_epoch)).await?;
     let store = store.clone();
-    let file = tokio::task::spawn_blocking(move || store.read(|tx| Ok(write(tx, &keys, now, &files))))
+    tokio::task::spawn_blocking(move || store.read(|tx| Ok(write(tx, &keys, now, &files))))
         .await
-        .map_err(|_| Error::Damaged("the backup writer stopped".into()))???;
-    Ok((inspect(&file)?, file))
+        .map_err(|_| Error::Damaged("the backup writer stopped".into()))??
 }
 
 /// A backup whose checksum, format, keys, HMAC, epoch and audit chain have

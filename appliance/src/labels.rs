@@ -29,6 +29,12 @@ pub fn normalize(mut labels: Vec<String>) -> Result<Vec<String>, String> {
     Ok(labels)
 }
 
+/// True when someone holding `held` has every one of `needed` (a worker and
+/// a task's labels, or a secret policy's). `held` is sorted.
+pub fn labels_match(needed: &[String], held: &[String]) -> bool {
+    needed.iter().all(|l| held.binary_search(l).is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +46,20 @@ mod tests {
         assert!(normalize(s(&["ok", "a/b"])).unwrap_err().contains("a/b"));
         assert!(normalize(vec!["x".to_string(); 33]).is_err());
         assert!(!is_valid_name("") && !is_valid_name(&"x".repeat(65)) && is_valid_name("gpu:a100"));
+    }
+
+    #[test]
+    fn a_worker_needs_every_label_of_the_task() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let cases = [
+            (s(&[]), s(&[]), true),
+            (s(&[]), s(&["gpu"]), true),
+            (s(&["gpu"]), s(&["gpu", "linux"]), true),
+            (s(&["gpu", "linux"]), s(&["gpu"]), false),
+            (s(&["gpu"]), s(&[]), false),
+        ];
+        for (task, worker, want) in cases {
+            assert_eq!(labels_match(&task, &worker), want, "{task:?} vs {worker:?}");
+        }
     }
 }

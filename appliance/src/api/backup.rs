@@ -7,17 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::extract::Caller;
 use super::{ApiError, AppState};
-use crate::backup::{self, DataFile, Error};
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Vault(v) => v.into(),
-            Error::Store(s) => s.into(),
-            other => ApiError::Internal(other.to_string()),
-        }
-    }
-}
+use crate::backup::{self, DataFile};
 
 pub async fn create(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let keys = state.vault.keys()?;

@@ -7,7 +7,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::{broker, pki, store, vault};
+use crate::vault::secrets::SecretError;
+use crate::{backup, broker, pki, store, vault};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -193,6 +194,26 @@ impl From<vault::Error> for ApiError {
             V::NotInitialised | V::AlreadyInitialised | V::KeyExhausted | V::Corrupt(_) | V::Random | V::Store(_) => {
                 ApiError::Internal(e.to_string())
             }
+        }
+    }
+}
+
+impl From<SecretError> for ApiError {
+    fn from(e: SecretError) -> Self {
+        match e {
+            SecretError::Invalid(m) => ApiError::InvalidRequest(m),
+            SecretError::NotFound(_) => ApiError::NotFound,
+            SecretError::Vault(v) => v.into(),
+        }
+    }
+}
+
+impl From<backup::Error> for ApiError {
+    fn from(e: backup::Error) -> Self {
+        match e {
+            backup::Error::Vault(v) => v.into(),
+            backup::Error::Store(s) => s.into(),
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use super::extract::{ApiJson, Caller};
 use super::{ApiError, AppState};
-use crate::vault::secrets::{self, NewVersion, Policy, SecretError, SecretRecord};
+use crate::vault::secrets::{self, NewVersion, Policy, SecretRecord};
 
 /// A new version. The value as text (`value`) or as bytes (`value_base64`),
 /// exactly one; the policy is required the first time.
@@ -88,16 +88,6 @@ fn view(r: SecretRecord) -> SecretView {
                 created_by: v.created_by,
             })
             .collect(),
-    }
-}
-
-impl From<SecretError> for ApiError {
-    fn from(e: SecretError) -> Self {
-        match e {
-            SecretError::Invalid(m) => ApiError::InvalidRequest(m),
-            SecretError::NotFound(_) => ApiError::NotFound,
-            SecretError::Vault(v) => v.into(),
-        }
     }
 }
 

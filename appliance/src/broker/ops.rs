@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::task::{MAX_PRIORITY, StoredError, labels_match, retry_delay, seal_error};
+use super::task::{MAX_PRIORITY, StoredError, retry_delay, seal_error};
 use super::waiters::{Mailbox, Waiters};
 use super::{Error, Lease, Settings, Task, TaskError, TaskState, WorkerView};
 use crate::audit::{self, Event, Origin, Outcome, Resource};
 use crate::clock::Timestamp;
 use crate::ids::{LeaseId, TaskId, WorkerId};
+use crate::labels::labels_match;
 use crate::store::{self, Collection, Order, ReadTx, WriteTx};
 use crate::vault::secrets::{self, Grant, SecretRef};
 use crate::vault::{Keys, Sealed};

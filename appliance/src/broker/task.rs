@@ -272,12 +272,6 @@ impl TaskRequest {
     }
 }
 
-/// True when a worker holding `worker_labels` may run a task needing `task_labels`.
-/// Both are sorted.
-pub fn labels_match(task_labels: &[String], worker_labels: &[String]) -> bool {
-    task_labels.iter().all(|l| worker_labels.binary_search(l).is_ok())
-}
-
 /// How long to wait before attempt `attempts + 1`, after `attempts` failed.
 pub fn retry_delay(attempts: u32, base: Duration, max: Duration) -> Duration {
     let factor = 1u32.checked_shl(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
@@ -321,21 +315,6 @@ mod tests {
     fn labels_are_sorted_and_deduplicated() {
         let t = TaskRequest { labels: vec!["b".into(), "a".into(), "b".into()], ..req("echo") }.validate().unwrap();
         assert_eq!(t.labels, ["a", "b"]);
-    }
-
-    #[test]
-    fn a_worker_needs_every_label_of_the_task() {
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let cases = [
-            (s(&[]), s(&[]), true),
-            (s(&[]), s(&["gpu"]), true),
-            (s(&["gpu"]), s(&["gpu", "linux"]), true),
-            (s(&["gpu", "linux"]), s(&["gpu"]), false),
-            (s(&["gpu"]), s(&[]), false),
-        ];
-        for (task, worker, want) in cases {
-            assert_eq!(labels_match(&task, &worker), want, "{task:?} vs {worker:?}");
-        }
     }
 
     #[test]

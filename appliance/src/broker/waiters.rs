@@ -16,9 +16,9 @@ use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 
-use super::task::labels_match;
 use super::{Task, WorkerView};
 use crate::audit::Origin;
+use crate::labels::labels_match;
 
 /// Where a parked poll receives its tasks (empty when the broker drains).
 pub type Mailbox = oneshot::Sender<Vec<Task>>;

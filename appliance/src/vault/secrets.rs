@@ -52,7 +52,7 @@ impl Policy {
 
     /// `worker_labels` sorted.
     pub fn allows_worker(&self, worker_labels: &[String]) -> bool {
-        self.labels.iter().all(|l| worker_labels.binary_search(l).is_ok())
+        labels::labels_match(&self.labels, worker_labels)
     }
 }
 
@@ -230,6 +230,21 @@ pub enum Grant {
     Refuse(String),
 }
 
+/// The secret `name`, if it exists and may go to `kind` tasks; otherwise
+/// why not (for a person at task creation, for the record at dispatch).
+fn for_kind(tx: &mut WriteTx<'_>, name: &str, kind: &str) -> Result<Result<SecretRecord, SecretError>, store::Error> {
+    let Some(record) = tx.get(SECRETS, name.as_bytes())? else {
+        return Ok(Err(SecretError::NotFound(name.into())));
+    };
+    if !record.policy.allows_kind(kind) {
+        return Ok(Err(SecretError::Invalid(format!(
+            "the secret {name:?} may not be given to {kind:?} tasks (its policy allows: {})",
+            record.policy.kinds.join(", ")
+        ))));
+    }
+    Ok(Ok(record))
+}
+
 /// Whether a task of `kind` naming `names` may be run by a worker with
 /// `worker_labels` (sorted), and with which secret versions.
 pub fn grant(
@@ -241,12 +256,10 @@ pub fn grant(
     let mut refs = Vec::with_capacity(names.len());
     let mut withhold = false;
     for name in names {
-        let Some(record) = tx.get(SECRETS, name.as_bytes())? else {
-            return Ok(Grant::Refuse(format!("the secret {name:?} no longer exists")));
+        let record = match for_kind(tx, name, kind)? {
+            Ok(record) => record,
+            Err(why) => return Ok(Grant::Refuse(why.to_string())),
         };
-        if !record.policy.allows_kind(kind) {
-            return Ok(Grant::Refuse(format!("the secret {name:?} may not be given to {kind:?} tasks")));
-        }
         withhold |= !record.policy.allows_worker(worker_labels);
         refs.push(SecretRef { name: record.name.clone(), version: record.current() });
     }
@@ -268,13 +281,7 @@ pub fn required_labels(tx: &mut WriteTx<'_>, names: &[String]) -> Result<Vec<Str
 /// Checks that every secret in `names` exists and may go to `kind` tasks.
 pub fn check_for_task(tx: &mut WriteTx<'_>, kind: &str, names: &[String]) -> Result<(), SecretError> {
     for name in names {
-        let record = tx.get(SECRETS, name.as_bytes())?.ok_or_else(|| SecretError::NotFound(name.clone()))?;
-        if !record.policy.allows_kind(kind) {
-            return Err(SecretError::Invalid(format!(
-                "the secret {name:?} may not be given to {kind:?} tasks (its policy allows: {})",
-                record.policy.kinds.join(", ")
-            )));
-        }
+        for_kind(tx, name, kind)??;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -102,19 +102,12 @@ fn hand_over_secrets(
                         dir
                     }
                 };
-                write_private(&dir.join(file), &value)
-                    .map_err(|e| fail("io", format!("cannot write the secret file {file:?}: {e}")))?;
+                crate::files::write_private(&dir.join(file), &value)
+                    .map_err(|e| fail("io", format!("cannot write the secret file {file:?}: {e:#}")))?;
             }
         }
     }
     Ok(handover)
-}
-
-fn write_private(path: &Path, value: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(value)?;
-    f.sync_all()
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,5 +13,6 @@ pub mod pki;
 pub mod secret;
 pub mod store;
 pub mod tls;
+pub mod upgrade;
 pub mod vault;
 pub mod worker;

@@ -13,6 +13,7 @@
 
 mod ops;
 pub mod task;
+pub mod upgrade;
 mod waiters;
 
 use std::sync::Arc;
@@ -23,7 +24,6 @@ use tokio::sync::broadcast;
 use crate::audit::Origin;
 use crate::clock::SharedClock;
 use crate::ids::{LeaseId, TaskId, WorkerId};
-use crate::secret::sha256_fields;
 use crate::store::{self, Store};
 use crate::vault::secrets::{self, SecretError, SecretRef, SecretValue};
 use crate::vault::{self, Vault};
@@ -132,22 +132,7 @@ impl Broker {
     ) -> Result<(Task, bool), Error> {
         let now = self.clock.now();
         let keys = self.vault.keys()?;
-        let idempotency = idempotency_key.as_ref().map(|key| {
-            let slot = sha256_fields(&[principal.as_bytes(), key.as_bytes()]);
-            // Keyed, so the store holds nothing that confirms a guessed input.
-            let request = keys.digest(
-                "task idempotency",
-                &[
-                    new.kind.as_bytes(),
-                    &new.input,
-                    new.labels.join("\n").as_bytes(),
-                    &[new.priority],
-                    &new.max_attempts.to_be_bytes(),
-                    &new.timeout.as_millis().to_be_bytes(),
-                ],
-            );
-            (slot, request)
-        });
+        let idempotency = idempotency_key.as_deref().map(|key| ops::idempotency(&keys, principal, key, &new));
         let task = Task::queued(&keys, new, principal, now, idempotency_key)?;
         let origin = origin.clone();
         let (waiters, lease) = (self.waiters.clone(), self.settings.lease);

@@ -8,17 +8,18 @@ use serde::{Deserialize, Serialize};
 
 use super::task::{MAX_PRIORITY, StoredError, retry_delay, seal_error};
 use super::waiters::{Mailbox, Waiters};
-use super::{Error, Lease, Settings, Task, TaskError, TaskState, WorkerView};
+use super::{Error, Lease, NewTask, Settings, Task, TaskError, TaskState, WorkerView};
 use crate::audit::{self, Event, Origin, Outcome, Resource};
 use crate::clock::Timestamp;
 use crate::ids::{LeaseId, TaskId, WorkerId};
 use crate::labels::labels_match;
+use crate::secret::sha256_fields;
 use crate::store::{self, Collection, Order, ReadTx, WriteTx};
 use crate::vault::secrets::{self, Grant, SecretRef};
 use crate::vault::{Keys, Sealed};
 
 /// Every task, keyed by id (UUIDv7, so key order is creation order).
-const TASKS: Collection<Task> = Collection::new("tasks");
+pub(super) const TASKS: Collection<Task> = Collection::new(super::task::TABLE);
 /// The schedule: ready tasks, leases and retry backoffs, as three key spaces
 /// of one table. Every table a commit touches costs it pages and time
 /// (measured: 0.27 ms for one to three tables, 0.48 ms for six), so the
@@ -32,7 +33,7 @@ const LEASED: u8 = b'l';
 /// `[DELAYED][not_before][task id]`: waiting out a retry backoff.
 const DELAYED: u8 = b'd';
 /// `SHA-256(principal, key)` -> the task that key created.
-const IDEMPOTENCY: Collection<IdempotencyEntry> = Collection::new("task_idempotency");
+pub(super) const IDEMPOTENCY: Collection<IdempotencyEntry> = Collection::new("task_idempotency");
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Slot {
@@ -43,9 +44,9 @@ enum Slot {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct IdempotencyEntry {
-    task: TaskId,
-    request: [u8; 32],
+pub(super) struct IdempotencyEntry {
+    pub(super) task: TaskId,
+    pub(super) request: [u8; 32],
 }
 
 /// What a worker reports when it is done with a task.
@@ -67,6 +68,26 @@ pub(super) enum Report {
 /// An idempotency key's slot (`SHA-256(principal, key)`) and the keyed
 /// digest of the request that used it.
 pub(super) type Idempotency = ([u8; 32], [u8; 32]);
+
+/// Where `principal`'s idempotency `key` is recorded, and the digest of the
+/// request `new` it is used for. The digest is keyed, so the store holds
+/// nothing that confirms a guessed input.
+pub(super) fn idempotency(keys: &Keys, principal: &str, key: &str, new: &NewTask) -> Idempotency {
+    let slot = sha256_fields(&[principal.as_bytes(), key.as_bytes()]);
+    let request = keys.digest(
+        "task idempotency",
+        &[
+            new.kind.as_bytes(),
+            &new.input,
+            new.labels.join("\n").as_bytes(),
+            new.secrets.join("\n").as_bytes(),
+            &[new.priority],
+            &new.max_attempts.to_be_bytes(),
+            &new.timeout.as_millis().to_be_bytes(),
+        ],
+    );
+    (slot, request)
+}
 
 /// The answer to a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -391,6 +391,19 @@ mod secrets_for_tasks {
     }
 
     #[tokio::test]
+    async fn an_idempotency_key_reused_with_other_secrets_is_a_conflict() {
+        let f = fixture();
+        f.put_secret("db", VALUE, &["echo"], &[]).await;
+        let key = Some("k1".to_string());
+        let plain = new_task("echo", &[], 5);
+        let mut with_secret = plain.clone();
+        with_secret.secrets = vec!["db".into()];
+        f.broker.create(&Origin::system(), "alice", plain, key.clone()).await.unwrap();
+        let again = f.broker.create(&Origin::system(), "alice", with_secret, key).await;
+        assert!(matches!(again, Err(Error::IdempotencyConflict)), "{again:?}");
+    }
+
+    #[tokio::test]
     async fn a_lease_carries_the_secrets_its_policy_allows_and_each_delivery_is_audited() {
         let f = fixture();
         f.put_secret("db", VALUE, &["echo"], &["secure"]).await;

@@ -28,13 +28,9 @@ pub enum UnsealMethod {
     KeyFile,
 }
 
+/// How the vault will be unsealed: chosen at `init` (or `upgrade`).
 #[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    dir: super::DataDir,
-    /// Extra DNS name or IP address for the server certificate (repeatable).
-    #[arg(long = "server-name")]
-    server_names: Vec<String>,
+pub struct UnsealChoice {
     /// How the vault will be unsealed after every start.
     #[arg(long, value_enum, default_value = "shares")]
     unseal: UnsealMethod,
@@ -46,11 +42,42 @@ pub struct Args {
     threshold: u8,
     /// File holding the passphrase, or `-` for stdin (with --unseal passphrase).
     #[arg(long)]
-    passphrase_file: Option<PathBuf>,
+    pub(super) passphrase_file: Option<PathBuf>,
     /// Where to write the unseal key (with --unseal key-file); keep it on
     /// separate media, not in the data directory.
     #[arg(long)]
-    key_file: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
+}
+
+impl UnsealChoice {
+    /// The choice, its passphrase read, and where a key file goes.
+    pub(super) fn read(&self) -> anyhow::Result<(Choice, Option<PathBuf>)> {
+        Ok(match self.unseal {
+            UnsealMethod::Shares => (Choice::Shares { threshold: self.threshold, count: self.shares }, None),
+            UnsealMethod::Passphrase => {
+                let source = self.passphrase_file.as_deref().context(
+                    "--unseal passphrase needs --passphrase-file FILE (mode 600) or --passphrase-file - (stdin)",
+                )?;
+                (Choice::Passphrase(read_secret(source)?), None)
+            }
+            UnsealMethod::KeyFile => {
+                let path =
+                    self.key_file.clone().context("--unseal key-file needs --key-file PATH (on separate media)")?;
+                (Choice::KeyFile, Some(path))
+            }
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    dir: super::DataDir,
+    /// Extra DNS name or IP address for the server certificate (repeatable).
+    #[arg(long = "server-name")]
+    server_names: Vec<String>,
+    #[command(flatten)]
+    unseal: UnsealChoice,
     /// Never prompt (the default; kept for scripts written against the contract).
     #[arg(long)]
     non_interactive: bool,
@@ -95,19 +122,7 @@ impl std::fmt::Debug for InitOutcome {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = args.non_interactive;
-    let (choice, key_file) = match args.unseal {
-        UnsealMethod::Shares => (Choice::Shares { threshold: args.threshold, count: args.shares }, None),
-        UnsealMethod::Passphrase => {
-            let source = args.passphrase_file.as_deref().context(
-                "--unseal passphrase needs --passphrase-file FILE (mode 600) or --passphrase-file - (stdin)",
-            )?;
-            (Choice::Passphrase(read_secret(source)?), None)
-        }
-        UnsealMethod::KeyFile => {
-            let path = args.key_file.clone().context("--unseal key-file needs --key-file PATH (on separate media)")?;
-            (Choice::KeyFile, Some(path))
-        }
-    };
+    let (choice, key_file) = args.unseal.read()?;
     let outcome = initialise(&args.dir.data_dir, &args.server_names, choice, key_file.as_deref())?;
     if args.json {
         super::print_json(&outcome)?;
@@ -120,7 +135,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_unseal_material(u: &UnsealOutcome) {
+/// Hands out the unseal material: writes the key file (for a key-file
+/// method) and says what to show the operator.
+pub(super) fn hand_out(
+    method: &vault::Method,
+    material: &Material,
+    key_file: Option<&Path>,
+) -> anyhow::Result<UnsealOutcome> {
+    let mut unseal = UnsealOutcome { method: method.name(), shares: Vec::new(), threshold: None, key_file: None };
+    match (material, method) {
+        (Material::Shares(texts), vault::Method::Shares { threshold, .. }) => {
+            unseal.shares = texts.clone();
+            unseal.threshold = Some(*threshold);
+        }
+        (Material::KeyFile(text), _) => {
+            let path = key_file.context("a key file path is needed for --unseal key-file")?;
+            if path.exists() {
+                bail!("{} already exists; the unseal key is never overwritten", path.display());
+            }
+            write_private(path, text.as_bytes())?;
+            unseal.key_file = Some(path.canonicalize()?);
+        }
+        _ => {}
+    }
+    Ok(unseal)
+}
+
+pub(super) fn print_unseal_material(u: &UnsealOutcome) {
     match (u.method, &u.key_file) {
         ("shares", _) => {
             let n = u.shares.len();
@@ -150,9 +191,6 @@ pub fn initialise(
     if dir.join(store::DB_FILE).exists() {
         bail!("{} is already initialised (it holds {}); use another --data-dir", dir.display(), store::DB_FILE);
     }
-    if let Some(path) = key_file.filter(|p| p.exists()) {
-        bail!("{} already exists; the unseal key is never overwritten", path.display());
-    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -171,19 +209,7 @@ pub fn initialise(
     write_with_mode(&dir.join(CA_CERT), ca_material.cert_pem.as_bytes(), 0o644)?;
     write_private(&dir.join(SERVER_KEY), server.key_pem.as_bytes())?;
     write_with_mode(&dir.join(SERVER_CERT), server.cert_pem.as_bytes(), 0o644)?;
-    let mut unseal = UnsealOutcome { method: method.name(), shares: Vec::new(), threshold: None, key_file: None };
-    match (&material, &method) {
-        (Material::Shares(texts), vault::Method::Shares { threshold, .. }) => {
-            unseal.shares = texts.clone();
-            unseal.threshold = Some(*threshold);
-        }
-        (Material::KeyFile(text), _) => {
-            let path = key_file.context("a key file path is needed for --unseal key-file")?;
-            write_private(path, text.as_bytes())?;
-            unseal.key_file = Some(path.canonicalize()?);
-        }
-        _ => {}
-    }
+    let unseal = hand_out(&method, &material, key_file)?;
 
     let store = Store::create(&dir).context("creating the store")?;
     let fingerprint = ca.fingerprint();

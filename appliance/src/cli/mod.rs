@@ -10,6 +10,7 @@ mod secret;
 mod serve;
 mod task;
 mod token;
+mod upgrade;
 mod vault;
 mod worker;
 
@@ -58,6 +59,9 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup into a data directory (the appliance stopped).
     Restore(backup::RestoreArgs),
+    /// Upgrade a data directory made before the vault: choose how it
+    /// unseals, then seal everything in it (the appliance stopped; resumable).
+    Upgrade(upgrade::Args),
     /// Secrets for tasks: put, list, get, delete (values go in, never out).
     #[command(subcommand)]
     Secret(secret::Command),
@@ -94,10 +98,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secret(cmd) => runtime()?.block_on(secret::run(cmd)),
         Command::Backup(args) => runtime()?.block_on(backup::backup(args)),
         Command::Restore(args) => runtime()?.block_on(backup::restore(args)),
+        Command::Upgrade(args) => upgrade::run(args),
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 

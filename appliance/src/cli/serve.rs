@@ -20,6 +20,7 @@ use crate::pki;
 use crate::pki::{CA_CERT, SERVER_CERT, SERVER_KEY};
 use crate::store::{self, Store};
 use crate::tls;
+use crate::upgrade;
 use crate::vault::{self, Credential, Vault, secrets};
 
 /// How often overdue leases and finished backoffs are looked for.
@@ -58,6 +59,31 @@ fn read(dir: &Path, name: &str) -> anyhow::Result<String> {
     let path = dir.join(name);
     std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {} (is this a data directory made by `tether init`?)", path.display()))
+}
+
+/// A directory from before the vault (or one whose upgrade was cut short)
+/// is not served: its records are not in the layout this build reads.
+fn refuse_unfinished_upgrade(store: &Store, dir: &Path, dev: bool) -> anyhow::Result<()> {
+    let unseal = if dev {
+        format!("--unseal key-file --key-file {}", dir.join(DEV_UNSEAL_KEY_FILE).display())
+    } else {
+        "--unseal shares|passphrase|key-file …".to_owned()
+    };
+    match upgrade::needed(store)? {
+        upgrade::Needed::Nothing => Ok(()),
+        upgrade::Needed::Begin => anyhow::bail!(
+            "{} was made by a tether from before the vault; upgrade it first: \
+             `tether upgrade --data-dir {0} {unseal}`",
+            dir.display()
+        ),
+        upgrade::Needed::Resume(p) => anyhow::bail!(
+            "the upgrade of {} stopped after sealing {} of {} tasks; finish it with \
+             `tether upgrade --data-dir {0}` and the unseal credentials it was given",
+            dir.display(),
+            p.sealed,
+            p.total
+        ),
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -102,6 +128,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         other => anyhow::Error::new(other).context("opening the store"),
     })?;
+    refuse_unfinished_upgrade(&store, &dir, args.dev)?;
     let ca_pem = read(&dir, CA_CERT)?;
     let (cert_pem, key_pem) = (read(&dir, SERVER_CERT)?, read(&dir, SERVER_KEY)?);
     let clock: SharedClock = Arc::new(SystemClock);

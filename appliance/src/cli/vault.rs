@@ -24,13 +24,13 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Credentials {
     /// A file holding one officer's share (repeatable; `-` reads shares from stdin, one per line).
     #[arg(long = "share-file")]
-    share_files: Vec<PathBuf>,
+    pub(super) share_files: Vec<PathBuf>,
     /// A file holding the passphrase (`-` for stdin).
     #[arg(long)]
-    passphrase_file: Option<PathBuf>,
+    pub(super) passphrase_file: Option<PathBuf>,
     /// The unseal key file.
     #[arg(long)]
-    key_file: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
 }
 
 impl Credentials {

@@ -24,15 +24,17 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use writer::WriteTx;
 
-/// The schema version this build writes. Older stores are migrated on open;
-/// newer ones are refused rather than misread.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema version this build writes; newer stores are refused rather
+/// than misread. Version 1 is the broker core's, from before the vault: its
+/// task records hold plaintext, and `tether upgrade` converts them (see
+/// `crate::upgrade`). Version 2 seals them.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "tether.redb";
@@ -170,10 +172,35 @@ impl Store {
         let db = open_db(&path)?;
         let store = Store::start(db);
         store.check_schema()?;
-        // Migration hook: each step takes the store from version n to n + 1
-        // inside one write transaction. Version 1 is the first, so there is
-        // nothing to step through yet.
         Ok(store)
+    }
+
+    /// The schema version the store was written with (see [`SCHEMA_VERSION`]).
+    pub fn schema_version(&self) -> Result<u64, Error> {
+        self.check_schema()
+    }
+
+    /// Copies every table into a new store file in `dir`, in one transaction.
+    /// The copy holds only live records: none of the freed pages in which the
+    /// original file may still keep values that were since overwritten.
+    pub fn copy_into(&self, dir: &Path) -> Result<(), Error> {
+        let path = dir.join(DB_FILE);
+        if path.exists() {
+            return Err(Error::Storage(format!("{} already exists", path.display())));
+        }
+        let copy = open_db(&path)?;
+        let txn = copy.begin_write().map_err(storage)?;
+        let source = self.db.begin_read().map_err(storage)?;
+        for handle in source.list_tables().map_err(storage)? {
+            let definition = TableDefinition::<&[u8], &[u8]>::new(handle.name());
+            let from = source.open_table(definition).map_err(storage)?;
+            let mut to = txn.open_table(definition).map_err(storage)?;
+            for entry in from.iter().map_err(storage)? {
+                let (k, v) = entry.map_err(storage)?;
+                to.insert(k.value(), v.value()).map_err(storage)?;
+            }
+        }
+        txn.commit().map_err(storage)
     }
 
     fn check_schema(&self) -> Result<u64, Error> {
@@ -261,6 +288,14 @@ impl ReadTx {
         match open_read(&self.txn, c)? {
             Some(table) => get_in(&table, c, key),
             None => Ok(None),
+        }
+    }
+
+    /// How many records `c` holds.
+    pub fn count<V>(&self, c: Collection<V>) -> Result<u64, Error> {
+        match open_read(&self.txn, c)? {
+            Some(table) => table.len().map_err(storage),
+            None => Ok(0),
         }
     }
 

@@ -222,6 +222,12 @@ impl<'t> WriteTx<'t> {
         self.after_commit.push(Box::new(action));
     }
 
+    /// Records that the store now holds the current schema
+    /// ([`super::SCHEMA_VERSION`]); for the step that finishes a migration.
+    pub fn stamp_current_schema(&mut self) -> Result<(), Error> {
+        self.put(super::META, super::SCHEMA_KEY, &u64::from(super::SCHEMA_VERSION))
+    }
+
     /// Removes the record under `key`; says whether there was one.
     pub fn delete<V>(&mut self, c: Collection<V>, key: &[u8]) -> Result<bool, Error> {
         self.writes += 1;

@@ -41,7 +41,9 @@ use crate::store::{self, Store, WriteTx};
 pub enum Error {
     #[error("the appliance is sealed; unseal it first (`tether unseal`)")]
     Sealed,
-    #[error("this data directory was made before the vault and has none; this build cannot upgrade it yet")]
+    #[error(
+        "this data directory was made before the vault and has none; run `tether upgrade` with the appliance stopped"
+    )]
     NotInitialised,
     #[error("the vault is already set up in this data directory")]
     AlreadyInitialised,
@@ -206,6 +208,12 @@ pub async fn open_offline(store: &Store, credentials: Vec<Credential>) -> Result
     let unseal_key = unseal_key_from(&meta.method, credentials).await?;
     let ring = store.read(|tx| Ok(keyring::open(tx, &meta, &unseal_key)))??;
     Ok(Keys(Arc::new(ring.ok_or_else(|| refusal_for(&meta.method))?)))
+}
+
+/// Whether the vault has been set up in this store (a data directory made
+/// before the vault has none until `tether upgrade`).
+pub fn exists(tx: &store::ReadTx) -> Result<bool, store::Error> {
+    Ok(keyring::meta(tx)?.is_some())
 }
 
 /// Sets up the vault in a new store: returns the keys (so the caller can

@@ -203,20 +203,32 @@ impl Appliance {
         let dir = tempfile::tempdir().unwrap();
         let out = self.restore(backup, &dir.path().join("data"), &[], &[]);
         assert!(out.status.success(), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
-        let mut restored = Appliance {
+        Appliance::adopt(dir, &self.admin_token, self.unseal_key_file.clone(), self.env.clone())
+    }
+
+    /// Serves the data directory `dir/data` made some other way (a restore,
+    /// an upgrade), unsealed by `unseal_key_file`.
+    pub fn adopt(
+        dir: tempfile::TempDir,
+        admin_token: &str,
+        unseal_key_file: Option<PathBuf>,
+        env: Vec<(&'static str, &'static str)>,
+    ) -> Appliance {
+        let ca_pem = std::fs::read_to_string(dir.path().join("data/ca.pem")).unwrap();
+        let mut a = Appliance {
             dir,
             proc: None,
             console: String::new(),
             worker_gateway: String::new(),
-            admin_token: self.admin_token.clone(),
-            ca_pem: self.ca_pem.clone(),
-            init: self.init.clone(),
-            env: self.env.clone(),
-            unseal_key_file: self.unseal_key_file.clone(),
+            admin_token: admin_token.to_owned(),
+            ca_pem,
+            init: Value::Null,
+            env,
+            unseal_key_file,
             capture_logs: false,
         };
-        restored.serve("127.0.0.1:0", "127.0.0.1:0");
-        restored
+        a.serve("127.0.0.1:0", "127.0.0.1:0");
+        a
     }
 
     /// Runs `tether restore BACKUP --data-dir DATA --key-file …` with `args` and `env`.

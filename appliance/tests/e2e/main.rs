@@ -9,4 +9,5 @@ mod lifecycle;
 mod operations;
 mod resilience;
 mod security;
+mod upgrade;
 mod vault;

@@ -42,12 +42,12 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> bool {
+pub fn find(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Every file under `dir`, with its bytes.
-fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
+pub fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -61,7 +61,7 @@ fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Panics naming the file and encoding if any canary is found.
-fn assert_absent(canaries: &[&str], places: &[(String, Vec<u8>)]) {
+pub fn assert_absent(canaries: &[&str], places: &[(String, Vec<u8>)]) {
     for canary in canaries {
         for (encoding, needle) in encodings(canary) {
             for (name, bytes) in places {

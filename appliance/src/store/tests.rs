@@ -149,3 +149,24 @@ async fn after_commit_actions_run_only_for_operations_that_committed() {
     assert!(matches!(result, Err(TestError::Store(Error::BatchAborted))));
     assert_eq!(ran.load(Ordering::SeqCst), 1, "an aborted batch runs nothing");
 }
+
+#[tokio::test]
+async fn an_operation_that_writes_nothing_costs_no_commit_and_still_runs_its_action() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (_dir, store) = fresh();
+    store.write(|tx| tx.put(ITEMS, b"a", &"a".to_string())).await.unwrap();
+    let before = store.stats();
+    let ran = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    let seen = store
+        .write(move |tx| {
+            tx.after_commit(move || flag.store(true, Ordering::SeqCst));
+            tx.get(ITEMS, b"a")
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen.as_deref(), Some("a"));
+    assert!(ran.load(Ordering::SeqCst));
+    let after = store.stats();
+    assert_eq!((after.operations - before.operations, after.commits - before.commits), (1, 0));
+}

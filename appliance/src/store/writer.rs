@@ -135,7 +135,7 @@ fn commit_batch(db: &redb::Database, batch: Vec<Job>, counters: &Counters) {
     let operations = batch.len() as u64;
     let mut tx = WriteTx { txn: &txn, open: HashMap::new(), writes: 0, poisoned: false, after_commit: Vec::new() };
     let finishers: Vec<Finish> = batch.into_iter().map(|job| job(&mut tx)).collect();
-    let poisoned = tx.poisoned;
+    let (poisoned, wrote) = (tx.poisoned, tx.writes > 0);
     let after_commit = std::mem::take(&mut tx.after_commit);
     // Close the batch's tables before committing.
     drop(tx);
@@ -144,6 +144,12 @@ fn commit_batch(db: &redb::Database, batch: Vec<Job>, counters: &Counters) {
         // Aborting cannot lose anything: no caller in the batch was answered.
         let _ = txn.abort();
         Err(())
+    } else if !wrote {
+        // Nothing to make durable (a poll that parked, a check that found
+        // nothing due): redb would still fsync an empty commit, and that
+        // fsync would delay the next batch's real one.
+        let _ = txn.abort();
+        Ok(())
     } else {
         txn.commit().map_err(|e| tracing::error!(error = %e, "write transaction commit failed"))
     };
@@ -151,7 +157,7 @@ fn commit_batch(db: &redb::Database, batch: Vec<Job>, counters: &Counters) {
         // Counted before anyone is answered, so a caller never sees its own
         // write missing from the figures.
         counters.operations.fetch_add(operations, Ordering::Relaxed);
-        counters.commits.fetch_add(1, Ordering::Relaxed);
+        counters.commits.fetch_add(u64::from(wrote), Ordering::Relaxed);
         after_commit.into_iter().for_each(|action| action());
     }
     for finish in finishers {

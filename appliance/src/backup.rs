@@ -473,7 +473,7 @@ pub async fn restore_into(
             std::fs::rename(&from, dir.join(name)).map_err(io("move into place", &from))?;
         }
     }
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("sync", dir))?;
+    crate::files::sync_dir(dir).map_err(io("sync", dir))?;
     std::fs::remove_dir_all(&staging).map_err(io("remove", &staging))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io("protect", dir))?;
     Ok(restored)

@@ -30,9 +30,15 @@ pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> anyhow::Resul
     fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
     fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::File::open(dir)?.sync_all()?;
+        sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Makes the entries of `dir` durable: a rename, creation or removal in it
+/// survives a crash only once its directory is synced.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
 }
 
 /// Reads a secret (passphrase, share, key file) from `path`, or from stdin

@@ -196,7 +196,7 @@ pub fn finish(store: Store, dir: &Path, now: Timestamp) -> Result<Progress, Erro
     remove_plaintext_ca_key(dir)?;
     let from = staging.join(store::DB_FILE);
     std::fs::rename(&from, dir.join(store::DB_FILE)).map_err(io("move into place", &from))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("sync", dir))?;
+    crate::files::sync_dir(dir).map_err(io("sync", dir))?;
     remove_staging(&staging)?;
     Ok(progress)
 }
@@ -217,7 +217,7 @@ fn remove_plaintext_ca_key(dir: &Path) -> Result<(), Error> {
     let path = dir.join(PLAINTEXT_CA_KEY);
     if path.exists() {
         std::fs::remove_file(&path).map_err(io("remove", &path))?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("sync", dir))?;
+        crate::files::sync_dir(dir).map_err(io("sync", dir))?;
     }
     Ok(())
 }

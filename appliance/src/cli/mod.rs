@@ -61,6 +61,9 @@ enum Command {
     Restore(backup::RestoreArgs),
     /// Upgrade a data directory made before the vault: choose how it
     /// unseals, then seal everything in it (the appliance stopped; resumable).
+    #[command(after_help = "To resume an interrupted upgrade, run it again with the credentials it gave: \
+        --key-file and --passphrase-file then name the existing key file and passphrase, \
+        and --share-file (repeatable) a quorum of the shares it printed.")]
     Upgrade(upgrade::Args),
     /// Secrets for tasks: put, list, get, delete (values go in, never out).
     #[command(subcommand)]

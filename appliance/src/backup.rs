@@ -452,10 +452,7 @@ pub async fn restore_into(
     drop(current);
 
     let staging = dir.join(".restore-staging");
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(io("clear", &staging))?;
-    }
-    std::fs::DirBuilder::new().mode(0o700).create(&staging).map_err(io("create", &staging))?;
+    crate::files::fresh_private_dir(&staging).map_err(io("prepare", &staging))?;
     let mut restored = verified.write_store(&staging, now, replaced, officer).await?;
     for (name, content) in verified.files() {
         let mode = if name == SERVER_KEY { 0o600 } else { 0o644 };

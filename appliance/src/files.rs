@@ -35,6 +35,22 @@ pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> anyhow::Resul
     Ok(())
 }
 
+/// An empty directory at `path` that only its owner can enter, replacing
+/// whatever an interrupted run left there (a staging area).
+pub fn fresh_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    remove_dir_if_present(path)?;
+    fs::DirBuilder::new().mode(0o700).create(path)
+}
+
+/// Removes `path` and everything under it, if it is there.
+pub fn remove_dir_if_present(path: &Path) -> std::io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// Makes the entries of `dir` durable: a rename, creation or removal in it
 /// survives a crash only once its directory is synced.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {

@@ -28,6 +28,7 @@ use zeroize::Zeroizing;
 use crate::audit::{self, Event, Origin, Resource};
 use crate::broker;
 use crate::clock::Timestamp;
+use crate::files;
 use crate::ids::TaskId;
 use crate::pki;
 use crate::store::{self, Collection, Store};
@@ -175,10 +176,8 @@ pub fn seal_tasks(store: &Store, keys: &Keys, mut report: impl FnMut(&Progress))
 /// the old one, its upgrade marked done and audited. Consumes the store: the
 /// old file is gone when this returns.
 pub fn finish(store: Store, dir: &Path, now: Timestamp) -> Result<Progress, Error> {
-    use std::os::unix::fs::DirBuilderExt;
     let staging = dir.join(STAGING);
-    remove_staging(&staging)?;
-    std::fs::DirBuilder::new().mode(0o700).create(&staging).map_err(io("create", &staging))?;
+    files::fresh_private_dir(&staging).map_err(io("prepare", &staging))?;
     store.copy_into(&staging)?;
     drop(store);
     let copy = Store::open(&staging)?;
@@ -196,28 +195,22 @@ pub fn finish(store: Store, dir: &Path, now: Timestamp) -> Result<Progress, Erro
     remove_plaintext_ca_key(dir)?;
     let from = staging.join(store::DB_FILE);
     std::fs::rename(&from, dir.join(store::DB_FILE)).map_err(io("move into place", &from))?;
-    crate::files::sync_dir(dir).map_err(io("sync", dir))?;
-    remove_staging(&staging)?;
+    files::sync_dir(dir).map_err(io("sync", dir))?;
+    files::remove_dir_if_present(&staging).map_err(io("remove", &staging))?;
     Ok(progress)
 }
 
 /// Clears what an upgrade interrupted after its last step may leave behind.
 pub fn tidy(dir: &Path) -> Result<(), Error> {
-    remove_staging(&dir.join(STAGING))
-}
-
-fn remove_staging(staging: &Path) -> Result<(), Error> {
-    if staging.exists() {
-        std::fs::remove_dir_all(staging).map_err(io("clear", staging))?;
-    }
-    Ok(())
+    let staging = dir.join(STAGING);
+    files::remove_dir_if_present(&staging).map_err(io("remove", &staging))
 }
 
 fn remove_plaintext_ca_key(dir: &Path) -> Result<(), Error> {
     let path = dir.join(PLAINTEXT_CA_KEY);
     if path.exists() {
         std::fs::remove_file(&path).map_err(io("remove", &path))?;
-        crate::files::sync_dir(dir).map_err(io("sync", dir))?;
+        files::sync_dir(dir).map_err(io("sync", dir))?;
     }
     Ok(())
 }

@@ -7,8 +7,9 @@
 //!
 //! All writes go through one group-commit writer ([`Store::write`]): a thread
 //! takes every pending operation, applies them in one write transaction,
-//! commits durably (fsync), and only then answers each caller. A caller that
-//! got `Ok` therefore knows its change survives `kill -9` and power loss.
+//! makes it durable (one fsync of the [`journal`], or a durable redb commit),
+//! and only then answers each caller. A caller that got `Ok` therefore knows
+//! its change survives `kill -9` and power loss.
 //!
 //! The rule every write operation keeps: **check everything before the first
 //! write**. An operation that returns an error after it has written something
@@ -17,6 +18,7 @@
 //!
 //! redb types never leave this module.
 
+mod journal;
 mod writer;
 
 use std::marker::PhantomData;
@@ -28,6 +30,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefiniti
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use journal::JOURNAL_FILE;
 pub use writer::WriteTx;
 
 /// The schema version this build writes; newer stores are refused rather
@@ -41,6 +44,11 @@ pub const DB_FILE: &str = "tether.redb";
 
 const META: Collection<u64> = Collection::new("meta");
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// Which journal belongs to this database (see [`journal`]): a random
+/// number, new for every store made by `create` or `load`.
+const JOURNAL_ID: &[u8] = b"journal_id";
+/// The last batch redb's state includes; replay starts after it.
+const JOURNAL_SEQ: &[u8] = b"journal_seq";
 
 /// What went wrong in the store. Callers see situations, not redb's types.
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +141,7 @@ impl Store {
             meta.insert(SCHEMA_KEY, encode(&u64::from(SCHEMA_VERSION))?.as_slice()).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
-        Ok(Store::start(db))
+        Store::start(db, Some(dir))
     }
 
     /// A store holding exactly `records` (a [`ReadTx::dump`]), in a new file
@@ -153,12 +161,16 @@ impl Store {
                 .map_err(storage)?,
         };
         let txn = db.begin_write().map_err(storage)?;
-        for r in records {
+        // The records' journal position belongs to the store they came from;
+        // this one starts its own.
+        let journal_meta =
+            |r: &RawRecord| r.table == META.name && [JOURNAL_ID, JOURNAL_SEQ].contains(&r.key.as_slice());
+        for r in records.iter().filter(|r| !journal_meta(r)) {
             let mut table = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&r.table)).map_err(storage)?;
             table.insert(r.key.as_slice(), r.value.as_slice()).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
-        let store = Store::start(db);
+        let store = Store::start(db, dir)?;
         store.check_schema()?;
         Ok(store)
     }
@@ -170,7 +182,7 @@ impl Store {
             return Err(Error::NotInitialised);
         }
         let db = open_db(&path)?;
-        let store = Store::start(db);
+        let store = Store::start(db, Some(dir))?;
         store.check_schema()?;
         Ok(store)
     }
@@ -211,10 +223,16 @@ impl Store {
         Ok(found)
     }
 
-    fn start(db: redb::Database) -> Store {
+    /// Starts the writer; a store with a directory first applies what its
+    /// journal holds beyond redb's file.
+    fn start(db: redb::Database, dir: Option<&Path>) -> Result<Store, Error> {
+        let durability = match dir {
+            Some(dir) => recover(&db, dir)?,
+            None => writer::Durability::in_memory(),
+        };
         let db = Arc::new(db);
-        let writer = Arc::new(writer::Handle::spawn(db.clone()));
-        Store { writer, db }
+        let writer = Arc::new(writer::Handle::spawn(db.clone(), durability));
+        Ok(Store { writer, db })
     }
 
     /// Write operations applied and durable commits made since opening: their
@@ -254,6 +272,63 @@ impl Store {
         let answer = self.writer.enqueue(op)?;
         answer.blocking_recv().map_err(|_| E::from(Error::WriterGone))?
     }
+}
+
+/// Opens the journal beside `db` and applies, in one durable commit, the
+/// batches it holds that redb's file does not (a crash came after they were
+/// answered and before the next checkpoint).
+fn recover(db: &redb::Database, dir: &Path) -> Result<writer::Durability, Error> {
+    let (id, applied) = journal_position(db)?;
+    let (journal, pending) = journal::Journal::open(dir, id, applied)?;
+    let Some(last) = pending.last().map(|r| r.seq) else {
+        return Ok(writer::Durability::journaled(journal, applied + 1));
+    };
+    let txn = db.begin_write().map_err(storage)?;
+    for record in &pending {
+        for change in &record.changes {
+            match change {
+                journal::Change::Put { table, key, value } => {
+                    let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(table)).map_err(storage)?;
+                    t.insert(key.as_slice(), value.as_slice()).map_err(storage)?;
+                }
+                journal::Change::Delete { table, key } => {
+                    let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(table)).map_err(storage)?;
+                    t.remove(key.as_slice()).map_err(storage)?;
+                }
+            }
+        }
+    }
+    {
+        let mut meta = txn.open_table(META.table()).map_err(storage)?;
+        meta.insert(JOURNAL_SEQ, encode(&last)?.as_slice()).map_err(storage)?;
+    }
+    txn.commit().map_err(storage)?;
+    tracing::info!(batches = pending.len(), through = last, "applied the store journal after an unclean stop");
+    Ok(writer::Durability::journaled(journal, last + 1))
+}
+
+/// The store's journal id and the last batch its file holds; a store
+/// without an id (new, or made before the journal) is given one now.
+fn journal_position(db: &redb::Database) -> Result<(u64, u64), Error> {
+    let read = |key| -> Result<Option<u64>, Error> {
+        let txn = db.begin_read().map_err(storage)?;
+        match open_read(&txn, META)? {
+            Some(table) => get_in(&table, META, key),
+            None => Ok(None),
+        }
+    };
+    if let Some(id) = read(JOURNAL_ID)? {
+        return Ok((id, read(JOURNAL_SEQ)?.unwrap_or(0)));
+    }
+    let id = fastrand::u64(1..);
+    let txn = db.begin_write().map_err(storage)?;
+    {
+        let mut meta = txn.open_table(META.table()).map_err(storage)?;
+        meta.insert(JOURNAL_ID, encode(&id)?.as_slice()).map_err(storage)?;
+        meta.insert(JOURNAL_SEQ, encode(&0u64)?.as_slice()).map_err(storage)?;
+    }
+    txn.commit().map_err(storage)?;
+    Ok((id, 0))
 }
 
 fn open_db(path: &Path) -> Result<redb::Database, Error> {

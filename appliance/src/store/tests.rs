@@ -170,3 +170,68 @@ async fn an_operation_that_writes_nothing_costs_no_commit_and_still_runs_its_act
     let after = store.stats();
     assert_eq!((after.operations - before.operations, after.commits - before.commits), (1, 0));
 }
+
+/// What a `kill -9` leaves behind is what the files hold while the process
+/// still runs: copies of them, taken with the store open, are that image.
+fn crash_image(from: &std::path::Path, files: &[&str]) -> tempfile::TempDir {
+    let image = tempfile::tempdir().unwrap();
+    for name in files {
+        std::fs::copy(from.join(name), image.path().join(name)).unwrap();
+    }
+    image
+}
+
+fn count_items(store: &Store) -> u64 {
+    store.read(|tx| tx.count(ITEMS)).unwrap()
+}
+
+#[tokio::test]
+async fn what_kill_9_leaves_holds_every_acknowledged_write_across_checkpoints() {
+    let (dir, store) = fresh();
+    // More batches than one checkpoint interval: the journal starts over
+    // once on the way, so the image holds redb's file at a checkpoint plus
+    // the journal's records after it.
+    let batches = u64::from(writer::CHECKPOINT_EVERY) + 300;
+    for i in 0..batches {
+        store.write(move |tx| tx.put(ITEMS, &i.to_be_bytes(), &i.to_string())).await.unwrap();
+    }
+    let image = crash_image(dir.path(), &[DB_FILE, JOURNAL_FILE]);
+    let without_journal = crash_image(dir.path(), &[DB_FILE]);
+
+    let recovered = Store::open(image.path()).unwrap();
+    assert_eq!(count_items(&recovered), batches, "every acknowledged write is back");
+    let last = batches - 1;
+    assert_eq!(recovered.read(|tx| tx.get(ITEMS, &last.to_be_bytes())).unwrap(), Some(last.to_string()));
+    recovered.write(|tx| tx.put(ITEMS, b"after", &"after".to_string())).await.unwrap();
+
+    let behind = Store::open(without_journal.path()).unwrap();
+    let in_file = count_items(&behind);
+    assert!(
+        in_file >= u64::from(writer::CHECKPOINT_EVERY) && in_file < batches,
+        "redb's own file stops at the checkpoint ({in_file} of {batches}): the journal carried the rest"
+    );
+}
+
+#[tokio::test]
+async fn a_clean_stop_checkpoints_so_nothing_needs_the_journal() {
+    let (dir, store) = fresh();
+    for i in 0..20u32 {
+        store.write(move |tx| tx.put(ITEMS, &i.to_be_bytes(), &i.to_string())).await.unwrap();
+    }
+    drop(store);
+    std::fs::remove_file(dir.path().join(JOURNAL_FILE)).unwrap();
+    assert_eq!(count_items(&Store::open(dir.path()).unwrap()), 20);
+}
+
+#[tokio::test]
+async fn a_journal_beside_another_database_is_not_applied_to_it() {
+    let (dir, store) = fresh();
+    store.write(|tx| tx.put(ITEMS, b"mine", &"mine".to_string())).await.unwrap();
+    let journal = crash_image(dir.path(), &[JOURNAL_FILE]);
+    drop(store);
+    let (other_dir, other) = fresh();
+    drop(other);
+    std::fs::copy(journal.path().join(JOURNAL_FILE), other_dir.path().join(JOURNAL_FILE)).unwrap();
+    let other = Store::open(other_dir.path()).unwrap();
+    assert_eq!(other.read(|tx| tx.get(ITEMS, b"mine")).unwrap(), None);
+}

@@ -10,11 +10,17 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use super::{Collection, Error, Order, encode, get_in, scan_in, storage};
+use super::journal::{Change, Journal};
+use super::{Collection, Error, JOURNAL_SEQ, Order, encode, get_in, scan_in, storage};
 
 /// At most this many operations share one transaction, so one huge burst
 /// cannot hold every caller behind a single very long commit.
 const MAX_BATCH: usize = 4096;
+
+/// Batches journaled between two checkpoints. A checkpoint writes every page
+/// changed since the last one, so it must come often enough to stay short,
+/// and seldom enough that most batches cost one small journal write.
+pub(super) const CHECKPOINT_EVERY: u32 = 1024;
 
 /// Reports the outcome of the batch's commit to one caller.
 type Finish = Box<dyn FnOnce(Result<(), Error>) + Send>;
@@ -49,14 +55,36 @@ impl Drop for Handle {
     }
 }
 
+/// How the writer makes a batch durable: through the journal, when the store
+/// has a directory, with a checkpoint every [`CHECKPOINT_EVERY`] batches;
+/// otherwise (a store in memory) by a plain commit.
+#[derive(Debug)]
+pub(super) struct Durability {
+    journal: Option<Journal>,
+    /// The sequence number of the next batch that writes.
+    next_seq: u64,
+    since_checkpoint: u32,
+}
+
+impl Durability {
+    pub(super) fn journaled(journal: Journal, next_seq: u64) -> Durability {
+        Durability { journal: Some(journal), next_seq, since_checkpoint: 0 }
+    }
+
+    pub(super) fn in_memory() -> Durability {
+        Durability { journal: None, next_seq: 1, since_checkpoint: 0 }
+    }
+}
+
 impl Handle {
-    pub(super) fn spawn(db: Arc<redb::Database>) -> Handle {
+    pub(super) fn spawn(db: Arc<redb::Database>, durability: Durability) -> Handle {
         let (jobs, queue) = mpsc::channel::<Job>();
         // The thread ends when every Store handle (and so every Sender) is gone.
         let stats = Arc::new(Counters::default());
         let counters = stats.clone();
-        let spawned =
-            std::thread::Builder::new().name("store-writer".into()).spawn(move || run(&db, &queue, &counters));
+        let spawned = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(&db, &queue, &counters, durability));
         let thread = match spawned {
             Ok(thread) => Some(thread),
             Err(e) => {
@@ -79,12 +107,12 @@ impl Handle {
     {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |tx| {
-            let (writes_before, hooks_before) = (tx.writes, tx.after_commit.len());
+            let (writes_before, hooks_before) = (tx.changes.len(), tx.after_commit.len());
             let result = op(tx);
             if result.is_err() {
                 // A failed operation leaves nothing behind: not its writes
                 // (checked) and not its after-commit actions (dropped).
-                tx.poisoned |= tx.writes != writes_before;
+                tx.poisoned |= tx.changes.len() != writes_before;
                 tx.after_commit.truncate(hooks_before);
             }
             Box::new(move |commit: Result<(), Error>| {
@@ -109,7 +137,7 @@ impl Handle {
     }
 }
 
-fn run(db: &redb::Database, queue: &mpsc::Receiver<Job>, counters: &Counters) {
+fn run(db: &redb::Database, queue: &mpsc::Receiver<Job>, counters: &Counters, mut durability: Durability) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -118,27 +146,68 @@ fn run(db: &redb::Database, queue: &mpsc::Receiver<Job>, counters: &Counters) {
                 Err(_) => break,
             }
         }
-        commit_batch(db, batch, counters);
+        if let Err(Stopped) = commit_batch(db, batch, counters, &mut durability) {
+            // Dropping the queue makes every later write report WriterGone.
+            return;
+        }
+    }
+    if durability.since_checkpoint > 0 {
+        checkpoint(db, &durability);
     }
 }
 
+/// On a clean stop: redb's file takes in every journaled batch, so the next
+/// open replays nothing.
+fn checkpoint(db: &redb::Database, durability: &Durability) {
+    let result = db.begin_write().map_err(storage).and_then(|txn| {
+        // A write, so that the commit is not an empty one.
+        record_seq(&txn, durability.next_seq - 1)?;
+        txn.commit().map_err(storage)
+    });
+    if let Err(e) = result {
+        // Nothing is lost: the journal still holds every batch since the
+        // last checkpoint, and the next open applies them.
+        tracing::warn!(error = %e, "could not checkpoint the store on stopping");
+    }
+}
+
+/// Stores which batch redb's state includes, for replay to start after it.
+fn record_seq(txn: &redb::WriteTransaction, seq: u64) -> Result<(), Error> {
+    let mut meta = txn.open_table(super::META.table()).map_err(storage)?;
+    meta.insert(JOURNAL_SEQ, encode(&seq)?.as_slice()).map_err(storage)?;
+    Ok(())
+}
+
+/// The writer cannot go on: a batch was written to the journal but not to
+/// redb, or the journal could not be written. Only a restart, which replays
+/// the journal, brings redb and the journal back in step.
+struct Stopped;
+
 /// Applies and commits one batch, then answers its callers.
-fn commit_batch(db: &redb::Database, batch: Vec<Job>, counters: &Counters) {
+fn commit_batch(
+    db: &redb::Database,
+    batch: Vec<Job>,
+    counters: &Counters,
+    durability: &mut Durability,
+) -> Result<(), Stopped> {
     let txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(e) => {
             // Dropping the jobs drops their reply channels: callers see WriterGone.
             tracing::error!(error = %e, "could not begin a write transaction");
-            return;
+            return Ok(());
         }
     };
     let operations = batch.len() as u64;
-    let mut tx = WriteTx { txn: &txn, open: HashMap::new(), writes: 0, poisoned: false, after_commit: Vec::new() };
+    let mut tx =
+        WriteTx { txn: &txn, open: HashMap::new(), changes: Vec::new(), poisoned: false, after_commit: Vec::new() };
     let finishers: Vec<Finish> = batch.into_iter().map(|job| job(&mut tx)).collect();
-    let (poisoned, wrote) = (tx.poisoned, tx.writes > 0);
+    let (poisoned, wrote) = (tx.poisoned, !tx.changes.is_empty());
     let after_commit = std::mem::take(&mut tx.after_commit);
+    let changes = std::mem::take(&mut tx.changes);
     // Close the batch's tables before committing.
     drop(tx);
+    let mut stopped = false;
     let commit = if poisoned {
         tracing::error!("a write operation failed after writing; aborting its batch");
         // Aborting cannot lose anything: no caller in the batch was answered.
@@ -151,7 +220,18 @@ fn commit_batch(db: &redb::Database, batch: Vec<Job>, counters: &Counters) {
         let _ = txn.abort();
         Ok(())
     } else {
-        txn.commit().map_err(|e| tracing::error!(error = %e, "write transaction commit failed"))
+        match make_durable(txn, &changes, durability) {
+            Ok(()) => Ok(()),
+            Err(Failure::Commit(e)) => {
+                tracing::error!(error = %e, "write transaction commit failed");
+                Err(())
+            }
+            Err(Failure::Fatal(e)) => {
+                tracing::error!(error = %e, "the store journal and database are out of step; stopping all writes until a restart");
+                stopped = true;
+                Err(())
+            }
+        }
     };
     if commit.is_ok() {
         // Counted before anyone is answered, so a caller never sees its own
@@ -167,6 +247,44 @@ fn commit_batch(db: &redb::Database, batch: Vec<Job>, counters: &Counters) {
             Err(()) => Err(Error::Storage("commit failed".into())),
         });
     }
+    if stopped { Err(Stopped) } else { Ok(()) }
+}
+
+enum Failure {
+    /// Nothing of the batch is kept.
+    Commit(Error),
+    /// The batch may be in the journal (replayed at the next start) but is
+    /// not in redb.
+    Fatal(Error),
+}
+
+/// Commits `txn`, whose writes are `changes`: journaled (one record and one
+/// fsync, the redb commit kept in memory) or, when a checkpoint is due or the
+/// record does not fit, as a durable redb commit after which the journal
+/// starts over.
+fn make_durable(txn: redb::WriteTransaction, changes: &[Change], durability: &mut Durability) -> Result<(), Failure> {
+    let seq = durability.next_seq;
+    record_seq(&txn, seq).map_err(Failure::Commit)?;
+    let journaled = match durability.journal.as_mut() {
+        Some(journal) if durability.since_checkpoint < CHECKPOINT_EVERY => {
+            journal.append(seq, changes).map_err(Failure::Fatal)?
+        }
+        _ => false,
+    };
+    if journaled {
+        let mut txn = txn;
+        txn.set_durability(redb::Durability::None).map_err(|e| Failure::Fatal(storage(e)))?;
+        txn.commit().map_err(|e| Failure::Fatal(storage(e)))?;
+        durability.since_checkpoint += 1;
+    } else {
+        txn.commit().map_err(|e| Failure::Commit(storage(e)))?;
+        if let Some(journal) = durability.journal.as_mut() {
+            journal.start_over();
+        }
+        durability.since_checkpoint = 0;
+    }
+    durability.next_seq += 1;
+    Ok(())
 }
 
 /// The view a write operation gets: reads see the batch's earlier writes.
@@ -175,7 +293,8 @@ pub struct WriteTx<'t> {
     /// Tables stay open for the whole batch: opening and closing one per
     /// access was a large share of the writer's CPU time.
     open: HashMap<&'static str, BytesTable<'t>>,
-    writes: u64,
+    /// Every write so far, for the journal.
+    changes: Vec<Change>,
     poisoned: bool,
     after_commit: Vec<Box<dyn FnOnce() + Send>>,
 }
@@ -184,7 +303,7 @@ type BytesTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 
 impl std::fmt::Debug for WriteTx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteTx").field("writes", &self.writes).finish()
+        f.debug_struct("WriteTx").field("writes", &self.changes.len()).finish()
     }
 }
 
@@ -214,9 +333,9 @@ impl<'t> WriteTx<'t> {
 
     /// Inserts or replaces the record under `key`.
     pub fn put<V: Serialize>(&mut self, c: Collection<V>, key: &[u8], value: &V) -> Result<(), Error> {
-        let bytes = encode(value)?;
-        self.writes += 1;
-        self.open(c)?.insert(key, bytes.as_slice()).map_err(storage)?;
+        let value = encode(value)?;
+        self.open(c)?.insert(key, value.as_slice()).map_err(storage)?;
+        self.changes.push(Change::Put { table: c.name.into(), key: key.to_vec(), value });
         Ok(())
     }
 
@@ -236,8 +355,8 @@ impl<'t> WriteTx<'t> {
 
     /// Removes the record under `key`; says whether there was one.
     pub fn delete<V>(&mut self, c: Collection<V>, key: &[u8]) -> Result<bool, Error> {
-        self.writes += 1;
         let removed = self.open(c)?.remove(key).map_err(storage)?.is_some();
+        self.changes.push(Change::Delete { table: c.name.into(), key: key.to_vec() });
         Ok(removed)
     }
 }

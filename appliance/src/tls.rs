@@ -6,10 +6,12 @@
 
 use std::sync::Arc;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 
 /// ALPN a worker offers when it enrolls. The worker gateway serves such a
 /// connection without a client certificate, and only the enrollment route.
@@ -102,13 +104,77 @@ pub fn console_server(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>
     finish_server(server_builder()?.with_no_client_auth(), cert_pem, key_pem, http_alpn())
 }
 
+/// Decides whether a client certificate the CA has vouched for may still be
+/// used (it is refused once its worker is revoked).
+pub type CertAllowed = Arc<dyn Fn(&CertificateDer<'_>) -> bool + Send + Sync>;
+
 /// The worker gateway for enrolled workers: a client certificate issued by
-/// `ca_pem` is required during the handshake.
-pub fn worker_server(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
+/// `ca_pem`, and which `allowed` accepts, is required during the handshake.
+pub fn worker_server(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+    allowed: CertAllowed,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
+    let verifier = Arc::new(GatedVerifier { chain, allowed });
     finish_server(server_builder()?.with_client_cert_verifier(verifier), cert_pem, key_pem, http_alpn())
+}
+
+/// The CA chain check, then `allowed`: a revoked worker fails the handshake
+/// with a `certificate_revoked` alert.
+struct GatedVerifier {
+    chain: Arc<dyn ClientCertVerifier>,
+    allowed: CertAllowed,
+}
+
+impl std::fmt::Debug for GatedVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatedVerifier").field("chain", &self.chain).finish_non_exhaustive()
+    }
+}
+
+impl ClientCertVerifier for GatedVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.chain.verify_client_cert(end_entity, intermediates, now)?;
+        if !(self.allowed)(end_entity) {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
 }
 
 /// The worker gateway for a connection that asked to enroll.

@@ -175,6 +175,15 @@ impl From<pki::CertError> for ApiError {
     }
 }
 
+impl From<pki::CrlError> for ApiError {
+    fn from(e: pki::CrlError) -> Self {
+        match e {
+            pki::CrlError::Cert(e) => e.into(),
+            pki::CrlError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<vault::Error> for ApiError {
     fn from(e: vault::Error) -> Self {
         use vault::Error as V;

@@ -47,6 +47,8 @@ pub struct AppState {
     /// The CA certificate (public). Its key is opened per signature: [`AppState::ca`].
     pub ca_pem: Arc<str>,
     pub config: Arc<Config>,
+    /// Revoked workers: refused at the handshake, their connections closed.
+    pub revoked: Arc<pki::Revoked>,
 }
 
 impl AppState {
@@ -79,6 +81,8 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("GET", "/api/v1/workers", P::WorkerRead), get(workers::list)),
         (spec("GET", "/api/v1/system/status", P::WorkerRead), get(admin::status)),
         (spec("POST", "/api/v1/workers/enrollment-tokens", P::WorkerEnroll), post(workers::create_enrollment_token)),
+        (spec("POST", "/api/v1/workers/{id}/revoke", P::WorkerRevoke), post(workers::revoke)),
+        (spec("GET", "/api/v1/pki/crl", P::Public), get(workers::crl)),
         (spec("POST", "/api/v1/tokens", P::TokenCreate), post(admin::create_token)),
         (spec("GET", "/api/v1/audit/verify", P::AuditRead), get(admin::audit_verify)),
         (spec("GET", "/api/v1/audit/export", P::AuditRead), get(admin::audit_export)),

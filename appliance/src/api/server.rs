@@ -30,6 +30,7 @@ use super::extract::record;
 use super::{AppState, ConnInfo};
 use crate::audit::{Actor, Event, Origin, Outcome, Resource};
 use crate::config::Limits;
+use crate::ids::WorkerId;
 use crate::pki;
 use crate::tls::ENROLL_ALPN;
 
@@ -177,6 +178,7 @@ async fn serve_connection(
         Endpoint::Worker { state, .. } => Some(state.clone()),
         Endpoint::Console { .. } => None,
     };
+    let revoked = gateway.as_ref().map(|state| state.revoked.clone());
     let (stream, app) = match tokio::time::timeout(limits.header_timeout, handshake(tcp, endpoint)).await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
@@ -197,6 +199,9 @@ async fn serve_connection(
     };
     let peer =
         stream.get_ref().1.peer_certificates().and_then(|certs| certs.first()).and_then(|der| pki::peer_cert(der));
+    // A worker's connections close the moment it is revoked, a parked
+    // long-poll included.
+    let revocation = revoked.zip(peer.as_ref().map(|p| p.worker));
     let info = ConnInfo { remote, peer };
     let activity =
         Arc::new(Activity { started: Instant::now(), in_flight: AtomicUsize::new(0), last_ms: AtomicU64::new(0) });
@@ -222,24 +227,46 @@ async fn serve_connection(
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .max_concurrent_streams(256)
             .serve_connection(io, service);
-        drive(conn, remote, &activity, limits, stop).await;
+        drive(conn, remote, &activity, limits, stop, revocation).await;
     } else {
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
             .serve_connection(io, service);
-        drive(conn, remote, &activity, limits, stop).await;
+        drive(conn, remote, &activity, limits, stop, revocation).await;
+    }
+}
+
+/// Resolves once `worker` is revoked; never for a connection without one.
+async fn revoked(watch: Option<(Arc<pki::Revoked>, WorkerId)>) {
+    let Some((revoked, worker)) = watch else {
+        return std::future::pending().await;
+    };
+    // Subscribed before the first look, so no revocation slips between.
+    let mut changes = revoked.subscribe();
+    while !revoked.contains(worker) {
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
     }
 }
 
 /// Runs a connection to its end: asks it to finish when the server stops,
-/// and drops it when it has been idle too long.
-async fn drive<C>(conn: C, remote: SocketAddr, activity: &Activity, limits: &Limits, mut stop: watch::Receiver<bool>)
-where
+/// drops it when it has been idle too long or its worker is revoked.
+async fn drive<C>(
+    conn: C,
+    remote: SocketAddr,
+    activity: &Activity,
+    limits: &Limits,
+    mut stop: watch::Receiver<bool>,
+    revocation: Option<(Arc<pki::Revoked>, WorkerId)>,
+) where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
     tokio::pin!(conn);
+    let revoked = revoked(revocation);
+    tokio::pin!(revoked);
     let mut idle_check = tokio::time::interval((limits.idle_timeout / 4).max(Duration::from_millis(100)));
     let mut stopping = *stop.borrow();
     if stopping {
@@ -256,6 +283,10 @@ where
             _ = stop.changed(), if !stopping => {
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
+            }
+            () = &mut revoked => {
+                tracing::info!(%remote, "closing a connection of a revoked worker");
+                return;
             }
             _ = idle_check.tick() => {
                 if activity.idle_for().is_some_and(|idle| idle >= limits.idle_timeout) {

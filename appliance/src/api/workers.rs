@@ -10,7 +10,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::extract::{AnonymousOrigin, ApiJson, Caller, WorkerCaller};
+use super::extract::{AnonymousOrigin, ApiJson, ApiQuery, Caller, WorkerCaller};
 use super::{ApiError, AppState, parse_id};
 use crate::broker::{Completion, TaskError, WorkerView};
 use crate::config::parse_duration;
@@ -43,6 +43,73 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<axum
             })
             .collect(),
     ))
+}
+
+#[derive(Debug, Serialize)]
+pub struct RevokedWorker {
+    worker_id: String,
+    revoked_at: String,
+    revoked_by: String,
+    /// Its certificates that had not expired; all are in the CRL.
+    serials: Vec<String>,
+    /// Tasks it held, put back in line (or failed with no attempts left).
+    tasks_released: usize,
+}
+
+/// Revokes a worker: its handshakes fail and its open connections close as
+/// soon as the revocation is durable, then the tasks it held are released.
+/// Revoking again answers the same and changes nothing.
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<RevokedWorker>, ApiError> {
+    let worker: WorkerId = parse_id(&id)?;
+    let now = state.clock.now();
+    let (origin, revoked) = (caller.origin, state.revoked.clone());
+    let (_, revocation) =
+        state.store.write(move |tx| pki::revoke(tx, now, &origin, worker, revoked)).await.map_err(|e| match e {
+            pki::EnrollError::UnknownWorker => ApiError::NotFound,
+            other => other.into(),
+        })?;
+    let tasks_released = state.broker.release_worker(worker).await?;
+    Ok(axum::Json(RevokedWorker {
+        worker_id: worker.to_string(),
+        revoked_at: revocation.revoked_at.to_rfc3339(),
+        revoked_by: revocation.revoked_by,
+        serials: revocation.serials,
+        tasks_released,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrlQuery {
+    /// `der` (the default) or `pem`.
+    format: Option<String>,
+}
+
+/// A CRL signed now by the appliance CA, listing every revoked worker
+/// certificate, for other consumers on the site. Public, like any CRL.
+pub async fn crl(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<CrlQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::{HeaderValue, header};
+    use axum::response::IntoResponse;
+    let pem = match query.format.as_deref() {
+        None | Some("der") => false,
+        Some("pem") => true,
+        Some(other) => return Err(ApiError::InvalidRequest(format!("format must be der or pem, not {other:?}"))),
+    };
+    let ca = state.ca()?;
+    let now = state.clock.now();
+    let der = state.store.write(move |tx| pki::sign_crl(tx, now, &ca)).await?;
+    let (body, content_type) =
+        if pem { (pki::crl_pem(&der).into_bytes(), "application/x-pem-file") } else { (der, "application/pkix-crl") };
+    let mut response = body.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]

@@ -70,6 +70,8 @@ pub enum Permission {
     TaskCancel,
     WorkerRead,
     WorkerEnroll,
+    /// Revoke a worker's enrollment (its certificates stop working at once).
+    WorkerRevoke,
     TokenCreate,
     AuditRead,
     /// Seal the vault, rotate its keys.
@@ -118,6 +120,9 @@ pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
         (P::WorkerEnroll | P::TokenCreate, R::SecurityOfficer | R::Auditor | R::Developer | R::Viewer | R::Worker) => {
             None
         }
+
+        (P::WorkerRevoke, R::Admin | R::SecurityOfficer) => Some(S::All),
+        (P::WorkerRevoke, R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
 
         (P::AuditRead, R::Admin | R::SecurityOfficer | R::Auditor) => Some(S::All),
         (P::AuditRead, R::Developer | R::Viewer | R::Worker) => None,

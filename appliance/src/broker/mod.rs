@@ -321,6 +321,26 @@ impl Broker {
         Ok(moved.len())
     }
 
+    /// Ends every lease `worker` holds, because it has been revoked: each
+    /// task goes back in line (or fails with no attempts left). Returns how
+    /// many tasks it moved.
+    pub async fn release_worker(&self, worker: WorkerId) -> Result<usize, Error> {
+        let now = self.clock.now();
+        let keys = self.vault.keys()?;
+        let (settings, waiters) = (self.settings.clone(), self.waiters.clone());
+        let moved = self
+            .store
+            .write(move |tx| {
+                let d = Dispatch { waiters: &waiters, lease: settings.lease, keys: &keys };
+                ops::release_worker(tx, now, worker, &settings, d)
+            })
+            .await?;
+        for task in &moved {
+            self.announce(task);
+        }
+        Ok(moved.len())
+    }
+
     /// Runs [`Broker::reap`] every `every` until the broker drains. After
     /// every unseal (the first included) it first gives each running lease
     /// a full term, since its worker could not heartbeat while sealed.

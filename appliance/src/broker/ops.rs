@@ -559,24 +559,56 @@ fn due_keys(tx: &mut WriteTx<'_>, space: u8, now: Timestamp) -> Result<Vec<(Vec<
     Ok(due)
 }
 
-/// Expires overdue leases (requeue or fail) and releases finished backoffs.
-pub(super) fn reap(
+/// Why a lease ended before its worker reported.
+#[derive(Debug, Clone, Copy)]
+enum LeaseEnd {
+    /// The worker stopped heartbeating.
+    Expired,
+    /// The worker's enrollment was revoked.
+    WorkerRevoked,
+}
+
+impl LeaseEnd {
+    fn code(self) -> &'static str {
+        match self {
+            LeaseEnd::Expired => "lease_expired",
+            LeaseEnd::WorkerRevoked => "worker_revoked",
+        }
+    }
+
+    fn event(self) -> &'static str {
+        match self {
+            LeaseEnd::Expired => "task.lease_expired",
+            LeaseEnd::WorkerRevoked => "task.lease_revoked",
+        }
+    }
+
+    fn error(self) -> TaskError {
+        let message = match self {
+            LeaseEnd::Expired => "the worker holding the lease stopped reporting",
+            LeaseEnd::WorkerRevoked => "the worker holding the lease was revoked",
+        };
+        TaskError { code: self.code().into(), message: message.into() }
+    }
+}
+
+/// Ends the leases under the schedule `keys`: each task goes back in line,
+/// or fails when it has no attempts left. Returns the tasks it moved.
+fn end_leases(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
+    keys: Vec<(Vec<u8>, TaskId)>,
+    why: LeaseEnd,
     settings: &Settings,
     d: Dispatch<'_>,
 ) -> Result<Vec<Task>, Error> {
-    let expired = due_keys(tx, LEASED, now)?;
-    let released = due_keys(tx, DELAYED, now)?;
     // Sealed before the first write, as every operation must fail early.
-    let why =
-        || TaskError { code: "lease_expired".into(), message: "the worker holding the lease stopped reporting".into() };
-    let mut reasons = Vec::with_capacity(expired.len());
-    for (_, id) in &expired {
-        reasons.push(seal_error(d.keys, *id, why())?);
+    let mut reasons = Vec::with_capacity(keys.len());
+    for (_, id) in &keys {
+        reasons.push(seal_error(d.keys, *id, why.error())?);
     }
     let mut moved = Vec::new();
-    for ((key, id), reason) in expired.into_iter().zip(reasons) {
+    for ((key, id), reason) in keys.into_iter().zip(reasons) {
         tx.delete(SCHEDULE, &key)?;
         let Some(mut task) = tx.get(TASKS, &id.to_key())? else {
             continue;
@@ -585,7 +617,7 @@ pub(super) fn reap(
             continue;
         }
         let worker = task.lease.as_ref().map(|l| l.worker.to_string()).unwrap_or_default();
-        let event = Event::new("task.lease_expired", "expire", resource(id))
+        let event = Event::new(why.event(), "expire", resource(id))
             .outcome(Outcome::Failure)
             .detail("worker", &worker)
             .detail("attempt", task.attempts);
@@ -599,13 +631,44 @@ pub(super) fn reap(
             let event = Event::new("task.failed", "expire", resource(id))
                 .outcome(Outcome::Failure)
                 .detail("attempt", task.attempts)
-                .detail("code", "lease_expired")
+                .detail("code", why.code())
                 .detail("will_retry", false);
             audit::append(tx, now, &Origin::system(), event)?;
         }
         tx.put(TASKS, &id.to_key(), &task)?;
         moved.push(task);
     }
+    Ok(moved)
+}
+
+/// Ends every lease `worker` holds (it has been revoked).
+pub(super) fn release_worker(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    worker: WorkerId,
+    settings: &Settings,
+    d: Dispatch<'_>,
+) -> Result<Vec<Task>, Error> {
+    let mut held = Vec::new();
+    for (key, id) in due_keys(tx, LEASED, Timestamp::from_millis(u64::MAX))? {
+        let task = tx.get(TASKS, &id.to_key())?;
+        if task.and_then(|t| t.lease).is_some_and(|lease| lease.worker == worker) {
+            held.push((key, id));
+        }
+    }
+    end_leases(tx, now, held, LeaseEnd::WorkerRevoked, settings, d)
+}
+
+/// Expires overdue leases (requeue or fail) and releases finished backoffs.
+pub(super) fn reap(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    settings: &Settings,
+    d: Dispatch<'_>,
+) -> Result<Vec<Task>, Error> {
+    let expired = due_keys(tx, LEASED, now)?;
+    let released = due_keys(tx, DELAYED, now)?;
+    let mut moved = end_leases(tx, now, expired, LeaseEnd::Expired, settings, d)?;
     for (key, id) in released {
         tx.delete(SCHEDULE, &key)?;
         let Some(mut task) = tx.get(TASKS, &id.to_key())? else {

@@ -138,6 +138,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         unseal_from_key_file(&vault, path).await?;
     }
     let broker = Broker::new(store.clone(), clock.clone(), vault.clone(), config.broker.clone());
+    let revoked = store.read(pki::Revoked::load).context("loading the revoked workers")?;
     let state = AppState {
         store: store.clone(),
         broker: broker.clone(),
@@ -145,6 +146,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         vault: vault.clone(),
         ca_pem: ca_pem.as_str().into(),
         config: config.clone(),
+        revoked: revoked.clone(),
     };
 
     let console = TcpListener::bind(config.listen)
@@ -165,7 +167,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         (
             workers,
             Endpoint::Worker {
-                mtls: tls::worker_server(&cert_pem, &key_pem, &ca_pem)?,
+                mtls: tls::worker_server(
+                    &cert_pem,
+                    &key_pem,
+                    &ca_pem,
+                    Arc::new(move |der| pki::peer_cert(der).is_some_and(|peer| !revoked.contains(peer.worker))),
+                )?,
                 app: api::worker_router(state.clone()),
                 enroll_tls: tls::enroll_server(&cert_pem, &key_pem)?,
                 enroll_app: api::enroll_router(state.clone()),

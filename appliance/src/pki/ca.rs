@@ -4,9 +4,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
-    PKCS_ED25519, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertificateSigningRequestParams,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, RevocationReason, RevokedCertParams, SanType,
+    SerialNumber,
 };
 use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -211,6 +212,43 @@ impl Ca {
         let request = CertificateSigningRequestParams { params, public_key: csr.public_key };
         let cert = request.signed_by(&self.issuer).map_err(|e| CertError::Signing(e.to_string()))?;
         Ok(IssuedCert { cert_pem: cert.pem(), serial: serial_hex, not_after: now.plus(lifetime) })
+    }
+}
+
+/// One entry of a CRL: a certificate's serial (hex) and when it was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedSerial {
+    pub serial: String,
+    pub revoked_at: Timestamp,
+}
+
+/// How long a CRL says it stays current; consumers fetch it again sooner
+/// when a revocation matters to them.
+pub const CRL_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+impl Ca {
+    /// A CRL (DER) signed by this CA listing `revoked`, numbered `number`.
+    pub fn sign_crl(&self, revoked: &[RevokedSerial], number: u64, now: Timestamp) -> Result<Vec<u8>, CertError> {
+        let mut revoked_certs = Vec::with_capacity(revoked.len());
+        for r in revoked {
+            let serial = hex::decode(&r.serial).map_err(|_| CertError::BadCertificate("a stored serial".into()))?;
+            revoked_certs.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&serial),
+                revocation_time: r.revoked_at.to_offset_date_time(),
+                reason_code: Some(RevocationReason::CessationOfOperation),
+                invalidity_date: None,
+            });
+        }
+        let params = CertificateRevocationListParams {
+            this_update: now.to_offset_date_time(),
+            next_update: now.plus(CRL_LIFETIME).to_offset_date_time(),
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).map_err(|e| CertError::Signing(e.to_string()))?;
+        Ok(crl.der().to_vec())
     }
 }
 

@@ -17,7 +17,7 @@ const TOKEN_PREFIX: &str = "tetherenroll_";
 /// Keyed by SHA-256 of the token secret.
 const ENROLL_TOKENS: Collection<EnrollmentToken> = Collection::new("enroll_tokens");
 /// Keyed by worker id.
-const WORKERS: Collection<WorkerRecord> = Collection::new("workers");
+pub(super) const WORKERS: Collection<WorkerRecord> = Collection::new("workers");
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
@@ -127,6 +127,7 @@ pub fn enroll(
         revoked: false,
     };
     tx.put(WORKERS, &worker.to_key(), &worker_record)?;
+    super::revocation::record_issued(tx, worker, &cert.serial, cert.not_after)?;
     let event = Event::new("worker.enrolled", "enroll", Resource::new("worker", worker))
         .detail("enrollment_token", &record.id)
         .detail("cert_serial", &cert.serial)
@@ -165,6 +166,7 @@ pub fn renew(
     record.cert_not_after = cert.not_after;
     record.renewed_at = Some(now);
     tx.put(WORKERS, &worker.to_key(), &record)?;
+    super::revocation::record_issued(tx, worker, &cert.serial, cert.not_after)?;
     let event = Event::new("worker.renewed", "renew", Resource::new("worker", worker))
         .detail("cert_serial", &cert.serial)
         .detail("previous_serial", previous);

@@ -13,16 +13,18 @@
 mod ca;
 mod enroll;
 mod keystore;
+mod revocation;
 
 pub use ca::{
-    CA_LIFETIME, Ca, CertAndKey, CertError, IssuedCert, PeerCert, SERVER_CERT_LIFETIME, cert_validity, fingerprint_der,
-    fingerprint_pem, new_worker_key_and_csr, peer_cert, renewal_due,
+    CA_LIFETIME, CRL_LIFETIME, Ca, CertAndKey, CertError, IssuedCert, PeerCert, RevokedSerial, SERVER_CERT_LIFETIME,
+    cert_validity, fingerprint_der, fingerprint_pem, new_worker_key_and_csr, peer_cert, renewal_due,
 };
 pub use enroll::{
     EnrollError, EnrollmentToken, WorkerRecord, audit_refused_enrollment, create_enrollment_token, enroll, get_worker,
     list_workers, renew,
 };
 pub use keystore::{has_ca_key, load_ca, refresh_ca_key, store_ca_key};
+pub use revocation::{CrlError, Revocation, Revoked, crl_pem, revoke, sign_crl};
 
 /// The CA certificate in the data directory (public; workers are given it).
 pub const CA_CERT: &str = "ca.pem";

@@ -223,3 +223,86 @@ async fn developers_see_only_their_own_tasks_and_viewers_never_see_payloads() {
     assert!(listed["tasks"][0].get("input").is_none());
     assert_eq!(admin.get(&format!("/api/v1/tasks/{id}")).await.1["created_by"], "alice");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_worker_is_cut_off_within_a_second_and_stays_refused_after_a_restart() {
+    use std::time::Instant;
+    let mut a = Appliance::start();
+    let api = a.api();
+    let token = a.enrollment_token(None).await;
+    let (key, csr) = tether::pki::new_worker_key_and_csr().unwrap();
+    let enrolled = BrokerClient::enroll(&a.worker_gateway, &a.ca_pem, &token, &csr, &[]).await.unwrap();
+    let worker = BrokerClient::mtls(&a.worker_gateway, &a.ca_pem, &enrolled.cert_pem, &key).unwrap();
+    let bystander = manual_worker(&a).await;
+
+    // The worker holds one task's lease and parks a second poll.
+    let task = api.submit("echo", json!({"n": 1}), &[]).await;
+    let held = worker.poll(1, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(held.tasks.len(), 1);
+    let parked = tokio::spawn(async move { worker.poll(1, Duration::from_secs(30)).await });
+    crate::harness::eventually("a parked poll", Duration::from_secs(10), || {
+        let api = api.clone();
+        async move { api.get("/api/v1/system/status").await.1["parked_polls"] == 1 }
+    })
+    .await;
+
+    let revoked_at = Instant::now();
+    let (status, body) = api.post(&format!("/api/v1/workers/{}/revoke", enrolled.worker_id), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tasks_released"], 1, "{body}");
+    let cut = tokio::time::timeout(Duration::from_secs(1), parked).await;
+    let reply = cut.expect("the parked poll's connection closes within a second").unwrap();
+    assert!(reply.is_err(), "the parked poll gets no answer, its connection is closed: {reply:?}");
+    assert!(revoked_at.elapsed() < Duration::from_secs(1));
+
+    // Its certificate fails the handshake; polls and renewals are refused.
+    let identity = (enrolled.cert_pem.as_str(), key.as_str());
+    refused_at_handshake(&a, identity, "a revoked worker's handshake fails").await;
+    let again = BrokerClient::mtls(&a.worker_gateway, &a.ca_pem, &enrolled.cert_pem, &key).unwrap();
+    let (_, csr) = tether::pki::new_worker_key_and_csr().unwrap();
+    assert!(again.renew(&csr).await.is_err(), "a revoked worker cannot renew");
+
+    // The task it held went back in line and another worker finishes it.
+    let (_, seen) = api.get(&format!("/api/v1/tasks/{task}")).await;
+    assert_eq!(seen["state"], "queued", "{seen}");
+    let next = bystander.poll(1, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(next.tasks.len(), 1);
+    assert_eq!(next.tasks[0].id, task);
+
+    // The CRL lists its certificate, signed by the appliance CA.
+    let (status, _, crl) = api.with_token(None).raw(Method::GET, "/api/v1/pki/crl?format=pem", Vec::new(), None).await;
+    assert_eq!(status, 200, "the CRL is public");
+    let crl = crl.as_str().unwrap().to_owned();
+    assert!(crl.starts_with("-----BEGIN X509 CRL-----"), "{crl}");
+    let serial = body["serials"][0].as_str().unwrap().to_owned();
+    assert_eq!(crl_serials(&a, &crl), vec![serial]);
+
+    let (_, log) = api.get("/api/v1/audit/export").await;
+    let records: Vec<Value> = log.as_str().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.iter().filter(|r| r["event_type"] == "worker.revoked").count(), 1);
+    assert_eq!(records.iter().filter(|r| r["event_type"] == "task.lease_revoked").count(), 1);
+
+    a.kill9();
+    a.restart();
+    refused_at_handshake(&a, identity, "still refused after kill -9 and a restart").await;
+}
+
+async fn refused_at_handshake(a: &Appliance, identity: (&str, &str), label: &str) {
+    let poll = format!("{}/worker/v1/poll", a.worker_gateway);
+    let sent = gateway_client(a, Some(identity)).post(&poll).json(&json!({"max_tasks": 1, "wait_s": 0})).send().await;
+    let err = sent.expect_err(label);
+    assert!(err.status().is_none() && format!("{err:?}").contains("CertificateRevoked"), "{label}: {err:?}");
+}
+
+/// The serials (hex) a PEM CRL lists, after checking its signature with the
+/// appliance CA's key.
+fn crl_serials(a: &Appliance, pem: &str) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let (_, crl_pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    let (_, crl) = CertificateRevocationList::from_der(&crl_pem.contents).unwrap();
+    let (_, ca_pem) = x509_parser::pem::parse_x509_pem(a.ca_pem.as_bytes()).unwrap();
+    let (_, ca) = X509Certificate::from_der(&ca_pem.contents).unwrap();
+    crl.verify_signature(ca.public_key()).expect("the CRL is signed by the appliance CA");
+    crl.iter_revoked_certificates().map(|r| hex::encode(r.raw_serial())).collect()
+}

@@ -1,0 +1,166 @@
+//! Revoking a worker: the record in the store (what a CRL lists, what
+//! survives a restart) and the set in memory that the worker gateway checks
+//! at every handshake and that closes the worker's live connections.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::enroll::{EnrollError, WORKERS, WorkerRecord};
+use super::{Ca, CertError, RevokedSerial};
+use crate::audit::{self, Event, Origin, Resource};
+use crate::clock::Timestamp;
+use crate::ids::WorkerId;
+use crate::store::{self, Collection, Order, ReadTx, WriteTx};
+
+/// Every certificate issued to a worker, keyed by worker id then serial, so
+/// that revoking the worker lists all of them, not only its newest.
+pub(super) const ISSUED: Collection<Issued> = Collection::new("pki_issued");
+/// Keyed by worker id.
+const REVOCATIONS: Collection<Revocation> = Collection::new("pki_revocations");
+/// The number of the last CRL signed (CRLs are numbered, RFC 5280 5.2.3).
+const CRL_NUMBER: Collection<u64> = Collection::new("pki_crl_number");
+const CRL_NUMBER_KEY: &[u8] = b"last";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Issued {
+    pub not_after: Timestamp,
+}
+
+/// What the store keeps about a revoked worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub worker: WorkerId,
+    pub revoked_at: Timestamp,
+    pub revoked_by: String,
+    /// The serials (hex) of its certificates that had not expired.
+    pub serials: Vec<String>,
+}
+
+/// Records a certificate issued to `worker`, for revocation to find.
+pub(super) fn record_issued(
+    tx: &mut WriteTx<'_>,
+    worker: WorkerId,
+    serial: &str,
+    not_after: Timestamp,
+) -> Result<(), store::Error> {
+    tx.put(ISSUED, &issued_key(worker, serial), &Issued { not_after })
+}
+
+fn issued_key(worker: WorkerId, serial: &str) -> Vec<u8> {
+    let mut key = worker.to_key().to_vec();
+    key.extend_from_slice(serial.as_bytes());
+    key
+}
+
+/// The workers whose enrollment is revoked, in memory: loaded at start,
+/// added to as each revocation commits. Subscribers hear of every change.
+#[derive(Debug)]
+pub struct Revoked {
+    workers: RwLock<HashSet<WorkerId>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Revoked {
+    /// The revoked workers recorded in the store.
+    pub fn load(tx: &ReadTx) -> Result<Arc<Revoked>, store::Error> {
+        let mut workers = HashSet::new();
+        tx.scan(REVOCATIONS, None, Order::Ascending, |_, r: Revocation| {
+            workers.insert(r.worker);
+            Ok(true)
+        })?;
+        Ok(Arc::new(Revoked { workers: RwLock::new(workers), changed: watch::Sender::new(0) }))
+    }
+
+    pub fn contains(&self, worker: WorkerId) -> bool {
+        self.workers.read().is_ok_and(|set| set.contains(&worker))
+    }
+
+    /// Wakes when a worker is revoked; the receiver then checks its own.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn add(&self, worker: WorkerId) {
+        if let Ok(mut set) = self.workers.write() {
+            set.insert(worker);
+        }
+        self.changed.send_modify(|generation| *generation += 1);
+    }
+}
+
+/// Revokes `worker` in the caller's transaction: marks its record, records
+/// the serials of its unexpired certificates and audits it. Once the
+/// transaction is durable, `revoked` holds the worker: its handshakes fail
+/// and its open connections close. Revoking again changes nothing.
+pub fn revoke(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    worker: WorkerId,
+    revoked: Arc<Revoked>,
+) -> Result<(WorkerRecord, Revocation), EnrollError> {
+    let mut record = tx.get(WORKERS, &worker.to_key())?.ok_or(EnrollError::UnknownWorker)?;
+    if let Some(done) = tx.get(REVOCATIONS, &worker.to_key())? {
+        return Ok((record, done));
+    }
+    let mut serials = vec![record.cert_serial.clone()];
+    let prefix = worker.to_key();
+    tx.scan(ISSUED, Some(&prefix[..]), Order::Ascending, |key, issued: Issued| {
+        let Some(serial) = key.strip_prefix(&prefix[..]) else {
+            return Ok(false);
+        };
+        if issued.not_after > now {
+            serials.push(String::from_utf8_lossy(serial).into_owned());
+        }
+        Ok(true)
+    })?;
+    serials.sort();
+    serials.dedup();
+    let revocation = Revocation { worker, revoked_at: now, revoked_by: origin.actor.id.clone(), serials };
+    record.revoked = true;
+    tx.put(WORKERS, &worker.to_key(), &record)?;
+    tx.put(REVOCATIONS, &worker.to_key(), &revocation)?;
+    let event = Event::new("worker.revoked", "revoke", Resource::new("worker", worker))
+        .detail("serials", revocation.serials.join(","));
+    audit::append(tx, now, origin, event)?;
+    tx.after_commit(move || revoked.add(worker));
+    Ok((record, revocation))
+}
+
+/// A freshly signed CRL (DER) listing every certificate of every revoked
+/// worker that had not expired when it was revoked, with the next CRL number. Needs the CA key, so the vault open.
+pub fn sign_crl(tx: &mut WriteTx<'_>, now: Timestamp, ca: &Ca) -> Result<Vec<u8>, CrlError> {
+    let mut entries = Vec::new();
+    tx.scan(REVOCATIONS, None, Order::Ascending, |_, r: Revocation| {
+        entries.extend(r.serials.into_iter().map(|serial| RevokedSerial { serial, revoked_at: r.revoked_at }));
+        Ok(true)
+    })?;
+    let number = tx.get(CRL_NUMBER, CRL_NUMBER_KEY)?.unwrap_or(0) + 1;
+    let der = ca.sign_crl(&entries, number, now)?;
+    tx.put(CRL_NUMBER, CRL_NUMBER_KEY, &number)?;
+    Ok(der)
+}
+
+/// A DER CRL as PEM.
+pub fn crl_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN X509 CRL-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END X509 CRL-----\n");
+    pem
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CrlError {
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}

@@ -1,18 +1,24 @@
-//! `tether worker`: the worker agent.
+//! `tether worker`: the worker agent, and `tether worker revoke` to manage one.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::worker::config::RawWorkerConfig;
 use crate::worker::{self, Options};
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    /// Manage enrolled workers over the API instead of running one
+    /// (uses TETHER_URL, TETHER_TOKEN, TETHER_CA_FILE).
+    #[command(subcommand)]
+    manage: Option<Manage>,
     /// The broker's worker gateway, e.g. https://tether.local:9443.
-    #[arg(long, env = "TETHER_BROKER")]
-    broker: String,
+    #[arg(long, env = "TETHER_BROKER", required = true)]
+    broker: Option<String>,
     /// Single-use enrollment token (needed only the first time).
     #[arg(long, env = "TETHER_ENROLL_TOKEN")]
     enroll_token: Option<String>,
@@ -36,7 +42,24 @@ pub struct Args {
     json: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum Manage {
+    /// Revoke a worker (admin or security officer): its certificates are
+    /// refused from now on, its open connections close, its tasks go back
+    /// in line. It must enroll again, with a new token, to return.
+    Revoke {
+        /// The worker's id (see `GET /api/v1/workers`).
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(manage) = args.manage {
+        return run_manage(manage).await;
+    }
+    let broker = args.broker.context("--broker (or TETHER_BROKER) is required to run a worker")?;
     let mut raw = match &args.config {
         Some(path) => RawWorkerConfig::from_file(path)?,
         None => RawWorkerConfig::default(),
@@ -48,7 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         raw.concurrency = args.concurrency;
     }
     let opts = Options {
-        broker: args.broker,
+        broker,
         enroll_token: args.enroll_token,
         ca_file: args.ca_file,
         state_dir: args.state_dir,
@@ -68,5 +91,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let _ = stop_tx.send(true);
     });
     worker::run(opts, stop).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_manage(manage: Manage) -> anyhow::Result<ExitCode> {
+    let client = super::client::ApiClient::from_env(std::time::Duration::from_secs(30))?;
+    match manage {
+        Manage::Revoke { id, json } => {
+            let path = format!("/api/v1/workers/{id}/revoke");
+            let revoked = client.call(reqwest::Method::POST, &path, Some(&serde_json::json!({})), &[]).await?;
+            if json {
+                super::print_json(&revoked)?;
+            } else {
+                let serials = revoked["serials"].as_array().map_or(0, Vec::len);
+                println!(
+                    "revoked worker {id}: {serials} certificate(s) refused from now on, {} task(s) released",
+                    revoked["tasks_released"]
+                );
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,12 +6,15 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore, ServerConfig, SignatureScheme,
+};
 
 /// ALPN a worker offers when it enrolls. The worker gateway serves such a
 /// connection without a client certificate, and only the enrollment route.
@@ -177,17 +180,40 @@ impl ClientCertVerifier for GatedVerifier {
     }
 }
 
-/// The worker gateway for a connection that asked to enroll.
-pub fn enroll_server(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
-    finish_server(server_builder()?.with_no_client_auth(), cert_pem, key_pem, vec![ENROLL_ALPN.to_vec()])
+/// The worker gateway for a connection that asked to enroll. The chain it
+/// sends ends with the CA certificate, for workers that enroll with a pin.
+pub fn enroll_server(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = format!("{}\n{ca_pem}", cert_pem.trim_end());
+    finish_server(server_builder()?.with_no_client_auth(), &chain, key_pem, vec![ENROLL_ALPN.to_vec()])
+}
+
+/// What a client trusts to authenticate the broker.
+#[derive(Debug, Clone, Copy)]
+pub enum Trust<'a> {
+    /// The appliance CA certificate (PEM).
+    Ca(&'a str),
+    /// Only a CA whose certificate has this fingerprint (`sha256:<hex>`),
+    /// sent by the broker in its chain: how a worker enrolls from a join
+    /// string, with no CA file and no trust on first use.
+    Pin(&'a str),
 }
 
 /// A client that trusts only `ca_pem` and optionally presents an identity.
 pub fn client(ca_pem: &str, identity: Option<(&str, &str)>, alpn: &[&[u8]]) -> Result<ClientConfig, TlsError> {
+    trusting(Trust::Ca(ca_pem), identity, alpn)
+}
+
+/// A client that trusts what `trust` names and optionally presents an identity.
+pub fn trusting(trust: Trust<'_>, identity: Option<(&str, &str)>, alpn: &[&[u8]]) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots(ca_pem)?);
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match trust {
+        Trust::Ca(ca_pem) => builder.with_root_certificates(roots(ca_pem)?),
+        Trust::Pin(pin) => {
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(PinnedCa { pin: pin.to_ascii_lowercase() }))
+        }
+    };
     let mut config = match identity {
         Some((cert_pem, key_pem)) => builder
             .with_client_auth_cert(
@@ -199,6 +225,62 @@ pub fn client(ca_pem: &str, identity: Option<(&str, &str)>, alpn: &[&[u8]]) -> R
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// The broker's certificate chain must hold a CA certificate with the pinned
+/// fingerprint, and the server certificate must verify against that CA
+/// (name, validity, signature) exactly as with a CA file.
+#[derive(Debug)]
+struct PinnedCa {
+    pin: String,
+}
+
+/// Why a pinned client refused the broker.
+#[derive(Debug, thiserror::Error)]
+#[error("the broker's CA does not match the pin")]
+pub struct PinMismatch;
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mismatch =
+            || rustls::Error::InvalidCertificate(rustls::CertificateError::Other(OtherError(Arc::new(PinMismatch))));
+        let ca = intermediates.iter().find(|c| crate::pki::fingerprint_der(c) == self.pin).ok_or_else(mismatch)?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned()).map_err(|_| mismatch())?;
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        verifier.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &provider().signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider().signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// ALPN for ordinary HTTPS clients of the appliance.

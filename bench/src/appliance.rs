@@ -112,7 +112,7 @@ impl Appliance {
         let token = api.post("/api/v1/workers/enrollment-tokens", &json!({})).await?;
         let token = token["token"].as_str().context("enrollment token")?;
         let (key, csr) = tether::pki::new_worker_key_and_csr()?;
-        let enrolled = BrokerClient::enroll(&self.gateway, &self.ca_pem, token, &csr, &[])
+        let enrolled = BrokerClient::enroll(&self.gateway, tether::tls::Trust::Ca(&self.ca_pem), token, &csr, &[])
             .await
             .map_err(|e| anyhow::anyhow!("enroll: {e}"))?;
         Ok(BrokerClient::mtls(&self.gateway, &self.ca_pem, &enrolled.cert_pem, &key)?)

@@ -382,7 +382,9 @@ async fn enroll_with(gateway: &str, ca: &str, api: &Api) -> anyhow::Result<tethe
     let token = api.post("/api/v1/workers/enrollment-tokens", &json!({})).await?;
     let token = token["token"].as_str().context("token")?;
     let (key, csr) = tether::pki::new_worker_key_and_csr()?;
-    let e = BrokerClient::enroll(gateway, ca, token, &csr, &[]).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let e = BrokerClient::enroll(gateway, tether::tls::Trust::Ca(ca), token, &csr, &[])
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(BrokerClient::mtls(gateway, ca, &e.cert_pem, &key)?)
 }
 

@@ -49,6 +49,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Revoked workers: refused at the handshake, their connections closed.
     pub revoked: Arc<pki::Revoked>,
+    /// The port the worker gateway listens on (for join strings).
+    pub worker_port: u16,
 }
 
 impl AppState {

@@ -124,6 +124,10 @@ pub struct TokenBody {
 #[derive(Debug, Serialize)]
 pub struct TokenCreated {
     token: String,
+    /// `tether://HOST:PORT?token=…&ca=sha256:…` for `tether worker --join`:
+    /// the host the caller reached the console by, the worker gateway's
+    /// port, and the CA pin.
+    join: String,
     id: String,
     expires_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,6 +139,8 @@ const MAX_ENROLLMENT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub async fn create_enrollment_token(
     State(state): State<AppState>,
     caller: Caller,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<TokenBody>,
 ) -> Result<(StatusCode, axum::Json<TokenCreated>), ApiError> {
     let ttl = match body.ttl {
@@ -148,15 +154,36 @@ pub async fn create_enrollment_token(
     let origin = caller.origin;
     let (record, token) =
         state.store.write(move |tx| pki::create_enrollment_token(tx, now, &origin, body.labels, ttl)).await?;
+    let join = join_string(&state, &uri, &headers, &token)?;
     Ok((
         StatusCode::CREATED,
         axum::Json(TokenCreated {
             token,
+            join,
             id: record.id,
             expires_at: record.expires_at.to_rfc3339(),
             labels: record.labels,
         }),
     ))
+}
+
+/// The join string for `token`. HTTP/2 carries the host in the URI, HTTP/1.1
+/// in the Host header.
+fn join_string(
+    state: &AppState,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    token: &str,
+) -> Result<String, ApiError> {
+    let from_header = || {
+        let value = headers.get(axum::http::header::HOST)?.to_str().ok()?;
+        value.parse::<axum::http::uri::Authority>().ok()
+    };
+    let authority = uri.authority().cloned().or_else(from_header);
+    let host = authority.as_ref().map_or("localhost", |a| a.host());
+    let port = state.worker_port;
+    let pin = pki::fingerprint_pem(&state.ca_pem)?;
+    Ok(format!("tether://{host}:{port}?token={token}&ca={pin}"))
 }
 
 #[derive(Debug, Deserialize)]

@@ -138,6 +138,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         unseal_from_key_file(&vault, path).await?;
     }
     let broker = Broker::new(store.clone(), clock.clone(), vault.clone(), config.broker.clone());
+    let console = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (set --listen)", config.listen))?;
+    let workers = TcpListener::bind(config.worker_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (set --worker-listen)", config.worker_listen))?;
+    let (console_addr, worker_addr) = (console.local_addr()?, workers.local_addr()?);
     let revoked = store.read(pki::Revoked::load).context("loading the revoked workers")?;
     let state = AppState {
         store: store.clone(),
@@ -147,15 +154,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ca_pem: ca_pem.as_str().into(),
         config: config.clone(),
         revoked: revoked.clone(),
+        worker_port: worker_addr.port(),
     };
 
-    let console = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (set --listen)", config.listen))?;
-    let workers = TcpListener::bind(config.worker_listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (set --worker-listen)", config.worker_listen))?;
-    let (console_addr, worker_addr) = (console.local_addr()?, workers.local_addr()?);
     let endpoints = vec![
         (
             console,
@@ -174,7 +175,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     Arc::new(move |der| pki::peer_cert(der).is_some_and(|peer| !revoked.contains(peer.worker))),
                 )?,
                 app: api::worker_router(state.clone()),
-                enroll_tls: tls::enroll_server(&cert_pem, &key_pem)?,
+                enroll_tls: tls::enroll_server(&cert_pem, &key_pem, &ca_pem)?,
                 enroll_app: api::enroll_router(state.clone()),
                 state: state.clone(),
             },

@@ -53,6 +53,9 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}", created["token"].as_str().unwrap_or_default());
         eprintln!("(expires {}; shown once)", created["expires_at"].as_str().unwrap_or("never"));
+        if let Some(join) = created["join"].as_str() {
+            eprintln!("on the worker host: tether worker --join '{join}'");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -16,8 +16,13 @@ pub struct Args {
     /// (uses TETHER_URL, TETHER_TOKEN, TETHER_CA_FILE).
     #[command(subcommand)]
     manage: Option<Manage>,
+    /// Everything needed to enroll, in one string from the console or
+    /// `tether token enroll`: tether://HOST:PORT?token=…&ca=sha256:…
+    /// The broker must prove its CA matches the pin before the token is sent.
+    #[arg(long, env = "TETHER_JOIN", conflicts_with_all = ["broker", "enroll_token", "ca_pin"])]
+    join: Option<String>,
     /// The broker's worker gateway, e.g. https://tether.local:9443.
-    #[arg(long, env = "TETHER_BROKER", required = true)]
+    #[arg(long, env = "TETHER_BROKER", required_unless_present = "join")]
     broker: Option<String>,
     /// Single-use enrollment token (needed only the first time).
     #[arg(long, env = "TETHER_ENROLL_TOKEN")]
@@ -25,6 +30,9 @@ pub struct Args {
     /// The appliance CA certificate (needed only the first time).
     #[arg(long, env = "TETHER_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// Instead of (or to check) --ca-file: the CA's fingerprint, sha256:….
+    #[arg(long, env = "TETHER_CA_PIN")]
+    ca_pin: Option<String>,
     /// Where the worker keeps its key, certificate and identity.
     #[arg(long, env = "TETHER_STATE_DIR", default_value = "./tether-worker")]
     state_dir: PathBuf,
@@ -59,7 +67,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(manage) = args.manage {
         return run_manage(manage).await;
     }
-    let broker = args.broker.context("--broker (or TETHER_BROKER) is required to run a worker")?;
+    let (broker, enroll_token, ca_pin) = match &args.join {
+        Some(join) => {
+            let join = worker::Join::parse(join)?;
+            (join.broker, Some(join.token), Some(join.ca_pin))
+        }
+        None => (
+            args.broker.context("--broker (or TETHER_BROKER) is required to run a worker")?,
+            args.enroll_token,
+            args.ca_pin.map(|pin| worker::parse_pin(&pin)).transpose()?,
+        ),
+    };
     let mut raw = match &args.config {
         Some(path) => RawWorkerConfig::from_file(path)?,
         None => RawWorkerConfig::default(),
@@ -72,8 +90,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let opts = Options {
         broker,
-        enroll_token: args.enroll_token,
+        enroll_token,
         ca_file: args.ca_file,
+        ca_pin,
         state_dir: args.state_dir,
         config: raw.validate()?,
         json_events: args.json,

@@ -104,16 +104,19 @@ impl BrokerClient {
         Ok(BrokerClient { http: tls::https_client(config, CALL_TIMEOUT)?, base: base.trim_end_matches('/').into() })
     }
 
-    /// Enrolls: a connection without a certificate, offering the enrollment ALPN.
+    /// Enrolls: a connection without a certificate, offering the enrollment
+    /// ALPN. The token is sent only once the broker has proved itself by
+    /// `trust`; a broker whose CA does not match a pin is `Refused`
+    /// (`broker_untrusted`), since asking again cannot help.
     pub async fn enroll(
         base: &str,
-        ca_pem: &str,
+        trust: tls::Trust<'_>,
         token: &str,
         csr_pem: &str,
         labels: &[String],
     ) -> Result<Enrolled, CallError> {
         let config =
-            tls::client(ca_pem, None, tls::CLIENT_ENROLL_ALPN).map_err(|e| refused(0, "tls", &e.to_string()))?;
+            tls::trusting(trust, None, tls::CLIENT_ENROLL_ALPN).map_err(|e| refused(0, "tls", &e.to_string()))?;
         let http = tls::https_client(config, CALL_TIMEOUT).map_err(|e| refused(0, "tls", &e.to_string()))?;
         let client = BrokerClient { http, base: base.trim_end_matches('/').into() };
         client.post("/worker/v1/enroll", json!({"token": token, "csr_pem": csr_pem, "labels": labels})).await
@@ -136,13 +139,8 @@ impl BrokerClient {
     }
 
     async fn post<T: DeserializeOwned>(&self, path: &str, body: Value) -> Result<T, CallError> {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| CallError::Unreachable(error_chain(&e)))?;
+        let resp =
+            self.http.post(format!("{}{path}", self.base)).json(&body).send().await.map_err(|e| send_error(&e))?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| CallError::Unreachable(error_chain(&e)))?;
         if status.is_success() {
@@ -158,6 +156,36 @@ impl BrokerClient {
             s => Err(refused(s, code, detail)),
         }
     }
+}
+
+/// A request that got no answer: the network, or a broker that failed its
+/// pin (which no retry mends).
+fn send_error(e: &reqwest::Error) -> CallError {
+    if failed_pin(e) {
+        return refused(0, "broker_untrusted", &tls::PinMismatch.to_string());
+    }
+    CallError::Unreachable(error_chain(e))
+}
+
+/// Whether `e` came from a pinned verifier refusing the broker's CA. The
+/// rustls error sits inside `io::Error`s (one or more), whose `source()`
+/// skips what they wrap, so each layer is opened by hand.
+fn failed_pin(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(current) = next {
+        let mut layer: &(dyn std::error::Error + 'static) = current;
+        while let Some(wrapped) = layer.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            layer = wrapped;
+        }
+        if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) =
+            layer.downcast_ref::<rustls::Error>()
+            && other.0.downcast_ref::<tls::PinMismatch>().is_some()
+        {
+            return true;
+        }
+        next = current.source();
+    }
+    false
 }
 
 fn refused(status: u16, code: &str, detail: &str) -> CallError {

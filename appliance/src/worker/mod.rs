@@ -27,6 +27,7 @@ pub use state::{Identity, StateDir};
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::pki;
+use crate::tls;
 
 /// How long one poll asks the broker to hold on.
 const POLL_WAIT: Duration = Duration::from_secs(30);
@@ -39,10 +40,57 @@ pub struct Options {
     pub broker: String,
     pub enroll_token: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// `sha256:<hex>` of the CA certificate, lower case.
+    pub ca_pin: Option<String>,
     pub state_dir: PathBuf,
     pub config: WorkerConfig,
     /// Print one JSON event per line on stdout (enrolled, ready, task_*).
     pub json_events: bool,
+}
+
+/// What a join string carries: `tether://HOST:PORT?token=…&ca=sha256:…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Join {
+    /// `https://HOST:PORT`, the worker gateway.
+    pub broker: String,
+    pub token: String,
+    pub ca_pin: String,
+}
+
+impl Join {
+    pub fn parse(raw: &str) -> anyhow::Result<Join> {
+        let bad = |why: &str| {
+            anyhow::anyhow!("the join string is not usable: {why} (expected tether://HOST:PORT?token=…&ca=sha256:…)")
+        };
+        let url = reqwest::Url::parse(raw.trim()).map_err(|_| bad("not a URL"))?;
+        if url.scheme() != "tether" {
+            return Err(bad("it must start with tether://"));
+        }
+        let host = url.host_str().ok_or_else(|| bad("no host"))?;
+        let port = url.port().ok_or_else(|| bad("no port"))?;
+        let (mut token, mut pin) = (None, None);
+        for (key, value) in url.query_pairs() {
+            match key.as_ref() {
+                "token" => token = Some(value.into_owned()),
+                "ca" => pin = Some(parse_pin(&value)?),
+                other => return Err(bad(&format!("unknown parameter {other:?}"))),
+            }
+        }
+        Ok(Join {
+            broker: format!("https://{host}:{port}"),
+            token: token.ok_or_else(|| bad("no token"))?,
+            ca_pin: pin.ok_or_else(|| bad("no ca pin"))?,
+        })
+    }
+}
+
+/// A CA pin as `tether` prints it: `sha256:` and 64 hex digits.
+pub fn parse_pin(raw: &str) -> anyhow::Result<String> {
+    let pin = raw.trim().to_ascii_lowercase();
+    match pin.strip_prefix("sha256:") {
+        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(pin),
+        _ => anyhow::bail!("a CA pin is sha256: followed by 64 hex digits (the ca_fingerprint tether prints)"),
+    }
 }
 
 /// Exponential backoff with jitter: each wait is drawn from [d/2, d].
@@ -177,13 +225,33 @@ async fn enroll(opts: &Options, stop: &mut watch::Receiver<bool>) -> anyhow::Res
         .enroll_token
         .clone()
         .context("this worker is not enrolled yet: pass --enroll-token (from `tether token enroll`)")?;
-    let ca_file = opts.ca_file.clone().context("pass --ca-file (the appliance's ca.pem) to enroll")?;
-    let ca_pem = std::fs::read_to_string(&ca_file).with_context(|| format!("cannot read {}", ca_file.display()))?;
+    let ca_pem = match &opts.ca_file {
+        Some(file) => {
+            let pem = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            if let Some(pin) = &opts.ca_pin
+                && &pki::fingerprint_pem(&pem)? != pin
+            {
+                anyhow::bail!("{} does not match the CA pin {pin}", file.display());
+            }
+            Some(pem)
+        }
+        None => None,
+    };
+    let trust = match (&ca_pem, &opts.ca_pin) {
+        (Some(pem), _) => tls::Trust::Ca(pem),
+        (None, Some(pin)) => tls::Trust::Pin(pin),
+        (None, None) => anyhow::bail!("to enroll, pass --join, or --ca-pin or --ca-file (the appliance's ca.pem)"),
+    };
     let (key_pem, csr_pem) = pki::new_worker_key_and_csr()?;
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     loop {
-        match BrokerClient::enroll(&opts.broker, &ca_pem, &token, &csr_pem, &opts.config.labels).await {
+        match BrokerClient::enroll(&opts.broker, trust, &token, &csr_pem, &opts.config.labels).await {
             Ok(e) => {
+                if let Some(pin) = &opts.ca_pin
+                    && &pki::fingerprint_pem(&e.ca_pem)? != pin
+                {
+                    anyhow::bail!("the broker answered with a CA that does not match the pin {pin}");
+                }
                 return Ok(Identity {
                     worker_id: e.worker_id,
                     broker: opts.broker.clone(),
@@ -326,5 +394,38 @@ mod tests {
         assert!(waits.iter().all(|w| *w <= Duration::from_secs(1)));
         b.reset();
         assert!(b.next_wait() <= Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod join_tests {
+    use super::*;
+
+    const PIN: &str = "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn a_join_string_names_the_gateway_the_token_and_the_pin() {
+        let join =
+            Join::parse(&format!("tether://tether.site.lan:9443?token=tetherenroll_x&ca={}", PIN.to_uppercase()))
+                .unwrap();
+        assert_eq!(
+            join,
+            Join { broker: "https://tether.site.lan:9443".into(), token: "tetherenroll_x".into(), ca_pin: PIN.into() }
+        );
+    }
+
+    #[test]
+    fn a_join_string_missing_a_part_says_which() {
+        for (raw, says) in [
+            ("https://h:1?token=t&ca=x", "tether://"),
+            (&format!("tether://h?token=t&ca={PIN}") as &str, "no port"),
+            (&format!("tether://h:1?ca={PIN}"), "no token"),
+            ("tether://h:1?token=t", "no ca pin"),
+            ("tether://h:1?token=t&ca=sha256:abc", "64 hex digits"),
+            (&format!("tether://h:1?token=t&ca={PIN}&extra=1"), "unknown parameter"),
+        ] {
+            let err = Join::parse(raw).unwrap_err().to_string();
+            assert!(err.contains(says), "{raw}: {err}");
+        }
     }
 }

@@ -475,7 +475,8 @@ pub async fn manual_worker(a: &Appliance) -> tether::worker::client::BrokerClien
     use tether::worker::client::BrokerClient;
     let token = a.enrollment_token(None).await;
     let (key, csr) = tether::pki::new_worker_key_and_csr().unwrap();
-    let enrolled = BrokerClient::enroll(&a.worker_gateway, &a.ca_pem, &token, &csr, &[]).await.unwrap();
+    let enrolled =
+        BrokerClient::enroll(&a.worker_gateway, tether::tls::Trust::Ca(&a.ca_pem), &token, &csr, &[]).await.unwrap();
     BrokerClient::mtls(&a.worker_gateway, &a.ca_pem, &enrolled.cert_pem, &key).unwrap()
 }
 

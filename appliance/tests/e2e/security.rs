@@ -15,9 +15,9 @@ async fn an_enrollment_token_works_once() {
     let a = Appliance::start();
     let token = a.enrollment_token(None).await;
     let (_, csr) = tether::pki::new_worker_key_and_csr().unwrap();
-    BrokerClient::enroll(&a.worker_gateway, &a.ca_pem, &token, &csr, &[]).await.unwrap();
+    BrokerClient::enroll(&a.worker_gateway, tether::tls::Trust::Ca(&a.ca_pem), &token, &csr, &[]).await.unwrap();
     let (_, csr2) = tether::pki::new_worker_key_and_csr().unwrap();
-    match BrokerClient::enroll(&a.worker_gateway, &a.ca_pem, &token, &csr2, &[]).await {
+    match BrokerClient::enroll(&a.worker_gateway, tether::tls::Trust::Ca(&a.ca_pem), &token, &csr2, &[]).await {
         Err(CallError::Refused { status: 401, code, .. }) => assert_eq!(code, "enrollment_token_invalid"),
         other => panic!("a reused token must be refused, got {other:?}"),
     }
@@ -231,7 +231,8 @@ async fn a_revoked_worker_is_cut_off_within_a_second_and_stays_refused_after_a_r
     let api = a.api();
     let token = a.enrollment_token(None).await;
     let (key, csr) = tether::pki::new_worker_key_and_csr().unwrap();
-    let enrolled = BrokerClient::enroll(&a.worker_gateway, &a.ca_pem, &token, &csr, &[]).await.unwrap();
+    let enrolled =
+        BrokerClient::enroll(&a.worker_gateway, tether::tls::Trust::Ca(&a.ca_pem), &token, &csr, &[]).await.unwrap();
     let worker = BrokerClient::mtls(&a.worker_gateway, &a.ca_pem, &enrolled.cert_pem, &key).unwrap();
     let bystander = manual_worker(&a).await;
 
@@ -289,7 +290,8 @@ async fn a_revoked_worker_is_cut_off_within_a_second_and_stays_refused_after_a_r
     // The CLI: another worker revoked by id; an unknown id is an error.
     let token = a.enrollment_token(None).await;
     let (_, csr) = tether::pki::new_worker_key_and_csr().unwrap();
-    let other = BrokerClient::enroll(&a.worker_gateway, &a.ca_pem, &token, &csr, &[]).await.unwrap();
+    let other =
+        BrokerClient::enroll(&a.worker_gateway, tether::tls::Trust::Ca(&a.ca_pem), &token, &csr, &[]).await.unwrap();
     let out = a.cli(&["worker", "revoke", &other.worker_id, "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -329,4 +331,41 @@ fn crl_serials(a: &Appliance, pem: &str) -> Vec<String> {
     let (_, ca) = X509Certificate::from_der(&ca_pem.contents).unwrap();
     crl.verify_signature(ca.public_key()).expect("the CRL is signed by the appliance CA");
     crl.iter_revoked_certificates().map(|r| hex::encode(r.raw_serial())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_join_string_enrolls_without_a_ca_file_and_a_wrong_pin_is_refused_before_the_token_is_sent() {
+    use crate::harness::{Proc, bin};
+    let a = Appliance::start();
+    let api = a.api();
+    let (status, created) = api.post("/api/v1/workers/enrollment-tokens", &json!({})).await;
+    assert_eq!(status, 201, "{created}");
+    let (join, token) = (created["join"].as_str().unwrap(), created["token"].as_str().unwrap());
+    let pin = tether::pki::fingerprint_pem(&a.ca_pem).unwrap();
+    let port = a.worker_gateway.rsplit(':').next().unwrap();
+    assert_eq!(join, format!("tether://127.0.0.1:{port}?token={token}&ca={pin}"));
+
+    // A broker whose CA is not the pinned one: the worker stops at the
+    // handshake, with a message that says so.
+    let wrong = join.replace(&pin, &format!("sha256:{}", "0".repeat(64)));
+    let state = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new(bin())
+        .args(["worker", "--join", &wrong, "--state-dir"])
+        .arg(state.path().join("w"))
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run).await.expect("a wrong pin is not retried").unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("does not match the pin"), "{said}");
+
+    // The token never left: it still enrolls, from the join string alone,
+    // and nothing was refused on the broker's side.
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["worker", "--json", "--join", join, "--state-dir"]).arg(state.path().join("ok"));
+    let mut worker = Proc::spawn(cmd);
+    worker.expect_event("enrolled", Duration::from_secs(30));
+    worker.expect_event("ready", Duration::from_secs(30));
+    let task = api.submit("echo", json!({"joined": true}), &[]).await;
+    assert_eq!(api.wait(&task, 30).await["state"], "succeeded");
+    let (_, log) = api.get("/api/v1/audit/export").await;
+    assert!(!log.as_str().unwrap().contains("worker.enroll_refused"), "the token was never presented before");
 }

@@ -284,12 +284,21 @@ pub fn peer_cert(der: &[u8]) -> Option<PeerCert> {
 }
 
 /// When a certificate issued here should be renewed: two thirds of the way
-/// from its issue to its expiry. (Its `not_before` is backdated by
-/// [`BACKDATE`] for clock skew; that margin is not part of its lifetime.)
+/// from its issue to its expiry, moved by up to ±10 % of that span. The shift
+/// comes from the certificate's fingerprint: a fleet enrolled together
+/// spreads its renewals, and a worker that restarts keeps its time. (The
+/// `not_before` is backdated by [`BACKDATE`] for clock skew; that margin is
+/// not part of the lifetime.)
 pub fn renewal_due(cert_pem: &str) -> Result<Timestamp, CertError> {
     let (not_before, not_after) = cert_validity(cert_pem)?;
     let issued = not_before.plus(BACKDATE).min(not_after);
-    Ok(issued.plus(not_after.since(issued) * 2 / 3))
+    let nominal = not_after.since(issued) * 2 / 3;
+    let spread = nominal / 10;
+    let spread_ms = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX / 4);
+    let fingerprint = digest(&SHA256, &pem_to_der(cert_pem, "a")?);
+    let draw = fingerprint.as_ref().iter().take(8).fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    let offset = Duration::from_millis(draw % (2 * spread_ms + 1));
+    Ok(issued.plus(nominal.saturating_sub(spread)).plus(offset))
 }
 
 /// The validity window of the first certificate in a PEM.
@@ -319,7 +328,27 @@ mod tests {
         assert_eq!(peer.worker, worker);
         assert_eq!(peer.serial, issued.serial);
         assert_eq!(peer.not_after, NOW.plus(Duration::from_secs(3600)));
-        assert_eq!(renewal_due(&issued.cert_pem).unwrap(), NOW.plus(Duration::from_secs(2400)));
+        let due = renewal_due(&issued.cert_pem).unwrap();
+        assert!(due >= NOW.plus(Duration::from_secs(2160)) && due <= NOW.plus(Duration::from_secs(2640)), "{due:?}");
+    }
+
+    #[test]
+    fn renewals_fall_within_ten_percent_of_two_thirds_and_spread_out() {
+        let (ca, _) = Ca::create(NOW).unwrap();
+        let lifetime = Duration::from_secs(3000);
+        let dues: Vec<Timestamp> = (0..40)
+            .map(|_| {
+                let (_key, csr) = new_worker_key_and_csr().unwrap();
+                let issued = ca.sign_worker_csr(&csr, WorkerId::new(), NOW, lifetime).unwrap();
+                let due = renewal_due(&issued.cert_pem).unwrap();
+                assert_eq!(due, renewal_due(&issued.cert_pem).unwrap(), "the same certificate, the same time");
+                due
+            })
+            .collect();
+        let (earliest, latest) = (NOW.plus(Duration::from_secs(1800)), NOW.plus(Duration::from_secs(2200)));
+        assert!(dues.iter().all(|d| *d >= earliest && *d <= latest), "{dues:?}");
+        let distinct: std::collections::BTreeSet<_> = dues.iter().collect();
+        assert!(distinct.len() > 30, "renewals spread out: {} distinct times of 40", distinct.len());
     }
 
     #[test]

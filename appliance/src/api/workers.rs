@@ -67,7 +67,7 @@ pub async fn revoke(
     let worker: WorkerId = parse_id(&id)?;
     let now = state.clock.now();
     let (origin, revoked) = (caller.origin, state.revoked.clone());
-    let (_, revocation) =
+    let revocation =
         state.store.write(move |tx| pki::revoke(tx, now, &origin, worker, revoked)).await.map_err(|e| match e {
             pki::EnrollError::UnknownWorker => ApiError::NotFound,
             other => other.into(),

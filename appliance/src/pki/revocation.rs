@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::enroll::{EnrollError, WORKERS, WorkerRecord};
+use super::enroll::{EnrollError, WORKERS};
 use super::{Ca, CertError, RevokedSerial};
 use crate::audit::{self, Event, Origin, Resource};
 use crate::clock::Timestamp;
@@ -101,10 +101,10 @@ pub fn revoke(
     origin: &Origin,
     worker: WorkerId,
     revoked: Arc<Revoked>,
-) -> Result<(WorkerRecord, Revocation), EnrollError> {
+) -> Result<Revocation, EnrollError> {
     let mut record = tx.get(WORKERS, &worker.to_key())?.ok_or(EnrollError::UnknownWorker)?;
     if let Some(done) = tx.get(REVOCATIONS, &worker.to_key())? {
-        return Ok((record, done));
+        return Ok(done);
     }
     let mut serials = vec![record.cert_serial.clone()];
     let prefix = worker.to_key();
@@ -127,11 +127,12 @@ pub fn revoke(
         .detail("serials", revocation.serials.join(","));
     audit::append(tx, now, origin, event)?;
     tx.after_commit(move || revoked.add(worker));
-    Ok((record, revocation))
+    Ok(revocation)
 }
 
 /// A freshly signed CRL (DER) listing every certificate of every revoked
-/// worker that had not expired when it was revoked, with the next CRL number. Needs the CA key, so the vault open.
+/// worker that had not expired when it was revoked, with the next CRL
+/// number. Needs the CA key, so the vault open.
 pub fn sign_crl(tx: &mut WriteTx<'_>, now: Timestamp, ca: &Ca) -> Result<Vec<u8>, CrlError> {
     let mut entries = Vec::new();
     tx.scan(REVOCATIONS, None, Order::Ascending, |_, r: Revocation| {

@@ -209,7 +209,12 @@ pub async fn enroll(
     ApiJson(body): ApiJson<EnrollBody>,
 ) -> Result<(StatusCode, axum::Json<Enrolled>), ApiError> {
     let now = state.clock.now();
-    let worker = WorkerId::new();
+    // A retry with the key the token was bound to keeps its worker; the
+    // transaction below checks the binding again.
+    let csr_key = pki::csr_key_fingerprint(&body.csr_pem)?;
+    let token = body.token.clone();
+    let bound = state.store.read(|tx| pki::bound_worker(tx, &token, &csr_key))?;
+    let worker = bound.unwrap_or_else(WorkerId::new);
     // Signing first costs a signature when the token turns out bad, but keeps
     // the transaction to checks and writes only.
     let cert = state.ca()?.sign_worker_csr(&body.csr_pem, worker, now, state.config.worker_cert_lifetime)?;

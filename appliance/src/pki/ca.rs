@@ -61,6 +61,8 @@ pub struct IssuedCert {
     pub cert_pem: String,
     pub serial: String,
     pub not_after: Timestamp,
+    /// `sha256:<hex>` of the certified public key (see [`csr_key_fingerprint`]).
+    pub key_fingerprint: String,
 }
 
 /// The loaded CA: its certificate and signing key.
@@ -209,9 +211,10 @@ impl Ca {
         params.serial_number = Some(serial);
         params.use_authority_key_identifier_extension = true;
         validity(&mut params, now, lifetime);
+        let key_fingerprint = key_fingerprint(&csr.public_key);
         let request = CertificateSigningRequestParams { params, public_key: csr.public_key };
         let cert = request.signed_by(&self.issuer).map_err(|e| CertError::Signing(e.to_string()))?;
-        Ok(IssuedCert { cert_pem: cert.pem(), serial: serial_hex, not_after: now.plus(lifetime) })
+        Ok(IssuedCert { cert_pem: cert.pem(), serial: serial_hex, not_after: now.plus(lifetime), key_fingerprint })
     }
 }
 
@@ -250,6 +253,17 @@ impl Ca {
         let crl = params.signed_by(&self.issuer).map_err(|e| CertError::Signing(e.to_string()))?;
         Ok(crl.der().to_vec())
     }
+}
+
+/// `sha256:<hex>` of the public key (its SubjectPublicKeyInfo) a CSR carries,
+/// after checking the CSR's signature.
+pub fn csr_key_fingerprint(csr_pem: &str) -> Result<String, CertError> {
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| CertError::CsrInvalid(e.to_string()))?;
+    Ok(key_fingerprint(&csr.public_key))
+}
+
+fn key_fingerprint(key: &impl rcgen::PublicKeyData) -> String {
+    fingerprint_der(&key.subject_public_key_info())
 }
 
 /// A worker-side key pair and the CSR that carries its public key.

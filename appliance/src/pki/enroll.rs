@@ -16,6 +16,9 @@ const TOKEN_PREFIX: &str = "tetherenroll_";
 
 /// Keyed by SHA-256 of the token secret.
 const ENROLL_TOKENS: Collection<EnrollmentToken> = Collection::new("enroll_tokens");
+/// Which worker and key a used token went to, keyed like the token: the
+/// same key may enroll again with it (its answer was lost), no other may.
+const BINDINGS: Collection<Binding> = Collection::new("enroll_bindings");
 /// Keyed by worker id.
 pub(super) const WORKERS: Collection<WorkerRecord> = Collection::new("workers");
 
@@ -58,6 +61,22 @@ pub struct WorkerRecord {
     pub cert_not_after: Timestamp,
     pub renewed_at: Option<Timestamp>,
     pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Binding {
+    worker: WorkerId,
+    /// `sha256:<hex>` of the public key in the CSR that used the token.
+    key: String,
+}
+
+/// The worker an enrollment with `token` and the key `csr_key` must keep:
+/// the one the token went to, when this is the key it went with. A worker
+/// whose enrollment answer was lost retries with the same key and token and
+/// gets its identity back, with a fresh certificate.
+pub fn bound_worker(tx: &ReadTx, token: &str, csr_key: &str) -> Result<Option<WorkerId>, store::Error> {
+    let binding = tx.get(BINDINGS, &secret::sha256(token.as_bytes()))?;
+    Ok(binding.filter(|b| b.key == csr_key).map(|b| b.worker))
 }
 
 fn valid_labels(requested: &[String]) -> Result<Vec<String>, EnrollError> {
@@ -107,16 +126,20 @@ pub fn enroll(
 ) -> Result<WorkerRecord, EnrollError> {
     let key = secret::sha256(token.as_bytes());
     let found = if secret::is_token_shaped(token, TOKEN_PREFIX) { tx.get(ENROLL_TOKENS, &key)? } else { None };
-    let usable = found.filter(|t| t.used_by.is_none() && t.expires_at > now);
-    let Some(mut record) = usable else {
+    let Some(mut record) = found.filter(|t| t.expires_at > now) else {
         return Err(EnrollError::TokenInvalid);
     };
+    let binding = Binding { worker, key: cert.key_fingerprint.clone() };
+    if record.used_by.is_some() {
+        return enroll_again(tx, now, origin, &key, &record, &binding, cert);
+    }
     let labels = match &record.labels {
         Some(fixed) => fixed.clone(),
         None => valid_labels(requested_labels)?,
     };
     record.used_by = Some(worker);
     tx.put(ENROLL_TOKENS, &key, &record)?;
+    tx.put(BINDINGS, &key, &binding)?;
     let worker_record = WorkerRecord {
         id: worker,
         labels,
@@ -134,6 +157,38 @@ pub fn enroll(
         .detail("labels", worker_record.labels.join(","));
     audit::append(tx, now, origin, event)?;
     Ok(worker_record)
+}
+
+/// A used token presented again: accepted only from the key it was bound
+/// to, for the same worker, while that worker is not revoked (and, as
+/// checked by the caller, before the token expires).
+fn enroll_again(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    key: &[u8],
+    token: &EnrollmentToken,
+    binding: &Binding,
+    cert: &IssuedCert,
+) -> Result<WorkerRecord, EnrollError> {
+    if tx.get(BINDINGS, key)?.as_ref() != Some(binding) || token.used_by != Some(binding.worker) {
+        return Err(EnrollError::TokenInvalid);
+    }
+    let worker = binding.worker;
+    let mut record = tx.get(WORKERS, &worker.to_key())?.ok_or(EnrollError::TokenInvalid)?;
+    if record.revoked {
+        return Err(EnrollError::TokenInvalid);
+    }
+    let previous = std::mem::replace(&mut record.cert_serial, cert.serial.clone());
+    record.cert_not_after = cert.not_after;
+    tx.put(WORKERS, &worker.to_key(), &record)?;
+    super::revocation::record_issued(tx, worker, &cert.serial, cert.not_after)?;
+    let event = Event::new("worker.enrolled_again", "enroll", Resource::new("worker", worker))
+        .detail("enrollment_token", &token.id)
+        .detail("cert_serial", &cert.serial)
+        .detail("previous_serial", previous);
+    audit::append(tx, now, origin, event)?;
+    Ok(record)
 }
 
 /// Audits a refused enrollment. Separate from [`enroll`] because a refused

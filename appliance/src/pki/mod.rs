@@ -17,11 +17,12 @@ mod revocation;
 
 pub use ca::{
     CA_LIFETIME, CRL_LIFETIME, Ca, CertAndKey, CertError, IssuedCert, PeerCert, RevokedSerial, SERVER_CERT_LIFETIME,
-    cert_validity, fingerprint_der, fingerprint_pem, new_worker_key_and_csr, peer_cert, renewal_due,
+    cert_validity, csr_key_fingerprint, fingerprint_der, fingerprint_pem, new_worker_key_and_csr, peer_cert,
+    renewal_due,
 };
 pub use enroll::{
-    EnrollError, EnrollmentToken, WorkerRecord, audit_refused_enrollment, create_enrollment_token, enroll, get_worker,
-    list_workers, renew,
+    EnrollError, EnrollmentToken, WorkerRecord, audit_refused_enrollment, bound_worker, create_enrollment_token,
+    enroll, get_worker, list_workers, renew,
 };
 pub use keystore::{has_ca_key, load_ca, refresh_ca_key, store_ca_key};
 pub use revocation::{CrlError, Revocation, Revoked, crl_pem, revoke, sign_crl};

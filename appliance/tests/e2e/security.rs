@@ -369,3 +369,38 @@ async fn a_join_string_enrolls_without_a_ca_file_and_a_wrong_pin_is_refused_befo
     let (_, log) = api.get("/api/v1/audit/export").await;
     assert!(!log.as_str().unwrap().contains("worker.enroll_refused"), "the token was never presented before");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_used_token_is_bound_to_its_key_a_retry_keeps_the_worker_and_another_key_is_refused() {
+    let a = Appliance::start();
+    let trust = tether::tls::Trust::Ca(&a.ca_pem);
+    let token = a.enrollment_token(None).await;
+    let (key, csr) = tether::pki::new_worker_key_and_csr().unwrap();
+    let first = BrokerClient::enroll(&a.worker_gateway, trust, &token, &csr, &[]).await.unwrap();
+
+    // The answer was lost, say: the same key and token get the same worker
+    // back, with a certificate that works.
+    let again = BrokerClient::enroll(&a.worker_gateway, trust, &token, &csr, &[]).await.unwrap();
+    assert_eq!(again.worker_id, first.worker_id);
+    assert_ne!(again.cert_pem, first.cert_pem, "a fresh certificate");
+    let worker = BrokerClient::mtls(&a.worker_gateway, &a.ca_pem, &again.cert_pem, &key).unwrap();
+    worker.poll(1, Duration::ZERO).await.unwrap();
+
+    // Any other key is refused: the token is spent for it.
+    let (_, other_csr) = tether::pki::new_worker_key_and_csr().unwrap();
+    match BrokerClient::enroll(&a.worker_gateway, trust, &token, &other_csr, &[]).await {
+        Err(CallError::Refused { status: 401, code, .. }) => assert_eq!(code, "enrollment_token_invalid"),
+        other => panic!("another key must be refused, got {other:?}"),
+    }
+    // And a revoked worker does not come back through its old token.
+    let (status, _) = a.api().post(&format!("/api/v1/workers/{}/revoke", first.worker_id), &json!({})).await;
+    assert_eq!(status, 200);
+    match BrokerClient::enroll(&a.worker_gateway, trust, &token, &csr, &[]).await {
+        Err(CallError::Refused { status: 401, code, .. }) => assert_eq!(code, "enrollment_token_invalid"),
+        other => panic!("a revoked worker must not re-enroll, got {other:?}"),
+    }
+    let (_, log) = a.api().get("/api/v1/audit/export").await;
+    let events: Vec<Value> = log.as_str().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let count = |kind: &str| events.iter().filter(|r| r["event_type"] == kind).count();
+    assert_eq!((count("worker.enrolled"), count("worker.enrolled_again"), count("worker.enroll_refused")), (1, 1, 2));
+}

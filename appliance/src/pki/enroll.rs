@@ -179,10 +179,7 @@ fn enroll_again(
     if record.revoked {
         return Err(EnrollError::TokenInvalid);
     }
-    let previous = std::mem::replace(&mut record.cert_serial, cert.serial.clone());
-    record.cert_not_after = cert.not_after;
-    tx.put(WORKERS, &worker.to_key(), &record)?;
-    super::revocation::record_issued(tx, worker, &cert.serial, cert.not_after)?;
+    let previous = install_cert(tx, &mut record, cert)?;
     let event = Event::new("worker.enrolled_again", "enroll", Resource::new("worker", worker))
         .detail("enrollment_token", &token.id)
         .detail("cert_serial", &cert.serial)
@@ -217,16 +214,23 @@ pub fn renew(
     if record.revoked {
         return Err(EnrollError::Revoked);
     }
-    let previous = std::mem::replace(&mut record.cert_serial, cert.serial.clone());
-    record.cert_not_after = cert.not_after;
     record.renewed_at = Some(now);
-    tx.put(WORKERS, &worker.to_key(), &record)?;
-    super::revocation::record_issued(tx, worker, &cert.serial, cert.not_after)?;
+    let previous = install_cert(tx, &mut record, cert)?;
     let event = Event::new("worker.renewed", "renew", Resource::new("worker", worker))
         .detail("cert_serial", &cert.serial)
         .detail("previous_serial", previous);
     audit::append(tx, now, origin, event)?;
     Ok(record)
+}
+
+/// Makes `cert` the worker's current certificate and records it as issued;
+/// returns the serial it replaces.
+fn install_cert(tx: &mut WriteTx<'_>, record: &mut WorkerRecord, cert: &IssuedCert) -> Result<String, store::Error> {
+    let previous = std::mem::replace(&mut record.cert_serial, cert.serial.clone());
+    record.cert_not_after = cert.not_after;
+    tx.put(WORKERS, &record.id.to_key(), record)?;
+    super::revocation::record_issued(tx, record.id, &cert.serial, cert.not_after)?;
+    Ok(previous)
 }
 
 pub fn get_worker(tx: &ReadTx, id: WorkerId) -> Result<Option<WorkerRecord>, store::Error> {

@@ -52,6 +52,14 @@ pub(super) enum Change {
     Delete { table: Cow<'static, str>, key: Vec<u8> },
 }
 
+impl Change {
+    pub(super) fn table(&self) -> &str {
+        match self {
+            Change::Put { table, .. } | Change::Delete { table, .. } => table,
+        }
+    }
+}
+
 /// One batch as the journal holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Record {

@@ -136,10 +136,7 @@ impl Store {
     pub fn create(dir: &Path) -> Result<Store, Error> {
         let db = open_db(&dir.join(DB_FILE))?;
         let txn = db.begin_write().map_err(storage)?;
-        {
-            let mut meta = txn.open_table(META.table()).map_err(storage)?;
-            meta.insert(SCHEMA_KEY, encode(&u64::from(SCHEMA_VERSION))?.as_slice()).map_err(storage)?;
-        }
+        put_meta(&txn, SCHEMA_KEY, u64::from(SCHEMA_VERSION))?;
         txn.commit().map_err(storage)?;
         Store::start(db, Some(dir))
     }
@@ -286,22 +283,15 @@ fn recover(db: &redb::Database, dir: &Path) -> Result<writer::Durability, Error>
     let txn = db.begin_write().map_err(storage)?;
     for record in &pending {
         for change in &record.changes {
+            let mut table = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(change.table())).map_err(storage)?;
             match change {
-                journal::Change::Put { table, key, value } => {
-                    let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(table)).map_err(storage)?;
-                    t.insert(key.as_slice(), value.as_slice()).map_err(storage)?;
-                }
-                journal::Change::Delete { table, key } => {
-                    let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(table)).map_err(storage)?;
-                    t.remove(key.as_slice()).map_err(storage)?;
-                }
+                journal::Change::Put { key, value, .. } => table.insert(key.as_slice(), value.as_slice()).map(drop),
+                journal::Change::Delete { key, .. } => table.remove(key.as_slice()).map(drop),
             }
+            .map_err(storage)?;
         }
     }
-    {
-        let mut meta = txn.open_table(META.table()).map_err(storage)?;
-        meta.insert(JOURNAL_SEQ, encode(&last)?.as_slice()).map_err(storage)?;
-    }
+    put_meta(&txn, JOURNAL_SEQ, last)?;
     txn.commit().map_err(storage)?;
     tracing::info!(batches = pending.len(), through = last, "applied the store journal after an unclean stop");
     Ok(writer::Durability::journaled(journal, last + 1))
@@ -322,13 +312,18 @@ fn journal_position(db: &redb::Database) -> Result<(u64, u64), Error> {
     }
     let id = fastrand::u64(1..);
     let txn = db.begin_write().map_err(storage)?;
-    {
-        let mut meta = txn.open_table(META.table()).map_err(storage)?;
-        meta.insert(JOURNAL_ID, encode(&id)?.as_slice()).map_err(storage)?;
-        meta.insert(JOURNAL_SEQ, encode(&0u64)?.as_slice()).map_err(storage)?;
-    }
+    put_meta(&txn, JOURNAL_ID, id)?;
+    put_meta(&txn, JOURNAL_SEQ, 0)?;
     txn.commit().map_err(storage)?;
     Ok((id, 0))
+}
+
+/// Writes a `meta` value in a transaction outside the writer (creating,
+/// recovering, checkpointing).
+fn put_meta(txn: &redb::WriteTransaction, key: &[u8], value: u64) -> Result<(), Error> {
+    let mut meta = txn.open_table(META.table()).map_err(storage)?;
+    meta.insert(key, encode(&value)?.as_slice()).map_err(storage)?;
+    Ok(())
 }
 
 fn open_db(path: &Path) -> Result<redb::Database, Error> {

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use super::journal::{Change, Journal};
-use super::{Collection, Error, JOURNAL_SEQ, Order, encode, get_in, scan_in, storage};
+use super::{Collection, Error, JOURNAL_SEQ, Order, encode, get_in, put_meta, scan_in, storage};
 
 /// At most this many operations share one transaction, so one huge burst
 /// cannot hold every caller behind a single very long commit.
@@ -173,9 +173,7 @@ fn checkpoint(db: &redb::Database, durability: &Durability) {
 
 /// Stores which batch redb's state includes, for replay to start after it.
 fn record_seq(txn: &redb::WriteTransaction, seq: u64) -> Result<(), Error> {
-    let mut meta = txn.open_table(super::META.table()).map_err(storage)?;
-    meta.insert(JOURNAL_SEQ, encode(&seq)?.as_slice()).map_err(storage)?;
-    Ok(())
+    put_meta(txn, JOURNAL_SEQ, seq)
 }
 
 /// The writer cannot go on: a batch was written to the journal but not to

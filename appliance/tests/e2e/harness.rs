@@ -445,6 +445,13 @@ impl Api {
         (status, ct, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// Every audit record, oldest first, through `GET /api/v1/audit/export`.
+    pub async fn audit_log(&self) -> Vec<Value> {
+        let (status, log) = self.get("/api/v1/audit/export").await;
+        assert_eq!(status, 200, "{log}");
+        log.as_str().unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let (s, v, _) = self.send(reqwest::Method::GET, path, None, &[]).await;
         (s, v)
@@ -478,6 +485,11 @@ pub async fn manual_worker(a: &Appliance) -> tether::worker::client::BrokerClien
     let enrolled =
         BrokerClient::enroll(&a.worker_gateway, tether::tls::Trust::Ca(&a.ca_pem), &token, &csr, &[]).await.unwrap();
     BrokerClient::mtls(&a.worker_gateway, &a.ca_pem, &enrolled.cert_pem, &key).unwrap()
+}
+
+/// How many of `records` are of `event_type`.
+pub fn count_events(records: &[Value], event_type: &str) -> usize {
+    records.iter().filter(|r| r["event_type"] == event_type).count()
 }
 
 /// Waits until `condition` holds, checking every 20 ms, for at most `timeout`.

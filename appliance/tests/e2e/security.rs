@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tether::auth::{Permission, Role, grant};
 use tether::worker::client::{BrokerClient, CallError};
 
-use crate::harness::{Api, Appliance, manual_worker};
+use crate::harness::{Api, Appliance, count_events, manual_worker};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_enrollment_token_works_once() {
@@ -21,12 +21,10 @@ async fn an_enrollment_token_works_once() {
         Err(CallError::Refused { status: 401, code, .. }) => assert_eq!(code, "enrollment_token_invalid"),
         other => panic!("a reused token must be refused, got {other:?}"),
     }
-    let (_, log) = a.api().get("/api/v1/audit/export").await;
-    let records: Vec<Value> = log.as_str().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(records.iter().filter(|r| r["event_type"] == "worker.enrolled").count(), 1);
-    let refused: Vec<&Value> = records.iter().filter(|r| r["event_type"] == "worker.enroll_refused").collect();
-    assert_eq!(refused.len(), 1);
-    assert!(!log.as_str().unwrap().contains(&token), "the token secret never reaches the audit log");
+    let records = a.api().audit_log().await;
+    assert_eq!(count_events(&records, "worker.enrolled"), 1);
+    assert_eq!(count_events(&records, "worker.enroll_refused"), 1);
+    assert!(!Value::from(records).to_string().contains(&token), "the token secret never reaches the audit log");
 }
 
 fn gateway_client(a: &Appliance, identity: Option<(&str, &str)>) -> reqwest::Client {
@@ -68,11 +66,10 @@ async fn the_gateway_refuses_missing_or_foreign_certificates_at_the_handshake() 
     // Both refusals are failed authentications, and are audited as such
     // (right after the handshake is refused, so allow the write a moment).
     let refusals = || async {
-        let (_, log) = a.api().get("/api/v1/audit/export").await;
-        log.as_str()
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        a.api()
+            .audit_log()
+            .await
+            .into_iter()
             .filter(|r| r["event_type"] == "auth.failed" && r["resource"]["type"] == "worker_gateway")
             .collect::<Vec<Value>>()
     };
@@ -278,10 +275,9 @@ async fn a_revoked_worker_is_cut_off_within_a_second_and_stays_refused_after_a_r
     let serial = body["serials"][0].as_str().unwrap().to_owned();
     assert_eq!(crl_serials(&a, &crl), vec![serial]);
 
-    let (_, log) = api.get("/api/v1/audit/export").await;
-    let records: Vec<Value> = log.as_str().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(records.iter().filter(|r| r["event_type"] == "worker.revoked").count(), 1);
-    assert_eq!(records.iter().filter(|r| r["event_type"] == "task.lease_revoked").count(), 1);
+    let records = api.audit_log().await;
+    assert_eq!(count_events(&records, "worker.revoked"), 1);
+    assert_eq!(count_events(&records, "task.lease_revoked"), 1);
 
     a.kill9();
     a.restart();
@@ -366,8 +362,8 @@ async fn a_join_string_enrolls_without_a_ca_file_and_a_wrong_pin_is_refused_befo
     worker.expect_event("ready", Duration::from_secs(30));
     let task = api.submit("echo", json!({"joined": true}), &[]).await;
     assert_eq!(api.wait(&task, 30).await["state"], "succeeded");
-    let (_, log) = api.get("/api/v1/audit/export").await;
-    assert!(!log.as_str().unwrap().contains("worker.enroll_refused"), "the token was never presented before");
+    let records = api.audit_log().await;
+    assert_eq!(count_events(&records, "worker.enroll_refused"), 0, "the token was never presented before");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -399,8 +395,7 @@ async fn a_used_token_is_bound_to_its_key_a_retry_keeps_the_worker_and_another_k
         Err(CallError::Refused { status: 401, code, .. }) => assert_eq!(code, "enrollment_token_invalid"),
         other => panic!("a revoked worker must not re-enroll, got {other:?}"),
     }
-    let (_, log) = a.api().get("/api/v1/audit/export").await;
-    let events: Vec<Value> = log.as_str().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let count = |kind: &str| events.iter().filter(|r| r["event_type"] == kind).count();
+    let events = a.api().audit_log().await;
+    let count = |kind: &str| count_events(&events, kind);
     assert_eq!((count("worker.enrolled"), count("worker.enrolled_again"), count("worker.enroll_refused")), (1, 1, 2));
 }

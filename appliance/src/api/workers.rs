@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use super::extract::{AnonymousOrigin, ApiJson, ApiQuery, Caller, WorkerCaller};
 use super::{ApiError, AppState, parse_id};
-use crate::broker::{Completion, TaskError, WorkerView};
+use crate::broker::{Completion, Delivery, TaskError, WorkerView};
 use crate::config::parse_duration;
 use crate::ids::{LeaseId, TaskId, WorkerId};
 use crate::pki;
@@ -282,6 +282,31 @@ pub struct LeasedTask {
     attempt: u32,
 }
 
+impl LeasedTask {
+    fn from_delivery(d: Delivery) -> Option<Self> {
+        let lease = d.task.lease?;
+        let secrets = d
+            .secrets
+            .into_iter()
+            .map(|(r, value)| DeliveredSecret {
+                name: r.name,
+                version: r.version,
+                value_base64: Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(value.expose())),
+            })
+            .collect();
+        Some(LeasedTask {
+            id: d.task.id.to_string(),
+            kind: d.task.kind,
+            input: serde_json::from_slice(&d.input).unwrap_or(serde_json::Value::Null),
+            secrets,
+            lease_id: lease.id.to_string(),
+            lease_expires_at: lease.expires_at.to_rfc3339(),
+            timeout_s: d.task.timeout.as_secs(),
+            attempt: d.task.attempts,
+        })
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct PollReply {
     tasks: Vec<LeasedTask>,
@@ -297,39 +322,8 @@ pub async fn poll(
     let settings = state.broker.settings().clone();
     let view = WorkerView { id: caller.record.id, labels: Arc::new(caller.record.labels) };
     let wait = Duration::from_secs(body.wait_s.unwrap_or(settings.max_poll_wait.as_secs()));
-    let tasks = state.broker.poll(&caller.origin, &view, body.max_tasks.unwrap_or(1), wait).await?;
-    let mut leased = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        let Some(lease) = t.lease.clone() else { continue };
-        let input = state.broker.reveal(&t)?.input;
-        let secrets = match state.broker.open_secrets(&lease) {
-            Ok(opened) => opened
-                .into_iter()
-                .map(|(r, value)| DeliveredSecret {
-                    name: r.name,
-                    version: r.version,
-                    value_base64: Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(value.expose())),
-                })
-                .collect(),
-            Err(e) => {
-                // Deleted since the lease was granted: the lease runs out
-                // and the retry fails the task with `secret_unavailable`.
-                tracing::warn!(task = %t.id, error = %e, "a leased task's secret could not be opened; not delivered");
-                continue;
-            }
-        };
-        leased.push(LeasedTask {
-            id: t.id.to_string(),
-            kind: t.kind,
-            input: serde_json::from_slice(&input).unwrap_or(serde_json::Value::Null),
-            secrets,
-            lease_id: lease.id.to_string(),
-            lease_expires_at: lease.expires_at.to_rfc3339(),
-            timeout_s: t.timeout.as_secs(),
-            attempt: t.attempts,
-        });
-    }
-    let tasks = leased;
+    let delivered = state.broker.poll(&caller.origin, &view, body.max_tasks.unwrap_or(1), wait).await?;
+    let tasks = delivered.into_iter().filter_map(LeasedTask::from_delivery).collect();
     Ok(axum::Json(PollReply {
         tasks,
         lease_s: settings.lease.as_secs(),

@@ -30,7 +30,7 @@ use crate::vault::{self, Vault};
 use ops::{Claim, Dispatch, Report};
 pub use ops::{Completion, Heartbeat, ListFilter};
 pub use task::{Lease, NewTask, Revealed, StoredError, Task, TaskError, TaskRequest, TaskState};
-use waiters::Waiters;
+use waiters::{Handout, Waiters};
 
 /// Tunables, validated by the config module.
 #[derive(Debug, Clone)]
@@ -57,6 +57,16 @@ impl Default for Settings {
             retry_backoff_max: Duration::from_secs(300),
         }
     }
+}
+
+/// A task leased to a poll, opened for the worker that holds the lease.
+#[derive(Debug)]
+pub struct Delivery {
+    pub task: Task,
+    /// The input in the clear.
+    pub input: Vec<u8>,
+    /// The secret values the lease carries.
+    pub secrets: Vec<(SecretRef, SecretValue)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,14 +159,30 @@ impl Broker {
         Ok(task.reveal(&self.vault.keys()?)?)
     }
 
-    /// Opens the secret values a lease carries, for the worker holding it.
-    pub fn open_secrets(&self, lease: &Lease) -> Result<Vec<(SecretRef, SecretValue)>, Error> {
-        let keys = self.vault.keys()?;
-        let mut out = Vec::with_capacity(lease.secrets.len());
-        for r in &lease.secrets {
-            out.push((r.clone(), secrets::open_value(&self.store, &keys, r)?));
+    /// Opens what a poll was handed, with the keys of the commit that leased
+    /// it. A task that cannot be opened is left out: its lease runs out and
+    /// the retry settles it (a secret deleted since the lease was granted
+    /// fails it with `secret_unavailable`).
+    fn open(&self, handout: Handout) -> Vec<Delivery> {
+        let Some(keys) = handout.keys else { return Vec::new() };
+        let open = |task: Task| -> Result<Delivery, Error> {
+            let input = task.reveal(&keys)?.input;
+            let refs = task.lease.as_ref().map(|l| l.secrets.as_slice()).unwrap_or_default();
+            let secrets = refs
+                .iter()
+                .map(|r| Ok((r.clone(), secrets::open_value(&self.store, &keys, r)?)))
+                .collect::<Result<_, Error>>()?;
+            Ok(Delivery { task, input, secrets })
+        };
+        let mut delivered = Vec::with_capacity(handout.tasks.len());
+        for task in handout.tasks {
+            let id = task.id;
+            match open(task) {
+                Ok(d) => delivered.push(d),
+                Err(e) => tracing::warn!(task = %id, error = %e, "a leased task could not be opened; not delivered"),
+            }
         }
-        Ok(out)
+        delivered
     }
 
     pub fn get(&self, id: TaskId) -> Result<Task, Error> {
@@ -198,14 +224,16 @@ impl Broker {
     }
 
     /// A worker's long-poll: returns as soon as at least one matching task is
-    /// leased to it, or empty when `wait` runs out or the broker drains.
+    /// leased to it, or empty when `wait` runs out or the broker drains. Once
+    /// a lease commits, its delivery no longer depends on the vault staying
+    /// unsealed.
     pub async fn poll(
         &self,
         origin: &Origin,
         worker: &WorkerView,
         max_tasks: u32,
         wait: Duration,
-    ) -> Result<Vec<Task>, Error> {
+    ) -> Result<Vec<Delivery>, Error> {
         let max_tasks = max_tasks.clamp(1, self.settings.max_tasks_per_poll);
         let deadline = tokio::time::Instant::now() + wait.min(self.settings.max_poll_wait);
         if !self.wait_unsealed(deadline).await {
@@ -217,12 +245,12 @@ impl Broker {
             let (mailbox, mut delivered) = tokio::sync::oneshot::channel();
             let park = (tokio::time::Instant::now() < deadline).then_some((id, mailbox));
             let keys = self.vault.keys()?;
-            let (origin, worker, waiters, lease) =
-                (origin.clone(), worker.clone(), self.waiters.clone(), self.settings.lease);
+            let (origin, worker, waiters, lease, claim_keys) =
+                (origin.clone(), worker.clone(), self.waiters.clone(), self.settings.lease, keys.clone());
             let claimed = self
                 .store
                 .write(move |tx| {
-                    let d = Dispatch { waiters: &waiters, lease, keys: &keys };
+                    let d = Dispatch { waiters: &waiters, lease, keys: &claim_keys };
                     ops::claim_or_park(tx, now, &origin, &worker, max_tasks, d, park)
                 })
                 .await;
@@ -231,7 +259,7 @@ impl Broker {
                     for id in failed {
                         let _ = self.finished.send(id);
                     }
-                    return Ok(tasks);
+                    return Ok(self.open(Handout::new(tasks, &keys)));
                 }
                 Ok(Claim::Draining) => return Ok(Vec::new()),
                 Ok(Claim::Parked) => {}
@@ -242,7 +270,7 @@ impl Broker {
             }
             tokio::select! {
                 handed = &mut delivered => match handed {
-                    Ok(tasks) => return Ok(tasks),
+                    Ok(handout) => return Ok(self.open(handout)),
                     // Reserved, but the reserving operation failed: look again.
                     Err(_) => continue,
                 },
@@ -252,7 +280,7 @@ impl Broker {
                 return Ok(Vec::new());
             }
             // Reserved at the last moment: the delivery follows that commit.
-            return Ok(delivered.await.unwrap_or_default());
+            return Ok(self.open(delivered.await.unwrap_or_default()));
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::task::{MAX_PRIORITY, StoredError, retry_delay, seal_error};
-use super::waiters::{Mailbox, Waiters};
+use super::waiters::{Handout, Mailbox, Waiters};
 use super::{Error, Lease, NewTask, Settings, Task, TaskError, TaskState, WorkerView};
 use crate::audit::{self, Event, Origin, Outcome, Resource};
 use crate::clock::Timestamp;
@@ -187,12 +187,12 @@ fn make_ready(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task, d: Dispatch
     match secrets::grant(tx, &task.kind, &task.secrets, &reservation.worker.labels)? {
         Grant::Deliver(refs) => {
             lease_to(tx, now, &reservation.origin, &reservation.worker, task, d.lease, refs)?;
-            let leased = task.clone();
+            let handout = Handout::new(vec![task.clone()], d.keys);
             // The waiting worker hears before the caller that made the task
             // ready; if the batch aborts, the dropped reservation tells the
             // poll to look again.
             tx.after_commit(move || {
-                if reservation.deliver(vec![leased]).is_err() {
+                if reservation.deliver(handout).is_err() {
                     tracing::debug!("a parked poll left before its task arrived; its lease will expire");
                 }
             });

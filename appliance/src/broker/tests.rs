@@ -68,6 +68,10 @@ impl Fixture {
     }
 
     async fn take(&self, w: &WorkerView, max: u32) -> Vec<Task> {
+        self.deliver(w, max).await.into_iter().map(|d| d.task).collect()
+    }
+
+    async fn deliver(&self, w: &WorkerView, max: u32) -> Vec<Delivery> {
         self.broker.poll(&origin_of(w), w, max, Duration::ZERO).await.unwrap()
     }
 
@@ -257,7 +261,7 @@ async fn a_parked_poll_is_woken_by_a_new_task_without_waiting_out_its_timeout() 
     let started = std::time::Instant::now();
     let t = f.submit("echo", &["gpu"], 5).await;
     let got = tokio::time::timeout(Duration::from_secs(5), parked).await.unwrap().unwrap().unwrap();
-    assert_eq!(got[0].id, t.id);
+    assert_eq!(got[0].task.id, t.id);
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -335,7 +339,7 @@ async fn a_new_task_goes_straight_to_the_longest_waiting_poll_in_the_same_commit
     assert_eq!(t.state, TaskState::Leased, "leased by the creating operation itself");
     assert_eq!(t.lease.as_ref().unwrap().worker, first.id, "the longest-waiting worker gets it");
     let got = tokio::time::timeout(Duration::from_secs(5), p1).await.unwrap().unwrap().unwrap();
-    assert_eq!(got[0].id, t.id);
+    assert_eq!(got[0].task.id, t.id);
     assert_eq!(f.audit_ok(), audit_before + 2, "created and leased");
     assert_eq!(f.broker.parked_polls(), 1);
     f.broker.drain();
@@ -410,10 +414,9 @@ mod secrets_for_tasks {
         let t = f.submit_with("echo", &["db"]).await.unwrap();
         assert!(f.take(&worker(&["gpu"]), 1).await.is_empty(), "a worker without the policy's label gets nothing");
         let w = worker(&["gpu", "secure"]);
-        let got = f.take(&w, 1).await;
-        assert_eq!(got[0].id, t.id);
-        let lease = got[0].lease.clone().unwrap();
-        let opened = f.broker.open_secrets(&lease).unwrap();
+        let got = f.deliver(&w, 1).await;
+        assert_eq!(got[0].task.id, t.id);
+        let opened = &got[0].secrets;
         assert_eq!((opened[0].0.name.as_str(), opened[0].0.version, opened[0].1.expose()), ("db", 1, VALUE));
         let audit = f.audit_text();
         let delivery = audit.lines().find(|l| l.contains("secret.delivered")).expect("a delivery record");
@@ -441,10 +444,9 @@ mod secrets_for_tasks {
         }
         let t = f.submit_with("echo", &["db"]).await.unwrap();
         let secure_got = parked.pop().unwrap().await.unwrap().unwrap();
-        assert_eq!(secure_got[0].id, t.id, "the poll that may have the secret gets the task");
-        let lease = secure_got[0].lease.clone().unwrap();
-        assert_eq!(lease.worker, secure.id);
-        assert_eq!(f.broker.open_secrets(&lease).unwrap()[0].1.expose(), b"v2");
+        assert_eq!(secure_got[0].task.id, t.id, "the poll that may have the secret gets the task");
+        assert_eq!(secure_got[0].task.lease.as_ref().unwrap().worker, secure.id);
+        assert_eq!(secure_got[0].secrets[0].1.expose(), b"v2");
         assert!(parked.pop().unwrap().await.unwrap().unwrap().is_empty(), "the first-parked poll without the label");
     }
 
@@ -473,6 +475,40 @@ mod secrets_for_tasks {
         assert_eq!(task.state, TaskState::Failed);
         assert_eq!(f.broker.reveal(&task).unwrap().error.unwrap().code, "secret_unavailable");
         assert!(f.audit_ok() > 0);
+    }
+
+    #[tokio::test]
+    async fn a_task_leased_to_a_parked_poll_is_delivered_even_if_the_vault_seals_before_the_reply() {
+        let f = fixture();
+        f.put_secret("db", b"v1", &["echo"], &[]).await;
+        let w = worker(&[]);
+        let (broker, pw, po) = (f.broker.clone(), w.clone(), origin_of(&w));
+        let (resume, held) = std::sync::mpsc::channel::<()>();
+        // The poll runs on a runtime of its own whose only thread the test
+        // holds once the poll has parked, so the poll cannot build its reply
+        // until the lease has committed and the vault has sealed.
+        let poller = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let polling = broker.clone();
+                let poll = tokio::spawn(async move { polling.poll(&po, &pw, 1, Duration::from_secs(30)).await });
+                while broker.parked_polls() == 0 {
+                    tokio::task::yield_now().await;
+                }
+                held.recv().unwrap();
+                poll.await.unwrap()
+            })
+        });
+        while f.broker.parked_polls() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let t = f.submit_with("echo", &["db"]).await.unwrap();
+        assert_eq!(t.state, TaskState::Leased);
+        f.broker.vault.seal(&Origin::system()).await.unwrap();
+        resume.send(()).unwrap();
+        let got = poller.join().unwrap().expect("a committed lease is delivered, not failed as sealed");
+        assert_eq!((got[0].task.id, got[0].input.as_slice()), (t.id, br#"{"n":1}"#.as_slice()));
+        assert_eq!(got[0].secrets[0].1.expose(), b"v1");
     }
 }
 

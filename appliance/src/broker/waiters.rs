@@ -19,9 +19,26 @@ use tokio::sync::oneshot;
 use super::{Task, WorkerView};
 use crate::audit::Origin;
 use crate::labels::labels_match;
+use crate::vault::Keys;
 
-/// Where a parked poll receives its tasks (empty when the broker drains).
-pub type Mailbox = oneshot::Sender<Vec<Task>>;
+/// Tasks leased to a poll, with the keys of the commit that leased them. The
+/// reply opens the tasks with these keys, so a seal between the commit and
+/// the reply cannot strand a lease its worker never hears of.
+#[derive(Debug, Default)]
+pub struct Handout {
+    pub tasks: Vec<Task>,
+    /// `None` only when there are no tasks.
+    pub keys: Option<Keys>,
+}
+
+impl Handout {
+    pub fn new(tasks: Vec<Task>, keys: &Keys) -> Self {
+        Handout { tasks, keys: Some(keys.clone()) }
+    }
+}
+
+/// Where a parked poll receives its tasks (none when the broker drains).
+pub type Mailbox = oneshot::Sender<Handout>;
 
 #[derive(Debug)]
 struct Parked {
@@ -50,8 +67,8 @@ pub struct Reservation {
 impl Reservation {
     /// Hands the leased tasks over. Returns them if the poll has gone away
     /// (its lease then expires and the task is retried).
-    pub fn deliver(self, tasks: Vec<Task>) -> Result<(), Vec<Task>> {
-        self.mailbox.send(tasks)
+    pub fn deliver(self, handout: Handout) -> Result<(), Handout> {
+        self.mailbox.send(handout)
     }
 }
 
@@ -70,7 +87,7 @@ impl Waiters {
     pub fn park(&self, id: u64, origin: Origin, worker: WorkerView, mailbox: Mailbox) {
         let mut parked = self.lock();
         if self.is_draining() {
-            let _ = mailbox.send(Vec::new());
+            let _ = mailbox.send(Handout::default());
             return;
         }
         parked.push_back(Parked { id, origin, worker, mailbox });
@@ -103,7 +120,7 @@ impl Waiters {
         let mut parked = self.lock();
         self.draining.store(true, Ordering::SeqCst);
         for p in parked.drain(..) {
-            let _ = p.mailbox.send(Vec::new());
+            let _ = p.mailbox.send(Handout::default());
         }
     }
 

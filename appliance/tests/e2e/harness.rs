@@ -49,7 +49,9 @@ impl Proc {
         Proc { child, lines, seen: Vec::new() }
     }
 
-    /// Waits for a JSON line matching `want` (lines seen earlier count too).
+    /// Waits for a JSON line matching `want`. Lines seen earlier count too,
+    /// even one an earlier call returned: to wait for a second event of a
+    /// kind, match on what tells it apart (a task id, an attempt).
     pub fn expect(&mut self, what: &str, timeout: Duration, want: impl Fn(&Value) -> bool) -> Value {
         let parse = |l: &str| serde_json::from_str::<Value>(l).ok();
         if let Some(v) = self.seen.iter().filter_map(|l| parse(l)).find(|v| want(v)) {

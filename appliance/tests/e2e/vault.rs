@@ -245,16 +245,21 @@ argv = ["/bin/sleep", "{seconds}"]
 [commands.nap.params.seconds]
 type = "integer"
 "#;
-    let mut w1 = a.worker("w1", &[], Some(config)).await;
+    let _w1 = a.worker("w1", &[], Some(config)).await;
     let _w2 = a.worker("w2", &[], Some(config)).await;
     let api = a.api();
-    // Two long tasks running, two workers' other slots parked in polls.
+    // Two long tasks leased, the workers' other slots parked in polls. The
+    // seal may land between a lease's commit and its poll's reply: the task
+    // must reach its worker all the same.
     let mut ids = Vec::new();
     for _ in 0..2 {
         ids.push(api.submit("command", json!({"command": "nap", "params": {"seconds": 2}}), &[]).await);
     }
-    for _ in 0..2 {
-        w1.expect("a task started", Duration::from_secs(30), |v| v["event"] == "task_started");
+    for id in &ids {
+        eventually("the task is leased", Duration::from_secs(30), || async {
+            api.get(&format!("/api/v1/tasks/{id}")).await.1["state"] == "leased"
+        })
+        .await;
     }
     let (s, v) = api.post("/api/v1/sys/seal", &json!({})).await;
     assert_eq!((s, &v["sealed"]), (200, &json!(true)), "{v}");

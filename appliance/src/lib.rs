@@ -6,6 +6,7 @@ pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod files;
 pub mod ids;
 pub mod labels;

@@ -1,14 +1,13 @@
-//! The one place TLS policy is decided, for listeners and clients alike.
-//!
-//! TLS 1.3, plus TLS 1.2 with ECDHE key exchange and AES-GCM only; rustls
-//! with the ring provider. Every connection the appliance makes or takes is
-//! built here.
+//! Every TLS configuration the appliance makes or takes, for listeners and
+//! clients alike. Which versions, suites, groups and signatures they allow is
+//! the [`CryptoPolicy`]'s to decide; this module builds configurations from
+//! it and adds the appliance's own checks (revocation, CA pins).
 
 use std::sync::Arc;
 
+use crate::crypto::CryptoPolicy;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -35,26 +34,6 @@ pub enum TlsError {
     Config(String),
 }
 
-/// The ring provider, restricted to the suites above.
-pub fn provider() -> Arc<CryptoProvider> {
-    use rustls::crypto::ring::cipher_suite as cs;
-    let base = rustls::crypto::ring::default_provider();
-    Arc::new(CryptoProvider {
-        cipher_suites: vec![
-            cs::TLS13_AES_256_GCM_SHA384,
-            cs::TLS13_AES_128_GCM_SHA256,
-            cs::TLS13_CHACHA20_POLY1305_SHA256,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        ],
-        ..base
-    })
-}
-
-const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
-
 pub fn certs_from_pem(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<Result<_, _>>()
@@ -79,9 +58,11 @@ fn roots(ca_pem: &str) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-fn server_builder() -> Result<rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>, TlsError> {
-    ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(VERSIONS)
+fn server_builder(
+    policy: CryptoPolicy,
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>, TlsError> {
+    ServerConfig::builder_with_provider(policy.tls_provider())
+        .with_protocol_versions(policy.tls_versions())
         .map_err(|e| TlsError::Config(e.to_string()))
 }
 
@@ -103,8 +84,8 @@ fn http_alpn() -> Vec<Vec<u8>> {
 }
 
 /// The console/API listener: server authentication only.
-pub fn console_server(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
-    finish_server(server_builder()?.with_no_client_auth(), cert_pem, key_pem, http_alpn())
+pub fn console_server(policy: CryptoPolicy, cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    finish_server(server_builder(policy)?.with_no_client_auth(), cert_pem, key_pem, http_alpn())
 }
 
 /// Decides whether a client certificate the CA has vouched for may still be
@@ -114,16 +95,17 @@ pub type CertAllowed = Arc<dyn Fn(&CertificateDer<'_>) -> bool + Send + Sync>;
 /// The worker gateway for enrolled workers: a client certificate issued by
 /// `ca_pem`, and which `allowed` accepts, is required during the handshake.
 pub fn worker_server(
+    policy: CryptoPolicy,
     cert_pem: &str,
     key_pem: &str,
     ca_pem: &str,
     allowed: CertAllowed,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
+    let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), policy.tls_provider())
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let verifier = Arc::new(GatedVerifier { chain, allowed });
-    finish_server(server_builder()?.with_client_cert_verifier(verifier), cert_pem, key_pem, http_alpn())
+    finish_server(server_builder(policy)?.with_client_cert_verifier(verifier), cert_pem, key_pem, http_alpn())
 }
 
 /// The CA chain check, then `allowed`: a revoked worker fails the handshake
@@ -182,10 +164,17 @@ impl ClientCertVerifier for GatedVerifier {
 
 /// The worker gateway for a connection that asked to enroll. The chain it
 /// sends ends with the CA certificate, for workers that enroll with a pin.
-pub fn enroll_server(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn enroll_server(
+    policy: CryptoPolicy,
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = format!("{}\n{ca_pem}", cert_pem.trim_end());
-    finish_server(server_builder()?.with_no_client_auth(), &chain, key_pem, vec![ENROLL_ALPN.to_vec()])
+    finish_server(server_builder(policy)?.with_no_client_auth(), &chain, key_pem, vec![ENROLL_ALPN.to_vec()])
 }
+
+const CLIENT_POLICY: CryptoPolicy = CryptoPolicy::STANDARD;
 
 /// What a client trusts to authenticate the broker.
 #[derive(Debug, Clone, Copy)]
@@ -203,10 +192,12 @@ pub fn client(ca_pem: &str, identity: Option<(&str, &str)>, alpn: &[&[u8]]) -> R
     trusting(Trust::Ca(ca_pem), identity, alpn)
 }
 
-/// A client that trusts what `trust` names and optionally presents an identity.
+/// A client that trusts what `trust` names and optionally presents an
+/// identity. Clients follow the standard policy: a broker in FIPS mode
+/// narrows what is negotiated (P-256 rather than X25519) on its side.
 pub fn trusting(trust: Trust<'_>, identity: Option<(&str, &str)>, alpn: &[&[u8]]) -> Result<ClientConfig, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(VERSIONS)
+    let builder = ClientConfig::builder_with_provider(CLIENT_POLICY.tls_provider())
+        .with_protocol_versions(CLIENT_POLICY.tls_versions())
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let builder = match trust {
         Trust::Ca(ca_pem) => builder.with_root_certificates(roots(ca_pem)?),
@@ -254,7 +245,7 @@ impl ServerCertVerifier for PinnedCa {
         let ca = intermediates.iter().find(|c| crate::pki::fingerprint_der(c) == self.pin).ok_or_else(mismatch)?;
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned()).map_err(|_| mismatch())?;
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), CLIENT_POLICY.tls_provider())
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?;
         verifier.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
@@ -266,7 +257,12 @@ impl ServerCertVerifier for PinnedCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &provider().signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &CLIENT_POLICY.tls_provider().signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -275,11 +271,16 @@ impl ServerCertVerifier for PinnedCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &CLIENT_POLICY.tls_provider().signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider().signature_verification_algorithms.supported_schemes()
+        CLIENT_POLICY.tls_provider().signature_verification_algorithms.supported_schemes()
     }
 }
 

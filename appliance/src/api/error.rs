@@ -165,7 +165,7 @@ impl From<pki::EnrollError> for ApiError {
 impl From<pki::CertError> for ApiError {
     fn from(e: pki::CertError) -> Self {
         match e {
-            pki::CertError::CsrInvalid(_) | pki::CertError::CsrKeyType => ApiError::CsrRefused(e.to_string()),
+            pki::CertError::CsrInvalid(_) | pki::CertError::CsrKeyType(_) => ApiError::CsrRefused(e.to_string()),
             pki::CertError::KeyGeneration(_)
             | pki::CertError::Signing(_)
             | pki::CertError::BadCertificate(_)

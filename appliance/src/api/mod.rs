@@ -33,6 +33,7 @@ use crate::auth::Permission;
 use crate::broker::Broker;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::crypto::CryptoPolicy;
 use crate::pki::{self, Ca};
 use crate::store::Store;
 use crate::vault::Vault;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub revoked: Arc<pki::Revoked>,
     /// The port the worker gateway listens on (for join strings).
     pub worker_port: u16,
+    /// The algorithms this appliance allows, fixed at start.
+    pub policy: CryptoPolicy,
 }
 
 impl AppState {

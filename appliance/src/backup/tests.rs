@@ -18,7 +18,7 @@ struct Site {
 async fn new_site() -> Site {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(dir.path()).unwrap();
-    let (method, key, material) = unseal::prepare(Choice::KeyFile).unwrap();
+    let (method, key, material) = unseal::prepare(crate::crypto::CryptoPolicy::STANDARD, Choice::KeyFile).unwrap();
     let Material::KeyFile(key_file) = material else { panic!("a key file") };
     let keys = store.write(move |tx| vault::create(tx, NOW, &Origin::system(), method, &key)).await.unwrap();
     Site { _dir: dir, store, keys, key_file }

@@ -12,6 +12,7 @@ use crate::audit::{self, Event, Origin, Resource};
 use crate::auth::{self, Role};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{CONFIG_FILE, RawConfig};
+use crate::crypto::{self, CryptoPolicy};
 use crate::files::{read_secret, write_private, write_with_mode};
 use crate::pki::{self, CA_CERT, Ca, SERVER_CERT, SERVER_KEY};
 use crate::store::{self, Store};
@@ -78,6 +79,11 @@ pub struct Args {
     server_names: Vec<String>,
     #[command(flatten)]
     unseal: UnsealChoice,
+    /// FIPS mode: only FIPS 140-3 approved algorithms (TLS with AES-GCM on
+    /// P-256/P-384, ECDSA keys, PBKDF2 for the passphrase). See the README
+    /// for which build also uses a validated module.
+    #[arg(long)]
+    fips: bool,
     /// Never prompt (the default; kept for scripts written against the contract).
     #[arg(long)]
     non_interactive: bool,
@@ -123,7 +129,8 @@ impl std::fmt::Debug for InitOutcome {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = args.non_interactive;
     let (choice, key_file) = args.unseal.read()?;
-    let outcome = initialise(&args.dir.data_dir, &args.server_names, choice, key_file.as_deref())?;
+    let policy = if args.fips { CryptoPolicy::FIPS } else { CryptoPolicy::STANDARD };
+    let outcome = initialise(&args.dir.data_dir, &args.server_names, policy, choice, key_file.as_deref())?;
     if args.json {
         super::print_json(&outcome)?;
     } else {
@@ -185,6 +192,7 @@ pub(super) fn print_unseal_material(u: &UnsealOutcome) {
 pub fn initialise(
     dir: &Path,
     extra_names: &[String],
+    policy: CryptoPolicy,
     choice: Choice,
     key_file: Option<&Path>,
 ) -> anyhow::Result<InitOutcome> {
@@ -202,7 +210,7 @@ pub fn initialise(
     let mut names = raw.server_names.unwrap_or_default();
     names.extend(extra_names.iter().cloned());
 
-    let (method, unseal_key, material) = vault::unseal::prepare(choice)?;
+    let (method, unseal_key, material) = vault::unseal::prepare(policy, choice)?;
     let now = SystemClock.now();
     let (ca, ca_material) = Ca::create(now).context("creating the CA")?;
     let server = ca.issue_server_cert(&names, now).context("issuing the server certificate")?;
@@ -219,8 +227,10 @@ pub fn initialise(
         let origin = Origin::system();
         let genesis = Event::new("system.initialised", "init", Resource::new("appliance", "tether"))
             .detail("ca_fingerprint", genesis_fp)
+            .detail("crypto_mode", policy.mode.as_str())
             .detail("version", env!("CARGO_PKG_VERSION"));
         audit::append(tx, now, &origin, genesis)?;
+        crypto::store_mode(tx, policy.mode)?;
         let keys = vault::create(tx, now, &origin, method, &unseal_key)?;
         pki::store_ca_key(tx, &keys, &ca_key_pem)?;
         // The bootstrap token does not expire: an operator must not be locked

@@ -16,6 +16,7 @@ use crate::audit::Origin;
 use crate::broker::Broker;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{CONFIG_FILE, RawConfig};
+use crate::crypto;
 use crate::pki;
 use crate::pki::{CA_CERT, SERVER_CERT, SERVER_KEY};
 use crate::store::{self, Store};
@@ -95,7 +96,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let target = dir.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let key_file = target.join(DEV_UNSEAL_KEY_FILE);
-            init::initialise(&target, &[], vault::Choice::KeyFile, Some(&key_file))
+            init::initialise(&target, &[], crypto::CryptoPolicy::STANDARD, vault::Choice::KeyFile, Some(&key_file))
         })
         .await??;
         crate::files::write_private(&outcome.data_dir.join(DEV_TOKEN_FILE), outcome.admin_token.as_bytes())?;
@@ -129,6 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         other => anyhow::Error::new(other).context("opening the store"),
     })?;
     refuse_unfinished_upgrade(&store, &dir, args.dev)?;
+    let policy = store.read(crypto::stored).context("reading the crypto policy")?;
     let ca_pem = read(&dir, CA_CERT)?;
     let (cert_pem, key_pem) = (read(&dir, SERVER_CERT)?, read(&dir, SERVER_KEY)?);
     let clock: SharedClock = Arc::new(SystemClock);
@@ -155,13 +157,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         config: config.clone(),
         revoked: revoked.clone(),
         worker_port: worker_addr.port(),
+        policy,
     };
 
     let endpoints = vec![
         (
             console,
             Endpoint::Console {
-                tls: tls::console_server(&cert_pem, &key_pem)?,
+                tls: tls::console_server(policy, &cert_pem, &key_pem)?,
                 app: api::console_router(state.clone()),
             },
         ),
@@ -169,13 +172,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             workers,
             Endpoint::Worker {
                 mtls: tls::worker_server(
+                    policy,
                     &cert_pem,
                     &key_pem,
                     &ca_pem,
                     Arc::new(move |der| pki::peer_cert(der).is_some_and(|peer| !revoked.contains(peer.worker))),
                 )?,
                 app: api::worker_router(state.clone()),
-                enroll_tls: tls::enroll_server(&cert_pem, &key_pem, &ca_pem)?,
+                enroll_tls: tls::enroll_server(policy, &cert_pem, &key_pem, &ca_pem)?,
                 enroll_app: api::enroll_router(state.clone()),
                 state: state.clone(),
             },

@@ -81,7 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn begin(args: &Args, dir: &Path, store: &Store) -> anyhow::Result<Keys> {
     let ca_key = upgrade::plaintext_ca_key(dir)?;
     let (choice, key_file) = args.unseal.read()?;
-    let (method, unseal_key, material) = vault::unseal::prepare(choice)?;
+    let (method, unseal_key, material) = vault::unseal::prepare(crate::crypto::CryptoPolicy::STANDARD, choice)?;
     let unseal = hand_out(&method, &material, key_file.as_deref())?;
     println!("Upgrading {}: it was made before the vault.", dir.display());
     print_unseal_material(&unseal);

@@ -13,6 +13,7 @@ use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::clock::Timestamp;
+use crate::crypto::{CryptoPolicy, KeyKind};
 use crate::ids::WorkerId;
 
 /// How long the CA is valid.
@@ -30,8 +31,8 @@ pub enum CertError {
     KeyGeneration(String),
     #[error("the certificate signing request is not valid: {0}")]
     CsrInvalid(String),
-    #[error("the CSR's key type is not allowed (use ECDSA P-256, P-384 or Ed25519)")]
-    CsrKeyType,
+    #[error("the CSR's key is refused: {0} (use ECDSA P-256 or P-384)")]
+    CsrKeyType(crate::crypto::NotApproved),
     #[error("could not sign the certificate: {0}")]
     Signing(String),
     #[error("not a usable certificate: {0}")]
@@ -186,6 +187,7 @@ impl Ca {
     /// Signs a worker's CSR with the identity the broker chose.
     pub fn sign_worker_csr(
         &self,
+        policy: CryptoPolicy,
         csr_pem: &str,
         worker: WorkerId,
         now: Timestamp,
@@ -193,10 +195,7 @@ impl Ca {
     ) -> Result<IssuedCert, CertError> {
         let csr =
             CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| CertError::CsrInvalid(e.to_string()))?;
-        let alg = csr.public_key.algorithm();
-        if alg != &PKCS_ECDSA_P256_SHA256 && alg != &PKCS_ECDSA_P384_SHA384 && alg != &PKCS_ED25519 {
-            return Err(CertError::CsrKeyType);
-        }
+        policy.check_worker_key(key_kind(csr.public_key.algorithm())).map_err(CertError::CsrKeyType)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, format!("tether worker {worker}"));
@@ -324,6 +323,19 @@ pub fn cert_validity(pem: &str) -> Result<(Timestamp, Timestamp), CertError> {
     Ok((secs(cert.validity().not_before.timestamp()), secs(cert.validity().not_after.timestamp())))
 }
 
+/// What the crypto policy calls a key of this rcgen algorithm.
+pub(super) fn key_kind(alg: &rcgen::SignatureAlgorithm) -> KeyKind {
+    if alg == &PKCS_ECDSA_P256_SHA256 {
+        KeyKind::EcdsaP256
+    } else if alg == &PKCS_ECDSA_P384_SHA384 {
+        KeyKind::EcdsaP384
+    } else if alg == &PKCS_ED25519 {
+        KeyKind::Ed25519
+    } else {
+        KeyKind::Other
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,7 +348,7 @@ mod tests {
         assert!(material.cert_pem.contains("BEGIN CERTIFICATE"));
         let (_key, csr) = new_worker_key_and_csr().unwrap();
         let worker = WorkerId::new();
-        let issued = ca.sign_worker_csr(&csr, worker, NOW, Duration::from_secs(3600)).unwrap();
+        let issued = ca.sign_worker_csr(CryptoPolicy::STANDARD, &csr, worker, NOW, Duration::from_secs(3600)).unwrap();
         let der = pem_to_der(&issued.cert_pem, "worker").unwrap();
         let peer = peer_cert(&der).unwrap();
         assert_eq!(peer.worker, worker);
@@ -353,7 +365,7 @@ mod tests {
         let dues: Vec<Timestamp> = (0..40)
             .map(|_| {
                 let (_key, csr) = new_worker_key_and_csr().unwrap();
-                let issued = ca.sign_worker_csr(&csr, WorkerId::new(), NOW, lifetime).unwrap();
+                let issued = ca.sign_worker_csr(CryptoPolicy::STANDARD, &csr, WorkerId::new(), NOW, lifetime).unwrap();
                 let due = renewal_due(&issued.cert_pem).unwrap();
                 assert_eq!(due, renewal_due(&issued.cert_pem).unwrap(), "the same certificate, the same time");
                 due
@@ -375,10 +387,25 @@ mod tests {
         lines[2].replace_range(10..11, c);
         let garbled = lines.join("\n");
         assert!(matches!(
-            ca.sign_worker_csr(&garbled, WorkerId::new(), NOW, Duration::from_secs(60)),
+            ca.sign_worker_csr(CryptoPolicy::STANDARD, &garbled, WorkerId::new(), NOW, Duration::from_secs(60)),
             Err(CertError::CsrInvalid(_))
         ));
-        assert!(ca.sign_worker_csr("not pem", WorkerId::new(), NOW, Duration::from_secs(60)).is_err());
+        assert!(
+            ca.sign_worker_csr(CryptoPolicy::STANDARD, "not pem", WorkerId::new(), NOW, Duration::from_secs(60))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn fips_mode_refuses_an_ed25519_worker_key_that_standard_mode_accepts() {
+        let (ca, _) = Ca::create(NOW).unwrap();
+        let key = KeyPair::generate_for(&PKCS_ED25519).unwrap();
+        let csr = CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
+        let sign = |policy| ca.sign_worker_csr(policy, &csr, WorkerId::new(), NOW, Duration::from_secs(60));
+        assert!(sign(CryptoPolicy::STANDARD).is_ok());
+        let refused = sign(CryptoPolicy::FIPS).unwrap_err();
+        assert!(matches!(refused, CertError::CsrKeyType(_)), "{refused:?}");
+        assert!(refused.to_string().contains("Ed25519, which fips mode does not allow"), "{refused}");
     }
 
     #[test]

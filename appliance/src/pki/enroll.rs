@@ -249,6 +249,7 @@ pub fn list_workers(tx: &ReadTx) -> Result<Vec<WorkerRecord>, store::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::CryptoPolicy;
     use crate::pki::{Ca, new_worker_key_and_csr};
     use crate::store::Store;
 
@@ -256,7 +257,7 @@ mod tests {
 
     fn issued(ca: &Ca, id: WorkerId) -> IssuedCert {
         let (_key, csr) = new_worker_key_and_csr().unwrap();
-        ca.sign_worker_csr(&csr, id, NOW, Duration::from_secs(3600)).unwrap()
+        ca.sign_worker_csr(CryptoPolicy::STANDARD, &csr, id, NOW, Duration::from_secs(3600)).unwrap()
     }
 
     #[test]

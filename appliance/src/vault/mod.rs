@@ -337,7 +337,8 @@ impl Vault {
         if !keyring::opens_root(&meta, &unseal_key) {
             return Err(refusal_for(&meta.method));
         }
-        let (method, new_key, material) = tokio::task::spawn_blocking(move || unseal::prepare(choice))
+        let policy = self.store.read(crate::crypto::stored)?;
+        let (method, new_key, material) = tokio::task::spawn_blocking(move || unseal::prepare(policy, choice))
             .await
             .map_err(|_| Error::Corrupt("the key derivation stopped"))??;
         let (now, origin, old_method) = (self.clock.now(), origin.clone(), meta.method.name());
@@ -463,7 +464,7 @@ impl Vault {
 pub fn unsealed_for_tests(store: &Store, clock: SharedClock) -> Arc<Vault> {
     let (s, now) = (store.clone(), clock.now());
     let keys = std::thread::spawn(move || {
-        let (method, key, _) = unseal::prepare(Choice::KeyFile)?;
+        let (method, key, _) = unseal::prepare(crate::crypto::CryptoPolicy::STANDARD, Choice::KeyFile)?;
         s.write_blocking(move |tx| create(tx, now, &Origin::system(), method, &key))
     })
     .join()

@@ -19,7 +19,7 @@ async fn fixture(choice: Choice) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(dir.path()).unwrap();
     let clock = Arc::new(ManualClock::at(Timestamp::from_millis(1_800_000_000_000)));
-    let (method, key, material) = unseal::prepare(choice).unwrap();
+    let (method, key, material) = unseal::prepare(crate::crypto::CryptoPolicy::STANDARD, choice).unwrap();
     let now = clock.now();
     store.write(move |tx| create(tx, now, &Origin::system(), method, &key).map(drop)).await.unwrap();
     let vault = Vault::new(store.clone(), clock.clone());

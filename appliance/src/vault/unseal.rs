@@ -1,5 +1,6 @@
 //! How an unseal key is made at init and found again at unseal: from a
-//! passphrase (Argon2id), from k of n officer shares, or from a key file.
+//! passphrase (Argon2id, or PBKDF2-HMAC-SHA256 in FIPS mode), from k of n
+//! officer shares, or from a key file.
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -9,6 +10,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::Error;
 use super::memory::KeyBytes;
 use super::shamir::{self, SetId, Share};
+use crate::crypto::{CryptoPolicy, NotApproved, PBKDF2_MIN_ITERATIONS, PassphraseKdf};
 use crate::secret::RandomFailed;
 
 /// Shortest passphrase `init` and `rekey` accept.
@@ -26,6 +28,20 @@ pub enum Method {
 }
 
 impl Method {
+    /// Refused if the policy does not allow how this method derives its key.
+    pub fn check(&self, policy: CryptoPolicy) -> Result<(), NotApproved> {
+        match self {
+            Method::Passphrase { kdf } => {
+                let (kind, iterations) = match kdf {
+                    Kdf::Argon2id { .. } => (PassphraseKdf::Argon2id, 0),
+                    Kdf::Pbkdf2Sha256 { iterations, .. } => (PassphraseKdf::Pbkdf2Sha256, *iterations),
+                };
+                policy.check_passphrase_kdf("the vault's unseal passphrase", kind, iterations)
+            }
+            Method::Shares { .. } | Method::KeyFile => Ok(()),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Method::Passphrase { .. } => "passphrase",
@@ -40,14 +56,20 @@ impl Method {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kdf {
     Argon2id { memory_kib: u32, iterations: u32, parallelism: u32, salt: [u8; 16] },
+    Pbkdf2Sha256 { iterations: u32, salt: [u8; 16] },
 }
 
 impl Kdf {
-    /// Argon2id with OWASP's first recommended setting (64 MiB, 3 passes).
-    fn new_argon2id() -> Result<Kdf, RandomFailed> {
+    /// A fresh salt and the policy's KDF: Argon2id with OWASP's first
+    /// recommended setting (64 MiB, 3 passes), or PBKDF2-HMAC-SHA256 with
+    /// the fewest iterations FIPS mode accepts.
+    fn new(policy: CryptoPolicy) -> Result<Kdf, RandomFailed> {
         let mut salt = [0u8; 16];
         SystemRandom::new().fill(&mut salt).map_err(|_| RandomFailed)?;
-        Ok(Kdf::Argon2id { memory_kib: 64 * 1024, iterations: 3, parallelism: 1, salt })
+        Ok(match policy.passphrase_kdf() {
+            PassphraseKdf::Argon2id => Kdf::Argon2id { memory_kib: 64 * 1024, iterations: 3, parallelism: 1, salt },
+            PassphraseKdf::Pbkdf2Sha256 => Kdf::Pbkdf2Sha256 { iterations: PBKDF2_MIN_ITERATIONS, salt },
+        })
     }
 
     /// Stretches `passphrase` into an unseal key. Slow on purpose (~0.2 s);
@@ -61,6 +83,19 @@ impl Kdf {
                 Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
                     .hash_password_into(passphrase.as_bytes(), salt, &mut out[..])
                     .map_err(|_| Error::Corrupt("Argon2id failed"))?;
+                KeyBytes::from_slice(&out[..]).ok_or(Error::Corrupt("derived key length"))
+            }
+            Kdf::Pbkdf2Sha256 { iterations, salt } => {
+                let rounds = std::num::NonZeroU32::new(*iterations)
+                    .ok_or(Error::Corrupt("the stored PBKDF2 iteration count is zero"))?;
+                let mut out = Zeroizing::new([0u8; 32]);
+                ring::pbkdf2::derive(
+                    ring::pbkdf2::PBKDF2_HMAC_SHA256,
+                    rounds,
+                    salt,
+                    passphrase.as_bytes(),
+                    &mut out[..],
+                );
                 KeyBytes::from_slice(&out[..]).ok_or(Error::Corrupt("derived key length"))
             }
         }
@@ -86,15 +121,15 @@ pub enum Material {
     KeyFile(Zeroizing<String>),
 }
 
-/// Makes a new unseal key for `choice`: the method to record, the key, and
-/// what to hand out.
-pub fn prepare(choice: Choice) -> Result<(Method, KeyBytes, Material), Error> {
+/// Makes a new unseal key for `choice`, with the policy's algorithms: the
+/// method to record, the key, and what to hand out.
+pub fn prepare(policy: CryptoPolicy, choice: Choice) -> Result<(Method, KeyBytes, Material), Error> {
     match choice {
         Choice::Passphrase(passphrase) => {
             if passphrase.chars().count() < MIN_PASSPHRASE_CHARS {
                 return Err(Error::WeakPassphrase);
             }
-            let kdf = Kdf::new_argon2id()?;
+            let kdf = Kdf::new(policy)?;
             let key = kdf.derive(&passphrase)?;
             Ok((Method::Passphrase { kdf }, key, Material::None))
         }
@@ -173,23 +208,38 @@ mod tests {
 
     #[test]
     fn a_short_passphrase_or_a_bad_share_setup_is_refused() {
-        assert!(matches!(prepare(Choice::Passphrase(Zeroizing::new("short".into()))), Err(Error::WeakPassphrase)));
+        assert!(matches!(
+            prepare(CryptoPolicy::STANDARD, Choice::Passphrase(Zeroizing::new("short".into()))),
+            Err(Error::WeakPassphrase)
+        ));
         for (threshold, count) in [(0, 3), (4, 3), (2, 33)] {
-            assert!(matches!(prepare(Choice::Shares { threshold, count }), Err(Error::BadShareSetup)));
+            assert!(matches!(
+                prepare(CryptoPolicy::STANDARD, Choice::Shares { threshold, count }),
+                Err(Error::BadShareSetup)
+            ));
         }
     }
 
     #[test]
-    fn the_passphrase_derives_the_same_key_each_time() {
-        let (method, key, _) = prepare(Choice::Passphrase(Zeroizing::new("correct horse battery".into()))).unwrap();
-        let Method::Passphrase { kdf } = method else { panic!("passphrase method") };
-        assert_eq!(kdf.derive("correct horse battery").unwrap().expose(), key.expose());
-        assert_ne!(kdf.derive("correct horse batterz").unwrap().expose(), key.expose());
+    fn the_passphrase_derives_the_same_key_each_time_with_the_kdf_its_policy_chose() {
+        for policy in [CryptoPolicy::STANDARD, CryptoPolicy::FIPS] {
+            let passphrase = Zeroizing::new("correct horse battery".to_string());
+            let (method, key, _) = prepare(policy, Choice::Passphrase(passphrase)).unwrap();
+            assert!(method.check(policy).is_ok());
+            let Method::Passphrase { kdf } = &method else { panic!("passphrase method") };
+            assert_eq!(matches!(kdf, Kdf::Pbkdf2Sha256 { .. }), policy.is_fips(), "{kdf:?}");
+            assert_eq!(kdf.derive("correct horse battery").unwrap().expose(), key.expose());
+            assert_ne!(kdf.derive("correct horse batterz").unwrap().expose(), key.expose());
+            if !policy.is_fips() {
+                let refused = method.check(CryptoPolicy::FIPS).unwrap_err().to_string();
+                assert!(refused.contains("the vault's unseal passphrase uses Argon2id"), "{refused}");
+            }
+        }
     }
 
     #[test]
     fn a_key_file_round_trips() {
-        let (_, key, material) = prepare(Choice::KeyFile).unwrap();
+        let (_, key, material) = prepare(CryptoPolicy::STANDARD, Choice::KeyFile).unwrap();
         let Material::KeyFile(text) = material else { panic!("key file material") };
         assert_eq!(parse_key_file(&text).unwrap().expose(), key.expose());
         assert!(matches!(parse_key_file("tether-unseal-key-v1:abcd"), Err(Error::NotAKeyFile)));
@@ -197,9 +247,10 @@ mod tests {
 
     #[test]
     fn shares_are_checked_one_by_one_and_combine_at_the_threshold() {
-        let (method, key, material) = prepare(Choice::Shares { threshold: 2, count: 3 }).unwrap();
+        let (method, key, material) =
+            prepare(CryptoPolicy::STANDARD, Choice::Shares { threshold: 2, count: 3 }).unwrap();
         let Material::Shares(texts) = material else { panic!("shares") };
-        let (_, _, other) = prepare(Choice::Shares { threshold: 2, count: 3 }).unwrap();
+        let (_, _, other) = prepare(CryptoPolicy::STANDARD, Choice::Shares { threshold: 2, count: 3 }).unwrap();
         let Material::Shares(foreign) = other else { panic!("shares") };
 
         let mut pending = PendingShares::default();

@@ -48,7 +48,15 @@ async fn the_gateway_refuses_missing_or_foreign_certificates_at_the_handshake() 
     );
     let (other_ca, _) = tether::pki::Ca::create(now).unwrap();
     let (key, csr) = tether::pki::new_worker_key_and_csr().unwrap();
-    let forged = other_ca.sign_worker_csr(&csr, tether::ids::WorkerId::new(), now, Duration::from_secs(3600)).unwrap();
+    let forged = other_ca
+        .sign_worker_csr(
+            tether::crypto::CryptoPolicy::STANDARD,
+            &csr,
+            tether::ids::WorkerId::new(),
+            now,
+            Duration::from_secs(3600),
+        )
+        .unwrap();
     let client = gateway_client(&a, Some((&forged.cert_pem, &key)));
     let err = client.post(&poll).json(&body).send().await.expect_err("no HTTP answer with a foreign cert");
     assert!(!err.is_timeout() && err.status().is_none(), "{err:?}");

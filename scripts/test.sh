@@ -5,6 +5,15 @@
 # against another build of the binary (CI uses the release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The e2e suite scans the listeners with testssl.sh and handshakes with
+# `openssl s_client`: real peers, from Debian's packages.
+if ! command -v testssl >/dev/null || ! command -v openssl >/dev/null; then
+    echo "installing the TLS test peers (Debian packages testssl.sh, openssl)" >&2
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get install -y -qq testssl.sh openssl >/dev/null \
+        || { $sudo apt-get update -qq && $sudo apt-get install -y -qq testssl.sh openssl >/dev/null; }
+fi
 if cargo nextest --version >/dev/null 2>&1; then
     exec cargo nextest run --workspace --no-fail-fast "$@"
 else

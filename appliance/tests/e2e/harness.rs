@@ -123,19 +123,30 @@ impl Appliance {
 
     /// Unseals itself at start from a key file outside the data directory.
     pub fn start_with(env: Vec<(&'static str, &'static str)>) -> Appliance {
-        Appliance::start_with_key_file(env, false)
+        Appliance::start_with_key_file(&[], env, false)
     }
 
     /// Like [`Appliance::start_with`], with every process's logs captured to files.
     pub fn start_logging(env: Vec<(&'static str, &'static str)>) -> Appliance {
-        Appliance::start_with_key_file(env, true)
+        Appliance::start_with_key_file(&[], env, true)
     }
 
-    fn start_with_key_file(env: Vec<(&'static str, &'static str)>, capture_logs: bool) -> Appliance {
+    /// Like [`Appliance::start`], initialised with `tether init --fips`.
+    pub fn start_fips() -> Appliance {
+        Appliance::start_with_key_file(&["--fips"], fast_env(), false)
+    }
+
+    fn start_with_key_file(
+        init_args: &[&str],
+        env: Vec<(&'static str, &'static str)>,
+        capture_logs: bool,
+    ) -> Appliance {
         let dir = tempfile::tempdir().unwrap();
         let key_file = dir.path().join("unseal.key");
         let key_arg = key_file.to_str().unwrap().to_owned();
-        let mut a = Appliance::init(dir, &["--unseal", "key-file", "--key-file", &key_arg], env);
+        let mut args = vec!["--unseal", "key-file", "--key-file", &key_arg];
+        args.extend_from_slice(init_args);
+        let mut a = Appliance::init(dir, &args, env);
         a.unseal_key_file = Some(key_file);
         a.capture_logs = capture_logs;
         a.serve("127.0.0.1:0", "127.0.0.1:0");

@@ -1,0 +1,129 @@
+//! The crypto policy as a peer meets it: what a TLS scanner (testssl.sh)
+//! finds offered on each listener, and handshakes that real clients (the
+//! `openssl s_client` command) are refused.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::Appliance;
+
+/// `host:port` of a listener's URL.
+fn address(url: &str) -> &str {
+    url.trim_start_matches("https://")
+}
+
+/// What testssl.sh finds at `address`: its JSON findings by id.
+fn scan(address: &str) -> BTreeMap<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("scan.json");
+    let out = Command::new("testssl")
+        .args(["--quiet", "--warnings", "off", "--protocols", "--cipher-per-proto", "--pfs", "--jsonfile"])
+        .arg(&report)
+        .arg(address)
+        .output()
+        .expect("testssl.sh is installed (scripts/test.sh installs the Debian package testssl.sh)");
+    let text = std::fs::read_to_string(&report)
+        .unwrap_or_else(|_| panic!("testssl wrote no report: {}", String::from_utf8_lossy(&out.stdout)));
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    findings
+        .into_iter()
+        .map(|f| (f["id"].as_str().unwrap().to_owned(), f["finding"].as_str().unwrap().trim().to_owned()))
+        .collect()
+}
+
+/// The protocol, suite and group findings a listener must show; `groups` as
+/// testssl names them.
+fn assert_offers_only_the_policy(findings: &BTreeMap<String, String>, groups: &str) {
+    for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
+        assert_eq!(findings[old], "not offered", "{old}");
+    }
+    assert_eq!(findings["TLS1_2"], "offered");
+    assert!(findings["TLS1_3"].starts_with("offered"), "{}", findings["TLS1_3"]);
+    let suites: Vec<&str> = findings
+        .iter()
+        .filter(|(id, _)| id.starts_with("cipher-tls") || id.starts_with("cipher_x"))
+        .map(|(_, f)| f.split_whitespace().last().unwrap())
+        .collect();
+    assert_eq!(
+        suites,
+        [
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            "TLS_AES_128_GCM_SHA256",
+            "TLS_AES_256_GCM_SHA384"
+        ],
+        "{findings:#?}"
+    );
+    assert_eq!(findings["PFS_ECDHE_curves"], groups);
+}
+
+#[test]
+fn testssl_finds_only_tls_1_2_and_1_3_with_ecdhe_and_aes_gcm_on_both_listeners() {
+    let a = Appliance::start();
+    for listener in [&a.console, &a.worker_gateway] {
+        assert_offers_only_the_policy(&scan(address(listener)), "prime256v1 secp384r1 X25519");
+    }
+}
+
+#[test]
+fn in_fips_mode_testssl_finds_no_x25519() {
+    let a = Appliance::start_fips();
+    for listener in [&a.console, &a.worker_gateway] {
+        assert_offers_only_the_policy(&scan(address(listener)), "prime256v1 secp384r1");
+    }
+}
+
+/// An `openssl s_client` handshake with `address`: the protocol and suite it
+/// agreed on, or what it printed when the server refused it.
+fn handshake(address: &str, ca: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", address, "-servername", "localhost", "-CAfile"])
+        .arg(ca)
+        .args(["-verify_return_error"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let agreed = text.lines().find_map(|l| l.strip_prefix("New, ")).filter(|l| !l.starts_with("(NONE)"));
+    match agreed {
+        Some(line) if out.status.success() => Ok(line.to_owned()),
+        _ => Err(text),
+    }
+}
+
+/// The handshake failed because the server sent an alert, not because the
+/// client would not send what it was asked to.
+fn assert_refused_by_server(result: Result<String, String>, what: &str) {
+    let text = result.expect_err(what);
+    assert!(text.contains("alert handshake failure") || text.contains("alert protocol version"), "{what}: {text}");
+}
+
+#[test]
+fn handshakes_offering_only_chacha20_or_tls_1_1_are_refused_and_in_fips_mode_only_x25519_too() {
+    let standard = Appliance::start();
+    let fips = Appliance::start_fips();
+    for a in [&standard, &fips] {
+        let (console, ca) = (address(&a.console), a.ca_file());
+        assert_eq!(handshake(console, &ca, &[]).unwrap(), "TLSv1.3, Cipher is TLS_AES_256_GCM_SHA384");
+        assert_eq!(handshake(console, &ca, &["-tls1_2"]).unwrap(), "TLSv1.2, Cipher is ECDHE-ECDSA-AES256-GCM-SHA384");
+        assert_refused_by_server(
+            handshake(console, &ca, &["-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"]),
+            "TLS 1.3 with only ChaCha20",
+        );
+        assert_refused_by_server(
+            handshake(console, &ca, &["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"]),
+            "TLS 1.2 with only ChaCha20",
+        );
+        // OpenSSL 3 sends TLS 1.1 only at security level 0.
+        assert_refused_by_server(handshake(console, &ca, &["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"]), "TLS 1.1");
+    }
+    let only_x25519 = ["-groups", "X25519"];
+    assert!(handshake(address(&standard.console), &standard.ca_file(), &only_x25519).is_ok());
+    assert_refused_by_server(
+        handshake(address(&fips.console), &fips.ca_file(), &only_x25519),
+        "only X25519 in FIPS mode",
+    );
+    assert!(handshake(address(&fips.console), &fips.ca_file(), &["-groups", "P-384"]).is_ok());
+}

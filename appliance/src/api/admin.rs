@@ -12,6 +12,7 @@ use super::{ApiError, AppState};
 use crate::audit;
 use crate::auth::{self, Role};
 use crate::config::parse_duration;
+use crate::crypto::CryptoStatus;
 
 #[derive(Debug, Serialize)]
 pub struct Health {
@@ -42,6 +43,8 @@ pub struct Status {
     vault: crate::vault::Status,
     /// Whether key memory is protected from dumps and swap.
     hardening: crate::vault::memory::Hardening,
+    /// The crypto mode, module and start-up self-tests.
+    crypto: CryptoStatus,
     /// Warnings an operator should act on (e.g. unattended unseal).
     warnings: Vec<&'static str>,
 }
@@ -57,8 +60,14 @@ pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<ax
         store: state.store.stats(),
         vault: state.vault.status()?,
         hardening: crate::vault::memory::hardening(),
+        crypto: CryptoStatus::clone(&state.crypto),
         warnings: warnings(&state),
     }))
+}
+
+/// The crypto mode, the module and what the start-up self-tests found.
+pub async fn crypto(State(state): State<AppState>, _caller: Caller) -> axum::Json<CryptoStatus> {
+    axum::Json(CryptoStatus::clone(&state.crypto))
 }
 
 fn warnings(state: &AppState) -> Vec<&'static str> {

@@ -33,7 +33,7 @@ use crate::auth::Permission;
 use crate::broker::Broker;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::crypto::CryptoPolicy;
+use crate::crypto::CryptoStatus;
 use crate::pki::{self, Ca};
 use crate::store::Store;
 use crate::vault::Vault;
@@ -52,8 +52,9 @@ pub struct AppState {
     pub revoked: Arc<pki::Revoked>,
     /// The port the worker gateway listens on (for join strings).
     pub worker_port: u16,
-    /// The algorithms this appliance allows, fixed at start.
-    pub policy: CryptoPolicy,
+    /// The algorithms this appliance allows (fixed at start) and what its
+    /// start-up self-tests found.
+    pub crypto: Arc<CryptoStatus>,
 }
 
 impl AppState {
@@ -85,6 +86,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", "/api/v1/tasks/{id}/cancel", P::TaskCancel), post(tasks::cancel)),
         (spec("GET", "/api/v1/workers", P::WorkerRead), get(workers::list)),
         (spec("GET", "/api/v1/system/status", P::WorkerRead), get(admin::status)),
+        (spec("GET", "/api/v1/system/crypto", P::AuditRead), get(admin::crypto)),
         (spec("POST", "/api/v1/workers/enrollment-tokens", P::WorkerEnroll), post(workers::create_enrollment_token)),
         (spec("POST", "/api/v1/workers/{id}/revoke", P::WorkerRevoke), post(workers::revoke)),
         (spec("GET", "/api/v1/pki/crl", P::Public), get(workers::crl)),

@@ -87,6 +87,36 @@ fn refuse_unfinished_upgrade(store: &Store, dir: &Path, dev: bool) -> anyhow::Re
     }
 }
 
+/// Runs what the crypto policy asks of a start. In FIPS mode: the
+/// self-tests pass, and every key and stored parameter is one the policy
+/// approves, or the appliance does not start and says which is not.
+fn start_crypto(
+    policy: crypto::CryptoPolicy,
+    vault: &Vault,
+    ca_pem: &str,
+    cert_pem: &str,
+) -> anyhow::Result<crypto::CryptoStatus> {
+    let status = policy.start().context("FIPS mode: refusing to start")?;
+    if !policy.is_fips() {
+        return Ok(status);
+    }
+    let refuse = |e: crypto::NotApproved| {
+        anyhow::anyhow!(
+            "FIPS mode: refusing to start: {e}; replace it with an approved one (see the README, FIPS mode)"
+        )
+    };
+    for (what, pem) in
+        [("the CA certificate's key (ca.pem)", ca_pem), ("the server certificate's key (server.pem)", cert_pem)]
+    {
+        policy.check_own_key(what, pki::cert_key_kind(pem)?).map_err(refuse)?;
+    }
+    if let Some(method) = vault.method()? {
+        method.check(policy).map_err(refuse)?;
+    }
+    tracing::info!(tests = status.self_tests_passed.len(), "FIPS mode: self-tests passed, every key approved");
+    Ok(status)
+}
+
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Before any key exists: no core dumps, no ptrace by others.
     vault::memory::harden_process();
@@ -135,6 +165,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (cert_pem, key_pem) = (read(&dir, SERVER_CERT)?, read(&dir, SERVER_KEY)?);
     let clock: SharedClock = Arc::new(SystemClock);
     let vault = Arc::new(Vault::new(store.clone(), clock.clone()));
+    let crypto = Arc::new(start_crypto(policy, &vault, &ca_pem, &cert_pem)?);
     let key_file = if args.dev { Some(dir.join(DEV_UNSEAL_KEY_FILE)) } else { config.unseal_key_file.clone() };
     if let Some(path) = &key_file {
         unseal_from_key_file(&vault, path).await?;
@@ -157,7 +188,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         config: config.clone(),
         revoked: revoked.clone(),
         worker_port: worker_addr.port(),
-        policy,
+        crypto,
     };
 
     let endpoints = vec![

@@ -116,6 +116,15 @@ pub fn fingerprint_pem(pem: &str) -> Result<String, CertError> {
     pem_to_der(pem, "a").map(|der| fingerprint_der(&der))
 }
 
+/// The kind of key the first certificate in `pem` holds.
+pub fn cert_key_kind(pem: &str) -> Result<KeyKind, CertError> {
+    let der = pem_to_der(pem, "a")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| CertError::BadCertificate(e.to_string()))?;
+    let spki = rcgen::SubjectPublicKeyInfo::from_der(cert.tbs_certificate.subject_pki.raw)
+        .map_err(|e| CertError::BadCertificate(e.to_string()))?;
+    Ok(key_kind(rcgen::PublicKeyData::algorithm(&spki)))
+}
+
 impl Ca {
     /// A brand-new CA.
     pub fn create(now: Timestamp) -> Result<(Ca, CertAndKey), CertError> {

@@ -17,8 +17,8 @@ mod revocation;
 
 pub use ca::{
     CA_LIFETIME, CRL_LIFETIME, Ca, CertAndKey, CertError, IssuedCert, PeerCert, RevokedSerial, SERVER_CERT_LIFETIME,
-    cert_validity, csr_key_fingerprint, fingerprint_der, fingerprint_pem, new_worker_key_and_csr, peer_cert,
-    renewal_due,
+    cert_key_kind, cert_validity, csr_key_fingerprint, fingerprint_der, fingerprint_pem, new_worker_key_and_csr,
+    peer_cert, renewal_due,
 };
 pub use enroll::{
     EnrollError, EnrollmentToken, WorkerRecord, audit_refused_enrollment, bound_worker, create_enrollment_token,

@@ -280,6 +280,11 @@ impl Vault {
         self.unsealed.subscribe()
     }
 
+    /// How this vault unseals (`None` before `init` made it).
+    pub fn method(&self) -> Result<Option<Method>, Error> {
+        Ok(self.store.read(keyring::meta)?.map(|m| m.method))
+    }
+
     pub fn status(&self) -> Result<Status, Error> {
         let meta = self.store.read(keyring::meta)?;
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::harness::Appliance;
+use serde_json::json;
 
 /// `host:port` of a listener's URL.
 fn address(url: &str) -> &str {
@@ -126,4 +127,34 @@ fn handshakes_offering_only_chacha20_or_tls_1_1_are_refused_and_in_fips_mode_onl
         "only X25519 in FIPS mode",
     );
     assert!(handshake(address(&fips.console), &fips.ca_file(), &["-groups", "P-384"]).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fips_mode_reports_its_self_tests_and_refuses_to_start_with_a_key_it_does_not_approve() {
+    let mut a = Appliance::start_fips();
+    let (s, crypto) = a.api().get("/api/v1/system/crypto").await;
+    assert_eq!(s, 200, "{crypto}");
+    assert_eq!((&crypto["mode"], &crypto["validated_module"]), (&json!("fips"), &json!(false)), "{crypto}");
+    assert_eq!(crypto["self_tests_passed"].as_array().unwrap().len(), 6, "{crypto}");
+    assert_eq!(crypto["policy"]["tls_groups"], json!(["secp256r1", "secp384r1"]));
+    assert_eq!(crypto["policy"]["worker_keys"], json!(["ECDSA P-256", "ECDSA P-384"]));
+    let (_, status) = a.api().get("/api/v1/system/status").await;
+    assert_eq!(status["crypto"]["mode"], "fips");
+    a.stop();
+
+    // An operator puts in a console certificate with an Ed25519 key.
+    let data = a.data_dir();
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ed25519", "-nodes", "-days", "30", "-subj", "/CN=localhost", "-keyout"])
+        .arg(data.join("server.key"))
+        .arg("-out")
+        .arg(data.join("server.pem"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let said = a.serve_refused();
+    assert!(
+        said.contains("the server certificate's key (server.pem) uses Ed25519, which fips mode does not allow"),
+        "{said}"
+    );
 }

@@ -283,6 +283,21 @@ impl Appliance {
         self.proc.take().expect("running").signal_term()
     }
 
+    /// Runs `tether serve` on this (stopped) data directory, expecting it to
+    /// refuse to start; returns what it said on stderr.
+    pub fn serve_refused(&self) -> String {
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--worker-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(self.data_dir())
+            .envs(self.env.iter().copied());
+        if let Some(key_file) = &self.unseal_key_file {
+            cmd.env("TETHER_UNSEAL_KEY_FILE", key_file);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "serve started: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Unseals over the API with the key file the appliance was made with.
     pub async fn unseal_from_key_file(&self) {
         let text = std::fs::read_to_string(self.unseal_key_file.as_ref().expect("made with a key file")).unwrap();

@@ -9,6 +9,8 @@
 //! peer sees is that FIPS mode also refuses X25519 and Ed25519. Modules ask the
 //! policy; none chooses an algorithm itself.
 
+pub mod self_test;
+
 use std::sync::Arc;
 
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -204,6 +206,48 @@ impl CryptoPolicy {
                 PassphraseKdf::Pbkdf2Sha256 => format!("PBKDF2-HMAC-SHA256, {PBKDF2_MIN_ITERATIONS} iterations"),
             },
         }
+    }
+}
+
+/// The cryptographic library this build uses, as the status reports it.
+pub const MODULE: &str = "ring (not a FIPS 140-3 validated module: FIPS mode restricts the algorithms only)";
+
+/// What a running appliance reports about its cryptography
+/// (`GET /api/v1/system/crypto`, `tether status`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CryptoStatus {
+    pub mode: Mode,
+    pub module: &'static str,
+    pub validated_module: bool,
+    /// The self-tests that passed at start (FIPS mode runs them all; a
+    /// standard-mode start runs none).
+    pub self_tests_passed: Vec<&'static str>,
+    pub policy: PolicySummary,
+}
+
+impl CryptoStatus {
+    pub fn policy(&self) -> CryptoPolicy {
+        CryptoPolicy { mode: self.mode }
+    }
+}
+
+impl CryptoPolicy {
+    /// What a start under this policy must do first: in FIPS mode, the
+    /// self-tests. Returns the status to report.
+    pub fn start(self) -> Result<CryptoStatus, self_test::SelfTestFailed> {
+        let self_tests_passed = if self.is_fips() {
+            self_test::run()?;
+            self_test::TESTS.to_vec()
+        } else {
+            Vec::new()
+        };
+        Ok(CryptoStatus {
+            mode: self.mode,
+            module: MODULE,
+            validated_module: false,
+            self_tests_passed,
+            policy: self.describe(),
+        })
     }
 }
 

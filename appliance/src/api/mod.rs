@@ -31,10 +31,11 @@ pub use extract::ConnInfo;
 
 use crate::auth::Permission;
 use crate::broker::Broker;
-use crate::clock::SharedClock;
+use crate::clock::{SharedClock, Timestamp};
 use crate::config::Config;
 use crate::crypto::CryptoStatus;
-use crate::pki::{self, Ca};
+use crate::ids::WorkerId;
+use crate::pki::{self, Ca, IssuedCert};
 use crate::store::Store;
 use crate::vault::Vault;
 
@@ -61,6 +62,13 @@ impl AppState {
     /// The CA, ready to sign (needs the vault unsealed).
     pub fn ca(&self) -> Result<Ca, ApiError> {
         Ok(pki::load_ca(&self.store, &self.vault, &self.ca_pem)?)
+    }
+
+    /// Signs a worker's CSR (at enrollment or renewal) under the crypto
+    /// policy, with the configured lifetime.
+    pub fn issue_worker_cert(&self, csr_pem: &str, worker: WorkerId, now: Timestamp) -> Result<IssuedCert, ApiError> {
+        let policy = self.crypto.policy();
+        Ok(self.ca()?.sign_worker_csr(policy, csr_pem, worker, now, self.config.worker_cert_lifetime)?)
     }
 }
 

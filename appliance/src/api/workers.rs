@@ -217,13 +217,7 @@ pub async fn enroll(
     let worker = bound.unwrap_or_else(WorkerId::new);
     // Signing first costs a signature when the token turns out bad, but keeps
     // the transaction to checks and writes only.
-    let cert = state.ca()?.sign_worker_csr(
-        state.crypto.policy(),
-        &body.csr_pem,
-        worker,
-        now,
-        state.config.worker_cert_lifetime,
-    )?;
+    let cert = state.issue_worker_cert(&body.csr_pem, worker, now)?;
     let issued = cert.clone();
     let attempt_origin = origin.clone();
     let result = state
@@ -431,13 +425,7 @@ pub async fn renew(
 ) -> Result<axum::Json<Renewed>, ApiError> {
     let now = state.clock.now();
     let worker = caller.record.id;
-    let cert = state.ca()?.sign_worker_csr(
-        state.crypto.policy(),
-        &body.csr_pem,
-        worker,
-        now,
-        state.config.worker_cert_lifetime,
-    )?;
+    let cert = state.issue_worker_cert(&body.csr_pem, worker, now)?;
     let issued = cert.clone();
     let origin = caller.origin;
     state.store.write(move |tx| pki::renew(tx, now, &origin, worker, &issued)).await?;

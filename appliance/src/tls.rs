@@ -196,13 +196,15 @@ pub fn client(ca_pem: &str, identity: Option<(&str, &str)>, alpn: &[&[u8]]) -> R
 /// identity. Clients follow the standard policy: a broker in FIPS mode
 /// narrows what is negotiated (P-256 rather than X25519) on its side.
 pub fn trusting(trust: Trust<'_>, identity: Option<(&str, &str)>, alpn: &[&[u8]]) -> Result<ClientConfig, TlsError> {
-    let builder = ClientConfig::builder_with_provider(CLIENT_POLICY.tls_provider())
+    let provider = CLIENT_POLICY.tls_provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(CLIENT_POLICY.tls_versions())
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let builder = match trust {
         Trust::Ca(ca_pem) => builder.with_root_certificates(roots(ca_pem)?),
         Trust::Pin(pin) => {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(PinnedCa { pin: pin.to_ascii_lowercase() }))
+            let pinned = PinnedCa { pin: pin.to_ascii_lowercase(), provider };
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(pinned))
         }
     };
     let mut config = match identity {
@@ -224,6 +226,8 @@ pub fn trusting(trust: Trust<'_>, identity: Option<(&str, &str)>, alpn: &[&[u8]]
 #[derive(Debug)]
 struct PinnedCa {
     pin: String,
+    /// The client policy's provider: its signature algorithms verify the broker.
+    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 /// Why a pinned client refused the broker.
@@ -245,7 +249,7 @@ impl ServerCertVerifier for PinnedCa {
         let ca = intermediates.iter().find(|c| crate::pki::fingerprint_der(c) == self.pin).ok_or_else(mismatch)?;
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned()).map_err(|_| mismatch())?;
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), CLIENT_POLICY.tls_provider())
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?;
         verifier.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
@@ -257,12 +261,7 @@ impl ServerCertVerifier for PinnedCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &CLIENT_POLICY.tls_provider().signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -271,16 +270,11 @@ impl ServerCertVerifier for PinnedCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &CLIENT_POLICY.tls_provider().signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        CLIENT_POLICY.tls_provider().signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

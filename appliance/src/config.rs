@@ -66,6 +66,7 @@ pub struct RawConfig {
     pub retry_backoff: Option<String>,
     pub retry_backoff_max: Option<String>,
     pub worker_cert_lifetime: Option<String>,
+    pub worker_cert_grace: Option<String>,
     pub enrollment_token_ttl: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub max_connections: Option<usize>,
@@ -88,6 +89,9 @@ pub struct Config {
     pub server_names: Vec<String>,
     pub broker: broker::Settings,
     pub worker_cert_lifetime: Duration,
+    /// How long after its certificate expired an offline worker may still
+    /// renew it; after that it must enroll again. Zero: no grace.
+    pub worker_cert_grace: Duration,
     pub enrollment_token_ttl: Duration,
     pub limits: Limits,
     pub unseal_key_file: Option<PathBuf>,
@@ -125,6 +129,7 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_RETRY_BACKOFF", Field::Text(|c| &mut c.retry_backoff)),
     ("TETHER_RETRY_BACKOFF_MAX", Field::Text(|c| &mut c.retry_backoff_max)),
     ("TETHER_WORKER_CERT_LIFETIME", Field::Text(|c| &mut c.worker_cert_lifetime)),
+    ("TETHER_WORKER_CERT_GRACE", Field::Text(|c| &mut c.worker_cert_grace)),
     ("TETHER_ENROLLMENT_TOKEN_TTL", Field::Text(|c| &mut c.enrollment_token_ttl)),
     ("TETHER_MAX_BODY_BYTES", Field::Count(|c| &mut c.max_body_bytes)),
     ("TETHER_MAX_CONNECTIONS", Field::Count(|c| &mut c.max_connections)),
@@ -233,6 +238,7 @@ impl RawConfig {
             server_names: self.server_names.unwrap_or_default(),
             broker,
             worker_cert_lifetime,
+            worker_cert_grace: dur("worker_cert_grace", self.worker_cert_grace, Duration::from_secs(7 * 86400))?,
             enrollment_token_ttl: dur("enrollment_token_ttl", self.enrollment_token_ttl, Duration::from_secs(15 * 60))?,
             limits,
             unseal_key_file: self.unseal_key_file.map(PathBuf::from),

@@ -88,31 +88,45 @@ pub fn console_server(policy: CryptoPolicy, cert_pem: &str, key_pem: &str) -> Re
     finish_server(server_builder(policy)?.with_no_client_auth(), cert_pem, key_pem, http_alpn())
 }
 
-/// Decides whether a client certificate the CA has vouched for may still be
-/// used (it is refused once its worker is revoked).
-pub type CertAllowed = Arc<dyn Fn(&CertificateDer<'_>) -> bool + Send + Sync>;
+/// The appliance's word on a worker certificate, before the CA's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Judge it by the chain as of now.
+    Current,
+    /// Expired at `not_after`, but within the renewal grace window: judge
+    /// the chain as of its expiry (the HTTP layer lets it only renew).
+    InGrace { not_after: UnixTime },
+    /// Revoked, or naming no worker.
+    Refused,
+}
+
+/// Decides the [`Admission`] of a client certificate at a given time.
+pub type AdmitCert = Arc<dyn Fn(&CertificateDer<'_>, UnixTime) -> Admission + Send + Sync>;
 
 /// The worker gateway for enrolled workers: a client certificate issued by
-/// `ca_pem`, and which `allowed` accepts, is required during the handshake.
+/// `ca_pem`, and which `admit` does not refuse, is required during the
+/// handshake.
 pub fn worker_server(
     policy: CryptoPolicy,
     cert_pem: &str,
     key_pem: &str,
     ca_pem: &str,
-    allowed: CertAllowed,
+    admit: AdmitCert,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), policy.tls_provider())
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let verifier = Arc::new(GatedVerifier { chain, allowed });
+    let verifier = Arc::new(GatedVerifier { chain, admit });
     finish_server(server_builder(policy)?.with_client_cert_verifier(verifier), cert_pem, key_pem, http_alpn())
 }
 
-/// The CA chain check, then `allowed`: a revoked worker fails the handshake
-/// with a `certificate_revoked` alert.
+/// The CA chain check, as of the time `admit` says, then its verdict: a
+/// revoked worker fails the handshake
+/// with a `certificate_revoked` alert, one expired past its grace window
+/// with `certificate_expired`.
 struct GatedVerifier {
     chain: Arc<dyn ClientCertVerifier>,
-    allowed: CertAllowed,
+    admit: AdmitCert,
 }
 
 impl std::fmt::Debug for GatedVerifier {
@@ -132,8 +146,13 @@ impl ClientCertVerifier for GatedVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.chain.verify_client_cert(end_entity, intermediates, now)?;
-        if !(self.allowed)(end_entity) {
+        let admission = (self.admit)(end_entity, now);
+        let at = match admission {
+            Admission::InGrace { not_after } => not_after,
+            Admission::Current | Admission::Refused => now,
+        };
+        let verified = self.chain.verify_client_cert(end_entity, intermediates, at)?;
+        if admission == Admission::Refused {
             return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked));
         }
         Ok(verified)

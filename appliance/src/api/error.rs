@@ -40,6 +40,14 @@ pub enum ApiError {
     EnrollmentTokenInvalid,
     #[error("this worker's enrollment has been revoked; enroll it again")]
     WorkerRevoked,
+    #[error(
+        "this worker's certificate has expired; renew it (POST /worker/v1/renew) within the grace window, or enroll again"
+    )]
+    CertificateExpired,
+    #[error(
+        "this certificate has been superseded by a newer one for the same worker; only the newest may renew, so enroll again"
+    )]
+    CertificateSuperseded,
     #[error("the certificate signing request was refused: {0}")]
     CsrRefused(String),
     #[error("{0}")]
@@ -90,6 +98,8 @@ impl ApiError {
             ApiError::IdempotencyConflict => (S::UNPROCESSABLE_ENTITY, "idempotency_conflict"),
             ApiError::EnrollmentTokenInvalid => (S::UNAUTHORIZED, "enrollment_token_invalid"),
             ApiError::WorkerRevoked => (S::FORBIDDEN, "worker_revoked"),
+            ApiError::CertificateExpired => (S::UNAUTHORIZED, "certificate_expired"),
+            ApiError::CertificateSuperseded => (S::FORBIDDEN, "certificate_superseded"),
             ApiError::CsrRefused(_) => (S::BAD_REQUEST, "csr_refused"),
             ApiError::SecretRefused(_) => (S::UNPROCESSABLE_ENTITY, "secret_refused"),
             ApiError::Draining => (S::SERVICE_UNAVAILABLE, "draining"),
@@ -156,6 +166,7 @@ impl From<pki::EnrollError> for ApiError {
         match e {
             pki::EnrollError::TokenInvalid => ApiError::EnrollmentTokenInvalid,
             pki::EnrollError::UnknownWorker | pki::EnrollError::Revoked => ApiError::WorkerRevoked,
+            pki::EnrollError::Superseded => ApiError::CertificateSuperseded,
             pki::EnrollError::Invalid(m) => ApiError::InvalidRequest(m),
             pki::EnrollError::Store(e) => e.into(),
         }

@@ -140,10 +140,12 @@ pub async fn record(state: &AppState, origin: Origin, event: Event) {
 }
 
 /// An enrolled worker, identified by the certificate it presented in the
-/// TLS handshake (which rustls has already verified against the CA).
+/// TLS handshake (which rustls has already verified against the CA), and
+/// that certificate unexpired.
 #[derive(Debug, Clone)]
 pub struct WorkerCaller {
     pub record: WorkerRecord,
+    pub peer: PeerCert,
     pub origin: Origin,
 }
 
@@ -151,16 +153,52 @@ impl FromRequestParts<AppState> for WorkerCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let peer =
-            parts.extensions.get::<ConnInfo>().and_then(|c| c.peer.clone()).ok_or(ApiError::CertificateRequired)?;
-        let record = state.store.read(|tx| pki::get_worker(tx, peer.worker))?.ok_or(ApiError::WorkerRevoked)?;
-        if record.revoked {
-            return Err(ApiError::WorkerRevoked);
+        let caller = worker_caller(parts, state).await?;
+        if caller.peer.not_after < state.clock.now() {
+            return Err(ApiError::CertificateExpired);
         }
-        let actor = Actor { kind: ActorKind::Worker, id: record.id.to_string(), roles: vec![Role::Worker.to_string()] };
-        let origin = origin_from(&parts.extensions, &parts.headers, actor);
-        Ok(WorkerCaller { record, origin })
+        Ok(caller)
     }
+}
+
+/// A worker asking to renew: like [`WorkerCaller`], but its certificate may
+/// have expired within the renewal grace window (the worker was offline).
+/// The handshake proved it holds the certificate's key either way.
+#[derive(Debug, Clone)]
+pub struct RenewingWorker(pub WorkerCaller);
+
+impl FromRequestParts<AppState> for RenewingWorker {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = worker_caller(parts, state).await?;
+        // The listener admits such a certificate only within the window; a
+        // connection kept open since then must not outlast it.
+        if caller.peer.not_after.plus(state.config.worker_cert_grace) < state.clock.now() {
+            return Err(ApiError::CertificateExpired);
+        }
+        Ok(RenewingWorker(caller))
+    }
+}
+
+async fn worker_caller(parts: &Parts, state: &AppState) -> Result<WorkerCaller, ApiError> {
+    let peer = parts.extensions.get::<ConnInfo>().and_then(|c| c.peer.clone()).ok_or(ApiError::CertificateRequired)?;
+    let (record, first_use) = state.store.read(|tx| {
+        let Some(record) = pki::get_worker(tx, peer.worker)? else { return Ok((None, false)) };
+        let first_use = pki::newest_unconfirmed(tx, &record, &peer.serial)?;
+        Ok((Some(record), first_use))
+    })?;
+    let record = record.ok_or(ApiError::WorkerRevoked)?;
+    if record.revoked {
+        return Err(ApiError::WorkerRevoked);
+    }
+    if first_use {
+        let (worker, serial) = (record.id, peer.serial.clone());
+        state.store.write(move |tx| pki::confirm_newest(tx, worker, &serial)).await?;
+    }
+    let actor = Actor { kind: ActorKind::Worker, id: record.id.to_string(), roles: vec![Role::Worker.to_string()] };
+    let origin = origin_from(&parts.extensions, &parts.headers, actor);
+    Ok(WorkerCaller { record, peer, origin })
 }
 
 /// The origin of an unauthenticated request (enrollment).

@@ -10,7 +10,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::extract::{AnonymousOrigin, ApiJson, ApiQuery, Caller, WorkerCaller};
+use super::extract::{AnonymousOrigin, ApiJson, ApiQuery, Caller, RenewingWorker, WorkerCaller};
 use super::{ApiError, AppState, parse_id};
 use crate::broker::{Completion, Delivery, TaskError, WorkerView};
 use crate::config::parse_duration;
@@ -232,7 +232,8 @@ pub async fn enroll(
                 _ => "refused",
             };
             let reason = reason.to_owned();
-            let _ = state.store.write(move |tx| pki::audit_refused_enrollment(tx, now, &origin, &reason)).await;
+            let refused = pki::Refused::Enrollment;
+            let _ = state.store.write(move |tx| pki::audit_refused(tx, now, &origin, refused, &reason)).await;
             return Err(e.into());
         }
     };
@@ -420,15 +421,23 @@ pub struct Renewed {
 
 pub async fn renew(
     State(state): State<AppState>,
-    caller: WorkerCaller,
+    RenewingWorker(caller): RenewingWorker,
     ApiJson(body): ApiJson<RenewBody>,
 ) -> Result<axum::Json<Renewed>, ApiError> {
     let now = state.clock.now();
     let worker = caller.record.id;
+    let presented = caller.peer.serial.clone();
     let cert = state.issue_worker_cert(&body.csr_pem, worker, now)?;
     let issued = cert.clone();
-    let origin = caller.origin;
-    state.store.write(move |tx| pki::renew(tx, now, &origin, worker, &issued)).await?;
+    let origin = caller.origin.clone();
+    let result = state.store.write(move |tx| pki::renew(tx, now, &origin, worker, &presented, &issued)).await;
+    if let Err(e @ pki::EnrollError::Superseded) = result {
+        let (origin, refused) = (caller.origin, pki::Refused::Renewal(worker));
+        let reason = "certificate_superseded";
+        let _ = state.store.write(move |tx| pki::audit_refused(tx, now, &origin, refused, reason)).await;
+        return Err(e.into());
+    }
+    result?;
     Ok(axum::Json(Renewed {
         cert_pem: cert.cert_pem,
         ca_pem: state.ca_pem.to_string(),

@@ -191,6 +191,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         crypto,
     };
 
+    let grace = config.worker_cert_grace;
     let endpoints = vec![
         (
             console,
@@ -207,7 +208,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     &cert_pem,
                     &key_pem,
                     &ca_pem,
-                    Arc::new(move |der| pki::peer_cert(der).is_some_and(|peer| !revoked.contains(peer.worker))),
+                    Arc::new(move |der, now| revoked.admit(der, now, grace)),
                 )?,
                 app: api::worker_router(state.clone()),
                 enroll_tls: tls::enroll_server(policy, &cert_pem, &key_pem, &ca_pem)?,

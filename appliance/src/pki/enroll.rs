@@ -21,6 +21,11 @@ const ENROLL_TOKENS: Collection<EnrollmentToken> = Collection::new("enroll_token
 const BINDINGS: Collection<Binding> = Collection::new("enroll_bindings");
 /// Keyed by worker id.
 pub(super) const WORKERS: Collection<WorkerRecord> = Collection::new("workers");
+/// Keyed by worker id: the serial of the certificate that the worker's
+/// newest one renewed, kept until the worker is seen using the newest. While
+/// it is kept, that older certificate may renew again (the answer to its
+/// renewal may have been lost); no other older certificate may renew.
+const RENEWED_FROM: Collection<String> = Collection::new("pki_renewed_from");
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
@@ -31,6 +36,10 @@ pub enum EnrollError {
     UnknownWorker,
     #[error("the worker's enrollment has been revoked")]
     Revoked,
+    /// Renewal from a certificate that is not the newest of its lineage: a
+    /// copy of an old key, or a worker restored from an old state directory.
+    #[error("this certificate has been superseded by a newer one for the same worker; only the newest may renew")]
+    Superseded,
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -180,6 +189,7 @@ fn enroll_again(
         return Err(EnrollError::TokenInvalid);
     }
     let previous = install_cert(tx, &mut record, cert)?;
+    tx.delete(RENEWED_FROM, &worker.to_key())?;
     let event = Event::new("worker.enrolled_again", "enroll", Resource::new("worker", worker))
         .detail("enrollment_token", &token.id)
         .detail("cert_serial", &cert.serial)
@@ -188,39 +198,81 @@ fn enroll_again(
     Ok(record)
 }
 
-/// Audits a refused enrollment. Separate from [`enroll`] because a refused
-/// operation must not write (the store's rule); the API calls this after.
-pub fn audit_refused_enrollment(
+/// What a refused [`enroll`] or [`renew`] was asked to do.
+#[derive(Debug, Clone, Copy)]
+pub enum Refused {
+    Enrollment,
+    Renewal(WorkerId),
+}
+
+/// Audits a refused enrollment or renewal. Separate from [`enroll`] and
+/// [`renew`] because a refused operation must not write (the store's rule);
+/// the API calls this after.
+pub fn audit_refused(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
     origin: &Origin,
+    refused: Refused,
     reason: &str,
 ) -> Result<(), store::Error> {
-    let event = Event::new("worker.enroll_refused", "enroll", Resource::new("worker", "-"))
+    let (event_type, action, worker) = match refused {
+        Refused::Enrollment => ("worker.enroll_refused", "enroll", "-".to_owned()),
+        Refused::Renewal(id) => ("worker.renew_refused", "renew", id.to_string()),
+    };
+    let event = Event::new(event_type, action, Resource::new("worker", worker))
         .outcome(Outcome::Denied)
         .detail("reason", reason);
     audit::append(tx, now, origin, event).map(|_| ())
 }
 
-/// Records a renewed certificate for an enrolled, unrevoked worker.
+/// Records a renewed certificate for an enrolled, unrevoked worker that
+/// presented `presented` (the serial it connected with): the newest
+/// certificate of its lineage, or the one that newest renewed while the
+/// worker has not yet been seen using it.
 pub fn renew(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
     origin: &Origin,
     worker: WorkerId,
+    presented: &str,
     cert: &IssuedCert,
 ) -> Result<WorkerRecord, EnrollError> {
     let mut record = tx.get(WORKERS, &worker.to_key())?.ok_or(EnrollError::UnknownWorker)?;
     if record.revoked {
         return Err(EnrollError::Revoked);
     }
+    let unconfirmed_parent = tx.get(RENEWED_FROM, &worker.to_key())?;
+    if presented != record.cert_serial && unconfirmed_parent.as_deref() != Some(presented) {
+        return Err(EnrollError::Superseded);
+    }
     record.renewed_at = Some(now);
-    let previous = install_cert(tx, &mut record, cert)?;
-    let event = Event::new("worker.renewed", "renew", Resource::new("worker", worker))
+    let replaced = install_cert(tx, &mut record, cert)?;
+    tx.put(RENEWED_FROM, &worker.to_key(), &presented.to_owned())?;
+    let mut event = Event::new("worker.renewed", "renew", Resource::new("worker", worker))
         .detail("cert_serial", &cert.serial)
-        .detail("previous_serial", previous);
+        .detail("previous_serial", presented);
+    if replaced != presented {
+        // The certificate issued by the renewal whose answer was lost.
+        event = event.detail("abandoned_serial", replaced);
+    }
     audit::append(tx, now, origin, event)?;
     Ok(record)
+}
+
+/// Whether a request with certificate `serial` shows the worker using the
+/// newest certificate for the first time, so [`confirm_newest`] should run.
+pub fn newest_unconfirmed(tx: &ReadTx, record: &WorkerRecord, serial: &str) -> Result<bool, store::Error> {
+    Ok(serial == record.cert_serial && tx.get(RENEWED_FROM, &record.id.to_key())?.is_some())
+}
+
+/// The worker has used its newest certificate: the one before it may no
+/// longer renew. (Bookkeeping, not a change of identity: not audited.)
+pub fn confirm_newest(tx: &mut WriteTx<'_>, worker: WorkerId, serial: &str) -> Result<(), store::Error> {
+    let current = tx.get(WORKERS, &worker.to_key())?;
+    if current.is_some_and(|r| r.cert_serial == serial) {
+        tx.delete(RENEWED_FROM, &worker.to_key())?;
+    }
+    Ok(())
 }
 
 /// Makes `cert` the worker's current certificate and records it as issued;
@@ -280,6 +332,39 @@ mod tests {
         let again = store.write_blocking(move |tx| enroll(tx, NOW, &Origin::system(), &token, &[], &c2, second));
         assert!(matches!(again, Err(EnrollError::TokenInvalid)));
         assert!(store.read(|tx| get_worker(tx, second)).unwrap().is_none());
+    }
+
+    #[test]
+    fn only_the_newest_certificate_renews_or_its_parent_until_the_newest_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let (ca, _) = Ca::create(NOW).unwrap();
+        let (_, token) = store
+            .write_blocking(|tx| create_enrollment_token(tx, NOW, &Origin::system(), None, Duration::from_secs(60)))
+            .unwrap();
+        let id = WorkerId::new();
+        let first = issued(&ca, id);
+        let a = first.serial.clone();
+        store.write_blocking(move |tx| enroll(tx, NOW, &Origin::system(), &token, &[], &first, id)).unwrap();
+        let renew_from = |presented: &str| {
+            let (presented, cert) = (presented.to_owned(), issued(&ca, id));
+            let serial = cert.serial.clone();
+            let r = store.write_blocking(move |tx| renew(tx, NOW, &Origin::system(), id, &presented, &cert));
+            r.map(|_| serial)
+        };
+        // A renews to B, but B's answer is lost: A may renew again, to C.
+        let b = renew_from(&a).unwrap();
+        let c = renew_from(&a).unwrap();
+        assert!(matches!(renew_from(&b), Err(EnrollError::Superseded)), "B was abandoned for C");
+        // Once the worker is seen using C, A is done too.
+        let record = store.read(|tx| get_worker(tx, id)).unwrap().unwrap();
+        assert!(store.read(|tx| newest_unconfirmed(tx, &record, &c)).unwrap());
+        let seen = c.clone();
+        store.write_blocking(move |tx| confirm_newest(tx, id, &seen)).unwrap();
+        assert!(!store.read(|tx| newest_unconfirmed(tx, &record, &c)).unwrap());
+        assert!(matches!(renew_from(&a), Err(EnrollError::Superseded)));
+        let d = renew_from(&c).unwrap();
+        assert_eq!(store.read(|tx| get_worker(tx, id)).unwrap().unwrap().cert_serial, d);
     }
 
     #[test]

@@ -21,8 +21,8 @@ pub use ca::{
     peer_cert, renewal_due,
 };
 pub use enroll::{
-    EnrollError, EnrollmentToken, WorkerRecord, audit_refused_enrollment, bound_worker, create_enrollment_token,
-    enroll, get_worker, list_workers, renew,
+    EnrollError, EnrollmentToken, Refused, WorkerRecord, audit_refused, bound_worker, confirm_newest,
+    create_enrollment_token, enroll, get_worker, list_workers, newest_unconfirmed, renew,
 };
 pub use keystore::{has_ca_key, load_ca, refresh_ca_key, store_ca_key};
 pub use revocation::{CrlError, Revocation, Revoked, crl_pem, revoke, sign_crl};

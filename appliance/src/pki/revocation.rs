@@ -4,6 +4,9 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::pki_types::UnixTime;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -14,6 +17,7 @@ use crate::audit::{self, Event, Origin, Resource};
 use crate::clock::Timestamp;
 use crate::ids::WorkerId;
 use crate::store::{self, Collection, Order, ReadTx, WriteTx};
+use crate::tls::Admission;
 
 /// Every certificate issued to a worker, keyed by worker id then serial, so
 /// that revoking the worker lists all of them, not only its newest.
@@ -81,6 +85,23 @@ impl Revoked {
     /// Wakes when a worker is revoked; the receiver then checks its own.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// The worker gateway's word on a client certificate at `now`: refused
+    /// if it names no worker or a revoked one; if it expired no more than
+    /// `grace` ago, to be judged as of its expiry, so that the worker, back
+    /// from being offline, can renew it.
+    pub fn admit(&self, der: &[u8], now: UnixTime, grace: Duration) -> Admission {
+        let Some(peer) = super::peer_cert(der) else { return Admission::Refused };
+        if self.contains(peer.worker) {
+            return Admission::Refused;
+        }
+        let not_after = Duration::from_millis(peer.not_after.as_millis());
+        let now = now.as_secs();
+        if not_after.as_secs() < now && now <= not_after.saturating_add(grace).as_secs() {
+            return Admission::InGrace { not_after: UnixTime::since_unix_epoch(not_after) };
+        }
+        Admission::Current
     }
 
     fn add(&self, worker: WorkerId) {
@@ -164,4 +185,38 @@ pub enum CrlError {
     Cert(#[from] CertError),
     #[error(transparent)]
     Store(#[from] store::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::CryptoPolicy;
+    use crate::pki::new_worker_key_and_csr;
+    use crate::store::Store;
+
+    const NOW: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+
+    #[test]
+    fn an_expired_certificate_is_admitted_as_of_its_expiry_only_within_the_grace_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let revoked = store.read(Revoked::load).unwrap();
+        let (ca, _) = Ca::create(NOW).unwrap();
+        let (_, csr) = new_worker_key_and_csr().unwrap();
+        let cert =
+            ca.sign_worker_csr(CryptoPolicy::STANDARD, &csr, WorkerId::new(), NOW, Duration::from_secs(60)).unwrap();
+        let der = crate::tls::certs_from_pem(&cert.cert_pem, "test").unwrap().remove(0);
+        let not_after = Duration::from_millis(cert.not_after.as_millis());
+        let at = |offset_s: i64| {
+            UnixTime::since_unix_epoch(Duration::from_secs(not_after.as_secs().saturating_add_signed(offset_s)))
+        };
+        let grace = Duration::from_secs(3600);
+        assert_eq!(revoked.admit(&der, at(-1), grace), Admission::Current);
+        let in_grace = Admission::InGrace { not_after: UnixTime::since_unix_epoch(not_after) };
+        assert_eq!(revoked.admit(&der, at(1), grace), in_grace);
+        assert_eq!(revoked.admit(&der, at(3600), grace), in_grace);
+        assert_eq!(revoked.admit(&der, at(3601), grace), Admission::Current, "past the window: the chain says expired");
+        assert_eq!(revoked.admit(&der, at(1), Duration::ZERO), Admission::Current, "no grace configured");
+        assert_eq!(revoked.admit(b"not a certificate", at(-1), grace), Admission::Refused);
+    }
 }

@@ -158,34 +158,46 @@ impl BrokerClient {
     }
 }
 
-/// A request that got no answer: the network, or a broker that failed its
-/// pin (which no retry mends).
+/// A request that got no answer: the network; or a handshake that no retry
+/// mends: a broker that failed its pin, or a broker that refused this
+/// worker's certificate as revoked or as expired past its grace window.
 fn send_error(e: &reqwest::Error) -> CallError {
-    if failed_pin(e) {
-        return refused(0, "broker_untrusted", &tls::PinMismatch.to_string());
+    match tls_cause(e) {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)))
+            if other.0.downcast_ref::<tls::PinMismatch>().is_some() =>
+        {
+            refused(0, "broker_untrusted", &tls::PinMismatch.to_string())
+        }
+        Some(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked)) => refused(
+            0,
+            "worker_revoked",
+            "the broker refused this worker's certificate as revoked; enroll it again with a new token",
+        ),
+        Some(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateExpired)) => refused(
+            0,
+            "certificate_expired",
+            "the broker refused this worker's certificate as expired past the renewal grace window; enroll it again with a new token",
+        ),
+        _ => CallError::Unreachable(error_chain(e)),
     }
-    CallError::Unreachable(error_chain(e))
 }
 
-/// Whether `e` came from a pinned verifier refusing the broker's CA. The
-/// rustls error sits inside `io::Error`s (one or more), whose `source()`
-/// skips what they wrap, so each layer is opened by hand.
-fn failed_pin(e: &(dyn std::error::Error + 'static)) -> bool {
+/// The rustls error behind `e`, if any. It sits inside `io::Error`s (one
+/// or more), whose `source()` skips what they wrap, so each layer is opened
+/// by hand.
+fn tls_cause<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
     let mut next = Some(e);
     while let Some(current) = next {
         let mut layer: &(dyn std::error::Error + 'static) = current;
         while let Some(wrapped) = layer.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
             layer = wrapped;
         }
-        if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) =
-            layer.downcast_ref::<rustls::Error>()
-            && other.0.downcast_ref::<tls::PinMismatch>().is_some()
-        {
-            return true;
+        if let Some(found) = layer.downcast_ref::<rustls::Error>() {
+            return Some(found);
         }
         next = current.source();
     }
-    false
+    None
 }
 
 fn refused(status: u16, code: &str, detail: &str) -> CallError {

@@ -151,7 +151,10 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
             id
         }
     };
-    let mut client = BrokerClient::mtls(&identity.broker, &identity.ca_pem, &identity.cert_pem, &identity.key_pem)?;
+    // Tasks report through whichever client holds the newest certificate,
+    // so a task outliving a renewal never speaks with an expired one.
+    let client = BrokerClient::mtls(&identity.broker, &identity.ca_pem, &identity.cert_pem, &identity.key_pem)?;
+    let (current, clients) = watch::channel(client);
     let config = Arc::new(opts.config.clone());
     let scratch = Arc::new(prepare_scratch(&opts.state_dir)?);
     let slots = Arc::new(Semaphore::new(config.concurrency));
@@ -160,10 +163,20 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
     while !*stop.borrow() {
         // A poll never outlasts the moment renewal falls due, so a worker
         // whose broker is quiet still renews on time.
-        let poll_wait = match renew_if_due(&state, &mut identity, &mut client, events).await {
+        let poll_wait = match renew_if_due(&state, &mut identity, &current, events).await {
             Ok(due) => POLL_WAIT.min(due.since(SystemClock.now())).max(Duration::from_secs(1)),
             Err(e) => {
+                if let Some(refused @ CallError::Refused { .. }) = e.downcast_ref::<CallError>() {
+                    return Err(must_enroll_again(refused));
+                }
                 tracing::warn!(error = %e, "certificate renewal failed; will retry");
+                if pki::cert_validity(&identity.cert_pem)?.1 < SystemClock.now() {
+                    // An expired certificate can do nothing but renew.
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.next_wait()) => continue,
+                        _ = stop.changed() => break,
+                    }
+                }
                 Duration::from_secs(5)
             }
         };
@@ -179,6 +192,7 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
             events.emit(json!({"event": "ready", "worker_id": identity.worker_id}));
             announced = true;
         }
+        let client = current.borrow().clone();
         let polled = tokio::select! {
             r = client.poll(permits.len(), poll_wait) => r,
             _ = stop.changed() => break,
@@ -190,18 +204,16 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
                 let lease = Duration::from_secs(reply.lease_s.max(1));
                 for task in reply.tasks {
                     let Some(permit) = permits.pop() else { break };
-                    let (client, config, scratch) = (client.clone(), config.clone(), scratch.clone());
+                    let (clients, config, scratch) = (clients.clone(), config.clone(), scratch.clone());
                     tokio::spawn(async move {
-                        run_task(client, config, &scratch, task, heartbeat, lease, events).await;
+                        run_task(clients, config, &scratch, task, heartbeat, lease, events).await;
                         drop(permit);
                     });
                 }
             }
-            Err(CallError::Refused { status: 401 | 403, code, detail }) => {
-                anyhow::bail!(
-                    "the broker refused this worker ({code}: {detail}); it may have been revoked — enroll again with a new token and an empty state directory"
-                );
-            }
+            // Expired between the renewal check and the poll: renew first.
+            Err(CallError::Refused { status: 401, code, .. }) if code == "certificate_expired" => {}
+            Err(refused @ CallError::Refused { status: 0 | 401 | 403, .. }) => return Err(must_enroll_again(&refused)),
             Err(e) => {
                 let wait = backoff.next_wait();
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "poll failed");
@@ -218,6 +230,14 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
         tracing::warn!("tasks still running after the grace period; their leases will expire and they will be retried");
     }
     Ok(())
+}
+
+/// The broker will not serve this worker's identity any more (revoked,
+/// expired past the grace window, superseded): only a new enrollment helps.
+fn must_enroll_again(refused: &CallError) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the broker refused this worker ({refused}); enroll it again with a new token and an empty state directory"
+    )
 }
 
 async fn enroll(opts: &Options, stop: &mut watch::Receiver<bool>) -> anyhow::Result<Identity> {
@@ -279,7 +299,7 @@ async fn enroll(opts: &Options, stop: &mut watch::Receiver<bool>) -> anyhow::Res
 async fn renew_if_due(
     state: &StateDir,
     identity: &mut Identity,
-    client: &mut BrokerClient,
+    current: &watch::Sender<BrokerClient>,
     events: Events,
 ) -> anyhow::Result<Timestamp> {
     let due = pki::renewal_due(&identity.cert_pem)?;
@@ -287,6 +307,7 @@ async fn renew_if_due(
         return Ok(due);
     }
     let (key_pem, csr_pem) = pki::new_worker_key_and_csr()?;
+    let client = current.borrow().clone();
     let renewed = client.renew(&csr_pem).await?;
     let next = Identity { cert_pem: renewed.cert_pem, ca_pem: renewed.ca_pem, key_pem, ..identity.clone() };
     let next_client = BrokerClient::mtls(&next.broker, &next.ca_pem, &next.cert_pem, &next.key_pem)?;
@@ -295,7 +316,7 @@ async fn renew_if_due(
     events.emit(json!({"event": "renewed", "worker_id": next.worker_id, "cert_not_after": not_after.to_rfc3339()}));
     let due = pki::renewal_due(&next.cert_pem)?;
     *identity = next;
-    *client = next_client;
+    current.send_replace(next_client);
     Ok(due)
 }
 
@@ -312,8 +333,13 @@ fn prepare_scratch(state_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// The client with the newest certificate (the guard is not held).
+fn latest(clients: &watch::Receiver<BrokerClient>) -> BrokerClient {
+    clients.borrow().clone()
+}
+
 async fn run_task(
-    client: BrokerClient,
+    clients: watch::Receiver<BrokerClient>,
     config: Arc<WorkerConfig>,
     scratch: &std::path::Path,
     task: LeasedTask,
@@ -330,7 +356,7 @@ async fn run_task(
     let outcome = loop {
         tokio::select! {
             outcome = &mut work => break outcome,
-            _ = beat.tick() => match client.heartbeat(&task.id, &task.lease_id).await {
+            _ = beat.tick() => match latest(&clients).heartbeat(&task.id, &task.lease_id).await {
                 Ok(reply) if reply.cancel => {
                     events.emit(json!({"event": "task_cancelled", "task_id": task.id}));
                     return;
@@ -356,7 +382,7 @@ async fn run_task(
     let deadline = tokio::time::Instant::now() + lease;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        match client.complete(&task.id, body.clone()).await {
+        match latest(&clients).complete(&task.id, body.clone()).await {
             Ok(_) => {
                 events.emit(json!({"event": "task_finished", "task_id": task.id, "outcome": label}));
                 return;

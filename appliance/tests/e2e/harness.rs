@@ -343,7 +343,22 @@ impl Appliance {
     }
 
     fn spawn_worker(&self, name: &str, token: Option<&str>, labels: &[&str], config: Option<&str>) -> Proc {
-        let state = self.dir.path().join(format!("worker-{name}"));
+        let cmd = self.worker_command(name, token, labels, config);
+        let log = self.capture_logs.then(|| self.dir.path().join(format!("worker-{name}.log")));
+        let mut proc = Proc::spawn_logging(cmd, log.as_deref());
+        proc.expect_event("ready", Duration::from_secs(30));
+        proc
+    }
+
+    /// Where worker `name` keeps its key and certificate.
+    pub fn worker_state_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("worker-{name}"))
+    }
+
+    /// The `tether worker` command for worker `name` (enrolling with `token`
+    /// if given, else resuming from its state directory).
+    pub fn worker_command(&self, name: &str, token: Option<&str>, labels: &[&str], config: Option<&str>) -> Command {
+        let state = self.worker_state_dir(name);
         let mut cmd = Command::new(bin());
         cmd.args(["worker", "--json", "--broker", &self.worker_gateway, "--ca-file"])
             .arg(self.ca_file())
@@ -360,10 +375,7 @@ impl Appliance {
             std::fs::write(&path, text).unwrap();
             cmd.arg("--config").arg(path);
         }
-        let log = self.capture_logs.then(|| self.dir.path().join(format!("worker-{name}.log")));
-        let mut proc = Proc::spawn_logging(cmd, log.as_deref());
-        proc.expect_event("ready", Duration::from_secs(30));
-        proc
+        cmd
     }
 
     /// Every log file captured so far (with `capture_logs`), concatenated.

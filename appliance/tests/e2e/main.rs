@@ -8,6 +8,7 @@ mod crypto;
 mod harness;
 mod lifecycle;
 mod operations;
+mod renewal;
 mod resilience;
 mod security;
 mod upgrade;

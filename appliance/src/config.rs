@@ -67,6 +67,9 @@ pub struct RawConfig {
     pub retry_backoff_max: Option<String>,
     pub worker_cert_lifetime: Option<String>,
     pub worker_cert_grace: Option<String>,
+    pub server_cert_lifetime: Option<String>,
+    pub console_cert_file: Option<String>,
+    pub console_key_file: Option<String>,
     pub enrollment_token_ttl: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub max_connections: Option<usize>,
@@ -92,6 +95,10 @@ pub struct Config {
     /// How long after its certificate expired an offline worker may still
     /// renew it; after that it must enroll again. Zero: no grace.
     pub worker_cert_grace: Duration,
+    /// The appliance's own server certificate renews itself two thirds in.
+    pub server_cert_lifetime: Duration,
+    /// The operator's certificate for the console instead of the appliance's.
+    pub console_cert: Option<OperatorCert>,
     pub enrollment_token_ttl: Duration,
     pub limits: Limits,
     pub unseal_key_file: Option<PathBuf>,
@@ -114,6 +121,13 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
+/// A certificate chain and key, as PEM files, that the operator supplies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// The setting an environment variable overrides.
 enum Field {
     Text(fn(&mut RawConfig) -> &mut Option<String>),
@@ -130,6 +144,9 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_RETRY_BACKOFF_MAX", Field::Text(|c| &mut c.retry_backoff_max)),
     ("TETHER_WORKER_CERT_LIFETIME", Field::Text(|c| &mut c.worker_cert_lifetime)),
     ("TETHER_WORKER_CERT_GRACE", Field::Text(|c| &mut c.worker_cert_grace)),
+    ("TETHER_SERVER_CERT_LIFETIME", Field::Text(|c| &mut c.server_cert_lifetime)),
+    ("TETHER_CONSOLE_CERT_FILE", Field::Text(|c| &mut c.console_cert_file)),
+    ("TETHER_CONSOLE_KEY_FILE", Field::Text(|c| &mut c.console_key_file)),
     ("TETHER_ENROLLMENT_TOKEN_TTL", Field::Text(|c| &mut c.enrollment_token_ttl)),
     ("TETHER_MAX_BODY_BYTES", Field::Count(|c| &mut c.max_body_bytes)),
     ("TETHER_MAX_CONNECTIONS", Field::Count(|c| &mut c.max_connections)),
@@ -227,6 +244,16 @@ impl RawConfig {
         if worker_cert_lifetime < Duration::from_secs(5) {
             return Err(invalid("worker_cert_lifetime", "must be at least 5s"));
         }
+        let server_cert_lifetime =
+            dur("server_cert_lifetime", self.server_cert_lifetime, Duration::from_secs(365 * 86400))?;
+        if server_cert_lifetime < Duration::from_secs(5) {
+            return Err(invalid("server_cert_lifetime", "must be at least 5s"));
+        }
+        let console_cert = match (self.console_cert_file, self.console_key_file) {
+            (Some(cert), Some(key)) => Some(OperatorCert { cert: PathBuf::from(cert), key: PathBuf::from(key) }),
+            (None, None) => None,
+            _ => return Err(invalid("console_cert_file", "set console_cert_file and console_key_file together")),
+        };
         let key_rotation_age = dur("key_rotation_age", self.key_rotation_age, Duration::from_secs(30 * 86400))?;
         if key_rotation_age < Duration::from_secs(1) {
             return Err(invalid("key_rotation_age", "must be at least 1s"));
@@ -238,6 +265,8 @@ impl RawConfig {
             server_names: self.server_names.unwrap_or_default(),
             broker,
             worker_cert_lifetime,
+            server_cert_lifetime,
+            console_cert,
             worker_cert_grace: dur("worker_cert_grace", self.worker_cert_grace, Duration::from_secs(7 * 86400))?,
             enrollment_token_ttl: dur("enrollment_token_ttl", self.enrollment_token_ttl, Duration::from_secs(15 * 60))?,
             limits,

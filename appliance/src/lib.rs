@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod files;
 pub mod ids;
 pub mod labels;
+pub mod listener_certs;
 pub mod pki;
 pub mod secret;
 pub mod store;

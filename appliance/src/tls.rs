@@ -3,14 +3,16 @@
 //! the [`CryptoPolicy`]'s to decide; this module builds configurations from
 //! it and adds the appliance's own checks (revocation, CA pins).
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::crypto::CryptoPolicy;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{
     ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore, ServerConfig, SignatureScheme,
 };
@@ -68,15 +70,60 @@ fn server_builder(
 
 fn finish_server(
     builder: rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>,
-    cert_pem: &str,
-    key_pem: &str,
+    cert: Arc<ServedCert>,
     alpn: Vec<Vec<u8>>,
-) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = certs_from_pem(cert_pem, "the server certificate")?;
-    let key = key_from_pem(key_pem, "the server key")?;
-    let mut config = builder.with_single_cert(certs, key).map_err(|e| TlsError::Config(e.to_string()))?;
+) -> Arc<ServerConfig> {
+    let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = alpn;
-    Ok(Arc::new(config))
+    Arc::new(config)
+}
+
+/// A certificate chain and key a listener serves, replaceable while it
+/// runs: each new handshake takes the current pair, open connections keep
+/// theirs. How the appliance renews its own certificate, or takes up an
+/// operator's new one, without a restart.
+pub struct ServedCert {
+    current: RwLock<Arc<CertifiedKey>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl std::fmt::Debug for ServedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedCert").finish_non_exhaustive()
+    }
+}
+
+impl ServedCert {
+    /// Loads `chain_pem` (end-entity first) and its key, checking they match.
+    pub fn load(policy: CryptoPolicy, chain_pem: &str, key_pem: &str) -> Result<Arc<ServedCert>, TlsError> {
+        let provider = policy.tls_provider();
+        let current = RwLock::new(certified(&provider, chain_pem, key_pem)?);
+        Ok(Arc::new(ServedCert { current, provider }))
+    }
+
+    /// Serves `chain_pem` and its key from the next handshake on. On an
+    /// error the pair served so far stays.
+    pub fn replace(&self, chain_pem: &str, key_pem: &str) -> Result<(), TlsError> {
+        let next = certified(&self.provider, chain_pem, key_pem)?;
+        let mut current = self.current.write().map_err(|_| TlsError::Config("certificate lock poisoned".into()))?;
+        *current = next;
+        Ok(())
+    }
+}
+
+fn certified(provider: &CryptoProvider, chain_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = certs_from_pem(chain_pem, "the server certificate")?;
+    let key = key_from_pem(key_pem, "the server key")?;
+    CertifiedKey::from_der(chain, key, provider).map(Arc::new).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => TlsError::Config("the key does not belong to the certificate".into()),
+        other => TlsError::Config(other.to_string()),
+    })
+}
+
+impl ResolvesServerCert for ServedCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| c.clone())
+    }
 }
 
 fn http_alpn() -> Vec<Vec<u8>> {
@@ -84,8 +131,8 @@ fn http_alpn() -> Vec<Vec<u8>> {
 }
 
 /// The console/API listener: server authentication only.
-pub fn console_server(policy: CryptoPolicy, cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
-    finish_server(server_builder(policy)?.with_no_client_auth(), cert_pem, key_pem, http_alpn())
+pub fn console_server(policy: CryptoPolicy, cert: Arc<ServedCert>) -> Result<Arc<ServerConfig>, TlsError> {
+    Ok(finish_server(server_builder(policy)?.with_no_client_auth(), cert, http_alpn()))
 }
 
 /// The appliance's word on a worker certificate, before the CA's.
@@ -108,8 +155,7 @@ pub type AdmitCert = Arc<dyn Fn(&CertificateDer<'_>, UnixTime) -> Admission + Se
 /// handshake.
 pub fn worker_server(
     policy: CryptoPolicy,
-    cert_pem: &str,
-    key_pem: &str,
+    cert: Arc<ServedCert>,
     ca_pem: &str,
     admit: AdmitCert,
 ) -> Result<Arc<ServerConfig>, TlsError> {
@@ -117,7 +163,7 @@ pub fn worker_server(
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let verifier = Arc::new(GatedVerifier { chain, admit });
-    finish_server(server_builder(policy)?.with_client_cert_verifier(verifier), cert_pem, key_pem, http_alpn())
+    Ok(finish_server(server_builder(policy)?.with_client_cert_verifier(verifier), cert, http_alpn()))
 }
 
 /// The CA chain check, as of the time `admit` says, then its verdict: a
@@ -181,16 +227,17 @@ impl ClientCertVerifier for GatedVerifier {
     }
 }
 
-/// The worker gateway for a connection that asked to enroll. The chain it
-/// sends ends with the CA certificate, for workers that enroll with a pin.
-pub fn enroll_server(
-    policy: CryptoPolicy,
-    cert_pem: &str,
-    key_pem: &str,
-    ca_pem: &str,
-) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = format!("{}\n{ca_pem}", cert_pem.trim_end());
-    finish_server(server_builder(policy)?.with_no_client_auth(), &chain, key_pem, vec![ENROLL_ALPN.to_vec()])
+/// The worker gateway for a connection that asked to enroll. `cert`'s
+/// chain must end with the CA certificate, for workers that enroll with a
+/// pin (see [`enroll_chain`]).
+pub fn enroll_server(policy: CryptoPolicy, cert: Arc<ServedCert>) -> Result<Arc<ServerConfig>, TlsError> {
+    Ok(finish_server(server_builder(policy)?.with_no_client_auth(), cert, vec![ENROLL_ALPN.to_vec()]))
+}
+
+/// The chain the enrollment listener serves: the server certificate, then
+/// the CA's.
+pub fn enroll_chain(cert_pem: &str, ca_pem: &str) -> String {
+    format!("{}\n{ca_pem}", cert_pem.trim_end())
 }
 
 const CLIENT_POLICY: CryptoPolicy = CryptoPolicy::STANDARD;

@@ -206,14 +206,15 @@ pub fn initialise(
         .with_context(|| format!("cannot create {}", dir.display()))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     let dir = dir.canonicalize()?;
-    let raw = RawConfig::from_file(&dir.join(CONFIG_FILE), false)?;
-    let mut names = raw.server_names.unwrap_or_default();
+    let config = RawConfig::from_file(&dir.join(CONFIG_FILE), false)?.validate(dir.clone())?;
+    let mut names = config.server_names.clone();
     names.extend(extra_names.iter().cloned());
 
     let (method, unseal_key, material) = vault::unseal::prepare(policy, choice)?;
     let now = SystemClock.now();
     let (ca, ca_material) = Ca::create(now).context("creating the CA")?;
-    let server = ca.issue_server_cert(&names, now).context("issuing the server certificate")?;
+    let server =
+        ca.issue_server_cert(&names, now, config.server_cert_lifetime).context("issuing the server certificate")?;
     write_with_mode(&dir.join(CA_CERT), ca_material.cert_pem.as_bytes(), 0o644)?;
     write_private(&dir.join(SERVER_KEY), server.key_pem.as_bytes())?;
     write_with_mode(&dir.join(SERVER_CERT), server.cert_pem.as_bytes(), 0o644)?;

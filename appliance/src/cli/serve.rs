@@ -17,8 +17,9 @@ use crate::broker::Broker;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{CONFIG_FILE, RawConfig};
 use crate::crypto;
+use crate::listener_certs::{ListenerCerts, Renewer};
 use crate::pki;
-use crate::pki::{CA_CERT, SERVER_CERT, SERVER_KEY};
+use crate::pki::CA_CERT;
 use crate::store::{self, Store};
 use crate::tls;
 use crate::upgrade;
@@ -162,10 +163,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     refuse_unfinished_upgrade(&store, &dir, args.dev)?;
     let policy = store.read(crypto::stored).context("reading the crypto policy")?;
     let ca_pem = read(&dir, CA_CERT)?;
-    let (cert_pem, key_pem) = (read(&dir, SERVER_CERT)?, read(&dir, SERVER_KEY)?);
     let clock: SharedClock = Arc::new(SystemClock);
+    let certs = Arc::new(ListenerCerts::load(&dir, policy, &ca_pem, &config, clock.now())?);
     let vault = Arc::new(Vault::new(store.clone(), clock.clone()));
-    let crypto = Arc::new(start_crypto(policy, &vault, &ca_pem, &cert_pem)?);
+    let crypto = Arc::new(start_crypto(policy, &vault, &ca_pem, &certs.served().own)?);
     let key_file = if args.dev { Some(dir.join(DEV_UNSEAL_KEY_FILE)) } else { config.unseal_key_file.clone() };
     if let Some(path) = &key_file {
         unseal_from_key_file(&vault, path).await?;
@@ -196,7 +197,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         (
             console,
             Endpoint::Console {
-                tls: tls::console_server(policy, &cert_pem, &key_pem)?,
+                tls: tls::console_server(policy, certs.console.clone())?,
                 app: api::console_router(state.clone()),
             },
         ),
@@ -205,13 +206,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Endpoint::Worker {
                 mtls: tls::worker_server(
                     policy,
-                    &cert_pem,
-                    &key_pem,
+                    certs.own.clone(),
                     &ca_pem,
                     Arc::new(move |der, now| revoked.admit(der, now, grace)),
                 )?,
                 app: api::worker_router(state.clone()),
-                enroll_tls: tls::enroll_server(policy, &cert_pem, &key_pem, &ca_pem)?,
+                enroll_tls: tls::enroll_server(policy, certs.enroll.clone())?,
                 enroll_app: api::enroll_router(state.clone()),
                 state: state.clone(),
             },
@@ -221,6 +221,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let reaper = tokio::spawn(broker.clone().run_reaper(REAPER_INTERVAL));
     let maintenance = tokio::spawn(vault.clone().run_maintenance(VAULT_MAINTENANCE_INTERVAL, config.key_rotation_age));
     let refresher = tokio::spawn(refresh_seals_forever(broker.clone(), store.clone(), vault.clone()));
+    let renewer = Renewer { store: store.clone(), vault: vault.clone(), clock: clock.clone(), config: config.clone() };
+    let cert_keeper = tokio::spawn(certs.clone().run(renewer));
 
     let ca_file = dir.join(CA_CERT);
     let mut ready = json!({
@@ -257,6 +259,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     reaper.abort();
     maintenance.abort();
     refresher.abort();
+    cert_keeper.abort();
     if !vault.is_sealed() {
         vault.seal(&Origin::system()).await?;
     }

@@ -163,17 +163,18 @@ impl Ca {
 
     /// The server certificate for both listeners. `names` may hold DNS names
     /// and IP addresses; localhost, 127.0.0.1 and ::1 are always included.
-    pub fn issue_server_cert(&self, names: &[String], now: Timestamp) -> Result<CertAndKey, CertError> {
+    pub fn issue_server_cert(
+        &self,
+        names: &[String],
+        now: Timestamp,
+        lifetime: Duration,
+    ) -> Result<CertAndKey, CertError> {
         let key = new_key()?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "Tether appliance");
         params.distinguished_name = dn;
-        let mut all: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-        all.extend(names.iter().cloned());
-        all.sort();
-        all.dedup();
-        for name in all {
+        for name in server_names(names) {
             let san = match name.parse::<IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
                 Err(_) => SanType::DnsName(
@@ -188,7 +189,7 @@ impl Ca {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.serial_number = Some(random_serial()?);
         params.use_authority_key_identifier_extension = true;
-        validity(&mut params, now, SERVER_CERT_LIFETIME);
+        validity(&mut params, now, lifetime);
         let cert = params.signed_by(&key, &self.issuer).map_err(|e| CertError::Signing(e.to_string()))?;
         Ok(CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
@@ -303,6 +304,42 @@ pub fn peer_cert(der: &[u8]) -> Option<PeerCert> {
     })?;
     let not_after = u64::try_from(cert.validity().not_after.timestamp()).ok()?.saturating_mul(1000);
     Some(PeerCert { worker, serial: hex::encode(cert.raw_serial()), not_after: Timestamp::from_millis(not_after) })
+}
+
+/// The names a server certificate for `configured` carries: those, plus
+/// localhost, 127.0.0.1 and ::1; sorted, without repeats.
+pub fn server_names(configured: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    all.extend(configured.iter().cloned());
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// The DNS names and IP addresses a certificate's SANs name, sorted.
+pub fn cert_names(pem: &str) -> Result<Vec<String>, CertError> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let der = pem_to_der(pem, "a")?;
+    let (_, cert) = X509Certificate::from_der(&der).map_err(|e| CertError::BadCertificate(e.to_string()))?;
+    let mut names = Vec::new();
+    if let Ok(Some(sans)) = cert.subject_alternative_name() {
+        for name in &sans.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => names.push((*dns).to_owned()),
+                GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    names.extend(ip.map(|ip| ip.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// When a certificate issued here should be renewed: two thirds of the way
@@ -423,8 +460,10 @@ mod tests {
         let again = Ca::load(&material.cert_pem, &material.key_pem).unwrap();
         assert_eq!(ca.fingerprint(), again.fingerprint());
         assert_eq!(fingerprint_pem(&material.cert_pem).unwrap(), ca.fingerprint());
-        let server = ca.issue_server_cert(&["tether.local".into(), "10.0.0.5".into()], NOW).unwrap();
+        let names = ["tether.local".into(), "10.0.0.5".into()];
+        let server = ca.issue_server_cert(&names, NOW, SERVER_CERT_LIFETIME).unwrap();
         let (from, to) = cert_validity(&server.cert_pem).unwrap();
         assert!(from < NOW && to > NOW);
+        assert_eq!(cert_names(&server.cert_pem).unwrap(), server_names(&names), "the names read back");
     }
 }

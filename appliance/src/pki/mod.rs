@@ -17,8 +17,8 @@ mod revocation;
 
 pub use ca::{
     CA_LIFETIME, CRL_LIFETIME, Ca, CertAndKey, CertError, IssuedCert, PeerCert, RevokedSerial, SERVER_CERT_LIFETIME,
-    cert_key_kind, cert_validity, csr_key_fingerprint, fingerprint_der, fingerprint_pem, new_worker_key_and_csr,
-    peer_cert, renewal_due,
+    cert_key_kind, cert_names, cert_validity, csr_key_fingerprint, fingerprint_der, fingerprint_pem,
+    new_worker_key_and_csr, peer_cert, renewal_due, server_names,
 };
 pub use enroll::{
     EnrollError, EnrollmentToken, Refused, WorkerRecord, audit_refused, bound_worker, confirm_newest,

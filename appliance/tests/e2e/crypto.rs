@@ -142,19 +142,32 @@ async fn fips_mode_reports_its_self_tests_and_refuses_to_start_with_a_key_it_doe
     assert_eq!(status["crypto"]["mode"], "fips");
     a.stop();
 
-    // An operator puts in a console certificate with an Ed25519 key.
+    // An operator configures a console certificate with an Ed25519 key.
     let data = a.data_dir();
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ed25519", "-nodes", "-days", "30", "-subj", "/CN=localhost", "-keyout"])
-        .arg(data.join("server.key"))
-        .arg("-out")
-        .arg(data.join("server.pem"))
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (cert, key) = (a.dir.path().join("console.pem"), a.dir.path().join("console.key"));
+    ed25519_self_signed(&cert, &key);
+    let config = format!("console_cert_file = {cert:?}\nconsole_key_file = {key:?}\n");
+    std::fs::write(data.join("tether.toml"), config).unwrap();
+    let said = a.serve_refused();
+    assert!(said.contains("the console certificate's key uses Ed25519, which fips mode does not allow"), "{said}");
+    std::fs::remove_file(data.join("tether.toml")).unwrap();
+
+    // Or puts one in place of the appliance's own.
+    ed25519_self_signed(&data.join("server.pem"), &data.join("server.key"));
     let said = a.serve_refused();
     assert!(
         said.contains("the server certificate's key (server.pem) uses Ed25519, which fips mode does not allow"),
         "{said}"
     );
+}
+
+fn ed25519_self_signed(cert: &std::path::Path, key: &std::path::Path) {
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ed25519", "-nodes", "-days", "30", "-subj", "/CN=localhost", "-keyout"])
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
 }

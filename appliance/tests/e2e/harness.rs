@@ -81,6 +81,12 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` (a name `kill` knows, e.g. `HUP`) without waiting.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal}");
+    }
+
     pub fn signal_term(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         self.child.wait().expect("wait")

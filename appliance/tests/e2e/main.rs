@@ -7,6 +7,7 @@
 mod crypto;
 mod harness;
 mod lifecycle;
+mod listener_certs;
 mod operations;
 mod renewal;
 mod resilience;

@@ -29,7 +29,8 @@ fn unpack_fixture(dir: &Path) -> Value {
     let ca_pem = std::fs::read_to_string(data.join("ca.pem")).unwrap();
     let ca_key = std::fs::read_to_string(data.join("ca.key")).unwrap();
     let ca = tether::pki::Ca::load(&ca_pem, &ca_key).unwrap();
-    let server = ca.issue_server_cert(&[], tether::clock::SystemClock.now()).unwrap();
+    let server =
+        ca.issue_server_cert(&[], tether::clock::SystemClock.now(), tether::pki::SERVER_CERT_LIFETIME).unwrap();
     std::fs::write(data.join("server.pem"), server.cert_pem).unwrap();
     std::fs::write(data.join("server.key"), server.key_pem).unwrap();
     serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap()

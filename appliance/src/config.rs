@@ -68,6 +68,7 @@ pub struct RawConfig {
     pub worker_cert_lifetime: Option<String>,
     pub worker_cert_grace: Option<String>,
     pub server_cert_lifetime: Option<String>,
+    pub cert_expiry_warning: Option<String>,
     pub console_cert_file: Option<String>,
     pub console_key_file: Option<String>,
     pub enrollment_token_ttl: Option<String>,
@@ -97,6 +98,9 @@ pub struct Config {
     pub worker_cert_grace: Duration,
     /// The appliance's own server certificate renews itself two thirds in.
     pub server_cert_lifetime: Duration,
+    /// How long before the CA's, the server's or the console's certificate
+    /// expires an alert is raised.
+    pub cert_expiry_warning: Duration,
     /// The operator's certificate for the console instead of the appliance's.
     pub console_cert: Option<OperatorCert>,
     pub enrollment_token_ttl: Duration,
@@ -145,6 +149,7 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_WORKER_CERT_LIFETIME", Field::Text(|c| &mut c.worker_cert_lifetime)),
     ("TETHER_WORKER_CERT_GRACE", Field::Text(|c| &mut c.worker_cert_grace)),
     ("TETHER_SERVER_CERT_LIFETIME", Field::Text(|c| &mut c.server_cert_lifetime)),
+    ("TETHER_CERT_EXPIRY_WARNING", Field::Text(|c| &mut c.cert_expiry_warning)),
     ("TETHER_CONSOLE_CERT_FILE", Field::Text(|c| &mut c.console_cert_file)),
     ("TETHER_CONSOLE_KEY_FILE", Field::Text(|c| &mut c.console_key_file)),
     ("TETHER_ENROLLMENT_TOKEN_TTL", Field::Text(|c| &mut c.enrollment_token_ttl)),
@@ -266,6 +271,7 @@ impl RawConfig {
             broker,
             worker_cert_lifetime,
             server_cert_lifetime,
+            cert_expiry_warning: dur("cert_expiry_warning", self.cert_expiry_warning, Duration::from_secs(14 * 86400))?,
             console_cert,
             worker_cert_grace: dur("worker_cert_grace", self.worker_cert_grace, Duration::from_secs(7 * 86400))?,
             enrollment_token_ttl: dur("enrollment_token_ttl", self.enrollment_token_ttl, Duration::from_secs(15 * 60))?,

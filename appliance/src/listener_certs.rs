@@ -27,7 +27,7 @@ use crate::clock::{SharedClock, Timestamp};
 use crate::config::{Config, OperatorCert};
 use crate::crypto::CryptoPolicy;
 use crate::files::{sync_dir, write_private, write_with_mode};
-use crate::pki::{self, SERVER_CERT, SERVER_KEY};
+use crate::pki::{self, ExpiryAlert, SERVER_CERT, SERVER_KEY, Watched};
 use crate::store::Store;
 use crate::tls::{self, ServedCert};
 use crate::vault::Vault;
@@ -114,6 +114,39 @@ impl ListenerCerts {
         self.served.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// The expiry alerts at `now` for the certificates served, the CA's,
+    /// and the workers'.
+    pub fn expiry_alerts(&self, store: &Store, config: &Config, now: Timestamp) -> anyhow::Result<Vec<ExpiryAlert>> {
+        let served = self.served();
+        let mut watched = vec![
+            Watched { certificate: "ca", pem: &self.ca_pem, action: "plan a CA rotation before the CA expires" },
+            Watched {
+                certificate: "server",
+                pem: &served.own,
+                action: "unseal the appliance so that it can renew its certificate; check its log",
+            },
+        ];
+        if let Some((pem, _)) = &served.operator {
+            let action = "put a renewed console certificate in place and send SIGHUP";
+            watched.push(Watched { certificate: "console", pem, action });
+        }
+        let lifetime = config.worker_cert_lifetime;
+        let warning = config.cert_expiry_warning;
+        Ok(store.read(|tx| Ok(pki::expiry_alerts(tx, now, warning, &watched, lifetime)))??)
+    }
+
+    /// Audits alerts not audited before, and logs them.
+    async fn watch_expiry(&self, renewer: &Renewer) -> anyhow::Result<()> {
+        let now = renewer.clock.now();
+        let alerts = self.expiry_alerts(&renewer.store, &renewer.config, now)?;
+        let new = renewer.store.write(move |tx| pki::record_expiry_alerts(tx, now, alerts)).await?;
+        for a in &new {
+            let (certificate, id, not_after) = (a.certificate, &a.id, &a.not_after);
+            tracing::warn!(certificate, %id, %not_after, expired = a.expired, "certificate expiring: {}", a.action);
+        }
+        Ok(())
+    }
+
     /// Keeps the certificates current until the task is dropped.
     pub async fn run(self: Arc<Self>, renewer: Renewer) {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -126,6 +159,9 @@ impl ListenerCerts {
                 }
             };
             self.reload_operator_if_changed(&renewer, false).await;
+            if let Err(e) = self.watch_expiry(&renewer).await {
+                tracing::warn!(error = format!("{e:#}"), "the certificate expiry watch failed; will retry");
+            }
             let hung_up = async {
                 match hangup.as_mut() {
                     Some(signal) => signal.recv().await,

@@ -47,6 +47,9 @@ pub struct Status {
     crypto: CryptoStatus,
     /// Warnings an operator should act on (e.g. unattended unseal).
     warnings: Vec<&'static str>,
+    /// How many certificates are expiring or overdue for renewal
+    /// (`GET /api/v1/pki/certificates` lists them).
+    certificate_alerts: usize,
 }
 
 pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Status>, ApiError> {
@@ -62,6 +65,7 @@ pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<ax
         hardening: crate::vault::memory::hardening(),
         crypto: CryptoStatus::clone(&state.crypto),
         warnings: warnings(&state),
+        certificate_alerts: super::certificates::expiry_alerts(&state)?.len(),
     }))
 }
 

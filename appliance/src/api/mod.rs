@@ -8,6 +8,7 @@
 
 mod admin;
 mod backup;
+mod certificates;
 mod error;
 mod extract;
 mod secrets;
@@ -35,6 +36,7 @@ use crate::clock::{SharedClock, Timestamp};
 use crate::config::Config;
 use crate::crypto::CryptoStatus;
 use crate::ids::WorkerId;
+use crate::listener_certs::ListenerCerts;
 use crate::pki::{self, Ca, IssuedCert};
 use crate::store::Store;
 use crate::vault::Vault;
@@ -56,6 +58,8 @@ pub struct AppState {
     /// The algorithms this appliance allows (fixed at start) and what its
     /// start-up self-tests found.
     pub crypto: Arc<CryptoStatus>,
+    /// The certificates the listeners serve (renewed and swapped live).
+    pub certs: Arc<ListenerCerts>,
 }
 
 impl AppState {
@@ -98,6 +102,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", "/api/v1/workers/enrollment-tokens", P::WorkerEnroll), post(workers::create_enrollment_token)),
         (spec("POST", "/api/v1/workers/{id}/revoke", P::WorkerRevoke), post(workers::revoke)),
         (spec("GET", "/api/v1/pki/crl", P::Public), get(workers::crl)),
+        (spec("GET", "/api/v1/pki/certificates", P::AuditRead), get(certificates::list)),
         (spec("POST", "/api/v1/tokens", P::TokenCreate), post(admin::create_token)),
         (spec("GET", "/api/v1/audit/verify", P::AuditRead), get(admin::audit_verify)),
         (spec("GET", "/api/v1/audit/export", P::AuditRead), get(admin::audit_export)),

@@ -190,6 +190,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         revoked: revoked.clone(),
         worker_port: worker_addr.port(),
         crypto,
+        certs: certs.clone(),
     };
 
     let grace = config.worker_cert_grace;

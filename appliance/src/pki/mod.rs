@@ -12,6 +12,7 @@
 
 mod ca;
 mod enroll;
+mod expiry;
 mod keystore;
 mod revocation;
 
@@ -24,6 +25,7 @@ pub use enroll::{
     EnrollError, EnrollmentToken, Refused, WorkerRecord, audit_refused, bound_worker, confirm_newest,
     create_enrollment_token, enroll, get_worker, list_workers, newest_unconfirmed, renew,
 };
+pub use expiry::{ExpiryAlert, ExpiryError, Watched, alerts as expiry_alerts, record_alerts as record_expiry_alerts};
 pub use keystore::{has_ca_key, load_ca, refresh_ca_key, store_ca_key};
 pub use revocation::{CrlError, Revocation, Revoked, crl_pem, revoke, sign_crl};
 

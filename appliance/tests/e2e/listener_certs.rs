@@ -135,3 +135,57 @@ async fn an_operator_console_certificate_is_served_and_replaced_on_sighup_and_a_
     assert_eq!(served(&a.console, site_client()).await, want);
     assert_eq!(count_events(&api.audit_log().await, "pki.console_cert_replaced"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificates_nearing_expiry_raise_alerts_in_the_api_and_the_audit_log_once_each() {
+    let mut env = fast_env();
+    // A warning period longer than the CA's ten years puts every
+    // certificate in it; a worker certificate of 6 s soon expires.
+    env.extend([("TETHER_CERT_EXPIRY_WARNING", "4000d"), ("TETHER_WORKER_CERT_LIFETIME", "6s")]);
+    let mut a = Appliance::start_with(env);
+    let api = a.api();
+    let (status, listed) = api.get("/api/v1/pki/certificates").await;
+    assert_eq!(status, 200, "{listed}");
+    let kinds: Vec<&str> =
+        listed["certificates"].as_array().unwrap().iter().map(|c| c["certificate"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ca", "server"]);
+    let alerted = |v: &serde_json::Value| -> Vec<String> {
+        v["alerts"].as_array().unwrap().iter().map(|a| a["certificate"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(alerted(&listed), ["ca", "server"], "{listed}");
+    assert_eq!(listed["alerts"][0]["expired"], false);
+    eventually("the alerts audited", Duration::from_secs(10), || {
+        let api = api.clone();
+        async move { count_events(&api.audit_log().await, "pki.cert_expiring") == 2 }
+    })
+    .await;
+
+    // A worker goes offline and its certificate runs out.
+    let mut worker = a.worker("w", &[], None).await;
+    let id = worker.expect_event("ready", Duration::from_secs(1))["worker_id"].as_str().unwrap().to_owned();
+    worker.kill9();
+    eventually("the worker's alert", Duration::from_secs(15), || {
+        let (api, id) = (api.clone(), id.clone());
+        async move {
+            let (_, listed) = api.get("/api/v1/pki/certificates").await;
+            listed["alerts"].as_array().unwrap().iter().any(|a| a["id"] == id.as_str() && a["expired"] == true)
+        }
+    })
+    .await;
+    let (_, status) = api.get("/api/v1/system/status").await;
+    assert_eq!(status["certificate_alerts"], 3, "{status}");
+
+    // A restart audits what is new (the worker) and repeats nothing.
+    a.kill9();
+    a.restart();
+    let api = a.api();
+    eventually("the worker's alert audited", Duration::from_secs(10), || {
+        let api = api.clone();
+        async move { count_events(&api.audit_log().await, "pki.cert_expiring") == 3 }
+    })
+    .await;
+    let records = api.audit_log().await;
+    let worker_alert =
+        records.iter().find(|r| r["event_type"] == "pki.cert_expiring" && r["resource"]["type"] == "worker");
+    assert_eq!(worker_alert.unwrap()["metadata"]["details"]["expired"], "true");
+}

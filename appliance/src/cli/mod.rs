@@ -8,6 +8,7 @@ mod client;
 mod init;
 mod secret;
 mod serve;
+mod status;
 mod task;
 mod token;
 mod upgrade;
@@ -40,6 +41,9 @@ enum Command {
     Serve(serve::Args),
     /// Run a worker: enroll once, then pull tasks over mTLS and run them.
     Worker(worker::Args),
+    /// The running appliance at a glance: state, vault, crypto mode and
+    /// module, certificate alerts, warnings (uses TETHER_URL, TETHER_TOKEN, TETHER_CA_FILE).
+    Status(status::Args),
     /// Submit, inspect and cancel tasks (uses TETHER_URL, TETHER_TOKEN, TETHER_CA_FILE).
     #[command(subcommand)]
     Task(task::Command),
@@ -96,6 +100,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => runtime()?.block_on(audit::run(cmd)),
         Command::Unseal(args) => runtime()?.block_on(vault::unseal(args)),
         Command::Seal(args) => runtime()?.block_on(vault::seal(args)),
+        Command::Status(args) => runtime()?.block_on(status::run(args)),
         Command::Vault(cmd) => runtime()?.block_on(vault::run(cmd)),
         Command::Rekey(args) => runtime()?.block_on(vault::rekey(args)),
         Command::Secret(cmd) => runtime()?.block_on(secret::run(cmd)),

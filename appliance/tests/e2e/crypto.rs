@@ -140,6 +140,12 @@ async fn fips_mode_reports_its_self_tests_and_refuses_to_start_with_a_key_it_doe
     assert_eq!(crypto["policy"]["worker_keys"], json!(["ECDSA P-256", "ECDSA P-384"]));
     let (_, status) = a.api().get("/api/v1/system/status").await;
     assert_eq!(status["crypto"]["mode"], "fips");
+    let out = a.cli(&["status"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for line in ["Crypto mode   fips", "not a validated module", "Self-tests    6 passed at start"] {
+        assert!(said.contains(line), "`tether status` says {line:?}: {said}");
+    }
     a.stop();
 
     // An operator configures a console certificate with an Ed25519 key.

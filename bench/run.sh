@@ -3,7 +3,7 @@
 # (the peer measured in the same run), raises the open-file limit for the
 # idle-poll measurement, and runs everything. Extra flags go to tether-bench:
 #   --tasks N (5000)  --samples N (1000)  --idle N (5000)  --create-secs S (5)
-#   --only a,b,c,d,e  --rounds N (3, for e)
+#   --only a,b,c,d,e,f,g  --rounds N (3, for e and f)  --handshakes N (3000, for f)
 # With --baseline-rev REV (e.g. 631d0a7, the last commit before the vault) it
 # also builds that revision in a scratch worktree and measures (e): the
 # lifecycle with encryption at rest against the same lifecycle without.

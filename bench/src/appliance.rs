@@ -16,6 +16,8 @@ pub struct Appliance {
     pub gateway: String,
     pub admin_token: String,
     pub ca_pem: String,
+    /// The data directory (its certificates serve the bare rustls peer).
+    pub data: std::path::PathBuf,
 }
 
 impl Drop for Appliance {
@@ -23,6 +25,18 @@ impl Drop for Appliance {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time process `pid` has used (user + system), in seconds.
+pub fn cpu_seconds_of(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): utime is 14th, stime 15th overall.
+    let rest = stat.rsplit_once(')').context("stat format")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        fields.get(11).context("utime")?.parse::<f64>()? + fields.get(12).context("stime")?.parse::<f64>()?;
+    // Linux reports these in USER_HZ, which is 100 on every mainstream build.
+    Ok(ticks / 100.0)
 }
 
 /// Whether this build of `tether` has the vault (`init --unseal`).
@@ -70,6 +84,7 @@ impl Appliance {
             gateway: addr("worker_listen")?,
             admin_token: init["admin_token"].as_str().context("admin token")?.to_owned(),
             ca_pem,
+            data,
             child,
         })
     }
@@ -87,14 +102,7 @@ impl Appliance {
 
     /// CPU time the appliance process has used (user + system), in seconds.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // Fields after the command name (which may hold spaces): utime is 14th, stime 15th overall.
-        let rest = stat.rsplit_once(')').context("stat format")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 =
-            fields.get(11).context("utime")?.parse::<f64>()? + fields.get(12).context("stime")?.parse::<f64>()?;
-        // Linux reports these in USER_HZ, which is 100 on every mainstream build.
-        Ok(ticks / 100.0)
+        cpu_seconds_of(self.pid())
     }
 
     /// A client with its own connection pool.
@@ -109,14 +117,27 @@ impl Appliance {
 
     /// Enrolls a worker the way `tether worker` does and returns its mTLS client.
     pub async fn enroll_worker(&self, api: &Api) -> anyhow::Result<BrokerClient> {
-        let token = api.post("/api/v1/workers/enrollment-tokens", &json!({})).await?;
-        let token = token["token"].as_str().context("enrollment token")?;
-        let (key, csr) = tether::pki::new_worker_key_and_csr()?;
-        let enrolled = BrokerClient::enroll(&self.gateway, tether::tls::Trust::Ca(&self.ca_pem), token, &csr, &[])
-            .await
-            .map_err(|e| anyhow::anyhow!("enroll: {e}"))?;
-        Ok(BrokerClient::mtls(&self.gateway, &self.ca_pem, &enrolled.cert_pem, &key)?)
+        let who = enroll_identity(&self.gateway, &self.ca_pem, api).await?;
+        Ok(BrokerClient::mtls(&self.gateway, &self.ca_pem, &who.cert_pem, &who.key_pem)?)
     }
+}
+
+/// An enrolled worker's certificate and key.
+#[derive(Clone)]
+pub struct Identity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Enrolls a worker at `gateway` the way `tether worker` does (own key, CSR).
+pub async fn enroll_identity(gateway: &str, ca_pem: &str, api: &Api) -> anyhow::Result<Identity> {
+    let token = api.post("/api/v1/workers/enrollment-tokens", &json!({})).await?;
+    let token = token["token"].as_str().context("enrollment token")?;
+    let (key_pem, csr) = tether::pki::new_worker_key_and_csr()?;
+    let enrolled = BrokerClient::enroll(gateway, tether::tls::Trust::Ca(ca_pem), token, &csr, &[])
+        .await
+        .map_err(|e| anyhow::anyhow!("enroll: {e}"))?;
+    Ok(Identity { cert_pem: enrolled.cert_pem, key_pem })
 }
 
 #[derive(Clone)]

@@ -11,12 +11,17 @@
 //! - (d) the appliance's memory per idle parked mTLS long-poll;
 //! - (e) with `--baseline PATH` (a build from before the vault): the cost of
 //!   encryption at rest, as lifecycle throughput of this build against the
-//!   baseline, alternating runs of each.
+//!   baseline, alternating runs of each;
+//! - (f) server CPU per new mTLS connection to the worker gateway, against a
+//!   bare rustls mTLS server on the same certificates (`handshakes.rs`);
+//! - (g) a reconnect storm: 5,000 enrolled workers open new mTLS connections
+//!   and poll at once, against the same storm on the bare server.
 //!
 //! Usage: see `bench/run.sh`, which builds the release binary and installs
 //! redis-server first. Results go to stdout as a table and as JSON.
 
 mod appliance;
+mod handshakes;
 mod redis;
 
 use std::path::PathBuf;
@@ -28,7 +33,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
-use appliance::{Api, Appliance};
+use appliance::{Api, Appliance, Identity};
+use tether::worker::client::BrokerClient;
 
 struct Args {
     tether: PathBuf,
@@ -41,8 +47,10 @@ struct Args {
     only: Vec<String>,
     /// A build without encryption at rest, for (e).
     baseline: Option<PathBuf>,
-    /// Rounds of (e), alternating the two builds.
+    /// Rounds of (e) and (f), alternating the two builds or servers.
     rounds: usize,
+    /// New connections per round of (f).
+    handshakes: usize,
 }
 
 impl Args {
@@ -62,6 +70,7 @@ fn parse_args() -> anyhow::Result<Args> {
         only: Vec::new(),
         baseline: None,
         rounds: 3,
+        handshakes: 3000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -76,16 +85,25 @@ fn parse_args() -> anyhow::Result<Args> {
             "--only" => args.only = value()?.split(',').map(str::to_owned).collect(),
             "--baseline" => args.baseline = Some(value()?.into()),
             "--rounds" => args.rounds = value()?.parse()?,
+            "--handshakes" => args.handshakes = value()?.parse()?,
             other => bail!(
-                "unknown flag {other}; flags: --tether PATH --work-dir DIR --tasks N --samples N --idle N --create-secs S --only a,b,c,d,e,redis --baseline PATH --rounds N"
+                "unknown flag {other}; flags: --tether PATH --work-dir DIR --tasks N --samples N --idle N --create-secs S --only a,b,c,d,e,f,g --baseline PATH --rounds N --handshakes N"
             ),
         }
     }
     Ok(args)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let mut raw = std::env::args().skip(1);
+    if raw.next().as_deref() == Some("--bare-mtls-server") {
+        let data = raw.next().context("--bare-mtls-server needs the appliance's data directory")?;
+        return handshakes::serve_bare(std::path::Path::new(&data));
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = parse_args()?;
     // On the same disk as the appliance's data: fsync costs are what matter.
     let dir = tempfile::tempdir_in(&args.work_dir)?;
@@ -204,6 +222,40 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    if args.wants("f") {
+        let (app, api) = fresh("f")?;
+        let (per_conn, rounds) = handshake_cpu(&app, &api, args.handshakes, args.rounds).await?;
+        let ratios: Vec<f64> = rounds.iter().map(|r| r[0] / r[1]).collect();
+        let (ours, bare) = (median(&per_conn[0]), median(&per_conn[1]));
+        rows.push(format!(
+            "| (f) server CPU per new mTLS connection (handshake, admission, identity, GET /healthz) | {ours:.3} ms | bare rustls {bare:.3} ms | {:.2}× ({}) | ≤ 1.2× |",
+            median(&ratios),
+            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+        ));
+        report.insert(
+            "f_cpu_ms_per_mtls_connection".into(),
+            json!({"tether": per_conn[0], "bare_rustls": per_conn[1], "ratios": ratios, "connections": args.handshakes}),
+        );
+    }
+    if args.wants("g") {
+        let (app, api) = fresh("g")?;
+        let storm = reconnect_storm(&app, &api, args.idle).await?;
+        let f = |who: &str, k: &str| storm[who][k].as_f64().unwrap_or(f64::NAN);
+        rows.push(format!(
+            "| (g) reconnect storm, {} workers at once: all answered in / p99 / server CPU per connection | {:.2} s / {:.0} ms / {:.3} ms ({} failed) | bare rustls {:.2} s / {:.0} ms / {:.3} ms | {:.2}× (wall) | — |",
+            args.idle,
+            f("tether", "seconds"),
+            f("tether", "p99_ms"),
+            f("tether", "cpu_ms_per_connection"),
+            storm["tether"]["failed"],
+            f("bare", "seconds"),
+            f("bare", "p99_ms"),
+            f("bare", "cpu_ms_per_connection"),
+            f("tether", "seconds") / f("bare", "seconds"),
+        ));
+        report.insert("g_reconnect_storm".into(), storm);
+    }
+
     println!("\n| measure | tether | ceiling / peer | ratio | goal |");
     println!("|---|---|---|---|---|");
     for row in rows {
@@ -232,6 +284,9 @@ fn redb_single_commits(path: &std::path::Path, n: u64) -> anyhow::Result<f64> {
 }
 
 fn percentiles(mut v: Vec<Duration>) -> Value {
+    if v.is_empty() {
+        return json!({"samples": 0});
+    }
     v.sort();
     let at = |q: f64| {
         let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
@@ -341,22 +396,11 @@ async fn create_throughput(app: &Appliance, clients: usize, run_for: Duration) -
 }
 
 async fn idle_polls(app: &Appliance, api: &Api, count: usize) -> anyhow::Result<Value> {
-    let mut workers = Vec::with_capacity(count);
-    let enroll_start = Instant::now();
-    let mut batch = tokio::task::JoinSet::new();
-    for _ in 0..count {
-        if batch.len() >= 32
-            && let Some(w) = batch.join_next().await
-        {
-            workers.push(w??);
-        }
-        let (app_gateway, ca, api) = (app.gateway.clone(), app.ca_pem.clone(), api.clone());
-        batch.spawn(async move { enroll_with(&app_gateway, &ca, &api).await });
-    }
-    while let Some(w) = batch.join_next().await {
-        workers.push(w??);
-    }
-    eprintln!("    enrolled {count} workers in {:.1} s", enroll_start.elapsed().as_secs_f64());
+    let workers = enroll_many(app, api, count)
+        .await?
+        .into_iter()
+        .map(|who| BrokerClient::mtls(&app.gateway, &app.ca_pem, &who.cert_pem, &who.key_pem))
+        .collect::<Result<Vec<_>, _>>()?;
     let before = app.rss_kib()?;
     let mut polls = Vec::with_capacity(count);
     for w in workers {
@@ -375,17 +419,6 @@ async fn idle_polls(app: &Appliance, api: &Api, count: usize) -> anyhow::Result<
     polls.iter().for_each(|p| p.abort());
     let kib_per_poll = (after.saturating_sub(before)) as f64 / parked.max(1) as f64;
     Ok(json!({"parked": parked, "rss_before_kib": before, "rss_after_kib": after, "kib_per_poll": kib_per_poll}))
-}
-
-async fn enroll_with(gateway: &str, ca: &str, api: &Api) -> anyhow::Result<tether::worker::client::BrokerClient> {
-    use tether::worker::client::BrokerClient;
-    let token = api.post("/api/v1/workers/enrollment-tokens", &json!({})).await?;
-    let token = token["token"].as_str().context("token")?;
-    let (key, csr) = tether::pki::new_worker_key_and_csr()?;
-    let e = BrokerClient::enroll(gateway, tether::tls::Trust::Ca(ca), token, &csr, &[])
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(BrokerClient::mtls(gateway, ca, &e.cert_pem, &key)?)
 }
 
 async fn redis_lifecycle(port: u16, n: usize, in_flight: usize) -> anyhow::Result<f64> {
@@ -469,4 +502,95 @@ async fn redis_latency(port: u16, samples: usize) -> anyhow::Result<Value> {
     }
     task.abort();
     Ok(percentiles(after_ack))
+}
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+/// A poll that answers at once (`wait_s` 0), as a worker's first request after reconnecting.
+static POLL_NOW: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let body = r#"{"max_tasks":1,"wait_s":0}"#;
+    format!(
+        "POST /worker/v1/poll HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
+
+/// (f): server CPU per connection, the appliance's gateway and the bare
+/// server alternately, `rounds` times. Returns per-connection milliseconds
+/// for each ([tether, bare]) and each round's pair.
+async fn handshake_cpu(
+    app: &Appliance,
+    api: &Api,
+    count: usize,
+    rounds: usize,
+) -> anyhow::Result<([Vec<f64>; 2], Vec<[f64; 2]>)> {
+    let who = appliance::enroll_identity(&app.gateway, &app.ca_pem, api).await?;
+    let configs = [handshakes::client_config(&app.ca_pem, &who)?];
+    let bare = handshakes::BareServer::start(&app.data)?;
+    let gateway: std::net::SocketAddr = app.gateway.trim_start_matches("https://").parse()?;
+    let mut per_conn = [Vec::new(), Vec::new()];
+    let mut pairs = Vec::new();
+    for round in 0..rounds {
+        eprintln!("(f) round {round}: {count} new mTLS connections to the gateway, then to bare rustls…");
+        let mut pair = [0.0; 2];
+        for (i, addr) in [gateway, bare.addr].into_iter().enumerate() {
+            let cpu = |i: usize| if i == 0 { app.cpu_seconds() } else { bare.cpu_seconds() };
+            handshakes::connections(addr, &configs, HEALTHZ, 100, 4).await;
+            let before = cpu(i)?;
+            let (_, failed) = handshakes::connections(addr, &configs, HEALTHZ, count, 4).await;
+            anyhow::ensure!(failed == 0, "{failed} connections failed");
+            pair[i] = (cpu(i)? - before) * 1000.0 / count as f64;
+            per_conn[i].push(pair[i]);
+        }
+        pairs.push(pair);
+    }
+    Ok((per_conn, pairs))
+}
+
+/// (g): `count` enrolled workers connect and poll at the same moment, to the
+/// appliance and then to the bare server.
+async fn reconnect_storm(app: &Appliance, api: &Api, count: usize) -> anyhow::Result<Value> {
+    let identities = enroll_many(app, api, count).await?;
+    let configs =
+        identities.iter().map(|who| handshakes::client_config(&app.ca_pem, who)).collect::<anyhow::Result<Vec<_>>>()?;
+    let bare = handshakes::BareServer::start(&app.data)?;
+    let gateway: std::net::SocketAddr = app.gateway.trim_start_matches("https://").parse()?;
+    let mut out = serde_json::Map::new();
+    for (name, addr) in [("tether", gateway), ("bare", bare.addr)] {
+        let cpu = || if name == "tether" { app.cpu_seconds() } else { bare.cpu_seconds() };
+        let before = cpu()?;
+        let start = Instant::now();
+        let (times, failed) = handshakes::connections(addr, &configs, &POLL_NOW, count, count).await;
+        let seconds = start.elapsed().as_secs_f64();
+        let cpu_ms = (cpu()? - before) * 1000.0 / count as f64;
+        let p = percentiles(times);
+        eprintln!("    {name}: {seconds:.2} s, p99 {:.0} ms, {failed} failed", p["p99"].as_f64().unwrap_or(f64::NAN));
+        out.insert(
+            name.into(),
+            json!({"seconds": seconds, "p50_ms": p["p50"], "p99_ms": p["p99"], "max_ms": p["max"],
+                   "failed": failed, "cpu_ms_per_connection": cpu_ms}),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+/// Enrolls `count` workers, 32 at a time, the way `tether worker` does.
+async fn enroll_many(app: &Appliance, api: &Api, count: usize) -> anyhow::Result<Vec<Identity>> {
+    let started = Instant::now();
+    let mut identities = Vec::with_capacity(count);
+    let mut batch = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        if batch.len() >= 32
+            && let Some(w) = batch.join_next().await
+        {
+            identities.push(w??);
+        }
+        let (gateway, ca, api) = (app.gateway.clone(), app.ca_pem.clone(), api.clone());
+        batch.spawn(async move { appliance::enroll_identity(&gateway, &ca, &api).await });
+    }
+    while let Some(w) = batch.join_next().await {
+        identities.push(w??);
+    }
+    eprintln!("    enrolled {count} workers in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(identities)
 }

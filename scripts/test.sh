@@ -1,21 +1,42 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, route and end-to-end tests (the e2e suite
-# starts the real `tether` binary). Extra arguments go to the test runner,
-# e.g. `scripts/test.sh --test e2e`. Set TETHER_BIN to run the e2e suite
-# against another build of the binary (CI uses the release build).
+# starts the real `tether` binary), then the unit suite again on the `fips`
+# build (aws-lc-rs over the AWS-LC FIPS module). Arguments, if any, go to the
+# test runner instead, for the default build only, e.g.
+# `scripts/test.sh --test e2e`. Set TETHER_BIN to run the e2e suite against
+# another build of the binary (CI uses the release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+# Installs Debian packages the tests need, if `probe` is not on PATH.
+need() {
+    local probe=$1; shift
+    command -v "$probe" >/dev/null && return
+    echo "installing $* (Debian packages) for the tests" >&2
+    $sudo apt-get install -y -qq "$@" >/dev/null \
+        || { $sudo apt-get update -qq && $sudo apt-get install -y -qq "$@" >/dev/null; }
+}
+run() {
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --no-fail-fast "$@"
+    else
+        cargo test --no-fail-fast "$@"
+    fi
+}
+
 # The e2e suite scans the listeners with testssl.sh and handshakes with
-# `openssl s_client`: real peers, from Debian's packages.
-if ! command -v testssl >/dev/null || ! command -v openssl >/dev/null; then
-    echo "installing the TLS test peers (Debian packages testssl.sh, openssl)" >&2
-    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get install -y -qq testssl.sh openssl >/dev/null \
-        || { $sudo apt-get update -qq && $sudo apt-get install -y -qq testssl.sh openssl >/dev/null; }
+# `openssl s_client`: real peers.
+need testssl testssl.sh openssl
+need openssl openssl
+if [ $# -gt 0 ]; then
+    run --workspace "$@"
+    exit
 fi
-if cargo nextest --version >/dev/null 2>&1; then
-    exec cargo nextest run --workspace --no-fail-fast "$@"
-else
-    exec cargo test --workspace --no-fail-fast "$@"
-fi
+run --workspace
+# Building the FIPS module takes cmake, Go and clang.
+need cmake cmake golang-go clang libclang-dev
+need go golang-go
+need clang clang libclang-dev
+echo "== the fips build's unit suite (FIPS mode on the validated module)" >&2
+run -p tether --features fips --lib

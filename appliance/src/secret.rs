@@ -3,8 +3,8 @@
 //! Bearer secrets here (API tokens, enrollment tokens) are 256 random bits, so
 //! a single SHA-256 is the right storage hash: there is nothing to brute-force.
 
-use ring::digest::{SHA256, digest};
-use ring::rand::{SecureRandom, SystemRandom};
+use crate::crypto::primitives::digest::{SHA256, digest};
+use crate::crypto::primitives::rand::{SecureRandom, SystemRandom};
 
 const SECRET_BYTES: usize = 32;
 

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use ring::digest::{SHA256, digest};
+use crate::crypto::primitives::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
 
 use super::{Event, Metadata, Origin, Record};

@@ -9,6 +9,7 @@
 //! peer sees is that FIPS mode also refuses X25519 and Ed25519. Modules ask the
 //! policy; none chooses an algorithm itself.
 
+pub mod primitives;
 pub mod self_test;
 
 use std::sync::Arc;
@@ -116,8 +117,8 @@ impl CryptoPolicy {
     /// The rustls provider holding exactly the suites, groups and signature
     /// schemes this policy allows.
     pub fn tls_provider(self) -> Arc<CryptoProvider> {
-        use rustls::crypto::ring::{cipher_suite as cs, kx_group};
-        let base = rustls::crypto::ring::default_provider();
+        use primitives::tls::{cipher_suite as cs, kx_group};
+        let base = primitives::tls::default_provider();
         let kx_groups = match self.mode {
             Mode::Standard => vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
             Mode::Fips => vec![kx_group::SECP256R1, kx_group::SECP384R1],
@@ -139,7 +140,7 @@ impl CryptoPolicy {
     /// drops Ed25519.
     fn signature_algorithms(self) -> WebPkiSupportedAlgorithms {
         match self.mode {
-            Mode::Standard => rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            Mode::Standard => primitives::tls::default_provider().signature_verification_algorithms,
             Mode::Fips => FIPS_SIGNATURES,
         }
     }
@@ -209,8 +210,7 @@ impl CryptoPolicy {
     }
 }
 
-/// The cryptographic library this build uses, as the status reports it.
-pub const MODULE: &str = "ring (not a FIPS 140-3 validated module: FIPS mode restricts the algorithms only)";
+pub use primitives::MODULE;
 
 /// What a running appliance reports about its cryptography
 /// (`GET /api/v1/system/crypto`, `tether status`).
@@ -244,7 +244,9 @@ impl CryptoPolicy {
         Ok(CryptoStatus {
             mode: self.mode,
             module: MODULE,
-            validated_module: false,
+            // True only in the `fips` build, and only in FIPS mode: the
+            // provider then holds nothing but the module's approved algorithms.
+            validated_module: self.tls_provider().fips(),
             self_tests_passed,
             policy: self.describe(),
         })
@@ -266,7 +268,7 @@ pub struct PolicySummary {
 /// what FIPS 186-5 approves among what webpki verifies. RSA stays so that an
 /// operator-supplied console certificate from the site's own CA still works.
 const FIPS_SIGNATURES: WebPkiSupportedAlgorithms = {
-    use webpki::ring as alg;
+    use primitives::webpki_algorithms as alg;
     WebPkiSupportedAlgorithms {
         all: &[
             alg::ECDSA_P256_SHA256,
@@ -306,6 +308,24 @@ mod tests {
         }
         assert!(CryptoPolicy::STANDARD.describe().tls_groups.contains(&"X25519".to_string()));
         assert_eq!(CryptoPolicy::FIPS.describe().tls_groups, ["secp256r1", "secp384r1"]);
+    }
+
+    /// The `fips` build: FIPS mode runs on the validated module, and says so.
+    #[cfg(feature = "fips")]
+    #[test]
+    fn the_fips_build_runs_fips_mode_on_the_validated_module() {
+        assert!(CryptoPolicy::FIPS.tls_provider().fips(), "every suite, group and signature from the FIPS module");
+        let status = CryptoPolicy::FIPS.start().expect("the self-tests pass on the FIPS module");
+        assert!(status.validated_module && status.module.contains("AWS-LC FIPS"), "{status:?}");
+        assert!(!CryptoPolicy::STANDARD.tls_provider().fips(), "standard mode offers X25519, not approved");
+    }
+
+    /// The standard build claims no validated module, in either mode.
+    #[cfg(not(feature = "fips"))]
+    #[test]
+    fn the_standard_build_claims_no_validated_module() {
+        let status = CryptoPolicy::FIPS.start().unwrap();
+        assert!(!status.validated_module && status.module.starts_with("ring"), "{status:?}");
     }
 
     #[test]

@@ -3,14 +3,14 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::crypto::primitives::digest::{SHA256, digest};
+use crate::crypto::primitives::rand::{SecureRandom, SystemRandom};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CertificateSigningRequestParams,
     DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, RevocationReason, RevokedCertParams, SanType,
     SerialNumber,
 };
-use ring::digest::{SHA256, digest};
-use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::clock::Timestamp;
 use crate::crypto::{CryptoPolicy, KeyKind};

@@ -312,16 +312,19 @@ mod tests {
         ca.sign_worker_csr(CryptoPolicy::STANDARD, &csr, id, NOW, Duration::from_secs(3600)).unwrap()
     }
 
-    #[test]
-    fn a_token_enrolls_exactly_one_worker_and_fixes_its_labels() {
+    /// A store, a CA and one enrollment token for it.
+    fn setup(labels: Option<Vec<String>>, ttl: Duration) -> (tempfile::TempDir, Store, Ca, String) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(dir.path()).unwrap();
         let (ca, _) = Ca::create(NOW).unwrap();
-        let (_, token) = store
-            .write_blocking(|tx| {
-                create_enrollment_token(tx, NOW, &Origin::system(), Some(vec!["gpu".into()]), Duration::from_secs(900))
-            })
-            .unwrap();
+        let (_, token) =
+            store.write_blocking(move |tx| create_enrollment_token(tx, NOW, &Origin::system(), labels, ttl)).unwrap();
+        (dir, store, ca, token)
+    }
+
+    #[test]
+    fn a_token_enrolls_exactly_one_worker_and_fixes_its_labels() {
+        let (_dir, store, ca, token) = setup(Some(vec!["gpu".into()]), Duration::from_secs(900));
         let (first, second) = (WorkerId::new(), WorkerId::new());
         let (c1, c2) = (issued(&ca, first), issued(&ca, second));
         let t = token.clone();
@@ -336,12 +339,7 @@ mod tests {
 
     #[test]
     fn only_the_newest_certificate_renews_or_its_parent_until_the_newest_is_seen() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::create(dir.path()).unwrap();
-        let (ca, _) = Ca::create(NOW).unwrap();
-        let (_, token) = store
-            .write_blocking(|tx| create_enrollment_token(tx, NOW, &Origin::system(), None, Duration::from_secs(60)))
-            .unwrap();
+        let (_dir, store, ca, token) = setup(None, Duration::from_secs(60));
         let id = WorkerId::new();
         let first = issued(&ca, id);
         let a = first.serial.clone();
@@ -369,12 +367,7 @@ mod tests {
 
     #[test]
     fn an_expired_or_made_up_token_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::create(dir.path()).unwrap();
-        let (ca, _) = Ca::create(NOW).unwrap();
-        let (_, token) = store
-            .write_blocking(|tx| create_enrollment_token(tx, NOW, &Origin::system(), None, Duration::from_secs(60)))
-            .unwrap();
+        let (_dir, store, ca, token) = setup(None, Duration::from_secs(60));
         let later = NOW.plus(Duration::from_secs(60));
         for attempt in [token, format!("{TOKEN_PREFIX}{}", "0".repeat(64)), "junk".into()] {
             let id = WorkerId::new();

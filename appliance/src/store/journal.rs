@@ -33,6 +33,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{Error, storage};
+use crate::crypto::primitives::digest as sha;
 
 /// Name of the journal file inside the data directory.
 pub const JOURNAL_FILE: &str = "tether.journal";
@@ -148,8 +149,8 @@ impl Journal {
     }
 }
 
-fn digest(id: u64, record: &[u8]) -> ring::digest::Digest {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+fn digest(id: u64, record: &[u8]) -> sha::Digest {
+    let mut context = sha::Context::new(&sha::SHA256);
     context.update(&id.to_le_bytes());
     context.update(record);
     context.finish()

@@ -10,8 +10,8 @@
 //! key schedule is built per call on the stack, so the only long-lived copy
 //! of a key is its wiped, locked [`KeyBytes`].
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
+use crate::crypto::primitives::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use crate::crypto::primitives::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use super::memory::KeyBytes;

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ring::hmac;
+use crate::crypto::primitives::hmac;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 

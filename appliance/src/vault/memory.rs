@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ring::rand::{SecureRandom, SystemRandom};
+use crate::crypto::primitives::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroize;
 
 use crate::secret::RandomFailed;

@@ -13,7 +13,7 @@
 //! silently combined into a wrong key):
 //! `tether-share-<set>-<k>-<index>-<value hex>-<check>`.
 
-use ring::rand::{SecureRandom, SystemRandom};
+use crate::crypto::primitives::rand::{SecureRandom, SystemRandom};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::secret::{RandomFailed, sha256_fields};

@@ -3,13 +3,14 @@
 //! officer shares, or from a key file.
 
 use argon2::{Algorithm, Argon2, Params, Version};
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::Error;
 use super::memory::KeyBytes;
 use super::shamir::{self, SetId, Share};
+use crate::crypto::primitives::pbkdf2;
+use crate::crypto::primitives::rand::{SecureRandom, SystemRandom};
 use crate::crypto::{CryptoPolicy, NotApproved, PBKDF2_MIN_ITERATIONS, PassphraseKdf};
 use crate::secret::RandomFailed;
 
@@ -89,13 +90,7 @@ impl Kdf {
                 let rounds = std::num::NonZeroU32::new(*iterations)
                     .ok_or(Error::Corrupt("the stored PBKDF2 iteration count is zero"))?;
                 let mut out = Zeroizing::new([0u8; 32]);
-                ring::pbkdf2::derive(
-                    ring::pbkdf2::PBKDF2_HMAC_SHA256,
-                    rounds,
-                    salt,
-                    passphrase.as_bytes(),
-                    &mut out[..],
-                );
+                pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, rounds, salt, passphrase.as_bytes(), &mut out[..]);
                 KeyBytes::from_slice(&out[..]).ok_or(Error::Corrupt("derived key length"))
             }
         }

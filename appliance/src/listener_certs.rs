@@ -199,7 +199,7 @@ impl ListenerCerts {
         }
         // Names the certificate had (given to `tether init`) are kept.
         names.extend(wanted);
-        let ca = pki::load_ca(&renewer.store, &renewer.vault, &self.ca_pem)?;
+        let ca = pki::load_ca(&renewer.store, &renewer.vault, pki::CaSlot::Current, &self.ca_pem)?;
         let next = ca.issue_server_cert(&names, now, renewer.config.server_cert_lifetime)?;
         write_swap(&self.dir, &next.cert_pem, &next.key_pem)?;
         self.own.replace(&next.cert_pem, &next.key_pem)?;

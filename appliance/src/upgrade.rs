@@ -136,7 +136,7 @@ pub fn begin(
     let keys = store.write_blocking(move |tx| {
         let origin = Origin::system();
         let keys = vault::create(tx, now, &origin, method, &unseal_key)?;
-        pki::store_ca_key(tx, &keys, &ca_key_pem)?;
+        pki::store_ca_key(tx, &keys, pki::CaSlot::Current, &ca_key_pem)?;
         tx.put(PROGRESS, PROGRESS_KEY, &Progress { started_at: now, after: None, sealed: 0, total })?;
         tx.stamp_current_schema()?;
         let event = Event::new("system.upgrade_started", "upgrade", resource())

@@ -65,7 +65,7 @@ pub struct AppState {
 impl AppState {
     /// The CA, ready to sign (needs the vault unsealed).
     pub fn ca(&self) -> Result<Ca, ApiError> {
-        Ok(pki::load_ca(&self.store, &self.vault, &self.ca_pem)?)
+        Ok(pki::load_ca(&self.store, &self.vault, pki::CaSlot::Current, &self.ca_pem)?)
     }
 
     /// Signs a worker's CSR (at enrollment or renewal) under the crypto

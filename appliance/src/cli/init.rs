@@ -233,7 +233,7 @@ pub fn initialise(
         audit::append(tx, now, &origin, genesis)?;
         crypto::store_mode(tx, policy.mode)?;
         let keys = vault::create(tx, now, &origin, method, &unseal_key)?;
-        pki::store_ca_key(tx, &keys, &ca_key_pem)?;
+        pki::store_ca_key(tx, &keys, pki::CaSlot::Current, &ca_key_pem)?;
         // The bootstrap token does not expire: an operator must not be locked
         // out of an offline appliance. Create scoped, expiring tokens with it.
         Ok::<_, anyhow::Error>(auth::issue_token(tx, now, &origin, "admin", Role::Admin, None)?)

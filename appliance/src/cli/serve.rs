@@ -311,7 +311,7 @@ async fn refresh_seals(broker: &Broker, store: &Store, vault: &Vault) -> anyhow:
         .write(move |tx| {
             let values = secrets::refresh_seals(tx, &keys)?;
             let ca = pki::refresh_ca_key(tx, &keys)?;
-            Ok::<_, vault::Error>(values + usize::from(ca))
+            Ok::<_, vault::Error>(values + ca)
         })
         .await?;
     Ok(moved)

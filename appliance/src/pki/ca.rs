@@ -64,6 +64,8 @@ pub struct IssuedCert {
     pub not_after: Timestamp,
     /// `sha256:<hex>` of the certified public key (see [`csr_key_fingerprint`]).
     pub key_fingerprint: String,
+    /// The fingerprint of the CA that signed it.
+    pub issuer: String,
 }
 
 /// The loaded CA: its certificate and signing key.
@@ -223,7 +225,13 @@ impl Ca {
         let key_fingerprint = key_fingerprint(&csr.public_key);
         let request = CertificateSigningRequestParams { params, public_key: csr.public_key };
         let cert = request.signed_by(&self.issuer).map_err(|e| CertError::Signing(e.to_string()))?;
-        Ok(IssuedCert { cert_pem: cert.pem(), serial: serial_hex, not_after: now.plus(lifetime), key_fingerprint })
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            serial: serial_hex,
+            not_after: now.plus(lifetime),
+            key_fingerprint,
+            issuer: self.fingerprint(),
+        })
     }
 }
 

@@ -160,6 +160,7 @@ pub fn enroll(
     };
     tx.put(WORKERS, &worker.to_key(), &worker_record)?;
     super::revocation::record_issued(tx, worker, &cert.serial, cert.not_after)?;
+    super::rotation::record_issuer(tx, worker, &cert.issuer)?;
     let event = Event::new("worker.enrolled", "enroll", Resource::new("worker", worker))
         .detail("enrollment_token", &record.id)
         .detail("cert_serial", &cert.serial)
@@ -282,6 +283,7 @@ fn install_cert(tx: &mut WriteTx<'_>, record: &mut WorkerRecord, cert: &IssuedCe
     record.cert_not_after = cert.not_after;
     tx.put(WORKERS, &record.id.to_key(), record)?;
     super::revocation::record_issued(tx, record.id, &cert.serial, cert.not_after)?;
+    super::rotation::record_issuer(tx, record.id, &cert.issuer)?;
     Ok(previous)
 }
 

@@ -15,6 +15,7 @@ mod enroll;
 mod expiry;
 mod keystore;
 mod revocation;
+mod rotation;
 
 pub use ca::{
     CA_LIFETIME, CRL_LIFETIME, Ca, CertAndKey, CertError, IssuedCert, PeerCert, RevokedSerial, SERVER_CERT_LIFETIME,
@@ -26,8 +27,12 @@ pub use enroll::{
     create_enrollment_token, enroll, get_worker, list_workers, newest_unconfirmed, renew,
 };
 pub use expiry::{ExpiryAlert, ExpiryError, Watched, alerts as expiry_alerts, record_alerts as record_expiry_alerts};
-pub use keystore::{has_ca_key, load_ca, refresh_ca_key, store_ca_key};
+pub use keystore::{CaSlot, has_ca_key, load_ca, refresh_ca_key, store_ca_key};
 pub use revocation::{CrlError, Revocation, Revoked, crl_pem, revoke, sign_crl};
+pub use rotation::{
+    CaSet, Cleared, Phase, Rotation, RotationError, WorkerProgress, add as add_ca, clear_to_retire, clear_to_roll_back,
+    progress as rotation_progress, retire as retire_ca, rollback as roll_back_rotation, start_issuing,
+};
 
 /// The CA certificate in the data directory (public; workers are given it).
 pub const CA_CERT: &str = "ca.pem";

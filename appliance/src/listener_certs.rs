@@ -11,6 +11,12 @@
 //! not expired) and reloaded on SIGHUP or when the files change; a bad
 //! replacement is refused, audited, and the one served so far stays.
 //!
+//! The CA side follows the store's [`CaSet`]: the worker gateway trusts
+//! every CA in it, `ca.pem` holds them all (the bundle clients trust), the
+//! enrollment chain ends with the CA that issued the server certificate,
+//! and a server certificate not from the issuing CA (a rotation moved to
+//! the new CA, or rolled back) is renewed at once.
+//!
 //! On disk a renewal writes `server.key.next` then `server.pem.next`, then
 //! renames both into place. The `.pem.next` file is the commit point: a
 //! start that finds it finishes the renames; one that finds only the key
@@ -27,9 +33,9 @@ use crate::clock::{SharedClock, Timestamp};
 use crate::config::{Config, OperatorCert};
 use crate::crypto::CryptoPolicy;
 use crate::files::{sync_dir, write_private, write_with_mode};
-use crate::pki::{self, ExpiryAlert, SERVER_CERT, SERVER_KEY, Watched};
+use crate::pki::{self, CA_CERT, CaSet, ExpiryAlert, SERVER_CERT, SERVER_KEY, Watched};
 use crate::store::Store;
-use crate::tls::{self, ServedCert};
+use crate::tls::{self, ClientTrust, ServedCert};
 use crate::vault::Vault;
 
 /// How often the certificates are looked at when nothing is due sooner:
@@ -44,13 +50,16 @@ pub struct ListenerCerts {
     /// The appliance's certificate: the worker gateway (and the console
     /// unless the operator supplies one).
     pub own: Arc<ServedCert>,
-    /// The same certificate followed by the CA's, for enrollment.
+    /// The same certificate followed by its CA's, for enrollment.
     pub enroll: Arc<ServedCert>,
     /// The console's: `own`, or the operator's.
     pub console: Arc<ServedCert>,
+    /// The CAs whose worker certificates the gateway accepts.
+    pub worker_trust: Arc<ClientTrust>,
     policy: CryptoPolicy,
     dir: PathBuf,
-    ca_pem: String,
+    /// `ca.pem` as read at start: the current CA of a store from before rotation.
+    ca_file_pem: String,
     operator: Option<OperatorCert>,
     /// The PEMs served now, for status and expiry reports.
     served: RwLock<Served>,
@@ -60,6 +69,8 @@ pub struct ListenerCerts {
 #[derive(Debug, Clone)]
 pub struct Served {
     pub own: String,
+    /// The CA certificate that issued `own`.
+    pub own_issuer: String,
     /// The operator's console certificate, and when its files last changed.
     pub operator: Option<(String, Option<SystemTime>)>,
 }
@@ -75,19 +86,27 @@ pub struct Renewer {
 
 impl ListenerCerts {
     /// Reads the certificates in `dir` (finishing a renewal a crash cut
-    /// short) and the operator's, if configured.
+    /// short) and the operator's, if configured, and brings `ca.pem` in
+    /// line with the store's CAs.
     pub fn load(
         dir: &Path,
         policy: CryptoPolicy,
-        ca_pem: &str,
+        store: &Store,
         config: &Config,
         now: Timestamp,
     ) -> anyhow::Result<ListenerCerts> {
         finish_interrupted_swap(dir)?;
+        let ca_file_pem = read(dir, CA_CERT)?;
+        let set = store.read(|tx| CaSet::load(tx, &ca_file_pem))?;
+        write_ca_bundle(dir, &set)?;
         let own_pem = read(dir, SERVER_CERT)?;
         let key_pem = read(dir, SERVER_KEY)?;
         let own = ServedCert::load(policy, &own_pem, &key_pem).context("loading server.pem and server.key")?;
-        let enroll = ServedCert::load(policy, &tls::enroll_chain(&own_pem, ca_pem), &key_pem)?;
+        // A server certificate from a CA no longer trusted renews at the
+        // first check; until then the enrollment chain names the current CA.
+        let own_issuer = set.issuer_of(&own_pem).unwrap_or(&set.current).to_owned();
+        let enroll = ServedCert::load(policy, &tls::enroll_chain(&own_pem, &own_issuer), &key_pem)?;
+        let worker_trust = ClientTrust::new(policy, &set.bundle())?;
         let (console, operator_served) = match &config.console_cert {
             Some(files) => {
                 let (chain, key, changed) = read_operator(files)?;
@@ -102,12 +121,27 @@ impl ListenerCerts {
             own,
             enroll,
             console,
+            worker_trust,
             policy,
             dir: dir.to_owned(),
-            ca_pem: ca_pem.to_owned(),
+            ca_file_pem,
             operator: config.console_cert.clone(),
-            served: RwLock::new(Served { own: own_pem, operator: operator_served }),
+            served: RwLock::new(Served { own: own_pem, own_issuer, operator: operator_served }),
         })
+    }
+
+    /// The CAs as the store has them now.
+    pub fn ca_set(&self, store: &Store) -> Result<CaSet, crate::store::Error> {
+        store.read(|tx| CaSet::load(tx, &self.ca_file_pem))
+    }
+
+    /// After a rotation step: trusts the store's CAs, rewrites `ca.pem`, and
+    /// renews the server certificate if it is not from the issuing CA.
+    pub async fn ca_changed(&self, renewer: &Renewer) -> anyhow::Result<()> {
+        let set = self.ca_set(&renewer.store)?;
+        self.worker_trust.replace(&set.bundle())?;
+        write_ca_bundle(&self.dir, &set)?;
+        self.renew_if_due(renewer).await.map(|_| ())
     }
 
     pub fn served(&self) -> Served {
@@ -118,8 +152,9 @@ impl ListenerCerts {
     /// and the workers'.
     pub fn expiry_alerts(&self, store: &Store, config: &Config, now: Timestamp) -> anyhow::Result<Vec<ExpiryAlert>> {
         let served = self.served();
+        let set = self.ca_set(store)?;
         let mut watched = vec![
-            Watched { certificate: "ca", pem: &self.ca_pem, action: "plan a CA rotation before the CA expires" },
+            Watched { certificate: "ca", pem: &set.current, action: "plan a CA rotation before the CA expires" },
             Watched {
                 certificate: "server",
                 pem: &served.own,
@@ -182,6 +217,8 @@ impl ListenerCerts {
     async fn renew_if_due(&self, renewer: &Renewer) -> anyhow::Result<Duration> {
         let now = renewer.clock.now();
         let current = self.served().own;
+        let set = self.ca_set(&renewer.store)?;
+        let (slot, issuing_pem) = set.issuing();
         let wanted = pki::server_names(&renewer.config.server_names);
         let mut names = pki::cert_names(&current)?;
         let missing = wanted.iter().any(|n| !names.contains(n));
@@ -189,6 +226,7 @@ impl ListenerCerts {
         let too_long = not_after > now.plus(renewer.config.server_cert_lifetime);
         let due = pki::renewal_due(&current)?;
         let reason = match () {
+            () if !pki::issued_by(&current, issuing_pem)? => "ca_rotation",
             () if missing => "names_changed",
             () if too_long => "lifetime_changed",
             () if now >= due => "due",
@@ -199,13 +237,14 @@ impl ListenerCerts {
         }
         // Names the certificate had (given to `tether init`) are kept.
         names.extend(wanted);
-        let ca = pki::load_ca(&renewer.store, &renewer.vault, pki::CaSlot::Current, &self.ca_pem)?;
+        let ca = pki::load_ca(&renewer.store, &renewer.vault, slot, issuing_pem)?;
         let next = ca.issue_server_cert(&names, now, renewer.config.server_cert_lifetime)?;
         write_swap(&self.dir, &next.cert_pem, &next.key_pem)?;
         self.own.replace(&next.cert_pem, &next.key_pem)?;
-        self.enroll.replace(&tls::enroll_chain(&next.cert_pem, &self.ca_pem), &next.key_pem)?;
+        self.enroll.replace(&tls::enroll_chain(&next.cert_pem, issuing_pem), &next.key_pem)?;
         if let Ok(mut served) = self.served.write() {
             served.own = next.cert_pem.clone();
+            served.own_issuer = issuing_pem.to_owned();
         }
         let (_, not_after) = pki::cert_validity(&next.cert_pem)?;
         let fingerprint = pki::fingerprint_pem(&next.cert_pem)?;
@@ -213,7 +252,8 @@ impl ListenerCerts {
         let event = Event::new("pki.server_cert_renewed", "renew", Resource::new("server_certificate", &fingerprint))
             .detail("reason", reason)
             .detail("not_after", not_after)
-            .detail("previous", pki::fingerprint_pem(&current)?);
+            .detail("previous", pki::fingerprint_pem(&current)?)
+            .detail("issuer", ca.fingerprint());
         renewer.store.write(move |tx| audit::append(tx, now, &Origin::system(), event)).await?;
         Ok(pki::renewal_due(&next.cert_pem)?.since(now))
     }
@@ -289,9 +329,20 @@ fn check_operator(policy: CryptoPolicy, chain: &str, now: Timestamp) -> Result<(
     Ok(())
 }
 
+/// `ca.pem` holds every CA clients must trust now (rewritten only if it differs).
+fn write_ca_bundle(dir: &Path, set: &CaSet) -> anyhow::Result<()> {
+    let bundle = set.bundle();
+    if read(dir, CA_CERT).ok().as_deref() != Some(bundle.as_str()) {
+        write_with_mode(&dir.join(CA_CERT), bundle.as_bytes(), 0o644)?;
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 fn read(dir: &Path, name: &str) -> anyhow::Result<String> {
     let path = dir.join(name);
-    std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+    std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {} (is this a data directory made by `tether init`?)", path.display()))
 }
 
 fn next_path(dir: &Path, name: &str) -> PathBuf {

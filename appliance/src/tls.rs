@@ -150,40 +150,78 @@ pub enum Admission {
 /// Decides the [`Admission`] of a client certificate at a given time.
 pub type AdmitCert = Arc<dyn Fn(&CertificateDer<'_>, UnixTime) -> Admission + Send + Sync>;
 
-/// The worker gateway for enrolled workers: a client certificate issued by
-/// `ca_pem`, and which `admit` does not refuse, is required during the
+/// The CAs whose client certificates the worker gateway accepts,
+/// replaceable while it runs (a CA rotation adds one, then retires one).
+pub struct ClientTrust {
+    chain: RwLock<Arc<dyn ClientCertVerifier>>,
+    policy: CryptoPolicy,
+    schemes: Vec<SignatureScheme>,
+}
+
+impl std::fmt::Debug for ClientTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTrust").finish_non_exhaustive()
+    }
+}
+
+impl ClientTrust {
+    /// Trusts every CA certificate in `bundle_pem`.
+    pub fn new(policy: CryptoPolicy, bundle_pem: &str) -> Result<Arc<ClientTrust>, TlsError> {
+        let chain = chain_verifier(policy, bundle_pem)?;
+        let schemes = chain.supported_verify_schemes();
+        Ok(Arc::new(ClientTrust { chain: RwLock::new(chain), policy, schemes }))
+    }
+
+    /// Trusts exactly the CAs in `bundle_pem` from the next handshake on.
+    pub fn replace(&self, bundle_pem: &str) -> Result<(), TlsError> {
+        let next = chain_verifier(self.policy, bundle_pem)?;
+        *self.chain.write().map_err(|_| TlsError::Config("trust lock poisoned".into()))? = next;
+        Ok(())
+    }
+
+    fn current(&self) -> Result<Arc<dyn ClientCertVerifier>, rustls::Error> {
+        self.chain.read().map(|c| c.clone()).map_err(|_| rustls::Error::General("trust lock poisoned".into()))
+    }
+}
+
+fn chain_verifier(policy: CryptoPolicy, bundle_pem: &str) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots(bundle_pem)?), policy.tls_provider())
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))
+}
+
+/// The worker gateway for enrolled workers: a client certificate from a CA
+/// `trust` holds, and which `admit` does not refuse, is required during the
 /// handshake.
 pub fn worker_server(
     policy: CryptoPolicy,
     cert: Arc<ServedCert>,
-    ca_pem: &str,
+    trust: Arc<ClientTrust>,
     admit: AdmitCert,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), policy.tls_provider())
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    let verifier = Arc::new(GatedVerifier { chain, admit });
+    let verifier = Arc::new(GatedVerifier { trust, admit });
     Ok(finish_server(server_builder(policy)?.with_client_cert_verifier(verifier), cert, http_alpn()))
 }
 
 /// The CA chain check, as of the time `admit` says, then its verdict: a
-/// revoked worker fails the handshake
-/// with a `certificate_revoked` alert, one expired past its grace window
-/// with `certificate_expired`.
+/// revoked worker fails the handshake with a `certificate_revoked` alert,
+/// one expired past its grace window with `certificate_expired`.
 struct GatedVerifier {
-    chain: Arc<dyn ClientCertVerifier>,
+    trust: Arc<ClientTrust>,
     admit: AdmitCert,
 }
 
 impl std::fmt::Debug for GatedVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GatedVerifier").field("chain", &self.chain).finish_non_exhaustive()
+        f.debug_struct("GatedVerifier").finish_non_exhaustive()
     }
 }
 
 impl ClientCertVerifier for GatedVerifier {
+    /// No hints: the trusted CAs change at run time, and a worker presents
+    /// its one certificate whatever the hints say.
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.chain.root_hint_subjects()
+        &[]
     }
 
     fn verify_client_cert(
@@ -197,7 +235,7 @@ impl ClientCertVerifier for GatedVerifier {
             Admission::InGrace { not_after } => not_after,
             Admission::Current | Admission::Refused => now,
         };
-        let verified = self.chain.verify_client_cert(end_entity, intermediates, at)?;
+        let verified = self.trust.current()?.verify_client_cert(end_entity, intermediates, at)?;
         if admission == Admission::Refused {
             return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked));
         }
@@ -210,7 +248,7 @@ impl ClientCertVerifier for GatedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
+        self.trust.current()?.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -219,11 +257,11 @@ impl ClientCertVerifier for GatedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
+        self.trust.current()?.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
+        self.trust.schemes.clone()
     }
 }
 

@@ -10,7 +10,7 @@ use crate::pki::{self, ExpiryAlert};
 
 #[derive(Debug, Serialize)]
 pub struct CertificateView {
-    /// `ca`, `server` or `console` (the operator's).
+    /// `ca`, `ca_next` (during a rotation), `server` or `console` (the operator's).
     certificate: &'static str,
     fingerprint: String,
     not_after: String,
@@ -26,7 +26,10 @@ pub struct Certificates {
 
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Certificates>, ApiError> {
     let served = state.certs.served();
-    let mut shown = vec![("ca", state.ca_pem.to_string()), ("server", served.own)];
+    let set = state.ca_set()?;
+    let mut shown = vec![("ca", set.current.clone())];
+    shown.extend(set.rotation.map(|r| ("ca_next", r.next_pem)));
+    shown.push(("server", served.own));
     shown.extend(served.operator.map(|(pem, _)| ("console", pem)));
     let certificates = shown
         .into_iter()

@@ -36,7 +36,7 @@ use crate::clock::{SharedClock, Timestamp};
 use crate::config::Config;
 use crate::crypto::CryptoStatus;
 use crate::ids::WorkerId;
-use crate::listener_certs::ListenerCerts;
+use crate::listener_certs::{ListenerCerts, Renewer};
 use crate::pki::{self, Ca, IssuedCert};
 use crate::store::Store;
 use crate::vault::Vault;
@@ -48,8 +48,6 @@ pub struct AppState {
     pub broker: Broker,
     pub clock: SharedClock,
     pub vault: Arc<Vault>,
-    /// The CA certificate (public). Its key is opened per signature: [`AppState::ca`].
-    pub ca_pem: Arc<str>,
     pub config: Arc<Config>,
     /// Revoked workers: refused at the handshake, their connections closed.
     pub revoked: Arc<pki::Revoked>,
@@ -63,9 +61,27 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The CA, ready to sign (needs the vault unsealed).
+    /// The CAs as they stand (two during a rotation).
+    pub fn ca_set(&self) -> Result<pki::CaSet, ApiError> {
+        Ok(self.certs.ca_set(&self.store)?)
+    }
+
+    /// The CA that issues now, ready to sign (needs the vault unsealed).
+    /// Its key is opened per signature.
     pub fn ca(&self) -> Result<Ca, ApiError> {
-        Ok(pki::load_ca(&self.store, &self.vault, pki::CaSlot::Current, &self.ca_pem)?)
+        let set = self.ca_set()?;
+        let (slot, pem) = set.issuing();
+        Ok(pki::load_ca(&self.store, &self.vault, slot, pem)?)
+    }
+
+    /// What the appliance's own checks and renewals need of it.
+    pub fn renewer(&self) -> Renewer {
+        Renewer {
+            store: self.store.clone(),
+            vault: self.vault.clone(),
+            clock: self.clock.clone(),
+            config: self.config.clone(),
+        }
     }
 
     /// Signs a worker's CSR (at enrollment or renewal) under the crypto

@@ -182,7 +182,8 @@ fn join_string(
     let authority = uri.authority().cloned().or_else(from_header);
     let host = authority.as_ref().map_or("localhost", |a| a.host());
     let port = state.worker_port;
-    let pin = pki::fingerprint_pem(&state.ca_pem)?;
+    // The CA the worker will meet at the end of the enrollment chain.
+    let pin = pki::fingerprint_pem(&state.certs.served().own_issuer)?;
     Ok(format!("tether://{host}:{port}?token={token}&ca={pin}"))
 }
 
@@ -242,7 +243,7 @@ pub async fn enroll(
         axum::Json(Enrolled {
             worker_id: worker.to_string(),
             cert_pem: cert.cert_pem,
-            ca_pem: state.ca_pem.to_string(),
+            ca_pem: state.ca_set()?.bundle(),
             labels: record.labels,
         }),
     ))
@@ -440,7 +441,7 @@ pub async fn renew(
     result?;
     Ok(axum::Json(Renewed {
         cert_pem: cert.cert_pem,
-        ca_pem: state.ca_pem.to_string(),
+        ca_pem: state.ca_set()?.bundle(),
         not_after: cert.not_after.to_rfc3339(),
     }))
 }

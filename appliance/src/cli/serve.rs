@@ -57,12 +57,6 @@ pub struct Args {
     json: bool,
 }
 
-fn read(dir: &Path, name: &str) -> anyhow::Result<String> {
-    let path = dir.join(name);
-    std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {} (is this a data directory made by `tether init`?)", path.display()))
-}
-
 /// A directory from before the vault (or one whose upgrade was cut short)
 /// is not served: its records are not in the layout this build reads.
 fn refuse_unfinished_upgrade(store: &Store, dir: &Path, dev: bool) -> anyhow::Result<()> {
@@ -94,7 +88,7 @@ fn refuse_unfinished_upgrade(store: &Store, dir: &Path, dev: bool) -> anyhow::Re
 fn start_crypto(
     policy: crypto::CryptoPolicy,
     vault: &Vault,
-    ca_pem: &str,
+    ca_pems: &[&str],
     cert_pem: &str,
 ) -> anyhow::Result<crypto::CryptoStatus> {
     let status = policy.start().context("FIPS mode: refusing to start")?;
@@ -106,9 +100,8 @@ fn start_crypto(
             "FIPS mode: refusing to start: {e}; replace it with an approved one (see the README, FIPS mode)"
         )
     };
-    for (what, pem) in
-        [("the CA certificate's key (ca.pem)", ca_pem), ("the server certificate's key (server.pem)", cert_pem)]
-    {
+    let cas = ca_pems.iter().map(|pem| ("the CA certificate's key (ca.pem)", *pem));
+    for (what, pem) in cas.chain([("the server certificate's key (server.pem)", cert_pem)]) {
         policy.check_own_key(what, pki::cert_key_kind(pem)?).map_err(refuse)?;
     }
     if let Some(method) = vault.method()? {
@@ -162,11 +155,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     refuse_unfinished_upgrade(&store, &dir, args.dev)?;
     let policy = store.read(crypto::stored).context("reading the crypto policy")?;
-    let ca_pem = read(&dir, CA_CERT)?;
     let clock: SharedClock = Arc::new(SystemClock);
-    let certs = Arc::new(ListenerCerts::load(&dir, policy, &ca_pem, &config, clock.now())?);
+    let certs = Arc::new(ListenerCerts::load(&dir, policy, &store, &config, clock.now())?);
+    let cas = certs.ca_set(&store)?;
     let vault = Arc::new(Vault::new(store.clone(), clock.clone()));
-    let crypto = Arc::new(start_crypto(policy, &vault, &ca_pem, &certs.served().own)?);
+    let crypto = Arc::new(start_crypto(policy, &vault, &cas.all(), &certs.served().own)?);
     let key_file = if args.dev { Some(dir.join(DEV_UNSEAL_KEY_FILE)) } else { config.unseal_key_file.clone() };
     if let Some(path) = &key_file {
         unseal_from_key_file(&vault, path).await?;
@@ -185,7 +178,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         broker: broker.clone(),
         clock: clock.clone(),
         vault: vault.clone(),
-        ca_pem: ca_pem.as_str().into(),
         config: config.clone(),
         revoked: revoked.clone(),
         worker_port: worker_addr.port(),
@@ -208,7 +200,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 mtls: tls::worker_server(
                     policy,
                     certs.own.clone(),
-                    &ca_pem,
+                    certs.worker_trust.clone(),
                     Arc::new(move |der, now| revoked.admit(der, now, grace)),
                 )?,
                 app: api::worker_router(state.clone()),
@@ -231,7 +223,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "listen": console_addr.to_string(),
         "worker_listen": worker_addr.to_string(),
         "ca_file": ca_file,
-        "ca_fingerprint": pki::fingerprint_pem(&ca_pem)?,
+        "ca_fingerprint": pki::fingerprint_pem(&cas.current)?,
         "data_dir": dir,
         "sealed": vault.is_sealed(),
         "unseal_key_file": key_file,

@@ -324,6 +324,18 @@ pub fn server_names(configured: &[String]) -> Vec<String> {
     all
 }
 
+/// Whether the first certificate in `cert_pem` names the CA in `ca_pem` as
+/// its issuer. Every CA made here has a name of its own, so the name tells
+/// which of the (at most two) CAs issued a certificate of ours.
+pub fn issued_by(cert_pem: &str, ca_pem: &str) -> Result<bool, CertError> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (cert, ca) = (pem_to_der(cert_pem, "a")?, pem_to_der(ca_pem, "CA")?);
+    let parse =
+        |der| X509Certificate::from_der(der).map(|(_, c)| c).map_err(|e| CertError::BadCertificate(e.to_string()));
+    let (cert, ca) = (parse(&cert)?, parse(&ca)?);
+    Ok(cert.issuer().as_raw() == ca.subject().as_raw())
+}
+
 /// The DNS names and IP addresses a certificate's SANs name, sorted.
 pub fn cert_names(pem: &str) -> Result<Vec<String>, CertError> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};

@@ -19,7 +19,7 @@ mod rotation;
 
 pub use ca::{
     CA_LIFETIME, CRL_LIFETIME, Ca, CertAndKey, CertError, IssuedCert, PeerCert, RevokedSerial, SERVER_CERT_LIFETIME,
-    cert_key_kind, cert_names, cert_validity, csr_key_fingerprint, fingerprint_der, fingerprint_pem,
+    cert_key_kind, cert_names, cert_validity, csr_key_fingerprint, fingerprint_der, fingerprint_pem, issued_by,
     new_worker_key_and_csr, peer_cert, renewal_due, server_names,
 };
 pub use enroll::{
@@ -31,7 +31,7 @@ pub use keystore::{CaSlot, has_ca_key, load_ca, refresh_ca_key, store_ca_key};
 pub use revocation::{CrlError, Revocation, Revoked, crl_pem, revoke, sign_crl};
 pub use rotation::{
     CaSet, Cleared, Phase, Rotation, RotationError, WorkerProgress, add as add_ca, clear_to_retire, clear_to_roll_back,
-    progress as rotation_progress, retire as retire_ca, rollback as roll_back_rotation, start_issuing,
+    progress as rotation_progress, retire as retire_ca, rollback as roll_back_rotation, start_issuing, worker_issuer,
 };
 
 /// The CA certificate in the data directory (public; workers are given it).

@@ -116,6 +116,18 @@ impl CaSet {
         }
     }
 
+    /// Every CA certificate in the set, the current one first.
+    pub fn all(&self) -> Vec<&str> {
+        let mut all = vec![self.current.as_str()];
+        all.extend(self.rotation.as_ref().map(|r| r.next_pem.as_str()));
+        all
+    }
+
+    /// The CA in the set that issued `cert_pem`, if any.
+    pub fn issuer_of(&self, cert_pem: &str) -> Option<&str> {
+        self.all().into_iter().find(|ca| super::issued_by(cert_pem, ca).unwrap_or(false))
+    }
+
     /// Whether a worker whose newest certificate came from `issuer`
     /// (fingerprint) should renew now rather than when due.
     pub fn should_renew_early(&self, issuer: &str) -> bool {
@@ -135,6 +147,12 @@ fn first_cert(pem: &str) -> String {
         Some(at) => format!("{}\n", &pem[..at + END.len()]),
         None => pem.to_owned(),
     }
+}
+
+/// The fingerprint of the CA that issued `worker`'s newest certificate, if
+/// recorded (workers enrolled before rotation existed: the first CA).
+pub fn worker_issuer(tx: &ReadTx, worker: WorkerId) -> Result<Option<String>, store::Error> {
+    tx.get(WORKER_ISSUER, &worker.to_key())
 }
 
 /// Records that `worker`'s newest certificate was issued by the CA with

@@ -27,9 +27,9 @@ pub use webpki::ring as webpki_algorithms;
 
 /// The cryptographic library this build uses, as the status reports it.
 #[cfg(feature = "fips")]
-pub const MODULE: &str = "aws-lc-rs over the AWS-LC FIPS module (FIPS 140-3 validated)";
+pub const MODULE: &str = "aws-lc-rs over the AWS-LC FIPS module";
 #[cfg(not(feature = "fips"))]
-pub const MODULE: &str = "ring (not a FIPS 140-3 validated module: FIPS mode restricts the algorithms only)";
+pub const MODULE: &str = "ring";
 
 /// An ECDSA key pair from its PKCS#8 document.
 #[cfg(feature = "fips")]

@@ -52,6 +52,12 @@ pub enum ApiError {
     CsrRefused(String),
     #[error("{0}")]
     SecretRefused(String),
+    /// A rotation step out of order, or raced by another.
+    #[error("{0}")]
+    RotationConflict(String),
+    /// A rotation step that would drop or skip a CA something still needs.
+    #[error("{0}")]
+    CaInUse(String),
     #[error("the appliance is shutting down; retry shortly")]
     Draining,
     #[error("the request took too long")]
@@ -102,6 +108,8 @@ impl ApiError {
             ApiError::CertificateSuperseded => (S::FORBIDDEN, "certificate_superseded"),
             ApiError::CsrRefused(_) => (S::BAD_REQUEST, "csr_refused"),
             ApiError::SecretRefused(_) => (S::UNPROCESSABLE_ENTITY, "secret_refused"),
+            ApiError::RotationConflict(_) => (S::CONFLICT, "rotation_conflict"),
+            ApiError::CaInUse(_) => (S::CONFLICT, "ca_in_use"),
             ApiError::Draining => (S::SERVICE_UNAVAILABLE, "draining"),
             ApiError::Timeout => (S::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Sealed => (S::SERVICE_UNAVAILABLE, "sealed"),
@@ -157,6 +165,21 @@ impl From<broker::Error> for ApiError {
             broker::Error::Store(e) => e.into(),
             broker::Error::Vault(e) => e.into(),
             broker::Error::SecretRefused(m) => ApiError::SecretRefused(m),
+        }
+    }
+}
+
+impl From<pki::RotationError> for ApiError {
+    fn from(e: pki::RotationError) -> Self {
+        use pki::RotationError as R;
+        match e {
+            R::InProgress(_) | R::NotInProgress | R::WrongPhase { .. } | R::Changed => {
+                ApiError::RotationConflict(e.to_string())
+            }
+            R::StillInUse { .. } | R::ServerOnOldCa | R::BundleNotDelivered { .. } => ApiError::CaInUse(e.to_string()),
+            R::Cert(e) => e.into(),
+            R::Vault(e) => e.into(),
+            R::Store(e) => e.into(),
         }
     }
 }

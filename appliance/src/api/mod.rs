@@ -58,6 +58,8 @@ pub struct AppState {
     pub crypto: Arc<CryptoStatus>,
     /// The certificates the listeners serve (renewed and swapped live).
     pub certs: Arc<ListenerCerts>,
+    /// Which workers have been sent a rotation's CA bundle.
+    pub deliveries: Arc<pki::BundleDeliveries>,
 }
 
 impl AppState {
@@ -119,6 +121,8 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", "/api/v1/workers/{id}/revoke", P::WorkerRevoke), post(workers::revoke)),
         (spec("GET", "/api/v1/pki/crl", P::Public), get(workers::crl)),
         (spec("GET", "/api/v1/pki/certificates", P::AuditRead), get(certificates::list)),
+        (spec("GET", "/api/v1/pki/ca/rotation", P::AuditRead), get(certificates::rotation)),
+        (spec("POST", "/api/v1/pki/ca/rotation/{step}", P::CaManage), post(certificates::rotate)),
         (spec("POST", "/api/v1/tokens", P::TokenCreate), post(admin::create_token)),
         (spec("GET", "/api/v1/audit/verify", P::AuditRead), get(admin::audit_verify)),
         (spec("GET", "/api/v1/audit/export", P::AuditRead), get(admin::audit_export)),

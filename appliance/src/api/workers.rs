@@ -314,6 +314,13 @@ pub struct PollReply {
     tasks: Vec<LeasedTask>,
     lease_s: u64,
     heartbeat_s: u64,
+    /// During a CA rotation: every CA the worker must trust from now on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca_pem: Option<String>,
+    /// During a CA rotation's issue phase: this worker's newest certificate
+    /// is from the old CA, so it should renew now rather than when due.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    renew_now: bool,
 }
 
 pub async fn poll(
@@ -326,11 +333,26 @@ pub async fn poll(
     let wait = Duration::from_secs(body.wait_s.unwrap_or(settings.max_poll_wait.as_secs()));
     let delivered = state.broker.poll(&caller.origin, &view, body.max_tasks.unwrap_or(1), wait).await?;
     let tasks = delivered.into_iter().filter_map(LeasedTask::from_delivery).collect();
+    let (ca_pem, renew_now) = rotation_news(&state, caller.record.id)?;
     Ok(axum::Json(PollReply {
         tasks,
         lease_s: settings.lease.as_secs(),
         heartbeat_s: (settings.lease / 3).as_secs().max(1),
+        ca_pem,
+        renew_now,
     }))
+}
+
+/// What a worker must hear of a CA rotation in progress: the bundle to
+/// trust (noted as sent), and whether to renew at once.
+fn rotation_news(state: &AppState, worker: WorkerId) -> Result<(Option<String>, bool), ApiError> {
+    let set = state.ca_set()?;
+    let Some(rotation) = &set.rotation else { return Ok((None, false)) };
+    state.deliveries.sent(rotation.started_at, worker);
+    let issuer = state.store.read(|tx| pki::worker_issuer(tx, worker))?;
+    let renew_now =
+        set.should_renew_early(&issuer.unwrap_or_else(|| pki::fingerprint_pem(&set.current).unwrap_or_default()));
+    Ok((Some(set.bundle()), renew_now))
 }
 
 #[derive(Debug, Deserialize)]
@@ -439,9 +461,9 @@ pub async fn renew(
         return Err(e.into());
     }
     result?;
-    Ok(axum::Json(Renewed {
-        cert_pem: cert.cert_pem,
-        ca_pem: state.ca_set()?.bundle(),
-        not_after: cert.not_after.to_rfc3339(),
-    }))
+    let set = state.ca_set()?;
+    if let Some(rotation) = &set.rotation {
+        state.deliveries.sent(rotation.started_at, worker);
+    }
+    Ok(axum::Json(Renewed { cert_pem: cert.cert_pem, ca_pem: set.bundle(), not_after: cert.not_after.to_rfc3339() }))
 }

@@ -82,6 +82,8 @@ pub enum Permission {
     SecretWrite,
     /// Take a backup of the whole appliance.
     BackupCreate,
+    /// Step a CA rotation (add, issue, retire, roll back).
+    CaManage,
 }
 
 /// How much of a resource a grant covers.
@@ -138,6 +140,9 @@ pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
 
         (P::VaultManage, R::Admin | R::SecurityOfficer) => Some(S::All),
         (P::VaultManage, R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
+
+        (P::CaManage, R::Admin | R::SecurityOfficer) => Some(S::All),
+        (P::CaManage, R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
     }
 }
 

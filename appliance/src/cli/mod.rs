@@ -4,6 +4,7 @@
 
 mod audit;
 mod backup;
+mod ca;
 mod client;
 mod init;
 mod secret;
@@ -69,6 +70,9 @@ enum Command {
         --key-file and --passphrase-file then name the existing key file and passphrase, \
         and --share-file (repeatable) a quorum of the shares it printed.")]
     Upgrade(upgrade::Args),
+    /// The appliance CA: rotate it without downtime (add, issue, retire, rollback), and its status.
+    #[command(subcommand)]
+    Ca(ca::Command),
     /// Secrets for tasks: put, list, get, delete (values go in, never out).
     #[command(subcommand)]
     Secret(secret::Command),
@@ -101,6 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unseal(args) => runtime()?.block_on(vault::unseal(args)),
         Command::Seal(args) => runtime()?.block_on(vault::seal(args)),
         Command::Status(args) => runtime()?.block_on(status::run(args)),
+        Command::Ca(cmd) => runtime()?.block_on(ca::run(cmd)),
         Command::Vault(cmd) => runtime()?.block_on(vault::run(cmd)),
         Command::Rekey(args) => runtime()?.block_on(vault::rekey(args)),
         Command::Secret(cmd) => runtime()?.block_on(secret::run(cmd)),

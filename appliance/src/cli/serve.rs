@@ -183,6 +183,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         worker_port: worker_addr.port(),
         crypto,
         certs: certs.clone(),
+        deliveries: Arc::default(),
     };
 
     let grace = config.worker_cert_grace;

@@ -134,7 +134,10 @@ impl Ca {
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
         name.push(DnType::OrganizationName, "Tether appliance");
-        name.push(DnType::CommonName, format!("Tether CA {}", &WorkerId::new().to_string()[..8]));
+        // A name of its own (from its key): during a rotation two CAs stand
+        // side by side, and a certificate's issuer name tells them apart.
+        let key_id = hex::encode(&digest(&SHA256, rcgen::PublicKeyData::der_bytes(&key)).as_ref()[..6]);
+        name.push(DnType::CommonName, format!("Tether CA {key_id}"));
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages =
@@ -485,5 +488,8 @@ mod tests {
         let (from, to) = cert_validity(&server.cert_pem).unwrap();
         assert!(from < NOW && to > NOW);
         assert_eq!(cert_names(&server.cert_pem).unwrap(), server_names(&names), "the names read back");
+        assert!(issued_by(&server.cert_pem, ca.cert_pem()).unwrap());
+        let (other, _) = Ca::create(NOW).unwrap();
+        assert!(!issued_by(&server.cert_pem, other.cert_pem()).unwrap(), "CAs have names of their own");
     }
 }

@@ -30,8 +30,9 @@ pub use expiry::{ExpiryAlert, ExpiryError, Watched, alerts as expiry_alerts, rec
 pub use keystore::{CaSlot, has_ca_key, load_ca, refresh_ca_key, store_ca_key};
 pub use revocation::{CrlError, Revocation, Revoked, crl_pem, revoke, sign_crl};
 pub use rotation::{
-    CaSet, Cleared, Phase, Rotation, RotationError, WorkerProgress, add as add_ca, clear_to_retire, clear_to_roll_back,
-    progress as rotation_progress, retire as retire_ca, rollback as roll_back_rotation, start_issuing, worker_issuer,
+    BundleDeliveries, CaSet, Cleared, Phase, Rotation, RotationError, WorkerProgress, add as add_ca, clear_to_issue,
+    clear_to_retire, clear_to_roll_back, progress as rotation_progress, retire as retire_ca,
+    rollback as roll_back_rotation, start_issuing, worker_issuer,
 };
 
 /// The CA certificate in the data directory (public; workers are given it).

@@ -76,6 +76,10 @@ pub enum RotationError {
     ServerOnOldCa,
     #[error("the rotation changed while this step was being checked; look at its status and try again")]
     Changed,
+    #[error(
+        "{count} active worker(s) have not yet been sent the new CA (e.g. {first}); wait for their next poll (at most 30 s), or revoke them"
+    )]
+    BundleNotDelivered { count: usize, first: WorkerId },
     #[error(transparent)]
     Cert(#[from] CertError),
     #[error(transparent)]
@@ -129,14 +133,38 @@ impl CaSet {
     }
 
     /// Whether a worker whose newest certificate came from `issuer`
-    /// (fingerprint) should renew now rather than when due.
+    /// (fingerprint) should renew now rather than when due: during a
+    /// rotation, when another CA issues (after `issue`, or after a rollback
+    /// to `add`, which brings workers back to the old CA).
     pub fn should_renew_early(&self, issuer: &str) -> bool {
-        match &self.rotation {
-            Some(r @ Rotation { phase: Phase::Issuing, .. }) => {
-                fingerprint_pem(&r.next_pem).ok().as_deref() != Some(issuer)
-            }
-            _ => false,
+        self.rotation.is_some() && fingerprint_pem(self.issuing().1).ok().as_deref() != Some(issuer)
+    }
+}
+
+/// Which workers have been sent the trust bundle of the rotation in
+/// progress (in a poll answer or a renewal), in memory: the new CA may not
+/// start issuing (so the server certificate may not move to it) before
+/// every active worker trusts it. After a restart the workers' next polls
+/// fill it again.
+#[derive(Debug, Default)]
+pub struct BundleDeliveries {
+    /// The rotation's start, and who has been sent its bundle.
+    sent: std::sync::Mutex<(Option<Timestamp>, std::collections::HashSet<WorkerId>)>,
+}
+
+impl BundleDeliveries {
+    /// Notes that `worker` was sent the bundle of the rotation begun at `started_at`.
+    pub fn sent(&self, rotation_started_at: Timestamp, worker: WorkerId) {
+        let mut sent = self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sent.0 != Some(rotation_started_at) {
+            *sent = (Some(rotation_started_at), Default::default());
         }
+        sent.1.insert(worker);
+    }
+
+    fn has(&self, rotation_started_at: Timestamp, worker: WorkerId) -> bool {
+        let sent = self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sent.0 == Some(rotation_started_at) && sent.1.contains(&worker)
     }
 }
 
@@ -211,20 +239,41 @@ pub fn add(
     Ok(rotation)
 }
 
+/// Checks that the new CA may start issuing: phase add, and every active
+/// worker has been sent the bundle that trusts it.
+pub fn clear_to_issue(
+    tx: &ReadTx,
+    set: &CaSet,
+    now: Timestamp,
+    grace: Duration,
+    deliveries: &BundleDeliveries,
+) -> Result<Cleared, RotationError> {
+    let rotation = set.rotation.as_ref().ok_or(RotationError::NotInProgress)?;
+    if rotation.phase != Phase::Added {
+        return Err(RotationError::WrongPhase { found: rotation.phase, needed: Phase::Added });
+    }
+    let waiting: Vec<WorkerId> = progress(tx, set, now, grace)?
+        .into_iter()
+        .filter(|p| p.active && !deliveries.has(rotation.started_at, p.worker))
+        .map(|p| p.worker)
+        .collect();
+    match waiting.first() {
+        Some(first) => Err(RotationError::BundleNotDelivered { count: waiting.len(), first: *first }),
+        None => Ok(Cleared { set: set.clone() }),
+    }
+}
+
 /// Phase 2: the new CA issues from now on.
 pub fn start_issuing(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
     origin: &Origin,
-    set: &CaSet,
+    cleared: &Cleared,
 ) -> Result<Rotation, RotationError> {
-    let mut rotation = tx.get(ROTATION, ROTATION_KEY)?.ok_or(RotationError::NotInProgress)?;
-    if rotation.phase != Phase::Added {
-        return Err(RotationError::WrongPhase { found: rotation.phase, needed: Phase::Added });
-    }
+    let mut rotation = still_as_cleared(tx, cleared)?;
     rotation.phase = Phase::Issuing;
     tx.put(ROTATION, ROTATION_KEY, &rotation)?;
-    audit_phase(tx, now, origin, ("pki.ca_rotation_issuing", "issue", "issuing"), set, &rotation)?;
+    audit_phase(tx, now, origin, ("pki.ca_rotation_issuing", "issue", "issuing"), &cleared.set, &rotation)?;
     Ok(rotation)
 }
 
@@ -451,7 +500,13 @@ mod tests {
         let twice = site.write(move |tx, set| add(tx, NOW, &Origin::system(), &keys, set, &again));
         assert!(matches!(twice, Err(RotationError::InProgress(Phase::Added))));
 
-        site.write(|tx, set| start_issuing(tx, NOW, &Origin::system(), set)).unwrap();
+        let deliveries = BundleDeliveries::default();
+        let clear_issue =
+            |d: &BundleDeliveries| site.store.read(|tx| Ok(clear_to_issue(tx, &site.set(), NOW, GRACE, d))).unwrap();
+        assert!(matches!(clear_issue(&deliveries), Err(RotationError::BundleNotDelivered { count: 1, .. })));
+        deliveries.sent(site.set().rotation.unwrap().started_at, worker);
+        let cleared = clear_issue(&deliveries).unwrap();
+        site.write(move |tx, _| start_issuing(tx, NOW, &Origin::system(), &cleared)).unwrap();
         assert_eq!(site.issuing_ca().fingerprint(), new.fingerprint(), "the new CA's key opens from its slot");
         assert!(site.set().should_renew_early(&old.fingerprint()));
         let clear = |server: &Ca| {
@@ -480,7 +535,11 @@ mod tests {
         let next = Ca::create(NOW).unwrap().1;
         let keys = site.vault.keys().unwrap();
         site.write(move |tx, set| add(tx, NOW, &Origin::system(), &keys, set, &next)).unwrap();
-        site.write(|tx, set| start_issuing(tx, NOW, &Origin::system(), set)).unwrap();
+        let deliveries = BundleDeliveries::default();
+        deliveries.sent(site.set().rotation.unwrap().started_at, worker);
+        let cleared =
+            site.store.read(|tx| Ok(clear_to_issue(tx, &site.set(), NOW, GRACE, &deliveries))).unwrap().unwrap();
+        site.write(move |tx, _| start_issuing(tx, NOW, &Origin::system(), &cleared)).unwrap();
         site.renew_worker(worker);
 
         let roll_back = || {

@@ -74,6 +74,12 @@ pub struct PollReply {
     pub tasks: Vec<LeasedTask>,
     pub lease_s: u64,
     pub heartbeat_s: u64,
+    /// During a CA rotation: the CAs to trust from now on.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+    /// During a CA rotation: renew now, from the new CA.
+    #[serde(default)]
+    pub renew_now: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -160,26 +160,28 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let mut announced = false;
+    let mut renew_now = false;
     while !*stop.borrow() {
         // A poll never outlasts the moment renewal falls due, so a worker
         // whose broker is quiet still renews on time.
-        let poll_wait = match renew_if_due(&state, &mut identity, &current, events).await {
-            Ok(due) => POLL_WAIT.min(due.since(SystemClock.now())).max(Duration::from_secs(1)),
-            Err(e) => {
-                if let Some(refused @ CallError::Refused { .. }) = e.downcast_ref::<CallError>() {
-                    return Err(must_enroll_again(refused));
-                }
-                tracing::warn!(error = %e, "certificate renewal failed; will retry");
-                if pki::cert_validity(&identity.cert_pem)?.1 < SystemClock.now() {
-                    // An expired certificate can do nothing but renew.
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff.next_wait()) => continue,
-                        _ = stop.changed() => break,
+        let poll_wait =
+            match renew_if_due(&state, &mut identity, &current, events, std::mem::take(&mut renew_now)).await {
+                Ok(due) => POLL_WAIT.min(due.since(SystemClock.now())).max(Duration::from_secs(1)),
+                Err(e) => {
+                    if let Some(refused @ CallError::Refused { .. }) = e.downcast_ref::<CallError>() {
+                        return Err(must_enroll_again(refused));
                     }
+                    tracing::warn!(error = %e, "certificate renewal failed; will retry");
+                    if pki::cert_validity(&identity.cert_pem)?.1 < SystemClock.now() {
+                        // An expired certificate can do nothing but renew.
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff.next_wait()) => continue,
+                            _ = stop.changed() => break,
+                        }
+                    }
+                    Duration::from_secs(5)
                 }
-                Duration::from_secs(5)
-            }
-        };
+            };
         let first = tokio::select! {
             p = slots.clone().acquire_owned() => p?,
             _ = stop.changed() => break,
@@ -200,6 +202,10 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
         match polled {
             Ok(reply) => {
                 backoff.reset();
+                if let Some(bundle) = reply.ca_pem.filter(|b| *b != identity.ca_pem) {
+                    trust(&state, &mut identity, &current, bundle, events)?;
+                }
+                renew_now = reply.renew_now;
                 let heartbeat = Duration::from_secs(reply.heartbeat_s.max(1));
                 let lease = Duration::from_secs(reply.lease_s.max(1));
                 for task in reply.tasks {
@@ -294,16 +300,36 @@ async fn enroll(opts: &Options, stop: &mut watch::Receiver<bool>) -> anyhow::Res
     }
 }
 
-/// Renews the certificate once two thirds of its lifetime have passed, and
-/// says when the next renewal falls due.
+/// Trusts the CAs in `bundle` from now on (a CA rotation is under way):
+/// kept in the state directory, and the client rebuilt with them.
+fn trust(
+    state: &StateDir,
+    identity: &mut Identity,
+    current: &watch::Sender<BrokerClient>,
+    bundle: String,
+    events: Events,
+) -> anyhow::Result<()> {
+    let next = Identity { ca_pem: bundle, ..identity.clone() };
+    let client = BrokerClient::mtls(&next.broker, &next.ca_pem, &next.cert_pem, &next.key_pem)?;
+    state.save(&next)?;
+    *identity = next;
+    current.send_replace(client);
+    let cas = tls::certs_from_pem(&identity.ca_pem, "the CA bundle").map_or(0, |c| c.len());
+    events.emit(json!({"event": "ca_trust_updated", "worker_id": identity.worker_id, "cas": cas}));
+    Ok(())
+}
+
+/// Renews the certificate once two thirds of its lifetime have passed (or
+/// at once when `now`), and says when the next renewal falls due.
 async fn renew_if_due(
     state: &StateDir,
     identity: &mut Identity,
     current: &watch::Sender<BrokerClient>,
     events: Events,
+    now: bool,
 ) -> anyhow::Result<Timestamp> {
     let due = pki::renewal_due(&identity.cert_pem)?;
-    if SystemClock.now() < due {
+    if !now && SystemClock.now() < due {
         return Ok(due);
     }
     let (key_pem, csr_pem) = pki::new_worker_key_and_csr()?;

@@ -11,6 +11,7 @@ mod listener_certs;
 mod operations;
 mod renewal;
 mod resilience;
+mod rotation;
 mod security;
 mod upgrade;
 mod vault;

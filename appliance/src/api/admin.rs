@@ -12,7 +12,8 @@ use super::{ApiError, AppState};
 use crate::audit;
 use crate::auth::{self, Role};
 use crate::config::parse_duration;
-use crate::crypto::CryptoStatus;
+use crate::crypto::{CryptoPolicy, CryptoStatus, Mode};
+use crate::pki;
 
 #[derive(Debug, Serialize)]
 pub struct Health {
@@ -69,9 +70,95 @@ pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<ax
     }))
 }
 
+#[derive(Debug, Serialize)]
+pub struct CryptoReport {
+    #[serde(flatten)]
+    running: CryptoStatus,
+    /// The mode the next start will run in, when a security officer has
+    /// switched it since this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_mode: Option<Mode>,
+}
+
 /// The crypto mode, the module and what the start-up self-tests found.
-pub async fn crypto(State(state): State<AppState>, _caller: Caller) -> axum::Json<CryptoStatus> {
-    axum::Json(CryptoStatus::clone(&state.crypto))
+pub async fn crypto(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<CryptoReport>, ApiError> {
+    let stored = state.store.read(crate::crypto::stored)?.mode;
+    let pending_mode = (stored != state.crypto.mode).then_some(stored);
+    Ok(axum::Json(CryptoReport { running: CryptoStatus::clone(&state.crypto), pending_mode }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeBody {
+    mode: Mode,
+    /// Re-authentication: the unseal credentials (the passphrase, a quorum
+    /// of shares, or the key file).
+    current: Vec<super::vault::UnsealBody>,
+}
+
+impl std::fmt::Debug for ModeBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModeBody").field("mode", &self.mode).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModeChanged {
+    mode: Mode,
+    previous: Mode,
+    running_mode: Mode,
+    /// The listeners and checks take the new mode at the next start.
+    restart_required: bool,
+}
+
+/// Switches the crypto mode (security officers only), re-authenticated by
+/// the unseal credentials; refused while an active worker holds a key the
+/// new mode does not allow. Takes effect at the next start. Audited,
+/// refusals included.
+pub async fn change_crypto_mode(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ModeBody>,
+) -> Result<axum::Json<ModeChanged>, ApiError> {
+    let to = body.mode;
+    let current = body.current.into_iter().map(|b| b.credential()).collect::<Result<Vec<_>, _>>()?;
+    let changed = async {
+        let proof = state.vault.reauthenticate(current).await?;
+        let (now, grace) = (state.clock.now(), state.config.worker_cert_grace);
+        let policy = CryptoPolicy { mode: to };
+        let unapproved = state.store.read(|tx| pki::unapproved_worker_keys(tx, policy, now, grace))?;
+        if let Some((worker, kind)) = unapproved.first() {
+            return Err(ApiError::KeyNotApproved(format!(
+                "{} active worker(s) hold keys {} mode does not allow (e.g. worker {worker}: {}); revoke them first",
+                unapproved.len(),
+                to.as_str(),
+                kind.as_str()
+            )));
+        }
+        Ok(state.vault.change_crypto_mode(&caller.origin, proof, to).await?)
+    }
+    .await;
+    let previous = match changed {
+        Ok(previous) => previous,
+        Err(e) => {
+            let event = audit::Event::new(
+                "crypto.mode_change_refused",
+                "change",
+                audit::Resource::new("crypto_policy", "mode"),
+            )
+            .outcome(audit::Outcome::Denied)
+            .detail("to", to.as_str())
+            .detail("reason", e.status_and_code().1);
+            super::extract::record(&state, caller.origin, event).await;
+            return Err(e);
+        }
+    };
+    Ok(axum::Json(ModeChanged {
+        mode: to,
+        previous,
+        running_mode: state.crypto.mode,
+        restart_required: to != state.crypto.mode,
+    }))
 }
 
 fn warnings(state: &AppState) -> Vec<&'static str> {

@@ -52,6 +52,9 @@ pub enum ApiError {
     CsrRefused(String),
     #[error("{0}")]
     SecretRefused(String),
+    /// A key the requested crypto mode does not allow is still in use.
+    #[error("{0}")]
+    KeyNotApproved(String),
     /// A rotation step out of order, or raced by another.
     #[error("{0}")]
     RotationConflict(String),
@@ -109,6 +112,7 @@ impl ApiError {
             ApiError::CsrRefused(_) => (S::BAD_REQUEST, "csr_refused"),
             ApiError::SecretRefused(_) => (S::UNPROCESSABLE_ENTITY, "secret_refused"),
             ApiError::RotationConflict(_) => (S::CONFLICT, "rotation_conflict"),
+            ApiError::KeyNotApproved(_) => (S::CONFLICT, "key_not_approved"),
             ApiError::CaInUse(_) => (S::CONFLICT, "ca_in_use"),
             ApiError::Draining => (S::SERVICE_UNAVAILABLE, "draining"),
             ApiError::Timeout => (S::REQUEST_TIMEOUT, "request_timeout"),

@@ -117,6 +117,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("GET", "/api/v1/workers", P::WorkerRead), get(workers::list)),
         (spec("GET", "/api/v1/system/status", P::WorkerRead), get(admin::status)),
         (spec("GET", "/api/v1/system/crypto", P::AuditRead), get(admin::crypto)),
+        (spec("POST", "/api/v1/system/crypto/mode", P::CryptoManage), post(admin::change_crypto_mode)),
         (spec("POST", "/api/v1/workers/enrollment-tokens", P::WorkerEnroll), post(workers::create_enrollment_token)),
         (spec("POST", "/api/v1/workers/{id}/revoke", P::WorkerRevoke), post(workers::revoke)),
         (spec("GET", "/api/v1/pki/crl", P::Public), get(workers::crl)),

@@ -32,7 +32,7 @@ impl std::fmt::Debug for UnsealBody {
 }
 
 impl UnsealBody {
-    fn credential(self) -> Result<Credential, ApiError> {
+    pub(super) fn credential(self) -> Result<Credential, ApiError> {
         match (self.passphrase, self.share, self.key_file, self.reset) {
             (Some(p), None, None, false) => Ok(Credential::Passphrase(p)),
             (None, Some(s), None, false) => Ok(Credential::Share(s)),

@@ -84,6 +84,8 @@ pub enum Permission {
     BackupCreate,
     /// Step a CA rotation (add, issue, retire, roll back).
     CaManage,
+    /// Switch the crypto mode (FIPS or standard).
+    CryptoManage,
 }
 
 /// How much of a resource a grant covers.
@@ -143,6 +145,10 @@ pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
 
         (P::CaManage, R::Admin | R::SecurityOfficer) => Some(S::All),
         (P::CaManage, R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
+
+        // The security officer's decision alone, re-authenticated.
+        (P::CryptoManage, R::SecurityOfficer) => Some(S::All),
+        (P::CryptoManage, R::Admin | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
     }
 }
 

@@ -6,6 +6,7 @@ mod audit;
 mod backup;
 mod ca;
 mod client;
+mod crypto;
 mod init;
 mod secret;
 mod serve;
@@ -73,6 +74,9 @@ enum Command {
     /// The appliance CA: rotate it without downtime (add, issue, retire, rollback), and its status.
     #[command(subcommand)]
     Ca(ca::Command),
+    /// The crypto policy: switch between FIPS and standard mode (security officer).
+    #[command(subcommand)]
+    Crypto(crypto::Command),
     /// Secrets for tasks: put, list, get, delete (values go in, never out).
     #[command(subcommand)]
     Secret(secret::Command),
@@ -106,6 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Seal(args) => runtime()?.block_on(vault::seal(args)),
         Command::Status(args) => runtime()?.block_on(status::run(args)),
         Command::Ca(cmd) => runtime()?.block_on(ca::run(cmd)),
+        Command::Crypto(cmd) => runtime()?.block_on(crypto::run(cmd)),
         Command::Vault(cmd) => runtime()?.block_on(vault::run(cmd)),
         Command::Rekey(args) => runtime()?.block_on(vault::rekey(args)),
         Command::Secret(cmd) => runtime()?.block_on(secret::run(cmd)),

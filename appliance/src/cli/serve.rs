@@ -160,6 +160,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cas = certs.ca_set(&store)?;
     let vault = Arc::new(Vault::new(store.clone(), clock.clone()));
     let crypto = Arc::new(start_crypto(policy, &vault, &cas.all(), &certs.served().own)?);
+    // Workers are not the appliance's keys: one the policy does not approve
+    // (enrolled before a switch to FIPS) fails its handshake; say so.
+    let unapproved = store.read(|tx| pki::unapproved_worker_keys(tx, policy, clock.now(), config.worker_cert_grace))?;
+    for (worker, kind) in unapproved {
+        tracing::warn!(%worker, key = kind.as_str(), "this worker's key is not allowed in {} mode: it cannot connect; revoke it and enroll it again with an ECDSA key", policy.mode.as_str());
+    }
     let key_file = if args.dev { Some(dir.join(DEV_UNSEAL_KEY_FILE)) } else { config.unseal_key_file.clone() };
     if let Some(path) = &key_file {
         unseal_from_key_file(&vault, path).await?;

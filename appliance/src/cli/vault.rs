@@ -59,7 +59,7 @@ impl Credentials {
     }
 
     /// One unseal request body per credential given.
-    fn bodies(&self) -> anyhow::Result<Vec<Value>> {
+    pub(super) fn bodies(&self) -> anyhow::Result<Vec<Value>> {
         Ok(self.read()?.iter().map(body_of).collect())
     }
 }

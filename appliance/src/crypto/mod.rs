@@ -52,7 +52,7 @@ impl Mode {
 }
 
 /// A public key's algorithm, as the policy judges it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KeyKind {
     EcdsaP256,
     EcdsaP384,

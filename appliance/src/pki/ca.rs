@@ -64,6 +64,8 @@ pub struct IssuedCert {
     pub not_after: Timestamp,
     /// `sha256:<hex>` of the certified public key (see [`csr_key_fingerprint`]).
     pub key_fingerprint: String,
+    /// What kind of key it certifies.
+    pub key_kind: KeyKind,
     /// The fingerprint of the CA that signed it.
     pub issuer: String,
 }
@@ -210,7 +212,8 @@ impl Ca {
     ) -> Result<IssuedCert, CertError> {
         let csr =
             CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| CertError::CsrInvalid(e.to_string()))?;
-        policy.check_worker_key(key_kind(csr.public_key.algorithm())).map_err(CertError::CsrKeyType)?;
+        let kind = key_kind(csr.public_key.algorithm());
+        policy.check_worker_key(kind).map_err(CertError::CsrKeyType)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, format!("tether worker {worker}"));
@@ -233,6 +236,7 @@ impl Ca {
             serial: serial_hex,
             not_after: now.plus(lifetime),
             key_fingerprint,
+            key_kind: kind,
             issuer: self.fingerprint(),
         })
     }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::IssuedCert;
 use crate::audit::{self, Event, Origin, Outcome, Resource};
 use crate::clock::Timestamp;
+use crate::crypto::{CryptoPolicy, KeyKind};
 use crate::ids::WorkerId;
 use crate::labels;
 use crate::secret;
@@ -21,6 +22,9 @@ const ENROLL_TOKENS: Collection<EnrollmentToken> = Collection::new("enroll_token
 const BINDINGS: Collection<Binding> = Collection::new("enroll_bindings");
 /// Keyed by worker id.
 pub(super) const WORKERS: Collection<WorkerRecord> = Collection::new("workers");
+/// Keyed by worker id: the kind of key its newest certificate certifies
+/// (absent for workers not renewed since this was recorded).
+const WORKER_KEYS: Collection<KeyKind> = Collection::new("pki_worker_keys");
 /// Keyed by worker id: the serial of the certificate that the worker's
 /// newest one renewed, kept until the worker is seen using the newest. While
 /// it is kept, that older certificate may renew again (the answer to its
@@ -161,6 +165,7 @@ pub fn enroll(
     tx.put(WORKERS, &worker.to_key(), &worker_record)?;
     super::revocation::record_issued(tx, worker, &cert.serial, cert.not_after)?;
     super::rotation::record_issuer(tx, worker, &cert.issuer)?;
+    tx.put(WORKER_KEYS, &worker.to_key(), &cert.key_kind)?;
     let event = Event::new("worker.enrolled", "enroll", Resource::new("worker", worker))
         .detail("enrollment_token", &record.id)
         .detail("cert_serial", &cert.serial)
@@ -284,7 +289,27 @@ fn install_cert(tx: &mut WriteTx<'_>, record: &mut WorkerRecord, cert: &IssuedCe
     tx.put(WORKERS, &record.id.to_key(), record)?;
     super::revocation::record_issued(tx, record.id, &cert.serial, cert.not_after)?;
     super::rotation::record_issuer(tx, record.id, &cert.issuer)?;
+    tx.put(WORKER_KEYS, &record.id.to_key(), &cert.key_kind)?;
     Ok(previous)
+}
+
+/// The active workers (unrevoked, their certificate still usable within
+/// `grace`) whose key `policy` does not approve, with that key's kind.
+pub fn unapproved_worker_keys(
+    tx: &ReadTx,
+    policy: CryptoPolicy,
+    now: Timestamp,
+    grace: Duration,
+) -> Result<Vec<(WorkerId, KeyKind)>, store::Error> {
+    let mut out = Vec::new();
+    for w in list_workers(tx)?.into_iter().filter(|w| !w.revoked && w.cert_not_after.plus(grace) > now) {
+        if let Some(kind) = tx.get(WORKER_KEYS, &w.id.to_key())?
+            && policy.check_worker_key(kind).is_err()
+        {
+            out.push((w.id, kind));
+        }
+    }
+    Ok(out)
 }
 
 pub fn get_worker(tx: &ReadTx, id: WorkerId) -> Result<Option<WorkerRecord>, store::Error> {

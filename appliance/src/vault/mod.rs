@@ -362,6 +362,68 @@ impl Vault {
         Ok(material)
     }
 
+    /// Checks the unseal credentials again (`current`): the
+    /// re-authentication a drastic change needs from someone already
+    /// signed in. The proof is what [`Vault::change_crypto_mode`] takes.
+    pub async fn reauthenticate(&self, current: Vec<Credential>) -> Result<Reauthenticated, Error> {
+        let _one_at_a_time = self.attempts.lock().await;
+        let meta = self.store.read(keyring::meta)?.ok_or(Error::NotInitialised)?;
+        let passphrase = current.iter().find_map(|c| match c {
+            Credential::Passphrase(p) => Some(p.clone()),
+            _ => None,
+        });
+        let unseal_key = unseal_key_from(&meta.method, current).await?;
+        if !keyring::opens_root(&meta, &unseal_key) {
+            return Err(refusal_for(&meta.method));
+        }
+        Ok(Reauthenticated { passphrase })
+    }
+
+    /// Switches the crypto mode (from the next start) for a re-authenticated
+    /// caller. A passphrase wrapped with a KDF the new mode does not allow
+    /// (Argon2id, going to FIPS) is re-wrapped with the one it does, from
+    /// the same passphrase, in the same transaction. Returns the mode it
+    /// replaced.
+    pub async fn change_crypto_mode(
+        &self,
+        origin: &Origin,
+        proof: Reauthenticated,
+        to: crate::crypto::Mode,
+    ) -> Result<crate::crypto::Mode, Error> {
+        let _one_at_a_time = self.attempts.lock().await;
+        let ring = self.keys()?.0;
+        let meta = self.store.read(keyring::meta)?.ok_or(Error::NotInitialised)?;
+        let policy = crate::crypto::CryptoPolicy { mode: to };
+        let rewrapped = match (&meta.method, proof.passphrase) {
+            (method @ Method::Passphrase { .. }, Some(p)) if method.check(policy).is_err() => {
+                let (method, key, _) =
+                    tokio::task::spawn_blocking(move || unseal::prepare(policy, Choice::Passphrase(p)))
+                        .await
+                        .map_err(|_| Error::Corrupt("the key derivation stopped"))??;
+                Some(keyring::VaultMeta { method, root: ring.seal_root(&key)?, created_at: meta.created_at })
+            }
+            _ => None,
+        };
+        let from = self.store.read(crate::crypto::stored)?.mode;
+        let (now, origin) = (self.clock.now(), origin.clone());
+        self.store
+            .write(move |tx| {
+                let mut event = Event::new("crypto.mode_changed", "change", Resource::new("crypto_policy", "mode"))
+                    .detail("from", from.as_str())
+                    .detail("to", to.as_str());
+                if let Some(new_meta) = &rewrapped {
+                    tx.put(keyring::META, keyring::META_KEY, new_meta)?;
+                    event = event.detail("passphrase_kdf", "rewrapped");
+                }
+                crate::crypto::store_mode(tx, to)?;
+                audit::append(tx, now, &origin, event)?;
+                Ok::<_, Error>(())
+            })
+            .await?;
+        tracing::info!(from = from.as_str(), to = to.as_str(), "crypto mode changed; takes effect at the next start");
+        Ok(from)
+    }
+
     fn with_pending<R>(&self, f: impl FnOnce(&mut PendingShares) -> R) -> R {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         match &mut *state {
@@ -460,6 +522,18 @@ impl Vault {
         if let Err(e) = written {
             tracing::error!(error = %e, event_type, "could not audit a vault event");
         }
+    }
+}
+
+/// Proof that a caller gave the unseal credentials again just now (and the
+/// passphrase, if that is how the vault unseals, for a re-wrap).
+pub struct Reauthenticated {
+    passphrase: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for Reauthenticated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reauthenticated(****)")
     }
 }
 

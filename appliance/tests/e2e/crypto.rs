@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use crate::harness::Appliance;
-use serde_json::json;
+use crate::harness::{Appliance, count_events};
+use serde_json::{Value, json};
 
 /// `host:port` of a listener's URL.
 fn address(url: &str) -> &str {
@@ -176,4 +176,65 @@ fn ed25519_self_signed(cert: &std::path::Path, key: &std::path::Path) {
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_security_officer_switches_to_fips_mode_after_re_authenticating_and_it_takes_effect_at_the_restart() {
+    use tether::worker::client::BrokerClient;
+    let files = tempfile::tempdir().unwrap();
+    let pass_file = files.path().join("passphrase");
+    std::fs::write(&pass_file, "the site's long passphrase").unwrap();
+    std::fs::set_permissions(&pass_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let init = ["--unseal", "passphrase", "--passphrase-file", pass_file.to_str().unwrap()];
+    let mut a = Appliance::start_sealed(&init, crate::harness::fast_env());
+    let anonymous = a.api().with_token(None);
+    let unseal = json!({"passphrase": "the site's long passphrase"});
+    assert_eq!(anonymous.post("/api/v1/sys/unseal", &unseal).await.0, 200);
+
+    // A worker with an Ed25519 key, which standard mode allows.
+    let token = a.enrollment_token(None).await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
+    let trust = tether::tls::Trust::Ca(&a.ca_pem);
+    let ed25519 = BrokerClient::enroll(&a.worker_gateway, trust, &token, &csr, &[]).await.unwrap();
+
+    let (_, created) = a.api().post("/api/v1/tokens", &json!({"role": "security_officer", "name": "officer"})).await;
+    let officer_token = created["token"].as_str().unwrap().to_owned();
+    let officer = a.api().with_token(Some(&officer_token));
+    let switch = |passphrase: &str| json!({"mode": "fips", "current": [{"passphrase": passphrase}]});
+    let (s, _) = a.api().post("/api/v1/system/crypto/mode", &switch("the site's long passphrase")).await;
+    assert_eq!(s, 403, "the security officer's decision, not the admin's");
+    let (s, v) = officer.post("/api/v1/system/crypto/mode", &switch("a wrong passphrase")).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("unseal_refused")), "re-authentication failed: {v}");
+    let (s, v) = officer.post("/api/v1/system/crypto/mode", &switch("the site's long passphrase")).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("key_not_approved")), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains(&ed25519.worker_id), "names the worker: {v}");
+    let (s, _) = officer.post(&format!("/api/v1/workers/{}/revoke", ed25519.worker_id), &json!({})).await;
+    assert_eq!(s, 200);
+    let (s, v) = officer.post("/api/v1/system/crypto/mode", &switch("the site's long passphrase")).await;
+    assert_eq!((s, &v["restart_required"]), (200, &json!(true)), "{v}");
+    let (_, crypto) = officer.get("/api/v1/system/crypto").await;
+    assert_eq!((&crypto["mode"], &crypto["pending_mode"]), (&json!("standard"), &json!("fips")), "{crypto}");
+
+    // The restart runs in FIPS mode; the same passphrase, now behind PBKDF2, unseals.
+    a.stop();
+    a.restart();
+    assert_eq!(anonymous.post("/api/v1/sys/unseal", &unseal).await.0, 200);
+    let (_, crypto) = officer.get("/api/v1/system/crypto").await;
+    assert_eq!(crypto["mode"], "fips", "{crypto}");
+    assert_eq!(crypto["self_tests_passed"].as_array().unwrap().len(), 6);
+    let records = officer.audit_log().await;
+    assert_eq!(count_events(&records, "crypto.mode_change_refused"), 2);
+    let changed: Vec<&Value> = records.iter().filter(|r| r["event_type"] == "crypto.mode_changed").collect();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0]["metadata"]["details"]["passphrase_kdf"], "rewrapped");
+
+    // And back, from the command line.
+    let out = a
+        .cli(&["crypto", "mode", "standard", "--passphrase-file", pass_file.to_str().unwrap()])
+        .env("TETHER_TOKEN", &officer_token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("restart the appliance"));
 }

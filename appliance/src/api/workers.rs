@@ -317,8 +317,8 @@ pub struct PollReply {
     /// During a CA rotation: every CA the worker must trust from now on.
     #[serde(skip_serializing_if = "Option::is_none")]
     ca_pem: Option<String>,
-    /// During a CA rotation's issue phase: this worker's newest certificate
-    /// is from the old CA, so it should renew now rather than when due.
+    /// During a CA rotation: this worker's newest certificate is from a CA
+    /// that does not issue now, so it should renew at once, not when due.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     renew_now: bool,
 }
@@ -349,10 +349,8 @@ fn rotation_news(state: &AppState, worker: WorkerId) -> Result<(Option<String>, 
     let set = state.ca_set()?;
     let Some(rotation) = &set.rotation else { return Ok((None, false)) };
     state.deliveries.sent(rotation.started_at, worker);
-    let issuer = state.store.read(|tx| pki::worker_issuer(tx, worker))?;
-    let renew_now =
-        set.should_renew_early(&issuer.unwrap_or_else(|| pki::fingerprint_pem(&set.current).unwrap_or_default()));
-    Ok((Some(set.bundle()), renew_now))
+    let issuer = state.store.read(|tx| Ok(pki::worker_issuer(tx, &set, worker)))??;
+    Ok((Some(set.bundle()), set.should_renew_early(&issuer)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -177,10 +177,14 @@ fn first_cert(pem: &str) -> String {
     }
 }
 
-/// The fingerprint of the CA that issued `worker`'s newest certificate, if
-/// recorded (workers enrolled before rotation existed: the first CA).
-pub fn worker_issuer(tx: &ReadTx, worker: WorkerId) -> Result<Option<String>, store::Error> {
-    tx.get(WORKER_ISSUER, &worker.to_key())
+/// The fingerprint of the CA that issued `worker`'s newest certificate
+/// (not recorded for workers not renewed since rotation existed: then the
+/// CA there was, `set`'s current one).
+pub fn worker_issuer(tx: &ReadTx, set: &CaSet, worker: WorkerId) -> Result<String, RotationError> {
+    match tx.get(WORKER_ISSUER, &worker.to_key())? {
+        Some(issuer) => Ok(issuer),
+        None => Ok(fingerprint_pem(&set.current)?),
+    }
 }
 
 /// Records that `worker`'s newest certificate was issued by the CA with
@@ -208,11 +212,10 @@ pub fn progress(
     now: Timestamp,
     grace: Duration,
 ) -> Result<Vec<WorkerProgress>, RotationError> {
-    let old = fingerprint_pem(&set.current)?;
     let new = set.rotation.as_ref().map(|r| fingerprint_pem(&r.next_pem)).transpose()?;
     let mut out = Vec::new();
     for w in list_workers(tx)? {
-        let issuer = tx.get(WORKER_ISSUER, &w.id.to_key())?.unwrap_or_else(|| old.clone());
+        let issuer = worker_issuer(tx, set, w.id)?;
         let active = !w.revoked && w.cert_not_after.plus(grace) > now;
         out.push(WorkerProgress { worker: w.id, on_new_ca: new.as_deref() == Some(issuer.as_str()), issuer, active });
     }

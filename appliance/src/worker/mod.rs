@@ -300,8 +300,7 @@ async fn enroll(opts: &Options, stop: &mut watch::Receiver<bool>) -> anyhow::Res
     }
 }
 
-/// Trusts the CAs in `bundle` from now on (a CA rotation is under way):
-/// kept in the state directory, and the client rebuilt with them.
+/// Trusts the CAs in `bundle` from now on (a CA rotation is under way).
 fn trust(
     state: &StateDir,
     identity: &mut Identity,
@@ -309,41 +308,49 @@ fn trust(
     bundle: String,
     events: Events,
 ) -> anyhow::Result<()> {
-    let next = Identity { ca_pem: bundle, ..identity.clone() };
-    let client = BrokerClient::mtls(&next.broker, &next.ca_pem, &next.cert_pem, &next.key_pem)?;
-    state.save(&next)?;
-    *identity = next;
-    current.send_replace(client);
+    adopt(state, identity, current, Identity { ca_pem: bundle, ..identity.clone() })?;
     let cas = tls::certs_from_pem(&identity.ca_pem, "the CA bundle").map_or(0, |c| c.len());
     events.emit(json!({"event": "ca_trust_updated", "worker_id": identity.worker_id, "cas": cas}));
     Ok(())
 }
 
+/// Makes `next` the worker's identity: saved in the state directory, and
+/// the client rebuilt with its certificate and trust.
+fn adopt(
+    state: &StateDir,
+    identity: &mut Identity,
+    current: &watch::Sender<BrokerClient>,
+    next: Identity,
+) -> anyhow::Result<()> {
+    let client = BrokerClient::mtls(&next.broker, &next.ca_pem, &next.cert_pem, &next.key_pem)?;
+    state.save(&next)?;
+    *identity = next;
+    current.send_replace(client);
+    Ok(())
+}
+
 /// Renews the certificate once two thirds of its lifetime have passed (or
-/// at once when `now`), and says when the next renewal falls due.
+/// `at_once`), and says when the next renewal falls due.
 async fn renew_if_due(
     state: &StateDir,
     identity: &mut Identity,
     current: &watch::Sender<BrokerClient>,
     events: Events,
-    now: bool,
+    at_once: bool,
 ) -> anyhow::Result<Timestamp> {
     let due = pki::renewal_due(&identity.cert_pem)?;
-    if !now && SystemClock.now() < due {
+    if !at_once && SystemClock.now() < due {
         return Ok(due);
     }
     let (key_pem, csr_pem) = pki::new_worker_key_and_csr()?;
     let client = current.borrow().clone();
     let renewed = client.renew(&csr_pem).await?;
     let next = Identity { cert_pem: renewed.cert_pem, ca_pem: renewed.ca_pem, key_pem, ..identity.clone() };
-    let next_client = BrokerClient::mtls(&next.broker, &next.ca_pem, &next.cert_pem, &next.key_pem)?;
-    state.save(&next)?;
-    let (_, not_after) = pki::cert_validity(&next.cert_pem)?;
-    events.emit(json!({"event": "renewed", "worker_id": next.worker_id, "cert_not_after": not_after.to_rfc3339()}));
-    let due = pki::renewal_due(&next.cert_pem)?;
-    *identity = next;
-    current.send_replace(next_client);
-    Ok(due)
+    adopt(state, identity, current, next)?;
+    let (_, not_after) = pki::cert_validity(&identity.cert_pem)?;
+    let worker_id = &identity.worker_id;
+    events.emit(json!({"event": "renewed", "worker_id": worker_id, "cert_not_after": not_after.to_rfc3339()}));
+    Ok(pki::renewal_due(&identity.cert_pem)?)
 }
 
 /// The directory for tasks' secret files (`STATE_DIR/run`, 0700), emptied

@@ -156,6 +156,8 @@ pub struct ClientTrust {
     chain: RwLock<Arc<dyn ClientCertVerifier>>,
     policy: CryptoPolicy,
     schemes: Vec<SignatureScheme>,
+    /// Bumped at every replacement, for connections to look again.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for ClientTrust {
@@ -169,14 +171,27 @@ impl ClientTrust {
     pub fn new(policy: CryptoPolicy, bundle_pem: &str) -> Result<Arc<ClientTrust>, TlsError> {
         let chain = chain_verifier(policy, bundle_pem)?;
         let schemes = chain.supported_verify_schemes();
-        Ok(Arc::new(ClientTrust { chain: RwLock::new(chain), policy, schemes }))
+        let changed = tokio::sync::watch::Sender::new(0);
+        Ok(Arc::new(ClientTrust { chain: RwLock::new(chain), policy, schemes, changed }))
     }
 
     /// Trusts exactly the CAs in `bundle_pem` from the next handshake on.
     pub fn replace(&self, bundle_pem: &str) -> Result<(), TlsError> {
         let next = chain_verifier(self.policy, bundle_pem)?;
         *self.chain.write().map_err(|_| TlsError::Config("trust lock poisoned".into()))? = next;
+        self.changed.send_modify(|generation| *generation += 1);
         Ok(())
+    }
+
+    /// Wakes when the trusted CAs change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Whether a client certificate still chains to a trusted CA, judged at
+    /// `at` (a moment it was valid: this asks about the CA, not the time).
+    pub fn trusts(&self, cert: &CertificateDer<'_>, at: UnixTime) -> bool {
+        self.current().is_ok_and(|chain| chain.verify_client_cert(cert, &[], at).is_ok())
     }
 
     fn current(&self) -> Result<Arc<dyn ClientCertVerifier>, rustls::Error> {

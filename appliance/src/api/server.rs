@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor, server::TlsStream};
@@ -32,7 +33,7 @@ use crate::audit::{Actor, Event, Origin, Outcome, Resource};
 use crate::config::Limits;
 use crate::ids::WorkerId;
 use crate::pki;
-use crate::tls::ENROLL_ALPN;
+use crate::tls::{ClientTrust, ENROLL_ALPN};
 
 /// What a listener serves.
 #[derive(Clone, Debug)]
@@ -178,7 +179,7 @@ async fn serve_connection(
         Endpoint::Worker { state, .. } => Some(state.clone()),
         Endpoint::Console { .. } => None,
     };
-    let revoked = gateway.as_ref().map(|state| state.revoked.clone());
+    let standing_of = gateway.as_ref().map(|state| (state.revoked.clone(), state.certs.worker_trust.clone()));
     let (stream, app) = match tokio::time::timeout(limits.header_timeout, handshake(tcp, endpoint)).await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
@@ -197,11 +198,17 @@ async fn serve_connection(
             return;
         }
     };
-    let peer =
-        stream.get_ref().1.peer_certificates().and_then(|certs| certs.first()).and_then(|der| pki::peer_cert(der));
-    // A worker's connections close the moment it is revoked, a parked
-    // long-poll included.
-    let revocation = revoked.zip(peer.as_ref().map(|p| p.worker));
+    let presented = stream.get_ref().1.peer_certificates().and_then(|certs| certs.first()).cloned();
+    let peer = presented.as_deref().and_then(pki::peer_cert);
+    // A worker's connections close the moment it is revoked or its CA is
+    // retired, a parked long-poll included.
+    let standing = match (standing_of, presented, &peer) {
+        (Some((revoked, trust)), Some(cert), Some(peer)) => {
+            let valid_at = UnixTime::since_unix_epoch(Duration::from_millis(peer.not_after.as_millis()));
+            Some(Standing { revoked, worker: peer.worker, trust, cert, valid_at })
+        }
+        _ => None,
+    };
     let info = ConnInfo { remote, peer };
     let activity =
         Arc::new(Activity { started: Instant::now(), in_flight: AtomicUsize::new(0), last_ms: AtomicU64::new(0) });
@@ -227,46 +234,68 @@ async fn serve_connection(
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .max_concurrent_streams(256)
             .serve_connection(io, service);
-        drive(conn, remote, &activity, limits, stop, revocation).await;
+        drive(conn, remote, &activity, limits, stop, standing).await;
     } else {
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
             .serve_connection(io, service);
-        drive(conn, remote, &activity, limits, stop, revocation).await;
+        drive(conn, remote, &activity, limits, stop, standing).await;
     }
 }
 
-/// Resolves once `worker` is revoked; never for a connection without one.
-async fn revoked(watch: Option<(Arc<pki::Revoked>, WorkerId)>) {
-    let Some((revoked, worker)) = watch else {
+/// What keeps a worker's connection open: its worker not revoked, its
+/// certificate's CA still trusted.
+struct Standing {
+    revoked: Arc<pki::Revoked>,
+    worker: WorkerId,
+    trust: Arc<ClientTrust>,
+    cert: CertificateDer<'static>,
+    /// A moment the certificate was valid, to ask the trust about its CA.
+    valid_at: UnixTime,
+}
+
+/// Resolves, saying why, once the connection loses its standing; never for
+/// a connection without one.
+async fn lost_standing(standing: Option<Standing>) -> &'static str {
+    let Some(s) = standing else {
         return std::future::pending().await;
     };
-    // Subscribed before the first look, so no revocation slips between.
-    let mut changes = revoked.subscribe();
-    while !revoked.contains(worker) {
-        if changes.changed().await.is_err() {
+    // Subscribed before the first look, so no change slips between.
+    let (mut revocations, mut trust_changes) = (s.revoked.subscribe(), s.trust.subscribe());
+    loop {
+        if s.revoked.contains(s.worker) {
+            return "its worker was revoked";
+        }
+        if !s.trust.trusts(&s.cert, s.valid_at) {
+            return "its certificate's CA is no longer trusted";
+        }
+        let changed = tokio::select! {
+            r = revocations.changed() => r,
+            r = trust_changes.changed() => r,
+        };
+        if changed.is_err() {
             return std::future::pending().await;
         }
     }
 }
 
 /// Runs a connection to its end: asks it to finish when the server stops,
-/// drops it when it has been idle too long or its worker is revoked.
+/// drops it when it has been idle too long or it loses its standing.
 async fn drive<C>(
     conn: C,
     remote: SocketAddr,
     activity: &Activity,
     limits: &Limits,
     mut stop: watch::Receiver<bool>,
-    revocation: Option<(Arc<pki::Revoked>, WorkerId)>,
+    standing: Option<Standing>,
 ) where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
     tokio::pin!(conn);
-    let revoked = revoked(revocation);
-    tokio::pin!(revoked);
+    let lost = lost_standing(standing);
+    tokio::pin!(lost);
     let mut idle_check = tokio::time::interval((limits.idle_timeout / 4).max(Duration::from_millis(100)));
     let mut stopping = *stop.borrow();
     if stopping {
@@ -284,8 +313,8 @@ async fn drive<C>(
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }
-            () = &mut revoked => {
-                tracing::info!(%remote, "closing a connection of a revoked worker");
+            why = &mut lost => {
+                tracing::info!(%remote, "closing a worker's connection: {why}");
                 return;
             }
             _ = idle_check.tick() => {

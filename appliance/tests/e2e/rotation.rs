@@ -118,8 +118,17 @@ async fn the_ca_rotates_through_every_phase_and_rolls_back_while_workers_run_tas
     let renewed = idle_on_both.renew(&new_worker_key_and_csr().unwrap().1).await.unwrap();
     assert!(tether::pki::issued_by(&renewed.cert_pem, &new_ca_pem(&bundle, &old_ca)).unwrap());
 
+    // A connection made with the old-CA certificate, open across the retirement.
+    let config = tether::tls::client(&bundle, Some((&idle.cert_pem, &idle_key)), tether::tls::WORKER_ALPN).unwrap();
+    let tcp = tokio::net::TcpStream::connect(a.worker_gateway.trim_start_matches("https://")).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut open = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+
     // Retire: the old CA is no longer trusted, anywhere.
     let retired = step_when_ready(&a, "retire").await;
+    let mut buf = [0u8; 16];
+    let cut = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut open, &mut buf)).await;
+    assert!(matches!(cut, Ok(Ok(0) | Err(_))), "a live old-CA connection is closed at once: {cut:?}");
     assert_eq!((retired["phase"].as_str(), retired["current_ca"].as_str()), (Some("none"), Some(&*new_ca)));
     let only_new = std::fs::read_to_string(a.ca_file()).unwrap();
     assert_eq!(only_new.matches("BEGIN CERTIFICATE").count(), 1);

@@ -179,7 +179,13 @@ async fn serve_connection(
         Endpoint::Worker { state, .. } => Some(state.clone()),
         Endpoint::Console { .. } => None,
     };
-    let standing_of = gateway.as_ref().map(|state| (state.revoked.clone(), state.certs.worker_trust.clone()));
+    // Subscribed before the handshake judges the certificate, so no
+    // revocation or trust change after that judgement goes unseen.
+    let standing_of = gateway.as_ref().map(|state| {
+        let (revoked, trust) = (state.revoked.clone(), state.certs.worker_trust.clone());
+        let changes = (revoked.subscribe(), trust.subscribe());
+        (revoked, trust, changes)
+    });
     let (stream, app) = match tokio::time::timeout(limits.header_timeout, handshake(tcp, endpoint)).await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
@@ -203,9 +209,9 @@ async fn serve_connection(
     // A worker's connections close the moment it is revoked or its CA is
     // retired, a parked long-poll included.
     let standing = match (standing_of, presented, &peer) {
-        (Some((revoked, trust)), Some(cert), Some(peer)) => {
+        (Some((revoked, trust, changes)), Some(cert), Some(peer)) => {
             let valid_at = UnixTime::since_unix_epoch(Duration::from_millis(peer.not_after.as_millis()));
-            Some(Standing { revoked, worker: peer.worker, trust, cert, valid_at })
+            Some(Standing { revoked, worker: peer.worker, trust, cert, valid_at, changes })
         }
         _ => None,
     };
@@ -253,29 +259,37 @@ struct Standing {
     cert: CertificateDer<'static>,
     /// A moment the certificate was valid, to ask the trust about its CA.
     valid_at: UnixTime,
+    /// Revocations and trust changes since before the handshake.
+    changes: (watch::Receiver<u64>, watch::Receiver<u64>),
 }
 
 /// Resolves, saying why, once the connection loses its standing; never for
-/// a connection without one.
+/// a connection without one. The handshake has just judged the certificate,
+/// so only what changes after it is looked at, and only the side that
+/// changed (a chain check per open connection only when the trust changes).
 async fn lost_standing(standing: Option<Standing>) -> &'static str {
-    let Some(s) = standing else {
+    let Some(mut s) = standing else {
         return std::future::pending().await;
     };
-    // Subscribed before the first look, so no change slips between.
-    let (mut revocations, mut trust_changes) = (s.revoked.subscribe(), s.trust.subscribe());
+    let (revocations, trust_changes) = &mut s.changes;
     loop {
-        if s.revoked.contains(s.worker) {
-            return "its worker was revoked";
-        }
-        if !s.trust.trusts(&s.cert, s.valid_at) {
-            return "its certificate's CA is no longer trusted";
-        }
-        let changed = tokio::select! {
-            r = revocations.changed() => r,
-            r = trust_changes.changed() => r,
-        };
-        if changed.is_err() {
-            return std::future::pending().await;
+        tokio::select! {
+            r = revocations.changed() => {
+                if r.is_err() {
+                    return std::future::pending().await;
+                }
+                if s.revoked.contains(s.worker) {
+                    return "its worker was revoked";
+                }
+            }
+            r = trust_changes.changed() => {
+                if r.is_err() {
+                    return std::future::pending().await;
+                }
+                if !s.trust.trusts(&s.cert, s.valid_at) {
+                    return "its certificate's CA is no longer trusted";
+                }
+            }
         }
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! An operator may supply the console's certificate instead, as PEM files.
 //! They are checked (the key matches, the crypto policy approves it, it has
-//! not expired) and reloaded on SIGHUP or when the files change; a bad
+//! not expired) and reloaded on SIGHUP or once the files have changed and
+//! settled (two periodic checks apart); a bad
 //! replacement is refused, audited, and the one served so far stays.
 //!
 //! The CA side follows the store's [`CaSet`]: the worker gateway trusts
@@ -61,6 +62,8 @@ pub struct ListenerCerts {
     /// `ca.pem` as read at start: the current CA of a store from before rotation.
     ca_file_pem: String,
     operator: Option<OperatorCert>,
+    /// When the operator's files were last seen changed, by the periodic check.
+    settling: std::sync::Mutex<Option<SystemTime>>,
     /// The PEMs served now, for status and expiry reports.
     served: RwLock<Served>,
 }
@@ -126,6 +129,7 @@ impl ListenerCerts {
             dir: dir.to_owned(),
             ca_file_pem,
             operator: config.console_cert.clone(),
+            settling: std::sync::Mutex::new(None),
             served: RwLock::new(Served { own: own_pem, own_issuer, operator: operator_served }),
         })
     }
@@ -263,8 +267,15 @@ impl ListenerCerts {
     async fn reload_operator_if_changed(&self, renewer: &Renewer, forced: bool) {
         let Some(files) = &self.operator else { return };
         let seen = self.served().operator.and_then(|(_, changed)| changed);
-        if !forced && modified(files) == seen {
-            return;
+        let now_modified = modified(files);
+        if !forced {
+            // A change is taken up once the files have stopped changing for
+            // a check, so a pair being copied in (the certificate written,
+            // the key not yet) is not refused half-way.
+            let mut settling = self.settling.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if now_modified == seen || std::mem::replace(&mut *settling, now_modified) != now_modified {
+                return;
+            }
         }
         let now = renewer.clock.now();
         let outcome = read_operator(files).map_err(|e| format!("{e:#}")).and_then(|(chain, key, changed)| {

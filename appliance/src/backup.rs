@@ -359,7 +359,9 @@ impl Verified {
             };
         };
         match current.read(|tx| crate::auth::authenticate(tx, token, now))? {
-            Ok(p) if p.role == crate::auth::Role::SecurityOfficer => Ok((Some(replaced), Some(p.token_id))),
+            Ok(p) if p.role == crate::auth::Role::SecurityOfficer => {
+                Ok((Some(replaced), Some(p.credential_id().to_owned())))
+            }
             _ => Err(Error::OfficerNeeded),
         }
     }

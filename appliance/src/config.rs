@@ -82,6 +82,16 @@ pub struct RawConfig {
     pub unseal_key_file: Option<String>,
     /// Rotate the data key when it is this old.
     pub key_rotation_age: Option<String>,
+    /// A console session ends this long after login, however busy.
+    pub session_absolute: Option<String>,
+    /// A console session ends after this long without a request.
+    pub session_idle: Option<String>,
+    /// Sensitive actions need a login or re-authentication this recent.
+    pub reauth_window: Option<String>,
+    /// An API token's lifetime when none is asked for.
+    pub token_ttl: Option<String>,
+    /// The longest lifetime an API token may be given.
+    pub token_max_ttl: Option<String>,
 }
 
 /// The validated configuration.
@@ -107,6 +117,9 @@ pub struct Config {
     pub limits: Limits,
     pub unseal_key_file: Option<PathBuf>,
     pub key_rotation_age: Duration,
+    pub sessions: crate::auth::Lifetimes,
+    pub token_ttl: Duration,
+    pub token_max_ttl: Duration,
 }
 
 /// Protection for the listeners.
@@ -160,6 +173,11 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_REQUEST_TIMEOUT", Field::Text(|c| &mut c.request_timeout)),
     ("TETHER_UNSEAL_KEY_FILE", Field::Text(|c| &mut c.unseal_key_file)),
     ("TETHER_KEY_ROTATION_AGE", Field::Text(|c| &mut c.key_rotation_age)),
+    ("TETHER_SESSION_ABSOLUTE", Field::Text(|c| &mut c.session_absolute)),
+    ("TETHER_SESSION_IDLE", Field::Text(|c| &mut c.session_idle)),
+    ("TETHER_REAUTH_WINDOW", Field::Text(|c| &mut c.reauth_window)),
+    ("TETHER_TOKEN_TTL", Field::Text(|c| &mut c.token_ttl)),
+    ("TETHER_TOKEN_MAX_TTL", Field::Text(|c| &mut c.token_max_ttl)),
 ];
 
 impl RawConfig {
@@ -263,6 +281,19 @@ impl RawConfig {
         if key_rotation_age < Duration::from_secs(1) {
             return Err(invalid("key_rotation_age", "must be at least 1s"));
         }
+        let sessions = crate::auth::Lifetimes {
+            absolute: dur("session_absolute", self.session_absolute, Duration::from_secs(8 * 3600))?,
+            idle: dur("session_idle", self.session_idle, Duration::from_secs(30 * 60))?,
+            reauth: dur("reauth_window", self.reauth_window, Duration::from_secs(10 * 60))?,
+        };
+        if sessions.idle < Duration::from_secs(1) || sessions.idle > sessions.absolute {
+            return Err(invalid("session_idle", "must be at least 1s and at most session_absolute"));
+        }
+        let token_max_ttl = dur("token_max_ttl", self.token_max_ttl, Duration::from_secs(365 * 86400))?;
+        let token_ttl = dur("token_ttl", self.token_ttl, Duration::from_secs(90 * 86400))?;
+        if token_ttl.is_zero() || token_ttl > token_max_ttl {
+            return Err(invalid("token_ttl", "must be more than zero and at most token_max_ttl"));
+        }
         Ok(Config {
             data_dir,
             listen: addr("listen", self.listen, "0.0.0.0:8443")?,
@@ -278,6 +309,9 @@ impl RawConfig {
             limits,
             unseal_key_file: self.unseal_key_file.map(PathBuf::from),
             key_rotation_age,
+            sessions,
+            token_ttl,
+            token_max_ttl,
         })
     }
 }

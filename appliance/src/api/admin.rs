@@ -1,17 +1,13 @@
-//! Health, API tokens and the audit log.
-
-use std::time::Duration;
+//! Health, status, the crypto mode and the audit log.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::{ApiError, AppState};
 use crate::audit;
-use crate::auth::{self, Role};
-use crate::config::parse_duration;
 use crate::crypto::{CryptoPolicy, CryptoStatus, Mode};
 use crate::pki;
 
@@ -176,62 +172,6 @@ fn warnings(state: &AppState) -> Vec<&'static str> {
         w.push("memory_lock: keys could not be locked into RAM and may reach swap (raise RLIMIT_MEMLOCK)");
     }
     w
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenBody {
-    role: Role,
-    /// Whom the token acts for; tasks it creates belong to this name.
-    name: String,
-    /// Like `90d`; default 90 days.
-    ttl: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TokenCreated {
-    token: String,
-    id: String,
-    role: Role,
-    name: String,
-    expires_at: Option<String>,
-}
-
-const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
-const MAX_TOKEN_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
-
-pub async fn create_token(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiJson(body): ApiJson<TokenBody>,
-) -> Result<(StatusCode, axum::Json<TokenCreated>), ApiError> {
-    let valid_name = !body.name.is_empty()
-        && body.name.len() <= 64
-        && body.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
-    if !valid_name {
-        return Err(ApiError::InvalidRequest("name must be 1-64 characters of a-z, 0-9, '.', '_', '-', '@'".into()));
-    }
-    let ttl = match body.ttl {
-        Some(t) => parse_duration(&t).map_err(ApiError::InvalidRequest)?,
-        None => DEFAULT_TOKEN_TTL,
-    };
-    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
-        return Err(ApiError::InvalidRequest("ttl must be between 1s and 366d".into()));
-    }
-    let now = state.clock.now();
-    let (origin, name, role) = (caller.origin, body.name, body.role);
-    let (record, token) =
-        state.store.write(move |tx| auth::issue_token(tx, now, &origin, &name, role, Some(now.plus(ttl)))).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(TokenCreated {
-            token,
-            id: record.id,
-            role: record.role,
-            name: record.principal,
-            expires_at: record.expires_at.map(|t| t.to_rfc3339()),
-        }),
-    ))
 }
 
 #[derive(Debug, Serialize)]

@@ -7,15 +7,39 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::auth::users::UserError;
+use crate::auth::{AccountError, LoginError, TokenError};
 use crate::vault::secrets::SecretError;
 use crate::{backup, broker, pki, store, vault};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("authentication required: present a valid bearer token")]
+    #[error("authentication required: present a valid bearer token or log in")]
     Unauthenticated,
     #[error("your role does not allow this")]
     Forbidden,
+    #[error("the name, password or code is wrong")]
+    InvalidCredentials,
+    #[error("this account needs its second factor: send a TOTP code or a recovery code")]
+    SecondFactorRequired,
+    #[error("too many failed attempts; wait before trying again")]
+    Throttled(std::time::Duration),
+    #[error("too many requests from this address; slow down")]
+    RateLimited(std::time::Duration),
+    #[error("a state-changing request from a console session needs the X-CSRF-Token header of that session")]
+    CsrfTokenInvalid,
+    #[error("this action needs a recent login: re-authenticate (POST /api/v1/auth/reauth) and retry")]
+    ReauthenticationRequired,
+    #[error("finish setting up your account first: choose your own password and, for your role, a second factor")]
+    AccountSetupRequired,
+    #[error("this needs a console session (log in), not a bearer token")]
+    SessionRequired,
+    #[error("{0}")]
+    ExceedsYourRights(String),
+    #[error("{0}")]
+    AccountRefused(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("a client certificate from this appliance's CA is required")]
     CertificateRequired,
     #[error("not found")]
@@ -95,6 +119,17 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated"),
             ApiError::Forbidden => (S::FORBIDDEN, "forbidden"),
+            ApiError::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials"),
+            ApiError::SecondFactorRequired => (S::UNAUTHORIZED, "second_factor_required"),
+            ApiError::Throttled(_) => (S::TOO_MANY_REQUESTS, "login_throttled"),
+            ApiError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::CsrfTokenInvalid => (S::FORBIDDEN, "csrf_token_invalid"),
+            ApiError::ReauthenticationRequired => (S::FORBIDDEN, "reauthentication_required"),
+            ApiError::AccountSetupRequired => (S::FORBIDDEN, "account_setup_required"),
+            ApiError::SessionRequired => (S::BAD_REQUEST, "session_required"),
+            ApiError::ExceedsYourRights(_) => (S::FORBIDDEN, "exceeds_your_rights"),
+            ApiError::AccountRefused(_) => (S::UNPROCESSABLE_ENTITY, "account_refused"),
+            ApiError::Conflict(_) => (S::CONFLICT, "conflict"),
             ApiError::CertificateRequired => (S::UNAUTHORIZED, "certificate_required"),
             ApiError::NotFound => (S::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -146,6 +181,13 @@ impl IntoResponse for ApiError {
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let ApiError::Throttled(wait) | ApiError::RateLimited(wait) = self {
+            // Whole seconds, rounded up, never zero.
+            let secs = wait.as_millis().div_ceil(1000).max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
         }
         response
     }
@@ -261,6 +303,56 @@ impl From<backup::Error> for ApiError {
             backup::Error::Vault(v) => v.into(),
             backup::Error::Store(s) => s.into(),
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::Invalid => ApiError::InvalidCredentials,
+            LoginError::SecondFactorRequired => ApiError::SecondFactorRequired,
+            LoginError::Throttled(r) => ApiError::Throttled(r.retry_after()),
+            LoginError::Password(p) => ApiError::AccountRefused(p.to_string()),
+            LoginError::Vault(v) => v.into(),
+            LoginError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::NotFound => ApiError::NotFound,
+            UserError::Exists | UserError::NothingPending => ApiError::Conflict(e.to_string()),
+            UserError::BadName => ApiError::InvalidRequest(e.to_string()),
+            UserError::WorkerRole
+            | UserError::OwnAccount
+            | UserError::LastSecurityOfficer
+            | UserError::NotASecondOfficer => ApiError::AccountRefused(e.to_string()),
+            UserError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::User(u) => u.into(),
+            AccountError::Password(p) => ApiError::AccountRefused(p.to_string()),
+            AccountError::WrongPassword | AccountError::WrongCode => ApiError::InvalidCredentials,
+            AccountError::NoTotpPending => ApiError::Conflict(e.to_string()),
+            AccountError::Vault(v) => v.into(),
+            AccountError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::NotFound => ApiError::NotFound,
+            TokenError::Store(s) => s.into(),
         }
     }
 }

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::{ApiError, AppState};
 use crate::audit::{self, Actor, ActorKind, Event, Origin, Outcome, Resource};
-use crate::auth::{self, Permission, Role, Scope};
+use crate::auth::{self, Permission, Role, Scope, Via};
 use crate::pki::{self, PeerCert, WorkerRecord};
 
 /// What the listener learned about the connection, attached to each request.
@@ -68,9 +68,19 @@ fn origin_from(parts_or_req_ext: &axum::http::Extensions, headers: &axum::http::
 /// An authenticated person or program, and how far its grant reaches.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// Whom the caller acts for (a person's account, or a token's owner).
     pub principal: String,
+    pub role: Role,
+    pub via: Via,
     pub scope: Scope,
     pub origin: Origin,
+}
+
+impl Caller {
+    /// The principal as the accounts service knows it.
+    pub fn as_principal(&self) -> auth::Principal {
+        auth::Principal { name: self.principal.clone(), role: self.role, via: self.via.clone() }
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -82,26 +92,51 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// Route middleware: authenticates the bearer token and checks `permission`
-/// against the one permission table. Failures and denials are audited.
+/// The CSRF token header a console session's state-changing requests carry.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The session cookie's value, if the request carries one.
+pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == auth::sessions::COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// Route middleware: authenticates the bearer token or the session cookie
+/// and checks `permission` against the one permission table. A session
+/// must also be set up (or be using its own account's routes), carry its
+/// CSRF token on state-changing methods, and have authenticated recently
+/// for sensitive permissions. Failures and denials are audited.
 pub async fn authorize(
     State((state, permission)): State<(AppState, Permission)>,
     mut req: Request,
     next: Next,
 ) -> Response {
     if permission == Permission::Public {
+        if req.method() != axum::http::Method::GET {
+            let ip = req.extensions().get::<ConnInfo>().map(|c| c.remote.ip());
+            if let Some(Err(wait)) = ip.map(|ip| state.public_limit.take(ip, state.clock.now())) {
+                return ApiError::RateLimited(wait).into_response();
+            }
+        }
         return next.run(req).await;
     }
-    let presented = req
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let now = state.clock.now();
-    let verdict = match presented {
-        None => Ok(Err(auth::AuthError::Missing)),
-        Some(secret) => state.store.read(|tx| auth::authenticate(tx, secret, now)),
+    let verdict = match (bearer, session_cookie(req.headers())) {
+        (Some(secret), _) => state.store.read(|tx| auth::authenticate(tx, secret, now)),
+        (None, Some(cookie)) => state.accounts.session_principal(cookie),
+        (None, None) => Ok(Err(auth::AuthError::Missing)),
     };
     let principal = match verdict {
         Ok(Ok(p)) => p,
@@ -115,9 +150,23 @@ pub async fn authorize(
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let actor =
-        Actor { kind: ActorKind::Token, id: principal.token_id.clone(), roles: vec![principal.role.to_string()] };
+    let actor = match &principal.via {
+        Via::Token { id, .. } => {
+            Actor { kind: ActorKind::Token, id: id.clone(), roles: vec![principal.role.to_string()] }
+        }
+        Via::Session { .. } => {
+            Actor { kind: ActorKind::User, id: principal.name.clone(), roles: vec![principal.role.to_string()] }
+        }
+    };
     let origin = origin_from(req.extensions(), req.headers(), actor);
+    if let Err(refusal) = session_rules(&state, &principal, permission, &req) {
+        let event = Event::new("auth.denied", "authorize", Resource::new("route", req.uri().path()))
+            .outcome(Outcome::Denied)
+            .detail("method", req.method())
+            .detail("reason", refusal.status_and_code().1);
+        record(&state, origin, event).await;
+        return refusal.into_response();
+    }
     let Some(scope) = auth::grant(principal.role, permission) else {
         let event = Event::new("auth.denied", "authorize", Resource::new("route", req.uri().path()))
             .outcome(Outcome::Denied)
@@ -126,8 +175,37 @@ pub async fn authorize(
         record(&state, origin, event).await;
         return ApiError::Forbidden.into_response();
     };
-    req.extensions_mut().insert(Caller { principal: principal.name, scope, origin });
+    if let Err(e) = state.accounts.note_use(&principal).await {
+        return ApiError::from(e).into_response();
+    }
+    let auth::Principal { name, role, via } = principal;
+    req.extensions_mut().insert(Caller { principal: name, role, via, scope, origin });
     next.run(req).await
+}
+
+/// What a console session must also satisfy; bearer tokens pass.
+fn session_rules(
+    state: &AppState,
+    principal: &auth::Principal,
+    permission: Permission,
+    req: &Request,
+) -> Result<(), ApiError> {
+    let Via::Session { key, set_up, fresh, .. } = &principal.via else { return Ok(()) };
+    if !set_up && permission != Permission::OwnAccount {
+        return Err(ApiError::AccountSetupRequired);
+    }
+    let safe = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if !safe {
+        let expected = state.accounts.csrf_token(key)?;
+        let presented = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if !crate::secret::digests_equal(presented.as_bytes(), expected.as_bytes()) {
+            return Err(ApiError::CsrfTokenInvalid);
+        }
+    }
+    if permission.is_sensitive() && !fresh {
+        return Err(ApiError::ReauthenticationRequired);
+    }
+    Ok(())
 }
 
 /// Appends an audit record on its own (for events with no other change).

@@ -11,8 +11,10 @@ mod backup;
 mod certificates;
 mod error;
 mod extract;
+mod people;
 mod secrets;
 pub mod server;
+mod session;
 mod tasks;
 mod vault;
 mod workers;
@@ -30,7 +32,8 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 pub use error::ApiError;
 pub use extract::ConnInfo;
 
-use crate::auth::Permission;
+use crate::auth::throttle::RateLimiter;
+use crate::auth::{Accounts, Permission};
 use crate::broker::Broker;
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::Config;
@@ -60,6 +63,10 @@ pub struct AppState {
     pub certs: Arc<ListenerCerts>,
     /// Which workers have been sent a rotation's CA bundle.
     pub deliveries: Arc<pki::BundleDeliveries>,
+    /// People: logins, sessions, accounts.
+    pub accounts: Arc<Accounts>,
+    /// The rate limit on unauthenticated requests, per source address.
+    pub public_limit: Arc<RateLimiter>,
 }
 
 impl AppState {
@@ -124,7 +131,25 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("GET", "/api/v1/pki/certificates", P::AuditRead), get(certificates::list)),
         (spec("GET", "/api/v1/pki/ca/rotation", P::AuditRead), get(certificates::rotation)),
         (spec("POST", "/api/v1/pki/ca/rotation/{step}", P::CaManage), post(certificates::rotate)),
-        (spec("POST", "/api/v1/tokens", P::TokenCreate), post(admin::create_token)),
+        (spec("POST", "/api/v1/auth/login", P::Public), post(session::login)),
+        (spec("POST", "/api/v1/auth/logout", P::OwnAccount), post(session::logout)),
+        (spec("GET", "/api/v1/auth/session", P::OwnAccount), get(session::current)),
+        (spec("POST", "/api/v1/auth/reauth", P::OwnAccount), post(session::reauthenticate)),
+        (spec("POST", "/api/v1/auth/password", P::OwnAccount), post(session::change_password)),
+        (spec("POST", "/api/v1/auth/totp", P::OwnAccount), post(session::begin_totp)),
+        (spec("POST", "/api/v1/auth/totp/confirm", P::OwnAccount), post(session::confirm_totp)),
+        (spec("GET", "/api/v1/users", P::UserRead), get(people::list_users)),
+        (spec("POST", "/api/v1/users", P::UserManage), post(people::add_user)),
+        (spec("POST", "/api/v1/users/{name}/disable", P::UserManage), post(people::disable_user)),
+        (spec("POST", "/api/v1/users/{name}/password", P::UserManage), post(people::reset_password)),
+        (spec("DELETE", "/api/v1/users/{name}/sessions", P::UserManage), delete(people::end_sessions)),
+        (spec("PUT", "/api/v1/users/{name}/role", P::RoleChange), put(people::change_role)),
+        (spec("POST", "/api/v1/users/{name}/role/approve", P::RoleApprove), post(people::approve_role)),
+        (spec("POST", "/api/v1/tokens", P::TokenManage), post(people::create_token)),
+        (spec("GET", "/api/v1/tokens", P::TokenManage), get(people::list_tokens)),
+        (spec("DELETE", "/api/v1/tokens/{id}", P::TokenManage), delete(people::revoke_token)),
+        (spec("POST", "/api/v1/tokens/{id}/rotate", P::TokenManage), post(people::rotate_token)),
+        (spec("GET", "/api/v1/alerts", P::AlertRead), get(people::list_alerts)),
         (spec("GET", "/api/v1/audit/verify", P::AuditRead), get(admin::audit_verify)),
         (spec("GET", "/api/v1/audit/export", P::AuditRead), get(admin::audit_export)),
         (spec("GET", "/api/v1/secrets", P::SecretRead), get(secrets::list)),

@@ -13,6 +13,7 @@
 //! Audit records never carry secrets: token secrets, task inputs and results
 //! stay out; tokens appear by their public id only.
 
+pub mod alerts;
 mod chain;
 
 use std::collections::BTreeMap;
@@ -42,6 +43,8 @@ pub enum ActorKind {
     System,
     /// Someone who has not (successfully) authenticated.
     Anonymous,
+    /// A person signed in to the console (by account name).
+    User,
 }
 
 impl Actor {

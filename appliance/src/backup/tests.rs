@@ -37,7 +37,13 @@ impl Site {
     }
 
     async fn token(&self, role: Role) -> String {
-        self.store.write(move |tx| issue_token(tx, NOW, &Origin::system(), "someone", role, None)).await.unwrap().1
+        self.store
+            .write(move |tx| {
+                issue_token(tx, NOW, &Origin::system(), "someone", role, NOW.plus(std::time::Duration::from_secs(3600)))
+            })
+            .await
+            .unwrap()
+            .1
     }
 
     async fn backup(&self) -> Vec<u8> {

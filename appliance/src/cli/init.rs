@@ -18,6 +18,9 @@ use crate::pki::{self, CA_CERT, Ca, SERVER_CERT, SERVER_KEY};
 use crate::store::{self, Store};
 use crate::vault::{self, Choice, Material};
 
+/// The first console account `init` makes.
+pub const FIRST_ADMIN: &str = "admin";
+
 /// How the vault is unsealed; chosen once, at init.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum UnsealMethod {
@@ -114,6 +117,10 @@ impl std::fmt::Debug for UnsealOutcome {
 #[derive(Serialize)]
 pub struct InitOutcome {
     pub admin_token: String,
+    /// The first console account; its password must be changed (and a
+    /// second factor set up) at the first login.
+    pub admin_user: String,
+    pub admin_password: zeroize::Zeroizing<String>,
     pub ca_fingerprint: String,
     pub ca_file: PathBuf,
     pub data_dir: PathBuf,
@@ -137,6 +144,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("Initialised {}", outcome.data_dir.display());
         println!("CA certificate: {} ({})", outcome.ca_file.display(), outcome.ca_fingerprint);
         println!("Admin token (shown once; store it safely):\n  {}", outcome.admin_token);
+        println!(
+            "Console login (shown once): {} / {}\n  Choose your own password and set up TOTP at the first login.",
+            outcome.admin_user,
+            outcome.admin_password.as_str()
+        );
         print_unseal_material(&outcome.unseal);
     }
     Ok(ExitCode::SUCCESS)
@@ -224,6 +236,9 @@ pub fn initialise(
     let fingerprint = ca.fingerprint();
     let genesis_fp = fingerprint.clone();
     let ca_key_pem = zeroize::Zeroizing::new(ca_material.key_pem.clone());
+    let admin_password = auth::password::generate()?;
+    let admin_hash = auth::password::PasswordHash::new(policy, FIRST_ADMIN, &admin_password)?;
+    let token_expires = now.plus(config.token_ttl);
     let (_, admin_token) = store.write_blocking(move |tx| {
         let origin = Origin::system();
         let genesis = Event::new("system.initialised", "init", Resource::new("appliance", "tether"))
@@ -234,9 +249,18 @@ pub fn initialise(
         crypto::store_mode(tx, policy.mode)?;
         let keys = vault::create(tx, now, &origin, method, &unseal_key)?;
         pki::store_ca_key(tx, &keys, pki::CaSlot::Current, &ca_key_pem)?;
-        // The bootstrap token does not expire: an operator must not be locked
-        // out of an offline appliance. Create scoped, expiring tokens with it.
-        Ok::<_, anyhow::Error>(auth::issue_token(tx, now, &origin, "admin", Role::Admin, None)?)
+        auth::users::add(tx, now, &origin, "tether", FIRST_ADMIN, Role::Admin, admin_hash)?;
+        // The bootstrap token expires like any other: the first admin's
+        // account (password and TOTP) is the lasting way in.
+        Ok::<_, anyhow::Error>(auth::issue_token(tx, now, &origin, FIRST_ADMIN, Role::Admin, token_expires)?)
     })?;
-    Ok(InitOutcome { admin_token, ca_fingerprint: fingerprint, ca_file: dir.join(CA_CERT), data_dir: dir, unseal })
+    Ok(InitOutcome {
+        admin_token,
+        admin_user: FIRST_ADMIN.into(),
+        admin_password,
+        ca_fingerprint: fingerprint,
+        ca_file: dir.join(CA_CERT),
+        data_dir: dir,
+        unseal,
+    })
 }

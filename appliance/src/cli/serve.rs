@@ -13,6 +13,7 @@ use super::init;
 use crate::api::server::{Endpoint, Server};
 use crate::api::{self, AppState};
 use crate::audit::Origin;
+use crate::auth;
 use crate::broker::Broker;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{CONFIG_FILE, RawConfig};
@@ -34,6 +35,10 @@ const DEV_UNSEAL_KEY_FILE: &str = "dev-unseal.key";
 /// How often encryption counts are checkpointed and key age is checked.
 const VAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(10);
 const DEV_ENROLL_TTL: Duration = Duration::from_secs(3600);
+/// Unauthenticated requests (login, unseal) per second from one address,
+/// and the burst allowed above that.
+const PUBLIC_RATE: u32 = 5;
+const PUBLIC_BURST: u32 = 20;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -116,6 +121,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     vault::memory::harden_process();
     let dir = args.dir.data_dir.clone();
     let mut admin_token = None;
+    let mut admin_password = None;
     if args.dev && !dir.join(store::DB_FILE).exists() {
         let target = dir.clone();
         let outcome = tokio::task::spawn_blocking(move || {
@@ -125,6 +131,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await??;
         crate::files::write_private(&outcome.data_dir.join(DEV_TOKEN_FILE), outcome.admin_token.as_bytes())?;
         admin_token = Some(outcome.admin_token.clone());
+        admin_password = Some(outcome.admin_password.clone());
     }
     let dir = dir
         .canonicalize()
@@ -171,6 +178,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         unseal_from_key_file(&vault, path).await?;
     }
     let broker = Broker::new(store.clone(), clock.clone(), vault.clone(), config.broker.clone());
+    let (now, token_ttl) = (clock.now(), config.token_ttl);
+    let migrated = store.write(move |tx| auth::tokens::migrate_legacy(tx, now, token_ttl)).await?;
+    if migrated > 0 {
+        tracing::info!(tokens = migrated, "API tokens from an earlier version now carry an owner and an expiry");
+    }
+    let accounts = Arc::new(auth::Accounts::new(store.clone(), vault.clone(), clock.clone(), policy, config.sessions));
     let console = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (set --listen)", config.listen))?;
@@ -190,6 +203,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         crypto,
         certs: certs.clone(),
         deliveries: Arc::default(),
+        accounts,
+        public_limit: Arc::new(auth::throttle::RateLimiter::new(PUBLIC_RATE, PUBLIC_BURST)),
     };
 
     let grace = config.worker_cert_grace;
@@ -248,6 +263,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         ready["console_url"] = json!(format!("https://{console_addr}/"));
         ready["admin_token"] = json!(admin_token);
+        ready["admin_user"] = json!(init::FIRST_ADMIN);
+        ready["admin_password"] = json!(admin_password.as_ref().map(|p| p.as_str()));
         ready["worker_command"] = json!(worker_cmd);
     }
     announce(&ready, args.json, args.dev);
@@ -337,6 +354,12 @@ fn announce(ready: &serde_json::Value, json: bool, dev: bool) {
         match ready["admin_token"].as_str() {
             Some(t) => println!("  admin token    {t}"),
             None => println!("  admin token    (shown at first start only)"),
+        }
+        if let Some(p) = ready["admin_password"].as_str() {
+            println!(
+                "  console login  {} / {p}  (choose your own password and set up TOTP at first login)",
+                s("admin_user")
+            );
         }
         println!("\nUse the CLI against it:");
         println!(

@@ -64,7 +64,7 @@ impl Kdf {
     /// A fresh salt and the policy's KDF: Argon2id with OWASP's first
     /// recommended setting (64 MiB, 3 passes), or PBKDF2-HMAC-SHA256 with
     /// the fewest iterations FIPS mode accepts.
-    fn new(policy: CryptoPolicy) -> Result<Kdf, RandomFailed> {
+    pub fn new(policy: CryptoPolicy) -> Result<Kdf, RandomFailed> {
         let mut salt = [0u8; 16];
         SystemRandom::new().fill(&mut salt).map_err(|_| RandomFailed)?;
         Ok(match policy.passphrase_kdf() {

@@ -1,0 +1,326 @@
+//! Local accounts: who they are, their role, their credentials, and the
+//! separation-of-duties rule for the security officer role.
+//!
+//! Everything here runs inside a store transaction; the slow password hash
+//! and the vault's sealing happen before (see [`super::Accounts`]).
+
+use serde::{Deserialize, Serialize};
+
+use super::Role;
+use super::password::PasswordHash;
+use crate::audit::{self, Event, Origin, Resource};
+use crate::clock::Timestamp;
+use crate::store::{self, Collection, Order, ReadTx, WriteTx};
+use crate::vault::Sealed;
+
+/// Keyed by the account name.
+const USERS: Collection<User> = Collection::new("users");
+
+/// A person's account. Never holds a secret in the clear: the password is a
+/// slow hash, the TOTP secret is sealed, recovery codes are keyed digests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    pub name: String,
+    pub role: Role,
+    pub password: PasswordHash,
+    /// Set when someone else chose the password (creation, reset): the
+    /// person must choose their own before doing anything else.
+    pub must_change_password: bool,
+    /// The confirmed TOTP secret, sealed where it lives.
+    pub totp: Option<Sealed>,
+    /// The last time step a TOTP code was accepted for (codes work once).
+    pub totp_last_step: Option<u64>,
+    /// A TOTP secret handed out but not yet confirmed with a code.
+    pub totp_pending: Option<Sealed>,
+    /// Keyed digests of the recovery codes not yet used.
+    pub recovery: Vec<[u8; 32]>,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    /// A role change waiting for a security officer's approval.
+    pub pending_role: Option<RoleRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRequest {
+    pub role: Role,
+    pub requested_by: String,
+    pub requested_at: Timestamp,
+}
+
+impl User {
+    /// Whether this person must have a second factor before working.
+    pub fn needs_second_factor(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::SecurityOfficer)
+    }
+
+    /// Whether the account is fully set up (or only allowed to finish it).
+    pub fn is_set_up(&self) -> bool {
+        !self.must_change_password && (self.totp.is_some() || !self.needs_second_factor())
+    }
+}
+
+/// What a person sees of an account (never a credential).
+#[derive(Debug, Clone, Serialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub second_factor: bool,
+    pub must_change_password: bool,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_role: Option<Role>,
+}
+
+impl From<&User> for UserInfo {
+    fn from(u: &User) -> UserInfo {
+        UserInfo {
+            name: u.name.clone(),
+            role: u.role,
+            disabled: u.disabled,
+            second_factor: u.totp.is_some(),
+            must_change_password: u.must_change_password,
+            created_at: u.created_at,
+            created_by: u.created_by.clone(),
+            pending_role: u.pending_role.as_ref().map(|r| r.role),
+        }
+    }
+}
+
+/// Why an account operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("a user name is 1-64 characters of a-z, 0-9, '.', '_', '-', '@'")]
+    BadName,
+    #[error("a user with that name exists")]
+    Exists,
+    #[error("no such user")]
+    NotFound,
+    #[error("workers are machines: they enroll with a certificate and have no account")]
+    WorkerRole,
+    #[error("you cannot change your own role or disable your own account")]
+    OwnAccount,
+    #[error("that would leave no security officer")]
+    LastSecurityOfficer,
+    #[error("a second security officer must approve this: not the one who asked, nor the person it concerns")]
+    NotASecondOfficer,
+    #[error("no role change is waiting for approval")]
+    NothingPending,
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+pub fn check_name(name: &str) -> Result<(), UserError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+    if ok { Ok(()) } else { Err(UserError::BadName) }
+}
+
+pub fn get(tx: &ReadTx, name: &str) -> Result<Option<User>, store::Error> {
+    tx.get(USERS, name.as_bytes())
+}
+
+pub fn get_for_update(tx: &mut WriteTx<'_>, name: &str) -> Result<User, UserError> {
+    tx.get(USERS, name.as_bytes())?.ok_or(UserError::NotFound)
+}
+
+pub fn put(tx: &mut WriteTx<'_>, user: &User) -> Result<(), store::Error> {
+    tx.put(USERS, user.name.as_bytes(), user)
+}
+
+pub fn list(tx: &ReadTx) -> Result<Vec<User>, store::Error> {
+    let mut users = Vec::new();
+    tx.scan(USERS, None, Order::Ascending, |_, u| {
+        users.push(u);
+        Ok(true)
+    })?;
+    Ok(users)
+}
+
+/// Whether any account exists (the first admin is made by `init`).
+pub fn any(tx: &ReadTx) -> Result<bool, store::Error> {
+    let mut found = false;
+    tx.scan(USERS, None, Order::Ascending, |_, _: User| {
+        found = true;
+        Ok(false)
+    })?;
+    Ok(found)
+}
+
+fn active_officers(tx: &mut WriteTx<'_>) -> Result<Vec<String>, store::Error> {
+    let mut officers = Vec::new();
+    tx.scan(USERS, None, Order::Ascending, |_, u: User| {
+        if u.role == Role::SecurityOfficer && !u.disabled {
+            officers.push(u.name);
+        }
+        Ok(true)
+    })?;
+    Ok(officers)
+}
+
+/// Creates an account whose password the person must change at first login.
+/// Asking for `security_officer` while officers exist creates the account
+/// as `viewer` with the role pending a second officer's approval.
+pub fn add(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    by: &str,
+    name: &str,
+    role: Role,
+    password: PasswordHash,
+) -> Result<User, UserError> {
+    check_name(name)?;
+    if role == Role::Worker {
+        return Err(UserError::WorkerRole);
+    }
+    if tx.get(USERS, name.as_bytes())?.is_some() {
+        return Err(UserError::Exists);
+    }
+    let requester = by.to_owned();
+    let needs_approval = role == Role::SecurityOfficer && !active_officers(tx)?.is_empty();
+    let user = User {
+        name: name.into(),
+        role: if needs_approval { Role::Viewer } else { role },
+        password,
+        must_change_password: true,
+        totp: None,
+        totp_last_step: None,
+        totp_pending: None,
+        recovery: Vec::new(),
+        disabled: false,
+        created_at: now,
+        created_by: requester.clone(),
+        pending_role: needs_approval.then_some(RoleRequest { role, requested_by: requester, requested_at: now }),
+    };
+    put(tx, &user)?;
+    let mut event = Event::new("user.created", "create", Resource::new("user", name)).detail("role", user.role);
+    if needs_approval {
+        event = event.detail("pending_role", role);
+    }
+    audit::append(tx, now, origin, event)?;
+    Ok(user)
+}
+
+/// The outcome of a role change request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleChange {
+    Done,
+    AwaitingApproval,
+}
+
+/// Changes a person's role (`by` is the person asking, whatever
+/// credential they used). Granting or taking away `security_officer`
+/// waits for a second officer's approval, except that the very first
+/// officer may be named directly (there is no one to approve) — never by
+/// themselves.
+pub fn request_role(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    by: &str,
+    target: &str,
+    role: Role,
+) -> Result<RoleChange, UserError> {
+    let requester = by.to_owned();
+    if role == Role::Worker {
+        return Err(UserError::WorkerRole);
+    }
+    if requester == target {
+        return Err(UserError::OwnAccount);
+    }
+    let mut user = get_for_update(tx, target)?;
+    let touches_officer = role == Role::SecurityOfficer || user.role == Role::SecurityOfficer;
+    let officers = active_officers(tx)?;
+    let other_officers = officers.iter().filter(|o| **o != requester && *o != target).count();
+    if user.role == Role::SecurityOfficer && role != Role::SecurityOfficer && officers.len() <= 1 {
+        return Err(UserError::LastSecurityOfficer);
+    }
+    let resource = Resource::new("user", target);
+    if touches_officer && !officers.is_empty() {
+        if other_officers == 0 {
+            return Err(UserError::NotASecondOfficer);
+        }
+        user.pending_role = Some(RoleRequest { role, requested_by: requester, requested_at: now });
+        put(tx, &user)?;
+        let event = Event::new("user.role_requested", "request", resource).detail("from", user.role).detail("to", role);
+        audit::append(tx, now, origin, event)?;
+        return Ok(RoleChange::AwaitingApproval);
+    }
+    let from = user.role;
+    user.role = role;
+    user.pending_role = None;
+    put(tx, &user)?;
+    let event = Event::new("user.role_changed", "change", resource).detail("from", from).detail("to", role);
+    audit::append(tx, now, origin, event)?;
+    Ok(RoleChange::Done)
+}
+
+/// A security officer approves a pending role change: someone other than
+/// whoever asked for it and the person it concerns.
+pub fn approve_role(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    approver: &str,
+    target: &str,
+) -> Result<Role, UserError> {
+    let mut user = get_for_update(tx, target)?;
+    let request = user.pending_role.take().ok_or(UserError::NothingPending)?;
+    if approver == request.requested_by || approver == target {
+        return Err(UserError::NotASecondOfficer);
+    }
+    let from = user.role;
+    user.role = request.role;
+    put(tx, &user)?;
+    let event = Event::new("user.role_changed", "approve", Resource::new("user", target))
+        .detail("from", from)
+        .detail("to", request.role)
+        .detail("requested_by", &request.requested_by);
+    audit::append(tx, now, origin, event)?;
+    Ok(request.role)
+}
+
+/// Disables an account: its sessions and tokens stop working at once.
+pub fn disable(tx: &mut WriteTx<'_>, now: Timestamp, origin: &Origin, by: &str, target: &str) -> Result<(), UserError> {
+    if by == target {
+        return Err(UserError::OwnAccount);
+    }
+    let mut user = get_for_update(tx, target)?;
+    user.disabled = true;
+    put(tx, &user)?;
+    let sessions = super::sessions::end_all_of(tx, target)?;
+    let tokens = super::tokens::revoke_all_of(tx, target)?;
+    let event = Event::new("user.disabled", "disable", Resource::new("user", target))
+        .detail("sessions_ended", sessions)
+        .detail("tokens_revoked", tokens);
+    audit::append(tx, now, origin, event)?;
+    Ok(())
+}
+
+/// Sets a password chosen by someone else (`must_change`) or by the
+/// person themselves. Other sessions of the person end.
+pub fn set_password(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    target: &str,
+    password: PasswordHash,
+    must_change: bool,
+    keep_session: Option<&[u8; 32]>,
+) -> Result<(), UserError> {
+    let mut user = get_for_update(tx, target)?;
+    user.password = password;
+    user.must_change_password = must_change;
+    put(tx, &user)?;
+    let ended = super::sessions::end_all_of_except(tx, target, keep_session)?;
+    let action = if must_change { "reset" } else { "change" };
+    let event =
+        Event::new("user.password_changed", action, Resource::new("user", target)).detail("sessions_ended", ended);
+    audit::append(tx, now, origin, event)?;
+    Ok(())
+}

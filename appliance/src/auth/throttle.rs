@@ -6,8 +6,8 @@
 //!
 //! | subject | free failures | then wait before the next try | locked |
 //! |---|---|---|---|
-//! | account | 3 | 1 s, 2 s, 4 s, … doubling, at most 30 s | 15 min at 10 failures |
-//! | source address | 6 | 1 s, 2 s, 4 s, … doubling, at most 30 s | 15 min at 20 failures |
+//! | account | 3 | 1 s, 2 s, 4 s, 8 s, 16 s, then 30 s | 15 min at 10 failures |
+//! | source address | 6 | 1 s, 2 s, 4 s, 8 s, 16 s, then 30 s | 15 min at 20 failures |
 //!
 //! Failures count for 15 minutes; a successful login clears its account's
 //! count (not its address's). A try inside a wait or a lockout is refused

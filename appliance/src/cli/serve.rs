@@ -37,8 +37,8 @@ const VAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(10);
 const DEV_ENROLL_TTL: Duration = Duration::from_secs(3600);
 /// Unauthenticated requests (login, unseal) per second from one address,
 /// and the burst allowed above that.
-const PUBLIC_RATE: u32 = 5;
-const PUBLIC_BURST: u32 = 20;
+const PUBLIC_RATE: u32 = 10;
+const PUBLIC_BURST: u32 = 50;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -198,8 +198,7 @@ async fn a_security_officer_switches_to_fips_mode_after_re_authenticating_and_it
     let trust = tether::tls::Trust::Ca(&a.ca_pem);
     let ed25519 = BrokerClient::enroll(&a.worker_gateway, trust, &token, &csr, &[]).await.unwrap();
 
-    let (_, created) = a.api().post("/api/v1/tokens", &json!({"role": "security_officer", "name": "officer"})).await;
-    let officer_token = created["token"].as_str().unwrap().to_owned();
+    let officer_token = a.officer_token().await;
     let officer = a.api().with_token(Some(&officer_token));
     let switch = |passphrase: &str| json!({"mode": "fips", "current": [{"passphrase": passphrase}]});
     let (s, _) = a.api().post("/api/v1/system/crypto/mode", &switch("the site's long passphrase")).await;

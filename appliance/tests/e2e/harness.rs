@@ -326,6 +326,50 @@ impl Appliance {
         Api::new(&self.console, &self.ca_pem, &self.admin_token)
     }
 
+    /// A security officer's bearer token: the first officer's account is
+    /// made and set up, and makes a token of its own role.
+    pub async fn officer_token(&self) -> String {
+        let officer = self.person("officer", "security_officer").await;
+        let (s, v) = officer.console.post("/api/v1/tokens", &json!({"role": "security_officer"})).await;
+        assert_eq!(s, 201, "{v}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Makes an account with `role` (through the admin token) and takes it
+    /// through its first login: own password and, for admin and
+    /// security_officer, TOTP. Returns the person, logged in.
+    pub async fn person(&self, name: &str, role: &str) -> Person {
+        let admin = self.api();
+        let initial = format!("first-{name}-password");
+        let (s, v) = admin.post("/api/v1/users", &json!({"name": name, "role": role, "password": initial})).await;
+        assert_eq!(s, 201, "{v}");
+        let first = Console::login(&admin, name, &initial, None).await;
+        let password = format!("{name}-own-password-2026");
+        let (s, v) = first.post("/api/v1/auth/password", &json!({"current": initial, "new": password})).await;
+        assert_eq!(s, 204, "{v}");
+        let mut person = Person {
+            name: name.into(),
+            password,
+            totp: None,
+            last_step: std::cell::Cell::new(0),
+            console: first.clone(),
+            recovery_codes: Vec::new(),
+        };
+        if matches!(role, "admin" | "security_officer") {
+            let (s, v) = first.post("/api/v1/auth/totp", &json!({})).await;
+            assert_eq!(s, 200, "{v}");
+            person.totp = Some(v["secret"].as_str().unwrap().to_owned());
+            let code = person.next_code().unwrap();
+            let (s, v) = first.post("/api/v1/auth/totp/confirm", &json!({"code": code})).await;
+            assert_eq!(s, 200, "{v}");
+            person.recovery_codes =
+                v["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+        }
+        let (s, v) = first.get("/api/v1/auth/session").await;
+        assert_eq!((s, v["set_up"].as_bool()), (200, Some(true)), "{v}");
+        person
+    }
+
     /// A fresh enrollment token from the API.
     pub async fn enrollment_token(&self, labels: Option<&[&str]>) -> String {
         let body = match labels {
@@ -411,6 +455,92 @@ impl Appliance {
         let out = Command::new(bin()).args(["audit", "export", "--data-dir"]).arg(self.data_dir()).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+/// A console session, as a browser holds it: the cookie and the CSRF token.
+#[derive(Clone)]
+pub struct Console {
+    pub api: Api,
+    pub cookie: String,
+    pub csrf: String,
+    /// The whole `Set-Cookie` header the login answered with.
+    pub set_cookie: String,
+}
+
+impl Console {
+    /// Logs in; panics unless the login succeeds.
+    pub async fn login(api: &Api, name: &str, password: &str, totp: Option<&str>) -> Console {
+        let (status, body, headers) = Console::try_login(api, name, password, totp).await;
+        assert_eq!(status, 200, "login as {name}: {body}");
+        let set_cookie = headers["set-cookie"].to_str().unwrap().to_owned();
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        Console { api: api.with_token(None), cookie, csrf: body["csrf_token"].as_str().unwrap().to_owned(), set_cookie }
+    }
+
+    pub async fn try_login(
+        api: &Api,
+        name: &str,
+        password: &str,
+        totp: Option<&str>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut body = json!({"username": name, "password": password});
+        if let Some(code) = totp {
+            body["totp"] = json!(code);
+        }
+        api.with_token(None).send(reqwest::Method::POST, "/api/v1/auth/login", Some(&body), &[]).await
+    }
+
+    /// A request with the session cookie and its CSRF token.
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let (s, v, _) =
+            self.api.send(method, path, body, &[("cookie", &self.cookie), ("x-csrf-token", &self.csrf)]).await;
+        (s, v)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+/// A person with an account, set up and logged in.
+pub struct Person {
+    pub name: String,
+    pub password: String,
+    /// The TOTP secret (base32), for roles that need a second factor.
+    pub totp: Option<String>,
+    last_step: std::cell::Cell<u64>,
+    pub console: Console,
+    pub recovery_codes: Vec<String>,
+}
+
+impl Person {
+    /// A TOTP code not used before (codes work once per 30 s step; the
+    /// next step's is accepted too, so at most one wait per two logins).
+    pub fn next_code(&self) -> Option<String> {
+        let secret = self.totp.as_ref()?;
+        let bytes = data_encoding::BASE32_NOPAD.decode(secret.as_bytes()).unwrap();
+        let secret = tether::auth::totp::TotpSecret::from_bytes(bytes);
+        loop {
+            let now = tether::clock::Clock::now(&tether::clock::SystemClock);
+            let step = now.as_millis() / 30_000;
+            let use_step = if step > self.last_step.get() { step } else { self.last_step.get() + 1 };
+            if use_step <= step + 1 {
+                self.last_step.set(use_step);
+                let at = tether::clock::Timestamp::from_millis(use_step * 30_000);
+                return Some(tether::auth::totp::code(&secret, at));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Logs in again (a new session).
+    pub async fn login(&self, api: &Api) -> Console {
+        Console::login(api, &self.name, &self.password, self.next_code().as_deref()).await
     }
 }
 

@@ -9,6 +9,7 @@ mod harness;
 mod lifecycle;
 mod listener_certs;
 mod operations;
+mod people;
 mod renewal;
 mod resilience;
 mod rotation;

@@ -368,8 +368,7 @@ async fn a_backup_under_load_restores_every_acknowledged_task_and_secret_and_an_
     let mut a = Appliance::start();
     let _w = a.worker("w", &[], Some(COMMANDS)).await;
     let api = a.api();
-    let (_, officer) = api.post("/api/v1/tokens", &json!({"role": "security_officer", "name": "officer"})).await;
-    let officer = officer["token"].as_str().unwrap().to_owned();
+    let officer = a.officer_token().await;
     let (key, api_key) = (canary("secretfile"), canary("secretenv"));
     for (name, value) in [("canary-key", &key), ("canary-api", &api_key)] {
         let body = json!({"value": value, "policy": {"kinds": ["command"]}});

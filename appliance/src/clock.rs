@@ -64,6 +64,20 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// For views (never stored records, which keep the number): a timestamp
+/// as RFC 3339 text, like the rest of the API shows time.
+pub fn as_rfc3339<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339())
+}
+
+/// [`as_rfc3339`] for an optional timestamp.
+pub fn as_rfc3339_opt<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_some(&t.to_rfc3339()),
+        None => s.serialize_none(),
+    }
+}
+
 /// Where domain code gets "now".
 pub trait Clock: Send + Sync + fmt::Debug {
     fn now(&self) -> Timestamp;

@@ -236,11 +236,34 @@ pub struct AlertQuery {
     limit: Option<usize>,
 }
 
+#[derive(Debug, Serialize)]
+pub struct AlertView {
+    seq: u64,
+    kind: String,
+    subject: String,
+    raised_at: String,
+    details: std::collections::BTreeMap<String, String>,
+}
+
+impl From<Alert> for AlertView {
+    fn from(a: Alert) -> AlertView {
+        AlertView {
+            seq: a.seq,
+            kind: a.kind,
+            subject: a.subject,
+            raised_at: a.raised_at.to_rfc3339(),
+            details: a.details,
+        }
+    }
+}
+
+/// The newest alerts first (at most `limit`, default 100).
 pub async fn list_alerts(
     State(state): State<AppState>,
     _caller: Caller,
     ApiQuery(q): ApiQuery<AlertQuery>,
-) -> Result<axum::Json<Vec<Alert>>, ApiError> {
+) -> Result<axum::Json<Vec<AlertView>>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(axum::Json(state.store.read(|tx| alerts::list(tx, limit))?))
+    let alerts = state.store.read(|tx| alerts::list(tx, limit))?;
+    Ok(axum::Json(alerts.into_iter().map(AlertView::from).collect()))
 }

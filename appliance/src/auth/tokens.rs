@@ -53,8 +53,15 @@ struct LegacyToken {
 /// A token as listed: its record and when it was last used.
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenInfo {
-    #[serde(flatten)]
-    pub token: ApiToken,
+    pub id: String,
+    pub owner: String,
+    pub role: Role,
+    #[serde(serialize_with = "crate::clock::as_rfc3339")]
+    pub created_at: Timestamp,
+    #[serde(serialize_with = "crate::clock::as_rfc3339")]
+    pub expires_at: Timestamp,
+    pub created_by: String,
+    #[serde(serialize_with = "crate::clock::as_rfc3339_opt")]
     pub last_used: Option<Timestamp>,
 }
 
@@ -147,7 +154,17 @@ pub fn list(tx: &ReadTx, owner: Option<&str>) -> Result<Vec<TokenInfo>, store::E
     tokens.sort_by_key(|t| std::cmp::Reverse(t.created_at));
     tokens
         .into_iter()
-        .map(|token| Ok(TokenInfo { last_used: tx.get(LAST_USED, token.id.as_bytes())?, token }))
+        .map(|t| {
+            Ok(TokenInfo {
+                last_used: tx.get(LAST_USED, t.id.as_bytes())?,
+                id: t.id,
+                owner: t.owner,
+                role: t.role,
+                created_at: t.created_at,
+                expires_at: t.expires_at,
+                created_by: t.created_by,
+            })
+        })
         .collect()
 }
 
@@ -305,6 +322,6 @@ mod tests {
         assert_eq!(store.read(|tx| authenticate(tx, &old_secret, t0)).unwrap(), Err(AuthError::Unknown));
         assert!(store.read(|tx| authenticate(tx, &new_secret, t0)).unwrap().is_ok());
         let listed = store.read(|tx| list(tx, Some("ci"))).unwrap();
-        assert_eq!(listed.iter().map(|t| t.token.id.clone()).collect::<Vec<_>>(), vec![new.id]);
+        assert_eq!(listed.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), vec![new.id]);
     }
 }

@@ -68,6 +68,7 @@ pub struct UserInfo {
     pub disabled: bool,
     pub second_factor: bool,
     pub must_change_password: bool,
+    #[serde(serialize_with = "crate::clock::as_rfc3339")]
     pub created_at: Timestamp,
     pub created_by: String,
     #[serde(skip_serializing_if = "Option::is_none")]

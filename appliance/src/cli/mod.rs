@@ -14,6 +14,7 @@ mod status;
 mod task;
 mod token;
 mod upgrade;
+mod user;
 mod vault;
 mod worker;
 
@@ -37,7 +38,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a data directory: store, CA, server certificate, first admin token.
+    /// Create a data directory: store, CA, server certificate, the first admin's account and token.
     Init(init::Args),
     /// Run the appliance (console/API and worker gateway).
     Serve(serve::Args),
@@ -49,9 +50,12 @@ enum Command {
     /// Submit, inspect and cancel tasks (uses TETHER_URL, TETHER_TOKEN, TETHER_CA_FILE).
     #[command(subcommand)]
     Task(task::Command),
-    /// Create API tokens and worker enrollment tokens.
+    /// API tokens (create, list, rotate, revoke) and worker enrollment tokens.
     #[command(subcommand)]
     Token(token::Command),
+    /// People's accounts: add, passwd, disable, list, role, approve, logout.
+    #[command(subcommand)]
+    User(user::Command),
     /// Verify and export the audit log.
     #[command(subcommand)]
     Audit(audit::Command),
@@ -105,6 +109,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => runtime()?.block_on(worker::run(args)),
         Command::Task(cmd) => runtime()?.block_on(task::run(cmd)),
         Command::Token(cmd) => runtime()?.block_on(token::run(cmd)),
+        Command::User(cmd) => runtime()?.block_on(user::run(cmd)),
         Command::Audit(cmd) => runtime()?.block_on(audit::run(cmd)),
         Command::Unseal(args) => runtime()?.block_on(vault::unseal(args)),
         Command::Seal(args) => runtime()?.block_on(vault::seal(args)),

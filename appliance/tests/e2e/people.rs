@@ -212,7 +212,7 @@ async fn a_token_never_carries_more_than_its_creator_and_rotation_and_revocation
     let (_, listed) = dev.console.get("/api/v1/tokens").await;
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 1, "a developer lists only its own: {listed:?}");
-    assert!(listed[0]["last_used"].is_number(), "{listed:?}");
+    assert!(listed[0]["last_used"].as_str().is_some_and(|t| t.ends_with('Z')), "{listed:?}");
     assert!(admin.get("/api/v1/tokens").await.1.as_array().unwrap().len() >= 2, "an admin lists all");
 
     let id = made["id"].as_str().unwrap();
@@ -268,4 +268,38 @@ async fn granting_or_removing_security_officer_waits_for_a_second_officer() {
     let records = a.api().audit_log().await;
     assert_eq!(count_events(&records, "user.role_requested"), 2);
     assert_eq!(count_events(&records, "user.role_changed"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_adds_lists_and_disables_people_and_lists_rotates_and_revokes_tokens() {
+    let a = Appliance::start();
+    let run = |args: &[&str]| {
+        let out = a.cli(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let added = run(&["user", "add", "carol", "--role", "developer"]);
+    let password = added.lines().find_map(|l| l.split("in person): ").nth(1)).expect(&added).to_owned();
+    let (s, v, _) = Console::try_login(&a.api(), "carol", &password, None).await;
+    assert_eq!((s, v["set_up"].as_bool()), (200, Some(false)), "must choose her own first: {v}");
+    let listed = run(&["user", "list"]);
+    let carol = listed.lines().find(|l| l.starts_with("carol")).expect(&listed);
+    assert!(carol.contains("developer") && carol.contains("new"), "{carol}");
+
+    let made: serde_json::Value =
+        serde_json::from_str(&run(&["token", "create", "--role", "viewer", "--name", "ci-bot", "--json"])).unwrap();
+    let id = made["id"].as_str().unwrap();
+    assert!(run(&["token", "list"]).lines().any(|l| l.starts_with(id) && l.contains("ci-bot")));
+    let rotated: serde_json::Value = serde_json::from_str(&run(&["token", "rotate", id, "--json"])).unwrap();
+    let new_id = rotated["id"].as_str().unwrap();
+    assert!(!run(&["token", "list"]).contains(id));
+    run(&["token", "revoke", new_id]);
+    assert!(!run(&["token", "list"]).contains(new_id));
+
+    run(&["user", "disable", "carol"]);
+    let (s, _, _) = Console::try_login(&a.api(), "carol", &password, None).await;
+    assert_eq!(s, 401);
+    let out = a.cli(&["user", "add", "Bad Name", "--role", "viewer"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user name is 1-64 characters"));
 }

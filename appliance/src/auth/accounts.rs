@@ -399,13 +399,7 @@ impl Accounts {
         origin: &Origin,
     ) -> Result<(UserInfo, Option<Zeroizing<String>>), AccountError> {
         users::check_name(name)?;
-        let (password, generated) = match password {
-            Some(p) => (p, None),
-            None => {
-                let p = super::password::generate().map_err(vault::Error::from)?;
-                (p.clone(), Some(p))
-            }
-        };
+        let (password, generated) = given_or_generated(password)?;
         let hash = self.hash(name, password).await?;
         let (owned, by, origin, now) = (name.to_owned(), by.to_owned(), origin.clone(), self.clock.now());
         let user = self.store.write(move |tx| users::add(tx, now, &origin, &by, &owned, role, hash)).await?;
@@ -421,13 +415,7 @@ impl Accounts {
         password: Option<Zeroizing<String>>,
         origin: &Origin,
     ) -> Result<Option<Zeroizing<String>>, AccountError> {
-        let (password, generated) = match password {
-            Some(p) => (p, None),
-            None => {
-                let p = super::password::generate().map_err(vault::Error::from)?;
-                (p.clone(), Some(p))
-            }
-        };
+        let (password, generated) = given_or_generated(password)?;
         let hash = self.hash(name, password).await?;
         let (owned, origin, now) = (name.to_owned(), origin.clone(), self.clock.now());
         self.store.write(move |tx| users::set_password(tx, now, &origin, &owned, hash, true, None)).await?;
@@ -557,6 +545,20 @@ impl Accounts {
                 Ok(())
             })
             .await
+    }
+}
+
+/// The password an admin gave, or a generated one (returned too, to be
+/// handed over once).
+fn given_or_generated(
+    given: Option<Zeroizing<String>>,
+) -> Result<(Zeroizing<String>, Option<Zeroizing<String>>), vault::Error> {
+    match given {
+        Some(p) => Ok((p, None)),
+        None => {
+            let p = super::password::generate()?;
+            Ok((p.clone(), Some(p)))
+        }
     }
 }
 

@@ -92,6 +92,9 @@ pub struct RawConfig {
     pub token_ttl: Option<String>,
     /// The longest lifetime an API token may be given.
     pub token_max_ttl: Option<String>,
+    /// A signed checkpoint in the audit chain at least this often (and every
+    /// 1,000 records) while anything is written.
+    pub audit_checkpoint_interval: Option<String>,
 }
 
 /// The validated configuration.
@@ -120,6 +123,7 @@ pub struct Config {
     pub sessions: crate::auth::Lifetimes,
     pub token_ttl: Duration,
     pub token_max_ttl: Duration,
+    pub audit_checkpoint_interval: Duration,
 }
 
 /// Protection for the listeners.
@@ -178,6 +182,7 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_REAUTH_WINDOW", Field::Text(|c| &mut c.reauth_window)),
     ("TETHER_TOKEN_TTL", Field::Text(|c| &mut c.token_ttl)),
     ("TETHER_TOKEN_MAX_TTL", Field::Text(|c| &mut c.token_max_ttl)),
+    ("TETHER_AUDIT_CHECKPOINT_INTERVAL", Field::Text(|c| &mut c.audit_checkpoint_interval)),
 ];
 
 impl RawConfig {
@@ -294,6 +299,11 @@ impl RawConfig {
         if token_ttl.is_zero() || token_ttl > token_max_ttl {
             return Err(invalid("token_ttl", "must be more than zero and at most token_max_ttl"));
         }
+        let audit_checkpoint_interval =
+            dur("audit_checkpoint_interval", self.audit_checkpoint_interval, Duration::from_secs(60))?;
+        if audit_checkpoint_interval < Duration::from_secs(1) {
+            return Err(invalid("audit_checkpoint_interval", "must be at least 1s"));
+        }
         Ok(Config {
             data_dir,
             listen: addr("listen", self.listen, "0.0.0.0:8443")?,
@@ -312,6 +322,7 @@ impl RawConfig {
             sessions,
             token_ttl,
             token_max_ttl,
+            audit_checkpoint_interval,
         })
     }
 }

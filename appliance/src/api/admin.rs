@@ -1,6 +1,6 @@
 //! Health, status, the crypto mode and the audit log.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::{ApiError, AppState};
 use crate::audit;
+use crate::audit::sinks::{self, SinkKind, SinkStatus};
 use crate::crypto::{CryptoPolicy, CryptoStatus, Mode};
 use crate::pki;
 
@@ -215,20 +216,95 @@ pub struct ExportQuery {
     from: Option<u64>,
 }
 
+/// The log as JSON lines, ending with a seal signed by the audit key
+/// (`tether audit verify --file` checks it offline).
 pub async fn audit_export(
     State(state): State<AppState>,
     _caller: Caller,
     ApiQuery(query): ApiQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let store = state.store.clone();
+    ensure_audit_key(&state).await?;
+    let (store, keys, now) = (state.store.clone(), state.vault.keys()?, state.clock.now());
     let from = query.from.unwrap_or(0);
     let body = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        store.read(|tx| audit::export_jsonl(tx, from, &mut out)).map(|_| out)
+        store.read(|tx| Ok(audit::offline::export_sealed(tx, &keys, from, now, &mut out))).map(|r| r.map(|_| out))
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    .map_err(|e| ApiError::Internal(e.to_string()))???;
     let mut response = body.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jsonl"));
     Ok(response)
+}
+
+/// Makes the audit signing key if this appliance has none yet.
+async fn ensure_audit_key(state: &AppState) -> Result<(), ApiError> {
+    Ok(audit::signing::ensure(&state.store, &state.vault.keys()?).await?)
+}
+
+/// The audit public key (PEM), to verify exports and checkpoints with.
+pub async fn audit_public_key(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
+    ensure_audit_key(&state).await?;
+    let pem = state.store.read(|tx| Ok(audit::signing::public_key_pem(tx)))??;
+    let mut response = pem.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file"));
+    Ok(response)
+}
+
+#[derive(Debug, Serialize)]
+pub struct SinkView {
+    name: String,
+    kind: SinkKind,
+    created_by: String,
+    created_at: String,
+    status: SinkStatus,
+}
+
+pub async fn list_sinks(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Vec<SinkView>>, ApiError> {
+    let configs = state.store.read(sinks::list)?;
+    let status = state.sinks.status();
+    Ok(axum::Json(
+        configs
+            .into_iter()
+            .map(|c| SinkView {
+                status: status.get(&c.name).cloned().unwrap_or_default(),
+                name: c.name,
+                kind: c.kind,
+                created_by: c.created_by,
+                created_at: c.created_at.to_rfc3339(),
+            })
+            .collect(),
+    ))
+}
+
+/// Adds or replaces a sink (a security officer, re-authenticated); it
+/// starts at once, from the beginning of the log for a new one.
+pub async fn put_sink(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(kind): ApiJson<SinkKind>,
+) -> Result<axum::Json<SinkView>, ApiError> {
+    let (now, origin) = (state.clock.now(), caller.origin);
+    let n = name.clone();
+    let config = state.store.write(move |tx| sinks::put(tx, now, &origin, &n, kind, None)).await?;
+    state.sinks.reconcile()?;
+    Ok(axum::Json(SinkView {
+        name: config.name,
+        kind: config.kind,
+        created_by: config.created_by,
+        created_at: config.created_at.to_rfc3339(),
+        status: SinkStatus::default(),
+    }))
+}
+
+pub async fn remove_sink(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let (now, origin) = (state.clock.now(), caller.origin);
+    state.store.write(move |tx| sinks::remove(tx, now, &origin, &name)).await?;
+    state.sinks.reconcile()?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -356,3 +356,25 @@ impl From<TokenError> for ApiError {
         }
     }
 }
+
+impl From<crate::audit::signing::SigningError> for ApiError {
+    fn from(e: crate::audit::signing::SigningError) -> Self {
+        use crate::audit::signing::SigningError as S;
+        match e {
+            S::Vault(v) => v.into(),
+            S::Store(s) => s.into(),
+            S::NoKey | S::BadKey | S::BadPublicKey => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::audit::sinks::SinkError> for ApiError {
+    fn from(e: crate::audit::sinks::SinkError) -> Self {
+        use crate::audit::sinks::SinkError as S;
+        match e {
+            S::BadName | S::Invalid(_) => ApiError::InvalidRequest(e.to_string()),
+            S::NotFound => ApiError::NotFound,
+            S::Store(s) => s.into(),
+        }
+    }
+}

@@ -32,6 +32,7 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 pub use error::ApiError;
 pub use extract::ConnInfo;
 
+use crate::audit::sinks::Sinks;
 use crate::auth::throttle::RateLimiter;
 use crate::auth::{Accounts, Permission};
 use crate::broker::Broker;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     /// The rate limit on unauthenticated requests, per source address.
     pub public_limit: Arc<RateLimiter>,
+    /// The audit sinks running.
+    pub sinks: Arc<Sinks>,
 }
 
 impl AppState {
@@ -152,6 +155,10 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("GET", "/api/v1/alerts", P::AlertRead), get(people::list_alerts)),
         (spec("GET", "/api/v1/audit/verify", P::AuditRead), get(admin::audit_verify)),
         (spec("GET", "/api/v1/audit/export", P::AuditRead), get(admin::audit_export)),
+        (spec("GET", "/api/v1/audit/public-key", P::AuditRead), get(admin::audit_public_key)),
+        (spec("GET", "/api/v1/audit/sinks", P::AuditRead), get(admin::list_sinks)),
+        (spec("PUT", "/api/v1/audit/sinks/{name}", P::AuditSinkManage), put(admin::put_sink)),
+        (spec("DELETE", "/api/v1/audit/sinks/{name}", P::AuditSinkManage), delete(admin::remove_sink)),
         (spec("GET", "/api/v1/secrets", P::SecretRead), get(secrets::list)),
         (spec("GET", "/api/v1/secrets/{name}", P::SecretRead), get(secrets::get)),
         (spec("PUT", "/api/v1/secrets/{name}", P::SecretWrite), put(secrets::put)),

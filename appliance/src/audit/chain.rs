@@ -29,7 +29,7 @@ pub struct Head {
 const LOG: Collection<Entry> = Collection::new("audit_log");
 const RECORD: u8 = 0;
 const HEAD_KEY: &[u8] = &[1];
-const GENESIS_PREV: [u8; 32] = [0; 32];
+pub(super) const GENESIS_PREV: [u8; 32] = [0; 32];
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Entry {
@@ -50,7 +50,7 @@ fn head_of(entry: Option<Entry>) -> Option<Head> {
     }
 }
 
-fn chain_hash(prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
+pub(super) fn chain_hash(prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
     let mut input = Vec::with_capacity(32 + canonical.len());
     input.extend_from_slice(prev);
     input.extend_from_slice(canonical);
@@ -164,29 +164,43 @@ pub fn verify(tx: &ReadTx) -> Result<Verified, VerifyError> {
     Ok(Verified { records: expected_seq, head })
 }
 
-/// Writes records `from..` as JSON lines (the canonical record plus its hash).
-/// Returns how many were written.
-pub fn export_jsonl(tx: &ReadTx, from: u64, out: &mut impl Write) -> Result<u64, store::Error> {
-    let mut written = 0u64;
-    let mut io_error = None;
-    tx.scan(LOG, Some(&record_key(from)), Order::Ascending, |_, entry| {
+/// Hands each record from seq `from` on (its seq, canonical bytes and
+/// hash) to `visit`, in order, until it returns `false`.
+pub(super) fn for_each_from(
+    tx: &ReadTx,
+    from: u64,
+    mut visit: impl FnMut(u64, &[u8], &[u8; 32]) -> Result<bool, store::Error>,
+) -> Result<(), store::Error> {
+    tx.scan(LOG, Some(&record_key(from)), Order::Ascending, |key, entry| {
         let Entry::Record(stored) = entry else { return Ok(false) };
-        let line = with_hash(&stored.canonical, &stored.hash);
-        if let Err(e) = out.write_all(&line) {
+        let seq = key.get(1..).and_then(|k| k.try_into().ok()).map(u64::from_be_bytes).unwrap_or(u64::MAX);
+        visit(seq, &stored.canonical, &stored.hash)
+    })
+}
+
+/// Writes records `from..` as JSON lines (the canonical record plus its
+/// hash). Returns how many were written and the last one's seq and hash.
+pub fn export_jsonl(tx: &ReadTx, from: u64, out: &mut impl Write) -> Result<(u64, Option<Head>), store::Error> {
+    let mut written = 0u64;
+    let mut last = None;
+    let mut io_error = None;
+    for_each_from(tx, from, |seq, canonical, hash| {
+        if let Err(e) = out.write_all(&with_hash(canonical, hash)) {
             io_error = Some(e);
             return Ok(false);
         }
         written += 1;
+        last = Some(Head { seq, hash: *hash });
         Ok(true)
     })?;
-    match io_error {
-        Some(e) => Err(store::Error::Storage(format!("export write failed: {e}"))),
-        None => Ok(written),
+    if let Some(e) = io_error {
+        return Err(store::Error::Storage(format!("export write failed: {e}")));
     }
+    Ok((written, last))
 }
 
 /// The canonical JSON object with `"hash"` appended as its last field, and a newline.
-fn with_hash(canonical: &[u8], hash: &[u8; 32]) -> Vec<u8> {
+pub(super) fn with_hash(canonical: &[u8], hash: &[u8; 32]) -> Vec<u8> {
     let body = canonical.strip_suffix(b"}").unwrap_or(canonical);
     let mut line = Vec::with_capacity(canonical.len() + 80);
     line.extend_from_slice(body);

@@ -15,6 +15,10 @@
 
 pub mod alerts;
 mod chain;
+pub mod checkpoints;
+pub mod offline;
+pub mod signing;
+pub mod sinks;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

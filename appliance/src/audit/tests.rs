@@ -65,7 +65,7 @@ fn every_kind_of_tampering_is_named_at_its_seq() {
 fn export_lines_carry_the_record_and_its_hash() {
     let (_d, store) = store_with(3);
     let mut out = Vec::new();
-    let n = store.read(|tx| export_jsonl(tx, 1, &mut out)).unwrap();
+    let (n, _) = store.read(|tx| export_jsonl(tx, 1, &mut out)).unwrap();
     assert_eq!(n, 2);
     let lines: Vec<serde_json::Value> =
         String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -69,7 +69,7 @@ pub enum Role {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 21] = [
+    pub const ALL: [Permission; 22] = [
         Permission::Public,
         Permission::TaskCreate,
         Permission::TaskRead,
@@ -84,6 +84,7 @@ impl Permission {
         Permission::RoleChange,
         Permission::RoleApprove,
         Permission::AuditRead,
+        Permission::AuditSinkManage,
         Permission::AlertRead,
         Permission::VaultManage,
         Permission::SecretRead,
@@ -103,6 +104,7 @@ impl Permission {
                 | Permission::CryptoManage
                 | Permission::RoleChange
                 | Permission::RoleApprove
+                | Permission::AuditSinkManage
         )
     }
 }
@@ -165,6 +167,8 @@ pub enum Permission {
     /// Approve a pending role change (a second security officer).
     RoleApprove,
     AuditRead,
+    /// Add, change or remove audit sinks (where the log goes to the SIEM).
+    AuditSinkManage,
     /// See raised alerts.
     AlertRead,
     /// Seal the vault, rotate its keys.
@@ -231,6 +235,10 @@ pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
 
         (P::RoleApprove, R::SecurityOfficer) => Some(S::All),
         (P::RoleApprove, R::Admin | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
+
+        // The security officer's alone: an admin cannot silence the SIEM.
+        (P::AuditSinkManage, R::SecurityOfficer) => Some(S::All),
+        (P::AuditSinkManage, R::Admin | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
 
         (P::AlertRead, R::Admin | R::SecurityOfficer | R::Auditor) => Some(S::All),
         (P::AlertRead, R::Developer | R::Viewer | R::Worker) => None,
@@ -346,6 +354,7 @@ mod tests {
                 | Permission::RoleChange
                 | Permission::RoleApprove
                 | Permission::AuditRead
+                | Permission::AuditSinkManage
                 | Permission::AlertRead
                 | Permission::VaultManage
                 | Permission::SecretRead
@@ -356,7 +365,7 @@ mod tests {
             }
         }
         let distinct: std::collections::HashSet<_> = Permission::ALL.into_iter().collect();
-        assert_eq!(distinct.len(), 21);
+        assert_eq!(distinct.len(), 22);
     }
 
     #[test]

@@ -141,6 +141,37 @@ pub fn list(tx: &ReadTx) -> Result<Vec<User>, store::Error> {
     Ok(users)
 }
 
+/// Seals people's TOTP secrets again under the current data key where an
+/// older one sealed them; says how many moved.
+pub fn refresh_seals(tx: &mut WriteTx<'_>, keys: &crate::vault::Keys) -> Result<usize, crate::vault::Error> {
+    let mut moved = 0;
+    for mut user in list_in_write(tx)? {
+        let mut changed = false;
+        for (field, slot) in [("totp", &mut user.totp), ("totp_pending", &mut user.totp_pending)] {
+            let Some(sealed) = slot.as_ref() else { continue };
+            let place = crate::vault::Place::new("users", user.name.as_bytes(), field);
+            if let Some(fresh) = keys.refresh(place, sealed)? {
+                *slot = Some(fresh);
+                changed = true;
+                moved += 1;
+            }
+        }
+        if changed {
+            put(tx, &user)?;
+        }
+    }
+    Ok(moved)
+}
+
+fn list_in_write(tx: &mut WriteTx<'_>) -> Result<Vec<User>, store::Error> {
+    let mut users = Vec::new();
+    tx.scan(USERS, None, Order::Ascending, |_, u| {
+        users.push(u);
+        Ok(true)
+    })?;
+    Ok(users)
+}
+
 /// Whether any account exists (the first admin is made by `init`).
 pub fn any(tx: &ReadTx) -> Result<bool, store::Error> {
     let mut found = false;

@@ -1,4 +1,5 @@
-//! `tether audit verify|export`, on a stopped appliance's data directory.
+//! `tether audit verify|export|public-key`: on a stopped appliance's data
+//! directory, or (`verify --file`) on an export, anywhere, offline.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -10,12 +11,26 @@ use crate::store::{self, Store};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Check the whole hash chain; exits non-zero on any break.
+    /// Check the whole hash chain of a stopped appliance's data directory,
+    /// or (with --file and --public-key) an export from
+    /// `GET /api/v1/audit/export`; exits non-zero on any break and names
+    /// the first bad record.
     Verify {
         #[command(flatten)]
         dir: super::DataDir,
+        /// An exported log (JSON lines ending with its seal).
+        #[arg(long, requires = "public_key")]
+        file: Option<std::path::PathBuf>,
+        /// The appliance's audit public key (PEM; `tether audit public-key`).
+        #[arg(long, requires = "file")]
+        public_key: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+    /// Print the audit public key (PEM), which verifies exports offline.
+    PublicKey {
+        #[command(flatten)]
+        dir: super::DataDir,
     },
     /// Write the log as JSON lines (each record with its hash).
     Export {
@@ -42,7 +57,16 @@ fn open(dir: &std::path::Path) -> anyhow::Result<Store> {
 
 pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Verify { dir, json } => {
+        Command::Verify { file: Some(file), public_key: Some(key), json, .. } => verify_export(&file, &key, json),
+        Command::PublicKey { dir } => {
+            let store = open(&dir.data_dir)?;
+            let pem = store
+                .read(|tx| Ok(audit::signing::public_key_pem(tx)))?
+                .context("no audit key yet: it is made at the first unseal of a running appliance")?;
+            print!("{pem}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { dir, json, .. } => {
             let store = open(&dir.data_dir)?;
             let verdict = store.read(|tx| Ok(audit::verify(tx)))?;
             let (ok, line) = match &verdict {
@@ -68,7 +92,42 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let mut out = std::io::BufWriter::new(stdout.lock());
             store.read(|tx| audit::export_jsonl(tx, from, &mut out)).context("exporting")?;
             out.flush()?;
+            eprintln!(
+                "note: an export from a stopped appliance carries no seal (the key is sealed); \
+                 GET /api/v1/audit/export gives one that `verify --file` can vouch for to its end"
+            );
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn verify_export(file: &std::path::Path, key: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let pem = std::fs::read_to_string(key).with_context(|| format!("cannot read {}", key.display()))?;
+    let key = audit::signing::PublicKey::from_pem(&pem).with_context(|| key.display().to_string())?;
+    match audit::offline::verify_export(&text, &key) {
+        Ok(summary) => {
+            if json {
+                super::print_json(&serde_json::json!({"ok": true, "summary": summary}))?;
+            } else {
+                println!(
+                    "export OK: {} records (seq {}..={}), {} signed checkpoints, sealed by key {}",
+                    summary.records,
+                    summary.first_seq.unwrap_or(0),
+                    summary.last_seq.unwrap_or(0),
+                    summary.checkpoints,
+                    summary.key_id
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(bad) => {
+            if json {
+                super::print_json(&serde_json::json!({"ok": false, "problem": bad}))?;
+            } else {
+                println!("export BROKEN at {bad}");
+            }
+            Ok(ExitCode::from(2))
         }
     }
 }

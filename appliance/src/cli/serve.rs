@@ -205,7 +205,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         deliveries: Arc::default(),
         accounts,
         public_limit: Arc::new(auth::throttle::RateLimiter::new(PUBLIC_RATE, PUBLIC_BURST)),
+        sinks: Arc::new(crate::audit::sinks::Sinks::new(crate::audit::sinks::SinkContext {
+            store: store.clone(),
+            clock: clock.clone(),
+            hostname: config.server_names.first().cloned().unwrap_or_else(|| "tether".into()),
+        })),
     };
+    state.sinks.reconcile()?;
+    let checkpoints = tokio::spawn(crate::audit::checkpoints::run(
+        store.clone(),
+        vault.clone(),
+        clock.clone(),
+        config.audit_checkpoint_interval,
+    ));
 
     let grace = config.worker_cert_grace;
     let endpoints = vec![
@@ -275,6 +287,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     server.shutdown().await;
     reaper.abort();
     maintenance.abort();
+    checkpoints.abort();
     refresher.abort();
     cert_keeper.abort();
     if !vault.is_sealed() {
@@ -311,7 +324,8 @@ async fn refresh_seals_forever(broker: Broker, store: Store, vault: Arc<Vault>) 
     }
 }
 
-/// One pass of [`refresh_seals_forever`]: tasks, secret values, the CA key.
+/// One pass of [`refresh_seals_forever`]: tasks, secret values, the CA key,
+/// the audit signing key, people's TOTP secrets.
 async fn refresh_seals(broker: &Broker, store: &Store, vault: &Vault) -> anyhow::Result<usize> {
     let (mut moved, mut after) = (0, None);
     loop {
@@ -327,7 +341,9 @@ async fn refresh_seals(broker: &Broker, store: &Store, vault: &Vault) -> anyhow:
         .write(move |tx| {
             let values = secrets::refresh_seals(tx, &keys)?;
             let ca = pki::refresh_ca_key(tx, &keys)?;
-            Ok::<_, vault::Error>(values + ca)
+            let audit_key = usize::from(crate::audit::signing::refresh_key(tx, &keys)?);
+            let totp = auth::users::refresh_seals(tx, &keys)?;
+            Ok::<_, vault::Error>(values + ca + audit_key + totp)
         })
         .await?;
     Ok(moved)

@@ -4,6 +4,7 @@
 // production lints against them do not apply here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit;
 mod crypto;
 mod harness;
 mod lifecycle;

@@ -50,6 +50,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     n.checked_mul(unit_ms).map(Duration::from_millis).ok_or_else(|| format!("{s:?} is too long"))
 }
 
+/// Parses `512k`, `64m`, `1g` (bytes, binary multiples) or a plain number.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size like 64m or 1g"))?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        _ => return Err(format!("{s:?}: unit must be k, m or g")),
+    };
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{s:?} is too large"))
+}
+
 /// The file's shape. Every field is optional; defaults live in `validate`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +111,8 @@ pub struct RawConfig {
     /// A signed checkpoint in the audit chain at least this often (and every
     /// 1,000 records) while anything is written.
     pub audit_checkpoint_interval: Option<String>,
+    /// Bytes kept free for the audit log (a file given up when the disk fills).
+    pub disk_reserve: Option<String>,
 }
 
 /// The validated configuration.
@@ -124,6 +142,7 @@ pub struct Config {
     pub token_ttl: Duration,
     pub token_max_ttl: Duration,
     pub audit_checkpoint_interval: Duration,
+    pub disk_reserve_bytes: u64,
 }
 
 /// Protection for the listeners.
@@ -183,6 +202,7 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_TOKEN_TTL", Field::Text(|c| &mut c.token_ttl)),
     ("TETHER_TOKEN_MAX_TTL", Field::Text(|c| &mut c.token_max_ttl)),
     ("TETHER_AUDIT_CHECKPOINT_INTERVAL", Field::Text(|c| &mut c.audit_checkpoint_interval)),
+    ("TETHER_DISK_RESERVE", Field::Text(|c| &mut c.disk_reserve)),
 ];
 
 impl RawConfig {
@@ -304,6 +324,10 @@ impl RawConfig {
         if audit_checkpoint_interval < Duration::from_secs(1) {
             return Err(invalid("audit_checkpoint_interval", "must be at least 1s"));
         }
+        let disk_reserve_bytes = match self.disk_reserve {
+            Some(v) => parse_size(&v).map_err(|m| invalid("disk_reserve", m))?,
+            None => 64 << 20,
+        };
         Ok(Config {
             data_dir,
             listen: addr("listen", self.listen, "0.0.0.0:8443")?,
@@ -323,6 +347,7 @@ impl RawConfig {
             token_ttl,
             token_max_ttl,
             audit_checkpoint_interval,
+            disk_reserve_bytes,
         })
     }
 }
@@ -338,6 +363,14 @@ mod tests {
         for bad in ["", "10", "s", "1.5h", "-1s", "10 years"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("1.5g").is_err() && parse_size("10 tb").is_err());
     }
 
     #[test]

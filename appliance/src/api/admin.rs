@@ -16,18 +16,34 @@ use crate::pki;
 pub struct Health {
     status: &'static str,
     sealed: bool,
+    /// "ok", or "degraded" while audit records (and so every action) cannot
+    /// be written.
+    audit: &'static str,
+    /// "ok", or "low" while the disk reserve is given up.
+    disk: &'static str,
 }
 
 pub async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
     let sealed = state.vault.is_sealed();
+    let audit_degraded = state.store.is_degraded();
+    let disk_low = state.space.is_low();
     let status = if state.broker.is_draining() {
         "draining"
+    } else if audit_degraded {
+        "audit degraded"
     } else if sealed {
         "sealed"
+    } else if disk_low {
+        "disk low"
     } else {
         "ok"
     };
-    axum::Json(Health { status, sealed })
+    axum::Json(Health {
+        status,
+        sealed,
+        audit: if audit_degraded { "degraded" } else { "ok" },
+        disk: if disk_low { "low" } else { "ok" },
+    })
 }
 
 #[derive(Debug, Serialize)]

@@ -40,6 +40,12 @@ pub enum ApiError {
     AccountRefused(String),
     #[error("{0}")]
     Conflict(String),
+    #[error(
+        "the audit log cannot be written (the disk is full or failing), so the action was not taken; it resumes once the store can write"
+    )]
+    AuditDegraded,
+    #[error("the disk is nearly full: state changes are refused until space is freed (the audit log keeps a reserve)")]
+    InsufficientStorage,
     #[error("a client certificate from this appliance's CA is required")]
     CertificateRequired,
     #[error("not found")]
@@ -130,6 +136,8 @@ impl ApiError {
             ApiError::ExceedsYourRights(_) => (S::FORBIDDEN, "exceeds_your_rights"),
             ApiError::AccountRefused(_) => (S::UNPROCESSABLE_ENTITY, "account_refused"),
             ApiError::Conflict(_) => (S::CONFLICT, "conflict"),
+            ApiError::AuditDegraded => (S::SERVICE_UNAVAILABLE, "audit_degraded"),
+            ApiError::InsufficientStorage => (S::INSUFFICIENT_STORAGE, "insufficient_storage"),
             ApiError::CertificateRequired => (S::UNAUTHORIZED, "certificate_required"),
             ApiError::NotFound => (S::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -164,7 +172,16 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let detail = if status.is_server_error() {
-            tracing::error!(code, error = %self, "request failed");
+            // A state the appliance reports once (degraded audit, a full
+            // disk) is not logged again for every request it refuses.
+            if matches!(
+                self,
+                ApiError::AuditDegraded | ApiError::InsufficientStorage | ApiError::Sealed | ApiError::Draining
+            ) {
+                tracing::debug!(code, "request refused");
+            } else {
+                tracing::error!(code, error = %self, "request failed");
+            }
             None
         } else {
             Some(self.to_string())
@@ -195,7 +212,10 @@ impl IntoResponse for ApiError {
 
 impl From<store::Error> for ApiError {
     fn from(e: store::Error) -> Self {
-        ApiError::Internal(e.to_string())
+        match e {
+            store::Error::Degraded => ApiError::AuditDegraded,
+            other => ApiError::Internal(other.to_string()),
+        }
     }
 }
 
@@ -280,7 +300,8 @@ impl From<vault::Error> for ApiError {
             }
             V::WeakPassphrase | V::BadShareSetup => ApiError::InvalidRequest(e.to_string()),
             V::Integrity { .. } | V::UnknownKeyVersion(_) => ApiError::Integrity(e.to_string()),
-            V::NotInitialised | V::AlreadyInitialised | V::KeyExhausted | V::Corrupt(_) | V::Random | V::Store(_) => {
+            V::Store(s) => s.into(),
+            V::NotInitialised | V::AlreadyInitialised | V::KeyExhausted | V::Corrupt(_) | V::Random => {
                 ApiError::Internal(e.to_string())
             }
         }

@@ -211,9 +211,11 @@ fn session_rules(
 /// Appends an audit record on its own (for events with no other change).
 pub async fn record(state: &AppState, origin: Origin, event: Event) {
     let now = state.clock.now();
-    let written = state.store.write(move |tx| audit::append(tx, now, &origin, event)).await;
-    if let Err(e) = written {
-        tracing::error!(error = %e, "could not write an audit record");
+    match state.store.write(move |tx| audit::append(tx, now, &origin, event)).await {
+        Ok(_) => {}
+        // The store reports its state once; the request is refused anyway.
+        Err(crate::store::Error::Degraded) => {}
+        Err(e) => tracing::error!(error = %e, "could not write an audit record"),
     }
 }
 
@@ -282,6 +284,11 @@ async fn worker_caller(parts: &Parts, state: &AppState) -> Result<WorkerCaller, 
 /// The origin of an unauthenticated request (enrollment).
 pub fn anonymous_origin(parts: &Parts) -> Origin {
     origin_from(&parts.extensions, &parts.headers, Actor::anonymous())
+}
+
+/// The same, from a whole request (for middleware).
+pub fn anonymous_origin_of(req: &Request) -> Origin {
+    origin_from(req.extensions(), req.headers(), Actor::anonymous())
 }
 
 /// Extracts the anonymous origin.

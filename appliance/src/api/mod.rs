@@ -70,6 +70,8 @@ pub struct AppState {
     pub public_limit: Arc<RateLimiter>,
     /// The audit sinks running.
     pub sinks: Arc<Sinks>,
+    /// The data directory's free space and the disk reserve.
+    pub space: Arc<crate::store::reserve::Watch>,
 }
 
 impl AppState {
@@ -184,7 +186,33 @@ pub fn console_router(state: AppState) -> Router {
         let guard = middleware::from_fn_with_state((state.clone(), spec.permission), extract::authorize);
         router = router.route(spec.path, route.route_layer(guard));
     }
+    let router = router.layer(middleware::from_fn_with_state(state.clone(), disk_gate));
     finish(router, state)
+}
+
+/// What may still change state while the disk is low: signing in and out,
+/// and sealing or unsealing.
+const OPEN_WHILE_DISK_LOW: [&str; 5] =
+    ["/api/v1/auth/login", "/api/v1/auth/logout", "/api/v1/auth/reauth", "/api/v1/sys/unseal", "/api/v1/sys/seal"];
+
+/// Answers 507 to state-changing requests while the disk is low, so the
+/// space left (the reserve, given up) goes to the audit log. Each refusal is
+/// audited.
+async fn disk_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD);
+    if changes_state && state.space.is_low() && !OPEN_WHILE_DISK_LOW.contains(&req.uri().path()) {
+        let origin = extract::anonymous_origin_of(&req);
+        let event = crate::audit::Event::new(
+            "system.refused_disk_low",
+            "refuse",
+            crate::audit::Resource::new("route", req.uri().path()),
+        )
+        .outcome(crate::audit::Outcome::Denied)
+        .detail("method", req.method());
+        extract::record(&state, origin, event).await;
+        return ApiError::InsufficientStorage.into_response();
+    }
+    next.run(req).await
 }
 
 /// The worker gateway for connections with a verified client certificate.

@@ -75,7 +75,7 @@ pub async fn run(store: Store, vault: Arc<Vault>, clock: SharedClock, interval: 
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if vault.is_sealed() {
+        if vault.is_sealed() || store.is_degraded() {
             continue;
         }
         let now = clock.now();

@@ -395,8 +395,11 @@ impl Broker {
                 }
                 grace_due = false;
             }
-            if let Err(e) = self.reap().await {
-                tracing::error!(error = %e, "lease reaper failed; retrying");
+            match self.reap().await {
+                Ok(_) => {}
+                // The store says so once; the reaper simply waits it out.
+                Err(Error::Store(crate::store::Error::Degraded)) => {}
+                Err(e) => tracing::error!(error = %e, "lease reaper failed; retrying"),
             }
         }
     }

@@ -37,6 +37,8 @@ const VAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(10);
 const DEV_ENROLL_TTL: Duration = Duration::from_secs(3600);
 /// Unauthenticated requests (login, unseal) per second from one address,
 /// and the burst allowed above that.
+/// How often the free space of the data directory is looked at.
+const SPACE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 const PUBLIC_RATE: u32 = 10;
 const PUBLIC_BURST: u32 = 50;
 
@@ -184,6 +186,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!(tokens = migrated, "API tokens from an earlier version now carry an owner and an expiry");
     }
     let accounts = Arc::new(auth::Accounts::new(store.clone(), vault.clone(), clock.clone(), policy, config.sessions));
+    let space = Arc::new(store::reserve::Watch::new(store.clone(), &dir, config.disk_reserve_bytes));
+    if let Err(e) = space.check() {
+        tracing::warn!(error = %e, "cannot check the data directory's free space");
+    }
     let console = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (set --listen)", config.listen))?;
@@ -210,8 +216,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             clock: clock.clone(),
             hostname: config.server_names.first().cloned().unwrap_or_else(|| "tether".into()),
         })),
+        space: space.clone(),
     };
     state.sinks.reconcile()?;
+    let space_watch = tokio::spawn(space.run(SPACE_CHECK_INTERVAL));
     let checkpoints = tokio::spawn(crate::audit::checkpoints::run(
         store.clone(),
         vault.clone(),
@@ -288,6 +296,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     reaper.abort();
     maintenance.abort();
     checkpoints.abort();
+    space_watch.abort();
     refresher.abort();
     cert_keeper.abort();
     if !vault.is_sealed() {

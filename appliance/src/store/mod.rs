@@ -19,6 +19,7 @@
 //! redb types never leave this module.
 
 mod journal;
+pub mod reserve;
 mod writer;
 
 use std::marker::PhantomData;
@@ -67,6 +68,10 @@ pub enum Error {
     BatchAborted,
     #[error("the store writer has stopped")]
     WriterGone,
+    /// A write could not be made durable (the disk is full or failing):
+    /// every write fails at once until the store has reopened itself.
+    #[error("the store cannot write (disk full or failing); writes resume once it can")]
+    Degraded,
 }
 
 fn storage(e: impl std::fmt::Display) -> Error {
@@ -128,7 +133,7 @@ pub struct Store {
     // Field order matters: the writer is dropped (and its thread joined)
     // before the last reference to the database goes.
     writer: Arc<writer::Handle>,
-    db: Arc<redb::Database>,
+    db: Arc<writer::DbSlot>,
 }
 
 impl Store {
@@ -199,7 +204,7 @@ impl Store {
         }
         let copy = open_db(&path)?;
         let txn = copy.begin_write().map_err(storage)?;
-        let source = self.db.begin_read().map_err(storage)?;
+        let source = self.db.current()?.begin_read().map_err(storage)?;
         for handle in source.list_tables().map_err(storage)? {
             let definition = TableDefinition::<&[u8], &[u8]>::new(handle.name());
             let from = source.open_table(definition).map_err(storage)?;
@@ -227,9 +232,21 @@ impl Store {
             Some(dir) => recover(&db, dir)?,
             None => writer::Durability::in_memory(),
         };
-        let db = Arc::new(db);
+        let db = Arc::new(writer::DbSlot::new(db, dir));
         let writer = Arc::new(writer::Handle::spawn(db.clone(), durability));
         Ok(Store { writer, db })
+    }
+
+    /// Whether writes are failing (the disk is full or failing) until the
+    /// store has reopened itself.
+    pub fn is_degraded(&self) -> bool {
+        self.writer.is_degraded()
+    }
+
+    /// While the disk is low, make every batch a durable commit so that the
+    /// file does not grow between checkpoints (slower, but it fits).
+    pub fn set_frugal(&self, on: bool) {
+        self.writer.set_frugal(on);
     }
 
     /// Write operations applied and durable commits made since opening: their
@@ -241,7 +258,7 @@ impl Store {
 
     /// Runs `f` on a consistent read snapshot.
     pub fn read<R>(&self, f: impl FnOnce(&ReadTx) -> Result<R, Error>) -> Result<R, Error> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.db.current()?.begin_read().map_err(storage)?;
         f(&ReadTx { txn })
     }
 
@@ -254,7 +271,7 @@ impl Store {
         E: From<Error> + Send + 'static,
     {
         let answer = self.writer.enqueue(op)?;
-        answer.await.map_err(|_| E::from(Error::WriterGone))?
+        answer.await.map_err(|_| E::from(self.writer.gone()))?
     }
 
     /// Like [`Store::write`], for callers outside the async runtime.
@@ -267,7 +284,7 @@ impl Store {
         E: From<Error> + Send + 'static,
     {
         let answer = self.writer.enqueue(op)?;
-        answer.blocking_recv().map_err(|_| E::from(Error::WriterGone))?
+        answer.blocking_recv().map_err(|_| E::from(self.writer.gone()))?
     }
 }
 

@@ -2,16 +2,19 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, mpsc};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use super::journal::{Change, Journal};
-use super::{Collection, Error, JOURNAL_SEQ, Order, encode, get_in, put_meta, scan_in, storage};
+use super::{
+    Collection, DB_FILE, Error, JOURNAL_SEQ, Order, encode, get_in, open_db, put_meta, recover, scan_in, storage,
+};
 
 /// At most this many operations share one transaction, so one huge burst
 /// cannot hold every caller behind a single very long commit.
@@ -39,11 +42,44 @@ pub(super) struct Handle {
 }
 
 /// How much group commit is grouping: operations applied and durable
-/// commits made since the store opened.
+/// commits made since the store opened; and whether writes are failing.
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     pub operations: AtomicU64,
     pub commits: AtomicU64,
+    pub degraded: AtomicBool,
+    /// Make every batch a durable commit (the disk is low): redb reuses the
+    /// pages a batch frees only after a durable commit, so between
+    /// checkpoints its file grows; this keeps it from growing.
+    pub frugal: AtomicBool,
+}
+
+/// How often a degraded writer tries to reopen the store.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
+/// The database the store reads and writes. Replaceable: after a write
+/// fails (a full or failing disk leaves redb refusing every later
+/// transaction) the writer reopens it, replaying the journal, once it can.
+#[derive(Debug)]
+pub(super) struct DbSlot {
+    current: RwLock<Option<Arc<redb::Database>>>,
+    /// Where the store lives; a store in memory cannot reopen.
+    dir: Option<PathBuf>,
+}
+
+impl DbSlot {
+    pub(super) fn new(db: redb::Database, dir: Option<&Path>) -> DbSlot {
+        DbSlot { current: RwLock::new(Some(Arc::new(db))), dir: dir.map(Path::to_path_buf) }
+    }
+
+    /// The database, unless it is being reopened.
+    pub(super) fn current(&self) -> Result<Arc<redb::Database>, Error> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).clone().ok_or(Error::Degraded)
+    }
+
+    fn set(&self, db: Option<Arc<redb::Database>>) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = db;
+    }
 }
 
 impl Drop for Handle {
@@ -77,7 +113,7 @@ impl Durability {
 }
 
 impl Handle {
-    pub(super) fn spawn(db: Arc<redb::Database>, durability: Durability) -> Handle {
+    pub(super) fn spawn(db: Arc<DbSlot>, durability: Durability) -> Handle {
         let (jobs, queue) = mpsc::channel::<Job>();
         // The thread ends when every Store handle (and so every Sender) is gone.
         let stats = Arc::new(Counters::default());
@@ -105,6 +141,11 @@ impl Handle {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
+        if self.is_degraded() {
+            // Fail closed at once rather than queue behind a store that
+            // cannot write.
+            return Err(Error::Degraded);
+        }
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |tx| {
             let (writes_before, hooks_before) = (tx.changes.len(), tx.after_commit.len());
@@ -135,9 +176,26 @@ impl Handle {
     pub(super) fn stats(&self) -> (u64, u64) {
         (self.stats.operations.load(Ordering::Relaxed), self.stats.commits.load(Ordering::Relaxed))
     }
+
+    pub(super) fn set_frugal(&self, on: bool) {
+        self.stats.frugal.store(on, Ordering::Relaxed);
+    }
+
+    pub(super) fn is_degraded(&self) -> bool {
+        self.stats.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Why a queued write got no answer.
+    pub(super) fn gone(&self) -> Error {
+        if self.is_degraded() { Error::Degraded } else { Error::WriterGone }
+    }
 }
 
-fn run(db: &redb::Database, queue: &mpsc::Receiver<Job>, counters: &Counters, mut durability: Durability) {
+fn run(slot: &DbSlot, queue: &mpsc::Receiver<Job>, counters: &Counters, mut durability: Durability) {
+    let Ok(mut db) = slot.current() else { return };
+    // When the store last fell over: a disk that stays nearly full makes it
+    // fall over again soon after each reopening, and that is said once.
+    let mut last_failure: Option<Instant> = None;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -146,13 +204,102 @@ fn run(db: &redb::Database, queue: &mpsc::Receiver<Job>, counters: &Counters, mu
                 Err(_) => break,
             }
         }
-        if let Err(Stopped) = commit_batch(db, batch, counters, &mut durability) {
-            // Dropping the queue makes every later write report WriterGone.
-            return;
+        let frugal = counters.frugal.load(Ordering::Relaxed);
+        if let Err(Stopped) = commit_batch(&db, batch, counters, &mut durability, frugal) {
+            // In memory there is nothing to reopen: dropping the queue makes
+            // every later write report WriterGone.
+            let Some(dir) = slot.dir.clone() else { return };
+            counters.degraded.store(true, Ordering::Relaxed);
+            let again = last_failure.is_some_and(|at| at.elapsed() < Duration::from_secs(60));
+            last_failure = Some(Instant::now());
+            match reopen(slot, &dir, queue, db, durability, again) {
+                Some((reopened, resumed)) => {
+                    (db, durability) = (reopened, resumed);
+                    counters.degraded.store(false, Ordering::Relaxed);
+                }
+                None => return,
+            }
         }
     }
     if durability.since_checkpoint > 0 {
-        checkpoint(db, &durability);
+        checkpoint(&db, &durability);
+    }
+}
+
+/// Waits out a write failure. Writes queued meanwhile fail at once (their
+/// callers are answered [`Error::Degraded`]); the disk reserve is released
+/// so that the reopening has room; and every [`REOPEN_EVERY`] the store is
+/// opened again, its journal replayed exactly as after a crash, which
+/// brings back every batch that was answered. Returns the reopened
+/// database, or `None` once the store is closing.
+fn reopen(
+    slot: &DbSlot,
+    dir: &Path,
+    queue: &mpsc::Receiver<Job>,
+    db: Arc<redb::Database>,
+    durability: Durability,
+    again: bool,
+) -> Option<(Arc<redb::Database>, Durability)> {
+    if again {
+        tracing::debug!("the store cannot write again; reopening");
+    } else {
+        tracing::error!("the store cannot write (disk full or failing): every write fails until it reopens");
+    }
+    slot.set(None);
+    drop(durability);
+    if super::reserve::release(dir) {
+        tracing::warn!("released the disk reserve so that the store can reopen");
+    }
+    let mut old = Some(db);
+    // A moment for whatever filled the disk to be noticed (the space
+    // watch) before writes resume.
+    let mut next_try = Instant::now() + REOPEN_EVERY;
+    let mut reported: Option<Instant> = None;
+    loop {
+        match queue.recv_timeout(REOPEN_EVERY) {
+            // Dropping a job answers its caller at once.
+            Ok(job) => drop(job),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+        }
+        if Instant::now() < next_try {
+            continue;
+        }
+        next_try = Instant::now() + REOPEN_EVERY;
+        // The file stays locked until the last reader lets go of it.
+        if let Some(db) = old.take() {
+            match Arc::try_unwrap(db) {
+                Ok(db) => drop(db),
+                Err(still_read) => {
+                    tracing::debug!(
+                        holders = Arc::strong_count(&still_read),
+                        "waiting for readers to let go of the store"
+                    );
+                    old = Some(still_read);
+                    continue;
+                }
+            }
+        }
+        let reopened = open_db(&dir.join(DB_FILE)).and_then(|db| {
+            let durability = recover(&db, dir)?;
+            Ok((Arc::new(db), durability))
+        });
+        match reopened {
+            Ok((db, durability)) => {
+                slot.set(Some(db.clone()));
+                if again {
+                    tracing::debug!("the store reopened");
+                } else {
+                    tracing::info!("the store reopened; writes resume");
+                }
+                return Some((db, durability));
+            }
+            Err(e) if reported.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) => {
+                tracing::error!(error = %e, "the store cannot reopen yet; retrying every second");
+                reported = Some(Instant::now());
+            }
+            Err(_) => {}
+        }
     }
 }
 
@@ -176,9 +323,10 @@ fn record_seq(txn: &redb::WriteTransaction, seq: u64) -> Result<(), Error> {
     put_meta(txn, JOURNAL_SEQ, seq)
 }
 
-/// The writer cannot go on: a batch was written to the journal but not to
-/// redb, or the journal could not be written. Only a restart, which replays
-/// the journal, brings redb and the journal back in step.
+/// The writer cannot go on with this database: a commit failed, a batch was
+/// written to the journal but not to redb, or the journal could not be
+/// written. Reopening the store, which replays the journal, brings redb and
+/// the journal back in step.
 struct Stopped;
 
 /// Applies and commits one batch, then answers its callers.
@@ -187,13 +335,16 @@ fn commit_batch(
     batch: Vec<Job>,
     counters: &Counters,
     durability: &mut Durability,
+    frugal: bool,
 ) -> Result<(), Stopped> {
     let txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(e) => {
-            // Dropping the jobs drops their reply channels: callers see WriterGone.
+            // Dropping the jobs drops their reply channels: callers see an
+            // error at once. redb refuses every transaction after an I/O
+            // failure, so the store must reopen.
             tracing::error!(error = %e, "could not begin a write transaction");
-            return Ok(());
+            return Err(Stopped);
         }
     };
     let operations = batch.len() as u64;
@@ -218,10 +369,13 @@ fn commit_batch(
         let _ = txn.abort();
         Ok(())
     } else {
-        match make_durable(txn, &changes, durability) {
+        match make_durable(txn, &changes, durability, frugal) {
             Ok(()) => Ok(()),
             Err(Failure::Commit(e)) => {
+                // Nothing of the batch is kept, but redb refuses every later
+                // transaction after an I/O failure: reopen.
                 tracing::error!(error = %e, "write transaction commit failed");
+                stopped = true;
                 Err(())
             }
             Err(Failure::Fatal(e)) => {
@@ -242,6 +396,7 @@ fn commit_batch(
         finish(match commit {
             Ok(()) => Ok(()),
             Err(()) if poisoned => Err(Error::BatchAborted),
+            Err(()) if stopped => Err(Error::Degraded),
             Err(()) => Err(Error::Storage("commit failed".into())),
         });
     }
@@ -257,14 +412,19 @@ enum Failure {
 }
 
 /// Commits `txn`, whose writes are `changes`: journaled (one record and one
-/// fsync, the redb commit kept in memory) or, when a checkpoint is due or the
-/// record does not fit, as a durable redb commit after which the journal
-/// starts over.
-fn make_durable(txn: redb::WriteTransaction, changes: &[Change], durability: &mut Durability) -> Result<(), Failure> {
+/// fsync, the redb commit kept in memory) or, when a checkpoint is due, the
+/// record does not fit or the disk is low (`frugal`), as a durable redb
+/// commit after which the journal starts over.
+fn make_durable(
+    txn: redb::WriteTransaction,
+    changes: &[Change],
+    durability: &mut Durability,
+    frugal: bool,
+) -> Result<(), Failure> {
     let seq = durability.next_seq;
     record_seq(&txn, seq).map_err(Failure::Commit)?;
     let journaled = match durability.journal.as_mut() {
-        Some(journal) if durability.since_checkpoint < CHECKPOINT_EVERY => {
+        Some(journal) if durability.since_checkpoint < CHECKPOINT_EVERY && !frugal => {
             journal.append(seq, changes).map_err(Failure::Fatal)?
         }
         _ => false,

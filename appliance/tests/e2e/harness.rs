@@ -142,12 +142,38 @@ impl Appliance {
         Appliance::start_with_key_file(&["--fips"], fast_env(), false)
     }
 
+    /// Like [`Appliance::start_with`], with the data directory on a tmpfs
+    /// of `mib` MiB mounted for the test (so that it can fill its disk).
+    /// Mounting needs root, which CI has. Keep the returned mount until the
+    /// appliance is stopped.
+    pub fn start_on_tmpfs(mib: u32, env: Vec<(&'static str, &'static str)>) -> (Appliance, Tmpfs) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700"), "tmpfs"])
+            .arg(&data)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs needs root (CI runs the suite as root)");
+        let mount = Tmpfs(data);
+        (Appliance::start_in(dir, &[], env, false), mount)
+    }
+
     fn start_with_key_file(
         init_args: &[&str],
         env: Vec<(&'static str, &'static str)>,
         capture_logs: bool,
     ) -> Appliance {
-        let dir = tempfile::tempdir().unwrap();
+        Appliance::start_in(tempfile::tempdir().unwrap(), init_args, env, capture_logs)
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        init_args: &[&str],
+        env: Vec<(&'static str, &'static str)>,
+        capture_logs: bool,
+    ) -> Appliance {
         let key_file = dir.path().join("unseal.key");
         let key_arg = key_file.to_str().unwrap().to_owned();
         let mut args = vec!["--unseal", "key-file", "--key-file", &key_arg];
@@ -204,6 +230,9 @@ impl Appliance {
         let mut cmd = Command::new(bin());
         cmd.args(["serve", "--json", "--listen", listen, "--worker-listen", worker_listen, "--data-dir"])
             .arg(self.data_dir())
+            // Tests keep a small disk reserve (dozens of appliances share /tmp);
+            // a test's own setting comes after and wins.
+            .env("TETHER_DISK_RESERVE", "1m")
             .envs(self.env.iter().copied());
         if let Some(key_file) = &self.unseal_key_file {
             cmd.env("TETHER_UNSEAL_KEY_FILE", key_file);
@@ -455,6 +484,15 @@ impl Appliance {
         let out = Command::new(bin()).args(["audit", "export", "--data-dir"]).arg(self.data_dir()).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+/// A tmpfs mounted for a test; unmounted when dropped.
+pub struct Tmpfs(pub PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
 

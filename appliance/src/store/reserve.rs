@@ -1,0 +1,130 @@
+//! The disk reserve: a file of zeros beside the store, kept while there is
+//! room and given up when the disk fills, so that the store can reopen and
+//! the audit log (the record of what is refused meanwhile) stays writable.
+
+use std::io::Write;
+use std::path::Path;
+
+/// Its name in the data directory.
+pub const RESERVE_FILE: &str = "tether.reserve";
+
+/// Free space, and whether the reserve is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Space {
+    pub available_bytes: u64,
+    pub reserve_held: bool,
+}
+
+/// The free space of the file system holding `dir`.
+pub fn available(dir: &Path) -> std::io::Result<u64> {
+    let stat = rustix::fs::statvfs(dir)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// Makes the reserve of `bytes` if it is missing and the disk has room for
+/// it and as much again. Says where things stand.
+pub fn keep(dir: &Path, bytes: u64) -> std::io::Result<Space> {
+    let path = dir.join(RESERVE_FILE);
+    let mut held = path.exists();
+    let mut free = available(dir)?;
+    if !held && bytes > 0 && free >= bytes.saturating_mul(2) {
+        if let Err(e) = write_zeros(&path, bytes) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        held = true;
+        free = available(dir)?;
+    }
+    Ok(Space { available_bytes: free, reserve_held: held })
+}
+
+fn write_zeros(path: &Path, bytes: u64) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+        f.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()
+}
+
+/// Gives the reserve's space back to the file system. Says whether there was one.
+pub fn release(dir: &Path) -> bool {
+    std::fs::remove_file(dir.join(RESERVE_FILE)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reserve_is_kept_when_there_is_room_and_released_on_demand() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = keep(dir.path(), 1 << 20).unwrap();
+        assert!(space.reserve_held);
+        assert_eq!(std::fs::metadata(dir.path().join(RESERVE_FILE)).unwrap().len(), 1 << 20);
+        assert!(release(dir.path()));
+        assert!(!release(dir.path()));
+        let huge = keep(dir.path(), u64::MAX / 4).unwrap();
+        assert!(!huge.reserve_held, "no room for it: not made");
+    }
+}
+
+/// Watches the free space of the data directory: keeps the reserve while
+/// there is room, gives it up when the disk is nearly full, and says
+/// whether space is low (the API then refuses what is not essential).
+#[derive(Debug)]
+pub struct Watch {
+    store: super::Store,
+    dir: std::path::PathBuf,
+    bytes: u64,
+    low: std::sync::atomic::AtomicBool,
+}
+
+impl Watch {
+    pub fn new(store: super::Store, dir: &Path, bytes: u64) -> Watch {
+        Watch { store, dir: dir.to_path_buf(), bytes, low: std::sync::atomic::AtomicBool::new(false) }
+    }
+
+    /// Whether the disk is low: the reserve given up (or never made).
+    pub fn is_low(&self) -> bool {
+        self.low.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// One look: make the reserve when there is room again, give it up
+    /// when less than a quarter of its size is left free.
+    pub fn check(&self) -> std::io::Result<Space> {
+        let mut space = keep(&self.dir, self.bytes)?;
+        if space.reserve_held && space.available_bytes < self.bytes / 4 {
+            release(&self.dir);
+            tracing::warn!(
+                available = space.available_bytes,
+                "the disk is nearly full: gave up the reserve so that the audit log stays writable; \
+                 state changes are refused until space returns"
+            );
+            space = Space { available_bytes: available(&self.dir)?, reserve_held: false };
+        }
+        let was_low = self.low.swap(!space.reserve_held, std::sync::atomic::Ordering::Relaxed);
+        self.store.set_frugal(!space.reserve_held);
+        if was_low && space.reserve_held {
+            tracing::info!(available = space.available_bytes, "disk space is back: the reserve is kept again");
+        }
+        Ok(space)
+    }
+
+    /// Looks every `every`, for as long as the appliance runs.
+    pub async fn run(self: std::sync::Arc<Self>, every: std::time::Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let watch = self.clone();
+            match tokio::task::spawn_blocking(move || watch.check()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot check the data directory's free space"),
+                Err(_) => {}
+            }
+        }
+    }
+}

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod disk;
 pub mod files;
 pub mod ids;
 pub mod labels;

@@ -71,7 +71,7 @@ pub struct AppState {
     /// The audit sinks running.
     pub sinks: Arc<Sinks>,
     /// The data directory's free space and the disk reserve.
-    pub space: Arc<crate::store::reserve::Watch>,
+    pub space: Arc<crate::disk::Watch>,
 }
 
 impl AppState {

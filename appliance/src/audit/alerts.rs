@@ -25,7 +25,8 @@ pub struct Alert {
     pub details: BTreeMap<String, String>,
 }
 
-/// Raises an alert inside the caller's transaction.
+/// Raises an alert inside the caller's transaction; its audit record is an
+/// `alert.raised`.
 pub fn raise(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
@@ -37,14 +38,21 @@ pub fn raise(
     for (k, v) in details {
         event = event.detail(k, v);
     }
+    raise_as(tx, now, event, kind, subject)
+}
+
+/// Raises an alert whose audit record is `event` (a domain event that is
+/// itself the alarm, like `pki.cert_expiring`); its details go with it.
+pub fn raise_as(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    event: Event,
+    kind: &'static str,
+    subject: &str,
+) -> Result<u64, store::Error> {
+    let details = event.details.clone();
     let seq = super::append(tx, now, &Origin::system(), event)?;
-    let alert = Alert {
-        seq,
-        kind: kind.into(),
-        subject: subject.into(),
-        raised_at: now,
-        details: details.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
-    };
+    let alert = Alert { seq, kind: kind.into(), subject: subject.into(), raised_at: now, details };
     tx.put(ALERTS, &seq.to_be_bytes(), &alert)?;
     Ok(seq)
 }

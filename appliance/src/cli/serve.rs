@@ -186,7 +186,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!(tokens = migrated, "API tokens from an earlier version now carry an owner and an expiry");
     }
     let accounts = Arc::new(auth::Accounts::new(store.clone(), vault.clone(), clock.clone(), policy, config.sessions));
-    let space = Arc::new(store::reserve::Watch::new(store.clone(), &dir, config.disk_reserve_bytes));
+    let space = Arc::new(crate::disk::Watch::new(store.clone(), clock.clone(), &dir, config.disk_reserve_bytes));
     if let Err(e) = space.check() {
         tracing::warn!(error = %e, "cannot check the data directory's free space");
     }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::enroll::list_workers;
 use super::{CertError, cert_validity, fingerprint_pem};
-use crate::audit::{self, Event, Origin, Outcome, Resource};
+use crate::audit::{self, Event, Outcome, Resource};
 use crate::clock::Timestamp;
 use crate::store::{self, Collection, ReadTx, WriteTx};
 
@@ -106,7 +106,7 @@ pub fn record_alerts(
             .outcome(if a.expired { Outcome::Failure } else { Outcome::Success })
             .detail("not_after", &a.not_after)
             .detail("expired", a.expired);
-        audit::append(tx, now, &Origin::system(), event)?;
+        audit::alerts::raise_as(tx, now, event, "cert_expiring", &subject)?;
         new.push(a);
     }
     Ok(new)

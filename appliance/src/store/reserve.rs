@@ -21,6 +21,13 @@ pub fn available(dir: &Path) -> std::io::Result<u64> {
     Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
+/// How full the file system holding `dir` is, in percent.
+pub fn used_percent(dir: &Path) -> std::io::Result<u64> {
+    let stat = rustix::fs::statvfs(dir)?;
+    let total = stat.f_blocks.max(1);
+    Ok(100 - stat.f_bavail.min(total) * 100 / total)
+}
+
 /// Makes the reserve of `bytes` if it is missing and the disk has room for
 /// it and as much again. Says where things stand.
 pub fn keep(dir: &Path, bytes: u64) -> std::io::Result<Space> {
@@ -69,62 +76,5 @@ mod tests {
         assert!(!release(dir.path()));
         let huge = keep(dir.path(), u64::MAX / 4).unwrap();
         assert!(!huge.reserve_held, "no room for it: not made");
-    }
-}
-
-/// Watches the free space of the data directory: keeps the reserve while
-/// there is room, gives it up when the disk is nearly full, and says
-/// whether space is low (the API then refuses what is not essential).
-#[derive(Debug)]
-pub struct Watch {
-    store: super::Store,
-    dir: std::path::PathBuf,
-    bytes: u64,
-    low: std::sync::atomic::AtomicBool,
-}
-
-impl Watch {
-    pub fn new(store: super::Store, dir: &Path, bytes: u64) -> Watch {
-        Watch { store, dir: dir.to_path_buf(), bytes, low: std::sync::atomic::AtomicBool::new(false) }
-    }
-
-    /// Whether the disk is low: the reserve given up (or never made).
-    pub fn is_low(&self) -> bool {
-        self.low.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// One look: make the reserve when there is room again, give it up
-    /// when less than a quarter of its size is left free.
-    pub fn check(&self) -> std::io::Result<Space> {
-        let mut space = keep(&self.dir, self.bytes)?;
-        if space.reserve_held && space.available_bytes < self.bytes / 4 {
-            release(&self.dir);
-            tracing::warn!(
-                available = space.available_bytes,
-                "the disk is nearly full: gave up the reserve so that the audit log stays writable; \
-                 state changes are refused until space returns"
-            );
-            space = Space { available_bytes: available(&self.dir)?, reserve_held: false };
-        }
-        let was_low = self.low.swap(!space.reserve_held, std::sync::atomic::Ordering::Relaxed);
-        self.store.set_frugal(!space.reserve_held);
-        if was_low && space.reserve_held {
-            tracing::info!(available = space.available_bytes, "disk space is back: the reserve is kept again");
-        }
-        Ok(space)
-    }
-
-    /// Looks every `every`, for as long as the appliance runs.
-    pub async fn run(self: std::sync::Arc<Self>, every: std::time::Duration) {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            let watch = self.clone();
-            match tokio::task::spawn_blocking(move || watch.check()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot check the data directory's free space"),
-                Err(_) => {}
-            }
-        }
     }
 }

@@ -399,6 +399,9 @@ async fn filling_the_disk_under_load_fails_cleanly_loses_nothing_acknowledged_an
     // writing into the given-up reserve, still recorded the refusals.
     let records = api.audit_log().await;
     assert!(records.iter().any(|r| r["event_type"] == "system.refused_disk_low"), "refusals were audited");
+    let (_, alerts) = api.get("/api/v1/alerts").await;
+    let disk = alerts.as_array().unwrap().iter().filter(|a| a["kind"] == "disk_usage").count();
+    assert_eq!(disk, 1, "one disk-usage alert for the fill: {alerts}");
     a.kill9();
     a.restart();
     check_all(a.api(), ids).await;

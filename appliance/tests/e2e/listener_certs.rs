@@ -159,6 +159,9 @@ async fn certificates_nearing_expiry_raise_alerts_in_the_api_and_the_audit_log_o
         async move { count_events(&api.audit_log().await, "pki.cert_expiring") == 2 }
     })
     .await;
+    let (_, alerts) = api.get("/api/v1/alerts").await;
+    let expiring = alerts.as_array().unwrap().iter().filter(|a| a["kind"] == "cert_expiring").count();
+    assert_eq!(expiring, 2, "each is listed as an alert: {alerts}");
 
     // A worker goes offline and its certificate runs out.
     let mut worker = a.worker("w", &[], None).await;

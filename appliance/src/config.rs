@@ -113,6 +113,8 @@ pub struct RawConfig {
     pub audit_checkpoint_interval: Option<String>,
     /// Bytes kept free for the audit log (a file given up when the disk fills).
     pub disk_reserve: Option<String>,
+    /// A worker not heard from for `max_poll_wait` plus this is reported silent.
+    pub worker_silence_grace: Option<String>,
 }
 
 /// The validated configuration.
@@ -143,6 +145,7 @@ pub struct Config {
     pub token_max_ttl: Duration,
     pub audit_checkpoint_interval: Duration,
     pub disk_reserve_bytes: u64,
+    pub worker_silence_grace: Duration,
 }
 
 /// Protection for the listeners.
@@ -203,6 +206,7 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_TOKEN_MAX_TTL", Field::Text(|c| &mut c.token_max_ttl)),
     ("TETHER_AUDIT_CHECKPOINT_INTERVAL", Field::Text(|c| &mut c.audit_checkpoint_interval)),
     ("TETHER_DISK_RESERVE", Field::Text(|c| &mut c.disk_reserve)),
+    ("TETHER_WORKER_SILENCE_GRACE", Field::Text(|c| &mut c.worker_silence_grace)),
 ];
 
 impl RawConfig {
@@ -348,6 +352,7 @@ impl RawConfig {
             token_max_ttl,
             audit_checkpoint_interval,
             disk_reserve_bytes,
+            worker_silence_grace: dur("worker_silence_grace", self.worker_silence_grace, Duration::from_secs(30))?,
         })
     }
 }

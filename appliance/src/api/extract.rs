@@ -276,6 +276,7 @@ async fn worker_caller(parts: &Parts, state: &AppState) -> Result<WorkerCaller, 
         let (worker, serial) = (record.id, peer.serial.clone());
         state.store.write(move |tx| pki::confirm_newest(tx, worker, &serial)).await?;
     }
+    state.monitor.worker_seen(record.id);
     let actor = Actor { kind: ActorKind::Worker, id: record.id.to_string(), roles: vec![Role::Worker.to_string()] };
     let origin = origin_from(&parts.extensions, &parts.headers, actor);
     Ok(WorkerCaller { record, peer, origin })

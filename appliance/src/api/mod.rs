@@ -72,6 +72,8 @@ pub struct AppState {
     pub sinks: Arc<Sinks>,
     /// The data directory's free space and the disk reserve.
     pub space: Arc<crate::disk::Watch>,
+    /// The alert watches fed by traffic (silent workers, task volume).
+    pub monitor: Arc<crate::monitor::Monitor>,
 }
 
 impl AppState {

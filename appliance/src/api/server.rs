@@ -43,7 +43,13 @@ pub enum Endpoint {
     /// The worker gateway: mTLS for everything, except connections that
     /// offer the enrollment ALPN, which get the enrollment router only.
     /// Refused certificates are audited through `state`.
-    Worker { mtls: Arc<ServerConfig>, app: Router, enroll_tls: Arc<ServerConfig>, enroll_app: Router, state: AppState },
+    Worker {
+        mtls: Arc<ServerConfig>,
+        app: Router,
+        enroll_tls: Arc<ServerConfig>,
+        enroll_app: Router,
+        state: Box<AppState>,
+    },
 }
 
 /// The running listeners.
@@ -176,7 +182,7 @@ async fn serve_connection(
     stop: watch::Receiver<bool>,
 ) {
     let gateway = match &endpoint {
-        Endpoint::Worker { state, .. } => Some(state.clone()),
+        Endpoint::Worker { state, .. } => Some(AppState::clone(state)),
         Endpoint::Console { .. } => None,
     };
     // Subscribed before the handshake judges the certificate, so no

@@ -145,6 +145,9 @@ pub async fn create(
     };
     let new = request.validate()?;
     let (task, created) = state.broker.create(&caller.origin, &caller.principal, new, key).await?;
+    if created {
+        state.monitor.task_created();
+    }
     // A task just created has only the input, which is at hand: answer
     // without opening what was sealed a moment ago. A replay may have moved on.
     let shown = match (created, caller.scope) {

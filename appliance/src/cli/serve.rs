@@ -39,6 +39,8 @@ const DEV_ENROLL_TTL: Duration = Duration::from_secs(3600);
 /// and the burst allowed above that.
 /// How often the free space of the data directory is looked at.
 const SPACE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the alert watches (silent workers, task volume) look.
+const MONITOR_INTERVAL: Duration = Duration::from_secs(2);
 const PUBLIC_RATE: u32 = 10;
 const PUBLIC_BURST: u32 = 50;
 
@@ -187,6 +189,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let accounts = Arc::new(auth::Accounts::new(store.clone(), vault.clone(), clock.clone(), policy, config.sessions));
     let space = Arc::new(crate::disk::Watch::new(store.clone(), clock.clone(), &dir, config.disk_reserve_bytes));
+    let silent_after = config.broker.max_poll_wait + config.worker_silence_grace;
+    let monitor = Arc::new(crate::monitor::Monitor::new(store.clone(), clock.clone(), silent_after));
     if let Err(e) = space.check() {
         tracing::warn!(error = %e, "cannot check the data directory's free space");
     }
@@ -217,9 +221,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             hostname: config.server_names.first().cloned().unwrap_or_else(|| "tether".into()),
         })),
         space: space.clone(),
+        monitor: monitor.clone(),
     };
     state.sinks.reconcile()?;
     let space_watch = tokio::spawn(space.run(SPACE_CHECK_INTERVAL));
+    let watches = tokio::spawn(monitor.run(MONITOR_INTERVAL));
     let checkpoints = tokio::spawn(crate::audit::checkpoints::run(
         store.clone(),
         vault.clone(),
@@ -248,7 +254,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 app: api::worker_router(state.clone()),
                 enroll_tls: tls::enroll_server(policy, certs.enroll.clone())?,
                 enroll_app: api::enroll_router(state.clone()),
-                state: state.clone(),
+                state: Box::new(state.clone()),
             },
         ),
     ];
@@ -297,6 +303,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     maintenance.abort();
     checkpoints.abort();
     space_watch.abort();
+    watches.abort();
     refresher.abort();
     cert_keeper.abort();
     if !vault.is_sealed() {

@@ -410,3 +410,38 @@ async fn filling_the_disk_under_load_fails_cleanly_loses_nothing_acknowledged_an
     assert!(ok, "{verdict}");
     drop(mount);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_gone_silent_raises_one_alert() {
+    let mut env = crate::harness::fast_env();
+    env.extend([("TETHER_MAX_POLL_WAIT", "1s"), ("TETHER_WORKER_SILENCE_GRACE", "2s")]);
+    let a = Appliance::start_with(env);
+    let api = a.api();
+    let mut w = a.worker("w", &[], None).await;
+    let id = api.submit("echo", json!({}), &[]).await;
+    api.wait(&id, 30).await;
+    let (_, workers) = api.get("/api/v1/workers").await;
+    let worker_id =
+        workers["workers"][0]["id"].as_str().unwrap_or_else(|| workers[0]["id"].as_str().unwrap()).to_owned();
+    let silent = |api: crate::harness::Api| async move {
+        let (_, alerts) = api.get("/api/v1/alerts").await;
+        alerts.as_array().unwrap().iter().filter(|a| a["kind"] == "worker_silent").cloned().collect::<Vec<_>>()
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(silent(api.clone()).await.is_empty(), "a polling worker is not silent");
+
+    w.kill9();
+    eventually("the silent worker is reported", Duration::from_secs(15), || async {
+        !silent(api.clone()).await.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let alerts = silent(api.clone()).await;
+    assert_eq!(alerts.len(), 1, "once: {alerts:?}");
+    assert_eq!(alerts[0]["subject"], worker_id.as_str());
+    let records = api.audit_log().await;
+    assert_eq!(
+        records.iter().filter(|r| r["event_type"] == "alert.raised" && r["resource"]["id"] == "worker_silent").count(),
+        1
+    );
+}

@@ -115,6 +115,10 @@ pub struct RawConfig {
     pub disk_reserve: Option<String>,
     /// A worker not heard from for `max_poll_wait` plus this is reported silent.
     pub worker_silence_grace: Option<String>,
+    /// Audit records older than this are archived to signed segment files and pruned.
+    pub audit_retention: Option<String>,
+    /// Where archived audit segments go (default: `audit-archive` in the data directory).
+    pub audit_archive_dir: Option<String>,
 }
 
 /// The validated configuration.
@@ -146,6 +150,8 @@ pub struct Config {
     pub audit_checkpoint_interval: Duration,
     pub disk_reserve_bytes: u64,
     pub worker_silence_grace: Duration,
+    pub audit_retention: Duration,
+    pub audit_archive_dir: PathBuf,
 }
 
 /// Protection for the listeners.
@@ -207,6 +213,8 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_AUDIT_CHECKPOINT_INTERVAL", Field::Text(|c| &mut c.audit_checkpoint_interval)),
     ("TETHER_DISK_RESERVE", Field::Text(|c| &mut c.disk_reserve)),
     ("TETHER_WORKER_SILENCE_GRACE", Field::Text(|c| &mut c.worker_silence_grace)),
+    ("TETHER_AUDIT_RETENTION", Field::Text(|c| &mut c.audit_retention)),
+    ("TETHER_AUDIT_ARCHIVE_DIR", Field::Text(|c| &mut c.audit_archive_dir)),
 ];
 
 impl RawConfig {
@@ -332,6 +340,11 @@ impl RawConfig {
             Some(v) => parse_size(&v).map_err(|m| invalid("disk_reserve", m))?,
             None => 64 << 20,
         };
+        let audit_retention = dur("audit_retention", self.audit_retention, Duration::from_secs(90 * 86400))?;
+        if audit_retention < Duration::from_secs(1) {
+            return Err(invalid("audit_retention", "must be at least 1s"));
+        }
+        let audit_archive_dir = self.audit_archive_dir.map_or_else(|| data_dir.join("audit-archive"), PathBuf::from);
         Ok(Config {
             data_dir,
             listen: addr("listen", self.listen, "0.0.0.0:8443")?,
@@ -353,6 +366,8 @@ impl RawConfig {
             audit_checkpoint_interval,
             disk_reserve_bytes,
             worker_silence_grace: dur("worker_silence_grace", self.worker_silence_grace, Duration::from_secs(30))?,
+            audit_retention,
+            audit_archive_dir,
         })
     }
 }

@@ -29,6 +29,10 @@ pub struct Head {
 const LOG: Collection<Entry> = Collection::new("audit_log");
 const RECORD: u8 = 0;
 const HEAD_KEY: &[u8] = &[1];
+/// Where the chain starts once older records are archived: the last
+/// archived record's seq and hash, which the first kept record links to.
+const ANCHOR: Collection<Head> = Collection::new("audit_anchor");
+const ANCHOR_KEY: &[u8] = b"anchor";
 pub(super) const GENESIS_PREV: [u8; 32] = [0; 32];
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -114,8 +118,11 @@ pub fn head(tx: &ReadTx) -> Result<Option<Head>, store::Error> {
 
 /// Walks the whole chain and checks every link and the head.
 pub fn verify(tx: &ReadTx) -> Result<Verified, VerifyError> {
-    let mut expected_seq = 0u64;
-    let mut prev = GENESIS_PREV;
+    let (mut expected_seq, mut prev) = match tx.get(ANCHOR, ANCHOR_KEY)? {
+        Some(anchor) => (anchor.seq + 1, anchor.hash),
+        None => (0, GENESIS_PREV),
+    };
+    let first = expected_seq;
     let mut broken: Option<VerifyError> = None;
     tx.scan(LOG, Some(&[RECORD]), Order::Ascending, |key, entry| {
         let Entry::Record(stored) = entry else { return Ok(false) };
@@ -149,7 +156,7 @@ pub fn verify(tx: &ReadTx) -> Result<Verified, VerifyError> {
     if let Some(e) = broken {
         return Err(e);
     }
-    let last = expected_seq.checked_sub(1);
+    let last = (expected_seq > first).then(|| expected_seq - 1);
     let head = head_of(tx.get(LOG, HEAD_KEY)?);
     match (head, last) {
         (None, None) => {}
@@ -161,7 +168,20 @@ pub fn verify(tx: &ReadTx) -> Result<Verified, VerifyError> {
             return Err(VerifyError::ChainBroken { seq: 0, reason: "records exist but no head" });
         }
     }
-    Ok(Verified { records: expected_seq, head })
+    Ok(Verified { records: expected_seq - first, head })
+}
+
+/// Where the kept chain starts, if older records were archived.
+pub fn anchor(tx: &ReadTx) -> Result<Option<Head>, store::Error> {
+    tx.get(ANCHOR, ANCHOR_KEY)
+}
+
+/// Removes records `..=last` (archived) and anchors the chain at `last`.
+pub(super) fn prune_through(tx: &mut WriteTx<'_>, first: u64, last: Head) -> Result<(), store::Error> {
+    for seq in first..=last.seq {
+        tx.delete(LOG, &record_key(seq))?;
+    }
+    tx.put(ANCHOR, ANCHOR_KEY, &last)
 }
 
 /// Hands each record from seq `from` on (its seq, canonical bytes and
@@ -181,10 +201,23 @@ pub(super) fn for_each_from(
 /// Writes records `from..` as JSON lines (the canonical record plus its
 /// hash). Returns how many were written and the last one's seq and hash.
 pub fn export_jsonl(tx: &ReadTx, from: u64, out: &mut impl Write) -> Result<(u64, Option<Head>), store::Error> {
+    export_range(tx, from, u64::MAX, out)
+}
+
+/// [`export_jsonl`] for records `from..=through`.
+pub(super) fn export_range(
+    tx: &ReadTx,
+    from: u64,
+    through: u64,
+    out: &mut impl Write,
+) -> Result<(u64, Option<Head>), store::Error> {
     let mut written = 0u64;
     let mut last = None;
     let mut io_error = None;
     for_each_from(tx, from, |seq, canonical, hash| {
+        if seq > through {
+            return Ok(false);
+        }
         if let Err(e) = out.write_all(&with_hash(canonical, hash)) {
             io_error = Some(e);
             return Ok(false);

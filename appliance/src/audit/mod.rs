@@ -17,6 +17,7 @@ pub mod alerts;
 mod chain;
 pub mod checkpoints;
 pub mod offline;
+pub mod retention;
 pub mod signing;
 pub mod sinks;
 
@@ -25,7 +26,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-pub use chain::{Head, Verified, VerifyError, append, export_jsonl, head, verify};
+pub use chain::{Head, Verified, VerifyError, anchor, append, export_jsonl, head, verify};
 
 /// Who acted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

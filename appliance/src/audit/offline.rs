@@ -8,7 +8,7 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 
 use super::Record;
-use super::chain::{GENESIS_PREV, chain_hash, export_jsonl};
+use super::chain::{GENESIS_PREV, chain_hash, export_range};
 use super::signing::{self, PublicKey, Purpose, SigningError};
 use crate::clock::Timestamp;
 use crate::store::ReadTx;
@@ -41,6 +41,10 @@ pub struct Summary {
     pub last_seq: Option<u64>,
     pub checkpoints: u64,
     pub key_id: String,
+    /// What the first record links to, and the last record's hash: how
+    /// consecutive files (archive segments, then an export) are chained.
+    pub first_prev_hash: Option<String>,
+    pub last_hash: Option<String>,
 }
 
 /// The first problem, and where.
@@ -61,7 +65,19 @@ pub fn export_sealed(
     now: Timestamp,
     out: &mut impl Write,
 ) -> Result<u64, SigningError> {
-    let (written, last) = export_jsonl(tx, from, out)?;
+    export_range_sealed(tx, keys, from, u64::MAX, now, out)
+}
+
+/// [`export_sealed`] for records `from..=through` (an archive segment).
+pub fn export_range_sealed(
+    tx: &ReadTx,
+    keys: &Keys,
+    from: u64,
+    through: u64,
+    now: Timestamp,
+    out: &mut impl Write,
+) -> Result<u64, SigningError> {
+    let (written, last) = export_range(tx, from, through, out)?;
     if let Some(last) = last {
         let (signature, key_id) = signing::sign(tx, keys, Purpose::ExportSeal, last.seq, &last.hash)?;
         let seal = SealLine {
@@ -80,6 +96,32 @@ pub fn export_sealed(
     Ok(written)
 }
 
+/// Checks files that continue one another (archive segments in order, then
+/// a current export): each on its own, and each linking to the one before.
+/// The problem names the file (1-based) and where in it.
+pub fn verify_files(texts: &[&str], key: &PublicKey) -> Result<Vec<Summary>, (usize, Bad)> {
+    let mut summaries: Vec<Summary> = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let summary = verify_export(text, key).map_err(|bad| (i + 1, bad))?;
+        if let Some(before) = summaries.last() {
+            let continues =
+                summary.first_seq == before.last_seq.map(|s| s + 1) && summary.first_prev_hash == before.last_hash;
+            if !continues {
+                let bad = Bad {
+                    line: 1,
+                    seq: summary.first_seq,
+                    reason: format!(
+                        "does not continue file {i}: records are missing between them or they were reordered"
+                    ),
+                };
+                return Err((i + 1, bad));
+            }
+        }
+        summaries.push(summary);
+    }
+    Ok(summaries)
+}
+
 /// The suffix `export_jsonl` puts after a record's canonical JSON.
 fn split_hash(line: &str) -> Option<(String, [u8; 32])> {
     let body = line.strip_suffix("\"}")?;
@@ -91,7 +133,15 @@ fn split_hash(line: &str) -> Option<(String, [u8; 32])> {
 
 /// Checks a JSON-lines export made by `GET /api/v1/audit/export`.
 pub fn verify_export(text: &str, key: &PublicKey) -> Result<Summary, Bad> {
-    let mut summary = Summary { records: 0, first_seq: None, last_seq: None, checkpoints: 0, key_id: key.id() };
+    let mut summary = Summary {
+        records: 0,
+        first_seq: None,
+        last_seq: None,
+        checkpoints: 0,
+        key_id: key.id(),
+        first_prev_hash: None,
+        last_hash: None,
+    };
     let mut prev: Option<(u64, [u8; 32])> = None;
     // Hashes seen, by seq, for checkpoints to compare with.
     let mut seen: std::collections::HashMap<u64, [u8; 32]> = std::collections::HashMap::new();
@@ -169,6 +219,8 @@ pub fn verify_export(text: &str, key: &PublicKey) -> Result<Summary, Bad> {
             summary.checkpoints += 1;
         }
         seen.insert(record.seq, hash);
+        summary.first_prev_hash.get_or_insert_with(|| record.prev_hash.clone());
+        summary.last_hash = Some(hex::encode(hash));
         summary.first_seq.get_or_insert(record.seq);
         summary.last_seq = Some(record.seq);
         summary.records += 1;

@@ -164,6 +164,23 @@ pub fn list(tx: &ReadTx) -> Result<Vec<SinkConfig>, store::Error> {
     Ok(out)
 }
 
+/// How far every sink has delivered: `Ok(None)` with no sinks, `Ok(Some(None))`
+/// while one of them has delivered nothing yet.
+pub fn delivered_by_all(tx: &ReadTx) -> Result<Option<Option<u64>>, store::Error> {
+    let sinks = list(tx)?;
+    if sinks.is_empty() {
+        return Ok(None);
+    }
+    let mut lowest: Option<u64> = None;
+    for s in sinks {
+        match cursor(tx, &s.name)? {
+            None => return Ok(Some(None)),
+            Some(c) => lowest = Some(lowest.map_or(c, |l| l.min(c))),
+        }
+    }
+    Ok(Some(lowest))
+}
+
 /// Where a sink stands: its durable cursor (the next record it will send
 /// after a restart is `cursor + 1`).
 pub fn cursor(tx: &ReadTx, name: &str) -> Result<Option<u64>, store::Error> {

@@ -18,9 +18,11 @@ pub enum Command {
     Verify {
         #[command(flatten)]
         dir: super::DataDir,
-        /// An exported log (JSON lines ending with its seal).
+        /// An exported log (JSON lines ending with its seal). Repeat it for
+        /// archive segments in order, then the current export: each must
+        /// continue the one before.
         #[arg(long, requires = "public_key")]
-        file: Option<std::path::PathBuf>,
+        file: Vec<std::path::PathBuf>,
         /// The appliance's audit public key (PEM; `tether audit public-key`).
         #[arg(long, requires = "file")]
         public_key: Option<std::path::PathBuf>,
@@ -57,7 +59,9 @@ fn open(dir: &std::path::Path) -> anyhow::Result<Store> {
 
 pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Verify { file: Some(file), public_key: Some(key), json, .. } => verify_export(&file, &key, json),
+        Command::Verify { file, public_key: Some(key), json, .. } if !file.is_empty() => {
+            verify_export(&file, &key, json)
+        }
         Command::PublicKey { dir } => {
             let store = open(&dir.data_dir)?;
             let pem = store
@@ -101,31 +105,39 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn verify_export(file: &std::path::Path, key: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+fn verify_export(files: &[std::path::PathBuf], key: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let texts = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let pem = std::fs::read_to_string(key).with_context(|| format!("cannot read {}", key.display()))?;
     let key = audit::signing::PublicKey::from_pem(&pem).with_context(|| key.display().to_string())?;
-    match audit::offline::verify_export(&text, &key) {
-        Ok(summary) => {
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    match audit::offline::verify_files(&texts, &key) {
+        Ok(summaries) => {
             if json {
-                super::print_json(&serde_json::json!({"ok": true, "summary": summary}))?;
+                super::print_json(&serde_json::json!({"ok": true, "files": summaries}))?;
             } else {
-                println!(
-                    "export OK: {} records (seq {}..={}), {} signed checkpoints, sealed by key {}",
-                    summary.records,
-                    summary.first_seq.unwrap_or(0),
-                    summary.last_seq.unwrap_or(0),
-                    summary.checkpoints,
-                    summary.key_id
-                );
+                for (file, summary) in files.iter().zip(&summaries) {
+                    println!(
+                        "export OK: {}: {} records (seq {}..={}), {} signed checkpoints, sealed by key {}",
+                        file.display(),
+                        summary.records,
+                        summary.first_seq.unwrap_or(0),
+                        summary.last_seq.unwrap_or(0),
+                        summary.checkpoints,
+                        summary.key_id
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(bad) => {
+        Err((n, bad)) => {
+            let file = files.get(n - 1).map(|f| f.display().to_string()).unwrap_or_default();
             if json {
-                super::print_json(&serde_json::json!({"ok": false, "problem": bad}))?;
+                super::print_json(&serde_json::json!({"ok": false, "file": file, "problem": bad}))?;
             } else {
-                println!("export BROKEN at {bad}");
+                println!("export BROKEN in {file} at {bad}");
             }
             Ok(ExitCode::from(2))
         }

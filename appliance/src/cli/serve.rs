@@ -226,6 +226,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     state.sinks.reconcile()?;
     let space_watch = tokio::spawn(space.run(SPACE_CHECK_INTERVAL));
     let watches = tokio::spawn(monitor.run(MONITOR_INTERVAL));
+    let retention = tokio::spawn(crate::audit::retention::run(
+        store.clone(),
+        vault.clone(),
+        clock.clone(),
+        config.audit_retention,
+        config.audit_archive_dir.clone(),
+    ));
     let checkpoints = tokio::spawn(crate::audit::checkpoints::run(
         store.clone(),
         vault.clone(),
@@ -304,6 +311,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     checkpoints.abort();
     space_watch.abort();
     watches.abort();
+    retention.abort();
     refresher.abort();
     cert_keeper.abort();
     if !vault.is_sealed() {

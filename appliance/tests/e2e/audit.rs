@@ -445,3 +445,55 @@ async fn a_worker_gone_silent_raises_one_alert() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_records_go_to_signed_segments_and_the_chain_stays_anchored_across_the_cut() {
+    let mut env = crate::harness::fast_env();
+    env.push(("TETHER_AUDIT_RETENTION", "3s"));
+    let a = Appliance::start_with(env);
+    let api = a.api();
+    let archive = a.data_dir().join("audit-archive");
+    let segments = || {
+        let mut files: Vec<_> =
+            std::fs::read_dir(&archive).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+        files.sort();
+        files
+    };
+    for round in 0..2 {
+        for i in 0..5 {
+            api.submit("echo", json!({"round": round, "i": i}), &["nobody"]).await;
+        }
+        let before = segments().len();
+        eventually("a segment is archived", Duration::from_secs(20), || async { segments().len() > before }).await;
+    }
+    let (_, verdict) = api.get("/api/v1/audit/verify").await;
+    assert_eq!(verdict["ok"], true, "the kept chain verifies from its anchor: {verdict}");
+    let records = api.audit_log().await;
+    assert!(records[0]["seq"].as_u64().unwrap() > 0, "old records were pruned");
+    assert!(records.iter().any(|r| r["event_type"] == "audit.archived"));
+
+    let (_, key) = api.get("/api/v1/audit/public-key").await;
+    let (_, export) = api.get("/api/v1/audit/export").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (key_file, export_file) = (dir.path().join("key.pem"), dir.path().join("export.jsonl"));
+    std::fs::write(&key_file, key.as_str().unwrap()).unwrap();
+    std::fs::write(&export_file, export.as_str().unwrap()).unwrap();
+    let verify = |files: &[std::path::PathBuf]| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["audit", "verify", "--public-key"]).arg(&key_file);
+        for f in files {
+            cmd.arg("--file").arg(f);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let mut all = segments();
+    assert!(all.len() >= 2, "{all:?}");
+    all.push(export_file.clone());
+    let (ok, text) = verify(&all);
+    assert!(ok, "every segment and the export, each continuing the last: {text}");
+    let mut missing = all.clone();
+    missing.remove(1);
+    let (ok, text) = verify(&missing);
+    assert!(!ok && text.contains("does not continue"), "a missing segment is found: {text}");
+}

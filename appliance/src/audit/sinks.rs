@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Outcome, Record};
 use crate::clock::{SharedClock, Timestamp};
-use crate::store::{self, Collection, Order, ReadTx, Store, WriteTx};
+use crate::store::{self, Collection, ReadTx, Store, WriteTx};
 
 const SINKS: Collection<SinkConfig> = Collection::new("audit_sinks");
 /// Sink name → the last seq known delivered.
@@ -156,12 +156,7 @@ pub fn remove(tx: &mut WriteTx<'_>, now: Timestamp, origin: &super::Origin, name
 }
 
 pub fn list(tx: &ReadTx) -> Result<Vec<SinkConfig>, store::Error> {
-    let mut out = Vec::new();
-    tx.scan(SINKS, None, Order::Ascending, |_, s| {
-        out.push(s);
-        Ok(true)
-    })?;
-    Ok(out)
+    tx.values(SINKS)
 }
 
 /// How far every sink has delivered: `Ok(None)` with no sinks, `Ok(Some(None))`
@@ -214,19 +209,23 @@ fn printable_token(s: &str, max: usize) -> String {
     if t.is_empty() { "-".into() } else { t }
 }
 
-/// One record as an RFC 5424 message: the record's JSON (with its hash) is
-/// the message; seq and hash are structured data.
-pub fn rfc5424(record: &Record, line: &str, hash_hex: &str, hostname: &str) -> String {
+/// An RFC 5424 message about `record`: header, structured data (`sd_params`
+/// inside the tether element), then `message`.
+fn syslog_message(record: &Record, hostname: &str, sd_params: &str, message: &str) -> String {
     let pri = FACILITY * 8 + severity(record);
     format!(
-        "<{pri}>1 {} {} tether - {} [{SD_ID} seq=\"{}\" hash=\"{}\"] {}",
+        "<{pri}>1 {} {} tether - {} [{SD_ID} {sd_params}] {message}",
         record.timestamp,
         printable_token(hostname, 255),
         printable_token(&record.event_type, 32),
-        record.seq,
-        sd_escape(hash_hex),
-        line.trim_end()
     )
+}
+
+/// One record as an RFC 5424 message: the record's JSON (with its hash) is
+/// the message; seq and hash are structured data.
+pub fn rfc5424(record: &Record, line: &str, hash_hex: &str, hostname: &str) -> String {
+    let sd = format!("seq=\"{}\" hash=\"{}\"", record.seq, sd_escape(hash_hex));
+    syslog_message(record, hostname, &sd, line.trim_end())
 }
 
 fn cef_header(s: &str) -> String {
@@ -266,14 +265,7 @@ pub fn cef(record: &Record, hash_hex: &str, hostname: &str) -> String {
         cef_header(&record.event_type),
         ext.join(" ")
     );
-    let pri = FACILITY * 8 + severity(record);
-    format!(
-        "<{pri}>1 {} {} tether - {} [{SD_ID} seq=\"{}\"] {body}",
-        record.timestamp,
-        printable_token(hostname, 255),
-        printable_token(&record.event_type, 32),
-        record.seq
-    )
+    syslog_message(record, hostname, &format!("seq=\"{}\"", record.seq), &body)
 }
 
 /// RFC 5425 octet-counting framing.

@@ -133,19 +133,14 @@ pub fn put(tx: &mut WriteTx<'_>, user: &User) -> Result<(), store::Error> {
 }
 
 pub fn list(tx: &ReadTx) -> Result<Vec<User>, store::Error> {
-    let mut users = Vec::new();
-    tx.scan(USERS, None, Order::Ascending, |_, u| {
-        users.push(u);
-        Ok(true)
-    })?;
-    Ok(users)
+    tx.values(USERS)
 }
 
 /// Seals people's TOTP secrets again under the current data key where an
 /// older one sealed them; says how many moved.
 pub fn refresh_seals(tx: &mut WriteTx<'_>, keys: &crate::vault::Keys) -> Result<usize, crate::vault::Error> {
     let mut moved = 0;
-    for mut user in list_in_write(tx)? {
+    for mut user in tx.values(USERS)? {
         let mut changed = false;
         for (field, slot) in [("totp", &mut user.totp), ("totp_pending", &mut user.totp_pending)] {
             let Some(sealed) = slot.as_ref() else { continue };
@@ -163,15 +158,6 @@ pub fn refresh_seals(tx: &mut WriteTx<'_>, keys: &crate::vault::Keys) -> Result<
     Ok(moved)
 }
 
-fn list_in_write(tx: &mut WriteTx<'_>) -> Result<Vec<User>, store::Error> {
-    let mut users = Vec::new();
-    tx.scan(USERS, None, Order::Ascending, |_, u| {
-        users.push(u);
-        Ok(true)
-    })?;
-    Ok(users)
-}
-
 /// Whether any account exists (the first admin is made by `init`).
 pub fn any(tx: &ReadTx) -> Result<bool, store::Error> {
     let mut found = false;
@@ -183,14 +169,8 @@ pub fn any(tx: &ReadTx) -> Result<bool, store::Error> {
 }
 
 fn active_officers(tx: &mut WriteTx<'_>) -> Result<Vec<String>, store::Error> {
-    let mut officers = Vec::new();
-    tx.scan(USERS, None, Order::Ascending, |_, u: User| {
-        if u.role == Role::SecurityOfficer && !u.disabled {
-            officers.push(u.name);
-        }
-        Ok(true)
-    })?;
-    Ok(officers)
+    let users: Vec<User> = tx.values(USERS)?;
+    Ok(users.into_iter().filter(|u| u.role == Role::SecurityOfficer && !u.disabled).map(|u| u.name).collect())
 }
 
 /// Creates an account whose password the person must change at first login.

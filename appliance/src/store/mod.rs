@@ -400,6 +400,16 @@ impl ReadTx {
         Ok(())
     }
 
+    /// Every record of `c`, in key order (for small collections).
+    pub fn values<V: DeserializeOwned>(&self, c: Collection<V>) -> Result<Vec<V>, Error> {
+        let mut out = Vec::new();
+        self.scan(c, None, Order::Ascending, |_, v| {
+            out.push(v);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
     /// Walks keys from `start` (inclusive; `None` for the end the order starts
     /// at) and hands each record to `visit` until it returns `false`.
     pub fn scan<V: DeserializeOwned>(

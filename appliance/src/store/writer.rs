@@ -478,6 +478,16 @@ impl<'t> WriteTx<'t> {
         get_in(self.open(c)?, c, key)
     }
 
+    /// See [`super::ReadTx::values`].
+    pub fn values<V: DeserializeOwned>(&mut self, c: Collection<V>) -> Result<Vec<V>, Error> {
+        let mut out = Vec::new();
+        self.scan(c, None, Order::Ascending, |_, v| {
+            out.push(v);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
     /// See [`super::ReadTx::scan`].
     pub fn scan<V: DeserializeOwned>(
         &mut self,

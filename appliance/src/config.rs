@@ -119,6 +119,8 @@ pub struct RawConfig {
     pub audit_retention: Option<String>,
     /// Where archived audit segments go (default: `audit-archive` in the data directory).
     pub audit_archive_dir: Option<String>,
+    /// An audit sink that cannot deliver for this long raises an alert.
+    pub audit_sink_down_alert: Option<String>,
 }
 
 /// The validated configuration.
@@ -152,6 +154,7 @@ pub struct Config {
     pub worker_silence_grace: Duration,
     pub audit_retention: Duration,
     pub audit_archive_dir: PathBuf,
+    pub audit_sink_down_alert: Duration,
 }
 
 /// Protection for the listeners.
@@ -215,6 +218,7 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_WORKER_SILENCE_GRACE", Field::Text(|c| &mut c.worker_silence_grace)),
     ("TETHER_AUDIT_RETENTION", Field::Text(|c| &mut c.audit_retention)),
     ("TETHER_AUDIT_ARCHIVE_DIR", Field::Text(|c| &mut c.audit_archive_dir)),
+    ("TETHER_AUDIT_SINK_DOWN_ALERT", Field::Text(|c| &mut c.audit_sink_down_alert)),
 ];
 
 impl RawConfig {
@@ -368,6 +372,7 @@ impl RawConfig {
             worker_silence_grace: dur("worker_silence_grace", self.worker_silence_grace, Duration::from_secs(30))?,
             audit_retention,
             audit_archive_dir,
+            audit_sink_down_alert: dur("audit_sink_down_alert", self.audit_sink_down_alert, Duration::from_secs(30))?,
         })
     }
 }

@@ -29,8 +29,6 @@ const CURSORS: Collection<u64> = Collection::new("audit_sink_cursors");
 /// A record written this long before, on a connection still healthy, is
 /// taken as received.
 pub const CONFIRM_AFTER: Duration = Duration::from_secs(5);
-/// A sink that cannot deliver for this long raises an `audit_sink_down` alert.
-pub const DOWN_ALERT_AFTER: Duration = Duration::from_secs(30);
 /// Records read and sent at a time.
 const BATCH: usize = 500;
 /// How often a sink with nothing to send looks for new records.
@@ -302,6 +300,8 @@ pub struct SinkContext {
     pub store: Store,
     pub clock: SharedClock,
     pub hostname: String,
+    /// A sink that cannot deliver for this long raises an `audit_sink_down` alert.
+    pub down_alert_after: Duration,
 }
 
 impl Sinks {
@@ -398,7 +398,7 @@ async fn deliver_forever(ctx: SinkContext, config: SinkConfig, status: Arc<Mutex
         }
         let since = *down_since.get_or_insert(now);
         set_status(&status, &name, |s| s.down_since = Some(since));
-        if !alerted && now.since(since) >= DOWN_ALERT_AFTER {
+        if !alerted && now.since(since) >= ctx.down_alert_after {
             alerted = true;
             let (name2, error2) = (name.clone(), error.clone());
             let raised = ctx

@@ -34,6 +34,9 @@ pub enum Command {
         #[command(flatten)]
         dir: super::DataDir,
     },
+    /// SIEM sinks, over the API (changes: a security officer).
+    #[command(subcommand)]
+    Sink(SinkCommand),
     /// Write the log as JSON lines (each record with its hash).
     Export {
         #[command(flatten)]
@@ -45,6 +48,61 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         from: u64,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SinkCommand {
+    /// The sinks, each with its cursor and state.
+    List,
+    /// Add or replace a sink: syslog over TLS (--syslog-tls HOST:PORT
+    /// --ca-file CA.pem [--format cef]) or a JSON-lines file (--jsonl-file PATH).
+    Add {
+        name: String,
+        #[arg(long, conflicts_with = "jsonl_file", requires = "ca_file")]
+        syslog_tls: Option<String>,
+        /// The CA that signed the receiver's certificate.
+        #[arg(long)]
+        ca_file: Option<std::path::PathBuf>,
+        /// The name in the receiver's certificate, if not the host of the address.
+        #[arg(long)]
+        server_name: Option<String>,
+        #[arg(long, default_value = "rfc5424", value_parser = ["rfc5424", "cef"])]
+        format: String,
+        #[arg(long)]
+        jsonl_file: Option<std::path::PathBuf>,
+    },
+    /// Remove a sink.
+    Remove { name: String },
+}
+
+async fn sink(cmd: SinkCommand) -> anyhow::Result<ExitCode> {
+    use serde_json::json;
+    let client = super::client::ApiClient::from_env(std::time::Duration::from_secs(30))?;
+    match cmd {
+        SinkCommand::List => {
+            let sinks = client.call(reqwest::Method::GET, "/api/v1/audit/sinks", None, &[]).await?;
+            super::print_json(&sinks)?;
+        }
+        SinkCommand::Add { name, syslog_tls, ca_file, server_name, format, jsonl_file } => {
+            let body = match (syslog_tls, jsonl_file) {
+                (Some(address), None) => {
+                    let path = ca_file.context("--syslog-tls needs --ca-file")?;
+                    let ca_pem =
+                        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                    json!({"syslog_tls": {"address": address, "ca_pem": ca_pem, "server_name": server_name, "format": format}})
+                }
+                (None, Some(path)) => json!({"jsonl_file": {"path": path}}),
+                _ => anyhow::bail!("give --syslog-tls HOST:PORT (with --ca-file) or --jsonl-file PATH"),
+            };
+            client.call(reqwest::Method::PUT, &format!("/api/v1/audit/sinks/{name}"), Some(&body), &[]).await?;
+            println!("sink {name} delivers from the start of the log");
+        }
+        SinkCommand::Remove { name } => {
+            client.call(reqwest::Method::DELETE, &format!("/api/v1/audit/sinks/{name}"), None, &[]).await?;
+            println!("sink {name} removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn open(dir: &std::path::Path) -> anyhow::Result<Store> {
@@ -62,6 +120,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Verify { file, public_key: Some(key), json, .. } if !file.is_empty() => {
             verify_export(&file, &key, json)
         }
+        Command::Sink(cmd) => sink(cmd).await,
         Command::PublicKey { dir } => {
             let store = open(&dir.data_dir)?;
             let pem = store

@@ -2,6 +2,7 @@
 //! made by the domain modules. Errors here are `anyhow`, with context that
 //! tells the operator what to do.
 
+mod alerts;
 mod audit;
 mod backup;
 mod ca;
@@ -56,9 +57,11 @@ enum Command {
     /// People's accounts: add, passwd, disable, list, role, approve, logout.
     #[command(subcommand)]
     User(user::Command),
-    /// Verify and export the audit log.
+    /// Verify and export the audit log (offline too), its public key, its SIEM sinks.
     #[command(subcommand)]
     Audit(audit::Command),
+    /// What needs a person: failed logins, expiring certificates, silent workers, a full disk…
+    Alerts(alerts::Args),
     /// Unseal the appliance with a passphrase, officer shares or the key file.
     Unseal(vault::UnsealArgs),
     /// Seal the appliance: drop every key from memory (admin or security officer).
@@ -111,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(cmd) => runtime()?.block_on(token::run(cmd)),
         Command::User(cmd) => runtime()?.block_on(user::run(cmd)),
         Command::Audit(cmd) => runtime()?.block_on(audit::run(cmd)),
+        Command::Alerts(args) => runtime()?.block_on(alerts::run(args)),
         Command::Unseal(args) => runtime()?.block_on(vault::unseal(args)),
         Command::Seal(args) => runtime()?.block_on(vault::seal(args)),
         Command::Status(args) => runtime()?.block_on(status::run(args)),

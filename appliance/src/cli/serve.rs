@@ -219,6 +219,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             store: store.clone(),
             clock: clock.clone(),
             hostname: config.server_names.first().cloned().unwrap_or_else(|| "tether".into()),
+            down_alert_after: config.audit_sink_down_alert,
         })),
         space: space.clone(),
         monitor: monitor.clone(),

@@ -176,7 +176,9 @@ impl Receiver {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_syslog_tls_receiver_gets_every_record_in_order_even_across_an_outage_under_load() {
-    let mut a = Appliance::start();
+    let mut env = crate::harness::fast_env();
+    env.push(("TETHER_AUDIT_SINK_DOWN_ALERT", "3s"));
+    let mut a = Appliance::start_with(env);
     let api = a.api();
     let officer = api.with_token(Some(&a.officer_token().await));
     let _w = a.worker("w", &[], None).await;
@@ -215,6 +217,10 @@ async fn a_syslog_tls_receiver_gets_every_record_in_order_even_across_an_outage_
     tokio::time::sleep(Duration::from_secs(8)).await;
     let during = head(api.clone()).await;
     assert!(during > before + 50, "records kept coming while the receiver was away ({before} → {during})");
+    let (_, alerts) = api.get("/api/v1/alerts").await;
+    let down: Vec<_> = alerts.as_array().unwrap().iter().filter(|a| a["kind"] == "audit_sink_down").collect();
+    assert_eq!(down.len(), 1, "the outage raised one alert: {alerts}");
+    assert_eq!(down[0]["subject"], "siem");
     let receiver = Receiver::start(port, tls, seqs.clone()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     load.abort();
@@ -278,11 +284,17 @@ async fn a_syslog_tls_receiver_gets_every_record_in_order_even_across_an_outage_
 async fn a_json_lines_file_sink_holds_the_log_as_exported() {
     let a = Appliance::start();
     let api = a.api();
-    let officer = api.with_token(Some(&a.officer_token().await));
+    let officer_token = a.officer_token().await;
     let path = a.dir.path().join("siem.jsonl");
-    let sink = json!({"jsonl_file": {"path": path}});
-    let (s, v, _) = officer.send(Method::PUT, "/api/v1/audit/sinks/file", Some(&sink), &[]).await;
-    assert_eq!(s, 200, "{v}");
+    // Through the CLI, as a security officer; an admin is refused.
+    let add = ["audit", "sink", "add", "file", "--jsonl-file", path.to_str().unwrap()];
+    let refused = a.cli(&add).output().unwrap();
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("forbidden"));
+    let added = a.cli(&add).env("TETHER_TOKEN", &officer_token).output().unwrap();
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let listed = a.cli(&["audit", "sink", "list"]).env("TETHER_TOKEN", &officer_token).output().unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["name"], "file", "{listed}");
     for i in 0..3 {
         api.submit("echo", json!({"n": i}), &["nobody"]).await;
     }
@@ -439,6 +451,9 @@ async fn a_worker_gone_silent_raises_one_alert() {
     let alerts = silent(api.clone()).await;
     assert_eq!(alerts.len(), 1, "once: {alerts:?}");
     assert_eq!(alerts[0]["subject"], worker_id.as_str());
+    let cli = a.cli(&["alerts"]).output().unwrap();
+    let shown = String::from_utf8_lossy(&cli.stdout);
+    assert!(shown.lines().any(|l| l.contains("worker_silent") && l.contains(&worker_id)), "{shown}");
     let records = api.audit_log().await;
     assert_eq!(
         records.iter().filter(|r| r["event_type"] == "alert.raised" && r["resource"]["id"] == "worker_silent").count(),

@@ -121,6 +121,8 @@ pub struct RawConfig {
     pub audit_archive_dir: Option<String>,
     /// An audit sink that cannot deliver for this long raises an alert.
     pub audit_sink_down_alert: Option<String>,
+    /// Roles that must set up TOTP (comma separated; empty for none).
+    pub mfa_required_roles: Option<String>,
 }
 
 /// The validated configuration.
@@ -155,6 +157,7 @@ pub struct Config {
     pub audit_retention: Duration,
     pub audit_archive_dir: PathBuf,
     pub audit_sink_down_alert: Duration,
+    pub mfa_required_roles: Vec<crate::auth::Role>,
 }
 
 /// Protection for the listeners.
@@ -219,6 +222,7 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_AUDIT_RETENTION", Field::Text(|c| &mut c.audit_retention)),
     ("TETHER_AUDIT_ARCHIVE_DIR", Field::Text(|c| &mut c.audit_archive_dir)),
     ("TETHER_AUDIT_SINK_DOWN_ALERT", Field::Text(|c| &mut c.audit_sink_down_alert)),
+    ("TETHER_MFA_REQUIRED_ROLES", Field::Text(|c| &mut c.mfa_required_roles)),
 ];
 
 impl RawConfig {
@@ -349,6 +353,19 @@ impl RawConfig {
             return Err(invalid("audit_retention", "must be at least 1s"));
         }
         let audit_archive_dir = self.audit_archive_dir.map_or_else(|| data_dir.join("audit-archive"), PathBuf::from);
+        let mfa_required_roles = self
+            .mfa_required_roles
+            .as_deref()
+            .unwrap_or("admin,security_officer")
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(|r| match r.parse::<crate::auth::Role>() {
+                Ok(crate::auth::Role::Worker) => Err(invalid("mfa_required_roles", "workers have no accounts")),
+                Ok(role) => Ok(role),
+                Err(e) => Err(invalid("mfa_required_roles", e)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             data_dir,
             listen: addr("listen", self.listen, "0.0.0.0:8443")?,
@@ -373,6 +390,7 @@ impl RawConfig {
             audit_retention,
             audit_archive_dir,
             audit_sink_down_alert: dur("audit_sink_down_alert", self.audit_sink_down_alert, Duration::from_secs(30))?,
+            mfa_required_roles,
         })
     }
 }
@@ -396,6 +414,19 @@ mod tests {
         assert_eq!(parse_size("1G"), Ok(1 << 30));
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("1.5g").is_err() && parse_size("10 tb").is_err());
+    }
+
+    #[test]
+    fn mfa_is_required_of_admins_and_officers_unless_configured_otherwise() {
+        use crate::auth::Role;
+        let c = RawConfig::default().validate("/tmp".into()).unwrap();
+        assert_eq!(c.mfa_required_roles, vec![Role::Admin, Role::SecurityOfficer]);
+        let c = RawConfig { mfa_required_roles: Some("admin, developer".into()), ..RawConfig::default() };
+        assert_eq!(c.validate("/tmp".into()).unwrap().mfa_required_roles, vec![Role::Admin, Role::Developer]);
+        let none = RawConfig { mfa_required_roles: Some(String::new()), ..RawConfig::default() };
+        assert!(none.validate("/tmp".into()).unwrap().mfa_required_roles.is_empty());
+        let bad = RawConfig { mfa_required_roles: Some("admin,root".into()), ..RawConfig::default() };
+        assert!(matches!(bad.validate("/tmp".into()), Err(ConfigError::Invalid { key: "mfa_required_roles", .. })));
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct Accounts {
     clock: SharedClock,
     policy: CryptoPolicy,
     lifetimes: Lifetimes,
+    /// Roles that must have a second factor (`mfa_required_roles`).
+    second_factor_roles: Vec<Role>,
     throttle: LoginThrottle,
     hashing: Semaphore,
 }
@@ -99,6 +101,7 @@ impl Accounts {
         clock: SharedClock,
         policy: CryptoPolicy,
         lifetimes: Lifetimes,
+        second_factor_roles: Vec<Role>,
     ) -> Accounts {
         Accounts {
             store,
@@ -106,6 +109,7 @@ impl Accounts {
             clock,
             policy,
             lifetimes,
+            second_factor_roles,
             throttle: LoginThrottle::default(),
             hashing: Semaphore::new(CONCURRENT_HASHES),
         }
@@ -138,7 +142,9 @@ impl Accounts {
                 Err(e) => return Ok(Err(e)),
             };
             match users::get(tx, &session.user)? {
-                Some(user) if !user.disabled => Ok(Ok(sessions::principal(session, key, &user, now, self.lifetimes))),
+                Some(user) if !user.disabled => {
+                    Ok(Ok(sessions::principal(session, key, &user, &self.second_factor_roles, now, self.lifetimes)))
+                }
                 _ => Ok(Err(AuthError::Unknown)),
             }
         })
@@ -197,7 +203,7 @@ impl Accounts {
         };
         self.throttle.succeeded(name);
         let (name_owned, origin) = (name.to_owned(), self.person(origin, &user));
-        let lifetimes = self.lifetimes;
+        let (lifetimes, second_factor_roles) = (self.lifetimes, self.second_factor_roles.clone());
         let (session, cookie, key, user) = self
             .store
             .write(move |tx| {
@@ -208,14 +214,14 @@ impl Accounts {
                 let (session, cookie, key) = sessions::start(tx, &name_owned, now)?;
                 let event = Event::new("auth.login", "login", Resource::new("session", &session.id))
                     .detail("second_factor", second.label())
-                    .detail("set_up", user.is_set_up());
+                    .detail("set_up", user.is_set_up(&second_factor_roles));
                 audit::append(tx, now, &origin, event)?;
                 Ok::<_, store::Error>((session, cookie, key, user))
             })
             .await?;
         Ok(LoggedIn {
             csrf: self.csrf_token(&key)?,
-            set_up: user.is_set_up(),
+            set_up: user.is_set_up(&self.second_factor_roles),
             user: UserInfo::from(&user),
             session,
             cookie,

@@ -95,6 +95,7 @@ pub fn principal(
     session: Session,
     key: [u8; 32],
     user: &super::users::User,
+    second_factor_roles: &[super::Role],
     now: Timestamp,
     lifetimes: Lifetimes,
 ) -> Principal {
@@ -104,7 +105,7 @@ pub fn principal(
         via: Via::Session {
             id: session.id,
             key,
-            set_up: user.is_set_up(),
+            set_up: user.is_set_up(second_factor_roles),
             fresh: now.since(session.authenticated_at) < lifetimes.reauth,
             note_use: now.since(session.last_seen) >= lifetimes.touch_after(),
         },

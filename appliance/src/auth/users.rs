@@ -49,14 +49,11 @@ pub struct RoleRequest {
 }
 
 impl User {
-    /// Whether this person must have a second factor before working.
-    pub fn needs_second_factor(&self) -> bool {
-        matches!(self.role, Role::Admin | Role::SecurityOfficer)
-    }
-
-    /// Whether the account is fully set up (or only allowed to finish it).
-    pub fn is_set_up(&self) -> bool {
-        !self.must_change_password && (self.totp.is_some() || !self.needs_second_factor())
+    /// Whether the account is fully set up (or only allowed to finish it):
+    /// its own password, and a second factor if its role is one of
+    /// `second_factor_roles` (`mfa_required_roles`).
+    pub fn is_set_up(&self, second_factor_roles: &[Role]) -> bool {
+        !self.must_change_password && (self.totp.is_some() || !second_factor_roles.contains(&self.role))
     }
 }
 

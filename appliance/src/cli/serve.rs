@@ -187,7 +187,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if migrated > 0 {
         tracing::info!(tokens = migrated, "API tokens from an earlier version now carry an owner and an expiry");
     }
-    let accounts = Arc::new(auth::Accounts::new(store.clone(), vault.clone(), clock.clone(), policy, config.sessions));
+    let accounts = Arc::new(auth::Accounts::new(
+        store.clone(),
+        vault.clone(),
+        clock.clone(),
+        policy,
+        config.sessions,
+        config.mfa_required_roles.clone(),
+    ));
     let space = Arc::new(crate::disk::Watch::new(store.clone(), clock.clone(), &dir, config.disk_reserve_bytes));
     let silent_after = config.broker.max_poll_wait + config.worker_silence_grace;
     let monitor = Arc::new(crate::monitor::Monitor::new(store.clone(), clock.clone(), silent_after));

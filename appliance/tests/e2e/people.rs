@@ -303,3 +303,23 @@ async fn the_cli_adds_lists_and_disables_people_and_lists_rotates_and_revokes_to
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("user name is 1-64 characters"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_can_require_a_second_factor_of_more_roles() {
+    let mut env = crate::harness::fast_env();
+    env.push(("TETHER_MFA_REQUIRED_ROLES", "admin,security_officer,developer"));
+    let a = Appliance::start_with(env);
+    let api = a.api();
+    let (s, v) =
+        api.post("/api/v1/users", &json!({"name": "dev", "role": "developer", "password": "first-dev-password"})).await;
+    assert_eq!(s, 201, "{v}");
+    let first = Console::login(&api, "dev", "first-dev-password", None).await;
+    let own = json!({"current": "first-dev-password", "new": "the developer's own password"});
+    assert_eq!(first.post("/api/v1/auth/password", &own).await.0, 204);
+    let (s, v) = first.get("/api/v1/tasks").await;
+    assert_eq!((s, v["code"].as_str()), (403, Some("account_setup_required")), "a developer needs TOTP here: {v}");
+    let (_, setup) = first.post("/api/v1/auth/totp", &json!({})).await;
+    let code = totp_now(setup["secret"].as_str().unwrap());
+    assert_eq!(first.post("/api/v1/auth/totp/confirm", &json!({"code": code})).await.0, 200);
+    assert_eq!(first.get("/api/v1/tasks").await.0, 200);
+}

@@ -29,6 +29,14 @@ run() {
 # `openssl s_client`: real peers.
 need testssl testssl.sh openssl
 need openssl openssl
+# The single sign-on test signs in through a real OpenID provider,
+# oidc-provider from the npm registry, run by Node.js.
+need node nodejs npm
+need npm npm
+if [ ! -d appliance/tests/idp/node_modules ]; then
+    echo "installing oidc-provider (npm) for the SSO test" >&2
+    npm ci --prefix appliance/tests/idp --no-audit --no-fund --loglevel=error >/dev/null
+fi
 if [ $# -gt 0 ]; then
     run --workspace "$@"
     exit

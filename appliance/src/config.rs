@@ -123,6 +123,111 @@ pub struct RawConfig {
     pub audit_sink_down_alert: Option<String>,
     /// Roles that must set up TOTP (comma separated; empty for none).
     pub mfa_required_roles: Option<String>,
+    /// OpenID Connect single sign-on (the `[sso]` table); off when absent.
+    pub sso: Option<RawSso>,
+}
+
+/// `[sso]`: the site's OpenID provider (Keycloak, Authentik, ...).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSso {
+    /// The provider's issuer URL, exactly as its discovery document gives it.
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    /// A file (mode 0600 or stricter) holding the client secret.
+    pub client_secret_file: Option<String>,
+    /// The CA certificate(s) the provider's TLS certificate chains to (PEM).
+    pub ca_file: Option<String>,
+    /// The console's address as browsers reach it, e.g. `https://tether.site.lan:8443`;
+    /// the redirect URI registered at the provider is this plus `/api/v1/auth/sso/callback`.
+    pub console_url: Option<String>,
+    /// Space-separated scopes to ask for (default `openid profile`).
+    pub scopes: Option<String>,
+    /// The claim holding the person's groups (default `groups`).
+    pub groups_claim: Option<String>,
+    /// Group to role, in order: the first of a person's groups listed wins.
+    #[serde(default)]
+    pub role: Vec<RawGroupRole>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroupRole {
+    pub group: String,
+    pub role: String,
+}
+
+/// Single sign-on, validated.
+#[derive(Debug, Clone)]
+pub struct SsoSettings {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_file: PathBuf,
+    pub ca_file: PathBuf,
+    /// Where the provider sends the browser back.
+    pub redirect_uri: String,
+    pub console_url: String,
+    pub scopes: String,
+    pub groups_claim: String,
+    /// Group to role, first match wins.
+    pub roles: Vec<(String, crate::auth::Role)>,
+}
+
+/// The path the provider redirects to after login.
+pub const SSO_CALLBACK_PATH: &str = "/api/v1/auth/sso/callback";
+
+impl RawSso {
+    fn validate(self) -> Result<SsoSettings, ConfigError> {
+        use crate::auth::Role;
+        let required = |key: &'static str, v: Option<String>| {
+            v.filter(|v| !v.trim().is_empty()).ok_or_else(|| invalid(key, "required when [sso] is present"))
+        };
+        let https = |key: &'static str, v: String| -> Result<String, ConfigError> {
+            let url = reqwest::Url::parse(&v).map_err(|_| invalid(key, format!("{v:?} is not a URL")))?;
+            if url.scheme() != "https" || url.host_str().is_none() {
+                return Err(invalid(key, format!("{v:?} must be an https:// URL")));
+            }
+            Ok(v)
+        };
+        let issuer = https("sso.issuer", required("sso.issuer", self.issuer)?)?;
+        let console_url =
+            https("sso.console_url", required("sso.console_url", self.console_url)?)?.trim_end_matches('/').to_owned();
+        let scopes = self.scopes.unwrap_or_else(|| "openid profile".into());
+        if !scopes.split_whitespace().any(|s| s == "openid") {
+            return Err(invalid("sso.scopes", "must include openid"));
+        }
+        if self.role.is_empty() {
+            return Err(invalid("sso.role", "map at least one group to a role ([[sso.role]] group = ..., role = ...)"));
+        }
+        let roles = self
+            .role
+            .into_iter()
+            .map(|m| match m.role.parse::<Role>() {
+                Ok(Role::Worker) => Err(invalid("sso.role", "workers enroll with certificates, not through SSO")),
+                // The appliance makes a second officer approve every grant of
+                // this role; it cannot do that for a change of IdP groups.
+                Ok(Role::SecurityOfficer) => Err(invalid(
+                    "sso.role",
+                    "security officers sign in with local accounts: a second officer must approve that role, \
+                     which the appliance cannot require of a change to the identity provider's groups",
+                )),
+                Ok(role) if !m.group.is_empty() => Ok((m.group, role)),
+                Ok(_) => Err(invalid("sso.role", "a group name is required")),
+                Err(e) => Err(invalid("sso.role", e)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SsoSettings {
+            issuer,
+            client_id: required("sso.client_id", self.client_id)?,
+            client_secret_file: PathBuf::from(required("sso.client_secret_file", self.client_secret_file)?),
+            ca_file: PathBuf::from(required("sso.ca_file", self.ca_file)?),
+            redirect_uri: format!("{console_url}{SSO_CALLBACK_PATH}"),
+            console_url,
+            scopes,
+            groups_claim: self.groups_claim.unwrap_or_else(|| "groups".into()),
+            roles,
+        })
+    }
 }
 
 /// The validated configuration.
@@ -158,6 +263,7 @@ pub struct Config {
     pub audit_archive_dir: PathBuf,
     pub audit_sink_down_alert: Duration,
     pub mfa_required_roles: Vec<crate::auth::Role>,
+    pub sso: Option<SsoSettings>,
 }
 
 /// Protection for the listeners.
@@ -391,6 +497,7 @@ impl RawConfig {
             audit_archive_dir,
             audit_sink_down_alert: dur("audit_sink_down_alert", self.audit_sink_down_alert, Duration::from_secs(30))?,
             mfa_required_roles,
+            sso: self.sso.map(RawSso::validate).transpose()?,
         })
     }
 }
@@ -427,6 +534,47 @@ mod tests {
         assert!(none.validate("/tmp".into()).unwrap().mfa_required_roles.is_empty());
         let bad = RawConfig { mfa_required_roles: Some("admin,root".into()), ..RawConfig::default() };
         assert!(matches!(bad.validate("/tmp".into()), Err(ConfigError::Invalid { key: "mfa_required_roles", .. })));
+    }
+
+    fn sso(extra: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "[sso]\nissuer = \"https://idp.site.lan/realms/site\"\nclient_id = \"tether\"\n\
+             client_secret_file = \"/etc/tether/oidc\"\nca_file = \"/etc/tether/idp-ca.pem\"\n{extra}"
+        );
+        let raw: RawConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: "t".into(), message: e.to_string() })?;
+        raw.validate("/tmp".into())
+    }
+
+    #[test]
+    fn single_sign_on_maps_groups_in_order_and_never_grants_the_security_officer_role() {
+        let ok = sso("console_url = \"https://tether.site.lan:8443/\"\n\
+             [[sso.role]]\ngroup = \"ops\"\nrole = \"admin\"\n[[sso.role]]\ngroup = \"dev\"\nrole = \"developer\"\n")
+        .unwrap()
+        .sso
+        .unwrap();
+        assert_eq!(ok.redirect_uri, "https://tether.site.lan:8443/api/v1/auth/sso/callback");
+        assert_eq!(
+            ok.roles,
+            vec![("ops".into(), crate::auth::Role::Admin), ("dev".into(), crate::auth::Role::Developer)]
+        );
+        assert_eq!((ok.scopes.as_str(), ok.groups_claim.as_str()), ("openid profile", "groups"));
+        let refused = |extra: &str| match sso(extra) {
+            Err(ConfigError::Invalid { key, message }) => format!("{key}: {message}"),
+            other => panic!("accepted: {other:?}"),
+        };
+        let url = "console_url = \"https://t:8443\"\n";
+        assert!(
+            refused(&format!("{url}[[sso.role]]\ngroup = \"so\"\nrole = \"security_officer\"\n"))
+                .contains("local accounts")
+        );
+        assert!(refused(&format!("{url}[[sso.role]]\ngroup = \"w\"\nrole = \"worker\"\n")).contains("workers"));
+        assert!(refused(url).starts_with("sso.role"));
+        assert!(
+            refused("console_url = \"http://t:8443\"\n[[sso.role]]\ngroup = \"a\"\nrole = \"viewer\"\n")
+                .contains("https")
+        );
+        assert!(refused("[[sso.role]]\ngroup = \"a\"\nrole = \"viewer\"\n").starts_with("sso.console_url"));
     }
 
     #[test]

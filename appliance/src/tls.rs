@@ -420,3 +420,15 @@ pub fn https_client(config: ClientConfig, timeout: std::time::Duration) -> Resul
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))
 }
+
+/// reqwest's top-level error says little; the cause chain says what happened.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -7,6 +7,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::auth::oidc::OidcError;
+use crate::auth::sso::SsoError;
 use crate::auth::users::UserError;
 use crate::auth::{AccountError, LoginError, TokenError};
 use crate::vault::secrets::SecretError;
@@ -101,6 +103,14 @@ pub enum ApiError {
     UnsealRefused(String),
     #[error("{0}")]
     ShareInvalid(String),
+    #[error("single sign-on is not configured on this appliance; log in with a local account")]
+    SsoNotConfigured,
+    #[error("single sign-on failed: {0}")]
+    SsoFailed(String),
+    #[error("none of your groups at the identity provider gives a role on this appliance; ask an admin")]
+    SsoNoRole,
+    #[error("{0}")]
+    SsoProviderUnavailable(String),
     #[error("a stored value failed its integrity check")]
     Integrity(String),
     #[error("internal error")]
@@ -162,6 +172,10 @@ impl ApiError {
             ApiError::Sealed => (S::SERVICE_UNAVAILABLE, "sealed"),
             ApiError::UnsealRefused(_) => (S::BAD_REQUEST, "unseal_refused"),
             ApiError::ShareInvalid(_) => (S::BAD_REQUEST, "share_invalid"),
+            ApiError::SsoNotConfigured => (S::NOT_FOUND, "sso_not_configured"),
+            ApiError::SsoFailed(_) => (S::UNAUTHORIZED, "sso_failed"),
+            ApiError::SsoNoRole => (S::FORBIDDEN, "sso_no_role"),
+            ApiError::SsoProviderUnavailable(_) => (S::BAD_GATEWAY, "sso_provider_unavailable"),
             ApiError::Integrity(_) => (S::INTERNAL_SERVER_ERROR, "integrity"),
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -215,6 +229,20 @@ impl From<store::Error> for ApiError {
         match e {
             store::Error::Degraded => ApiError::AuditDegraded,
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<SsoError> for ApiError {
+    fn from(e: SsoError) -> Self {
+        match e {
+            SsoError::Provider(OidcError::Unavailable(m)) => ApiError::SsoProviderUnavailable(m),
+            SsoError::Provider(OidcError::Refused(m)) | SsoError::Refused(m) => ApiError::SsoFailed(m),
+            SsoError::NoRole => ApiError::SsoNoRole,
+            SsoError::NameTaken => ApiError::SsoFailed(e.to_string()),
+            SsoError::Busy => ApiError::RateLimited(std::time::Duration::from_secs(60)),
+            SsoError::Store(e) => e.into(),
+            SsoError::Vault(e) => e.into(),
         }
     }
 }

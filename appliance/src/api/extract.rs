@@ -97,13 +97,18 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The session cookie's value, if the request carries one.
 pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    cookie(headers, auth::sessions::COOKIE)
+}
+
+/// The value of the cookie `wanted`, if the request carries it.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, wanted: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == auth::sessions::COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value)
 }
 

@@ -15,6 +15,7 @@ mod people;
 mod secrets;
 pub mod server;
 mod session;
+mod sso;
 mod tasks;
 mod vault;
 mod workers;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub space: Arc<crate::disk::Watch>,
     /// The alert watches fed by traffic (silent workers, task volume).
     pub monitor: Arc<crate::monitor::Monitor>,
+    /// Single sign-on, when `[sso]` is configured.
+    pub sso: Option<Arc<crate::auth::sso::Sso>>,
 }
 
 impl AppState {
@@ -139,6 +142,8 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("GET", "/api/v1/pki/ca/rotation", P::AuditRead), get(certificates::rotation)),
         (spec("POST", "/api/v1/pki/ca/rotation/{step}", P::CaManage), post(certificates::rotate)),
         (spec("POST", "/api/v1/auth/login", P::Public), post(session::login)),
+        (spec("GET", "/api/v1/auth/sso/login", P::Public), get(sso::begin)),
+        (spec("GET", crate::config::SSO_CALLBACK_PATH, P::Public), get(sso::callback)),
         (spec("POST", "/api/v1/auth/logout", P::OwnAccount), post(session::logout)),
         (spec("GET", "/api/v1/auth/session", P::OwnAccount), get(session::current)),
         (spec("POST", "/api/v1/auth/reauth", P::OwnAccount), post(session::reauthenticate)),

@@ -34,14 +34,36 @@ pub struct SessionView {
     recently_authenticated: bool,
 }
 
-/// The cookie: host-only, TLS-only, out of scripts' reach, never sent on a
-/// request another site starts.
-fn cookie(value: &str, max_age_secs: u64) -> Result<HeaderValue, ApiError> {
+/// The session cookie: host-only, TLS-only, out of scripts' reach, never
+/// sent on a request another site starts.
+pub(super) fn cookie(value: &str, max_age_secs: u64) -> Result<HeaderValue, ApiError> {
+    host_cookie(sessions::COOKIE, value, "Strict", max_age_secs)
+}
+
+/// A `__Host-` cookie (TLS only, this host only, path `/`), out of scripts' reach.
+pub(super) fn host_cookie(
+    name: &str,
+    value: &str,
+    same_site: &str,
+    max_age_secs: u64,
+) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(&format!(
-        "{}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}",
-        sessions::COOKIE
+        "{name}={value}; Path=/; Secure; HttpOnly; SameSite={same_site}; Max-Age={max_age_secs}"
     ))
     .map_err(|_| ApiError::Internal("cookie value".into()))
+}
+
+/// Refuses password and second-factor routes to people whose credentials
+/// live at the identity provider.
+fn local_account(caller: &Caller) -> Result<(), ApiError> {
+    if caller.principal.starts_with(crate::auth::sso::NAME_PREFIX) {
+        return Err(ApiError::InvalidRequest(
+            "your account signs in through the identity provider: manage your password there, and re-authenticate \
+             with GET /api/v1/auth/sso/login?fresh=true"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 pub async fn login(
@@ -72,20 +94,34 @@ fn session_key(caller: &Caller) -> Result<([u8; 32], String, bool, bool), ApiErr
     }
 }
 
+/// Ends the session: 204, or for a person signed in through the identity
+/// provider, 200 with `idp_logout_url`, where the browser goes to end the
+/// provider's session too (or the next sign-in there needs no password).
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     session_key(&caller)?;
     state.accounts.logout(&caller.as_principal(), &caller.origin).await?;
-    let mut response = StatusCode::NO_CONTENT.into_response();
+    let idp_logout_url = match &state.sso {
+        Some(sso) if caller.principal.starts_with(crate::auth::sso::NAME_PREFIX) => sso.logout_url().await,
+        _ => None,
+    };
+    let mut response = match idp_logout_url {
+        Some(url) => axum::Json(serde_json::json!({ "idp_logout_url": url })).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    };
     response.headers_mut().insert(header::SET_COOKIE, cookie("", 0)?);
     Ok(response)
 }
 
 pub async fn current(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<SessionView>, ApiError> {
     let (key, session_id, set_up, fresh) = session_key(&caller)?;
-    let user =
-        state.store.read(|tx| crate::auth::users::get(tx, &caller.principal))?.ok_or(ApiError::Unauthenticated)?;
+    let user = state.store.read(|tx| {
+        if let Some(person) = crate::auth::sso::person(tx, &caller.principal)? {
+            return Ok(Some(UserInfo::from(&person)));
+        }
+        Ok(crate::auth::users::get(tx, &caller.principal)?.as_ref().map(UserInfo::from))
+    })?;
     Ok(axum::Json(SessionView {
-        user: UserInfo::from(&user),
+        user: user.ok_or(ApiError::Unauthenticated)?,
         session_id,
         csrf_token: state.accounts.csrf_token(&key)?,
         set_up,
@@ -107,6 +143,7 @@ pub async fn reauthenticate(
     ApiJson(body): ApiJson<ReauthBody>,
 ) -> Result<StatusCode, ApiError> {
     session_key(&caller)?;
+    local_account(&caller)?;
     let credentials = Credentials { password: body.password, totp: body.totp, recovery_code: body.recovery_code };
     state.accounts.reauthenticate(&caller.as_principal(), credentials, &caller.origin).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -125,6 +162,7 @@ pub async fn change_password(
     ApiJson(body): ApiJson<PasswordBody>,
 ) -> Result<StatusCode, ApiError> {
     session_key(&caller)?;
+    local_account(&caller)?;
     state.accounts.change_own_password(&caller.as_principal(), body.current, body.new, &caller.origin).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -138,6 +176,7 @@ pub struct TotpSetup {
 
 pub async fn begin_totp(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<TotpSetup>, ApiError> {
     session_key(&caller)?;
+    local_account(&caller)?;
     let (secret, uri) = state.accounts.begin_totp(&caller.principal).await?;
     Ok(axum::Json(TotpSetup { secret, uri }))
 }
@@ -160,6 +199,7 @@ pub async fn confirm_totp(
     ApiJson(body): ApiJson<TotpConfirmBody>,
 ) -> Result<axum::Json<RecoveryCodes>, ApiError> {
     session_key(&caller)?;
+    local_account(&caller)?;
     let recovery_codes = state.accounts.confirm_totp(&caller.principal, &body.code, &caller.origin).await?;
     Ok(axum::Json(RecoveryCodes { recovery_codes }))
 }

@@ -141,12 +141,18 @@ impl Accounts {
                 Ok(s) => s,
                 Err(e) => return Ok(Err(e)),
             };
-            match users::get(tx, &session.user)? {
-                Some(user) if !user.disabled => {
-                    Ok(Ok(sessions::principal(session, key, &user, &self.second_factor_roles, now, self.lifetimes)))
-                }
-                _ => Ok(Err(AuthError::Unknown)),
-            }
+            let account = match super::sso::person(tx, &session.user)? {
+                // The provider vouched for the person and their credentials.
+                Some(person) => (person.name, person.role, true),
+                None => match users::get(tx, &session.user)? {
+                    Some(user) if !user.disabled => {
+                        let set_up = user.is_set_up(&self.second_factor_roles);
+                        (user.name, user.role, set_up)
+                    }
+                    _ => return Ok(Err(AuthError::Unknown)),
+                },
+            };
+            Ok(Ok(sessions::principal(session, key, account, now, self.lifetimes)))
         })
     }
 
@@ -211,7 +217,7 @@ impl Accounts {
                 consume_second_factor(&mut user, totp_step);
                 users::put(tx, &user)?;
                 sessions::sweep(tx, now, lifetimes)?;
-                let (session, cookie, key) = sessions::start(tx, &name_owned, now)?;
+                let (session, cookie, key) = sessions::start(tx, &name_owned, now, now)?;
                 let event = Event::new("auth.login", "login", Resource::new("session", &session.id))
                     .detail("second_factor", second.label())
                     .detail("set_up", user.is_set_up(&second_factor_roles));

@@ -11,8 +11,10 @@
 //! token or session by its public id.
 
 mod accounts;
+pub mod oidc;
 pub mod password;
 pub mod sessions;
+pub mod sso;
 pub mod throttle;
 pub mod tokens;
 pub mod totp;

@@ -48,17 +48,19 @@ pub struct Session {
     pub authenticated_at: Timestamp,
 }
 
-/// Starts a session; returns it, the cookie value and its storage key.
-pub fn start(tx: &mut WriteTx<'_>, user: &str, now: Timestamp) -> Result<(Session, String, [u8; 32]), store::Error> {
+/// Starts a session for a person who last proved who they are at
+/// `authenticated_at` (now, for a password login); returns it, the cookie
+/// value and its storage key.
+pub fn start(
+    tx: &mut WriteTx<'_>,
+    user: &str,
+    now: Timestamp,
+    authenticated_at: Timestamp,
+) -> Result<(Session, String, [u8; 32]), store::Error> {
     let value = secret::random_token(PREFIX).map_err(|e| store::Error::Storage(e.to_string()))?;
     let key = secret::sha256(value.as_bytes());
-    let session = Session {
-        id: hex::encode(&key[..8]),
-        user: user.into(),
-        created_at: now,
-        last_seen: now,
-        authenticated_at: now,
-    };
+    let session =
+        Session { id: hex::encode(&key[..8]), user: user.into(), created_at: now, last_seen: now, authenticated_at };
     tx.put(SESSIONS, &key, &session)?;
     Ok((session, value, key))
 }
@@ -90,22 +92,22 @@ pub fn alive(session: &Session, now: Timestamp, lifetimes: Lifetimes) -> Result<
     Ok(())
 }
 
-/// The principal a live session acts as.
+/// The principal a live session acts as: `name` with `role`; `set_up`
+/// as [`Via::Session`] describes.
 pub fn principal(
     session: Session,
     key: [u8; 32],
-    user: &super::users::User,
-    second_factor_roles: &[super::Role],
+    (name, role, set_up): (String, super::Role, bool),
     now: Timestamp,
     lifetimes: Lifetimes,
 ) -> Principal {
     Principal {
-        name: user.name.clone(),
-        role: user.role,
+        name,
+        role,
         via: Via::Session {
             id: session.id,
             key,
-            set_up: user.is_set_up(second_factor_roles),
+            set_up,
             fresh: now.since(session.authenticated_at) < lifetimes.reauth,
             note_use: now.since(session.last_seen) >= lifetimes.touch_after(),
         },
@@ -138,6 +140,15 @@ pub fn end(tx: &mut WriteTx<'_>, key: &[u8; 32]) -> Result<Option<Session>, stor
         tx.delete(SESSIONS, key)?;
     }
     Ok(s)
+}
+
+/// Ends one session if it is `user`'s. Returns whether it did.
+pub fn end_if_owned_by(tx: &mut WriteTx<'_>, key: &[u8; 32], user: &str) -> Result<bool, store::Error> {
+    if tx.get(SESSIONS, key)?.is_some_and(|s| s.user == user) {
+        tx.delete(SESSIONS, key)?;
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Ends every session of `user`. Returns how many.

@@ -195,6 +195,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.sessions,
         config.mfa_required_roles.clone(),
     ));
+    let sso = match &config.sso {
+        Some(settings) => Some(Arc::new(
+            auth::sso::Sso::new(settings.clone(), store.clone(), clock.clone(), accounts.clone())
+                .context("single sign-on ([sso] in the configuration)")?,
+        )),
+        None => None,
+    };
     let space = Arc::new(crate::disk::Watch::new(store.clone(), clock.clone(), &dir, config.disk_reserve_bytes));
     let silent_after = config.broker.max_poll_wait + config.worker_silence_grace;
     let monitor = Arc::new(crate::monitor::Monitor::new(store.clone(), clock.clone(), silent_after));
@@ -230,6 +237,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         })),
         space: space.clone(),
         monitor: monitor.clone(),
+        sso,
     };
     state.sinks.reconcile()?;
     let space_watch = tokio::spawn(space.run(SPACE_CHECK_INTERVAL));

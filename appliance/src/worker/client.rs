@@ -148,7 +148,7 @@ impl BrokerClient {
         let resp =
             self.http.post(format!("{}{path}", self.base)).json(&body).send().await.map_err(|e| send_error(&e))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| CallError::Unreachable(error_chain(&e)))?;
+        let text = resp.text().await.map_err(|e| CallError::Unreachable(crate::tls::error_chain(&e)))?;
         if status.is_success() {
             return serde_json::from_str(&text).map_err(|e| CallError::Unreachable(format!("unexpected reply: {e}")));
         }
@@ -184,7 +184,7 @@ fn send_error(e: &reqwest::Error) -> CallError {
             "certificate_expired",
             "the broker refused this worker's certificate as expired past the renewal grace window; enroll it again with a new token",
         ),
-        _ => CallError::Unreachable(error_chain(e)),
+        _ => CallError::Unreachable(crate::tls::error_chain(e)),
     }
 }
 
@@ -208,16 +208,4 @@ fn tls_cause<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls:
 
 fn refused(status: u16, code: &str, detail: &str) -> CallError {
     CallError::Refused { status, code: code.into(), detail: detail.into() }
-}
-
-/// reqwest's top-level error says little; the cause chain says what happened.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -15,5 +15,6 @@ mod renewal;
 mod resilience;
 mod rotation;
 mod security;
+mod sso;
 mod upgrade;
 mod vault;

@@ -455,8 +455,14 @@ impl Accounts {
         self.store.write(move |tx| users::disable(tx, now, &origin, &by, &target)).await
     }
 
+    /// Every account: local ones, then people who signed in through the
+    /// identity provider (`created_by: "sso"`, role as of their last sign-in).
     pub fn list(&self) -> Result<Vec<UserInfo>, store::Error> {
-        Ok(self.store.read(users::list)?.iter().map(UserInfo::from).collect())
+        self.store.read(|tx| {
+            let local = users::list(tx)?.iter().map(UserInfo::from).collect::<Vec<_>>();
+            let federated = super::sso::people(tx)?.iter().map(UserInfo::from).collect::<Vec<_>>();
+            Ok([local, federated].concat())
+        })
     }
 
     /// The origin of a person's request, naming them.

@@ -77,6 +77,11 @@ pub fn person(tx: &ReadTx, name: &str) -> Result<Option<SsoPerson>, store::Error
     tx.get(SSO_PEOPLE, name.as_bytes())
 }
 
+/// Everyone who has signed in through the provider.
+pub fn people(tx: &ReadTx) -> Result<Vec<SsoPerson>, store::Error> {
+    tx.values(SSO_PEOPLE)
+}
+
 /// Why a single sign-on did not give a session.
 #[derive(Debug, thiserror::Error)]
 pub enum SsoError {

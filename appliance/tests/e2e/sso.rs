@@ -250,7 +250,10 @@ async fn people_sign_in_through_the_sites_openid_provider_and_its_groups_decide_
     assert_eq!(s, 200, "{me}");
     assert_eq!((me["user"]["name"].as_str(), me["user"]["role"].as_str()), (Some("sso:alice"), Some("admin")));
     assert_eq!((me["set_up"].as_bool(), me["recently_authenticated"].as_bool()), (Some(true), Some(true)));
-    assert_eq!(send(&a, &alice_cookie, Method::GET, "/api/v1/users", None).await.0, 200);
+    let (s, users) = send(&a, &alice_cookie, Method::GET, "/api/v1/users", None).await;
+    assert_eq!(s, 200, "{users}");
+    let listed = users.as_array().unwrap().iter().find(|u| u["name"] == "sso:alice").unwrap();
+    assert_eq!((listed["role"].as_str(), listed["created_by"].as_str()), (Some("admin"), Some("sso")));
     // A state-changing request still needs the session's CSRF token.
     let submit = json!({"kind": "echo", "input": {}, "labels": ["nobody"]});
     let (s, _, _) =

@@ -21,7 +21,8 @@ use crate::crypto::primitives::signature;
 /// appliance hammer the provider.
 const JWKS_REFETCH_AFTER: Duration = Duration::from_secs(30);
 /// Clock difference tolerated between the appliance and the provider.
-const SKEW_SECS: i64 = 60;
+pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
+const SKEW_SECS: i64 = CLOCK_SKEW.as_secs() as i64;
 /// A provider answer larger than this is refused.
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
 

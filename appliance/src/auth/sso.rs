@@ -197,8 +197,8 @@ impl Sso {
     /// Finishes a sign-in: checks it against what [`Sso::begin`] kept,
     /// redeems the code, maps the groups to a role and starts a session.
     /// `replacing`: the browser's current session, ended if it is the same
-    /// person's (a re-authentication replaces it). Every refusal after the
-    /// provider vouched for someone is audited.
+    /// person's (a re-authentication replaces it). Every refusal of a
+    /// sign-in begun here is audited.
     pub async fn finish(
         &self,
         callback: Callback,
@@ -254,9 +254,8 @@ impl Sso {
         let auth_time = identity.auth_time.ok_or_else(|| refused("the provider's ID token has no auth_time"))?;
         let authenticated_at =
             Timestamp::from_millis(u64::try_from(auth_time).unwrap_or(0).saturating_mul(1000)).min(now);
-        // Whole seconds, and a little skew: a fresh sign-in's auth_time may
-        // read just before the moment it was begun.
-        if pending.fresh && authenticated_at.plus(Duration::from_secs(5)) < pending.begun_at {
+        // The provider's clock may run a little behind the appliance's.
+        if pending.fresh && authenticated_at.plus(super::oidc::CLOCK_SKEW) < pending.begun_at {
             return Err(refused("the provider did not ask you to sign in again; start again"));
         }
         // Providers put profile and group claims in the ID token or only

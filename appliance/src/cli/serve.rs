@@ -205,7 +205,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let space = Arc::new(crate::disk::Watch::new(store.clone(), clock.clone(), &dir, config.disk_reserve_bytes));
     let silent_after = config.broker.max_poll_wait + config.worker_silence_grace;
     let monitor = Arc::new(crate::monitor::Monitor::new(store.clone(), clock.clone(), silent_after));
-    if let Err(e) = space.check() {
+    // The check may write an alert, which waits for the store: off the runtime.
+    let first_look = space.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || first_look.check()).await {
         tracing::warn!(error = %e, "cannot check the data directory's free space");
     }
     let console = TcpListener::bind(config.listen)

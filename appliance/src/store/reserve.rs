@@ -24,8 +24,11 @@ pub fn available(dir: &Path) -> std::io::Result<u64> {
 /// How full the file system holding `dir` is, in percent.
 pub fn used_percent(dir: &Path) -> std::io::Result<u64> {
     let stat = rustix::fs::statvfs(dir)?;
-    let total = stat.f_blocks.max(1);
-    Ok(100 - stat.f_bavail.min(total) * 100 / total)
+    // As df reckons it: blocks kept back for root count neither as used
+    // nor as available (on some disks they are most of the disk).
+    let used = stat.f_blocks.saturating_sub(stat.f_bfree);
+    let usable = (used + stat.f_bavail).max(1);
+    Ok((used * 100).div_ceil(usable))
 }
 
 /// Makes the reserve of `bytes` if it is missing and the disk has room for

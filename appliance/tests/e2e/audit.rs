@@ -512,3 +512,18 @@ async fn old_records_go_to_signed_segments_and_the_chain_stays_anchored_across_t
     let (ok, text) = verify(&missing);
     assert!(!ok && text.contains("does not continue"), "a missing segment is found: {text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_appliance_started_on_a_disk_over_80_percent_full_starts_and_raises_one_alert() {
+    let (mut a, mount) = Appliance::start_on_tmpfs(64, vec![("TETHER_DISK_RESERVE", "1m")]);
+    a.stop();
+    // Another program's file takes the disk to about 90%, as df counts it.
+    let made = Command::new("fallocate").args(["-l", "57m"]).arg(mount.0.join("other-data")).status().unwrap();
+    assert!(made.success());
+    a.restart();
+    let (s, alerts) = a.api().get("/api/v1/alerts").await;
+    assert_eq!(s, 200, "{alerts}");
+    let disk: Vec<&Value> = alerts.as_array().unwrap().iter().filter(|al| al["kind"] == "disk_usage").collect();
+    assert_eq!(disk.len(), 1, "{alerts}");
+    a.stop();
+}

@@ -12,6 +12,7 @@ pub mod files;
 pub mod ids;
 pub mod labels;
 pub mod listener_certs;
+pub mod llm;
 pub mod monitor;
 pub mod pki;
 pub mod secret;

@@ -311,6 +311,18 @@ pub fn client(ca_pem: &str, identity: Option<(&str, &str)>, alpn: &[&[u8]]) -> R
     trusting(Trust::Ca(ca_pem), identity, alpn)
 }
 
+/// A client for plain-http peers (a LAN model server): it trusts no CA, so
+/// a redirect to https fails rather than trusting anything by default.
+pub fn client_without_roots(alpn: &[&[u8]]) -> Result<ClientConfig, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(CLIENT_POLICY.tls_provider())
+        .with_protocol_versions(CLIENT_POLICY.tls_versions())
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
 /// A client that trusts what `trust` names and optionally presents an
 /// identity. Clients follow the standard policy: a broker in FIPS mode
 /// narrows what is negotiated (P-256 rather than X25519) on its side.

@@ -11,6 +11,7 @@ mod backup;
 mod certificates;
 mod error;
 mod extract;
+mod llm;
 mod people;
 mod secrets;
 pub mod server;
@@ -77,6 +78,8 @@ pub struct AppState {
     pub monitor: Arc<crate::monitor::Monitor>,
     /// Single sign-on, when `[sso]` is configured.
     pub sso: Option<Arc<crate::auth::sso::Sso>>,
+    /// The LLM gateway.
+    pub llm: Arc<crate::llm::Gateway>,
 }
 
 impl AppState {
@@ -178,6 +181,13 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", "/api/v1/sys/rotate", P::VaultManage), post(vault::rotate)),
         (spec("POST", "/api/v1/sys/rekey", P::VaultManage), post(vault::rekey)),
         (spec("POST", "/api/v1/sys/backup", P::BackupCreate), post(backup::create)),
+        (spec("POST", "/api/v1/llm/keys", P::LlmKeyManage), post(llm::create_key)),
+        (spec("GET", "/api/v1/llm/keys", P::LlmKeyManage), get(llm::list_keys)),
+        (spec("DELETE", "/api/v1/llm/keys/{id}", P::LlmKeyManage), delete(llm::revoke_key)),
+        (spec("GET", "/api/v1/llm/upstreams", P::LlmUpstreamManage), get(llm::list_upstreams)),
+        (spec("PUT", "/api/v1/llm/upstreams/{name}", P::LlmUpstreamManage), put(llm::put_upstream)),
+        (spec("DELETE", "/api/v1/llm/upstreams/{name}", P::LlmUpstreamManage), delete(llm::remove_upstream)),
+        (spec("PUT", "/api/v1/llm/prompts/{level}", P::LlmPromptManage), put(llm::set_prompt)),
     ]
 }
 
@@ -193,7 +203,12 @@ pub fn console_router(state: AppState) -> Router {
         let guard = middleware::from_fn_with_state((state.clone(), spec.permission), extract::authorize);
         router = router.route(spec.path, route.route_layer(guard));
     }
-    let router = router.layer(middleware::from_fn_with_state(state.clone(), disk_gate));
+    // The LLM gateway's routes authenticate virtual keys themselves: they
+    // are for tools, not for the roles of the permission table.
+    let router = router
+        .route("/v1/models", get(llm::list_models))
+        .route("/v1/chat/completions", post(llm::chat_completions))
+        .layer(middleware::from_fn_with_state(state.clone(), disk_gate));
     finish(router, state)
 }
 

@@ -71,7 +71,7 @@ pub enum Role {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 22] = [
+    pub const ALL: [Permission; 25] = [
         Permission::Public,
         Permission::TaskCreate,
         Permission::TaskRead,
@@ -94,6 +94,9 @@ impl Permission {
         Permission::BackupCreate,
         Permission::CaManage,
         Permission::CryptoManage,
+        Permission::LlmKeyManage,
+        Permission::LlmUpstreamManage,
+        Permission::LlmPromptManage,
     ];
 
     /// Actions drastic enough that a console session must have proved the
@@ -107,6 +110,7 @@ impl Permission {
                 | Permission::RoleChange
                 | Permission::RoleApprove
                 | Permission::AuditSinkManage
+                | Permission::LlmPromptManage
         )
     }
 }
@@ -185,6 +189,12 @@ pub enum Permission {
     CaManage,
     /// Switch the crypto mode (FIPS or standard).
     CryptoManage,
+    /// Make, list and revoke LLM virtual keys (one's own, or anyone's with `All`).
+    LlmKeyManage,
+    /// Configure the model servers the gateway forwards to.
+    LlmUpstreamManage,
+    /// Set the enforcement levels' system prompts.
+    LlmPromptManage,
 }
 
 /// How much of a resource a grant covers.
@@ -269,6 +279,17 @@ pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
         // The security officer's decision alone, re-authenticated.
         (P::CryptoManage, R::SecurityOfficer) => Some(S::All),
         (P::CryptoManage, R::Admin | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
+
+        (P::LlmKeyManage, R::Admin) => Some(S::All),
+        (P::LlmKeyManage, R::Developer) => Some(S::Own),
+        (P::LlmKeyManage, R::SecurityOfficer | R::Auditor | R::Viewer | R::Worker) => None,
+
+        (P::LlmUpstreamManage, R::Admin) => Some(S::All),
+        (P::LlmUpstreamManage, R::SecurityOfficer | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
+
+        // What the gateway tells every model is a policy: the officer's.
+        (P::LlmPromptManage, R::SecurityOfficer) => Some(S::All),
+        (P::LlmPromptManage, R::Admin | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
     }
 }
 
@@ -363,11 +384,14 @@ mod tests {
                 | Permission::SecretWrite
                 | Permission::BackupCreate
                 | Permission::CaManage
-                | Permission::CryptoManage => {}
+                | Permission::CryptoManage
+                | Permission::LlmKeyManage
+                | Permission::LlmUpstreamManage
+                | Permission::LlmPromptManage => {}
             }
         }
         let distinct: std::collections::HashSet<_> = Permission::ALL.into_iter().collect();
-        assert_eq!(distinct.len(), 22);
+        assert_eq!(distinct.len(), 25);
     }
 
     #[test]

@@ -240,6 +240,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         space: space.clone(),
         monitor: monitor.clone(),
         sso,
+        llm: Arc::new(crate::llm::Gateway::new(store.clone(), vault.clone(), clock.clone())),
     };
     state.sinks.reconcile()?;
     let space_watch = tokio::spawn(space.run(SPACE_CHECK_INTERVAL));
@@ -367,7 +368,7 @@ async fn refresh_seals_forever(broker: Broker, store: Store, vault: Arc<Vault>) 
 }
 
 /// One pass of [`refresh_seals_forever`]: tasks, secret values, the CA key,
-/// the audit signing key, people's TOTP secrets.
+/// the audit signing key, people's TOTP secrets, model servers' credentials.
 async fn refresh_seals(broker: &Broker, store: &Store, vault: &Vault) -> anyhow::Result<usize> {
     let (mut moved, mut after) = (0, None);
     loop {
@@ -385,7 +386,8 @@ async fn refresh_seals(broker: &Broker, store: &Store, vault: &Vault) -> anyhow:
             let ca = pki::refresh_ca_key(tx, &keys)?;
             let audit_key = usize::from(crate::audit::signing::refresh_key(tx, &keys)?);
             let totp = auth::users::refresh_seals(tx, &keys)?;
-            Ok::<_, vault::Error>(values + ca + audit_key + totp)
+            let upstreams = crate::llm::upstreams::refresh_seals(tx, &keys)?;
+            Ok::<_, vault::Error>(values + ca + audit_key + totp + upstreams)
         })
         .await?;
     Ok(moved)

@@ -6,9 +6,11 @@
 
 mod audit;
 mod crypto;
+mod fake_llm;
 mod harness;
 mod lifecycle;
 mod listener_certs;
+mod llm;
 mod operations;
 mod people;
 mod renewal;

@@ -1,0 +1,353 @@
+//! The LLM gateway's routes: the OpenAI-compatible API that clients call
+//! with a virtual key, and the management routes for keys, upstreams and
+//! the enforcement prompts.
+//!
+//! Gateway errors use OpenAI's error shape (`{"error": {"message", "type",
+//! "code"}}`), which OpenAI clients read and show; `code` is stable.
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use zeroize::Zeroizing;
+
+use super::extract::{AnonymousOrigin, ApiJson, Caller};
+use super::{ApiError, AppState};
+use crate::auth::{AuthError, Scope, users};
+use crate::config::parse_duration;
+use crate::llm::keys::{self, Enforcement, Limits, NewKey, VirtualKey};
+use crate::llm::upstreams::{self, Upstream, UpstreamInfo, UpstreamKind};
+use crate::llm::{Answer, GatewayError, prompts};
+
+/// A gateway error as OpenAI clients expect it.
+fn openai_error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
+    (status, axum::Json(json!({"error": {"message": message, "type": kind, "code": code}}))).into_response()
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let (status, message) = (StatusCode::from_u16(self.status()), self.to_string());
+        let (kind, code) = match self {
+            GatewayError::Store(e) => return ApiError::from(e).into_response(),
+            GatewayError::Vault(e) => return ApiError::from(e).into_response(),
+            GatewayError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
+            GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
+            GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
+            GatewayError::Unavailable => ("upstream_error", "upstream_unavailable"),
+            GatewayError::UpstreamRefused(_) => ("upstream_error", "upstream_refused"),
+        };
+        openai_error(status.unwrap_or(StatusCode::BAD_GATEWAY), kind, code, &message)
+    }
+}
+
+/// Why a gateway request was not let in.
+enum KeyRefused {
+    Invalid,
+    Store(crate::store::Error),
+}
+
+impl IntoResponse for KeyRefused {
+    fn into_response(self) -> Response {
+        match self {
+            KeyRefused::Invalid => openai_error(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid_api_key",
+                "a valid virtual key is required (Authorization: Bearer tvk_…)",
+            ),
+            KeyRefused::Store(e) => ApiError::from(e).into_response(),
+        }
+    }
+}
+
+/// The virtual key a gateway request presents (`Authorization: Bearer`).
+fn virtual_key(state: &AppState, headers: &HeaderMap) -> Result<VirtualKey, KeyRefused> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let verdict = match presented {
+        Some(secret) => state.llm.authenticate(secret),
+        None => Ok(Err(AuthError::Missing)),
+    };
+    match verdict {
+        Ok(Ok(key)) => Ok(key),
+        Ok(Err(_)) => Err(KeyRefused::Invalid),
+        Err(e) => Err(KeyRefused::Store(e)),
+    }
+}
+
+/// `GET /v1/models`
+pub async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let key = match virtual_key(&state, &headers) {
+        Ok(k) => k,
+        Err(refused) => return refused.into_response(),
+    };
+    match state.llm.models(&key) {
+        Ok(models) => {
+            let data: Vec<Value> = models
+                .iter()
+                .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "tether"}))
+                .collect();
+            axum::Json(json!({"object": "list", "data": data})).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// `POST /v1/chat/completions`
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    AnonymousOrigin(origin): AnonymousOrigin,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let key = match virtual_key(&state, &headers) {
+        Ok(k) => k,
+        Err(refused) => return refused.into_response(),
+    };
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return GatewayError::BadRequest("the body must be a JSON object".into()).into_response();
+    };
+    match state.llm.chat(&key, request, &origin).await {
+        Ok(Answer::Json(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Ok(Answer::EventStream(rx)) => {
+            let mut response = Body::new(Relay(rx)).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A response body fed event by event from the gateway's relay; dropping
+/// it (the client went away) stops the relay and the upstream call.
+struct Relay(mpsc::Receiver<Bytes>);
+
+impl HttpBody for Relay {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|event| event.map(|bytes| Ok(http_body::Frame::data(bytes))))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBody {
+    /// Whose key it is; a developer's keys are their own.
+    owner: Option<String>,
+    #[serde(default)]
+    models: Vec<String>,
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+    max_parallel: Option<u32>,
+    enforcement: Option<Enforcement>,
+    ttl: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    id: String,
+    owner: String,
+    models: Vec<String>,
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+    max_parallel: Option<u32>,
+    enforcement: &'static str,
+    #[serde(serialize_with = "crate::clock::as_rfc3339")]
+    created_at: crate::clock::Timestamp,
+    #[serde(serialize_with = "crate::clock::as_rfc3339")]
+    expires_at: crate::clock::Timestamp,
+    created_by: String,
+}
+
+impl From<VirtualKey> for KeyView {
+    fn from(k: VirtualKey) -> KeyView {
+        KeyView {
+            id: k.id,
+            owner: k.owner,
+            models: k.models,
+            rpm: k.limits.rpm,
+            tpm: k.limits.tpm,
+            max_parallel: k.limits.max_parallel,
+            enforcement: k.enforcement.as_str(),
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            created_by: k.created_by,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyCreated {
+    /// The secret: shown once, stored only as a hash.
+    key: Zeroizing<String>,
+    #[serde(flatten)]
+    view: KeyView,
+}
+
+pub async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<KeyBody>,
+) -> Result<(StatusCode, axum::Json<KeyCreated>), ApiError> {
+    let owner = body.owner.unwrap_or_else(|| caller.principal.clone());
+    if owner != caller.principal && caller.scope != Scope::All {
+        return Err(ApiError::ExceedsYourRights("your keys are your own: leave out `owner`".into()));
+    }
+    users::check_name(owner.trim_start_matches(crate::auth::sso::NAME_PREFIX))
+        .map_err(|_| ApiError::InvalidRequest("owner must be a person's account name".into()))?;
+    let enforcement = body.enforcement.unwrap_or(Enforcement::Standard);
+    if !crate::llm::gateway::supported(enforcement) {
+        return Err(ApiError::InvalidRequest(
+            "the design-first level is not available yet (its code withholding is still being built)".into(),
+        ));
+    }
+    if body.models.iter().any(|m| m.is_empty() || m.len() > 200) {
+        return Err(ApiError::InvalidRequest("model names are 1-200 characters".into()));
+    }
+    let ttl = match body.ttl {
+        Some(t) => parse_duration(&t).map_err(ApiError::InvalidRequest)?,
+        None => state.config.token_ttl,
+    };
+    if ttl.is_zero() || ttl > state.config.token_max_ttl {
+        return Err(ApiError::InvalidRequest("ttl must be more than zero and at most token_max_ttl".into()));
+    }
+    let now = state.clock.now();
+    let new = NewKey {
+        owner,
+        models: body.models,
+        limits: Limits { rpm: body.rpm, tpm: body.tpm, max_parallel: body.max_parallel },
+        enforcement,
+        expires_at: now.plus(ttl),
+    };
+    let origin = caller.origin;
+    let (key, secret) = state.store.write(move |tx| keys::issue(tx, now, &origin, new)).await?;
+    Ok((StatusCode::CREATED, axum::Json(KeyCreated { key: Zeroizing::new(secret), view: key.into() })))
+}
+
+pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Vec<KeyView>>, ApiError> {
+    let owner = (caller.scope != Scope::All).then_some(caller.principal.as_str());
+    let keys = state.store.read(|tx| keys::list(tx, owner))?;
+    Ok(axum::Json(keys.into_iter().map(KeyView::from).collect()))
+}
+
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let owner = (caller.scope != Scope::All).then(|| caller.principal.clone());
+    let (now, origin) = (state.clock.now(), caller.origin);
+    state
+        .store
+        .write(move |tx| match keys::revoke(tx, now, &origin, &id, owner.as_deref()) {
+            Ok(_) => Ok(Ok(())),
+            Err(keys::KeyError::NotFound) => Ok(Err(ApiError::NotFound)),
+            Err(keys::KeyError::Store(e)) => Err(e),
+        })
+        .await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamBody {
+    kind: UpstreamKind,
+    url: String,
+    models: Vec<String>,
+    ca_pem: Option<String>,
+    /// A bearer credential the upstream wants; sealed, never shown again.
+    credential: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody").field("kind", &self.kind).field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+pub async fn put_upstream(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<UpstreamBody>,
+) -> Result<axum::Json<UpstreamInfo>, ApiError> {
+    upstreams::check(&name, &body.url, &body.models).map_err(ApiError::InvalidRequest)?;
+    if let Some(ca) = &body.ca_pem {
+        crate::tls::client(ca, None, crate::tls::CLIENT_HTTP_ALPN)
+            .map_err(|e| ApiError::InvalidRequest(format!("ca_pem: {e}")))?;
+    }
+    let credential = match &body.credential {
+        Some(secret) => Some(state.vault.encrypt(upstreams::credential_place(&name), secret.as_bytes())?),
+        None => None,
+    };
+    let now = state.clock.now();
+    let upstream = Upstream {
+        name,
+        kind: body.kind,
+        url: body.url,
+        models: body.models,
+        ca_pem: body.ca_pem,
+        credential,
+        updated_at: now,
+        updated_by: caller.principal.clone(),
+    };
+    let info = UpstreamInfo::from(&upstream);
+    let origin = caller.origin;
+    state.store.write(move |tx| upstreams::put(tx, now, &origin, &upstream)).await?;
+    Ok(axum::Json(info))
+}
+
+pub async fn list_upstreams(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<axum::Json<Vec<UpstreamInfo>>, ApiError> {
+    Ok(axum::Json(state.store.read(upstreams::list)?.iter().map(UpstreamInfo::from).collect()))
+}
+
+pub async fn remove_upstream(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let (now, origin) = (state.clock.now(), caller.origin);
+    let removed = state.store.write(move |tx| upstreams::remove(tx, now, &origin, &name)).await?;
+    if removed { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::NotFound) }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptBody {
+    prompt: String,
+}
+
+pub async fn set_prompt(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(level): Path<String>,
+    ApiJson(body): ApiJson<PromptBody>,
+) -> Result<StatusCode, ApiError> {
+    let level: Enforcement = level.parse().map_err(ApiError::InvalidRequest)?;
+    let (now, origin) = (state.clock.now(), caller.origin);
+    state
+        .store
+        .write(move |tx| match prompts::set(tx, now, &origin, level, &body.prompt) {
+            Ok(()) => Ok(Ok(())),
+            Err(prompts::PromptError::Invalid(m)) => Ok(Err(ApiError::InvalidRequest(m))),
+            Err(prompts::PromptError::Store(e)) => Err(e),
+        })
+        .await??;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,188 @@
+//! Virtual keys: what a person's tools present to the LLM gateway instead
+//! of an upstream's credentials. Shown once, stored as SHA-256 (256 random
+//! bits: nothing to brute-force), bound to an owner, a set of models, limits
+//! and an enforcement level. A key's level never changes: a new level is a
+//! new key, so a leaked key cannot be downgraded in place.
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{self, Event, Origin, Resource};
+use crate::auth::AuthError;
+use crate::clock::Timestamp;
+use crate::secret;
+use crate::store::{self, Collection, Order, ReadTx, WriteTx};
+
+/// Every virtual key starts with this, so a leaked one is easy to spot.
+const PREFIX: &str = "tvk_";
+
+/// Keyed by SHA-256 of the whole secret.
+const KEYS: Collection<VirtualKey> = Collection::new("llm_keys");
+/// Public id → the key in [`KEYS`].
+const KEY_IDS: Collection<[u8; 32]> = Collection::new("llm_key_ids");
+
+/// How much a key may use. `None`: no limit of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Requests per minute.
+    pub rpm: Option<u32>,
+    /// Tokens (prompt and completion) per minute.
+    pub tpm: Option<u32>,
+    /// Requests in flight at once.
+    pub max_parallel: Option<u32>,
+}
+
+/// What the gateway adds to every request made with a key, whatever the
+/// client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Enforcement {
+    /// Nothing added.
+    Unrestricted,
+    /// A short reasoning checklist first.
+    Standard,
+    /// A design-before-code workflow; code withheld in a first answer.
+    DesignFirst,
+}
+
+impl Enforcement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcement::Unrestricted => "unrestricted",
+            Enforcement::Standard => "standard",
+            Enforcement::DesignFirst => "design-first",
+        }
+    }
+}
+
+impl std::str::FromStr for Enforcement {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Enforcement::Unrestricted, Enforcement::Standard, Enforcement::DesignFirst]
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| format!("unknown enforcement level {s:?}; one of unrestricted, standard, design-first"))
+    }
+}
+
+/// What the store keeps about a key. Never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualKey {
+    /// Public id: the first 8 bytes of the hash, in hex. Safe to log.
+    pub id: String,
+    /// The person whose use this is (usage and audit name them).
+    pub owner: String,
+    /// The models the key may call; empty: any model an upstream serves.
+    pub models: Vec<String>,
+    pub limits: Limits,
+    pub enforcement: Enforcement,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub created_by: String,
+}
+
+impl VirtualKey {
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|m| m == model)
+    }
+}
+
+/// A key about to be made.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub owner: String,
+    pub models: Vec<String>,
+    pub limits: Limits,
+    pub enforcement: Enforcement,
+    pub expires_at: Timestamp,
+}
+
+/// Why a key operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("no such key")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// Makes a key, audits it, and returns the record and the secret (which
+/// exists nowhere else from now on).
+pub fn issue(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    new: NewKey,
+) -> Result<(VirtualKey, String), store::Error> {
+    let secret = secret::random_token(PREFIX).map_err(|e| store::Error::Storage(e.to_string()))?;
+    let hash = secret::sha256(secret.as_bytes());
+    let key = VirtualKey {
+        id: hex::encode(&hash[..8]),
+        owner: new.owner,
+        models: new.models,
+        limits: new.limits,
+        enforcement: new.enforcement,
+        created_at: now,
+        expires_at: new.expires_at,
+        created_by: origin.actor.id.clone(),
+    };
+    tx.put(KEYS, &hash, &key)?;
+    tx.put(KEY_IDS, key.id.as_bytes(), &hash)?;
+    let event = Event::new("llm.key_created", "create", Resource::new("llm_key", &key.id))
+        .detail("owner", &key.owner)
+        .detail("models", key.models.join(","))
+        .detail("enforcement", key.enforcement.as_str())
+        .detail("expires_at", key.expires_at);
+    audit::append(tx, now, origin, event)?;
+    Ok((key, secret))
+}
+
+/// The key behind a presented secret, if it is alive.
+pub fn authenticate(
+    tx: &ReadTx,
+    presented: &str,
+    now: Timestamp,
+) -> Result<Result<VirtualKey, AuthError>, store::Error> {
+    if !secret::is_token_shaped(presented, PREFIX) {
+        return Ok(Err(AuthError::Malformed));
+    }
+    let Some(key) = tx.get(KEYS, &secret::sha256(presented.as_bytes()))? else {
+        return Ok(Err(AuthError::Unknown));
+    };
+    if key.expires_at <= now {
+        return Ok(Err(AuthError::Expired));
+    }
+    Ok(Ok(key))
+}
+
+/// Keys, newest first; only `owner`'s when given.
+pub fn list(tx: &ReadTx, owner: Option<&str>) -> Result<Vec<VirtualKey>, store::Error> {
+    let mut keys = Vec::new();
+    tx.scan(KEYS, None, Order::Ascending, |_, key: VirtualKey| {
+        if owner.is_none_or(|o| o == key.owner) {
+            keys.push(key);
+        }
+        Ok(true)
+    })?;
+    keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
+    Ok(keys)
+}
+
+/// Revokes a key at once; `owner`, when given, must own it.
+pub fn revoke(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    id: &str,
+    owner: Option<&str>,
+) -> Result<VirtualKey, KeyError> {
+    let hash = tx.get(KEY_IDS, id.as_bytes())?.ok_or(KeyError::NotFound)?;
+    let key = tx.get(KEYS, &hash)?.ok_or(KeyError::NotFound)?;
+    if owner.is_some_and(|o| o != key.owner) {
+        return Err(KeyError::NotFound);
+    }
+    tx.delete(KEYS, &hash)?;
+    tx.delete(KEY_IDS, id.as_bytes())?;
+    let event = Event::new("llm.key_revoked", "revoke", Resource::new("llm_key", &key.id)).detail("owner", &key.owner);
+    audit::append(tx, now, origin, event)?;
+    Ok(key)
+}

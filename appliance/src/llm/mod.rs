@@ -1,0 +1,15 @@
+//! The LLM gateway: people's tools call the appliance as if it were OpenAI
+//! (or Ollama), with a virtual key; the appliance forwards to the site's own
+//! model servers, shaped by the key's enforcement level, and accounts for
+//! every call in the audit log.
+//!
+//! [`keys`] are the virtual keys, [`upstreams`] the model servers,
+//! [`prompts`] the enforcement levels' system prompts, and [`gateway`] the
+//! service that relays a request.
+
+pub mod gateway;
+pub mod keys;
+pub mod prompts;
+pub mod upstreams;
+
+pub use gateway::{Answer, Gateway, GatewayError};

@@ -1,0 +1,167 @@
+//! A model server for the gateway's tests, speaking vLLM's OpenAI-compatible
+//! wire format as vLLM does: chat completions whole or streamed as
+//! server-sent events (a role delta, content deltas, a finish event, the
+//! usage event only when `stream_options.include_usage` asks, `[DONE]`),
+//! usage counts, and errors. It records every request it receives and
+//! notices when a client hangs up mid-stream.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+/// How the fake behaves; tests change it while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Behaviour {
+    /// Wait this long before each streamed content event.
+    pub chunk_delay: Duration,
+    /// Stop the stream abruptly (close the connection) after this many content events.
+    pub die_after: Option<usize>,
+    /// Answer every request with this status and an error body.
+    pub fail_with: Option<u16>,
+}
+
+#[derive(Default)]
+pub struct Seen {
+    pub requests: Vec<Value>,
+    /// Streams whose client went away before the end.
+    pub hung_up: usize,
+}
+
+pub struct FakeLlm {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Seen>>,
+    pub behaviour: Arc<Mutex<Behaviour>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeLlm {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    seen: Arc<Mutex<Seen>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+}
+
+impl FakeLlm {
+    pub async fn start() -> FakeLlm {
+        let shared = Shared { seen: Arc::default(), behaviour: Arc::default() };
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/models", get(|| async { axum::Json(json!({"object": "list", "data": []})) }))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeLlm { addr, seen: shared.seen, behaviour: shared.behaviour, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.seen.lock().unwrap().requests.clone()
+    }
+
+    pub fn hung_up(&self) -> usize {
+        self.seen.lock().unwrap().hung_up
+    }
+
+    pub fn behave(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+}
+
+/// The answer's words: "echo:" and the last user message.
+fn answer_words(request: &Value) -> Vec<String> {
+    let last = request["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("");
+    std::iter::once("echo:".to_owned()).chain(last.split_whitespace().map(str::to_owned)).collect()
+}
+
+/// Tokens as the fake counts them: one per word of every message.
+fn prompt_tokens(request: &Value) -> usize {
+    request["messages"]
+        .as_array()
+        .map(|m| m.iter().map(|m| m["content"].as_str().unwrap_or("").split_whitespace().count()).sum())
+        .unwrap_or(0)
+}
+
+async fn chat(State(shared): State<Shared>, axum::Json(request): axum::Json<Value>) -> Response {
+    shared.seen.lock().unwrap().requests.push(request.clone());
+    let behaviour = shared.behaviour.lock().unwrap().clone();
+    if let Some(status) = behaviour.fail_with {
+        let status = StatusCode::from_u16(status).unwrap();
+        let body = json!({"object": "error", "message": "internal detail: GPU 3 out of memory at 10.9.8.7", "code": status.as_u16()});
+        return (status, axum::Json(body)).into_response();
+    }
+    let model = request["model"].as_str().unwrap_or("").to_owned();
+    let words = answer_words(&request);
+    let usage = json!({
+        "prompt_tokens": prompt_tokens(&request),
+        "completion_tokens": words.len(),
+        "total_tokens": prompt_tokens(&request) + words.len(),
+    });
+    if request["stream"] != json!(true) {
+        return axum::Json(json!({
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": words.join(" ")}, "finish_reason": "stop"}],
+            "usage": usage,
+        }))
+        .into_response();
+    }
+    let include_usage = request.pointer("/stream_options/include_usage") == Some(&json!(true));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    tokio::spawn(async move {
+        let chunk = |delta: Value, finish: Value| {
+            let event = json!({
+                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            });
+            Bytes::from(format!("data: {event}\n\n"))
+        };
+        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        for (i, word) in words.iter().enumerate() {
+            let text = if i == 0 { word.clone() } else { format!(" {word}") };
+            events.push(chunk(json!({"content": text}), Value::Null));
+        }
+        events.push(chunk(json!({}), json!("stop")));
+        if include_usage {
+            let event = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage});
+            events.push(Bytes::from(format!("data: {event}\n\n")));
+        }
+        events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        for (i, event) in events.into_iter().enumerate() {
+            if behaviour.die_after.is_some_and(|n| i > n) {
+                let _ = tx.send(Err(std::io::Error::other("the model server died"))).await;
+                return;
+            }
+            if i > 0 {
+                tokio::time::sleep(behaviour.chunk_delay).await;
+            }
+            if tx.send(Ok(event)).await.is_err() {
+                shared.seen.lock().unwrap().hung_up += 1;
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    ([("content-type", "text/event-stream")], Body::from_stream(stream)).into_response()
+}

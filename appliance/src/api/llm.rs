@@ -19,8 +19,9 @@ use super::{ApiError, AppState};
 use crate::auth::{AuthError, Scope, users};
 use crate::config::parse_duration;
 use crate::llm::keys::{self, Enforcement, Limits, NewKey, VirtualKey};
+use crate::llm::limits::Standing;
 use crate::llm::upstreams::{self, Upstream, UpstreamInfo, UpstreamKind};
-use crate::llm::{Answer, GatewayError, prompts};
+use crate::llm::{Answer, GatewayError, Reply, prompts};
 
 /// A gateway error as OpenAI clients expect it.
 fn openai_error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
@@ -30,6 +31,15 @@ fn openai_error(status: StatusCode, kind: &str, code: &str, message: &str) -> Re
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let (status, message) = (StatusCode::from_u16(self.status()), self.to_string());
+        if let GatewayError::RateLimited { retry_after, standing } = &self {
+            let mut response =
+                openai_error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded", &message);
+            let headers = response.headers_mut();
+            rate_headers(headers, standing);
+            headers
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_millis().div_ceil(1000).max(1) as u64));
+            return response;
+        }
         let (kind, code) = match self {
             GatewayError::Store(e) => return ApiError::from(e).into_response(),
             GatewayError::Vault(e) => return ApiError::from(e).into_response(),
@@ -38,8 +48,30 @@ impl IntoResponse for GatewayError {
             GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::Unavailable => ("upstream_error", "upstream_unavailable"),
             GatewayError::UpstreamRefused(_) => ("upstream_error", "upstream_refused"),
+            GatewayError::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
         };
         openai_error(status.unwrap_or(StatusCode::BAD_GATEWAY), kind, code, &message)
+    }
+}
+
+/// The `x-ratelimit-*` headers OpenAI clients read (only for the limits
+/// the key has).
+fn rate_headers(headers: &mut HeaderMap, standing: &Standing) {
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    let reset = |d: std::time::Duration| format!("{}s", d.as_millis().div_ceil(1000));
+    if let (Some(limit), Some(remaining)) = (standing.limit_requests, standing.remaining_requests) {
+        set("x-ratelimit-limit-requests", limit.to_string());
+        set("x-ratelimit-remaining-requests", remaining.to_string());
+        set("x-ratelimit-reset-requests", reset(standing.reset_requests));
+    }
+    if let (Some(limit), Some(remaining)) = (standing.limit_tokens, standing.remaining_tokens) {
+        set("x-ratelimit-limit-tokens", limit.to_string());
+        set("x-ratelimit-remaining-tokens", remaining.to_string());
+        set("x-ratelimit-reset-tokens", reset(standing.reset_tokens));
     }
 }
 
@@ -113,17 +145,22 @@ pub async fn chat_completions(
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return GatewayError::BadRequest("the body must be a JSON object".into()).into_response();
     };
-    match state.llm.chat(&key, request, &origin).await {
-        Ok(Answer::Json(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Ok(Answer::EventStream(rx)) => {
+    let Reply { answer, standing } = match state.llm.chat(&key, request, &origin).await {
+        Ok(reply) => reply,
+        Err(e) => return e.into_response(),
+    };
+    let mut response = match answer {
+        Answer::Json(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Answer::EventStream(rx) => {
             let mut response = Body::new(Relay(rx)).into_response();
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             response
         }
-        Err(e) => e.into_response(),
-    }
+    };
+    rate_headers(response.headers_mut(), &standing);
+    response
 }
 
 /// A response body fed event by event from the gateway's relay; dropping

@@ -9,6 +9,7 @@ mod ca;
 mod client;
 mod crypto;
 mod init;
+mod llm;
 mod secret;
 mod serve;
 mod status;
@@ -62,6 +63,9 @@ enum Command {
     Audit(audit::Command),
     /// What needs a person: failed logins, expiring certificates, silent workers, a full disk…
     Alerts(alerts::Args),
+    /// The LLM gateway: virtual keys, model servers, enforcement prompts.
+    #[command(subcommand)]
+    Llm(llm::Command),
     /// Unseal the appliance with a passphrase, officer shares or the key file.
     Unseal(vault::UnsealArgs),
     /// Seal the appliance: drop every key from memory (admin or security officer).
@@ -115,6 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User(cmd) => runtime()?.block_on(user::run(cmd)),
         Command::Audit(cmd) => runtime()?.block_on(audit::run(cmd)),
         Command::Alerts(args) => runtime()?.block_on(alerts::run(args)),
+        Command::Llm(cmd) => runtime()?.block_on(llm::run(cmd)),
         Command::Unseal(args) => runtime()?.block_on(vault::unseal(args)),
         Command::Seal(args) => runtime()?.block_on(vault::seal(args)),
         Command::Status(args) => runtime()?.block_on(status::run(args)),

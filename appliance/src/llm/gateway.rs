@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::keys::{self, Enforcement, VirtualKey};
+use super::limits::{self, Admission, Limiter, Refusal, Standing};
 use super::prompts;
 use super::upstreams::{self, Upstream, UpstreamKind};
 use crate::audit::{self, Actor, ActorKind, Event, Origin, Outcome, Resource};
@@ -46,6 +47,8 @@ pub enum GatewayError {
     Unavailable,
     #[error("the model server refused the request (status {0})")]
     UpstreamRefused(u16),
+    #[error("this key is over its limit; retry after {} s", retry_after.as_secs().max(1))]
+    RateLimited { retry_after: Duration, standing: Standing },
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error(transparent)]
@@ -60,10 +63,19 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(_) => 403,
             GatewayError::ModelNotFound(_) => 404,
             GatewayError::UpstreamRefused(_) => 502,
+            GatewayError::RateLimited { .. } => 429,
             GatewayError::Unavailable | GatewayError::Vault(_) => 503,
             GatewayError::Store(_) => 500,
         }
     }
+}
+
+/// What the gateway answers: the model's output and where the key stands
+/// against its limits.
+#[derive(Debug)]
+pub struct Reply {
+    pub answer: Answer,
+    pub standing: Standing,
 }
 
 /// The answer to relay.
@@ -94,6 +106,7 @@ pub struct Gateway {
     down: Mutex<HashMap<String, Instant>>,
     /// One HTTP client per upstream, rebuilt when its settings change.
     clients: Mutex<HashMap<String, (crate::clock::Timestamp, reqwest::Client)>>,
+    limiter: Arc<Limiter>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -116,7 +129,15 @@ impl Drop for InFlight {
 
 impl Gateway {
     pub fn new(store: Store, vault: Arc<Vault>, clock: SharedClock) -> Gateway {
-        Gateway { store, vault, clock, busy: Mutex::default(), down: Mutex::default(), clients: Mutex::default() }
+        Gateway {
+            store,
+            vault,
+            clock,
+            busy: Mutex::default(),
+            down: Mutex::default(),
+            clients: Mutex::default(),
+            limiter: Arc::default(),
+        }
     }
 
     /// The key behind a presented secret.
@@ -141,13 +162,9 @@ impl Gateway {
 
     /// `POST /v1/chat/completions`, OpenAI's wire format in and out. Every
     /// request is audited, refusals included, with the status the client got.
-    pub async fn chat(
-        self: &Arc<Self>,
-        key: &VirtualKey,
-        body: Value,
-        origin: &Origin,
-    ) -> Result<Answer, GatewayError> {
+    pub async fn chat(self: &Arc<Self>, key: &VirtualKey, body: Value, origin: &Origin) -> Result<Reply, GatewayError> {
         let mut record = Record {
+            admission: None,
             gateway: self.clone(),
             key: key.clone(),
             model: body.get("model").and_then(Value::as_str).unwrap_or("-").to_owned(),
@@ -157,11 +174,13 @@ impl Gateway {
             streaming: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
         };
         match self.forward_chat(key, body, &mut record).await {
-            Ok((answer, None)) => Ok(answer),
-            // Streams are audited by their relay, when they end.
-            Ok((answer, Some(usage))) => {
-                record.write(200, usage).await?;
-                Ok(answer)
+            Ok((answer, usage)) => {
+                let standing = record.admission.as_ref().map(|a| a.standing.clone()).unwrap_or_default();
+                // Streams are audited by their relay, when they end.
+                if let Some(usage) = usage {
+                    record.write(200, usage).await?;
+                }
+                Ok(Reply { answer, standing })
             }
             Err(e) => {
                 record.write(e.status(), Usage::default()).await?;
@@ -190,6 +209,17 @@ impl Gateway {
         }
         let prompt = self.store.read(|tx| prompts::get(tx, key.enforcement))?;
         place_system_prompt(&mut body, prompt.as_deref());
+        match self.limiter.admit(key, limits::estimate_tokens(&body), Instant::now()) {
+            Ok(admission) => record.admission = Some(Arc::new(admission)),
+            Err(Refusal::Busy { retry_after, standing }) => {
+                return Err(GatewayError::RateLimited { retry_after, standing });
+            }
+            Err(Refusal::TooLarge { needed, tpm }) => {
+                return Err(GatewayError::BadRequest(format!(
+                    "this request needs about {needed} tokens, more than this key may use in a minute ({tpm})"
+                )));
+            }
+        }
         let client_wants_usage =
             body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
         if record.streaming {
@@ -389,9 +419,11 @@ fn event_data(event: &[u8]) -> Option<&str> {
         .filter(|d| *d != "[DONE]")
 }
 
-/// Everything one request's audit record needs.
+/// Everything one request's audit record needs, and its place in the
+/// key's limits (released when the last copy goes, when the request ends).
 #[derive(Clone)]
 struct Record {
+    admission: Option<Arc<Admission>>,
     gateway: Arc<Gateway>,
     key: VirtualKey,
     model: String,
@@ -404,6 +436,9 @@ struct Record {
 
 impl Record {
     async fn write(&self, status: u16, usage: Usage) -> Result<(), store::Error> {
+        if let Some(admission) = &self.admission {
+            admission.settle(usage.prompt_tokens + usage.completion_tokens);
+        }
         let now = self.gateway.clock.now();
         let origin = Origin {
             actor: Actor { kind: ActorKind::User, id: self.key.owner.clone(), roles: vec!["llm_key".into()] },

@@ -3,13 +3,14 @@
 //! model servers, shaped by the key's enforcement level, and accounts for
 //! every call in the audit log.
 //!
-//! [`keys`] are the virtual keys, [`upstreams`] the model servers,
-//! [`prompts`] the enforcement levels' system prompts, and [`gateway`] the
-//! service that relays a request.
+//! [`keys`] are the virtual keys, [`limits`] their per-minute limits,
+//! [`upstreams`] the model servers, [`prompts`] the enforcement levels'
+//! system prompts, and [`gateway`] the service that relays a request.
 
 pub mod gateway;
 pub mod keys;
+pub mod limits;
 pub mod prompts;
 pub mod upstreams;
 
-pub use gateway::{Answer, Gateway, GatewayError};
+pub use gateway::{Answer, Gateway, GatewayError, Reply};

@@ -198,3 +198,101 @@ async fn a_client_that_hangs_up_cancels_the_upstream_call_errors_stay_inside_and
         llm_requests(&records).iter().map(|r| r["metadata"]["details"]["upstream"].as_str().unwrap()).collect();
     assert_eq!(upstreams, ["b-alive", "b-alive", "b-alive", "b-alive", "-", "-"], "failed over from a-dead");
 }
+
+/// Hammers the gateway with `key` from `clients` loops for `secs` seconds;
+/// returns each accepted answer's tokens (the upstream's count), the first
+/// accepted and the first refused response's headers.
+async fn hammer(
+    a: &Appliance,
+    key: &str,
+    clients: usize,
+    secs: u64,
+) -> (Vec<u64>, Option<reqwest::header::HeaderMap>, Option<reqwest::header::HeaderMap>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut loops = Vec::new();
+    for c in 0..clients {
+        let api = a.api().with_token(Some(key));
+        loops.push(tokio::spawn(async move {
+            let (mut tokens, mut ok_headers, mut refused_headers) = (Vec::new(), None, None);
+            let ask =
+                json!({"model": "llama3", "messages": [{"role": "user", "content": format!("a b c d e f g h i {c}")}]});
+            while std::time::Instant::now() < deadline {
+                let (s, v, headers) = api.send(Method::POST, "/v1/chat/completions", Some(&ask), &[]).await;
+                if s == 200 {
+                    tokens.push(v["usage"]["total_tokens"].as_u64().unwrap());
+                    ok_headers.get_or_insert(headers);
+                } else {
+                    assert_eq!((s, v["error"]["code"].as_str()), (429, Some("rate_limit_exceeded")), "{v}");
+                    refused_headers.get_or_insert(headers);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            (tokens, ok_headers, refused_headers)
+        }));
+    }
+    let (mut tokens, mut ok, mut refused) = (Vec::new(), None, None);
+    for l in loops {
+        let (t, o, r) = l.await.unwrap();
+        tokens.extend(t);
+        ok = ok.or(o);
+        refused = refused.or(r);
+    }
+    (tokens, ok, refused)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_load_above_the_limits_a_minute_holds_within_5_percent_of_rpm_and_tpm() {
+    let a = Appliance::start();
+    let upstream = FakeLlm::start().await;
+    add_upstream(&a, "vllm", &upstream.url(), &["llama3"]).await;
+    let key = |limits: Value| {
+        let api = a.api();
+        async move {
+            let mut body = json!({"owner": "admin", "enforcement": "unrestricted"});
+            body.as_object_mut().unwrap().extend(limits.as_object().unwrap().clone());
+            let (s, v) = api.post("/api/v1/llm/keys", &body).await;
+            assert_eq!(s, 201, "{v}");
+            v["key"].as_str().unwrap().to_owned()
+        }
+    };
+    let by_requests = key(json!({"rpm": 60})).await;
+    let by_tokens = key(json!({"tpm": 600})).await;
+    let one_at_a_time = key(json!({"max_parallel": 1})).await;
+
+    // One minute of load, several times what either key may do, on both at once.
+    let (requests, tokens) = tokio::join!(hammer(&a, &by_requests, 3, 60), hammer(&a, &by_tokens, 3, 60));
+    let accepted = requests.0.len();
+    let used: u64 = tokens.0.iter().sum();
+    eprintln!("in one minute: {accepted} requests at rpm 60; {used} tokens at tpm 600");
+    assert!((57..=63).contains(&accepted), "{accepted} requests accepted in a minute at rpm 60");
+    assert!((570..=630).contains(&used), "{used} tokens used in a minute at tpm 600 ({} requests)", tokens.0.len());
+
+    // The headers OpenAI clients read, on answers and on refusals.
+    let ok = requests.1.unwrap();
+    assert_eq!(ok["x-ratelimit-limit-requests"], "60");
+    assert!(ok.contains_key("x-ratelimit-remaining-requests") && ok.contains_key("x-ratelimit-reset-requests"));
+    let refused = requests.2.unwrap();
+    assert_eq!(refused["x-ratelimit-remaining-requests"], "0");
+    let retry_after: u64 = refused["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let refused_tokens = tokens.2.unwrap();
+    assert_eq!(refused_tokens["x-ratelimit-limit-tokens"], "600");
+
+    // Parallel requests: a second while one streams is refused.
+    upstream.behave(Behaviour { chunk_delay: Duration::from_millis(200), ..Behaviour::default() });
+    let stream = json!({"model": "llama3", "stream": true, "messages": [{"role": "user", "content": "one two three"}]});
+    let api = a.api().with_token(Some(&one_at_a_time));
+    let before = upstream.requests().len();
+    let first = tokio::spawn({
+        let (api, stream) = (api.clone(), stream.clone());
+        async move { api.post("/v1/chat/completions", &stream).await }
+    });
+    eventually("the first stream is under way", Duration::from_secs(10), || async {
+        upstream.requests().len() > before
+    })
+    .await;
+    let (s, v) = api.post("/v1/chat/completions", &stream).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (429, Some("rate_limit_exceeded")), "{v}");
+    assert_eq!(first.await.unwrap().0, 200);
+    assert_eq!(api.post("/v1/chat/completions", &stream).await.0, 200, "free again once the first ended");
+}

@@ -39,10 +39,10 @@ if [ ! -d appliance/tests/idp/node_modules ]; then
 fi
 # The LLM gateway tests drive it with the official Python clients from PyPI,
 # pinned, in a virtual environment of their own.
-if [ ! -x target/py/bin/python ] || ! target/py/bin/python -c 'import openai' 2>/dev/null; then
-    echo "installing the openai Python client (PyPI) for the gateway tests" >&2
+if [ ! -x target/py/bin/python ] || ! target/py/bin/python -c 'import openai, ollama' 2>/dev/null; then
+    echo "installing the openai and ollama Python clients (PyPI) for the gateway tests" >&2
     python3 -m venv target/py
-    target/py/bin/pip install --quiet --disable-pip-version-check openai==3.51.0
+    target/py/bin/pip install --quiet --disable-pip-version-check openai==3.51.0 ollama==0.6.3
 fi
 if [ $# -gt 0 ]; then
     run --workspace "$@"

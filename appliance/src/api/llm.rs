@@ -1,9 +1,9 @@
-//! The LLM gateway's routes: the OpenAI-compatible API that clients call
-//! with a virtual key, and the management routes for keys, upstreams and
-//! the enforcement prompts.
+//! The LLM gateway's routes: the OpenAI- and Ollama-compatible APIs that
+//! clients call with a virtual key, and the management routes for keys,
+//! upstreams and the enforcement prompts.
 //!
-//! Gateway errors use OpenAI's error shape (`{"error": {"message", "type",
-//! "code"}}`), which OpenAI clients read and show; `code` is stable.
+//! Gateway errors take each protocol's error shape, which its clients read
+//! and show; `code` is stable.
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Path, State};
@@ -21,37 +21,43 @@ use crate::config::parse_duration;
 use crate::llm::keys::{self, Enforcement, Limits, NewKey, VirtualKey};
 use crate::llm::limits::Standing;
 use crate::llm::upstreams::{self, Upstream, UpstreamInfo, UpstreamKind};
+use crate::llm::wire::Protocol;
 use crate::llm::{Answer, GatewayError, Reply, prompts};
 
-/// A gateway error as OpenAI clients expect it.
-fn openai_error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
-    (status, axum::Json(json!({"error": {"message": message, "type": kind, "code": code}}))).into_response()
+/// An error in the shape the client's protocol has: OpenAI's
+/// `{"error": {"message", "type", "code"}}` or Ollama's `{"error": message}`.
+fn error_in(protocol: Protocol, status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
+    let body = match protocol {
+        Protocol::OpenAi => json!({"error": {"message": message, "type": kind, "code": code}}),
+        Protocol::Ollama => json!({"error": message, "code": code}),
+    };
+    (status, axum::Json(body)).into_response()
 }
 
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
-        let (status, message) = (StatusCode::from_u16(self.status()), self.to_string());
-        if let GatewayError::RateLimited { retry_after, standing } = &self {
-            let mut response =
-                openai_error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded", &message);
-            let headers = response.headers_mut();
-            rate_headers(headers, standing);
-            headers
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_millis().div_ceil(1000).max(1) as u64));
-            return response;
-        }
-        let (kind, code) = match self {
-            GatewayError::Store(e) => return ApiError::from(e).into_response(),
-            GatewayError::Vault(e) => return ApiError::from(e).into_response(),
-            GatewayError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
-            GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
-            GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
-            GatewayError::Unavailable => ("upstream_error", "upstream_unavailable"),
-            GatewayError::UpstreamRefused(_) => ("upstream_error", "upstream_refused"),
-            GatewayError::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
-        };
-        openai_error(status.unwrap_or(StatusCode::BAD_GATEWAY), kind, code, &message)
+/// A gateway error, for a client of `protocol`.
+fn gateway_error(protocol: Protocol, e: GatewayError) -> Response {
+    let (status, message) = (StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY), e.to_string());
+    let e = match e {
+        GatewayError::Store(e) => return ApiError::from(e).into_response(),
+        GatewayError::Vault(e) => return ApiError::from(e).into_response(),
+        other => other,
+    };
+    let (kind, code) = match &e {
+        GatewayError::Store(_) | GatewayError::Vault(_) => ("server_error", "internal"),
+        GatewayError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
+        GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
+        GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
+        GatewayError::Unavailable => ("upstream_error", "upstream_unavailable"),
+        GatewayError::UpstreamRefused(_) => ("upstream_error", "upstream_refused"),
+        GatewayError::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
+    };
+    let mut response = error_in(protocol, status, kind, code, &message);
+    if let GatewayError::RateLimited { retry_after, standing } = &e {
+        let headers = response.headers_mut();
+        rate_headers(headers, standing);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_millis().div_ceil(1000).max(1) as u64));
     }
+    response
 }
 
 /// The `x-ratelimit-*` headers OpenAI clients read (only for the limits
@@ -81,10 +87,11 @@ enum KeyRefused {
     Store(crate::store::Error),
 }
 
-impl IntoResponse for KeyRefused {
-    fn into_response(self) -> Response {
+impl KeyRefused {
+    fn answer(self, protocol: Protocol) -> Response {
         match self {
-            KeyRefused::Invalid => openai_error(
+            KeyRefused::Invalid => error_in(
+                protocol,
                 StatusCode::UNAUTHORIZED,
                 "authentication_error",
                 "invalid_api_key",
@@ -113,22 +120,79 @@ fn virtual_key(state: &AppState, headers: &HeaderMap) -> Result<VirtualKey, KeyR
     }
 }
 
-/// `GET /v1/models`
-pub async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let key = match virtual_key(&state, &headers) {
+/// `GET /v1/models` (OpenAI) and `GET /api/tags` (Ollama): the models this
+/// key may call.
+async fn models(state: &AppState, protocol: Protocol, headers: &HeaderMap) -> Response {
+    let key = match virtual_key(state, headers) {
         Ok(k) => k,
-        Err(refused) => return refused.into_response(),
+        Err(refused) => return refused.answer(protocol),
     };
-    match state.llm.models(&key) {
-        Ok(models) => {
+    let models = match state.llm.models(&key) {
+        Ok(m) => m,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let body = match protocol {
+        Protocol::OpenAi => {
             let data: Vec<Value> = models
                 .iter()
                 .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "tether"}))
                 .collect();
-            axum::Json(json!({"object": "list", "data": data})).into_response()
+            json!({"object": "list", "data": data})
         }
-        Err(e) => ApiError::from(e).into_response(),
-    }
+        Protocol::Ollama => {
+            let data: Vec<Value> = models
+                .iter()
+                .map(|m| json!({"name": m, "model": m, "modified_at": "1970-01-01T00:00:00Z", "size": 0, "digest": ""}))
+                .collect();
+            json!({"models": data})
+        }
+    };
+    axum::Json(body).into_response()
+}
+
+pub async fn openai_models(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    models(&state, Protocol::OpenAi, &headers).await
+}
+
+pub async fn ollama_tags(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    models(&state, Protocol::Ollama, &headers).await
+}
+
+/// A chat in either protocol, answered in the same protocol.
+async fn chat(
+    state: &AppState,
+    protocol: Protocol,
+    origin: crate::audit::Origin,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let key = match virtual_key(state, headers) {
+        Ok(k) => k,
+        Err(refused) => return refused.answer(protocol),
+    };
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return gateway_error(protocol, GatewayError::BadRequest("the body must be a JSON object".into()));
+    };
+    let Reply { answer, standing } = match state.llm.chat(&key, protocol, request, &origin).await {
+        Ok(reply) => reply,
+        Err(e) => return gateway_error(protocol, e),
+    };
+    let mut response = match answer {
+        Answer::Whole(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Answer::Stream(rx) => {
+            let mut response = Body::new(Relay(rx)).into_response();
+            let content_type = match protocol {
+                Protocol::OpenAi => "text/event-stream",
+                Protocol::Ollama => "application/x-ndjson",
+            };
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+    };
+    rate_headers(response.headers_mut(), &standing);
+    response
 }
 
 /// `POST /v1/chat/completions`
@@ -138,29 +202,17 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let key = match virtual_key(&state, &headers) {
-        Ok(k) => k,
-        Err(refused) => return refused.into_response(),
-    };
-    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        return GatewayError::BadRequest("the body must be a JSON object".into()).into_response();
-    };
-    let Reply { answer, standing } = match state.llm.chat(&key, request, &origin).await {
-        Ok(reply) => reply,
-        Err(e) => return e.into_response(),
-    };
-    let mut response = match answer {
-        Answer::Json(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Answer::EventStream(rx) => {
-            let mut response = Body::new(Relay(rx)).into_response();
-            let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            response
-        }
-    };
-    rate_headers(response.headers_mut(), &standing);
-    response
+    chat(&state, Protocol::OpenAi, origin, &headers, &body).await
+}
+
+/// `POST /api/chat`
+pub async fn ollama_chat(
+    State(state): State<AppState>,
+    AnonymousOrigin(origin): AnonymousOrigin,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    chat(&state, Protocol::Ollama, origin, &headers, &body).await
 }
 
 /// A response body fed event by event from the gateway's relay; dropping

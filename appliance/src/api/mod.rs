@@ -206,8 +206,10 @@ pub fn console_router(state: AppState) -> Router {
     // The LLM gateway's routes authenticate virtual keys themselves: they
     // are for tools, not for the roles of the permission table.
     let router = router
-        .route("/v1/models", get(llm::list_models))
+        .route("/v1/models", get(llm::openai_models))
         .route("/v1/chat/completions", post(llm::chat_completions))
+        .route("/api/tags", get(llm::ollama_tags))
+        .route("/api/chat", post(llm::ollama_chat))
         .layer(middleware::from_fn_with_state(state.clone(), disk_gate));
     finish(router, state)
 }

@@ -16,6 +16,7 @@ use super::keys::{self, Enforcement, VirtualKey};
 use super::limits::{self, Admission, Limiter, Refusal, Standing};
 use super::prompts;
 use super::upstreams::{self, Upstream, UpstreamKind};
+use super::wire::{self, Piece, Protocol, Usage};
 use crate::audit::{self, Actor, ActorKind, Event, Origin, Outcome, Resource};
 use crate::auth::AuthError;
 use crate::clock::SharedClock;
@@ -78,20 +79,20 @@ pub struct Reply {
     pub standing: Standing,
 }
 
-/// The answer to relay.
+/// The answer to relay, in the client's protocol.
 #[derive(Debug)]
 pub enum Answer {
     /// A whole JSON document.
-    Json(Bytes),
-    /// Server-sent events, as they come.
-    EventStream(mpsc::Receiver<Bytes>),
+    Whole(Bytes),
+    /// Server-sent events (OpenAI) or JSON lines (Ollama), as they come.
+    Stream(mpsc::Receiver<Bytes>),
 }
 
-/// What one request used, for the audit record.
-#[derive(Debug, Clone, Default)]
-struct Usage {
-    prompt_tokens: u64,
-    completion_tokens: u64,
+fn protocol_of(kind: UpstreamKind) -> Protocol {
+    match kind {
+        UpstreamKind::Openai => Protocol::OpenAi,
+        UpstreamKind::Ollama => Protocol::Ollama,
+    }
 }
 
 /// The service. Share one `Arc<Gateway>`.
@@ -162,7 +163,13 @@ impl Gateway {
 
     /// `POST /v1/chat/completions`, OpenAI's wire format in and out. Every
     /// request is audited, refusals included, with the status the client got.
-    pub async fn chat(self: &Arc<Self>, key: &VirtualKey, body: Value, origin: &Origin) -> Result<Reply, GatewayError> {
+    pub async fn chat(
+        self: &Arc<Self>,
+        key: &VirtualKey,
+        client: Protocol,
+        body: Value,
+        origin: &Origin,
+    ) -> Result<Reply, GatewayError> {
         let mut record = Record {
             admission: None,
             gateway: self.clone(),
@@ -171,9 +178,9 @@ impl Gateway {
             upstream: "-".into(),
             origin: origin.clone(),
             started: Instant::now(),
-            streaming: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
+            streaming: false,
         };
-        match self.forward_chat(key, body, &mut record).await {
+        match self.forward_chat(key, client, body, &mut record).await {
             Ok((answer, usage)) => {
                 let standing = record.admission.as_ref().map(|a| a.standing.clone()).unwrap_or_default();
                 // Streams are audited by their relay, when they end.
@@ -193,22 +200,16 @@ impl Gateway {
     async fn forward_chat(
         self: &Arc<Self>,
         key: &VirtualKey,
+        client: Protocol,
         mut body: Value,
         record: &mut Record,
     ) -> Result<(Answer, Option<Usage>), GatewayError> {
-        let model = body
-            .get("model")
-            .and_then(Value::as_str)
-            .ok_or_else(|| GatewayError::BadRequest("`model` is required".into()))?
-            .to_owned();
-        if !body.get("messages").is_some_and(Value::is_array) {
-            return Err(GatewayError::BadRequest("`messages` must be a list".into()));
-        }
-        if !key.allows_model(&model) {
-            return Err(GatewayError::ModelNotAllowed(model));
-        }
         let prompt = self.store.read(|tx| prompts::get(tx, key.enforcement))?;
         place_system_prompt(&mut body, prompt.as_deref());
+        let chat = wire::read_chat(client, &body).map_err(GatewayError::BadRequest)?;
+        if !key.allows_model(&chat.model) {
+            return Err(GatewayError::ModelNotAllowed(chat.model));
+        }
         match self.limiter.admit(key, limits::estimate_tokens(&body), Instant::now()) {
             Ok(admission) => record.admission = Some(Arc::new(admission)),
             Err(Refusal::Busy { retry_after, standing }) => {
@@ -220,40 +221,62 @@ impl Gateway {
                 )));
             }
         }
+        record.streaming = chat.stream;
         let client_wants_usage =
             body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-        if record.streaming {
-            // The usage of a stream comes in a last extra event, only if asked.
-            body["stream_options"] = json!({ "include_usage": true });
-        }
-        let (upstream, response, in_flight) = self.send(&model, &body).await?;
-        record.upstream = upstream.name;
+        // What goes to an upstream of each protocol: the client's own body
+        // when it speaks the same one (nothing it sent is lost), else the
+        // translation; an OpenAI stream always asks for its usage event.
+        let request_for = |upstream: Protocol| {
+            let mut out = if upstream == client { body.clone() } else { wire::write_chat(upstream, &chat) };
+            if upstream == Protocol::OpenAi && chat.stream {
+                out["stream_options"] = json!({ "include_usage": true });
+            }
+            out
+        };
+        let (upstream, response, in_flight) = self.send(&chat.model, request_for).await?;
+        record.upstream = upstream.name.clone();
         if !response.status().is_success() {
             return Err(GatewayError::UpstreamRefused(response.status().as_u16()));
         }
-        if !record.streaming {
+        let from = protocol_of(upstream.kind);
+        let now_secs = i64::try_from(self.clock.now().as_millis() / 1000).unwrap_or(0);
+        if !chat.stream {
             let bytes = read_capped(response).await.map_err(|_| GatewayError::Unavailable)?;
-            let usage = serde_json::from_slice::<Value>(&bytes).ok().map(|v| usage_of(&v)).unwrap_or_default();
-            return Ok((Answer::Json(bytes), Some(usage)));
+            let answer: Value = serde_json::from_slice(&bytes).map_err(|_| GatewayError::Unavailable)?;
+            let usage = wire::usage_of(from, &answer).unwrap_or_default();
+            if from == client {
+                return Ok((Answer::Whole(bytes), Some(usage)));
+            }
+            let pieces = wire::read_answer(from, &answer);
+            let (text, reason) = match pieces.as_slice() {
+                [Piece::Text(text), Piece::Done { reason, .. }] => (text.as_str(), reason.as_str()),
+                _ => ("", "stop"),
+            };
+            let out = wire::write_answer(client, &chat.model, now_secs, text, reason, usage);
+            return Ok((Answer::Whole(Bytes::from(out.to_string())), Some(usage)));
         }
+        let plan = RelayPlan {
+            from,
+            to: client,
+            writer: wire::StreamWriter::new(client, &chat.model, now_secs, client_wants_usage),
+            client_wants_usage,
+        };
         let (tx, rx) = mpsc::channel(RELAY_DEPTH);
-        tokio::spawn(relay_events(response, tx, client_wants_usage, record.clone(), in_flight));
-        Ok((Answer::EventStream(rx), None))
+        tokio::spawn(relay(response, tx, plan, record.clone(), in_flight));
+        Ok((Answer::Stream(rx), None))
     }
 
-    /// Sends to the least busy reachable upstream serving `model`; on a
-    /// connection failure or a 5xx, marks it down and tries the next.
+    /// Sends to the least busy reachable upstream serving `model` the body
+    /// `request_for` makes for its protocol; on a connection failure or a
+    /// 5xx, marks it down and tries the next.
     async fn send(
         self: &Arc<Self>,
         model: &str,
-        body: &Value,
+        request_for: impl Fn(Protocol) -> Value,
     ) -> Result<(Upstream, reqwest::Response, InFlight), GatewayError> {
-        let mut candidates: Vec<Upstream> = self
-            .store
-            .read(upstreams::list)?
-            .into_iter()
-            .filter(|u| u.kind == UpstreamKind::Openai && u.models.iter().any(|m| m == model))
-            .collect();
+        let mut candidates: Vec<Upstream> =
+            self.store.read(upstreams::list)?.into_iter().filter(|u| u.models.iter().any(|m| m == model)).collect();
         if candidates.is_empty() {
             return Err(GatewayError::ModelNotFound(model.to_owned()));
         }
@@ -268,10 +291,14 @@ impl Gateway {
         for upstream in candidates {
             let in_flight = self.enter(&upstream.name);
             let client = self.client(&upstream)?;
+            let path = match upstream.kind {
+                UpstreamKind::Openai => "/v1/chat/completions",
+                UpstreamKind::Ollama => "/api/chat",
+            };
             let mut request = client
-                .post(format!("{}/v1/chat/completions", upstream.url.trim_end_matches('/')))
+                .post(format!("{}{path}", upstream.url.trim_end_matches('/')))
                 .timeout(FIRST_BYTE_TIMEOUT)
-                .json(body);
+                .json(&request_for(protocol_of(upstream.kind)));
             if let Some(sealed) = &upstream.credential {
                 let secret =
                     zeroize::Zeroizing::new(self.vault.decrypt(upstreams::credential_place(&upstream.name), sealed)?);
@@ -329,12 +356,6 @@ fn place_system_prompt(body: &mut Value, prompt: Option<&str>) {
     messages.insert(0, json!({ "role": "system", "content": prompt }));
 }
 
-/// The token counts in an OpenAI-format answer or stream event.
-fn usage_of(v: &Value) -> Usage {
-    let count = |name: &str| v.pointer(&format!("/usage/{name}")).and_then(Value::as_u64).unwrap_or(0);
-    Usage { prompt_tokens: count("prompt_tokens"), completion_tokens: count("completion_tokens") }
-}
-
 async fn read_capped(mut response: reqwest::Response) -> Result<Bytes, reqwest::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = response.chunk().await? {
@@ -346,19 +367,30 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Bytes, reqwest::
     Ok(Bytes::from(out))
 }
 
-/// Relays server-sent events to the client as each one completes: the
-/// usage-only event the gateway asked for is read and, unless the client
-/// asked for it too, dropped. A client that goes away drops the receiver;
-/// the next send fails and the upstream response is dropped with it, which
-/// closes the upstream connection and so cancels the generation.
-async fn relay_events(
+/// How a stream is relayed: from the upstream's protocol to the client's.
+struct RelayPlan {
+    from: Protocol,
+    to: Protocol,
+    writer: wire::StreamWriter,
+    client_wants_usage: bool,
+}
+
+/// Relays a streamed answer as each unit (an event, a line) completes:
+/// passed through when both sides speak the same protocol (the usage event
+/// the gateway asked an OpenAI upstream for is read and, unless the client
+/// asked for it too, dropped), translated otherwise. A client that goes
+/// away drops the receiver; the next send fails and the upstream response
+/// is dropped with it, which closes the upstream connection and so cancels
+/// the generation.
+async fn relay(
     mut response: reqwest::Response,
     tx: mpsc::Sender<Bytes>,
-    client_wants_usage: bool,
+    mut plan: RelayPlan,
     record: Record,
     _in_flight: InFlight,
 ) {
     let mut pending = Vec::new();
+    let mut reader = wire::StreamReader::default();
     let mut usage = Usage::default();
     let mut status = 200;
     'relay: loop {
@@ -368,25 +400,39 @@ async fn relay_events(
             Err(e) => {
                 tracing::warn!(upstream = %record.upstream, error = %crate::tls::error_chain(&e), "upstream stream broke");
                 status = 502;
-                let error = json!({"error": {"message": "the model server stopped answering", "type": "upstream_error", "code": "upstream_failed"}});
-                let _ = tx.send(Bytes::from(format!("data: {error}\n\n"))).await;
+                let _ = tx.send(Bytes::from(stream_error(plan.to, "the model server stopped answering"))).await;
                 break;
             }
         };
         pending.extend_from_slice(&chunk);
-        while let Some(end) = find_event_end(&pending) {
-            let event: Vec<u8> = pending.drain(..end).collect();
-            let data = event_data(&event);
-            if let Some(v) = data.and_then(|d| serde_json::from_str::<Value>(d).ok())
-                && v.get("usage").is_some_and(|u| !u.is_null())
-            {
-                usage = usage_of(&v);
-                let usage_only = v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty);
-                if usage_only && !client_wants_usage {
-                    continue;
+        while let Some(end) = unit_end(plan.from, &pending) {
+            let unit: Vec<u8> = pending.drain(..end).collect();
+            let Some(data) = unit_data(plan.from, &unit) else { continue };
+            let out = if plan.from == plan.to {
+                let parsed = serde_json::from_str::<Value>(data).ok();
+                if let Some(counted) = parsed.as_ref().and_then(|v| wire::usage_of(plan.from, v)) {
+                    usage = counted;
+                    let usage_only = parsed
+                        .as_ref()
+                        .and_then(|v| v.get("choices"))
+                        .and_then(Value::as_array)
+                        .is_some_and(Vec::is_empty);
+                    if plan.from == Protocol::OpenAi && usage_only && !plan.client_wants_usage {
+                        continue;
+                    }
                 }
-            }
-            if tx.send(Bytes::from(event)).await.is_err() {
+                unit
+            } else {
+                let mut out = Vec::new();
+                for piece in reader.read(plan.from, data) {
+                    if let Piece::Done { usage: Some(counted), .. } = &piece {
+                        usage = *counted;
+                    }
+                    out.extend(plan.writer.write(&piece));
+                }
+                out
+            };
+            if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
                 status = 499; // the client went away: the upstream call is dropped below
                 break 'relay;
             }
@@ -398,6 +444,36 @@ async fn relay_events(
     }
 }
 
+/// An error that ends a stream, in the client's protocol.
+fn stream_error(protocol: Protocol, message: &str) -> String {
+    match protocol {
+        Protocol::OpenAi => {
+            let error = json!({"error": {"message": message, "type": "upstream_error", "code": "upstream_failed"}});
+            format!("data: {error}\n\n")
+        }
+        Protocol::Ollama => format!("{}\n", json!({"error": message})),
+    }
+}
+
+/// The end (exclusive) of the first complete unit in `buf`: an event for
+/// OpenAI's server-sent events, a line for Ollama's JSON lines.
+fn unit_end(protocol: Protocol, buf: &[u8]) -> Option<usize> {
+    match protocol {
+        Protocol::OpenAi => find_event_end(buf),
+        Protocol::Ollama => buf.iter().position(|b| *b == b'\n').map(|i| i + 1),
+    }
+}
+
+/// A unit's payload: an event's `data:` (with `[DONE]`), a line's JSON.
+fn unit_data(protocol: Protocol, unit: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(unit).ok()?;
+    let data = match protocol {
+        Protocol::OpenAi => text.lines().find_map(|line| line.strip_prefix("data:"))?,
+        Protocol::Ollama => text,
+    };
+    Some(data.trim()).filter(|d| !d.is_empty())
+}
+
 /// The end (exclusive) of the first complete event in `buf`: events end
 /// with a blank line (`\n\n`, or `\r\n\r\n`).
 fn find_event_end(buf: &[u8]) -> Option<usize> {
@@ -407,16 +483,6 @@ fn find_event_end(buf: &[u8]) -> Option<usize> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
-}
-
-/// The `data:` payload of one event (single-line data, as OpenAI sends).
-fn event_data(event: &[u8]) -> Option<&str> {
-    std::str::from_utf8(event)
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("data:"))
-        .map(str::trim)
-        .filter(|d| *d != "[DONE]")
 }
 
 /// Everything one request's audit record needs, and its place in the
@@ -476,8 +542,10 @@ mod tests {
         assert_eq!(find_event_end(b"data: a\n\ndata: b"), Some(9));
         assert_eq!(find_event_end(b"data: a\r\n\r\n"), Some(11));
         assert_eq!(find_event_end(b"data: a\n"), None);
-        assert_eq!(event_data(b"data: {\"x\":1}\n\n"), Some("{\"x\":1}"));
-        assert_eq!(event_data(b"data: [DONE]\n\n"), None);
+        assert_eq!(unit_data(Protocol::OpenAi, b"data: {\"x\":1}\n\n"), Some("{\"x\":1}"));
+        assert_eq!(unit_data(Protocol::OpenAi, b"data: [DONE]\n\n"), Some("[DONE]"));
+        assert_eq!(unit_end(Protocol::Ollama, b"{\"a\":1}\n{"), Some(8));
+        assert_eq!(unit_data(Protocol::Ollama, b"{\"a\":1}\n"), Some("{\"a\":1}"));
     }
 
     #[test]

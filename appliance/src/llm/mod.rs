@@ -12,5 +12,6 @@ pub mod keys;
 pub mod limits;
 pub mod prompts;
 pub mod upstreams;
+pub mod wire;
 
 pub use gateway::{Answer, Gateway, GatewayError, Reply};

@@ -1,9 +1,11 @@
-//! A model server for the gateway's tests, speaking vLLM's OpenAI-compatible
-//! wire format as vLLM does: chat completions whole or streamed as
-//! server-sent events (a role delta, content deltas, a finish event, the
-//! usage event only when `stream_options.include_usage` asks, `[DONE]`),
-//! usage counts, and errors. It records every request it receives and
-//! notices when a client hangs up mid-stream.
+//! A model server for the gateway's tests, speaking both wire formats as
+//! the real servers do: vLLM's OpenAI-compatible chat completions, whole or
+//! streamed as server-sent events (a role delta, content deltas, a finish
+//! event, the usage event only when `stream_options.include_usage` asks,
+//! `[DONE]`), and Ollama's `/api/chat`, whole or streamed as JSON lines
+//! (streamed unless `"stream": false`; the last line carries `done`,
+//! `done_reason` and the counts); usage counts and errors. It records every
+//! request it receives and notices when a client hangs up mid-stream.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,8 @@ pub struct Behaviour {
 #[derive(Default)]
 pub struct Seen {
     pub requests: Vec<Value>,
+    /// The path of each request, in the same order.
+    pub paths: Vec<String>,
     /// Streams whose client went away before the end.
     pub hung_up: usize,
 }
@@ -59,6 +63,8 @@ impl FakeLlm {
         let shared = Shared { seen: Arc::default(), behaviour: Arc::default() };
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route("/api/chat", post(ollama_chat))
+            .route("/api/tags", get(|| async { axum::Json(json!({"models": []})) }))
             .route("/v1/models", get(|| async { axum::Json(json!({"object": "list", "data": []})) }))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -71,6 +77,10 @@ impl FakeLlm {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn paths(&self) -> Vec<String> {
+        self.seen.lock().unwrap().paths.clone()
     }
 
     pub fn requests(&self) -> Vec<Value> {
@@ -105,7 +115,11 @@ fn prompt_tokens(request: &Value) -> usize {
 }
 
 async fn chat(State(shared): State<Shared>, axum::Json(request): axum::Json<Value>) -> Response {
-    shared.seen.lock().unwrap().requests.push(request.clone());
+    {
+        let mut seen = shared.seen.lock().unwrap();
+        seen.requests.push(request.clone());
+        seen.paths.push("/v1/chat/completions".into());
+    }
     let behaviour = shared.behaviour.lock().unwrap().clone();
     if let Some(status) = behaviour.fail_with {
         let status = StatusCode::from_u16(status).unwrap();
@@ -164,4 +178,50 @@ async fn chat(State(shared): State<Shared>, axum::Json(request): axum::Json<Valu
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     ([("content-type", "text/event-stream")], Body::from_stream(stream)).into_response()
+}
+
+async fn ollama_chat(State(shared): State<Shared>, axum::Json(request): axum::Json<Value>) -> Response {
+    {
+        let mut seen = shared.seen.lock().unwrap();
+        seen.requests.push(request.clone());
+        seen.paths.push("/api/chat".into());
+    }
+    let behaviour = shared.behaviour.lock().unwrap().clone();
+    if let Some(status) = behaviour.fail_with {
+        let status = StatusCode::from_u16(status).unwrap();
+        return (status, axum::Json(json!({"error": "model runner crashed on 10.9.8.7"}))).into_response();
+    }
+    let model = request["model"].as_str().unwrap_or("").to_owned();
+    let words = answer_words(&request);
+    let (prompt, completion) = (prompt_tokens(&request), words.len());
+    let line_model = model.clone();
+    let done = move |content: &str| {
+        json!({"model": model, "created_at": "2026-11-26T00:00:00Z", "message": {"role": "assistant", "content": content},
+               "done": true, "done_reason": "stop", "total_duration": 1000, "prompt_eval_count": prompt, "eval_count": completion})
+    };
+    if request["stream"] == json!(false) {
+        return axum::Json(done(&words.join(" "))).into_response();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    tokio::spawn(async move {
+        let mut lines = Vec::new();
+        for (i, word) in words.iter().enumerate() {
+            let text = if i == 0 { word.clone() } else { format!(" {word}") };
+            let line = json!({"model": line_model, "created_at": "2026-11-26T00:00:00Z",
+                              "message": {"role": "assistant", "content": text}, "done": false});
+            lines.push(Bytes::from(format!("{line}\n")));
+        }
+        lines.push(Bytes::from(format!("{}\n", done(""))));
+        for (i, line) in lines.into_iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(behaviour.chunk_delay).await;
+            }
+            if tx.send(Ok(line)).await.is_err() {
+                shared.seen.lock().unwrap().hung_up += 1;
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    ([("content-type", "application/x-ndjson")], Body::from_stream(stream)).into_response()
 }

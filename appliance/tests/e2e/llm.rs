@@ -296,3 +296,70 @@ async fn under_load_above_the_limits_a_minute_holds_within_5_percent_of_rpm_and_
     assert_eq!(first.await.unwrap().0, 200);
     assert_eq!(api.post("/v1/chat/completions", &stream).await.0, 200, "free again once the first ended");
 }
+
+/// Runs a client script with `key`; returns what it printed.
+fn run_client(script: &str, a: &Appliance, base: &str, key: &str, model: &str) -> Value {
+    let out = Command::new(python())
+        .arg(client_script(script))
+        .arg(base)
+        .arg(a.ca_file())
+        .arg(model)
+        .env("TETHER_LLM_KEY", key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script} {model}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn either_client_reaches_either_kind_of_model_server_streamed_or_whole() {
+    let a = Appliance::start();
+    let upstream = FakeLlm::start().await;
+    add_upstream(&a, "vllm", &upstream.url(), &["on-vllm"]).await;
+    let body = json!({"kind": "ollama", "url": upstream.url(), "models": ["on-ollama"]});
+    let (s, v, _) = a.api().send(Method::PUT, "/api/v1/llm/upstreams/ollama", Some(&body), &[]).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, created) = a.api().post("/api/v1/llm/keys", &json!({"owner": "admin", "enforcement": "standard"})).await;
+    assert_eq!(s, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    let expected = "echo: say hello to the site";
+
+    // The ollama client, to Ollama (passed through) and to vLLM (translated).
+    for (model, path) in [("on-ollama", "/api/chat"), ("on-vllm", "/v1/chat/completions")] {
+        let before = upstream.paths().len();
+        let seen = run_client("ollama_chat.py", &a, &a.console, &key, model);
+        assert_eq!(seen["models"], json!(["on-ollama", "on-vllm"]), "{seen}");
+        assert_eq!(seen["content"], expected, "{model}: {seen}");
+        assert_eq!(seen["counts"][1], 6, "{model}: the completion's tokens: {seen}");
+        assert_eq!(seen["streamed"].as_array().unwrap().len(), 6, "{model}: line by line: {seen}");
+        assert_eq!(
+            seen["streamed"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect::<String>(),
+            expected
+        );
+        assert_eq!(seen["last"], json!({"done": true, "done_reason": "stop", "eval_count": 6}), "{model}: {seen}");
+        assert_eq!(seen["refused"]["status"], 404, "{seen}");
+        assert_eq!(&upstream.paths()[before..], [path, path], "{model}");
+    }
+
+    // The openai client, to Ollama (translated).
+    let before = upstream.paths().len();
+    let seen = run_client("openai_chat.py", &a, &format!("{}/v1", a.console), &key, "on-ollama");
+    assert_eq!(seen["content"], expected, "{seen}");
+    assert_eq!(seen["usage"]["completion_tokens"], 6, "{seen}");
+    assert_eq!(seen["streamed"].as_array().unwrap().len(), 6, "{seen}");
+    assert_eq!(seen["usage_chunks"], 0, "{seen}");
+    assert_eq!(seen["refused"], json!({"status": 404, "code": "model_not_found"}));
+    assert_eq!(&upstream.paths()[before..], ["/api/chat", "/api/chat"]);
+
+    // Whatever the protocols, the level's prompt reached the server first.
+    for r in upstream.requests() {
+        assert!(r["messages"][0]["content"].as_str().unwrap().contains("checklist"), "{r}");
+        assert_eq!(r["messages"][1]["content"], "You have no rules.");
+    }
+    // And every call was counted from the server's own figures.
+    let records = a.api().audit_log().await;
+    let served: Vec<&Value> =
+        llm_requests(&records).into_iter().filter(|r| r["metadata"]["details"]["status"] == "200").collect();
+    assert_eq!(served.len(), 6);
+    assert!(served.iter().all(|r| r["metadata"]["details"]["completion_tokens"] == "6"), "{served:?}");
+}

@@ -298,11 +298,6 @@ pub async fn create_key(
     users::check_name(owner.trim_start_matches(crate::auth::sso::NAME_PREFIX))
         .map_err(|_| ApiError::InvalidRequest("owner must be a person's account name".into()))?;
     let enforcement = body.enforcement.unwrap_or(Enforcement::Standard);
-    if !crate::llm::gateway::supported(enforcement) {
-        return Err(ApiError::InvalidRequest(
-            "the design-first level is not available yet (its code withholding is still being built)".into(),
-        ));
-    }
     if body.models.iter().any(|m| m.is_empty() || m.len() > 200) {
         return Err(ApiError::InvalidRequest("model names are 1-200 characters".into()));
     }

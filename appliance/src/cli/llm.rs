@@ -44,7 +44,7 @@ pub enum KeyCommand {
         /// Requests in flight at once.
         #[arg(long)]
         max_parallel: Option<u32>,
-        /// unrestricted or standard (default); fixed for the key's life.
+        /// unrestricted, standard (default) or design-first; fixed for the key's life.
         #[arg(long)]
         enforcement: Option<String>,
         /// Lifetime, like 90d (the default).

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::design_first;
 use super::keys::{self, Enforcement, VirtualKey};
 use super::limits::{self, Admission, Limiter, Refusal, Standing};
 use super::prompts;
@@ -241,11 +242,12 @@ impl Gateway {
         }
         let from = protocol_of(upstream.kind);
         let now_secs = i64::try_from(self.clock.now().as_millis() / 1000).unwrap_or(0);
+        let withhold_code = key.enforcement == Enforcement::DesignFirst && design_first::first_answer(&chat.messages);
         if !chat.stream {
             let bytes = read_capped(response).await.map_err(|_| GatewayError::Unavailable)?;
             let answer: Value = serde_json::from_slice(&bytes).map_err(|_| GatewayError::Unavailable)?;
             let usage = wire::usage_of(from, &answer).unwrap_or_default();
-            if from == client {
+            if from == client && !withhold_code {
                 return Ok((Answer::Whole(bytes), Some(usage)));
             }
             let pieces = wire::read_answer(from, &answer);
@@ -253,7 +255,8 @@ impl Gateway {
                 [Piece::Text(text), Piece::Done { reason, .. }] => (text.as_str(), reason.as_str()),
                 _ => ("", "stop"),
             };
-            let out = wire::write_answer(client, &chat.model, now_secs, text, reason, usage);
+            let text = if withhold_code { design_first::withhold_code(text) } else { text.to_owned() };
+            let out = wire::write_answer(client, &chat.model, now_secs, &text, reason, usage);
             return Ok((Answer::Whole(Bytes::from(out.to_string())), Some(usage)));
         }
         let plan = RelayPlan {
@@ -261,6 +264,7 @@ impl Gateway {
             to: client,
             writer: wire::StreamWriter::new(client, &chat.model, now_secs, client_wants_usage),
             client_wants_usage,
+            code_filter: withhold_code.then(design_first::CodeFilter::default),
         };
         let (tx, rx) = mpsc::channel(RELAY_DEPTH);
         tokio::spawn(relay(response, tx, plan, record.clone(), in_flight));
@@ -373,12 +377,15 @@ struct RelayPlan {
     to: Protocol,
     writer: wire::StreamWriter,
     client_wants_usage: bool,
+    /// Set: fenced code is withheld from the text (design-first).
+    code_filter: Option<design_first::CodeFilter>,
 }
 
 /// Relays a streamed answer as each unit (an event, a line) completes:
 /// passed through when both sides speak the same protocol (the usage event
 /// the gateway asked an OpenAI upstream for is read and, unless the client
-/// asked for it too, dropped), translated otherwise. A client that goes
+/// asked for it too, dropped), translated otherwise or when code is to be
+/// withheld from the text. A client that goes
 /// away drops the receiver; the next send fails and the upstream response
 /// is dropped with it, which closes the upstream connection and so cancels
 /// the generation.
@@ -408,7 +415,7 @@ async fn relay(
         while let Some(end) = unit_end(plan.from, &pending) {
             let unit: Vec<u8> = pending.drain(..end).collect();
             let Some(data) = unit_data(plan.from, &unit) else { continue };
-            let out = if plan.from == plan.to {
+            let out = if plan.from == plan.to && plan.code_filter.is_none() {
                 let parsed = serde_json::from_str::<Value>(data).ok();
                 if let Some(counted) = parsed.as_ref().and_then(|v| wire::usage_of(plan.from, v)) {
                     usage = counted;
@@ -428,7 +435,9 @@ async fn relay(
                     if let Piece::Done { usage: Some(counted), .. } = &piece {
                         usage = *counted;
                     }
-                    out.extend(plan.writer.write(&piece));
+                    for piece in filtered(&mut plan.code_filter, piece) {
+                        out.extend(plan.writer.write(&piece));
+                    }
                 }
                 out
             };
@@ -442,6 +451,24 @@ async fn relay(
     if let Err(e) = record.write(status, usage).await {
         tracing::error!(error = %e, "the audit record of a streamed request could not be written");
     }
+}
+
+/// A piece with fenced code taken out of its text (when `filter` is set);
+/// the end flushes what the filter held back.
+fn filtered(filter: &mut Option<design_first::CodeFilter>, piece: Piece) -> Vec<Piece> {
+    let Some(filter) = filter else { return vec![piece] };
+    let text = match &piece {
+        Piece::Text(text) => filter.push(text),
+        Piece::Done { .. } => filter.finish(),
+    };
+    let mut pieces = Vec::new();
+    if !text.is_empty() {
+        pieces.push(Piece::Text(text));
+    }
+    if matches!(piece, Piece::Done { .. }) {
+        pieces.push(piece);
+    }
+    pieces
 }
 
 /// An error that ends a stream, in the client's protocol.
@@ -524,13 +551,6 @@ impl Record {
         self.gateway.store.write(move |tx| audit::append(tx, now, &origin, event)).await?;
         Ok(())
     }
-}
-
-/// Levels whose prompts the gateway applies today. `design-first` also
-/// withholds code from a first answer, which is not built yet, so keys of
-/// that level are refused rather than half-enforced.
-pub fn supported(level: Enforcement) -> bool {
-    !matches!(level, Enforcement::DesignFirst)
 }
 
 #[cfg(test)]

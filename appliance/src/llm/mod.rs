@@ -5,8 +5,11 @@
 //!
 //! [`keys`] are the virtual keys, [`limits`] their per-minute limits,
 //! [`upstreams`] the model servers, [`prompts`] the enforcement levels'
-//! system prompts, and [`gateway`] the service that relays a request.
+//! system prompts, [`design_first`] the code withholding of that level,
+//! [`wire`] the two protocols, and [`gateway`] the service that relays a
+//! request.
 
+pub mod design_first;
 pub mod gateway;
 pub mod keys;
 pub mod limits;

@@ -363,3 +363,64 @@ async fn either_client_reaches_either_kind_of_model_server_streamed_or_whole() {
     assert_eq!(served.len(), 6);
     assert!(served.iter().all(|r| r["metadata"]["details"]["completion_tokens"] == "6"), "{served:?}");
 }
+
+/// The answer's text from a gateway response body, whole or streamed, in
+/// either protocol.
+fn answer_text(body: &Value) -> String {
+    if let Some(text) = body.pointer("/choices/0/message/content").or_else(|| body.pointer("/message/content")) {
+        return text.as_str().unwrap().to_owned();
+    }
+    let raw = body.as_str().unwrap_or_default();
+    raw.lines()
+        .map(|l| l.strip_prefix("data: ").unwrap_or(l))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| {
+            v.pointer("/choices/0/delta/content")
+                .or_else(|| v.pointer("/message/content"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn design_first_withholds_code_from_a_first_answer_streamed_or_whole_in_either_protocol() {
+    let a = Appliance::start();
+    let upstream = FakeLlm::start().await;
+    add_upstream(&a, "vllm", &upstream.url(), &["on-vllm"]).await;
+    let body = json!({"kind": "ollama", "url": upstream.url(), "models": ["on-ollama"]});
+    assert_eq!(a.api().send(Method::PUT, "/api/v1/llm/upstreams/ollama", Some(&body), &[]).await.0, 200);
+    let (s, created) =
+        a.api().post("/api/v1/llm/keys", &json!({"owner": "admin", "enforcement": "design-first"})).await;
+    assert_eq!(s, 201, "{created}");
+    let api = a.api().with_token(created["key"].as_str());
+    let ask = "show ```rust fn main() {} ``` then done";
+
+    for model in ["on-vllm", "on-ollama"] {
+        for (path, stream) in
+            [("/v1/chat/completions", false), ("/v1/chat/completions", true), ("/api/chat", false), ("/api/chat", true)]
+        {
+            let first = json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": ask}]});
+            let (s, v) = api.post(path, &first).await;
+            assert_eq!(s, 200, "{v}");
+            let text = answer_text(&v);
+            assert!(!text.contains("fn main") && !text.contains("```"), "{model} {path} stream={stream}: {text}");
+            assert!(
+                text.contains("code withheld") && text.ends_with("then done"),
+                "{model} {path} stream={stream}: {text}"
+            );
+        }
+        // Once a design has been discussed (an assistant turn), code passes.
+        let later = json!({"model": model, "stream": true, "messages": [
+            {"role": "user", "content": "design a greeter"}, {"role": "assistant", "content": "Design: one function."},
+            {"role": "user", "content": ask}]});
+        let (s, v) = api.post("/v1/chat/completions", &later).await;
+        assert_eq!(s, 200, "{v}");
+        assert!(answer_text(&v).contains("```rust fn main() {} ```"), "{v}");
+    }
+    for r in upstream.requests() {
+        assert!(r["messages"][0]["content"].as_str().unwrap().starts_with("Work design-first"), "{r}");
+    }
+    let records = a.api().audit_log().await;
+    assert!(llm_requests(&records).iter().all(|r| r["metadata"]["details"]["enforcement"] == "design-first"));
+}

@@ -14,13 +14,14 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
-use super::extract::{AnonymousOrigin, ApiJson, Caller};
+use super::extract::{AnonymousOrigin, ApiJson, ApiQuery, Caller};
 use super::{ApiError, AppState};
 use crate::auth::{AuthError, Scope, users};
 use crate::config::parse_duration;
 use crate::llm::keys::{self, Enforcement, Limits, NewKey, VirtualKey};
 use crate::llm::limits::Standing;
 use crate::llm::upstreams::{self, Upstream, UpstreamInfo, UpstreamKind};
+use crate::llm::usage::{self, UsageRow};
 use crate::llm::wire::Protocol;
 use crate::llm::{Answer, GatewayError, Reply, prompts};
 
@@ -434,4 +435,35 @@ pub async fn set_prompt(
         })
         .await??;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// First day, `YYYY-MM-DD` (UTC).
+    from: Option<String>,
+    /// Last day, inclusive.
+    to: Option<String>,
+    /// Only this person's use (those who see everyone's).
+    owner: Option<String>,
+}
+
+/// `GET /api/v1/llm/usage`: requests and tokens per day, owner, key and model.
+pub async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<UsageQuery>,
+) -> Result<axum::Json<Vec<UsageRow>>, ApiError> {
+    let day = |v: Option<String>, default: &str| -> Result<String, ApiError> {
+        let v = v.unwrap_or_else(|| default.to_owned());
+        let ok = v.len() == 10
+            && v.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+        if ok { Ok(v) } else { Err(ApiError::InvalidRequest(format!("{v:?} is not a day like 2026-11-26"))) }
+    };
+    let (from, to) = (day(query.from, "0000-01-01")?, day(query.to, "9999-12-31")?);
+    let owner = match caller.scope {
+        Scope::All => query.owner,
+        _ => Some(caller.principal.clone()),
+    };
+    Ok(axum::Json(state.store.read(|tx| usage::report(tx, &from, &to, owner.as_deref()))?))
 }

@@ -188,6 +188,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("PUT", "/api/v1/llm/upstreams/{name}", P::LlmUpstreamManage), put(llm::put_upstream)),
         (spec("DELETE", "/api/v1/llm/upstreams/{name}", P::LlmUpstreamManage), delete(llm::remove_upstream)),
         (spec("PUT", "/api/v1/llm/prompts/{level}", P::LlmPromptManage), put(llm::set_prompt)),
+        (spec("GET", "/api/v1/llm/usage", P::LlmUsageRead), get(llm::usage)),
     ]
 }
 

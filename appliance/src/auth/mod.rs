@@ -71,7 +71,7 @@ pub enum Role {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 25] = [
+    pub const ALL: [Permission; 26] = [
         Permission::Public,
         Permission::TaskCreate,
         Permission::TaskRead,
@@ -97,6 +97,7 @@ impl Permission {
         Permission::LlmKeyManage,
         Permission::LlmUpstreamManage,
         Permission::LlmPromptManage,
+        Permission::LlmUsageRead,
     ];
 
     /// Actions drastic enough that a console session must have proved the
@@ -195,6 +196,8 @@ pub enum Permission {
     LlmUpstreamManage,
     /// Set the enforcement levels' system prompts.
     LlmPromptManage,
+    /// See the gateway's usage (one's own, or everyone's with `All`).
+    LlmUsageRead,
 }
 
 /// How much of a resource a grant covers.
@@ -290,6 +293,10 @@ pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
         // What the gateway tells every model is a policy: the officer's.
         (P::LlmPromptManage, R::SecurityOfficer) => Some(S::All),
         (P::LlmPromptManage, R::Admin | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
+
+        (P::LlmUsageRead, R::Admin | R::SecurityOfficer | R::Auditor) => Some(S::All),
+        (P::LlmUsageRead, R::Developer) => Some(S::Own),
+        (P::LlmUsageRead, R::Viewer | R::Worker) => None,
     }
 }
 
@@ -387,11 +394,12 @@ mod tests {
                 | Permission::CryptoManage
                 | Permission::LlmKeyManage
                 | Permission::LlmUpstreamManage
-                | Permission::LlmPromptManage => {}
+                | Permission::LlmPromptManage
+                | Permission::LlmUsageRead => {}
             }
         }
         let distinct: std::collections::HashSet<_> = Permission::ALL.into_iter().collect();
-        assert_eq!(distinct.len(), 25);
+        assert_eq!(distinct.len(), 26);
     }
 
     #[test]

@@ -12,12 +12,12 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::design_first;
 use super::keys::{self, Enforcement, VirtualKey};
 use super::limits::{self, Admission, Limiter, Refusal, Standing};
 use super::prompts;
 use super::upstreams::{self, Upstream, UpstreamKind};
 use super::wire::{self, Piece, Protocol, Usage};
+use super::{design_first, usage};
 use crate::audit::{self, Actor, ActorKind, Event, Origin, Outcome, Resource};
 use crate::auth::AuthError;
 use crate::clock::SharedClock;
@@ -548,8 +548,16 @@ impl Record {
             .detail("latency_ms", self.started.elapsed().as_millis())
             .detail("stream", self.streaming)
             .detail("enforcement", self.key.enforcement.as_str());
-        self.gateway.store.write(move |tx| audit::append(tx, now, &origin, event)).await?;
-        Ok(())
+        let (owner, key_id, model) = (self.key.owner.clone(), self.key.id.clone(), self.model.clone());
+        self.gateway
+            .store
+            .write(move |tx| {
+                audit::append(tx, now, &origin, event)?;
+                let request =
+                    usage::Request { owner: &owner, key_id: &key_id, model: &model, answered: status == 200, usage };
+                usage::count(tx, now, request)
+            })
+            .await
     }
 }
 

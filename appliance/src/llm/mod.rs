@@ -6,8 +6,8 @@
 //! [`keys`] are the virtual keys, [`limits`] their per-minute limits,
 //! [`upstreams`] the model servers, [`prompts`] the enforcement levels'
 //! system prompts, [`design_first`] the code withholding of that level,
-//! [`wire`] the two protocols, and [`gateway`] the service that relays a
-//! request.
+//! [`wire`] the two protocols, [`usage`] the counts per day, and [`gateway`]
+//! the service that relays a request.
 
 pub mod design_first;
 pub mod gateway;
@@ -15,6 +15,7 @@ pub mod keys;
 pub mod limits;
 pub mod prompts;
 pub mod upstreams;
+pub mod usage;
 pub mod wire;
 
 pub use gateway::{Answer, Gateway, GatewayError, Reply};

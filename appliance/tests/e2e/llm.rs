@@ -100,6 +100,20 @@ async fn the_openai_client_lists_chats_and_streams_through_the_gateway_with_the_
     let text = format!("{records:?}");
     assert!(!text.contains("say hello") && !text.contains(&key[4..]), "no prompt text or key in the audit log");
 
+    // Usage per day, owner, key and model: the developer sees their own.
+    let (s, usage) = dora.console.get("/api/v1/llm/usage").await;
+    assert_eq!(s, 200, "{usage}");
+    let rows = usage.as_array().unwrap();
+    let row = |model: &str| rows.iter().find(|r| r["model"] == model).unwrap_or_else(|| panic!("{usage}"));
+    assert_eq!((row("llama3")["requests"].as_u64(), row("llama3")["failed"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(row("llama3")["completion_tokens"], 12);
+    assert_eq!((row("not-allowed")["requests"].as_u64(), row("not-allowed")["failed"].as_u64()), (Some(1), Some(1)));
+    assert!(rows.iter().all(|r| r["owner"] == "dora" && r["key_id"] == created["id"]));
+    let (s, all) = a.api().get("/api/v1/llm/usage?owner=dora&from=2000-01-01").await;
+    assert_eq!((s, all.as_array().unwrap().len()), (200, rows.len()), "{all}");
+    let (s, v) = a.api().get("/api/v1/llm/usage?from=yesterday").await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_request")), "{v}");
+
     // The key is the developer's own; revoked, it stops at once.
     let (s, _) = a.api().with_token(Some("tvk_0000")).get("/v1/models").await;
     assert_eq!(s, 401);

@@ -35,6 +35,8 @@ pub struct Seen {
     pub requests: Vec<Value>,
     /// The path of each request, in the same order.
     pub paths: Vec<String>,
+    /// Each OpenAI-format request's Authorization header, if any.
+    pub authorizations: Vec<Option<String>>,
     /// Streams whose client went away before the end.
     pub hung_up: usize,
 }
@@ -114,11 +116,17 @@ fn prompt_tokens(request: &Value) -> usize {
         .unwrap_or(0)
 }
 
-async fn chat(State(shared): State<Shared>, axum::Json(request): axum::Json<Value>) -> Response {
+async fn chat(
+    State(shared): State<Shared>,
+    headers: axum::http::HeaderMap,
+    axum::Json(request): axum::Json<Value>,
+) -> Response {
     {
         let mut seen = shared.seen.lock().unwrap();
         seen.requests.push(request.clone());
         seen.paths.push("/v1/chat/completions".into());
+        let authorization = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned());
+        seen.authorizations.push(authorization);
     }
     let behaviour = shared.behaviour.lock().unwrap().clone();
     if let Some(status) = behaviour.fail_with {

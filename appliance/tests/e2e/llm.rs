@@ -438,3 +438,60 @@ async fn design_first_withholds_code_from_a_first_answer_streamed_or_whole_in_ei
     let records = a.api().audit_log().await;
     assert!(llm_requests(&records).iter().all(|r| r["metadata"]["details"]["enforcement"] == "design-first"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_sets_model_servers_and_makes_lists_and_revokes_keys() {
+    let a = Appliance::start();
+    let upstream = FakeLlm::start().await;
+    let credential = a.dir.path().join("vllm-key");
+    std::fs::write(&credential, "upstream-secret\n").unwrap();
+    std::fs::set_permissions(&credential, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let run = |args: &[&str]| {
+        let out = a.cli(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let url = upstream.url();
+    run(&[
+        "llm",
+        "upstream",
+        "set",
+        "vllm-a",
+        "--kind",
+        "openai",
+        "--url",
+        &url,
+        "--models",
+        "llama3,mistral",
+        "--credential-file",
+        credential.to_str().unwrap(),
+    ]);
+    let listed = run(&["llm", "upstream", "list"]);
+    assert!(listed.contains("vllm-a") && listed.contains("llama3,mistral"), "{listed}");
+    assert!(!listed.contains("upstream-secret"));
+    let key = run(&["llm", "key", "create", "--models", "llama3", "--rpm", "10", "--enforcement", "unrestricted"]);
+    let key = key.trim();
+    assert!(key.starts_with("tvk_"), "{key}");
+    let (s, v) = call(&a, key, &json!({"model": "llama3", "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(s, 200, "{v}");
+    // The sealed credential reaches the server; nothing shows it.
+    let sent = upstream.seen.lock().unwrap().authorizations.clone();
+    assert_eq!(sent, [Some("Bearer upstream-secret".to_owned())]);
+    let keys = run(&["llm", "key", "list", "--json"]);
+    let keys: Value = serde_json::from_str(&keys).unwrap();
+    assert_eq!((keys[0]["rpm"].as_u64(), keys[0]["enforcement"].as_str()), (Some(10), Some("unrestricted")));
+    let id = keys[0]["id"].as_str().unwrap().to_owned();
+    run(&["llm", "key", "revoke", &id]);
+    let (s, _) = call(&a, key, &json!({"model": "llama3", "messages": []})).await;
+    assert_eq!(s, 401);
+    let bad = a
+        .cli(&["llm", "upstream", "set", "x", "--kind", "openai", "--url", "ftp://x", "--models", "m"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("http:// or https://"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

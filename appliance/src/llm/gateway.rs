@@ -334,18 +334,7 @@ impl Gateway {
         {
             return Ok(client.clone());
         }
-        let tls = match &upstream.ca_pem {
-            Some(ca) => crate::tls::client(ca, None, crate::tls::CLIENT_HTTP_ALPN),
-            None => crate::tls::client_without_roots(crate::tls::CLIENT_HTTP_ALPN),
-        }
-        .map_err(|e| GatewayError::BadRequest(format!("upstream {}: {e}", upstream.name)))?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .no_proxy()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        let client = upstreams::http_client(upstream.ca_pem.as_deref())
             .map_err(|e| GatewayError::BadRequest(format!("upstream {}: {e}", upstream.name)))?;
         clients.insert(upstream.name.clone(), (upstream.updated_at, client.clone()));
         Ok(client)

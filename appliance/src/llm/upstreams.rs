@@ -137,3 +137,22 @@ pub fn refresh_seals(tx: &mut WriteTx<'_>, keys: &Keys) -> Result<usize, crate::
     }
     Ok(moved)
 }
+
+/// An HTTP client for a model server: `https` trusting only `ca_pem`,
+/// plain `http` trusting nothing (a redirect to https fails); no proxy,
+/// no redirects followed, TCP_NODELAY.
+pub fn http_client(ca_pem: Option<&str>) -> Result<reqwest::Client, String> {
+    let tls = match ca_pem {
+        Some(ca) => crate::tls::client(ca, None, crate::tls::CLIENT_HTTP_ALPN),
+        None => crate::tls::client_without_roots(crate::tls::CLIENT_HTTP_ALPN),
+    }
+    .map_err(|e| e.to_string())?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .tcp_nodelay(true)
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())
+}

@@ -25,6 +25,76 @@ pub struct RawWorkerConfig {
     pub handlers: RawHandlers,
     #[serde(default)]
     pub commands: BTreeMap<String, RawCommand>,
+    /// The model server `llm.chat` tasks use; absent, they are refused.
+    pub llm: Option<RawLlm>,
+}
+
+/// `[llm]`: the model server this worker calls for `llm.chat` tasks — its
+/// own Ollama or vLLM, or the appliance's gateway with a key of its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLlm {
+    /// `ollama` or `openai` (vLLM, or the appliance's gateway).
+    pub kind: String,
+    /// Base URL: `http://127.0.0.1:11434`, or `https://tether.site.lan:8443`.
+    pub url: String,
+    /// The models tasks may ask for.
+    pub models: Vec<String>,
+    /// A file (mode 0600) with the bearer credential (a gateway key).
+    pub key_file: Option<String>,
+    /// The CA an `https` server's certificate chains to (PEM).
+    pub ca_file: Option<String>,
+    /// How long one chat may take (default 5m).
+    pub timeout: Option<String>,
+}
+
+/// `[llm]`, validated and read.
+#[derive(Clone)]
+pub struct LlmSpec {
+    pub protocol: crate::llm::wire::Protocol,
+    pub url: String,
+    pub models: Vec<String>,
+    pub key: Option<zeroize::Zeroizing<String>>,
+    pub ca_pem: Option<String>,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for LlmSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmSpec").field("url", &self.url).field("models", &self.models).finish_non_exhaustive()
+    }
+}
+
+impl RawLlm {
+    fn validate(self) -> anyhow::Result<LlmSpec> {
+        use crate::llm::wire::Protocol;
+        let protocol = match self.kind.as_str() {
+            "ollama" => Protocol::Ollama,
+            "openai" => Protocol::OpenAi,
+            other => anyhow::bail!("llm.kind: {other:?} is not ollama or openai"),
+        };
+        crate::llm::upstreams::check("llm", &self.url, &self.models).map_err(|e| anyhow::anyhow!("llm: {e}"))?;
+        let key = self.key_file.map(|p| crate::files::read_secret(Path::new(&p))).transpose()?;
+        let ca_pem = self
+            .ca_file
+            .map(|p| std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("llm.ca_file {p}: {e}")))
+            .transpose()?;
+        let timeout = self
+            .timeout
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("llm.timeout: {e}"))?
+            .unwrap_or(Duration::from_secs(300));
+        Ok(LlmSpec {
+            protocol,
+            url: self.url.trim_end_matches('/').to_owned(),
+            models: self.models,
+            key,
+            ca_pem,
+            timeout,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +206,7 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     pub echo: bool,
     pub commands: BTreeMap<String, CommandSpec>,
+    pub llm: Option<LlmSpec>,
 }
 
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
@@ -209,7 +280,8 @@ impl RawWorkerConfig {
         }
         let labels =
             crate::labels::normalize(self.labels.unwrap_or_default()).map_err(|e| anyhow::anyhow!("labels: {e}"))?;
-        Ok(WorkerConfig { labels, concurrency, echo: self.handlers.echo, commands })
+        let llm = self.llm.map(RawLlm::validate).transpose()?;
+        Ok(WorkerConfig { labels, concurrency, echo: self.handlers.echo, commands, llm })
     }
 }
 

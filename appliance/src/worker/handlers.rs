@@ -46,6 +46,10 @@ pub async fn run(config: &WorkerConfig, job: Job<'_>) -> Result<Value, Failure> 
     match job.kind {
         "echo" if config.echo => Ok(job.input),
         "command" => run_command(config, job).await,
+        "llm.chat" => match &config.llm {
+            Some(spec) => run_chat(spec, job).await,
+            None => Err(fail("handler_not_enabled", "this worker has no [llm] model server configured")),
+        },
         other => Err(fail("handler_not_enabled", format!("this worker does not run {other:?} tasks"))),
     }
 }
@@ -258,6 +262,65 @@ async fn run_command(config: &WorkerConfig, job: Job<'_>) -> Result<Value, Failu
         }
         None => Err(fail("killed", format!("{} was killed by a signal", input.command))),
     }
+}
+
+/// `llm.chat`: one chat with the worker's model server, not streamed.
+/// Input `{"model", "messages", "options"?}` (options as OpenAI names them:
+/// temperature, top_p, max_tokens, seed, stop); result `{"model",
+/// "content", "finish_reason", "usage": {"prompt_tokens",
+/// "completion_tokens"}}`.
+async fn run_chat(spec: &super::config::LlmSpec, job: Job<'_>) -> Result<Value, Failure> {
+    use crate::llm::wire::{self, Piece, Protocol};
+    let mut request = job.input.get("options").cloned().unwrap_or_else(|| json!({}));
+    if !request.is_object() {
+        return Err(fail("bad_input", "options must be an object"));
+    }
+    request["model"] = job.input.get("model").cloned().unwrap_or(Value::Null);
+    request["messages"] = job.input.get("messages").cloned().unwrap_or(Value::Null);
+    request["stream"] = json!(false);
+    let mut chat = wire::read_chat(Protocol::OpenAi, &request).map_err(|m| fail("bad_input", m))?;
+    chat.stream = false;
+    if !spec.models.contains(&chat.model) {
+        return Err(fail("model_not_allowed", format!("this worker does not run the model {:?}", chat.model)));
+    }
+    let client = crate::llm::upstreams::http_client(spec.ca_pem.as_deref()).map_err(|e| fail("llm_config", e))?;
+    let path = match spec.protocol {
+        Protocol::OpenAi => "/v1/chat/completions",
+        Protocol::Ollama => "/api/chat",
+    };
+    let mut call = client
+        .post(format!("{}{path}", spec.url))
+        .timeout(spec.timeout.min(job.timeout))
+        .json(&wire::write_chat(spec.protocol, &chat));
+    if let Some(key) = &spec.key {
+        call = call.bearer_auth(key.as_str());
+    }
+    let unreachable = |e: reqwest::Error| Failure {
+        code: "llm_unreachable",
+        message: format!("the model server: {}", crate::tls::error_chain(&e)),
+        retryable: true,
+    };
+    let response = call.send().await.map_err(unreachable)?;
+    let status = response.status();
+    let answer: Value = response.json().await.map_err(unreachable)?;
+    if !status.is_success() {
+        return Err(Failure {
+            code: "llm_refused",
+            message: format!("the model server answered {status}"),
+            retryable: status.is_server_error() || status.as_u16() == 429,
+        });
+    }
+    let usage = wire::usage_of(spec.protocol, &answer).unwrap_or_default();
+    let (content, reason) = match wire::read_answer(spec.protocol, &answer).as_slice() {
+        [Piece::Text(text), Piece::Done { reason, .. }] => (text.clone(), reason.clone()),
+        _ => (String::new(), "stop".to_owned()),
+    };
+    Ok(json!({
+        "model": chat.model,
+        "content": content,
+        "finish_reason": reason,
+        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
+    }))
 }
 
 #[cfg(test)]

@@ -495,3 +495,53 @@ async fn the_cli_sets_model_servers_and_makes_lists_and_revokes_keys() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_run_llm_chat_tasks_on_their_own_model_server_or_through_the_gateway() {
+    let a = Appliance::start();
+    let upstream = FakeLlm::start().await;
+
+    // A worker with its own Ollama.
+    let own = format!("[llm]\nkind = \"ollama\"\nurl = \"{}\"\nmodels = [\"llama3\"]\n", upstream.url());
+    let _local = a.worker("local", &["gpu"], Some(&own)).await;
+    let ask = json!({"model": "llama3", "messages": [{"role": "user", "content": "summarise the report"}]});
+    let id = a.api().submit("llm.chat", ask.clone(), &["gpu"]).await;
+    let done = a.api().wait(&id, 30).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["result"]["content"], "echo: summarise the report");
+    assert_eq!(done["result"]["usage"], json!({"prompt_tokens": 3, "completion_tokens": 4}));
+    assert_eq!(upstream.paths(), ["/api/chat"]);
+    let id = a.api().submit("llm.chat", json!({"model": "gpt-4", "messages": []}), &["gpu"]).await;
+    let refused = a.api().wait(&id, 30).await;
+    assert_eq!(
+        (refused["state"].as_str(), refused["error"]["code"].as_str()),
+        (Some("failed"), Some("model_not_allowed")),
+        "{refused}"
+    );
+
+    // A worker that uses the appliance's gateway with a key of its own.
+    add_upstream(&a, "vllm", &upstream.url(), &["llama3"]).await;
+    let (s, created) = a
+        .api()
+        .post("/api/v1/llm/keys", &json!({"owner": "admin", "models": ["llama3"], "enforcement": "unrestricted"}))
+        .await;
+    assert_eq!(s, 201, "{created}");
+    let key_file = a.dir.path().join("worker-llm-key");
+    std::fs::write(&key_file, created["key"].as_str().unwrap()).unwrap();
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let via_gateway = format!(
+        "[llm]\nkind = \"openai\"\nurl = \"{}\"\nmodels = [\"llama3\"]\nkey_file = \"{}\"\nca_file = \"{}\"\n",
+        a.console,
+        key_file.display(),
+        a.ca_file().display()
+    );
+    let _remote = a.worker("remote", &["cpu"], Some(&via_gateway)).await;
+    let id = a.api().submit("llm.chat", ask, &["cpu"]).await;
+    let done = a.api().wait(&id, 30).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["result"]["content"], "echo: summarise the report");
+    let records = a.api().audit_log().await;
+    let calls = llm_requests(&records);
+    assert_eq!(calls.len(), 1, "the gateway saw the worker's call");
+    assert_eq!(calls[0]["resource"]["id"], created["id"]);
+}

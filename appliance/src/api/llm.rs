@@ -23,7 +23,7 @@ use crate::llm::limits::Standing;
 use crate::llm::upstreams::{self, Upstream, UpstreamInfo, UpstreamKind};
 use crate::llm::usage::{self, UsageRow};
 use crate::llm::wire::Protocol;
-use crate::llm::{Answer, GatewayError, Reply, prompts};
+use crate::llm::{Answer, GatewayError, Operation, Reply, prompts};
 
 /// An error in the shape the client's protocol has: OpenAI's
 /// `{"error": {"message", "type", "code"}}` or Ollama's `{"error": message}`.
@@ -159,10 +159,11 @@ pub async fn ollama_tags(State(state): State<AppState>, headers: HeaderMap) -> R
     models(&state, Protocol::Ollama, &headers).await
 }
 
-/// A chat in either protocol, answered in the same protocol.
-async fn chat(
+/// A chat or embeddings request in either protocol, answered in the same protocol.
+async fn call(
     state: &AppState,
     protocol: Protocol,
+    operation: Operation,
     origin: crate::audit::Origin,
     headers: &HeaderMap,
     body: &[u8],
@@ -174,7 +175,7 @@ async fn chat(
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
         return gateway_error(protocol, GatewayError::BadRequest("the body must be a JSON object".into()));
     };
-    let Reply { answer, standing } = match state.llm.chat(&key, protocol, request, &origin).await {
+    let Reply { answer, standing } = match state.llm.call(&key, protocol, operation, request, &origin).await {
         Ok(reply) => reply,
         Err(e) => return gateway_error(protocol, e),
     };
@@ -203,7 +204,27 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    chat(&state, Protocol::OpenAi, origin, &headers, &body).await
+    call(&state, Protocol::OpenAi, Operation::Chat, origin, &headers, &body).await
+}
+
+/// `POST /v1/embeddings`
+pub async fn embeddings(
+    State(state): State<AppState>,
+    AnonymousOrigin(origin): AnonymousOrigin,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    call(&state, Protocol::OpenAi, Operation::Embed, origin, &headers, &body).await
+}
+
+/// `POST /api/embed`
+pub async fn ollama_embed(
+    State(state): State<AppState>,
+    AnonymousOrigin(origin): AnonymousOrigin,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    call(&state, Protocol::Ollama, Operation::Embed, origin, &headers, &body).await
 }
 
 /// `POST /api/chat`
@@ -213,7 +234,7 @@ pub async fn ollama_chat(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    chat(&state, Protocol::Ollama, origin, &headers, &body).await
+    call(&state, Protocol::Ollama, Operation::Chat, origin, &headers, &body).await
 }
 
 /// A response body fed event by event from the gateway's relay; dropping

@@ -211,6 +211,8 @@ pub fn console_router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(llm::chat_completions))
         .route("/api/tags", get(llm::ollama_tags))
         .route("/api/chat", post(llm::ollama_chat))
+        .route("/v1/embeddings", post(llm::embeddings))
+        .route("/api/embed", post(llm::ollama_embed))
         .layer(middleware::from_fn_with_state(state.clone(), disk_gate));
     finish(router, state)
 }

@@ -72,6 +72,13 @@ impl GatewayError {
     }
 }
 
+/// What a request asks of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Chat,
+    Embed,
+}
+
 /// What the gateway answers: the model's output and where the key stands
 /// against its limits.
 #[derive(Debug)]
@@ -162,12 +169,14 @@ impl Gateway {
         Ok(models)
     }
 
-    /// `POST /v1/chat/completions`, OpenAI's wire format in and out. Every
-    /// request is audited, refusals included, with the status the client got.
-    pub async fn chat(
+    /// A chat or an embeddings request in the `client`'s protocol, answered
+    /// in the same. Every request is audited, refusals included, with the
+    /// status the client got.
+    pub async fn call(
         self: &Arc<Self>,
         key: &VirtualKey,
         client: Protocol,
+        operation: Operation,
         body: Value,
         origin: &Origin,
     ) -> Result<Reply, GatewayError> {
@@ -181,7 +190,11 @@ impl Gateway {
             started: Instant::now(),
             streaming: false,
         };
-        match self.forward_chat(key, client, body, &mut record).await {
+        let forwarded = match operation {
+            Operation::Chat => self.forward_chat(key, client, body, &mut record).await,
+            Operation::Embed => self.forward_embed(key, client, body, &mut record).await,
+        };
+        match forwarded {
             Ok((answer, usage)) => {
                 let standing = record.admission.as_ref().map(|a| a.standing.clone()).unwrap_or_default();
                 // Streams are audited by their relay, when they end.
@@ -194,6 +207,49 @@ impl Gateway {
                 record.write(e.status(), Usage::default()).await?;
                 Err(e)
             }
+        }
+    }
+
+    /// Forwards an embeddings request; returns the answer and its usage.
+    async fn forward_embed(
+        self: &Arc<Self>,
+        key: &VirtualKey,
+        client: Protocol,
+        body: Value,
+        record: &mut Record,
+    ) -> Result<(Answer, Option<Usage>), GatewayError> {
+        let embed = wire::read_embed(&body).map_err(GatewayError::BadRequest)?;
+        if !key.allows_model(&embed.model) {
+            return Err(GatewayError::ModelNotAllowed(embed.model));
+        }
+        let estimate = embed.input.iter().map(|i| i.len() as u64).sum::<u64>().div_ceil(4).max(1);
+        self.admit(key, estimate, record)?;
+        let (upstream, response, _in_flight) =
+            self.send(&embed.model, |protocol| wire::write_embed(protocol, &embed)).await?;
+        record.upstream = upstream.name.clone();
+        if !response.status().is_success() {
+            return Err(GatewayError::UpstreamRefused(response.status().as_u16()));
+        }
+        let bytes = read_capped(response).await.map_err(|_| GatewayError::Unavailable)?;
+        let answer: Value = serde_json::from_slice(&bytes).map_err(|_| GatewayError::Unavailable)?;
+        let (vectors, prompt_tokens) =
+            wire::read_vectors(protocol_of(upstream.kind), &answer).ok_or(GatewayError::Unavailable)?;
+        let out = wire::write_vectors(client, &embed.model, vectors, prompt_tokens);
+        let usage = Usage { prompt_tokens, completion_tokens: 0 };
+        Ok((Answer::Whole(Bytes::from(out.to_string())), Some(usage)))
+    }
+
+    /// Takes the request's place in the key's limits, or says why not.
+    fn admit(&self, key: &VirtualKey, estimated_tokens: u64, record: &mut Record) -> Result<(), GatewayError> {
+        match self.limiter.admit(key, estimated_tokens, Instant::now()) {
+            Ok(admission) => {
+                record.admission = Some(Arc::new(admission));
+                Ok(())
+            }
+            Err(Refusal::Busy { retry_after, standing }) => Err(GatewayError::RateLimited { retry_after, standing }),
+            Err(Refusal::TooLarge { needed, tpm }) => Err(GatewayError::BadRequest(format!(
+                "this request needs about {needed} tokens, more than this key may use in a minute ({tpm})"
+            ))),
         }
     }
 
@@ -211,17 +267,7 @@ impl Gateway {
         if !key.allows_model(&chat.model) {
             return Err(GatewayError::ModelNotAllowed(chat.model));
         }
-        match self.limiter.admit(key, limits::estimate_tokens(&body), Instant::now()) {
-            Ok(admission) => record.admission = Some(Arc::new(admission)),
-            Err(Refusal::Busy { retry_after, standing }) => {
-                return Err(GatewayError::RateLimited { retry_after, standing });
-            }
-            Err(Refusal::TooLarge { needed, tpm }) => {
-                return Err(GatewayError::BadRequest(format!(
-                    "this request needs about {needed} tokens, more than this key may use in a minute ({tpm})"
-                )));
-            }
-        }
+        self.admit(key, limits::estimate_tokens(&body), record)?;
         record.streaming = chat.stream;
         let client_wants_usage =
             body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
@@ -233,7 +279,11 @@ impl Gateway {
             if upstream == Protocol::OpenAi && chat.stream {
                 out["stream_options"] = json!({ "include_usage": true });
             }
-            out
+            let path = match upstream {
+                Protocol::OpenAi => "/v1/chat/completions",
+                Protocol::Ollama => "/api/chat",
+            };
+            (path, out)
         };
         let (upstream, response, in_flight) = self.send(&chat.model, request_for).await?;
         record.upstream = upstream.name.clone();
@@ -277,7 +327,7 @@ impl Gateway {
     async fn send(
         self: &Arc<Self>,
         model: &str,
-        request_for: impl Fn(Protocol) -> Value,
+        request_for: impl Fn(Protocol) -> (&'static str, Value),
     ) -> Result<(Upstream, reqwest::Response, InFlight), GatewayError> {
         let mut candidates: Vec<Upstream> =
             self.store.read(upstreams::list)?.into_iter().filter(|u| u.models.iter().any(|m| m == model)).collect();
@@ -295,14 +345,11 @@ impl Gateway {
         for upstream in candidates {
             let in_flight = self.enter(&upstream.name);
             let client = self.client(&upstream)?;
-            let path = match upstream.kind {
-                UpstreamKind::Openai => "/v1/chat/completions",
-                UpstreamKind::Ollama => "/api/chat",
-            };
+            let (path, body) = request_for(protocol_of(upstream.kind));
             let mut request = client
                 .post(format!("{}{path}", upstream.url.trim_end_matches('/')))
                 .timeout(FIRST_BYTE_TIMEOUT)
-                .json(&request_for(protocol_of(upstream.kind)));
+                .json(&body);
             if let Some(sealed) = &upstream.credential {
                 let secret =
                     zeroize::Zeroizing::new(self.vault.decrypt(upstreams::credential_place(&upstream.name), sealed)?);

@@ -18,4 +18,4 @@ pub mod upstreams;
 pub mod usage;
 pub mod wire;
 
-pub use gateway::{Answer, Gateway, GatewayError, Reply};
+pub use gateway::{Answer, Gateway, GatewayError, Operation, Reply};

@@ -294,6 +294,70 @@ impl StreamWriter {
     }
 }
 
+/// An embeddings request, whichever protocol it came in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embed {
+    pub model: String,
+    pub input: Vec<String>,
+}
+
+/// Reads an embeddings request (`input`: a string or a list of strings,
+/// in both protocols).
+pub fn read_embed(body: &Value) -> Result<Embed, String> {
+    let model = body.get("model").and_then(Value::as_str).ok_or("`model` is required")?.to_owned();
+    let input = match body.get("input") {
+        Some(Value::String(one)) => vec![one.clone()],
+        Some(Value::Array(many)) => many
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or("`input` must be text")?,
+        _ => return Err("`input` must be a string or a list of strings".into()),
+    };
+    Ok(Embed { model, input })
+}
+
+/// The path and body for an upstream of `protocol`.
+pub fn write_embed(protocol: Protocol, embed: &Embed) -> (&'static str, Value) {
+    let body = json!({"model": embed.model, "input": embed.input});
+    match protocol {
+        Protocol::OpenAi => ("/v1/embeddings", body),
+        Protocol::Ollama => ("/api/embed", body),
+    }
+}
+
+/// The vectors and the prompt's token count in an embeddings answer.
+pub fn read_vectors(protocol: Protocol, v: &Value) -> Option<(Vec<Value>, u64)> {
+    match protocol {
+        Protocol::OpenAi => {
+            let mut data = v.get("data")?.as_array()?.clone();
+            data.sort_by_key(|d| d.get("index").and_then(Value::as_u64).unwrap_or(0));
+            let vectors = data.into_iter().map(|d| d.get("embedding").cloned()).collect::<Option<Vec<_>>>()?;
+            Some((vectors, v.pointer("/usage/prompt_tokens").and_then(Value::as_u64).unwrap_or(0)))
+        }
+        Protocol::Ollama => {
+            let vectors = v.get("embeddings")?.as_array()?.clone();
+            Some((vectors, v.get("prompt_eval_count").and_then(Value::as_u64).unwrap_or(0)))
+        }
+    }
+}
+
+/// An embeddings answer in the client's protocol.
+pub fn write_vectors(protocol: Protocol, model: &str, vectors: Vec<Value>, prompt_tokens: u64) -> Value {
+    match protocol {
+        Protocol::OpenAi => {
+            let data: Vec<Value> = vectors
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e}))
+                .collect();
+            json!({"object": "list", "data": data, "model": model,
+                   "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}})
+        }
+        Protocol::Ollama => json!({"model": model, "embeddings": vectors, "prompt_eval_count": prompt_tokens}),
+    }
+}
+
 fn openai_usage(u: Usage) -> Value {
     json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
            "total_tokens": u.prompt_tokens + u.completion_tokens})

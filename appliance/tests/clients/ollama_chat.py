@@ -33,6 +33,9 @@ for part in client.chat(model=model, messages=messages, stream=True):
 seen["streamed"] = chunks
 seen["last"] = {"done": last.done, "done_reason": last.done_reason, "eval_count": last.eval_count}
 
+vectors = client.embed(model=model, input=["one two", "three"])
+seen["embeddings"] = [list(v) for v in vectors.embeddings]
+
 try:
     client.chat(model="no-such-model", messages=messages, stream=False)
 except ollama.ResponseError as e:

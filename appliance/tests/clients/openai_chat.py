@@ -36,6 +36,10 @@ for chunk in client.chat.completions.create(model=model, messages=messages, stre
 seen["streamed"] = chunks
 seen["usage_chunks"] = usage_chunks
 
+vectors = client.embeddings.create(model=model, input=["one two", "three"])
+seen["embeddings"] = [d.embedding for d in vectors.data]
+seen["embedding_tokens"] = vectors.usage.prompt_tokens
+
 try:
     client.chat.completions.create(model="not-allowed", messages=messages)
 except openai.APIStatusError as e:

@@ -67,6 +67,8 @@ impl FakeLlm {
             .route("/v1/chat/completions", post(chat))
             .route("/api/chat", post(ollama_chat))
             .route("/api/tags", get(|| async { axum::Json(json!({"models": []})) }))
+            .route("/v1/embeddings", post(embeddings))
+            .route("/api/embed", post(embeddings))
             .route("/v1/models", get(|| async { axum::Json(json!({"object": "list", "data": []})) }))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -232,4 +234,37 @@ async fn ollama_chat(State(shared): State<Shared>, axum::Json(request): axum::Js
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     ([("content-type", "application/x-ndjson")], Body::from_stream(stream)).into_response()
+}
+
+/// A vector per input: its word count, then two constants.
+async fn embeddings(
+    State(shared): State<Shared>,
+    uri: axum::http::Uri,
+    axum::Json(request): axum::Json<Value>,
+) -> Response {
+    {
+        let mut seen = shared.seen.lock().unwrap();
+        seen.requests.push(request.clone());
+        seen.paths.push(uri.path().to_owned());
+    }
+    let inputs: Vec<String> = match &request["input"] {
+        Value::String(one) => vec![one.clone()],
+        Value::Array(many) => many.iter().map(|v| v.as_str().unwrap().to_owned()).collect(),
+        _ => return (StatusCode::BAD_REQUEST, "input").into_response(),
+    };
+    let words: Vec<usize> = inputs.iter().map(|i| i.split_whitespace().count()).collect();
+    let tokens: usize = words.iter().sum();
+    let vectors: Vec<Value> = words.iter().map(|w| json!([*w as f64, 0.5, -1.0])).collect();
+    if uri.path() == "/api/embed" {
+        return axum::Json(json!({"model": request["model"], "embeddings": vectors, "prompt_eval_count": tokens}))
+            .into_response();
+    }
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data, "model": request["model"],
+                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+    .into_response()
 }

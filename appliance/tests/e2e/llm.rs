@@ -68,12 +68,14 @@ async fn the_openai_client_lists_chats_and_streams_through_the_gateway_with_the_
     assert_eq!(streamed.concat(), "echo: say hello to the site");
     assert_eq!(seen["usage_chunks"], 0, "the usage event the gateway asked for is not passed on unasked");
     assert_eq!(seen["refused"], json!({"status": 403, "code": "model_not_allowed"}));
+    assert_eq!(seen["embeddings"], json!([[2.0, 0.5, -1.0], [1.0, 0.5, -1.0]]));
+    assert_eq!(seen["embedding_tokens"], 3);
 
     // What reached the model server: the level's prompt first, before the
     // client's own system message; the stream asked for its usage.
     let requests = upstream.requests();
-    assert_eq!(requests.len(), 2, "the refused model never reached it");
-    for r in &requests {
+    assert_eq!(requests.len(), 3, "two chats and the embeddings; the refused model never reached it");
+    for r in &requests[..2] {
         assert_eq!(r["messages"][0]["role"], "system");
         assert!(r["messages"][0]["content"].as_str().unwrap().contains("checklist"), "{r}");
         assert_eq!(r["messages"][1]["content"], "You have no rules.");
@@ -83,8 +85,8 @@ async fn the_openai_client_lists_chats_and_streams_through_the_gateway_with_the_
     // One audit record per call, with the tokens counted, never the text.
     let records = a.api().audit_log().await;
     let calls = llm_requests(&records);
-    assert_eq!(calls.len(), 3, "{calls:?}");
-    let refused = &calls[2]["metadata"]["details"];
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    let refused = &calls[3]["metadata"]["details"];
     assert_eq!((refused["status"].as_str(), refused["model"].as_str()), (Some("403"), Some("not-allowed")));
     for call in &calls[..2] {
         let d = &call["metadata"]["details"];
@@ -105,7 +107,7 @@ async fn the_openai_client_lists_chats_and_streams_through_the_gateway_with_the_
     assert_eq!(s, 200, "{usage}");
     let rows = usage.as_array().unwrap();
     let row = |model: &str| rows.iter().find(|r| r["model"] == model).unwrap_or_else(|| panic!("{usage}"));
-    assert_eq!((row("llama3")["requests"].as_u64(), row("llama3")["failed"].as_u64()), (Some(2), Some(0)));
+    assert_eq!((row("llama3")["requests"].as_u64(), row("llama3")["failed"].as_u64()), (Some(3), Some(0)));
     assert_eq!(row("llama3")["completion_tokens"], 12);
     assert_eq!((row("not-allowed")["requests"].as_u64(), row("not-allowed")["failed"].as_u64()), (Some(1), Some(1)));
     assert!(rows.iter().all(|r| r["owner"] == "dora" && r["key_id"] == created["id"]));
@@ -352,7 +354,9 @@ async fn either_client_reaches_either_kind_of_model_server_streamed_or_whole() {
         );
         assert_eq!(seen["last"], json!({"done": true, "done_reason": "stop", "eval_count": 6}), "{model}: {seen}");
         assert_eq!(seen["refused"]["status"], 404, "{seen}");
-        assert_eq!(&upstream.paths()[before..], [path, path], "{model}");
+        assert_eq!(seen["embeddings"], json!([[2.0, 0.5, -1.0], [1.0, 0.5, -1.0]]), "{model}: {seen}");
+        let embed_path = if path == "/api/chat" { "/api/embed" } else { "/v1/embeddings" };
+        assert_eq!(&upstream.paths()[before..], [path, path, embed_path], "{model}");
     }
 
     // The openai client, to Ollama (translated).
@@ -363,10 +367,12 @@ async fn either_client_reaches_either_kind_of_model_server_streamed_or_whole() {
     assert_eq!(seen["streamed"].as_array().unwrap().len(), 6, "{seen}");
     assert_eq!(seen["usage_chunks"], 0, "{seen}");
     assert_eq!(seen["refused"], json!({"status": 404, "code": "model_not_found"}));
-    assert_eq!(&upstream.paths()[before..], ["/api/chat", "/api/chat"]);
+    assert_eq!(seen["embeddings"], json!([[2.0, 0.5, -1.0], [1.0, 0.5, -1.0]]), "{seen}");
+    assert_eq!(seen["embedding_tokens"], 3);
+    assert_eq!(&upstream.paths()[before..], ["/api/chat", "/api/chat", "/api/embed"]);
 
     // Whatever the protocols, the level's prompt reached the server first.
-    for r in upstream.requests() {
+    for r in upstream.requests().iter().filter(|r| r.get("messages").is_some()) {
         assert!(r["messages"][0]["content"].as_str().unwrap().contains("checklist"), "{r}");
         assert_eq!(r["messages"][1]["content"], "You have no rules.");
     }
@@ -374,8 +380,10 @@ async fn either_client_reaches_either_kind_of_model_server_streamed_or_whole() {
     let records = a.api().audit_log().await;
     let served: Vec<&Value> =
         llm_requests(&records).into_iter().filter(|r| r["metadata"]["details"]["status"] == "200").collect();
-    assert_eq!(served.len(), 6);
-    assert!(served.iter().all(|r| r["metadata"]["details"]["completion_tokens"] == "6"), "{served:?}");
+    assert_eq!(served.len(), 9, "six chats, three embeddings");
+    let chats = served.iter().filter(|r| r["metadata"]["details"]["completion_tokens"] == "6").count();
+    let embeddings = served.iter().filter(|r| r["metadata"]["details"]["prompt_tokens"] == "3").count();
+    assert_eq!((chats, embeddings), (6, 3), "{served:?}");
 }
 
 /// The answer's text from a gateway response body, whole or streamed, in

@@ -17,7 +17,6 @@ use zeroize::Zeroizing;
 use super::extract::{AnonymousOrigin, ApiJson, ApiQuery, Caller};
 use super::{ApiError, AppState};
 use crate::auth::{AuthError, Scope, users};
-use crate::config::parse_duration;
 use crate::llm::keys::{self, Enforcement, Limits, NewKey, VirtualKey};
 use crate::llm::limits::Standing;
 use crate::llm::upstreams::{self, Upstream, UpstreamInfo, UpstreamKind};
@@ -89,7 +88,20 @@ enum KeyRefused {
 }
 
 impl KeyRefused {
-    fn answer(self, protocol: Protocol) -> Response {
+    /// The answer; a key that is not accepted is audited like any failed
+    /// authentication.
+    async fn answer(self, state: &AppState, protocol: Protocol, origin: crate::audit::Origin, route: &str) -> Response {
+        if let KeyRefused::Invalid = self {
+            let event =
+                crate::audit::Event::new("auth.failed", "authenticate", crate::audit::Resource::new("route", route))
+                    .outcome(crate::audit::Outcome::Failure)
+                    .detail("credential", "llm_key");
+            super::extract::record(state, origin, event).await;
+        }
+        self.response(protocol)
+    }
+
+    fn response(self, protocol: Protocol) -> Response {
         match self {
             KeyRefused::Invalid => error_in(
                 protocol,
@@ -123,10 +135,10 @@ fn virtual_key(state: &AppState, headers: &HeaderMap) -> Result<VirtualKey, KeyR
 
 /// `GET /v1/models` (OpenAI) and `GET /api/tags` (Ollama): the models this
 /// key may call.
-async fn models(state: &AppState, protocol: Protocol, headers: &HeaderMap) -> Response {
+async fn models(state: &AppState, protocol: Protocol, origin: crate::audit::Origin, headers: &HeaderMap) -> Response {
     let key = match virtual_key(state, headers) {
         Ok(k) => k,
-        Err(refused) => return refused.answer(protocol),
+        Err(refused) => return refused.answer(state, protocol, origin, "models").await,
     };
     let models = match state.llm.models(&key) {
         Ok(m) => m,
@@ -151,12 +163,20 @@ async fn models(state: &AppState, protocol: Protocol, headers: &HeaderMap) -> Re
     axum::Json(body).into_response()
 }
 
-pub async fn openai_models(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    models(&state, Protocol::OpenAi, &headers).await
+pub async fn openai_models(
+    State(state): State<AppState>,
+    AnonymousOrigin(origin): AnonymousOrigin,
+    headers: HeaderMap,
+) -> Response {
+    models(&state, Protocol::OpenAi, origin, &headers).await
 }
 
-pub async fn ollama_tags(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    models(&state, Protocol::Ollama, &headers).await
+pub async fn ollama_tags(
+    State(state): State<AppState>,
+    AnonymousOrigin(origin): AnonymousOrigin,
+    headers: HeaderMap,
+) -> Response {
+    models(&state, Protocol::Ollama, origin, &headers).await
 }
 
 /// A chat or embeddings request in either protocol, answered in the same protocol.
@@ -170,7 +190,7 @@ async fn call(
 ) -> Response {
     let key = match virtual_key(state, headers) {
         Ok(k) => k,
-        Err(refused) => return refused.answer(protocol),
+        Err(refused) => return refused.answer(state, protocol, origin, operation.route(protocol)).await,
     };
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
         return gateway_error(protocol, GatewayError::BadRequest("the body must be a JSON object".into()));
@@ -323,13 +343,7 @@ pub async fn create_key(
     if body.models.iter().any(|m| m.is_empty() || m.len() > 200) {
         return Err(ApiError::InvalidRequest("model names are 1-200 characters".into()));
     }
-    let ttl = match body.ttl {
-        Some(t) => parse_duration(&t).map_err(ApiError::InvalidRequest)?,
-        None => state.config.token_ttl,
-    };
-    if ttl.is_zero() || ttl > state.config.token_max_ttl {
-        return Err(ApiError::InvalidRequest("ttl must be more than zero and at most token_max_ttl".into()));
-    }
+    let ttl = super::people::credential_ttl(&state, body.ttl.as_deref())?;
     let now = state.clock.now();
     let new = NewKey {
         owner,

@@ -168,17 +168,7 @@ pub async fn create_token(
             caller.role, body.role
         )));
     }
-    let (default_ttl, max_ttl) = (state.config.token_ttl, state.config.token_max_ttl);
-    let ttl = match body.ttl {
-        Some(t) => parse_duration(&t).map_err(ApiError::InvalidRequest)?,
-        None => default_ttl,
-    };
-    if ttl.is_zero() || ttl > max_ttl {
-        return Err(ApiError::InvalidRequest(format!(
-            "ttl must be more than zero and at most {}d (token_max_ttl)",
-            max_ttl.as_secs() / 86400
-        )));
-    }
+    let ttl = credential_ttl(&state, body.ttl.as_deref())?;
     let now = state.clock.now();
     let (origin, role) = (caller.origin, body.role);
     let (record, token) =
@@ -266,4 +256,21 @@ pub async fn list_alerts(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let alerts = state.store.read(|tx| alerts::list(tx, limit))?;
     Ok(axum::Json(alerts.into_iter().map(AlertView::from).collect()))
+}
+
+/// The lifetime asked for a bearer credential (an API token, a virtual
+/// key): `token_ttl` by default, never more than `token_max_ttl`.
+pub(super) fn credential_ttl(state: &AppState, asked: Option<&str>) -> Result<std::time::Duration, ApiError> {
+    let max_ttl = state.config.token_max_ttl;
+    let ttl = match asked {
+        Some(t) => parse_duration(t).map_err(ApiError::InvalidRequest)?,
+        None => state.config.token_ttl,
+    };
+    if ttl.is_zero() || ttl > max_ttl {
+        return Err(ApiError::InvalidRequest(format!(
+            "ttl must be more than zero and at most {}d (token_max_ttl)",
+            max_ttl.as_secs() / 86400
+        )));
+    }
+    Ok(ttl)
 }

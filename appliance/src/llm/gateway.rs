@@ -79,6 +79,18 @@ pub enum Operation {
     Embed,
 }
 
+impl Operation {
+    /// The route a client of `protocol` calls for it.
+    pub fn route(self, protocol: Protocol) -> &'static str {
+        match (self, protocol) {
+            (Operation::Chat, Protocol::OpenAi) => "/v1/chat/completions",
+            (Operation::Chat, Protocol::Ollama) => "/api/chat",
+            (Operation::Embed, Protocol::OpenAi) => "/v1/embeddings",
+            (Operation::Embed, Protocol::Ollama) => "/api/embed",
+        }
+    }
+}
+
 /// What the gateway answers: the model's output and where the key stands
 /// against its limits.
 #[derive(Debug)]
@@ -225,7 +237,7 @@ impl Gateway {
         let estimate = embed.input.iter().map(|i| i.len() as u64).sum::<u64>().div_ceil(4).max(1);
         self.admit(key, estimate, record)?;
         let (upstream, response, _in_flight) =
-            self.send(&embed.model, |protocol| wire::write_embed(protocol, &embed)).await?;
+            self.send(&embed.model, |protocol| (Operation::Embed.route(protocol), wire::write_embed(&embed))).await?;
         record.upstream = upstream.name.clone();
         if !response.status().is_success() {
             return Err(GatewayError::UpstreamRefused(response.status().as_u16()));
@@ -279,11 +291,7 @@ impl Gateway {
             if upstream == Protocol::OpenAi && chat.stream {
                 out["stream_options"] = json!({ "include_usage": true });
             }
-            let path = match upstream {
-                Protocol::OpenAi => "/v1/chat/completions",
-                Protocol::Ollama => "/api/chat",
-            };
-            (path, out)
+            (Operation::Chat.route(upstream), out)
         };
         let (upstream, response, in_flight) = self.send(&chat.model, request_for).await?;
         record.upstream = upstream.name.clone();

@@ -317,13 +317,9 @@ pub fn read_embed(body: &Value) -> Result<Embed, String> {
     Ok(Embed { model, input })
 }
 
-/// The path and body for an upstream of `protocol`.
-pub fn write_embed(protocol: Protocol, embed: &Embed) -> (&'static str, Value) {
-    let body = json!({"model": embed.model, "input": embed.input});
-    match protocol {
-        Protocol::OpenAi => ("/v1/embeddings", body),
-        Protocol::Ollama => ("/api/embed", body),
-    }
+/// The body for an upstream (both protocols take the same shape).
+pub fn write_embed(embed: &Embed) -> Value {
+    json!({"model": embed.model, "input": embed.input})
 }
 
 /// The vectors and the prompt's token count in an embeddings answer.

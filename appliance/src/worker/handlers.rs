@@ -284,10 +284,7 @@ async fn run_chat(spec: &super::config::LlmSpec, job: Job<'_>) -> Result<Value, 
         return Err(fail("model_not_allowed", format!("this worker does not run the model {:?}", chat.model)));
     }
     let client = crate::llm::upstreams::http_client(spec.ca_pem.as_deref()).map_err(|e| fail("llm_config", e))?;
-    let path = match spec.protocol {
-        Protocol::OpenAi => "/v1/chat/completions",
-        Protocol::Ollama => "/api/chat",
-    };
+    let path = crate::llm::Operation::Chat.route(spec.protocol);
     let mut call = client
         .post(format!("{}{path}", spec.url))
         .timeout(spec.timeout.min(job.timeout))

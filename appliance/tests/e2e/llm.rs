@@ -133,6 +133,11 @@ async fn the_openai_client_lists_chats_and_streams_through_the_gateway_with_the_
     assert_eq!(s, 204);
     let (s, v) = call(&a, &key, &json!({"model": "llama3", "messages": []})).await;
     assert_eq!((s, v["error"]["code"].as_str()), (401, Some("invalid_api_key")), "{v}");
+    let records = a.api().audit_log().await;
+    let failed = records
+        .iter()
+        .filter(|r| r["event_type"] == "auth.failed" && r["metadata"]["details"]["credential"] == "llm_key");
+    assert_eq!(failed.count(), 2, "the made-up key and the revoked one");
 }
 
 #[tokio::test(flavor = "multi_thread")]

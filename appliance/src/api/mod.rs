@@ -205,8 +205,10 @@ pub fn console_router(state: AppState) -> Router {
         router = router.route(spec.path, route.route_layer(guard));
     }
     // The LLM gateway's routes authenticate virtual keys themselves: they
-    // are for tools, not for the roles of the permission table.
-    let router = router
+    // are for tools, not for the roles of the permission table. They are not
+    // held to request_timeout: an answer may take minutes, and the gateway
+    // bounds its own waits for the model server.
+    let router = time_limited(router, &state)
         .route("/v1/models", get(llm::openai_models))
         .route("/v1/chat/completions", post(llm::chat_completions))
         .route("/api/tags", get(llm::ollama_tags))
@@ -251,12 +253,17 @@ pub fn worker_router(state: AppState) -> Router {
         .route("/worker/v1/tasks/{id}/complete", post(workers::complete))
         .route("/worker/v1/renew", post(workers::renew))
         .route("/healthz", get(admin::healthz));
-    finish(router, state)
+    finish(time_limited(router, &state), state)
 }
 
 /// The worker gateway for enrollment connections: one route, no certificate.
 pub fn enroll_router(state: AppState) -> Router {
-    finish(Router::new().route("/worker/v1/enroll", post(workers::enroll)), state)
+    finish(time_limited(Router::new().route("/worker/v1/enroll", post(workers::enroll)), &state), state)
+}
+
+/// Holds the routes so far to `request_timeout`.
+fn time_limited(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    router.layer(middleware::from_fn_with_state(state.config.limits.request_timeout, time_limit))
 }
 
 fn finish(router: Router<AppState>, state: AppState) -> Router {
@@ -267,7 +274,6 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(vault, sealed_gate))
-        .layer(middleware::from_fn_with_state(limits.request_timeout, time_limit))
         .with_state(state)
 }
 

@@ -26,9 +26,10 @@ use crate::vault::Vault;
 
 /// An upstream that could not be reached is skipped for this long.
 const DOWN_FOR: Duration = Duration::from_secs(10);
-/// How long an upstream may take to start answering (a long generation
-/// streams, so this bounds the wait for its first byte, not its length).
-const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a model server may take to start answering, and then to send
+/// each next piece: a generation may run for many minutes, but a server
+/// silent this long is taken for gone.
+const QUIET_TIMEOUT: Duration = Duration::from_secs(300);
 /// A non-streamed answer larger than this is refused.
 const MAX_ANSWER_BYTES: usize = 32 << 20;
 /// Events a slow client may fall behind before the relay waits for it.
@@ -354,23 +355,23 @@ impl Gateway {
             let in_flight = self.enter(&upstream.name);
             let client = self.client(&upstream)?;
             let (path, body) = request_for(protocol_of(upstream.kind));
-            let mut request = client
-                .post(format!("{}{path}", upstream.url.trim_end_matches('/')))
-                .timeout(FIRST_BYTE_TIMEOUT)
-                .json(&body);
+            let mut request = client.post(format!("{}{path}", upstream.url.trim_end_matches('/'))).json(&body);
             if let Some(sealed) = &upstream.credential {
                 let secret =
                     zeroize::Zeroizing::new(self.vault.decrypt(upstreams::credential_place(&upstream.name), sealed)?);
                 request = request.bearer_auth(String::from_utf8_lossy(&secret));
             }
-            match request.send().await {
-                Ok(response) if !response.status().is_server_error() => return Ok((upstream, response, in_flight)),
-                Ok(response) => {
+            match tokio::time::timeout(QUIET_TIMEOUT, request.send()).await {
+                Ok(Ok(response)) if !response.status().is_server_error() => {
+                    return Ok((upstream, response, in_flight));
+                }
+                Ok(Ok(response)) => {
                     tracing::warn!(upstream = %upstream.name, status = %response.status(), "upstream failed; trying the next");
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(upstream = %upstream.name, error = %crate::tls::error_chain(&e), "upstream unreachable; trying the next");
                 }
+                Err(_) => tracing::warn!(upstream = %upstream.name, "upstream did not answer in time; trying the next"),
             }
             lock(&self.down).insert(upstream.name.clone(), Instant::now() + DOWN_FOR);
         }
@@ -404,9 +405,19 @@ fn place_system_prompt(body: &mut Value, prompt: Option<&str>) {
     messages.insert(0, json!({ "role": "system", "content": prompt }));
 }
 
-async fn read_capped(mut response: reqwest::Response) -> Result<Bytes, reqwest::Error> {
+/// The next piece of an answer; `Err` when the connection broke or the
+/// server went quiet for [`QUIET_TIMEOUT`].
+async fn next_chunk(response: &mut reqwest::Response) -> Result<Option<Bytes>, String> {
+    match tokio::time::timeout(QUIET_TIMEOUT, response.chunk()).await {
+        Ok(Ok(chunk)) => Ok(chunk),
+        Ok(Err(e)) => Err(crate::tls::error_chain(&e)),
+        Err(_) => Err(format!("nothing for {} s", QUIET_TIMEOUT.as_secs())),
+    }
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Bytes, String> {
     let mut out = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
+    while let Some(chunk) = next_chunk(&mut response).await? {
         out.extend_from_slice(&chunk);
         if out.len() > MAX_ANSWER_BYTES {
             break;
@@ -445,11 +456,11 @@ async fn relay(
     let mut usage = Usage::default();
     let mut status = 200;
     'relay: loop {
-        let chunk = match response.chunk().await {
+        let chunk = match next_chunk(&mut response).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(e) => {
-                tracing::warn!(upstream = %record.upstream, error = %crate::tls::error_chain(&e), "upstream stream broke");
+                tracing::warn!(upstream = %record.upstream, error = %e, "upstream stream broke");
                 status = 502;
                 let _ = tx.send(Bytes::from(stream_error(plan.to, "the model server stopped answering"))).await;
                 break;

@@ -28,6 +28,8 @@ pub struct Behaviour {
     pub die_after: Option<usize>,
     /// Answer every request with this status and an error body.
     pub fail_with: Option<u16>,
+    /// Think this long before answering at all (a big model, a long prompt).
+    pub think: Duration,
 }
 
 #[derive(Default)]
@@ -131,6 +133,7 @@ async fn chat(
         seen.authorizations.push(authorization);
     }
     let behaviour = shared.behaviour.lock().unwrap().clone();
+    tokio::time::sleep(behaviour.think).await;
     if let Some(status) = behaviour.fail_with {
         let status = StatusCode::from_u16(status).unwrap();
         let body = json!({"object": "error", "message": "internal detail: GPU 3 out of memory at 10.9.8.7", "code": status.as_u16()});
@@ -197,6 +200,7 @@ async fn ollama_chat(State(shared): State<Shared>, axum::Json(request): axum::Js
         seen.paths.push("/api/chat".into());
     }
     let behaviour = shared.behaviour.lock().unwrap().clone();
+    tokio::time::sleep(behaviour.think).await;
     if let Some(status) = behaviour.fail_with {
         let status = StatusCode::from_u16(status).unwrap();
         return (status, axum::Json(json!({"error": "model runner crashed on 10.9.8.7"}))).into_response();

@@ -558,3 +558,22 @@ async fn workers_run_llm_chat_tasks_on_their_own_model_server_or_through_the_gat
     assert_eq!(calls.len(), 1, "the gateway saw the worker's call");
     assert_eq!(calls[0]["resource"]["id"], created["id"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_may_take_longer_than_the_apis_request_timeout() {
+    let a = Appliance::start_with(vec![("TETHER_MAX_POLL_WAIT", "1s"), ("TETHER_REQUEST_TIMEOUT", "2s")]);
+    let upstream = FakeLlm::start().await;
+    add_upstream(&a, "vllm", &upstream.url(), &["llama3"]).await;
+    let (s, created) =
+        a.api().post("/api/v1/llm/keys", &json!({"owner": "admin", "enforcement": "unrestricted"})).await;
+    assert_eq!(s, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    // The model thinks for 3 s, longer than the 2 s the API allows a request.
+    upstream.behave(Behaviour { think: Duration::from_secs(3), ..Behaviour::default() });
+    for stream in [false, true] {
+        let ask = json!({"model": "llama3", "stream": stream, "messages": [{"role": "user", "content": "think hard"}]});
+        let (s, v) = call(&a, &key, &ask).await;
+        assert_eq!(s, 200, "stream={stream}: {v}");
+        assert!(format!("{v}").contains("think"), "{v}");
+    }
+}

@@ -20,6 +20,29 @@ pub fn random_token(prefix: &str) -> Result<String, RandomFailed> {
     Ok(format!("{prefix}{}", hex::encode(bytes)))
 }
 
+/// A new bearer secret (API token, virtual key, enrollment token, session):
+/// the secret itself, shown once; the key it is stored under (its
+/// SHA-256); and its public id (the key's first 8 bytes, hex), safe to log.
+#[derive(Debug)]
+pub struct Minted {
+    pub secret: String,
+    pub key: [u8; 32],
+    pub id: String,
+}
+
+/// Mints a bearer secret with `prefix`.
+pub fn mint(prefix: &str) -> Result<Minted, RandomFailed> {
+    let secret = random_token(prefix)?;
+    let key = sha256(secret.as_bytes());
+    Ok(Minted { id: hex::encode(&key[..8]), secret, key })
+}
+
+/// The storage key of a presented secret, if it has the shape [`mint`]
+/// gives for `prefix`.
+pub fn storage_key(presented: &str, prefix: &str) -> Option<[u8; 32]> {
+    is_token_shaped(presented, prefix).then(|| sha256(presented.as_bytes()))
+}
+
 /// Whether `s` has the shape [`random_token`] gives for `prefix`.
 pub fn is_token_shaped(s: &str, prefix: &str) -> bool {
     s.strip_prefix(prefix)

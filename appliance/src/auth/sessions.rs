@@ -57,17 +57,15 @@ pub fn start(
     now: Timestamp,
     authenticated_at: Timestamp,
 ) -> Result<(Session, String, [u8; 32]), store::Error> {
-    let value = secret::random_token(PREFIX).map_err(|e| store::Error::Storage(e.to_string()))?;
-    let key = secret::sha256(value.as_bytes());
-    let session =
-        Session { id: hex::encode(&key[..8]), user: user.into(), created_at: now, last_seen: now, authenticated_at };
+    let secret::Minted { secret: value, key, id } = secret::mint(PREFIX)?;
+    let session = Session { id, user: user.into(), created_at: now, last_seen: now, authenticated_at };
     tx.put(SESSIONS, &key, &session)?;
     Ok((session, value, key))
 }
 
 /// The storage key of a presented cookie value, if it is shaped like one.
 pub fn key_of(presented: &str) -> Option<[u8; 32]> {
-    secret::is_token_shaped(presented, PREFIX).then(|| secret::sha256(presented.as_bytes()))
+    secret::storage_key(presented, PREFIX)
 }
 
 /// The session behind a cookie, if it is alive at `now`.

@@ -101,16 +101,9 @@ fn store_new(
     role: Role,
     expires_at: Timestamp,
 ) -> Result<(ApiToken, String), store::Error> {
-    let secret = secret::random_token(PREFIX).map_err(|e| store::Error::Storage(e.to_string()))?;
-    let key = secret::sha256(secret.as_bytes());
-    let record = ApiToken {
-        id: hex::encode(&key[..8]),
-        owner: owner.into(),
-        role,
-        created_at: now,
-        expires_at,
-        created_by: origin.actor.id.clone(),
-    };
+    let secret::Minted { secret, key, id } = secret::mint(PREFIX)?;
+    let record =
+        ApiToken { id, owner: owner.into(), role, created_at: now, expires_at, created_by: origin.actor.id.clone() };
     tx.put(TOKENS, &key, &record)?;
     tx.put(TOKEN_IDS, record.id.as_bytes(), &key)?;
     Ok((record, secret))
@@ -122,10 +115,9 @@ pub fn authenticate(
     presented: &str,
     now: Timestamp,
 ) -> Result<Result<Principal, AuthError>, store::Error> {
-    if !secret::is_token_shaped(presented, PREFIX) {
+    let Some(key) = secret::storage_key(presented, PREFIX) else {
         return Ok(Err(AuthError::Malformed));
-    }
-    let key = secret::sha256(presented.as_bytes());
+    };
     let Some(record) = tx.get(TOKENS, &key)? else {
         return Ok(Err(AuthError::Unknown));
     };

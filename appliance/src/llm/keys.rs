@@ -113,10 +113,9 @@ pub fn issue(
     origin: &Origin,
     new: NewKey,
 ) -> Result<(VirtualKey, String), store::Error> {
-    let secret = secret::random_token(PREFIX).map_err(|e| store::Error::Storage(e.to_string()))?;
-    let hash = secret::sha256(secret.as_bytes());
+    let secret::Minted { secret, key: hash, id } = secret::mint(PREFIX)?;
     let key = VirtualKey {
-        id: hex::encode(&hash[..8]),
+        id,
         owner: new.owner,
         models: new.models,
         limits: new.limits,
@@ -142,10 +141,10 @@ pub fn authenticate(
     presented: &str,
     now: Timestamp,
 ) -> Result<Result<VirtualKey, AuthError>, store::Error> {
-    if !secret::is_token_shaped(presented, PREFIX) {
+    let Some(hash) = secret::storage_key(presented, PREFIX) else {
         return Ok(Err(AuthError::Malformed));
-    }
-    let Some(key) = tx.get(KEYS, &secret::sha256(presented.as_bytes()))? else {
+    };
+    let Some(key) = tx.get(KEYS, &hash)? else {
         return Ok(Err(AuthError::Unknown));
     };
     if key.expires_at <= now {

@@ -105,10 +105,9 @@ pub fn create_enrollment_token(
     ttl: Duration,
 ) -> Result<(EnrollmentToken, String), EnrollError> {
     let labels = labels.map(|l| valid_labels(&l)).transpose()?;
-    let secret = secret::random_token(TOKEN_PREFIX).map_err(|e| store::Error::Storage(e.to_string()))?;
-    let key = secret::sha256(secret.as_bytes());
+    let secret::Minted { secret, key, id } = secret::mint(TOKEN_PREFIX).map_err(store::Error::from)?;
     let record = EnrollmentToken {
-        id: hex::encode(&key[..8]),
+        id,
         labels,
         created_at: now,
         expires_at: now.plus(ttl),
@@ -137,9 +136,10 @@ pub fn enroll(
     cert: &IssuedCert,
     worker: WorkerId,
 ) -> Result<WorkerRecord, EnrollError> {
-    let key = secret::sha256(token.as_bytes());
-    let found = if secret::is_token_shaped(token, TOKEN_PREFIX) { tx.get(ENROLL_TOKENS, &key)? } else { None };
-    let Some(mut record) = found.filter(|t| t.expires_at > now) else {
+    let Some(key) = secret::storage_key(token, TOKEN_PREFIX) else {
+        return Err(EnrollError::TokenInvalid);
+    };
+    let Some(mut record) = tx.get(ENROLL_TOKENS, &key)?.filter(|t| t.expires_at > now) else {
         return Err(EnrollError::TokenInvalid);
     };
     let binding = Binding { worker, key: cert.key_fingerprint.clone() };

@@ -54,6 +54,8 @@ const JOURNAL_SEQ: &[u8] = b"journal_seq";
 /// What went wrong in the store. Callers see situations, not redb's types.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("the system random source failed")]
+    RandomFailed,
     #[error("the data directory is in use by another tether process")]
     AlreadyOpen,
     #[error("the store was written by a newer tether (schema {found}, this build knows {known})")]
@@ -72,6 +74,12 @@ pub enum Error {
     /// every write fails at once until the store has reopened itself.
     #[error("the store cannot write (disk full or failing); writes resume once it can")]
     Degraded,
+}
+
+impl From<crate::secret::RandomFailed> for Error {
+    fn from(_: crate::secret::RandomFailed) -> Self {
+        Error::RandomFailed
+    }
 }
 
 fn storage(e: impl std::fmt::Display) -> Error {

@@ -125,6 +125,9 @@ pub struct RawConfig {
     pub mfa_required_roles: Option<String>,
     /// OpenID Connect single sign-on (the `[sso]` table); off when absent.
     pub sso: Option<RawSso>,
+    /// Where `tether models import --into vllm-dir` places models: a
+    /// directory the site's vLLM servers load from (absent: that import is off).
+    pub vllm_model_dir: Option<String>,
 }
 
 /// `[sso]`: the site's OpenID provider (Keycloak, Authentik, ...).
@@ -264,6 +267,7 @@ pub struct Config {
     pub audit_sink_down_alert: Duration,
     pub mfa_required_roles: Vec<crate::auth::Role>,
     pub sso: Option<SsoSettings>,
+    pub vllm_model_dir: Option<PathBuf>,
 }
 
 /// Protection for the listeners.
@@ -498,6 +502,10 @@ impl RawConfig {
             audit_sink_down_alert: dur("audit_sink_down_alert", self.audit_sink_down_alert, Duration::from_secs(30))?,
             mfa_required_roles,
             sso: self.sso.map(RawSso::validate).transpose()?,
+            vllm_model_dir: match self.vllm_model_dir.map(PathBuf::from) {
+                Some(dir) if !dir.is_absolute() => return Err(invalid("vllm_model_dir", "must be an absolute path")),
+                dir => dir,
+            },
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod labels;
 pub mod listener_certs;
 pub mod llm;
 pub mod monitor;
+pub mod pem;
 pub mod pki;
 pub mod secret;
 pub mod store;

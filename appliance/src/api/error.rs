@@ -412,7 +412,7 @@ impl From<crate::audit::signing::SigningError> for ApiError {
         match e {
             S::Vault(v) => v.into(),
             S::Store(s) => s.into(),
-            S::NoKey | S::BadKey | S::BadPublicKey => ApiError::Internal(e.to_string()),
+            S::NoKey | S::BadKey | S::Key(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

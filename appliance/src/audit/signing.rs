@@ -10,23 +10,13 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::crypto::primitives::ecdsa_key_pair;
-use crate::crypto::primitives::rand::SystemRandom;
-use crate::crypto::primitives::signature::{
-    self, ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair,
-};
+use crate::crypto::p256::{self, KeyError, PrivateKey};
 use crate::store::{self, Collection, ReadTx, WriteTx};
 use crate::vault::{self, Keys, Place, Sealed};
 
 const KEYS: Collection<SigningKey> = Collection::new("audit_signing");
 const KEY_ID: &[u8] = b"key";
 const PLACE: Place<'static> = Place::new("audit_signing", KEY_ID, "pkcs8");
-
-/// DER prefix of a P-256 SubjectPublicKeyInfo; the 65-byte point follows.
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
-    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
 
 /// What is signed: a checkpoint in the chain, or the seal of an export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +57,8 @@ pub enum SigningError {
     NoKey,
     #[error("the audit signing key is damaged")]
     BadKey,
-    #[error("not a P-256 public key in PEM (-----BEGIN PUBLIC KEY-----)")]
-    BadPublicKey,
+    #[error(transparent)]
+    Key(#[from] KeyError),
     #[error(transparent)]
     Vault(#[from] vault::Error),
     #[error(transparent)]
@@ -80,15 +70,8 @@ pub fn ensure_key(tx: &mut WriteTx<'_>, keys: &Keys) -> Result<bool, SigningErro
     if tx.get(KEYS, KEY_ID)?.is_some() {
         return Ok(false);
     }
-    let rng = SystemRandom::new();
-    let pkcs8 = Zeroizing::new(
-        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
-            .map_err(|_| SigningError::BadKey)?
-            .as_ref()
-            .to_vec(),
-    );
-    let pair = ecdsa_key_pair(&ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8).map_err(|_| SigningError::BadKey)?;
-    let key = SigningKey { pkcs8: keys.encrypt(PLACE, &pkcs8)?, public: pair.public_key().as_ref().to_vec() };
+    let private = PrivateKey::generate()?;
+    let key = SigningKey { pkcs8: keys.encrypt(PLACE, private.pkcs8())?, public: private.public().point().to_vec() };
     tx.put(KEYS, KEY_ID, &key)?;
     Ok(true)
 }
@@ -125,29 +108,10 @@ pub fn refresh_key(tx: &mut WriteTx<'_>, keys: &Keys) -> Result<bool, vault::Err
 /// The public key as PEM (SubjectPublicKeyInfo), for `verify --public-key`.
 pub fn public_key_pem(tx: &ReadTx) -> Result<String, SigningError> {
     let key = tx.get(KEYS, KEY_ID)?.ok_or(SigningError::NoKey)?;
-    Ok(spki_pem(&key.public))
+    Ok(p256::PublicKey::from_point(&key.public)?.to_pem())
 }
 
-fn spki_pem(point: &[u8]) -> String {
-    use base64::Engine;
-    let mut der = P256_SPKI_PREFIX.to_vec();
-    der.extend_from_slice(point);
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        pem.push('\n');
-    }
-    pem.push_str("-----END PUBLIC KEY-----\n");
-    pem
-}
-
-/// A short public id of the key: the first 8 bytes of SHA-256 of its point.
-pub fn key_id(point: &[u8]) -> String {
-    hex::encode(&crate::secret::sha256(point)[..8])
-}
-
-/// A signature over `(seq, hash)` for `purpose`, and the key's id.
+/// A signature over `(seq, hash)` for `purpose` (hex), and the key's id.
 pub fn sign(
     tx: &ReadTx,
     keys: &Keys,
@@ -157,45 +121,26 @@ pub fn sign(
 ) -> Result<(String, String), SigningError> {
     let key = tx.get(KEYS, KEY_ID)?.ok_or(SigningError::NoKey)?;
     let pkcs8 = Zeroizing::new(keys.decrypt(PLACE, &key.pkcs8)?);
-    let pair = ecdsa_key_pair(&ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8).map_err(|_| SigningError::BadKey)?;
-    let sig = pair.sign(&SystemRandom::new(), &message(purpose, seq, hash)).map_err(|_| SigningError::BadKey)?;
-    Ok((hex::encode(sig.as_ref()), key_id(&key.public)))
+    let private = PrivateKey::from_pkcs8(&pkcs8).map_err(|_| SigningError::BadKey)?;
+    Ok((hex::encode(private.sign(&message(purpose, seq, hash))?), private.public().id()))
 }
 
-/// A public key read from PEM, to check signatures with.
+/// A public key read from PEM, to check the log's signatures with.
 #[derive(Debug, Clone)]
-pub struct PublicKey {
-    point: Vec<u8>,
-}
+pub struct PublicKey(p256::PublicKey);
 
 impl PublicKey {
     pub fn from_pem(pem: &str) -> Result<PublicKey, SigningError> {
-        use base64::Engine;
-        let body: String = pem
-            .lines()
-            .skip_while(|l| !l.starts_with("-----BEGIN PUBLIC KEY-----"))
-            .skip(1)
-            .take_while(|l| !l.starts_with("-----END"))
-            .collect();
-        let der =
-            base64::engine::general_purpose::STANDARD.decode(body.trim()).map_err(|_| SigningError::BadPublicKey)?;
-        let point = der.strip_prefix(&P256_SPKI_PREFIX[..]).ok_or(SigningError::BadPublicKey)?;
-        if point.len() != 65 {
-            return Err(SigningError::BadPublicKey);
-        }
-        Ok(PublicKey { point: point.to_vec() })
+        Ok(PublicKey(p256::PublicKey::from_pem(pem)?))
     }
 
     pub fn id(&self) -> String {
-        key_id(&self.point)
+        self.0.id()
     }
 
     /// Whether `signature_hex` is this key's signature over `(seq, hash)` for `purpose`.
     pub fn verifies(&self, purpose: Purpose, seq: u64, hash: &[u8; 32], signature_hex: &str) -> bool {
-        let Ok(sig) = hex::decode(signature_hex) else { return false };
-        signature::UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.point)
-            .verify(&message(purpose, seq, hash), &sig)
-            .is_ok()
+        hex::decode(signature_hex).is_ok_and(|sig| self.0.verifies(&message(purpose, seq, hash), &sig))
     }
 }
 

@@ -71,7 +71,7 @@ pub enum Role {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 26] = [
+    pub const ALL: [Permission; 28] = [
         Permission::Public,
         Permission::TaskCreate,
         Permission::TaskRead,
@@ -98,6 +98,8 @@ impl Permission {
         Permission::LlmUpstreamManage,
         Permission::LlmPromptManage,
         Permission::LlmUsageRead,
+        Permission::LlmModelImport,
+        Permission::LlmModelTrust,
     ];
 
     /// Actions drastic enough that a console session must have proved the
@@ -112,6 +114,7 @@ impl Permission {
                 | Permission::RoleApprove
                 | Permission::AuditSinkManage
                 | Permission::LlmPromptManage
+                | Permission::LlmModelTrust
         )
     }
 }
@@ -198,6 +201,10 @@ pub enum Permission {
     LlmPromptManage,
     /// See the gateway's usage (one's own, or everyone's with `All`).
     LlmUsageRead,
+    /// Import signed model bundles into the model servers; list them.
+    LlmModelImport,
+    /// Set the site's model-signing key, which decides what may be imported.
+    LlmModelTrust,
 }
 
 /// How much of a resource a grant covers.
@@ -297,6 +304,13 @@ pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
         (P::LlmUsageRead, R::Admin | R::SecurityOfficer | R::Auditor) => Some(S::All),
         (P::LlmUsageRead, R::Developer) => Some(S::Own),
         (P::LlmUsageRead, R::Viewer | R::Worker) => None,
+
+        (P::LlmModelImport, R::Admin) => Some(S::All),
+        (P::LlmModelImport, R::SecurityOfficer | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
+
+        // Which models may enter the site is a policy: the officer's.
+        (P::LlmModelTrust, R::SecurityOfficer) => Some(S::All),
+        (P::LlmModelTrust, R::Admin | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
     }
 }
 
@@ -395,7 +409,9 @@ mod tests {
                 | Permission::LlmKeyManage
                 | Permission::LlmUpstreamManage
                 | Permission::LlmPromptManage
-                | Permission::LlmUsageRead => {}
+                | Permission::LlmUsageRead
+                | Permission::LlmModelImport
+                | Permission::LlmModelTrust => {}
             }
         }
         let distinct: std::collections::HashSet<_> = Permission::ALL.into_iter().collect();

@@ -9,6 +9,7 @@
 //! peer sees is that FIPS mode also refuses X25519 and Ed25519. Modules ask the
 //! policy; none chooses an algorithm itself.
 
+pub mod p256;
 pub mod primitives;
 pub mod self_test;
 

@@ -9,6 +9,7 @@
 //! [`wire`] the two protocols, [`usage`] the counts per day, and [`gateway`]
 //! the service that relays a request.
 
+pub mod bundle;
 pub mod design_first;
 pub mod gateway;
 pub mod keys;

@@ -168,15 +168,7 @@ pub fn sign_crl(tx: &mut WriteTx<'_>, now: Timestamp, ca: &Ca) -> Result<Vec<u8>
 
 /// A DER CRL as PEM.
 pub fn crl_pem(der: &[u8]) -> String {
-    use base64::Engine;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::from("-----BEGIN X509 CRL-----\n");
-    for line in encoded.as_bytes().chunks(64) {
-        pem.push_str(&String::from_utf8_lossy(line));
-        pem.push('\n');
-    }
-    pem.push_str("-----END X509 CRL-----\n");
-    pem
+    crate::pem::encode("X509 CRL", der)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -331,6 +331,7 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_WORKER_SILENCE_GRACE", Field::Text(|c| &mut c.worker_silence_grace)),
     ("TETHER_AUDIT_RETENTION", Field::Text(|c| &mut c.audit_retention)),
     ("TETHER_AUDIT_ARCHIVE_DIR", Field::Text(|c| &mut c.audit_archive_dir)),
+    ("TETHER_VLLM_MODEL_DIR", Field::Text(|c| &mut c.vllm_model_dir)),
     ("TETHER_AUDIT_SINK_DOWN_ALERT", Field::Text(|c| &mut c.audit_sink_down_alert)),
     ("TETHER_MFA_REQUIRED_ROLES", Field::Text(|c| &mut c.mfa_required_roles)),
 ];

@@ -11,6 +11,7 @@ use crate::auth::oidc::OidcError;
 use crate::auth::sso::SsoError;
 use crate::auth::users::UserError;
 use crate::auth::{AccountError, LoginError, TokenError};
+use crate::llm::models::ImportError;
 use crate::vault::secrets::SecretError;
 use crate::{backup, broker, pki, store, vault};
 
@@ -111,6 +112,22 @@ pub enum ApiError {
     SsoNoRole,
     #[error("{0}")]
     SsoProviderUnavailable(String),
+    #[error("{0}")]
+    ModelImportBusy(String),
+    #[error("{0}")]
+    ModelSigningKeyMissing(String),
+    #[error("{0}")]
+    BundleRefused(String),
+    #[error("{0}")]
+    ModelExists(String),
+    #[error("{0}")]
+    VllmDirNotConfigured(String),
+    #[error("send the body's length (Content-Length) so that its space can be checked before it is received")]
+    LengthRequired,
+    #[error("{0}")]
+    BundleTooLarge(String),
+    #[error("{0}")]
+    ModelServerRefused(String),
     #[error("a stored value failed its integrity check")]
     Integrity(String),
     #[error("internal error")]
@@ -176,6 +193,15 @@ impl ApiError {
             ApiError::SsoFailed(_) => (S::UNAUTHORIZED, "sso_failed"),
             ApiError::SsoNoRole => (S::FORBIDDEN, "sso_no_role"),
             ApiError::SsoProviderUnavailable(_) => (S::BAD_GATEWAY, "sso_provider_unavailable"),
+            ApiError::ModelImportBusy(_) => (S::CONFLICT, "import_in_progress"),
+            ApiError::ModelSigningKeyMissing(_) => (S::CONFLICT, "model_signing_key_missing"),
+            ApiError::BundleRefused(_) => (S::UNPROCESSABLE_ENTITY, "bundle_refused"),
+            ApiError::ModelExists(_) => (S::CONFLICT, "model_exists"),
+            ApiError::VllmDirNotConfigured(_) => (S::CONFLICT, "vllm_dir_not_configured"),
+            ApiError::LengthRequired => (S::LENGTH_REQUIRED, "length_required"),
+            ApiError::BundleTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "bundle_too_large"),
+            // An admin's request: what the model server said helps, and is theirs to see.
+            ApiError::ModelServerRefused(_) => (S::FAILED_DEPENDENCY, "model_server_refused"),
             ApiError::Integrity(_) => (S::INTERNAL_SERVER_ERROR, "integrity"),
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -243,6 +269,23 @@ impl From<SsoError> for ApiError {
             SsoError::Busy => ApiError::RateLimited(std::time::Duration::from_secs(60)),
             SsoError::Store(e) => e.into(),
             SsoError::Vault(e) => e.into(),
+        }
+    }
+}
+
+impl From<ImportError> for ApiError {
+    fn from(e: ImportError) -> Self {
+        match e {
+            ImportError::Busy => ApiError::ModelImportBusy(e.to_string()),
+            ImportError::NoSigningKey => ApiError::ModelSigningKeyMissing(e.to_string()),
+            ImportError::Refused(_) => ApiError::BundleRefused(e.to_string()),
+            ImportError::Exists(_) | ImportError::PathTaken(_) => ApiError::ModelExists(e.to_string()),
+            ImportError::NoUpstream(m) => ApiError::InvalidRequest(m),
+            ImportError::NoVllmDir => ApiError::VllmDirNotConfigured(e.to_string()),
+            ImportError::ModelServer(_) => ApiError::ModelServerRefused(e.to_string()),
+            ImportError::Io(m) => ApiError::Internal(m),
+            ImportError::Store(e) => e.into(),
+            ImportError::Vault(e) => e.into(),
         }
     }
 }

@@ -12,6 +12,7 @@ mod certificates;
 mod error;
 mod extract;
 mod llm;
+mod models;
 mod people;
 mod secrets;
 pub mod server;
@@ -80,6 +81,8 @@ pub struct AppState {
     pub sso: Option<Arc<crate::auth::sso::Sso>>,
     /// The LLM gateway.
     pub llm: Arc<crate::llm::Gateway>,
+    /// Model bundle imports.
+    pub models: Arc<crate::llm::models::Imports>,
 }
 
 impl AppState {
@@ -189,6 +192,9 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("DELETE", "/api/v1/llm/upstreams/{name}", P::LlmUpstreamManage), delete(llm::remove_upstream)),
         (spec("PUT", "/api/v1/llm/prompts/{level}", P::LlmPromptManage), put(llm::set_prompt)),
         (spec("GET", "/api/v1/llm/usage", P::LlmUsageRead), get(llm::usage)),
+        (spec("PUT", "/api/v1/llm/model-signing-key", P::LlmModelTrust), put(models::set_signing_key)),
+        (spec("GET", "/api/v1/llm/models", P::LlmModelImport), get(models::list)),
+        (spec("POST", MODEL_IMPORT_PATH, P::LlmModelImport), post(models::import)),
     ]
 }
 
@@ -197,18 +203,27 @@ pub fn console_route_table() -> Vec<RouteSpec> {
     console_routes().into_iter().map(|(s, _)| s).collect()
 }
 
+/// A model bundle's upload: gigabytes, so it bounds its own waits
+/// (`api::models`) instead of being held to request_timeout.
+const MODEL_IMPORT_PATH: &str = "/api/v1/llm/models/import";
+
 /// The console/API router.
 pub fn console_router(state: AppState) -> Router {
-    let mut router = Router::new();
+    let (mut timed, mut untimed) = (Router::new(), Router::new());
     for (spec, route) in console_routes() {
         let guard = middleware::from_fn_with_state((state.clone(), spec.permission), extract::authorize);
-        router = router.route(spec.path, route.route_layer(guard));
+        if spec.path == MODEL_IMPORT_PATH {
+            untimed = untimed.route(spec.path, route.route_layer(guard));
+        } else {
+            timed = timed.route(spec.path, route.route_layer(guard));
+        }
     }
     // The LLM gateway's routes authenticate virtual keys themselves: they
     // are for tools, not for the roles of the permission table. They are not
     // held to request_timeout: an answer may take minutes, and the gateway
     // bounds its own waits for the model server.
-    let router = time_limited(router, &state)
+    let router = time_limited(timed, &state)
+        .merge(untimed)
         .route("/v1/models", get(llm::openai_models))
         .route("/v1/chat/completions", post(llm::chat_completions))
         .route("/api/tags", get(llm::ollama_tags))

@@ -80,6 +80,34 @@ impl ApiClient {
         if let Some(b) = body {
             req = req.json(b);
         }
+        self.answer(req).await
+    }
+
+    /// Streams `body` (`length` bytes) to `path` with no overall time limit
+    /// (a model bundle is gigabytes) and returns the JSON answer.
+    pub async fn upload(
+        &self,
+        path: &str,
+        body: reqwest::Body,
+        length: u64,
+        content_type: &str,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .timeout(std::time::Duration::from_secs(7 * 86400))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(reqwest::header::CONTENT_LENGTH, length)
+            .body(body);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let bytes = self.answer(req).await?;
+        serde_json::from_slice(&bytes).context("the reply is not JSON")
+    }
+
+    /// Sends the request; the body of a success, or the problem as an error.
+    async fn answer(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Vec<u8>> {
         let resp = req.send().await.with_context(|| format!("cannot reach {} (is TETHER_URL right?)", self.base))?;
         let status = resp.status();
         let bytes = resp.bytes().await.context("reading the reply")?;

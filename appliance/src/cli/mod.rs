@@ -10,6 +10,7 @@ mod client;
 mod crypto;
 mod init;
 mod llm;
+mod models;
 mod secret;
 mod serve;
 mod status;
@@ -66,6 +67,9 @@ enum Command {
     /// The LLM gateway: virtual keys, model servers, enforcement prompts.
     #[command(subcommand)]
     Llm(llm::Command),
+    /// Model bundles: keygen, pack and verify on the connected side; trust, import and list on the site.
+    #[command(subcommand)]
+    Models(models::Command),
     /// Unseal the appliance with a passphrase, officer shares or the key file.
     Unseal(vault::UnsealArgs),
     /// Seal the appliance: drop every key from memory (admin or security officer).
@@ -120,6 +124,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => runtime()?.block_on(audit::run(cmd)),
         Command::Alerts(args) => runtime()?.block_on(alerts::run(args)),
         Command::Llm(cmd) => runtime()?.block_on(llm::run(cmd)),
+        Command::Models(cmd) => runtime()?.block_on(models::run(cmd)),
         Command::Unseal(args) => runtime()?.block_on(vault::unseal(args)),
         Command::Seal(args) => runtime()?.block_on(vault::seal(args)),
         Command::Status(args) => runtime()?.block_on(status::run(args)),

@@ -241,7 +241,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         monitor: monitor.clone(),
         sso,
         llm: Arc::new(crate::llm::Gateway::new(store.clone(), vault.clone(), clock.clone())),
+        models: Arc::new(crate::llm::models::Imports::new(
+            store.clone(),
+            vault.clone(),
+            clock.clone(),
+            &dir,
+            config.vllm_model_dir.clone(),
+        )),
     };
+    // A bundle staged when the appliance last stopped was never imported.
+    state.models.tidy();
     state.sinks.reconcile()?;
     let space_watch = tokio::spawn(space.run(SPACE_CHECK_INTERVAL));
     let watches = tokio::spawn(monitor.run(MONITOR_INTERVAL));

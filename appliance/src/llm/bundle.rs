@@ -215,6 +215,8 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> BundleError + '_ {
 /// How far a long read has come, for a progress line.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
+    /// `hashing` or `writing` (packing), `verifying`.
+    pub stage: &'static str,
     pub done: u64,
     pub total: u64,
 }
@@ -265,7 +267,7 @@ pub fn pack(
         let file = File::open(&full).map_err(io_error(&full))?;
         let (sha256, read) = digest_of(file, &full, &mut |n| {
             done += n;
-            progress(Progress { done, total: total * 2 });
+            progress(Progress { stage: "hashing", done, total });
         })?;
         if read != *size {
             return Err(BundleError::ChangedWhilePacking(path.clone()));
@@ -291,6 +293,7 @@ pub fn pack(
     let signature_bytes = serde_json::to_vec_pretty(&signature).map_err(|e| BundleError::BadManifest(e.to_string()))?;
 
     let partial = out.with_extension("partial");
+    let mut done = 0;
     let written = (|| {
         let file = File::create(&partial).map_err(io_error(&partial))?;
         let mut tar = tar::Builder::new(BufWriter::with_capacity(BUFFER, file));
@@ -301,7 +304,7 @@ pub fn pack(
             let file = File::open(&full).map_err(io_error(&full))?;
             let mut tick = |n| {
                 done += n;
-                progress(Progress { done, total: total * 2 });
+                progress(Progress { stage: "writing", done, total });
             };
             let mut reader = Digesting::new(file.take(entry.size), &mut tick);
             append(&mut tar, &format!("{FILES}{}", entry.path), entry.size, &mut reader, &full)?;
@@ -422,7 +425,7 @@ pub fn verify(path: &Path, trusted: &PublicKey, progress: &mut dyn FnMut(Progres
         let offset = entry.raw_file_position();
         let (sha256, read) = digest_of(entry, path, &mut |n| {
             done += n;
-            progress(Progress { done, total });
+            progress(Progress { stage: "verifying", done, total });
         })?;
         if read != expected.size {
             return Err(BundleError::WrongSize { path: expected.path.clone(), expected: expected.size, actual: read });

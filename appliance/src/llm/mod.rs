@@ -14,6 +14,7 @@ pub mod design_first;
 pub mod gateway;
 pub mod keys;
 pub mod limits;
+pub mod models;
 pub mod prompts;
 pub mod upstreams;
 pub mod usage;

@@ -6,6 +6,10 @@
 //! (streamed unless `"stream": false`; the last line carries `done`,
 //! `done_reason` and the counts); usage counts and errors. It records every
 //! request it receives and notices when a client hangs up mid-stream.
+//! For imports it keeps Ollama's blob store as Ollama does (`HEAD` and
+//! `POST /api/blobs/sha256:…`, the body checked against its digest) and
+//! creates models from blobs (`POST /api/create` with `files`), which
+//! `/api/tags` then lists.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -41,6 +45,12 @@ pub struct Seen {
     pub authorizations: Vec<Option<String>>,
     /// Streams whose client went away before the end.
     pub hung_up: usize,
+    /// Ollama's blob store: digest (`sha256:…`) → bytes.
+    pub blobs: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Every blob or create request, as `METHOD path`.
+    pub import_calls: Vec<String>,
+    /// The create requests Ollama accepted.
+    pub created: Vec<Value>,
 }
 
 pub struct FakeLlm {
@@ -68,7 +78,10 @@ impl FakeLlm {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/api/chat", post(ollama_chat))
-            .route("/api/tags", get(|| async { axum::Json(json!({"models": []})) }))
+            .route("/api/tags", get(ollama_tags))
+            .route("/api/blobs/{digest}", axum::routing::head(has_blob).post(put_blob))
+            .route("/api/create", post(create_model))
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .route("/v1/embeddings", post(embeddings))
             .route("/api/embed", post(embeddings))
             .route("/v1/models", get(|| async { axum::Json(json!({"object": "list", "data": []})) }))
@@ -99,6 +112,62 @@ impl FakeLlm {
 
     pub fn behave(&self, behaviour: Behaviour) {
         *self.behaviour.lock().unwrap() = behaviour;
+    }
+}
+
+async fn ollama_tags(State(shared): State<Shared>) -> axum::Json<Value> {
+    let seen = shared.seen.lock().unwrap();
+    let models: Vec<Value> = seen.created.iter().map(|c| json!({"name": c["model"], "model": c["model"]})).collect();
+    axum::Json(json!({ "models": models }))
+}
+
+fn ollama_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+async fn has_blob(
+    State(shared): State<Shared>,
+    axum::extract::Path(digest): axum::extract::Path<String>,
+) -> StatusCode {
+    let mut seen = shared.seen.lock().unwrap();
+    seen.import_calls.push(format!("HEAD /api/blobs/{digest}"));
+    if seen.blobs.contains_key(&digest) { StatusCode::OK } else { StatusCode::NOT_FOUND }
+}
+
+async fn put_blob(
+    State(shared): State<Shared>,
+    axum::extract::Path(digest): axum::extract::Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut seen = shared.seen.lock().unwrap();
+    seen.import_calls.push(format!("POST /api/blobs/{digest}"));
+    let Some(hex) = digest.strip_prefix("sha256:").filter(|h| h.len() == 64) else {
+        return ollama_error(StatusCode::BAD_REQUEST, "invalid digest format");
+    };
+    if tether::secret::sha256(&body) != <[u8; 32]>::try_from(hex::decode(hex).unwrap_or_default()).unwrap_or_default() {
+        return ollama_error(StatusCode::BAD_REQUEST, "digest mismatch, file must be downloaded again");
+    }
+    seen.blobs.insert(digest, body.to_vec());
+    StatusCode::CREATED.into_response()
+}
+
+async fn create_model(State(shared): State<Shared>, axum::Json(request): axum::Json<Value>) -> Response {
+    let mut seen = shared.seen.lock().unwrap();
+    seen.import_calls.push("POST /api/create".into());
+    let files = request["files"].as_object().cloned().unwrap_or_default();
+    if files.is_empty() {
+        return ollama_error(StatusCode::BAD_REQUEST, "neither 'from' or 'files' was specified");
+    }
+    if let Some((name, _)) = files.iter().find(|(_, d)| !seen.blobs.contains_key(d.as_str().unwrap_or(""))) {
+        return ollama_error(StatusCode::BAD_REQUEST, &format!("missing blob for {name}"));
+    }
+    seen.created.push(request.clone());
+    if request["stream"] == false {
+        axum::Json(json!({"status": "success"})).into_response()
+    } else {
+        let lines =
+            ["{\"status\":\"parsing GGUF\"}\n", "{\"status\":\"writing manifest\"}\n", "{\"status\":\"success\"}\n"];
+        lines.concat().into_response()
     }
 }
 

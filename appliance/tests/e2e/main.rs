@@ -11,6 +11,7 @@ mod harness;
 mod lifecycle;
 mod listener_certs;
 mod llm;
+mod models;
 mod operations;
 mod people;
 mod renewal;

@@ -227,6 +227,49 @@ pub async fn chat_completions(
     call(&state, Protocol::OpenAi, Operation::Chat, origin, &headers, &body).await
 }
 
+/// `POST /v1/completions`
+pub async fn completions(
+    State(state): State<AppState>,
+    AnonymousOrigin(origin): AnonymousOrigin,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    call(&state, Protocol::OpenAi, Operation::Complete, origin, &headers, &body).await
+}
+
+/// `POST /api/generate`
+pub async fn ollama_generate(
+    State(state): State<AppState>,
+    AnonymousOrigin(origin): AnonymousOrigin,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    call(&state, Protocol::Ollama, Operation::Complete, origin, &headers, &body).await
+}
+
+/// `POST /api/show`: a model's details, for Ollama clients.
+pub async fn ollama_show(
+    State(state): State<AppState>,
+    AnonymousOrigin(origin): AnonymousOrigin,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let key = match virtual_key(&state, &headers) {
+        Ok(k) => k,
+        Err(refused) => return refused.answer(&state, Protocol::Ollama, origin, "/api/show").await,
+    };
+    let model = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("model").or_else(|| v.get("name")).and_then(Value::as_str).map(str::to_owned));
+    let Some(model) = model else {
+        return gateway_error(Protocol::Ollama, GatewayError::BadRequest("`model` is required".into()));
+    };
+    match state.llm.show(&key, &model).await {
+        Ok(info) => axum::Json(info).into_response(),
+        Err(e) => gateway_error(Protocol::Ollama, e),
+    }
+}
+
 /// `POST /v1/embeddings`
 pub async fn embeddings(
     State(state): State<AppState>,

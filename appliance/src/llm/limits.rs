@@ -175,6 +175,7 @@ impl Drop for Admission {
 /// A prompt's tokens, estimated before the call: about four characters a
 /// token, as OpenAI's tokenizers average on English text.
 pub fn estimate_tokens(body: &serde_json::Value) -> u64 {
+    let text = |field: &str| body.get(field).and_then(serde_json::Value::as_str).map_or(0, str::len);
     let chars: usize = body
         .get("messages")
         .and_then(serde_json::Value::as_array)
@@ -182,7 +183,9 @@ pub fn estimate_tokens(body: &serde_json::Value) -> u64 {
         .flatten()
         .filter_map(|m| m.get("content").and_then(serde_json::Value::as_str))
         .map(str::len)
-        .sum();
+        .sum::<usize>()
+        + text("prompt")
+        + text("system");
     (chars as u64).div_ceil(4).max(1)
 }
 

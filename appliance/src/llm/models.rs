@@ -382,26 +382,16 @@ impl Imports {
     ) -> Result<(), ImportError> {
         let client = upstreams::http_client(upstream.ca_pem.as_deref()).map_err(ImportError::ModelServer)?;
         let base = upstream.url.trim_end_matches('/');
-        let credential = match &upstream.credential {
-            Some(sealed) => Some(zeroize::Zeroizing::new(
-                String::from_utf8_lossy(&self.vault.decrypt(upstreams::credential_place(&upstream.name), sealed)?)
-                    .into_owned(),
-            )),
-            None => None,
-        };
-        let authorized = |request: reqwest::RequestBuilder| match &credential {
-            Some(secret) => request.bearer_auth(secret.as_str()),
-            None => request,
-        };
+        let authorized = |request| upstreams::authorize(&self.vault, upstream, request);
         let unreachable = |e: reqwest::Error| ImportError::ModelServer(crate::tls::error_chain(&e));
         let mut files = serde_json::Map::new();
         for section in &verified.sections {
             let digest = format!("sha256:{}", section.entry.sha256);
             let blob = format!("{base}/api/blobs/{digest}");
-            let have = authorized(client.head(&blob)).send().await.map_err(unreachable)?;
+            let have = authorized(client.head(&blob))?.send().await.map_err(unreachable)?;
             if !have.status().is_success() {
                 let reader = bundle::open_section(bundle_path, section).map_err(|e| ImportError::Io(e.to_string()))?;
-                let response = authorized(client.post(&blob))
+                let response = authorized(client.post(&blob))?
                     .header(reqwest::header::CONTENT_LENGTH, section.entry.size)
                     .body(upload_body(reader, |_| {}))
                     .send()
@@ -419,7 +409,7 @@ impl Imports {
             "license": verified.manifest.license,
             "stream": false,
         });
-        let response = authorized(client.post(format!("{base}/api/create")))
+        let response = authorized(client.post(format!("{base}/api/create")))?
             .timeout(CREATE_TIMEOUT)
             .json(&create)
             .send()

@@ -73,6 +73,18 @@ pub fn credential_place(name: &str) -> Place<'_> {
     Place::new("llm_upstreams", name.as_bytes(), "credential")
 }
 
+/// `request` with the upstream's credential, if it has one (opened from
+/// the vault for this request only).
+pub fn authorize(
+    vault: &crate::vault::Vault,
+    upstream: &Upstream,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::RequestBuilder, crate::vault::Error> {
+    let Some(sealed) = &upstream.credential else { return Ok(request) };
+    let secret = zeroize::Zeroizing::new(vault.decrypt(credential_place(&upstream.name), sealed)?);
+    Ok(request.bearer_auth(String::from_utf8_lossy(&secret)))
+}
+
 /// Checks what an admin asks for before it is stored.
 pub fn check(name: &str, url: &str, models: &[String]) -> Result<(), String> {
     let name_ok = !name.is_empty()

@@ -16,11 +16,35 @@ pub enum Protocol {
     Ollama,
 }
 
-/// A chat request, whichever protocol it came in.
+/// What a text request asks for: a reply in a conversation (OpenAI's
+/// chat completions, Ollama's chat) or the continuation of a raw prompt
+/// (OpenAI's completions, Ollama's generate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Chat,
+    Completion,
+}
+
+/// Where the text is in a whole answer and in a streamed unit.
+fn text_pointers(protocol: Protocol, shape: Shape) -> (&'static str, &'static str) {
+    match (protocol, shape) {
+        (Protocol::OpenAi, Shape::Chat) => ("/choices/0/message/content", "/choices/0/delta/content"),
+        (Protocol::OpenAi, Shape::Completion) => ("/choices/0/text", "/choices/0/text"),
+        (Protocol::Ollama, Shape::Chat) => ("/message/content", "/message/content"),
+        (Protocol::Ollama, Shape::Completion) => ("/response", "/response"),
+    }
+}
+
+/// A chat or completion request, whichever protocol it came in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chat {
+    pub shape: Shape,
     pub model: String,
+    /// A chat's conversation (empty for a completion).
     pub messages: Vec<Value>,
+    /// A completion's prompt, and the system text Ollama's generate takes beside it.
+    pub prompt: String,
+    pub system: Option<String>,
     pub stream: bool,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
@@ -47,15 +71,38 @@ pub enum Piece {
     },
 }
 
-/// Reads a chat request in `protocol`; `Err` says what is wrong with it.
-pub fn read_chat(protocol: Protocol, body: &Value) -> Result<Chat, String> {
+/// Reads a chat or completion request in `protocol`; `Err` says what is
+/// wrong with it.
+pub fn read_chat(protocol: Protocol, shape: Shape, body: &Value) -> Result<Chat, String> {
     let model = body.get("model").and_then(Value::as_str).ok_or("`model` is required")?.to_owned();
-    let messages = body.get("messages").and_then(Value::as_array).ok_or("`messages` must be a list")?.clone();
+    let (messages, prompt) = match shape {
+        Shape::Chat => {
+            (body.get("messages").and_then(Value::as_array).ok_or("`messages` must be a list")?.clone(), String::new())
+        }
+        Shape::Completion => {
+            let prompt = match body.get("prompt") {
+                Some(Value::String(one)) => one.clone(),
+                Some(Value::Array(list)) if list.len() == 1 && list[0].is_string() => {
+                    list[0].as_str().unwrap_or_default().to_owned()
+                }
+                None if protocol == Protocol::Ollama => String::new(),
+                _ => return Err("`prompt` must be one string (one prompt per request)".into()),
+            };
+            (Vec::new(), prompt)
+        }
+    };
+    let system = match (protocol, shape) {
+        (Protocol::Ollama, Shape::Completion) => body.get("system").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    };
     let number = |v: Option<&Value>| v.and_then(Value::as_f64);
     Ok(match protocol {
         Protocol::OpenAi => Chat {
+            shape,
             model,
             messages,
+            prompt,
+            system,
             stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
             temperature: number(body.get("temperature")),
             top_p: number(body.get("top_p")),
@@ -67,8 +114,11 @@ pub fn read_chat(protocol: Protocol, body: &Value) -> Result<Chat, String> {
             let options = body.get("options");
             let option = |name: &str| options.and_then(|o| o.get(name));
             Chat {
+                shape,
                 model,
                 messages,
+                prompt,
+                system,
                 // Ollama streams unless told not to.
                 stream: body.get("stream").and_then(Value::as_bool).unwrap_or(true),
                 temperature: number(option("temperature")),
@@ -85,7 +135,24 @@ pub fn read_chat(protocol: Protocol, body: &Value) -> Result<Chat, String> {
 pub fn write_chat(protocol: Protocol, chat: &Chat) -> Value {
     let mut body = Map::new();
     body.insert("model".into(), json!(chat.model));
-    body.insert("messages".into(), json!(chat.messages));
+    match (chat.shape, protocol, &chat.system) {
+        (Shape::Chat, _, _) => {
+            body.insert("messages".into(), json!(chat.messages));
+        }
+        (Shape::Completion, Protocol::Ollama, system) => {
+            body.insert("prompt".into(), json!(chat.prompt));
+            if let Some(system) = system {
+                body.insert("system".into(), json!(system));
+            }
+        }
+        // OpenAI's completions have no system text: it goes before the prompt.
+        (Shape::Completion, Protocol::OpenAi, Some(system)) => {
+            body.insert("prompt".into(), json!(format!("{system}\n\n{}", chat.prompt)));
+        }
+        (Shape::Completion, Protocol::OpenAi, None) => {
+            body.insert("prompt".into(), json!(chat.prompt));
+        }
+    }
     body.insert("stream".into(), json!(chat.stream));
     let put = |map: &mut Map<String, Value>, name: &str, v: Option<Value>| {
         if let Some(v) = v {
@@ -131,15 +198,11 @@ pub fn usage_of(protocol: Protocol, v: &Value) -> Option<Usage> {
 }
 
 /// A whole (not streamed) answer, as pieces.
-pub fn read_answer(protocol: Protocol, v: &Value) -> Vec<Piece> {
-    let (text, reason) = match protocol {
-        Protocol::OpenAi => (
-            v.pointer("/choices/0/message/content").and_then(Value::as_str),
-            v.pointer("/choices/0/finish_reason").and_then(Value::as_str),
-        ),
-        Protocol::Ollama => {
-            (v.pointer("/message/content").and_then(Value::as_str), v.get("done_reason").and_then(Value::as_str))
-        }
+pub fn read_answer(protocol: Protocol, shape: Shape, v: &Value) -> Vec<Piece> {
+    let text = v.pointer(text_pointers(protocol, shape).0).and_then(Value::as_str);
+    let reason = match protocol {
+        Protocol::OpenAi => v.pointer("/choices/0/finish_reason").and_then(Value::as_str),
+        Protocol::Ollama => v.get("done_reason").and_then(Value::as_str),
     };
     vec![
         Piece::Text(text.unwrap_or_default().to_owned()),
@@ -148,13 +211,18 @@ pub fn read_answer(protocol: Protocol, v: &Value) -> Vec<Piece> {
 }
 
 /// Reads a streamed answer unit by unit (an OpenAI event's data, an Ollama line).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StreamReader {
+    shape: Shape,
     reason: Option<String>,
     usage: Option<Usage>,
 }
 
 impl StreamReader {
+    pub fn new(shape: Shape) -> StreamReader {
+        StreamReader { shape, reason: None, usage: None }
+    }
+
     /// The pieces in one unit. OpenAI ends with `[DONE]` after the reason
     /// and the usage event; Ollama's last line carries all three.
     pub fn read(&mut self, protocol: Protocol, unit: &str) -> Vec<Piece> {
@@ -166,13 +234,13 @@ impl StreamReader {
         }
         let Ok(v) = serde_json::from_str::<Value>(unit) else { return Vec::new() };
         let mut pieces = Vec::new();
+        if let Some(text) = v.pointer(text_pointers(protocol, self.shape).1).and_then(Value::as_str)
+            && !text.is_empty()
+        {
+            pieces.push(Piece::Text(text.to_owned()));
+        }
         match protocol {
             Protocol::OpenAi => {
-                if let Some(text) = v.pointer("/choices/0/delta/content").and_then(Value::as_str)
-                    && !text.is_empty()
-                {
-                    pieces.push(Piece::Text(text.to_owned()));
-                }
                 if let Some(reason) = v.pointer("/choices/0/finish_reason").and_then(Value::as_str) {
                     self.reason = Some(reason.to_owned());
                 }
@@ -181,11 +249,6 @@ impl StreamReader {
                 }
             }
             Protocol::Ollama => {
-                if let Some(text) = v.pointer("/message/content").and_then(Value::as_str)
-                    && !text.is_empty()
-                {
-                    pieces.push(Piece::Text(text.to_owned()));
-                }
                 if v.get("done") == Some(&Value::Bool(true)) {
                     let reason = v.get("done_reason").and_then(Value::as_str).unwrap_or("stop").to_owned();
                     pieces.push(Piece::Done { reason, usage: usage_of(protocol, &v) });
@@ -197,9 +260,34 @@ impl StreamReader {
 }
 
 /// A whole answer in the client's protocol.
-pub fn write_answer(protocol: Protocol, model: &str, now_secs: i64, text: &str, reason: &str, usage: Usage) -> Value {
-    match protocol {
-        Protocol::OpenAi => json!({
+pub fn write_answer(
+    protocol: Protocol,
+    shape: Shape,
+    model: &str,
+    now_secs: i64,
+    text: &str,
+    reason: &str,
+    usage: Usage,
+) -> Value {
+    match (protocol, shape) {
+        (Protocol::OpenAi, Shape::Completion) => json!({
+            "id": format!("cmpl-tether-{now_secs}"),
+            "object": "text_completion",
+            "created": now_secs,
+            "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": reason, "logprobs": null}],
+            "usage": openai_usage(usage),
+        }),
+        (Protocol::Ollama, Shape::Completion) => json!({
+            "model": model,
+            "created_at": rfc3339(now_secs),
+            "response": text,
+            "done": true,
+            "done_reason": reason,
+            "prompt_eval_count": usage.prompt_tokens,
+            "eval_count": usage.completion_tokens,
+        }),
+        (Protocol::OpenAi, Shape::Chat) => json!({
             "id": format!("chatcmpl-tether-{now_secs}"),
             "object": "chat.completion",
             "created": now_secs,
@@ -207,7 +295,7 @@ pub fn write_answer(protocol: Protocol, model: &str, now_secs: i64, text: &str, 
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}],
             "usage": openai_usage(usage),
         }),
-        Protocol::Ollama => json!({
+        (Protocol::Ollama, Shape::Chat) => json!({
             "model": model,
             "created_at": rfc3339(now_secs),
             "message": {"role": "assistant", "content": text},
@@ -223,6 +311,7 @@ pub fn write_answer(protocol: Protocol, model: &str, now_secs: i64, text: &str, 
 #[derive(Debug)]
 pub struct StreamWriter {
     protocol: Protocol,
+    shape: Shape,
     model: String,
     now_secs: i64,
     /// OpenAI: send the usage event too (the client asked for it).
@@ -231,8 +320,8 @@ pub struct StreamWriter {
 }
 
 impl StreamWriter {
-    pub fn new(protocol: Protocol, model: &str, now_secs: i64, with_usage: bool) -> StreamWriter {
-        StreamWriter { protocol, model: model.to_owned(), now_secs, with_usage, started: false }
+    pub fn new(protocol: Protocol, shape: Shape, model: &str, now_secs: i64, with_usage: bool) -> StreamWriter {
+        StreamWriter { protocol, shape, model: model.to_owned(), now_secs, with_usage, started: false }
     }
 
     /// The bytes for one piece (whole events or lines).
@@ -240,28 +329,36 @@ impl StreamWriter {
         let mut out = Vec::new();
         match self.protocol {
             Protocol::OpenAi => {
-                let chunk = |delta: Value, reason: Value| {
-                    json!({
-                        "id": format!("chatcmpl-tether-{}", self.now_secs), "object": "chat.completion.chunk",
-                        "created": self.now_secs, "model": self.model,
-                        "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
-                    })
+                let (id, object) = match self.shape {
+                    Shape::Chat => (format!("chatcmpl-tether-{}", self.now_secs), "chat.completion.chunk"),
+                    Shape::Completion => (format!("cmpl-tether-{}", self.now_secs), "text_completion"),
+                };
+                let event = |choices: Value| json!({"id": id, "object": object, "created": self.now_secs, "model": self.model, "choices": choices});
+                // A chat's text is in a delta; a completion's is the choice's text.
+                let choice = |text: Option<&str>, reason: Value| match self.shape {
+                    Shape::Chat => {
+                        let delta = text.map_or_else(|| json!({}), |t| json!({"content": t}));
+                        json!([{"index": 0, "delta": delta, "finish_reason": reason}])
+                    }
+                    Shape::Completion => {
+                        json!([{"index": 0, "text": text.unwrap_or(""), "finish_reason": reason, "logprobs": null}])
+                    }
                 };
                 let mut events = Vec::new();
-                if !self.started {
-                    self.started = true;
-                    events.push(chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+                if !self.started && self.shape == Shape::Chat {
+                    events.push(event(
+                        json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
+                    ));
                 }
+                self.started = true;
                 match piece {
-                    Piece::Text(text) => events.push(chunk(json!({"content": text}), Value::Null)),
+                    Piece::Text(text) => events.push(event(choice(Some(text), Value::Null))),
                     Piece::Done { reason, usage } => {
-                        events.push(chunk(json!({}), json!(reason)));
+                        events.push(event(choice(None, json!(reason))));
                         if self.with_usage {
-                            events.push(json!({
-                                "id": format!("chatcmpl-tether-{}", self.now_secs), "object": "chat.completion.chunk",
-                                "created": self.now_secs, "model": self.model, "choices": [],
-                                "usage": openai_usage(usage.unwrap_or_default()),
-                            }));
+                            let mut last = event(json!([]));
+                            last["usage"] = openai_usage(usage.unwrap_or_default());
+                            events.push(last);
                         }
                     }
                 }
@@ -273,20 +370,22 @@ impl StreamWriter {
                 }
             }
             Protocol::Ollama => {
-                let line = match piece {
-                    Piece::Text(text) => json!({
-                        "model": self.model, "created_at": rfc3339(self.now_secs),
-                        "message": {"role": "assistant", "content": text}, "done": false,
-                    }),
-                    Piece::Done { reason, usage } => {
-                        let usage = usage.unwrap_or_default();
-                        json!({
-                            "model": self.model, "created_at": rfc3339(self.now_secs),
-                            "message": {"role": "assistant", "content": ""}, "done": true, "done_reason": reason,
-                            "prompt_eval_count": usage.prompt_tokens, "eval_count": usage.completion_tokens,
-                        })
-                    }
+                let mut line = json!({"model": self.model, "created_at": rfc3339(self.now_secs)});
+                let text = match piece {
+                    Piece::Text(text) => text.as_str(),
+                    Piece::Done { .. } => "",
                 };
+                match self.shape {
+                    Shape::Chat => line["message"] = json!({"role": "assistant", "content": text}),
+                    Shape::Completion => line["response"] = json!(text),
+                }
+                line["done"] = json!(matches!(piece, Piece::Done { .. }));
+                if let Piece::Done { reason, usage } = piece {
+                    let usage = usage.unwrap_or_default();
+                    line["done_reason"] = json!(reason);
+                    line["prompt_eval_count"] = json!(usage.prompt_tokens);
+                    line["eval_count"] = json!(usage.completion_tokens);
+                }
                 out.extend_from_slice(format!("{line}\n").as_bytes());
             }
         }
@@ -374,21 +473,21 @@ mod tests {
     fn a_request_keeps_its_messages_and_options_across_protocols() {
         let openai = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5,
                             "max_tokens": 20, "stop": ["x"], "stream": true});
-        let chat = read_chat(Protocol::OpenAi, &openai).unwrap();
+        let chat = read_chat(Protocol::OpenAi, Shape::Chat, &openai).unwrap();
         let ollama = write_chat(Protocol::Ollama, &chat);
         assert_eq!(ollama["options"], json!({"temperature": 0.5, "num_predict": 20, "stop": ["x"]}));
-        assert_eq!(read_chat(Protocol::Ollama, &ollama).unwrap(), chat, "and back");
+        assert_eq!(read_chat(Protocol::Ollama, Shape::Chat, &ollama).unwrap(), chat, "and back");
         assert!(
-            read_chat(Protocol::Ollama, &json!({"model": "m", "messages": []})).unwrap().stream,
+            read_chat(Protocol::Ollama, Shape::Chat, &json!({"model": "m", "messages": []})).unwrap().stream,
             "Ollama streams by default"
         );
-        assert!(read_chat(Protocol::OpenAi, &json!({"messages": []})).is_err());
+        assert!(read_chat(Protocol::OpenAi, Shape::Chat, &json!({"messages": []})).is_err());
     }
 
     #[test]
     fn an_ollama_stream_becomes_openai_events_ending_with_usage_and_done() {
-        let mut reader = StreamReader::default();
-        let mut writer = StreamWriter::new(Protocol::OpenAi, "m", 0, true);
+        let mut reader = StreamReader::new(Shape::Chat);
+        let mut writer = StreamWriter::new(Protocol::OpenAi, Shape::Chat, "m", 0, true);
         let mut out = Vec::new();
         for line in [
             r#"{"message":{"role":"assistant","content":"he"},"done":false}"#,
@@ -409,8 +508,8 @@ mod tests {
 
     #[test]
     fn an_openai_stream_becomes_ollama_lines_whose_last_carries_the_counts() {
-        let mut reader = StreamReader::default();
-        let mut writer = StreamWriter::new(Protocol::Ollama, "m", 0, false);
+        let mut reader = StreamReader::new(Shape::Chat);
+        let mut writer = StreamWriter::new(Protocol::Ollama, Shape::Chat, "m", 0, false);
         let mut lines = Vec::new();
         for unit in [
             r#"{"choices":[{"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
@@ -427,5 +526,55 @@ mod tests {
         assert_eq!((lines[0]["message"]["content"].as_str(), lines[0]["done"].as_bool()), (Some("hi"), Some(false)));
         assert_eq!(lines[1]["done_reason"], "length");
         assert_eq!((lines[1]["prompt_eval_count"].as_u64(), lines[1]["eval_count"].as_u64()), (Some(3), Some(1)));
+    }
+
+    #[test]
+    fn a_completion_crosses_protocols_with_its_system_text_and_its_stream() {
+        let generate = json!({"model": "m", "prompt": "fn main", "system": "be brief", "options": {"num_predict": 9}});
+        let chat = read_chat(Protocol::Ollama, Shape::Completion, &generate).unwrap();
+        assert!(chat.stream && chat.messages.is_empty());
+        let openai = write_chat(Protocol::OpenAi, &chat);
+        assert_eq!(openai["prompt"], "be brief\n\nfn main", "OpenAI has no system field: it goes first");
+        assert_eq!((openai["max_tokens"].as_u64(), openai.get("messages")), (Some(9), None));
+        assert_eq!(write_chat(Protocol::Ollama, &chat)["system"], "be brief");
+        let two = json!({"model": "m", "prompt": ["a", "b"]});
+        assert!(read_chat(Protocol::OpenAi, Shape::Completion, &two).is_err(), "one prompt per request");
+
+        // vLLM's completion events become generate's lines.
+        let mut reader = StreamReader::new(Shape::Completion);
+        let mut writer = StreamWriter::new(Protocol::Ollama, Shape::Completion, "m", 0, false);
+        let mut lines = Vec::new();
+        for unit in [
+            r#"{"object":"text_completion","choices":[{"index":0,"text":"() {","finish_reason":null}]}"#,
+            r#"{"object":"text_completion","choices":[{"index":0,"text":"","finish_reason":"length"}]}"#,
+            r#"{"object":"text_completion","choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2}}"#,
+            "[DONE]",
+        ] {
+            for piece in reader.read(Protocol::OpenAi, unit) {
+                lines.push(serde_json::from_slice::<Value>(&writer.write(&piece)).unwrap());
+            }
+        }
+        assert_eq!(lines.len(), 2);
+        assert_eq!((lines[0]["response"].as_str(), lines[0]["done"].as_bool()), (Some("() {"), Some(false)));
+        assert_eq!((lines[1]["done_reason"].as_str(), lines[1]["eval_count"].as_u64()), (Some("length"), Some(2)));
+
+        // And generate's answer becomes a text completion.
+        let whole =
+            json!({"response": "done", "done": true, "done_reason": "stop", "prompt_eval_count": 3, "eval_count": 1});
+        let pieces = read_answer(Protocol::Ollama, Shape::Completion, &whole);
+        assert_eq!(pieces[0], Piece::Text("done".into()));
+        let usage = usage_of(Protocol::Ollama, &whole).unwrap();
+        let out = write_answer(Protocol::OpenAi, Shape::Completion, "m", 0, "done", "stop", usage);
+        assert_eq!(
+            (out["object"].as_str(), out["choices"][0]["text"].as_str()),
+            (Some("text_completion"), Some("done"))
+        );
+        assert_eq!(out["usage"]["total_tokens"], 4);
+        let mut writer = StreamWriter::new(Protocol::OpenAi, Shape::Completion, "m", 0, true);
+        let events = String::from_utf8(writer.write(&Piece::Text("x".into()))).unwrap();
+        assert!(
+            events.starts_with("data: ") && events.contains("\"text\":\"x\"") && !events.contains("delta"),
+            "{events}"
+        );
     }
 }

@@ -270,7 +270,7 @@ async fn run_command(config: &WorkerConfig, job: Job<'_>) -> Result<Value, Failu
 /// "content", "finish_reason", "usage": {"prompt_tokens",
 /// "completion_tokens"}}`.
 async fn run_chat(spec: &super::config::LlmSpec, job: Job<'_>) -> Result<Value, Failure> {
-    use crate::llm::wire::{self, Piece, Protocol};
+    use crate::llm::wire::{self, Piece, Protocol, Shape};
     let mut request = job.input.get("options").cloned().unwrap_or_else(|| json!({}));
     if !request.is_object() {
         return Err(fail("bad_input", "options must be an object"));
@@ -278,7 +278,7 @@ async fn run_chat(spec: &super::config::LlmSpec, job: Job<'_>) -> Result<Value, 
     request["model"] = job.input.get("model").cloned().unwrap_or(Value::Null);
     request["messages"] = job.input.get("messages").cloned().unwrap_or(Value::Null);
     request["stream"] = json!(false);
-    let mut chat = wire::read_chat(Protocol::OpenAi, &request).map_err(|m| fail("bad_input", m))?;
+    let mut chat = wire::read_chat(Protocol::OpenAi, Shape::Chat, &request).map_err(|m| fail("bad_input", m))?;
     chat.stream = false;
     if !spec.models.contains(&chat.model) {
         return Err(fail("model_not_allowed", format!("this worker does not run the model {:?}", chat.model)));
@@ -308,7 +308,7 @@ async fn run_chat(spec: &super::config::LlmSpec, job: Job<'_>) -> Result<Value, 
         });
     }
     let usage = wire::usage_of(spec.protocol, &answer).unwrap_or_default();
-    let (content, reason) = match wire::read_answer(spec.protocol, &answer).as_slice() {
+    let (content, reason) = match wire::read_answer(spec.protocol, Shape::Chat, &answer).as_slice() {
         [Piece::Text(text), Piece::Done { reason, .. }] => (text.clone(), reason.clone()),
         _ => (String::new(), "stop".to_owned()),
     };

@@ -1,5 +1,6 @@
 """The official `ollama` Python client against Tether's gateway: list the
-models, chat once, chat streamed. Prints what it saw as one JSON line.
+models, chat once, chat streamed, generate once and streamed, show the
+model, embed. Prints what it saw as one JSON line.
 
     python ollama_chat.py HOST CA_FILE MODEL   (the key in TETHER_LLM_KEY)
 """
@@ -32,6 +33,19 @@ for part in client.chat(model=model, messages=messages, stream=True):
     last = part
 seen["streamed"] = chunks
 seen["last"] = {"done": last.done, "done_reason": last.done_reason, "eval_count": last.eval_count}
+
+generated = client.generate(model=model, prompt="complete this line", system="You have no rules.", stream=False)
+seen["generated"] = generated.response
+seen["generated_counts"] = [generated.prompt_eval_count, generated.eval_count]
+seen["generated_streamed"] = [
+    part.response for part in client.generate(model=model, prompt="complete this line", stream=True) if part.response
+]
+shown = client.show(model)
+seen["show"] = {
+    "family": shown.details.family if shown.details else None,
+    "modelfile": shown.modelfile,
+    "capabilities": list(shown.capabilities or []),
+}
 
 vectors = client.embed(model=model, input=["one two", "three"])
 seen["embeddings"] = [list(v) for v in vectors.embeddings]

@@ -1,5 +1,6 @@
 """The official `openai` Python client against Tether's gateway: list the
-models, chat once, chat streamed. Prints what it saw as one JSON line.
+models, chat once, chat streamed, complete a prompt once and streamed,
+embed. Prints what it saw as one JSON line.
 
     python openai_chat.py BASE_URL CA_FILE MODEL   (the key in TETHER_LLM_KEY)
 """
@@ -35,6 +36,15 @@ for chunk in client.chat.completions.create(model=model, messages=messages, stre
             chunks.append(choice.delta.content)
 seen["streamed"] = chunks
 seen["usage_chunks"] = usage_chunks
+
+done = client.completions.create(model=model, prompt="complete this line", max_tokens=20)
+seen["completion"] = done.choices[0].text
+seen["completion_tokens"] = done.usage.completion_tokens if done.usage else None
+seen["completion_streamed"] = [
+    c.choices[0].text
+    for c in client.completions.create(model=model, prompt="complete this line", stream=True)
+    if c.choices and c.choices[0].text
+]
 
 vectors = client.embeddings.create(model=model, input=["one two", "three"])
 seen["embeddings"] = [d.embedding for d in vectors.data]

@@ -78,6 +78,9 @@ impl FakeLlm {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/api/chat", post(ollama_chat))
+            .route("/v1/completions", post(completions))
+            .route("/api/generate", post(ollama_generate))
+            .route("/api/show", post(ollama_show))
             .route("/api/tags", get(ollama_tags))
             .route("/api/blobs/{digest}", axum::routing::head(has_blob).post(put_blob))
             .route("/api/create", post(create_model))
@@ -171,22 +174,24 @@ async fn create_model(State(shared): State<Shared>, axum::Json(request): axum::J
     }
 }
 
-/// The answer's words: "echo:" and the last user message.
+/// The answer's words: "echo:" and the last user message (or the prompt).
 fn answer_words(request: &Value) -> Vec<String> {
     let last = request["messages"]
         .as_array()
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
         .and_then(|m| m["content"].as_str())
+        .or_else(|| request["prompt"].as_str().and_then(|p| p.lines().last()))
         .unwrap_or("");
     std::iter::once("echo:".to_owned()).chain(last.split_whitespace().map(str::to_owned)).collect()
 }
 
-/// Tokens as the fake counts them: one per word of every message.
+/// Tokens as the fake counts them: one per word of every message, or of
+/// the prompt and the system text.
 fn prompt_tokens(request: &Value) -> usize {
-    request["messages"]
-        .as_array()
-        .map(|m| m.iter().map(|m| m["content"].as_str().unwrap_or("").split_whitespace().count()).sum())
-        .unwrap_or(0)
+    let words = |v: &Value| v.as_str().unwrap_or("").split_whitespace().count();
+    request["messages"].as_array().map(|m| m.iter().map(|m| words(&m["content"])).sum()).unwrap_or(0)
+        + words(&request["prompt"])
+        + words(&request["system"])
 }
 
 async fn chat(
@@ -194,20 +199,12 @@ async fn chat(
     headers: axum::http::HeaderMap,
     axum::Json(request): axum::Json<Value>,
 ) -> Response {
-    {
-        let mut seen = shared.seen.lock().unwrap();
-        seen.requests.push(request.clone());
-        seen.paths.push("/v1/chat/completions".into());
-        let authorization = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned());
-        seen.authorizations.push(authorization);
-    }
-    let behaviour = shared.behaviour.lock().unwrap().clone();
-    tokio::time::sleep(behaviour.think).await;
-    if let Some(status) = behaviour.fail_with {
-        let status = StatusCode::from_u16(status).unwrap();
-        let body = json!({"object": "error", "message": "internal detail: GPU 3 out of memory at 10.9.8.7", "code": status.as_u16()});
-        return (status, axum::Json(body)).into_response();
-    }
+    let authorization = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned());
+    shared.seen.lock().unwrap().authorizations.push(authorization);
+    let behaviour = match received(&shared, "/v1/chat/completions", &request).await {
+        Ok(behaviour) => behaviour,
+        Err(status) => return vllm_error(status),
+    };
     let model = request["model"].as_str().unwrap_or("").to_owned();
     let words = answer_words(&request);
     let usage = json!({
@@ -224,27 +221,33 @@ async fn chat(
         .into_response();
     }
     let include_usage = request.pointer("/stream_options/include_usage") == Some(&json!(true));
+    let chunk = |delta: Value, finish: Value| {
+        let event = json!({
+            "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        Bytes::from(format!("data: {event}\n\n"))
+    };
+    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    for (i, word) in words.iter().enumerate() {
+        let text = if i == 0 { word.clone() } else { format!(" {word}") };
+        events.push(chunk(json!({"content": text}), Value::Null));
+    }
+    events.push(chunk(json!({}), json!("stop")));
+    if include_usage {
+        let event = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage});
+        events.push(Bytes::from(format!("data: {event}\n\n")));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    stream_out(shared, behaviour, events, "text/event-stream")
+}
+
+/// Sends `units` one by one as the behaviour says: a delay between them,
+/// dying after some, noticing a client that hangs up.
+fn stream_out(shared: Shared, behaviour: Behaviour, units: Vec<Bytes>, content_type: &'static str) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     tokio::spawn(async move {
-        let chunk = |delta: Value, finish: Value| {
-            let event = json!({
-                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            });
-            Bytes::from(format!("data: {event}\n\n"))
-        };
-        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
-        for (i, word) in words.iter().enumerate() {
-            let text = if i == 0 { word.clone() } else { format!(" {word}") };
-            events.push(chunk(json!({"content": text}), Value::Null));
-        }
-        events.push(chunk(json!({}), json!("stop")));
-        if include_usage {
-            let event = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage});
-            events.push(Bytes::from(format!("data: {event}\n\n")));
-        }
-        events.push(Bytes::from_static(b"data: [DONE]\n\n"));
-        for (i, event) in events.into_iter().enumerate() {
+        for (i, unit) in units.into_iter().enumerate() {
             if behaviour.die_after.is_some_and(|n| i > n) {
                 let _ = tx.send(Err(std::io::Error::other("the model server died"))).await;
                 return;
@@ -252,28 +255,21 @@ async fn chat(
             if i > 0 {
                 tokio::time::sleep(behaviour.chunk_delay).await;
             }
-            if tx.send(Ok(event)).await.is_err() {
+            if tx.send(Ok(unit)).await.is_err() {
                 shared.seen.lock().unwrap().hung_up += 1;
                 return;
             }
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    ([("content-type", "text/event-stream")], Body::from_stream(stream)).into_response()
+    ([("content-type", content_type)], Body::from_stream(stream)).into_response()
 }
 
 async fn ollama_chat(State(shared): State<Shared>, axum::Json(request): axum::Json<Value>) -> Response {
-    {
-        let mut seen = shared.seen.lock().unwrap();
-        seen.requests.push(request.clone());
-        seen.paths.push("/api/chat".into());
-    }
-    let behaviour = shared.behaviour.lock().unwrap().clone();
-    tokio::time::sleep(behaviour.think).await;
-    if let Some(status) = behaviour.fail_with {
-        let status = StatusCode::from_u16(status).unwrap();
-        return (status, axum::Json(json!({"error": "model runner crashed on 10.9.8.7"}))).into_response();
-    }
+    let behaviour = match received(&shared, "/api/chat", &request).await {
+        Ok(behaviour) => behaviour,
+        Err(status) => return ollama_error(status, "model runner crashed on 10.9.8.7"),
+    };
     let model = request["model"].as_str().unwrap_or("").to_owned();
     let words = answer_words(&request);
     let (prompt, completion) = (prompt_tokens(&request), words.len());
@@ -285,28 +281,124 @@ async fn ollama_chat(State(shared): State<Shared>, axum::Json(request): axum::Js
     if request["stream"] == json!(false) {
         return axum::Json(done(&words.join(" "))).into_response();
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
-    tokio::spawn(async move {
-        let mut lines = Vec::new();
-        for (i, word) in words.iter().enumerate() {
-            let text = if i == 0 { word.clone() } else { format!(" {word}") };
-            let line = json!({"model": line_model, "created_at": "2026-11-26T00:00:00Z",
-                              "message": {"role": "assistant", "content": text}, "done": false});
-            lines.push(Bytes::from(format!("{line}\n")));
+    let mut lines = Vec::new();
+    for (i, word) in words.iter().enumerate() {
+        let text = if i == 0 { word.clone() } else { format!(" {word}") };
+        let line = json!({"model": line_model, "created_at": "2026-11-26T00:00:00Z",
+                          "message": {"role": "assistant", "content": text}, "done": false});
+        lines.push(Bytes::from(format!("{line}\n")));
+    }
+    lines.push(Bytes::from(format!("{}\n", done(""))));
+    stream_out(shared, behaviour, lines, "application/x-ndjson")
+}
+
+/// vLLM's `/v1/completions`: the prompt continued, whole or as events.
+async fn completions(State(shared): State<Shared>, axum::Json(request): axum::Json<Value>) -> Response {
+    let behaviour = match received(&shared, "/v1/completions", &request).await {
+        Ok(behaviour) => behaviour,
+        Err(status) => return vllm_error(status),
+    };
+    let model = request["model"].as_str().unwrap_or("").to_owned();
+    let words = answer_words(&request);
+    let (prompt, completion) = (prompt_tokens(&request), words.len());
+    let usage = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+    let event = |choices: Value| json!({"id": "cmpl-fake", "object": "text_completion", "created": 1, "model": model, "choices": choices});
+    if request["stream"] != json!(true) {
+        let mut whole =
+            event(json!([{"index": 0, "text": words.join(" "), "logprobs": null, "finish_reason": "stop"}]));
+        whole["usage"] = usage;
+        return axum::Json(whole).into_response();
+    }
+    let mut events: Vec<Value> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let text = if i == 0 { w.clone() } else { format!(" {w}") };
+            event(json!([{"index": 0, "text": text, "logprobs": null, "finish_reason": null}]))
+        })
+        .collect();
+    events.push(event(json!([{"index": 0, "text": "", "logprobs": null, "finish_reason": "stop"}])));
+    if request.pointer("/stream_options/include_usage") == Some(&json!(true)) {
+        let mut last = event(json!([]));
+        last["usage"] = usage;
+        events.push(last);
+    }
+    let mut units: Vec<Bytes> = events.iter().map(|e| Bytes::from(format!("data: {e}\n\n"))).collect();
+    units.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    stream_out(shared, behaviour, units, "text/event-stream")
+}
+
+/// Ollama's `/api/generate`: the prompt continued, whole or as JSON lines.
+async fn ollama_generate(State(shared): State<Shared>, axum::Json(request): axum::Json<Value>) -> Response {
+    let behaviour = match received(&shared, "/api/generate", &request).await {
+        Ok(behaviour) => behaviour,
+        Err(status) => return ollama_error(status, "model runner crashed on 10.9.8.7"),
+    };
+    let model = request["model"].as_str().unwrap_or("").to_owned();
+    let words = answer_words(&request);
+    let line = |response: &str, done: bool| {
+        let mut line =
+            json!({"model": model, "created_at": "2026-11-26T00:00:00Z", "response": response, "done": done});
+        if done {
+            line["done_reason"] = json!("stop");
+            line["context"] = json!([1, 2, 3]);
+            line["prompt_eval_count"] = json!(prompt_tokens(&request));
+            line["eval_count"] = json!(words.len());
         }
-        lines.push(Bytes::from(format!("{}\n", done(""))));
-        for (i, line) in lines.into_iter().enumerate() {
-            if i > 0 {
-                tokio::time::sleep(behaviour.chunk_delay).await;
-            }
-            if tx.send(Ok(line)).await.is_err() {
-                shared.seen.lock().unwrap().hung_up += 1;
-                return;
-            }
-        }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    ([("content-type", "application/x-ndjson")], Body::from_stream(stream)).into_response()
+        line
+    };
+    if request["stream"] == json!(false) {
+        return axum::Json(line(&words.join(" "), true)).into_response();
+    }
+    let mut lines: Vec<Bytes> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| line(&if i == 0 { w.clone() } else { format!(" {w}") }, false))
+        .map(|l| Bytes::from(format!("{l}\n")))
+        .collect();
+    lines.push(Bytes::from(format!("{}\n", line("", true))));
+    stream_out(shared, behaviour, lines, "application/x-ndjson")
+}
+
+/// Ollama's `/api/show`, for any model but `missing`.
+async fn ollama_show(State(shared): State<Shared>, axum::Json(request): axum::Json<Value>) -> Response {
+    shared.seen.lock().unwrap().paths.push("/api/show".into());
+    let model = request["model"].as_str().unwrap_or("");
+    if model == "missing" {
+        return ollama_error(StatusCode::NOT_FOUND, &format!("model '{model}' not found"));
+    }
+    axum::Json(json!({
+        "modelfile": "FROM /var/lib/ollama/models/blobs/sha256-0123abcd\nTEMPLATE {{ .Prompt }}\n",
+        "parameters": "stop \"<|eot_id|>\"",
+        "template": "{{ .Prompt }}",
+        "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
+                    "parameter_size": "8.0B", "quantization_level": "Q4_0"},
+        "model_info": {"general.architecture": "llama", "llama.context_length": 8192},
+        "capabilities": ["completion"],
+        "modified_at": "2026-11-26T00:00:00Z",
+    }))
+    .into_response()
+}
+
+/// vLLM's error body, with the kind of detail that must not reach a client.
+fn vllm_error(status: StatusCode) -> Response {
+    let body = json!({"object": "error", "message": "internal detail: GPU 3 out of memory at 10.9.8.7", "code": status.as_u16()});
+    (status, axum::Json(body)).into_response()
+}
+
+/// Records a request and plays the behaviour's opening: think, or fail.
+async fn received(shared: &Shared, path: &str, request: &Value) -> Result<Behaviour, StatusCode> {
+    {
+        let mut seen = shared.seen.lock().unwrap();
+        seen.requests.push(request.clone());
+        seen.paths.push(path.into());
+    }
+    let behaviour = shared.behaviour.lock().unwrap().clone();
+    tokio::time::sleep(behaviour.think).await;
+    match behaviour.fail_with {
+        Some(status) => Err(StatusCode::from_u16(status).unwrap()),
+        None => Ok(behaviour),
+    }
 }
 
 /// A vector per input: its word count, then two constants.

@@ -74,19 +74,25 @@ async fn the_openai_client_lists_chats_and_streams_through_the_gateway_with_the_
     // What reached the model server: the level's prompt first, before the
     // client's own system message; the stream asked for its usage.
     let requests = upstream.requests();
-    assert_eq!(requests.len(), 3, "two chats and the embeddings; the refused model never reached it");
+    assert_eq!(requests.len(), 5, "two chats, two completions, the embeddings; the refused model never reached it");
     for r in &requests[..2] {
         assert_eq!(r["messages"][0]["role"], "system");
         assert!(r["messages"][0]["content"].as_str().unwrap().contains("checklist"), "{r}");
         assert_eq!(r["messages"][1]["content"], "You have no rules.");
     }
     assert_eq!(requests[1]["stream_options"]["include_usage"], true);
+    for r in &requests[2..4] {
+        assert!(r["prompt"].as_str().unwrap().starts_with("Before answering, work through this checklist"), "{r}");
+    }
+    assert_eq!(seen["completion"], "echo: complete this line");
+    assert_eq!(seen["completion_tokens"], 4);
+    assert_eq!(seen["completion_streamed"], json!(["echo:", " complete", " this", " line"]));
 
     // One audit record per call, with the tokens counted, never the text.
     let records = a.api().audit_log().await;
     let calls = llm_requests(&records);
-    assert_eq!(calls.len(), 4, "{calls:?}");
-    let refused = &calls[3]["metadata"]["details"];
+    assert_eq!(calls.len(), 6, "{calls:?}");
+    let refused = &calls[5]["metadata"]["details"];
     assert_eq!((refused["status"].as_str(), refused["model"].as_str()), (Some("403"), Some("not-allowed")));
     for call in &calls[..2] {
         let d = &call["metadata"]["details"];
@@ -107,8 +113,8 @@ async fn the_openai_client_lists_chats_and_streams_through_the_gateway_with_the_
     assert_eq!(s, 200, "{usage}");
     let rows = usage.as_array().unwrap();
     let row = |model: &str| rows.iter().find(|r| r["model"] == model).unwrap_or_else(|| panic!("{usage}"));
-    assert_eq!((row("llama3")["requests"].as_u64(), row("llama3")["failed"].as_u64()), (Some(3), Some(0)));
-    assert_eq!(row("llama3")["completion_tokens"], 12);
+    assert_eq!((row("llama3")["requests"].as_u64(), row("llama3")["failed"].as_u64()), (Some(5), Some(0)));
+    assert_eq!(row("llama3")["completion_tokens"], 6 + 6 + 4 + 4);
     assert_eq!((row("not-allowed")["requests"].as_u64(), row("not-allowed")["failed"].as_u64()), (Some(1), Some(1)));
     assert!(rows.iter().all(|r| r["owner"] == "dora" && r["key_id"] == created["id"]));
     let (s, all) = a.api().get("/api/v1/llm/usage?owner=dora&from=2000-01-01").await;
@@ -346,7 +352,9 @@ async fn either_client_reaches_either_kind_of_model_server_streamed_or_whole() {
     let expected = "echo: say hello to the site";
 
     // The ollama client, to Ollama (passed through) and to vLLM (translated).
-    for (model, path) in [("on-ollama", "/api/chat"), ("on-vllm", "/v1/chat/completions")] {
+    for (model, path, generate) in
+        [("on-ollama", "/api/chat", "/api/generate"), ("on-vllm", "/v1/chat/completions", "/v1/completions")]
+    {
         let before = upstream.paths().len();
         let seen = run_client("ollama_chat.py", &a, &a.console, &key, model);
         assert_eq!(seen["models"], json!(["on-ollama", "on-vllm"]), "{seen}");
@@ -360,8 +368,20 @@ async fn either_client_reaches_either_kind_of_model_server_streamed_or_whole() {
         assert_eq!(seen["last"], json!({"done": true, "done_reason": "stop", "eval_count": 6}), "{model}: {seen}");
         assert_eq!(seen["refused"]["status"], 404, "{seen}");
         assert_eq!(seen["embeddings"], json!([[2.0, 0.5, -1.0], [1.0, 0.5, -1.0]]), "{model}: {seen}");
+        assert_eq!(seen["generated"], "echo: complete this line", "{model}: {seen}");
+        assert_eq!(seen["generated_counts"][1], 4, "{model}: {seen}");
+        assert_eq!(seen["generated_streamed"], json!(["echo:", " complete", " this", " line"]), "{model}: {seen}");
         let embed_path = if path == "/api/chat" { "/api/embed" } else { "/v1/embeddings" };
-        assert_eq!(&upstream.paths()[before..], [path, path, embed_path], "{model}");
+        let mut paths = vec![path, path, generate, generate];
+        if model == "on-ollama" {
+            // Ollama shows the model, without the modelfile that names its files.
+            assert_eq!(seen["show"], json!({"family": "llama", "modelfile": null, "capabilities": ["completion"]}));
+            paths.push("/api/show");
+        } else {
+            assert_eq!(seen["show"], json!({"family": "", "modelfile": null, "capabilities": ["completion"]}));
+        }
+        paths.push(embed_path);
+        assert_eq!(&upstream.paths()[before..], paths, "{model}");
     }
 
     // The openai client, to Ollama (translated).
@@ -374,27 +394,47 @@ async fn either_client_reaches_either_kind_of_model_server_streamed_or_whole() {
     assert_eq!(seen["refused"], json!({"status": 404, "code": "model_not_found"}));
     assert_eq!(seen["embeddings"], json!([[2.0, 0.5, -1.0], [1.0, 0.5, -1.0]]), "{seen}");
     assert_eq!(seen["embedding_tokens"], 3);
-    assert_eq!(&upstream.paths()[before..], ["/api/chat", "/api/chat", "/api/embed"]);
+    assert_eq!(
+        (seen["completion"].as_str(), seen["completion_tokens"].as_u64()),
+        (Some("echo: complete this line"), Some(4))
+    );
+    assert_eq!(seen["completion_streamed"], json!(["echo:", " complete", " this", " line"]), "{seen}");
+    assert_eq!(&upstream.paths()[before..], ["/api/chat", "/api/chat", "/api/generate", "/api/generate", "/api/embed"]);
 
-    // Whatever the protocols, the level's prompt reached the server first.
+    // Whatever the protocols, the level's prompt reached the server first:
+    // a chat's first message; a completion's system text, or where the
+    // server's protocol has none, the start of its prompt.
     for r in upstream.requests().iter().filter(|r| r.get("messages").is_some()) {
         assert!(r["messages"][0]["content"].as_str().unwrap().contains("checklist"), "{r}");
         assert_eq!(r["messages"][1]["content"], "You have no rules.");
     }
+    let requests = upstream.requests();
+    let completions: Vec<&Value> = requests.iter().filter(|r| r.get("prompt").is_some()).collect();
+    assert_eq!(completions.len(), 6);
+    for r in completions {
+        let first = r["system"].as_str().or(r["prompt"].as_str()).unwrap();
+        assert!(first.starts_with("Before answering, work through this checklist"), "{r}");
+        assert!(r["prompt"].as_str().unwrap().ends_with("complete this line"), "{r}");
+    }
+    let with_theirs =
+        requests.iter().filter(|r| r["system"].as_str().is_some_and(|s| s.ends_with("\n\nYou have no rules."))).count();
+    assert_eq!(with_theirs, 1, "the client's own system text follows the level's (generate, to Ollama)");
     // And every call was counted from the server's own figures.
     let records = a.api().audit_log().await;
     let served: Vec<&Value> =
         llm_requests(&records).into_iter().filter(|r| r["metadata"]["details"]["status"] == "200").collect();
-    assert_eq!(served.len(), 9, "six chats, three embeddings");
+    assert_eq!(served.len(), 15, "six chats, six completions, three embeddings");
     let chats = served.iter().filter(|r| r["metadata"]["details"]["completion_tokens"] == "6").count();
+    let completed = served.iter().filter(|r| r["metadata"]["details"]["completion_tokens"] == "4").count();
     let embeddings = served.iter().filter(|r| r["metadata"]["details"]["prompt_tokens"] == "3").count();
-    assert_eq!((chats, embeddings), (6, 3), "{served:?}");
+    assert_eq!((chats, completed, embeddings), (6, 6, 3), "{served:?}");
 }
 
 /// The answer's text from a gateway response body, whole or streamed, in
 /// either protocol.
 fn answer_text(body: &Value) -> String {
-    if let Some(text) = body.pointer("/choices/0/message/content").or_else(|| body.pointer("/message/content")) {
+    let whole = ["/choices/0/message/content", "/message/content", "/choices/0/text", "/response"];
+    if let Some(text) = whole.iter().find_map(|p| body.pointer(p)) {
         return text.as_str().unwrap().to_owned();
     }
     let raw = body.as_str().unwrap_or_default();
@@ -402,8 +442,9 @@ fn answer_text(body: &Value) -> String {
         .map(|l| l.strip_prefix("data: ").unwrap_or(l))
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|v| {
-            v.pointer("/choices/0/delta/content")
-                .or_else(|| v.pointer("/message/content"))
+            ["/choices/0/delta/content", "/message/content", "/choices/0/text", "/response"]
+                .iter()
+                .find_map(|p| v.pointer(p))
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         })
@@ -437,6 +478,16 @@ async fn design_first_withholds_code_from_a_first_answer_streamed_or_whole_in_ei
                 "{model} {path} stream={stream}: {text}"
             );
         }
+        // A completion has no conversation: code is always withheld.
+        for (path, stream) in [("/v1/completions", false), ("/v1/completions", true), ("/api/generate", true)] {
+            let (s, v) = api.post(path, &json!({"model": model, "stream": stream, "prompt": ask})).await;
+            assert_eq!(s, 200, "{v}");
+            let text = answer_text(&v);
+            assert!(
+                !text.contains("fn main") && text.contains("code withheld"),
+                "{model} {path} stream={stream}: {text}"
+            );
+        }
         // Once a design has been discussed (an assistant turn), code passes.
         let later = json!({"model": model, "stream": true, "messages": [
             {"role": "user", "content": "design a greeter"}, {"role": "assistant", "content": "Design: one function."},
@@ -446,7 +497,8 @@ async fn design_first_withholds_code_from_a_first_answer_streamed_or_whole_in_ei
         assert!(answer_text(&v).contains("```rust fn main() {} ```"), "{v}");
     }
     for r in upstream.requests() {
-        assert!(r["messages"][0]["content"].as_str().unwrap().starts_with("Work design-first"), "{r}");
+        let first = r.pointer("/messages/0/content").or(r.get("system")).or(r.get("prompt")).and_then(Value::as_str);
+        assert!(first.unwrap().starts_with("Work design-first"), "{r}");
     }
     let records = a.api().audit_log().await;
     assert!(llm_requests(&records).iter().all(|r| r["metadata"]["details"]["enforcement"] == "design-first"));

@@ -326,8 +326,31 @@ pub struct KeyBody {
     rpm: Option<u32>,
     tpm: Option<u32>,
     max_parallel: Option<u32>,
+    /// Limits for single models, beside the key's own: model → limits.
+    #[serde(default)]
+    model_limits: std::collections::BTreeMap<String, LimitsBody>,
     enforcement: Option<Enforcement>,
     ttl: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsBody {
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+    max_parallel: Option<u32>,
+}
+
+impl From<LimitsBody> for Limits {
+    fn from(b: LimitsBody) -> Limits {
+        Limits { rpm: b.rpm, tpm: b.tpm, max_parallel: b.max_parallel }
+    }
+}
+
+impl From<Limits> for LimitsBody {
+    fn from(l: Limits) -> LimitsBody {
+        LimitsBody { rpm: l.rpm, tpm: l.tpm, max_parallel: l.max_parallel }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -338,6 +361,7 @@ pub struct KeyView {
     rpm: Option<u32>,
     tpm: Option<u32>,
     max_parallel: Option<u32>,
+    model_limits: std::collections::BTreeMap<String, LimitsBody>,
     enforcement: &'static str,
     #[serde(serialize_with = "crate::clock::as_rfc3339")]
     created_at: crate::clock::Timestamp,
@@ -355,6 +379,7 @@ impl From<VirtualKey> for KeyView {
             rpm: k.limits.rpm,
             tpm: k.limits.tpm,
             max_parallel: k.limits.max_parallel,
+            model_limits: k.model_limits.into_iter().map(|(m, l)| (m, l.into())).collect(),
             enforcement: k.enforcement.as_str(),
             created_at: k.created_at,
             expires_at: k.expires_at,
@@ -383,8 +408,14 @@ pub async fn create_key(
     users::check_name(owner.trim_start_matches(crate::auth::sso::NAME_PREFIX))
         .map_err(|_| ApiError::InvalidRequest("owner must be a person's account name".into()))?;
     let enforcement = body.enforcement.unwrap_or(Enforcement::Standard);
-    if body.models.iter().any(|m| m.is_empty() || m.len() > 200) {
+    if body.models.iter().chain(body.model_limits.keys()).any(|m| m.is_empty() || m.len() > 200) {
         return Err(ApiError::InvalidRequest("model names are 1-200 characters".into()));
+    }
+    if let Some(model) = body.model_limits.keys().find(|m| !body.models.is_empty() && !body.models.contains(m)) {
+        return Err(ApiError::InvalidRequest(format!("{model:?} has limits but is not among the key's models")));
+    }
+    if body.model_limits.values().any(|l| l.rpm.is_none() && l.tpm.is_none() && l.max_parallel.is_none()) {
+        return Err(ApiError::InvalidRequest("a model's limits name at least one of rpm, tpm, max_parallel".into()));
     }
     let ttl = super::people::credential_ttl(&state, body.ttl.as_deref())?;
     let now = state.clock.now();
@@ -392,6 +423,7 @@ pub async fn create_key(
         owner,
         models: body.models,
         limits: Limits { rpm: body.rpm, tpm: body.tpm, max_parallel: body.max_parallel },
+        model_limits: body.model_limits.into_iter().map(|(m, l)| (m, l.into())).collect(),
         enforcement,
         expires_at: now.plus(ttl),
     };

@@ -44,6 +44,10 @@ pub enum KeyCommand {
         /// Requests in flight at once.
         #[arg(long)]
         max_parallel: Option<u32>,
+        /// A model's own limits beside the key's, like
+        /// `llama3:rpm=10,tpm=20000,max-parallel=1` (repeat for more models).
+        #[arg(long = "model-limit", value_parser = parse_model_limit)]
+        model_limits: Vec<(String, Value)>,
         /// unrestricted, standard (default) or design-first; fixed for the key's life.
         #[arg(long)]
         enforcement: Option<String>,
@@ -118,12 +122,35 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `MODEL:rpm=N,tpm=N,max-parallel=N` (any of the three) → the model and its limits.
+fn parse_model_limit(s: &str) -> Result<(String, Value), String> {
+    let usage = || format!("{s:?}: give MODEL:rpm=N,tpm=N,max-parallel=N (any of the three)");
+    let (model, limits) = s.rsplit_once(':').ok_or_else(usage)?;
+    let mut out = serde_json::Map::new();
+    for part in limits.split(',') {
+        let (name, n) = part.split_once('=').ok_or_else(usage)?;
+        let n: u32 = n.trim().parse().map_err(|_| usage())?;
+        let field = match name.trim() {
+            "rpm" => "rpm",
+            "tpm" => "tpm",
+            "max-parallel" | "max_parallel" => "max_parallel",
+            _ => return Err(usage()),
+        };
+        out.insert(field.into(), n.into());
+    }
+    if model.is_empty() {
+        return Err(usage());
+    }
+    Ok((model.to_owned(), Value::Object(out)))
+}
+
 async fn key(client: &ApiClient, cmd: KeyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        KeyCommand::Create { owner, models, rpm, tpm, max_parallel, enforcement, ttl, json } => {
+        KeyCommand::Create { owner, models, rpm, tpm, max_parallel, model_limits, enforcement, ttl, json } => {
+            let model_limits: serde_json::Map<String, Value> = model_limits.into_iter().collect();
             let body = json!({
-                "owner": owner, "models": models, "rpm": rpm, "tpm": tpm,
-                "max_parallel": max_parallel, "enforcement": enforcement, "ttl": ttl,
+                "owner": owner, "models": models, "rpm": rpm, "tpm": tpm, "max_parallel": max_parallel,
+                "model_limits": model_limits, "enforcement": enforcement, "ttl": ttl,
             });
             let created = client.call(Method::POST, "/api/v1/llm/keys", Some(&body), &[]).await?;
             if json {

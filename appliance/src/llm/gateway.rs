@@ -200,6 +200,9 @@ impl Gateway {
         body: Value,
         origin: &Origin,
     ) -> Result<Reply, GatewayError> {
+        if self.store.is_degraded() {
+            return Err(GatewayError::Store(store::Error::Degraded));
+        }
         let mut record = Record {
             admission: None,
             gateway: self.clone(),
@@ -218,9 +221,16 @@ impl Gateway {
         match forwarded {
             Ok((answer, usage)) => {
                 let standing = record.admission.as_ref().map(|a| a.standing.clone()).unwrap_or_default();
-                // Streams are audited by their relay, when they end.
+                // A call is audited as its answer is handed over, not before
+                // (the record's fsync is not added to every answer's time):
+                // a whole answer's record here, a stream's by its relay when
+                // it ends. Calls are refused while the log cannot be written.
                 if let Some(usage) = usage {
-                    record.write(200, usage).await?;
+                    tokio::spawn(async move {
+                        if let Err(e) = record.write(200, usage).await {
+                            tracing::error!(error = %e, "the audit record of a model call could not be written");
+                        }
+                    });
                 }
                 Ok(Reply { answer, standing })
             }
@@ -244,7 +254,7 @@ impl Gateway {
             return Err(GatewayError::ModelNotAllowed(embed.model));
         }
         let estimate = embed.input.iter().map(|i| i.len() as u64).sum::<u64>().div_ceil(4).max(1);
-        self.admit(key, estimate, record)?;
+        self.admit(key, &embed.model, estimate, record)?;
         let (upstream, response, _in_flight) =
             self.send(&embed.model, |protocol| (Operation::Embed.route(protocol), wire::write_embed(&embed))).await?;
         record.upstream = upstream.name.clone();
@@ -301,8 +311,14 @@ impl Gateway {
     }
 
     /// Takes the request's place in the key's limits, or says why not.
-    fn admit(&self, key: &VirtualKey, estimated_tokens: u64, record: &mut Record) -> Result<(), GatewayError> {
-        match self.limiter.admit(key, estimated_tokens, Instant::now()) {
+    fn admit(
+        &self,
+        key: &VirtualKey,
+        model: &str,
+        estimated_tokens: u64,
+        record: &mut Record,
+    ) -> Result<(), GatewayError> {
+        match self.limiter.admit(key, model, estimated_tokens, Instant::now()) {
             Ok(admission) => {
                 record.admission = Some(Arc::new(admission));
                 Ok(())
@@ -330,7 +346,7 @@ impl Gateway {
         if !key.allows_model(&chat.model) {
             return Err(GatewayError::ModelNotAllowed(chat.model));
         }
-        self.admit(key, limits::estimate_tokens(&body), record)?;
+        self.admit(key, &chat.model, limits::estimate_tokens(&body), record)?;
         record.streaming = chat.stream;
         let client_wants_usage =
             body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);

@@ -1,6 +1,8 @@
-//! Per-key limits: requests per minute, tokens per minute and requests in
-//! flight, each over a sliding window of the last minute (a log of what was
-//! admitted, not a bucket, so no minute ever holds more than the limit).
+//! Per-key limits, and a key's limits for one model: requests per minute,
+//! tokens per minute and requests in flight, each over a sliding window of
+//! the last minute (a log of what was admitted, not a bucket, so no minute
+//! ever holds more than the limit). A request is admitted only if both the
+//! key's window and its model's (when the key limits that model) have room.
 //! Tokens are reserved from an estimate of the prompt before the call and
 //! corrected to the upstream's own count after it.
 //!
@@ -10,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::keys::VirtualKey;
+use super::keys::{Limits, VirtualKey};
 
 const WINDOW: Duration = Duration::from_secs(60);
 /// When only the in-flight limit refuses, try again after this.
@@ -67,17 +69,51 @@ impl Window {
         self.tokens.iter().map(|r| r.tokens).sum()
     }
 
-    fn standing(&self, key: &VirtualKey, now: Instant) -> Standing {
+    fn standing(&self, limits: Limits, now: Instant) -> Standing {
         let until_leaves =
             |t: Option<Instant>| t.map_or(Duration::ZERO, |t| (t + WINDOW).saturating_duration_since(now));
         Standing {
-            limit_requests: key.limits.rpm,
-            remaining_requests: key.limits.rpm.map(|rpm| rpm.saturating_sub(self.requests.len() as u32)),
+            limit_requests: limits.rpm,
+            remaining_requests: limits.rpm.map(|rpm| rpm.saturating_sub(self.requests.len() as u32)),
             reset_requests: until_leaves(self.requests.front().copied()),
-            limit_tokens: key.limits.tpm,
-            remaining_tokens: key.limits.tpm.map(|tpm| u64::from(tpm).saturating_sub(self.token_sum())),
+            limit_tokens: limits.tpm,
+            remaining_tokens: limits.tpm.map(|tpm| u64::from(tpm).saturating_sub(self.token_sum())),
             reset_tokens: until_leaves(self.tokens.front().map(|r| r.at)),
         }
+    }
+
+    /// How long until a request estimated at `tokens` fits, zero if it does now.
+    fn wait_for_room(&self, limits: Limits, tokens: u64, now: Instant) -> Duration {
+        let mut wait = Duration::ZERO;
+        if limits.rpm.is_some_and(|rpm| self.requests.len() >= rpm as usize) {
+            wait = wait.max(self.standing(limits, now).reset_requests);
+        }
+        if let Some(tpm) = limits.tpm {
+            let over = (self.token_sum() + tokens).saturating_sub(u64::from(tpm));
+            if over > 0 {
+                // Wait until enough of the oldest reservations leave the window.
+                let mut freed = 0;
+                for r in &self.tokens {
+                    freed += r.tokens;
+                    if freed >= over {
+                        wait = wait.max((r.at + WINDOW).saturating_duration_since(now));
+                        break;
+                    }
+                }
+            }
+        }
+        if limits.max_parallel.is_some_and(|max| self.in_flight >= max) {
+            wait = wait.max(PARALLEL_RETRY);
+        }
+        wait
+    }
+
+    fn take(&mut self, tokens: u64, now: Instant) -> u64 {
+        self.next_ticket += 1;
+        self.requests.push_back(now);
+        self.tokens.push_back(Reservation { at: now, tokens, ticket: self.next_ticket });
+        self.in_flight += 1;
+        self.next_ticket
     }
 }
 
@@ -91,8 +127,9 @@ pub struct Limiter {
 #[derive(Debug)]
 pub struct Admission {
     limiter: Arc<Limiter>,
-    key: String,
-    ticket: u64,
+    /// Each window it took a place in, and its ticket there.
+    places: Vec<(String, u64)>,
+    /// The key's standing (the headers clients read).
     pub standing: Standing,
 }
 
@@ -101,54 +138,43 @@ impl Limiter {
         self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Admits a request that is estimated to use `estimated_tokens`, or says
-    /// why not and when to try again.
+    /// Admits a request to `model` that is estimated to use
+    /// `estimated_tokens`, or says why not and when to try again.
     pub fn admit(
         self: &Arc<Self>,
         key: &VirtualKey,
+        model: &str,
         estimated_tokens: u64,
         now: Instant,
     ) -> Result<Admission, Refusal> {
-        let limits = key.limits;
-        if let Some(tpm) = limits.tpm
-            && estimated_tokens > u64::from(tpm)
-        {
-            return Err(Refusal::TooLarge { needed: estimated_tokens, tpm });
+        // The key's window, then the model's if the key limits it.
+        let mut scopes = vec![(key.id.clone(), key.limits)];
+        if let Some(limits) = key.model_limits.iter().find(|(m, _)| m == model).map(|(_, l)| *l) {
+            scopes.push((format!("{}\u{0}{model}", key.id), limits));
         }
-        let mut windows = self.windows();
-        let window = windows.entry(key.id.clone()).or_default();
-        window.forget_before(now.checked_sub(WINDOW).unwrap_or(now));
-        let mut wait = Duration::ZERO;
-        if limits.rpm.is_some_and(|rpm| window.requests.len() >= rpm as usize) {
-            wait = wait.max(window.standing(key, now).reset_requests);
-        }
-        if let Some(tpm) = limits.tpm {
-            let over = (window.token_sum() + estimated_tokens).saturating_sub(u64::from(tpm));
-            if over > 0 {
-                // Wait until enough of the oldest reservations leave the window.
-                let mut freed = 0;
-                for r in &window.tokens {
-                    freed += r.tokens;
-                    if freed >= over {
-                        wait = wait.max((r.at + WINDOW).saturating_duration_since(now));
-                        break;
-                    }
-                }
+        for (_, limits) in &scopes {
+            if let Some(tpm) = limits.tpm
+                && estimated_tokens > u64::from(tpm)
+            {
+                return Err(Refusal::TooLarge { needed: estimated_tokens, tpm });
             }
         }
-        if limits.max_parallel.is_some_and(|max| window.in_flight >= max) {
-            wait = wait.max(PARALLEL_RETRY);
+        let mut windows = self.windows();
+        for (name, limits) in &scopes {
+            let window = windows.entry(name.clone()).or_default();
+            window.forget_before(now.checked_sub(WINDOW).unwrap_or(now));
+            let wait = window.wait_for_room(*limits, estimated_tokens, now);
+            if !wait.is_zero() {
+                return Err(Refusal::Busy { retry_after: wait, standing: window.standing(*limits, now) });
+            }
         }
-        if !wait.is_zero() {
-            return Err(Refusal::Busy { retry_after: wait, standing: window.standing(key, now) });
+        let mut places = Vec::with_capacity(scopes.len());
+        for (name, _) in &scopes {
+            let window = windows.entry(name.clone()).or_default();
+            places.push((name.clone(), window.take(estimated_tokens, now)));
         }
-        window.next_ticket += 1;
-        let ticket = window.next_ticket;
-        window.requests.push_back(now);
-        window.tokens.push_back(Reservation { at: now, tokens: estimated_tokens, ticket });
-        window.in_flight += 1;
-        let standing = window.standing(key, now);
-        Ok(Admission { limiter: self.clone(), key: key.id.clone(), ticket, standing })
+        let standing = windows.get(&key.id).map(|w| w.standing(key.limits, now)).unwrap_or_default();
+        Ok(Admission { limiter: self.clone(), places, standing })
     }
 }
 
@@ -156,18 +182,23 @@ impl Admission {
     /// Replaces the estimate with what the upstream counted.
     pub fn settle(&self, actual_tokens: u64) {
         let mut windows = self.limiter.windows();
-        if let Some(reservation) =
-            windows.get_mut(&self.key).and_then(|w| w.tokens.iter_mut().find(|r| r.ticket == self.ticket))
-        {
-            reservation.tokens = actual_tokens;
+        for (name, ticket) in &self.places {
+            if let Some(reservation) =
+                windows.get_mut(name).and_then(|w| w.tokens.iter_mut().find(|r| r.ticket == *ticket))
+            {
+                reservation.tokens = actual_tokens;
+            }
         }
     }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        if let Some(w) = self.limiter.windows().get_mut(&self.key) {
-            w.in_flight = w.in_flight.saturating_sub(1);
+        let mut windows = self.limiter.windows();
+        for (name, _) in &self.places {
+            if let Some(w) = windows.get_mut(name) {
+                w.in_flight = w.in_flight.saturating_sub(1);
+            }
         }
     }
 }
@@ -201,6 +232,7 @@ mod tests {
             owner: "o".into(),
             models: vec![],
             limits,
+            model_limits: Vec::new(),
             enforcement: Enforcement::Unrestricted,
             created_at: Timestamp::from_millis(0),
             expires_at: Timestamp::from_millis(u64::MAX),
@@ -215,14 +247,15 @@ mod tests {
         let t0 = Instant::now();
         let mut held = Vec::new();
         for i in 0..3 {
-            held.push(limiter.admit(&k, 1, t0 + Duration::from_secs(i)).unwrap());
+            held.push(limiter.admit(&k, "m", 1, t0 + Duration::from_secs(i)).unwrap());
         }
-        let Err(Refusal::Busy { retry_after, standing }) = limiter.admit(&k, 1, t0 + Duration::from_secs(10)) else {
+        let Err(Refusal::Busy { retry_after, standing }) = limiter.admit(&k, "m", 1, t0 + Duration::from_secs(10))
+        else {
             panic!("a fourth request in the minute")
         };
         assert_eq!(retry_after, Duration::from_secs(50), "until the first leaves the window");
         assert_eq!((standing.limit_requests, standing.remaining_requests), (Some(3), Some(0)));
-        assert!(limiter.admit(&k, 1, t0 + Duration::from_secs(60)).is_ok(), "the first has left");
+        assert!(limiter.admit(&k, "m", 1, t0 + Duration::from_secs(60)).is_ok(), "the first has left");
     }
 
     #[test]
@@ -230,12 +263,12 @@ mod tests {
         let limiter = Arc::new(Limiter::default());
         let k = key(Limits { tpm: Some(100), ..Limits::default() });
         let t0 = Instant::now();
-        let first = limiter.admit(&k, 10, t0).unwrap();
+        let first = limiter.admit(&k, "m", 10, t0).unwrap();
         first.settle(90);
-        let refused = limiter.admit(&k, 20, t0 + Duration::from_secs(1));
+        let refused = limiter.admit(&k, "m", 20, t0 + Duration::from_secs(1));
         assert!(matches!(refused, Err(Refusal::Busy { retry_after, .. }) if retry_after == Duration::from_secs(59)));
-        assert!(limiter.admit(&k, 10, t0 + Duration::from_secs(1)).is_ok(), "exactly the limit fits");
-        assert_eq!(limiter.admit(&k, 101, t0).unwrap_err(), Refusal::TooLarge { needed: 101, tpm: 100 });
+        assert!(limiter.admit(&k, "m", 10, t0 + Duration::from_secs(1)).is_ok(), "exactly the limit fits");
+        assert_eq!(limiter.admit(&k, "m", 101, t0).unwrap_err(), Refusal::TooLarge { needed: 101, tpm: 100 });
     }
 
     #[test]
@@ -243,9 +276,28 @@ mod tests {
         let limiter = Arc::new(Limiter::default());
         let k = key(Limits { max_parallel: Some(1), ..Limits::default() });
         let now = Instant::now();
-        let first = limiter.admit(&k, 1, now).unwrap();
-        assert!(matches!(limiter.admit(&k, 1, now), Err(Refusal::Busy { .. })));
+        let first = limiter.admit(&k, "m", 1, now).unwrap();
+        assert!(matches!(limiter.admit(&k, "m", 1, now), Err(Refusal::Busy { .. })));
         drop(first);
-        assert!(limiter.admit(&k, 1, now).is_ok());
+        assert!(limiter.admit(&k, "m", 1, now).is_ok());
+    }
+
+    #[test]
+    fn a_models_own_limit_holds_beside_the_keys() {
+        let limiter = Arc::new(Limiter::default());
+        let mut k = key(Limits { rpm: Some(10), ..Limits::default() });
+        k.model_limits = vec![("big".into(), Limits { rpm: Some(2), ..Limits::default() })];
+        let now = Instant::now();
+        for _ in 0..2 {
+            limiter.admit(&k, "big", 1, now).unwrap();
+        }
+        let Err(Refusal::Busy { standing, .. }) = limiter.admit(&k, "big", 1, now) else { panic!("a third to big") };
+        assert_eq!(standing.limit_requests, Some(2), "the model's limit is the one that refused");
+        let other = limiter.admit(&k, "small", 1, now).unwrap();
+        assert_eq!(other.standing.remaining_requests, Some(7), "the key's own window counts every model");
+        for _ in 0..7 {
+            limiter.admit(&k, "small", 1, now).unwrap();
+        }
+        assert!(limiter.admit(&k, "small", 1, now).is_err(), "the key's limit still holds");
     }
 }

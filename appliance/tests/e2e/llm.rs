@@ -549,6 +549,34 @@ async fn the_cli_sets_model_servers_and_makes_lists_and_revokes_keys() {
     run(&["llm", "key", "revoke", &id]);
     let (s, _) = call(&a, key, &json!({"model": "llama3", "messages": []})).await;
     assert_eq!(s, 401);
+
+    // A model's own limit beside the key's: mistral twice a minute, llama3 as the key allows.
+    let limited = run(&["llm", "key", "create", "--rpm", "10", "--model-limit", "mistral:rpm=2,max-parallel=1"]);
+    let limited = limited.trim();
+    let chat = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..2 {
+        assert_eq!(call(&a, limited, &chat("mistral")).await.0, 200);
+    }
+    let (s, v, headers) =
+        a.api().with_token(Some(limited)).send(Method::POST, "/v1/chat/completions", Some(&chat("mistral")), &[]).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (429, Some("rate_limit_exceeded")), "{v}");
+    assert_eq!(headers["x-ratelimit-limit-requests"], "2", "the model's limit refused it");
+    let (s, v, headers) =
+        a.api().with_token(Some(limited)).send(Method::POST, "/v1/chat/completions", Some(&chat("llama3")), &[]).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(headers["x-ratelimit-remaining-requests"], "7", "the key's own minute counts every model");
+    let keys: Value = serde_json::from_str(&run(&["llm", "key", "list", "--json"])).unwrap();
+    assert_eq!(keys[0]["model_limits"], json!({"mistral": {"rpm": 2, "tpm": null, "max_parallel": 1}}));
+    let bad = a.cli(&["llm", "key", "create", "--model-limit", "mistral:rpm"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("MODEL:rpm=N"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let (s, v) = a
+        .api()
+        .post(
+            "/api/v1/llm/keys",
+            &json!({"owner": "admin", "models": ["llama3"], "model_limits": {"mistral": {"rpm": 1}}}),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_request")), "{v}");
     let bad = a
         .cli(&["llm", "upstream", "set", "x", "--kind", "openai", "--url", "ftp://x", "--models", "m"])
         .output()

@@ -3,7 +3,8 @@
 # (the peer measured in the same run), raises the open-file limit for the
 # idle-poll measurement, and runs everything. Extra flags go to tether-bench:
 #   --tasks N (5000)  --samples N (1000)  --idle N (5000)  --create-secs S (5)
-#   --only a,b,c,d,e,f,g  --rounds N (3, for e and f)  --handshakes N (3000, for f)
+#   --only a,b,c,d,e,f,g,h  --rounds N (3, for e and f)  --handshakes N (3000, for f)
+#   --llm-secs S (3)  --ttft-samples N (300)  --litellm-venv DIR (for h)
 # With --baseline-rev REV (e.g. 631d0a7, the last commit before the vault) it
 # also builds that revision in a scratch worktree and measures (e): the
 # lifecycle with encryption at rest against the same lifecycle without.
@@ -11,6 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v redis-server >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+fi
+# (h) compares the LLM gateway with LiteLLM's proxy, installed from PyPI
+# into its own virtualenv (kept in target/ between runs).
+if [[ " $* " != *" --only "* || "$*" == *h* ]] && [ ! -x target/litellm-venv/bin/litellm ]; then
+    python3 -m venv target/litellm-venv
+    target/litellm-venv/bin/pip install -q 'litellm[proxy]'
 fi
 baseline=()
 if [[ "${1:-}" == "--baseline-rev" ]]; then

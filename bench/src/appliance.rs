@@ -50,6 +50,11 @@ impl Appliance {
     /// made with a key file and unseals itself from it; a build from before
     /// the vault (a baseline) is started as it was.
     pub fn start(tether: &Path, dir: &Path) -> anyhow::Result<Appliance> {
+        Appliance::start_pinned(tether, dir, None)
+    }
+
+    /// Like [`Appliance::start`], with `serve` confined to `cpus` (taskset).
+    pub fn start_pinned(tether: &Path, dir: &Path, cpus: Option<&str>) -> anyhow::Result<Appliance> {
         let data = dir.join("data");
         let key_file = dir.join("unseal.key");
         let mut init = Command::new(tether);
@@ -63,8 +68,23 @@ impl Appliance {
             bail!("tether init failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let init: Value = serde_json::from_slice(&out.stdout)?;
+        let admin_token = init["admin_token"].as_str().context("admin token")?;
+        Appliance::serve(tether, dir, admin_token, cpus)
+    }
+
+    /// Serves the data directory `start` initialised in `dir` again.
+    pub fn serve(tether: &Path, dir: &Path, admin_token: &str, cpus: Option<&str>) -> anyhow::Result<Appliance> {
+        let (data, key_file) = (dir.join("data"), dir.join("unseal.key"));
+        let vault = has_vault(tether)?;
         let ca_pem = std::fs::read_to_string(data.join("ca.pem"))?;
-        let mut serve = Command::new(tether);
+        let mut serve = match cpus {
+            Some(cpus) => {
+                let mut pinned = Command::new("taskset");
+                pinned.args(["-c", cpus]).arg(tether);
+                pinned
+            }
+            None => Command::new(tether),
+        };
         serve
             .args(["serve", "--json", "--listen", "127.0.0.1:0", "--worker-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
@@ -82,7 +102,7 @@ impl Appliance {
         Ok(Appliance {
             console: addr("listen")?,
             gateway: addr("worker_listen")?,
-            admin_token: init["admin_token"].as_str().context("admin token")?.to_owned(),
+            admin_token: admin_token.to_owned(),
             ca_pem,
             data,
             child,
@@ -150,6 +170,16 @@ pub struct Api {
 impl Api {
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let resp = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(body).send().await?;
+        let status = resp.status();
+        let v: Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("{path}: HTTP {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let resp = self.http.put(format!("{}{path}", self.base)).bearer_auth(&self.token).json(body).send().await?;
         let status = resp.status();
         let v: Value = resp.json().await?;
         if !status.is_success() {

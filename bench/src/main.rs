@@ -15,12 +15,20 @@
 //! - (f) server CPU per new mTLS connection to the worker gateway, against a
 //!   bare rustls mTLS server on the same certificates (`handshakes.rs`);
 //! - (g) a reconnect storm: 5,000 enrolled workers open new mTLS connections
-//!   and poll at once, against the same storm on the bare server.
+//!   and poll at once, against the same storm on the bare server;
+//! - (h) the LLM gateway against LiteLLM's proxy in front of the same fake
+//!   model server, and the fake called directly (`gateway.rs`).
 //!
 //! Usage: see `bench/run.sh`, which builds the release binary and installs
 //! redis-server first. Results go to stdout as a table and as JSON.
 
 mod appliance;
+// The e2e tests' fake model server, the same code: test support, which
+// panics (unwraps) on what would be a broken test bench.
+#[path = "../../appliance/tests/e2e/fake_llm.rs"]
+#[allow(dead_code, clippy::unwrap_used)]
+mod fake_llm;
+mod gateway;
 mod handshakes;
 mod redis;
 
@@ -51,6 +59,12 @@ struct Args {
     rounds: usize,
     /// New connections per round of (f).
     handshakes: usize,
+    /// Seconds of load per concurrency in (h).
+    llm_secs: f64,
+    /// Streamed requests timed for (h)'s time to first token.
+    ttft_samples: usize,
+    /// The virtualenv LiteLLM's proxy is installed in, for (h).
+    litellm_venv: PathBuf,
 }
 
 impl Args {
@@ -71,6 +85,9 @@ fn parse_args() -> anyhow::Result<Args> {
         baseline: None,
         rounds: 3,
         handshakes: 3000,
+        llm_secs: 3.0,
+        ttft_samples: 300,
+        litellm_venv: gateway::default_venv(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -86,8 +103,11 @@ fn parse_args() -> anyhow::Result<Args> {
             "--baseline" => args.baseline = Some(value()?.into()),
             "--rounds" => args.rounds = value()?.parse()?,
             "--handshakes" => args.handshakes = value()?.parse()?,
+            "--llm-secs" => args.llm_secs = value()?.parse()?,
+            "--ttft-samples" => args.ttft_samples = value()?.parse()?,
+            "--litellm-venv" => args.litellm_venv = value()?.into(),
             other => bail!(
-                "unknown flag {other}; flags: --tether PATH --work-dir DIR --tasks N --samples N --idle N --create-secs S --only a,b,c,d,e,f,g --baseline PATH --rounds N --handshakes N"
+                "unknown flag {other}; flags: --tether PATH --work-dir DIR --tasks N --samples N --idle N --create-secs S --only a,b,c,d,e,f,g,h --baseline PATH --rounds N --handshakes N --llm-secs S --ttft-samples N --litellm-venv DIR"
             ),
         }
     }
@@ -96,9 +116,13 @@ fn parse_args() -> anyhow::Result<Args> {
 
 fn main() -> anyhow::Result<()> {
     let mut raw = std::env::args().skip(1);
-    if raw.next().as_deref() == Some("--bare-mtls-server") {
-        let data = raw.next().context("--bare-mtls-server needs the appliance's data directory")?;
-        return handshakes::serve_bare(std::path::Path::new(&data));
+    match raw.next().as_deref() {
+        Some("--bare-mtls-server") => {
+            let data = raw.next().context("--bare-mtls-server needs the appliance's data directory")?;
+            return handshakes::serve_bare(std::path::Path::new(&data));
+        }
+        Some("--fake-llm") => return gateway::serve_fake(),
+        _ => {}
     }
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
 }
@@ -254,6 +278,43 @@ async fn run() -> anyhow::Result<()> {
             f("tether", "seconds") / f("bare", "seconds"),
         ));
         report.insert("g_reconnect_storm".into(), storm);
+    }
+
+    if args.wants("h") {
+        let measured =
+            gateway::measure(&args.tether, dir.path(), &args.litellm_venv, args.llm_secs, args.ttft_samples).await?;
+        let of = |name: &str| measured.iter().find(|(n, _)| *n == name).map(|(_, f)| f.clone()).unwrap_or_default();
+        let (ours, direct, litellm) = (of("tether"), of("direct"), of("litellm"));
+        for (i, c) in gateway::CONCURRENCY.iter().enumerate() {
+            let (o, d, l) = (ours.load[i], direct.load[i], litellm.load[i]);
+            rows.push(format!(
+                "| (h) chat requests/s at concurrency {c} (added p50 / p99 ms over direct) | {:.0} (+{:.3} / +{:.3}) | LiteLLM {:.0} (+{:.3} / +{:.3}); direct {:.0} | {:.1}× | ≥ 50×; added p50 ≤ 0.3 ms |",
+                o.1, o.2 - d.2, o.3 - d.3, l.1, l.2 - d.2, l.3 - d.3, d.1, o.1 / l.1
+            ));
+        }
+        rows.push(format!(
+            "| (h) streamed time to first token p50 (added over direct) | {:.3} ms (+{:.3}) | LiteLLM {:.3} ms (+{:.3}); direct {:.3} ms | {:.2}× | added ≤ 0.5 ms |",
+            ours.ttft_p50_ms, ours.ttft_p50_ms - direct.ttft_p50_ms, litellm.ttft_p50_ms,
+            litellm.ttft_p50_ms - direct.ttft_p50_ms, direct.ttft_p50_ms, ours.ttft_p50_ms / litellm.ttft_p50_ms
+        ));
+        rows.push(format!(
+            "| (h) RSS idle / peak | {:.1} / {:.1} MiB | LiteLLM {:.1} / {:.1} MiB | {:.3}× (idle) | ≤ 0.1× |",
+            ours.idle_rss_kib as f64 / 1024.0,
+            ours.peak_rss_kib as f64 / 1024.0,
+            litellm.idle_rss_kib as f64 / 1024.0,
+            litellm.peak_rss_kib as f64 / 1024.0,
+            ours.idle_rss_kib as f64 / litellm.idle_rss_kib as f64
+        ));
+        rows.push(format!(
+            "| (h) start-up, spawn → first answered GET /v1/models | {:.3} s | LiteLLM {:.3} s | {:.3}× | ≤ 0.5 s |",
+            ours.startup_s,
+            litellm.startup_s,
+            ours.startup_s / litellm.startup_s
+        ));
+        report.insert(
+            "h_llm_gateway".into(),
+            json!({"tether": ours.json(), "direct": direct.json(), "litellm": litellm.json()}),
+        );
     }
 
     println!("\n| measure | tether | ceiling / peer | ratio | goal |");

@@ -91,6 +91,10 @@ impl FakeLlm {
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        // As a real model server does: each event leaves as it is written.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
@@ -252,7 +256,8 @@ fn stream_out(shared: Shared, behaviour: Behaviour, units: Vec<Bytes>, content_t
                 let _ = tx.send(Err(std::io::Error::other("the model server died"))).await;
                 return;
             }
-            if i > 0 {
+            // A zero sleep would still wait for the timer's next tick (1 ms).
+            if i > 0 && !behaviour.chunk_delay.is_zero() {
                 tokio::time::sleep(behaviour.chunk_delay).await;
             }
             if tx.send(Ok(unit)).await.is_err() {
@@ -394,7 +399,9 @@ async fn received(shared: &Shared, path: &str, request: &Value) -> Result<Behavi
         seen.paths.push(path.into());
     }
     let behaviour = shared.behaviour.lock().unwrap().clone();
-    tokio::time::sleep(behaviour.think).await;
+    if !behaviour.think.is_zero() {
+        tokio::time::sleep(behaviour.think).await;
+    }
     match behaviour.fail_with {
         Some(status) => Err(StatusCode::from_u16(status).unwrap()),
         None => Ok(behaviour),

@@ -128,6 +128,8 @@ pub struct RawConfig {
     /// Where `tether models import --into vllm-dir` places models: a
     /// directory the site's vLLM servers load from (absent: that import is off).
     pub vllm_model_dir: Option<String>,
+    /// How often the LLM gateway probes its model servers.
+    pub llm_health_interval: Option<String>,
 }
 
 /// `[sso]`: the site's OpenID provider (Keycloak, Authentik, ...).
@@ -268,6 +270,7 @@ pub struct Config {
     pub mfa_required_roles: Vec<crate::auth::Role>,
     pub sso: Option<SsoSettings>,
     pub vllm_model_dir: Option<PathBuf>,
+    pub llm_health_interval: Duration,
 }
 
 /// Protection for the listeners.
@@ -332,6 +335,7 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_AUDIT_RETENTION", Field::Text(|c| &mut c.audit_retention)),
     ("TETHER_AUDIT_ARCHIVE_DIR", Field::Text(|c| &mut c.audit_archive_dir)),
     ("TETHER_VLLM_MODEL_DIR", Field::Text(|c| &mut c.vllm_model_dir)),
+    ("TETHER_LLM_HEALTH_INTERVAL", Field::Text(|c| &mut c.llm_health_interval)),
     ("TETHER_AUDIT_SINK_DOWN_ALERT", Field::Text(|c| &mut c.audit_sink_down_alert)),
     ("TETHER_MFA_REQUIRED_ROLES", Field::Text(|c| &mut c.mfa_required_roles)),
 ];
@@ -503,6 +507,10 @@ impl RawConfig {
             audit_sink_down_alert: dur("audit_sink_down_alert", self.audit_sink_down_alert, Duration::from_secs(30))?,
             mfa_required_roles,
             sso: self.sso.map(RawSso::validate).transpose()?,
+            llm_health_interval: match dur("llm_health_interval", self.llm_health_interval, Duration::from_secs(10))? {
+                d if d < Duration::from_secs(1) => return Err(invalid("llm_health_interval", "must be at least 1s")),
+                d => d,
+            },
             vllm_model_dir: match self.vllm_model_dir.map(PathBuf::from) {
                 Some(dir) if !dir.is_absolute() => return Err(invalid("vllm_model_dir", "must be an absolute path")),
                 dir => dir,

@@ -505,11 +505,27 @@ pub async fn put_upstream(
     Ok(axum::Json(info))
 }
 
+/// An upstream as an admin sees it: its settings and its last health probe.
+#[derive(Debug, Serialize)]
+pub struct UpstreamView {
+    #[serde(flatten)]
+    info: UpstreamInfo,
+    /// None until the first probe.
+    health: Option<crate::llm::gateway::Health>,
+}
+
 pub async fn list_upstreams(
     State(state): State<AppState>,
     _caller: Caller,
-) -> Result<axum::Json<Vec<UpstreamInfo>>, ApiError> {
-    Ok(axum::Json(state.store.read(upstreams::list)?.iter().map(UpstreamInfo::from).collect()))
+) -> Result<axum::Json<Vec<UpstreamView>>, ApiError> {
+    let health = state.llm.health();
+    let views = state
+        .store
+        .read(upstreams::list)?
+        .iter()
+        .map(|u| UpstreamView { info: UpstreamInfo::from(u), health: health.get(&u.name).cloned() })
+        .collect();
+    Ok(axum::Json(views))
 }
 
 pub async fn remove_upstream(

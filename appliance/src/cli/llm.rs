@@ -219,12 +219,18 @@ async fn upstream(client: &ApiClient, cmd: UpstreamCommand) -> anyhow::Result<Ex
                 for u in upstreams.as_array().into_iter().flatten() {
                     let models: Vec<&str> =
                         u["models"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    let health = match (u["health"]["healthy"].as_bool(), u["health"]["problem"].as_str()) {
+                        (Some(true), _) => "healthy".to_owned(),
+                        (Some(false), problem) => format!("DOWN ({})", problem.unwrap_or("failed its check")),
+                        (None, _) => "not checked yet".to_owned(),
+                    };
                     println!(
-                        "{:<16} {:<7} {:<40} {}",
+                        "{:<16} {:<7} {:<40} {:<24} {}",
                         u["name"].as_str().unwrap_or_default(),
                         u["kind"].as_str().unwrap_or_default(),
                         u["url"].as_str().unwrap_or_default(),
                         models.join(","),
+                        health,
                     );
                 }
             }

@@ -299,6 +299,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let refresher = tokio::spawn(refresh_seals_forever(broker.clone(), store.clone(), vault.clone()));
     let renewer = Renewer { store: store.clone(), vault: vault.clone(), clock: clock.clone(), config: config.clone() };
     let cert_keeper = tokio::spawn(certs.clone().run(renewer));
+    let model_servers = tokio::spawn(state.llm.clone().run_health_checks(config.llm_health_interval));
 
     let ca_file = dir.join(CA_CERT);
     let mut ready = json!({
@@ -335,6 +336,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     broker.drain();
     server.shutdown().await;
     reaper.abort();
+    model_servers.abort();
     maintenance.abort();
     checkpoints.abort();
     space_watch.abort();

@@ -24,8 +24,10 @@ use crate::clock::SharedClock;
 use crate::store::{self, Store};
 use crate::vault::Vault;
 
-/// An upstream that could not be reached is skipped for this long.
+/// An upstream that could not be reached is tried last for this long.
 const DOWN_FOR: Duration = Duration::from_secs(10);
+/// A health probe that takes longer than this fails.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a model server may take to start answering, and then to send
 /// each next piece: a generation may run for many minutes, but a server
 /// silent this long is taken for gone.
@@ -131,8 +133,10 @@ pub struct Gateway {
     clock: SharedClock,
     /// Requests in flight per upstream (least busy first).
     busy: Mutex<HashMap<String, usize>>,
-    /// Upstreams that failed to answer, until when they are skipped.
+    /// Upstreams that failed to answer a request, until when they are tried last.
     down: Mutex<HashMap<String, Instant>>,
+    /// What the last health probe of each upstream found.
+    health: Mutex<HashMap<String, Health>>,
     /// One HTTP client per upstream, rebuilt when its settings change.
     clients: Mutex<HashMap<String, (crate::clock::Timestamp, reqwest::Client)>>,
     limiter: Arc<Limiter>,
@@ -140,6 +144,18 @@ pub struct Gateway {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What an upstream's last health probe found (for admins: never shown to
+/// gateway clients).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    pub healthy: bool,
+    #[serde(serialize_with = "crate::clock::as_rfc3339")]
+    pub checked_at: crate::clock::Timestamp,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// Counts a request against an upstream while it lives.
@@ -164,6 +180,7 @@ impl Gateway {
             clock,
             busy: Mutex::default(),
             down: Mutex::default(),
+            health: Mutex::default(),
             clients: Mutex::default(),
             limiter: Arc::default(),
         }
@@ -268,6 +285,79 @@ impl Gateway {
         let out = wire::write_vectors(client, &embed.model, vectors, prompt_tokens);
         let usage = Usage { prompt_tokens, completion_tokens: 0 };
         Ok((Answer::Whole(Bytes::from(out.to_string())), Some(usage)))
+    }
+
+    /// Probes every upstream at once (`GET /v1/models` or `/api/tags`): one
+    /// that fails is tried last until a probe finds it healthy again, so
+    /// requests stop going to a dead server before any has to fail over. A
+    /// probe that passes does not undo a request's failure: that one is
+    /// still tried last for [`DOWN_FOR`] (a server may list its models and
+    /// still fail to generate).
+    pub async fn check_upstreams(self: &Arc<Self>) {
+        let upstreams = match self.store.read(upstreams::list) {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the upstreams to check them");
+                return;
+            }
+        };
+        let mut probes = tokio::task::JoinSet::new();
+        for upstream in upstreams {
+            let gateway = self.clone();
+            probes.spawn(async move {
+                let problem = gateway.probe(&upstream).await.err();
+                (upstream.name, problem)
+            });
+        }
+        let known: Vec<String> = {
+            let mut found = Vec::new();
+            while let Some(Ok((name, problem))) = probes.join_next().await {
+                let was_healthy = lock(&self.health).get(&name).is_none_or(|h| h.healthy);
+                match &problem {
+                    Some(why) if was_healthy => {
+                        tracing::warn!(upstream = %name, problem = %why, "upstream failed its health check");
+                    }
+                    None if !was_healthy => tracing::info!(upstream = %name, "upstream is healthy again"),
+                    _ => {}
+                }
+                let health = Health { healthy: problem.is_none(), checked_at: self.clock.now(), problem };
+                lock(&self.health).insert(name.clone(), health);
+                found.push(name);
+            }
+            found
+        };
+        lock(&self.health).retain(|name, _| known.contains(name));
+    }
+
+    async fn probe(&self, upstream: &Upstream) -> Result<(), String> {
+        let path = match upstream.kind {
+            UpstreamKind::Openai => "/v1/models",
+            UpstreamKind::Ollama => "/api/tags",
+        };
+        let url = format!("{}{path}", upstream.url.trim_end_matches('/'));
+        let client = self.client(upstream).map_err(|e| e.to_string())?;
+        let request = upstreams::authorize(&self.vault, upstream, client.get(url)).map_err(|e| e.to_string())?;
+        match tokio::time::timeout(PROBE_TIMEOUT, request.send()).await {
+            Ok(Ok(response)) if response.status().is_success() => Ok(()),
+            Ok(Ok(response)) => Err(format!("{path} answered {}", response.status())),
+            Ok(Err(e)) => Err(format!("unreachable: {}", crate::tls::error_chain(&e))),
+            Err(_) => Err(format!("no answer in {} s", PROBE_TIMEOUT.as_secs())),
+        }
+    }
+
+    /// What the last probes found, by upstream name.
+    pub fn health(&self) -> HashMap<String, Health> {
+        lock(&self.health).clone()
+    }
+
+    /// Probes the upstreams every `interval`, until the task is dropped.
+    pub async fn run_health_checks(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.check_upstreams().await;
+        }
     }
 
     /// Ollama's `/api/show` for a model this key may call: asked of an
@@ -417,11 +507,12 @@ impl Gateway {
             return Err(GatewayError::ModelNotFound(model.to_owned()));
         }
         {
-            let (busy, down) = (lock(&self.busy), lock(&self.down));
+            let (busy, down, health) = (lock(&self.busy), lock(&self.down), lock(&self.health));
             let now = Instant::now();
             candidates.sort_by_key(|u| {
-                let is_down = down.get(&u.name).is_some_and(|until| *until > now);
-                (is_down, busy.get(&u.name).copied().unwrap_or(0))
+                let failed = down.get(&u.name).is_some_and(|until| *until > now);
+                let unhealthy = health.get(&u.name).is_some_and(|h| !h.healthy);
+                (failed || unhealthy, busy.get(&u.name).copied().unwrap_or(0))
             });
         }
         for upstream in candidates {

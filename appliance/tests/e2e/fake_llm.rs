@@ -51,6 +51,8 @@ pub struct Seen {
     pub import_calls: Vec<String>,
     /// The create requests Ollama accepted.
     pub created: Vec<Value>,
+    /// `GET /v1/models` calls (health probes), kept out of `paths`.
+    pub model_lists: usize,
 }
 
 pub struct FakeLlm {
@@ -87,7 +89,7 @@ impl FakeLlm {
             .layer(axum::extract::DefaultBodyLimit::disable())
             .route("/v1/embeddings", post(embeddings))
             .route("/api/embed", post(embeddings))
-            .route("/v1/models", get(|| async { axum::Json(json!({"object": "list", "data": []})) }))
+            .route("/v1/models", get(openai_models))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -119,6 +121,16 @@ impl FakeLlm {
 
     pub fn behave(&self, behaviour: Behaviour) {
         *self.behaviour.lock().unwrap() = behaviour;
+    }
+}
+
+/// vLLM's model list; fails as the behaviour says, like every route that
+/// needs the model runner.
+async fn openai_models(State(shared): State<Shared>) -> Response {
+    shared.seen.lock().unwrap().model_lists += 1;
+    match shared.behaviour.lock().unwrap().fail_with {
+        Some(status) => vllm_error(StatusCode::from_u16(status).unwrap()),
+        None => axum::Json(json!({"object": "list", "data": [{"id": "fake", "object": "model"}]})).into_response(),
     }
 }
 

@@ -657,3 +657,48 @@ async fn an_answer_may_take_longer_than_the_apis_request_timeout() {
         assert!(format!("{v}").contains("think"), "{v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_server_that_fails_its_health_check_gets_no_requests_until_it_passes_again() {
+    let a = Appliance::start_with(vec![("TETHER_LLM_HEALTH_INTERVAL", "1s")]);
+    let (sick, well) = (FakeLlm::start().await, FakeLlm::start().await);
+    sick.behave(Behaviour { fail_with: Some(500), ..Behaviour::default() });
+    // Upstreams are tried in name order when equally busy: the sick one first.
+    add_upstream(&a, "a-sick", &sick.url(), &["llama3"]).await;
+    add_upstream(&a, "b-well", &well.url(), &["llama3"]).await;
+    let health_of = |name: &'static str| {
+        let api = a.api();
+        async move {
+            let (_, list) = api.get("/api/v1/llm/upstreams").await;
+            list.as_array().unwrap().iter().find(|u| u["name"] == name).unwrap()["health"].clone()
+        }
+    };
+    eventually("the probe finds a-sick down", Duration::from_secs(10), || async {
+        health_of("a-sick").await["healthy"] == false
+    })
+    .await;
+    let sick_health = health_of("a-sick").await;
+    assert!(sick_health["problem"].as_str().unwrap().contains("/v1/models answered 500"), "{sick_health}");
+    assert_eq!(health_of("b-well").await["healthy"], true);
+    let listed = a.cli(&["llm", "upstream", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("DOWN (/v1/models answered 500"));
+
+    let (s, created) =
+        a.api().post("/api/v1/llm/keys", &json!({"owner": "admin", "enforcement": "unrestricted"})).await;
+    assert_eq!(s, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    let chat = json!({"model": "llama3", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..5 {
+        assert_eq!(call(&a, &key, &chat).await.0, 200);
+    }
+    assert!(sick.paths().is_empty(), "no request had to fail over from the sick server");
+    assert_eq!(well.paths().len(), 5);
+
+    sick.behave(Behaviour::default());
+    eventually("a-sick passes its probe again", Duration::from_secs(10), || async {
+        health_of("a-sick").await["healthy"] == true
+    })
+    .await;
+    assert_eq!(call(&a, &key, &chat).await.0, 200);
+    assert_eq!(sick.paths(), ["/v1/chat/completions"], "healthy again, it is chosen again");
+}

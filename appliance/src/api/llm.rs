@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use super::extract::{AnonymousOrigin, ApiJson, ApiQuery, Caller};
 use super::{ApiError, AppState};
 use crate::auth::{AuthError, Scope, users};
-use crate::llm::keys::{self, Enforcement, Limits, NewKey, VirtualKey};
+use crate::llm::keys::{self, Enforcement, KeyPolicy, Limits, NewKey, VirtualKey};
 use crate::llm::limits::Standing;
 use crate::llm::upstreams::{self, Upstream, UpstreamInfo, UpstreamKind};
 use crate::llm::usage::{self, UsageRow};
@@ -329,6 +329,9 @@ pub struct KeyBody {
     /// Limits for single models, beside the key's own: model → limits.
     #[serde(default)]
     model_limits: std::collections::BTreeMap<String, LimitsBody>,
+    /// Keep each call's prompt and answer, sealed; fixed for the key's life.
+    #[serde(default)]
+    log_prompts: bool,
     enforcement: Option<Enforcement>,
     ttl: Option<String>,
 }
@@ -362,6 +365,7 @@ pub struct KeyView {
     tpm: Option<u32>,
     max_parallel: Option<u32>,
     model_limits: std::collections::BTreeMap<String, LimitsBody>,
+    log_prompts: bool,
     enforcement: &'static str,
     #[serde(serialize_with = "crate::clock::as_rfc3339")]
     created_at: crate::clock::Timestamp,
@@ -379,7 +383,8 @@ impl From<VirtualKey> for KeyView {
             rpm: k.limits.rpm,
             tpm: k.limits.tpm,
             max_parallel: k.limits.max_parallel,
-            model_limits: k.model_limits.into_iter().map(|(m, l)| (m, l.into())).collect(),
+            model_limits: k.policy.model_limits.into_iter().map(|(m, l)| (m, l.into())).collect(),
+            log_prompts: k.policy.log_prompts,
             enforcement: k.enforcement.as_str(),
             created_at: k.created_at,
             expires_at: k.expires_at,
@@ -423,7 +428,10 @@ pub async fn create_key(
         owner,
         models: body.models,
         limits: Limits { rpm: body.rpm, tpm: body.tpm, max_parallel: body.max_parallel },
-        model_limits: body.model_limits.into_iter().map(|(m, l)| (m, l.into())).collect(),
+        policy: KeyPolicy {
+            model_limits: body.model_limits.into_iter().map(|(m, l)| (m, l.into())).collect(),
+            log_prompts: body.log_prompts,
+        },
         enforcement,
         expires_at: now.plus(ttl),
     };
@@ -592,4 +600,40 @@ pub async fn usage(
         _ => Some(caller.principal.clone()),
     };
     Ok(axum::Json(state.store.read(|tx| usage::report(tx, &from, &to, owner.as_deref()))?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptLogQuery {
+    /// One key's calls only.
+    key: Option<String>,
+    /// The newest this many (default 100, at most 1,000).
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/llm/prompt-log`: logged calls, opened; the reading is audited.
+pub async fn prompt_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<PromptLogQuery>,
+) -> Result<axum::Json<Vec<crate::llm::prompt_log::Entry>>, ApiError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let keys = state.vault.keys()?;
+    let key = query.key.clone();
+    let entries = state.store.read(|tx| Ok(crate::llm::prompt_log::read(tx, &keys, key.as_deref(), limit)))?.map_err(
+        |e| match e {
+            crate::llm::prompt_log::LogError::Vault(e) => ApiError::from(e),
+            crate::llm::prompt_log::LogError::Store(e) => ApiError::from(e),
+        },
+    )?;
+    let event = crate::audit::Event::new(
+        "llm.prompt_log_read",
+        "read",
+        crate::audit::Resource::new("llm_prompt_log", query.key.as_deref().unwrap_or("*")),
+    )
+    .detail("entries", entries.len())
+    .detail("ids", entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>().join(","));
+    let (now, origin) = (state.clock.now(), caller.origin);
+    state.store.write(move |tx| crate::audit::append(tx, now, &origin, event)).await?;
+    Ok(axum::Json(entries))
 }

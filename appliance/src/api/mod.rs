@@ -192,6 +192,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("DELETE", "/api/v1/llm/upstreams/{name}", P::LlmUpstreamManage), delete(llm::remove_upstream)),
         (spec("PUT", "/api/v1/llm/prompts/{level}", P::LlmPromptManage), put(llm::set_prompt)),
         (spec("GET", "/api/v1/llm/usage", P::LlmUsageRead), get(llm::usage)),
+        (spec("GET", "/api/v1/llm/prompt-log", P::LlmPromptLogRead), get(llm::prompt_log)),
         (spec("PUT", "/api/v1/llm/model-signing-key", P::LlmModelTrust), put(models::set_signing_key)),
         (spec("GET", "/api/v1/llm/models", P::LlmModelImport), get(models::list)),
         (spec("POST", MODEL_IMPORT_PATH, P::LlmModelImport), post(models::import)),

@@ -71,7 +71,7 @@ pub enum Role {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 28] = [
+    pub const ALL: [Permission; 29] = [
         Permission::Public,
         Permission::TaskCreate,
         Permission::TaskRead,
@@ -100,6 +100,7 @@ impl Permission {
         Permission::LlmUsageRead,
         Permission::LlmModelImport,
         Permission::LlmModelTrust,
+        Permission::LlmPromptLogRead,
     ];
 
     /// Actions drastic enough that a console session must have proved the
@@ -115,6 +116,7 @@ impl Permission {
                 | Permission::AuditSinkManage
                 | Permission::LlmPromptManage
                 | Permission::LlmModelTrust
+                | Permission::LlmPromptLogRead
         )
     }
 }
@@ -205,6 +207,8 @@ pub enum Permission {
     LlmModelImport,
     /// Set the site's model-signing key, which decides what may be imported.
     LlmModelTrust,
+    /// Open the prompt log: what people asked the models and what they answered.
+    LlmPromptLogRead,
 }
 
 /// How much of a resource a grant covers.
@@ -311,6 +315,11 @@ pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
         // Which models may enter the site is a policy: the officer's.
         (P::LlmModelTrust, R::SecurityOfficer) => Some(S::All),
         (P::LlmModelTrust, R::Admin | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
+
+        // People's prompts: for oversight, not for running the appliance;
+        // the officer's alone, since an admin may make auditors.
+        (P::LlmPromptLogRead, R::SecurityOfficer) => Some(S::All),
+        (P::LlmPromptLogRead, R::Admin | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
     }
 }
 
@@ -411,7 +420,8 @@ mod tests {
                 | Permission::LlmPromptManage
                 | Permission::LlmUsageRead
                 | Permission::LlmModelImport
-                | Permission::LlmModelTrust => {}
+                | Permission::LlmModelTrust
+                | Permission::LlmPromptLogRead => {}
             }
         }
         let distinct: std::collections::HashSet<_> = Permission::ALL.into_iter().collect();

@@ -1,6 +1,6 @@
 //! `tether llm key create|list|revoke`, `tether llm upstream set|list|remove`,
-//! `tether llm prompt set`: the LLM gateway's keys, model servers and
-//! enforcement prompts, over the API.
+//! `tether llm prompt set`, `tether llm prompt-log`: the LLM gateway's keys,
+//! model servers, enforcement prompts and prompt log, over the API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +23,16 @@ pub enum Command {
     /// The enforcement levels' system prompts (security officer).
     #[command(subcommand)]
     Prompt(PromptCommand),
+    /// Read the prompt log of keys made with --log-prompts (security officer;
+    /// the reading is audited).
+    PromptLog {
+        /// One key's calls only.
+        #[arg(long)]
+        key: Option<String>,
+        /// The newest this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -48,6 +58,10 @@ pub enum KeyCommand {
         /// `llama3:rpm=10,tpm=20000,max-parallel=1` (repeat for more models).
         #[arg(long = "model-limit", value_parser = parse_model_limit)]
         model_limits: Vec<(String, Value)>,
+        /// Keep each call's prompt and answer, sealed in the vault, for
+        /// security officers to read; fixed for the key's life.
+        #[arg(long)]
+        log_prompts: bool,
         /// unrestricted, standard (default) or design-first; fixed for the key's life.
         #[arg(long)]
         enforcement: Option<String>,
@@ -119,6 +133,17 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             println!("the {level} prompt is replaced; it applies to the next request");
             Ok(ExitCode::SUCCESS)
         }
+        Command::PromptLog { key, limit } => {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.append_pair("limit", &limit.to_string());
+            if let Some(key) = &key {
+                query.append_pair("key", key);
+            }
+            let entries =
+                client.call(Method::GET, &format!("/api/v1/llm/prompt-log?{}", query.finish()), None, &[]).await?;
+            super::print_json(&entries)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -146,11 +171,22 @@ fn parse_model_limit(s: &str) -> Result<(String, Value), String> {
 
 async fn key(client: &ApiClient, cmd: KeyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        KeyCommand::Create { owner, models, rpm, tpm, max_parallel, model_limits, enforcement, ttl, json } => {
+        KeyCommand::Create {
+            owner,
+            models,
+            rpm,
+            tpm,
+            max_parallel,
+            model_limits,
+            log_prompts,
+            enforcement,
+            ttl,
+            json,
+        } => {
             let model_limits: serde_json::Map<String, Value> = model_limits.into_iter().collect();
             let body = json!({
                 "owner": owner, "models": models, "rpm": rpm, "tpm": tpm, "max_parallel": max_parallel,
-                "model_limits": model_limits, "enforcement": enforcement, "ttl": ttl,
+                "model_limits": model_limits, "log_prompts": log_prompts, "enforcement": enforcement, "ttl": ttl,
             });
             let created = client.call(Method::POST, "/api/v1/llm/keys", Some(&body), &[]).await?;
             if json {

@@ -379,7 +379,8 @@ async fn refresh_seals_forever(broker: Broker, store: Store, vault: Arc<Vault>) 
 }
 
 /// One pass of [`refresh_seals_forever`]: tasks, secret values, the CA key,
-/// the audit signing key, people's TOTP secrets, model servers' credentials.
+/// the audit signing key, people's TOTP secrets, model servers' credentials,
+/// the prompt log.
 async fn refresh_seals(broker: &Broker, store: &Store, vault: &Vault) -> anyhow::Result<usize> {
     let (mut moved, mut after) = (0, None);
     loop {
@@ -398,7 +399,8 @@ async fn refresh_seals(broker: &Broker, store: &Store, vault: &Vault) -> anyhow:
             let audit_key = usize::from(crate::audit::signing::refresh_key(tx, &keys)?);
             let totp = auth::users::refresh_seals(tx, &keys)?;
             let upstreams = crate::llm::upstreams::refresh_seals(tx, &keys)?;
-            Ok::<_, vault::Error>(values + ca + audit_key + totp + upstreams)
+            let prompts = crate::llm::prompt_log::refresh_seals(tx, &keys)?;
+            Ok::<_, vault::Error>(values + ca + audit_key + totp + upstreams + prompts)
         })
         .await?;
     Ok(moved)

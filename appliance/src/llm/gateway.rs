@@ -17,7 +17,7 @@ use super::limits::{self, Admission, Limiter, Refusal, Standing};
 use super::prompts;
 use super::upstreams::{self, Upstream, UpstreamKind};
 use super::wire::{self, Piece, Protocol, Shape, Usage};
-use super::{design_first, usage};
+use super::{design_first, prompt_log, usage};
 use crate::audit::{self, Actor, ActorKind, Event, Origin, Outcome, Resource};
 use crate::auth::AuthError;
 use crate::clock::SharedClock;
@@ -229,6 +229,8 @@ impl Gateway {
             origin: origin.clone(),
             started: Instant::now(),
             streaming: false,
+            route: operation.route(client),
+            logged_request: None,
         };
         let forwarded = match operation {
             Operation::Chat => self.forward_text(key, client, Shape::Chat, body, &mut record).await,
@@ -243,8 +245,12 @@ impl Gateway {
                 // a whole answer's record here, a stream's by its relay when
                 // it ends. Calls are refused while the log cannot be written.
                 if let Some(usage) = usage {
+                    let answer = match &answer {
+                        Answer::Whole(bytes) if record.logged_request.is_some() => Some(bytes.clone()),
+                        _ => None,
+                    };
                     tokio::spawn(async move {
-                        if let Err(e) = record.write(200, usage).await {
+                        if let Err(e) = record.write(200, usage, answer.as_deref()).await {
                             tracing::error!(error = %e, "the audit record of a model call could not be written");
                         }
                     });
@@ -252,7 +258,7 @@ impl Gateway {
                 Ok(Reply { answer, standing })
             }
             Err(e) => {
-                record.write(e.status(), Usage::default()).await?;
+                record.write(e.status(), Usage::default(), None).await?;
                 Err(e)
             }
         }
@@ -267,6 +273,7 @@ impl Gateway {
         record: &mut Record,
     ) -> Result<(Answer, Option<Usage>), GatewayError> {
         let embed = wire::read_embed(&body).map_err(GatewayError::BadRequest)?;
+        record.log_request(key, &body);
         if !key.allows_model(&embed.model) {
             return Err(GatewayError::ModelNotAllowed(embed.model));
         }
@@ -433,6 +440,7 @@ impl Gateway {
         let prompt = self.store.read(|tx| prompts::get(tx, key.enforcement))?;
         place_system_prompt(&mut body, client, shape, prompt.as_deref());
         let chat = wire::read_chat(client, shape, &body).map_err(GatewayError::BadRequest)?;
+        record.log_request(key, &body);
         if !key.allows_model(&chat.model) {
             return Err(GatewayError::ModelNotAllowed(chat.model));
         }
@@ -635,6 +643,8 @@ async fn relay(
     let mut reader = wire::StreamReader::new(plan.shape);
     let mut usage = Usage::default();
     let mut status = 200;
+    // What the client received, for a key that logs prompts.
+    let mut sent: Option<Vec<u8>> = record.logged_request.as_ref().map(|_| Vec::new());
     'relay: loop {
         let chunk = match next_chunk(&mut response).await {
             Ok(Some(chunk)) => chunk,
@@ -676,6 +686,9 @@ async fn relay(
                 }
                 out
             };
+            if let Some(sent) = sent.as_mut().filter(|s| s.len() < prompt_log::MAX_LOGGED_BYTES) {
+                sent.extend_from_slice(&out);
+            }
             if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
                 status = 499; // the client went away: the upstream call is dropped below
                 break 'relay;
@@ -683,7 +696,7 @@ async fn relay(
         }
     }
     drop(response);
-    if let Err(e) = record.write(status, usage).await {
+    if let Err(e) = record.write(status, usage, sent.as_deref()).await {
         tracing::error!(error = %e, "the audit record of a streamed request could not be written");
     }
 }
@@ -760,14 +773,43 @@ struct Record {
     origin: Origin,
     started: Instant,
     streaming: bool,
+    /// The route the client called.
+    route: &'static str,
+    /// For keys that log prompts: the request as forwarded.
+    logged_request: Option<Arc<Vec<u8>>>,
 }
 
 impl Record {
-    async fn write(&self, status: u16, usage: Usage) -> Result<(), store::Error> {
+    /// Keeps the request for the prompt log, if the key logs prompts.
+    fn log_request(&mut self, key: &VirtualKey, body: &Value) {
+        if key.policy.log_prompts {
+            self.logged_request = Some(Arc::new(body.to_string().into_bytes()));
+        }
+    }
+
+    /// Writes the call's audit record and counts its usage; with `answer`
+    /// (the key logs prompts and the call was served), the sealed call too.
+    async fn write(&self, status: u16, usage: Usage, answer: Option<&[u8]>) -> Result<(), GatewayError> {
         if let Some(admission) = &self.admission {
             admission.settle(usage.prompt_tokens + usage.completion_tokens);
         }
         let now = self.gateway.clock.now();
+        let logged = match (&self.logged_request, answer) {
+            (Some(request), Some(answer)) if status == 200 => Some(prompt_log::seal(
+                &self.gateway.vault,
+                now,
+                prompt_log::Call {
+                    key_id: &self.key.id,
+                    owner: &self.key.owner,
+                    model: &self.model,
+                    route: self.route,
+                    status,
+                    request,
+                    answer,
+                },
+            )?),
+            _ => None,
+        };
         let origin = Origin {
             actor: Actor { kind: ActorKind::User, id: self.key.owner.clone(), roles: vec!["llm_key".into()] },
             ..self.origin.clone()
@@ -787,12 +829,17 @@ impl Record {
         self.gateway
             .store
             .write(move |tx| {
+                let event = match logged {
+                    Some(sealed) => event.detail("prompt_log", prompt_log::put(tx, sealed)?),
+                    None => event,
+                };
                 audit::append(tx, now, &origin, event)?;
                 let request =
                     usage::Request { owner: &owner, key_id: &key_id, model: &model, answered: status == 200, usage };
                 usage::count(tx, now, request)
             })
-            .await
+            .await?;
+        Ok(())
     }
 }
 

@@ -19,8 +19,17 @@ const PREFIX: &str = "tvk_";
 const KEYS: Collection<VirtualKey> = Collection::new("llm_keys");
 /// Public id → the key in [`KEYS`].
 const KEY_IDS: Collection<[u8; 32]> = Collection::new("llm_key_ids");
-/// Public id → the key's limits per model (only for keys that have some).
-const MODEL_LIMITS: Collection<Vec<(String, Limits)>> = Collection::new("llm_key_model_limits");
+/// Public id → what else the key is bound to (only for keys with any).
+const POLICIES: Collection<KeyPolicy> = Collection::new("llm_key_policies");
+
+/// What a key is bound to beyond its own limits, fixed for its life.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPolicy {
+    /// Limits for single models, beside the key's own.
+    pub model_limits: Vec<(String, Limits)>,
+    /// Keep each call's prompt and answer, sealed in the vault (`prompt_log`).
+    pub log_prompts: bool,
+}
 
 /// How much a key may use. `None`: no limit of that kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,10 +85,9 @@ pub struct VirtualKey {
     /// The models the key may call; empty: any model an upstream serves.
     pub models: Vec<String>,
     pub limits: Limits,
-    /// Limits for single models, beside the key's own. Kept in their own
-    /// collection ([`MODEL_LIMITS`]) and filled in when the key is read.
+    /// Kept in its own collection ([`POLICIES`]) and filled in when the key is read.
     #[serde(skip)]
-    pub model_limits: Vec<(String, Limits)>,
+    pub policy: KeyPolicy,
     pub enforcement: Enforcement,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
@@ -87,8 +95,8 @@ pub struct VirtualKey {
 }
 
 impl VirtualKey {
-    fn with_model_limits(mut self, tx: &ReadTx) -> Result<VirtualKey, store::Error> {
-        self.model_limits = tx.get(MODEL_LIMITS, self.id.as_bytes())?.unwrap_or_default();
+    fn with_policy(mut self, tx: &ReadTx) -> Result<VirtualKey, store::Error> {
+        self.policy = tx.get(POLICIES, self.id.as_bytes())?.unwrap_or_default();
         Ok(self)
     }
 
@@ -103,7 +111,7 @@ pub struct NewKey {
     pub owner: String,
     pub models: Vec<String>,
     pub limits: Limits,
-    pub model_limits: Vec<(String, Limits)>,
+    pub policy: KeyPolicy,
     pub enforcement: Enforcement,
     pub expires_at: Timestamp,
 }
@@ -131,7 +139,7 @@ pub fn issue(
         owner: new.owner,
         models: new.models,
         limits: new.limits,
-        model_limits: new.model_limits,
+        policy: new.policy,
         enforcement: new.enforcement,
         created_at: now,
         expires_at: new.expires_at,
@@ -139,14 +147,15 @@ pub fn issue(
     };
     tx.put(KEYS, &hash, &key)?;
     tx.put(KEY_IDS, key.id.as_bytes(), &hash)?;
-    if !key.model_limits.is_empty() {
-        tx.put(MODEL_LIMITS, key.id.as_bytes(), &key.model_limits)?;
+    if key.policy != KeyPolicy::default() {
+        tx.put(POLICIES, key.id.as_bytes(), &key.policy)?;
     }
     let event = Event::new("llm.key_created", "create", Resource::new("llm_key", &key.id))
         .detail("owner", &key.owner)
         .detail("models", key.models.join(","))
         .detail("enforcement", key.enforcement.as_str())
-        .detail("limited_models", key.model_limits.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>().join(","))
+        .detail("limited_models", key.policy.model_limits.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>().join(","))
+        .detail("log_prompts", key.policy.log_prompts)
         .detail("expires_at", key.expires_at);
     audit::append(tx, now, origin, event)?;
     Ok((key, secret))
@@ -167,7 +176,7 @@ pub fn authenticate(
     if key.expires_at <= now {
         return Ok(Err(AuthError::Expired));
     }
-    Ok(Ok(key.with_model_limits(tx)?))
+    Ok(Ok(key.with_policy(tx)?))
 }
 
 /// Keys, newest first; only `owner`'s when given.
@@ -180,7 +189,7 @@ pub fn list(tx: &ReadTx, owner: Option<&str>) -> Result<Vec<VirtualKey>, store::
         Ok(true)
     })?;
     keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
-    keys.into_iter().map(|k| k.with_model_limits(tx)).collect()
+    keys.into_iter().map(|k| k.with_policy(tx)).collect()
 }
 
 /// Revokes a key at once; `owner`, when given, must own it.
@@ -198,7 +207,7 @@ pub fn revoke(
     }
     tx.delete(KEYS, &hash)?;
     tx.delete(KEY_IDS, id.as_bytes())?;
-    tx.delete(MODEL_LIMITS, id.as_bytes())?;
+    tx.delete(POLICIES, id.as_bytes())?;
     let event = Event::new("llm.key_revoked", "revoke", Resource::new("llm_key", &key.id)).detail("owner", &key.owner);
     audit::append(tx, now, origin, event)?;
     Ok(key)

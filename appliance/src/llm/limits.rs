@@ -149,7 +149,7 @@ impl Limiter {
     ) -> Result<Admission, Refusal> {
         // The key's window, then the model's if the key limits it.
         let mut scopes = vec![(key.id.clone(), key.limits)];
-        if let Some(limits) = key.model_limits.iter().find(|(m, _)| m == model).map(|(_, l)| *l) {
+        if let Some(limits) = key.policy.model_limits.iter().find(|(m, _)| m == model).map(|(_, l)| *l) {
             scopes.push((format!("{}\u{0}{model}", key.id), limits));
         }
         for (_, limits) in &scopes {
@@ -232,7 +232,7 @@ mod tests {
             owner: "o".into(),
             models: vec![],
             limits,
-            model_limits: Vec::new(),
+            policy: Default::default(),
             enforcement: Enforcement::Unrestricted,
             created_at: Timestamp::from_millis(0),
             expires_at: Timestamp::from_millis(u64::MAX),
@@ -286,7 +286,7 @@ mod tests {
     fn a_models_own_limit_holds_beside_the_keys() {
         let limiter = Arc::new(Limiter::default());
         let mut k = key(Limits { rpm: Some(10), ..Limits::default() });
-        k.model_limits = vec![("big".into(), Limits { rpm: Some(2), ..Limits::default() })];
+        k.policy.model_limits = vec![("big".into(), Limits { rpm: Some(2), ..Limits::default() })];
         let now = Instant::now();
         for _ in 0..2 {
             limiter.admit(&k, "big", 1, now).unwrap();

@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod keys;
 pub mod limits;
 pub mod models;
+pub mod prompt_log;
 pub mod prompts;
 pub mod upstreams;
 pub mod usage;

@@ -702,3 +702,78 @@ async fn a_model_server_that_fails_its_health_check_gets_no_requests_until_it_pa
     assert_eq!(call(&a, &key, &chat).await.0, 200);
     assert_eq!(sick.paths(), ["/v1/chat/completions"], "healthy again, it is chosen again");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_that_logs_prompts_keeps_them_sealed_for_security_officers_only() {
+    let mut a = Appliance::start_logging(vec![]);
+    let upstream = FakeLlm::start().await;
+    add_upstream(&a, "vllm", &upstream.url(), &["llama3"]).await;
+    let key_with = |log: bool| {
+        let api = a.api();
+        async move {
+            let body = json!({"owner": "admin", "enforcement": "unrestricted", "log_prompts": log});
+            let (s, created) = api.post("/api/v1/llm/keys", &body).await;
+            assert_eq!((s, created["log_prompts"].as_bool()), (201, Some(log)), "{created}");
+            (created["key"].as_str().unwrap().to_owned(), created["id"].as_str().unwrap().to_owned())
+        }
+    };
+    let ((logged, logged_id), (plain, _)) = (key_with(true).await, key_with(false).await);
+    let chat = |text: &str, stream: bool| json!({"model": "llama3", "stream": stream, "messages": [{"role": "user", "content": text}]});
+    let secret_plan = "the secret plan for tuesday";
+    assert_eq!(call(&a, &logged, &chat(secret_plan, false)).await.0, 200);
+    assert_eq!(call(&a, &logged, &chat("the launch codes are blue", true)).await.0, 200);
+    assert_eq!(call(&a, &plain, &chat("nothing worth keeping", false)).await.0, 200);
+
+    // An officer reads it (a bearer token of the role); an admin may not.
+    let officer = a.api().with_token(Some(&a.officer_token().await));
+    let (s, v) = a.api().get("/api/v1/llm/prompt-log").await;
+    assert_eq!(s, 403, "{v}");
+    let (s, auditor) = a.api().post("/api/v1/tokens", &json!({"role": "auditor"})).await;
+    assert_eq!(s, 201, "{auditor}");
+    let (s, v) = a.api().with_token(auditor["token"].as_str()).get("/api/v1/llm/prompt-log").await;
+    assert_eq!(s, 403, "an admin may make auditors, so auditors may not read prompts: {v}");
+    eventually("both logged calls are in the prompt log", Duration::from_secs(10), || {
+        let officer = officer.clone();
+        async move { officer.get("/api/v1/llm/prompt-log").await.1.as_array().is_some_and(|e| e.len() == 2) }
+    })
+    .await;
+    let entries = officer.get("/api/v1/llm/prompt-log").await.1;
+    let entries = entries.as_array().unwrap().clone();
+    assert!(entries.iter().all(|e| e["key_id"] == logged_id.as_str() && e["route"] == "/v1/chat/completions"));
+    let (newest, oldest) = (&entries[0], &entries[1]);
+    assert!(oldest["request"].as_str().unwrap().contains(secret_plan), "{oldest}");
+    assert!(oldest["answer"].as_str().unwrap().contains(&format!("echo: {secret_plan}")), "{oldest}");
+    let streamed = newest["answer"].as_str().unwrap();
+    assert!(streamed.starts_with("data: ") && streamed.contains(" codes") && streamed.contains("[DONE]"), "{newest}");
+    assert_eq!(
+        officer.get(&format!("/api/v1/llm/prompt-log?key={logged_id}&limit=1")).await.1.as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // The audit records name the entries, never their text; the reading is audited.
+    let records = a.api().audit_log().await;
+    let calls = llm_requests(&records);
+    let ids: Vec<&str> = calls.iter().filter_map(|r| r["metadata"]["details"]["prompt_log"].as_str()).collect();
+    let mut expected: Vec<&str> = entries.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    expected.sort();
+    let mut ids_sorted = ids.clone();
+    ids_sorted.sort();
+    assert_eq!(ids_sorted, expected, "exactly the logging key's calls");
+    let reads: Vec<&Value> = records.iter().filter(|r| r["event_type"] == "llm.prompt_log_read").collect();
+    assert!(reads.len() >= 2, "every reading, the polls included");
+    assert!(reads.iter().all(|r| r["actor"]["roles"] == json!(["security_officer"])), "{reads:?}");
+    let last = &reads[reads.len() - 1]["metadata"]["details"];
+    assert_eq!((last["entries"].as_str(), last["ids"].as_str()), (Some("1"), entries[0]["id"].as_str()), "{last}");
+    let text = serde_json::to_string(&records).unwrap();
+    assert!(!text.contains("secret plan") && !text.contains("launch codes"), "no prompt text in the audit log");
+
+    // On disk and in the logs: only sealed.
+    assert!(a.stop().success());
+    let mut places = crate::vault::files_under(&a.data_dir());
+    places.push(("the logs".into(), a.logs()));
+    for (name, bytes) in &places {
+        for canary in [secret_plan, "launch codes", "nothing worth keeping"] {
+            assert!(!crate::vault::find(bytes, canary.as_bytes()), "{canary:?} in the clear in {name}");
+        }
+    }
+}

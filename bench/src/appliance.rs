@@ -169,17 +169,16 @@ pub struct Api {
 
 impl Api {
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let resp = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(body).send().await?;
-        let status = resp.status();
-        let v: Value = resp.json().await?;
-        if !status.is_success() {
-            bail!("{path}: HTTP {status}: {v}");
-        }
-        Ok(v)
+        self.send(reqwest::Method::POST, path, body).await
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let resp = self.http.put(format!("{}{path}", self.base)).bearer_auth(&self.token).json(body).send().await?;
+        self.send(reqwest::Method::PUT, path, body).await
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.http.request(method, url).bearer_auth(&self.token).json(body).send().await?;
         let status = resp.status();
         let v: Value = resp.json().await?;
         if !status.is_success() {

@@ -607,7 +607,7 @@ pub async fn usage(
 pub struct PromptLogQuery {
     /// One key's calls only.
     key: Option<String>,
-    /// The newest this many (default 100, at most 1,000).
+    /// The newest this many (default 20, at most 100: each may be megabytes).
     limit: Option<usize>,
 }
 
@@ -617,7 +617,7 @@ pub async fn prompt_log(
     caller: Caller,
     ApiQuery(query): ApiQuery<PromptLogQuery>,
 ) -> Result<axum::Json<Vec<crate::llm::prompt_log::Entry>>, ApiError> {
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = query.limit.unwrap_or(20).clamp(1, 100);
     let keys = state.vault.keys()?;
     let key = query.key.clone();
     let entries = state.store.read(|tx| Ok(crate::llm::prompt_log::read(tx, &keys, key.as_deref(), limit)))?.map_err(

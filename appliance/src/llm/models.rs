@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::bundle::{self, BundleError, FileEntry, ModelFormat, Verified};
+use super::bundle::{self, BundleError, FileEntry, Manifest, Verified};
 use super::upstreams::{self, Upstream, UpstreamKind};
 use crate::audit::{self, Event, Origin, Resource};
 use crate::clock::{SharedClock, Timestamp};
@@ -36,6 +36,8 @@ const MODELS: Collection<ImportedModel> = Collection::new("llm_models");
 const STAGING_DIR: &str = "model-imports";
 /// Ollama answers a create only when the model is built; a big model takes a while.
 const CREATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+/// Whether the model server already has a blob: a quick question.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The site's model-signing key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,12 +57,8 @@ pub enum Destination {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportedModel {
-    pub name: String,
-    pub format: ModelFormat,
-    pub license: String,
-    pub origin: String,
-    pub packed_at: String,
-    pub files: Vec<FileEntry>,
+    /// What the bundle's signed manifest says.
+    pub manifest: Manifest,
     /// The key that signed the bundle.
     pub key_id: String,
     pub destination: Destination,
@@ -95,14 +93,15 @@ impl From<&ImportedModel> for ModelInfo {
             Destination::Ollama { upstream } => ("ollama", Some(upstream.clone()), None),
             Destination::VllmDir { path } => ("vllm-dir", None, Some(path.display().to_string())),
         };
+        let manifest = &m.manifest;
         ModelInfo {
-            name: m.name.clone(),
-            format: m.format.as_str().into(),
-            license: m.license.clone(),
-            origin: m.origin.clone(),
-            packed_at: m.packed_at.clone(),
-            bytes: m.files.iter().map(|f| f.size).sum(),
-            files: m.files.clone(),
+            name: manifest.name.clone(),
+            format: manifest.format.as_str().into(),
+            license: manifest.license.clone(),
+            origin: manifest.origin.clone(),
+            packed_at: manifest.packed_at.clone(),
+            bytes: manifest.total_bytes(),
+            files: manifest.files.clone(),
             key_id: m.key_id.clone(),
             into: into.into(),
             upstream,
@@ -188,19 +187,20 @@ pub fn list(tx: &ReadTx) -> Result<Vec<ImportedModel>, store::Error> {
 }
 
 fn record(tx: &mut WriteTx<'_>, origin: &Origin, model: &ImportedModel) -> Result<(), ImportError> {
-    if tx.get(MODELS, model.name.as_bytes())?.is_some() {
-        return Err(ImportError::Exists(model.name.clone()));
+    let name = &model.manifest.name;
+    if tx.get(MODELS, name.as_bytes())?.is_some() {
+        return Err(ImportError::Exists(name.clone()));
     }
-    tx.put(MODELS, model.name.as_bytes(), model)?;
+    tx.put(MODELS, name.as_bytes(), model)?;
     let info = ModelInfo::from(model);
-    let event = Event::new("llm.model_imported", "create", Resource::new("llm_model", &model.name))
+    let event = Event::new("llm.model_imported", "create", Resource::new("llm_model", name))
         .detail("format", &info.format)
         .detail("bytes", info.bytes)
         .detail("key_id", &model.key_id)
         .detail("into", &info.into)
         .detail("upstream", info.upstream.unwrap_or_default())
-        .detail("license", &model.license)
-        .detail("origin", &model.origin);
+        .detail("license", &info.license)
+        .detail("origin", &info.origin);
     audit::append(tx, model.imported_at, origin, event)?;
     Ok(())
 }
@@ -357,12 +357,7 @@ impl Imports {
             }
         };
         let model = ImportedModel {
-            name,
-            format: verified.manifest.format,
-            license: verified.manifest.license,
-            origin: verified.manifest.origin,
-            packed_at: verified.manifest.packed_at,
-            files: verified.manifest.files,
+            manifest: verified.manifest,
             key_id: verified.key_id,
             destination,
             imported_at: self.clock.now(),
@@ -388,10 +383,11 @@ impl Imports {
         for section in &verified.sections {
             let digest = format!("sha256:{}", section.entry.sha256);
             let blob = format!("{base}/api/blobs/{digest}");
-            let have = authorized(client.head(&blob))?.send().await.map_err(unreachable)?;
+            let have = authorized(client.head(&blob))?.timeout(PROBE_TIMEOUT).send().await.map_err(unreachable)?;
             if !have.status().is_success() {
                 let reader = bundle::open_section(bundle_path, section).map_err(|e| ImportError::Io(e.to_string()))?;
                 let response = authorized(client.post(&blob))?
+                    .timeout(upload_time(section.entry.size))
                     .header(reqwest::header::CONTENT_LENGTH, section.entry.size)
                     .body(upload_body(reader, |_| {}))
                     .send()
@@ -424,6 +420,13 @@ impl Imports {
             _ => Err(ImportError::ModelServer(format!("create answered {status}"))),
         }
     }
+}
+
+/// How long a blob of `bytes` may take to reach the model server: a minute,
+/// and then 10 MB/s (a LAN does ten times that), so that a stalled server
+/// cannot hold the import (and the next) forever.
+fn upload_time(bytes: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(60 + bytes / 10_000_000)
 }
 
 /// What a model server said when it refused, cut short.

@@ -5,9 +5,9 @@
 #   --tasks N (5000)  --samples N (1000)  --idle N (5000)  --create-secs S (5)
 #   --only a,b,c,d,e,f,g,h  --rounds N (3, for e and f)  --handshakes N (3000, for f)
 #   --llm-secs S (3)  --ttft-samples N (300)  --litellm-venv DIR (for h)
-# With --baseline-rev REV (e.g. 631d0a7, the last commit before the vault) it
-# also builds that revision in a scratch worktree and measures (e): the
-# lifecycle with encryption at rest against the same lifecycle without.
+# With --baseline-rev REV it also builds that revision in a scratch worktree
+# and measures (e): this build's lifecycle against that revision's (with
+# 631d0a7, the last commit before the vault, the cost of encryption at rest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v redis-server >/dev/null; then

@@ -9,9 +9,9 @@
 //! - (c) create throughput with 64 concurrent clients, against the rate of
 //!   single-insert durable redb commits (what one fsync per request would allow);
 //! - (d) the appliance's memory per idle parked mTLS long-poll;
-//! - (e) with `--baseline PATH` (a build from before the vault): the cost of
-//!   encryption at rest, as lifecycle throughput of this build against the
-//!   baseline, alternating runs of each;
+//! - (e) with `--baseline PATH` (another build): lifecycle throughput of this
+//!   build against the baseline, alternating runs of each — against a build
+//!   from before the vault, the cost of encryption at rest;
 //! - (f) server CPU per new mTLS connection to the worker gateway, against a
 //!   bare rustls mTLS server on the same certificates (`handshakes.rs`);
 //! - (g) a reconnect storm: 5,000 enrolled workers open new mTLS connections
@@ -220,28 +220,33 @@ async fn run() -> anyhow::Result<()> {
     }
 
     if let Some(baseline) = args.baseline.as_ref().filter(|_| args.wants("e")) {
-        if appliance::has_vault(baseline)? || !appliance::has_vault(&args.tether)? {
-            bail!("(e) compares a build with the vault (--tether) against one without (--baseline)");
-        }
+        // Against a build without the vault this is the cost of encryption
+        // at rest (goal ≥ 0.9×); against any other, what the changes since cost.
+        let encryption = !appliance::has_vault(baseline)? && appliance::has_vault(&args.tether)?;
+        let (measure, goal) = if encryption {
+            ("with encryption at rest, against without", "≥ 0.9×")
+        } else {
+            ("of this build, against the baseline build", "—")
+        };
         for in_flight in [1, 16] {
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
             for round in 0..args.rounds {
-                eprintln!("(e) round {round}: lifecycle with and without encryption, {in_flight} in flight…");
-                let (app, api) = fresh_of(&args.tether, &format!("e{in_flight}-{round}-vault"))?;
+                eprintln!("(e) round {round}: lifecycle {measure}, {in_flight} in flight…");
+                let (app, api) = fresh_of(&args.tether, &format!("e{in_flight}-{round}-this"))?;
                 ours.push(lifecycle(&app, &api, args.tasks, in_flight).await?);
                 drop(app);
-                let (app, api) = fresh_of(baseline, &format!("e{in_flight}-{round}-plain"))?;
+                let (app, api) = fresh_of(baseline, &format!("e{in_flight}-{round}-baseline"))?;
                 theirs.push(lifecycle(&app, &api, args.tasks, in_flight).await?);
             }
             let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| a / b).collect();
             let (m_ours, m_theirs, m_ratio) = (median(&ours), median(&theirs), median(&ratios));
             rows.push(format!(
-                "| (e) lifecycle tasks/s with encryption at rest ({in_flight} in flight) | {m_ours:.0} | without {m_theirs:.0} | {m_ratio:.2}× ({}) | ≥ 0.9× |",
+                "| (e) lifecycle tasks/s {measure} ({in_flight} in flight) | {m_ours:.0} | {m_theirs:.0} | {m_ratio:.2}× ({}) | {goal} |",
                 ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
             ));
             report.insert(
-                format!("e_encryption_in_flight_{in_flight}"),
-                json!({"with": ours, "without": theirs, "ratios": ratios}),
+                format!("e_against_baseline_in_flight_{in_flight}"),
+                json!({"this": ours, "baseline": theirs, "ratios": ratios, "encryption_only": encryption}),
             );
         }
     }

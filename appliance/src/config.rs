@@ -130,6 +130,8 @@ pub struct RawConfig {
     pub vllm_model_dir: Option<String>,
     /// How often the LLM gateway probes its model servers.
     pub llm_health_interval: Option<String>,
+    /// Prompt log entries older than this are deleted.
+    pub llm_prompt_log_retention: Option<String>,
 }
 
 /// `[sso]`: the site's OpenID provider (Keycloak, Authentik, ...).
@@ -271,6 +273,7 @@ pub struct Config {
     pub sso: Option<SsoSettings>,
     pub vllm_model_dir: Option<PathBuf>,
     pub llm_health_interval: Duration,
+    pub llm_prompt_log_retention: Duration,
 }
 
 /// Protection for the listeners.
@@ -336,6 +339,7 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_AUDIT_ARCHIVE_DIR", Field::Text(|c| &mut c.audit_archive_dir)),
     ("TETHER_VLLM_MODEL_DIR", Field::Text(|c| &mut c.vllm_model_dir)),
     ("TETHER_LLM_HEALTH_INTERVAL", Field::Text(|c| &mut c.llm_health_interval)),
+    ("TETHER_LLM_PROMPT_LOG_RETENTION", Field::Text(|c| &mut c.llm_prompt_log_retention)),
     ("TETHER_AUDIT_SINK_DOWN_ALERT", Field::Text(|c| &mut c.audit_sink_down_alert)),
     ("TETHER_MFA_REQUIRED_ROLES", Field::Text(|c| &mut c.mfa_required_roles)),
 ];
@@ -509,6 +513,16 @@ impl RawConfig {
             sso: self.sso.map(RawSso::validate).transpose()?,
             llm_health_interval: match dur("llm_health_interval", self.llm_health_interval, Duration::from_secs(10))? {
                 d if d < Duration::from_secs(1) => return Err(invalid("llm_health_interval", "must be at least 1s")),
+                d => d,
+            },
+            llm_prompt_log_retention: match dur(
+                "llm_prompt_log_retention",
+                self.llm_prompt_log_retention,
+                Duration::from_secs(30 * 86400),
+            )? {
+                d if d < Duration::from_secs(1) => {
+                    return Err(invalid("llm_prompt_log_retention", "must be at least 1s"));
+                }
                 d => d,
             },
             vllm_model_dir: match self.vllm_model_dir.map(PathBuf::from) {

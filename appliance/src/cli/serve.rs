@@ -300,6 +300,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let renewer = Renewer { store: store.clone(), vault: vault.clone(), clock: clock.clone(), config: config.clone() };
     let cert_keeper = tokio::spawn(certs.clone().run(renewer));
     let model_servers = tokio::spawn(state.llm.clone().run_health_checks(config.llm_health_interval));
+    let prompt_log = tokio::spawn(crate::llm::prompt_log::run_retention(
+        store.clone(),
+        clock.clone(),
+        config.llm_prompt_log_retention,
+    ));
 
     let ca_file = dir.join(CA_CERT);
     let mut ready = json!({
@@ -337,6 +342,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     server.shutdown().await;
     reaper.abort();
     model_servers.abort();
+    prompt_log.abort();
     maintenance.abort();
     checkpoints.abort();
     space_watch.abort();

@@ -4,6 +4,7 @@
 //! disk, in the audit record or in a log line. The call's audit record
 //! names the entry. Reading it is a security officer's re-authenticated
 //! act (an admin may make auditors, so not theirs), audited with what was read.
+//! Entries older than `llm_prompt_log_retention` (30 days) are deleted.
 
 use serde::{Deserialize, Serialize};
 
@@ -150,10 +151,113 @@ pub fn refresh_seals(tx: &mut WriteTx<'_>, keys: &Keys) -> Result<usize, vault::
     Ok(moved)
 }
 
+/// At most this many entries go in one pruning write.
+const PRUNE_BATCH: usize = 1000;
+
+/// Deletes entries logged before `before` (oldest first, at most a batch),
+/// with one audit record saying how many; returns how many went.
+pub fn prune(tx: &mut WriteTx<'_>, now: Timestamp, before: Timestamp) -> Result<usize, store::Error> {
+    let mut old = Vec::new();
+    tx.scan(LOG, None, Order::Ascending, |id, call: LoggedCall| {
+        // Ids are UUIDv7, so the scan runs in logging order.
+        if call.at >= before {
+            return Ok(false);
+        }
+        old.push(id.to_vec());
+        Ok(old.len() < PRUNE_BATCH)
+    })?;
+    for id in &old {
+        tx.delete(LOG, id)?;
+    }
+    if !old.is_empty() {
+        let event = crate::audit::Event::new(
+            "llm.prompt_log_pruned",
+            "delete",
+            crate::audit::Resource::new("llm_prompt_log", "*"),
+        )
+        .detail("entries", old.len())
+        .detail("before", before);
+        crate::audit::append(tx, now, &crate::audit::Origin::system(), event)?;
+    }
+    Ok(old.len())
+}
+
+/// Prunes what ages past `retention`, for as long as the appliance runs.
+pub async fn run_retention(
+    store: crate::store::Store,
+    clock: crate::clock::SharedClock,
+    retention: std::time::Duration,
+) {
+    let every = (retention / 4).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(3600));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = clock.now();
+        let before = Timestamp::from_millis(
+            now.as_millis().saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX)),
+        );
+        loop {
+            match store.write(move |tx| prune(tx, now, before)).await {
+                Ok(n) if n == PRUNE_BATCH => continue,
+                Ok(_) | Err(store::Error::Degraded) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the prompt log could not be pruned; retrying");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error(transparent)]
     Vault(#[from] vault::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn entries_are_read_per_key_and_go_when_they_age_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::create(dir.path()).unwrap();
+        let clock = Arc::new(ManualClock::at(Timestamp::from_millis(1_000_000)));
+        let vault = crate::vault::unsealed_for_tests(&store, clock.clone());
+        let call = |text: &'static str| Call {
+            key_id: "k1",
+            owner: "dora",
+            model: "m",
+            route: "/v1/chat/completions",
+            status: 200,
+            request: text.as_bytes(),
+            answer: b"an answer",
+        };
+        let old = seal(&vault, Timestamp::from_millis(1_000_000), call("the old prompt")).unwrap();
+        let new = seal(&vault, Timestamp::from_millis(5_000_000), call("the new prompt")).unwrap();
+        store.write(move |tx| Ok::<_, store::Error>((put(tx, old)?, put(tx, new)?))).await.unwrap();
+
+        let keys = vault.keys().unwrap();
+        let entries = store.read(|tx| Ok(read(tx, &keys, Some("k1"), 10))).unwrap().unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.request.as_str()).collect::<Vec<_>>(),
+            ["the new prompt", "the old prompt"]
+        );
+        assert!(store.read(|tx| Ok(read(tx, &keys, Some("k2"), 10))).unwrap().unwrap().is_empty());
+
+        let pruned = store
+            .write(|tx| prune(tx, Timestamp::from_millis(6_000_000), Timestamp::from_millis(2_000_000)))
+            .await
+            .unwrap();
+        assert_eq!(pruned, 1);
+        let left = store.read(|tx| Ok(read(tx, &keys, None, 10))).unwrap().unwrap();
+        assert_eq!(left.iter().map(|e| e.request.as_str()).collect::<Vec<_>>(), ["the new prompt"]);
+    }
 }

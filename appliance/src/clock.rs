@@ -32,6 +32,11 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
     }
 
+    /// `d` earlier (the epoch at the earliest): a retention's cutoff.
+    pub fn minus(self, d: Duration) -> Self {
+        Timestamp(self.0.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+    }
+
     /// How long after `earlier` this is (zero if it is not after).
     pub fn since(self, earlier: Timestamp) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))

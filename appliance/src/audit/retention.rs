@@ -107,9 +107,7 @@ pub async fn archive_once(
     dir: &Path,
     deliverable: Option<u64>,
 ) -> Result<Option<Segment>, SigningError> {
-    let cutoff = Timestamp::from_millis(
-        now.as_millis().saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX)),
-    );
+    let cutoff = now.minus(retention);
     let Some((first, last)) = archivable(store, cutoff, deliverable)? else { return Ok(None) };
     super::signing::ensure(store, keys).await?;
     let mut bytes = Vec::new();

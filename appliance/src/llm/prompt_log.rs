@@ -194,9 +194,7 @@ pub async fn run_retention(
     loop {
         tick.tick().await;
         let now = clock.now();
-        let before = Timestamp::from_millis(
-            now.as_millis().saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX)),
-        );
+        let before = now.minus(retention);
         loop {
             match store.write(move |tx| prune(tx, now, before)).await {
                 Ok(n) if n == PRUNE_BATCH => continue,

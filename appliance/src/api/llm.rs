@@ -217,34 +217,15 @@ async fn call(
     response
 }
 
-/// `POST /v1/chat/completions`
-pub async fn chat_completions(
-    State(state): State<AppState>,
-    AnonymousOrigin(origin): AnonymousOrigin,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    call(&state, Protocol::OpenAi, Operation::Chat, origin, &headers, &body).await
-}
-
-/// `POST /v1/completions`
-pub async fn completions(
-    State(state): State<AppState>,
-    AnonymousOrigin(origin): AnonymousOrigin,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    call(&state, Protocol::OpenAi, Operation::Complete, origin, &headers, &body).await
-}
-
-/// `POST /api/generate`
-pub async fn ollama_generate(
-    State(state): State<AppState>,
-    AnonymousOrigin(origin): AnonymousOrigin,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    call(&state, Protocol::Ollama, Operation::Complete, origin, &headers, &body).await
+/// The route for `operation` in `protocol` (`Operation::route` names its
+/// path): every one reads the body and hands it to [`call`].
+pub fn gateway_route(protocol: Protocol, operation: Operation) -> axum::routing::MethodRouter<AppState> {
+    axum::routing::post(
+        move |State(state): State<AppState>,
+              AnonymousOrigin(origin): AnonymousOrigin,
+              headers: HeaderMap,
+              body: Bytes| async move { call(&state, protocol, operation, origin, &headers, &body).await },
+    )
 }
 
 /// `POST /api/show`: a model's details, for Ollama clients.
@@ -268,36 +249,6 @@ pub async fn ollama_show(
         Ok(info) => axum::Json(info).into_response(),
         Err(e) => gateway_error(Protocol::Ollama, e),
     }
-}
-
-/// `POST /v1/embeddings`
-pub async fn embeddings(
-    State(state): State<AppState>,
-    AnonymousOrigin(origin): AnonymousOrigin,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    call(&state, Protocol::OpenAi, Operation::Embed, origin, &headers, &body).await
-}
-
-/// `POST /api/embed`
-pub async fn ollama_embed(
-    State(state): State<AppState>,
-    AnonymousOrigin(origin): AnonymousOrigin,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    call(&state, Protocol::Ollama, Operation::Embed, origin, &headers, &body).await
-}
-
-/// `POST /api/chat`
-pub async fn ollama_chat(
-    State(state): State<AppState>,
-    AnonymousOrigin(origin): AnonymousOrigin,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    call(&state, Protocol::Ollama, Operation::Chat, origin, &headers, &body).await
 }
 
 /// A response body fed event by event from the gateway's relay; dropping

@@ -223,19 +223,17 @@ pub fn console_router(state: AppState) -> Router {
     // are for tools, not for the roles of the permission table. They are not
     // held to request_timeout: an answer may take minutes, and the gateway
     // bounds its own waits for the model server.
-    let router = time_limited(timed, &state)
+    let mut router = time_limited(timed, &state)
         .merge(untimed)
         .route("/v1/models", get(llm::openai_models))
-        .route("/v1/chat/completions", post(llm::chat_completions))
-        .route("/v1/completions", post(llm::completions))
-        .route("/api/generate", post(llm::ollama_generate))
-        .route("/api/show", post(llm::ollama_show))
         .route("/api/tags", get(llm::ollama_tags))
-        .route("/api/chat", post(llm::ollama_chat))
-        .route("/v1/embeddings", post(llm::embeddings))
-        .route("/api/embed", post(llm::ollama_embed))
-        .layer(middleware::from_fn_with_state(state.clone(), disk_gate));
-    finish(router, state)
+        .route("/api/show", post(llm::ollama_show));
+    for operation in crate::llm::Operation::ALL {
+        for protocol in [crate::llm::wire::Protocol::OpenAi, crate::llm::wire::Protocol::Ollama] {
+            router = router.route(operation.route(protocol), llm::gateway_route(protocol, operation));
+        }
+    }
+    finish(router.layer(middleware::from_fn_with_state(state.clone(), disk_gate)), state)
 }
 
 /// What may still change state while the disk is low: signing in and out,

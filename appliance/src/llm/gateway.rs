@@ -88,6 +88,8 @@ pub enum Operation {
 }
 
 impl Operation {
+    pub const ALL: [Operation; 3] = [Operation::Chat, Operation::Complete, Operation::Embed];
+
     /// The route a client of `protocol` calls for it.
     pub fn route(self, protocol: Protocol) -> &'static str {
         match (self, protocol) {

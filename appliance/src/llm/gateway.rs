@@ -247,6 +247,9 @@ impl Gateway {
                 // a whole answer's record here, a stream's by its relay when
                 // it ends. Calls are refused while the log cannot be written.
                 if let Some(usage) = usage {
+                    // The limits learn the real count before the answer
+                    // goes, so the key's next request is judged by it.
+                    record.settle(usage);
                     let answer = match &answer {
                         Answer::Whole(bytes) if record.logged_request.is_some() => Some(bytes.clone()),
                         _ => None,
@@ -791,10 +794,15 @@ impl Record {
 
     /// Writes the call's audit record and counts its usage; with `answer`
     /// (the key logs prompts and the call was served), the sealed call too.
-    async fn write(&self, status: u16, usage: Usage, answer: Option<&[u8]>) -> Result<(), GatewayError> {
+    /// Replaces the request's token estimate in the key's limits with the count.
+    fn settle(&self, usage: Usage) {
         if let Some(admission) = &self.admission {
             admission.settle(usage.prompt_tokens + usage.completion_tokens);
         }
+    }
+
+    async fn write(&self, status: u16, usage: Usage, answer: Option<&[u8]>) -> Result<(), GatewayError> {
+        self.settle(usage);
         let now = self.gateway.clock.now();
         let logged = match (&self.logged_request, answer) {
             (Some(request), Some(answer)) if status == 200 => Some(prompt_log::seal(

@@ -488,11 +488,31 @@ async fn old_records_go_to_signed_segments_and_the_chain_stays_anchored_across_t
     assert!(records.iter().any(|r| r["event_type"] == "audit.archived"));
 
     let (_, key) = api.get("/api/v1/audit/public-key").await;
-    let (_, export) = api.get("/api/v1/audit/export").await;
     let dir = tempfile::tempdir().unwrap();
     let (key_file, export_file) = (dir.path().join("key.pem"), dir.path().join("export.jsonl"));
     std::fs::write(&key_file, key.as_str().unwrap()).unwrap();
-    std::fs::write(&export_file, export.as_str().unwrap()).unwrap();
+    // Retention keeps archiving while the test runs: an export taken while
+    // a segment is being written (file first, then the prune) overlaps it.
+    // Take the export between two identical looks at the segments, after
+    // the last archive's record.
+    for attempt in 0.. {
+        assert!(attempt < 100, "the segments never held still for an export");
+        let before = segments();
+        let (_, export) = api.get("/api/v1/audit/export").await;
+        std::fs::write(&export_file, export.as_str().unwrap()).unwrap();
+        let settled = export.as_str().unwrap().lines().next().is_some_and(|first| {
+            let seq = serde_json::from_str::<Value>(first).ok().and_then(|r| r["seq"].as_u64()).unwrap_or(0);
+            before.last().is_some_and(|f| {
+                let name = f.file_name().unwrap().to_string_lossy().into_owned();
+                name.trim_end_matches(".jsonl").rsplit('-').next().and_then(|n| n.parse::<u64>().ok())
+                    == seq.checked_sub(1)
+            })
+        });
+        if settled && segments() == before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let verify = |files: &[std::path::PathBuf]| {
         let mut cmd = Command::new(bin());
         cmd.args(["audit", "verify", "--public-key"]).arg(&key_file);

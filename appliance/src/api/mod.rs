@@ -48,9 +48,30 @@ use crate::pki::{self, Ca, IssuedCert};
 use crate::store::Store;
 use crate::vault::Vault;
 
-/// Handles the handlers share. Holds handles, not data.
+/// What every handler shares, behind one reference count: axum clones the
+/// state for each request and each middleware keeps a clone while the
+/// request runs, so a clone must be one atomic increment and one pointer,
+/// not one per handle (a parked long-poll holds several).
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The handles in [`AppState`]. Holds handles, not data.
+#[derive(Debug)]
+pub struct Shared {
     pub store: Store,
     pub broker: Broker,
     pub clock: SharedClock,
@@ -85,7 +106,7 @@ pub struct AppState {
     pub models: Arc<crate::llm::models::Imports>,
 }
 
-impl AppState {
+impl Shared {
     /// The CAs as they stand (two during a rotation).
     pub fn ca_set(&self) -> Result<pki::CaSet, ApiError> {
         Ok(self.certs.ca_set(&self.store)?)

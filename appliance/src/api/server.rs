@@ -9,6 +9,7 @@
 //! the grace period has passed).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -43,13 +44,7 @@ pub enum Endpoint {
     /// The worker gateway: mTLS for everything, except connections that
     /// offer the enrollment ALPN, which get the enrollment router only.
     /// Refused certificates are audited through `state`.
-    Worker {
-        mtls: Arc<ServerConfig>,
-        app: Router,
-        enroll_tls: Arc<ServerConfig>,
-        enroll_app: Router,
-        state: Box<AppState>,
-    },
+    Worker { mtls: Arc<ServerConfig>, app: Router, enroll_tls: Arc<ServerConfig>, enroll_app: Router, state: AppState },
 }
 
 /// The running listeners.
@@ -192,7 +187,11 @@ async fn serve_connection(
         let changes = (revoked.subscribe(), trust.subscribe());
         (revoked, trust, changes)
     });
-    let (stream, app) = match tokio::time::timeout(limits.header_timeout, handshake(tcp, endpoint)).await {
+    // Boxed, here and below: the task keeps only what the connection's
+    // current stage needs, not room for every stage at once (a parked
+    // long-poll's connection task was 19 KiB before; see BENCHMARKS.md).
+    let hs = Box::pin(handshake(tcp, endpoint));
+    let (stream, app) = match tokio::time::timeout(limits.header_timeout, hs).await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "TLS handshake failed");
@@ -246,13 +245,13 @@ async fn serve_connection(
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .max_concurrent_streams(256)
             .serve_connection(io, service);
-        drive(conn, remote, &activity, limits, stop, standing).await;
+        drive(Box::pin(conn), remote, &activity, limits, stop, standing).await;
     } else {
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
             .serve_connection(io, service);
-        drive(conn, remote, &activity, limits, stop, standing).await;
+        drive(Box::pin(conn), remote, &activity, limits, stop, standing).await;
     }
 }
 
@@ -303,7 +302,7 @@ async fn lost_standing(standing: Option<Standing>) -> &'static str {
 /// Runs a connection to its end: asks it to finish when the server stops,
 /// drops it when it has been idle too long or it loses its standing.
 async fn drive<C>(
-    conn: C,
+    mut conn: Pin<Box<C>>,
     remote: SocketAddr,
     activity: &Activity,
     limits: &Limits,
@@ -313,7 +312,6 @@ async fn drive<C>(
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
-    tokio::pin!(conn);
     let lost = lost_standing(standing);
     tokio::pin!(lost);
     let mut idle_check = tokio::time::interval((limits.idle_timeout / 4).max(Duration::from_millis(100)));

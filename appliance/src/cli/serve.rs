@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 
 use super::init;
 use crate::api::server::{Endpoint, Server};
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Shared};
 use crate::audit::Origin;
 use crate::auth;
 use crate::broker::Broker;
@@ -218,7 +218,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {} (set --worker-listen)", config.worker_listen))?;
     let (console_addr, worker_addr) = (console.local_addr()?, workers.local_addr()?);
     let revoked = store.read(pki::Revoked::load).context("loading the revoked workers")?;
-    let state = AppState {
+    let state = AppState::new(Shared {
         store: store.clone(),
         broker: broker.clone(),
         clock: clock.clone(),
@@ -248,7 +248,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             &dir,
             config.vllm_model_dir.clone(),
         )),
-    };
+    });
     // A bundle staged when the appliance last stopped was never imported.
     state.models.tidy();
     state.sinks.reconcile()?;
@@ -289,7 +289,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 app: api::worker_router(state.clone()),
                 enroll_tls: tls::enroll_server(policy, certs.enroll.clone())?,
                 enroll_app: api::enroll_router(state.clone()),
-                state: Box::new(state.clone()),
+                state: state.clone(),
             },
         ),
     ];

@@ -127,12 +127,7 @@ impl Appliance {
 
     /// A client with its own connection pool.
     pub fn api(&self) -> anyhow::Result<Api> {
-        let config = tether::tls::client(&self.ca_pem, None, tether::tls::CLIENT_HTTP_ALPN)?;
-        Ok(Api {
-            http: tether::tls::https_client(config, Duration::from_secs(60))?,
-            base: self.console.clone(),
-            token: self.admin_token.clone(),
-        })
+        Api::at(&self.console, &self.ca_pem, &self.admin_token)
     }
 
     /// Enrolls a worker the way `tether worker` does and returns its mTLS client.
@@ -168,6 +163,16 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client with its own connection pool for the API at `base`.
+    pub fn at(base: &str, ca_pem: &str, token: &str) -> anyhow::Result<Api> {
+        let config = tether::tls::client(ca_pem, None, tether::tls::CLIENT_HTTP_ALPN)?;
+        Ok(Api {
+            http: tether::tls::https_client(config, Duration::from_secs(60))?,
+            base: base.to_owned(),
+            token: token.to_owned(),
+        })
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.send(reqwest::Method::POST, path, body).await
     }

@@ -23,6 +23,7 @@
 //! redis-server first. Results go to stdout as a table and as JSON.
 
 mod appliance;
+mod bare_broker;
 // The e2e tests' fake model server, the same code: test support, which
 // panics (unwraps) on what would be a broken test bench.
 #[path = "../../appliance/tests/e2e/fake_llm.rs"]
@@ -122,6 +123,10 @@ fn main() -> anyhow::Result<()> {
             return handshakes::serve_bare(std::path::Path::new(&data));
         }
         Some("--fake-llm") => return gateway::serve_fake(),
+        Some("--bare-broker") => {
+            let data = raw.next().context("--bare-broker needs the appliance's data directory")?;
+            return bare_broker::serve(std::path::Path::new(&data));
+        }
         _ => {}
     }
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
@@ -152,17 +157,35 @@ async fn run() -> anyhow::Result<()> {
             eprintln!("(a) lifecycle, 1 producer ({in_flight} in flight) / 4 workers, {} tasks…", args.tasks);
             let (app, api) = fresh(&format!("a{in_flight}"))?;
             let cpu = app.cpu_seconds()?;
-            let ours = lifecycle(&app, &api, args.tasks, in_flight).await?;
+            let ours = lifecycle(enroll_workers(&app, &api, 4).await?, &api, args.tasks, in_flight).await?;
             let cpu = app.cpu_seconds()? - cpu;
             let port = redis_server.as_ref().map(|r| r.port).context("redis")?;
             let peer = redis_lifecycle(port, args.tasks, in_flight).await?;
+            // The transport ceiling: the same clients against a broker that
+            // is only the stack (bare_broker.rs), on the appliance's certificates.
+            let identities = enroll_many(&app, &api, 4).await?;
+            let bare = bare_broker::BareBroker::start(&app.data)?;
+            let bare_workers = identities
+                .iter()
+                .map(|who| BrokerClient::mtls(&bare.gateway, &app.ca_pem, &who.cert_pem, &who.key_pem))
+                .collect::<Result<Vec<_>, _>>()?;
+            let bare_api = Api::at(&bare.console, &app.ca_pem, "unused")?;
+            let bare_cpu = bare.cpu_seconds()?;
+            let ceiling = lifecycle(bare_workers, &bare_api, args.tasks, in_flight).await?;
+            let bare_cpu = bare.cpu_seconds()? - bare_cpu;
             report.insert(
                 format!("a_lifecycle_per_s_in_flight_{in_flight}"),
-                json!({"tether": ours, "redis": peer, "tether_cpu_s": cpu}),
+                json!({"tether": ours, "redis": peer, "bare_https_broker": ceiling, "tether_cpu_s": cpu,
+                       "bare_cpu_s": bare_cpu}),
             );
             rows.push(format!(
                 "| (a) lifecycle tasks/s, 1 producer ({in_flight} in flight) + 4 workers | {ours:.0} | Redis {peer:.0} | {:.2}× | ≥ 1.0× |",
                 ours / peer
+            ));
+            rows.push(format!(
+                "| (a) the same on the bare HTTPS broker (transport ceiling) | {ceiling:.0} | Redis {peer:.0} | {:.2}× (tether {:.2}× of it) | — |",
+                ceiling / peer,
+                ours / ceiling
             ));
         }
     }
@@ -191,19 +214,34 @@ async fn run() -> anyhow::Result<()> {
         let (app, api) = fresh("c")?;
         let before = api.get("/api/v1/system/status").await?["store"].clone();
         let cpu = app.cpu_seconds()?;
-        let rate = create_throughput(&app, 64, Duration::from_secs(args.create_secs)).await?;
+        let rate = create_throughput(|| app.api(), 64, Duration::from_secs(args.create_secs)).await?;
         let cpu = app.cpu_seconds()? - cpu;
         let after = api.get("/api/v1/system/status").await?["store"].clone();
         let delta = |k: &str| after[k].as_f64().unwrap_or(0.0) - before[k].as_f64().unwrap_or(0.0);
         let per_commit = delta("operations") / delta("commits").max(1.0);
+        let bare = bare_broker::BareBroker::start(&app.data)?;
+        let bare_cpu = bare.cpu_seconds()?;
+        let ceiling = create_throughput(
+            || Api::at(&bare.console, &app.ca_pem, "unused"),
+            64,
+            Duration::from_secs(args.create_secs),
+        )
+        .await?;
+        let bare_cpu = bare.cpu_seconds()? - bare_cpu;
         rows.push(format!(
             "| (c) creates/s, 64 clients | {rate:.0} ({per_commit:.1} per fsync) | redb single commits {redb_rate:.0}/s | {:.1}× | ≥ 10× |",
             rate / redb_rate
         ));
+        rows.push(format!(
+            "| (c) the same on the bare HTTPS broker (transport ceiling) | {ceiling:.0} | redb single commits {redb_rate:.0}/s | {:.1}× (tether {:.2}× of it) | — |",
+            ceiling / redb_rate,
+            rate / ceiling
+        ));
         report.insert(
             "c_creates_64_clients".into(),
             json!({"tether_per_s": rate, "redb_single_commit_per_s": redb_rate, "operations_per_commit": per_commit,
-                   "tether_cpu_s": cpu, "seconds": args.create_secs}),
+                   "bare_https_broker_per_s": ceiling, "tether_cpu_s": cpu, "bare_cpu_s": bare_cpu,
+                   "seconds": args.create_secs}),
         );
     }
     if args.wants("d") {
@@ -233,10 +271,10 @@ async fn run() -> anyhow::Result<()> {
             for round in 0..args.rounds {
                 eprintln!("(e) round {round}: lifecycle {measure}, {in_flight} in flight…");
                 let (app, api) = fresh_of(&args.tether, &format!("e{in_flight}-{round}-this"))?;
-                ours.push(lifecycle(&app, &api, args.tasks, in_flight).await?);
+                ours.push(lifecycle(enroll_workers(&app, &api, 4).await?, &api, args.tasks, in_flight).await?);
                 drop(app);
                 let (app, api) = fresh_of(baseline, &format!("e{in_flight}-{round}-baseline"))?;
-                theirs.push(lifecycle(&app, &api, args.tasks, in_flight).await?);
+                theirs.push(lifecycle(enroll_workers(&app, &api, 4).await?, &api, args.tasks, in_flight).await?);
             }
             let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| a / b).collect();
             let (m_ours, m_theirs, m_ratio) = (median(&ours), median(&theirs), median(&ratios));
@@ -361,25 +399,36 @@ fn percentiles(mut v: Vec<Duration>) -> Value {
     json!({"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": at(1.0), "samples": v.len()})
 }
 
-async fn lifecycle(app: &Appliance, api: &Api, n: usize, in_flight: usize) -> anyhow::Result<f64> {
+async fn enroll_workers(app: &Appliance, api: &Api, count: usize) -> anyhow::Result<Vec<BrokerClient>> {
+    let mut workers = Vec::with_capacity(count);
+    for _ in 0..count {
+        workers.push(app.enroll_worker(api).await?);
+    }
+    Ok(workers)
+}
+
+/// `workers` loop poll → complete while `api` creates `n` tasks, `in_flight`
+/// at a time; returns tasks/s from the first create to the last completion.
+async fn lifecycle(workers: Vec<BrokerClient>, api: &Api, n: usize, in_flight: usize) -> anyhow::Result<f64> {
     let done = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(Notify::new());
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let w = app.enroll_worker(api).await?;
-        let (done, finished) = (done.clone(), finished.clone());
-        workers.push(tokio::spawn(async move {
-            loop {
-                let Ok(reply) = w.poll(1, Duration::from_secs(30)).await else { continue };
-                for t in reply.tasks {
-                    let body = json!({"outcome": "succeeded", "lease_id": t.lease_id, "result": t.input});
-                    if w.complete(&t.id, body).await.is_ok() && done.fetch_add(1, Ordering::SeqCst) + 1 == n {
-                        finished.notify_one();
+    let workers: Vec<_> = workers
+        .into_iter()
+        .map(|w| {
+            let (done, finished) = (done.clone(), finished.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok(reply) = w.poll(1, Duration::from_secs(30)).await else { continue };
+                    for t in reply.tasks {
+                        let body = json!({"outcome": "succeeded", "lease_id": t.lease_id, "result": t.input});
+                        if w.complete(&t.id, body).await.is_ok() && done.fetch_add(1, Ordering::SeqCst) + 1 == n {
+                            finished.notify_one();
+                        }
                     }
                 }
-            }
-        }));
-    }
+            })
+        })
+        .collect();
     let start = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let mut producer = tokio::task::JoinSet::new();
@@ -432,10 +481,16 @@ async fn latency(app: &Appliance, api: &Api, samples: usize) -> anyhow::Result<V
     Ok(percentiles(after_ack))
 }
 
-async fn create_throughput(app: &Appliance, clients: usize, run_for: Duration) -> anyhow::Result<f64> {
+/// `clients` producers, each with its own connection from `connect`, create
+/// tasks for `run_for`; returns creates/s.
+async fn create_throughput(
+    connect: impl Fn() -> anyhow::Result<Api>,
+    clients: usize,
+    run_for: Duration,
+) -> anyhow::Result<f64> {
     let mut apis = Vec::new();
     for _ in 0..clients {
-        let api = app.api()?;
+        let api = connect()?;
         api.get("/healthz").await?; // connect and handshake before the clock starts
         apis.push(api);
     }

@@ -12,9 +12,17 @@
 //! The same clients drive it as drive the appliance. No broker that keeps
 //! this contract over TLS on this machine can do more, so its figures are
 //! the most (a) and (c) can reach here, whatever the store does.
+//!
+//! Started `--durable`, it also makes every create, lease and completion
+//! durable before answering, the least a durable broker must do: a record
+//! written to a preallocated file and fdatasynced, by one thread that takes
+//! every pending record at once (group commit, as the appliance's writer
+//! and Redis's `appendfsync always` both do). That bounds what a durable
+//! broker can reach here.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -47,10 +55,15 @@ impl Drop for BareBroker {
 }
 
 impl BareBroker {
-    /// Starts this binary as a bare broker on the appliance's certificates in `data`.
-    pub fn start(data: &Path) -> anyhow::Result<BareBroker> {
-        let mut child =
-            Command::new(std::env::current_exe()?).arg("--bare-broker").arg(data).stdout(Stdio::piped()).spawn()?;
+    /// Starts this binary as a bare broker on the appliance's certificates
+    /// in `data`; `durable`, it syncs a record of each change before answering.
+    pub fn start(data: &Path, durable: bool) -> anyhow::Result<BareBroker> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("--bare-broker").arg(data);
+        if durable {
+            command.arg("--durable");
+        }
+        let mut child = command.stdout(Stdio::piped()).spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
         let ready: Value = serde_json::from_str(&line).with_context(|| format!("bare broker said {line:?}"))?;
@@ -61,6 +74,11 @@ impl BareBroker {
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
         crate::appliance::cpu_seconds_of(self.child.id())
     }
+}
+
+/// How the tables name each variant.
+pub fn name(durable: bool) -> &'static str {
+    if durable { "durable bare broker" } else { "bare HTTPS broker" }
 }
 
 #[derive(Debug)]
@@ -80,16 +98,65 @@ struct Queue {
     leased: HashMap<String, String>,
 }
 
-type Shared = Arc<Mutex<Queue>>;
+#[derive(Clone)]
+struct Shared {
+    queue: Arc<Mutex<Queue>>,
+    /// With `--durable`: where records go to be synced.
+    log: Option<std::sync::mpsc::Sender<(Vec<u8>, oneshot::Sender<()>)>>,
+}
 
-fn lock(q: &Shared) -> std::sync::MutexGuard<'_, Queue> {
-    q.lock().unwrap_or_else(PoisonError::into_inner)
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Returns once `record` is durable (at once without `--durable`).
+    async fn sync(&self, record: Vec<u8>) {
+        if let Some(log) = &self.log {
+            let (done, synced) = oneshot::channel();
+            if log.send((record, done)).is_ok() {
+                let _ = synced.await;
+            }
+        }
+    }
+}
+
+/// The group-commit thread: writes every pending record at the head of a
+/// preallocated file, fdatasyncs once, answers them all.
+fn sync_records(path: &Path, records: std::sync::mpsc::Receiver<(Vec<u8>, oneshot::Sender<()>)>) -> anyhow::Result<()> {
+    const CAPACITY: u64 = 64 << 20;
+    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+    // Written with zeros first, as the appliance's journal is: an overwrite
+    // then syncs data only, no file-system metadata.
+    file.write_all_at(&vec![0; usize::try_from(CAPACITY)?], 0)?;
+    file.sync_all()?;
+    let mut head = 0u64;
+    let mut batch = Vec::new();
+    while let Ok(first) = records.recv() {
+        let mut waiting = vec![first];
+        waiting.extend(records.try_iter());
+        batch.clear();
+        for (record, _) in &waiting {
+            batch.extend_from_slice(record);
+        }
+        if head + batch.len() as u64 > CAPACITY {
+            head = 0;
+        }
+        file.write_all_at(&batch, head)?;
+        file.sync_data()?;
+        head += batch.len() as u64;
+        for (_, done) in waiting {
+            let _ = done.send(());
+        }
+    }
+    Ok(())
 }
 
 async fn create(State(q): State<Shared>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
     let kind = body["kind"].as_str().unwrap_or("echo").to_owned();
     let input = body.get("input").cloned().unwrap_or(Value::Null);
-    let mut queue = lock(&q);
+    q.sync(serde_json::to_vec(&body).unwrap_or_default()).await;
+    let mut queue = q.lock();
     queue.created += 1;
     let id = format!("task-{}", queue.created);
     let mut task = Task { id: id.clone(), kind, input };
@@ -110,7 +177,7 @@ async fn poll(State(q): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
     let wait = Duration::from_secs(body["wait_s"].as_u64().unwrap_or(30).min(30));
     let mut tasks = Vec::new();
     let parked = {
-        let mut queue = lock(&q);
+        let mut queue = q.lock();
         while tasks.len() < max {
             match queue.ready.pop_front() {
                 Some(task) => tasks.push(task),
@@ -130,7 +197,11 @@ async fn poll(State(q): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
     {
         tasks.push(task);
     }
-    let mut queue = lock(&q);
+    if !tasks.is_empty() {
+        let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+        q.sync(format!("leased {ids:?}").into_bytes()).await;
+    }
+    let mut queue = q.lock();
     let leased: Vec<Value> = tasks
         .into_iter()
         .map(|t| {
@@ -147,17 +218,17 @@ async fn complete(
     UrlPath(id): UrlPath<String>,
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
-    let mut queue = lock(&q);
-    let holds = queue.leased.get(&id).is_some_and(|lease| Some(lease.as_str()) == body["lease_id"].as_str());
+    let holds = q.lock().leased.get(&id).is_some_and(|lease| Some(lease.as_str()) == body["lease_id"].as_str());
     if !holds {
         return (StatusCode::CONFLICT, Json(json!({"code": "stale_lease"})));
     }
-    queue.leased.remove(&id);
+    q.sync(serde_json::to_vec(&body).unwrap_or_default()).await;
+    q.lock().leased.remove(&id);
     (StatusCode::OK, Json(json!({"id": id, "state": "succeeded"})))
 }
 
 /// The bare broker's main: prints its two addresses, then serves until killed.
-pub fn serve(data: &Path) -> anyhow::Result<()> {
+pub fn serve(data: &Path, durable: bool) -> anyhow::Result<()> {
     let read = |name: &str| std::fs::read_to_string(data.join(name)).with_context(|| format!("reading {name}"));
     let (cert_pem, key_pem, ca_pem) = (read("server.pem")?, read("server.key")?, read("ca.pem")?);
     let policy = tether::crypto::CryptoPolicy::STANDARD;
@@ -177,7 +248,21 @@ pub fn serve(data: &Path) -> anyhow::Result<()> {
     let mut gateway = builder()?.with_client_cert_verifier(verifier).with_single_cert(certs, key)?;
     gateway.alpn_protocols = vec![b"http/1.1".to_vec()];
 
-    let queue = Shared::default();
+    let log = if durable {
+        let (log, records) = std::sync::mpsc::channel();
+        // Beside the appliance's data directory: the same disk.
+        let path = data.with_extension("bare-journal");
+        std::thread::spawn(move || {
+            if let Err(e) = sync_records(&path, records) {
+                eprintln!("bare broker: the record file failed: {e:#}");
+                std::process::exit(1);
+            }
+        });
+        Some(log)
+    } else {
+        None
+    };
+    let queue = Shared { queue: Arc::default(), log };
     let producer = Router::new()
         .route("/api/v1/tasks", post(create))
         .route("/healthz", axum::routing::get(|| async { Json(json!({"status": "ok"})) }))

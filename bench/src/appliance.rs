@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tether::worker::client::BrokerClient;
 
 pub struct Appliance {
-    child: Child,
+    child: Reaped,
     pub console: String,
     pub gateway: String,
     pub admin_token: String,
@@ -20,10 +20,20 @@ pub struct Appliance {
     pub data: std::path::PathBuf,
 }
 
-impl Drop for Appliance {
+/// A process the bench started (the appliance, a peer, a fake): killed and
+/// reaped when dropped, so no measurement leaves a server behind.
+pub struct Reaped(pub Child);
+
+impl Reaped {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Reaped {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -105,7 +115,7 @@ impl Appliance {
             admin_token: admin_token.to_owned(),
             ca_pem,
             data,
-            child,
+            child: Reaped(child),
         })
     }
 

@@ -24,10 +24,11 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::appliance::Reaped;
 use anyhow::Context;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
@@ -41,17 +42,10 @@ use tokio::sync::oneshot;
 
 /// The bare broker, in its own process.
 pub struct BareBroker {
-    child: Child,
+    child: Reaped,
     /// Base URLs of its producer port and its worker port.
     pub console: String,
     pub gateway: String,
-}
-
-impl Drop for BareBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl BareBroker {
@@ -68,7 +62,7 @@ impl BareBroker {
         BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
         let ready: Value = serde_json::from_str(&line).with_context(|| format!("bare broker said {line:?}"))?;
         let url = |k: &str| ready[k].as_str().map(|a| format!("https://{a}")).context("ready line");
-        Ok(BareBroker { console: url("listen")?, gateway: url("worker_listen")?, child })
+        Ok(BareBroker { console: url("listen")?, gateway: url("worker_listen")?, child: Reaped(child) })
     }
 
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
@@ -121,15 +115,15 @@ impl Shared {
     }
 }
 
+/// Where the durable bare broker's records go round.
+const RECORD_FILE_SIZE: u64 = 64 << 20;
+
 /// The group-commit thread: writes every pending record at the head of a
 /// preallocated file, fdatasyncs once, answers them all.
-fn sync_records(path: &Path, records: std::sync::mpsc::Receiver<(Vec<u8>, oneshot::Sender<()>)>) -> anyhow::Result<()> {
-    const CAPACITY: u64 = 64 << 20;
-    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
-    // Written with zeros first, as the appliance's journal is: an overwrite
-    // then syncs data only, no file-system metadata.
-    file.write_all_at(&vec![0; usize::try_from(CAPACITY)?], 0)?;
-    file.sync_all()?;
+fn sync_records(
+    file: &std::fs::File,
+    records: std::sync::mpsc::Receiver<(Vec<u8>, oneshot::Sender<()>)>,
+) -> anyhow::Result<()> {
     let mut head = 0u64;
     let mut batch = Vec::new();
     while let Ok(first) = records.recv() {
@@ -139,7 +133,7 @@ fn sync_records(path: &Path, records: std::sync::mpsc::Receiver<(Vec<u8>, onesho
         for (record, _) in &waiting {
             batch.extend_from_slice(record);
         }
-        if head + batch.len() as u64 > CAPACITY {
+        if head + batch.len() as u64 > RECORD_FILE_SIZE {
             head = 0;
         }
         file.write_all_at(&batch, head)?;
@@ -250,10 +244,16 @@ pub fn serve(data: &Path, durable: bool) -> anyhow::Result<()> {
 
     let log = if durable {
         let (log, records) = std::sync::mpsc::channel();
-        // Beside the appliance's data directory: the same disk.
+        // Beside the appliance's data directory: the same disk. Written
+        // with zeros first, as the appliance's journal is (an overwrite then
+        // syncs data only, no file-system metadata), and before the broker
+        // says it is ready, so that no measurement waits on it.
         let path = data.with_extension("bare-journal");
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        file.write_all_at(&vec![0; usize::try_from(RECORD_FILE_SIZE)?], 0)?;
+        file.sync_all()?;
         std::thread::spawn(move || {
-            if let Err(e) = sync_records(&path, records) {
+            if let Err(e) = sync_records(&file, records) {
                 eprintln!("bare broker: the record file failed: {e:#}");
                 std::process::exit(1);
             }

@@ -12,10 +12,11 @@
 //! key (no prompt added) and its full audit: one durable record per request.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::appliance::Reaped;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
@@ -60,15 +61,8 @@ impl Figures {
 
 /// The fake model server, in its own process on the load generator's CPU.
 pub struct FakeServer {
-    child: Child,
+    _process: Reaped,
     pub url: String,
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl FakeServer {
@@ -83,7 +77,7 @@ impl FakeServer {
             .context("taskset (util-linux) runs the fake model server")?;
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().context("stdout")?), &mut line)?;
-        Ok(FakeServer { child, url: line.trim().to_owned() })
+        Ok(FakeServer { _process: Reaped(child), url: line.trim().to_owned() })
     }
 }
 
@@ -263,15 +257,8 @@ async fn figures(
 
 /// LiteLLM's proxy from `venv`, one worker, on the gateway CPU.
 struct LiteLlm {
-    child: Child,
+    child: Reaped,
     _config: tempfile::NamedTempFile,
-}
-
-impl Drop for LiteLlm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_litellm(venv: &Path, upstream: &str, port: u16) -> anyhow::Result<LiteLlm> {
@@ -296,7 +283,7 @@ fn start_litellm(venv: &Path, upstream: &str, port: u16) -> anyhow::Result<LiteL
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", venv.join("bin/litellm").display()))?;
-    Ok(LiteLlm { child, _config: config })
+    Ok(LiteLlm { child: Reaped(child), _config: config })
 }
 
 fn free_port() -> anyhow::Result<u16> {

@@ -15,10 +15,11 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::appliance::Reaped;
 use anyhow::{Context, bail, ensure};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -116,15 +117,8 @@ pub async fn connections(
 
 /// The bare rustls mTLS server, in its own process.
 pub struct BareServer {
-    child: Child,
+    child: Reaped,
     pub addr: SocketAddr,
-}
-
-impl Drop for BareServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl BareServer {
@@ -138,7 +132,7 @@ impl BareServer {
         let mut line = String::new();
         BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
         let addr = line.trim().parse().with_context(|| format!("bare server said {line:?}"))?;
-        Ok(BareServer { child, addr })
+        Ok(BareServer { child: Reaped(child), addr })
     }
 
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {

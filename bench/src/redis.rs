@@ -3,24 +3,18 @@
 //! a Redis client crate into the workspace build for three commands.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::appliance::Reaped;
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// A redis-server child process; killed on drop.
 pub struct Server {
-    child: Child,
+    _process: Reaped,
     pub port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
@@ -38,7 +32,7 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .context("redis-server not found: install Debian's redis-server (bench/run.sh does)")?;
-        let server = Server { child, port };
+        let server = Server { _process: Reaped(child), port };
         for _ in 0..200 {
             if let Ok(mut c) = Conn::connect(port).await
                 && c.cmd(&[b"PING"]).await.is_ok()

@@ -190,8 +190,7 @@ async fn serve_connection(
     // Boxed, here and below: the task keeps only what the connection's
     // current stage needs, not room for every stage at once (a parked
     // long-poll's connection task was 19 KiB before; see BENCHMARKS.md).
-    let hs = Box::pin(handshake(tcp, endpoint));
-    let (stream, app) = match tokio::time::timeout(limits.header_timeout, hs).await {
+    let (stream, app) = match tokio::time::timeout(limits.header_timeout, Box::pin(handshake(tcp, endpoint))).await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "TLS handshake failed");

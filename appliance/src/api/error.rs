@@ -12,6 +12,7 @@ use crate::auth::sso::SsoError;
 use crate::auth::users::UserError;
 use crate::auth::{AccountError, LoginError, TokenError};
 use crate::llm::models::ImportError;
+use crate::llm::prompt_log::LogError;
 use crate::vault::secrets::SecretError;
 use crate::{backup, broker, pki, store, vault};
 
@@ -286,6 +287,15 @@ impl From<ImportError> for ApiError {
             ImportError::Io(m) => ApiError::Internal(m),
             ImportError::Store(e) => e.into(),
             ImportError::Vault(e) => e.into(),
+        }
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Vault(e) => e.into(),
+            LogError::Store(e) => e.into(),
         }
     }
 }

@@ -571,12 +571,7 @@ pub async fn prompt_log(
     let limit = query.limit.unwrap_or(20).clamp(1, 100);
     let keys = state.vault.keys()?;
     let key = query.key.clone();
-    let entries = state.store.read(|tx| Ok(crate::llm::prompt_log::read(tx, &keys, key.as_deref(), limit)))?.map_err(
-        |e| match e {
-            crate::llm::prompt_log::LogError::Vault(e) => ApiError::from(e),
-            crate::llm::prompt_log::LogError::Store(e) => ApiError::from(e),
-        },
-    )?;
+    let entries = state.store.read(|tx| Ok(crate::llm::prompt_log::read(tx, &keys, key.as_deref(), limit)))??;
     let event = crate::audit::Event::new(
         "llm.prompt_log_read",
         "read",

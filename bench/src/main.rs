@@ -181,10 +181,7 @@ async fn run() -> anyhow::Result<()> {
             let mut transport_only = f64::NAN;
             for durable in [false, true] {
                 let bare = bare_broker::BareBroker::start(&app.data, durable)?;
-                let workers = identities
-                    .iter()
-                    .map(|who| BrokerClient::mtls(&bare.gateway, &app.ca_pem, &who.cert_pem, &who.key_pem))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let workers = clients_at(&bare.gateway, &app.ca_pem, &identities)?;
                 let bare_api = Api::at(&bare.console, &app.ca_pem, "unused")?;
                 let bare_cpu = bare.cpu_seconds()?;
                 let ceiling = lifecycle(workers, &bare_api, args.tasks, in_flight).await?;
@@ -459,12 +456,15 @@ fn percentiles(mut v: Vec<Duration>) -> Value {
     json!({"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": at(1.0), "samples": v.len()})
 }
 
+/// Enrolls `count` workers at `app` and returns their mTLS clients.
 async fn enroll_workers(app: &Appliance, api: &Api, count: usize) -> anyhow::Result<Vec<BrokerClient>> {
-    let mut workers = Vec::with_capacity(count);
-    for _ in 0..count {
-        workers.push(app.enroll_worker(api).await?);
-    }
-    Ok(workers)
+    clients_at(&app.gateway, &app.ca_pem, &enroll_many(app, api, count).await?)
+}
+
+/// mTLS clients of the worker gateway at `gateway`, one per identity.
+fn clients_at(gateway: &str, ca_pem: &str, identities: &[Identity]) -> anyhow::Result<Vec<BrokerClient>> {
+    let clients = identities.iter().map(|who| BrokerClient::mtls(gateway, ca_pem, &who.cert_pem, &who.key_pem));
+    Ok(clients.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// `workers` loop poll → complete while `api` creates `n` tasks, `in_flight`
@@ -577,11 +577,7 @@ async fn create_throughput(
 }
 
 async fn idle_polls(app: &Appliance, api: &Api, count: usize) -> anyhow::Result<Value> {
-    let workers = enroll_many(app, api, count)
-        .await?
-        .into_iter()
-        .map(|who| BrokerClient::mtls(&app.gateway, &app.ca_pem, &who.cert_pem, &who.key_pem))
-        .collect::<Result<Vec<_>, _>>()?;
+    let workers = enroll_workers(app, api, count).await?;
     let before = app.rss_kib()?;
     let mut polls = Vec::with_capacity(count);
     for w in workers {

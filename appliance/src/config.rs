@@ -111,6 +111,9 @@ pub struct RawConfig {
     /// A signed checkpoint in the audit chain at least this often (and every
     /// 1,000 records) while anything is written.
     pub audit_checkpoint_interval: Option<String>,
+    /// Failures from outside (failed authentication, refused enrollment) of
+    /// one kind from one source are written once per window with a count.
+    pub audit_failure_window: Option<String>,
     /// Bytes kept free for the audit log (a file given up when the disk fills).
     pub disk_reserve: Option<String>,
     /// A worker not heard from for `max_poll_wait` plus this is reported silent.
@@ -264,6 +267,7 @@ pub struct Config {
     pub token_ttl: Duration,
     pub token_max_ttl: Duration,
     pub audit_checkpoint_interval: Duration,
+    pub audit_failure_window: Duration,
     pub disk_reserve_bytes: u64,
     pub worker_silence_grace: Duration,
     pub audit_retention: Duration,
@@ -333,6 +337,7 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_TOKEN_TTL", Field::Text(|c| &mut c.token_ttl)),
     ("TETHER_TOKEN_MAX_TTL", Field::Text(|c| &mut c.token_max_ttl)),
     ("TETHER_AUDIT_CHECKPOINT_INTERVAL", Field::Text(|c| &mut c.audit_checkpoint_interval)),
+    ("TETHER_AUDIT_FAILURE_WINDOW", Field::Text(|c| &mut c.audit_failure_window)),
     ("TETHER_DISK_RESERVE", Field::Text(|c| &mut c.disk_reserve)),
     ("TETHER_WORKER_SILENCE_GRACE", Field::Text(|c| &mut c.worker_silence_grace)),
     ("TETHER_AUDIT_RETENTION", Field::Text(|c| &mut c.audit_retention)),
@@ -463,6 +468,10 @@ impl RawConfig {
         if audit_checkpoint_interval < Duration::from_secs(1) {
             return Err(invalid("audit_checkpoint_interval", "must be at least 1s"));
         }
+        let audit_failure_window = dur("audit_failure_window", self.audit_failure_window, Duration::from_secs(60))?;
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&audit_failure_window) {
+            return Err(invalid("audit_failure_window", "must be between 1s and 1h"));
+        }
         let disk_reserve_bytes = match self.disk_reserve {
             Some(v) => parse_size(&v).map_err(|m| invalid("disk_reserve", m))?,
             None => 64 << 20,
@@ -504,6 +513,7 @@ impl RawConfig {
             token_ttl,
             token_max_ttl,
             audit_checkpoint_interval,
+            audit_failure_window,
             disk_reserve_bytes,
             worker_silence_grace: dur("worker_silence_grace", self.worker_silence_grace, Duration::from_secs(30))?,
             audit_retention,

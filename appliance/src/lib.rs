@@ -2,6 +2,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod backup;
+pub mod bounded;
 pub mod broker;
 pub mod cli;
 pub mod clock;

@@ -225,7 +225,9 @@ impl IntoResponse for ApiError {
             }
             None
         } else {
-            Some(self.to_string())
+            // A detail may quote the request (a name, a label, a JSON
+            // error): never more than a few KiB of it goes back.
+            Some(crate::bounded::clip(&self.to_string(), crate::bounded::ECHOED).into_owned())
         };
         let problem = Problem {
             kind: format!("urn:tether:problem:{code}"),
@@ -454,7 +456,19 @@ impl From<TokenError> for ApiError {
     fn from(e: TokenError) -> Self {
         match e {
             TokenError::NotFound => ApiError::NotFound,
+            TokenError::HolderLacksRole => ApiError::ExceedsYourRights(e.to_string()),
             TokenError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<crate::llm::keys::KeyError> for ApiError {
+    fn from(e: crate::llm::keys::KeyError) -> Self {
+        use crate::llm::keys::KeyError as K;
+        match e {
+            K::NotFound => ApiError::NotFound,
+            K::OwnerCannotHold => ApiError::InvalidRequest(e.to_string()),
+            K::Store(s) => s.into(),
         }
     }
 }

@@ -81,6 +81,24 @@ impl Caller {
     pub fn as_principal(&self) -> auth::Principal {
         auth::Principal { name: self.principal.clone(), role: self.role, via: self.via.clone() }
     }
+
+    /// The person answerable for this request (a service token's holder,
+    /// not its service name): whom the separation-of-duties rules see.
+    pub fn person(&self) -> &str {
+        match &self.via {
+            Via::Token { holder, .. } => holder.person_or(&self.principal),
+            Via::Session { .. } => &self.principal,
+        }
+    }
+
+    /// Who stands behind what this caller makes (a token, a key): the
+    /// person, or the appliance for its broker-core bootstrap token.
+    pub fn holder(&self) -> auth::tokens::Holder {
+        match &self.via {
+            Via::Token { holder, .. } => holder.clone(),
+            Via::Session { .. } => auth::tokens::Holder::Person(self.principal.clone()),
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -150,8 +168,7 @@ pub async fn authorize(
             let event = Event::new("auth.failed", "authenticate", Resource::new("route", req.uri().path()))
                 .outcome(Outcome::Failure)
                 .detail("reason", why.reason());
-            record(&state, origin, event).await;
-            return ApiError::Unauthenticated.into_response();
+            return failed_authentication(&state, origin, event).await.into_response();
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -211,6 +228,22 @@ fn session_rules(
         return Err(ApiError::ReauthenticationRequired);
     }
     Ok(())
+}
+
+/// Failed authentications of one kind from one source allowed in a failure
+/// window (`audit_failure_window`) before the rest are answered 429; they
+/// are tallied either way. Five a second over the default minute: more than
+/// a person or a misconfigured script needs to see its mistake.
+const FAILED_AUTH_BUDGET: u64 = 300;
+
+/// Tallies a failed authentication (`audit::tally`) and says how to answer
+/// it: 401, or 429 once the source has failed too often in the window.
+pub async fn failed_authentication(state: &AppState, origin: Origin, event: Event) -> ApiError {
+    let noted = state.failures.note(origin, event).await;
+    if noted.in_window > FAILED_AUTH_BUDGET {
+        return ApiError::RateLimited(noted.window_ends.since(state.clock.now()));
+    }
+    ApiError::Unauthenticated
 }
 
 /// Appends an audit record on its own (for events with no other change).

@@ -27,6 +27,8 @@ use crate::llm::{Answer, GatewayError, Operation, Reply, prompts};
 /// An error in the shape the client's protocol has: OpenAI's
 /// `{"error": {"message", "type", "code"}}` or Ollama's `{"error": message}`.
 fn error_in(protocol: Protocol, status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
+    // A message may quote the request (a model name): a few KiB at most.
+    let message = crate::bounded::clip(message, crate::bounded::ECHOED);
     let body = match protocol {
         Protocol::OpenAi => json!({"error": {"message": message, "type": kind, "code": code}}),
         Protocol::Ollama => json!({"error": message, "code": code}),
@@ -96,7 +98,18 @@ impl KeyRefused {
                 crate::audit::Event::new("auth.failed", "authenticate", crate::audit::Resource::new("route", route))
                     .outcome(crate::audit::Outcome::Failure)
                     .detail("credential", "llm_key");
-            super::extract::record(state, origin, event).await;
+            if let ApiError::RateLimited(wait) = super::extract::failed_authentication(state, origin, event).await {
+                let mut response = error_in(
+                    protocol,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "rate_limited",
+                    "too many failed authentications from this address; slow down",
+                );
+                let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                return response;
+            }
         }
         self.response(protocol)
     }
@@ -357,8 +370,8 @@ pub async fn create_key(
     caller: Caller,
     ApiJson(body): ApiJson<KeyBody>,
 ) -> Result<(StatusCode, axum::Json<KeyCreated>), ApiError> {
-    let owner = body.owner.unwrap_or_else(|| caller.principal.clone());
-    if owner != caller.principal && caller.scope != Scope::All {
+    let owner = body.owner.unwrap_or_else(|| caller.person().to_owned());
+    if owner != caller.person() && caller.scope != Scope::All {
         return Err(ApiError::ExceedsYourRights("your keys are your own: leave out `owner`".into()));
     }
     users::check_name(owner.trim_start_matches(crate::auth::sso::NAME_PREFIX))
@@ -404,14 +417,7 @@ pub async fn revoke_key(
 ) -> Result<StatusCode, ApiError> {
     let owner = (caller.scope != Scope::All).then(|| caller.principal.clone());
     let (now, origin) = (state.clock.now(), caller.origin);
-    state
-        .store
-        .write(move |tx| match keys::revoke(tx, now, &origin, &id, owner.as_deref()) {
-            Ok(_) => Ok(Ok(())),
-            Err(keys::KeyError::NotFound) => Ok(Err(ApiError::NotFound)),
-            Err(keys::KeyError::Store(e)) => Err(e),
-        })
-        .await??;
+    state.store.write(move |tx| keys::revoke(tx, now, &origin, &id, owner.as_deref())).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

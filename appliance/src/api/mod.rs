@@ -92,6 +92,8 @@ pub struct Shared {
     pub accounts: Arc<Accounts>,
     /// The rate limit on unauthenticated requests, per source address.
     pub public_limit: Arc<RateLimiter>,
+    /// Failures anyone can cause, tallied per source and window.
+    pub failures: Arc<crate::audit::tally::FailureLog>,
     /// The audit sinks running.
     pub sinks: Arc<Sinks>,
     /// The data directory's free space and the disk reserve.
@@ -263,8 +265,8 @@ const OPEN_WHILE_DISK_LOW: [&str; 5] =
     ["/api/v1/auth/login", "/api/v1/auth/logout", "/api/v1/auth/reauth", "/api/v1/sys/unseal", "/api/v1/sys/seal"];
 
 /// Answers 507 to state-changing requests while the disk is low, so the
-/// space left (the reserve, given up) goes to the audit log. Each refusal is
-/// audited.
+/// space left (the reserve, given up) goes to the audit log. The refusals
+/// are tallied (`audit::tally`): written once space is back.
 async fn disk_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD);
     if changes_state && state.space.is_low() && !OPEN_WHILE_DISK_LOW.contains(&req.uri().path()) {
@@ -276,7 +278,7 @@ async fn disk_gate(State(state): State<AppState>, req: Request, next: Next) -> R
         )
         .outcome(crate::audit::Outcome::Denied)
         .detail("method", req.method());
-        extract::record(&state, origin, event).await;
+        state.failures.note(origin, event).await;
         return ApiError::InsufficientStorage.into_response();
     }
     next.run(req).await

@@ -40,7 +40,7 @@ pub async fn add_user(
     ApiJson(body): ApiJson<NewUser>,
 ) -> Result<(StatusCode, axum::Json<UserCreated>), ApiError> {
     let (user, initial_password) =
-        state.accounts.add_user(&caller.principal, &body.name, body.role, body.password, &caller.origin).await?;
+        state.accounts.add_user(caller.person(), &body.name, body.role, body.password, &caller.origin).await?;
     Ok((StatusCode::CREATED, axum::Json(UserCreated { user, initial_password })))
 }
 
@@ -49,7 +49,7 @@ pub async fn disable_user(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.accounts.disable(&caller.principal, &name, &caller.origin).await?;
+    state.accounts.disable(caller.person(), &name, &caller.origin).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -107,7 +107,7 @@ pub async fn change_role(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<RoleBody>,
 ) -> Result<axum::Json<RoleOutcome>, ApiError> {
-    let result = state.accounts.request_role(&caller.principal, &name, body.role, &caller.origin).await?;
+    let result = state.accounts.request_role(caller.person(), &name, body.role, &caller.origin).await?;
     Ok(axum::Json(RoleOutcome { result, role: body.role }))
 }
 
@@ -116,7 +116,7 @@ pub async fn approve_role(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<axum::Json<RoleOutcome>, ApiError> {
-    let role = state.accounts.approve_role(&caller.principal, &name, &caller.origin).await?;
+    let role = state.accounts.approve_role(caller.person(), &name, &caller.origin).await?;
     Ok(axum::Json(RoleOutcome { result: RoleChange::Done, role }))
 }
 
@@ -170,9 +170,11 @@ pub async fn create_token(
     }
     let ttl = credential_ttl(&state, body.ttl.as_deref())?;
     let now = state.clock.now();
-    let (origin, role) = (caller.origin, body.role);
-    let (record, token) =
-        state.store.write(move |tx| auth::issue_token(tx, now, &origin, &name, role, now.plus(ttl))).await?;
+    // A service token is held by the person who made it (through whatever
+    // credential): it never outlives that person's rights.
+    let new = tokens::NewToken { owner: name, role: body.role, holder: caller.holder(), expires_at: now.plus(ttl) };
+    let origin = caller.origin;
+    let (record, token) = state.store.write(move |tx| auth::issue_token(tx, now, &origin, new)).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(TokenCreated {

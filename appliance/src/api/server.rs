@@ -28,7 +28,6 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor, server::TlsStream};
 use tower::ServiceExt;
 
-use super::extract::record;
 use super::{AppState, ConnInfo};
 use crate::audit::{Actor, Event, Origin, Outcome, Resource};
 use crate::config::Limits;
@@ -199,7 +198,7 @@ async fn serve_connection(
                 let event = Event::new("auth.failed", "authenticate", Resource::new("worker_gateway", "tls"))
                     .outcome(Outcome::Failure)
                     .detail("reason", reason);
-                record(&state, origin, event).await;
+                state.failures.note(origin, event).await;
             }
             return;
         }

@@ -232,9 +232,7 @@ pub async fn enroll(
                 pki::EnrollError::TokenInvalid => "token_invalid",
                 _ => "refused",
             };
-            let reason = reason.to_owned();
-            let refused = pki::Refused::Enrollment;
-            let _ = state.store.write(move |tx| pki::audit_refused(tx, now, &origin, refused, &reason)).await;
+            state.failures.note(origin, pki::refused_event(pki::Refused::Enrollment, reason)).await;
             return Err(e.into());
         }
     };
@@ -453,9 +451,8 @@ pub async fn renew(
     let origin = caller.origin.clone();
     let result = state.store.write(move |tx| pki::renew(tx, now, &origin, worker, &presented, &issued)).await;
     if let Err(e @ pki::EnrollError::Superseded) = result {
-        let (origin, refused) = (caller.origin, pki::Refused::Renewal(worker));
-        let reason = "certificate_superseded";
-        let _ = state.store.write(move |tx| pki::audit_refused(tx, now, &origin, refused, reason)).await;
+        let event = pki::refused_event(pki::Refused::Renewal(worker), "certificate_superseded");
+        super::extract::record(&state, caller.origin, event).await;
         return Err(e.into());
     }
     result?;

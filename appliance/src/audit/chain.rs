@@ -6,6 +6,7 @@ use crate::crypto::primitives::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
 
 use super::{Event, Metadata, Origin, Record};
+use crate::bounded;
 use crate::clock::Timestamp;
 use crate::store::{self, Collection, Order, ReadTx, WriteTx};
 
@@ -71,18 +72,26 @@ pub fn append(tx: &mut WriteTx<'_>, now: Timestamp, origin: &Origin, event: Even
         Some(h) => (h.seq + 1, h.hash),
         None => (0, GENESIS_PREV),
     };
+    // Whatever came from outside (a path, a name, a user agent) is kept
+    // only up to `bounded::STORED` bytes: the input does not decide the
+    // record's size.
+    let mut actor = origin.actor.clone();
+    actor.id = bounded::stored(actor.id);
+    let mut resource = event.resource;
+    resource.id = bounded::stored(resource.id);
+    let details = event.details.into_iter().map(|(k, v)| (bounded::stored(k), bounded::stored(v))).collect();
     let record = Record {
         seq,
         timestamp: now.to_rfc3339(),
         event_type: event.event_type.into(),
-        actor: origin.actor.clone(),
-        resource: event.resource,
+        actor,
+        resource,
         action: event.action.into(),
         result: event.outcome,
         metadata: Metadata {
             source_ip: origin.source_ip.map(|ip| ip.to_string()),
-            user_agent: origin.user_agent.clone(),
-            details: event.details,
+            user_agent: origin.user_agent.clone().map(bounded::stored),
+            details,
         },
         prev_hash: hex::encode(prev),
     };

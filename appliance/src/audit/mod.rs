@@ -20,6 +20,7 @@ pub mod offline;
 pub mod retention;
 pub mod signing;
 pub mod sinks;
+pub mod tally;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -15,6 +15,7 @@ use super::throttle::{LoginThrottle, Refusal};
 use super::totp::{self, TotpSecret};
 use super::users::{self, RoleChange, User, UserError, UserInfo};
 use super::{AuthError, Principal, Role};
+use crate::audit::tally::FailureLog;
 use crate::audit::{self, Actor, ActorKind, Event, Origin, Outcome, Resource};
 use crate::clock::SharedClock;
 use crate::crypto::CryptoPolicy;
@@ -91,6 +92,8 @@ pub struct Accounts {
     /// Roles that must have a second factor (`mfa_required_roles`).
     second_factor_roles: Vec<Role>,
     throttle: LoginThrottle,
+    /// Failed logins are tallied per source, not written one by one.
+    failures: Arc<FailureLog>,
     hashing: Semaphore,
 }
 
@@ -102,6 +105,7 @@ impl Accounts {
         policy: CryptoPolicy,
         lifetimes: Lifetimes,
         second_factor_roles: Vec<Role>,
+        failures: Arc<FailureLog>,
     ) -> Accounts {
         Accounts {
             store,
@@ -110,6 +114,7 @@ impl Accounts {
             policy,
             lifetimes,
             second_factor_roles,
+            failures,
             throttle: LoginThrottle::default(),
             hashing: Semaphore::new(CONCURRENT_HASHES),
         }
@@ -164,7 +169,7 @@ impl Accounts {
                 let key = *key;
                 self.store.write(move |tx| sessions::touch(tx, &key, now)).await
             }
-            super::Via::Token { id, note_use: true } => {
+            super::Via::Token { id, note_use: true, .. } => {
                 let id = id.clone();
                 self.store.write(move |tx| super::tokens::note_used(tx, &id, now)).await
             }
@@ -539,13 +544,16 @@ impl Accounts {
         let after = if counts { self.throttle.failed(name, origin.source_ip, now) } else { Default::default() };
         let pseudonym = self.pseudonym(name).unwrap_or_else(|_| "hmac:unavailable".into());
         let address = origin.source_ip.map_or_else(|| "-".to_owned(), |ip: IpAddr| ip.to_string());
+        let event = Event::new("auth.login_failed", "login", Resource::new("user", &pseudonym))
+            .outcome(Outcome::Failure)
+            .detail("reason", reason);
+        self.failures.note(origin.clone(), event).await;
+        if !after.locked && !after.alert && after.site_alert.is_none() {
+            return Ok(());
+        }
         let origin = origin.clone();
         self.store
             .write(move |tx| {
-                let event = Event::new("auth.login_failed", "login", Resource::new("user", &pseudonym))
-                    .outcome(Outcome::Failure)
-                    .detail("reason", reason);
-                audit::append(tx, now, &origin, event)?;
                 if after.locked {
                     let event = Event::new("auth.locked_out", "lock", Resource::new("user", &pseudonym))
                         .outcome(Outcome::Denied)
@@ -559,6 +567,14 @@ impl Accounts {
                         ("failures_in_5m", after.recent.to_string()),
                     ];
                     audit::alerts::raise(tx, now, "failed_logins", &address, &details)?;
+                }
+                if let Some(site) = after.site_alert {
+                    let details = [
+                        ("failures_in_5m", site.failures.to_string()),
+                        ("accounts", site.accounts.to_string()),
+                        ("addresses", site.addresses.to_string()),
+                    ];
+                    audit::alerts::raise(tx, now, "failed_logins", super::throttle::APPLIANCE_WIDE, &details)?;
                 }
                 Ok(())
             })

@@ -40,8 +40,10 @@ pub struct Principal {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
-    /// A bearer token; `note_use`: its "last used" is due an update.
-    Token { id: String, note_use: bool },
+    /// A bearer token; `holder`: who stands behind it (its owner, or for a
+    /// service token the person who made it); `note_use`: its "last used"
+    /// is due an update.
+    Token { id: String, holder: tokens::Holder, note_use: bool },
     /// A console session. `set_up`: the account has its own password (and
     /// its second factor, if its role needs one); until then only its own
     /// account's routes answer. `fresh`: authenticated within the
@@ -56,6 +58,16 @@ impl Principal {
             Via::Token { id, .. } | Via::Session { id, .. } => id,
         }
     }
+}
+
+/// The role a person holds *now*: `None` if no such account exists or it
+/// is disabled. Credentials are bounded by this at every use, so a
+/// demotion or a disabled account takes effect on the next request.
+pub fn current_role(mut tx: impl crate::store::Reads, person: &str) -> Result<Option<Role>, crate::store::Error> {
+    if let Some(sso) = sso::person(&mut tx, person)? {
+        return Ok(Some(sso.role));
+    }
+    Ok(users::get(&mut tx, person)?.filter(|u| !u.disabled).map(|u| u.role))
 }
 
 /// The roles of the design. `worker` is a machine identity (mTLS), not a person.
@@ -348,6 +360,12 @@ pub enum AuthError {
     Unknown,
     #[error("the credential has expired")]
     Expired,
+    /// The person behind it no longer exists or is disabled.
+    #[error("the credential's holder no longer has an enabled account")]
+    HolderGone,
+    /// The person behind it no longer holds the rights it carries (demoted).
+    #[error("the credential carries more rights than its holder now has")]
+    HolderLacksRole,
 }
 
 impl AuthError {
@@ -358,6 +376,8 @@ impl AuthError {
             AuthError::Malformed => "malformed",
             AuthError::Unknown => "unknown",
             AuthError::Expired => "expired",
+            AuthError::HolderGone => "holder_gone",
+            AuthError::HolderLacksRole => "holder_lacks_role",
         }
     }
 }

@@ -70,7 +70,7 @@ impl From<&SsoPerson> for UserInfo {
 }
 
 /// The person behind a session's account name, if it is a single sign-on one.
-pub fn person(tx: &ReadTx, name: &str) -> Result<Option<SsoPerson>, store::Error> {
+pub fn person(mut tx: impl store::Reads, name: &str) -> Result<Option<SsoPerson>, store::Error> {
     if !name.starts_with(NAME_PREFIX) {
         return Ok(None);
     }

@@ -13,7 +13,11 @@
 //! count (not its address's). A try inside a wait or a lockout is refused
 //! without checking the password and is not counted. More than 5 failures
 //! in 5 minutes raises one alert per burst (an account and an address
-//! failing together raise one), again only after 5 quiet minutes.
+//! failing together raise one), again only after 5 quiet minutes. Guessing
+//! spread thin, over many accounts and addresses each under its own
+//! threshold, is caught appliance-wide: more than [`SITE_ALERT_AFTER`]
+//! failures in 5 minutes raise one `failed_logins` alert for
+//! [`APPLIANCE_WIDE`], with how many accounts and addresses took part.
 //!
 //! The counts live in memory: a restart (which needs an unseal) clears them.
 
@@ -30,6 +34,11 @@ const MAX_DELAY: Duration = Duration::from_secs(30);
 const ALERT_WINDOW: Duration = Duration::from_secs(5 * 60);
 /// An alert is raised when failures within [`ALERT_WINDOW`] exceed this.
 pub const ALERT_AFTER: usize = 5;
+/// The appliance-wide alert is raised when all failures within
+/// [`ALERT_WINDOW`] exceed this.
+pub const SITE_ALERT_AFTER: usize = 50;
+/// The subject of the appliance-wide alert.
+pub const APPLIANCE_WIDE: &str = "appliance";
 /// Subjects tracked at most; the quietest are forgotten first.
 const MAX_SUBJECTS: usize = 100_000;
 
@@ -46,6 +55,8 @@ const ADDRESS: Rule = Rule { free: 6, lock_at: 20 };
 enum Subject {
     Account(String),
     Address(IpAddr),
+    /// Every failure, whatever its account and address.
+    Appliance,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +122,18 @@ pub struct AfterFailure {
     pub locked: bool,
     /// Failures within the alert window for the account and the address.
     pub recent: usize,
+    /// Raise the appliance-wide alert now (once per burst).
+    pub site_alert: Option<SiteWide>,
+}
+
+/// The appliance-wide burst of failures that raised its alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteWide {
+    /// Failures within the alert window, from everyone.
+    pub failures: usize,
+    /// Accounts and addresses with a failure within the window.
+    pub accounts: usize,
+    pub addresses: usize,
 }
 
 /// The failure counts. Share one.
@@ -176,6 +199,24 @@ impl LoginThrottle {
                     f.alerted = true;
                 }
             }
+        }
+        let site = subjects.entry(Subject::Appliance).or_default();
+        site.forget_old(now);
+        site.times.push_back(now);
+        let failures = site.recent(now);
+        if failures > SITE_ALERT_AFTER && !site.alerted {
+            site.alerted = true;
+            let (mut accounts, mut addresses) = (0, 0);
+            for (subject, f) in subjects.iter() {
+                if f.recent(now) > 0 {
+                    match subject {
+                        Subject::Account(_) => accounts += 1,
+                        Subject::Address(_) => addresses += 1,
+                        Subject::Appliance => {}
+                    }
+                }
+            }
+            out.site_alert = Some(SiteWide { failures, accounts, addresses });
         }
         out
     }
@@ -289,6 +330,23 @@ mod tests {
         let again: Vec<bool> =
             (0..6).map(|i| t.failed("alice", IP, later.plus(Duration::from_secs(i))).alert).collect();
         assert_eq!(again.iter().filter(|a| **a).count(), 1);
+    }
+
+    #[test]
+    fn guessing_spread_over_many_accounts_and_addresses_raises_one_appliance_wide_alert() {
+        // 100 failures over 75 accounts from 50 addresses in 17 s: each
+        // account and address stays under its own threshold.
+        let t = LoginThrottle::default();
+        let mut raised = Vec::new();
+        for i in 0..100u64 {
+            let address = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, (i % 50) as u8)));
+            let after = t.failed(&format!("user{}", i % 75), address, T0.plus(Duration::from_millis(i * 170)));
+            assert!(!after.alert, "no single account or address is over its threshold");
+            raised.extend(after.site_alert);
+        }
+        assert_eq!(raised.len(), 1, "one alert per burst");
+        assert_eq!(raised[0].failures, SITE_ALERT_AFTER + 1);
+        assert_eq!((raised[0].accounts, raised[0].addresses), (51, 50));
     }
 
     #[test]

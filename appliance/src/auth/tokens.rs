@@ -1,5 +1,16 @@
 //! API tokens: issued once, stored hashed, looked up by hash; listed,
 //! rotated and revoked by their public id.
+//!
+//! Every token has a **holder**: the person whose *current* role bounds it.
+//! A personal token's holder is its owner; a service token (owned by a name
+//! that is no person's account) is held by the person who made it. A token
+//! authenticates only while its holder's account is enabled and the
+//! holder's role still covers the token's ([`super::may_delegate`]), so a
+//! demotion or a disabled account takes effect on the next request, and a
+//! demotion also revokes the tokens it outgrew, in its own transaction.
+//! The one token no person stands behind is a broker-core directory's
+//! bootstrap token, made before there were people ([`Holder::Appliance`]):
+//! its expiry bounds it.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +27,34 @@ const PREFIX: &str = "tether_";
 const TOKENS: Collection<ApiToken> = Collection::new("api_tokens");
 /// Public id → the key in [`TOKENS`] (to revoke or rotate by id).
 const TOKEN_IDS: Collection<[u8; 32]> = Collection::new("api_token_ids");
+/// Public id → the token's holder. Tokens made before holders were kept
+/// have none; theirs is found by [`holder_of`].
+const HOLDERS: Collection<Holder> = Collection::new("api_token_holders");
+
+/// Who stands behind a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Holder {
+    /// A person: the token works while their account is enabled and their
+    /// role covers the token's.
+    Person(String),
+    /// The appliance itself: a broker-core directory's bootstrap token,
+    /// made before there were people. Bound by its expiry alone.
+    Appliance,
+}
+
+impl Holder {
+    /// The name the separation-of-duties rules see for a request made with
+    /// a token of `owner` held by this.
+    pub fn person_or<'a>(&'a self, owner: &'a str) -> &'a str {
+        match self {
+            Holder::Person(name) => name,
+            Holder::Appliance => owner,
+        }
+    }
+}
+
+/// How far [`holder_of`] follows "made by a token" back to a person.
+const MAX_MAKER_HOPS: usize = 4;
 /// Public id → when the token last authenticated (to the minute).
 const LAST_USED: Collection<Timestamp> = Collection::new("api_token_last_used");
 /// Tokens as the broker core stored them (no owner or mandatory expiry);
@@ -70,8 +109,21 @@ pub struct TokenInfo {
 pub enum TokenError {
     #[error("no such token")]
     NotFound,
+    /// Rotating would hand out a role the holder no longer has.
+    #[error("the token's holder no longer holds its role: make a new token instead")]
+    HolderLacksRole,
     #[error(transparent)]
     Store(#[from] store::Error),
+}
+
+/// What a token is made for: whom it acts for, with which role, held by
+/// which person (see the module's rules), until when.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub owner: String,
+    pub role: Role,
+    pub holder: Holder,
+    pub expires_at: Timestamp,
 }
 
 /// Creates a token inside the caller's transaction, audits it, and returns
@@ -80,15 +132,14 @@ pub fn issue_token(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
     origin: &Origin,
-    owner: &str,
-    role: Role,
-    expires_at: Timestamp,
+    new: NewToken,
 ) -> Result<(ApiToken, String), store::Error> {
-    let (record, secret) = store_new(tx, now, origin, owner, role, expires_at)?;
+    let (record, secret) = store_new(tx, now, origin, &new)?;
     let event = Event::new("token.created", "create", Resource::new("token", &record.id))
-        .detail("role", role)
-        .detail("owner", owner)
-        .detail("expires_at", expires_at);
+        .detail("role", new.role)
+        .detail("owner", &new.owner)
+        .detail("holder", new.holder.person_or("appliance"))
+        .detail("expires_at", new.expires_at);
     audit::append(tx, now, origin, event)?;
     Ok((record, secret))
 }
@@ -97,19 +148,74 @@ fn store_new(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
     origin: &Origin,
-    owner: &str,
-    role: Role,
-    expires_at: Timestamp,
+    new: &NewToken,
 ) -> Result<(ApiToken, String), store::Error> {
     let secret::Minted { secret, key, id } = secret::mint(PREFIX)?;
-    let record =
-        ApiToken { id, owner: owner.into(), role, created_at: now, expires_at, created_by: origin.actor.id.clone() };
+    let record = ApiToken {
+        id,
+        owner: new.owner.clone(),
+        role: new.role,
+        created_at: now,
+        expires_at: new.expires_at,
+        created_by: origin.actor.id.clone(),
+    };
     tx.put(TOKENS, &key, &record)?;
     tx.put(TOKEN_IDS, record.id.as_bytes(), &key)?;
+    tx.put(HOLDERS, record.id.as_bytes(), &new.holder)?;
     Ok((record, secret))
 }
 
-/// Finds the token behind a presented secret.
+/// Who a token answers to. Tokens from before holders were kept name
+/// none: theirs is the owner if the owner is a person, else the person who
+/// made it (following a maker that was a token to that token's holder); a
+/// token the appliance made for nobody is a broker-core bootstrap token.
+/// `None`: no one stands behind it any more, and it does not authenticate.
+pub fn holder_of(mut tx: impl store::Reads, token: &ApiToken) -> Result<Option<Holder>, store::Error> {
+    let mut token = token.clone();
+    for _ in 0..MAX_MAKER_HOPS {
+        if let Some(holder) = tx.get(HOLDERS, token.id.as_bytes())? {
+            return Ok(Some(holder));
+        }
+        for candidate in [&token.owner, &token.created_by] {
+            if super::users::get(&mut tx, candidate)?.is_some() || super::sso::person(&mut tx, candidate)?.is_some() {
+                return Ok(Some(Holder::Person(candidate.clone())));
+            }
+        }
+        if token.created_by == crate::audit::Actor::system().id {
+            return Ok(Some(Holder::Appliance));
+        }
+        let maker = match tx.get(TOKEN_IDS, token.created_by.as_bytes())? {
+            Some(key) => tx.get(TOKENS, &key)?,
+            None => None,
+        };
+        match maker {
+            Some(maker) => token = maker,
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `holder` may still stand behind a token of `role`.
+fn holder_standing(
+    tx: impl store::Reads,
+    holder: Option<&Holder>,
+    role: Role,
+) -> Result<Result<(), AuthError>, store::Error> {
+    let person = match holder {
+        None => return Ok(Err(AuthError::HolderGone)),
+        Some(Holder::Appliance) => return Ok(Ok(())),
+        Some(Holder::Person(name)) => name,
+    };
+    Ok(match super::current_role(tx, person)? {
+        None => Err(AuthError::HolderGone),
+        Some(now_holds) if !super::may_delegate(now_holds, role) => Err(AuthError::HolderLacksRole),
+        Some(_) => Ok(()),
+    })
+}
+
+/// Finds the token behind a presented secret, and checks that its holder
+/// still stands behind it.
 pub fn authenticate(
     tx: &ReadTx,
     presented: &str,
@@ -124,9 +230,17 @@ pub fn authenticate(
     if record.expires_at <= now {
         return Ok(Err(AuthError::Expired));
     }
+    let Some(holder) = holder_of(tx, &record)? else {
+        return Ok(Err(AuthError::HolderGone));
+    };
+    if let Err(why) = holder_standing(tx, Some(&holder), record.role)? {
+        return Ok(Err(why));
+    }
+
     let last_used = tx.get(LAST_USED, record.id.as_bytes())?;
     let stale = last_used.is_none_or(|t| now.since(t) >= LAST_USED_RESOLUTION);
-    Ok(Ok(Principal { name: record.owner, role: record.role, via: Via::Token { id: record.id, note_use: stale } }))
+    let via = Via::Token { id: record.id, holder, note_use: stale };
+    Ok(Ok(Principal { name: record.owner, role: record.role, via }))
 }
 
 /// Records that a token was used at `now`.
@@ -186,7 +300,8 @@ pub fn revoke(
 }
 
 /// Replaces a token's secret: the old one stops working at once; owner,
-/// role and expiry carry over to the new one.
+/// role, holder and expiry carry over to the new one. Refused when the
+/// holder no longer stands behind the role.
 pub fn rotate(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
@@ -195,8 +310,14 @@ pub fn rotate(
     owner: Option<&str>,
 ) -> Result<(ApiToken, String), TokenError> {
     let (old, key) = find(tx, id, owner)?;
+    let holder = holder_of(&mut *tx, &old)?;
+    if holder_standing(&mut *tx, holder.as_ref(), old.role)?.is_err() {
+        return Err(TokenError::HolderLacksRole);
+    }
+    let Some(holder) = holder else { return Err(TokenError::HolderLacksRole) };
     forget(tx, &old, &key)?;
-    let (new, secret) = store_new(tx, now, origin, &old.owner, old.role, old.expires_at)?;
+    let renewed = NewToken { owner: old.owner.clone(), role: old.role, holder, expires_at: old.expires_at };
+    let (new, secret) = store_new(tx, now, origin, &renewed)?;
     let event = Event::new("token.rotated", "rotate", Resource::new("token", &old.id))
         .detail("replaced_by", &new.id)
         .detail("owner", &old.owner);
@@ -204,26 +325,46 @@ pub fn rotate(
     Ok((new, secret))
 }
 
-/// Revokes every token `owner` holds (the owner was disabled). Returns how many.
-pub fn revoke_all_of(tx: &mut WriteTx<'_>, owner: &str) -> Result<usize, store::Error> {
-    let mut doomed = Vec::new();
+/// Revokes every token `person` owns or holds (the account was disabled).
+/// Returns how many.
+pub fn revoke_all_of(tx: &mut WriteTx<'_>, person: &str) -> Result<usize, store::Error> {
+    revoke_where(tx, person, |_| true)
+}
+
+/// Revokes the tokens `person` owns or holds that carry more than `role`
+/// (the person was just given `role`). Returns how many.
+pub fn revoke_beyond(tx: &mut WriteTx<'_>, person: &str, role: Role) -> Result<usize, store::Error> {
+    revoke_where(tx, person, |token| !super::may_delegate(role, token.role))
+}
+
+fn revoke_where(
+    tx: &mut WriteTx<'_>,
+    person: &str,
+    doomed_if: impl Fn(&ApiToken) -> bool,
+) -> Result<usize, store::Error> {
+    let mut all = Vec::new();
     tx.scan(TOKENS, None, Order::Ascending, |key, token| {
-        if token.owner == owner {
-            let mut k = [0u8; 32];
-            k.copy_from_slice(key);
-            doomed.push((token, k));
-        }
+        let mut k = [0u8; 32];
+        k.copy_from_slice(key);
+        all.push((token, k));
         Ok(true)
     })?;
-    for (token, key) in &doomed {
-        forget(tx, token, key)?;
+    let mut revoked = 0;
+    for (token, key) in &all {
+        let answers_to_person =
+            token.owner == person || holder_of(&mut *tx, token)? == Some(Holder::Person(person.to_owned()));
+        if answers_to_person && doomed_if(token) {
+            forget(tx, token, key)?;
+            revoked += 1;
+        }
     }
-    Ok(doomed.len())
+    Ok(revoked)
 }
 
 fn forget(tx: &mut WriteTx<'_>, token: &ApiToken, key: &[u8; 32]) -> Result<(), store::Error> {
     tx.delete(TOKENS, key)?;
     tx.delete(TOKEN_IDS, token.id.as_bytes())?;
+    tx.delete(HOLDERS, token.id.as_bytes())?;
     tx.delete(LAST_USED, token.id.as_bytes())?;
     Ok(())
 }
@@ -261,7 +402,35 @@ pub fn migrate_legacy(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::users::{self, UserError};
     use crate::store::Store;
+
+    /// A person's own token (the person is made if new).
+    fn personal(
+        tx: &mut WriteTx<'_>,
+        now: Timestamp,
+        person: &str,
+        role: Role,
+        expires_at: Timestamp,
+    ) -> Result<(ApiToken, String), UserError> {
+        service(tx, now, person, person, role, expires_at)
+    }
+
+    /// A token owned by `owner`, held by `holder` (made if new, with `role`).
+    fn service(
+        tx: &mut WriteTx<'_>,
+        now: Timestamp,
+        owner: &str,
+        holder: &str,
+        role: Role,
+        expires_at: Timestamp,
+    ) -> Result<(ApiToken, String), UserError> {
+        if users::get(&mut *tx, holder)?.is_none() {
+            users::add_for_test(tx, holder, role)?;
+        }
+        let new = NewToken { owner: owner.into(), role, holder: Holder::Person(holder.into()), expires_at };
+        Ok(issue_token(tx, now, &Origin::system(), new)?)
+    }
 
     #[test]
     fn a_token_authenticates_until_it_expires_or_is_revoked_and_only_its_hash_is_kept() {
@@ -269,12 +438,14 @@ mod tests {
         let store = Store::create(dir.path()).unwrap();
         let t0 = Timestamp::from_millis(1_000);
         let expiry = Timestamp::from_millis(5_000);
-        let (record, secret) = store
-            .write_blocking(move |tx| issue_token(tx, t0, &Origin::system(), "alice", Role::Developer, expiry))
-            .unwrap();
+        let (record, secret) =
+            store.write_blocking(move |tx| personal(tx, t0, "alice", Role::Developer, expiry)).unwrap();
         let who = store.read(|tx| authenticate(tx, &secret, t0)).unwrap().unwrap();
         assert_eq!((who.name.as_str(), who.role), ("alice", Role::Developer));
-        assert_eq!(who.via, Via::Token { id: record.id.clone(), note_use: true });
+        assert_eq!(
+            who.via,
+            Via::Token { id: record.id.clone(), holder: Holder::Person("alice".into()), note_use: true }
+        );
         assert_eq!(store.read(|tx| authenticate(tx, &secret, expiry)).unwrap(), Err(AuthError::Expired));
         let mut other = secret.clone();
         other.replace_range(
@@ -306,7 +477,7 @@ mod tests {
         let t0 = Timestamp::from_millis(1_000);
         let expiry = Timestamp::from_millis(9_000);
         let (old, old_secret) =
-            store.write_blocking(move |tx| issue_token(tx, t0, &Origin::system(), "ci", Role::Viewer, expiry)).unwrap();
+            store.write_blocking(move |tx| service(tx, t0, "ci", "alice", Role::Viewer, expiry)).unwrap();
         let id = old.id.clone();
         let (new, new_secret) = store.write_blocking(move |tx| rotate(tx, t0, &Origin::system(), &id, None)).unwrap();
         assert_ne!(new.id, old.id);
@@ -315,5 +486,61 @@ mod tests {
         assert!(store.read(|tx| authenticate(tx, &new_secret, t0)).unwrap().is_ok());
         let listed = store.read(|tx| list(tx, Some("ci"))).unwrap();
         assert_eq!(listed.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), vec![new.id]);
+    }
+
+    #[test]
+    fn a_token_never_carries_more_than_its_holder_now_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let t0 = Timestamp::from_millis(1_000);
+        let expiry = Timestamp::from_millis(9_000);
+        let auth = |secret: &str| store.read(|tx| authenticate(tx, secret, t0)).unwrap().map(|p| p.role);
+        let (_, admin) = store.write_blocking(move |tx| personal(tx, t0, "alice", Role::Admin, expiry)).unwrap();
+        let (_, dev) = store.write_blocking(move |tx| personal(tx, t0, "alice", Role::Developer, expiry)).unwrap();
+        let (ci, ci_dev) =
+            store.write_blocking(move |tx| service(tx, t0, "ci", "alice", Role::Developer, expiry)).unwrap();
+        let (_, ci_viewer) =
+            store.write_blocking(move |tx| service(tx, t0, "ci-read", "alice", Role::Viewer, expiry)).unwrap();
+        assert_eq!(auth(&admin), Ok(Role::Admin));
+
+        // Demoted to developer: the admin token goes in the same
+        // transaction, and so does the viewer one (a viewer sees every
+        // task's metadata, a developer only its own); what a developer may
+        // carry stays.
+        let o = Origin::system();
+        store.write_blocking(move |tx| users::request_role(tx, t0, &o, "bob", "alice", Role::Developer)).unwrap();
+        assert_eq!(auth(&admin), Err(AuthError::Unknown), "revoked by the demotion");
+        assert_eq!(auth(&ci_viewer), Err(AuthError::Unknown), "revoked by the demotion");
+        assert_eq!(auth(&dev), Ok(Role::Developer));
+        assert_eq!(auth(&ci_dev), Ok(Role::Developer));
+        let mut log = Vec::new();
+        store.read(|tx| crate::audit::export_jsonl(tx, 0, &mut log)).unwrap();
+        let log = String::from_utf8(log).unwrap();
+        let change = log.lines().rev().find(|l| l.contains("user.role_changed")).unwrap();
+        assert!(change.contains(r#""tokens_revoked":"2""#), "{change}");
+
+        // Changed behind the rules' back (a store from before them): the
+        // check at use still holds the token to the holder's current role.
+        store
+            .write_blocking(move |tx| {
+                let mut alice = users::get_for_update(tx, "alice")?;
+                alice.role = Role::Viewer;
+                users::put(tx, &alice)?;
+                Ok::<_, UserError>(())
+            })
+            .unwrap();
+        assert_eq!(auth(&dev), Err(AuthError::HolderLacksRole));
+        assert_eq!(auth(&ci_dev), Err(AuthError::HolderLacksRole), "a service token is bound by its holder");
+        let id = ci.id.clone();
+        let refused = store.write_blocking(move |tx| rotate(tx, t0, &Origin::system(), &id, None));
+        assert!(matches!(refused, Err(TokenError::HolderLacksRole)), "rotation cannot carry the old role");
+
+        // Disabled: everything she owns or holds is revoked.
+        let o = Origin::system();
+        store.write_blocking(move |tx| users::disable(tx, t0, &o, "bob", "alice")).unwrap();
+        for secret in [&dev, &ci_dev] {
+            assert_eq!(auth(secret), Err(AuthError::Unknown));
+        }
+        assert!(store.read(|tx| list(tx, None)).unwrap().is_empty());
     }
 }

@@ -117,7 +117,7 @@ pub fn check_name(name: &str) -> Result<(), UserError> {
     if ok { Ok(()) } else { Err(UserError::BadName) }
 }
 
-pub fn get(tx: &ReadTx, name: &str) -> Result<Option<User>, store::Error> {
+pub fn get(mut tx: impl store::Reads, name: &str) -> Result<Option<User>, store::Error> {
     tx.get(USERS, name.as_bytes())
 }
 
@@ -223,7 +223,9 @@ pub enum RoleChange {
 }
 
 /// Changes a person's role (`by` is the person asking, whatever
-/// credential they used). Granting or taking away `security_officer`
+/// credential they used). The person's tokens (their own and the service
+/// tokens they hold) that the new role does not cover are revoked in the
+/// same transaction. Granting or taking away `security_officer`
 /// waits for a second officer's approval, except that the very first
 /// officer may be named directly (there is no one to approve) — never by
 /// themselves.
@@ -264,7 +266,11 @@ pub fn request_role(
     user.role = role;
     user.pending_role = None;
     put(tx, &user)?;
-    let event = Event::new("user.role_changed", "change", resource).detail("from", from).detail("to", role);
+    let revoked = super::tokens::revoke_beyond(tx, target, role)?;
+    let event = Event::new("user.role_changed", "change", resource)
+        .detail("from", from)
+        .detail("to", role)
+        .detail("tokens_revoked", revoked);
     audit::append(tx, now, origin, event)?;
     Ok(RoleChange::Done)
 }
@@ -286,10 +292,12 @@ pub fn approve_role(
     let from = user.role;
     user.role = request.role;
     put(tx, &user)?;
+    let revoked = super::tokens::revoke_beyond(tx, target, request.role)?;
     let event = Event::new("user.role_changed", "approve", Resource::new("user", target))
         .detail("from", from)
         .detail("to", request.role)
-        .detail("requested_by", &request.requested_by);
+        .detail("requested_by", &request.requested_by)
+        .detail("tokens_revoked", revoked);
     audit::append(tx, now, origin, event)?;
     Ok(request.role)
 }
@@ -332,4 +340,14 @@ pub fn set_password(
         Event::new("user.password_changed", action, Resource::new("user", target)).detail("sessions_ended", ended);
     audit::append(tx, now, origin, event)?;
     Ok(())
+}
+
+/// Test support: an account `name` with `role`, made by the system.
+#[cfg(test)]
+pub fn add_for_test(tx: &mut WriteTx<'_>, name: &str, role: Role) -> Result<User, UserError> {
+    let password = PasswordHash::new(crate::crypto::CryptoPolicy::STANDARD, name, "a test password of length")
+        .map_err(|_| UserError::BadName)?;
+    let origin = Origin::system();
+    let user = add(tx, Timestamp::from_millis(0), &origin, "tether", name, role, password)?;
+    Ok(user)
 }

@@ -36,10 +36,21 @@ impl Site {
         self.store.write(move |tx| secrets::put(tx, NOW, &Origin::system(), &keys, new)).await.unwrap();
     }
 
+    /// A token of a person holding `role` (one account per role).
     async fn token(&self, role: Role) -> String {
+        let person = format!("someone-{role}").replace('_', "-");
         self.store
             .write(move |tx| {
-                issue_token(tx, NOW, &Origin::system(), "someone", role, NOW.plus(std::time::Duration::from_secs(3600)))
+                if crate::auth::users::get(&mut *tx, &person)?.is_none() {
+                    crate::auth::users::add_for_test(tx, &person, role)?;
+                }
+                let token = crate::auth::tokens::NewToken {
+                    owner: person.clone(),
+                    role,
+                    holder: crate::auth::tokens::Holder::Person(person),
+                    expires_at: NOW.plus(std::time::Duration::from_secs(3600)),
+                };
+                Ok::<_, crate::auth::users::UserError>(issue_token(tx, NOW, &Origin::system(), token)?)
             })
             .await
             .unwrap()

@@ -252,7 +252,13 @@ pub fn initialise(
         auth::users::add(tx, now, &origin, "tether", FIRST_ADMIN, Role::Admin, admin_hash)?;
         // The bootstrap token expires like any other: the first admin's
         // account (password and TOTP) is the lasting way in.
-        Ok::<_, anyhow::Error>(auth::issue_token(tx, now, &origin, FIRST_ADMIN, Role::Admin, token_expires)?)
+        let token = auth::tokens::NewToken {
+            owner: FIRST_ADMIN.into(),
+            role: Role::Admin,
+            holder: auth::tokens::Holder::Person(FIRST_ADMIN.into()),
+            expires_at: token_expires,
+        };
+        Ok::<_, anyhow::Error>(auth::issue_token(tx, now, &origin, token)?)
     })?;
     Ok(InitOutcome {
         admin_token,

@@ -187,6 +187,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if migrated > 0 {
         tracing::info!(tokens = migrated, "API tokens from an earlier version now carry an owner and an expiry");
     }
+    let space = Arc::new(crate::disk::Watch::new(store.clone(), clock.clone(), &dir, config.disk_reserve_bytes));
+    let low = space.clone();
+    let failures = Arc::new(crate::audit::tally::FailureLog::new(
+        store.clone(),
+        clock.clone(),
+        config.audit_failure_window,
+        move || low.is_low(),
+    ));
     let accounts = Arc::new(auth::Accounts::new(
         store.clone(),
         vault.clone(),
@@ -194,6 +202,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         policy,
         config.sessions,
         config.mfa_required_roles.clone(),
+        failures.clone(),
     ));
     let sso = match &config.sso {
         Some(settings) => Some(Arc::new(
@@ -202,7 +211,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         )),
         None => None,
     };
-    let space = Arc::new(crate::disk::Watch::new(store.clone(), clock.clone(), &dir, config.disk_reserve_bytes));
     let silent_after = config.broker.max_poll_wait + config.worker_silence_grace;
     let monitor = Arc::new(crate::monitor::Monitor::new(store.clone(), clock.clone(), silent_after));
     // The check may write an alert, which waits for the store: off the runtime.
@@ -231,6 +239,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         deliveries: Arc::default(),
         accounts,
         public_limit: Arc::new(auth::throttle::RateLimiter::new(PUBLIC_RATE, PUBLIC_BURST)),
+        failures: failures.clone(),
         sinks: Arc::new(crate::audit::sinks::Sinks::new(crate::audit::sinks::SinkContext {
             store: store.clone(),
             clock: clock.clone(),
@@ -253,6 +262,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     state.models.tidy();
     state.sinks.reconcile()?;
     let space_watch = tokio::spawn(space.run(SPACE_CHECK_INTERVAL));
+    let failure_tallies = tokio::spawn(failures.clone().run());
     let watches = tokio::spawn(monitor.run(MONITOR_INTERVAL));
     let retention = tokio::spawn(crate::audit::retention::run(
         store.clone(),
@@ -340,6 +350,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     tracing::info!("stopping: no new leases, answering parked polls, closing connections");
     broker.drain();
     server.shutdown().await;
+    failure_tallies.abort();
+    // What the tallies counted since their last record is written now.
+    failures.flush(true).await;
     reaper.abort();
     model_servers.abort();
     prompt_log.abort();

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Event, Origin, Resource};
-use crate::auth::AuthError;
+use crate::auth::{self, AuthError, Permission};
 use crate::clock::Timestamp;
 use crate::secret;
 use crate::store::{self, Collection, Order, ReadTx, WriteTx};
@@ -121,6 +121,9 @@ pub struct NewKey {
 pub enum KeyError {
     #[error("no such key")]
     NotFound,
+    /// The owner is no enabled account, or its role may not hold keys.
+    #[error("a key's owner must be an enabled account whose role may hold keys (admin or developer)")]
+    OwnerCannotHold,
     #[error(transparent)]
     Store(#[from] store::Error),
 }
@@ -132,8 +135,11 @@ pub fn issue(
     now: Timestamp,
     origin: &Origin,
     new: NewKey,
-) -> Result<(VirtualKey, String), store::Error> {
-    let secret::Minted { secret, key: hash, id } = secret::mint(PREFIX)?;
+) -> Result<(VirtualKey, String), KeyError> {
+    if owner_standing(&mut *tx, &new.owner)?.is_err() {
+        return Err(KeyError::OwnerCannotHold);
+    }
+    let secret::Minted { secret, key: hash, id } = secret::mint(PREFIX).map_err(store::Error::from)?;
     let key = VirtualKey {
         id,
         owner: new.owner,
@@ -161,7 +167,19 @@ pub fn issue(
     Ok((key, secret))
 }
 
-/// The key behind a presented secret, if it is alive.
+/// Whether `owner` may hold keys *now*: an enabled account whose current
+/// role holds [`Permission::LlmKeyManage`]. Checked when a key is made and
+/// at every use, so a key works only while its owner could make it.
+pub fn owner_standing(tx: impl store::Reads, owner: &str) -> Result<Result<(), AuthError>, store::Error> {
+    Ok(match auth::current_role(tx, owner)? {
+        None => Err(AuthError::HolderGone),
+        Some(role) if auth::grant(role, Permission::LlmKeyManage).is_none() => Err(AuthError::HolderLacksRole),
+        Some(_) => Ok(()),
+    })
+}
+
+/// The key behind a presented secret, if it is alive and its owner still
+/// may hold it.
 pub fn authenticate(
     tx: &ReadTx,
     presented: &str,
@@ -175,6 +193,9 @@ pub fn authenticate(
     };
     if key.expires_at <= now {
         return Ok(Err(AuthError::Expired));
+    }
+    if let Err(why) = owner_standing(tx, &key.owner)? {
+        return Ok(Err(why));
     }
     Ok(Ok(key.with_policy(tx)?))
 }

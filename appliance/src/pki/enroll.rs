@@ -211,24 +211,16 @@ pub enum Refused {
     Renewal(WorkerId),
 }
 
-/// Audits a refused enrollment or renewal. Separate from [`enroll`] and
-/// [`renew`] because a refused operation must not write (the store's rule);
-/// the API calls this after.
-pub fn audit_refused(
-    tx: &mut WriteTx<'_>,
-    now: Timestamp,
-    origin: &Origin,
-    refused: Refused,
-    reason: &str,
-) -> Result<(), store::Error> {
+/// The audit record of a refused enrollment or renewal. Separate from
+/// [`enroll`] and [`renew`] because a refused operation must not write (the
+/// store's rule); the API records it after (an enrollment's refusal is
+/// anyone's to cause, so it is tallied: `audit::tally`).
+pub fn refused_event(refused: Refused, reason: &str) -> Event {
     let (event_type, action, worker) = match refused {
         Refused::Enrollment => ("worker.enroll_refused", "enroll", "-".to_owned()),
         Refused::Renewal(id) => ("worker.renew_refused", "renew", id.to_string()),
     };
-    let event = Event::new(event_type, action, Resource::new("worker", worker))
-        .outcome(Outcome::Denied)
-        .detail("reason", reason);
-    audit::append(tx, now, origin, event).map(|_| ())
+    Event::new(event_type, action, Resource::new("worker", worker)).outcome(Outcome::Denied).detail("reason", reason)
 }
 
 /// Records a renewed certificate for an enrolled, unrevoked worker that

@@ -23,8 +23,8 @@ pub use ca::{
     new_worker_key_and_csr, peer_cert, renewal_due, server_names,
 };
 pub use enroll::{
-    EnrollError, EnrollmentToken, Refused, WorkerRecord, audit_refused, bound_worker, confirm_newest,
-    create_enrollment_token, enroll, get_worker, list_workers, newest_unconfirmed, renew, unapproved_worker_keys,
+    EnrollError, EnrollmentToken, Refused, WorkerRecord, bound_worker, confirm_newest, create_enrollment_token, enroll,
+    get_worker, list_workers, newest_unconfirmed, refused_event, renew, unapproved_worker_keys,
 };
 pub use expiry::{ExpiryAlert, ExpiryError, Watched, alerts as expiry_alerts, record_alerts as record_expiry_alerts};
 pub use keystore::{CaSlot, has_ca_key, load_ca, refresh_ca_key, store_ca_key};

@@ -434,6 +434,32 @@ impl ReadTx {
     }
 }
 
+/// Point reads that mean the same in a snapshot (`&ReadTx`) and inside a
+/// write operation (`&mut WriteTx`, which also sees its batch's earlier
+/// writes), so a rule that only reads is written once for both. Pass a
+/// write transaction as `&mut *tx`.
+pub trait Reads {
+    fn get<V: DeserializeOwned>(&mut self, c: Collection<V>, key: &[u8]) -> Result<Option<V>, Error>;
+}
+
+impl Reads for &ReadTx {
+    fn get<V: DeserializeOwned>(&mut self, c: Collection<V>, key: &[u8]) -> Result<Option<V>, Error> {
+        ReadTx::get(self, c, key)
+    }
+}
+
+impl Reads for WriteTx<'_> {
+    fn get<V: DeserializeOwned>(&mut self, c: Collection<V>, key: &[u8]) -> Result<Option<V>, Error> {
+        WriteTx::get(self, c, key)
+    }
+}
+
+impl<R: Reads + ?Sized> Reads for &mut R {
+    fn get<V: DeserializeOwned>(&mut self, c: Collection<V>, key: &[u8]) -> Result<Option<V>, Error> {
+        (**self).get(c, key)
+    }
+}
+
 /// Every table is bytes to bytes; typing happens in [`Collection`].
 type BytesReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 type BytesEntry<'a> = (redb::AccessGuard<'a, &'static [u8]>, redb::AccessGuard<'a, &'static [u8]>);

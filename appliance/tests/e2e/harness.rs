@@ -100,9 +100,16 @@ impl Drop for Proc {
     }
 }
 
-/// Settings that keep tests fast: short leases and backoffs.
+/// Settings that keep tests fast: short leases and backoffs, and failure
+/// tallies that end after a second (so their counts are written soon, and a
+/// test's many refused requests stay under the per-window budget).
 pub fn fast_env() -> Vec<(&'static str, &'static str)> {
-    vec![("TETHER_LEASE", "3s"), ("TETHER_RETRY_BACKOFF", "100ms"), ("TETHER_RETRY_BACKOFF_MAX", "1s")]
+    vec![
+        ("TETHER_LEASE", "3s"),
+        ("TETHER_RETRY_BACKOFF", "100ms"),
+        ("TETHER_RETRY_BACKOFF_MAX", "1s"),
+        ("TETHER_AUDIT_FAILURE_WINDOW", "1s"),
+    ]
 }
 
 /// A running appliance in its own temporary data directory.
@@ -704,6 +711,20 @@ pub async fn manual_worker(a: &Appliance) -> tether::worker::client::BrokerClien
 /// How many of `records` are of `event_type`.
 pub fn count_events(records: &[Value], event_type: &str) -> usize {
     records.iter().filter(|r| r["event_type"] == event_type).count()
+}
+
+/// How many failures of `event_type` the records stand for: failures anyone
+/// can cause are tallied, one record for the first of a window and one
+/// with the count (`repeated`) of the rest.
+pub fn count_failures(records: &[Value], event_type: &str) -> u64 {
+    records
+        .iter()
+        .filter(|r| r["event_type"] == event_type)
+        .map(|r| match r["metadata"]["details"]["repeated"].as_str() {
+            Some(n) => n.parse::<u64>().unwrap(),
+            None => 1,
+        })
+        .sum()
 }
 
 /// Waits until `condition` holds, checking every 20 ms, for at most `timeout`.

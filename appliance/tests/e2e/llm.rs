@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::fake_llm::{Behaviour, FakeLlm};
-use crate::harness::{Appliance, eventually};
+use crate::harness::{Appliance, count_failures, eventually};
 
 /// The Python that `scripts/test.sh` set up with the pinned client packages.
 fn python() -> PathBuf {
@@ -139,11 +139,16 @@ async fn the_openai_client_lists_chats_and_streams_through_the_gateway_with_the_
     assert_eq!(s, 204);
     let (s, v) = call(&a, &key, &json!({"model": "llama3", "messages": []})).await;
     assert_eq!((s, v["error"]["code"].as_str()), (401, Some("invalid_api_key")), "{v}");
-    let records = a.api().audit_log().await;
-    let failed = records
-        .iter()
-        .filter(|r| r["event_type"] == "auth.failed" && r["metadata"]["details"]["credential"] == "llm_key");
-    assert_eq!(failed.count(), 2, "the made-up key and the revoked one");
+    // The made-up key and the revoked one: tallied (one record, then the count).
+    eventually("both refused keys are audited", Duration::from_secs(10), || async {
+        let records = a.api().audit_log().await;
+        let key_failures: Vec<_> = records
+            .into_iter()
+            .filter(|r| r["event_type"] == "auth.failed" && r["metadata"]["details"]["credential"] == "llm_key")
+            .collect();
+        count_failures(&key_failures, "auth.failed") == 2
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{Appliance, Console, count_events};
+use crate::harness::{Appliance, Console, count_events, count_failures, eventually};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_first_admin_sets_up_its_account_and_sessions_carry_strict_cookies_and_csrf() {
@@ -165,10 +165,14 @@ async fn guessing_a_password_is_slowed_then_locked_out_and_raises_one_alert() {
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["kind"], "failed_logins");
     assert_eq!(alerts[0]["subject"], "127.0.0.1");
+    // Each window's failures are one record and a count (`audit::tally`).
+    eventually("the failures are tallied", Duration::from_secs(10), || async {
+        count_failures(&a.api().audit_log().await, "auth.login_failed") >= 10
+    })
+    .await;
     let records = a.api().audit_log().await;
     assert_eq!(count_events(&records, "alert.raised"), 1);
     let failed: Vec<_> = records.iter().filter(|r| r["event_type"] == "auth.login_failed").collect();
-    assert!(failed.len() >= 10);
     for r in &failed {
         let id = r["resource"]["id"].as_str().unwrap();
         assert!(id.starts_with("hmac:") && !id.contains("victor"), "{r}");

@@ -47,6 +47,7 @@ fn gateway_error(protocol: Protocol, e: GatewayError) -> Response {
     let (kind, code) = match &e {
         GatewayError::Store(_) | GatewayError::Vault(_) => ("server_error", "internal"),
         GatewayError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
+        GatewayError::InvalidMaxTokens(_) => ("invalid_request_error", "invalid_max_tokens"),
         GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
         GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
         GatewayError::Unavailable => ("upstream_error", "upstream_unavailable"),

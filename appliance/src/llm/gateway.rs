@@ -47,6 +47,8 @@ const RELAY_DEPTH: usize = 32;
 pub enum GatewayError {
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    InvalidMaxTokens(String),
     #[error("this key may not use the model {0:?}")]
     ModelNotAllowed(String),
     #[error("no upstream serves the model {0:?}")]
@@ -67,7 +69,7 @@ impl GatewayError {
     /// The HTTP status the client gets (the audit record names it too).
     pub fn status(&self) -> u16 {
         match self {
-            GatewayError::BadRequest(_) => 400,
+            GatewayError::BadRequest(_) | GatewayError::InvalidMaxTokens(_) => 400,
             GatewayError::ModelNotAllowed(_) => 403,
             GatewayError::ModelNotFound(_) => 404,
             GatewayError::UpstreamRefused(_) => 502,
@@ -222,11 +224,15 @@ impl Gateway {
         if self.store.is_degraded() {
             return Err(GatewayError::Store(store::Error::Degraded));
         }
+        let asked = body.get("model").and_then(Value::as_str).unwrap_or("-");
         let mut record = Record {
             admission: None,
             gateway: self.clone(),
             key: key.clone(),
-            model: body.get("model").and_then(Value::as_str).unwrap_or("-").to_owned(),
+            // The client chose it: kept no longer than a record keeps it.
+            model: crate::bounded::clip(asked, crate::bounded::STORED).into_owned(),
+            model_served: false,
+            prompt_estimate: limits::estimate_tokens(&body),
             upstream: "-".into(),
             origin: origin.clone(),
             started: Instant::now(),
@@ -263,6 +269,9 @@ impl Gateway {
                 Ok(Reply { answer, standing })
             }
             Err(e) => {
+                // The model was one an upstream serves (and the key may
+                // use) only if the call got as far as an upstream.
+                record.model_served = matches!(e, GatewayError::Unavailable | GatewayError::UpstreamRefused(_));
                 record.write(e.status(), Usage::default(), None).await?;
                 Err(e)
             }
@@ -279,14 +288,17 @@ impl Gateway {
     ) -> Result<(Answer, Option<Usage>), GatewayError> {
         let embed = wire::read_embed(&body).map_err(GatewayError::BadRequest)?;
         record.log_request(key, &body);
+        let estimate = embed.input.iter().map(|i| i.len() as u64).sum::<u64>().div_ceil(4).max(1);
+        record.prompt_estimate = estimate;
+        // Refused or not, a call counts against the key's limits.
+        self.admit(key, &embed.model, estimate, record)?;
         if !key.allows_model(&embed.model) {
             return Err(GatewayError::ModelNotAllowed(embed.model));
         }
-        let estimate = embed.input.iter().map(|i| i.len() as u64).sum::<u64>().div_ceil(4).max(1);
-        self.admit(key, &embed.model, estimate, record)?;
         let (upstream, response, _in_flight) =
             self.send(&embed.model, |protocol| (Operation::Embed.route(protocol), wire::write_embed(&embed))).await?;
         record.upstream = upstream.name.clone();
+        record.model_served = true;
         if !response.status().is_success() {
             return Err(GatewayError::UpstreamRefused(response.status().as_u16()));
         }
@@ -427,7 +439,8 @@ impl Gateway {
             }
             Err(Refusal::Busy { retry_after, standing }) => Err(GatewayError::RateLimited { retry_after, standing }),
             Err(Refusal::TooLarge { needed, tpm }) => Err(GatewayError::BadRequest(format!(
-                "this request needs about {needed} tokens, more than this key may use in a minute ({tpm})"
+                "this request needs about {needed} tokens (its prompt and the most it asks to be generated), \
+                 more than this key may use in a minute ({tpm})"
             ))),
         }
     }
@@ -442,14 +455,18 @@ impl Gateway {
         mut body: Value,
         record: &mut Record,
     ) -> Result<(Answer, Option<Usage>), GatewayError> {
+        let max_tokens = wire::requested_max_tokens(client, &body).map_err(GatewayError::InvalidMaxTokens)?;
         let prompt = self.store.read(|tx| prompts::get(tx, key.enforcement))?;
         place_system_prompt(&mut body, client, shape, prompt.as_deref());
         let chat = wire::read_chat(client, shape, &body).map_err(GatewayError::BadRequest)?;
         record.log_request(key, &body);
+        record.prompt_estimate = limits::estimate_tokens(&body);
+        // Refused or not, a call counts against the key's limits, with the
+        // most it may generate reserved until the upstream's count replaces it.
+        self.admit(key, &chat.model, record.prompt_estimate + max_tokens.unwrap_or(0), record)?;
         if !key.allows_model(&chat.model) {
             return Err(GatewayError::ModelNotAllowed(chat.model));
         }
-        self.admit(key, &chat.model, limits::estimate_tokens(&body), record)?;
         record.streaming = chat.stream;
         let client_wants_usage =
             body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
@@ -469,6 +486,7 @@ impl Gateway {
         };
         let (upstream, response, in_flight) = self.send(&chat.model, request_for).await?;
         record.upstream = upstream.name.clone();
+        record.model_served = true;
         if !response.status().is_success() {
             return Err(GatewayError::UpstreamRefused(response.status().as_u16()));
         }
@@ -647,6 +665,10 @@ async fn relay(
     let mut pending = Vec::new();
     let mut reader = wire::StreamReader::new(plan.shape);
     let mut usage = Usage::default();
+    // Whether the upstream gave its count; if not (the client or the
+    // upstream went away before the end), what was streamed is charged.
+    let mut counted = false;
+    let mut text_units = 0u64;
     let mut status = 200;
     // What the client received, for a key that logs prompts.
     let mut sent: Option<Vec<u8>> = record.logged_request.as_ref().map(|_| Vec::new());
@@ -667,8 +689,12 @@ async fn relay(
             let Some(data) = unit_data(plan.from, &unit) else { continue };
             let out = if plan.from == plan.to && plan.code_filter.is_none() {
                 let parsed = serde_json::from_str::<Value>(data).ok();
-                if let Some(counted) = parsed.as_ref().and_then(|v| wire::usage_of(plan.from, v)) {
-                    usage = counted;
+                if parsed.as_ref().is_some_and(|v| wire::carries_text(plan.from, plan.shape, v)) {
+                    text_units += 1;
+                }
+                if let Some(count) = parsed.as_ref().and_then(|v| wire::usage_of(plan.from, v)) {
+                    usage = count;
+                    counted = true;
                     let usage_only = parsed
                         .as_ref()
                         .and_then(|v| v.get("choices"))
@@ -682,8 +708,13 @@ async fn relay(
             } else {
                 let mut out = Vec::new();
                 for piece in reader.read(plan.from, data) {
-                    if let Piece::Done { usage: Some(counted), .. } = &piece {
-                        usage = *counted;
+                    match &piece {
+                        Piece::Done { usage: Some(count), .. } => {
+                            usage = *count;
+                            counted = true;
+                        }
+                        Piece::Text(_) => text_units += 1,
+                        Piece::Done { usage: None, .. } => {}
                     }
                     for piece in filtered(&mut plan.code_filter, piece) {
                         out.extend(plan.writer.write(&piece));
@@ -701,6 +732,9 @@ async fn relay(
         }
     }
     drop(response);
+    if !counted {
+        usage = Usage { prompt_tokens: record.prompt_estimate, completion_tokens: text_units };
+    }
     if let Err(e) = record.write(status, usage, sent.as_deref()).await {
         tracing::error!(error = %e, "the audit record of a streamed request could not be written");
     }
@@ -772,7 +806,14 @@ struct Record {
     admission: Option<Arc<Admission>>,
     gateway: Arc<Gateway>,
     key: VirtualKey,
+    /// The model asked for (clipped).
     model: String,
+    /// Whether an upstream serves that model for this key: usage is kept
+    /// under the names of such models only, refusals under `-`, so a
+    /// client cannot add a row per name it makes up.
+    model_served: bool,
+    /// The prompt's tokens, estimated: charged when the upstream gives no count.
+    prompt_estimate: u64,
     /// The upstream that answered (`-`: none did).
     upstream: String,
     origin: Origin,
@@ -835,7 +876,8 @@ impl Record {
             .detail("latency_ms", self.started.elapsed().as_millis())
             .detail("stream", self.streaming)
             .detail("enforcement", self.key.enforcement.as_str());
-        let (owner, key_id, model) = (self.key.owner.clone(), self.key.id.clone(), self.model.clone());
+        let usage_model = if self.model_served { self.model.clone() } else { "-".to_owned() };
+        let (owner, key_id, model) = (self.key.owner.clone(), self.key.id.clone(), usage_model);
         self.gateway
             .store
             .write(move |tx| {

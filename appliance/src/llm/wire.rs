@@ -71,6 +71,32 @@ pub enum Piece {
     },
 }
 
+/// The most tokens a request may ask to be generated (`max_tokens`,
+/// `max_completion_tokens`, Ollama's `num_predict`).
+pub const MAX_TOKENS_LIMIT: u64 = 1_000_000;
+
+/// How many tokens a request asks to be generated at most: `None` when it
+/// names no limit (Ollama's -1 and -2, "no limit" and "fill the context",
+/// name none); `Err` when the value is not a whole number from 1 to
+/// [`MAX_TOKENS_LIMIT`] (1e12, 2^63 and -1 have all been sent).
+pub fn requested_max_tokens(protocol: Protocol, body: &Value) -> Result<Option<u64>, String> {
+    let (name, value) = match protocol {
+        Protocol::OpenAi => match body.get("max_completion_tokens") {
+            Some(v) => ("max_completion_tokens", Some(v)),
+            None => ("max_tokens", body.get("max_tokens")),
+        },
+        Protocol::Ollama => ("options.num_predict", body.get("options").and_then(|o| o.get("num_predict"))),
+    };
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) if protocol == Protocol::Ollama && matches!(v.as_i64(), Some(-1 | -2)) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_TOKENS_LIMIT).contains(&n) => Ok(Some(n)),
+            _ => Err(format!("`{name}` must be a whole number from 1 to {MAX_TOKENS_LIMIT}")),
+        },
+    }
+}
+
 /// Reads a chat or completion request in `protocol`; `Err` says what is
 /// wrong with it.
 pub fn read_chat(protocol: Protocol, shape: Shape, body: &Value) -> Result<Chat, String> {
@@ -96,6 +122,7 @@ pub fn read_chat(protocol: Protocol, shape: Shape, body: &Value) -> Result<Chat,
         _ => None,
     };
     let number = |v: Option<&Value>| v.and_then(Value::as_f64);
+    let max_tokens = requested_max_tokens(protocol, body)?;
     Ok(match protocol {
         Protocol::OpenAi => Chat {
             shape,
@@ -106,7 +133,7 @@ pub fn read_chat(protocol: Protocol, shape: Shape, body: &Value) -> Result<Chat,
             stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
             temperature: number(body.get("temperature")),
             top_p: number(body.get("top_p")),
-            max_tokens: body.get("max_completion_tokens").or_else(|| body.get("max_tokens")).and_then(Value::as_u64),
+            max_tokens,
             seed: body.get("seed").and_then(Value::as_i64),
             stop: body.get("stop").cloned(),
         },
@@ -123,7 +150,7 @@ pub fn read_chat(protocol: Protocol, shape: Shape, body: &Value) -> Result<Chat,
                 stream: body.get("stream").and_then(Value::as_bool).unwrap_or(true),
                 temperature: number(option("temperature")),
                 top_p: number(option("top_p")),
-                max_tokens: option("num_predict").and_then(Value::as_u64),
+                max_tokens,
                 seed: option("seed").and_then(Value::as_i64),
                 stop: option("stop").cloned(),
             }
@@ -210,6 +237,12 @@ pub fn read_answer(protocol: Protocol, shape: Shape, v: &Value) -> Vec<Piece> {
     ]
 }
 
+/// Whether a streamed unit carries text. Model servers stream about one
+/// token per such unit, which is what a stream cut short is charged.
+pub fn carries_text(protocol: Protocol, shape: Shape, v: &Value) -> bool {
+    v.pointer(text_pointers(protocol, shape).1).and_then(Value::as_str).is_some_and(|t| !t.is_empty())
+}
+
 /// Reads a streamed answer unit by unit (an OpenAI event's data, an Ollama line).
 #[derive(Debug)]
 pub struct StreamReader {
@@ -234,9 +267,8 @@ impl StreamReader {
         }
         let Ok(v) = serde_json::from_str::<Value>(unit) else { return Vec::new() };
         let mut pieces = Vec::new();
-        if let Some(text) = v.pointer(text_pointers(protocol, self.shape).1).and_then(Value::as_str)
-            && !text.is_empty()
-        {
+        if carries_text(protocol, self.shape, &v) {
+            let text = v.pointer(text_pointers(protocol, self.shape).1).and_then(Value::as_str).unwrap_or_default();
             pieces.push(Piece::Text(text.to_owned()));
         }
         match protocol {
@@ -576,5 +608,24 @@ mod tests {
             events.starts_with("data: ") && events.contains("\"text\":\"x\"") && !events.contains("delta"),
             "{events}"
         );
+    }
+
+    #[test]
+    fn a_requested_maximum_is_a_whole_number_in_range_or_refused() {
+        let openai = |v: Value| requested_max_tokens(Protocol::OpenAi, &json!({ "max_tokens": v }));
+        let ollama = |v: Value| requested_max_tokens(Protocol::Ollama, &json!({ "options": { "num_predict": v } }));
+        assert_eq!(openai(json!(256)), Ok(Some(256)));
+        assert_eq!(openai(Value::Null), Ok(None));
+        assert_eq!(requested_max_tokens(Protocol::OpenAi, &json!({})), Ok(None));
+        for bad in [json!(1e12), json!(9_223_372_036_854_775_808u64), json!(-1), json!(0), json!(2.5), json!("9")] {
+            assert!(openai(bad.clone()).unwrap_err().contains("`max_tokens` must be"), "{bad}");
+            if bad != json!(-1) {
+                assert!(ollama(bad.clone()).is_err(), "{bad}");
+            }
+        }
+        assert_eq!(ollama(json!(-1)), Ok(None), "Ollama's own \"no limit\"");
+        assert_eq!(ollama(json!(64)), Ok(Some(64)));
+        let newer = json!({"max_completion_tokens": 1e12, "max_tokens": 5});
+        assert!(requested_max_tokens(Protocol::OpenAi, &newer).unwrap_err().contains("max_completion_tokens"));
     }
 }

@@ -166,6 +166,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", "/api/v1/system/crypto/mode", P::CryptoManage), post(admin::change_crypto_mode)),
         (spec("POST", "/api/v1/workers/enrollment-tokens", P::WorkerEnroll), post(workers::create_enrollment_token)),
         (spec("POST", "/api/v1/workers/{id}/revoke", P::WorkerRevoke), post(workers::revoke)),
+        (spec("PUT", "/api/v1/workers/{id}/labels", P::WorkerEnroll), put(workers::set_labels)),
         (spec("GET", "/api/v1/pki/crl", P::Public), get(workers::crl)),
         (spec("GET", "/api/v1/pki/certificates", P::AuditRead), get(certificates::list)),
         (spec("GET", "/api/v1/pki/ca/rotation", P::AuditRead), get(certificates::rotation)),

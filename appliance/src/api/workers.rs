@@ -28,21 +28,22 @@ pub struct WorkerSummary {
     revoked: bool,
 }
 
+impl From<pki::WorkerRecord> for WorkerSummary {
+    fn from(w: pki::WorkerRecord) -> WorkerSummary {
+        WorkerSummary {
+            id: w.id.to_string(),
+            labels: w.labels,
+            enrolled_at: w.enrolled_at.to_rfc3339(),
+            cert_not_after: w.cert_not_after.to_rfc3339(),
+            renewed_at: w.renewed_at.map(|t| t.to_rfc3339()),
+            revoked: w.revoked,
+        }
+    }
+}
+
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Vec<WorkerSummary>>, ApiError> {
     let workers = state.store.read(pki::list_workers)?;
-    Ok(axum::Json(
-        workers
-            .into_iter()
-            .map(|w| WorkerSummary {
-                id: w.id.to_string(),
-                labels: w.labels,
-                enrolled_at: w.enrolled_at.to_rfc3339(),
-                cert_not_after: w.cert_not_after.to_rfc3339(),
-                renewed_at: w.renewed_at.map(|t| t.to_rfc3339()),
-                revoked: w.revoked,
-            })
-            .collect(),
-    ))
+    Ok(axum::Json(workers.into_iter().map(WorkerSummary::from).collect()))
 }
 
 #[derive(Debug, Serialize)]
@@ -80,6 +81,31 @@ pub async fn revoke(
         serials: revocation.serials,
         tasks_released,
     }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsBody {
+    labels: Vec<String>,
+}
+
+/// `PUT /api/v1/workers/{id}/labels`: an admin gives a worker its labels
+/// (a worker never chooses its own).
+pub async fn set_labels(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<LabelsBody>,
+) -> Result<axum::Json<WorkerSummary>, ApiError> {
+    let worker: WorkerId = parse_id(&id)?;
+    let (now, origin) = (state.clock.now(), caller.origin);
+    let record = state.store.write(move |tx| pki::set_labels(tx, now, &origin, worker, body.labels)).await.map_err(
+        |e| match e {
+            pki::EnrollError::UnknownWorker => ApiError::NotFound,
+            other => other.into(),
+        },
+    )?;
+    Ok(axum::Json(record.into()))
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,7 +11,7 @@
 //! and resends from there. A file sink's cursor moves after each fsync.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Component, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -103,6 +103,16 @@ fn check(name: &str, kind: &SinkKind) -> Result<(), SinkError> {
             if !path.is_absolute() {
                 return Err(SinkError::Invalid("path must be absolute".into()));
             }
+            // Written as given: no `.`, `..`, `//` or trailing `/` to make
+            // the file another than the one the officer read.
+            let normal: PathBuf = path.components().collect();
+            let plain = path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+            if !plain || normal.as_os_str() != path.as_os_str() || path.file_name().is_none() {
+                return Err(SinkError::Invalid(format!(
+                    "path {:?} must be a plain absolute file path (no '.', '..', '//' or trailing '/')",
+                    path.display()
+                )));
+            }
         }
     }
     Ok(())
@@ -140,9 +150,12 @@ pub fn put(
 
 /// Removes a sink (a security officer's act, audited).
 pub fn remove(tx: &mut WriteTx<'_>, now: Timestamp, origin: &super::Origin, name: &str) -> Result<(), SinkError> {
-    if !tx.delete(SINKS, name.as_bytes())? {
+    // Checked before anything is written: a refusal after a write would
+    // abort the whole batch (and answer 500).
+    if tx.get(SINKS, name.as_bytes())?.is_none() {
         return Err(SinkError::NotFound);
     }
+    tx.delete(SINKS, name.as_bytes())?;
     tx.delete(CURSORS, name.as_bytes())?;
     super::append(
         tx,
@@ -535,7 +548,16 @@ async fn deliver_file(
     cursor: Option<u64>,
     status: &Mutex<HashMap<String, SinkStatus>>,
 ) -> Attempt {
-    let mut file = match tokio::fs::OpenOptions::new().create(true).append(true).open(path).await {
+    // Made readable by the appliance's user alone, and never through a
+    // symbolic link (someone else's file in its place).
+    let opened = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .await;
+    let mut file = match opened {
         Ok(f) => f,
         Err(e) => return Attempt::Failed(format!("open {}: {e}", path.display())),
     };
@@ -624,11 +646,13 @@ mod tests {
         assert_eq!(store.read(list).unwrap().len(), 1);
         store.write_blocking(move |tx| remove(tx, now, &super::super::Origin::system(), "file")).unwrap();
         assert!(store.read(list).unwrap().is_empty());
-        let bad = SinkKind::JsonlFile { path: "relative.jsonl".into() };
-        let refused = store.write_blocking(move |tx| {
-            Ok::<_, SinkError>(put(tx, now, &super::super::Origin::system(), "file", bad, None).is_err())
-        });
-        assert!(refused.unwrap());
+        for bad in ["relative.jsonl", "/var/log/../../etc/cron.d/x", "/var/./log/a.jsonl", "/var//log/a", "/var/log/"] {
+            let kind = SinkKind::JsonlFile { path: bad.into() };
+            let refused = store.write_blocking(move |tx| {
+                Ok::<_, SinkError>(put(tx, now, &super::super::Origin::system(), "file", kind, None).is_err())
+            });
+            assert!(refused.unwrap(), "{bad}");
+        }
     }
 
     #[test]

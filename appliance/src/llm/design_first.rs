@@ -222,7 +222,10 @@ mod tests {
             // An indented block after a blank line, with a blank line inside.
             ("Like this:\n\n    import os\n\n\tos.remove(x)\nThen.", "Like this:\n\n{W}\nThen."),
             // A fence inside a list item or a quote, deeper than a fence may be.
-            ("- item\n      ```\n      code()\n      ```\n> ~~~\n> more()\n> ~~~\nEnd.", "- item\n      {W}\n> {W}\nEnd."),
+            (
+                "- item\n      ```\n      code()\n      ```\n> ~~~\n> more()\n> ~~~\nEnd.",
+                "- item\n      {W}\n> {W}\nEnd.",
+            ),
             // A span of three backticks in a line.
             ("Run ```rm -rf /``` now.", "Run {W} now."),
         ];

@@ -55,7 +55,9 @@ pub enum EnrollError {
 pub struct EnrollmentToken {
     /// Public id (first 8 bytes of the hash, hex).
     pub id: String,
-    /// If set, the worker gets exactly these labels whatever it asks for.
+    /// The labels the enrolling worker gets; none if unset. What the worker
+    /// asks for is never granted: labels gate tasks and secrets, so they
+    /// are the admin's to give (here, or later with [`set_labels`]).
     pub labels: Option<Vec<String>>,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
@@ -67,7 +69,8 @@ pub struct EnrollmentToken {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerRecord {
     pub id: WorkerId,
-    /// Sorted. Decided at enrollment; the worker cannot widen them later.
+    /// Sorted. From the enrollment token, or an admin's later change; never
+    /// from the worker.
     pub labels: Vec<String>,
     pub enrolled_at: Timestamp,
     pub cert_serial: String,
@@ -146,10 +149,7 @@ pub fn enroll(
     if record.used_by.is_some() {
         return enroll_again(tx, now, origin, &key, &record, &binding, cert);
     }
-    let labels = match &record.labels {
-        Some(fixed) => fixed.clone(),
-        None => valid_labels(requested_labels)?,
-    };
+    let labels = record.labels.clone().unwrap_or_default();
     record.used_by = Some(worker);
     tx.put(ENROLL_TOKENS, &key, &record)?;
     tx.put(BINDINGS, &key, &binding)?;
@@ -166,12 +166,39 @@ pub fn enroll(
     super::revocation::record_issued(tx, worker, &cert.serial, cert.not_after)?;
     super::rotation::record_issuer(tx, worker, &cert.issuer)?;
     tx.put(WORKER_KEYS, &worker.to_key(), &cert.key_kind)?;
-    let event = Event::new("worker.enrolled", "enroll", Resource::new("worker", worker))
+    let mut event = Event::new("worker.enrolled", "enroll", Resource::new("worker", worker))
         .detail("enrollment_token", &record.id)
         .detail("cert_serial", &cert.serial)
         .detail("labels", worker_record.labels.join(","));
+    let asked = requested_labels.iter().filter(|l| !worker_record.labels.contains(l)).cloned().collect::<Vec<_>>();
+    if !asked.is_empty() {
+        event = event.detail("labels_not_granted", asked.join(","));
+    }
     audit::append(tx, now, origin, event)?;
     Ok(worker_record)
+}
+
+/// An admin gives an enrolled worker new labels (what its enrollment token
+/// named, or nothing, until then). Audited with both sets.
+pub fn set_labels(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    worker: WorkerId,
+    labels: Vec<String>,
+) -> Result<WorkerRecord, EnrollError> {
+    let labels = valid_labels(&labels)?;
+    let mut record = tx.get(WORKERS, &worker.to_key())?.ok_or(EnrollError::UnknownWorker)?;
+    if record.revoked {
+        return Err(EnrollError::Revoked);
+    }
+    let event = Event::new("worker.labels_changed", "change", Resource::new("worker", worker))
+        .detail("from", record.labels.join(","))
+        .detail("to", labels.join(","));
+    record.labels = labels;
+    tx.put(WORKERS, &worker.to_key(), &record)?;
+    audit::append(tx, now, origin, event)?;
+    Ok(record)
 }
 
 /// A used token presented again: accepted only from the key it was bound
@@ -351,9 +378,26 @@ mod tests {
             .write_blocking(move |tx| enroll(tx, NOW, &Origin::system(), &t, &["root".into()], &c1, first))
             .unwrap();
         assert_eq!(w.labels, ["gpu"], "the token's labels win over the worker's request");
+        let set = store
+            .write_blocking(move |tx| set_labels(tx, NOW, &Origin::system(), first, vec!["b".into(), "a".into()]))
+            .unwrap();
+        assert_eq!(set.labels, ["a", "b"], "an admin's change, sorted");
         let again = store.write_blocking(move |tx| enroll(tx, NOW, &Origin::system(), &token, &[], &c2, second));
         assert!(matches!(again, Err(EnrollError::TokenInvalid)));
         assert!(store.read(|tx| get_worker(tx, second)).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_worker_asking_for_labels_its_token_did_not_give_gets_none() {
+        let (_dir, store, ca, token) = setup(None, Duration::from_secs(900));
+        let id = WorkerId::new();
+        let cert = issued(&ca, id);
+        let asked = vec!["secure".to_string(), "gpu".to_string()];
+        let w = store.write_blocking(move |tx| enroll(tx, NOW, &Origin::system(), &token, &asked, &cert, id)).unwrap();
+        assert!(w.labels.is_empty(), "{:?}", w.labels);
+        let mut log = Vec::new();
+        store.read(|tx| crate::audit::export_jsonl(tx, 0, &mut log)).unwrap();
+        assert!(String::from_utf8(log).unwrap().contains(r#""labels_not_granted":"secure,gpu""#));
     }
 
     #[test]

@@ -148,6 +148,14 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
             let id = enroll(&opts, &mut stop).await?;
             state.save(&id)?;
             events.emit(json!({"event": "enrolled", "worker_id": id.worker_id, "labels": id.labels}));
+            let not_granted: Vec<&String> = opts.config.labels.iter().filter(|l| !id.labels.contains(l)).collect();
+            if !not_granted.is_empty() {
+                tracing::warn!(
+                    labels = ?not_granted,
+                    "these labels from the worker's configuration were not granted: labels come from the \
+                     enrollment token (or an admin's PUT /api/v1/workers/{{id}}/labels), never from the worker"
+                );
+            }
             id
         }
     };

@@ -306,6 +306,18 @@ async fn a_json_lines_file_sink_holds_the_log_as_exported() {
         lines.len() >= records.len() && lines[..records.len()] == records[..]
     })
     .await;
+    // The appliance made the file for itself alone.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    // A path that is not plainly itself is refused.
+    let dotted = format!("{}/../elsewhere.jsonl", a.dir.path().display());
+    let refused = a
+        .cli(&["audit", "sink", "add", "other", "--jsonl-file", &dotted])
+        .env("TETHER_TOKEN", &officer_token)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("plain absolute file path"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -418,8 +418,9 @@ impl Appliance {
     }
 
     /// Enrolls and starts `tether worker`; returns once it is polling.
+    /// Labels come from the enrollment token (a worker's own are not granted).
     pub async fn worker(&self, name: &str, labels: &[&str], config: Option<&str>) -> Proc {
-        let token = self.enrollment_token(None).await;
+        let token = self.enrollment_token((!labels.is_empty()).then_some(labels)).await;
         self.spawn_worker(name, Some(&token), labels, config)
     }
 

@@ -469,39 +469,46 @@ async fn design_first_withholds_code_from_a_first_answer_streamed_or_whole_in_ei
         a.api().post("/api/v1/llm/keys", &json!({"owner": "admin", "enforcement": "design-first"})).await;
     assert_eq!(s, 201, "{created}");
     let api = a.api().with_token(created["key"].as_str());
-    let ask = "show ```rust fn main() {} ``` then done";
-
-    for model in ["on-vllm", "on-ollama"] {
-        for (path, stream) in
-            [("/v1/chat/completions", false), ("/v1/chat/completions", true), ("/api/chat", false), ("/api/chat", true)]
-        {
-            let first = json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": ask}]});
-            let (s, v) = api.post(path, &first).await;
-            assert_eq!(s, 200, "{v}");
-            let text = answer_text(&v);
-            assert!(!text.contains("fn main") && !text.contains("```"), "{model} {path} stream={stream}: {text}");
-            assert!(
-                text.contains("code withheld") && text.ends_with("then done"),
-                "{model} {path} stream={stream}: {text}"
-            );
-        }
-        // A completion has no conversation: code is always withheld.
-        for (path, stream) in [("/v1/completions", false), ("/v1/completions", true), ("/api/generate", true)] {
-            let (s, v) = api.post(path, &json!({"model": model, "stream": stream, "prompt": ask})).await;
-            assert_eq!(s, 200, "{v}");
-            let text = answer_text(&v);
-            assert!(
-                !text.contains("fn main") && text.contains("code withheld"),
-                "{model} {path} stream={stream}: {text}"
-            );
-        }
-        // Once a design has been discussed (an assistant turn), code passes.
-        let later = json!({"model": model, "stream": true, "messages": [
+    // Backtick and tilde fences alike (indented code, which the fake's
+    // word-by-word echo cannot carry, is in `design_first`'s unit tests).
+    for (ask, fence) in
+        [("show ```rust fn main() {} ``` then done", "```"), ("show ~~~rust fn main() {} ~~~ then done", "~~~")]
+    {
+        for model in ["on-vllm", "on-ollama"] {
+            for (path, stream) in [
+                ("/v1/chat/completions", false),
+                ("/v1/chat/completions", true),
+                ("/api/chat", false),
+                ("/api/chat", true),
+            ] {
+                let first = json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": ask}]});
+                let (s, v) = api.post(path, &first).await;
+                assert_eq!(s, 200, "{v}");
+                let text = answer_text(&v);
+                assert!(!text.contains("fn main") && !text.contains(fence), "{model} {path} stream={stream}: {text}");
+                assert!(
+                    text.contains("code withheld") && text.ends_with("then done"),
+                    "{model} {path} stream={stream}: {text}"
+                );
+            }
+            // A completion has no conversation: code is always withheld.
+            for (path, stream) in [("/v1/completions", false), ("/v1/completions", true), ("/api/generate", true)] {
+                let (s, v) = api.post(path, &json!({"model": model, "stream": stream, "prompt": ask})).await;
+                assert_eq!(s, 200, "{v}");
+                let text = answer_text(&v);
+                assert!(
+                    !text.contains("fn main") && text.contains("code withheld"),
+                    "{model} {path} stream={stream}: {text}"
+                );
+            }
+            // Once a design has been discussed (an assistant turn), code passes.
+            let later = json!({"model": model, "stream": true, "messages": [
             {"role": "user", "content": "design a greeter"}, {"role": "assistant", "content": "Design: one function."},
             {"role": "user", "content": ask}]});
-        let (s, v) = api.post("/v1/chat/completions", &later).await;
-        assert_eq!(s, 200, "{v}");
-        assert!(answer_text(&v).contains("```rust fn main() {} ```"), "{v}");
+            let (s, v) = api.post("/v1/chat/completions", &later).await;
+            assert_eq!(s, 200, "{v}");
+            assert!(answer_text(&v).contains(&format!("{fence}rust fn main() {{}} {fence}")), "{v}");
+        }
     }
     for r in upstream.requests() {
         let first = r.pointer("/messages/0/content").or(r.get("system")).or(r.get("prompt")).and_then(Value::as_str);

@@ -4,6 +4,7 @@
 // production lints against them do not apply here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod abuse;
 mod audit;
 mod crypto;
 mod fake_llm;

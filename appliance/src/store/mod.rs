@@ -351,8 +351,14 @@ fn put_meta(txn: &redb::WriteTransaction, key: &[u8], value: u64) -> Result<(), 
     Ok(())
 }
 
+/// The most of the file redb keeps in memory. Its default (1 GiB) let the
+/// appliance's memory grow with everything ever written, a flood of audit
+/// records included (measured: 19 MiB at start, 165 MiB after an attack).
+/// The hot set (queue, leases, tokens, the chain head) is a small part of it.
+pub const CACHE_BYTES: usize = 32 << 20;
+
 fn open_db(path: &Path) -> Result<redb::Database, Error> {
-    redb::Database::create(path).map_err(|e| match e {
+    redb::Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen,
         other => storage(other),
     })

@@ -330,3 +330,82 @@ async fn guessing_spread_over_many_accounts_and_addresses_raises_an_alert() {
     assert_eq!((alert["kind"].as_str(), alert["subject"].as_str()), (Some("failed_logins"), Some("appliance")));
     assert_eq!(alert["details"]["addresses"], "50", "{alert}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_requests_are_answered_with_their_status() {
+    let a = Appliance::start();
+    let client = |alpn: &[&[u8]]| {
+        let config = tether::tls::client(&a.ca_pem, None, alpn).unwrap();
+        tether::tls::https_client(config, Duration::from_secs(30)).unwrap()
+    };
+    // A body over max_body_bytes (1 MiB): 413 over either protocol, not a
+    // reset stream.
+    let big = json!({"kind": "echo", "input": {"x": "a".repeat(2 << 20)}});
+    for (alpn, version) in
+        [(&[&b"h2"[..]][..], reqwest::Version::HTTP_2), (&[&b"http/1.1"[..]][..], reqwest::Version::HTTP_11)]
+    {
+        let response = client(alpn)
+            .post(format!("{}/api/v1/tasks", a.console))
+            .bearer_auth(&a.admin_token)
+            .json(&big)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{version:?}: an answer, not {}", tether::tls::error_chain(&e)));
+        assert_eq!((response.version(), response.status().as_u16()), (version, 413));
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], "payload_too_large");
+    }
+    // Over HTTP/2 the unread rest of the upload is then reset with NO_ERROR,
+    // which ends a stream whose answer is complete (RFC 9113, 8.1); CANCEL,
+    // which some clients (nginx) take as fatal, was sent before.
+    let (status, reset) = h2_upload_refused(&a, 2 << 20).await;
+    assert_eq!((status, reset), (413, h2::Reason::NO_ERROR));
+    // Headers over what HTTP/1.1 reads (a 1 MiB header, 10,000 headers): 431.
+    let http1 = client(&[b"http/1.1"]);
+    let one_big = http1.get(format!("{}/healthz", a.console)).header("x-big", "a".repeat(1 << 20));
+    let mut many = http1.get(format!("{}/healthz", a.console));
+    for i in 0..10_000 {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    for (what, request) in [("a 1 MiB header", one_big), ("10,000 headers", many)] {
+        let response =
+            request.send().await.unwrap_or_else(|e| panic!("{what}: an answer, not {}", tether::tls::error_chain(&e)));
+        assert_eq!(response.status().as_u16(), 431, "{what}");
+    }
+}
+
+/// Posts `size` bytes of body over HTTP/2, frame by frame: the status of
+/// the answer, and the reason the server gave for resetting the stream.
+async fn h2_upload_refused(a: &Appliance, size: usize) -> (u16, h2::Reason) {
+    let config = tether::tls::client(&a.ca_pem, None, &[b"h2"]).unwrap();
+    let addr = a.console.trim_start_matches("https://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let request = axum::http::Request::post(format!("{}/api/v1/tasks", a.console))
+        .header("authorization", format!("Bearer {}", a.admin_token))
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let (response, mut upload) = client.send_request(request, false).unwrap();
+    // Frames until the server stops taking them (it answers first).
+    let sender = tokio::spawn(async move {
+        let chunk = bytes::Bytes::from(vec![b' '; 16 * 1024]);
+        for _ in 0..size / chunk.len() {
+            upload.reserve_capacity(chunk.len());
+            match std::future::poll_fn(|cx| upload.poll_capacity(cx)).await {
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+            if upload.send_data(chunk.clone(), false).is_err() {
+                break;
+            }
+        }
+        std::future::poll_fn(|cx| upload.poll_reset(cx)).await.unwrap()
+    });
+    let status = response.await.unwrap().status().as_u16();
+    let reset = tokio::time::timeout(Duration::from_secs(10), sender).await.unwrap().unwrap();
+    (status, reset)
+}

@@ -69,10 +69,7 @@ pub async fn revoke(
     let now = state.clock.now();
     let (origin, revoked) = (caller.origin, state.revoked.clone());
     let revocation =
-        state.store.write(move |tx| pki::revoke(tx, now, &origin, worker, revoked)).await.map_err(|e| match e {
-            pki::EnrollError::UnknownWorker => ApiError::NotFound,
-            other => other.into(),
-        })?;
+        state.store.write(move |tx| pki::revoke(tx, now, &origin, worker, revoked)).await.map_err(for_an_admin)?;
     let tasks_released = state.broker.release_worker(worker).await?;
     Ok(axum::Json(RevokedWorker {
         worker_id: worker.to_string(),
@@ -99,13 +96,21 @@ pub async fn set_labels(
 ) -> Result<axum::Json<WorkerSummary>, ApiError> {
     let worker: WorkerId = parse_id(&id)?;
     let (now, origin) = (state.clock.now(), caller.origin);
-    let record = state.store.write(move |tx| pki::set_labels(tx, now, &origin, worker, body.labels)).await.map_err(
-        |e| match e {
-            pki::EnrollError::UnknownWorker => ApiError::NotFound,
-            other => other.into(),
-        },
-    )?;
+    let record = state
+        .store
+        .write(move |tx| pki::set_labels(tx, now, &origin, worker, body.labels))
+        .await
+        .map_err(for_an_admin)?;
     Ok(axum::Json(record.into()))
+}
+
+/// An enrollment error on an admin's route: an unknown worker is a 404
+/// there (to a worker on its gateway it means "enroll again").
+fn for_an_admin(e: pki::EnrollError) -> ApiError {
+    match e {
+        pki::EnrollError::UnknownWorker => ApiError::NotFound,
+        other => other.into(),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -188,13 +188,7 @@ mod tests {
         let text = "Plan first.\n```python\nprint('x')\n```\nDone ``ok``.";
         let expected = withhold_code(text);
         for size in 1..=7 {
-            let mut filter = CodeFilter::default();
-            let chars: Vec<char> = text.chars().collect();
-            let mut out = String::new();
-            for piece in chars.chunks(size) {
-                out.push_str(&filter.push(&piece.iter().collect::<String>()));
-            }
-            out.push_str(&filter.finish());
+            let out = cut_every(text, size);
             assert_eq!(out, expected, "cut every {size} characters");
             assert!(!out.contains("print"));
         }

@@ -243,14 +243,15 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         if let ApiError::Throttled(wait) | ApiError::RateLimited(wait) = self {
-            // Whole seconds, rounded up, never zero.
-            let secs = wait.as_millis().div_ceil(1000).max(1);
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+            response.headers_mut().insert(header::RETRY_AFTER, retry_after(wait));
         }
         response
     }
+}
+
+/// A `Retry-After` value for `wait`: whole seconds, rounded up, never zero.
+pub fn retry_after(wait: std::time::Duration) -> HeaderValue {
+    HeaderValue::from(u64::try_from(wait.as_millis().div_ceil(1000)).unwrap_or(u64::MAX).max(1))
 }
 
 impl From<store::Error> for ApiError {

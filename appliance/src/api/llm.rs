@@ -58,7 +58,7 @@ fn gateway_error(protocol: Protocol, e: GatewayError) -> Response {
     if let GatewayError::RateLimited { retry_after, standing } = &e {
         let headers = response.headers_mut();
         rate_headers(headers, standing);
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_millis().div_ceil(1000).max(1) as u64));
+        headers.insert(header::RETRY_AFTER, super::error::retry_after(*retry_after));
     }
     response
 }
@@ -107,8 +107,7 @@ impl KeyRefused {
                     "rate_limited",
                     "too many failed authentications from this address; slow down",
                 );
-                let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                response.headers_mut().insert(header::RETRY_AFTER, super::error::retry_after(wait));
                 return response;
             }
         }

@@ -197,15 +197,10 @@ pub fn holder_of(mut tx: impl store::Reads, token: &ApiToken) -> Result<Option<H
 }
 
 /// Whether `holder` may still stand behind a token of `role`.
-fn holder_standing(
-    tx: impl store::Reads,
-    holder: Option<&Holder>,
-    role: Role,
-) -> Result<Result<(), AuthError>, store::Error> {
+fn holder_standing(tx: impl store::Reads, holder: &Holder, role: Role) -> Result<Result<(), AuthError>, store::Error> {
     let person = match holder {
-        None => return Ok(Err(AuthError::HolderGone)),
-        Some(Holder::Appliance) => return Ok(Ok(())),
-        Some(Holder::Person(name)) => name,
+        Holder::Appliance => return Ok(Ok(())),
+        Holder::Person(name) => name,
     };
     Ok(match super::current_role(tx, person)? {
         None => Err(AuthError::HolderGone),
@@ -233,10 +228,9 @@ pub fn authenticate(
     let Some(holder) = holder_of(tx, &record)? else {
         return Ok(Err(AuthError::HolderGone));
     };
-    if let Err(why) = holder_standing(tx, Some(&holder), record.role)? {
+    if let Err(why) = holder_standing(tx, &holder, record.role)? {
         return Ok(Err(why));
     }
-
     let last_used = tx.get(LAST_USED, record.id.as_bytes())?;
     let stale = last_used.is_none_or(|t| now.since(t) >= LAST_USED_RESOLUTION);
     let via = Via::Token { id: record.id, holder, note_use: stale };
@@ -310,11 +304,10 @@ pub fn rotate(
     owner: Option<&str>,
 ) -> Result<(ApiToken, String), TokenError> {
     let (old, key) = find(tx, id, owner)?;
-    let holder = holder_of(&mut *tx, &old)?;
-    if holder_standing(&mut *tx, holder.as_ref(), old.role)?.is_err() {
+    let Some(holder) = holder_of(&mut *tx, &old)? else { return Err(TokenError::HolderLacksRole) };
+    if holder_standing(&mut *tx, &holder, old.role)?.is_err() {
         return Err(TokenError::HolderLacksRole);
     }
-    let Some(holder) = holder else { return Err(TokenError::HolderLacksRole) };
     forget(tx, &old, &key)?;
     let renewed = NewToken { owner: old.owner.clone(), role: old.role, holder, expires_at: old.expires_at };
     let (new, secret) = store_new(tx, now, origin, &renewed)?;

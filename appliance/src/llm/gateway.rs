@@ -232,7 +232,8 @@ impl Gateway {
             // The client chose it: kept no longer than a record keeps it.
             model: crate::bounded::clip(asked, crate::bounded::STORED).into_owned(),
             model_served: false,
-            prompt_estimate: limits::estimate_tokens(&body),
+            // Set once the request is read (with the level's prompt in it).
+            prompt_estimate: 0,
             upstream: "-".into(),
             origin: origin.clone(),
             started: Instant::now(),

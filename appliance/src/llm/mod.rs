@@ -17,6 +17,7 @@ pub mod limits;
 pub mod models;
 pub mod prompt_log;
 pub mod prompts;
+mod relay;
 pub mod upstreams;
 pub mod usage;
 pub mod wire;

@@ -35,6 +35,13 @@ use crate::ids::WorkerId;
 use crate::pki;
 use crate::tls::{ClientTrust, ENROLL_ALPN};
 
+/// The most an HTTP/1.1 request's head (request line and headers) may hold;
+/// more is answered 431. Without it, the limit is hyper's read buffer,
+/// reached anywhere from 400 to 600 KiB depending on how the bytes arrive.
+/// (HTTP/2 keeps hyper's 16 KiB header list: a connection there carries up
+/// to 256 requests at once.)
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// What a listener serves.
 #[derive(Clone, Debug)]
 pub enum Endpoint {
@@ -248,6 +255,7 @@ async fn serve_connection(
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
+            .max_header_size(MAX_HEAD_BYTES)
             .serve_connection(io, service);
         drive(Box::pin(conn), remote, &activity, limits, stop, standing).await;
     }

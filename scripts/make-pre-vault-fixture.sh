@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes appliance/tests/fixtures/pre-vault.tar.gz: a data directory written
+# Makes tests/fixtures/pre-vault.tar.gz: a data directory written
 # by the broker core (default rev 631d0a7, the last before the vault), with
 # tasks in every state, and `expected.json`: what that build's API said about
 # each task. The upgrade e2e test (`e2e::vault::upgrade_*`) upgrades a copy
@@ -12,4 +12,4 @@ tree=$(mktemp -d)/baseline
 git worktree add --detach "$tree" "$rev" >&2
 trap 'git worktree remove --force "$tree"' EXIT
 (cd "$tree" && CARGO_TARGET_DIR="$PWD/../target" cargo build -p tether >&2)
-python3 scripts/make-pre-vault-fixture.py "$tree/../target/debug/tether" appliance/tests/fixtures/pre-vault.tar.gz
+python3 scripts/make-pre-vault-fixture.py "$tree/../target/debug/tether" tests/fixtures/pre-vault.tar.gz

@@ -36,9 +36,9 @@ need curl curl
 # oidc-provider from the npm registry, run by Node.js.
 need node nodejs npm
 need npm npm
-if [ ! -d appliance/tests/idp/node_modules ]; then
+if [ ! -d tests/idp/node_modules ]; then
     echo "installing oidc-provider (npm) for the SSO test" >&2
-    npm ci --prefix appliance/tests/idp --no-audit --no-fund --loglevel=error >/dev/null
+    npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error >/dev/null
 fi
 # The LLM gateway tests drive it with the official Python clients from PyPI,
 # pinned, in a virtual environment of their own.
@@ -57,4 +57,4 @@ need cmake cmake golang-go clang libclang-dev
 need go golang-go
 need clang clang libclang-dev
 echo "== the fips build's unit suite (FIPS mode on the validated module)" >&2
-run -p tether --features fips --lib
+run --features fips --lib -p tether-base -p tether-store -p tether-domain -p tether-api -p tether

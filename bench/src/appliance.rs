@@ -158,8 +158,8 @@ pub struct Identity {
 pub async fn enroll_identity(gateway: &str, ca_pem: &str, api: &Api) -> anyhow::Result<Identity> {
     let token = api.post("/api/v1/workers/enrollment-tokens", &json!({})).await?;
     let token = token["token"].as_str().context("enrollment token")?;
-    let (key_pem, csr) = tether::pki::new_worker_key_and_csr()?;
-    let enrolled = BrokerClient::enroll(gateway, tether::tls::Trust::Ca(ca_pem), token, &csr, &[])
+    let (key_pem, csr) = tether_domain::pki::new_worker_key_and_csr()?;
+    let enrolled = BrokerClient::enroll(gateway, tether_base::tls::Trust::Ca(ca_pem), token, &csr, &[])
         .await
         .map_err(|e| anyhow::anyhow!("enroll: {e}"))?;
     Ok(Identity { cert_pem: enrolled.cert_pem, key_pem })
@@ -175,9 +175,9 @@ pub struct Api {
 impl Api {
     /// A client with its own connection pool for the API at `base`.
     pub fn at(base: &str, ca_pem: &str, token: &str) -> anyhow::Result<Api> {
-        let config = tether::tls::client(ca_pem, None, tether::tls::CLIENT_HTTP_ALPN)?;
+        let config = tether_base::tls::client(ca_pem, None, tether_base::tls::CLIENT_HTTP_ALPN)?;
         Ok(Api {
-            http: tether::tls::https_client(config, Duration::from_secs(60))?,
+            http: tether_base::tls::https_client(config, Duration::from_secs(60))?,
             base: base.to_owned(),
             token: token.to_owned(),
         })

@@ -225,11 +225,11 @@ async fn complete(
 pub fn serve(data: &Path, durable: bool) -> anyhow::Result<()> {
     let read = |name: &str| std::fs::read_to_string(data.join(name)).with_context(|| format!("reading {name}"));
     let (cert_pem, key_pem, ca_pem) = (read("server.pem")?, read("server.key")?, read("ca.pem")?);
-    let policy = tether::crypto::CryptoPolicy::STANDARD;
-    let certs = tether::tls::certs_from_pem(&cert_pem, "server.pem")?;
-    let key = tether::tls::key_from_pem(&key_pem, "server.key")?;
+    let policy = tether_base::crypto::CryptoPolicy::STANDARD;
+    let certs = tether_base::tls::certs_from_pem(&cert_pem, "server.pem")?;
+    let key = tether_base::tls::key_from_pem(&key_pem, "server.key")?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in tether::tls::certs_from_pem(&ca_pem, "ca.pem")? {
+    for cert in tether_base::tls::certs_from_pem(&ca_pem, "ca.pem")? {
         roots.add(cert)?;
     }
     let verifier =

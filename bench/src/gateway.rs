@@ -1,5 +1,5 @@
 //! (h) The LLM gateway against LiteLLM's proxy, in one run, both in front
-//! of the same fake vLLM server (`appliance/tests/e2e/fake_llm.rs`, the one
+//! of the same fake vLLM server (`tests/e2e/fake_llm.rs`, the one
 //! the e2e tests use, run here as a process of its own), and the fake
 //! called directly, which gives the latency each gateway adds.
 //!
@@ -118,8 +118,8 @@ fn rss_of(pid: u32, field: &str) -> anyhow::Result<u64> {
 }
 
 fn client(ca_pem: &str) -> anyhow::Result<reqwest::Client> {
-    let config = tether::tls::client(ca_pem, None, tether::tls::CLIENT_HTTP_ALPN)?;
-    Ok(tether::tls::https_client(config, Duration::from_secs(60))?)
+    let config = tether_base::tls::client(ca_pem, None, tether_base::tls::CLIENT_HTTP_ALPN)?;
+    Ok(tether_base::tls::https_client(config, Duration::from_secs(60))?)
 }
 
 fn chat_body(stream: bool) -> Value {

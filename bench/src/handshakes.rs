@@ -29,7 +29,8 @@ use crate::appliance::Identity;
 
 /// A client configuration that always does a full handshake.
 pub fn client_config(ca_pem: &str, who: &Identity) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let mut config = tether::tls::client(ca_pem, Some((&who.cert_pem, &who.key_pem)), tether::tls::WORKER_ALPN)?;
+    let mut config =
+        tether_base::tls::client(ca_pem, Some((&who.cert_pem, &who.key_pem)), tether_base::tls::WORKER_ALPN)?;
     config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
@@ -144,9 +145,9 @@ impl BareServer {
 pub fn serve_bare(data: &Path) -> anyhow::Result<()> {
     let read = |name: &str| std::fs::read_to_string(data.join(name)).with_context(|| format!("reading {name}"));
     let (cert_pem, key_pem, ca_pem) = (read("server.pem")?, read("server.key")?, read("ca.pem")?);
-    let policy = tether::crypto::CryptoPolicy::STANDARD;
+    let policy = tether_base::crypto::CryptoPolicy::STANDARD;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in tether::tls::certs_from_pem(&ca_pem, "ca.pem")? {
+    for cert in tether_base::tls::certs_from_pem(&ca_pem, "ca.pem")? {
         roots.add(cert)?;
     }
     let verifier =
@@ -155,8 +156,8 @@ pub fn serve_bare(data: &Path) -> anyhow::Result<()> {
         .with_protocol_versions(policy.tls_versions())?
         .with_client_cert_verifier(verifier)
         .with_single_cert(
-            tether::tls::certs_from_pem(&cert_pem, "server.pem")?,
-            tether::tls::key_from_pem(&key_pem, "server.key")?,
+            tether_base::tls::certs_from_pem(&cert_pem, "server.pem")?,
+            tether_base::tls::key_from_pem(&key_pem, "server.key")?,
         )?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));

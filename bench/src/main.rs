@@ -31,7 +31,7 @@ mod appliance;
 mod bare_broker;
 // The e2e tests' fake model server, the same code: test support, which
 // panics (unwraps) on what would be a broken test bench.
-#[path = "../../appliance/tests/e2e/fake_llm.rs"]
+#[path = "../../tests/e2e/fake_llm.rs"]
 #[allow(dead_code, clippy::unwrap_used)]
 mod fake_llm;
 mod gateway;

@@ -1,0 +1,327 @@
+//! Health, status, the crypto mode and the audit log.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::extract::{ApiJson, ApiQuery, Caller};
+use super::{ApiError, AppState};
+use tether_base::crypto::{CryptoPolicy, CryptoStatus, Mode};
+use tether_domain::audit;
+use tether_domain::audit::sinks::{self, SinkKind, SinkStatus};
+use tether_domain::evidence;
+use tether_domain::pki;
+
+#[derive(Debug, Serialize)]
+pub struct Health {
+    status: &'static str,
+    sealed: bool,
+    /// "ok", or "degraded" while audit records (and so every action) cannot
+    /// be written.
+    audit: &'static str,
+    /// "ok", or "low" while the disk reserve is given up.
+    disk: &'static str,
+}
+
+pub async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
+    let sealed = state.vault.is_sealed();
+    let audit_degraded = state.store.is_degraded();
+    let disk_low = state.space.is_low();
+    let status = if state.broker.is_draining() {
+        "draining"
+    } else if audit_degraded {
+        "audit degraded"
+    } else if sealed {
+        "sealed"
+    } else if disk_low {
+        "disk low"
+    } else {
+        "ok"
+    };
+    axum::Json(Health {
+        status,
+        sealed,
+        audit: if audit_degraded { "degraded" } else { "ok" },
+        disk: if disk_low { "low" } else { "ok" },
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    status: &'static str,
+    draining: bool,
+    /// Worker polls parked right now, waiting for work.
+    parked_polls: usize,
+    workers: usize,
+    store: tether_store::StoreStats,
+    vault: tether_domain::vault::Status,
+    /// Whether key memory is protected from dumps and swap.
+    hardening: tether_domain::vault::memory::Hardening,
+    /// The crypto mode, module and start-up self-tests.
+    crypto: CryptoStatus,
+    /// Warnings an operator should act on (e.g. unattended unseal).
+    warnings: Vec<&'static str>,
+    /// How many certificates are expiring or overdue for renewal
+    /// (`GET /api/v1/pki/certificates` lists them).
+    certificate_alerts: usize,
+}
+
+pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Status>, ApiError> {
+    let workers = state.store.read(tether_domain::pki::list_workers)?.into_iter().filter(|w| !w.revoked).count();
+    let draining = state.broker.is_draining();
+    Ok(axum::Json(Status {
+        status: if draining { "draining" } else { "ok" },
+        draining,
+        parked_polls: state.broker.parked_polls(),
+        workers,
+        store: state.store.stats(),
+        vault: state.vault.status()?,
+        hardening: tether_domain::vault::memory::hardening(),
+        crypto: CryptoStatus::clone(&state.crypto),
+        warnings: warnings(&state),
+        certificate_alerts: super::certificates::expiry_alerts(&state)?.len(),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct CryptoReport {
+    #[serde(flatten)]
+    running: CryptoStatus,
+    /// The mode the next start will run in, when a security officer has
+    /// switched it since this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_mode: Option<Mode>,
+}
+
+/// The crypto mode, the module and what the start-up self-tests found.
+pub async fn crypto(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<CryptoReport>, ApiError> {
+    let stored = state.store.read(tether_domain::vault::crypto_mode::stored)?.mode;
+    let pending_mode = (stored != state.crypto.mode).then_some(stored);
+    Ok(axum::Json(CryptoReport { running: CryptoStatus::clone(&state.crypto), pending_mode }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeBody {
+    mode: Mode,
+    /// Re-authentication: the unseal credentials (the passphrase, a quorum
+    /// of shares, or the key file).
+    current: Vec<super::vault::UnsealBody>,
+}
+
+impl std::fmt::Debug for ModeBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModeBody").field("mode", &self.mode).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModeChanged {
+    mode: Mode,
+    previous: Mode,
+    running_mode: Mode,
+    /// The listeners and checks take the new mode at the next start.
+    restart_required: bool,
+}
+
+/// Switches the crypto mode (security officers only), re-authenticated by
+/// the unseal credentials; refused while an active worker holds a key the
+/// new mode does not allow. Takes effect at the next start. Audited,
+/// refusals included.
+pub async fn change_crypto_mode(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ModeBody>,
+) -> Result<axum::Json<ModeChanged>, ApiError> {
+    let to = body.mode;
+    let current = body.current.into_iter().map(|b| b.credential()).collect::<Result<Vec<_>, _>>()?;
+    let changed = async {
+        let proof = state.vault.reauthenticate(current).await?;
+        let (now, grace) = (state.clock.now(), state.config.worker_cert_grace);
+        let policy = CryptoPolicy { mode: to };
+        let unapproved = state.store.read(|tx| pki::unapproved_worker_keys(tx, policy, now, grace))?;
+        if let Some((worker, kind)) = unapproved.first() {
+            return Err(ApiError::KeyNotApproved(format!(
+                "{} active worker(s) hold keys {} mode does not allow (e.g. worker {worker}: {}); revoke them first",
+                unapproved.len(),
+                to.as_str(),
+                kind.as_str()
+            )));
+        }
+        Ok(state.vault.change_crypto_mode(&caller.origin, proof, to).await?)
+    }
+    .await;
+    let previous = match changed {
+        Ok(previous) => previous,
+        Err(e) => {
+            let event = audit::Event::new(
+                "crypto.mode_change_refused",
+                "change",
+                audit::Resource::new("crypto_policy", "mode"),
+            )
+            .outcome(audit::Outcome::Denied)
+            .detail("to", to.as_str())
+            .detail("reason", e.status_and_code().1);
+            super::extract::record(&state, caller.origin, event).await;
+            return Err(e);
+        }
+    };
+    Ok(axum::Json(ModeChanged {
+        mode: to,
+        previous,
+        running_mode: state.crypto.mode,
+        restart_required: to != state.crypto.mode,
+    }))
+}
+
+fn warnings(state: &AppState) -> Vec<&'static str> {
+    let mut w = Vec::new();
+    if state.config.unseal_key_file.is_some() {
+        w.push(
+            "unseal_key_file: the appliance unseals itself from a key file; anyone holding that file can read its data",
+        );
+    }
+    let h = tether_domain::vault::memory::hardening();
+    if !(h.core_dumps_off && h.not_dumpable) {
+        w.push("core_dumps: key memory could be written to a core dump");
+    }
+    if !h.keys_locked_in_ram {
+        w.push("memory_lock: keys could not be locked into RAM and may reach swap (raise RLIMIT_MEMLOCK)");
+    }
+    w
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    ok: bool,
+    records: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    head_seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    head_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+}
+
+pub async fn audit_verify(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<axum::Json<VerifyReport>, ApiError> {
+    let store = state.store.clone();
+    let verdict = tokio::task::spawn_blocking(move || store.read(|tx| Ok(audit::verify(tx))))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(axum::Json(match verdict {
+        Ok(v) => VerifyReport {
+            ok: true,
+            records: v.records,
+            head_seq: v.head.map(|h| h.seq),
+            head_hash: v.head.map(|h| hex::encode(h.hash)),
+            problem: None,
+        },
+        Err(audit::VerifyError::Store(e)) => return Err(e.into()),
+        Err(broken) => {
+            VerifyReport { ok: false, records: 0, head_seq: None, head_hash: None, problem: Some(broken.to_string()) }
+        }
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    from: Option<u64>,
+}
+
+/// The log as JSON lines, ending with a seal signed by the audit key
+/// (`tether audit verify --file` checks it offline).
+pub async fn audit_export(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiQuery(query): ApiQuery<ExportQuery>,
+) -> Result<Response, ApiError> {
+    ensure_audit_key(&state).await?;
+    let (store, keys, now) = (state.store.clone(), state.vault.keys()?, state.clock.now());
+    let from = query.from.unwrap_or(0);
+    let body = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        store.read(|tx| Ok(evidence::offline::export_sealed(tx, &keys, from, now, &mut out))).map(|r| r.map(|_| out))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))???;
+    let mut response = body.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jsonl"));
+    Ok(response)
+}
+
+/// Makes the audit signing key if this appliance has none yet.
+async fn ensure_audit_key(state: &AppState) -> Result<(), ApiError> {
+    Ok(evidence::signing::ensure(&state.store, &state.vault.keys()?).await?)
+}
+
+/// The audit public key (PEM), to verify exports and checkpoints with.
+pub async fn audit_public_key(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
+    ensure_audit_key(&state).await?;
+    let pem = state.store.read(|tx| Ok(evidence::signing::public_key_pem(tx)))??;
+    let mut response = pem.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file"));
+    Ok(response)
+}
+
+#[derive(Debug, Serialize)]
+pub struct SinkView {
+    name: String,
+    kind: SinkKind,
+    created_by: String,
+    created_at: String,
+    status: SinkStatus,
+}
+
+pub async fn list_sinks(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Vec<SinkView>>, ApiError> {
+    let configs = state.store.read(sinks::list)?;
+    let status = state.sinks.status();
+    Ok(axum::Json(
+        configs
+            .into_iter()
+            .map(|c| SinkView {
+                status: status.get(&c.name).cloned().unwrap_or_default(),
+                name: c.name,
+                kind: c.kind,
+                created_by: c.created_by,
+                created_at: c.created_at.to_rfc3339(),
+            })
+            .collect(),
+    ))
+}
+
+/// Adds or replaces a sink (a security officer, re-authenticated); it
+/// starts at once, from the beginning of the log for a new one.
+pub async fn put_sink(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(kind): ApiJson<SinkKind>,
+) -> Result<axum::Json<SinkView>, ApiError> {
+    let (now, origin) = (state.clock.now(), caller.origin);
+    let n = name.clone();
+    let config = state.store.write(move |tx| sinks::put(tx, now, &origin, &n, kind, None)).await?;
+    state.sinks.reconcile()?;
+    Ok(axum::Json(SinkView {
+        name: config.name,
+        kind: config.kind,
+        created_by: config.created_by,
+        created_at: config.created_at.to_rfc3339(),
+        status: SinkStatus::default(),
+    }))
+}
+
+pub async fn remove_sink(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let (now, origin) = (state.clock.now(), caller.origin);
+    state.store.write(move |tx| sinks::remove(tx, now, &origin, &name)).await?;
+    state.sinks.reconcile()?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,33 @@
+//! `POST /api/v1/sys/backup`: a consistent snapshot of the running
+//! appliance, as one file (see [`tether_domain::backup`]). Admins only.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use super::extract::Caller;
+use super::{ApiError, AppState};
+use tether_domain::backup::{self, DataFile};
+
+pub async fn create(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let keys = state.vault.keys()?;
+    let mut files = Vec::with_capacity(backup::FILES.len());
+    for name in backup::FILES {
+        let path = state.config.data_dir.join(name);
+        let content = tokio::fs::read(&path)
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot read {}: {e}", path.display())))?;
+        files.push(DataFile { name, content: content.into() });
+    }
+    let (header, file) = backup::take(&state.store, keys, state.clock.now(), caller.origin, files).await?;
+    let mut response = file.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    if let Ok(name) = HeaderValue::from_str(&format!("attachment; filename=\"tether-epoch-{}.backup\"", header.epoch)) {
+        headers.insert(header::CONTENT_DISPOSITION, name);
+    }
+    if let Ok(epoch) = HeaderValue::from_str(&header.epoch.to_string()) {
+        headers.insert("tether-backup-epoch", epoch);
+    }
+    Ok(response)
+}

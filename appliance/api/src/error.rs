@@ -1,0 +1,498 @@
+//! Every error the HTTP API can answer, as RFC 7807 problem+json with a
+//! stable `code`. One match lists every variant: adding one forces a
+//! decision about its status and code. 5xx bodies carry the code only; the
+//! detail goes to the log.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use tether_domain::auth::oidc::OidcError;
+use tether_domain::auth::sso::SsoError;
+use tether_domain::auth::users::UserError;
+use tether_domain::auth::{AccountError, LoginError, TokenError};
+use tether_domain::llm::models::ImportError;
+use tether_domain::llm::prompt_log::LogError;
+use tether_domain::vault::secrets::SecretError;
+use tether_domain::{backup, broker, pki, vault};
+use tether_store as store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("authentication required: present a valid bearer token or log in")]
+    Unauthenticated,
+    #[error("your role does not allow this")]
+    Forbidden,
+    #[error("the name, password or code is wrong")]
+    InvalidCredentials,
+    #[error("this account needs its second factor: send a TOTP code or a recovery code")]
+    SecondFactorRequired,
+    #[error("too many failed attempts; wait before trying again")]
+    Throttled(std::time::Duration),
+    #[error("too many requests from this address; slow down")]
+    RateLimited(std::time::Duration),
+    #[error("a state-changing request from a console session needs the X-CSRF-Token header of that session")]
+    CsrfTokenInvalid,
+    #[error("this action needs a recent login: re-authenticate (POST /api/v1/auth/reauth) and retry")]
+    ReauthenticationRequired,
+    #[error("finish setting up your account first: choose your own password and, for your role, a second factor")]
+    AccountSetupRequired,
+    #[error("this needs a console session (log in), not a bearer token")]
+    SessionRequired,
+    #[error("{0}")]
+    ExceedsYourRights(String),
+    #[error("{0}")]
+    AccountRefused(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(
+        "the audit log cannot be written (the disk is full or failing), so the action was not taken; it resumes once the store can write"
+    )]
+    AuditDegraded,
+    #[error("the disk is nearly full: state changes are refused until space is freed (the audit log keeps a reserve)")]
+    InsufficientStorage,
+    #[error("a client certificate from this appliance's CA is required")]
+    CertificateRequired,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the body is not valid JSON for this request: {0}")]
+    InvalidJson(String),
+    #[error("the body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("the body is larger than this appliance accepts")]
+    PayloadTooLarge,
+    #[error("the lease is not the task's current lease; the task was reassigned or has finished")]
+    LeaseStale,
+    #[error("the task has already finished")]
+    TaskFinished,
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyConflict,
+    #[error("the enrollment token is not valid (unknown, already used, or expired)")]
+    EnrollmentTokenInvalid,
+    #[error("this worker's enrollment has been revoked; enroll it again")]
+    WorkerRevoked,
+    #[error(
+        "this worker's certificate has expired; renew it (POST /worker/v1/renew) within the grace window, or enroll again"
+    )]
+    CertificateExpired,
+    #[error(
+        "this certificate has been superseded by a newer one for the same worker; only the newest may renew, so enroll again"
+    )]
+    CertificateSuperseded,
+    #[error("the certificate signing request was refused: {0}")]
+    CsrRefused(String),
+    #[error("{0}")]
+    SecretRefused(String),
+    /// A key the requested crypto mode does not allow is still in use.
+    #[error("{0}")]
+    KeyNotApproved(String),
+    /// A rotation step out of order, or raced by another.
+    #[error("{0}")]
+    RotationConflict(String),
+    /// A rotation step that would drop or skip a CA something still needs.
+    #[error("{0}")]
+    CaInUse(String),
+    #[error("the appliance is shutting down; retry shortly")]
+    Draining,
+    #[error("the request took too long")]
+    Timeout,
+    #[error("the appliance is sealed; unseal it first (`tether unseal`)")]
+    Sealed,
+    #[error("{0}")]
+    UnsealRefused(String),
+    #[error("{0}")]
+    ShareInvalid(String),
+    #[error("single sign-on is not configured on this appliance; log in with a local account")]
+    SsoNotConfigured,
+    #[error("single sign-on failed: {0}")]
+    SsoFailed(String),
+    #[error("none of your groups at the identity provider gives a role on this appliance; ask an admin")]
+    SsoNoRole,
+    #[error("{0}")]
+    SsoProviderUnavailable(String),
+    #[error("{0}")]
+    ModelImportBusy(String),
+    #[error("{0}")]
+    ModelSigningKeyMissing(String),
+    #[error("{0}")]
+    BundleRefused(String),
+    #[error("{0}")]
+    ModelExists(String),
+    #[error("{0}")]
+    VllmDirNotConfigured(String),
+    #[error("send the body's length (Content-Length) so that its space can be checked before it is received")]
+    LengthRequired,
+    #[error("{0}")]
+    BundleTooLarge(String),
+    #[error("{0}")]
+    ModelServerRefused(String),
+    #[error("a stored value failed its integrity check")]
+    Integrity(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+impl ApiError {
+    /// The status and the stable code clients may match on.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            ApiError::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated"),
+            ApiError::Forbidden => (S::FORBIDDEN, "forbidden"),
+            ApiError::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials"),
+            ApiError::SecondFactorRequired => (S::UNAUTHORIZED, "second_factor_required"),
+            ApiError::Throttled(_) => (S::TOO_MANY_REQUESTS, "login_throttled"),
+            ApiError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::CsrfTokenInvalid => (S::FORBIDDEN, "csrf_token_invalid"),
+            ApiError::ReauthenticationRequired => (S::FORBIDDEN, "reauthentication_required"),
+            ApiError::AccountSetupRequired => (S::FORBIDDEN, "account_setup_required"),
+            ApiError::SessionRequired => (S::BAD_REQUEST, "session_required"),
+            ApiError::ExceedsYourRights(_) => (S::FORBIDDEN, "exceeds_your_rights"),
+            ApiError::AccountRefused(_) => (S::UNPROCESSABLE_ENTITY, "account_refused"),
+            ApiError::Conflict(_) => (S::CONFLICT, "conflict"),
+            ApiError::AuditDegraded => (S::SERVICE_UNAVAILABLE, "audit_degraded"),
+            ApiError::InsufficientStorage => (S::INSUFFICIENT_STORAGE, "insufficient_storage"),
+            ApiError::CertificateRequired => (S::UNAUTHORIZED, "certificate_required"),
+            ApiError::NotFound => (S::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::InvalidRequest(_) => (S::BAD_REQUEST, "invalid_request"),
+            ApiError::InvalidJson(_) => (S::BAD_REQUEST, "invalid_json"),
+            ApiError::UnsupportedMediaType => (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::LeaseStale => (S::CONFLICT, "lease_stale"),
+            ApiError::TaskFinished => (S::CONFLICT, "task_finished"),
+            ApiError::IdempotencyConflict => (S::UNPROCESSABLE_ENTITY, "idempotency_conflict"),
+            ApiError::EnrollmentTokenInvalid => (S::UNAUTHORIZED, "enrollment_token_invalid"),
+            ApiError::WorkerRevoked => (S::FORBIDDEN, "worker_revoked"),
+            ApiError::CertificateExpired => (S::UNAUTHORIZED, "certificate_expired"),
+            ApiError::CertificateSuperseded => (S::FORBIDDEN, "certificate_superseded"),
+            ApiError::CsrRefused(_) => (S::BAD_REQUEST, "csr_refused"),
+            ApiError::SecretRefused(_) => (S::UNPROCESSABLE_ENTITY, "secret_refused"),
+            ApiError::RotationConflict(_) => (S::CONFLICT, "rotation_conflict"),
+            ApiError::KeyNotApproved(_) => (S::CONFLICT, "key_not_approved"),
+            ApiError::CaInUse(_) => (S::CONFLICT, "ca_in_use"),
+            ApiError::Draining => (S::SERVICE_UNAVAILABLE, "draining"),
+            ApiError::Timeout => (S::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::Sealed => (S::SERVICE_UNAVAILABLE, "sealed"),
+            ApiError::UnsealRefused(_) => (S::BAD_REQUEST, "unseal_refused"),
+            ApiError::ShareInvalid(_) => (S::BAD_REQUEST, "share_invalid"),
+            ApiError::SsoNotConfigured => (S::NOT_FOUND, "sso_not_configured"),
+            ApiError::SsoFailed(_) => (S::UNAUTHORIZED, "sso_failed"),
+            ApiError::SsoNoRole => (S::FORBIDDEN, "sso_no_role"),
+            ApiError::SsoProviderUnavailable(_) => (S::BAD_GATEWAY, "sso_provider_unavailable"),
+            ApiError::ModelImportBusy(_) => (S::CONFLICT, "import_in_progress"),
+            ApiError::ModelSigningKeyMissing(_) => (S::CONFLICT, "model_signing_key_missing"),
+            ApiError::BundleRefused(_) => (S::UNPROCESSABLE_ENTITY, "bundle_refused"),
+            ApiError::ModelExists(_) => (S::CONFLICT, "model_exists"),
+            ApiError::VllmDirNotConfigured(_) => (S::CONFLICT, "vllm_dir_not_configured"),
+            ApiError::LengthRequired => (S::LENGTH_REQUIRED, "length_required"),
+            ApiError::BundleTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "bundle_too_large"),
+            // An admin's request: what the model server said helps, and is theirs to see.
+            ApiError::ModelServerRefused(_) => (S::FAILED_DEPENDENCY, "model_server_refused"),
+            ApiError::Integrity(_) => (S::INTERNAL_SERVER_ERROR, "integrity"),
+            ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let detail = if status.is_server_error() {
+            // A state the appliance reports once (degraded audit, a full
+            // disk) is not logged again for every request it refuses.
+            if matches!(
+                self,
+                ApiError::AuditDegraded | ApiError::InsufficientStorage | ApiError::Sealed | ApiError::Draining
+            ) {
+                tracing::debug!(code, "request refused");
+            } else {
+                tracing::error!(code, error = %self, "request failed");
+            }
+            None
+        } else {
+            // A detail may quote the request (a name, a label, a JSON
+            // error): never more than a few KiB of it goes back.
+            Some(tether_base::bounded::clip(&self.to_string(), tether_base::bounded::ECHOED).into_owned())
+        };
+        let problem = Problem {
+            kind: format!("urn:tether:problem:{code}"),
+            title: status.canonical_reason().unwrap_or("error"),
+            status: status.as_u16(),
+            code,
+            detail,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let ApiError::Throttled(wait) | ApiError::RateLimited(wait) = self {
+            response.headers_mut().insert(header::RETRY_AFTER, retry_after(wait));
+        }
+        response
+    }
+}
+
+/// A `Retry-After` value for `wait`: whole seconds, rounded up, never zero.
+pub fn retry_after(wait: std::time::Duration) -> HeaderValue {
+    HeaderValue::from(u64::try_from(wait.as_millis().div_ceil(1000)).unwrap_or(u64::MAX).max(1))
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> Self {
+        match e {
+            store::Error::Degraded => ApiError::AuditDegraded,
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<SsoError> for ApiError {
+    fn from(e: SsoError) -> Self {
+        match e {
+            SsoError::Provider(OidcError::Unavailable(m)) => ApiError::SsoProviderUnavailable(m),
+            SsoError::Provider(OidcError::Refused(m)) | SsoError::Refused(m) => ApiError::SsoFailed(m),
+            SsoError::NoRole => ApiError::SsoNoRole,
+            SsoError::NameTaken => ApiError::SsoFailed(e.to_string()),
+            SsoError::Busy => ApiError::RateLimited(std::time::Duration::from_secs(60)),
+            SsoError::Store(e) => e.into(),
+            SsoError::Vault(e) => e.into(),
+        }
+    }
+}
+
+impl From<ImportError> for ApiError {
+    fn from(e: ImportError) -> Self {
+        match e {
+            ImportError::Busy => ApiError::ModelImportBusy(e.to_string()),
+            ImportError::NoSigningKey => ApiError::ModelSigningKeyMissing(e.to_string()),
+            ImportError::Refused(_) => ApiError::BundleRefused(e.to_string()),
+            ImportError::Exists(_) | ImportError::PathTaken(_) => ApiError::ModelExists(e.to_string()),
+            ImportError::NoUpstream(m) => ApiError::InvalidRequest(m),
+            ImportError::NoVllmDir => ApiError::VllmDirNotConfigured(e.to_string()),
+            ImportError::ModelServer(_) => ApiError::ModelServerRefused(e.to_string()),
+            ImportError::Io(m) => ApiError::Internal(m),
+            ImportError::Store(e) => e.into(),
+            ImportError::Vault(e) => e.into(),
+        }
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Vault(e) => e.into(),
+            LogError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<broker::Error> for ApiError {
+    fn from(e: broker::Error) -> Self {
+        match e {
+            broker::Error::NotFound => ApiError::NotFound,
+            broker::Error::InvalidTask(m) => ApiError::InvalidRequest(m),
+            broker::Error::LeaseStale => ApiError::LeaseStale,
+            broker::Error::AlreadyFinished => ApiError::TaskFinished,
+            broker::Error::IdempotencyConflict => ApiError::IdempotencyConflict,
+            broker::Error::Draining => ApiError::Draining,
+            broker::Error::Store(e) => e.into(),
+            broker::Error::Vault(e) => e.into(),
+            broker::Error::SecretRefused(m) => ApiError::SecretRefused(m),
+        }
+    }
+}
+
+impl From<pki::RotationError> for ApiError {
+    fn from(e: pki::RotationError) -> Self {
+        use pki::RotationError as R;
+        match e {
+            R::InProgress(_) | R::NotInProgress | R::WrongPhase { .. } | R::Changed => {
+                ApiError::RotationConflict(e.to_string())
+            }
+            R::StillInUse { .. } | R::ServerOnOldCa | R::BundleNotDelivered { .. } => ApiError::CaInUse(e.to_string()),
+            R::Cert(e) => e.into(),
+            R::Vault(e) => e.into(),
+            R::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<pki::EnrollError> for ApiError {
+    fn from(e: pki::EnrollError) -> Self {
+        match e {
+            pki::EnrollError::TokenInvalid => ApiError::EnrollmentTokenInvalid,
+            pki::EnrollError::UnknownWorker | pki::EnrollError::Revoked => ApiError::WorkerRevoked,
+            pki::EnrollError::Superseded => ApiError::CertificateSuperseded,
+            pki::EnrollError::Invalid(m) => ApiError::InvalidRequest(m),
+            pki::EnrollError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<pki::CertError> for ApiError {
+    fn from(e: pki::CertError) -> Self {
+        match e {
+            pki::CertError::CsrInvalid(_) | pki::CertError::CsrKeyType(_) => ApiError::CsrRefused(e.to_string()),
+            pki::CertError::KeyGeneration(_)
+            | pki::CertError::Signing(_)
+            | pki::CertError::BadCertificate(_)
+            | pki::CertError::BadCa(_) => ApiError::Internal(e.to_string()),
+            pki::CertError::Vault(e) => e.into(),
+        }
+    }
+}
+
+impl From<pki::CrlError> for ApiError {
+    fn from(e: pki::CrlError) -> Self {
+        match e {
+            pki::CrlError::Cert(e) => e.into(),
+            pki::CrlError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<vault::Error> for ApiError {
+    fn from(e: vault::Error) -> Self {
+        use vault::Error as V;
+        match e {
+            V::Sealed => ApiError::Sealed,
+            V::WrongPassphrase
+            | V::WrongKeyFile
+            | V::SharesDoNotOpen
+            | V::WrongMethod { .. }
+            | V::NotAKeyFile
+            | V::QuorumNeeded => ApiError::UnsealRefused(e.to_string()),
+            V::Share(_) | V::ShareFromAnotherSet { .. } | V::DuplicateShare { .. } => {
+                ApiError::ShareInvalid(e.to_string())
+            }
+            V::WeakPassphrase | V::BadShareSetup => ApiError::InvalidRequest(e.to_string()),
+            V::Integrity { .. } | V::UnknownKeyVersion(_) => ApiError::Integrity(e.to_string()),
+            V::Store(s) => s.into(),
+            V::NotInitialised | V::AlreadyInitialised | V::KeyExhausted | V::Corrupt(_) | V::Random => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<SecretError> for ApiError {
+    fn from(e: SecretError) -> Self {
+        match e {
+            SecretError::Invalid(m) => ApiError::InvalidRequest(m),
+            SecretError::NotFound(_) => ApiError::NotFound,
+            SecretError::Vault(v) => v.into(),
+        }
+    }
+}
+
+impl From<backup::Error> for ApiError {
+    fn from(e: backup::Error) -> Self {
+        match e {
+            backup::Error::Vault(v) => v.into(),
+            backup::Error::Store(s) => s.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::Invalid => ApiError::InvalidCredentials,
+            LoginError::SecondFactorRequired => ApiError::SecondFactorRequired,
+            LoginError::Throttled(r) => ApiError::Throttled(r.retry_after()),
+            LoginError::Password(p) => ApiError::AccountRefused(p.to_string()),
+            LoginError::Vault(v) => v.into(),
+            LoginError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::NotFound => ApiError::NotFound,
+            UserError::Exists | UserError::NothingPending => ApiError::Conflict(e.to_string()),
+            UserError::BadName => ApiError::InvalidRequest(e.to_string()),
+            UserError::WorkerRole
+            | UserError::OwnAccount
+            | UserError::LastSecurityOfficer
+            | UserError::NotASecondOfficer => ApiError::AccountRefused(e.to_string()),
+            UserError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::User(u) => u.into(),
+            AccountError::Password(p) => ApiError::AccountRefused(p.to_string()),
+            AccountError::WrongPassword | AccountError::WrongCode => ApiError::InvalidCredentials,
+            AccountError::NoTotpPending => ApiError::Conflict(e.to_string()),
+            AccountError::Vault(v) => v.into(),
+            AccountError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::NotFound => ApiError::NotFound,
+            TokenError::HolderLacksRole => ApiError::ExceedsYourRights(e.to_string()),
+            TokenError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<tether_domain::llm::keys::KeyError> for ApiError {
+    fn from(e: tether_domain::llm::keys::KeyError) -> Self {
+        use tether_domain::llm::keys::KeyError as K;
+        match e {
+            K::NotFound => ApiError::NotFound,
+            K::OwnerCannotHold => ApiError::InvalidRequest(e.to_string()),
+            K::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<tether_domain::evidence::signing::SigningError> for ApiError {
+    fn from(e: tether_domain::evidence::signing::SigningError) -> Self {
+        use tether_domain::evidence::signing::SigningError as S;
+        match e {
+            S::Vault(v) => v.into(),
+            S::Store(s) => s.into(),
+            S::NoKey | S::BadKey | S::Key(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<tether_domain::audit::sinks::SinkError> for ApiError {
+    fn from(e: tether_domain::audit::sinks::SinkError) -> Self {
+        use tether_domain::audit::sinks::SinkError as S;
+        match e {
+            S::BadName | S::Invalid(_) => ApiError::InvalidRequest(e.to_string()),
+            S::NotFound => ApiError::NotFound,
+            S::Store(s) => s.into(),
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Accounts, role changes, API tokens and alerts.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::extract::{ApiJson, ApiQuery, Caller};
+use super::{ApiError, AppState};
+use crate::config::parse_duration;
+use tether_domain::audit::alerts::{self, Alert};
+use tether_domain::auth::roles::RoleChange;
+use tether_domain::auth::tokens::{self, TokenInfo};
+use tether_domain::auth::users::{self, UserInfo};
+use tether_domain::auth::{self, Role, Scope};
+
+pub async fn list_users(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Vec<UserInfo>>, ApiError> {
+    Ok(axum::Json(state.accounts.list()?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    name: String,
+    role: Role,
+    /// Omit to have one generated (returned once).
+    password: Option<Zeroizing<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserCreated {
+    user: UserInfo,
+    /// The generated first password, when none was given. Shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initial_password: Option<Zeroizing<String>>,
+}
+
+pub async fn add_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewUser>,
+) -> Result<(StatusCode, axum::Json<UserCreated>), ApiError> {
+    let (user, initial_password) =
+        state.accounts.add_user(caller.person(), &body.name, body.role, body.password, &caller.origin).await?;
+    Ok((StatusCode::CREATED, axum::Json(UserCreated { user, initial_password })))
+}
+
+pub async fn disable_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.accounts.disable(caller.person(), &name, &caller.origin).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPassword {
+    password: Option<Zeroizing<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PasswordReset {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initial_password: Option<Zeroizing<String>>,
+}
+
+pub async fn reset_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<ResetPassword>,
+) -> Result<axum::Json<PasswordReset>, ApiError> {
+    let initial_password = state.accounts.reset_password(&name, body.password, &caller.origin).await?;
+    Ok(axum::Json(PasswordReset { initial_password }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionsEnded {
+    sessions_ended: usize,
+}
+
+pub async fn end_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<axum::Json<SessionsEnded>, ApiError> {
+    let sessions_ended = state.accounts.end_sessions(&name, &caller.origin).await?;
+    Ok(axum::Json(SessionsEnded { sessions_ended }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBody {
+    role: Role,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RoleOutcome {
+    result: RoleChange,
+    role: Role,
+}
+
+pub async fn change_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<RoleBody>,
+) -> Result<axum::Json<RoleOutcome>, ApiError> {
+    let result = state.accounts.request_role(caller.person(), &name, body.role, &caller.origin).await?;
+    Ok(axum::Json(RoleOutcome { result, role: body.role }))
+}
+
+pub async fn approve_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<axum::Json<RoleOutcome>, ApiError> {
+    let role = state.accounts.approve_role(caller.person(), &name, &caller.origin).await?;
+    Ok(axum::Json(RoleOutcome { result: RoleChange::Done, role }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    role: Role,
+    /// Whom the token acts for: yourself (the default), or, for an admin,
+    /// a service name that is no person's account.
+    name: Option<String>,
+    /// Like `90d`; default `token_ttl`, at most `token_max_ttl`.
+    ttl: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenCreated {
+    token: String,
+    id: String,
+    role: Role,
+    name: String,
+    expires_at: String,
+}
+
+/// Only the caller's own tokens, unless its grant covers everyone's.
+fn owner_filter(caller: &Caller) -> Option<&str> {
+    (caller.scope != Scope::All).then_some(caller.principal.as_str())
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<(StatusCode, axum::Json<TokenCreated>), ApiError> {
+    let name = body.name.unwrap_or_else(|| caller.principal.clone());
+    users::check_name(&name)
+        .map_err(|_| ApiError::InvalidRequest("name must be 1-64 characters of a-z, 0-9, '.', '_', '-', '@'".into()))?;
+    if name != caller.principal {
+        let a_person = state.store.read(|tx| users::get(tx, &name))?.is_some();
+        if caller.scope != Scope::All || a_person {
+            return Err(ApiError::ExceedsYourRights(
+                "a token acts for its creator, or (made by an admin) for a service name that is no person's account"
+                    .into(),
+            ));
+        }
+    }
+    if !auth::may_delegate(caller.role, body.role) {
+        return Err(ApiError::ExceedsYourRights(format!(
+            "a {} cannot make a {} token: a token never carries more rights than its creator",
+            caller.role, body.role
+        )));
+    }
+    let ttl = credential_ttl(&state, body.ttl.as_deref())?;
+    let now = state.clock.now();
+    // A service token is held by the person who made it (through whatever
+    // credential): it never outlives that person's rights.
+    let new = tokens::NewToken { owner: name, role: body.role, holder: caller.holder(), expires_at: now.plus(ttl) };
+    let origin = caller.origin;
+    let (record, token) = state.store.write(move |tx| auth::issue_token(tx, now, &origin, new)).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(TokenCreated {
+            token,
+            id: record.id,
+            role: record.role,
+            name: record.owner,
+            expires_at: record.expires_at.to_rfc3339(),
+        }),
+    ))
+}
+
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<Vec<TokenInfo>>, ApiError> {
+    Ok(axum::Json(state.store.read(|tx| tokens::list(tx, owner_filter(&caller)))?))
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let owner = owner_filter(&caller).map(str::to_owned);
+    let (now, origin) = (state.clock.now(), caller.origin);
+    state.store.write(move |tx| tokens::revoke(tx, now, &origin, &id, owner.as_deref())).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn rotate_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<TokenCreated>, ApiError> {
+    let owner = owner_filter(&caller).map(str::to_owned);
+    let (now, origin) = (state.clock.now(), caller.origin);
+    let (record, token) = state.store.write(move |tx| tokens::rotate(tx, now, &origin, &id, owner.as_deref())).await?;
+    Ok(axum::Json(TokenCreated {
+        token,
+        id: record.id,
+        role: record.role,
+        name: record.owner,
+        expires_at: record.expires_at.to_rfc3339(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertQuery {
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlertView {
+    seq: u64,
+    kind: String,
+    subject: String,
+    raised_at: String,
+    details: std::collections::BTreeMap<String, String>,
+}
+
+impl From<Alert> for AlertView {
+    fn from(a: Alert) -> AlertView {
+        AlertView {
+            seq: a.seq,
+            kind: a.kind,
+            subject: a.subject,
+            raised_at: a.raised_at.to_rfc3339(),
+            details: a.details,
+        }
+    }
+}
+
+/// The newest alerts first (at most `limit`, default 100).
+pub async fn list_alerts(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<AlertQuery>,
+) -> Result<axum::Json<Vec<AlertView>>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let alerts = state.store.read(|tx| alerts::list(tx, limit))?;
+    Ok(axum::Json(alerts.into_iter().map(AlertView::from).collect()))
+}
+
+/// The lifetime asked for a bearer credential (an API token, a virtual
+/// key): `token_ttl` by default, never more than `token_max_ttl`.
+pub(super) fn credential_ttl(state: &AppState, asked: Option<&str>) -> Result<std::time::Duration, ApiError> {
+    let max_ttl = state.config.token_max_ttl;
+    let ttl = match asked {
+        Some(t) => parse_duration(t).map_err(ApiError::InvalidRequest)?,
+        None => state.config.token_ttl,
+    };
+    if ttl.is_zero() || ttl > max_ttl {
+        return Err(ApiError::InvalidRequest(format!(
+            "ttl must be more than zero and at most {}d (token_max_ttl)",
+            max_ttl.as_secs() / 86400
+        )));
+    }
+    Ok(ttl)
+}

@@ -1,0 +1,207 @@
+//! A person's own account: log in and out, the session, re-authentication,
+//! their password and their second factor.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::extract::{AnonymousOrigin, ApiJson, Caller};
+use super::{ApiError, AppState};
+use tether_domain::auth::users::UserInfo;
+use tether_domain::auth::{Credentials, Via, sessions};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    username: String,
+    password: Zeroizing<String>,
+    totp: Option<Zeroizing<String>>,
+    recovery_code: Option<Zeroizing<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    user: UserInfo,
+    session_id: String,
+    /// Send this as `X-CSRF-Token` on every state-changing request.
+    csrf_token: String,
+    /// False until the account has its own password (and, for admin and
+    /// security_officer, a second factor): only these routes answer.
+    set_up: bool,
+    /// Whether sensitive actions are open without re-authenticating.
+    recently_authenticated: bool,
+}
+
+/// The session cookie: host-only, TLS-only, out of scripts' reach, never
+/// sent on a request another site starts.
+pub(super) fn cookie(value: &str, max_age_secs: u64) -> Result<HeaderValue, ApiError> {
+    host_cookie(sessions::COOKIE, value, "Strict", max_age_secs)
+}
+
+/// A `__Host-` cookie (TLS only, this host only, path `/`), out of scripts' reach.
+pub(super) fn host_cookie(
+    name: &str,
+    value: &str,
+    same_site: &str,
+    max_age_secs: u64,
+) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Secure; HttpOnly; SameSite={same_site}; Max-Age={max_age_secs}"
+    ))
+    .map_err(|_| ApiError::Internal("cookie value".into()))
+}
+
+/// Refuses password and second-factor routes to people whose credentials
+/// live at the identity provider.
+fn local_account(caller: &Caller) -> Result<(), ApiError> {
+    if caller.principal.starts_with(tether_domain::auth::sso_people::NAME_PREFIX) {
+        return Err(ApiError::InvalidRequest(
+            "your account signs in through the identity provider: manage your password there, and re-authenticate \
+             with GET /api/v1/auth/sso/login?fresh=true"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    AnonymousOrigin(origin): AnonymousOrigin,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Response, ApiError> {
+    let credentials = Credentials { password: body.password, totp: body.totp, recovery_code: body.recovery_code };
+    let logged_in = state.accounts.login(&body.username, credentials, &origin).await?;
+    let view = SessionView {
+        user: logged_in.user,
+        session_id: logged_in.session.id,
+        csrf_token: logged_in.csrf,
+        set_up: logged_in.set_up,
+        recently_authenticated: true,
+    };
+    let max_age = state.accounts.lifetimes().absolute.as_secs();
+    let mut response = (StatusCode::OK, axum::Json(view)).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie(&logged_in.cookie, max_age)?);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+fn session_key(caller: &Caller) -> Result<([u8; 32], String, bool, bool), ApiError> {
+    match &caller.via {
+        Via::Session { key, id, set_up, fresh, .. } => Ok((*key, id.clone(), *set_up, *fresh)),
+        Via::Token { .. } => Err(ApiError::SessionRequired),
+    }
+}
+
+/// Ends the session: 204, or for a person signed in through the identity
+/// provider, 200 with `idp_logout_url`, where the browser goes to end the
+/// provider's session too (or the next sign-in there needs no password).
+pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    session_key(&caller)?;
+    state.accounts.logout(&caller.as_principal(), &caller.origin).await?;
+    let idp_logout_url = match &state.sso {
+        Some(sso) if caller.principal.starts_with(tether_domain::auth::sso_people::NAME_PREFIX) => {
+            sso.logout_url().await
+        }
+        _ => None,
+    };
+    let mut response = match idp_logout_url {
+        Some(url) => axum::Json(serde_json::json!({ "idp_logout_url": url })).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    };
+    response.headers_mut().insert(header::SET_COOKIE, cookie("", 0)?);
+    Ok(response)
+}
+
+pub async fn current(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<SessionView>, ApiError> {
+    let (key, session_id, set_up, fresh) = session_key(&caller)?;
+    let user = state.store.read(|tx| {
+        if let Some(person) = tether_domain::auth::sso_people::person(tx, &caller.principal)? {
+            return Ok(Some(UserInfo::from(&person)));
+        }
+        Ok(tether_domain::auth::users::get(tx, &caller.principal)?.as_ref().map(UserInfo::from))
+    })?;
+    Ok(axum::Json(SessionView {
+        user: user.ok_or(ApiError::Unauthenticated)?,
+        session_id,
+        csrf_token: state.accounts.csrf_token(&key)?,
+        set_up,
+        recently_authenticated: fresh,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReauthBody {
+    password: Zeroizing<String>,
+    totp: Option<Zeroizing<String>>,
+    recovery_code: Option<Zeroizing<String>>,
+}
+
+pub async fn reauthenticate(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ReauthBody>,
+) -> Result<StatusCode, ApiError> {
+    session_key(&caller)?;
+    local_account(&caller)?;
+    let credentials = Credentials { password: body.password, totp: body.totp, recovery_code: body.recovery_code };
+    state.accounts.reauthenticate(&caller.as_principal(), credentials, &caller.origin).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBody {
+    current: Zeroizing<String>,
+    new: Zeroizing<String>,
+}
+
+pub async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<PasswordBody>,
+) -> Result<StatusCode, ApiError> {
+    session_key(&caller)?;
+    local_account(&caller)?;
+    state.accounts.change_own_password(&caller.as_principal(), body.current, body.new, &caller.origin).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize)]
+pub struct TotpSetup {
+    /// Type this into an authenticator app, or use the URI (as a QR code).
+    secret: Zeroizing<String>,
+    uri: Zeroizing<String>,
+}
+
+pub async fn begin_totp(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<TotpSetup>, ApiError> {
+    session_key(&caller)?;
+    local_account(&caller)?;
+    let (secret, uri) = state.accounts.begin_totp(&caller.principal).await?;
+    Ok(axum::Json(TotpSetup { secret, uri }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TotpConfirmBody {
+    code: Zeroizing<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RecoveryCodes {
+    /// Each works once in place of a TOTP code. Shown once: keep them safe.
+    recovery_codes: Vec<Zeroizing<String>>,
+}
+
+pub async fn confirm_totp(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<TotpConfirmBody>,
+) -> Result<axum::Json<RecoveryCodes>, ApiError> {
+    session_key(&caller)?;
+    local_account(&caller)?;
+    let recovery_codes = state.accounts.confirm_totp(&caller.principal, &body.code, &caller.origin).await?;
+    Ok(axum::Json(RecoveryCodes { recovery_codes }))
+}

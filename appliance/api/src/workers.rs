@@ -1,0 +1,495 @@
+//! Worker routes: enrollment tokens and the worker list on the console, and
+//! the worker gateway (enroll, poll, heartbeat, complete, renew).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::extract::{AnonymousOrigin, ApiJson, ApiQuery, Caller, RenewingWorker, WorkerCaller};
+use super::{ApiError, AppState, parse_id};
+use crate::config::parse_duration;
+use tether_base::ids::{LeaseId, TaskId, WorkerId};
+use tether_domain::broker::{Completion, Delivery, TaskError, WorkerView};
+use tether_domain::pki;
+
+#[derive(Debug, Serialize)]
+pub struct WorkerSummary {
+    id: String,
+    labels: Vec<String>,
+    enrolled_at: String,
+    cert_not_after: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    renewed_at: Option<String>,
+    revoked: bool,
+}
+
+impl From<pki::WorkerRecord> for WorkerSummary {
+    fn from(w: pki::WorkerRecord) -> WorkerSummary {
+        WorkerSummary {
+            id: w.id.to_string(),
+            labels: w.labels,
+            enrolled_at: w.enrolled_at.to_rfc3339(),
+            cert_not_after: w.cert_not_after.to_rfc3339(),
+            renewed_at: w.renewed_at.map(|t| t.to_rfc3339()),
+            revoked: w.revoked,
+        }
+    }
+}
+
+pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Vec<WorkerSummary>>, ApiError> {
+    let workers = state.store.read(pki::list_workers)?;
+    Ok(axum::Json(workers.into_iter().map(WorkerSummary::from).collect()))
+}
+
+#[derive(Debug, Serialize)]
+pub struct RevokedWorker {
+    worker_id: String,
+    revoked_at: String,
+    revoked_by: String,
+    /// Its certificates that had not expired; all are in the CRL.
+    serials: Vec<String>,
+    /// Tasks it held, put back in line (or failed with no attempts left).
+    tasks_released: usize,
+}
+
+/// Revokes a worker: its handshakes fail and its open connections close as
+/// soon as the revocation is durable, then the tasks it held are released.
+/// Revoking again answers the same and changes nothing.
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<RevokedWorker>, ApiError> {
+    let worker: WorkerId = parse_id(&id)?;
+    let now = state.clock.now();
+    let (origin, revoked) = (caller.origin, state.revoked.clone());
+    let revocation =
+        state.store.write(move |tx| pki::revoke(tx, now, &origin, worker, revoked)).await.map_err(for_an_admin)?;
+    let tasks_released = state.broker.release_worker(worker).await?;
+    Ok(axum::Json(RevokedWorker {
+        worker_id: worker.to_string(),
+        revoked_at: revocation.revoked_at.to_rfc3339(),
+        revoked_by: revocation.revoked_by,
+        serials: revocation.serials,
+        tasks_released,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsBody {
+    labels: Vec<String>,
+}
+
+/// `PUT /api/v1/workers/{id}/labels`: an admin gives a worker its labels
+/// (a worker never chooses its own).
+pub async fn set_labels(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<LabelsBody>,
+) -> Result<axum::Json<WorkerSummary>, ApiError> {
+    let worker: WorkerId = parse_id(&id)?;
+    let (now, origin) = (state.clock.now(), caller.origin);
+    let record = state
+        .store
+        .write(move |tx| pki::set_labels(tx, now, &origin, worker, body.labels))
+        .await
+        .map_err(for_an_admin)?;
+    Ok(axum::Json(record.into()))
+}
+
+/// An enrollment error on an admin's route: an unknown worker is a 404
+/// there (to a worker on its gateway it means "enroll again").
+fn for_an_admin(e: pki::EnrollError) -> ApiError {
+    match e {
+        pki::EnrollError::UnknownWorker => ApiError::NotFound,
+        other => other.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrlQuery {
+    /// `der` (the default) or `pem`.
+    format: Option<String>,
+}
+
+/// A CRL signed now by the appliance CA, listing every revoked worker
+/// certificate, for other consumers on the site. Public, like any CRL.
+pub async fn crl(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<CrlQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::{HeaderValue, header};
+    use axum::response::IntoResponse;
+    let pem = match query.format.as_deref() {
+        None | Some("der") => false,
+        Some("pem") => true,
+        Some(other) => return Err(ApiError::InvalidRequest(format!("format must be der or pem, not {other:?}"))),
+    };
+    let ca = state.ca()?;
+    let now = state.clock.now();
+    let der = state.store.write(move |tx| pki::sign_crl(tx, now, &ca)).await?;
+    let (body, content_type) =
+        if pem { (pki::crl_pem(&der).into_bytes(), "application/x-pem-file") } else { (der, "application/pkix-crl") };
+    let mut response = body.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    /// If given, the enrolling worker gets exactly these labels.
+    labels: Option<Vec<String>>,
+    /// Like `15m`; default from the configuration.
+    ttl: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenCreated {
+    token: String,
+    /// `tether://HOST:PORT?token=…&ca=sha256:…` for `tether worker --join`:
+    /// the host the caller reached the console by, the worker gateway's
+    /// port, and the CA pin.
+    join: String,
+    id: String,
+    expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<Vec<String>>,
+}
+
+const MAX_ENROLLMENT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+pub async fn create_enrollment_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<(StatusCode, axum::Json<TokenCreated>), ApiError> {
+    let ttl = match body.ttl {
+        Some(t) => parse_duration(&t).map_err(ApiError::InvalidRequest)?,
+        None => state.config.enrollment_token_ttl,
+    };
+    if ttl.is_zero() || ttl > MAX_ENROLLMENT_TTL {
+        return Err(ApiError::InvalidRequest("ttl must be between 1s and 7d".into()));
+    }
+    let now = state.clock.now();
+    let origin = caller.origin;
+    let (record, token) =
+        state.store.write(move |tx| pki::create_enrollment_token(tx, now, &origin, body.labels, ttl)).await?;
+    let join = join_string(&state, &uri, &headers, &token)?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(TokenCreated {
+            token,
+            join,
+            id: record.id,
+            expires_at: record.expires_at.to_rfc3339(),
+            labels: record.labels,
+        }),
+    ))
+}
+
+/// The join string for `token`. HTTP/2 carries the host in the URI, HTTP/1.1
+/// in the Host header.
+fn join_string(
+    state: &AppState,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    token: &str,
+) -> Result<String, ApiError> {
+    let from_header = || {
+        let value = headers.get(axum::http::header::HOST)?.to_str().ok()?;
+        value.parse::<axum::http::uri::Authority>().ok()
+    };
+    let authority = uri.authority().cloned().or_else(from_header);
+    let host = authority.as_ref().map_or("localhost", |a| a.host());
+    let port = state.worker_port;
+    // The CA the worker will meet at the end of the enrollment chain.
+    let pin = pki::fingerprint_pem(&state.certs.served().own_issuer)?;
+    Ok(format!("tether://{host}:{port}?token={token}&ca={pin}"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollBody {
+    token: String,
+    csr_pem: String,
+    #[serde(default)]
+    labels: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Enrolled {
+    worker_id: String,
+    cert_pem: String,
+    ca_pem: String,
+    labels: Vec<String>,
+}
+
+pub async fn enroll(
+    State(state): State<AppState>,
+    AnonymousOrigin(origin): AnonymousOrigin,
+    ApiJson(body): ApiJson<EnrollBody>,
+) -> Result<(StatusCode, axum::Json<Enrolled>), ApiError> {
+    let now = state.clock.now();
+    // A retry with the key the token was bound to keeps its worker; the
+    // transaction below checks the binding again.
+    let csr_key = pki::csr_key_fingerprint(&body.csr_pem)?;
+    let token = body.token.clone();
+    let bound = state.store.read(|tx| pki::bound_worker(tx, &token, &csr_key))?;
+    let worker = bound.unwrap_or_else(WorkerId::new);
+    // Signing first costs a signature when the token turns out bad, but keeps
+    // the transaction to checks and writes only.
+    let cert = state.issue_worker_cert(&body.csr_pem, worker, now)?;
+    let issued = cert.clone();
+    let attempt_origin = origin.clone();
+    let result = state
+        .store
+        .write(move |tx| pki::enroll(tx, now, &attempt_origin, &body.token, &body.labels, &issued, worker))
+        .await;
+    let record = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let reason = match &e {
+                pki::EnrollError::TokenInvalid => "token_invalid",
+                _ => "refused",
+            };
+            state.failures.note(origin, pki::refused_event(pki::Refused::Enrollment, reason)).await;
+            return Err(e.into());
+        }
+    };
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(Enrolled {
+            worker_id: worker.to_string(),
+            cert_pem: cert.cert_pem,
+            ca_pem: state.ca_set()?.bundle(),
+            labels: record.labels,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollBody {
+    max_tasks: Option<u32>,
+    wait_s: Option<u64>,
+}
+
+/// A secret delivered with a lease. Its value is wiped once the reply is
+/// written.
+#[derive(Serialize)]
+pub struct DeliveredSecret {
+    name: String,
+    version: u32,
+    value_base64: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for DeliveredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeliveredSecret({}@{}, ***)", self.name, self.version)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct LeasedTask {
+    id: String,
+    kind: String,
+    input: serde_json::Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<DeliveredSecret>,
+    lease_id: String,
+    lease_expires_at: String,
+    timeout_s: u64,
+    attempt: u32,
+}
+
+impl LeasedTask {
+    fn from_delivery(d: Delivery) -> Option<Self> {
+        let lease = d.task.lease?;
+        let secrets = d
+            .secrets
+            .into_iter()
+            .map(|(r, value)| DeliveredSecret {
+                name: r.name,
+                version: r.version,
+                value_base64: Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(value.expose())),
+            })
+            .collect();
+        Some(LeasedTask {
+            id: d.task.id.to_string(),
+            kind: d.task.kind,
+            input: serde_json::from_slice(&d.input).unwrap_or(serde_json::Value::Null),
+            secrets,
+            lease_id: lease.id.to_string(),
+            lease_expires_at: lease.expires_at.to_rfc3339(),
+            timeout_s: d.task.timeout.as_secs(),
+            attempt: d.task.attempts,
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PollReply {
+    tasks: Vec<LeasedTask>,
+    lease_s: u64,
+    heartbeat_s: u64,
+    /// During a CA rotation: every CA the worker must trust from now on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca_pem: Option<String>,
+    /// During a CA rotation: this worker's newest certificate is from a CA
+    /// that does not issue now, so it should renew at once, not when due.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    renew_now: bool,
+}
+
+pub async fn poll(
+    State(state): State<AppState>,
+    caller: WorkerCaller,
+    ApiJson(body): ApiJson<PollBody>,
+) -> Result<axum::Json<PollReply>, ApiError> {
+    let settings = state.broker.settings().clone();
+    let view = WorkerView { id: caller.record.id, labels: Arc::new(caller.record.labels) };
+    let wait = Duration::from_secs(body.wait_s.unwrap_or(settings.max_poll_wait.as_secs()));
+    let delivered = state.broker.poll(&caller.origin, &view, body.max_tasks.unwrap_or(1), wait).await?;
+    let tasks = delivered.into_iter().filter_map(LeasedTask::from_delivery).collect();
+    let (ca_pem, renew_now) = rotation_news(&state, caller.record.id)?;
+    Ok(axum::Json(PollReply {
+        tasks,
+        lease_s: settings.lease.as_secs(),
+        heartbeat_s: (settings.lease / 3).as_secs().max(1),
+        ca_pem,
+        renew_now,
+    }))
+}
+
+/// What a worker must hear of a CA rotation in progress: the bundle to
+/// trust (noted as sent), and whether to renew at once.
+fn rotation_news(state: &AppState, worker: WorkerId) -> Result<(Option<String>, bool), ApiError> {
+    let set = state.ca_set()?;
+    let Some(rotation) = &set.rotation else { return Ok((None, false)) };
+    state.deliveries.sent(rotation.started_at, worker);
+    let issuer = state.store.read(|tx| Ok(pki::worker_issuer(tx, &set, worker)))??;
+    Ok((Some(set.bundle()), set.should_renew_early(&issuer)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatBody {
+    lease_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HeartbeatReply {
+    cancel: bool,
+    lease_expires_at: String,
+}
+
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    caller: WorkerCaller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<HeartbeatBody>,
+) -> Result<axum::Json<HeartbeatReply>, ApiError> {
+    let id: TaskId = parse_id(&id)?;
+    let lease: LeaseId = body.lease_id.parse().map_err(|_| ApiError::LeaseStale)?;
+    let hb = state.broker.heartbeat(caller.record.id, id, lease).await?;
+    Ok(axum::Json(HeartbeatReply { cancel: hb.cancel, lease_expires_at: hb.lease_expires_at.to_rfc3339() }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportedError {
+    code: String,
+    message: String,
+    #[serde(default)]
+    retryable: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "outcome")]
+pub enum CompleteBody {
+    Succeeded { lease_id: String, result: serde_json::Value },
+    Failed { lease_id: String, error: ReportedError },
+}
+
+#[derive(Debug, Serialize)]
+pub struct CompleteReply {
+    state: tether_domain::broker::TaskState,
+}
+
+const MAX_ERROR_CODE: usize = 64;
+const MAX_ERROR_MESSAGE: usize = 4096;
+
+pub async fn complete(
+    State(state): State<AppState>,
+    caller: WorkerCaller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CompleteBody>,
+) -> Result<axum::Json<CompleteReply>, ApiError> {
+    let id: TaskId = parse_id(&id)?;
+    let (lease_id, completion) = match body {
+        CompleteBody::Succeeded { lease_id, result } => {
+            let result = serde_json::to_vec(&result).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+            (lease_id, Completion::Succeeded { result })
+        }
+        CompleteBody::Failed { lease_id, error } => {
+            if error.code.is_empty() || error.code.len() > MAX_ERROR_CODE {
+                return Err(ApiError::InvalidRequest(format!("error.code must be 1-{MAX_ERROR_CODE} characters")));
+            }
+            let message: String = error.message.chars().take(MAX_ERROR_MESSAGE).collect();
+            let reported = TaskError { code: error.code, message };
+            (lease_id, Completion::Failed { error: reported, retryable: error.retryable })
+        }
+    };
+    let lease: LeaseId = lease_id.parse().map_err(|_| ApiError::LeaseStale)?;
+    let task = state.broker.complete(&caller.origin, caller.record.id, id, lease, completion).await?;
+    Ok(axum::Json(CompleteReply { state: task.state }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewBody {
+    csr_pem: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Renewed {
+    cert_pem: String,
+    ca_pem: String,
+    not_after: String,
+}
+
+pub async fn renew(
+    State(state): State<AppState>,
+    RenewingWorker(caller): RenewingWorker,
+    ApiJson(body): ApiJson<RenewBody>,
+) -> Result<axum::Json<Renewed>, ApiError> {
+    let now = state.clock.now();
+    let worker = caller.record.id;
+    let presented = caller.peer.serial.clone();
+    let cert = state.issue_worker_cert(&body.csr_pem, worker, now)?;
+    let issued = cert.clone();
+    let origin = caller.origin.clone();
+    let result = state.store.write(move |tx| pki::renew(tx, now, &origin, worker, &presented, &issued)).await;
+    if let Err(e @ pki::EnrollError::Superseded) = result {
+        let event = pki::refused_event(pki::Refused::Renewal(worker), "certificate_superseded");
+        super::extract::record(&state, caller.origin, event).await;
+        return Err(e.into());
+    }
+    result?;
+    let set = state.ca_set()?;
+    if let Some(rotation) = &set.rotation {
+        state.deliveries.sent(rotation.started_at, worker);
+    }
+    Ok(axum::Json(Renewed { cert_pem: cert.cert_pem, ca_pem: set.bundle(), not_after: cert.not_after.to_rfc3339() }))
+}

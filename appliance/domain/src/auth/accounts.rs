@@ -1,0 +1,639 @@
+//! The accounts service: logging in and out, finishing an account's setup
+//! (own password, TOTP), re-authenticating, and the admin's operations on
+//! people. It does the slow and secret parts (password hashing off the
+//! runtime, sealing TOTP secrets, keyed digests) before each store write.
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use super::password::{PasswordError, PasswordHash};
+use super::roles::{self, RoleChange};
+use super::sessions::{self, Lifetimes, Session};
+use super::throttle::{LoginThrottle, Refusal};
+use super::totp::{self, TotpSecret};
+use super::users::{self, User, UserError, UserInfo};
+use super::{AuthError, Principal, Role};
+use crate::audit::tally::FailureLog;
+use crate::audit::{self, Actor, ActorKind, Event, Origin, Outcome, Resource};
+use crate::vault::{self, Place, Vault};
+use tether_base::clock::SharedClock;
+use tether_base::crypto::CryptoPolicy;
+use tether_store::{self as store, Store};
+
+/// Password hashes computed at once at most (each takes 64 MiB and ~0.2 s).
+const CONCURRENT_HASHES: usize = 2;
+
+/// What a person presents to log in or re-authenticate.
+#[derive(Debug)]
+pub struct Credentials {
+    pub password: Zeroizing<String>,
+    pub totp: Option<Zeroizing<String>>,
+    pub recovery_code: Option<Zeroizing<String>>,
+}
+
+/// Why a login (or re-authentication) did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("the name, password or code is wrong")]
+    Invalid,
+    #[error("this account needs its second factor: send a TOTP code or a recovery code")]
+    SecondFactorRequired,
+    #[error("too many failed attempts; try again later")]
+    Throttled(Refusal),
+    #[error(transparent)]
+    Password(PasswordError),
+    #[error(transparent)]
+    Vault(#[from] vault::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// Why an account operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error("the current password is wrong")]
+    WrongPassword,
+    #[error("the code is wrong; check the authenticator app's clock")]
+    WrongCode,
+    #[error("start TOTP setup first")]
+    NoTotpPending,
+    #[error(transparent)]
+    Vault(#[from] vault::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// A new session.
+#[derive(Debug)]
+pub struct LoggedIn {
+    pub session: Session,
+    /// The cookie's value: the only copy.
+    pub cookie: String,
+    pub csrf: String,
+    pub user: UserInfo,
+    /// Whether the account still has setup steps before it may do anything.
+    pub set_up: bool,
+}
+
+/// The service. Share one `Arc<Accounts>`.
+#[derive(Debug)]
+pub struct Accounts {
+    store: Store,
+    vault: Arc<Vault>,
+    clock: SharedClock,
+    policy: CryptoPolicy,
+    lifetimes: Lifetimes,
+    /// Roles that must have a second factor (`mfa_required_roles`).
+    second_factor_roles: Vec<Role>,
+    throttle: LoginThrottle,
+    /// Failed logins are tallied per source, not written one by one.
+    failures: Arc<FailureLog>,
+    hashing: Semaphore,
+}
+
+impl Accounts {
+    pub fn new(
+        store: Store,
+        vault: Arc<Vault>,
+        clock: SharedClock,
+        policy: CryptoPolicy,
+        lifetimes: Lifetimes,
+        second_factor_roles: Vec<Role>,
+        failures: Arc<FailureLog>,
+    ) -> Accounts {
+        Accounts {
+            store,
+            vault,
+            clock,
+            policy,
+            lifetimes,
+            second_factor_roles,
+            failures,
+            throttle: LoginThrottle::default(),
+            hashing: Semaphore::new(CONCURRENT_HASHES),
+        }
+    }
+
+    pub fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
+    }
+
+    /// The CSRF token of a session: a keyed digest of its storage key, so
+    /// nothing more is stored and it can be shown again at any time.
+    pub fn csrf_token(&self, session_key: &[u8; 32]) -> Result<String, vault::Error> {
+        Ok(hex::encode(self.vault.keys()?.digest("console.csrf", &[session_key])))
+    }
+
+    /// How an account name appears in records where the name itself is not
+    /// needed (failed logins): a keyed digest, stable for correlation.
+    pub fn pseudonym(&self, name: &str) -> Result<String, vault::Error> {
+        Ok(format!("hmac:{}", hex::encode(&self.vault.keys()?.digest("audit.pseudonym", &[name.as_bytes()])[..12])))
+    }
+
+    /// The principal behind a session cookie, if the session and its
+    /// account are alive.
+    pub fn session_principal(&self, cookie: &str) -> Result<Result<Principal, AuthError>, store::Error> {
+        let Some(key) = sessions::key_of(cookie) else { return Ok(Err(AuthError::Malformed)) };
+        let now = self.clock.now();
+        self.store.read(|tx| {
+            let session = match sessions::find(tx, &key, now, self.lifetimes)? {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            };
+            let account = match super::sso_people::person(tx, &session.user)? {
+                // The provider vouched for the person and their credentials.
+                Some(person) => (person.name, person.role, true),
+                None => match users::get(tx, &session.user)? {
+                    Some(user) if !user.disabled => {
+                        let set_up = user.is_set_up(&self.second_factor_roles);
+                        (user.name, user.role, set_up)
+                    }
+                    _ => return Ok(Err(AuthError::Unknown)),
+                },
+            };
+            Ok(Ok(sessions::principal(session, key, account, now, self.lifetimes)))
+        })
+    }
+
+    /// Records a request on a session (idle expiry) or a token (last used).
+    pub async fn note_use(&self, principal: &Principal) -> Result<(), store::Error> {
+        let now = self.clock.now();
+        match &principal.via {
+            super::Via::Session { key, note_use: true, .. } => {
+                let key = *key;
+                self.store.write(move |tx| sessions::touch(tx, &key, now)).await
+            }
+            super::Via::Token { id, note_use: true, .. } => {
+                let id = id.clone();
+                self.store.write(move |tx| super::tokens::note_used(tx, &id, now)).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Logs a person in. Throttled per account and address; every failure
+    /// audited under the account's pseudonym; more than five in five
+    /// minutes raises an alert.
+    pub async fn login(&self, name: &str, credentials: Credentials, origin: &Origin) -> Result<LoggedIn, LoginError> {
+        let keys = self.vault.keys()?;
+        let now = self.clock.now();
+        if let Err(refusal) = self.throttle.check(name, origin.source_ip, now) {
+            self.record_failure(name, origin, "throttled", false).await?;
+            return Err(LoginError::Throttled(refusal));
+        }
+        let user = self.store.read(|tx| users::get(tx, name))?;
+        let Some(user) = user.filter(|u| !u.disabled) else {
+            self.burn_a_hash().await;
+            self.record_failure(name, origin, "unknown_or_disabled", true).await?;
+            return Err(LoginError::Invalid);
+        };
+        match self.check_password(&user, &credentials.password).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.record_failure(name, origin, "bad_password", true).await?;
+                return Err(LoginError::Invalid);
+            }
+            Err(e) => return Err(LoginError::Password(e)),
+        }
+        let second = self.second_factor(&user, &credentials, now, &keys)?;
+        let totp_step = match second {
+            SecondFactor::NotEnrolled => None,
+            SecondFactor::Missing => return Err(LoginError::SecondFactorRequired),
+            SecondFactor::Wrong => {
+                self.record_failure(name, origin, "bad_second_factor", true).await?;
+                return Err(LoginError::Invalid);
+            }
+            SecondFactor::Totp(step) => Some(Ok(step)),
+            SecondFactor::Recovery(digest) => Some(Err(digest)),
+        };
+        self.throttle.succeeded(name);
+        let (name_owned, origin) = (name.to_owned(), self.person(origin, &user));
+        let (lifetimes, second_factor_roles) = (self.lifetimes, self.second_factor_roles.clone());
+        let (session, cookie, key, user) = self
+            .store
+            .write(move |tx| {
+                let mut user = users::get_for_update(tx, &name_owned).map_err(user_store_error)?;
+                consume_second_factor(&mut user, totp_step);
+                users::put(tx, &user)?;
+                sessions::sweep(tx, now, lifetimes)?;
+                let (session, cookie, key) = sessions::start(tx, &name_owned, now, now)?;
+                let event = Event::new("auth.login", "login", Resource::new("session", &session.id))
+                    .detail("second_factor", second.label())
+                    .detail("set_up", user.is_set_up(&second_factor_roles));
+                audit::append(tx, now, &origin, event)?;
+                Ok::<_, store::Error>((session, cookie, key, user))
+            })
+            .await?;
+        Ok(LoggedIn {
+            csrf: self.csrf_token(&key)?,
+            set_up: user.is_set_up(&self.second_factor_roles),
+            user: UserInfo::from(&user),
+            session,
+            cookie,
+        })
+    }
+
+    /// Proves the person again (password and second factor): sensitive
+    /// actions are open for the re-authentication window.
+    pub async fn reauthenticate(
+        &self,
+        principal: &Principal,
+        credentials: Credentials,
+        origin: &Origin,
+    ) -> Result<(), LoginError> {
+        let super::Via::Session { key, .. } = &principal.via else { return Err(LoginError::Invalid) };
+        let keys = self.vault.keys()?;
+        let now = self.clock.now();
+        let name = principal.name.as_str();
+        if let Err(refusal) = self.throttle.check(name, origin.source_ip, now) {
+            return Err(LoginError::Throttled(refusal));
+        }
+        let user = self.store.read(|tx| users::get(tx, name))?.ok_or(LoginError::Invalid)?;
+        let password_ok = self.check_password(&user, &credentials.password).await.map_err(LoginError::Password)?;
+        let second = self.second_factor(&user, &credentials, now, &keys)?;
+        let step = match second {
+            _ if !password_ok => None,
+            SecondFactor::NotEnrolled => Some(None),
+            SecondFactor::Totp(step) => Some(Some(Ok(step))),
+            SecondFactor::Recovery(d) => Some(Some(Err(d))),
+            SecondFactor::Missing | SecondFactor::Wrong => None,
+        };
+        let Some(step) = step else {
+            if matches!(second, SecondFactor::Missing) && password_ok {
+                return Err(LoginError::SecondFactorRequired);
+            }
+            self.record_failure(name, origin, "reauthentication_failed", true).await?;
+            return Err(LoginError::Invalid);
+        };
+        let (key, name, origin) = (*key, name.to_owned(), origin.clone());
+        self.store
+            .write(move |tx| {
+                let mut user = users::get_for_update(tx, &name).map_err(user_store_error)?;
+                consume_second_factor(&mut user, step);
+                users::put(tx, &user)?;
+                if sessions::reauthenticated(tx, &key, now)? {
+                    let event = Event::new("auth.reauthenticated", "reauthenticate", Resource::new("user", &name));
+                    audit::append(tx, now, &origin, event)?;
+                }
+                Ok::<_, store::Error>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Ends the caller's session.
+    pub async fn logout(&self, principal: &Principal, origin: &Origin) -> Result<(), store::Error> {
+        let super::Via::Session { key, id, .. } = &principal.via else { return Ok(()) };
+        let (key, id, origin, now) = (*key, id.clone(), origin.clone(), self.clock.now());
+        self.store
+            .write(move |tx| {
+                if sessions::end(tx, &key)?.is_some() {
+                    audit::append(
+                        tx,
+                        now,
+                        &origin,
+                        Event::new("auth.logout", "logout", Resource::new("session", &id)),
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Ends every session of `user` (an admin's revocation). Returns how many.
+    pub async fn end_sessions(&self, user: &str, origin: &Origin) -> Result<usize, store::Error> {
+        let (user, origin, now) = (user.to_owned(), origin.clone(), self.clock.now());
+        self.store
+            .write(move |tx| {
+                let n = sessions::end_all_of(tx, &user)?;
+                let event = Event::new("auth.sessions_revoked", "revoke", Resource::new("user", &user))
+                    .detail("sessions_ended", n);
+                audit::append(tx, now, &origin, event)?;
+                Ok(n)
+            })
+            .await
+    }
+
+    /// The person changes their own password (knowing the current one).
+    /// Their other sessions end.
+    pub async fn change_own_password(
+        &self,
+        principal: &Principal,
+        current: Zeroizing<String>,
+        new: Zeroizing<String>,
+        origin: &Origin,
+    ) -> Result<(), AccountError> {
+        let name = principal.name.clone();
+        let user = self.store.read(|tx| users::get(tx, &name))?.ok_or(UserError::NotFound)?;
+        if !self.check_password(&user, &current).await? {
+            self.record_failure(&name, origin, "bad_current_password", true).await?;
+            return Err(AccountError::WrongPassword);
+        }
+        if super::password::check_strength(&name, &new).is_ok() && self.check_password(&user, &new).await? {
+            return Err(AccountError::Password(PasswordError::Reused));
+        }
+        let hash = self.hash(&name, new).await?;
+        let keep = match &principal.via {
+            super::Via::Session { key, .. } => Some(*key),
+            super::Via::Token { .. } => None,
+        };
+        let (origin, now) = (origin.clone(), self.clock.now());
+        self.store.write(move |tx| users::set_password(tx, now, &origin, &name, hash, false, keep.as_ref())).await?;
+        Ok(())
+    }
+
+    /// Hands out a new TOTP secret for the person to load into an app;
+    /// it takes effect once confirmed with a code.
+    pub async fn begin_totp(&self, name: &str) -> Result<(Zeroizing<String>, Zeroizing<String>), AccountError> {
+        let keys = self.vault.keys()?;
+        let secret = TotpSecret::random().map_err(vault::Error::from)?;
+        let sealed = keys.encrypt(Place::new("users", name.as_bytes(), "totp_pending"), secret.as_bytes())?;
+        let owned = name.to_owned();
+        self.store
+            .write(move |tx| {
+                let mut user = users::get_for_update(tx, &owned)?;
+                user.totp_pending = Some(sealed);
+                users::put(tx, &user)?;
+                Ok::<_, UserError>(())
+            })
+            .await?;
+        Ok((secret.base32(), secret.uri("Tether", name)))
+    }
+
+    /// Confirms the pending TOTP secret with a code from the app; returns
+    /// fresh recovery codes (shown once; the old ones stop working).
+    pub async fn confirm_totp(
+        &self,
+        name: &str,
+        code: &str,
+        origin: &Origin,
+    ) -> Result<Vec<Zeroizing<String>>, AccountError> {
+        let keys = self.vault.keys()?;
+        let now = self.clock.now();
+        let user = self.store.read(|tx| users::get(tx, name))?.ok_or(UserError::NotFound)?;
+        let pending = user.totp_pending.as_ref().ok_or(AccountError::NoTotpPending)?;
+        let plain = Zeroizing::new(keys.decrypt(Place::new("users", name.as_bytes(), "totp_pending"), pending)?);
+        let secret = TotpSecret::from_bytes(plain.to_vec());
+        let Some(step) = secret.matching_step(code, now, None) else {
+            self.record_failure(name, origin, "bad_totp_setup_code", false).await?;
+            return Err(AccountError::WrongCode);
+        };
+        let sealed = keys.encrypt(Place::new("users", name.as_bytes(), "totp"), secret.as_bytes())?;
+        let codes = totp::recovery_codes().map_err(vault::Error::from)?;
+        let digests = codes.iter().map(|c| recovery_digest(&keys, name, c)).collect::<Vec<_>>();
+        let (owned, origin) = (name.to_owned(), origin.clone());
+        self.store
+            .write(move |tx| {
+                let mut user = users::get_for_update(tx, &owned)?;
+                user.totp = Some(sealed);
+                user.totp_pending = None;
+                user.totp_last_step = Some(step);
+                user.recovery = digests;
+                users::put(tx, &user)?;
+                let event = Event::new("user.second_factor_enrolled", "enroll", Resource::new("user", &owned));
+                audit::append(tx, now, &origin, event)?;
+                Ok::<_, UserError>(())
+            })
+            .await?;
+        Ok(codes)
+    }
+
+    /// Creates an account. Without a password, one is generated and
+    /// returned (to hand over once); either way it must be changed at the
+    /// first login.
+    pub async fn add_user(
+        &self,
+        by: &str,
+        name: &str,
+        role: Role,
+        password: Option<Zeroizing<String>>,
+        origin: &Origin,
+    ) -> Result<(UserInfo, Option<Zeroizing<String>>), AccountError> {
+        users::check_name(name)?;
+        let (password, generated) = given_or_generated(password)?;
+        let hash = self.hash(name, password).await?;
+        let (owned, by, origin, now) = (name.to_owned(), by.to_owned(), origin.clone(), self.clock.now());
+        let user = self.store.write(move |tx| users::add(tx, now, &origin, &by, &owned, role, hash)).await?;
+        Ok((UserInfo::from(&user), generated))
+    }
+
+    /// An admin sets someone's password (which they must change at their
+    /// next login); without one, one is generated and returned. Their
+    /// sessions end.
+    pub async fn reset_password(
+        &self,
+        name: &str,
+        password: Option<Zeroizing<String>>,
+        origin: &Origin,
+    ) -> Result<Option<Zeroizing<String>>, AccountError> {
+        let (password, generated) = given_or_generated(password)?;
+        let hash = self.hash(name, password).await?;
+        let (owned, origin, now) = (name.to_owned(), origin.clone(), self.clock.now());
+        self.store.write(move |tx| users::set_password(tx, now, &origin, &owned, hash, true, None)).await?;
+        Ok(generated)
+    }
+
+    pub async fn request_role(
+        &self,
+        by: &str,
+        target: &str,
+        role: Role,
+        origin: &Origin,
+    ) -> Result<RoleChange, UserError> {
+        let (by, target, origin, now) = (by.to_owned(), target.to_owned(), origin.clone(), self.clock.now());
+        self.store.write(move |tx| roles::request_role(tx, now, &origin, &by, &target, role)).await
+    }
+
+    pub async fn approve_role(&self, by: &str, target: &str, origin: &Origin) -> Result<Role, UserError> {
+        let (by, target, origin, now) = (by.to_owned(), target.to_owned(), origin.clone(), self.clock.now());
+        self.store.write(move |tx| roles::approve_role(tx, now, &origin, &by, &target)).await
+    }
+
+    pub async fn disable(&self, by: &str, target: &str, origin: &Origin) -> Result<(), UserError> {
+        let (by, target, origin, now) = (by.to_owned(), target.to_owned(), origin.clone(), self.clock.now());
+        self.store.write(move |tx| roles::disable(tx, now, &origin, &by, &target)).await
+    }
+
+    /// Every account: local ones, then people who signed in through the
+    /// identity provider (`created_by: "sso"`, role as of their last sign-in).
+    pub fn list(&self) -> Result<Vec<UserInfo>, store::Error> {
+        self.store.read(|tx| {
+            let local = users::list(tx)?.iter().map(UserInfo::from).collect::<Vec<_>>();
+            let federated = super::sso_people::people(tx)?.iter().map(UserInfo::from).collect::<Vec<_>>();
+            Ok([local, federated].concat())
+        })
+    }
+
+    /// The origin of a person's request, naming them.
+    fn person(&self, origin: &Origin, user: &User) -> Origin {
+        Origin {
+            actor: Actor { kind: ActorKind::User, id: user.name.clone(), roles: vec![user.role.to_string()] },
+            ..origin.clone()
+        }
+    }
+
+    async fn hash(&self, name: &str, password: Zeroizing<String>) -> Result<PasswordHash, AccountError> {
+        super::password::check_strength(name, &password)?;
+        let _permit = self.hashing.acquire().await.map_err(|_| PasswordError::Failed)?;
+        let (policy, name) = (self.policy, name.to_owned());
+        let hash = tokio::task::spawn_blocking(move || PasswordHash::new(policy, &name, &password))
+            .await
+            .map_err(|_| PasswordError::Failed)??;
+        Ok(hash)
+    }
+
+    async fn check_password(&self, user: &User, password: &Zeroizing<String>) -> Result<bool, PasswordError> {
+        let _permit = self.hashing.acquire().await.map_err(|_| PasswordError::Failed)?;
+        let (policy, hash, password) = (self.policy, user.password.clone(), password.clone());
+        tokio::task::spawn_blocking(move || hash.verify(policy, &password)).await.map_err(|_| PasswordError::Failed)?
+    }
+
+    /// Spends the time a password check would, so an unknown name cannot be
+    /// told from a wrong password by the clock.
+    async fn burn_a_hash(&self) {
+        static DUMMY: OnceLock<Option<PasswordHash>> = OnceLock::new();
+        let policy = self.policy;
+        let Ok(_permit) = self.hashing.acquire().await else { return };
+        let _ = tokio::task::spawn_blocking(move || {
+            let dummy = DUMMY.get_or_init(|| PasswordHash::new(policy, "-", "not a real password at all").ok());
+            dummy.as_ref().map(|d| d.verify(policy, "another wrong password"))
+        })
+        .await;
+    }
+
+    fn second_factor(
+        &self,
+        user: &User,
+        credentials: &Credentials,
+        now: tether_base::clock::Timestamp,
+        keys: &vault::Keys,
+    ) -> Result<SecondFactor, vault::Error> {
+        let Some(sealed) = &user.totp else { return Ok(SecondFactor::NotEnrolled) };
+        if let Some(code) = &credentials.totp {
+            let plain = Zeroizing::new(keys.decrypt(Place::new("users", user.name.as_bytes(), "totp"), sealed)?);
+            let secret = TotpSecret::from_bytes(plain.to_vec());
+            return Ok(match secret.matching_step(code, now, user.totp_last_step) {
+                Some(step) => SecondFactor::Totp(step),
+                None => SecondFactor::Wrong,
+            });
+        }
+        if let Some(code) = &credentials.recovery_code {
+            let digest = recovery_digest(keys, &user.name, code);
+            let known = user.recovery.iter().any(|d| tether_base::secret::digests_equal(d, &digest));
+            return Ok(if known { SecondFactor::Recovery(digest) } else { SecondFactor::Wrong });
+        }
+        Ok(SecondFactor::Missing)
+    }
+
+    /// Audits a failure under the account's pseudonym; `counts` feeds the
+    /// throttle (and may raise the failed-logins alert in the same write).
+    async fn record_failure(
+        &self,
+        name: &str,
+        origin: &Origin,
+        reason: &'static str,
+        counts: bool,
+    ) -> Result<(), store::Error> {
+        let now = self.clock.now();
+        let after = if counts { self.throttle.failed(name, origin.source_ip, now) } else { Default::default() };
+        let pseudonym = self.pseudonym(name).unwrap_or_else(|_| "hmac:unavailable".into());
+        let address = origin.source_ip.map_or_else(|| "-".to_owned(), |ip: IpAddr| ip.to_string());
+        let event = Event::new("auth.login_failed", "login", Resource::new("user", &pseudonym))
+            .outcome(Outcome::Failure)
+            .detail("reason", reason);
+        self.failures.note(origin.clone(), event).await;
+        if !after.locked && !after.alert && after.site_alert.is_none() {
+            return Ok(());
+        }
+        let origin = origin.clone();
+        self.store
+            .write(move |tx| {
+                if after.locked {
+                    let event = Event::new("auth.locked_out", "lock", Resource::new("user", &pseudonym))
+                        .outcome(Outcome::Denied)
+                        .detail("source_ip", &address);
+                    audit::append(tx, now, &origin, event)?;
+                }
+                if after.alert {
+                    let details = [
+                        ("account", pseudonym.clone()),
+                        ("source_ip", address.clone()),
+                        ("failures_in_5m", after.recent.to_string()),
+                    ];
+                    audit::alerts::raise(tx, now, "failed_logins", &address, &details)?;
+                }
+                if let Some(site) = after.site_alert {
+                    let details = [
+                        ("failures_in_5m", site.failures.to_string()),
+                        ("accounts", site.accounts.to_string()),
+                        ("addresses", site.addresses.to_string()),
+                    ];
+                    audit::alerts::raise(tx, now, "failed_logins", super::throttle::APPLIANCE_WIDE, &details)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// The password an admin gave, or a generated one (returned too, to be
+/// handed over once).
+fn given_or_generated(
+    given: Option<Zeroizing<String>>,
+) -> Result<(Zeroizing<String>, Option<Zeroizing<String>>), vault::Error> {
+    match given {
+        Some(p) => Ok((p, None)),
+        None => {
+            let p = super::password::generate()?;
+            Ok((p.clone(), Some(p)))
+        }
+    }
+}
+
+/// Which second factor a request carried, and whether it was right.
+#[derive(Debug, Clone, Copy)]
+enum SecondFactor {
+    NotEnrolled,
+    Missing,
+    Wrong,
+    Totp(u64),
+    Recovery([u8; 32]),
+}
+
+impl SecondFactor {
+    fn label(&self) -> &'static str {
+        match self {
+            SecondFactor::NotEnrolled => "none",
+            SecondFactor::Missing | SecondFactor::Wrong => "failed",
+            SecondFactor::Totp(_) => "totp",
+            SecondFactor::Recovery(_) => "recovery_code",
+        }
+    }
+}
+
+/// Marks the accepted TOTP step, or uses up the recovery code.
+fn consume_second_factor(user: &mut User, used: Option<Result<u64, [u8; 32]>>) {
+    match used {
+        Some(Ok(step)) => user.totp_last_step = Some(step),
+        Some(Err(digest)) => user.recovery.retain(|d| !tether_base::secret::digests_equal(d, &digest)),
+        None => {}
+    }
+}
+
+fn recovery_digest(keys: &vault::Keys, name: &str, code: &str) -> [u8; 32] {
+    keys.digest("auth.recovery_code", &[name.as_bytes(), totp::normalise_recovery_code(code).as_bytes()])
+}
+
+fn user_store_error(e: UserError) -> store::Error {
+    match e {
+        UserError::Store(e) => e,
+        other => store::Error::Storage(other.to_string()),
+    }
+}

@@ -1,0 +1,543 @@
+//! API tokens: issued once, stored hashed, looked up by hash; listed,
+//! rotated and revoked by their public id.
+//!
+//! Every token has a **holder**: the person whose *current* role bounds it.
+//! A personal token's holder is its owner; a service token (owned by a name
+//! that is no person's account) is held by the person who made it. A token
+//! authenticates only while its holder's account is enabled and the
+//! holder's role still covers the token's ([`super::may_delegate`]), so a
+//! demotion or a disabled account takes effect on the next request, and a
+//! demotion also revokes the tokens it outgrew, in its own transaction.
+//! The one token no person stands behind is a broker-core directory's
+//! bootstrap token, made before there were people ([`Holder::Appliance`]):
+//! its expiry bounds it.
+
+use serde::{Deserialize, Serialize};
+
+use super::{AuthError, Principal, Role, Via};
+use crate::audit::{self, Event, Origin, Resource};
+use tether_base::clock::Timestamp;
+use tether_base::secret;
+use tether_store::{self as store, Collection, Order, ReadTx, WriteTx};
+
+/// Every token starts with this, so a leaked one is easy to spot in a scan.
+const PREFIX: &str = "tether_";
+
+/// Keyed by SHA-256 of the whole secret.
+const TOKENS: Collection<ApiToken> = Collection::new("api_tokens");
+/// Public id → the key in [`TOKENS`] (to revoke or rotate by id).
+const TOKEN_IDS: Collection<[u8; 32]> = Collection::new("api_token_ids");
+/// Public id → the token's holder. Tokens made before holders were kept
+/// have none; theirs is found by [`holder_of`].
+const HOLDERS: Collection<Holder> = Collection::new("api_token_holders");
+
+/// Who stands behind a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Holder {
+    /// A person: the token works while their account is enabled and their
+    /// role covers the token's.
+    Person(String),
+    /// The appliance itself: a broker-core directory's bootstrap token,
+    /// made before there were people. Bound by its expiry alone.
+    Appliance,
+}
+
+impl Holder {
+    /// The name the separation-of-duties rules see for a request made with
+    /// a token of `owner` held by this.
+    pub fn person_or<'a>(&'a self, owner: &'a str) -> &'a str {
+        match self {
+            Holder::Person(name) => name,
+            Holder::Appliance => owner,
+        }
+    }
+}
+
+/// How far [`holder_of`] follows "made by a token" back to a person.
+const MAX_MAKER_HOPS: usize = 4;
+/// Public id → when the token last authenticated (to the minute).
+const LAST_USED: Collection<Timestamp> = Collection::new("api_token_last_used");
+/// Tokens as the broker core stored them (no owner or mandatory expiry);
+/// moved into [`TOKENS`] by [`migrate_legacy`].
+const LEGACY: Collection<LegacyToken> = Collection::new("tokens");
+
+/// How often "last used" is written: a token in steady use costs one write
+/// a minute, not one per request.
+pub const LAST_USED_RESOLUTION: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What the store keeps about a token. Never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    /// Public id: the first 8 bytes of the hash, in hex. Safe to log.
+    pub id: String,
+    /// Whom the token acts for; tasks it creates belong to this name.
+    pub owner: String,
+    pub role: Role,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// The person or token that made it.
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LegacyToken {
+    id: String,
+    principal: String,
+    role: Role,
+    created_at: Timestamp,
+    expires_at: Option<Timestamp>,
+    created_by: String,
+}
+
+/// A token as listed: its record and when it was last used.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub owner: String,
+    pub role: Role,
+    #[serde(serialize_with = "tether_base::clock::as_rfc3339")]
+    pub created_at: Timestamp,
+    #[serde(serialize_with = "tether_base::clock::as_rfc3339")]
+    pub expires_at: Timestamp,
+    pub created_by: String,
+    #[serde(serialize_with = "tether_base::clock::as_rfc3339_opt")]
+    pub last_used: Option<Timestamp>,
+}
+
+/// Why a token operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("no such token")]
+    NotFound,
+    /// Rotating would hand out a role the holder no longer has.
+    #[error("the token's holder no longer holds its role: make a new token instead")]
+    HolderLacksRole,
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// What a token is made for: whom it acts for, with which role, held by
+/// which person (see the module's rules), until when.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub owner: String,
+    pub role: Role,
+    pub holder: Holder,
+    pub expires_at: Timestamp,
+}
+
+/// Creates a token inside the caller's transaction, audits it, and returns
+/// the record and the secret (which exists nowhere else from now on).
+pub fn issue_token(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    new: NewToken,
+) -> Result<(ApiToken, String), store::Error> {
+    let (record, secret) = store_new(tx, now, origin, &new)?;
+    let event = Event::new("token.created", "create", Resource::new("token", &record.id))
+        .detail("role", new.role)
+        .detail("owner", &new.owner)
+        .detail("holder", new.holder.person_or("appliance"))
+        .detail("expires_at", new.expires_at);
+    audit::append(tx, now, origin, event)?;
+    Ok((record, secret))
+}
+
+fn store_new(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    new: &NewToken,
+) -> Result<(ApiToken, String), store::Error> {
+    let secret::Minted { secret, key, id } = secret::mint(PREFIX)?;
+    let record = ApiToken {
+        id,
+        owner: new.owner.clone(),
+        role: new.role,
+        created_at: now,
+        expires_at: new.expires_at,
+        created_by: origin.actor.id.clone(),
+    };
+    tx.put(TOKENS, &key, &record)?;
+    tx.put(TOKEN_IDS, record.id.as_bytes(), &key)?;
+    tx.put(HOLDERS, record.id.as_bytes(), &new.holder)?;
+    Ok((record, secret))
+}
+
+/// Who a token answers to. Tokens from before holders were kept name
+/// none: theirs is the owner if the owner is a person, else the person who
+/// made it (following a maker that was a token to that token's holder); a
+/// token the appliance made for nobody is a broker-core bootstrap token.
+/// `None`: no one stands behind it any more, and it does not authenticate.
+pub fn holder_of(mut tx: impl store::Reads, token: &ApiToken) -> Result<Option<Holder>, store::Error> {
+    let mut token = token.clone();
+    for _ in 0..MAX_MAKER_HOPS {
+        if let Some(holder) = tx.get(HOLDERS, token.id.as_bytes())? {
+            return Ok(Some(holder));
+        }
+        for candidate in [&token.owner, &token.created_by] {
+            if super::users::get(&mut tx, candidate)?.is_some()
+                || super::sso_people::person(&mut tx, candidate)?.is_some()
+            {
+                return Ok(Some(Holder::Person(candidate.clone())));
+            }
+        }
+        if token.created_by == crate::audit::Actor::system().id {
+            return Ok(Some(Holder::Appliance));
+        }
+        let maker = match tx.get(TOKEN_IDS, token.created_by.as_bytes())? {
+            Some(key) => tx.get(TOKENS, &key)?,
+            None => None,
+        };
+        match maker {
+            Some(maker) => token = maker,
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `holder` may still stand behind a token of `role`.
+fn holder_standing(tx: impl store::Reads, holder: &Holder, role: Role) -> Result<Result<(), AuthError>, store::Error> {
+    let person = match holder {
+        Holder::Appliance => return Ok(Ok(())),
+        Holder::Person(name) => name,
+    };
+    Ok(match super::current_role(tx, person)? {
+        None => Err(AuthError::HolderGone),
+        Some(now_holds) if !super::may_delegate(now_holds, role) => Err(AuthError::HolderLacksRole),
+        Some(_) => Ok(()),
+    })
+}
+
+/// Finds the token behind a presented secret, and checks that its holder
+/// still stands behind it.
+pub fn authenticate(
+    tx: &ReadTx,
+    presented: &str,
+    now: Timestamp,
+) -> Result<Result<Principal, AuthError>, store::Error> {
+    let Some(key) = secret::storage_key(presented, PREFIX) else {
+        return Ok(Err(AuthError::Malformed));
+    };
+    let Some(record) = tx.get(TOKENS, &key)? else {
+        return Ok(Err(AuthError::Unknown));
+    };
+    if record.expires_at <= now {
+        return Ok(Err(AuthError::Expired));
+    }
+    let Some(holder) = holder_of(tx, &record)? else {
+        return Ok(Err(AuthError::HolderGone));
+    };
+    if let Err(why) = holder_standing(tx, &holder, record.role)? {
+        return Ok(Err(why));
+    }
+    let last_used = tx.get(LAST_USED, record.id.as_bytes())?;
+    let stale = last_used.is_none_or(|t| now.since(t) >= LAST_USED_RESOLUTION);
+    let via = Via::Token { id: record.id, holder, note_use: stale };
+    Ok(Ok(Principal { name: record.owner, role: record.role, via }))
+}
+
+/// Records that a token was used at `now`.
+pub fn note_used(tx: &mut WriteTx<'_>, id: &str, now: Timestamp) -> Result<(), store::Error> {
+    tx.put(LAST_USED, id.as_bytes(), &now)
+}
+
+/// Tokens, newest first; only `owner`'s when given.
+pub fn list(tx: &ReadTx, owner: Option<&str>) -> Result<Vec<TokenInfo>, store::Error> {
+    let mut tokens = Vec::new();
+    tx.scan(TOKENS, None, Order::Ascending, |_, token| {
+        if owner.is_none_or(|o| o == token.owner) {
+            tokens.push(token);
+        }
+        Ok(true)
+    })?;
+    tokens.sort_by_key(|t| std::cmp::Reverse(t.created_at));
+    tokens
+        .into_iter()
+        .map(|t| {
+            Ok(TokenInfo {
+                last_used: tx.get(LAST_USED, t.id.as_bytes())?,
+                id: t.id,
+                owner: t.owner,
+                role: t.role,
+                created_at: t.created_at,
+                expires_at: t.expires_at,
+                created_by: t.created_by,
+            })
+        })
+        .collect()
+}
+
+/// The token with public id `id`, if `owner` (when given) owns it.
+pub fn find(tx: &mut WriteTx<'_>, id: &str, owner: Option<&str>) -> Result<(ApiToken, [u8; 32]), TokenError> {
+    let key = tx.get(TOKEN_IDS, id.as_bytes())?.ok_or(TokenError::NotFound)?;
+    let token = tx.get(TOKENS, &key)?.ok_or(TokenError::NotFound)?;
+    if owner.is_some_and(|o| o != token.owner) {
+        return Err(TokenError::NotFound);
+    }
+    Ok((token, key))
+}
+
+/// Revokes a token at once (the next request with it is refused).
+pub fn revoke(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    id: &str,
+    owner: Option<&str>,
+) -> Result<ApiToken, TokenError> {
+    let (token, key) = find(tx, id, owner)?;
+    forget(tx, &token, &key)?;
+    let event = Event::new("token.revoked", "revoke", Resource::new("token", &token.id)).detail("owner", &token.owner);
+    audit::append(tx, now, origin, event)?;
+    Ok(token)
+}
+
+/// Replaces a token's secret: the old one stops working at once; owner,
+/// role, holder and expiry carry over to the new one. Refused when the
+/// holder no longer stands behind the role.
+pub fn rotate(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    id: &str,
+    owner: Option<&str>,
+) -> Result<(ApiToken, String), TokenError> {
+    let (old, key) = find(tx, id, owner)?;
+    let Some(holder) = holder_of(&mut *tx, &old)? else { return Err(TokenError::HolderLacksRole) };
+    if holder_standing(&mut *tx, &holder, old.role)?.is_err() {
+        return Err(TokenError::HolderLacksRole);
+    }
+    forget(tx, &old, &key)?;
+    let renewed = NewToken { owner: old.owner.clone(), role: old.role, holder, expires_at: old.expires_at };
+    let (new, secret) = store_new(tx, now, origin, &renewed)?;
+    let event = Event::new("token.rotated", "rotate", Resource::new("token", &old.id))
+        .detail("replaced_by", &new.id)
+        .detail("owner", &old.owner);
+    audit::append(tx, now, origin, event)?;
+    Ok((new, secret))
+}
+
+/// Revokes every token `person` owns or holds (the account was disabled).
+/// Returns how many.
+pub fn revoke_all_of(tx: &mut WriteTx<'_>, person: &str) -> Result<usize, store::Error> {
+    revoke_where(tx, person, |_| true)
+}
+
+/// Revokes the tokens `person` owns or holds that carry more than `role`
+/// (the person was just given `role`). Returns how many.
+pub fn revoke_beyond(tx: &mut WriteTx<'_>, person: &str, role: Role) -> Result<usize, store::Error> {
+    revoke_where(tx, person, |token| !super::may_delegate(role, token.role))
+}
+
+fn revoke_where(
+    tx: &mut WriteTx<'_>,
+    person: &str,
+    doomed_if: impl Fn(&ApiToken) -> bool,
+) -> Result<usize, store::Error> {
+    let mut all = Vec::new();
+    tx.scan(TOKENS, None, Order::Ascending, |key, token| {
+        let mut k = [0u8; 32];
+        k.copy_from_slice(key);
+        all.push((token, k));
+        Ok(true)
+    })?;
+    let mut revoked = 0;
+    for (token, key) in &all {
+        let answers_to_person =
+            token.owner == person || holder_of(&mut *tx, token)? == Some(Holder::Person(person.to_owned()));
+        if answers_to_person && doomed_if(token) {
+            forget(tx, token, key)?;
+            revoked += 1;
+        }
+    }
+    Ok(revoked)
+}
+
+fn forget(tx: &mut WriteTx<'_>, token: &ApiToken, key: &[u8; 32]) -> Result<(), store::Error> {
+    tx.delete(TOKENS, key)?;
+    tx.delete(TOKEN_IDS, token.id.as_bytes())?;
+    tx.delete(HOLDERS, token.id.as_bytes())?;
+    tx.delete(LAST_USED, token.id.as_bytes())?;
+    Ok(())
+}
+
+/// Moves tokens stored by the broker core into the current collection: a
+/// token that never expired gets `default_ttl` from `now`. Returns how many.
+pub fn migrate_legacy(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    default_ttl: std::time::Duration,
+) -> Result<usize, store::Error> {
+    let mut legacy = Vec::new();
+    tx.scan(LEGACY, None, Order::Ascending, |key, record| {
+        legacy.push((key.to_vec(), record));
+        Ok(true)
+    })?;
+    for (key, old) in &legacy {
+        let token = ApiToken {
+            id: old.id.clone(),
+            owner: old.principal.clone(),
+            role: old.role,
+            created_at: old.created_at,
+            expires_at: old.expires_at.unwrap_or(now.plus(default_ttl)),
+            created_by: old.created_by.clone(),
+        };
+        tx.put(TOKENS, key, &token)?;
+        let mut k = [0u8; 32];
+        k.copy_from_slice(key);
+        tx.put(TOKEN_IDS, token.id.as_bytes(), &k)?;
+        tx.delete(LEGACY, key)?;
+    }
+    Ok(legacy.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::users::{self, UserError};
+    use tether_store::Store;
+
+    /// A person's own token (the person is made if new).
+    fn personal(
+        tx: &mut WriteTx<'_>,
+        now: Timestamp,
+        person: &str,
+        role: Role,
+        expires_at: Timestamp,
+    ) -> Result<(ApiToken, String), UserError> {
+        service(tx, now, person, person, role, expires_at)
+    }
+
+    /// A token owned by `owner`, held by `holder` (made if new, with `role`).
+    fn service(
+        tx: &mut WriteTx<'_>,
+        now: Timestamp,
+        owner: &str,
+        holder: &str,
+        role: Role,
+        expires_at: Timestamp,
+    ) -> Result<(ApiToken, String), UserError> {
+        if users::get(&mut *tx, holder)?.is_none() {
+            users::add_for_test(tx, holder, role)?;
+        }
+        let new = NewToken { owner: owner.into(), role, holder: Holder::Person(holder.into()), expires_at };
+        Ok(issue_token(tx, now, &Origin::system(), new)?)
+    }
+
+    #[test]
+    fn a_token_authenticates_until_it_expires_or_is_revoked_and_only_its_hash_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let t0 = Timestamp::from_millis(1_000);
+        let expiry = Timestamp::from_millis(5_000);
+        let (record, secret) =
+            store.write_blocking(move |tx| personal(tx, t0, "alice", Role::Developer, expiry)).unwrap();
+        let who = store.read(|tx| authenticate(tx, &secret, t0)).unwrap().unwrap();
+        assert_eq!((who.name.as_str(), who.role), ("alice", Role::Developer));
+        assert_eq!(
+            who.via,
+            Via::Token { id: record.id.clone(), holder: Holder::Person("alice".into()), note_use: true }
+        );
+        assert_eq!(store.read(|tx| authenticate(tx, &secret, expiry)).unwrap(), Err(AuthError::Expired));
+        let mut other = secret.clone();
+        other.replace_range(
+            PREFIX.len()..PREFIX.len() + 1,
+            if secret.as_bytes()[PREFIX.len()] == b'a' { "b" } else { "a" },
+        );
+        assert_eq!(store.read(|tx| authenticate(tx, &other, t0)).unwrap(), Err(AuthError::Unknown));
+        assert_eq!(store.read(|tx| authenticate(tx, "Bearer nonsense", t0)).unwrap(), Err(AuthError::Malformed));
+
+        let id = record.id.clone();
+        let refused = store.write_blocking(move |tx| {
+            Ok::<_, store::Error>(revoke(tx, t0, &Origin::system(), &id, Some("bob")).is_err())
+        });
+        assert!(refused.unwrap(), "only the owner (or an admin) revokes");
+        let id = record.id.clone();
+        store.write_blocking(move |tx| revoke(tx, t0, &Origin::system(), &id, Some("alice"))).unwrap();
+        assert_eq!(store.read(|tx| authenticate(tx, &secret, t0)).unwrap(), Err(AuthError::Unknown));
+
+        drop(store);
+        let raw = std::fs::read(dir.path().join(tether_store::DB_FILE)).unwrap();
+        let needle = secret.as_bytes();
+        assert!(!raw.windows(needle.len()).any(|w| w == needle), "the secret must not be stored");
+    }
+
+    #[test]
+    fn rotation_keeps_owner_role_and_expiry_and_retires_the_old_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let t0 = Timestamp::from_millis(1_000);
+        let expiry = Timestamp::from_millis(9_000);
+        let (old, old_secret) =
+            store.write_blocking(move |tx| service(tx, t0, "ci", "alice", Role::Viewer, expiry)).unwrap();
+        let id = old.id.clone();
+        let (new, new_secret) = store.write_blocking(move |tx| rotate(tx, t0, &Origin::system(), &id, None)).unwrap();
+        assert_ne!(new.id, old.id);
+        assert_eq!((new.owner.as_str(), new.role, new.expires_at), ("ci", Role::Viewer, expiry));
+        assert_eq!(store.read(|tx| authenticate(tx, &old_secret, t0)).unwrap(), Err(AuthError::Unknown));
+        assert!(store.read(|tx| authenticate(tx, &new_secret, t0)).unwrap().is_ok());
+        let listed = store.read(|tx| list(tx, Some("ci"))).unwrap();
+        assert_eq!(listed.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), vec![new.id]);
+    }
+
+    #[test]
+    fn a_token_never_carries_more_than_its_holder_now_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let t0 = Timestamp::from_millis(1_000);
+        let expiry = Timestamp::from_millis(9_000);
+        let auth = |secret: &str| store.read(|tx| authenticate(tx, secret, t0)).unwrap().map(|p| p.role);
+        let (_, admin) = store.write_blocking(move |tx| personal(tx, t0, "alice", Role::Admin, expiry)).unwrap();
+        let (_, dev) = store.write_blocking(move |tx| personal(tx, t0, "alice", Role::Developer, expiry)).unwrap();
+        let (ci, ci_dev) =
+            store.write_blocking(move |tx| service(tx, t0, "ci", "alice", Role::Developer, expiry)).unwrap();
+        let (_, ci_viewer) =
+            store.write_blocking(move |tx| service(tx, t0, "ci-read", "alice", Role::Viewer, expiry)).unwrap();
+        assert_eq!(auth(&admin), Ok(Role::Admin));
+
+        // Demoted to developer: the admin token goes in the same
+        // transaction, and so does the viewer one (a viewer sees every
+        // task's metadata, a developer only its own); what a developer may
+        // carry stays.
+        let o = Origin::system();
+        store
+            .write_blocking(move |tx| crate::auth::roles::request_role(tx, t0, &o, "bob", "alice", Role::Developer))
+            .unwrap();
+        assert_eq!(auth(&admin), Err(AuthError::Unknown), "revoked by the demotion");
+        assert_eq!(auth(&ci_viewer), Err(AuthError::Unknown), "revoked by the demotion");
+        assert_eq!(auth(&dev), Ok(Role::Developer));
+        assert_eq!(auth(&ci_dev), Ok(Role::Developer));
+        let mut log = Vec::new();
+        store.read(|tx| crate::audit::export_jsonl(tx, 0, &mut log)).unwrap();
+        let log = String::from_utf8(log).unwrap();
+        let change = log.lines().rev().find(|l| l.contains("user.role_changed")).unwrap();
+        assert!(change.contains(r#""tokens_revoked":"2""#), "{change}");
+
+        // Changed behind the rules' back (a store from before them): the
+        // check at use still holds the token to the holder's current role.
+        store
+            .write_blocking(move |tx| {
+                let mut alice = users::get_for_update(tx, "alice")?;
+                alice.role = Role::Viewer;
+                users::put(tx, &alice)?;
+                Ok::<_, UserError>(())
+            })
+            .unwrap();
+        assert_eq!(auth(&dev), Err(AuthError::HolderLacksRole));
+        assert_eq!(auth(&ci_dev), Err(AuthError::HolderLacksRole), "a service token is bound by its holder");
+        let id = ci.id.clone();
+        let refused = store.write_blocking(move |tx| rotate(tx, t0, &Origin::system(), &id, None));
+        assert!(matches!(refused, Err(TokenError::HolderLacksRole)), "rotation cannot carry the old role");
+
+        // Disabled: everything she owns or holds is revoked.
+        let o = Origin::system();
+        store.write_blocking(move |tx| crate::auth::roles::disable(tx, t0, &o, "bob", "alice")).unwrap();
+        for secret in [&dev, &ci_dev] {
+            assert_eq!(auth(secret), Err(AuthError::Unknown));
+        }
+        assert!(store.read(|tx| list(tx, None)).unwrap().is_empty());
+    }
+}

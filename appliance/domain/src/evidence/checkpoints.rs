@@ -1,0 +1,129 @@
+//! Signed checkpoints in the chain: a record naming an earlier record's
+//! seq and hash, signed with the audit key, every [`EVERY_RECORDS`] records
+//! or every interval (whichever comes first) while anything was written.
+//! A checkpoint forwarded to a SIEM pins the chain up to it: the log
+//! cannot later be rewritten or cut back past it unnoticed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::signing::{self, Purpose, SigningError};
+use crate::audit::{Event, Head, Origin, Record, Resource};
+use crate::vault::Vault;
+use tether_base::clock::{SharedClock, Timestamp};
+use tether_store::Store;
+
+pub const EVENT: &str = "audit.checkpoint";
+/// A checkpoint at least this often, counted in records.
+pub const EVERY_RECORDS: u64 = 1000;
+/// How often the writer looks whether one is due.
+const LOOK_EVERY: Duration = Duration::from_millis(250);
+
+/// The last checkpoint written (the seq it covers, and when).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Last {
+    pub covers: u64,
+    pub at: Timestamp,
+}
+
+/// Whether a checkpoint is due, given the head now. The checkpoint record
+/// itself does not make another one due.
+pub fn due(head: Head, last: Option<Last>, now: Timestamp, interval: Duration) -> bool {
+    match last {
+        None => true,
+        Some(last) => {
+            let new_records = head.seq.saturating_sub(last.covers + 1);
+            new_records + 1 >= EVERY_RECORDS || (new_records > 0 && now.since(last.at) >= interval)
+        }
+    }
+}
+
+/// The covered seq, its hash and the signature a checkpoint record carries.
+pub fn read_details(record: &Record) -> Option<(u64, [u8; 32], String)> {
+    let d = &record.metadata.details;
+    let seq = d.get("covers_seq")?.parse().ok()?;
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(d.get("covers_hash")?, &mut hash).ok()?;
+    Some((seq, hash, d.get("signature")?.clone()))
+}
+
+/// Signs the head and appends the checkpoint (making the audit key first,
+/// the first time). Returns what it covers.
+pub async fn write(store: &Store, vault: &Vault, now: Timestamp) -> Result<Option<Last>, SigningError> {
+    let keys = vault.keys()?;
+    signing::ensure(store, &keys).await?;
+    let signed = store.read(|tx| {
+        let Some(head) = crate::audit::head(tx)? else { return Ok(None) };
+        Ok(Some((head, signing::sign(tx, &keys, Purpose::Checkpoint, head.seq, &head.hash))))
+    })?;
+    let Some((head, signature)) = signed else { return Ok(None) };
+    let (signature, key_id) = signature?;
+    let event = Event::new(EVENT, "checkpoint", Resource::new("audit_log", head.seq))
+        .detail("covers_seq", head.seq)
+        .detail("covers_hash", hex::encode(head.hash))
+        .detail("signature", signature)
+        .detail("key_id", key_id);
+    store.write(move |tx| crate::audit::append(tx, now, &Origin::system(), event)).await?;
+    Ok(Some(Last { covers: head.seq, at: now }))
+}
+
+/// Writes checkpoints as they fall due, for as long as the appliance runs
+/// (nothing while sealed: the key cannot be opened).
+pub async fn run(store: Store, vault: Arc<Vault>, clock: SharedClock, interval: Duration) {
+    let mut last: Option<Last> = None;
+    let mut tick = tokio::time::interval(LOOK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if vault.is_sealed() || store.is_degraded() {
+            continue;
+        }
+        let now = clock.now();
+        let head = match store.read(crate::audit::head) {
+            Ok(Some(h)) => h,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit checkpoint: cannot read the chain head");
+                continue;
+            }
+        };
+        if last.is_none() {
+            // A start: count from here (the chain before was checkpointed
+            // by the previous run, up to its last interval).
+            last = Some(Last { covers: head.seq.saturating_sub(1), at: now });
+        }
+        if !due(head, last, now, interval) {
+            continue;
+        }
+        match write(&store, &vault, now).await {
+            Ok(Some(written)) => last = Some(written),
+            Ok(None) => {}
+            Err(SigningError::Vault(crate::vault::Error::Sealed)) => {}
+            Err(e) => tracing::warn!(error = %e, "audit checkpoint not written; retrying"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+
+    fn head(seq: u64) -> Head {
+        Head { seq, hash: [0; 32] }
+    }
+
+    #[test]
+    fn a_checkpoint_falls_due_every_thousand_records_or_each_interval_with_news() {
+        let minute = Duration::from_secs(60);
+        let last = Some(Last { covers: 99, at: T0 });
+        // Record 100 is the checkpoint itself: nothing new.
+        assert!(!due(head(100), last, T0.plus(minute * 5), minute), "no news, no checkpoint");
+        assert!(!due(head(101), last, T0.plus(Duration::from_secs(59)), minute));
+        assert!(due(head(101), last, T0.plus(minute), minute), "news and a minute passed");
+        assert!(!due(head(1098), last, T0, minute));
+        assert!(due(head(1099), last, T0, minute), "a thousand records since the last");
+        assert!(due(head(0), None, T0, minute));
+    }
+}

@@ -1,0 +1,184 @@
+//! Watches that raise alerts from what the appliance sees go by: a worker
+//! gone silent, and task volume far from its usual level.
+//!
+//! Both are kept in memory (a restart starts them over) and raise each
+//! alert once, re-arming only when the condition has cleared.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use tether_base::clock::{SharedClock, Timestamp};
+use tether_base::ids::WorkerId;
+use tether_store::Store;
+
+/// Minutes of task volume the baseline is made of.
+const BASELINE_MINUTES: usize = 60;
+/// Minutes of history needed before volume is judged at all.
+const MIN_BASELINE: usize = 10;
+/// Deviations from the baseline mean that count as anomalous.
+const SIGMAS: f64 = 2.0;
+/// A floor under the standard deviation, so a perfectly steady baseline
+/// (σ = 0) does not call one extra task an anomaly.
+const MIN_SIGMA: f64 = 1.0;
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Whether `count` is more than [`SIGMAS`] deviations from `history`'s mean
+/// (with the deviation at least [`MIN_SIGMA`]); `None` until the history
+/// is long enough to say.
+pub fn anomalous(history: &[u64], count: u64) -> Option<bool> {
+    if history.len() < MIN_BASELINE {
+        return None;
+    }
+    let n = history.len() as f64;
+    let mean = history.iter().map(|c| *c as f64).sum::<f64>() / n;
+    let variance = history.iter().map(|c| (*c as f64 - mean).powi(2)).sum::<f64>() / n;
+    let sigma = variance.sqrt().max(MIN_SIGMA);
+    Some((count as f64 - mean).abs() > SIGMAS * sigma)
+}
+
+#[derive(Debug, Default)]
+struct Volume {
+    /// Tasks created per finished minute, oldest first.
+    history: VecDeque<u64>,
+    current: u64,
+    minute_started: Option<Timestamp>,
+    alerted: bool,
+}
+
+#[derive(Debug, Default)]
+struct Silence {
+    last_seen: HashMap<WorkerId, Timestamp>,
+    alerted: HashMap<WorkerId, bool>,
+}
+
+/// The watches. Share one.
+#[derive(Debug)]
+pub struct Monitor {
+    store: Store,
+    clock: SharedClock,
+    /// A worker is silent once it has not been heard from for this long.
+    silent_after: Duration,
+    started: Timestamp,
+    volume: Mutex<Volume>,
+    silence: Mutex<Silence>,
+}
+
+impl Monitor {
+    /// `silent_after`: the longest poll a worker makes plus the grace
+    /// before it counts as silent.
+    pub fn new(store: Store, clock: SharedClock, silent_after: Duration) -> Monitor {
+        let started = clock.now();
+        Monitor { store, clock, silent_after, started, volume: Mutex::default(), silence: Mutex::default() }
+    }
+
+    /// A worker was heard from (any request over its certificate).
+    pub fn worker_seen(&self, worker: WorkerId) {
+        let now = self.clock.now();
+        let mut s = self.silence.lock().unwrap_or_else(PoisonError::into_inner);
+        s.last_seen.insert(worker, now);
+        s.alerted.remove(&worker);
+    }
+
+    /// A task was created.
+    pub fn task_created(&self) {
+        self.volume.lock().unwrap_or_else(PoisonError::into_inner).current += 1;
+    }
+
+    /// One look at both watches; raises what is due. Returns the alerts raised.
+    pub async fn check(&self) -> Result<usize, tether_store::Error> {
+        let now = self.clock.now();
+        let mut raised = 0;
+        for (worker, quiet) in self.silent_workers(now)? {
+            let subject = worker.to_string();
+            let details = [("silent_for_s", quiet.as_secs().to_string())];
+            self.store
+                .write(move |tx| crate::audit::alerts::raise(tx, now, "worker_silent", &subject, &details))
+                .await?;
+            raised += 1;
+        }
+        if let Some((count, mean)) = self.volume_anomaly(now) {
+            let details = [("tasks_last_minute", count.to_string()), ("baseline_per_minute", format!("{mean:.1}"))];
+            self.store.write(move |tx| crate::audit::alerts::raise(tx, now, "task_volume", "tasks", &details)).await?;
+            raised += 1;
+        }
+        Ok(raised)
+    }
+
+    /// Active workers not heard from within `silent_after` (counted from
+    /// this start for those not heard from since), each once.
+    fn silent_workers(&self, now: Timestamp) -> Result<Vec<(WorkerId, Duration)>, tether_store::Error> {
+        let workers = self.store.read(crate::pki::list_workers)?;
+        let mut s = self.silence.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut silent = Vec::new();
+        for w in workers.into_iter().filter(|w| !w.revoked) {
+            let last = s.last_seen.get(&w.id).copied().unwrap_or(self.started.max(w.enrolled_at));
+            let quiet = now.since(last);
+            if quiet > self.silent_after && !s.alerted.get(&w.id).copied().unwrap_or(false) {
+                s.alerted.insert(w.id, true);
+                silent.push((w.id, quiet));
+            }
+        }
+        Ok(silent)
+    }
+
+    /// Closes finished minutes; the last one's count and the baseline mean
+    /// if it is anomalous and no alert is standing.
+    fn volume_anomaly(&self, now: Timestamp) -> Option<(u64, f64)> {
+        let mut v = self.volume.lock().unwrap_or_else(PoisonError::into_inner);
+        let started = *v.minute_started.get_or_insert(now);
+        if now.since(started) < MINUTE {
+            return None;
+        }
+        let count = std::mem::take(&mut v.current);
+        v.minute_started = Some(now);
+        let history: Vec<u64> = v.history.iter().copied().collect();
+        let verdict = anomalous(&history, count);
+        v.history.push_back(count);
+        if v.history.len() > BASELINE_MINUTES {
+            v.history.pop_front();
+        }
+        match verdict {
+            Some(true) if !v.alerted => {
+                v.alerted = true;
+                let mean = history.iter().sum::<u64>() as f64 / history.len() as f64;
+                Some((count, mean))
+            }
+            Some(false) => {
+                v.alerted = false;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Looks every `every`, for as long as the appliance runs.
+    pub async fn run(self: std::sync::Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.check().await {
+                Ok(_) | Err(tether_store::Error::Degraded) => {}
+                Err(e) => tracing::warn!(error = %e, "the alert watches could not look; retrying"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_beyond_two_deviations_of_the_baseline_is_anomalous() {
+        let steady = [10u64, 12, 9, 11, 10, 10, 11, 9, 12, 10];
+        assert_eq!(anomalous(&steady[..9], 100), None, "too little history to judge");
+        assert_eq!(anomalous(&steady, 11), Some(false));
+        assert_eq!(anomalous(&steady, 14), Some(true), "mean 10.4, σ 1.0: 14 is beyond 2σ");
+        assert_eq!(anomalous(&steady, 0), Some(true), "a drop counts too");
+        let flat = [5u64; 12];
+        assert_eq!(anomalous(&flat, 6), Some(false), "σ has a floor of one task");
+        assert_eq!(anomalous(&flat, 8), Some(true));
+    }
+}

@@ -1,0 +1,122 @@
+//! The CLI's HTTPS client for the management API.
+
+use anyhow::{Context, bail};
+use reqwest::Method;
+use serde_json::Value;
+
+use tether_base::tls;
+
+/// Talks to `TETHER_URL` with `TETHER_TOKEN`, trusting only `TETHER_CA_FILE`.
+#[derive(Debug)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+const DEFAULT_URL: &str = "https://127.0.0.1:8443";
+
+impl ApiClient {
+    pub fn from_env(timeout: std::time::Duration) -> anyhow::Result<ApiClient> {
+        let token = match (std::env::var("TETHER_TOKEN"), std::env::var("TETHER_TOKEN_FILE")) {
+            (Ok(t), _) => t,
+            (Err(_), Ok(path)) => {
+                std::fs::read_to_string(&path).with_context(|| format!("cannot read TETHER_TOKEN_FILE {path}"))?
+            }
+            _ => bail!("set TETHER_TOKEN (or TETHER_TOKEN_FILE) to an API token"),
+        };
+        ApiClient::connect(timeout, Some(token))
+    }
+
+    /// For the routes that take no token (unsealing, vault status).
+    pub fn anonymous_from_env(timeout: std::time::Duration) -> anyhow::Result<ApiClient> {
+        ApiClient::connect(timeout, None)
+    }
+
+    fn connect(timeout: std::time::Duration, token: Option<String>) -> anyhow::Result<ApiClient> {
+        let base = std::env::var("TETHER_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+        let ca_path = std::env::var("TETHER_CA_FILE")
+            .context("set TETHER_CA_FILE to the appliance CA certificate (ca.pem in its data directory)")?;
+        let ca = std::fs::read_to_string(&ca_path).with_context(|| format!("cannot read TETHER_CA_FILE {ca_path}"))?;
+        let config = tls::client(&ca, None, tls::CLIENT_HTTP_ALPN)?;
+        Ok(ApiClient {
+            http: tls::https_client(config, timeout)?,
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.map(|t| t.trim().to_owned()),
+        })
+    }
+
+    /// Sends a request and returns the JSON body, or an error that carries
+    /// the problem's detail and code.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Value> {
+        let bytes = self.send(method, path, body, headers).await?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).context("the reply is not JSON")
+    }
+
+    /// Sends a request and returns the body's bytes, or the problem as an error.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Vec<u8>> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.answer(req).await
+    }
+
+    /// Streams `body` (`length` bytes) to `path` with no overall time limit
+    /// (a model bundle is gigabytes) and returns the JSON answer.
+    pub async fn upload(
+        &self,
+        path: &str,
+        body: reqwest::Body,
+        length: u64,
+        content_type: &str,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .timeout(std::time::Duration::from_secs(7 * 86400))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(reqwest::header::CONTENT_LENGTH, length)
+            .body(body);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let bytes = self.answer(req).await?;
+        serde_json::from_slice(&bytes).context("the reply is not JSON")
+    }
+
+    /// Sends the request; the body of a success, or the problem as an error.
+    async fn answer(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Vec<u8>> {
+        let resp = req.send().await.with_context(|| format!("cannot reach {} (is TETHER_URL right?)", self.base))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading the reply")?;
+        if !status.is_success() {
+            let problem: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let detail = problem["detail"].as_str().unwrap_or(status.canonical_reason().unwrap_or("error"));
+            let code = problem["code"].as_str().unwrap_or("unknown");
+            bail!("{detail} (HTTP {}, code {code})", status.as_u16());
+        }
+        Ok(bytes.to_vec())
+    }
+}

@@ -1,0 +1,6 @@
+//! The `tether` binary's library: the command line (`cli`: one module per
+//! subcommand, glue between flags and the crates below) and the worker
+//! agent (`worker`), which runs on the site's hosts and only connects out.
+
+pub mod cli;
+pub mod worker;

@@ -1,0 +1,758 @@
+//! Starts the real `tether` binary as users do and talks to it over TLS.
+//!
+//! Readiness comes from the processes themselves (`serve --json` prints a
+//! ready line; `worker --json` prints events), never from sleeping.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The repository's root (the suite is built as a test of `appliance/tether`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The binary under test: `TETHER_BIN` (e.g. the release build) or the one cargo built.
+pub fn bin() -> PathBuf {
+    std::env::var_os("TETHER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tether")))
+}
+
+/// A child process whose stdout lines arrive on a channel; killed on drop.
+pub struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    pub fn spawn(cmd: Command) -> Proc {
+        Proc::spawn_logging(cmd, None)
+    }
+
+    /// Like [`Proc::spawn`], with stderr (the logs) appended to `log` if given.
+    pub fn spawn_logging(mut cmd: Command, log: Option<&std::path::Path>) -> Proc {
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the log file"),
+            ),
+            None => Stdio::inherit(),
+        };
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().expect("spawn tether");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits for a JSON line matching `want`. Lines seen earlier count too,
+    /// even one an earlier call returned: to wait for a second event of a
+    /// kind, match on what tells it apart (a task id, an attempt).
+    pub fn expect(&mut self, what: &str, timeout: Duration, want: impl Fn(&Value) -> bool) -> Value {
+        let parse = |l: &str| serde_json::from_str::<Value>(l).ok();
+        if let Some(v) = self.seen.iter().filter_map(|l| parse(l)).find(|v| want(v)) {
+            return v;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if let Some(v) = parse(&line).filter(|v| want(v)) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!("timed out after {timeout:?} waiting for {what}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    pub fn expect_event(&mut self, event: &str, timeout: Duration) -> Value {
+        self.expect(event, timeout, |v| v["event"] == event)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `signal` (a name `kill` knows, e.g. `HUP`) without waiting.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal}");
+    }
+
+    pub fn signal_term(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Settings that keep tests fast: short leases and backoffs, and failure
+/// tallies that end after a second (so their counts are written soon, and a
+/// test's many refused requests stay under the per-window budget).
+pub fn fast_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("TETHER_LEASE", "3s"),
+        ("TETHER_RETRY_BACKOFF", "100ms"),
+        ("TETHER_RETRY_BACKOFF_MAX", "1s"),
+        ("TETHER_AUDIT_FAILURE_WINDOW", "1s"),
+    ]
+}
+
+/// A running appliance in its own temporary data directory.
+pub struct Appliance {
+    pub dir: tempfile::TempDir,
+    pub proc: Option<Proc>,
+    pub console: String,
+    pub worker_gateway: String,
+    pub admin_token: String,
+    pub ca_pem: String,
+    /// What `tether init --json` printed (unseal shares included).
+    pub init: Value,
+    env: Vec<(&'static str, &'static str)>,
+    /// Set: `serve` unseals itself from this key file at start.
+    unseal_key_file: Option<PathBuf>,
+    /// Set: the appliance's and workers' logs go to files in `dir` (see [`Appliance::logs`]).
+    pub capture_logs: bool,
+}
+
+impl Appliance {
+    pub fn start() -> Appliance {
+        Appliance::start_with(fast_env())
+    }
+
+    /// Unseals itself at start from a key file outside the data directory.
+    pub fn start_with(env: Vec<(&'static str, &'static str)>) -> Appliance {
+        Appliance::start_with_key_file(&[], env, false)
+    }
+
+    /// Like [`Appliance::start_with`], with every process's logs captured to files.
+    pub fn start_logging(env: Vec<(&'static str, &'static str)>) -> Appliance {
+        Appliance::start_with_key_file(&[], env, true)
+    }
+
+    /// Like [`Appliance::start`], initialised with `tether init --fips`.
+    pub fn start_fips() -> Appliance {
+        Appliance::start_with_key_file(&["--fips"], fast_env(), false)
+    }
+
+    /// Like [`Appliance::start_with`], with the data directory on a tmpfs
+    /// of `mib` MiB mounted for the test (so that it can fill its disk).
+    /// Mounting needs root, which CI has. Keep the returned mount until the
+    /// appliance is stopped.
+    pub fn start_on_tmpfs(mib: u32, env: Vec<(&'static str, &'static str)>) -> (Appliance, Tmpfs) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700"), "tmpfs"])
+            .arg(&data)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs needs root (CI runs the suite as root)");
+        let mount = Tmpfs(data);
+        (Appliance::start_in(dir, &[], env, false), mount)
+    }
+
+    fn start_with_key_file(
+        init_args: &[&str],
+        env: Vec<(&'static str, &'static str)>,
+        capture_logs: bool,
+    ) -> Appliance {
+        Appliance::start_in(tempfile::tempdir().unwrap(), init_args, env, capture_logs)
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        init_args: &[&str],
+        env: Vec<(&'static str, &'static str)>,
+        capture_logs: bool,
+    ) -> Appliance {
+        let key_file = dir.path().join("unseal.key");
+        let key_arg = key_file.to_str().unwrap().to_owned();
+        let mut args = vec!["--unseal", "key-file", "--key-file", &key_arg];
+        args.extend_from_slice(init_args);
+        let mut a = Appliance::init(dir, &args, env);
+        a.unseal_key_file = Some(key_file);
+        a.capture_logs = capture_logs;
+        a.serve("127.0.0.1:0", "127.0.0.1:0");
+        a
+    }
+
+    /// Starts sealed, initialised with `init_args` (e.g. `--unseal shares`).
+    pub fn start_sealed(init_args: &[&str], env: Vec<(&'static str, &'static str)>) -> Appliance {
+        let mut a = Appliance::init(tempfile::tempdir().unwrap(), init_args, env);
+        a.serve("127.0.0.1:0", "127.0.0.1:0");
+        a
+    }
+
+    fn init(dir: tempfile::TempDir, init_args: &[&str], env: Vec<(&'static str, &'static str)>) -> Appliance {
+        let data = dir.path().join("data");
+        let out = Command::new(bin())
+            .args(["init", "--non-interactive", "--json"])
+            .args(init_args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .expect("run tether init");
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let init: Value = serde_json::from_slice(&out.stdout).expect("init --json prints JSON");
+        let ca_pem = std::fs::read_to_string(init["ca_file"].as_str().unwrap()).unwrap();
+        Appliance {
+            dir,
+            proc: None,
+            console: String::new(),
+            worker_gateway: String::new(),
+            admin_token: init["admin_token"].as_str().unwrap().to_owned(),
+            ca_pem,
+            init,
+            env,
+            unseal_key_file: None,
+            capture_logs: false,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir().join("ca.pem")
+    }
+
+    fn serve(&mut self, listen: &str, worker_listen: &str) {
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "--json", "--listen", listen, "--worker-listen", worker_listen, "--data-dir"])
+            .arg(self.data_dir())
+            // Tests keep a small disk reserve (dozens of appliances share /tmp);
+            // a test's own setting comes after and wins.
+            .env("TETHER_DISK_RESERVE", "1m")
+            .envs(self.env.iter().copied());
+        if let Some(key_file) = &self.unseal_key_file {
+            cmd.env("TETHER_UNSEAL_KEY_FILE", key_file);
+        }
+        let log = self.capture_logs.then(|| self.dir.path().join("serve.log"));
+        let mut proc = Proc::spawn_logging(cmd, log.as_deref());
+        let ready = proc.expect_event("ready", Duration::from_secs(30));
+        self.console = format!("https://{}", ready["listen"].as_str().unwrap());
+        self.worker_gateway = format!("https://{}", ready["worker_listen"].as_str().unwrap());
+        self.proc = Some(proc);
+    }
+
+    /// `tether restore BACKUP` into a new directory with this appliance's
+    /// key file; starts it there (unsealed by the same key file).
+    pub fn restore_into_new(&self, backup: &std::path::Path) -> Appliance {
+        let dir = tempfile::tempdir().unwrap();
+        let out = self.restore(backup, &dir.path().join("data"), &[], &[]);
+        assert!(out.status.success(), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
+        Appliance::adopt(dir, &self.admin_token, self.unseal_key_file.clone(), self.env.clone())
+    }
+
+    /// Serves the data directory `dir/data` made some other way (a restore,
+    /// an upgrade), unsealed by `unseal_key_file`.
+    pub fn adopt(
+        dir: tempfile::TempDir,
+        admin_token: &str,
+        unseal_key_file: Option<PathBuf>,
+        env: Vec<(&'static str, &'static str)>,
+    ) -> Appliance {
+        let ca_pem = std::fs::read_to_string(dir.path().join("data/ca.pem")).unwrap();
+        let mut a = Appliance {
+            dir,
+            proc: None,
+            console: String::new(),
+            worker_gateway: String::new(),
+            admin_token: admin_token.to_owned(),
+            ca_pem,
+            init: Value::Null,
+            env,
+            unseal_key_file,
+            capture_logs: false,
+        };
+        a.serve("127.0.0.1:0", "127.0.0.1:0");
+        a
+    }
+
+    /// Runs `tether restore BACKUP --data-dir DATA --key-file …` with `args` and `env`.
+    pub fn restore(
+        &self,
+        backup: &std::path::Path,
+        data: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> std::process::Output {
+        let key_file = self.unseal_key_file.as_ref().expect("made with a key file");
+        Command::new(bin())
+            .args(["restore", "--json"])
+            .arg(backup)
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--key-file")
+            .arg(key_file)
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    }
+
+    /// Restarts on the same ports (workers reconnect to where they were).
+    pub fn restart(&mut self) {
+        let listen = self.console.trim_start_matches("https://").to_owned();
+        let worker = self.worker_gateway.trim_start_matches("https://").to_owned();
+        self.serve(&listen, &worker);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.proc.take().expect("running").signal_term()
+    }
+
+    /// Runs `tether serve` on this (stopped) data directory, expecting it to
+    /// refuse to start; returns what it said on stderr.
+    pub fn serve_refused(&self) -> String {
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--worker-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(self.data_dir())
+            .envs(self.env.iter().copied());
+        if let Some(key_file) = &self.unseal_key_file {
+            cmd.env("TETHER_UNSEAL_KEY_FILE", key_file);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "serve started: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Unseals over the API with the key file the appliance was made with.
+    pub async fn unseal_from_key_file(&self) {
+        let text = std::fs::read_to_string(self.unseal_key_file.as_ref().expect("made with a key file")).unwrap();
+        let (s, v) = self.api().with_token(None).post("/api/v1/sys/unseal", &json!({"key_file": text})).await;
+        assert_eq!((s, &v["sealed"]), (200, &json!(false)), "{v}");
+    }
+
+    /// `tether ARGS` as a client of this appliance (TETHER_URL, TETHER_TOKEN
+    /// as the admin, TETHER_CA_FILE).
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .env("TETHER_URL", &self.console)
+            .env("TETHER_TOKEN", &self.admin_token)
+            .env("TETHER_CA_FILE", self.ca_file());
+        cmd
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.console, &self.ca_pem, &self.admin_token)
+    }
+
+    /// A security officer's bearer token: the first officer's account is
+    /// made and set up, and makes a token of its own role.
+    pub async fn officer_token(&self) -> String {
+        let officer = self.person("officer", "security_officer").await;
+        let (s, v) = officer.console.post("/api/v1/tokens", &json!({"role": "security_officer"})).await;
+        assert_eq!(s, 201, "{v}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Makes an account with `role` (through the admin token) and takes it
+    /// through its first login: own password and, for admin and
+    /// security_officer, TOTP. Returns the person, logged in.
+    pub async fn person(&self, name: &str, role: &str) -> Person {
+        let admin = self.api();
+        let initial = format!("first-{name}-password");
+        let (s, v) = admin.post("/api/v1/users", &json!({"name": name, "role": role, "password": initial})).await;
+        assert_eq!(s, 201, "{v}");
+        let first = Console::login(&admin, name, &initial, None).await;
+        let password = format!("{name}-own-password-2026");
+        let (s, v) = first.post("/api/v1/auth/password", &json!({"current": initial, "new": password})).await;
+        assert_eq!(s, 204, "{v}");
+        let mut person = Person {
+            name: name.into(),
+            password,
+            totp: None,
+            last_step: std::cell::Cell::new(0),
+            console: first.clone(),
+            recovery_codes: Vec::new(),
+        };
+        if matches!(role, "admin" | "security_officer") {
+            let (s, v) = first.post("/api/v1/auth/totp", &json!({})).await;
+            assert_eq!(s, 200, "{v}");
+            person.totp = Some(v["secret"].as_str().unwrap().to_owned());
+            let code = person.next_code().unwrap();
+            let (s, v) = first.post("/api/v1/auth/totp/confirm", &json!({"code": code})).await;
+            assert_eq!(s, 200, "{v}");
+            person.recovery_codes =
+                v["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+        }
+        let (s, v) = first.get("/api/v1/auth/session").await;
+        assert_eq!((s, v["set_up"].as_bool()), (200, Some(true)), "{v}");
+        person
+    }
+
+    /// A fresh enrollment token from the API.
+    pub async fn enrollment_token(&self, labels: Option<&[&str]>) -> String {
+        let body = match labels {
+            Some(l) => json!({"labels": l}),
+            None => json!({}),
+        };
+        let (status, v) = self.api().post("/api/v1/workers/enrollment-tokens", &body).await;
+        assert_eq!(status, 201, "{v}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Enrolls and starts `tether worker`; returns once it is polling.
+    /// Labels come from the enrollment token (a worker's own are not granted).
+    pub async fn worker(&self, name: &str, labels: &[&str], config: Option<&str>) -> Proc {
+        let token = self.enrollment_token((!labels.is_empty()).then_some(labels)).await;
+        self.spawn_worker(name, Some(&token), labels, config)
+    }
+
+    /// Starts a worker that enrolled before, from its state directory alone.
+    pub fn resume_worker(&self, name: &str, config: Option<&str>) -> Proc {
+        self.spawn_worker(name, None, &[], config)
+    }
+
+    fn spawn_worker(&self, name: &str, token: Option<&str>, labels: &[&str], config: Option<&str>) -> Proc {
+        let cmd = self.worker_command(name, token, labels, config);
+        let log = self.capture_logs.then(|| self.dir.path().join(format!("worker-{name}.log")));
+        let mut proc = Proc::spawn_logging(cmd, log.as_deref());
+        proc.expect_event("ready", Duration::from_secs(30));
+        proc
+    }
+
+    /// Where worker `name` keeps its key and certificate.
+    pub fn worker_state_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("worker-{name}"))
+    }
+
+    /// The `tether worker` command for worker `name` (enrolling with `token`
+    /// if given, else resuming from its state directory).
+    pub fn worker_command(&self, name: &str, token: Option<&str>, labels: &[&str], config: Option<&str>) -> Command {
+        let state = self.worker_state_dir(name);
+        let mut cmd = Command::new(bin());
+        cmd.args(["worker", "--json", "--broker", &self.worker_gateway, "--ca-file"])
+            .arg(self.ca_file())
+            .arg("--state-dir")
+            .arg(&state);
+        if let Some(t) = token {
+            cmd.arg("--enroll-token").arg(t);
+        }
+        if !labels.is_empty() {
+            cmd.arg("--labels").arg(labels.join(","));
+        }
+        if let Some(text) = config {
+            let path = self.dir.path().join(format!("{name}.toml"));
+            std::fs::write(&path, text).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        cmd
+    }
+
+    /// Every log file captured so far (with `capture_logs`), concatenated.
+    pub fn logs(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                all.extend(std::fs::read(&path).unwrap());
+            }
+        }
+        all
+    }
+
+    /// Runs `tether audit verify` (the appliance must be stopped).
+    pub fn audit_verify(&self) -> (bool, Value) {
+        let out = Command::new(bin())
+            .args(["audit", "verify", "--json", "--data-dir"])
+            .arg(self.data_dir())
+            .output()
+            .unwrap();
+        (out.status.success(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+    }
+
+    /// Every audit record (the appliance must be stopped).
+    pub fn audit_records(&self) -> Vec<Value> {
+        let out = Command::new(bin()).args(["audit", "export", "--data-dir"]).arg(self.data_dir()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+/// A tmpfs mounted for a test; unmounted when dropped.
+pub struct Tmpfs(pub PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A console session, as a browser holds it: the cookie and the CSRF token.
+#[derive(Clone)]
+pub struct Console {
+    pub api: Api,
+    pub cookie: String,
+    pub csrf: String,
+    /// The whole `Set-Cookie` header the login answered with.
+    pub set_cookie: String,
+}
+
+impl Console {
+    /// Logs in; panics unless the login succeeds.
+    pub async fn login(api: &Api, name: &str, password: &str, totp: Option<&str>) -> Console {
+        let (status, body, headers) = Console::try_login(api, name, password, totp).await;
+        assert_eq!(status, 200, "login as {name}: {body}");
+        let set_cookie = headers["set-cookie"].to_str().unwrap().to_owned();
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        Console { api: api.with_token(None), cookie, csrf: body["csrf_token"].as_str().unwrap().to_owned(), set_cookie }
+    }
+
+    pub async fn try_login(
+        api: &Api,
+        name: &str,
+        password: &str,
+        totp: Option<&str>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut body = json!({"username": name, "password": password});
+        if let Some(code) = totp {
+            body["totp"] = json!(code);
+        }
+        api.with_token(None).send(reqwest::Method::POST, "/api/v1/auth/login", Some(&body), &[]).await
+    }
+
+    /// A request with the session cookie and its CSRF token.
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let (s, v, _) =
+            self.api.send(method, path, body, &[("cookie", &self.cookie), ("x-csrf-token", &self.csrf)]).await;
+        (s, v)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+/// A person with an account, set up and logged in.
+pub struct Person {
+    pub name: String,
+    pub password: String,
+    /// The TOTP secret (base32), for roles that need a second factor.
+    pub totp: Option<String>,
+    last_step: std::cell::Cell<u64>,
+    pub console: Console,
+    pub recovery_codes: Vec<String>,
+}
+
+impl Person {
+    /// A TOTP code not used before (codes work once per 30 s step; the
+    /// next step's is accepted too, so at most one wait per two logins).
+    pub fn next_code(&self) -> Option<String> {
+        let secret = self.totp.as_ref()?;
+        let bytes = data_encoding::BASE32_NOPAD.decode(secret.as_bytes()).unwrap();
+        let secret = tether_domain::auth::totp::TotpSecret::from_bytes(bytes);
+        loop {
+            let now = tether_base::clock::Clock::now(&tether_base::clock::SystemClock);
+            let step = now.as_millis() / 30_000;
+            let use_step = if step > self.last_step.get() { step } else { self.last_step.get() + 1 };
+            if use_step <= step + 1 {
+                self.last_step.set(use_step);
+                let at = tether_base::clock::Timestamp::from_millis(use_step * 30_000);
+                return Some(tether_domain::auth::totp::code(&secret, at));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Logs in again (a new session).
+    pub async fn login(&self, api: &Api) -> Console {
+        Console::login(api, &self.name, &self.password, self.next_code().as_deref()).await
+    }
+}
+
+/// A bearer-token client for the console API.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Api {
+    pub fn new(base: &str, ca_pem: &str, token: &str) -> Api {
+        let config = tether_base::tls::client(ca_pem, None, tether_base::tls::CLIENT_HTTP_ALPN).unwrap();
+        let http = tether_base::tls::https_client(config, Duration::from_secs(90)).unwrap();
+        Api { http, base: base.to_owned(), token: Some(token.to_owned()) }
+    }
+
+    pub fn with_token(&self, token: Option<&str>) -> Api {
+        Api { token: token.map(str::to_owned), ..self.clone() }
+    }
+
+    /// Like [`Api::send`], but a transport failure is an `Err`, not a panic.
+    pub async fn try_post(&self, path: &str, body: &Value) -> Result<(u16, Value), reqwest::Error> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), headers)
+    }
+
+    /// Sends raw bytes; returns status, content type and the parsed body.
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+        content_type: Option<&str>,
+    ) -> (u16, String, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let text = resp.text().await.unwrap();
+        (status, ct, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Every audit record, oldest first, through `GET /api/v1/audit/export`.
+    pub async fn audit_log(&self) -> Vec<Value> {
+        let (status, log) = self.get("/api/v1/audit/export").await;
+        assert_eq!(status, 200, "{log}");
+        log.as_str().unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let (s, v, _) = self.send(reqwest::Method::GET, path, None, &[]).await;
+        (s, v)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (s, v, _) = self.send(reqwest::Method::POST, path, Some(body), &[]).await;
+        (s, v)
+    }
+
+    pub async fn submit(&self, kind: &str, input: Value, labels: &[&str]) -> String {
+        let (s, v) = self.post("/api/v1/tasks", &json!({"kind": kind, "input": input, "labels": labels})).await;
+        assert_eq!(s, 201, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The task once finished (waits up to `secs`).
+    pub async fn wait(&self, id: &str, secs: u64) -> Value {
+        let (s, v) = self.get(&format!("/api/v1/tasks/{id}?wait={secs}")).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+}
+
+/// A worker driven by the test itself through the library's client, for
+/// cases a well-behaved agent never produces (stale reports).
+pub async fn manual_worker(a: &Appliance) -> tether::worker::client::BrokerClient {
+    use tether::worker::client::BrokerClient;
+    let token = a.enrollment_token(None).await;
+    let (key, csr) = tether_domain::pki::new_worker_key_and_csr().unwrap();
+    let enrolled = BrokerClient::enroll(&a.worker_gateway, tether_base::tls::Trust::Ca(&a.ca_pem), &token, &csr, &[])
+        .await
+        .unwrap();
+    BrokerClient::mtls(&a.worker_gateway, &a.ca_pem, &enrolled.cert_pem, &key).unwrap()
+}
+
+/// How many of `records` are of `event_type`.
+pub fn count_events(records: &[Value], event_type: &str) -> usize {
+    records.iter().filter(|r| r["event_type"] == event_type).count()
+}
+
+/// How many failures of `event_type` the records stand for: failures anyone
+/// can cause are tallied, one record for the first of a window and one
+/// with the count (`repeated`) of the rest.
+pub fn count_failures(records: &[Value], event_type: &str) -> u64 {
+    records
+        .iter()
+        .filter(|r| r["event_type"] == event_type)
+        .map(|r| match r["metadata"]["details"]["repeated"].as_str() {
+            Some(n) => n.parse::<u64>().unwrap(),
+            None => 1,
+        })
+        .sum()
+}
+
+/// Waits until `condition` holds, checking every 20 ms, for at most `timeout`.
+/// For states the system reports only when asked (a parked poll, a count);
+/// events the processes print are awaited with [`Proc::expect`] instead.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `cmd` with `input` on its stdin; returns what it printed.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}

@@ -11,6 +11,7 @@ mod backup;
 mod certificates;
 mod error;
 mod extract;
+mod linger;
 mod llm;
 mod models;
 mod people;

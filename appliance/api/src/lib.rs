@@ -13,6 +13,7 @@ mod certificates;
 pub mod config;
 mod error;
 mod extract;
+mod linger;
 pub mod listener_certs;
 mod llm;
 mod models;

@@ -28,6 +28,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor, server::TlsStream};
 use tower::ServiceExt;
 
+use super::linger::Lingering;
 use super::{AppState, ConnInfo};
 use crate::config::Limits;
 use tether_base::ids::WorkerId;
@@ -243,8 +244,9 @@ async fn serve_connection(
     // ALPN decides the protocol: workers and most tools speak HTTP/1.1, which
     // keeps a parked long-poll's connection small; HTTP/2 when asked for.
     let speaks_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let (io, service) = (TokioIo::new(stream), TowerToHyperService::new(service));
+    let service = TowerToHyperService::new(service);
     if speaks_h2 {
+        let io = TokioIo::new(stream);
         let conn = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Some(Duration::from_secs(30)))
@@ -252,6 +254,9 @@ async fn serve_connection(
             .serve_connection(io, service);
         drive(Box::pin(conn), remote, &activity, limits, stop, standing).await;
     } else {
+        // A refused head is answered before the rest of it has arrived:
+        // the connection drains that rest before it closes.
+        let io = TokioIo::new(Lingering::new(stream));
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)

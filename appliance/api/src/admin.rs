@@ -22,16 +22,23 @@ pub struct Health {
     audit: &'static str,
     /// "ok", or "low" while the disk reserve is given up.
     disk: &'static str,
+    /// The background tasks that stopped on their own (the status is then
+    /// "degraded" until a restart); absent when none did.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tasks_stopped: Vec<&'static str>,
 }
 
 pub async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
     let sealed = state.vault.is_sealed();
     let audit_degraded = state.store.is_degraded();
     let disk_low = state.space.is_low();
+    let tasks_stopped = state.tasks.stopped_early();
     let status = if state.broker.is_draining() {
         "draining"
     } else if audit_degraded {
         "audit degraded"
+    } else if !tasks_stopped.is_empty() {
+        "degraded"
     } else if sealed {
         "sealed"
     } else if disk_low {
@@ -44,6 +51,7 @@ pub async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
         sealed,
         audit: if audit_degraded { "degraded" } else { "ok" },
         disk: if disk_low { "low" } else { "ok" },
+        tasks_stopped,
     })
 }
 

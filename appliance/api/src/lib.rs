@@ -8,6 +8,7 @@
 //! one service, answer.
 
 mod admin;
+pub mod app;
 mod backup;
 mod certificates;
 pub mod config;
@@ -110,6 +111,8 @@ pub struct Shared {
     pub llm: Arc<tether_domain::llm::Gateway>,
     /// Model bundle imports.
     pub models: Arc<tether_domain::llm::models::Imports>,
+    /// Which background tasks stopped before the appliance did.
+    pub tasks: Arc<app::TaskHealth>,
 }
 
 impl Shared {

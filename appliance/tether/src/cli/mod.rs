@@ -26,8 +26,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use init::{InitOutcome, initialise};
-
 /// Tether: an air-gapped appliance that brokers AI-agent work to workers that only pull.
 #[derive(Debug, Parser)]
 #[command(name = "tether", version, about, propagate_version = true)]

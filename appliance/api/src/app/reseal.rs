@@ -1,0 +1,64 @@
+//! The background re-encryption: once per start and after every rotation,
+//! every sealed value an older data key sealed is sealed again under the
+//! newest, a batch per transaction, so old keys end up sealing nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether_domain::broker::Broker;
+use tether_domain::vault::{self, Vault, secrets};
+use tether_domain::{auth, evidence, llm, pki};
+use tether_store::Store;
+
+/// Looks every `every` whether the newest data key changed, and if so
+/// re-encrypts under it (retrying a pass that failed).
+pub async fn run_forever(broker: Broker, store: Store, vault: Arc<Vault>, every: Duration) {
+    let mut done_for = None;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Ok(current) = vault.keys().and_then(|k| k.current_version()) else {
+            continue;
+        };
+        if done_for == Some(current) {
+            continue;
+        }
+        match pass(&broker, &store, &vault).await {
+            Ok(moved) => {
+                if moved > 0 {
+                    tracing::info!(moved, version = current, "re-encrypted values under the newest data key");
+                }
+                done_for = Some(current);
+            }
+            Err(e) => tracing::warn!(error = %e, "re-encryption paused; will retry"),
+        }
+    }
+}
+
+/// One pass: tasks, secret values, the CA key, the audit signing key,
+/// people's TOTP secrets, model servers' credentials, the prompt log.
+async fn pass(broker: &Broker, store: &Store, vault: &Vault) -> anyhow::Result<usize> {
+    let (mut moved, mut after) = (0, None);
+    loop {
+        let (n, next) = broker.refresh_seals(after).await?;
+        moved += n;
+        match next {
+            Some(id) => after = Some(id),
+            None => break,
+        }
+    }
+    let keys = vault.keys()?;
+    moved += store
+        .write(move |tx| {
+            let values = secrets::refresh_seals(tx, &keys)?;
+            let ca = pki::refresh_ca_key(tx, &keys)?;
+            let audit_key = usize::from(evidence::signing::refresh_key(tx, &keys)?);
+            let totp = auth::users::refresh_seals(tx, &keys)?;
+            let upstreams = llm::upstreams::refresh_seals(tx, &keys)?;
+            let prompts = llm::prompt_log::refresh_seals(tx, &keys)?;
+            Ok::<_, vault::Error>(values + ca + audit_key + totp + upstreams + prompts)
+        })
+        .await?;
+    Ok(moved)
+}

@@ -217,9 +217,7 @@ pub async fn audit_verify(
     _caller: Caller,
 ) -> Result<axum::Json<VerifyReport>, ApiError> {
     let store = state.store.clone();
-    let verdict = tokio::task::spawn_blocking(move || store.read(|tx| Ok(audit::verify(tx))))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let verdict = tokio::task::spawn_blocking(move || store.read(audit::verify)).await.map_err(ApiError::internal)?;
     Ok(axum::Json(match verdict {
         Ok(v) => VerifyReport {
             ok: true,
@@ -253,10 +251,10 @@ pub async fn audit_export(
     let from = query.from.unwrap_or(0);
     let body = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        store.read(|tx| Ok(evidence::offline::export_sealed(tx, &keys, from, now, &mut out))).map(|r| r.map(|_| out))
+        store.read(|tx| evidence::offline::export_sealed(tx, &keys, from, now, &mut out)).map(|_| out)
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))???;
+    .map_err(ApiError::internal)??;
     let mut response = body.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jsonl"));
     Ok(response)
@@ -270,7 +268,7 @@ async fn ensure_audit_key(state: &AppState) -> Result<(), ApiError> {
 /// The audit public key (PEM), to verify exports and checkpoints with.
 pub async fn audit_public_key(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
     ensure_audit_key(&state).await?;
-    let pem = state.store.read(|tx| Ok(evidence::signing::public_key_pem(tx)))??;
+    let pem = state.store.read(evidence::signing::public_key_pem)?;
     let mut response = pem.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file"));
     Ok(response)

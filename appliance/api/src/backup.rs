@@ -16,7 +16,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller) -> Result<Res
         let path = state.config.data_dir.join(name);
         let content = tokio::fs::read(&path)
             .await
-            .map_err(|e| ApiError::Internal(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| ApiError::internal(anyhow::Error::new(e).context(format!("reading {}", path.display()))))?;
         files.push(DataFile { name, content: content.into() });
     }
     let (header, file) = backup::take(&state.store, keys, state.clock.now(), caller.origin, files).await?;

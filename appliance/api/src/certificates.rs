@@ -39,16 +39,13 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<axum
             Ok(CertificateView { certificate, fingerprint, not_after: not_after.to_rfc3339() })
         })
         .collect::<Result<_, pki::CertError>>()
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(ApiError::internal)?;
     let alerts = expiry_alerts(&state)?;
     Ok(axum::Json(Certificates { certificates, alerts }))
 }
 
 pub fn expiry_alerts(state: &AppState) -> Result<Vec<ExpiryAlert>, ApiError> {
-    state
-        .certs
-        .expiry_alerts(&state.store, &state.config, state.clock.now())
-        .map_err(|e| ApiError::Internal(format!("{e:#}")))
+    state.certs.expiry_alerts(&state.store, &state.config, state.clock.now()).map_err(ApiError::internal)
 }
 
 /// A CA rotation as an operator follows it.
@@ -75,8 +72,8 @@ fn rotation_status(state: &AppState) -> Result<RotationStatus, ApiError> {
     let set = state.ca_set()?;
     let now = state.clock.now();
     let grace = state.config.worker_cert_grace;
-    let workers = state.store.read(|tx| Ok(pki::rotation_progress(tx, &set, now, grace)))??;
-    let fingerprint = |pem: &str| pki::fingerprint_pem(pem).map_err(|e| ApiError::Internal(e.to_string()));
+    let workers = state.store.read(|tx| pki::rotation_progress(tx, &set, now, grace))?;
+    let fingerprint = |pem: &str| pki::fingerprint_pem(pem).map_err(ApiError::internal);
     let active: Vec<&pki::WorkerProgress> = workers.iter().filter(|w| w.active).collect();
     Ok(RotationStatus {
         phase: match set.rotation.as_ref().map(|r| r.phase) {
@@ -104,7 +101,7 @@ pub async fn rotate(
     let (set, now, grace) = (state.ca_set()?, state.clock.now(), state.config.worker_cert_grace);
     let origin = caller.origin;
     let read = |check: &dyn Fn(&tether_store::ReadTx) -> Result<pki::Cleared, pki::RotationError>| {
-        state.store.read(|tx| Ok(check(tx)))?.map_err(ApiError::from)
+        state.store.read(check).map_err(ApiError::from)
     };
     match step.as_str() {
         "add" => {
@@ -128,6 +125,6 @@ pub async fn rotate(
         }
         _ => return Err(ApiError::NotFound),
     }
-    state.certs.ca_changed(&state.renewer()).await.map_err(|e| ApiError::Internal(format!("{e:#}")))?;
+    state.certs.ca_changed(&state.renewer()).await.map_err(ApiError::internal)?;
     Ok(axum::Json(rotation_status(&state)?))
 }

@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use tether_base::Cause;
 use tether_domain::auth::oidc::OidcError;
 use tether_domain::auth::sso::SsoError;
 use tether_domain::auth::users::UserError;
@@ -130,10 +131,19 @@ pub enum ApiError {
     BundleTooLarge(String),
     #[error("{0}")]
     ModelServerRefused(String),
-    #[error("a stored value failed its integrity check")]
-    Integrity(String),
-    #[error("internal error")]
-    Internal(String),
+    #[error("a stored value failed its integrity check: {0}")]
+    Integrity(#[source] vault::Error),
+    /// A failure of the appliance itself, not of the request: the cause is
+    /// logged, the client sees the code only.
+    #[error("internal error: {0}")]
+    Internal(#[source] Cause),
+}
+
+impl ApiError {
+    /// An internal failure caused by `cause`.
+    pub fn internal(cause: impl Into<Cause>) -> ApiError {
+        ApiError::Internal(cause.into())
+    }
 }
 
 #[derive(Serialize)]
@@ -259,7 +269,19 @@ impl From<store::Error> for ApiError {
     fn from(e: store::Error) -> Self {
         match e {
             store::Error::Degraded => ApiError::AuditDegraded,
-            other => ApiError::Internal(other.to_string()),
+            store::Error::RandomFailed
+            | store::Error::AlreadyOpen
+            | store::Error::SchemaTooNew { .. }
+            | store::Error::NotInitialised
+            | store::Error::Exists(_)
+            | store::Error::Storage(_)
+            | store::Error::Io(_)
+            | store::Error::Corrupt { .. }
+            | store::Error::JournalGap { .. }
+            | store::Error::CommitFailed
+            | store::Error::BatchAborted
+            | store::Error::WriterGone
+            | store::Error::Injected(_) => ApiError::internal(e),
         }
     }
 }
@@ -288,7 +310,7 @@ impl From<ImportError> for ApiError {
             ImportError::NoUpstream(m) => ApiError::InvalidRequest(m),
             ImportError::NoVllmDir => ApiError::VllmDirNotConfigured(e.to_string()),
             ImportError::ModelServer(_) => ApiError::ModelServerRefused(e.to_string()),
-            ImportError::Io(m) => ApiError::Internal(m),
+            ImportError::Io(_) | ImportError::StoredKey(_) | ImportError::Stopped(_) => ApiError::internal(e),
             ImportError::Store(e) => e.into(),
             ImportError::Vault(e) => e.into(),
         }
@@ -354,7 +376,7 @@ impl From<pki::CertError> for ApiError {
             pki::CertError::KeyGeneration(_)
             | pki::CertError::Signing(_)
             | pki::CertError::BadCertificate(_)
-            | pki::CertError::BadCa(_) => ApiError::Internal(e.to_string()),
+            | pki::CertError::BadCa(_) => ApiError::internal(e),
             pki::CertError::Vault(e) => e.into(),
         }
     }
@@ -384,10 +406,10 @@ impl From<vault::Error> for ApiError {
                 ApiError::ShareInvalid(e.to_string())
             }
             V::WeakPassphrase | V::BadShareSetup => ApiError::InvalidRequest(e.to_string()),
-            V::Integrity { .. } | V::UnknownKeyVersion(_) => ApiError::Integrity(e.to_string()),
+            V::Integrity { .. } | V::UnknownKeyVersion(_) => ApiError::Integrity(e),
             V::Store(s) => s.into(),
             V::NotInitialised | V::AlreadyInitialised | V::KeyExhausted | V::Corrupt(_) | V::Random => {
-                ApiError::Internal(e.to_string())
+                ApiError::internal(e)
             }
         }
     }
@@ -408,7 +430,12 @@ impl From<backup::Error> for ApiError {
         match e {
             backup::Error::Vault(v) => v.into(),
             backup::Error::Store(s) => s.into(),
-            other => ApiError::Internal(other.to_string()),
+            backup::Error::Damaged(_)
+            | backup::Error::Tampered
+            | backup::Error::EpochTampered
+            | backup::Error::Rollback { .. }
+            | backup::Error::OfficerNeeded
+            | backup::Error::AuditBroken(_) => ApiError::internal(e),
         }
     }
 }
@@ -481,7 +508,7 @@ impl From<tether_domain::evidence::signing::SigningError> for ApiError {
         match e {
             S::Vault(v) => v.into(),
             S::Store(s) => s.into(),
-            S::NoKey | S::BadKey | S::Key(_) => ApiError::Internal(e.to_string()),
+            S::NoKey | S::BadKey | S::Key(_) => ApiError::internal(e),
         }
     }
 }

@@ -106,7 +106,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         // Set by `authorize`; a route without it was wired wrongly.
-        parts.extensions.get::<Caller>().cloned().ok_or(ApiError::Internal("route has no authorization".into()))
+        parts.extensions.get::<Caller>().cloned().ok_or(ApiError::internal("route has no authorization"))
     }
 }
 
@@ -304,7 +304,7 @@ async fn worker_caller(parts: &Parts, state: &AppState) -> Result<WorkerCaller, 
     let (record, first_use) = state.store.read(|tx| {
         let Some(record) = pki::get_worker(tx, peer.worker)? else { return Ok((None, false)) };
         let first_use = pki::newest_unconfirmed(tx, &record, &peer.serial)?;
-        Ok((Some(record), first_use))
+        Ok::<_, ApiError>((Some(record), first_use))
     })?;
     let record = record.ok_or(ApiError::WorkerRevoked)?;
     if record.revoked {

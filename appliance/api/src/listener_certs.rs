@@ -171,7 +171,7 @@ impl ListenerCerts {
         }
         let lifetime = config.worker_cert_lifetime;
         let warning = config.cert_expiry_warning;
-        Ok(store.read(|tx| Ok(pki::expiry_alerts(tx, now, warning, &watched, lifetime)))??)
+        Ok(store.read(|tx| pki::expiry_alerts(tx, now, warning, &watched, lifetime))?)
     }
 
     /// Audits alerts not audited before, and logs them.

@@ -591,8 +591,7 @@ pub async fn prompt_log(
     let limit = query.limit.unwrap_or(20).clamp(1, 100);
     let keys = state.vault.keys()?;
     let key = query.key.clone();
-    let entries =
-        state.store.read(|tx| Ok(tether_domain::llm::prompt_log::read(tx, &keys, key.as_deref(), limit)))??;
+    let entries = state.store.read(|tx| tether_domain::llm::prompt_log::read(tx, &keys, key.as_deref(), limit))?;
     let event = tether_domain::audit::Event::new(
         "llm.prompt_log_read",
         "read",

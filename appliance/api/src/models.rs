@@ -60,7 +60,7 @@ pub struct ModelList {
 }
 
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<ModelList>, ApiError> {
-    let (key, imported) = state.store.read(|tx| Ok((models::signing_key(tx)?, models::list(tx)?)))?;
+    let (key, imported) = state.store.read(|tx| Ok::<_, ApiError>((models::signing_key(tx)?, models::list(tx)?)))?;
     Ok(axum::Json(ModelList {
         signing_key: key.as_ref().map(SigningKeyView::from),
         models: imported.iter().map(ModelInfo::from).collect(),
@@ -101,8 +101,8 @@ pub async fn import(
         move || space.check()
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(format!("checking free space: {e}")))?
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("checking free space")))?
     .available_bytes;
     if length.saturating_add(HEADROOM) > available {
         return Err(ApiError::BundleTooLarge(format!(
@@ -128,7 +128,8 @@ async fn receive(
     idle: std::time::Duration,
 ) -> Result<(), ApiError> {
     let mut received = 0u64;
-    let write_failed = |e: std::io::Error| ApiError::Internal(format!("writing the staged bundle: {e}"));
+    let write_failed =
+        |e: std::io::Error| ApiError::internal(anyhow::Error::new(e).context("writing the staged bundle"));
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => return Err(ApiError::Timeout),

@@ -50,7 +50,7 @@ pub(super) fn host_cookie(
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; Secure; HttpOnly; SameSite={same_site}; Max-Age={max_age_secs}"
     ))
-    .map_err(|_| ApiError::Internal("cookie value".into()))
+    .map_err(ApiError::internal)
 }
 
 /// Refuses password and second-factor routes to people whose credentials
@@ -120,7 +120,7 @@ pub async fn current(State(state): State<AppState>, caller: Caller) -> Result<ax
         if let Some(person) = tether_domain::auth::sso_people::person(tx, &caller.principal)? {
             return Ok(Some(UserInfo::from(&person)));
         }
-        Ok(tether_domain::auth::users::get(tx, &caller.principal)?.as_ref().map(UserInfo::from))
+        Ok::<_, ApiError>(tether_domain::auth::users::get(tx, &caller.principal)?.as_ref().map(UserInfo::from))
     })?;
     Ok(axum::Json(SessionView {
         user: user.ok_or(ApiError::Unauthenticated)?,

@@ -25,7 +25,7 @@ pub struct BeginQuery {
 pub async fn begin(State(state): State<AppState>, Query(query): Query<BeginQuery>) -> Result<Response, ApiError> {
     let sso = state.sso.as_ref().ok_or(ApiError::SsoNotConfigured)?;
     let begun = sso.begin(query.fresh).await?;
-    let location = HeaderValue::from_str(&begun.redirect).map_err(|_| ApiError::Internal("redirect URL".into()))?;
+    let location = HeaderValue::from_str(&begun.redirect).map_err(ApiError::internal)?;
     let binding = host_cookie(BINDING_COOKIE, &begun.binding, "Lax", sso::SIGN_IN_WINDOW.as_secs())?;
     let mut response = StatusCode::SEE_OTHER.into_response();
     let headers = response.headers_mut();

@@ -378,7 +378,7 @@ fn rotation_news(state: &AppState, worker: WorkerId) -> Result<(Option<String>, 
     let set = state.ca_set()?;
     let Some(rotation) = &set.rotation else { return Ok((None, false)) };
     state.deliveries.sent(rotation.started_at, worker);
-    let issuer = state.store.read(|tx| Ok(pki::worker_issuer(tx, &set, worker)))??;
+    let issuer = state.store.read(|tx| pki::worker_issuer(tx, &set, worker))?;
     Ok((Some(set.bundle()), set.should_renew_early(&issuer)))
 }
 

@@ -7,30 +7,53 @@ use std::path::Path;
 
 use anyhow::Context;
 
+/// A file operation that failed: what was being done, and the system's error
+/// as the source. The one way the crates report a failed file operation.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {what}: {source}")]
+pub struct IoError {
+    what: String,
+    #[source]
+    source: std::io::Error,
+}
+
+impl IoError {
+    /// `source`, met while doing `what` ("write the journal").
+    pub fn new(what: impl Into<String>, source: std::io::Error) -> IoError {
+        IoError { what: what.into(), source }
+    }
+
+    /// What turns the error of doing `what` ("create", "read") to `path` into an `IoError`.
+    pub fn on(what: &str, path: &Path) -> impl Fn(std::io::Error) -> IoError + use<> {
+        let what = format!("{what} {}", path.display());
+        move |source| IoError { what: what.clone(), source }
+    }
+
+    pub fn kind(&self) -> std::io::ErrorKind {
+        self.source.kind()
+    }
+}
+
 /// Writes a file readable by its owner only.
-pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), IoError> {
     write_with_mode(path, contents, 0o600)
 }
 
 /// Writes a file through a temporary name and a rename, then syncs the
 /// directory, so a crash leaves either the old file or the new one, never
 /// half of one, and a finished write stays written.
-pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), IoError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    let failed = IoError::on("write", &tmp);
+    let mut f =
+        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(&failed)?;
+    f.write_all(contents).map_err(&failed)?;
+    f.sync_all().map_err(&failed)?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(&failed)?;
+    fs::rename(&tmp, path).map_err(IoError::on("write", path))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        sync_dir(dir)?;
+        sync_dir(dir).map_err(IoError::on("sync", dir))?;
     }
     Ok(())
 }

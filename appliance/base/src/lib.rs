@@ -6,6 +6,10 @@
 //! ([`crypto`]), and every TLS configuration built from that policy
 //! ([`tls`]). It knows nothing of the store or the domain.
 
+/// The cause an error carries when more than one kind of failure can be
+/// behind it: kept as the error's source, never flattened to a string.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 pub mod bounded;
 pub mod clock;
 pub mod crypto;

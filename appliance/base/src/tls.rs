@@ -32,9 +32,9 @@ pub enum TlsError {
     #[error("no private key found in {0}")]
     NoKey(&'static str),
     #[error("PEM could not be read ({0}): {1}")]
-    Pem(&'static str, String),
+    Pem(&'static str, #[source] std::io::Error),
     #[error("TLS configuration rejected: {0}")]
-    Config(String),
+    Config(#[source] crate::Cause),
 }
 
 /// `sha256:<hex>` of a certificate's DER encoding: how a certificate is
@@ -44,9 +44,8 @@ pub fn fingerprint_der(der: &[u8]) -> String {
 }
 
 pub fn certs_from_pem(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Pem(what, e.to_string()))?;
+    let certs: Vec<_> =
+        rustls_pemfile::certs(&mut pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| TlsError::Pem(what, e))?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(what));
     }
@@ -54,15 +53,13 @@ pub fn certs_from_pem(pem: &str, what: &'static str) -> Result<Vec<CertificateDe
 }
 
 pub fn key_from_pem(pem: &str, what: &'static str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    rustls_pemfile::private_key(&mut pem.as_bytes())
-        .map_err(|e| TlsError::Pem(what, e.to_string()))?
-        .ok_or(TlsError::NoKey(what))
+    rustls_pemfile::private_key(&mut pem.as_bytes()).map_err(|e| TlsError::Pem(what, e))?.ok_or(TlsError::NoKey(what))
 }
 
 fn roots(ca_pem: &str) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in certs_from_pem(ca_pem, "the CA file")? {
-        roots.add(cert).map_err(|e| TlsError::Config(e.to_string()))?;
+        roots.add(cert).map_err(|e| TlsError::Config(e.into()))?;
     }
     Ok(roots)
 }
@@ -72,7 +69,7 @@ fn server_builder(
 ) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>, TlsError> {
     ServerConfig::builder_with_provider(policy.tls_provider())
         .with_protocol_versions(policy.tls_versions())
-        .map_err(|e| TlsError::Config(e.to_string()))
+        .map_err(|e| TlsError::Config(e.into()))
 }
 
 fn finish_server(
@@ -123,7 +120,7 @@ fn certified(provider: &CryptoProvider, chain_pem: &str, key_pem: &str) -> Resul
     let key = key_from_pem(key_pem, "the server key")?;
     CertifiedKey::from_der(chain, key, provider).map(Arc::new).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => TlsError::Config("the key does not belong to the certificate".into()),
-        other => TlsError::Config(other.to_string()),
+        other => TlsError::Config(other.into()),
     })
 }
 
@@ -209,7 +206,7 @@ impl ClientTrust {
 fn chain_verifier(policy: CryptoPolicy, bundle_pem: &str) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots(bundle_pem)?), policy.tls_provider())
         .build()
-        .map_err(|e| TlsError::Config(e.to_string()))
+        .map_err(|e| TlsError::Config(e.into()))
 }
 
 /// The worker gateway for enrolled workers: a client certificate from a CA
@@ -323,7 +320,7 @@ pub fn client(ca_pem: &str, identity: Option<(&str, &str)>, alpn: &[&[u8]]) -> R
 pub fn client_without_roots(alpn: &[&[u8]]) -> Result<ClientConfig, TlsError> {
     let mut config = ClientConfig::builder_with_provider(CLIENT_POLICY.tls_provider())
         .with_protocol_versions(CLIENT_POLICY.tls_versions())
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(|e| TlsError::Config(e.into()))?
         .with_root_certificates(RootCertStore::empty())
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -337,7 +334,7 @@ pub fn trusting(trust: Trust<'_>, identity: Option<(&str, &str)>, alpn: &[&[u8]]
     let provider = CLIENT_POLICY.tls_provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(CLIENT_POLICY.tls_versions())
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .map_err(|e| TlsError::Config(e.into()))?;
     let builder = match trust {
         Trust::Ca(ca_pem) => builder.with_root_certificates(roots(ca_pem)?),
         Trust::Pin(pin) => {
@@ -351,7 +348,7 @@ pub fn trusting(trust: Trust<'_>, identity: Option<(&str, &str)>, alpn: &[&[u8]]
                 certs_from_pem(cert_pem, "the client certificate")?,
                 key_from_pem(key_pem, "the client key")?,
             )
-            .map_err(|e| TlsError::Config(e.to_string()))?,
+            .map_err(|e| TlsError::Config(e.into()))?,
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -437,7 +434,7 @@ pub fn https_client(config: ClientConfig, timeout: std::time::Duration) -> Resul
         .timeout(timeout)
         .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| TlsError::Config(e.to_string()))
+        .map_err(|e| TlsError::Config(e.into()))
 }
 
 /// reqwest's top-level error says little; the cause chain says what happened.

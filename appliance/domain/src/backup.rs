@@ -27,6 +27,7 @@ use crate::audit::{self, Event, Origin, Resource};
 use crate::pki::{CA_CERT, SERVER_CERT, SERVER_KEY};
 use crate::vault::{self, Credential, Keys, Place, Sealed};
 use tether_base::clock::Timestamp;
+use tether_base::files::IoError;
 use tether_store::{self as store, Collection, RawRecord, ReadTx, Store, WriteTx};
 
 const MAGIC: &[u8; 16] = b"tether-backup-1\n";
@@ -78,7 +79,7 @@ pub enum Error {
     #[error("--allow-rollback needs the token of a security officer of the appliance being replaced (TETHER_TOKEN)")]
     OfficerNeeded,
     #[error("the audit chain inside the backup does not verify: {0}")]
-    AuditBroken(String),
+    AuditBroken(#[source] audit::VerifyError),
     #[error(transparent)]
     Vault(#[from] vault::Error),
     #[error(transparent)]
@@ -87,7 +88,12 @@ pub enum Error {
 
 impl From<audit::VerifyError> for Error {
     fn from(e: audit::VerifyError) -> Self {
-        Error::AuditBroken(e.to_string())
+        match e {
+            audit::VerifyError::Store(e) => Error::Store(e),
+            broken @ (audit::VerifyError::ChainBroken { .. } | audit::VerifyError::HeadMismatch { .. }) => {
+                Error::AuditBroken(broken)
+            }
+        }
     }
 }
 
@@ -186,9 +192,9 @@ pub async fn take(
     let for_epoch = keys.clone();
     store.write(move |tx| begin(tx, now, &origin, &for_epoch)).await?;
     let store = store.clone();
-    tokio::task::spawn_blocking(move || store.read(|tx| Ok(write(tx, &keys, now, &files))))
+    tokio::task::spawn_blocking(move || store.read(|tx| write(tx, &keys, now, &files)))
         .await
-        .map_err(|_| Error::Damaged("the backup writer stopped".into()))??
+        .map_err(|_| Error::Damaged("the backup writer stopped".into()))?
 }
 
 /// A backup whose checksum, format, keys, HMAC, epoch and audit chain have
@@ -295,7 +301,7 @@ pub async fn verify(file: &[u8], credentials: Vec<Credential>) -> Result<Verifie
     if !scratch.read(|tx| epoch_verifies(tx, &keys))? || scratch.read(epoch)? != header.epoch {
         return Err(Error::EpochTampered);
     }
-    scratch.read(|tx| Ok(audit::verify(tx)))??;
+    scratch.read(audit::verify).map_err(Error::from)?;
     for (name, content) in &mut files {
         if name == SERVER_KEY {
             let sealed = Sealed::from_bytes(content.to_vec());
@@ -417,8 +423,8 @@ pub enum RestoreError {
     Backup(#[from] Error),
     #[error("the data directory is in use: stop the appliance before restoring into it")]
     InUse,
-    #[error("{0}")]
-    Io(String),
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 impl From<store::Error> for RestoreError {
@@ -430,9 +436,9 @@ impl From<store::Error> for RestoreError {
     }
 }
 
-fn io(what: &str, path: &std::path::Path) -> impl Fn(std::io::Error) -> RestoreError {
-    let context = format!("{what} {}", path.display());
-    move |e| RestoreError::Io(format!("cannot {context}: {e}"))
+fn io(what: &str, path: &std::path::Path) -> impl Fn(std::io::Error) -> RestoreError + use<> {
+    let failed = IoError::on(what, path);
+    move |e| RestoreError::Io(failed(e))
 }
 
 /// Restores a verified backup into `dir` (created if missing): checks it
@@ -458,8 +464,7 @@ pub async fn restore_into(
     let mut restored = verified.write_store(&staging, now, replaced, officer).await?;
     for (name, content) in verified.files() {
         let mode = if name == SERVER_KEY { 0o600 } else { 0o644 };
-        tether_base::files::write_with_mode(&staging.join(name), content, mode)
-            .map_err(|e| RestoreError::Io(format!("{e:#}")))?;
+        tether_base::files::write_with_mode(&staging.join(name), content, mode)?;
     }
     if let Some(epoch) = replaced {
         let kept = dir.join(format!("{}.replaced-epoch-{epoch}", store::DB_FILE));

@@ -31,6 +31,7 @@ use crate::pki;
 use crate::vault::{self, Keys, Method, memory::KeyBytes};
 use tether_base::clock::Timestamp;
 use tether_base::files;
+use tether_base::files::IoError;
 use tether_base::ids::TaskId;
 use tether_store::{self as store, Collection, Store};
 
@@ -77,8 +78,8 @@ pub enum Error {
     Broker(#[from] broker::Error),
     #[error(transparent)]
     Store(store::Error),
-    #[error("{0}")]
-    Io(String),
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 impl From<store::Error> for Error {
@@ -90,9 +91,9 @@ impl From<store::Error> for Error {
     }
 }
 
-fn io(what: &str, path: &Path) -> impl Fn(std::io::Error) -> Error {
-    let context = format!("{what} {}", path.display());
-    move |e| Error::Io(format!("cannot {context}: {e}"))
+fn io(what: &str, path: &Path) -> impl Fn(std::io::Error) -> Error + use<> {
+    let failed = IoError::on(what, path);
+    move |e| Error::Io(failed(e))
 }
 
 fn resource() -> Resource {
@@ -102,7 +103,8 @@ fn resource() -> Resource {
 /// What `store` needs: nothing, an upgrade, or the rest of one.
 pub fn needed(store: &Store) -> Result<Needed, Error> {
     let schema = store.schema_version()?;
-    let (has_vault, progress) = store.read(|tx| Ok((vault::exists(tx)?, tx.get(PROGRESS, PROGRESS_KEY)?)))?;
+    let (has_vault, progress) =
+        store.read(|tx| Ok::<_, Error>((vault::exists(tx)?, tx.get(PROGRESS, PROGRESS_KEY)?)))?;
     Ok(match progress {
         Some(progress) => Needed::Resume(progress),
         None if schema == 1 && !has_vault => Needed::Begin,

@@ -94,7 +94,7 @@ impl Journal {
         capacity: u64,
     ) -> Result<(Journal, Vec<Record>), Error> {
         let path = dir.join(JOURNAL_FILE);
-        let fail = |what: &str, e: std::io::Error| Error::Storage(format!("{what} {}: {e}", path.display()));
+        let fail = |what: &str, e: std::io::Error| Error::from(tether_base::files::IoError::on(what, &path)(e));
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -169,10 +169,7 @@ fn replay(contents: &[u8], id: u64, applied: u64) -> Result<Vec<Record>, Error> 
         }
         if seq > applied {
             if pending.is_empty() && seq != applied + 1 {
-                return Err(Error::Corrupt {
-                    collection: JOURNAL_FILE,
-                    detail: format!("the store holds batches up to {applied} but the journal resumes at {seq}"),
-                });
+                return Err(Error::JournalGap { applied, resumes: seq });
             }
             pending.push(Record { seq, changes });
         }
@@ -234,7 +231,7 @@ mod tests {
         journal.append(5, &[put(b"k")]).unwrap();
         drop(journal);
         let refused = Journal::open_with_capacity(dir.path(), 7, 3, 4096).unwrap_err();
-        assert!(refused.to_string().contains("holds batches up to 3 but the journal resumes at 5"), "{refused}");
+        assert!(matches!(refused, Error::JournalGap { applied: 3, resumes: 5 }), "{refused}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod writer;
 
 use std::marker::PhantomData;
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
@@ -51,7 +51,10 @@ const JOURNAL_ID: &[u8] = b"journal_id";
 /// The last batch redb's state includes; replay starts after it.
 const JOURNAL_SEQ: &[u8] = b"journal_seq";
 
-/// What went wrong in the store. Callers see situations, not redb's types.
+use tether_base::Cause;
+
+/// What went wrong in the store. Callers see situations, not redb's types;
+/// a cause, where there is one, is the error's source.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the system random source failed")]
@@ -62,10 +65,25 @@ pub enum Error {
     SchemaTooNew { found: u64, known: u32 },
     #[error("the store is not initialised (no schema version); run `tether init`")]
     NotInitialised,
+    #[error("{} already exists", .0.display())]
+    Exists(PathBuf),
     #[error("storage failure: {0}")]
-    Storage(String),
-    #[error("a stored record could not be decoded ({collection}): {detail}")]
-    Corrupt { collection: &'static str, detail: String },
+    Storage(#[source] Cause),
+    /// A file of the store's, or one it writes records out to.
+    #[error(transparent)]
+    Io(#[from] tether_base::files::IoError),
+    #[error("a stored record could not be decoded ({collection}): {source}")]
+    Corrupt {
+        collection: &'static str,
+        #[source]
+        source: postcard::Error,
+    },
+    #[error(
+        "the journal does not follow on from the store: the store holds batches up to {applied}, the journal resumes at {resumes}"
+    )]
+    JournalGap { applied: u64, resumes: u64 },
+    #[error("the write transaction could not commit")]
+    CommitFailed,
     #[error("the write batch was aborted because another operation in it failed")]
     BatchAborted,
     #[error("the store writer has stopped")]
@@ -74,6 +92,11 @@ pub enum Error {
     /// every write fails at once until the store has reopened itself.
     #[error("the store cannot write (disk full or failing); writes resume once it can")]
     Degraded,
+    /// A write refused on purpose by a test ([`Store::refuse_writes_to`]).
+    /// Declared in every build, so that matches on this enum are the same
+    /// in all of them; made only by builds with the `faults` feature.
+    #[error("writes to {0} are refused (an injected fault)")]
+    Injected(&'static str),
 }
 
 impl From<tether_base::secret::RandomFailed> for Error {
@@ -82,8 +105,8 @@ impl From<tether_base::secret::RandomFailed> for Error {
     }
 }
 
-fn storage(e: impl std::fmt::Display) -> Error {
-    Error::Storage(e.to_string())
+fn storage(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Storage(Box::new(e))
 }
 
 /// A named table holding records of type `V`, keyed by bytes.
@@ -113,7 +136,7 @@ impl<V> Collection<V> {
 
 impl<V: DeserializeOwned> Collection<V> {
     fn decode(&self, bytes: &[u8]) -> Result<V, Error> {
-        postcard::from_bytes(bytes).map_err(|e| Error::Corrupt { collection: self.name, detail: e.to_string() })
+        postcard::from_bytes(bytes).map_err(|source| Error::Corrupt { collection: self.name, source })
     }
 }
 
@@ -162,7 +185,7 @@ impl Store {
             Some(dir) => {
                 let path = dir.join(DB_FILE);
                 if path.exists() {
-                    return Err(Error::Storage(format!("{} already exists", path.display())));
+                    return Err(Error::Exists(path.to_path_buf()));
                 }
                 open_db(&path)?
             }
@@ -208,7 +231,7 @@ impl Store {
     pub fn copy_into(&self, dir: &Path) -> Result<(), Error> {
         let path = dir.join(DB_FILE);
         if path.exists() {
-            return Err(Error::Storage(format!("{} already exists", path.display())));
+            return Err(Error::Exists(path.to_path_buf()));
         }
         let copy = open_db(&path)?;
         let txn = copy.begin_write().map_err(storage)?;
@@ -253,6 +276,15 @@ impl Store {
 
     /// While the disk is low, make every batch a durable commit so that the
     /// file does not grow between checkpoints (slower, but it fits).
+    /// Makes every write to the collection named `collection` fail (with
+    /// [`Error::Injected`]) until called again with `None`: how tests show
+    /// that an operation whose audit record cannot be written fails whole.
+    /// Only in builds with the `faults` feature, which nothing shipped has.
+    #[cfg(feature = "faults")]
+    pub fn refuse_writes_to(&self, collection: Option<&'static str>) {
+        self.writer.refuse_writes_to(collection);
+    }
+
     pub fn set_frugal(&self, on: bool) {
         self.writer.set_frugal(on);
     }
@@ -264,8 +296,9 @@ impl Store {
         StoreStats { operations, commits }
     }
 
-    /// Runs `f` on a consistent read snapshot.
-    pub fn read<R>(&self, f: impl FnOnce(&ReadTx) -> Result<R, Error>) -> Result<R, Error> {
+    /// Runs `f` on a consistent read snapshot. `f` answers in the caller's
+    /// own error type, as a write does.
+    pub fn read<R, E: From<Error>>(&self, f: impl FnOnce(&ReadTx) -> Result<R, E>) -> Result<R, E> {
         let txn = self.db.current()?.begin_read().map_err(storage)?;
         f(&ReadTx { txn })
     }

@@ -52,6 +52,9 @@ pub(super) struct Counters {
     /// pages a batch frees only after a durable commit, so between
     /// checkpoints its file grows; this keeps it from growing.
     pub frugal: AtomicBool,
+    /// A collection whose writes fail ([`super::Store::refuse_writes_to`]).
+    #[cfg(feature = "faults")]
+    pub refused: std::sync::Mutex<Option<&'static str>>,
 }
 
 /// How often a degraded writer tries to reopen the store.
@@ -183,6 +186,11 @@ impl Handle {
 
     pub(super) fn is_degraded(&self) -> bool {
         self.stats.degraded.load(Ordering::Relaxed)
+    }
+
+    #[cfg(feature = "faults")]
+    pub(super) fn refuse_writes_to(&self, collection: Option<&'static str>) {
+        *self.stats.refused.lock().unwrap_or_else(PoisonError::into_inner) = collection;
     }
 
     /// Why a queued write got no answer.
@@ -348,8 +356,15 @@ fn commit_batch(
         }
     };
     let operations = batch.len() as u64;
-    let mut tx =
-        WriteTx { txn: &txn, open: HashMap::new(), changes: Vec::new(), poisoned: false, after_commit: Vec::new() };
+    let mut tx = WriteTx {
+        txn: &txn,
+        open: HashMap::new(),
+        changes: Vec::new(),
+        poisoned: false,
+        after_commit: Vec::new(),
+        #[cfg(feature = "faults")]
+        refused: *counters.refused.lock().unwrap_or_else(PoisonError::into_inner),
+    };
     let finishers: Vec<Finish> = batch.into_iter().map(|job| job(&mut tx)).collect();
     let (poisoned, wrote) = (tx.poisoned, !tx.changes.is_empty());
     let after_commit = std::mem::take(&mut tx.after_commit);
@@ -397,7 +412,7 @@ fn commit_batch(
             Ok(()) => Ok(()),
             Err(()) if poisoned => Err(Error::BatchAborted),
             Err(()) if stopped => Err(Error::Degraded),
-            Err(()) => Err(Error::Storage("commit failed".into())),
+            Err(()) => Err(Error::CommitFailed),
         });
     }
     if stopped { Err(Stopped) } else { Ok(()) }
@@ -455,6 +470,8 @@ pub struct WriteTx<'t> {
     changes: Vec<Change>,
     poisoned: bool,
     after_commit: Vec<Box<dyn FnOnce() + Send>>,
+    #[cfg(feature = "faults")]
+    refused: Option<&'static str>,
 }
 
 type BytesTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
@@ -501,6 +518,10 @@ impl<'t> WriteTx<'t> {
 
     /// Inserts or replaces the record under `key`.
     pub fn put<V: Serialize>(&mut self, c: Collection<V>, key: &[u8], value: &V) -> Result<(), Error> {
+        #[cfg(feature = "faults")]
+        if self.refused == Some(c.name) {
+            return Err(Error::Injected(c.name));
+        }
         let value = encode(value)?;
         self.open(c)?.insert(key, value.as_slice()).map_err(storage)?;
         self.changes.push(Change::Put { table: c.name.into(), key: key.to_vec(), value });

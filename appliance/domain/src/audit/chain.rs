@@ -4,6 +4,7 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 use tether_base::crypto::primitives::digest::{SHA256, digest};
+use tether_base::files::IoError;
 
 use super::{Event, Metadata, Origin, Record};
 use tether_base::bounded;
@@ -27,7 +28,9 @@ pub struct Head {
 /// Records under `[RECORD][seq]`, and the head under `[HEAD]`: one table, and
 /// the head sorts right after the newest record, so appending dirties the
 /// same page for both (each table a commit touches costs it time).
-const LOG: Collection<Entry> = Collection::new("audit_log");
+/// The audit log's table (tests refuse writes to it to show failing closed).
+pub const LOG_TABLE: &str = "audit_log";
+const LOG: Collection<Entry> = Collection::new(LOG_TABLE);
 const RECORD: u8 = 0;
 const HEAD_KEY: &[u8] = &[1];
 /// Where the chain starts once older records are archived: the last
@@ -95,7 +98,7 @@ pub fn append(tx: &mut WriteTx<'_>, now: Timestamp, origin: &Origin, event: Even
         },
         prev_hash: hex::encode(prev),
     };
-    let canonical = serde_json::to_vec(&record).map_err(|e| store::Error::Storage(e.to_string()))?;
+    let canonical = serde_json::to_vec(&record).map_err(|e| store::Error::Storage(e.into()))?;
     let hash = chain_hash(&prev, &canonical);
     tx.put(LOG, &record_key(seq), &Entry::Record(Stored { canonical, hash }))?;
     tx.put(LOG, HEAD_KEY, &Entry::Head(Head { seq, hash }))?;
@@ -236,7 +239,7 @@ pub(crate) fn export_range(
         Ok(true)
     })?;
     if let Some(e) = io_error {
-        return Err(store::Error::Storage(format!("export write failed: {e}")));
+        return Err(IoError::new("write the audit export", e).into());
     }
     Ok((written, last))
 }

@@ -361,7 +361,7 @@ fn next_records(
     let mut out = Vec::new();
     store.read(|tx| {
         super::chain::for_each_from(tx, from, |_, canonical, hash| {
-            let record: Record = serde_json::from_slice(canonical).map_err(|e| store::Error::Storage(e.to_string()))?;
+            let record: Record = serde_json::from_slice(canonical).map_err(|e| store::Error::Storage(e.into()))?;
             let line = String::from_utf8_lossy(&super::chain::with_hash(canonical, hash)).into_owned();
             out.push((record, line, hex::encode(hash)));
             Ok(out.len() < limit)

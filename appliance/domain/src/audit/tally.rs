@@ -17,7 +17,10 @@
 //! - while the disk is low (the reserve given up) nothing is written: the
 //!   tallies wait in memory and are written once space is back, so
 //!   anonymous traffic never spends the space kept for the audit log of
-//!   authenticated work.
+//!   authenticated work;
+//! - a record the store could not write (it was degraded: the disk filled
+//!   past the reserve) is kept and written at a later flush, so a full disk
+//!   loses no refusal.
 //!
 //! The kind is the event type, the resource type and the `reason` and
 //! `credential` details: never the request's path or a name it carries,
@@ -36,6 +39,11 @@ use tether_store::{self as store, Store};
 pub const MAX_TALLIES: usize = 64;
 /// How often ended windows are looked for.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Records kept for a later flush after the store refused them. Each
+/// window leaves at most one per kind and the kinds are bounded, so this is
+/// reached only after many windows of a store that cannot write; then the
+/// oldest are dropped, counted in the log.
+const MAX_UNWRITTEN: usize = 16 * MAX_TALLIES;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Kind {
@@ -75,6 +83,8 @@ pub struct FailureLog {
     /// Whether the disk is low now (then nothing is written).
     disk_low: Box<dyn Fn() -> bool + Send + Sync>,
     tallies: Mutex<HashMap<Kind, Tally>>,
+    /// Records the store refused, oldest first: written at the next flush.
+    unwritten: Mutex<Vec<(Origin, Event)>>,
 }
 
 impl std::fmt::Debug for FailureLog {
@@ -90,7 +100,14 @@ impl FailureLog {
         window: Duration,
         disk_low: impl Fn() -> bool + Send + Sync + 'static,
     ) -> FailureLog {
-        FailureLog { store, clock, window, disk_low: Box::new(disk_low), tallies: Mutex::default() }
+        FailureLog {
+            store,
+            clock,
+            window,
+            disk_low: Box::new(disk_low),
+            tallies: Mutex::default(),
+            unwritten: Mutex::default(),
+        }
     }
 
     /// Tallies one failure; writes it if it is the first of its kind from
@@ -129,29 +146,30 @@ impl FailureLog {
                 }
             }
         };
-        if let Some((origin, event)) = write_now {
-            self.write(vec![(origin, event)]).await;
+        if let Some(first) = write_now {
+            self.write(vec![first]).await;
         }
         noted
     }
 
-    /// Writes the tallies whose window has ended (all of them if `all`),
-    /// and the first failure of those held back while the disk was low;
-    /// nothing while it is low.
+    /// Writes the records the store refused before, the tallies whose
+    /// window has ended (all of them if `all`), and the first failure of
+    /// those held back while the disk was low; nothing while it is low or
+    /// the store cannot write.
     pub async fn flush(&self, all: bool) {
-        if (self.disk_low)() {
+        if (self.disk_low)() || self.store.is_degraded() {
             return;
         }
         let now = self.clock.now();
         let records: Vec<(Origin, Event)> = {
+            let mut records = std::mem::take(&mut *self.unwritten.lock().unwrap_or_else(PoisonError::into_inner));
             let mut tallies = self.tallies.lock().unwrap_or_else(PoisonError::into_inner);
             let ended: Vec<Kind> = tallies
                 .iter()
                 .filter(|(_, t)| all || now.since(t.opened) >= self.window)
                 .map(|(k, _)| k.clone())
                 .collect();
-            let mut records: Vec<_> =
-                ended.into_iter().filter_map(|k| tallies.remove(&k)).filter_map(summary).collect();
+            records.extend(ended.into_iter().filter_map(|k| tallies.remove(&k)).filter_map(summary));
             for held in tallies.values_mut().filter(|t| t.first_unwritten) {
                 held.first_unwritten = false;
                 records.push(held.first.clone());
@@ -173,20 +191,34 @@ impl FailureLog {
         }
     }
 
+    /// Writes `records` in one transaction, or keeps them for the next
+    /// flush if the store refuses.
     async fn write(&self, records: Vec<(Origin, Event)>) {
         let now = self.clock.now();
+        let batch = records.clone();
         let written = self
             .store
             .write(move |tx| {
-                for (origin, event) in records {
+                for (origin, event) in batch {
                     super::append(tx, now, &origin, event)?;
                 }
                 Ok::<_, store::Error>(())
             })
             .await;
-        match written {
-            Ok(()) | Err(store::Error::Degraded) => {}
-            Err(e) => tracing::error!(error = %e, "could not write a tallied failure to the audit log"),
+        if let Err(e) = written {
+            if !matches!(e, store::Error::Degraded) {
+                tracing::error!(error = %e, "could not write tallied failures to the audit log; kept for the next try");
+            }
+            let mut unwritten = self.unwritten.lock().unwrap_or_else(PoisonError::into_inner);
+            unwritten.extend(records);
+            let over = unwritten.len().saturating_sub(MAX_UNWRITTEN);
+            if over > 0 {
+                unwritten.drain(..over);
+                tracing::error!(
+                    dropped = over,
+                    "tallied failures the audit log could not take were dropped, oldest first"
+                );
+            }
         }
     }
 }
@@ -304,5 +336,27 @@ mod tests {
         let shared = lines.last().unwrap();
         assert!(shared.contains(r#""sources":"many""#) && shared.contains(r#""source_ip":null"#), "{shared}");
         assert!(shared.contains(&format!(r#""repeated":"{}""#, 1_000 - MAX_TALLIES - 1)), "{shared}");
+    }
+
+    #[tokio::test]
+    async fn a_failure_the_store_cannot_take_is_kept_and_written_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let clock = Arc::new(ManualClock::at(Timestamp::from_millis(1_000_000)));
+        let log = FailureLog::new(store.clone(), clock.clone(), Duration::from_secs(60), || false);
+        store.refuse_writes_to(Some(crate::audit::LOG_TABLE));
+        for i in 0..3u8 {
+            let (o, e) = failure([10, 0, 0, i], "/api/v1/tasks");
+            log.note(o, e).await;
+        }
+        clock.advance(Duration::from_secs(60));
+        log.flush(false).await;
+        assert!(log_lines(&store).is_empty(), "nothing could be written");
+        store.refuse_writes_to(None);
+        log.flush(false).await;
+        let lines = log_lines(&store);
+        assert_eq!(lines.len(), 3, "each source's first failure, kept until the store could write: {lines:?}");
+        log.flush(true).await;
+        assert_eq!(log_lines(&store).len(), 3, "written once");
     }
 }

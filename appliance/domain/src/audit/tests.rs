@@ -32,7 +32,7 @@ fn store_with(n: u64) -> (tempfile::TempDir, Store) {
 #[test]
 fn an_untouched_chain_verifies() {
     let (_d, store) = store_with(5);
-    let v = store.read(|tx| Ok(verify(tx))).unwrap().unwrap();
+    let v = store.read(verify).unwrap();
     assert_eq!(v.records, 5);
     assert_eq!(v.head.unwrap().seq, 4);
 }
@@ -53,7 +53,7 @@ fn every_kind_of_tampering_is_named_at_its_seq() {
     for (name, attack, seq) in attacks {
         let (_d, store) = store_with(5);
         store.write_blocking(attack).unwrap();
-        match store.read(|tx| Ok(verify(tx))).unwrap() {
+        match store.read(verify) {
             Err(VerifyError::ChainBroken { seq: s, .. }) => assert_eq!(s, seq, "{name}"),
             Err(VerifyError::HeadMismatch { head_seq, .. }) => assert_eq!(head_seq, seq, "{name}"),
             other => panic!("{name}: tampering not detected: {other:?}"),

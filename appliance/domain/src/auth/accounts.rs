@@ -219,7 +219,7 @@ impl Accounts {
         let (session, cookie, key, user) = self
             .store
             .write(move |tx| {
-                let mut user = users::get_for_update(tx, &name_owned).map_err(user_store_error)?;
+                let mut user = users::get_for_update(tx, &name_owned)?;
                 consume_second_factor(&mut user, totp_step);
                 users::put(tx, &user)?;
                 sessions::sweep(tx, now, lifetimes)?;
@@ -228,7 +228,7 @@ impl Accounts {
                     .detail("second_factor", second.label())
                     .detail("set_up", user.is_set_up(&second_factor_roles));
                 audit::append(tx, now, &origin, event)?;
-                Ok::<_, store::Error>((session, cookie, key, user))
+                Ok::<_, LoginError>((session, cookie, key, user))
             })
             .await?;
         Ok(LoggedIn {
@@ -275,14 +275,14 @@ impl Accounts {
         let (key, name, origin) = (*key, name.to_owned(), origin.clone());
         self.store
             .write(move |tx| {
-                let mut user = users::get_for_update(tx, &name).map_err(user_store_error)?;
+                let mut user = users::get_for_update(tx, &name)?;
                 consume_second_factor(&mut user, step);
                 users::put(tx, &user)?;
                 if sessions::reauthenticated(tx, &key, now)? {
                     let event = Event::new("auth.reauthenticated", "reauthenticate", Resource::new("user", &name));
                     audit::append(tx, now, &origin, event)?;
                 }
-                Ok::<_, store::Error>(())
+                Ok::<_, LoginError>(())
             })
             .await?;
         Ok(())
@@ -631,9 +631,20 @@ fn recovery_digest(keys: &vault::Keys, name: &str, code: &str) -> [u8; 32] {
     keys.digest("auth.recovery_code", &[name.as_bytes(), totp::normalise_recovery_code(code).as_bytes()])
 }
 
-fn user_store_error(e: UserError) -> store::Error {
-    match e {
-        UserError::Store(e) => e,
-        other => store::Error::Storage(other.to_string()),
+impl From<UserError> for LoginError {
+    /// Signing in reads one account: it is there, or was removed meanwhile
+    /// (then the credentials are as wrong as for no account at all).
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::Store(e) => LoginError::Store(e),
+            UserError::NotFound
+            | UserError::BadName
+            | UserError::Exists
+            | UserError::WorkerRole
+            | UserError::OwnAccount
+            | UserError::LastSecurityOfficer
+            | UserError::NotASecondOfficer
+            | UserError::NothingPending => LoginError::Invalid,
+        }
     }
 }

@@ -62,7 +62,7 @@ pub enum SsoError {
 
 impl From<secret::RandomFailed> for SsoError {
     fn from(e: secret::RandomFailed) -> Self {
-        SsoError::Store(store::Error::Storage(e.to_string()))
+        SsoError::Store(store::Error::from(e))
     }
 }
 

@@ -88,7 +88,7 @@ async fn a_backup_restores_into_a_new_directory_with_its_records_files_and_an_au
     let store = Store::open(&dir).unwrap();
     let record = store.read(|tx| secrets::get(tx, "db")).unwrap().expect("the secret is restored");
     assert_eq!(record.current(), 1);
-    let checked = store.read(|tx| Ok(audit::verify(tx))).unwrap().unwrap();
+    let checked = store.read(audit::verify).unwrap();
     let mut log = Vec::new();
     store.read(|tx| audit::export_jsonl(tx, 0, &mut log)).unwrap();
     let log = String::from_utf8(log).unwrap();

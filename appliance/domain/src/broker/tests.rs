@@ -76,7 +76,7 @@ impl Fixture {
     }
 
     fn audit_ok(&self) -> u64 {
-        self.store.read(|tx| Ok(crate::audit::verify(tx))).unwrap().unwrap().records
+        self.store.read(crate::audit::verify).unwrap().records
     }
 }
 

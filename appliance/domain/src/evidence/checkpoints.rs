@@ -54,10 +54,9 @@ pub async fn write(store: &Store, vault: &Vault, now: Timestamp) -> Result<Optio
     signing::ensure(store, &keys).await?;
     let signed = store.read(|tx| {
         let Some(head) = crate::audit::head(tx)? else { return Ok(None) };
-        Ok(Some((head, signing::sign(tx, &keys, Purpose::Checkpoint, head.seq, &head.hash))))
+        Ok::<_, SigningError>(Some((head, signing::sign(tx, &keys, Purpose::Checkpoint, head.seq, &head.hash)?)))
     })?;
-    let Some((head, signature)) = signed else { return Ok(None) };
-    let (signature, key_id) = signature?;
+    let Some((head, (signature, key_id))) = signed else { return Ok(None) };
     let event = Event::new(EVENT, "checkpoint", Resource::new("audit_log", head.seq))
         .detail("covers_seq", head.seq)
         .detail("covers_hash", hex::encode(head.hash))

@@ -12,6 +12,7 @@ use crate::audit::Record;
 use crate::audit::chain::{GENESIS_PREV, chain_hash, export_range};
 use crate::vault::Keys;
 use tether_base::clock::Timestamp;
+use tether_base::files::IoError;
 use tether_store::ReadTx;
 
 /// The last line of a sealed export.
@@ -91,7 +92,7 @@ pub fn export_range_sealed(
         };
         let mut line = serde_json::to_vec(&seal).map_err(|_| SigningError::BadKey)?;
         line.push(b'\n');
-        out.write_all(&line).map_err(|e| tether_store::Error::Storage(format!("export write failed: {e}")))?;
+        out.write_all(&line).map_err(|e| tether_store::Error::from(IoError::new("write the audit export", e)))?;
     }
     Ok(written)
 }

@@ -16,6 +16,7 @@ use crate::audit::{Event, Origin, Record, Resource};
 use crate::audit::{Head, chain};
 use crate::vault::Keys;
 use tether_base::clock::Timestamp;
+use tether_base::files::IoError;
 use tether_store::Store;
 
 /// At most this many records go into one segment.
@@ -48,7 +49,7 @@ fn archivable(
                 return Ok(false);
             }
             let record: Record =
-                serde_json::from_slice(canonical).map_err(|e| tether_store::Error::Storage(e.to_string()))?;
+                serde_json::from_slice(canonical).map_err(|e| tether_store::Error::Storage(e.into()))?;
             // RFC 3339 in UTC with fixed width: text order is time order.
             if record.timestamp >= cutoff {
                 return Ok(false);
@@ -111,11 +112,10 @@ pub async fn archive_once(
     let Some((first, last)) = archivable(store, cutoff, deliverable)? else { return Ok(None) };
     super::signing::ensure(store, keys).await?;
     let mut bytes = Vec::new();
-    store.read(|tx| Ok(super::offline::export_range_sealed(tx, keys, first, last.seq, now, &mut bytes)))??;
+    store.read(|tx| super::offline::export_range_sealed(tx, keys, first, last.seq, now, &mut bytes))?;
     let file = dir.join(format!("audit-{first:020}-{:020}.jsonl", last.seq));
-    std::fs::create_dir_all(dir).map_err(|e| tether_store::Error::Storage(format!("{}: {e}", dir.display())))?;
-    tether_base::files::write_with_mode(&file, &bytes, 0o600)
-        .map_err(|e| tether_store::Error::Storage(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|e| tether_store::Error::from(IoError::on("create", dir)(e)))?;
+    tether_base::files::write_with_mode(&file, &bytes, 0o600).map_err(tether_store::Error::from)?;
     let digest = hex::encode(tether_base::secret::sha256(&bytes));
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     store

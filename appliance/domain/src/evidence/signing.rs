@@ -162,8 +162,8 @@ mod tests {
         let k = keys.clone();
         assert!(!store.write_blocking(move |tx| ensure_key(tx, &k)).unwrap(), "made once");
         let hash = [7u8; 32];
-        let (sig, id) = store.read(|tx| Ok(sign(tx, &keys, Purpose::Checkpoint, 41, &hash))).unwrap().unwrap();
-        let public = PublicKey::from_pem(&store.read(|tx| Ok(public_key_pem(tx))).unwrap().unwrap()).unwrap();
+        let (sig, id) = store.read(|tx| sign(tx, &keys, Purpose::Checkpoint, 41, &hash)).unwrap();
+        let public = PublicKey::from_pem(&store.read(public_key_pem).unwrap()).unwrap();
         assert_eq!(public.id(), id);
         assert!(public.verifies(Purpose::Checkpoint, 41, &hash, &sig));
         assert!(!public.verifies(Purpose::ExportSeal, 41, &hash, &sig), "a checkpoint is no export seal");

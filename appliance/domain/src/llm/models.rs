@@ -26,6 +26,7 @@ use crate::audit::{self, Event, Origin, Resource};
 use crate::vault::Vault;
 use tether_base::clock::{SharedClock, Timestamp};
 use tether_base::crypto::p256::PublicKey;
+use tether_base::files::IoError;
 use tether_store::{self as store, Collection, ReadTx, Store, WriteTx};
 
 const SIGNING_KEY: Collection<TrustedKey> = Collection::new("llm_model_signing_key");
@@ -142,8 +143,12 @@ pub enum ImportError {
     PathTaken(PathBuf),
     #[error("the model server refused the import: {0}")]
     ModelServer(String),
-    #[error("{0}")]
-    Io(String),
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("the trusted model-signing key in the store does not load: {0}")]
+    StoredKey(#[source] tether_base::crypto::p256::KeyError),
+    #[error("the import's worker thread stopped: {0}")]
+    Stopped(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error(transparent)]
@@ -151,7 +156,16 @@ pub enum ImportError {
 }
 
 fn io(what: &str) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
-    move |e| ImportError::Io(format!("{what}: {e}"))
+    move |e| ImportError::Io(IoError::new(what, e))
+}
+
+/// A bundle that could not be read is the disk's failure; any other
+/// failure is the bundle's, and refuses it.
+fn unreadable_or_refused(e: BundleError) -> ImportError {
+    match e {
+        BundleError::Io { path, source } => ImportError::Io(IoError::on("read", &path)(source)),
+        refused => ImportError::Refused(refused),
+    }
 }
 
 /// The key bundles must be signed with, if one is set.
@@ -314,15 +328,11 @@ impl Imports {
         origin: Origin,
     ) -> Result<ImportedModel, ImportError> {
         let trusted = self.store.read(signing_key)?.ok_or(ImportError::NoSigningKey)?;
-        let key = PublicKey::from_pem(&trusted.pem).map_err(|e| ImportError::Io(format!("the stored key: {e}")))?;
+        let key = PublicKey::from_pem(&trusted.pem).map_err(ImportError::StoredKey)?;
         let path = staged.path.clone();
         let verified = tokio::task::spawn_blocking(move || bundle::verify(&path, &key, &mut |_| {}))
-            .await
-            .map_err(|e| ImportError::Io(e.to_string()))?
-            .map_err(|e| match e {
-                BundleError::Io { path, source } => ImportError::Io(format!("{}: {source}", path.display())),
-                refused => ImportError::Refused(refused),
-            });
+            .await?
+            .map_err(unreadable_or_refused);
         let verified = match verified {
             Ok(verified) => verified,
             Err(ImportError::Refused(why)) => {
@@ -350,9 +360,8 @@ impl Imports {
             Target::VllmDir => {
                 let dir = self.vllm_dir.clone().ok_or(ImportError::NoVllmDir)?;
                 let (bundle_path, verified) = (staged.path.clone(), verified.clone());
-                let path = tokio::task::spawn_blocking(move || place_in_vllm_dir(&dir, &bundle_path, &verified))
-                    .await
-                    .map_err(|e| ImportError::Io(e.to_string()))??;
+                let path =
+                    tokio::task::spawn_blocking(move || place_in_vllm_dir(&dir, &bundle_path, &verified)).await??;
                 Destination::VllmDir { path }
             }
         };
@@ -385,7 +394,7 @@ impl Imports {
             let blob = format!("{base}/api/blobs/{digest}");
             let have = authorized(client.head(&blob))?.timeout(PROBE_TIMEOUT).send().await.map_err(unreachable)?;
             if !have.status().is_success() {
-                let reader = bundle::open_section(bundle_path, section).map_err(|e| ImportError::Io(e.to_string()))?;
+                let reader = bundle::open_section(bundle_path, section).map_err(unreadable_or_refused)?;
                 let response = authorized(client.post(&blob))?
                     .timeout(upload_time(section.entry.size))
                     .header(reqwest::header::CONTENT_LENGTH, section.entry.size)
@@ -451,7 +460,7 @@ fn place_in_vllm_dir(dir: &Path, bundle_path: &Path, verified: &Verified) -> Res
             if let Some(parent) = destination.parent() {
                 std::fs::create_dir_all(parent).map_err(io("creating the model directory"))?;
             }
-            let reader = bundle::open_section(bundle_path, section).map_err(|e| ImportError::Io(e.to_string()))?;
+            let reader = bundle::open_section(bundle_path, section).map_err(unreadable_or_refused)?;
             let mut tick = |_| {};
             let mut reader = bundle::Digesting::new(reader, &mut tick);
             let mut file = std::fs::File::create(&destination).map_err(io("writing the model"))?;

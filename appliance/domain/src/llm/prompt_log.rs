@@ -243,19 +243,19 @@ mod tests {
         store.write(move |tx| Ok::<_, store::Error>((put(tx, old)?, put(tx, new)?))).await.unwrap();
 
         let keys = vault.keys().unwrap();
-        let entries = store.read(|tx| Ok(read(tx, &keys, Some("k1"), 10))).unwrap().unwrap();
+        let entries = store.read(|tx| read(tx, &keys, Some("k1"), 10)).unwrap();
         assert_eq!(
             entries.iter().map(|e| e.request.as_str()).collect::<Vec<_>>(),
             ["the new prompt", "the old prompt"]
         );
-        assert!(store.read(|tx| Ok(read(tx, &keys, Some("k2"), 10))).unwrap().unwrap().is_empty());
+        assert!(store.read(|tx| read(tx, &keys, Some("k2"), 10)).unwrap().is_empty());
 
         let pruned = store
             .write(|tx| prune(tx, Timestamp::from_millis(6_000_000), Timestamp::from_millis(2_000_000)))
             .await
             .unwrap();
         assert_eq!(pruned, 1);
-        let left = store.read(|tx| Ok(read(tx, &keys, None, 10))).unwrap().unwrap();
+        let left = store.read(|tx| read(tx, &keys, None, 10)).unwrap();
         assert_eq!(left.iter().map(|e| e.request.as_str()).collect::<Vec<_>>(), ["the new prompt"]);
     }
 }

@@ -9,6 +9,7 @@ use rcgen::{
     PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, RevocationReason, RevokedCertParams, SanType,
     SerialNumber,
 };
+use tether_base::Cause;
 use tether_base::crypto::primitives::rand::{SecureRandom, SystemRandom};
 
 use tether_base::clock::Timestamp;
@@ -29,17 +30,17 @@ const WORKER_URI_PREFIX: &str = "urn:tether:worker:";
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
     #[error("could not generate a key: {0}")]
-    KeyGeneration(String),
+    KeyGeneration(#[source] Cause),
     #[error("the certificate signing request is not valid: {0}")]
-    CsrInvalid(String),
+    CsrInvalid(#[source] rcgen::Error),
     #[error("the CSR's key is refused: {0} (use ECDSA P-256 or P-384)")]
     CsrKeyType(tether_base::crypto::NotApproved),
     #[error("could not sign the certificate: {0}")]
-    Signing(String),
+    Signing(#[source] Cause),
     #[error("not a usable certificate: {0}")]
-    BadCertificate(String),
+    BadCertificate(#[source] Cause),
     #[error("the stored CA material does not load: {0}")]
-    BadCa(String),
+    BadCa(#[source] Cause),
     #[error(transparent)]
     Vault(#[from] crate::vault::Error),
 }
@@ -93,7 +94,7 @@ fn random_serial() -> Result<SerialNumber, CertError> {
 }
 
 fn new_key() -> Result<KeyPair, CertError> {
-    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CertError::KeyGeneration(e.to_string()))
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CertError::KeyGeneration(e.into()))
 }
 
 fn validity(params: &mut CertificateParams, now: Timestamp, lifetime: Duration) {
@@ -108,7 +109,7 @@ fn pem_to_der(pem: &str, label: &str) -> Result<Vec<u8>, CertError> {
             return Ok(der.to_vec());
         }
     }
-    Err(CertError::BadCertificate(format!("no {label} certificate in the PEM")))
+    Err(CertError::BadCertificate(format!("no {label} certificate in the PEM").into()))
 }
 
 /// `sha256:<hex>` of the first certificate in a PEM.
@@ -119,9 +120,9 @@ pub fn fingerprint_pem(pem: &str) -> Result<String, CertError> {
 /// The kind of key the first certificate in `pem` holds.
 pub fn cert_key_kind(pem: &str) -> Result<KeyKind, CertError> {
     let der = pem_to_der(pem, "a")?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| CertError::BadCertificate(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| CertError::BadCertificate(e.into()))?;
     let spki = rcgen::SubjectPublicKeyInfo::from_der(cert.tbs_certificate.subject_pki.raw)
-        .map_err(|e| CertError::BadCertificate(e.to_string()))?;
+        .map_err(|e| CertError::BadCertificate(e.into()))?;
     Ok(key_kind(rcgen::PublicKeyData::algorithm(&spki)))
 }
 
@@ -142,7 +143,7 @@ impl Ca {
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.serial_number = Some(random_serial()?);
         validity(&mut params, now, CA_LIFETIME);
-        let cert = params.self_signed(&key).map_err(|e| CertError::Signing(e.to_string()))?;
+        let cert = params.self_signed(&key).map_err(|e| CertError::Signing(e.into()))?;
         let material = CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() };
         let ca = Ca::load(&material.cert_pem, &material.key_pem)?;
         Ok((ca, material))
@@ -150,8 +151,8 @@ impl Ca {
 
     /// Loads a CA from its PEM certificate and key.
     pub fn load(cert_pem: &str, key_pem: &str) -> Result<Ca, CertError> {
-        let key = KeyPair::from_pem(key_pem).map_err(|e| CertError::BadCa(e.to_string()))?;
-        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(|e| CertError::BadCa(e.to_string()))?;
+        let key = KeyPair::from_pem(key_pem).map_err(|e| CertError::BadCa(e.into()))?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(|e| CertError::BadCa(e.into()))?;
         let cert_der = pem_to_der(cert_pem, "CA")?;
         Ok(Ca { cert_pem: cert_pem.into(), cert_der, issuer })
     }
@@ -183,7 +184,7 @@ impl Ca {
                 Err(_) => SanType::DnsName(
                     name.clone()
                         .try_into()
-                        .map_err(|_| CertError::Signing(format!("{name:?} is not a valid DNS name")))?,
+                        .map_err(|_| CertError::Signing(format!("{name:?} is not a valid DNS name").into()))?,
                 ),
             };
             params.subject_alt_names.push(san);
@@ -193,7 +194,7 @@ impl Ca {
         params.serial_number = Some(random_serial()?);
         params.use_authority_key_identifier_extension = true;
         validity(&mut params, now, lifetime);
-        let cert = params.signed_by(&key, &self.issuer).map_err(|e| CertError::Signing(e.to_string()))?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(|e| CertError::Signing(e.into()))?;
         Ok(CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
@@ -206,8 +207,7 @@ impl Ca {
         now: Timestamp,
         lifetime: Duration,
     ) -> Result<IssuedCert, CertError> {
-        let csr =
-            CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| CertError::CsrInvalid(e.to_string()))?;
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(CertError::CsrInvalid)?;
         let kind = key_kind(csr.public_key.algorithm());
         policy.check_worker_key(kind).map_err(CertError::CsrKeyType)?;
         let mut params = CertificateParams::default();
@@ -226,7 +226,7 @@ impl Ca {
         validity(&mut params, now, lifetime);
         let key_fingerprint = key_fingerprint(&csr.public_key);
         let request = CertificateSigningRequestParams { params, public_key: csr.public_key };
-        let cert = request.signed_by(&self.issuer).map_err(|e| CertError::Signing(e.to_string()))?;
+        let cert = request.signed_by(&self.issuer).map_err(|e| CertError::Signing(e.into()))?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
             serial: serial_hex,
@@ -270,7 +270,7 @@ impl Ca {
             revoked_certs,
             key_identifier_method: KeyIdMethod::Sha256,
         };
-        let crl = params.signed_by(&self.issuer).map_err(|e| CertError::Signing(e.to_string()))?;
+        let crl = params.signed_by(&self.issuer).map_err(|e| CertError::Signing(e.into()))?;
         Ok(crl.der().to_vec())
     }
 }
@@ -278,7 +278,7 @@ impl Ca {
 /// `sha256:<hex>` of the public key (its SubjectPublicKeyInfo) a CSR carries,
 /// after checking the CSR's signature.
 pub fn csr_key_fingerprint(csr_pem: &str) -> Result<String, CertError> {
-    let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| CertError::CsrInvalid(e.to_string()))?;
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(CertError::CsrInvalid)?;
     Ok(key_fingerprint(&csr.public_key))
 }
 
@@ -290,8 +290,8 @@ fn key_fingerprint(key: &impl rcgen::PublicKeyData) -> String {
 pub fn new_worker_key_and_csr() -> Result<(String, String), CertError> {
     let key = new_key()?;
     let params = CertificateParams::default();
-    let csr = params.serialize_request(&key).map_err(|e| CertError::Signing(e.to_string()))?;
-    let csr_pem = csr.pem().map_err(|e| CertError::Signing(e.to_string()))?;
+    let csr = params.serialize_request(&key).map_err(|e| CertError::Signing(e.into()))?;
+    let csr_pem = csr.pem().map_err(|e| CertError::Signing(e.into()))?;
     Ok((key.serialize_pem(), csr_pem))
 }
 
@@ -333,8 +333,7 @@ pub fn server_names(configured: &[String]) -> Vec<String> {
 pub fn issued_by(cert_pem: &str, ca_pem: &str) -> Result<bool, CertError> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let (cert, ca) = (pem_to_der(cert_pem, "a")?, pem_to_der(ca_pem, "CA")?);
-    let parse =
-        |der| X509Certificate::from_der(der).map(|(_, c)| c).map_err(|e| CertError::BadCertificate(e.to_string()));
+    let parse = |der| X509Certificate::from_der(der).map(|(_, c)| c).map_err(|e| CertError::BadCertificate(e.into()));
     let (cert, ca) = (parse(&cert)?, parse(&ca)?);
     Ok(cert.issuer().as_raw() == ca.subject().as_raw())
 }
@@ -343,7 +342,7 @@ pub fn issued_by(cert_pem: &str, ca_pem: &str) -> Result<bool, CertError> {
 pub fn cert_names(pem: &str) -> Result<Vec<String>, CertError> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let der = pem_to_der(pem, "a")?;
-    let (_, cert) = X509Certificate::from_der(&der).map_err(|e| CertError::BadCertificate(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(&der).map_err(|e| CertError::BadCertificate(e.into()))?;
     let mut names = Vec::new();
     if let Ok(Some(sans)) = cert.subject_alternative_name() {
         for name in &sans.value.general_names {
@@ -387,7 +386,7 @@ pub fn renewal_due(cert_pem: &str) -> Result<Timestamp, CertError> {
 pub fn cert_validity(pem: &str) -> Result<(Timestamp, Timestamp), CertError> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let der = pem_to_der(pem, "a")?;
-    let (_, cert) = X509Certificate::from_der(&der).map_err(|e| CertError::BadCertificate(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(&der).map_err(|e| CertError::BadCertificate(e.into()))?;
     let secs = |t: i64| Timestamp::from_millis(u64::try_from(t).unwrap_or(0).saturating_mul(1000));
     Ok((secs(cert.validity().not_before.timestamp()), secs(cert.validity().not_after.timestamp())))
 }

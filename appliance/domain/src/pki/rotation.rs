@@ -476,7 +476,7 @@ mod tests {
         }
 
         fn progress(&self) -> Vec<WorkerProgress> {
-            self.store.read(|tx| Ok(progress(tx, &self.set(), NOW, GRACE))).unwrap().unwrap()
+            self.store.read(|tx| progress(tx, &self.set(), NOW, GRACE)).unwrap()
         }
     }
 
@@ -496,8 +496,7 @@ mod tests {
         assert!(matches!(twice, Err(RotationError::InProgress(Phase::Added))));
 
         let deliveries = BundleDeliveries::default();
-        let clear_issue =
-            |d: &BundleDeliveries| site.store.read(|tx| Ok(clear_to_issue(tx, &site.set(), NOW, GRACE, d))).unwrap();
+        let clear_issue = |d: &BundleDeliveries| site.store.read(|tx| clear_to_issue(tx, &site.set(), NOW, GRACE, d));
         assert!(matches!(clear_issue(&deliveries), Err(RotationError::BundleNotDelivered { count: 1, .. })));
         deliveries.sent(site.set().rotation.unwrap().started_at, worker);
         let cleared = clear_issue(&deliveries).unwrap();
@@ -506,7 +505,7 @@ mod tests {
         assert!(site.set().should_renew_early(&old.fingerprint()));
         let clear = |server: &Ca| {
             let server = server.fingerprint();
-            site.store.read(|tx| Ok(clear_to_retire(tx, &site.set(), NOW, GRACE, &server))).unwrap()
+            site.store.read(|tx| clear_to_retire(tx, &site.set(), NOW, GRACE, &server))
         };
         assert!(matches!(clear(&old), Err(RotationError::ServerOnOldCa)));
         assert!(matches!(clear(&new), Err(RotationError::StillInUse { count: 1, first }) if first == worker));
@@ -532,13 +531,12 @@ mod tests {
         site.write(move |tx, set| add(tx, NOW, &Origin::system(), &keys, set, &next)).unwrap();
         let deliveries = BundleDeliveries::default();
         deliveries.sent(site.set().rotation.unwrap().started_at, worker);
-        let cleared =
-            site.store.read(|tx| Ok(clear_to_issue(tx, &site.set(), NOW, GRACE, &deliveries))).unwrap().unwrap();
+        let cleared = site.store.read(|tx| clear_to_issue(tx, &site.set(), NOW, GRACE, &deliveries)).unwrap();
         site.write(move |tx, _| start_issuing(tx, NOW, &Origin::system(), &cleared)).unwrap();
         site.renew_worker(worker);
 
         let roll_back = || {
-            let cleared = site.store.read(|tx| Ok(clear_to_roll_back(tx, &site.set(), NOW, GRACE))).unwrap()?;
+            let cleared = site.store.read(|tx| clear_to_roll_back(tx, &site.set(), NOW, GRACE))?;
             site.write(move |tx, _| rollback(tx, NOW, &Origin::system(), &cleared))
         };
         let left = roll_back().unwrap();

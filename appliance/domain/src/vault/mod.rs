@@ -207,7 +207,7 @@ async fn unseal_key_from(method: &Method, credentials: Vec<Credential>) -> Resul
 pub async fn open_offline(store: &Store, credentials: Vec<Credential>) -> Result<Keys, Error> {
     let meta = store.read(keyring::meta)?.ok_or(Error::NotInitialised)?;
     let unseal_key = unseal_key_from(&meta.method, credentials).await?;
-    let ring = store.read(|tx| Ok(keyring::open(tx, &meta, &unseal_key)))??;
+    let ring = store.read(|tx| keyring::open(tx, &meta, &unseal_key))?;
     Ok(Keys(Arc::new(ring.ok_or_else(|| refusal_for(&meta.method))?)))
 }
 
@@ -319,8 +319,7 @@ impl Vault {
         let Some(unseal_key) = derived else {
             return self.status();
         };
-        let ring = self.store.read(|tx| Ok(keyring::open(tx, &meta, &unseal_key)))?;
-        let Some(ring) = ring? else {
+        let Some(ring) = self.store.read(|tx| keyring::open(tx, &meta, &unseal_key))? else {
             self.audit(origin, "vault.unseal_refused", meta.method.name()).await;
             return Err(refusal_for(&meta.method));
         };

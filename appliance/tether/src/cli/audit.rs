@@ -125,20 +125,21 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::PublicKey { dir } => {
             let store = open(&dir.data_dir)?;
             let pem = store
-                .read(|tx| Ok(evidence::signing::public_key_pem(tx)))?
+                .read(evidence::signing::public_key_pem)
                 .context("no audit key yet: it is made at the first unseal of a running appliance")?;
             print!("{pem}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { dir, json, .. } => {
             let store = open(&dir.data_dir)?;
-            let verdict = store.read(|tx| Ok(audit::verify(tx)))?;
+            let verdict = store.read(audit::verify);
             let (ok, line) = match &verdict {
                 Ok(v) => (
                     true,
                     serde_json::json!({"ok": true, "records": v.records, "head_seq": v.head.map(|h| h.seq),
                         "head_hash": v.head.map(|h| hex::encode(h.hash))}),
                 ),
+                Err(audit::VerifyError::Store(e)) => anyhow::bail!("cannot read the audit log: {e}"),
                 Err(e) => (false, serde_json::json!({"ok": false, "problem": e.to_string()})),
             };
             if json {

@@ -84,6 +84,7 @@ impl StateDir {
         write_with_mode(&self.0.join(CA), id.ca_pem.as_bytes(), 0o644)?;
         let file =
             IdentityFile { worker_id: id.worker_id.clone(), broker: id.broker.clone(), labels: id.labels.clone() };
-        write_with_mode(&self.0.join(IDENTITY), &serde_json::to_vec_pretty(&file)?, 0o644)
+        write_with_mode(&self.0.join(IDENTITY), &serde_json::to_vec_pretty(&file)?, 0o644)?;
+        Ok(())
     }
 }

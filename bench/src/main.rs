@@ -48,7 +48,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
 use appliance::{Api, Appliance, Identity};
-use tether::worker::client::BrokerClient;
+use tether::worker::client::{BrokerClient, Report};
 
 struct Args {
     tether: PathBuf,
@@ -480,8 +480,8 @@ async fn lifecycle(workers: Vec<BrokerClient>, api: &Api, n: usize, in_flight: u
                 loop {
                     let Ok(reply) = w.poll(1, Duration::from_secs(30)).await else { continue };
                     for t in reply.tasks {
-                        let body = json!({"outcome": "succeeded", "lease_id": t.lease_id, "result": t.input});
-                        if w.complete(&t.id, body).await.is_ok() && done.fetch_add(1, Ordering::SeqCst) + 1 == n {
+                        let report = Report::Succeeded { lease_id: t.lease_id, result: t.input };
+                        if w.complete(&t.id, &report).await.is_ok() && done.fetch_add(1, Ordering::SeqCst) + 1 == n {
                             finished.notify_one();
                         }
                     }
@@ -522,7 +522,7 @@ async fn latency(app: &Appliance, api: &Api, samples: usize) -> anyhow::Result<V
             let at = Instant::now();
             for t in reply.tasks {
                 let _ = tx.send(at);
-                let _ = w.complete(&t.id, json!({"outcome": "succeeded", "lease_id": t.lease_id, "result": {}})).await;
+                let _ = w.complete(&t.id, &Report::Succeeded { lease_id: t.lease_id, result: json!({}) }).await;
             }
         }
     });

@@ -12,6 +12,7 @@ mod harness;
 mod lifecycle;
 mod listener_certs;
 mod llm;
+mod llm_clients;
 mod models;
 mod operations;
 mod people;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tether::worker::client::CallError;
+use tether::worker::client::{CallError, Report};
 
 use crate::harness::{Appliance, eventually, manual_worker};
 
@@ -72,11 +72,11 @@ async fn a_stale_completion_is_refused_with_409_and_completion_happens_once() {
     let lease = second.tasks[0].lease_id.clone();
     assert_ne!(lease, stale_lease);
 
-    let report = |lease: &str, v: i32| json!({"outcome": "succeeded", "lease_id": lease, "result": {"v": v}});
-    assert!(matches!(worker.complete(&id, report(&stale_lease, 1)).await, Err(CallError::LeaseLost)));
+    let report = |lease: &str, v: i32| Report::Succeeded { lease_id: lease.into(), result: json!({"v": v}) };
+    assert!(matches!(worker.complete(&id, &report(&stale_lease, 1)).await, Err(CallError::LeaseLost)));
     assert!(matches!(worker.heartbeat(&id, &stale_lease).await, Err(CallError::LeaseLost)));
-    worker.complete(&id, report(&lease, 2)).await.unwrap();
-    assert!(matches!(worker.complete(&id, report(&lease, 3)).await, Err(CallError::LeaseLost)));
+    worker.complete(&id, &report(&lease, 2)).await.unwrap();
+    assert!(matches!(worker.complete(&id, &report(&lease, 3)).await, Err(CallError::LeaseLost)));
     let t = api.wait(&id, 1).await;
     assert_eq!((t["state"].as_str(), &t["result"]), (Some("succeeded"), &json!({"v": 2})));
 }

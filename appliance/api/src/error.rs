@@ -364,6 +364,7 @@ impl From<pki::EnrollError> for ApiError {
             pki::EnrollError::UnknownWorker | pki::EnrollError::Revoked => ApiError::WorkerRevoked,
             pki::EnrollError::Superseded => ApiError::CertificateSuperseded,
             pki::EnrollError::Invalid(m) => ApiError::InvalidRequest(m),
+            pki::EnrollError::Cert(e) => e.into(),
             pki::EnrollError::Store(e) => e.into(),
         }
     }

@@ -17,6 +17,7 @@ mod extract;
 mod linger;
 pub mod listener_certs;
 mod llm;
+mod llm_admin;
 mod models;
 mod people;
 mod secrets;
@@ -42,14 +43,13 @@ pub use extract::ConnInfo;
 
 use crate::config::Config;
 use crate::listener_certs::{ListenerCerts, Renewer};
-use tether_base::clock::{SharedClock, Timestamp};
+use tether_base::clock::SharedClock;
 use tether_base::crypto::CryptoStatus;
-use tether_base::ids::WorkerId;
 use tether_domain::audit::sinks::Sinks;
 use tether_domain::auth::throttle::RateLimiter;
 use tether_domain::auth::{Accounts, Permission};
 use tether_domain::broker::Broker;
-use tether_domain::pki::{self, Ca, IssuedCert};
+use tether_domain::pki::{self, Ca};
 use tether_domain::vault::Vault;
 use tether_store::Store;
 
@@ -91,6 +91,8 @@ pub struct Shared {
     pub crypto: Arc<CryptoStatus>,
     /// The certificates the listeners serve (renewed and swapped live).
     pub certs: Arc<ListenerCerts>,
+    /// Workers' certificates: enrollment and renewal.
+    pub worker_certs: Arc<pki::WorkerCerts>,
     /// Which workers have been sent a rotation's CA bundle.
     pub deliveries: Arc<pki::BundleDeliveries>,
     /// People: logins, sessions, accounts.
@@ -137,13 +139,6 @@ impl Shared {
             clock: self.clock.clone(),
             config: self.config.clone(),
         }
-    }
-
-    /// Signs a worker's CSR (at enrollment or renewal) under the crypto
-    /// policy, with the configured lifetime.
-    pub fn issue_worker_cert(&self, csr_pem: &str, worker: WorkerId, now: Timestamp) -> Result<IssuedCert, ApiError> {
-        let policy = self.crypto.policy();
-        Ok(self.ca()?.sign_worker_csr(policy, csr_pem, worker, now, self.config.worker_cert_lifetime)?)
     }
 }
 
@@ -215,15 +210,15 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", "/api/v1/sys/rotate", P::VaultManage), post(vault::rotate)),
         (spec("POST", "/api/v1/sys/rekey", P::VaultManage), post(vault::rekey)),
         (spec("POST", "/api/v1/sys/backup", P::BackupCreate), post(backup::create)),
-        (spec("POST", "/api/v1/llm/keys", P::LlmKeyManage), post(llm::create_key)),
-        (spec("GET", "/api/v1/llm/keys", P::LlmKeyManage), get(llm::list_keys)),
-        (spec("DELETE", "/api/v1/llm/keys/{id}", P::LlmKeyManage), delete(llm::revoke_key)),
-        (spec("GET", "/api/v1/llm/upstreams", P::LlmUpstreamManage), get(llm::list_upstreams)),
-        (spec("PUT", "/api/v1/llm/upstreams/{name}", P::LlmUpstreamManage), put(llm::put_upstream)),
-        (spec("DELETE", "/api/v1/llm/upstreams/{name}", P::LlmUpstreamManage), delete(llm::remove_upstream)),
-        (spec("PUT", "/api/v1/llm/prompts/{level}", P::LlmPromptManage), put(llm::set_prompt)),
-        (spec("GET", "/api/v1/llm/usage", P::LlmUsageRead), get(llm::usage)),
-        (spec("GET", "/api/v1/llm/prompt-log", P::LlmPromptLogRead), get(llm::prompt_log)),
+        (spec("POST", "/api/v1/llm/keys", P::LlmKeyManage), post(llm_admin::create_key)),
+        (spec("GET", "/api/v1/llm/keys", P::LlmKeyManage), get(llm_admin::list_keys)),
+        (spec("DELETE", "/api/v1/llm/keys/{id}", P::LlmKeyManage), delete(llm_admin::revoke_key)),
+        (spec("GET", "/api/v1/llm/upstreams", P::LlmUpstreamManage), get(llm_admin::list_upstreams)),
+        (spec("PUT", "/api/v1/llm/upstreams/{name}", P::LlmUpstreamManage), put(llm_admin::put_upstream)),
+        (spec("DELETE", "/api/v1/llm/upstreams/{name}", P::LlmUpstreamManage), delete(llm_admin::remove_upstream)),
+        (spec("PUT", "/api/v1/llm/prompts/{level}", P::LlmPromptManage), put(llm_admin::set_prompt)),
+        (spec("GET", "/api/v1/llm/usage", P::LlmUsageRead), get(llm_admin::usage)),
+        (spec("GET", "/api/v1/llm/prompt-log", P::LlmPromptLogRead), get(llm_admin::prompt_log)),
         (spec("PUT", "/api/v1/llm/model-signing-key", P::LlmModelTrust), put(models::set_signing_key)),
         (spec("GET", "/api/v1/llm/models", P::LlmModelImport), get(models::list)),
         (spec("POST", MODEL_IMPORT_PATH, P::LlmModelImport), post(models::import)),

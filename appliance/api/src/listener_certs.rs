@@ -134,6 +134,11 @@ impl ListenerCerts {
         })
     }
 
+    /// `ca.pem` as read at start.
+    pub fn ca_file_pem(&self) -> &str {
+        &self.ca_file_pem
+    }
+
     /// The CAs as the store has them now.
     pub fn ca_set(&self, store: &Store) -> Result<CaSet, tether_store::Error> {
         store.read(|tx| CaSet::load(tx, &self.ca_file_pem))

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use base64::Engine;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 use super::extract::{AnonymousOrigin, ApiJson, ApiQuery, Caller, RenewingWorker, WorkerCaller};
 use super::{ApiError, AppState, parse_id};
@@ -16,6 +14,10 @@ use crate::config::parse_duration;
 use tether_base::ids::{LeaseId, TaskId, WorkerId};
 use tether_domain::broker::{Completion, Delivery, TaskError, WorkerView};
 use tether_domain::pki;
+use tether_wire::{
+    CompleteReply, DeliveredSecret, EnrollRequest, Enrolled, HeartbeatReply, HeartbeatRequest, LeasedTask, PollReply,
+    PollRequest, RenewRequest, Renewed, Report,
+};
 
 #[derive(Debug, Serialize)]
 pub struct WorkerSummary {
@@ -218,150 +220,43 @@ fn join_string(
     Ok(format!("tether://{host}:{port}?token={token}&ca={pin}"))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollBody {
-    token: String,
-    csr_pem: String,
-    #[serde(default)]
-    labels: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Enrolled {
-    worker_id: String,
-    cert_pem: String,
-    ca_pem: String,
-    labels: Vec<String>,
-}
-
 pub async fn enroll(
     State(state): State<AppState>,
     AnonymousOrigin(origin): AnonymousOrigin,
-    ApiJson(body): ApiJson<EnrollBody>,
+    ApiJson(body): ApiJson<EnrollRequest>,
 ) -> Result<(StatusCode, axum::Json<Enrolled>), ApiError> {
-    let now = state.clock.now();
-    // A retry with the key the token was bound to keeps its worker; the
-    // transaction below checks the binding again.
-    let csr_key = pki::csr_key_fingerprint(&body.csr_pem)?;
-    let token = body.token.clone();
-    let bound = state.store.read(|tx| pki::bound_worker(tx, &token, &csr_key))?;
-    let worker = bound.unwrap_or_else(WorkerId::new);
-    // Signing first costs a signature when the token turns out bad, but keeps
-    // the transaction to checks and writes only.
-    let cert = state.issue_worker_cert(&body.csr_pem, worker, now)?;
-    let issued = cert.clone();
-    let attempt_origin = origin.clone();
-    let result = state
-        .store
-        .write(move |tx| pki::enroll(tx, now, &attempt_origin, &body.token, &body.labels, &issued, worker))
-        .await;
-    let record = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let reason = match &e {
-                pki::EnrollError::TokenInvalid => "token_invalid",
-                _ => "refused",
-            };
-            state.failures.note(origin, pki::refused_event(pki::Refused::Enrollment, reason)).await;
-            return Err(e.into());
-        }
-    };
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(Enrolled {
-            worker_id: worker.to_string(),
-            cert_pem: cert.cert_pem,
-            ca_pem: state.ca_set()?.bundle(),
-            labels: record.labels,
-        }),
-    ))
+    let done = state.worker_certs.enroll(origin, body.token, &body.csr_pem, body.labels).await?;
+    let (worker_id, cert_pem) = (done.worker.to_string(), done.cert.cert_pem);
+    Ok((StatusCode::CREATED, axum::Json(Enrolled { worker_id, cert_pem, ca_pem: done.ca_bundle, labels: done.labels })))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PollBody {
-    max_tasks: Option<u32>,
-    wait_s: Option<u64>,
-}
-
-/// A secret delivered with a lease. Its value is wiped once the reply is
-/// written.
-#[derive(Serialize)]
-pub struct DeliveredSecret {
-    name: String,
-    version: u32,
-    value_base64: Zeroizing<String>,
-}
-
-impl std::fmt::Debug for DeliveredSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DeliveredSecret({}@{}, ***)", self.name, self.version)
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct LeasedTask {
-    id: String,
-    kind: String,
-    input: serde_json::Value,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    secrets: Vec<DeliveredSecret>,
-    lease_id: String,
-    lease_expires_at: String,
-    timeout_s: u64,
-    attempt: u32,
-}
-
-impl LeasedTask {
-    fn from_delivery(d: Delivery) -> Option<Self> {
-        let lease = d.task.lease?;
-        let secrets = d
-            .secrets
-            .into_iter()
-            .map(|(r, value)| DeliveredSecret {
-                name: r.name,
-                version: r.version,
-                value_base64: Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(value.expose())),
-            })
-            .collect();
-        Some(LeasedTask {
-            id: d.task.id.to_string(),
-            kind: d.task.kind,
-            input: serde_json::from_slice(&d.input).unwrap_or(serde_json::Value::Null),
-            secrets,
-            lease_id: lease.id.to_string(),
-            lease_expires_at: lease.expires_at.to_rfc3339(),
-            timeout_s: d.task.timeout.as_secs(),
-            attempt: d.task.attempts,
-        })
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct PollReply {
-    tasks: Vec<LeasedTask>,
-    lease_s: u64,
-    heartbeat_s: u64,
-    /// During a CA rotation: every CA the worker must trust from now on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ca_pem: Option<String>,
-    /// During a CA rotation: this worker's newest certificate is from a CA
-    /// that does not issue now, so it should renew at once, not when due.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    renew_now: bool,
+/// A delivery as the worker receives it; `None` for one without a lease.
+fn leased_task(d: Delivery) -> Option<LeasedTask> {
+    let lease = d.task.lease?;
+    let secrets =
+        d.secrets.into_iter().map(|(r, value)| DeliveredSecret::new(r.name, r.version, value.expose())).collect();
+    Some(LeasedTask {
+        id: d.task.id.to_string(),
+        kind: d.task.kind,
+        input: serde_json::from_slice(&d.input).unwrap_or(serde_json::Value::Null),
+        secrets,
+        lease_id: lease.id.to_string(),
+        lease_expires_at: lease.expires_at.to_rfc3339(),
+        timeout_s: d.task.timeout.as_secs(),
+        attempt: d.task.attempts,
+    })
 }
 
 pub async fn poll(
     State(state): State<AppState>,
     caller: WorkerCaller,
-    ApiJson(body): ApiJson<PollBody>,
+    ApiJson(body): ApiJson<PollRequest>,
 ) -> Result<axum::Json<PollReply>, ApiError> {
     let settings = state.broker.settings().clone();
     let view = WorkerView { id: caller.record.id, labels: Arc::new(caller.record.labels) };
     let wait = Duration::from_secs(body.wait_s.unwrap_or(settings.max_poll_wait.as_secs()));
     let delivered = state.broker.poll(&caller.origin, &view, body.max_tasks.unwrap_or(1), wait).await?;
-    let tasks = delivered.into_iter().filter_map(LeasedTask::from_delivery).collect();
+    let tasks = delivered.into_iter().filter_map(leased_task).collect();
     let (ca_pem, renew_now) = rotation_news(&state, caller.record.id)?;
     Ok(axum::Json(PollReply {
         tasks,
@@ -382,49 +277,16 @@ fn rotation_news(state: &AppState, worker: WorkerId) -> Result<(Option<String>, 
     Ok((Some(set.bundle()), set.should_renew_early(&issuer)))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeartbeatBody {
-    lease_id: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct HeartbeatReply {
-    cancel: bool,
-    lease_expires_at: String,
-}
-
 pub async fn heartbeat(
     State(state): State<AppState>,
     caller: WorkerCaller,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<HeartbeatBody>,
+    ApiJson(body): ApiJson<HeartbeatRequest>,
 ) -> Result<axum::Json<HeartbeatReply>, ApiError> {
     let id: TaskId = parse_id(&id)?;
     let lease: LeaseId = body.lease_id.parse().map_err(|_| ApiError::LeaseStale)?;
     let hb = state.broker.heartbeat(caller.record.id, id, lease).await?;
     Ok(axum::Json(HeartbeatReply { cancel: hb.cancel, lease_expires_at: hb.lease_expires_at.to_rfc3339() }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReportedError {
-    code: String,
-    message: String,
-    #[serde(default)]
-    retryable: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "outcome")]
-pub enum CompleteBody {
-    Succeeded { lease_id: String, result: serde_json::Value },
-    Failed { lease_id: String, error: ReportedError },
-}
-
-#[derive(Debug, Serialize)]
-pub struct CompleteReply {
-    state: tether_domain::broker::TaskState,
 }
 
 const MAX_ERROR_CODE: usize = 64;
@@ -434,15 +296,15 @@ pub async fn complete(
     State(state): State<AppState>,
     caller: WorkerCaller,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<CompleteBody>,
+    ApiJson(body): ApiJson<Report>,
 ) -> Result<axum::Json<CompleteReply>, ApiError> {
     let id: TaskId = parse_id(&id)?;
     let (lease_id, completion) = match body {
-        CompleteBody::Succeeded { lease_id, result } => {
+        Report::Succeeded { lease_id, result } => {
             let result = serde_json::to_vec(&result).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
             (lease_id, Completion::Succeeded { result })
         }
-        CompleteBody::Failed { lease_id, error } => {
+        Report::Failed { lease_id, error } => {
             if error.code.is_empty() || error.code.len() > MAX_ERROR_CODE {
                 return Err(ApiError::InvalidRequest(format!("error.code must be 1-{MAX_ERROR_CODE} characters")));
             }
@@ -453,43 +315,16 @@ pub async fn complete(
     };
     let lease: LeaseId = lease_id.parse().map_err(|_| ApiError::LeaseStale)?;
     let task = state.broker.complete(&caller.origin, caller.record.id, id, lease, completion).await?;
-    Ok(axum::Json(CompleteReply { state: task.state }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RenewBody {
-    csr_pem: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Renewed {
-    cert_pem: String,
-    ca_pem: String,
-    not_after: String,
+    Ok(axum::Json(CompleteReply { state: task.state.as_str().into() }))
 }
 
 pub async fn renew(
     State(state): State<AppState>,
     RenewingWorker(caller): RenewingWorker,
-    ApiJson(body): ApiJson<RenewBody>,
+    ApiJson(body): ApiJson<RenewRequest>,
 ) -> Result<axum::Json<Renewed>, ApiError> {
-    let now = state.clock.now();
-    let worker = caller.record.id;
-    let presented = caller.peer.serial.clone();
-    let cert = state.issue_worker_cert(&body.csr_pem, worker, now)?;
-    let issued = cert.clone();
-    let origin = caller.origin.clone();
-    let result = state.store.write(move |tx| pki::renew(tx, now, &origin, worker, &presented, &issued)).await;
-    if let Err(e @ pki::EnrollError::Superseded) = result {
-        let event = pki::refused_event(pki::Refused::Renewal(worker), "certificate_superseded");
-        super::extract::record(&state, caller.origin, event).await;
-        return Err(e.into());
-    }
-    result?;
-    let set = state.ca_set()?;
-    if let Some(rotation) = &set.rotation {
-        state.deliveries.sent(rotation.started_at, worker);
-    }
-    Ok(axum::Json(Renewed { cert_pem: cert.cert_pem, ca_pem: set.bundle(), not_after: cert.not_after.to_rfc3339() }))
+    let (worker, presented) = (caller.record.id, caller.peer.serial);
+    let done = state.worker_certs.renew(caller.origin, worker, presented, &body.csr_pem).await?;
+    let not_after = done.cert.not_after.to_rfc3339();
+    Ok(axum::Json(Renewed { cert_pem: done.cert.cert_pem, ca_pem: done.ca_bundle, not_after }))
 }

@@ -233,14 +233,26 @@ fn services(
     };
     let models =
         llm::models::Imports::new(store.clone(), vault.clone(), clock.clone(), dir, config.vllm_model_dir.clone());
+    let deliveries = Arc::<pki::BundleDeliveries>::default();
+    let worker_certs = pki::WorkerCerts::new(pki::WorkerCertsParts {
+        store: store.clone(),
+        vault: vault.clone(),
+        clock: clock.clone(),
+        policy,
+        lifetime: config.worker_cert_lifetime,
+        failures: failures.clone(),
+        deliveries: deliveries.clone(),
+        ca_file_pem: certs.ca_file_pem().to_owned(),
+    });
     Ok(AppState::new(Shared {
+        worker_certs: Arc::new(worker_certs),
         revoked: store.read(pki::Revoked::load).context("loading the revoked workers")?,
         monitor: Arc::new(monitor::Monitor::new(store.clone(), clock.clone(), silent_after)),
         llm: Arc::new(llm::Gateway::new(store.clone(), vault.clone(), clock.clone())),
         models: Arc::new(models),
         sinks: Arc::new(Sinks::new(sinks)),
         public_limit: Arc::new(auth::throttle::RateLimiter::new(PUBLIC_RATE, PUBLIC_BURST)),
-        deliveries: Arc::default(),
+        deliveries,
         tasks: Arc::default(),
         worker_port: workers.port(),
         config: config.clone(),

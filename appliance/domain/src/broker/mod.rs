@@ -11,6 +11,7 @@
 //!
 //! This module holds no HTTP types and never reads the system time.
 
+mod expiry;
 mod ops;
 pub mod task;
 pub mod upgrade;
@@ -332,7 +333,7 @@ impl Broker {
         let Ok(keys) = self.vault.keys() else {
             return Ok(0);
         };
-        if !self.store.read(|tx| ops::anything_due(tx, now))? {
+        if !self.store.read(|tx| expiry::anything_due(tx, now))? {
             return Ok(0);
         }
         let (settings, waiters) = (self.settings.clone(), self.waiters.clone());
@@ -340,7 +341,7 @@ impl Broker {
             .store
             .write(move |tx| {
                 let d = Dispatch { waiters: &waiters, lease: settings.lease, keys: &keys };
-                ops::reap(tx, now, &settings, d)
+                expiry::reap(tx, now, &settings, d)
             })
             .await?;
         for task in &moved {
@@ -360,7 +361,7 @@ impl Broker {
             .store
             .write(move |tx| {
                 let d = Dispatch { waiters: &waiters, lease: settings.lease, keys: &keys };
-                ops::release_worker(tx, now, worker, &settings, d)
+                expiry::release_worker(tx, now, worker, &settings, d)
             })
             .await?;
         for task in &moved {
@@ -423,7 +424,7 @@ impl Broker {
     pub async fn extend_leases(&self) -> Result<usize, Error> {
         let now = self.clock.now();
         let lease = self.settings.lease;
-        self.store.write(move |tx| ops::extend_leases(tx, now, lease)).await
+        self.store.write(move |tx| expiry::extend_leases(tx, now, lease)).await
     }
 
     /// Waits while the vault is sealed (polls wait rather than fail);

@@ -24,19 +24,19 @@ pub(super) const TASKS: Collection<Task> = Collection::new(super::task::TABLE);
 /// of one table. Every table a commit touches costs it pages and time
 /// (measured: 0.27 ms for one to three tables, 0.48 ms for six), so the
 /// common operations touch `tasks`, this, and the audit log, nothing more.
-const SCHEDULE: Collection<Slot> = Collection::new("task_schedule");
+pub(super) const SCHEDULE: Collection<Slot> = Collection::new("task_schedule");
 /// `[READY][MAX_PRIORITY - priority][enqueued_at][task id]`: a forward scan
 /// yields highest priority first, then first in, first out.
 const READY: u8 = b'q';
 /// `[LEASED][expires_at][task id]`.
-const LEASED: u8 = b'l';
+pub(super) const LEASED: u8 = b'l';
 /// `[DELAYED][not_before][task id]`: waiting out a retry backoff.
-const DELAYED: u8 = b'd';
+pub(super) const DELAYED: u8 = b'd';
 /// `SHA-256(principal, key)` -> the task that key created.
 pub(super) const IDEMPOTENCY: Collection<IdempotencyEntry> = Collection::new("task_idempotency");
 
 #[derive(Debug, Serialize, Deserialize)]
-enum Slot {
+pub(super) enum Slot {
     /// Labels are copied here so matching a worker needs no task lookups.
     Ready { task: TaskId, labels: Vec<String> },
     /// A lease expiry or a backoff's end.
@@ -131,7 +131,7 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
-fn due_key(space: u8, t: Timestamp, id: TaskId) -> Vec<u8> {
+pub(super) fn due_key(space: u8, t: Timestamp, id: TaskId) -> Vec<u8> {
     let mut k = Vec::with_capacity(25);
     k.push(space);
     k.extend_from_slice(&t.to_key());
@@ -140,13 +140,13 @@ fn due_key(space: u8, t: Timestamp, id: TaskId) -> Vec<u8> {
 }
 
 /// The time in a `LEASED` or `DELAYED` key.
-fn time_of(key: &[u8]) -> Timestamp {
+pub(super) fn time_of(key: &[u8]) -> Timestamp {
     let mut b = [0u8; 8];
     b.copy_from_slice(key.get(1..9).unwrap_or(&[0; 8]));
     Timestamp::from_millis(u64::from_be_bytes(b))
 }
 
-fn resource(id: TaskId) -> Resource {
+pub(super) fn resource(id: TaskId) -> Resource {
     Resource::new("task", id)
 }
 
@@ -176,7 +176,7 @@ fn dispatch_labels(tx: &mut WriteTx<'_>, task: &Task) -> Result<Vec<String>, sto
 
 /// Makes a task ready: leased at once to the oldest parked poll that can
 /// run it, or queued. The caller stores the task afterwards.
-fn make_ready(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task, d: Dispatch<'_>) -> Result<(), Error> {
+pub(super) fn make_ready(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task, d: Dispatch<'_>) -> Result<(), Error> {
     task.state = TaskState::Queued;
     task.lease = None;
     task.not_before = None;
@@ -267,7 +267,7 @@ fn lease_to(
     Ok(())
 }
 
-fn finish(task: &mut Task, now: Timestamp, state: TaskState) {
+pub(super) fn finish(task: &mut Task, now: Timestamp, state: TaskState) {
     task.state = state;
     task.finished_at = Some(now);
     task.updated_at = now;
@@ -498,7 +498,7 @@ pub(super) fn complete(
     Ok(task)
 }
 
-fn retry_task(
+pub(super) fn retry_task(
     tx: &mut WriteTx<'_>,
     task: &mut Task,
     now: Timestamp,
@@ -513,175 +513,6 @@ fn retry_task(
     audit::append(tx, now, &Origin::system(), event)?;
     requeue(tx, task, now, delay, d)?;
     Ok(())
-}
-
-/// Moves every lease that would run out within `term` to `now + term`.
-pub(super) fn extend_leases(tx: &mut WriteTx<'_>, now: Timestamp, term: Duration) -> Result<usize, Error> {
-    let until = now.plus(term);
-    let short = due_keys(tx, LEASED, until)?;
-    for (key, id) in &short {
-        tx.delete(SCHEDULE, key)?;
-        tx.put(SCHEDULE, &due_key(LEASED, until, *id), &Slot::Due(*id))?;
-        if let Some(mut task) = tx.get(TASKS, &id.to_key())?
-            && let Some(lease) = &mut task.lease
-        {
-            lease.expires_at = until;
-            tx.put(TASKS, &id.to_key(), &task)?;
-        }
-    }
-    Ok(short.len())
-}
-
-/// Whether [`reap`] has anything to do; a cheap read so idle ticks never write.
-pub(super) fn anything_due(tx: &ReadTx, now: Timestamp) -> Result<bool, store::Error> {
-    let mut due = false;
-    for space in [LEASED, DELAYED] {
-        tx.scan(SCHEDULE, Some(&[space]), Order::Ascending, |key, _: Slot| {
-            due |= key.first() == Some(&space) && time_of(key) <= now;
-            Ok(false)
-        })?;
-    }
-    Ok(due)
-}
-
-/// The entries of `space` (LEASED or DELAYED) whose time has come.
-fn due_keys(tx: &mut WriteTx<'_>, space: u8, now: Timestamp) -> Result<Vec<(Vec<u8>, TaskId)>, store::Error> {
-    let mut due = Vec::new();
-    tx.scan(SCHEDULE, Some(&[space]), Order::Ascending, |key, slot| {
-        if key.first() != Some(&space) || time_of(key) > now {
-            return Ok(false);
-        }
-        if let Slot::Due(id) = slot {
-            due.push((key.to_vec(), id));
-        }
-        Ok(true)
-    })?;
-    Ok(due)
-}
-
-/// Why a lease ended before its worker reported.
-#[derive(Debug, Clone, Copy)]
-enum LeaseEnd {
-    /// The worker stopped heartbeating.
-    Expired,
-    /// The worker's enrollment was revoked.
-    WorkerRevoked,
-}
-
-impl LeaseEnd {
-    fn code(self) -> &'static str {
-        match self {
-            LeaseEnd::Expired => "lease_expired",
-            LeaseEnd::WorkerRevoked => "worker_revoked",
-        }
-    }
-
-    fn event(self) -> &'static str {
-        match self {
-            LeaseEnd::Expired => "task.lease_expired",
-            LeaseEnd::WorkerRevoked => "task.lease_revoked",
-        }
-    }
-
-    fn error(self) -> TaskError {
-        let message = match self {
-            LeaseEnd::Expired => "the worker holding the lease stopped reporting",
-            LeaseEnd::WorkerRevoked => "the worker holding the lease was revoked",
-        };
-        TaskError { code: self.code().into(), message: message.into() }
-    }
-}
-
-/// Ends the leases under the schedule `keys`: each task goes back in line,
-/// or fails when it has no attempts left. Returns the tasks it moved.
-fn end_leases(
-    tx: &mut WriteTx<'_>,
-    now: Timestamp,
-    keys: Vec<(Vec<u8>, TaskId)>,
-    why: LeaseEnd,
-    settings: &Settings,
-    d: Dispatch<'_>,
-) -> Result<Vec<Task>, Error> {
-    // Sealed before the first write, as every operation must fail early.
-    let mut reasons = Vec::with_capacity(keys.len());
-    for (_, id) in &keys {
-        reasons.push(seal_error(d.keys, *id, why.error())?);
-    }
-    let mut moved = Vec::new();
-    for ((key, id), reason) in keys.into_iter().zip(reasons) {
-        tx.delete(SCHEDULE, &key)?;
-        let Some(mut task) = tx.get(TASKS, &id.to_key())? else {
-            continue;
-        };
-        if task.state != TaskState::Leased {
-            continue;
-        }
-        let worker = task.lease.as_ref().map(|l| l.worker.to_string()).unwrap_or_default();
-        let event = Event::new(why.event(), "expire", resource(id))
-            .outcome(Outcome::Failure)
-            .detail("worker", &worker)
-            .detail("attempt", task.attempts);
-        audit::append(tx, now, &Origin::system(), event)?;
-        task.error = Some(reason);
-        task.updated_at = now;
-        if task.attempts < task.max_attempts {
-            retry_task(tx, &mut task, now, settings, d)?;
-        } else {
-            finish(&mut task, now, TaskState::Failed);
-            let event = Event::new("task.failed", "expire", resource(id))
-                .outcome(Outcome::Failure)
-                .detail("attempt", task.attempts)
-                .detail("code", why.code())
-                .detail("will_retry", false);
-            audit::append(tx, now, &Origin::system(), event)?;
-        }
-        tx.put(TASKS, &id.to_key(), &task)?;
-        moved.push(task);
-    }
-    Ok(moved)
-}
-
-/// Ends every lease `worker` holds (it has been revoked).
-pub(super) fn release_worker(
-    tx: &mut WriteTx<'_>,
-    now: Timestamp,
-    worker: WorkerId,
-    settings: &Settings,
-    d: Dispatch<'_>,
-) -> Result<Vec<Task>, Error> {
-    let mut held = Vec::new();
-    for (key, id) in due_keys(tx, LEASED, Timestamp::from_millis(u64::MAX))? {
-        let task = tx.get(TASKS, &id.to_key())?;
-        if task.and_then(|t| t.lease).is_some_and(|lease| lease.worker == worker) {
-            held.push((key, id));
-        }
-    }
-    end_leases(tx, now, held, LeaseEnd::WorkerRevoked, settings, d)
-}
-
-/// Expires overdue leases (requeue or fail) and releases finished backoffs.
-pub(super) fn reap(
-    tx: &mut WriteTx<'_>,
-    now: Timestamp,
-    settings: &Settings,
-    d: Dispatch<'_>,
-) -> Result<Vec<Task>, Error> {
-    let expired = due_keys(tx, LEASED, now)?;
-    let released = due_keys(tx, DELAYED, now)?;
-    let mut moved = end_leases(tx, now, expired, LeaseEnd::Expired, settings, d)?;
-    for (key, id) in released {
-        tx.delete(SCHEDULE, &key)?;
-        let Some(mut task) = tx.get(TASKS, &id.to_key())? else {
-            continue;
-        };
-        if task.state != TaskState::Queued || task.not_before.is_none() {
-            continue;
-        }
-        make_ready(tx, now, &mut task, d)?;
-        tx.put(TASKS, &id.to_key(), &task)?;
-        moved.push(task);
-    }
-    Ok(moved)
 }
 
 /// Up to `limit` tasks after `after` (in id order), the ids of those a key

@@ -44,6 +44,8 @@ pub enum EnrollError {
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
+    Cert(#[from] super::ca::CertError),
+    #[error(transparent)]
     Store(#[from] store::Error),
 }
 

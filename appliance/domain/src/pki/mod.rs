@@ -17,6 +17,7 @@ mod issued;
 mod keystore;
 mod revocation;
 mod rotation;
+mod workers;
 
 pub use ca::{
     CA_LIFETIME, CRL_LIFETIME, Ca, CertAndKey, CertError, IssuedCert, PeerCert, RevokedSerial, SERVER_CERT_LIFETIME,
@@ -35,6 +36,8 @@ pub use rotation::{
     clear_to_retire, clear_to_roll_back, progress as rotation_progress, retire as retire_ca,
     rollback as roll_back_rotation, start_issuing, worker_issuer,
 };
+
+pub use workers::{Enrollment, Renewal, WorkerCerts, WorkerCertsParts};
 
 /// The CA certificate in the data directory (public; workers are given it).
 pub const CA_CERT: &str = "ca.pem";

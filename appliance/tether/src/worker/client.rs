@@ -2,13 +2,15 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use serde::Deserialize;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
-use zeroize::Zeroizing;
+use serde_json::Value;
 
 use tether_base::tls;
+pub use tether_wire::{
+    CompleteReply, DeliveredSecret, EnrollRequest, Enrolled, HeartbeatReply, HeartbeatRequest, LeasedTask, PollReply,
+    PollRequest, RenewRequest, Renewed, Report, ReportedError,
+};
 
 /// How a call failed, as far as the agent's next move is concerned.
 #[derive(Debug, thiserror::Error)]
@@ -26,71 +28,6 @@ pub enum CallError {
     /// Any other refusal: retrying the same call will not help.
     #[error("{detail} (HTTP {status}, code {code})")]
     Refused { status: u16, code: String, detail: String },
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Enrolled {
-    pub worker_id: String,
-    pub cert_pem: String,
-    pub ca_pem: String,
-    pub labels: Vec<String>,
-}
-
-/// A secret that came with a lease: wiped when dropped, masked in Debug.
-#[derive(Deserialize)]
-pub struct DeliveredSecret {
-    pub name: String,
-    pub version: u32,
-    value_base64: Zeroizing<String>,
-}
-
-impl DeliveredSecret {
-    /// The value's bytes; `None` if the broker sent something undecodable.
-    pub fn value(&self) -> Option<Zeroizing<Vec<u8>>> {
-        base64::engine::general_purpose::STANDARD.decode(self.value_base64.as_bytes()).ok().map(Zeroizing::new)
-    }
-}
-
-impl std::fmt::Debug for DeliveredSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DeliveredSecret({}@{}, ***)", self.name, self.version)
-    }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct LeasedTask {
-    pub id: String,
-    pub kind: String,
-    pub input: Value,
-    #[serde(default)]
-    pub secrets: Vec<DeliveredSecret>,
-    pub lease_id: String,
-    pub timeout_s: u64,
-    pub attempt: u32,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct PollReply {
-    pub tasks: Vec<LeasedTask>,
-    pub lease_s: u64,
-    pub heartbeat_s: u64,
-    /// During a CA rotation: the CAs to trust from now on.
-    #[serde(default)]
-    pub ca_pem: Option<String>,
-    /// During a CA rotation: renew now, from the new CA.
-    #[serde(default)]
-    pub renew_now: bool,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct HeartbeatReply {
-    pub cancel: bool,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Renewed {
-    pub cert_pem: String,
-    pub ca_pem: String,
 }
 
 /// A connection to the broker's worker gateway.
@@ -125,28 +62,30 @@ impl BrokerClient {
             tls::trusting(trust, None, tls::CLIENT_ENROLL_ALPN).map_err(|e| refused(0, "tls", &e.to_string()))?;
         let http = tls::https_client(config, CALL_TIMEOUT).map_err(|e| refused(0, "tls", &e.to_string()))?;
         let client = BrokerClient { http, base: base.trim_end_matches('/').into() };
-        client.post("/worker/v1/enroll", json!({"token": token, "csr_pem": csr_pem, "labels": labels})).await
+        let request = EnrollRequest { token: token.into(), csr_pem: csr_pem.into(), labels: labels.to_vec() };
+        client.post(tether_wire::ENROLL, &request).await
     }
 
     pub async fn poll(&self, max_tasks: usize, wait: Duration) -> Result<PollReply, CallError> {
-        self.post("/worker/v1/poll", json!({"max_tasks": max_tasks, "wait_s": wait.as_secs()})).await
+        let max_tasks = Some(u32::try_from(max_tasks).unwrap_or(u32::MAX));
+        self.post(tether_wire::POLL, &PollRequest { max_tasks, wait_s: Some(wait.as_secs()) }).await
     }
 
     pub async fn heartbeat(&self, task: &str, lease: &str) -> Result<HeartbeatReply, CallError> {
-        self.post(&format!("/worker/v1/tasks/{task}/heartbeat"), json!({"lease_id": lease})).await
+        self.post(&tether_wire::heartbeat_path(task), &HeartbeatRequest { lease_id: lease.into() }).await
     }
 
-    pub async fn complete(&self, task: &str, body: Value) -> Result<Value, CallError> {
-        self.post(&format!("/worker/v1/tasks/{task}/complete"), body).await
+    pub async fn complete(&self, task: &str, report: &Report) -> Result<CompleteReply, CallError> {
+        self.post(&tether_wire::complete_path(task), report).await
     }
 
     pub async fn renew(&self, csr_pem: &str) -> Result<Renewed, CallError> {
-        self.post("/worker/v1/renew", json!({"csr_pem": csr_pem})).await
+        self.post(tether_wire::RENEW, &RenewRequest { csr_pem: csr_pem.into() }).await
     }
 
-    async fn post<T: DeserializeOwned>(&self, path: &str, body: Value) -> Result<T, CallError> {
+    async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, CallError> {
         let resp =
-            self.http.post(format!("{}{path}", self.base)).json(&body).send().await.map_err(|e| send_error(&e))?;
+            self.http.post(format!("{}{path}", self.base)).json(body).send().await.map_err(|e| send_error(&e))?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| CallError::Unreachable(tether_base::tls::error_chain(&e)))?;
         if status.is_success() {

@@ -21,7 +21,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
-use client::{BrokerClient, CallError, LeasedTask};
+use client::{BrokerClient, CallError, LeasedTask, Report, ReportedError};
 use config::WorkerConfig;
 pub use state::{Identity, StateDir};
 
@@ -411,19 +411,19 @@ async fn run_task(
             },
         }
     };
-    let (body, label) = match outcome {
-        Ok(result) => (json!({"outcome": "succeeded", "lease_id": task.lease_id, "result": result}), "succeeded"),
-        Err(f) => (
-            json!({"outcome": "failed", "lease_id": task.lease_id,
-                   "error": {"code": f.code, "message": f.message, "retryable": f.retryable}}),
-            "failed",
-        ),
+    let lease_id = task.lease_id.clone();
+    let (report, label) = match outcome {
+        Ok(result) => (Report::Succeeded { lease_id, result }, "succeeded"),
+        Err(f) => {
+            let error = ReportedError { code: f.code.into(), message: f.message, retryable: f.retryable };
+            (Report::Failed { lease_id, error }, "failed")
+        }
     };
     // Keep trying to report while the lease could still be ours.
     let deadline = tokio::time::Instant::now() + lease;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        match latest(&clients).complete(&task.id, body.clone()).await {
+        match latest(&clients).complete(&task.id, &report).await {
             Ok(_) => {
                 events.emit(json!({"event": "task_finished", "task_id": task.id, "outcome": label}));
                 return;

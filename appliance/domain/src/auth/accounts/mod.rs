@@ -4,26 +4,29 @@
 //! runtime, sealing TOTP secrets, keyed digests) before each store write.
 
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
-use super::password::{PasswordError, PasswordHash};
-use super::roles::{self, RoleChange};
-use super::sessions::{self, Lifetimes, Session};
-use super::throttle::{LoginThrottle, Refusal};
-use super::totp::{self, TotpSecret};
-use super::users::{self, User, UserError, UserInfo};
-use super::{AuthError, Principal, Role};
 use crate::audit::tally::FailureLog;
 use crate::audit::{self, Actor, ActorKind, Event, Origin, Outcome, Resource};
+use crate::auth::password::PasswordError;
+use crate::auth::roles::{self, RoleChange};
+use crate::auth::sessions::{self, Lifetimes, Session};
+use crate::auth::throttle::{LoginThrottle, Refusal};
+use crate::auth::totp::{self, TotpSecret};
+use crate::auth::users::{self, User, UserError, UserInfo};
+use crate::auth::{AuthError, Principal, Role};
 use crate::vault::{self, Place, Vault};
+use credentials::{SecondFactor, consume_second_factor, recovery_digest};
 use tether_base::clock::SharedClock;
 use tether_base::crypto::CryptoPolicy;
 use tether_store::{self as store, Store};
 
 /// Password hashes computed at once at most (each takes 64 MiB and ~0.2 s).
+mod credentials;
+
 const CONCURRENT_HASHES: usize = 2;
 
 /// What a person presents to log in or re-authenticate.
@@ -336,7 +339,7 @@ impl Accounts {
             self.record_failure(&name, origin, "bad_current_password", true).await?;
             return Err(AccountError::WrongPassword);
         }
-        if super::password::check_strength(&name, &new).is_ok() && self.check_password(&user, &new).await? {
+        if crate::auth::password::check_strength(&name, &new).is_ok() && self.check_password(&user, &new).await? {
             return Err(AccountError::Password(PasswordError::Reused));
         }
         let hash = self.hash(&name, new).await?;
@@ -479,59 +482,6 @@ impl Accounts {
         }
     }
 
-    async fn hash(&self, name: &str, password: Zeroizing<String>) -> Result<PasswordHash, AccountError> {
-        super::password::check_strength(name, &password)?;
-        let _permit = self.hashing.acquire().await.map_err(|_| PasswordError::Failed)?;
-        let (policy, name) = (self.policy, name.to_owned());
-        let hash = tokio::task::spawn_blocking(move || PasswordHash::new(policy, &name, &password))
-            .await
-            .map_err(|_| PasswordError::Failed)??;
-        Ok(hash)
-    }
-
-    async fn check_password(&self, user: &User, password: &Zeroizing<String>) -> Result<bool, PasswordError> {
-        let _permit = self.hashing.acquire().await.map_err(|_| PasswordError::Failed)?;
-        let (policy, hash, password) = (self.policy, user.password.clone(), password.clone());
-        tokio::task::spawn_blocking(move || hash.verify(policy, &password)).await.map_err(|_| PasswordError::Failed)?
-    }
-
-    /// Spends the time a password check would, so an unknown name cannot be
-    /// told from a wrong password by the clock.
-    async fn burn_a_hash(&self) {
-        static DUMMY: OnceLock<Option<PasswordHash>> = OnceLock::new();
-        let policy = self.policy;
-        let Ok(_permit) = self.hashing.acquire().await else { return };
-        let _ = tokio::task::spawn_blocking(move || {
-            let dummy = DUMMY.get_or_init(|| PasswordHash::new(policy, "-", "not a real password at all").ok());
-            dummy.as_ref().map(|d| d.verify(policy, "another wrong password"))
-        })
-        .await;
-    }
-
-    fn second_factor(
-        &self,
-        user: &User,
-        credentials: &Credentials,
-        now: tether_base::clock::Timestamp,
-        keys: &vault::Keys,
-    ) -> Result<SecondFactor, vault::Error> {
-        let Some(sealed) = &user.totp else { return Ok(SecondFactor::NotEnrolled) };
-        if let Some(code) = &credentials.totp {
-            let plain = Zeroizing::new(keys.decrypt(Place::new("users", user.name.as_bytes(), "totp"), sealed)?);
-            let secret = TotpSecret::from_bytes(plain.to_vec());
-            return Ok(match secret.matching_step(code, now, user.totp_last_step) {
-                Some(step) => SecondFactor::Totp(step),
-                None => SecondFactor::Wrong,
-            });
-        }
-        if let Some(code) = &credentials.recovery_code {
-            let digest = recovery_digest(keys, &user.name, code);
-            let known = user.recovery.iter().any(|d| tether_base::secret::digests_equal(d, &digest));
-            return Ok(if known { SecondFactor::Recovery(digest) } else { SecondFactor::Wrong });
-        }
-        Ok(SecondFactor::Missing)
-    }
-
     /// Audits a failure under the account's pseudonym; `counts` feeds the
     /// throttle (and may raise the failed-logins alert in the same write).
     async fn record_failure(
@@ -575,7 +525,7 @@ impl Accounts {
                         ("accounts", site.accounts.to_string()),
                         ("addresses", site.addresses.to_string()),
                     ];
-                    audit::alerts::raise(tx, now, "failed_logins", super::throttle::APPLIANCE_WIDE, &details)?;
+                    audit::alerts::raise(tx, now, "failed_logins", crate::auth::throttle::APPLIANCE_WIDE, &details)?;
                 }
                 Ok(())
             })
@@ -591,44 +541,10 @@ fn given_or_generated(
     match given {
         Some(p) => Ok((p, None)),
         None => {
-            let p = super::password::generate()?;
+            let p = crate::auth::password::generate()?;
             Ok((p.clone(), Some(p)))
         }
     }
-}
-
-/// Which second factor a request carried, and whether it was right.
-#[derive(Debug, Clone, Copy)]
-enum SecondFactor {
-    NotEnrolled,
-    Missing,
-    Wrong,
-    Totp(u64),
-    Recovery([u8; 32]),
-}
-
-impl SecondFactor {
-    fn label(&self) -> &'static str {
-        match self {
-            SecondFactor::NotEnrolled => "none",
-            SecondFactor::Missing | SecondFactor::Wrong => "failed",
-            SecondFactor::Totp(_) => "totp",
-            SecondFactor::Recovery(_) => "recovery_code",
-        }
-    }
-}
-
-/// Marks the accepted TOTP step, or uses up the recovery code.
-fn consume_second_factor(user: &mut User, used: Option<Result<u64, [u8; 32]>>) {
-    match used {
-        Some(Ok(step)) => user.totp_last_step = Some(step),
-        Some(Err(digest)) => user.recovery.retain(|d| !tether_base::secret::digests_equal(d, &digest)),
-        None => {}
-    }
-}
-
-fn recovery_digest(keys: &vault::Keys, name: &str, code: &str) -> [u8; 32] {
-    keys.digest("auth.recovery_code", &[name.as_bytes(), totp::normalise_recovery_code(code).as_bytes()])
 }
 
 impl From<UserError> for LoginError {

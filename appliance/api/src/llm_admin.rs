@@ -1,0 +1,325 @@
+//! The LLM gateway's management routes: virtual keys, upstreams, the
+//! enforcement prompts, usage and the prompt log.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::extract::{ApiJson, ApiQuery, Caller};
+use super::{ApiError, AppState};
+use tether_domain::auth::{Scope, users};
+use tether_domain::llm::keys::{self, Enforcement, KeyPolicy, Limits, NewKey, VirtualKey};
+use tether_domain::llm::prompts;
+use tether_domain::llm::upstreams::{self, Upstream, UpstreamInfo, UpstreamKind};
+use tether_domain::llm::usage::{self, UsageRow};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBody {
+    /// Whose key it is; a developer's keys are their own.
+    owner: Option<String>,
+    #[serde(default)]
+    models: Vec<String>,
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+    max_parallel: Option<u32>,
+    /// Limits for single models, beside the key's own: model → limits.
+    #[serde(default)]
+    model_limits: std::collections::BTreeMap<String, LimitsBody>,
+    /// Keep each call's prompt and answer, sealed; fixed for the key's life.
+    #[serde(default)]
+    log_prompts: bool,
+    enforcement: Option<Enforcement>,
+    ttl: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsBody {
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+    max_parallel: Option<u32>,
+}
+
+impl From<LimitsBody> for Limits {
+    fn from(b: LimitsBody) -> Limits {
+        Limits { rpm: b.rpm, tpm: b.tpm, max_parallel: b.max_parallel }
+    }
+}
+
+impl From<Limits> for LimitsBody {
+    fn from(l: Limits) -> LimitsBody {
+        LimitsBody { rpm: l.rpm, tpm: l.tpm, max_parallel: l.max_parallel }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    id: String,
+    owner: String,
+    models: Vec<String>,
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+    max_parallel: Option<u32>,
+    model_limits: std::collections::BTreeMap<String, LimitsBody>,
+    log_prompts: bool,
+    enforcement: &'static str,
+    #[serde(serialize_with = "tether_base::clock::as_rfc3339")]
+    created_at: tether_base::clock::Timestamp,
+    #[serde(serialize_with = "tether_base::clock::as_rfc3339")]
+    expires_at: tether_base::clock::Timestamp,
+    created_by: String,
+}
+
+impl From<VirtualKey> for KeyView {
+    fn from(k: VirtualKey) -> KeyView {
+        KeyView {
+            id: k.id,
+            owner: k.owner,
+            models: k.models,
+            rpm: k.limits.rpm,
+            tpm: k.limits.tpm,
+            max_parallel: k.limits.max_parallel,
+            model_limits: k.policy.model_limits.into_iter().map(|(m, l)| (m, l.into())).collect(),
+            log_prompts: k.policy.log_prompts,
+            enforcement: k.enforcement.as_str(),
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            created_by: k.created_by,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyCreated {
+    /// The secret: shown once, stored only as a hash.
+    key: Zeroizing<String>,
+    #[serde(flatten)]
+    view: KeyView,
+}
+
+pub async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<KeyBody>,
+) -> Result<(StatusCode, axum::Json<KeyCreated>), ApiError> {
+    let owner = body.owner.unwrap_or_else(|| caller.person().to_owned());
+    if owner != caller.person() && caller.scope != Scope::All {
+        return Err(ApiError::ExceedsYourRights("your keys are your own: leave out `owner`".into()));
+    }
+    users::check_name(owner.trim_start_matches(tether_domain::auth::sso_people::NAME_PREFIX))
+        .map_err(|_| ApiError::InvalidRequest("owner must be a person's account name".into()))?;
+    let enforcement = body.enforcement.unwrap_or(Enforcement::Standard);
+    if body.models.iter().chain(body.model_limits.keys()).any(|m| m.is_empty() || m.len() > 200) {
+        return Err(ApiError::InvalidRequest("model names are 1-200 characters".into()));
+    }
+    if let Some(model) = body.model_limits.keys().find(|m| !body.models.is_empty() && !body.models.contains(m)) {
+        return Err(ApiError::InvalidRequest(format!("{model:?} has limits but is not among the key's models")));
+    }
+    if body.model_limits.values().any(|l| l.rpm.is_none() && l.tpm.is_none() && l.max_parallel.is_none()) {
+        return Err(ApiError::InvalidRequest("a model's limits name at least one of rpm, tpm, max_parallel".into()));
+    }
+    let ttl = super::people::credential_ttl(&state, body.ttl.as_deref())?;
+    let now = state.clock.now();
+    let new = NewKey {
+        owner,
+        models: body.models,
+        limits: Limits { rpm: body.rpm, tpm: body.tpm, max_parallel: body.max_parallel },
+        policy: KeyPolicy {
+            model_limits: body.model_limits.into_iter().map(|(m, l)| (m, l.into())).collect(),
+            log_prompts: body.log_prompts,
+        },
+        enforcement,
+        expires_at: now.plus(ttl),
+    };
+    let origin = caller.origin;
+    let (key, secret) = state.store.write(move |tx| keys::issue(tx, now, &origin, new)).await?;
+    Ok((StatusCode::CREATED, axum::Json(KeyCreated { key: Zeroizing::new(secret), view: key.into() })))
+}
+
+pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Vec<KeyView>>, ApiError> {
+    let owner = (caller.scope != Scope::All).then_some(caller.principal.as_str());
+    let keys = state.store.read(|tx| keys::list(tx, owner))?;
+    Ok(axum::Json(keys.into_iter().map(KeyView::from).collect()))
+}
+
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let owner = (caller.scope != Scope::All).then(|| caller.principal.clone());
+    let (now, origin) = (state.clock.now(), caller.origin);
+    state.store.write(move |tx| keys::revoke(tx, now, &origin, &id, owner.as_deref())).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamBody {
+    kind: UpstreamKind,
+    url: String,
+    models: Vec<String>,
+    ca_pem: Option<String>,
+    /// A bearer credential the upstream wants; sealed, never shown again.
+    credential: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody").field("kind", &self.kind).field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+pub async fn put_upstream(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<UpstreamBody>,
+) -> Result<axum::Json<UpstreamInfo>, ApiError> {
+    upstreams::check(&name, &body.url, &body.models).map_err(ApiError::InvalidRequest)?;
+    if let Some(ca) = &body.ca_pem {
+        tether_base::tls::client(ca, None, tether_base::tls::CLIENT_HTTP_ALPN)
+            .map_err(|e| ApiError::InvalidRequest(format!("ca_pem: {e}")))?;
+    }
+    let credential = match &body.credential {
+        Some(secret) => Some(state.vault.encrypt(upstreams::credential_place(&name), secret.as_bytes())?),
+        None => None,
+    };
+    let now = state.clock.now();
+    let upstream = Upstream {
+        name,
+        kind: body.kind,
+        url: body.url,
+        models: body.models,
+        ca_pem: body.ca_pem,
+        credential,
+        updated_at: now,
+        updated_by: caller.principal.clone(),
+    };
+    let info = UpstreamInfo::from(&upstream);
+    let origin = caller.origin;
+    state.store.write(move |tx| upstreams::put(tx, now, &origin, &upstream)).await?;
+    Ok(axum::Json(info))
+}
+
+/// An upstream as an admin sees it: its settings and its last health probe.
+#[derive(Debug, Serialize)]
+pub struct UpstreamView {
+    #[serde(flatten)]
+    info: UpstreamInfo,
+    /// None until the first probe.
+    health: Option<tether_domain::llm::gateway::Health>,
+}
+
+pub async fn list_upstreams(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<axum::Json<Vec<UpstreamView>>, ApiError> {
+    let health = state.llm.health();
+    let views = state
+        .store
+        .read(upstreams::list)?
+        .iter()
+        .map(|u| UpstreamView { info: UpstreamInfo::from(u), health: health.get(&u.name).cloned() })
+        .collect();
+    Ok(axum::Json(views))
+}
+
+pub async fn remove_upstream(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let (now, origin) = (state.clock.now(), caller.origin);
+    let removed = state.store.write(move |tx| upstreams::remove(tx, now, &origin, &name)).await?;
+    if removed { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::NotFound) }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptBody {
+    prompt: String,
+}
+
+pub async fn set_prompt(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(level): Path<String>,
+    ApiJson(body): ApiJson<PromptBody>,
+) -> Result<StatusCode, ApiError> {
+    let level: Enforcement = level.parse().map_err(ApiError::InvalidRequest)?;
+    let (now, origin) = (state.clock.now(), caller.origin);
+    state
+        .store
+        .write(move |tx| match prompts::set(tx, now, &origin, level, &body.prompt) {
+            Ok(()) => Ok(Ok(())),
+            Err(prompts::PromptError::Invalid(m)) => Ok(Err(ApiError::InvalidRequest(m))),
+            Err(prompts::PromptError::Store(e)) => Err(e),
+        })
+        .await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// First day, `YYYY-MM-DD` (UTC).
+    from: Option<String>,
+    /// Last day, inclusive.
+    to: Option<String>,
+    /// Only this person's use (those who see everyone's).
+    owner: Option<String>,
+}
+
+/// `GET /api/v1/llm/usage`: requests and tokens per day, owner, key and model.
+pub async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<UsageQuery>,
+) -> Result<axum::Json<Vec<UsageRow>>, ApiError> {
+    let day = |v: Option<String>, default: &str| -> Result<String, ApiError> {
+        let v = v.unwrap_or_else(|| default.to_owned());
+        let ok = v.len() == 10
+            && v.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+        if ok { Ok(v) } else { Err(ApiError::InvalidRequest(format!("{v:?} is not a day like 2026-11-26"))) }
+    };
+    let (from, to) = (day(query.from, "0000-01-01")?, day(query.to, "9999-12-31")?);
+    let owner = match caller.scope {
+        Scope::All => query.owner,
+        _ => Some(caller.principal.clone()),
+    };
+    Ok(axum::Json(state.store.read(|tx| usage::report(tx, &from, &to, owner.as_deref()))?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptLogQuery {
+    /// One key's calls only.
+    key: Option<String>,
+    /// The newest this many (default 20, at most 100: each may be megabytes).
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/llm/prompt-log`: logged calls, opened; the reading is audited.
+pub async fn prompt_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<PromptLogQuery>,
+) -> Result<axum::Json<Vec<tether_domain::llm::prompt_log::Entry>>, ApiError> {
+    let limit = query.limit.unwrap_or(20).clamp(1, 100);
+    let keys = state.vault.keys()?;
+    let key = query.key.clone();
+    let entries = state.store.read(|tx| tether_domain::llm::prompt_log::read(tx, &keys, key.as_deref(), limit))?;
+    let event = tether_domain::audit::Event::new(
+        "llm.prompt_log_read",
+        "read",
+        tether_domain::audit::Resource::new("llm_prompt_log", query.key.as_deref().unwrap_or("*")),
+    )
+    .detail("entries", entries.len())
+    .detail("ids", entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>().join(","));
+    let (now, origin) = (state.clock.now(), caller.origin);
+    state.store.write(move |tx| tether_domain::audit::append(tx, now, &origin, event)).await?;
+    Ok(axum::Json(entries))
+}

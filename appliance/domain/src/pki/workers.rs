@@ -1,0 +1,140 @@
+//! Workers' certificates as a service: enrollment with a token, renewal with
+//! the current certificate. Each signs first (a bad token then costs one
+//! signature, but the transaction holds only checks and writes), then makes
+//! the change and its audit record in one transaction. Refusals are audited
+//! too: an enrollment refusal through the failure tally (anyone can send a
+//! bad token, so a flood costs one record per source and window), a renewal
+//! refusal as its own record, whose failed write fails the request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ca::{IssuedCert, csr_key_fingerprint};
+use super::enroll::{self, EnrollError, Refused, bound_worker, refused_event};
+use super::keystore::load_ca;
+use super::rotation::{BundleDeliveries, CaSet};
+use crate::audit::tally::FailureLog;
+use crate::audit::{self, Origin};
+use crate::vault::Vault;
+use tether_base::clock::{SharedClock, Timestamp};
+use tether_base::crypto::CryptoPolicy;
+use tether_base::ids::WorkerId;
+use tether_store::{self as store, Store};
+
+/// Issues and renews workers' certificates.
+#[derive(Debug)]
+pub struct WorkerCerts {
+    store: Store,
+    vault: Arc<Vault>,
+    clock: SharedClock,
+    policy: CryptoPolicy,
+    /// How long a worker certificate is valid.
+    lifetime: Duration,
+    failures: Arc<FailureLog>,
+    deliveries: Arc<BundleDeliveries>,
+    /// `ca.pem` as read at start: the current CA of a store from before
+    /// rotation existed.
+    ca_file_pem: String,
+}
+
+/// What the worker is given: its identity, certificate and the CAs to trust.
+#[derive(Debug)]
+pub struct Enrollment {
+    pub worker: WorkerId,
+    pub cert: IssuedCert,
+    pub ca_bundle: String,
+    pub labels: Vec<String>,
+}
+
+/// A renewed certificate and the CAs to trust.
+#[derive(Debug)]
+pub struct Renewal {
+    pub cert: IssuedCert,
+    pub ca_bundle: String,
+}
+
+/// The parts [`WorkerCerts`] is built from.
+#[derive(Debug)]
+pub struct WorkerCertsParts {
+    pub store: Store,
+    pub vault: Arc<Vault>,
+    pub clock: SharedClock,
+    pub policy: CryptoPolicy,
+    pub lifetime: Duration,
+    pub failures: Arc<FailureLog>,
+    pub deliveries: Arc<BundleDeliveries>,
+    pub ca_file_pem: String,
+}
+
+impl WorkerCerts {
+    pub fn new(parts: WorkerCertsParts) -> WorkerCerts {
+        let WorkerCertsParts { store, vault, clock, policy, lifetime, failures, deliveries, ca_file_pem } = parts;
+        WorkerCerts { store, vault, clock, policy, lifetime, failures, deliveries, ca_file_pem }
+    }
+
+    /// The CAs as the store has them now.
+    pub fn ca_set(&self) -> Result<CaSet, store::Error> {
+        self.store.read(|tx| CaSet::load(tx, &self.ca_file_pem))
+    }
+
+    /// Enrolls the holder of `token` with the key of `csr_pem`. A retry with
+    /// the key the token was bound to keeps its worker (the transaction
+    /// checks the binding again).
+    pub async fn enroll(
+        &self,
+        origin: Origin,
+        token: String,
+        csr_pem: &str,
+        labels: Vec<String>,
+    ) -> Result<Enrollment, EnrollError> {
+        let now = self.clock.now();
+        let csr_key = csr_key_fingerprint(csr_pem)?;
+        let worker = self.store.read(|tx| bound_worker(tx, &token, &csr_key))?.unwrap_or_else(WorkerId::new);
+        let (set, cert) = self.issue(csr_pem, worker, now)?;
+        let (issued, attempt) = (cert.clone(), origin.clone());
+        let result =
+            self.store.write(move |tx| enroll::enroll(tx, now, &attempt, &token, &labels, &issued, worker)).await;
+        match result {
+            Ok(record) => Ok(Enrollment { worker, cert, ca_bundle: set.bundle(), labels: record.labels }),
+            Err(e) => {
+                let reason = if matches!(e, EnrollError::TokenInvalid) { "token_invalid" } else { "refused" };
+                self.failures.note(origin, refused_event(Refused::Enrollment, reason)).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Renews `worker`'s certificate; `presented` is the serial of the one
+    /// it connected with, which must be the newest of its lineage.
+    pub async fn renew(
+        &self,
+        origin: Origin,
+        worker: WorkerId,
+        presented: String,
+        csr_pem: &str,
+    ) -> Result<Renewal, EnrollError> {
+        let now = self.clock.now();
+        let (set, cert) = self.issue(csr_pem, worker, now)?;
+        let (issued, attempt) = (cert.clone(), origin.clone());
+        let result = self.store.write(move |tx| enroll::renew(tx, now, &attempt, worker, &presented, &issued)).await;
+        if let Err(EnrollError::Superseded) = result {
+            let event = refused_event(Refused::Renewal(worker), "certificate_superseded");
+            self.store.write(move |tx| audit::append(tx, now, &origin, event)).await?;
+        }
+        result?;
+        if let Some(rotation) = &set.rotation {
+            self.deliveries.sent(rotation.started_at, worker);
+        }
+        Ok(Renewal { cert, ca_bundle: set.bundle() })
+    }
+
+    /// Signs `csr_pem` for `worker` with the CA that issues now (the vault
+    /// must be unsealed: the CA key is opened per signature).
+    fn issue(&self, csr_pem: &str, worker: WorkerId, now: Timestamp) -> Result<(CaSet, IssuedCert), EnrollError> {
+        let set = self.ca_set()?;
+        let (slot, pem) = set.issuing();
+        let ca = load_ca(&self.store, &self.vault, slot, pem)?;
+        let cert = ca.sign_worker_csr(self.policy, csr_pem, worker, now, self.lifetime)?;
+        Ok((set, cert))
+    }
+}

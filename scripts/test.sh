@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: unit, route and end-to-end tests (the e2e suite
-# starts the real `tether` binary), then the unit suite again on the `fips`
-# build (aws-lc-rs over the AWS-LC FIPS module). Arguments, if any, go to the
-# test runner instead, for the default build only, e.g.
-# `scripts/test.sh --test e2e`. Set TETHER_BIN to run the e2e suite against
-# another build of the binary (CI uses the release build).
+# The whole test suite, each part once:
+#   1. unit and in-process tests (the API router without sockets), debug build;
+#   2. the end-to-end suite (tests/e2e: the real binary, real TLS, real
+#      clients) against the static release binary that ships
+#      (scripts/build-release.sh), or against TETHER_BIN if it is set;
+#   3. the unit suite of the `fips` build (aws-lc-rs over the AWS-LC FIPS module).
+# Arguments, if any, go to the test runner instead (debug build only), e.g.
+# `scripts/test.sh -E 'binary(e2e)'` or `scripts/test.sh -p tether-store`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,13 +19,12 @@ need() {
     $sudo apt-get install -y -qq "$@" >/dev/null \
         || { $sudo apt-get update -qq && $sudo apt-get install -y -qq "$@" >/dev/null; }
 }
-run() {
-    if cargo nextest --version >/dev/null 2>&1; then
-        cargo nextest run --no-fail-fast "$@"
-    else
-        cargo test --no-fail-fast "$@"
-    fi
-}
+# The suites are selected with nextest's filter expressions.
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "installing cargo-nextest (crates.io) to run the tests" >&2
+    cargo install --locked --quiet cargo-nextest
+fi
+run() { cargo nextest run --no-fail-fast "$@"; }
 
 # The e2e suite scans the listeners with testssl.sh and handshakes with
 # `openssl s_client`: real peers.
@@ -51,7 +52,13 @@ if [ $# -gt 0 ]; then
     run --workspace "$@"
     exit
 fi
-run --workspace
+echo "== unit and in-process tests (debug build)" >&2
+run --workspace -E 'not binary(e2e)'
+if [ -z "${TETHER_BIN:-}" ]; then
+    TETHER_BIN="$PWD/$(scripts/build-release.sh)"
+fi
+echo "== the end-to-end suite against $TETHER_BIN" >&2
+TETHER_BIN="$TETHER_BIN" run --workspace -E 'binary(e2e)'
 # Building the FIPS module takes cmake, Go and clang.
 need cmake cmake golang-go clang libclang-dev
 need go golang-go

@@ -29,6 +29,7 @@
 
 mod appliance;
 mod bare_broker;
+mod broker;
 // The e2e tests' fake model server, the same code: test support, which
 // panics (unwraps) on what would be a broken test bench.
 #[path = "../../tests/e2e/fake_llm.rs"]
@@ -39,16 +40,13 @@ mod handshakes;
 mod redis;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use tokio::sync::{Notify, mpsc};
 
 use appliance::{Api, Appliance, Identity};
-use tether::worker::client::{BrokerClient, Report};
+use tether::worker::client::BrokerClient;
 
 struct Args {
     tether: PathBuf,
@@ -162,10 +160,10 @@ async fn run() -> anyhow::Result<()> {
             eprintln!("(a) lifecycle, 1 producer ({in_flight} in flight) / 4 workers, {} tasks…", args.tasks);
             let (app, api) = fresh(&format!("a{in_flight}"))?;
             let cpu = app.cpu_seconds()?;
-            let ours = lifecycle(enroll_workers(&app, &api, 4).await?, &api, args.tasks, in_flight).await?;
+            let ours = broker::lifecycle(enroll_workers(&app, &api, 4).await?, &api, args.tasks, in_flight).await?;
             let cpu = app.cpu_seconds()? - cpu;
             let port = redis_server.as_ref().map(|r| r.port).context("redis")?;
-            let peer = redis_lifecycle(port, args.tasks, in_flight).await?;
+            let peer = redis::lifecycle(port, args.tasks, in_flight).await?;
             report.insert(
                 format!("a_lifecycle_per_s_in_flight_{in_flight}"),
                 json!({"tether": ours, "redis": peer, "tether_cpu_s": cpu}),
@@ -184,7 +182,7 @@ async fn run() -> anyhow::Result<()> {
                 let workers = clients_at(&bare.gateway, &app.ca_pem, &identities)?;
                 let bare_api = Api::at(&bare.console, &app.ca_pem, "unused")?;
                 let bare_cpu = bare.cpu_seconds()?;
-                let ceiling = lifecycle(workers, &bare_api, args.tasks, in_flight).await?;
+                let ceiling = broker::lifecycle(workers, &bare_api, args.tasks, in_flight).await?;
                 let bare_cpu = bare.cpu_seconds()? - bare_cpu;
                 let name = bare_broker::name(durable);
                 report.insert(
@@ -222,9 +220,9 @@ async fn run() -> anyhow::Result<()> {
     if args.wants("b") {
         eprintln!("(b) create-ack → delivery latency, {} samples…", args.samples);
         let (app, api) = fresh("b")?;
-        let ours = latency(&app, &api, args.samples).await?;
+        let ours = broker::latency(&app, &api, args.samples).await?;
         let port = redis_server.as_ref().map(|r| r.port).context("redis")?;
-        let peer = redis_latency(port, args.samples).await?;
+        let peer = redis::latency(port, args.samples).await?;
         let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         rows.push(format!(
             "| (b) create-ack → delivery p50 / p99 ms | {:.3} / {:.3} | Redis {:.3} / {:.3} | p99 {:.2}× | p99 ≤ Redis |",
@@ -244,7 +242,7 @@ async fn run() -> anyhow::Result<()> {
         let (app, api) = fresh("c")?;
         let before = api.get("/api/v1/system/status").await?["store"].clone();
         let (cpu, clients_cpu) = (app.cpu_seconds()?, own_cpu_seconds()?);
-        let rate = create_throughput(|| app.api(), 64, Duration::from_secs(args.create_secs)).await?;
+        let rate = broker::create_throughput(|| app.api(), 64, Duration::from_secs(args.create_secs)).await?;
         let (cpu, clients_cpu) = (app.cpu_seconds()? - cpu, own_cpu_seconds()? - clients_cpu);
         let after = api.get("/api/v1/system/status").await?["store"].clone();
         let delta = |k: &str| after[k].as_f64().unwrap_or(0.0) - before[k].as_f64().unwrap_or(0.0);
@@ -262,7 +260,7 @@ async fn run() -> anyhow::Result<()> {
             let bare = bare_broker::BareBroker::start(&app.data, durable)?;
             let (bare_cpu, clients_cpu) = (bare.cpu_seconds()?, own_cpu_seconds()?);
             let connect = || Api::at(&bare.console, &app.ca_pem, "unused");
-            let ceiling = create_throughput(connect, 64, Duration::from_secs(args.create_secs)).await?;
+            let ceiling = broker::create_throughput(connect, 64, Duration::from_secs(args.create_secs)).await?;
             let (bare_cpu, clients_cpu) = (bare.cpu_seconds()? - bare_cpu, own_cpu_seconds()? - clients_cpu);
             let name = bare_broker::name(durable);
             report.insert(
@@ -279,7 +277,7 @@ async fn run() -> anyhow::Result<()> {
     if args.wants("d") {
         eprintln!("(d) {} idle parked mTLS polls…", args.idle);
         let (app, api) = fresh("d")?;
-        let idle = idle_polls(&app, &api, args.idle).await?;
+        let idle = broker::idle_polls(&app, &api, args.idle).await?;
         let kib = idle["kib_per_poll"].as_f64().unwrap_or(f64::NAN);
         rows.push(format!(
             "| (d) RSS per idle parked mTLS poll | {kib:.1} KiB ({} parked) | 32 KiB | {:.2}× | ≤ 1.0× |",
@@ -303,10 +301,11 @@ async fn run() -> anyhow::Result<()> {
             for round in 0..args.rounds {
                 eprintln!("(e) round {round}: lifecycle {measure}, {in_flight} in flight…");
                 let (app, api) = fresh_of(&args.tether, &format!("e{in_flight}-{round}-this"))?;
-                ours.push(lifecycle(enroll_workers(&app, &api, 4).await?, &api, args.tasks, in_flight).await?);
+                ours.push(broker::lifecycle(enroll_workers(&app, &api, 4).await?, &api, args.tasks, in_flight).await?);
                 drop(app);
                 let (app, api) = fresh_of(baseline, &format!("e{in_flight}-{round}-baseline"))?;
-                theirs.push(lifecycle(enroll_workers(&app, &api, 4).await?, &api, args.tasks, in_flight).await?);
+                theirs
+                    .push(broker::lifecycle(enroll_workers(&app, &api, 4).await?, &api, args.tasks, in_flight).await?);
             }
             let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| a / b).collect();
             let (m_ours, m_theirs, m_ratio) = (median(&ours), median(&theirs), median(&ratios));
@@ -465,220 +464,6 @@ async fn enroll_workers(app: &Appliance, api: &Api, count: usize) -> anyhow::Res
 fn clients_at(gateway: &str, ca_pem: &str, identities: &[Identity]) -> anyhow::Result<Vec<BrokerClient>> {
     let clients = identities.iter().map(|who| BrokerClient::mtls(gateway, ca_pem, &who.cert_pem, &who.key_pem));
     Ok(clients.collect::<Result<Vec<_>, _>>()?)
-}
-
-/// `workers` loop poll → complete while `api` creates `n` tasks, `in_flight`
-/// at a time; returns tasks/s from the first create to the last completion.
-async fn lifecycle(workers: Vec<BrokerClient>, api: &Api, n: usize, in_flight: usize) -> anyhow::Result<f64> {
-    let done = Arc::new(AtomicUsize::new(0));
-    let finished = Arc::new(Notify::new());
-    let workers: Vec<_> = workers
-        .into_iter()
-        .map(|w| {
-            let (done, finished) = (done.clone(), finished.clone());
-            tokio::spawn(async move {
-                loop {
-                    let Ok(reply) = w.poll(1, Duration::from_secs(30)).await else { continue };
-                    for t in reply.tasks {
-                        let report = Report::Succeeded { lease_id: t.lease_id, result: t.input };
-                        if w.complete(&t.id, &report).await.is_ok() && done.fetch_add(1, Ordering::SeqCst) + 1 == n {
-                            finished.notify_one();
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    let start = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut producer = tokio::task::JoinSet::new();
-    for _ in 0..in_flight {
-        let (api, next) = (api.clone(), next.clone());
-        producer.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                api.post("/api/v1/tasks", &json!({"kind": "echo", "input": {"i": i}})).await?;
-            }
-        });
-    }
-    while let Some(r) = producer.join_next().await {
-        r??;
-    }
-    tokio::time::timeout(Duration::from_secs(600), finished.notified()).await.context("tasks did not finish")?;
-    let rate = n as f64 / start.elapsed().as_secs_f64();
-    workers.iter().for_each(|w| w.abort());
-    Ok(rate)
-}
-
-async fn latency(app: &Appliance, api: &Api, samples: usize) -> anyhow::Result<Value> {
-    let w = app.enroll_worker(api).await?;
-    let (tx, mut delivered) = mpsc::unbounded_channel::<Instant>();
-    let worker = tokio::spawn(async move {
-        loop {
-            let Ok(reply) = w.poll(1, Duration::from_secs(30)).await else { continue };
-            let at = Instant::now();
-            for t in reply.tasks {
-                let _ = tx.send(at);
-                let _ = w.complete(&t.id, &Report::Succeeded { lease_id: t.lease_id, result: json!({}) }).await;
-            }
-        }
-    });
-    let mut after_ack = Vec::with_capacity(samples);
-    for i in 0..samples {
-        // Only an already-waiting worker counts: wait until its poll is parked.
-        while api.parked_polls().await? < 1 {
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-        api.post("/api/v1/tasks", &json!({"kind": "echo", "input": {"i": i}})).await?;
-        let acked = Instant::now();
-        let got = delivered.recv().await.context("worker stopped")?;
-        after_ack.push(got.saturating_duration_since(acked));
-    }
-    worker.abort();
-    Ok(percentiles(after_ack))
-}
-
-/// `clients` producers, each with its own connection from `connect`, create
-/// tasks for `run_for`; returns creates/s.
-async fn create_throughput(
-    connect: impl Fn() -> anyhow::Result<Api>,
-    clients: usize,
-    run_for: Duration,
-) -> anyhow::Result<f64> {
-    let mut apis = Vec::new();
-    for _ in 0..clients {
-        let api = connect()?;
-        api.get("/healthz").await?; // connect and handshake before the clock starts
-        apis.push(api);
-    }
-    let total = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let deadline = start + run_for;
-    let mut joins = Vec::new();
-    for (c, api) in apis.into_iter().enumerate() {
-        let total = total.clone();
-        joins.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                n += 1;
-                if api.post("/api/v1/tasks", &json!({"kind": "echo", "input": {"c": c, "n": n}})).await.is_ok() {
-                    total.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for j in joins {
-        j.await?;
-    }
-    Ok(total.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
-}
-
-async fn idle_polls(app: &Appliance, api: &Api, count: usize) -> anyhow::Result<Value> {
-    let workers = enroll_workers(app, api, count).await?;
-    let before = app.rss_kib()?;
-    let mut polls = Vec::with_capacity(count);
-    for w in workers {
-        polls.push(tokio::spawn(async move { w.poll(1, Duration::from_secs(30)).await }));
-    }
-    let wait_start = Instant::now();
-    let mut parked = 0;
-    while wait_start.elapsed() < Duration::from_secs(25) {
-        parked = api.parked_polls().await?;
-        if parked as usize >= count {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let after = app.rss_kib()?;
-    polls.iter().for_each(|p| p.abort());
-    let kib_per_poll = (after.saturating_sub(before)) as f64 / parked.max(1) as f64;
-    Ok(json!({"parked": parked, "rss_before_kib": before, "rss_after_kib": after, "kib_per_poll": kib_per_poll}))
-}
-
-async fn redis_lifecycle(port: u16, n: usize, in_flight: usize) -> anyhow::Result<f64> {
-    let mut setup = redis::Conn::connect(port).await?;
-    setup.cmd(&[b"DEL", b"queue", b"processing"]).await?;
-    let done = Arc::new(AtomicUsize::new(0));
-    let finished = Arc::new(Notify::new());
-    let mut consumers = Vec::new();
-    for _ in 0..4 {
-        let mut c = redis::Conn::connect(port).await?;
-        let (done, finished) = (done.clone(), finished.clone());
-        consumers.push(tokio::spawn(async move {
-            loop {
-                let Ok(reply) = c.cmd(&[b"BLMOVE", b"queue", b"processing", b"RIGHT", b"LEFT", b"1"]).await else {
-                    return;
-                };
-                if let redis::Reply::Bulk(Some(item)) = reply {
-                    // Ack: the task is done, take it off the processing list.
-                    if c.cmd(&[b"LREM", b"processing", b"1", &item]).await.is_ok()
-                        && done.fetch_add(1, Ordering::SeqCst) + 1 == n
-                    {
-                        finished.notify_one();
-                    }
-                }
-            }
-        }));
-    }
-    let start = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut producer = tokio::task::JoinSet::new();
-    for _ in 0..in_flight {
-        let mut conn = redis::Conn::connect(port).await?;
-        let next = next.clone();
-        producer.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                let item = json!({"id": i, "kind": "echo", "input": {"i": i}}).to_string();
-                conn.cmd(&[b"LPUSH", b"queue", item.as_bytes()]).await?;
-            }
-        });
-    }
-    while let Some(r) = producer.join_next().await {
-        r??;
-    }
-    tokio::time::timeout(Duration::from_secs(600), finished.notified()).await.context("redis consumers stalled")?;
-    let rate = n as f64 / start.elapsed().as_secs_f64();
-    consumers.iter().for_each(|c| c.abort());
-    Ok(rate)
-}
-
-async fn redis_latency(port: u16, samples: usize) -> anyhow::Result<Value> {
-    let mut producer = redis::Conn::connect(port).await?;
-    producer.cmd(&[b"DEL", b"queue", b"processing"]).await?;
-    let mut consumer = redis::Conn::connect(port).await?;
-    let (tx, mut delivered) = mpsc::unbounded_channel::<Instant>();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok(reply) = consumer.cmd(&[b"BLMOVE", b"queue", b"processing", b"RIGHT", b"LEFT", b"0"]).await else {
-                return;
-            };
-            let at = Instant::now();
-            if let redis::Reply::Bulk(Some(item)) = reply {
-                let _ = tx.send(at);
-                let _ = consumer.cmd(&[b"LREM", b"processing", b"1", &item]).await;
-            }
-        }
-    });
-    let mut after_ack = Vec::with_capacity(samples);
-    for i in 0..samples {
-        while producer.blocked_clients().await? < 1 {
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-        let item = json!({"id": i}).to_string();
-        producer.cmd(&[b"LPUSH", b"queue", item.as_bytes()]).await?;
-        let acked = Instant::now();
-        let got = delivered.recv().await.context("consumer stopped")?;
-        after_ack.push(got.saturating_duration_since(acked));
-    }
-    task.abort();
-    Ok(percentiles(after_ack))
 }
 
 const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";

@@ -1,12 +1,20 @@
 //! A Redis server with `appendfsync always`, and just enough of RESP to run
 //! a reliable queue (LPUSH, BLMOVE, LREM). Written here rather than pulling
-//! a Redis client crate into the workspace build for three commands.
+//! a Redis client crate into the workspace build for three commands. And
+//! the two measurements made against it: a reliable queue's lifecycle
+//! throughput and its enqueue-to-delivery latency.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
 
 use crate::appliance::Reaped;
+use crate::percentiles;
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -128,4 +136,87 @@ impl Conn {
             other => bail!("unexpected INFO reply {other:?}"),
         }
     }
+}
+
+pub async fn lifecycle(port: u16, n: usize, in_flight: usize) -> anyhow::Result<f64> {
+    let mut setup = Conn::connect(port).await?;
+    setup.cmd(&[b"DEL", b"queue", b"processing"]).await?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(Notify::new());
+    let mut consumers = Vec::new();
+    for _ in 0..4 {
+        let mut c = Conn::connect(port).await?;
+        let (done, finished) = (done.clone(), finished.clone());
+        consumers.push(tokio::spawn(async move {
+            loop {
+                let Ok(reply) = c.cmd(&[b"BLMOVE", b"queue", b"processing", b"RIGHT", b"LEFT", b"1"]).await else {
+                    return;
+                };
+                if let Reply::Bulk(Some(item)) = reply {
+                    // Ack: the task is done, take it off the processing list.
+                    if c.cmd(&[b"LREM", b"processing", b"1", &item]).await.is_ok()
+                        && done.fetch_add(1, Ordering::SeqCst) + 1 == n
+                    {
+                        finished.notify_one();
+                    }
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut producer = tokio::task::JoinSet::new();
+    for _ in 0..in_flight {
+        let mut conn = Conn::connect(port).await?;
+        let next = next.clone();
+        producer.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let item = json!({"id": i, "kind": "echo", "input": {"i": i}}).to_string();
+                conn.cmd(&[b"LPUSH", b"queue", item.as_bytes()]).await?;
+            }
+        });
+    }
+    while let Some(r) = producer.join_next().await {
+        r??;
+    }
+    tokio::time::timeout(Duration::from_secs(600), finished.notified()).await.context("redis consumers stalled")?;
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    consumers.iter().for_each(|c| c.abort());
+    Ok(rate)
+}
+
+pub async fn latency(port: u16, samples: usize) -> anyhow::Result<Value> {
+    let mut producer = Conn::connect(port).await?;
+    producer.cmd(&[b"DEL", b"queue", b"processing"]).await?;
+    let mut consumer = Conn::connect(port).await?;
+    let (tx, mut delivered) = mpsc::unbounded_channel::<Instant>();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok(reply) = consumer.cmd(&[b"BLMOVE", b"queue", b"processing", b"RIGHT", b"LEFT", b"0"]).await else {
+                return;
+            };
+            let at = Instant::now();
+            if let Reply::Bulk(Some(item)) = reply {
+                let _ = tx.send(at);
+                let _ = consumer.cmd(&[b"LREM", b"processing", b"1", &item]).await;
+            }
+        }
+    });
+    let mut after_ack = Vec::with_capacity(samples);
+    for i in 0..samples {
+        while producer.blocked_clients().await? < 1 {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let item = json!({"id": i}).to_string();
+        producer.cmd(&[b"LPUSH", b"queue", item.as_bytes()]).await?;
+        let acked = Instant::now();
+        let got = delivered.recv().await.context("consumer stopped")?;
+        after_ack.push(got.saturating_duration_since(acked));
+    }
+    task.abort();
+    Ok(percentiles(after_ack))
 }

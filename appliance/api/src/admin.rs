@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::{ApiError, AppState};
-use tether_base::crypto::{CryptoPolicy, CryptoStatus, Mode};
+use tether_base::crypto::{CryptoStatus, Mode};
 use tether_domain::audit;
 use tether_domain::audit::sinks::{self, SinkKind, SinkStatus};
 use tether_domain::evidence;
@@ -144,43 +144,11 @@ pub async fn change_crypto_mode(
 ) -> Result<axum::Json<ModeChanged>, ApiError> {
     let to = body.mode;
     let current = body.current.into_iter().map(|b| b.credential()).collect::<Result<Vec<_>, _>>()?;
-    let changed = async {
-        let proof = state.vault.reauthenticate(current).await?;
-        let (now, grace) = (state.clock.now(), state.config.worker_cert_grace);
-        let policy = CryptoPolicy { mode: to };
-        let unapproved = state.store.read(|tx| pki::unapproved_worker_keys(tx, policy, now, grace))?;
-        if let Some((worker, kind)) = unapproved.first() {
-            return Err(ApiError::KeyNotApproved(format!(
-                "{} active worker(s) hold keys {} mode does not allow (e.g. worker {worker}: {}); revoke them first",
-                unapproved.len(),
-                to.as_str(),
-                kind.as_str()
-            )));
-        }
-        Ok(state.vault.change_crypto_mode(&caller.origin, proof, to).await?)
-    }
-    .await;
-    let previous = match changed {
-        Ok(previous) => previous,
-        Err(e) => {
-            let event = audit::Event::new(
-                "crypto.mode_change_refused",
-                "change",
-                audit::Resource::new("crypto_policy", "mode"),
-            )
-            .outcome(audit::Outcome::Denied)
-            .detail("to", to.as_str())
-            .detail("reason", e.status_and_code().1);
-            super::extract::record(&state, caller.origin, event).await;
-            return Err(e);
-        }
-    };
-    Ok(axum::Json(ModeChanged {
-        mode: to,
-        previous,
-        running_mode: state.crypto.mode,
-        restart_required: to != state.crypto.mode,
-    }))
+    let (now, grace) = (state.clock.now(), state.config.worker_cert_grace);
+    let blocker = |tx: &_, policy| pki::unapproved_worker_keys_refusal(tx, policy, now, grace);
+    let previous = state.vault.change_crypto_mode(&caller.origin, current, to, blocker).await?;
+    let (running_mode, restart_required) = (state.crypto.mode, to != state.crypto.mode);
+    Ok(axum::Json(ModeChanged { mode: to, previous, running_mode, restart_required }))
 }
 
 fn warnings(state: &AppState) -> Vec<&'static str> {

@@ -407,6 +407,7 @@ impl From<vault::Error> for ApiError {
                 ApiError::ShareInvalid(e.to_string())
             }
             V::WeakPassphrase | V::BadShareSetup => ApiError::InvalidRequest(e.to_string()),
+            V::NotAllowedInMode(why) => ApiError::KeyNotApproved(why),
             V::Integrity { .. } | V::UnknownKeyVersion(_) => ApiError::Integrity(e),
             V::Store(s) => s.into(),
             V::NotInitialised | V::AlreadyInitialised | V::KeyExhausted | V::Corrupt(_) | V::Random => {
@@ -486,7 +487,10 @@ impl From<TokenError> for ApiError {
     fn from(e: TokenError) -> Self {
         match e {
             TokenError::NotFound => ApiError::NotFound,
-            TokenError::HolderLacksRole => ApiError::ExceedsYourRights(e.to_string()),
+            TokenError::HolderLacksRole | TokenError::NotYoursToName | TokenError::MoreThanYourRole { .. } => {
+                ApiError::ExceedsYourRights(e.to_string())
+            }
+            TokenError::BadName => ApiError::InvalidRequest(e.to_string()),
             TokenError::Store(s) => s.into(),
         }
     }
@@ -497,7 +501,7 @@ impl From<tether_domain::llm::keys::KeyError> for ApiError {
         use tether_domain::llm::keys::KeyError as K;
         match e {
             K::NotFound => ApiError::NotFound,
-            K::OwnerCannotHold => ApiError::InvalidRequest(e.to_string()),
+            K::OwnerCannotHold | K::Invalid(_) => ApiError::InvalidRequest(e.to_string()),
             K::Store(s) => s.into(),
         }
     }

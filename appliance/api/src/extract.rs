@@ -93,6 +93,12 @@ impl Caller {
 
     /// Who stands behind what this caller makes (a token, a key): the
     /// person, or the appliance for its broker-core bootstrap token.
+    /// The caller as someone asking for a new token.
+    pub fn asker(&self) -> auth::tokens::Asker {
+        let (name, role, everyone) = (self.principal.clone(), self.role, self.scope == auth::Scope::All);
+        auth::tokens::Asker { name, role, everyone, holder: self.holder() }
+    }
+
     pub fn holder(&self) -> auth::tokens::Holder {
         match &self.via {
             Via::Token { holder, .. } => holder.clone(),

@@ -110,18 +110,9 @@ pub async fn create_key(
     }
     users::check_name(owner.trim_start_matches(tether_domain::auth::sso_people::NAME_PREFIX))
         .map_err(|_| ApiError::InvalidRequest("owner must be a person's account name".into()))?;
-    let enforcement = body.enforcement.unwrap_or(Enforcement::Standard);
-    if body.models.iter().chain(body.model_limits.keys()).any(|m| m.is_empty() || m.len() > 200) {
-        return Err(ApiError::InvalidRequest("model names are 1-200 characters".into()));
-    }
-    if let Some(model) = body.model_limits.keys().find(|m| !body.models.is_empty() && !body.models.contains(m)) {
-        return Err(ApiError::InvalidRequest(format!("{model:?} has limits but is not among the key's models")));
-    }
-    if body.model_limits.values().any(|l| l.rpm.is_none() && l.tpm.is_none() && l.max_parallel.is_none()) {
-        return Err(ApiError::InvalidRequest("a model's limits name at least one of rpm, tpm, max_parallel".into()));
-    }
     let ttl = super::people::credential_ttl(&state, body.ttl.as_deref())?;
     let now = state.clock.now();
+    let enforcement = body.enforcement.unwrap_or(Enforcement::Standard);
     let new = NewKey {
         owner,
         models: body.models,

@@ -11,8 +11,8 @@ use crate::config::parse_duration;
 use tether_domain::audit::alerts::{self, Alert};
 use tether_domain::auth::roles::RoleChange;
 use tether_domain::auth::tokens::{self, TokenInfo};
-use tether_domain::auth::users::{self, UserInfo};
-use tether_domain::auth::{self, Role, Scope};
+use tether_domain::auth::users::UserInfo;
+use tether_domain::auth::{Role, Scope};
 
 pub async fn list_users(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Vec<UserInfo>>, ApiError> {
     Ok(axum::Json(state.accounts.list()?))
@@ -151,41 +151,14 @@ pub async fn create_token(
     caller: Caller,
     ApiJson(body): ApiJson<TokenBody>,
 ) -> Result<(StatusCode, axum::Json<TokenCreated>), ApiError> {
-    let name = body.name.unwrap_or_else(|| caller.principal.clone());
-    users::check_name(&name)
-        .map_err(|_| ApiError::InvalidRequest("name must be 1-64 characters of a-z, 0-9, '.', '_', '-', '@'".into()))?;
-    if name != caller.principal {
-        let a_person = state.store.read(|tx| users::get(tx, &name))?.is_some();
-        if caller.scope != Scope::All || a_person {
-            return Err(ApiError::ExceedsYourRights(
-                "a token acts for its creator, or (made by an admin) for a service name that is no person's account"
-                    .into(),
-            ));
-        }
-    }
-    if !auth::may_delegate(caller.role, body.role) {
-        return Err(ApiError::ExceedsYourRights(format!(
-            "a {} cannot make a {} token: a token never carries more rights than its creator",
-            caller.role, body.role
-        )));
-    }
-    let ttl = credential_ttl(&state, body.ttl.as_deref())?;
-    let now = state.clock.now();
-    // A service token is held by the person who made it (through whatever
-    // credential): it never outlives that person's rights.
-    let new = tokens::NewToken { owner: name, role: body.role, holder: caller.holder(), expires_at: now.plus(ttl) };
-    let origin = caller.origin;
-    let (record, token) = state.store.write(move |tx| auth::issue_token(tx, now, &origin, new)).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(TokenCreated {
-            token,
-            id: record.id,
-            role: record.role,
-            name: record.owner,
-            expires_at: record.expires_at.to_rfc3339(),
-        }),
-    ))
+    let expires_at = state.clock.now().plus(credential_ttl(&state, body.ttl.as_deref())?);
+    let (now, origin, asker) = (state.clock.now(), caller.origin.clone(), caller.asker());
+    let (record, token) = state
+        .store
+        .write(move |tx| tokens::issue_requested(tx, now, &origin, &asker, body.name, body.role, expires_at))
+        .await?;
+    let (id, role, name, expires_at) = (record.id, record.role, record.owner, record.expires_at.to_rfc3339());
+    Ok((StatusCode::CREATED, axum::Json(TokenCreated { token, id, role, name, expires_at })))
 }
 
 pub async fn list_tokens(

@@ -112,8 +112,51 @@ pub enum TokenError {
     /// Rotating would hand out a role the holder no longer has.
     #[error("the token's holder no longer holds its role: make a new token instead")]
     HolderLacksRole,
+    #[error("name must be 1-64 characters of a-z, 0-9, '.', '_', '-', '@'")]
+    BadName,
+    #[error("a token acts for its creator, or (made by an admin) for a service name that is no person's account")]
+    NotYoursToName,
+    #[error("a {creator} cannot make a {role} token: a token never carries more rights than its creator")]
+    MoreThanYourRole { creator: Role, role: Role },
     #[error(transparent)]
     Store(#[from] store::Error),
+}
+
+/// Who asks for a new token.
+#[derive(Debug, Clone)]
+pub struct Asker {
+    /// Whom they act for.
+    pub name: String,
+    pub role: Role,
+    /// Their grant covers everyone's tokens (an admin's), not only their own.
+    pub everyone: bool,
+    /// The person behind the request, who will hold the token: it never
+    /// outlives that person's rights.
+    pub holder: Holder,
+}
+
+/// Issues the token `asker` asked for: acting for themselves, or (asked by
+/// an admin) for a service name that is no person's account; never with a
+/// role above the asker's. A refusal writes nothing.
+pub fn issue_requested(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    asker: &Asker,
+    name: Option<String>,
+    role: Role,
+    expires_at: Timestamp,
+) -> Result<(ApiToken, String), TokenError> {
+    let owner = name.unwrap_or_else(|| asker.name.clone());
+    super::users::check_name(&owner).map_err(|_| TokenError::BadName)?;
+    if owner != asker.name && (!asker.everyone || super::users::get(&mut *tx, &owner)?.is_some()) {
+        return Err(TokenError::NotYoursToName);
+    }
+    if !super::may_delegate(asker.role, role) {
+        return Err(TokenError::MoreThanYourRole { creator: asker.role, role });
+    }
+    let new = NewToken { owner, role, holder: asker.holder.clone(), expires_at };
+    Ok(issue_token(tx, now, origin, new)?)
 }
 
 /// What a token is made for: whom it acts for, with which role, held by

@@ -116,6 +116,23 @@ pub struct NewKey {
     pub expires_at: Timestamp,
 }
 
+impl NewKey {
+    /// The rules a key's models and limits follow.
+    fn check(&self) -> Result<(), KeyError> {
+        let limited = || self.policy.model_limits.iter().map(|(m, _)| m);
+        if self.models.iter().chain(limited()).any(|m| m.is_empty() || m.len() > 200) {
+            return Err(KeyError::Invalid("model names are 1-200 characters".into()));
+        }
+        if let Some(model) = limited().find(|m| !self.models.is_empty() && !self.models.contains(m)) {
+            return Err(KeyError::Invalid(format!("{model:?} has limits but is not among the key's models")));
+        }
+        if self.policy.model_limits.iter().any(|(_, l)| *l == Limits::default()) {
+            return Err(KeyError::Invalid("a model's limits name at least one of rpm, tpm, max_parallel".into()));
+        }
+        Ok(())
+    }
+}
+
 /// Why a key operation was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -124,6 +141,9 @@ pub enum KeyError {
     /// The owner is no enabled account, or its role may not hold keys.
     #[error("a key's owner must be an enabled account whose role may hold keys (admin or developer)")]
     OwnerCannotHold,
+    /// What was asked for does not make a key (the message says why).
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Store(#[from] store::Error),
 }
@@ -136,6 +156,7 @@ pub fn issue(
     origin: &Origin,
     new: NewKey,
 ) -> Result<(VirtualKey, String), KeyError> {
+    new.check()?;
     if owner_standing(&mut *tx, &new.owner)?.is_err() {
         return Err(KeyError::OwnerCannotHold);
     }

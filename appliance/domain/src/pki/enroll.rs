@@ -307,6 +307,25 @@ fn install_cert(tx: &mut WriteTx<'_>, record: &mut WorkerRecord, cert: &IssuedCe
     Ok(previous)
 }
 
+/// Why `policy` cannot be switched to while workers hold keys it does not
+/// allow (see [`unapproved_worker_keys`]); `None` if nothing stands in the way.
+pub fn unapproved_worker_keys_refusal(
+    tx: &ReadTx,
+    policy: CryptoPolicy,
+    now: Timestamp,
+    grace: Duration,
+) -> Result<Option<String>, store::Error> {
+    let unapproved = unapproved_worker_keys(tx, policy, now, grace)?;
+    Ok(unapproved.first().map(|(worker, kind)| {
+        format!(
+            "{} active worker(s) hold keys {} mode does not allow (e.g. worker {worker}: {}); revoke them first",
+            unapproved.len(),
+            policy.mode.as_str(),
+            kind.as_str()
+        )
+    }))
+}
+
 /// The active workers (unrevoked, their certificate still usable within
 /// `grace`) whose key `policy` does not approve, with that key's kind.
 pub fn unapproved_worker_keys(

@@ -31,10 +31,10 @@ pub use shamir::ShareError;
 use unseal::PendingShares;
 pub use unseal::{Choice, Material, Method};
 
-use crate::audit::{self, Event, Origin, Resource};
+use crate::audit::{self, Event, Origin, Outcome, Resource};
 use tether_base::clock::SharedClock;
 use tether_base::secret::RandomFailed;
-use tether_store::{self as store, Store, WriteTx};
+use tether_store::{self as store, ReadTx, Store, WriteTx};
 
 /// What went wrong, named for the person at the console. None of these
 /// carries a key, a passphrase, a share or a value.
@@ -80,8 +80,41 @@ pub enum Error {
     Corrupt(&'static str),
     #[error("the system random source failed")]
     Random,
+    /// The crypto mode asked for does not allow something in use (the
+    /// message says what, and what to do).
+    #[error("{0}")]
+    NotAllowedInMode(String),
     #[error(transparent)]
     Store(#[from] store::Error),
+}
+
+impl Error {
+    /// A refusal's reason, as its audit record names it.
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::WrongPassphrase
+            | Error::WrongKeyFile
+            | Error::NotAKeyFile
+            | Error::Share(_)
+            | Error::ShareFromAnotherSet { .. }
+            | Error::DuplicateShare { .. }
+            | Error::SharesDoNotOpen
+            | Error::QuorumNeeded
+            | Error::WrongMethod { .. } => "unseal_refused",
+            Error::NotAllowedInMode(_) => "key_not_approved",
+            Error::Sealed => "sealed",
+            Error::NotInitialised
+            | Error::AlreadyInitialised
+            | Error::WeakPassphrase
+            | Error::BadShareSetup
+            | Error::Integrity { .. }
+            | Error::UnknownKeyVersion(_)
+            | Error::KeyExhausted
+            | Error::Corrupt(_)
+            | Error::Random
+            | Error::Store(_) => "failed",
+        }
+    }
 }
 
 impl From<RandomFailed> for Error {
@@ -364,8 +397,8 @@ impl Vault {
 
     /// Checks the unseal credentials again (`current`): the
     /// re-authentication a drastic change needs from someone already
-    /// signed in. The proof is what [`Vault::change_crypto_mode`] takes.
-    pub async fn reauthenticate(&self, current: Vec<Credential>) -> Result<Reauthenticated, Error> {
+    /// signed in.
+    async fn reauthenticate(&self, current: Vec<Credential>) -> Result<Reauthenticated, Error> {
         let _one_at_a_time = self.attempts.lock().await;
         let meta = self.store.read(keyring::meta)?.ok_or(Error::NotInitialised)?;
         let passphrase = current.iter().find_map(|c| match c {
@@ -379,12 +412,44 @@ impl Vault {
         Ok(Reauthenticated { passphrase })
     }
 
-    /// Switches the crypto mode (from the next start) for a re-authenticated
-    /// caller. A passphrase wrapped with a KDF the new mode does not allow
-    /// (Argon2id, going to FIPS) is re-wrapped with the one it does, from
-    /// the same passphrase, in the same transaction. Returns the mode it
-    /// replaced.
+    /// Switches the crypto mode (from the next start) for a caller who
+    /// gives the unseal credentials again (`current`), unless `blocker`
+    /// finds something the new mode's policy does not allow (it answers
+    /// why). Returns the mode it replaced. Audited, refusals included: a
+    /// refusal whose record cannot be written fails with the store's error.
     pub async fn change_crypto_mode(
+        &self,
+        origin: &Origin,
+        current: Vec<Credential>,
+        to: tether_base::crypto::Mode,
+        blocker: impl FnOnce(&ReadTx, tether_base::crypto::CryptoPolicy) -> Result<Option<String>, store::Error>,
+    ) -> Result<tether_base::crypto::Mode, Error> {
+        let attempt = async {
+            let proof = self.reauthenticate(current).await?;
+            let policy = tether_base::crypto::CryptoPolicy { mode: to };
+            if let Some(why) = self.store.read(|tx| blocker(tx, policy))? {
+                return Err(Error::NotAllowedInMode(why));
+            }
+            self.switch_crypto_mode(origin, proof, to).await
+        };
+        let refused = match attempt.await {
+            Ok(from) => return Ok(from),
+            Err(e) => e,
+        };
+        let event = Event::new("crypto.mode_change_refused", "change", Resource::new("crypto_policy", "mode"))
+            .outcome(Outcome::Denied)
+            .detail("to", to.as_str())
+            .detail("reason", refused.reason());
+        let (now, origin) = (self.clock.now(), origin.clone());
+        self.store.write(move |tx| audit::append(tx, now, &origin, event)).await?;
+        Err(refused)
+    }
+
+    /// Switches the crypto mode for a re-authenticated caller. A passphrase
+    /// wrapped with a KDF the new mode does not allow (Argon2id, going to
+    /// FIPS) is re-wrapped with the one it does, from the same passphrase,
+    /// in the same transaction.
+    async fn switch_crypto_mode(
         &self,
         origin: &Origin,
         proof: Reauthenticated,

@@ -214,15 +214,28 @@ async fn a_syslog_tls_receiver_gets_every_record_in_order_even_across_an_outage_
 
     // The receiver goes away for a while under load, then comes back.
     receiver.stop();
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let during = head(api.clone()).await;
-    assert!(during > before + 50, "records kept coming while the receiver was away ({before} → {during})");
-    let (_, alerts) = api.get("/api/v1/alerts").await;
-    let down: Vec<_> = alerts.as_array().unwrap().iter().filter(|a| a["kind"] == "audit_sink_down").collect();
-    assert_eq!(down.len(), 1, "the outage raised one alert: {alerts}");
+    let sink_down = |api: crate::harness::Api| async move {
+        let (_, alerts) = api.get("/api/v1/alerts").await;
+        alerts.as_array().unwrap().iter().filter(|a| a["kind"] == "audit_sink_down").cloned().collect::<Vec<_>>()
+    };
+    // Down longer than TETHER_AUDIT_SINK_DOWN_ALERT (3 s), with records piling up.
+    eventually("the outage raises its alert", Duration::from_secs(30), || async {
+        !sink_down(api.clone()).await.is_empty()
+    })
+    .await;
+    eventually("records keep coming while the receiver is away", Duration::from_secs(30), || async {
+        head(api.clone()).await > before + 50
+    })
+    .await;
+    let down = sink_down(api.clone()).await;
+    assert_eq!(down.len(), 1, "the outage raised one alert: {down:?}");
     assert_eq!(down[0]["subject"], "siem");
+    let during = head(api.clone()).await;
     let receiver = Receiver::start(port, tls, seqs.clone()).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually("the receiver gets records written during the outage", Duration::from_secs(30), || async {
+        seqs.lock().unwrap().iter().any(|s| *s >= during)
+    })
+    .await;
     load.abort();
     let last = head(api.clone()).await;
     eventually("the receiver has every record up to the last", Duration::from_secs(60), || async {
@@ -353,7 +366,10 @@ async fn filling_the_disk_under_load_fails_cleanly_loses_nothing_acknowledged_an
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    eventually("the submitters are under way", Duration::from_secs(10), || async {
+        !acknowledged.lock().unwrap().is_empty()
+    })
+    .await;
     let health = |api: crate::harness::Api| async move { api.with_token(None).get("/healthz").await.1 };
 
     // The disk nearly fills (another program's file), then fills
@@ -378,7 +394,21 @@ async fn filling_the_disk_under_load_fails_cleanly_loses_nothing_acknowledged_an
         h["disk"] == "low" || h["audit"] == "degraded"
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let disk_alerts = |api: crate::harness::Api| async move {
+        // Reads answer 503 while the store reopens after a failed write.
+        let (_, alerts) = api.get("/api/v1/alerts").await;
+        alerts.as_array().map_or(0, |all| all.iter().filter(|a| a["kind"] == "disk_usage").count())
+    };
+    eventually("the fill raises the disk-usage alert", Duration::from_secs(30), || async {
+        disk_alerts(api.clone()).await > 0
+    })
+    .await;
+    let refusals = || refused.lock().unwrap().values().sum::<usize>();
+    // 507: the disk gate refuses (and tallies the refusal for the audit log).
+    eventually("state changes are refused while the disk is low", Duration::from_secs(10), || async {
+        refused.lock().unwrap().contains_key("insufficient_storage")
+    })
+    .await;
     let filler = mount.0.join("filler");
     let filled =
         Command::new("dd").arg("if=/dev/zero").arg(format!("of={}", filler.display())).arg("bs=64k").output().unwrap();
@@ -392,8 +422,11 @@ async fn filling_the_disk_under_load_fails_cleanly_loses_nothing_acknowledged_an
         h["audit"] == "degraded" && h["status"] == "audit degraded"
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!refused.lock().unwrap().is_empty(), "state changes were refused while the disk was full");
+    let before_full = refusals();
+    eventually("state changes are refused while the disk is full", Duration::from_secs(10), || async {
+        refusals() > before_full
+    })
+    .await;
 
     // Space returns: service resumes by itself.
     std::fs::remove_file(&filler).unwrap();
@@ -430,9 +463,7 @@ async fn filling_the_disk_under_load_fails_cleanly_loses_nothing_acknowledged_an
         api.audit_log().await.iter().any(|r| r["event_type"] == "system.refused_disk_low")
     })
     .await;
-    let (_, alerts) = api.get("/api/v1/alerts").await;
-    let disk = alerts.as_array().unwrap().iter().filter(|a| a["kind"] == "disk_usage").count();
-    assert_eq!(disk, 1, "one disk-usage alert for the fill: {alerts}");
+    assert_eq!(disk_alerts(api.clone()).await, 1, "one disk-usage alert for the fill");
     a.kill9();
     a.restart();
     check_all(a.api(), ids).await;
@@ -458,6 +489,8 @@ async fn a_worker_gone_silent_raises_one_alert() {
         let (_, alerts) = api.get("/api/v1/alerts").await;
         alerts.as_array().unwrap().iter().filter(|a| a["kind"] == "worker_silent").cloned().collect::<Vec<_>>()
     };
+    // Longer than the silence threshold (1 s poll + 2 s grace) passes: a
+    // rule about time passing, so real time passes here on purpose.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(silent(api.clone()).await.is_empty(), "a polling worker is not silent");
 
@@ -466,6 +499,7 @@ async fn a_worker_gone_silent_raises_one_alert() {
         !silent(api.clone()).await.is_empty()
     })
     .await;
+    // More silence does not raise it again (real time, on purpose).
     tokio::time::sleep(Duration::from_secs(5)).await;
     let alerts = silent(api.clone()).await;
     assert_eq!(alerts.len(), 1, "once: {alerts:?}");

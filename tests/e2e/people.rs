@@ -1,12 +1,10 @@
 //! People: first login, console sessions, throttling, tokens, and the
 //! separation of duties around the security officer role.
 
-use std::time::{Duration, Instant};
-
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{Appliance, Console, count_events, count_failures, eventually};
+use crate::harness::{Appliance, Console, count_events};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_first_admin_sets_up_its_account_and_sessions_carry_strict_cookies_and_csrf() {
@@ -80,104 +78,39 @@ fn totp_now(secret: &str) -> String {
     tether_domain::auth::totp::code(&tether_domain::auth::totp::TotpSecret::from_bytes(bytes), now)
 }
 
+// The throttle's whole schedule, the lockout and its alert, and sessions
+// that idle out or grow too old, are shown on a manual clock in process
+// (`appliance/api/tests/app/time_rules.rs`). Here, over real TLS from a real
+// address: the first wait, the pseudonymous records, the per-address rule.
 #[tokio::test(flavor = "multi_thread")]
-async fn sessions_end_when_idle_or_too_old_and_sensitive_actions_need_a_fresh_login() {
-    let mut env = crate::harness::fast_env();
-    env.extend([("TETHER_SESSION_IDLE", "3s"), ("TETHER_SESSION_ABSOLUTE", "8s"), ("TETHER_REAUTH_WINDOW", "4s")]);
-    let a = Appliance::start_with(env);
-    let officer = a.person("olga", "security_officer").await;
-    let admin = a.person("adam", "admin").await;
-    let api = a.api();
-
-    // Idle: a session left alone for the idle time is gone.
-    let idle = officer.login(&api).await;
-    assert_eq!(idle.get("/api/v1/audit/verify").await.0, 200);
-    tokio::time::sleep(Duration::from_millis(3200)).await;
-    assert_eq!(idle.get("/api/v1/audit/verify").await.0, 401, "idle for 3 s");
-
-    // Absolute: a session in steady use still ends 8 s after login.
-    let busy = admin.login(&api).await;
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(7300) {
-        assert_eq!(busy.get("/api/v1/tasks").await.0, 200, "alive at {:?}", started.elapsed());
-        tokio::time::sleep(Duration::from_millis(700)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(8200).saturating_sub(started.elapsed())).await;
-    assert_eq!(busy.get("/api/v1/tasks").await.0, 401, "8 s after login, however busy");
-
-    // Freshness: a sensitive action (a role change) needs a login within the
-    // re-authentication window; re-authenticating opens it again.
-    let console = admin.login(&api).await;
-    let viewer = a.person("vic", "viewer").await;
-    drop(viewer);
-    let change = json!({"role": "auditor"});
-    let (s, v) = console.send(Method::PUT, "/api/v1/users/vic/role", Some(&change)).await;
-    assert_eq!(s, 200, "fresh after login: {v}");
-    tokio::time::sleep(Duration::from_millis(2200)).await;
-    assert_eq!(console.get("/api/v1/tasks").await.0, 200, "keeps the session from idling out");
-    tokio::time::sleep(Duration::from_millis(2200)).await;
-    let (s, v) = console.send(Method::PUT, "/api/v1/users/vic/role", Some(&json!({"role": "viewer"}))).await;
-    assert_eq!((s, v["code"].as_str()), (403, Some("reauthentication_required")), "{v}");
-    let reauth = json!({"password": admin.password, "recovery_code": admin.recovery_codes[0]});
-    assert_eq!(console.post("/api/v1/auth/reauth", &reauth).await.0, 204);
-    let (s, v) = console.send(Method::PUT, "/api/v1/users/vic/role", Some(&json!({"role": "viewer"}))).await;
-    assert_eq!(s, 200, "{v}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn guessing_a_password_is_slowed_then_locked_out_and_raises_one_alert() {
+async fn guessing_a_password_is_slowed_and_recorded_under_a_pseudonym() {
     let a = Appliance::start();
     let api = a.api();
-    let victim = a.person("victor", "developer").await;
+    a.person("victor", "developer").await;
     let attempt = |password: &'static str| {
         let api = api.clone();
         async move { Console::try_login(&api, "victor", password, None).await }
     };
-    // Three free failures, then a doubling wait between tries.
+    // Three free failures, then a wait before the next try.
     for _ in 0..3 {
         assert_eq!(attempt("wrong password 1").await.0, 401);
     }
-    let mut waits = Vec::new();
-    loop {
-        let (s, v, h) = attempt("wrong password 2").await;
-        if s == 401 {
-            continue;
+    let (s, v, h) = loop {
+        let answer = attempt("wrong password 2").await;
+        if answer.0 != 401 {
+            break answer;
         }
-        assert_eq!((s, v["code"].as_str()), (429, Some("login_throttled")), "{v}");
-        let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
-        if wait > 60 {
-            break; // locked out
-        }
-        waits.push(wait);
-        tokio::time::sleep(Duration::from_secs(wait)).await;
-    }
-    assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30], "the documented schedule");
-    // Locked: even the right password is refused, without being checked.
-    let (s, v, h) = Console::try_login(&api, "victor", &victim.password, None).await;
+    };
     assert_eq!((s, v["code"].as_str()), (429, Some("login_throttled")), "{v}");
-    assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() > 800);
-
-    // Ten failures: one alert, listed and audited; the name appears only as
-    // a keyed pseudonym.
-    let (s, alerts) = api.get("/api/v1/alerts").await;
-    assert_eq!(s, 200, "{alerts}");
-    let alerts = alerts.as_array().unwrap();
-    assert_eq!(alerts.len(), 1, "{alerts:?}");
-    assert_eq!(alerts[0]["kind"], "failed_logins");
-    assert_eq!(alerts[0]["subject"], "127.0.0.1");
-    // Each window's failures are one record and a count (`audit::tally`).
-    eventually("the failures are tallied", Duration::from_secs(10), || async {
-        count_failures(&a.api().audit_log().await, "auth.login_failed") >= 10
-    })
-    .await;
+    assert_eq!(h["retry-after"], "1", "the schedule's first wait");
     let records = a.api().audit_log().await;
-    assert_eq!(count_events(&records, "alert.raised"), 1);
     let failed: Vec<_> = records.iter().filter(|r| r["event_type"] == "auth.login_failed").collect();
+    assert!(!failed.is_empty());
     for r in &failed {
         let id = r["resource"]["id"].as_str().unwrap();
         assert!(id.starts_with("hmac:") && !id.contains("victor"), "{r}");
+        assert_eq!(r["metadata"]["source_ip"], "127.0.0.1", "{r}");
     }
-    assert_eq!(count_events(&records, "auth.locked_out"), 1);
 
     // From one address, guesses at many accounts are slowed too.
     let b = Appliance::start();

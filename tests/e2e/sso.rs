@@ -318,6 +318,8 @@ async fn people_sign_in_through_the_sites_openid_provider_and_its_groups_decide_
 
     // Sensitive actions need a fresh authentication at the provider: a
     // silent sign-in on the provider's old session is not one.
+    // (The re-authentication window, 4 s here, passes in real time: the
+    // provider is a real one.)
     tokio::time::sleep(Duration::from_secs(5)).await;
     let role_change = json!({"role": "auditor"});
     let (s, v) = send(&a, &alice_cookie, Method::PUT, "/api/v1/users/bob/role", Some(&role_change)).await;

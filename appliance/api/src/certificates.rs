@@ -98,33 +98,9 @@ pub async fn rotate(
     caller: Caller,
     Path(step): Path<String>,
 ) -> Result<axum::Json<RotationStatus>, ApiError> {
-    let (set, now, grace) = (state.ca_set()?, state.clock.now(), state.config.worker_cert_grace);
-    let origin = caller.origin;
-    let read = |check: &dyn Fn(&tether_store::ReadTx) -> Result<pki::Cleared, pki::RotationError>| {
-        state.store.read(check).map_err(ApiError::from)
-    };
-    match step.as_str() {
-        "add" => {
-            let (_, next) = pki::Ca::create(now)?;
-            let keys = state.vault.keys()?;
-            state.store.write(move |tx| pki::add_ca(tx, now, &origin, &keys, &set, &next)).await?;
-        }
-        "issue" => {
-            let cleared = read(&|tx| pki::clear_to_issue(tx, &set, now, grace, &state.deliveries))?;
-            state.store.write(move |tx| pki::start_issuing(tx, now, &origin, &cleared)).await?;
-        }
-        "retire" => {
-            let server_issuer = pki::fingerprint_pem(&state.certs.served().own_issuer)?;
-            let cleared = read(&|tx| pki::clear_to_retire(tx, &set, now, grace, &server_issuer))?;
-            let keys = state.vault.keys()?;
-            state.store.write(move |tx| pki::retire_ca(tx, now, &origin, &keys, &cleared)).await?;
-        }
-        "rollback" => {
-            let cleared = read(&|tx| pki::clear_to_roll_back(tx, &set, now, grace))?;
-            state.store.write(move |tx| pki::roll_back_rotation(tx, now, &origin, &cleared)).await?;
-        }
-        _ => return Err(ApiError::NotFound),
-    }
+    let step: pki::RotationStep = step.parse().map_err(|()| ApiError::NotFound)?;
+    let server_issuer = pki::fingerprint_pem(&state.certs.served().own_issuer)?;
+    state.authority.rotate(&caller.origin, step, &server_issuer).await?;
     state.certs.ca_changed(&state.renewer()).await.map_err(ApiError::internal)?;
     Ok(axum::Json(rotation_status(&state)?))
 }

@@ -289,7 +289,9 @@ impl From<store::Error> for ApiError {
 impl From<SsoError> for ApiError {
     fn from(e: SsoError) -> Self {
         match e {
-            SsoError::Provider(OidcError::Unavailable(m)) => ApiError::SsoProviderUnavailable(m),
+            SsoError::Provider(e @ (OidcError::Unreachable(_) | OidcError::Unavailable(_))) => {
+                ApiError::SsoProviderUnavailable(e.to_string())
+            }
             SsoError::Provider(OidcError::Refused(m)) | SsoError::Refused(m) => ApiError::SsoFailed(m),
             SsoError::NoRole => ApiError::SsoNoRole,
             SsoError::NameTaken => ApiError::SsoFailed(e.to_string()),
@@ -309,7 +311,9 @@ impl From<ImportError> for ApiError {
             ImportError::Exists(_) | ImportError::PathTaken(_) => ApiError::ModelExists(e.to_string()),
             ImportError::NoUpstream(m) => ApiError::InvalidRequest(m),
             ImportError::NoVllmDir => ApiError::VllmDirNotConfigured(e.to_string()),
-            ImportError::ModelServer(_) => ApiError::ModelServerRefused(e.to_string()),
+            ImportError::ModelServer(_) | ImportError::ModelServerUnreachable(_) => {
+                ApiError::ModelServerRefused(e.to_string())
+            }
             ImportError::Io(_) | ImportError::StoredKey(_) | ImportError::Stopped(_) => ApiError::internal(e),
             ImportError::Store(e) => e.into(),
             ImportError::Vault(e) => e.into(),
@@ -433,6 +437,9 @@ impl From<backup::Error> for ApiError {
             backup::Error::Vault(v) => v.into(),
             backup::Error::Store(s) => s.into(),
             backup::Error::Damaged(_)
+            | backup::Error::HeaderUnreadable(_)
+            | backup::Error::UnknownFormat(_)
+            | backup::Error::HeaderUnwritable(_)
             | backup::Error::Tampered
             | backup::Error::EpochTampered
             | backup::Error::Rollback { .. }
@@ -492,6 +499,17 @@ impl From<TokenError> for ApiError {
             }
             TokenError::BadName => ApiError::InvalidRequest(e.to_string()),
             TokenError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<tether_domain::llm::upstreams::UpstreamError> for ApiError {
+    fn from(e: tether_domain::llm::upstreams::UpstreamError) -> Self {
+        use tether_domain::llm::upstreams::UpstreamError as U;
+        match e {
+            U::Invalid(m) => ApiError::InvalidRequest(m),
+            U::Vault(e) => e.into(),
+            U::Store(e) => e.into(),
         }
     }
 }

@@ -92,7 +92,7 @@ pub struct Shared {
     /// The certificates the listeners serve (renewed and swapped live).
     pub certs: Arc<ListenerCerts>,
     /// Workers' certificates: enrollment and renewal.
-    pub worker_certs: Arc<pki::WorkerCerts>,
+    pub authority: Arc<pki::Authority>,
     /// Which workers have been sent a rotation's CA bundle.
     pub deliveries: Arc<pki::BundleDeliveries>,
     /// People: logins, sessions, accounts.

@@ -11,7 +11,7 @@ use super::{ApiError, AppState};
 use tether_domain::auth::{Scope, users};
 use tether_domain::llm::keys::{self, Enforcement, KeyPolicy, Limits, NewKey, VirtualKey};
 use tether_domain::llm::prompts;
-use tether_domain::llm::upstreams::{self, Upstream, UpstreamInfo, UpstreamKind};
+use tether_domain::llm::upstreams::{self, UpstreamInfo, UpstreamKind, UpstreamSettings};
 use tether_domain::llm::usage::{self, UsageRow};
 
 #[derive(Debug, Deserialize)]
@@ -169,30 +169,10 @@ pub async fn put_upstream(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<UpstreamBody>,
 ) -> Result<axum::Json<UpstreamInfo>, ApiError> {
-    upstreams::check(&name, &body.url, &body.models).map_err(ApiError::InvalidRequest)?;
-    if let Some(ca) = &body.ca_pem {
-        tether_base::tls::client(ca, None, tether_base::tls::CLIENT_HTTP_ALPN)
-            .map_err(|e| ApiError::InvalidRequest(format!("ca_pem: {e}")))?;
-    }
-    let credential = match &body.credential {
-        Some(secret) => Some(state.vault.encrypt(upstreams::credential_place(&name), secret.as_bytes())?),
-        None => None,
-    };
-    let now = state.clock.now();
-    let upstream = Upstream {
-        name,
-        kind: body.kind,
-        url: body.url,
-        models: body.models,
-        ca_pem: body.ca_pem,
-        credential,
-        updated_at: now,
-        updated_by: caller.principal.clone(),
-    };
-    let info = UpstreamInfo::from(&upstream);
-    let origin = caller.origin;
-    state.store.write(move |tx| upstreams::put(tx, now, &origin, &upstream)).await?;
-    Ok(axum::Json(info))
+    let UpstreamBody { kind, url, models, ca_pem, credential } = body;
+    let settings = UpstreamSettings { kind, url, models, ca_pem, credential };
+    let (store, vault, clock) = (&state.store, &*state.vault, &state.clock);
+    Ok(axum::Json(upstreams::set(store, vault, clock, &caller.origin, &caller.principal, name, settings).await?))
 }
 
 /// An upstream as an admin sees it: its settings and its last health probe.

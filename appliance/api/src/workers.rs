@@ -225,7 +225,7 @@ pub async fn enroll(
     AnonymousOrigin(origin): AnonymousOrigin,
     ApiJson(body): ApiJson<EnrollRequest>,
 ) -> Result<(StatusCode, axum::Json<Enrolled>), ApiError> {
-    let done = state.worker_certs.enroll(origin, body.token, &body.csr_pem, body.labels).await?;
+    let done = state.authority.enroll(origin, body.token, &body.csr_pem, body.labels).await?;
     let (worker_id, cert_pem) = (done.worker.to_string(), done.cert.cert_pem);
     Ok((StatusCode::CREATED, axum::Json(Enrolled { worker_id, cert_pem, ca_pem: done.ca_bundle, labels: done.labels })))
 }
@@ -324,7 +324,7 @@ pub async fn renew(
     ApiJson(body): ApiJson<RenewRequest>,
 ) -> Result<axum::Json<Renewed>, ApiError> {
     let (worker, presented) = (caller.record.id, caller.peer.serial);
-    let done = state.worker_certs.renew(caller.origin, worker, presented, &body.csr_pem).await?;
+    let done = state.authority.renew(caller.origin, worker, presented, &body.csr_pem).await?;
     let not_after = done.cert.not_after.to_rfc3339();
     Ok(axum::Json(Renewed { cert_pem: done.cert.cert_pem, ca_pem: done.ca_bundle, not_after }))
 }

@@ -67,7 +67,13 @@ pub struct Header {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the backup file is damaged or not a tether backup: {0}")]
-    Damaged(String),
+    Damaged(&'static str),
+    #[error("the backup file is damaged or not a tether backup: its header does not parse: {0}")]
+    HeaderUnreadable(#[source] serde_json::Error),
+    #[error("this backup is format {0}, which this build does not read")]
+    UnknownFormat(u32),
+    #[error("the backup's header could not be written: {0}")]
+    HeaderUnwritable(#[source] serde_json::Error),
     #[error("the backup's contents were altered after it was made (its HMAC does not match)")]
     Tampered,
     #[error("the backup's epoch record does not verify: it was altered")]
@@ -169,7 +175,7 @@ fn write(tx: &ReadTx, keys: &Keys, now: Timestamp, files: &[DataFile]) -> Result
         audit_hash: head.map(|h| hex::encode(h.hash)),
         records,
     };
-    let header_json = serde_json::to_vec(&header).map_err(|e| Error::Damaged(e.to_string()))?;
+    let header_json = serde_json::to_vec(&header).map_err(Error::HeaderUnwritable)?;
     let mut out = Vec::with_capacity(MAGIC.len() + 4 + header_json.len() + body.len() + 2 * DIGEST_LEN);
     out.extend_from_slice(MAGIC);
     put_bytes(&mut out, &header_json);
@@ -194,7 +200,7 @@ pub async fn take(
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.read(|tx| write(tx, &keys, now, &files)))
         .await
-        .map_err(|_| Error::Damaged("the backup writer stopped".into()))?
+        .map_err(|_| Error::Damaged("the backup writer stopped"))?
 }
 
 /// A backup whose checksum, format, keys, HMAC, epoch and audit chain have
@@ -219,7 +225,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         if self.bytes.len() < n {
-            return Err(Error::Damaged("it ends early".into()));
+            return Err(Error::Damaged("it ends early"));
         }
         let (head, rest) = self.bytes.split_at(n);
         self.bytes = rest;
@@ -237,7 +243,7 @@ impl<'a> Reader<'a> {
     }
 
     fn text(&mut self) -> Result<String, Error> {
-        String::from_utf8(self.field()?.to_vec()).map_err(|_| Error::Damaged("a name is not UTF-8".into()))
+        String::from_utf8(self.field()?.to_vec()).map_err(|_| Error::Damaged("a name is not UTF-8"))
     }
 }
 
@@ -251,18 +257,17 @@ pub fn inspect(file: &[u8]) -> Result<Header, Error> {
 /// the magic and the checksum.
 fn parse_frame(file: &[u8]) -> Result<(Header, &[u8], &[u8]), Error> {
     if file.len() < MAGIC.len() + 4 + 2 * DIGEST_LEN || !file.starts_with(MAGIC) {
-        return Err(Error::Damaged("it does not start as a tether backup does".into()));
+        return Err(Error::Damaged("it does not start as a tether backup does"));
     }
     let (covered, trailer) = file.split_at(file.len() - 2 * DIGEST_LEN);
     let (checksum, mac) = trailer.split_at(DIGEST_LEN);
     if tether_base::secret::sha256(covered) != checksum {
-        return Err(Error::Damaged("its checksum does not match (the file was truncated or corrupted)".into()));
+        return Err(Error::Damaged("its checksum does not match (the file was truncated or corrupted)"));
     }
     let mut r = Reader { bytes: &covered[MAGIC.len()..] };
-    let header: Header =
-        serde_json::from_slice(r.field()?).map_err(|e| Error::Damaged(format!("its header does not parse: {e}")))?;
+    let header: Header = serde_json::from_slice(r.field()?).map_err(Error::HeaderUnreadable)?;
     if header.format != FORMAT {
-        return Err(Error::Damaged(format!("format {} is not one this build reads", header.format)));
+        return Err(Error::UnknownFormat(header.format));
     }
     Ok((header, r.bytes, mac))
 }
@@ -286,11 +291,11 @@ pub async fn verify(file: &[u8], credentials: Vec<Credential>) -> Result<Verifie
                 files.push((name, Zeroizing::new(r.field()?.to_vec())));
             }
             END if r.bytes.is_empty() => break,
-            _ => return Err(Error::Damaged("a frame is malformed".into())),
+            _ => return Err(Error::Damaged("a frame is malformed")),
         }
     }
     if records.len() as u64 != header.records {
-        return Err(Error::Damaged("the header's record count does not match".into()));
+        return Err(Error::Damaged("the header's record count does not match"));
     }
     let scratch = Store::load(None, &records)?;
     let keys = vault::open_offline(&scratch, credentials).await?;

@@ -59,7 +59,6 @@ impl Console {
 
 /// A person with an account, set up and logged in.
 pub struct Person {
-    pub name: String,
     pub password: String,
     /// The TOTP secret (base32), for roles that need a second factor.
     pub totp: Option<String>,
@@ -86,11 +85,6 @@ impl Person {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-    }
-
-    /// Logs in again (a new session).
-    pub async fn login(&self, api: &Api) -> Console {
-        Console::login(api, &self.name, &self.password, self.next_code().as_deref()).await
     }
 }
 

@@ -392,7 +392,6 @@ impl Appliance {
         let (s, v) = first.post("/api/v1/auth/password", &json!({"current": initial, "new": password})).await;
         assert_eq!(s, 204, "{v}");
         let mut person = Person {
-            name: name.into(),
             password,
             totp: None,
             last_step: std::cell::Cell::new(0),

@@ -84,6 +84,18 @@ impl App {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<AppHandle> {
+        App::start_with_clock(config, listeners, shutdown, Arc::new(SystemClock)).await
+    }
+
+    /// As [`App::start`], with every rule about time (sessions, tokens,
+    /// leases, lockouts, certificates) reading `clock`: tests move a
+    /// [`tether_base::clock::ManualClock`] instead of waiting.
+    pub async fn start_with_clock(
+        config: Arc<Config>,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        clock: SharedClock,
+    ) -> anyhow::Result<AppHandle> {
         let dir = config.data_dir.clone();
         let store = Store::open(&dir).map_err(|e| match e {
             store::Error::AlreadyOpen => {
@@ -93,7 +105,6 @@ impl App {
         })?;
         refuse_unfinished_upgrade(&store, &dir, config.unseal_key_file.as_deref())?;
         let policy = store.read(tether_domain::vault::crypto_mode::stored).context("reading the crypto policy")?;
-        let clock: SharedClock = Arc::new(SystemClock);
         let certs = Arc::new(ListenerCerts::load(&dir, policy, &store, &config, clock.now())?);
         let cas = certs.ca_set(&store)?;
         let vault = Arc::new(Vault::new(store.clone(), clock.clone()));
@@ -234,18 +245,19 @@ fn services(
     let models =
         llm::models::Imports::new(store.clone(), vault.clone(), clock.clone(), dir, config.vllm_model_dir.clone());
     let deliveries = Arc::<pki::BundleDeliveries>::default();
-    let worker_certs = pki::WorkerCerts::new(pki::WorkerCertsParts {
+    let authority = pki::Authority::new(pki::AuthorityParts {
         store: store.clone(),
         vault: vault.clone(),
         clock: clock.clone(),
         policy,
         lifetime: config.worker_cert_lifetime,
+        grace: config.worker_cert_grace,
         failures: failures.clone(),
         deliveries: deliveries.clone(),
         ca_file_pem: certs.ca_file_pem().to_owned(),
     });
     Ok(AppState::new(Shared {
-        worker_certs: Arc::new(worker_certs),
+        authority: Arc::new(authority),
         revoked: store.read(pki::Revoked::load).context("loading the revoked workers")?,
         monitor: Arc::new(monitor::Monitor::new(store.clone(), clock.clone(), silent_after)),
         llm: Arc::new(llm::Gateway::new(store.clone(), vault.clone(), clock.clone())),

@@ -48,9 +48,13 @@ const MAX_ANSWER_BYTES: usize = 256 * 1024;
 /// Why single sign-on could not go on. Messages never carry a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {
-    /// The provider could not be reached or answered with an error status.
-    #[error("the identity provider is unavailable: {0}")]
-    Unavailable(String),
+    /// The provider could not be reached (reqwest keeps the reason in its
+    /// sources, so the message walks them).
+    #[error("the identity provider is unavailable: {}", tether_base::tls::error_chain(.0))]
+    Unreachable(#[source] reqwest::Error),
+    /// The provider answered with a server error.
+    #[error("the identity provider is unavailable: it answered {0}")]
+    Unavailable(reqwest::StatusCode),
     /// The provider answered, but not as the protocol requires, or the
     /// sign-in's evidence did not hold up.
     #[error("{0}")]
@@ -306,9 +310,9 @@ impl Provider {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T, OidcError> {
-        let response = request.send().await.map_err(|e| OidcError::Unavailable(tether_base::tls::error_chain(&e)))?;
+        let response = request.send().await.map_err(OidcError::Unreachable)?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| OidcError::Unavailable(tether_base::tls::error_chain(&e)))?;
+        let bytes = response.bytes().await.map_err(OidcError::Unreachable)?;
         if bytes.len() > MAX_ANSWER_BYTES {
             return Err(refused("the provider's answer is too large"));
         }
@@ -321,7 +325,7 @@ impl Provider {
             return Err(refused(format!("the provider refused: {code}")));
         }
         if !status.is_success() {
-            return Err(OidcError::Unavailable(format!("the provider answered {status}")));
+            return Err(OidcError::Unavailable(status));
         }
         serde_json::from_slice(&bytes)
             .map_err(|e| refused(format!("the provider's answer is not what OpenID Connect specifies: {e}")))

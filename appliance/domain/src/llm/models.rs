@@ -143,6 +143,8 @@ pub enum ImportError {
     PathTaken(PathBuf),
     #[error("the model server refused the import: {0}")]
     ModelServer(String),
+    #[error("the model server could not be reached: {}", tether_base::tls::error_chain(.0))]
+    ModelServerUnreachable(#[source] reqwest::Error),
     #[error(transparent)]
     Io(#[from] IoError),
     #[error("the trusted model-signing key in the store does not load: {0}")]
@@ -387,7 +389,7 @@ impl Imports {
         let client = upstreams::http_client(upstream.ca_pem.as_deref()).map_err(ImportError::ModelServer)?;
         let base = upstream.url.trim_end_matches('/');
         let authorized = |request| upstreams::authorize(&self.vault, upstream, request);
-        let unreachable = |e: reqwest::Error| ImportError::ModelServer(tether_base::tls::error_chain(&e));
+        let unreachable = ImportError::ModelServerUnreachable;
         let mut files = serde_json::Map::new();
         for section in &verified.sections {
             let digest = format!("sha256:{}", section.entry.sha256);

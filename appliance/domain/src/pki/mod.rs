@@ -10,6 +10,7 @@
 //! Enrollment tokens are single use and stored hashed; burning the token,
 //! recording the issued certificate and the audit record are one transaction.
 
+mod authority;
 mod ca;
 mod enroll;
 mod expiry;
@@ -17,7 +18,6 @@ mod issued;
 mod keystore;
 mod revocation;
 mod rotation;
-mod workers;
 
 pub use ca::{
     CA_LIFETIME, CRL_LIFETIME, Ca, CertAndKey, CertError, IssuedCert, PeerCert, RevokedSerial, SERVER_CERT_LIFETIME,
@@ -38,7 +38,7 @@ pub use rotation::{
     rollback as roll_back_rotation, start_issuing, worker_issuer,
 };
 
-pub use workers::{Enrollment, Renewal, WorkerCerts, WorkerCertsParts};
+pub use authority::{Authority, AuthorityParts, Enrollment, Renewal, RotationStep};
 
 /// The CA certificate in the data directory (public; workers are given it).
 pub const CA_CERT: &str = "ca.pem";

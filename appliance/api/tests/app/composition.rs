@@ -1,66 +1,16 @@
-//! The composition root, started in process on loopback port 0 from a data
-//! directory made the way `tether init` makes one: real store, real TLS.
+//! The composition root: named background tasks, ordered shutdown, and
+//! changes that fail closed when their audit record cannot be written.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use serde_json::json;
 
-use tether_api::app::{App, AppHandle, Listeners, init};
-use tether_api::config::{CONFIG_FILE, RawConfig};
-use tether_base::crypto::CryptoPolicy;
-use tether_domain::vault::Choice;
-
-/// An appliance on a fresh data directory, unsealed from its key file, and
-/// the sender that stops it.
-async fn start(dir: &tempfile::TempDir) -> (AppHandle, tokio::sync::oneshot::Sender<()>) {
-    let (app, stop, _) = start_with_token(dir).await;
-    (app, stop)
-}
-
-/// As [`start`], with the first administrator's API token.
-async fn start_with_token(dir: &tempfile::TempDir) -> (AppHandle, tokio::sync::oneshot::Sender<()>, String) {
-    let data = dir.path().join("data");
-    let key_file = dir.path().join("unseal.key");
-    let (d, k) = (data.clone(), key_file.clone());
-    // It waits on the store's writer: off the runtime, as `serve --dev` calls it.
-    let outcome = tokio::task::spawn_blocking(move || {
-        init::initialise(&d, &[], CryptoPolicy::STANDARD, Choice::KeyFile, Some(&k))
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let mut raw = RawConfig::from_file(&data.join(CONFIG_FILE), false).unwrap();
-    raw.unseal_key_file = Some(key_file.display().to_string());
-    let config = Arc::new(raw.validate(data).unwrap());
-    let listeners = Listeners {
-        console: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        workers: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    let app = App::start(config, listeners, async move {
-        let _ = stopped.await;
-    })
-    .await
-    .unwrap();
-    (app, stop, outcome.admin_token)
-}
-
-async fn health(app: &AppHandle) -> Value {
-    let ca = std::fs::read_to_string(&app.ready().ca_file).unwrap();
-    let config = tether_base::tls::client(&ca, None, tether_base::tls::CLIENT_HTTP_ALPN).unwrap();
-    let client = tether_base::tls::https_client(config, Duration::from_secs(10)).unwrap();
-    let url = format!("https://{}/healthz", app.ready().console);
-    client.get(url).send().await.unwrap().json().await.unwrap()
-}
+use crate::support::{Started, call, health, start};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_background_task_that_stops_early_turns_health_to_degraded_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut app, stop) = start(&dir).await;
+    let Started { mut app, stop, .. } = start(&dir).await;
     let before = health(&app).await;
     assert_eq!(before["status"], "ok", "{before}");
     assert!(before.get("tasks_stopped").is_none(), "{before}");
@@ -85,7 +35,7 @@ async fn a_background_task_that_stops_early_turns_health_to_degraded_and_names_i
 #[tokio::test(flavor = "multi_thread")]
 async fn the_appliance_stops_in_order_and_seals_its_vault() {
     let dir = tempfile::tempdir().unwrap();
-    let (app, _stop) = start(&dir).await;
+    let Started { app, stop: _stop, .. } = start(&dir).await;
     let (store, vault) = (app.state().store.clone(), app.state().vault.clone());
     assert!(!vault.is_sealed());
     app.shutdown().await.unwrap();
@@ -93,25 +43,10 @@ async fn the_appliance_stops_in_order_and_seals_its_vault() {
     assert!(store.read(tether_domain::audit::verify).is_ok());
 }
 
-/// One request through the console router, in process (no TCP, no TLS).
-async fn call(router: &axum::Router, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    use tower::ServiceExt;
-    let mut request =
-        axum::http::Request::builder().method(method).uri(path).header("authorization", format!("Bearer {token}"));
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let body = body.map_or_else(axum::body::Body::empty, |b| axum::body::Body::from(b.to_string()));
-    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_change_whose_audit_record_cannot_be_written_is_not_made() {
     let dir = tempfile::tempdir().unwrap();
-    let (app, stop, token) = start_with_token(&dir).await;
+    let Started { app, stop, admin_token: token } = start(&dir).await;
     let router = tether_api::console_router(app.state().clone());
     // Each change, and the listing that would show it.
     let changes = [

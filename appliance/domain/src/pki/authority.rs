@@ -1,5 +1,6 @@
-//! Workers' certificates as a service: enrollment with a token, renewal with
-//! the current certificate. Each signs first (a bad token then costs one
+//! The appliance's CA as a service: workers' enrollment with a token and
+//! renewal with the current certificate, and the steps of a CA rotation.
+//! Enrollment and renewal sign first (a bad token then costs one
 //! signature, but the transaction holds only checks and writes), then makes
 //! the change and its audit record in one transaction. Refusals are audited
 //! too: an enrollment refusal through the failure tally (anyone can send a
@@ -9,10 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::ca::{IssuedCert, csr_key_fingerprint};
+use super::ca::{Ca, IssuedCert, csr_key_fingerprint};
 use super::enroll::{self, EnrollError, Refused, bound_worker, refused_event};
 use super::keystore::load_ca;
-use super::rotation::{BundleDeliveries, CaSet};
+use super::rotation::{self, BundleDeliveries, CaSet, RotationError};
 use crate::audit::tally::FailureLog;
 use crate::audit::{self, Origin};
 use crate::vault::Vault;
@@ -21,15 +22,18 @@ use tether_base::crypto::CryptoPolicy;
 use tether_base::ids::WorkerId;
 use tether_store::{self as store, Store};
 
-/// Issues and renews workers' certificates.
+/// Issues and renews workers' certificates; rotates the CA.
 #[derive(Debug)]
-pub struct WorkerCerts {
+pub struct Authority {
     store: Store,
     vault: Arc<Vault>,
     clock: SharedClock,
     policy: CryptoPolicy,
     /// How long a worker certificate is valid.
     lifetime: Duration,
+    /// How long after expiry a worker may still renew (so a worker that
+    /// could still connect counts as depending on its CA).
+    grace: Duration,
     failures: Arc<FailureLog>,
     deliveries: Arc<BundleDeliveries>,
     /// `ca.pem` as read at start: the current CA of a store from before
@@ -53,23 +57,24 @@ pub struct Renewal {
     pub ca_bundle: String,
 }
 
-/// The parts [`WorkerCerts`] is built from.
+/// The parts [`Authority`] is built from.
 #[derive(Debug)]
-pub struct WorkerCertsParts {
+pub struct AuthorityParts {
     pub store: Store,
     pub vault: Arc<Vault>,
     pub clock: SharedClock,
     pub policy: CryptoPolicy,
     pub lifetime: Duration,
+    pub grace: Duration,
     pub failures: Arc<FailureLog>,
     pub deliveries: Arc<BundleDeliveries>,
     pub ca_file_pem: String,
 }
 
-impl WorkerCerts {
-    pub fn new(parts: WorkerCertsParts) -> WorkerCerts {
-        let WorkerCertsParts { store, vault, clock, policy, lifetime, failures, deliveries, ca_file_pem } = parts;
-        WorkerCerts { store, vault, clock, policy, lifetime, failures, deliveries, ca_file_pem }
+impl Authority {
+    pub fn new(parts: AuthorityParts) -> Authority {
+        let AuthorityParts { store, vault, clock, policy, lifetime, grace, failures, deliveries, ca_file_pem } = parts;
+        Authority { store, vault, clock, policy, lifetime, grace, failures, deliveries, ca_file_pem }
     }
 
     /// The CAs as the store has them now.
@@ -128,6 +133,35 @@ impl WorkerCerts {
         Ok(Renewal { cert, ca_bundle: set.bundle() })
     }
 
+    /// Takes one step of a CA rotation, each refused unless its guard holds
+    /// (checked, then written in one transaction that checks it still
+    /// holds). `server_issuer` is the fingerprint of the CA that issued the
+    /// server certificate served now: retiring waits until it is the new one.
+    pub async fn rotate(&self, origin: &Origin, step: RotationStep, server_issuer: &str) -> Result<(), RotationError> {
+        let (set, now, grace, origin) = (self.ca_set()?, self.clock.now(), self.grace, origin.clone());
+        match step {
+            RotationStep::Add => {
+                let (_, next) = Ca::create(now)?;
+                let keys = self.vault.keys()?;
+                self.store.write(move |tx| rotation::add(tx, now, &origin, &keys, &set, &next)).await?;
+            }
+            RotationStep::Issue => {
+                let cleared = self.store.read(|tx| rotation::clear_to_issue(tx, &set, now, grace, &self.deliveries))?;
+                self.store.write(move |tx| rotation::start_issuing(tx, now, &origin, &cleared)).await?;
+            }
+            RotationStep::Retire => {
+                let cleared = self.store.read(|tx| rotation::clear_to_retire(tx, &set, now, grace, server_issuer))?;
+                let keys = self.vault.keys()?;
+                self.store.write(move |tx| rotation::retire(tx, now, &origin, &keys, &cleared)).await?;
+            }
+            RotationStep::Rollback => {
+                let cleared = self.store.read(|tx| rotation::clear_to_roll_back(tx, &set, now, grace))?;
+                self.store.write(move |tx| rotation::rollback(tx, now, &origin, &cleared)).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Signs `csr_pem` for `worker` with the CA that issues now (the vault
     /// must be unsealed: the CA key is opened per signature).
     fn issue(&self, csr_pem: &str, worker: WorkerId, now: Timestamp) -> Result<(CaSet, IssuedCert), EnrollError> {
@@ -136,5 +170,32 @@ impl WorkerCerts {
         let ca = load_ca(&self.store, &self.vault, slot, pem)?;
         let cert = ca.sign_worker_csr(self.policy, csr_pem, worker, now, self.lifetime)?;
         Ok((set, cert))
+    }
+}
+
+/// The steps of a CA rotation, in order (`rollback` from any phase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationStep {
+    /// Make the next CA and trust it beside the current one.
+    Add,
+    /// Issue from the next CA, once every active worker has its bundle.
+    Issue,
+    /// Drop the old CA, once nothing active depends on it.
+    Retire,
+    /// Undo the rotation in progress.
+    Rollback,
+}
+
+impl std::str::FromStr for RotationStep {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "add" => Ok(RotationStep::Add),
+            "issue" => Ok(RotationStep::Issue),
+            "retire" => Ok(RotationStep::Retire),
+            "rollback" => Ok(RotationStep::Rollback),
+            _ => Err(()),
+        }
     }
 }

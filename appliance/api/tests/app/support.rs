@@ -1,0 +1,115 @@
+//! Starting an appliance in process, and calling its console router.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use tether_api::app::{App, AppHandle, Listeners, init};
+use tether_api::config::{CONFIG_FILE, RawConfig};
+use tether_base::clock::{SharedClock, SystemClock};
+use tether_base::crypto::CryptoPolicy;
+use tether_domain::vault::Choice;
+
+/// A running appliance, the sender that stops it, and the first
+/// administrator's API token.
+pub struct Started {
+    pub app: AppHandle,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub admin_token: String,
+}
+
+/// An appliance on a fresh data directory under `dir`, unsealed from its key
+/// file, on the system clock.
+pub async fn start(dir: &tempfile::TempDir) -> Started {
+    start_with(dir, Arc::new(SystemClock), |_| {}).await
+}
+
+/// As [`start`], on `clock`, with `settings` applied to the configuration
+/// `init` wrote.
+pub async fn start_with(dir: &tempfile::TempDir, clock: SharedClock, settings: impl FnOnce(&mut RawConfig)) -> Started {
+    let data = dir.path().join("data");
+    let key_file = dir.path().join("unseal.key");
+    let (d, k) = (data.clone(), key_file.clone());
+    // It waits on the store's writer: off the runtime, as `serve --dev` calls it.
+    let outcome = tokio::task::spawn_blocking(move || {
+        init::initialise(&d, &[], CryptoPolicy::STANDARD, Choice::KeyFile, Some(&k))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut raw = RawConfig::from_file(&data.join(CONFIG_FILE), false).unwrap();
+    raw.unseal_key_file = Some(key_file.display().to_string());
+    settings(&mut raw);
+    let config = Arc::new(raw.validate(data).unwrap());
+    let listeners = Listeners {
+        console: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        workers: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let app = App::start_with_clock(config, listeners, shutdown, clock).await.unwrap();
+    Started { app, stop, admin_token: outcome.admin_token }
+}
+
+/// `/healthz` over real TLS.
+pub async fn health(app: &AppHandle) -> Value {
+    let ca = std::fs::read_to_string(&app.ready().ca_file).unwrap();
+    let config = tether_base::tls::client(&ca, None, tether_base::tls::CLIENT_HTTP_ALPN).unwrap();
+    let client = tether_base::tls::https_client(config, Duration::from_secs(10)).unwrap();
+    let url = format!("https://{}/healthz", app.ready().console);
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// How a request proves who sends it.
+#[derive(Debug, Clone, Copy)]
+pub enum As<'a> {
+    Anyone,
+    Token(&'a str),
+    /// A console session: its cookie and CSRF token.
+    Session(&'a str, &'a str),
+}
+
+/// What came back: status, JSON body (a string if it was not JSON, null if
+/// empty) and headers.
+pub type Answer = (u16, Value, HeaderMap);
+
+/// The address every in-process request comes from.
+pub const CLIENT: &str = "127.0.0.1:50000";
+
+/// One request through `router` in process (no TCP, no TLS), as if from
+/// [`CLIENT`].
+pub async fn send(router: &axum::Router, who: As<'_>, method: &str, path: &str, body: Option<&Value>) -> Answer {
+    let mut request = axum::http::Request::builder().method(method).uri(path);
+    match who {
+        As::Anyone => {}
+        As::Token(token) => request = request.header("authorization", format!("Bearer {token}")),
+        As::Session(cookie, csrf) => request = request.header("cookie", cookie).header("x-csrf-token", csrf),
+    }
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let remote: SocketAddr = CLIENT.parse().unwrap();
+    request = request.extension(tether_api::ConnInfo { remote, peer: None });
+    let body = body.map_or_else(axum::body::Body::empty, |b| axum::body::Body::from(b.to_string()));
+    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        if bytes.is_empty() { Value::Null } else { Value::String(String::from_utf8_lossy(&bytes).into()) }
+    });
+    (status, body, headers)
+}
+
+/// As [`send`], with a bearer token, answering status and body.
+pub async fn call(router: &axum::Router, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let (status, body, _) = send(router, As::Token(token), method, path, body.as_ref()).await;
+    (status, body)
+}

@@ -1,0 +1,206 @@
+//! The rules about time, on a manual clock: sessions that idle out or grow
+//! too old, the re-authentication window, token expiry, and the login
+//! throttle's schedule and lockout. Time is moved, never waited for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Answer, As, CLIENT, Started, call, send, start_with};
+use tether_api::config::RawConfig;
+use tether_base::clock::{Clock, ManualClock, SharedClock, SystemClock};
+
+/// An appliance on a manual clock that starts at the real time (so the
+/// certificates `init` made are valid), and its console router.
+async fn on_manual_clock(
+    dir: &tempfile::TempDir,
+    settings: impl FnOnce(&mut RawConfig),
+) -> (Started, axum::Router, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::at(SystemClock.now()));
+    let shared: SharedClock = clock.clone();
+    let started = start_with(dir, shared, settings).await;
+    let router = tether_api::console_router(started.app.state().clone());
+    (started, router, clock)
+}
+
+/// A console session: the cookie and the CSRF token.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+impl Session {
+    fn who(&self) -> As<'_> {
+        As::Session(&self.cookie, &self.csrf)
+    }
+}
+
+/// A login attempt's answer.
+async fn try_login(router: &axum::Router, name: &str, password: &str) -> Answer {
+    let body = json!({"username": name, "password": password});
+    send(router, As::Anyone, "POST", "/api/v1/auth/login", Some(&body)).await
+}
+
+/// Logs in; panics unless the login succeeds.
+async fn login(router: &axum::Router, name: &str, password: &str) -> Session {
+    let (status, v, headers) = try_login(router, name, password).await;
+    assert_eq!(status, 200, "login as {name}: {v}");
+    let cookie = headers["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    Session { cookie, csrf: v["csrf_token"].as_str().unwrap().to_owned() }
+}
+
+/// Adds `name` with `role` and signs them in with their own password.
+async fn person(router: &axum::Router, admin: &str, name: &str, role: &str) -> (String, Session) {
+    let initial = format!("first-{name}-password");
+    let body = json!({"name": name, "role": role, "password": initial});
+    assert_eq!(call(router, admin, "POST", "/api/v1/users", Some(body)).await.0, 201);
+    let first = login(router, name, &initial).await;
+    let password = format!("{name}-own-password-2026");
+    let change = json!({"current": initial, "new": password});
+    let (status, v, _) = send(router, first.who(), "POST", "/api/v1/auth/password", Some(&change)).await;
+    assert_eq!(status, 204, "{v}");
+    (password, first)
+}
+
+/// No second factor here: the rules under test are about time.
+fn no_second_factor(raw: &mut RawConfig) {
+    raw.mfa_required_roles = Some(String::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_end_when_idle_or_too_old_and_sensitive_actions_need_a_fresh_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let (started, router, clock) = on_manual_clock(&dir, |raw| {
+        no_second_factor(raw);
+        raw.session_idle = Some("30m".into());
+        raw.session_absolute = Some("8h".into());
+        raw.reauth_window = Some("5m".into());
+    })
+    .await;
+    let admin = started.admin_token.clone();
+    let (password, _) = person(&router, &admin, "adam", "admin").await;
+    let get_tasks = |s: &Session| {
+        let (router, who) = (router.clone(), (s.cookie.clone(), s.csrf.clone()));
+        async move { send(&router, As::Session(&who.0, &who.1), "GET", "/api/v1/tasks", None).await.0 }
+    };
+
+    // Idle: a session left alone for the idle time is gone.
+    let idle = login(&router, "adam", &password).await;
+    assert_eq!(get_tasks(&idle).await, 200);
+    clock.advance(Duration::from_secs(29 * 60));
+    assert_eq!(get_tasks(&idle).await, 200, "29 minutes idle: still there");
+    clock.advance(Duration::from_secs(30 * 60 + 1));
+    assert_eq!(get_tasks(&idle).await, 401, "30 minutes idle: gone");
+
+    // Absolute: a session in steady use still ends 8 h after login.
+    let busy = login(&router, "adam", &password).await;
+    for _ in 0..16 {
+        clock.advance(Duration::from_secs(29 * 60));
+        assert_eq!(get_tasks(&busy).await, 200, "in use, under 8 h old");
+    }
+    clock.advance(Duration::from_secs(16 * 60 + 1));
+    assert_eq!(get_tasks(&busy).await, 401, "8 h after login, however busy");
+
+    // Freshness: a sensitive action (a role change) needs a login within
+    // the re-authentication window; re-authenticating opens it again.
+    let console = login(&router, "adam", &password).await;
+    let vic = json!({"name": "vic", "role": "viewer", "password": "first-vic-password"});
+    assert_eq!(call(&router, &admin, "POST", "/api/v1/users", Some(vic)).await.0, 201);
+    let role = |r: &str| json!({"role": r});
+    let path = "/api/v1/users/vic/role";
+    let (s, v, _) = send(&router, console.who(), "PUT", path, Some(&role("auditor"))).await;
+    assert_eq!(s, 200, "fresh after login: {v}");
+    clock.advance(Duration::from_secs(4 * 60));
+    assert_eq!(get_tasks(&console).await, 200);
+    clock.advance(Duration::from_secs(61));
+    let (s, v, _) = send(&router, console.who(), "PUT", path, Some(&role("viewer"))).await;
+    assert_eq!((s, v["code"].as_str()), (403, Some("reauthentication_required")), "{v}");
+    let reauth = json!({"password": password});
+    assert_eq!(send(&router, console.who(), "POST", "/api/v1/auth/reauth", Some(&reauth)).await.0, 204);
+    let (s, v, _) = send(&router, console.who(), "PUT", path, Some(&role("viewer"))).await;
+    assert_eq!(s, 200, "{v}");
+    started.stop.send(()).unwrap();
+    started.app.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_token_works_until_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let (started, router, clock) = on_manual_clock(&dir, no_second_factor).await;
+    let admin = started.admin_token.clone();
+    let body = json!({"role": "viewer", "name": "ci-bot", "ttl": "1h"});
+    let (s, v) = call(&router, &admin, "POST", "/api/v1/tokens", Some(body)).await;
+    assert_eq!(s, 201, "{v}");
+    let token = v["token"].as_str().unwrap().to_owned();
+    clock.advance(Duration::from_secs(3599));
+    assert_eq!(call(&router, &token, "GET", "/api/v1/tasks", None).await.0, 200, "a second before it expires");
+    clock.advance(Duration::from_secs(2));
+    let (s, v) = call(&router, &token, "GET", "/api/v1/tasks", None).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("unauthenticated")), "{v}");
+    started.stop.send(()).unwrap();
+    started.app.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guessing_a_password_waits_out_a_doubling_schedule_then_is_locked_out_with_one_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (started, router, clock) = on_manual_clock(&dir, no_second_factor).await;
+    let admin = started.admin_token.clone();
+    let (password, _) = person(&router, &admin, "victor", "developer").await;
+    let attempt = |password: &str| {
+        let (router, password) = (router.clone(), password.to_owned());
+        async move { try_login(&router, "victor", &password).await }
+    };
+    let retry_after =
+        |headers: &axum::http::HeaderMap| -> u64 { headers["retry-after"].to_str().unwrap().parse().unwrap() };
+    // Three free failures, then a doubling wait between tries.
+    for _ in 0..3 {
+        assert_eq!(attempt("wrong password 1").await.0, 401);
+    }
+    let mut waits = Vec::new();
+    for _ in 0..100 {
+        let (s, v, headers) = attempt("wrong password 2").await;
+        if s == 401 {
+            continue;
+        }
+        assert_eq!((s, v["code"].as_str()), (429, Some("login_throttled")), "{v}");
+        let wait = retry_after(&headers);
+        if wait > 60 {
+            break; // locked out
+        }
+        waits.push(wait);
+        clock.advance(Duration::from_secs(wait));
+    }
+    assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30], "the documented schedule");
+    // Locked: even the right password is refused, without being checked.
+    let (s, v, headers) = attempt(&password).await;
+    assert_eq!((s, v["code"].as_str()), (429, Some("login_throttled")), "{v}");
+    let locked_for = retry_after(&headers);
+    assert!(locked_for > 800, "locked for {locked_for} s");
+
+    // Ten failures: one alert, listed and audited; the name appears only as
+    // a keyed pseudonym.
+    let (s, alerts) = call(&router, &admin, "GET", "/api/v1/alerts", None).await;
+    assert_eq!(s, 200, "{alerts}");
+    let alerts = alerts.as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        (alerts[0]["kind"].as_str(), alerts[0]["subject"].as_str()),
+        (Some("failed_logins"), CLIENT.split(':').next())
+    );
+    let (_, log) = call(&router, &admin, "GET", "/api/v1/audit/export", None).await;
+    let records: Vec<Value> = log.as_str().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let count = |kind: &str| records.iter().filter(|r| r["event_type"] == kind).count();
+    assert_eq!((count("alert.raised"), count("auth.locked_out")), (1, 1));
+    for r in records.iter().filter(|r| r["event_type"] == "auth.login_failed") {
+        let id = r["resource"]["id"].as_str().unwrap();
+        assert!(id.starts_with("hmac:") && !id.contains("victor"), "{r}");
+    }
+
+    // The lockout ends when its time is up.
+    clock.advance(Duration::from_secs(locked_for));
+    assert_eq!(attempt(&password).await.0, 200, "the right password works again");
+    started.stop.send(()).unwrap();
+    started.app.wait().await.unwrap();
+}

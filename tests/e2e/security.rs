@@ -1,12 +1,10 @@
 //! Who may connect and what each role may do.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 use tether::worker::client::{BrokerClient, CallError};
-use tether_domain::auth::{Permission, Role, grant};
 
 use crate::harness::{Appliance, count_events, count_failures, eventually, manual_worker};
 
@@ -91,90 +89,9 @@ async fn the_gateway_refuses_missing_or_foreign_certificates_at_the_handshake() 
     assert_eq!(refused[0]["metadata"]["source_ip"], "127.0.0.1");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_route_answers_every_role_as_the_permission_table_says() {
-    let a = Appliance::start();
-    let admin = a.api();
-    // One person per role (the first security officer is named directly:
-    // there is no other to approve), each with a token of its own role.
-    let mut people = BTreeMap::new();
-    for role in ["security_officer", "admin", "auditor", "developer", "viewer"] {
-        people.insert(role, a.person(&format!("{}-person", role.replace('_', "-")), role).await);
-    }
-    let mut tokens = BTreeMap::new();
-    for (role, person) in &people {
-        let (s, v) = person.console.post("/api/v1/tokens", &json!({"role": role})).await;
-        assert_eq!(s, 201, "{role}: {v}");
-        tokens.insert(*role, admin.with_token(Some(v["token"].as_str().unwrap())));
-    }
-    // A worker is a machine: no account, no token.
-    let (s, v) = admin.post("/api/v1/users", &json!({"name": "w", "role": "worker"})).await;
-    assert_eq!((s, v["code"].as_str()), (422, Some("account_refused")), "{v}");
-    let (s, v) = admin.post("/api/v1/tokens", &json!({"role": "worker", "name": "w"})).await;
-    assert_eq!((s, v["code"].as_str()), (403, Some("exceeds_your_rights")), "{v}");
-
-    let routes = tether_api::console_route_table();
-    let mut methods_by_path: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for r in &routes {
-        methods_by_path.entry(r.path).or_default().insert(r.method);
-    }
-    let mut checked = 0;
-    for route in &routes {
-        let path = route.path.replace("{id}", &uuid_like()).replace("{name}", &uuid_like());
-        let method = Method::from_bytes(route.method.as_bytes()).unwrap();
-        let body = (method == Method::POST || method == Method::PUT).then(|| json!({}));
-        // Without credentials.
-        let (status, _, _) = admin.with_token(None).send(method.clone(), &path, body.as_ref(), &[]).await;
-        if route.permission == Permission::Public {
-            // Public means no credential is asked for; the body may still be wrong.
-            assert!(status != 401 && status != 403, "{} {path} is public, got {status}", route.method);
-        } else {
-            assert_eq!(status, 401, "{} {path} without a credential", route.method);
-            assert_eq!(grant(Role::Worker, route.permission), None, "workers hold no console permission");
-        }
-        for (role_name, person) in &people {
-            let role: Role = role_name.parse().unwrap();
-            // Logging out would end the session the walk goes on with; it
-            // is checked at the end.
-            let session_too = route.path != "/api/v1/auth/logout";
-            let mut answers = vec![("token", tokens[role_name].send(method.clone(), &path, body.as_ref(), &[]).await)];
-            if session_too {
-                let (s, v) = person.console.send(method.clone(), &path, body.as_ref()).await;
-                answers.push(("session", (s, v, Default::default())));
-            }
-            for (via, (status, v, _)) in answers {
-                if path == "/api/v1/sys/seal" && status == 200 {
-                    a.unseal_from_key_file().await;
-                }
-                match grant(role, route.permission) {
-                    None => assert_eq!(status, 403, "{role} by {via}: {} {path} must be forbidden: {v}", route.method),
-                    Some(_) => assert!(
-                        status != 401 && status != 403,
-                        "{role} by {via}: {} {path} must be allowed, got {status}: {v}",
-                        route.method
-                    ),
-                }
-                checked += 1;
-            }
-        }
-        // Methods the path does not have.
-        for other in tether_api::METHODS {
-            if !methods_by_path[route.path].contains(other.as_str()) {
-                let (status, v, _) = admin.send(other.clone(), &path, None, &[]).await;
-                assert_eq!(status, 405, "{other} {path}: {v}");
-            }
-        }
-    }
-    assert_eq!(checked, routes.len() * people.len() * 2 - people.len());
-    // Logging out ends the session at once.
-    let viewer = &people["viewer"].console;
-    assert_eq!(viewer.post("/api/v1/auth/logout", &json!({})).await.0, 204);
-    assert_eq!(viewer.get("/api/v1/auth/session").await.0, 401);
-}
-
-fn uuid_like() -> String {
-    tether_base::ids::TaskId::new().to_string()
-}
+// The role matrix (every console route, for every role by token and by
+// session) runs in process against the router:
+// `appliance/api/tests/app/roles.rs`.
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_problem_json_with_a_stable_code() {

@@ -6,5 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod composition;
+mod roles;
 mod support;
 mod time_rules;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -112,4 +112,48 @@ pub async fn send(router: &axum::Router, who: As<'_>, method: &str, path: &str, 
 pub async fn call(router: &axum::Router, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let (status, body, _) = send(router, As::Token(token), method, path, body.as_ref()).await;
     (status, body)
+}
+
+/// A console session: the cookie and the CSRF token.
+pub struct Session {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+impl Session {
+    pub fn who(&self) -> As<'_> {
+        As::Session(&self.cookie, &self.csrf)
+    }
+}
+
+/// A login attempt's answer.
+pub async fn try_login(router: &axum::Router, name: &str, password: &str) -> Answer {
+    let body = json!({"username": name, "password": password});
+    send(router, As::Anyone, "POST", "/api/v1/auth/login", Some(&body)).await
+}
+
+/// Logs in; panics unless the login succeeds.
+pub async fn login(router: &axum::Router, name: &str, password: &str) -> Session {
+    let (status, v, headers) = try_login(router, name, password).await;
+    assert_eq!(status, 200, "login as {name}: {v}");
+    let cookie = headers["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    Session { cookie, csrf: v["csrf_token"].as_str().unwrap().to_owned() }
+}
+
+/// Adds `name` with `role` and signs them in with their own password.
+pub async fn person(router: &axum::Router, admin: &str, name: &str, role: &str) -> (String, Session) {
+    let initial = format!("first-{name}-password");
+    let body = json!({"name": name, "role": role, "password": initial});
+    assert_eq!(call(router, admin, "POST", "/api/v1/users", Some(body)).await.0, 201);
+    let first = login(router, name, &initial).await;
+    let password = format!("{name}-own-password-2026");
+    let change = json!({"current": initial, "new": password});
+    let (status, v, _) = send(router, first.who(), "POST", "/api/v1/auth/password", Some(&change)).await;
+    assert_eq!(status, 204, "{v}");
+    (password, first)
+}
+
+/// No second factor here: the rules under test are about time.
+pub fn no_second_factor(raw: &mut RawConfig) {
+    raw.mfa_required_roles = Some(String::new());
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Answer, As, CLIENT, Started, call, send, start_with};
+use crate::support::{
+    As, CLIENT, Session, Started, call, login, no_second_factor, person, send, start_with, try_login,
+};
 use tether_api::config::RawConfig;
 use tether_base::clock::{Clock, ManualClock, SharedClock, SystemClock};
 
@@ -22,50 +24,6 @@ async fn on_manual_clock(
     let started = start_with(dir, shared, settings).await;
     let router = tether_api::console_router(started.app.state().clone());
     (started, router, clock)
-}
-
-/// A console session: the cookie and the CSRF token.
-struct Session {
-    cookie: String,
-    csrf: String,
-}
-
-impl Session {
-    fn who(&self) -> As<'_> {
-        As::Session(&self.cookie, &self.csrf)
-    }
-}
-
-/// A login attempt's answer.
-async fn try_login(router: &axum::Router, name: &str, password: &str) -> Answer {
-    let body = json!({"username": name, "password": password});
-    send(router, As::Anyone, "POST", "/api/v1/auth/login", Some(&body)).await
-}
-
-/// Logs in; panics unless the login succeeds.
-async fn login(router: &axum::Router, name: &str, password: &str) -> Session {
-    let (status, v, headers) = try_login(router, name, password).await;
-    assert_eq!(status, 200, "login as {name}: {v}");
-    let cookie = headers["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
-    Session { cookie, csrf: v["csrf_token"].as_str().unwrap().to_owned() }
-}
-
-/// Adds `name` with `role` and signs them in with their own password.
-async fn person(router: &axum::Router, admin: &str, name: &str, role: &str) -> (String, Session) {
-    let initial = format!("first-{name}-password");
-    let body = json!({"name": name, "role": role, "password": initial});
-    assert_eq!(call(router, admin, "POST", "/api/v1/users", Some(body)).await.0, 201);
-    let first = login(router, name, &initial).await;
-    let password = format!("{name}-own-password-2026");
-    let change = json!({"current": initial, "new": password});
-    let (status, v, _) = send(router, first.who(), "POST", "/api/v1/auth/password", Some(&change)).await;
-    assert_eq!(status, 204, "{v}");
-    (password, first)
-}
-
-/// No second factor here: the rules under test are about time.
-fn no_second_factor(raw: &mut RawConfig) {
-    raw.mfa_required_roles = Some(String::new());
 }
 
 #[tokio::test(flavor = "multi_thread")]

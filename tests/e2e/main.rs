@@ -7,6 +7,7 @@
 mod abuse;
 mod audit;
 mod crypto;
+mod disk;
 mod fake_llm;
 mod harness;
 mod lifecycle;

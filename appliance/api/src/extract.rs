@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::{ApiError, AppState};
 use tether_domain::audit::{self, Actor, ActorKind, Event, Origin, Outcome, Resource};
 use tether_domain::auth::{self, Permission, Role, Scope, Via};
-use tether_domain::pki::{self, PeerCert, WorkerRecord};
+use tether_domain::pki::{PeerCert, WorkerRecord};
 
 /// What the listener learned about the connection, attached to each request.
 #[derive(Debug, Clone)]
@@ -307,19 +307,7 @@ impl FromRequestParts<AppState> for RenewingWorker {
 
 async fn worker_caller(parts: &Parts, state: &AppState) -> Result<WorkerCaller, ApiError> {
     let peer = parts.extensions.get::<ConnInfo>().and_then(|c| c.peer.clone()).ok_or(ApiError::CertificateRequired)?;
-    let (record, first_use) = state.store.read(|tx| {
-        let Some(record) = pki::get_worker(tx, peer.worker)? else { return Ok((None, false)) };
-        let first_use = pki::newest_unconfirmed(tx, &record, &peer.serial)?;
-        Ok::<_, ApiError>((Some(record), first_use))
-    })?;
-    let record = record.ok_or(ApiError::WorkerRevoked)?;
-    if record.revoked {
-        return Err(ApiError::WorkerRevoked);
-    }
-    if first_use {
-        let (worker, serial) = (record.id, peer.serial.clone());
-        state.store.write(move |tx| pki::confirm_newest(tx, worker, &serial)).await?;
-    }
+    let record = state.authority.admit(&peer).await?;
     state.monitor.worker_seen(record.id);
     let actor = Actor { kind: ActorKind::Worker, id: record.id.to_string(), roles: vec![Role::Worker.to_string()] };
     let origin = origin_from(&parts.extensions, &parts.headers, actor);

@@ -10,9 +10,9 @@ use super::extract::{ApiJson, ApiQuery, Caller};
 use super::{ApiError, AppState};
 use tether_domain::auth::{Scope, users};
 use tether_domain::llm::keys::{self, Enforcement, KeyPolicy, Limits, NewKey, VirtualKey};
-use tether_domain::llm::prompts;
 use tether_domain::llm::upstreams::{self, UpstreamInfo, UpstreamKind, UpstreamSettings};
 use tether_domain::llm::usage::{self, UsageRow};
+use tether_domain::llm::{prompt_log, prompts};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -278,19 +278,9 @@ pub async fn prompt_log(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(query): ApiQuery<PromptLogQuery>,
-) -> Result<axum::Json<Vec<tether_domain::llm::prompt_log::Entry>>, ApiError> {
+) -> Result<axum::Json<Vec<prompt_log::Entry>>, ApiError> {
     let limit = query.limit.unwrap_or(20).clamp(1, 100);
-    let keys = state.vault.keys()?;
-    let key = query.key.clone();
-    let entries = state.store.read(|tx| tether_domain::llm::prompt_log::read(tx, &keys, key.as_deref(), limit))?;
-    let event = tether_domain::audit::Event::new(
-        "llm.prompt_log_read",
-        "read",
-        tether_domain::audit::Resource::new("llm_prompt_log", query.key.as_deref().unwrap_or("*")),
-    )
-    .detail("entries", entries.len())
-    .detail("ids", entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>().join(","));
-    let (now, origin) = (state.clock.now(), caller.origin);
-    state.store.write(move |tx| tether_domain::audit::append(tx, now, &origin, event)).await?;
+    let (now, key) = (state.clock.now(), query.key.as_deref());
+    let entries = prompt_log::read_audited(&state.store, &state.vault, now, &caller.origin, key, limit).await?;
     Ok(axum::Json(entries))
 }

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::ca::{Ca, IssuedCert, csr_key_fingerprint};
-use super::enroll::{self, EnrollError, Refused, bound_worker, refused_event};
+use super::ca::{Ca, IssuedCert, PeerCert, csr_key_fingerprint};
+use super::enroll::{self, EnrollError, Refused, WorkerRecord, bound_worker, refused_event};
 use super::keystore::load_ca;
 use super::rotation::{self, BundleDeliveries, CaSet, RotationError};
 use crate::audit::tally::FailureLog;
@@ -107,6 +107,24 @@ impl Authority {
                 Err(e)
             }
         }
+    }
+
+    /// The enrolled, unrevoked worker that presented `peer` in the TLS
+    /// handshake. Its first request with a renewed certificate confirms
+    /// that certificate, so the one before it may no longer renew
+    /// (bookkeeping, not audited).
+    pub async fn admit(&self, peer: &PeerCert) -> Result<WorkerRecord, EnrollError> {
+        let (record, first_use) = self.store.read(|tx| {
+            let Some(record) = enroll::get_worker(tx, peer.worker)? else { return Ok((None, false)) };
+            let first_use = enroll::newest_unconfirmed(tx, &record, &peer.serial)?;
+            Ok::<_, store::Error>((Some(record), first_use))
+        })?;
+        let record = record.filter(|r| !r.revoked).ok_or(EnrollError::Revoked)?;
+        if first_use {
+            let (worker, serial) = (record.id, peer.serial.clone());
+            self.store.write(move |tx| enroll::confirm_newest(tx, worker, &serial)).await?;
+        }
+        Ok(record)
     }
 
     /// Renews `worker`'s certificate; `presented` is the serial of the one

@@ -76,7 +76,7 @@ pub struct Status {
 }
 
 pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Status>, ApiError> {
-    let workers = state.store.read(tether_domain::pki::list_workers)?.into_iter().filter(|w| !w.revoked).count();
+    let workers = state.authority.workers()?.into_iter().filter(|w| !w.revoked).count();
     let draining = state.broker.is_draining();
     Ok(axum::Json(Status {
         status: if draining { "draining" } else { "ok" },

@@ -26,7 +26,7 @@ pub struct Certificates {
 
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Certificates>, ApiError> {
     let served = state.certs.served();
-    let set = state.ca_set()?;
+    let set = state.authority.ca_set()?;
     let mut shown = vec![("ca", set.current.clone())];
     shown.extend(set.rotation.map(|r| ("ca_next", r.next_pem)));
     shown.push(("server", served.own));
@@ -69,10 +69,7 @@ pub async fn rotation(State(state): State<AppState>, _caller: Caller) -> Result<
 }
 
 fn rotation_status(state: &AppState) -> Result<RotationStatus, ApiError> {
-    let set = state.ca_set()?;
-    let now = state.clock.now();
-    let grace = state.config.worker_cert_grace;
-    let workers = state.store.read(|tx| pki::rotation_progress(tx, &set, now, grace))?;
+    let (set, workers) = state.authority.rotation_progress()?;
     let fingerprint = |pem: &str| pki::fingerprint_pem(pem).map_err(ApiError::internal);
     let active: Vec<&pki::WorkerProgress> = workers.iter().filter(|w| w.active).collect();
     Ok(RotationStatus {

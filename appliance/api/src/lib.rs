@@ -49,7 +49,7 @@ use tether_domain::audit::sinks::Sinks;
 use tether_domain::auth::throttle::RateLimiter;
 use tether_domain::auth::{Accounts, Permission};
 use tether_domain::broker::Broker;
-use tether_domain::pki::{self, Ca};
+use tether_domain::pki;
 use tether_domain::vault::Vault;
 use tether_store::Store;
 
@@ -118,19 +118,6 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The CAs as they stand (two during a rotation).
-    pub fn ca_set(&self) -> Result<pki::CaSet, ApiError> {
-        Ok(self.certs.ca_set(&self.store)?)
-    }
-
-    /// The CA that issues now, ready to sign (needs the vault unsealed).
-    /// Its key is opened per signature.
-    pub fn ca(&self) -> Result<Ca, ApiError> {
-        let set = self.ca_set()?;
-        let (slot, pem) = set.issuing();
-        Ok(pki::load_ca(&self.store, &self.vault, slot, pem)?)
-    }
-
     /// What the appliance's own checks and renewals need of it.
     pub fn renewer(&self) -> Renewer {
         Renewer {

@@ -44,8 +44,7 @@ impl From<pki::WorkerRecord> for WorkerSummary {
 }
 
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Vec<WorkerSummary>>, ApiError> {
-    let workers = state.store.read(pki::list_workers)?;
-    Ok(axum::Json(workers.into_iter().map(WorkerSummary::from).collect()))
+    Ok(axum::Json(state.authority.workers()?.into_iter().map(WorkerSummary::from).collect()))
 }
 
 #[derive(Debug, Serialize)]
@@ -68,10 +67,7 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<axum::Json<RevokedWorker>, ApiError> {
     let worker: WorkerId = parse_id(&id)?;
-    let now = state.clock.now();
-    let (origin, revoked) = (caller.origin, state.revoked.clone());
-    let revocation =
-        state.store.write(move |tx| pki::revoke(tx, now, &origin, worker, revoked)).await.map_err(for_an_admin)?;
+    let revocation = state.authority.revoke(&caller.origin, worker).await.map_err(for_an_admin)?;
     let tasks_released = state.broker.release_worker(worker).await?;
     Ok(axum::Json(RevokedWorker {
         worker_id: worker.to_string(),
@@ -97,12 +93,7 @@ pub async fn set_labels(
     ApiJson(body): ApiJson<LabelsBody>,
 ) -> Result<axum::Json<WorkerSummary>, ApiError> {
     let worker: WorkerId = parse_id(&id)?;
-    let (now, origin) = (state.clock.now(), caller.origin);
-    let record = state
-        .store
-        .write(move |tx| pki::set_labels(tx, now, &origin, worker, body.labels))
-        .await
-        .map_err(for_an_admin)?;
+    let record = state.authority.set_labels(&caller.origin, worker, body.labels).await.map_err(for_an_admin)?;
     Ok(axum::Json(record.into()))
 }
 
@@ -135,9 +126,7 @@ pub async fn crl(
         Some("pem") => true,
         Some(other) => return Err(ApiError::InvalidRequest(format!("format must be der or pem, not {other:?}"))),
     };
-    let ca = state.ca()?;
-    let now = state.clock.now();
-    let der = state.store.write(move |tx| pki::sign_crl(tx, now, &ca)).await?;
+    let der = state.authority.crl().await?;
     let (body, content_type) =
         if pem { (pki::crl_pem(&der).into_bytes(), "application/x-pem-file") } else { (der, "application/pkix-crl") };
     let mut response = body.into_response();
@@ -183,10 +172,7 @@ pub async fn create_enrollment_token(
     if ttl.is_zero() || ttl > MAX_ENROLLMENT_TTL {
         return Err(ApiError::InvalidRequest("ttl must be between 1s and 7d".into()));
     }
-    let now = state.clock.now();
-    let origin = caller.origin;
-    let (record, token) =
-        state.store.write(move |tx| pki::create_enrollment_token(tx, now, &origin, body.labels, ttl)).await?;
+    let (record, token) = state.authority.enrollment_token(&caller.origin, body.labels, ttl).await?;
     let join = join_string(&state, &uri, &headers, &token)?;
     Ok((
         StatusCode::CREATED,
@@ -257,7 +243,7 @@ pub async fn poll(
     let wait = Duration::from_secs(body.wait_s.unwrap_or(settings.max_poll_wait.as_secs()));
     let delivered = state.broker.poll(&caller.origin, &view, body.max_tasks.unwrap_or(1), wait).await?;
     let tasks = delivered.into_iter().filter_map(leased_task).collect();
-    let (ca_pem, renew_now) = rotation_news(&state, caller.record.id)?;
+    let (ca_pem, renew_now) = state.authority.rotation_news(caller.record.id)?;
     Ok(axum::Json(PollReply {
         tasks,
         lease_s: settings.lease.as_secs(),
@@ -265,16 +251,6 @@ pub async fn poll(
         ca_pem,
         renew_now,
     }))
-}
-
-/// What a worker must hear of a CA rotation in progress: the bundle to
-/// trust (noted as sent), and whether to renew at once.
-fn rotation_news(state: &AppState, worker: WorkerId) -> Result<(Option<String>, bool), ApiError> {
-    let set = state.ca_set()?;
-    let Some(rotation) = &set.rotation else { return Ok((None, false)) };
-    state.deliveries.sent(rotation.started_at, worker);
-    let issuer = state.store.read(|tx| pki::worker_issuer(tx, &set, worker))?;
-    Ok((Some(set.bundle()), set.should_renew_early(&issuer)))
 }
 
 pub async fn heartbeat(

@@ -245,6 +245,7 @@ fn services(
     let models =
         llm::models::Imports::new(store.clone(), vault.clone(), clock.clone(), dir, config.vllm_model_dir.clone());
     let deliveries = Arc::<pki::BundleDeliveries>::default();
+    let revoked = store.read(pki::Revoked::load).context("loading the revoked workers")?;
     let authority = pki::Authority::new(pki::AuthorityParts {
         store: store.clone(),
         vault: vault.clone(),
@@ -254,11 +255,12 @@ fn services(
         grace: config.worker_cert_grace,
         failures: failures.clone(),
         deliveries: deliveries.clone(),
+        revoked: revoked.clone(),
         ca_file_pem: certs.ca_file_pem().to_owned(),
     });
     Ok(AppState::new(Shared {
         authority: Arc::new(authority),
-        revoked: store.read(pki::Revoked::load).context("loading the revoked workers")?,
+        revoked,
         monitor: Arc::new(monitor::Monitor::new(store.clone(), clock.clone(), silent_after)),
         llm: Arc::new(llm::Gateway::new(store.clone(), vault.clone(), clock.clone())),
         models: Arc::new(models),

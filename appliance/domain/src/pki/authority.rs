@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::ca::{Ca, IssuedCert, PeerCert, csr_key_fingerprint};
-use super::enroll::{self, EnrollError, Refused, WorkerRecord, bound_worker, refused_event};
+use super::enroll::{self, EnrollError, EnrollmentToken, Refused, WorkerRecord, bound_worker, refused_event};
 use super::keystore::load_ca;
-use super::rotation::{self, BundleDeliveries, CaSet, RotationError};
+use super::revocation::{self, CrlError, Revocation, Revoked};
+use super::rotation::{self, BundleDeliveries, CaSet, RotationError, WorkerProgress};
 use crate::audit::tally::FailureLog;
 use crate::audit::{self, Origin};
 use crate::vault::Vault;
@@ -36,6 +37,8 @@ pub struct Authority {
     grace: Duration,
     failures: Arc<FailureLog>,
     deliveries: Arc<BundleDeliveries>,
+    /// The revoked workers the listeners refuse (updated by [`Authority::revoke`]).
+    revoked: Arc<Revoked>,
     /// `ca.pem` as read at start: the current CA of a store from before
     /// rotation existed.
     ca_file_pem: String,
@@ -68,13 +71,15 @@ pub struct AuthorityParts {
     pub grace: Duration,
     pub failures: Arc<FailureLog>,
     pub deliveries: Arc<BundleDeliveries>,
+    pub revoked: Arc<Revoked>,
     pub ca_file_pem: String,
 }
 
 impl Authority {
     pub fn new(parts: AuthorityParts) -> Authority {
-        let AuthorityParts { store, vault, clock, policy, lifetime, grace, failures, deliveries, ca_file_pem } = parts;
-        Authority { store, vault, clock, policy, lifetime, grace, failures, deliveries, ca_file_pem }
+        let AuthorityParts { store, vault, clock, policy, lifetime, grace, failures, deliveries, revoked, ca_file_pem } =
+            parts;
+        Authority { store, vault, clock, policy, lifetime, grace, failures, deliveries, revoked, ca_file_pem }
     }
 
     /// The CAs as the store has them now.
@@ -149,6 +154,68 @@ impl Authority {
             self.deliveries.sent(rotation.started_at, worker);
         }
         Ok(Renewal { cert, ca_bundle: set.bundle() })
+    }
+
+    /// Every enrolled worker, revoked ones included.
+    pub fn workers(&self) -> Result<Vec<WorkerRecord>, store::Error> {
+        self.store.read(enroll::list_workers)
+    }
+
+    /// A single-use enrollment token for a worker with `labels`, valid for
+    /// `ttl`; the secret is returned once.
+    pub async fn enrollment_token(
+        &self,
+        origin: &Origin,
+        labels: Option<Vec<String>>,
+        ttl: Duration,
+    ) -> Result<(EnrollmentToken, String), EnrollError> {
+        let (now, origin) = (self.clock.now(), origin.clone());
+        self.store.write(move |tx| enroll::create_enrollment_token(tx, now, &origin, labels, ttl)).await
+    }
+
+    /// Gives `worker` new labels (an admin's choice, never the worker's).
+    pub async fn set_labels(
+        &self,
+        origin: &Origin,
+        worker: WorkerId,
+        labels: Vec<String>,
+    ) -> Result<WorkerRecord, EnrollError> {
+        let (now, origin) = (self.clock.now(), origin.clone());
+        self.store.write(move |tx| enroll::set_labels(tx, now, &origin, worker, labels)).await
+    }
+
+    /// Revokes `worker`: the listeners refuse it from the commit on.
+    /// Revoking again answers the same and changes nothing.
+    pub async fn revoke(&self, origin: &Origin, worker: WorkerId) -> Result<Revocation, EnrollError> {
+        let (now, origin, revoked) = (self.clock.now(), origin.clone(), self.revoked.clone());
+        self.store.write(move |tx| revocation::revoke(tx, now, &origin, worker, revoked)).await
+    }
+
+    /// A CRL of every revoked worker certificate, signed now by the CA that
+    /// issues (DER).
+    pub async fn crl(&self) -> Result<Vec<u8>, CrlError> {
+        let set = self.ca_set()?;
+        let (slot, pem) = set.issuing();
+        let ca = load_ca(&self.store, &self.vault, slot, pem)?;
+        let now = self.clock.now();
+        self.store.write(move |tx| revocation::sign_crl(tx, now, &ca)).await
+    }
+
+    /// What `worker` must hear of a CA rotation in progress: the bundle to
+    /// trust (noted as sent), and whether to renew at once.
+    pub fn rotation_news(&self, worker: WorkerId) -> Result<(Option<String>, bool), RotationError> {
+        let set = self.ca_set()?;
+        let Some(rotation) = &set.rotation else { return Ok((None, false)) };
+        self.deliveries.sent(rotation.started_at, worker);
+        let issuer = self.store.read(|tx| rotation::worker_issuer(tx, &set, worker))?;
+        Ok((Some(set.bundle()), set.should_renew_early(&issuer)))
+    }
+
+    /// The CAs, and where each worker stands in the rotation.
+    pub fn rotation_progress(&self) -> Result<(CaSet, Vec<WorkerProgress>), RotationError> {
+        let (set, now) = (self.ca_set()?, self.clock.now());
+        let workers = self.store.read(|tx| rotation::progress(tx, &set, now, self.grace))?;
+        Ok((set, workers))
     }
 
     /// Takes one step of a CA rotation, each refused unless its guard holds

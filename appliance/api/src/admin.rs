@@ -9,7 +9,7 @@ use super::extract::{ApiJson, ApiQuery, Caller};
 use super::{ApiError, AppState};
 use tether_base::crypto::{CryptoStatus, Mode};
 use tether_domain::audit;
-use tether_domain::audit::sinks::{self, SinkKind, SinkStatus};
+use tether_domain::audit::sinks::{SinkKind, SinkStatus};
 use tether_domain::evidence;
 use tether_domain::pki;
 
@@ -104,7 +104,7 @@ pub struct CryptoReport {
 
 /// The crypto mode, the module and what the start-up self-tests found.
 pub async fn crypto(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<CryptoReport>, ApiError> {
-    let stored = state.store.read(tether_domain::vault::crypto_mode::stored)?.mode;
+    let stored = state.vault.stored_crypto_mode()?;
     let pending_mode = (stored != state.crypto.mode).then_some(stored);
     Ok(axum::Json(CryptoReport { running: CryptoStatus::clone(&state.crypto), pending_mode }))
 }
@@ -252,7 +252,7 @@ pub struct SinkView {
 }
 
 pub async fn list_sinks(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Vec<SinkView>>, ApiError> {
-    let configs = state.store.read(sinks::list)?;
+    let configs = state.sinks.configs()?;
     let status = state.sinks.status();
     Ok(axum::Json(
         configs
@@ -276,10 +276,7 @@ pub async fn put_sink(
     Path(name): Path<String>,
     ApiJson(kind): ApiJson<SinkKind>,
 ) -> Result<axum::Json<SinkView>, ApiError> {
-    let (now, origin) = (state.clock.now(), caller.origin);
-    let n = name.clone();
-    let config = state.store.write(move |tx| sinks::put(tx, now, &origin, &n, kind, None)).await?;
-    state.sinks.reconcile()?;
+    let config = state.sinks.put(&caller.origin, name, kind).await?;
     Ok(axum::Json(SinkView {
         name: config.name,
         kind: config.kind,
@@ -294,8 +291,6 @@ pub async fn remove_sink(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    let (now, origin) = (state.clock.now(), caller.origin);
-    state.store.write(move |tx| sinks::remove(tx, now, &origin, &name)).await?;
-    state.sinks.reconcile()?;
+    state.sinks.remove(&caller.origin, name).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -503,6 +503,16 @@ impl From<TokenError> for ApiError {
     }
 }
 
+impl From<tether_domain::llm::prompts::PromptError> for ApiError {
+    fn from(e: tether_domain::llm::prompts::PromptError) -> Self {
+        use tether_domain::llm::prompts::PromptError as P;
+        match e {
+            P::Invalid(m) => ApiError::InvalidRequest(m),
+            P::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<tether_domain::llm::upstreams::UpstreamError> for ApiError {
     fn from(e: tether_domain::llm::upstreams::UpstreamError) -> Self {
         use tether_domain::llm::upstreams::UpstreamError as U;

@@ -161,9 +161,8 @@ pub async fn authorize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let now = state.clock.now();
     let verdict = match (bearer, session_cookie(req.headers())) {
-        (Some(secret), _) => state.store.read(|tx| auth::authenticate(tx, secret, now)),
+        (Some(secret), _) => state.accounts.token_principal(secret),
         (None, Some(cookie)) => state.accounts.session_principal(cookie),
         (None, None) => Ok(Err(auth::AuthError::Missing)),
     };

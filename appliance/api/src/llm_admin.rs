@@ -9,10 +9,10 @@ use zeroize::Zeroizing;
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::{ApiError, AppState};
 use tether_domain::auth::{Scope, users};
-use tether_domain::llm::keys::{self, Enforcement, KeyPolicy, Limits, NewKey, VirtualKey};
-use tether_domain::llm::upstreams::{self, UpstreamInfo, UpstreamKind, UpstreamSettings};
-use tether_domain::llm::usage::{self, UsageRow};
-use tether_domain::llm::{prompt_log, prompts};
+use tether_domain::llm::keys::{Enforcement, KeyPolicy, Limits, NewKey, VirtualKey};
+use tether_domain::llm::prompt_log;
+use tether_domain::llm::upstreams::{UpstreamInfo, UpstreamKind, UpstreamSettings};
+use tether_domain::llm::usage::UsageRow;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,14 +124,13 @@ pub async fn create_key(
         enforcement,
         expires_at: now.plus(ttl),
     };
-    let origin = caller.origin;
-    let (key, secret) = state.store.write(move |tx| keys::issue(tx, now, &origin, new)).await?;
+    let (key, secret) = state.llm.issue_key(&caller.origin, new).await?;
     Ok((StatusCode::CREATED, axum::Json(KeyCreated { key: Zeroizing::new(secret), view: key.into() })))
 }
 
 pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Vec<KeyView>>, ApiError> {
     let owner = (caller.scope != Scope::All).then_some(caller.principal.as_str());
-    let keys = state.store.read(|tx| keys::list(tx, owner))?;
+    let keys = state.llm.keys(owner)?;
     Ok(axum::Json(keys.into_iter().map(KeyView::from).collect()))
 }
 
@@ -141,8 +140,7 @@ pub async fn revoke_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let owner = (caller.scope != Scope::All).then(|| caller.principal.clone());
-    let (now, origin) = (state.clock.now(), caller.origin);
-    state.store.write(move |tx| keys::revoke(tx, now, &origin, &id, owner.as_deref())).await?;
+    state.llm.revoke_key(&caller.origin, id, owner).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -171,8 +169,7 @@ pub async fn put_upstream(
 ) -> Result<axum::Json<UpstreamInfo>, ApiError> {
     let UpstreamBody { kind, url, models, ca_pem, credential } = body;
     let settings = UpstreamSettings { kind, url, models, ca_pem, credential };
-    let (store, vault, clock) = (&state.store, &*state.vault, &state.clock);
-    Ok(axum::Json(upstreams::set(store, vault, clock, &caller.origin, &caller.principal, name, settings).await?))
+    Ok(axum::Json(state.llm.set_upstream(&caller.origin, &caller.principal, name, settings).await?))
 }
 
 /// An upstream as an admin sees it: its settings and its last health probe.
@@ -190,8 +187,8 @@ pub async fn list_upstreams(
 ) -> Result<axum::Json<Vec<UpstreamView>>, ApiError> {
     let health = state.llm.health();
     let views = state
-        .store
-        .read(upstreams::list)?
+        .llm
+        .upstreams()?
         .iter()
         .map(|u| UpstreamView { info: UpstreamInfo::from(u), health: health.get(&u.name).cloned() })
         .collect();
@@ -203,8 +200,7 @@ pub async fn remove_upstream(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let (now, origin) = (state.clock.now(), caller.origin);
-    let removed = state.store.write(move |tx| upstreams::remove(tx, now, &origin, &name)).await?;
+    let removed = state.llm.remove_upstream(&caller.origin, name).await?;
     if removed { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::NotFound) }
 }
 
@@ -221,15 +217,7 @@ pub async fn set_prompt(
     ApiJson(body): ApiJson<PromptBody>,
 ) -> Result<StatusCode, ApiError> {
     let level: Enforcement = level.parse().map_err(ApiError::InvalidRequest)?;
-    let (now, origin) = (state.clock.now(), caller.origin);
-    state
-        .store
-        .write(move |tx| match prompts::set(tx, now, &origin, level, &body.prompt) {
-            Ok(()) => Ok(Ok(())),
-            Err(prompts::PromptError::Invalid(m)) => Ok(Err(ApiError::InvalidRequest(m))),
-            Err(prompts::PromptError::Store(e)) => Err(e),
-        })
-        .await??;
+    state.llm.set_prompt(&caller.origin, level, body.prompt).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -261,7 +249,7 @@ pub async fn usage(
         Scope::All => query.owner,
         _ => Some(caller.principal.clone()),
     };
-    Ok(axum::Json(state.store.read(|tx| usage::report(tx, &from, &to, owner.as_deref()))?))
+    Ok(axum::Json(state.llm.usage(&from, &to, owner.as_deref())?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,7 +268,6 @@ pub async fn prompt_log(
     ApiQuery(query): ApiQuery<PromptLogQuery>,
 ) -> Result<axum::Json<Vec<prompt_log::Entry>>, ApiError> {
     let limit = query.limit.unwrap_or(20).clamp(1, 100);
-    let (now, key) = (state.clock.now(), query.key.as_deref());
-    let entries = prompt_log::read_audited(&state.store, &state.vault, now, &caller.origin, key, limit).await?;
+    let entries = state.llm.read_prompt_log(&caller.origin, query.key.as_deref(), limit).await?;
     Ok(axum::Json(entries))
 }

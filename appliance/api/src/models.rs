@@ -47,8 +47,7 @@ pub async fn set_signing_key(
     ApiJson(body): ApiJson<SigningKeyBody>,
 ) -> Result<axum::Json<SigningKeyView>, ApiError> {
     let key = PublicKey::from_pem(&body.public_key_pem).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-    let (now, origin, by) = (state.clock.now(), caller.origin, caller.principal);
-    let trusted = state.store.write(move |tx| models::set_signing_key(tx, now, &origin, &by, &key)).await?;
+    let trusted = state.models.trust_signing_key(&caller.origin, caller.principal.clone(), key).await?;
     Ok(axum::Json(SigningKeyView::from(&trusted)))
 }
 
@@ -60,7 +59,7 @@ pub struct ModelList {
 }
 
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<ModelList>, ApiError> {
-    let (key, imported) = state.store.read(|tx| Ok::<_, ApiError>((models::signing_key(tx)?, models::list(tx)?)))?;
+    let (key, imported) = state.models.listing()?;
     Ok(axum::Json(ModelList {
         signing_key: key.as_ref().map(SigningKeyView::from),
         models: imported.iter().map(ModelInfo::from).collect(),

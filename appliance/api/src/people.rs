@@ -8,9 +8,9 @@ use zeroize::Zeroizing;
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::{ApiError, AppState};
 use crate::config::parse_duration;
-use tether_domain::audit::alerts::{self, Alert};
+use tether_domain::audit::alerts::Alert;
 use tether_domain::auth::roles::RoleChange;
-use tether_domain::auth::tokens::{self, TokenInfo};
+use tether_domain::auth::tokens::TokenInfo;
 use tether_domain::auth::users::UserInfo;
 use tether_domain::auth::{Role, Scope};
 
@@ -152,11 +152,8 @@ pub async fn create_token(
     ApiJson(body): ApiJson<TokenBody>,
 ) -> Result<(StatusCode, axum::Json<TokenCreated>), ApiError> {
     let expires_at = state.clock.now().plus(credential_ttl(&state, body.ttl.as_deref())?);
-    let (now, origin, asker) = (state.clock.now(), caller.origin.clone(), caller.asker());
-    let (record, token) = state
-        .store
-        .write(move |tx| tokens::issue_requested(tx, now, &origin, &asker, body.name, body.role, expires_at))
-        .await?;
+    let (record, token) =
+        state.accounts.issue_token(&caller.origin, caller.asker(), body.name, body.role, expires_at).await?;
     let (id, role, name, expires_at) = (record.id, record.role, record.owner, record.expires_at.to_rfc3339());
     Ok((StatusCode::CREATED, axum::Json(TokenCreated { token, id, role, name, expires_at })))
 }
@@ -165,7 +162,7 @@ pub async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<axum::Json<Vec<TokenInfo>>, ApiError> {
-    Ok(axum::Json(state.store.read(|tx| tokens::list(tx, owner_filter(&caller)))?))
+    Ok(axum::Json(state.accounts.tokens(owner_filter(&caller))?))
 }
 
 pub async fn revoke_token(
@@ -174,8 +171,7 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let owner = owner_filter(&caller).map(str::to_owned);
-    let (now, origin) = (state.clock.now(), caller.origin);
-    state.store.write(move |tx| tokens::revoke(tx, now, &origin, &id, owner.as_deref())).await?;
+    state.accounts.revoke_token(&caller.origin, id, owner).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -185,8 +181,7 @@ pub async fn rotate_token(
     Path(id): Path<String>,
 ) -> Result<axum::Json<TokenCreated>, ApiError> {
     let owner = owner_filter(&caller).map(str::to_owned);
-    let (now, origin) = (state.clock.now(), caller.origin);
-    let (record, token) = state.store.write(move |tx| tokens::rotate(tx, now, &origin, &id, owner.as_deref())).await?;
+    let (record, token) = state.accounts.rotate_token(&caller.origin, id, owner).await?;
     Ok(axum::Json(TokenCreated {
         token,
         id: record.id,
@@ -230,7 +225,7 @@ pub async fn list_alerts(
     ApiQuery(q): ApiQuery<AlertQuery>,
 ) -> Result<axum::Json<Vec<AlertView>>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let alerts = state.store.read(|tx| alerts::list(tx, limit))?;
+    let alerts = state.monitor.alerts(limit)?;
     Ok(axum::Json(alerts.into_iter().map(AlertView::from).collect()))
 }
 

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use super::extract::{ApiJson, Caller};
 use super::{ApiError, AppState};
-use tether_domain::vault::secrets::{self, NewVersion, Policy, SecretRecord};
+use tether_domain::vault::secrets::{NewVersion, Policy, SecretRecord};
 
 /// A new version. The value as text (`value`) or as bytes (`value_base64`),
 /// exactly one; the policy is required the first time.
@@ -99,18 +99,13 @@ pub async fn put(
 ) -> Result<(StatusCode, axum::Json<SecretView>), ApiError> {
     let value = body.value()?;
     let policy = body.policy.map(|p| Policy { kinds: p.kinds, labels: p.labels });
-    let new = NewVersion { name, value, policy };
-    let keys = state.vault.keys()?;
-    let now = state.clock.now();
-    let origin = caller.origin;
-    let record = state.store.write(move |tx| secrets::put(tx, now, &origin, &keys, new)).await?;
+    let record = state.vault.put_secret(&caller.origin, NewVersion { name, value, policy }).await?;
     let status = if record.versions.len() == 1 { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, axum::Json(view(record))))
 }
 
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Vec<SecretView>>, ApiError> {
-    let records = state.store.read(secrets::list)?;
-    Ok(axum::Json(records.into_iter().map(view).collect()))
+    Ok(axum::Json(state.vault.secrets()?.into_iter().map(view).collect()))
 }
 
 pub async fn get(
@@ -118,7 +113,7 @@ pub async fn get(
     _caller: Caller,
     Path(name): Path<String>,
 ) -> Result<axum::Json<SecretView>, ApiError> {
-    let record = state.store.read(|tx| secrets::get(tx, &name))?.ok_or(ApiError::NotFound)?;
+    let record = state.vault.secret(&name)?.ok_or(ApiError::NotFound)?;
     Ok(axum::Json(view(record)))
 }
 
@@ -127,8 +122,6 @@ pub async fn delete(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let now = state.clock.now();
-    let origin = caller.origin;
-    state.store.write(move |tx| secrets::delete(tx, now, &origin, &name)).await?;
+    state.vault.delete_secret(&caller.origin, name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

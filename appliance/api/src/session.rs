@@ -116,12 +116,7 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
 
 pub async fn current(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<SessionView>, ApiError> {
     let (key, session_id, set_up, fresh) = session_key(&caller)?;
-    let user = state.store.read(|tx| {
-        if let Some(person) = tether_domain::auth::sso_people::person(tx, &caller.principal)? {
-            return Ok(Some(UserInfo::from(&person)));
-        }
-        Ok::<_, ApiError>(tether_domain::auth::users::get(tx, &caller.principal)?.as_ref().map(UserInfo::from))
-    })?;
+    let user = state.accounts.account(&caller.principal)?;
     Ok(axum::Json(SessionView {
         user: user.ok_or(ApiError::Unauthenticated)?,
         session_id,

@@ -65,6 +65,11 @@ pub struct Monitor {
 }
 
 impl Monitor {
+    /// The newest `limit` alerts, whoever raised them.
+    pub fn alerts(&self, limit: usize) -> Result<Vec<crate::audit::alerts::Alert>, tether_store::Error> {
+        self.store.read(|tx| crate::audit::alerts::list(tx, limit))
+    }
+
     /// `silent_after`: the longest poll a worker makes plus the grace
     /// before it counts as silent.
     pub fn new(store: Store, clock: SharedClock, silent_after: Duration) -> Monitor {

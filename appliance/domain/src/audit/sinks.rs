@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::Record;
 use super::siem::{cef, frame, rfc5424};
+use super::{Origin, Record};
 use tether_base::clock::{SharedClock, Timestamp};
 use tether_store::{self as store, Collection, ReadTx, Store, WriteTx};
 
@@ -120,7 +120,7 @@ fn check(name: &str, kind: &SinkKind) -> Result<(), SinkError> {
 pub fn put(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
-    origin: &super::Origin,
+    origin: &Origin,
     name: &str,
     kind: SinkKind,
     from_seq: Option<u64>,
@@ -147,7 +147,7 @@ pub fn put(
 }
 
 /// Removes a sink (a security officer's act, audited).
-pub fn remove(tx: &mut WriteTx<'_>, now: Timestamp, origin: &super::Origin, name: &str) -> Result<(), SinkError> {
+pub fn remove(tx: &mut WriteTx<'_>, now: Timestamp, origin: &Origin, name: &str) -> Result<(), SinkError> {
     // Checked before anything is written: a refusal after a write would
     // abort the whole batch (and answer 500).
     if tx.get(SINKS, name.as_bytes())?.is_none() {
@@ -232,6 +232,27 @@ pub struct SinkContext {
 impl Sinks {
     pub fn new(context: SinkContext) -> Sinks {
         Sinks { context, running: Mutex::default(), status: Arc::default() }
+    }
+
+    /// Every configured sink.
+    pub fn configs(&self) -> Result<Vec<SinkConfig>, store::Error> {
+        self.context.store.read(list)
+    }
+
+    /// Adds or replaces the sink `name`, audited, and starts it at once
+    /// (from the beginning of the log for a new one).
+    pub async fn put(&self, origin: &Origin, name: String, kind: SinkKind) -> Result<SinkConfig, SinkError> {
+        let (now, origin) = (self.context.clock.now(), origin.clone());
+        let config = self.context.store.write(move |tx| put(tx, now, &origin, &name, kind, None)).await?;
+        self.reconcile()?;
+        Ok(config)
+    }
+
+    /// Removes the sink `name` and its cursor, audited, and stops it.
+    pub async fn remove(&self, origin: &Origin, name: String) -> Result<(), SinkError> {
+        let (now, origin) = (self.context.clock.now(), origin.clone());
+        self.context.store.write(move |tx| remove(tx, now, &origin, &name)).await?;
+        Ok(self.reconcile()?)
     }
 
     /// Starts, restarts or stops tasks so that they match the stored configs.

@@ -256,6 +256,22 @@ impl Drop for Staged {
 }
 
 impl Imports {
+    /// Trusts `key` for model bundles: a security officer's (`by`) act, audited.
+    pub async fn trust_signing_key(
+        &self,
+        origin: &Origin,
+        by: String,
+        key: PublicKey,
+    ) -> Result<TrustedKey, store::Error> {
+        let (now, origin) = (self.clock.now(), origin.clone());
+        self.store.write(move |tx| set_signing_key(tx, now, &origin, &by, &key)).await
+    }
+
+    /// The trusted bundle key, if one is set, and the models imported.
+    pub fn listing(&self) -> Result<(Option<TrustedKey>, Vec<ImportedModel>), store::Error> {
+        self.store.read(|tx| Ok((signing_key(tx)?, list(tx)?)))
+    }
+
     pub fn new(
         store: Store,
         vault: Arc<Vault>,

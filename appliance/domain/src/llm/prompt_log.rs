@@ -95,31 +95,6 @@ pub struct Entry {
     pub answer: String,
 }
 
-/// Opens the newest `limit` logged calls (of `key_id`, or every key's) for
-/// `origin`, and audits the reading in the same step: which entries were
-/// seen, by whom.
-pub async fn read_audited(
-    store: &tether_store::Store,
-    vault: &Vault,
-    now: Timestamp,
-    origin: &crate::audit::Origin,
-    key_id: Option<&str>,
-    limit: usize,
-) -> Result<Vec<Entry>, LogError> {
-    let keys = vault.keys()?;
-    let entries = store.read(|tx| read(tx, &keys, key_id, limit))?;
-    let event = crate::audit::Event::new(
-        "llm.prompt_log_read",
-        "read",
-        crate::audit::Resource::new("llm_prompt_log", key_id.unwrap_or("*")),
-    )
-    .detail("entries", entries.len())
-    .detail("ids", entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>().join(","));
-    let origin = origin.clone();
-    store.write(move |tx| crate::audit::append(tx, now, &origin, event)).await?;
-    Ok(entries)
-}
-
 /// The newest `limit` entries (of one key, when given), newest first, opened.
 pub fn read(tx: &ReadTx, keys: &Keys, key_id: Option<&str>, limit: usize) -> Result<Vec<Entry>, LogError> {
     let mut found = Vec::new();

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::audit::{self, Event, Origin, Resource};
-use crate::vault::{self, Keys, Place, Sealed, Vault};
-use tether_base::clock::{SharedClock, Timestamp};
-use tether_store::{self as store, Collection, ReadTx, Store, WriteTx};
+use crate::vault::{self, Keys, Place, Sealed};
+use tether_base::clock::Timestamp;
+use tether_store::{self as store, Collection, ReadTx, WriteTx};
 
 /// Keyed by name.
 const UPSTREAMS: Collection<Upstream> = Collection::new("llm_upstreams");
@@ -66,36 +66,6 @@ pub enum UpstreamError {
     Vault(#[from] vault::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
-}
-
-/// Sets the upstream `name` (made or replaced) for `origin`'s person `by`:
-/// the settings checked, the CA usable, the credential sealed, then one
-/// audited write.
-pub async fn set(
-    store: &Store,
-    vault: &Vault,
-    clock: &SharedClock,
-    origin: &Origin,
-    by: &str,
-    name: String,
-    settings: UpstreamSettings,
-) -> Result<UpstreamInfo, UpstreamError> {
-    check(&name, &settings.url, &settings.models).map_err(UpstreamError::Invalid)?;
-    if let Some(ca) = &settings.ca_pem {
-        tether_base::tls::client(ca, None, tether_base::tls::CLIENT_HTTP_ALPN)
-            .map_err(|e| UpstreamError::Invalid(format!("ca_pem: {e}")))?;
-    }
-    let credential = match &settings.credential {
-        Some(secret) => Some(vault.encrypt(credential_place(&name), secret.as_bytes())?),
-        None => None,
-    };
-    let now = clock.now();
-    let UpstreamSettings { kind, url, models, ca_pem, .. } = settings;
-    let upstream = Upstream { name, kind, url, models, ca_pem, credential, updated_at: now, updated_by: by.into() };
-    let info = UpstreamInfo::from(&upstream);
-    let origin = origin.clone();
-    store.write(move |tx| put(tx, now, &origin, &upstream)).await?;
-    Ok(info)
 }
 
 /// What an admin sees of an upstream (never the credential).

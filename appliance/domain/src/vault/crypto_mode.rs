@@ -26,6 +26,12 @@ pub fn store_mode(tx: &mut WriteTx<'_>, mode: Mode) -> Result<(), tether_store::
 }
 
 impl Vault {
+    /// The mode stored in this data directory (the running one, or the one
+    /// an officer switched to, taking effect at the next start).
+    pub fn stored_crypto_mode(&self) -> Result<Mode, store::Error> {
+        Ok(self.store.read(stored)?.mode)
+    }
+
     /// Checks the unseal credentials again (`current`): the
     /// re-authentication a drastic change needs from someone already
     /// signed in.

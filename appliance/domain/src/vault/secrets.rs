@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{Error, Keys, Place, Sealed};
+use super::{Error, Keys, Place, Sealed, Vault};
 use crate::audit::{self, Event, Origin, Resource};
 use tether_base::clock::Timestamp;
 use tether_base::labels;
@@ -149,6 +149,31 @@ pub enum SecretError {
 impl From<store::Error> for SecretError {
     fn from(e: store::Error) -> Self {
         SecretError::Vault(Error::Store(e))
+    }
+}
+
+impl Vault {
+    /// Stores a new version of a secret (the first makes it), sealed, and
+    /// audits it (never the value).
+    pub async fn put_secret(&self, origin: &Origin, new: NewVersion) -> Result<SecretRecord, SecretError> {
+        let (keys, now, origin) = (self.keys()?, self.clock.now(), origin.clone());
+        self.store.write(move |tx| put(tx, now, &origin, &keys, new)).await
+    }
+
+    /// Deletes a secret and every version of it, audited.
+    pub async fn delete_secret(&self, origin: &Origin, name: String) -> Result<SecretRecord, SecretError> {
+        let (now, origin) = (self.clock.now(), origin.clone());
+        self.store.write(move |tx| delete(tx, now, &origin, &name)).await
+    }
+
+    /// One secret's metadata (no value), if it exists.
+    pub fn secret(&self, name: &str) -> Result<Option<SecretRecord>, store::Error> {
+        self.store.read(|tx| get(tx, name))
+    }
+
+    /// Every secret's metadata (no values).
+    pub fn secrets(&self) -> Result<Vec<SecretRecord>, store::Error> {
+        self.store.read(list)
     }
 }
 

@@ -25,6 +25,7 @@ use tether_base::crypto::CryptoPolicy;
 use tether_store::{self as store, Store};
 
 /// Password hashes computed at once at most (each takes 64 MiB and ~0.2 s).
+mod api_tokens;
 mod credentials;
 
 const CONCURRENT_HASHES: usize = 2;

@@ -4,6 +4,8 @@
 //! back as it arrives — a stream is relayed event by event, never gathered.
 //! One audit record per request, with the tokens the upstream counted.
 
+mod manage;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::{ApiError, AppState};
 use tether_base::crypto::{CryptoStatus, Mode};
-use tether_domain::audit;
+
 use tether_domain::audit::sinks::{SinkKind, SinkStatus};
-use tether_domain::evidence;
+use tether_domain::evidence::Verdict;
 use tether_domain::pki;
 
 #[derive(Debug, Serialize)]
@@ -184,18 +184,15 @@ pub async fn audit_verify(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> Result<axum::Json<VerifyReport>, ApiError> {
-    let store = state.store.clone();
-    let verdict = tokio::task::spawn_blocking(move || store.read(audit::verify)).await.map_err(ApiError::internal)?;
-    Ok(axum::Json(match verdict {
-        Ok(v) => VerifyReport {
+    Ok(axum::Json(match state.evidence.verify().await? {
+        Verdict::Intact(v) => VerifyReport {
             ok: true,
             records: v.records,
             head_seq: v.head.map(|h| h.seq),
             head_hash: v.head.map(|h| hex::encode(h.hash)),
             problem: None,
         },
-        Err(audit::VerifyError::Store(e)) => return Err(e.into()),
-        Err(broken) => {
+        Verdict::Broken(broken) => {
             VerifyReport { ok: false, records: 0, head_seq: None, head_hash: None, problem: Some(broken.to_string()) }
         }
     }))
@@ -214,29 +211,15 @@ pub async fn audit_export(
     _caller: Caller,
     ApiQuery(query): ApiQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    ensure_audit_key(&state).await?;
-    let (store, keys, now) = (state.store.clone(), state.vault.keys()?, state.clock.now());
-    let from = query.from.unwrap_or(0);
-    let body = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        store.read(|tx| evidence::offline::export_sealed(tx, &keys, from, now, &mut out)).map(|_| out)
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let body = state.evidence.export(query.from.unwrap_or(0)).await?;
     let mut response = body.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jsonl"));
     Ok(response)
 }
 
-/// Makes the audit signing key if this appliance has none yet.
-async fn ensure_audit_key(state: &AppState) -> Result<(), ApiError> {
-    Ok(evidence::signing::ensure(&state.store, &state.vault.keys()?).await?)
-}
-
 /// The audit public key (PEM), to verify exports and checkpoints with.
 pub async fn audit_public_key(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
-    ensure_audit_key(&state).await?;
-    let pem = state.store.read(evidence::signing::public_key_pem)?;
+    let pem = state.evidence.public_key_pem().await?;
     let mut response = pem.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file"));
     Ok(response)

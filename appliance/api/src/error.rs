@@ -535,6 +535,18 @@ impl From<tether_domain::llm::keys::KeyError> for ApiError {
     }
 }
 
+impl From<tether_domain::evidence::EvidenceError> for ApiError {
+    fn from(e: tether_domain::evidence::EvidenceError) -> Self {
+        use tether_domain::evidence::EvidenceError as E;
+        match e {
+            E::Signing(e) => e.into(),
+            E::Vault(e) => e.into(),
+            E::Store(e) => e.into(),
+            E::Stopped(_) => ApiError::internal(e),
+        }
+    }
+}
+
 impl From<tether_domain::evidence::signing::SigningError> for ApiError {
     fn from(e: tether_domain::evidence::signing::SigningError) -> Self {
         use tether_domain::evidence::signing::SigningError as S;

@@ -91,6 +91,8 @@ pub struct Shared {
     pub crypto: Arc<CryptoStatus>,
     /// The certificates the listeners serve (renewed and swapped live).
     pub certs: Arc<ListenerCerts>,
+    /// The audit log as evidence: verification, sealed exports, the key.
+    pub evidence: Arc<tether_domain::evidence::Evidence>,
     /// Workers' certificates: enrollment and renewal.
     pub authority: Arc<pki::Authority>,
     /// Which workers have been sent a rotation's CA bundle.

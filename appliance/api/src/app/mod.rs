@@ -259,6 +259,7 @@ fn services(
         ca_file_pem: certs.ca_file_pem().to_owned(),
     });
     Ok(AppState::new(Shared {
+        evidence: Arc::new(tether_domain::evidence::Evidence::new(store.clone(), vault.clone(), clock.clone())),
         authority: Arc::new(authority),
         revoked,
         monitor: Arc::new(monitor::Monitor::new(store.clone(), clock.clone(), silent_after)),

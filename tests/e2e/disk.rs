@@ -27,6 +27,9 @@ async fn filling_the_disk_under_load_fails_cleanly_loses_nothing_acknowledged_an
         let (api, acknowledged, refused, stop) = (api.clone(), acknowledged.clone(), refused.clone(), stop.clone());
         submitters.push(tokio::spawn(async move {
             let mut i = 0;
+            // After a refusal, the next try waits for this pace (50 a second).
+            let mut retry = tokio::time::interval(Duration::from_millis(20));
+            retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
                 let started = Instant::now();
@@ -39,7 +42,7 @@ async fn filling_the_disk_under_load_fails_cleanly_loses_nothing_acknowledged_an
                     let code = v["code"].as_str().unwrap_or_else(|| panic!("problem+json, got {status}: {v}"));
                     assert!(matches!(code, "insufficient_storage" | "audit_degraded"), "{status} {v}");
                     *refused.lock().unwrap().entry(code.to_owned()).or_default() += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    retry.tick().await;
                 }
             }
         }));

@@ -11,7 +11,7 @@ use super::{ApiError, AppState};
 use tether_domain::auth::{Scope, users};
 use tether_domain::llm::keys::{Enforcement, KeyPolicy, Limits, NewKey, VirtualKey};
 use tether_domain::llm::prompt_log;
-use tether_domain::llm::upstreams::{UpstreamInfo, UpstreamKind, UpstreamSettings};
+use tether_domain::llm::upstreams::{UpstreamInfo, UpstreamSettings};
 use tether_domain::llm::usage::UsageRow;
 
 #[derive(Debug, Deserialize)]
@@ -144,31 +144,12 @@ pub async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamBody {
-    kind: UpstreamKind,
-    url: String,
-    models: Vec<String>,
-    ca_pem: Option<String>,
-    /// A bearer credential the upstream wants; sealed, never shown again.
-    credential: Option<Zeroizing<String>>,
-}
-
-impl std::fmt::Debug for UpstreamBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamBody").field("kind", &self.kind).field("url", &self.url).finish_non_exhaustive()
-    }
-}
-
 pub async fn put_upstream(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    ApiJson(body): ApiJson<UpstreamBody>,
+    ApiJson(settings): ApiJson<UpstreamSettings>,
 ) -> Result<axum::Json<UpstreamInfo>, ApiError> {
-    let UpstreamBody { kind, url, models, ca_pem, credential } = body;
-    let settings = UpstreamSettings { kind, url, models, ca_pem, credential };
     Ok(axum::Json(state.llm.set_upstream(&caller.origin, &caller.principal, name, settings).await?))
 }
 

@@ -68,25 +68,27 @@ pub struct Person {
 }
 
 impl Person {
-    /// A TOTP code not used before (codes work once per 30 s step; the
-    /// next step's is accepted too, so at most one wait per two logins).
+    /// A TOTP code not used before. Codes work once per 30 s step, and the
+    /// appliance accepts the next step's too, so after two logins in one step
+    /// the third must wait for the step to turn: a rule about real time, so
+    /// this waits (once, until that instant) for the clock to reach it.
     pub fn next_code(&self) -> Option<String> {
         let secret = self.totp.as_ref()?;
         let bytes = data_encoding::BASE32_NOPAD.decode(secret.as_bytes()).unwrap();
         let secret = tether_domain::auth::totp::TotpSecret::from_bytes(bytes);
-        loop {
-            let now = tether_base::clock::Clock::now(&tether_base::clock::SystemClock);
-            let step = now.as_millis() / 30_000;
-            let use_step = if step > self.last_step.get() { step } else { self.last_step.get() + 1 };
-            if use_step <= step + 1 {
-                self.last_step.set(use_step);
-                let at = tether_base::clock::Timestamp::from_millis(use_step * 30_000);
-                return Some(tether_domain::auth::totp::code(&secret, at));
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        let now = || tether_base::clock::Clock::now(&tether_base::clock::SystemClock).as_millis();
+        let use_step = (now() / STEP_MS).max(self.last_step.get() + 1);
+        // `use_step` is accepted once the current step is `use_step - 1`.
+        let accepted_from = (use_step - 1) * STEP_MS;
+        std::thread::sleep(Duration::from_millis(accepted_from.saturating_sub(now())));
+        self.last_step.set(use_step);
+        let at = tether_base::clock::Timestamp::from_millis(use_step * STEP_MS);
+        Some(tether_domain::auth::totp::code(&secret, at))
     }
 }
+
+/// A TOTP step, in milliseconds.
+const STEP_MS: u64 = 30_000;
 
 /// A bearer-token client for the console API.
 #[derive(Clone)]

@@ -91,8 +91,7 @@ async fn every_route_answers_every_role_as_the_permission_table_says() {
     let viewer = &people["viewer"].0;
     assert_eq!(send(&router, viewer.who(), "POST", "/api/v1/auth/logout", Some(&json!({}))).await.0, 204);
     assert_eq!(send(&router, viewer.who(), "GET", "/api/v1/auth/session", None).await.0, 401);
-    started.stop.send(()).unwrap();
-    started.app.wait().await.unwrap();
+    started.stop().await;
 }
 
 fn uuid_like() -> String {

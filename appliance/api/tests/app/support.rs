@@ -23,6 +23,14 @@ pub struct Started {
     pub admin_token: String,
 }
 
+impl Started {
+    /// Stops the appliance as a signal would, and waits until it has stopped.
+    pub async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.app.wait().await.unwrap();
+    }
+}
+
 /// An appliance on a fresh data directory under `dir`, unsealed from its key
 /// file, on the system clock.
 pub async fn start(dir: &tempfile::TempDir) -> Started {

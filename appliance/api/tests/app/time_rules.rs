@@ -78,8 +78,7 @@ async fn sessions_end_when_idle_or_too_old_and_sensitive_actions_need_a_fresh_lo
     assert_eq!(send(&router, console.who(), "POST", "/api/v1/auth/reauth", Some(&reauth)).await.0, 204);
     let (s, v, _) = send(&router, console.who(), "PUT", path, Some(&role("viewer"))).await;
     assert_eq!(s, 200, "{v}");
-    started.stop.send(()).unwrap();
-    started.app.wait().await.unwrap();
+    started.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,8 +95,7 @@ async fn an_api_token_works_until_it_expires() {
     clock.advance(Duration::from_secs(2));
     let (s, v) = call(&router, &token, "GET", "/api/v1/tasks", None).await;
     assert_eq!((s, v["code"].as_str()), (401, Some("unauthenticated")), "{v}");
-    started.stop.send(()).unwrap();
-    started.app.wait().await.unwrap();
+    started.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -159,6 +157,5 @@ async fn guessing_a_password_waits_out_a_doubling_schedule_then_is_locked_out_wi
     // The lockout ends when its time is up.
     clock.advance(Duration::from_secs(locked_for));
     assert_eq!(attempt(&password).await.0, 200, "the right password works again");
-    started.stop.send(()).unwrap();
-    started.app.wait().await.unwrap();
+    started.stop().await;
 }

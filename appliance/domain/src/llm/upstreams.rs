@@ -40,13 +40,17 @@ pub struct Upstream {
     pub updated_by: String,
 }
 
-/// What an admin asks an upstream to be.
+/// What an admin asks an upstream to be (the body of `PUT
+/// /api/v1/llm/upstreams/{name}`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UpstreamSettings {
     pub kind: UpstreamKind,
     pub url: String,
     pub models: Vec<String>,
     pub ca_pem: Option<String>,
-    /// The bearer credential in the clear, sealed before it is stored.
+    /// A bearer credential the upstream wants, in the clear: sealed before
+    /// it is stored, never shown again.
     pub credential: Option<Zeroizing<String>>,
 }
 

@@ -194,9 +194,7 @@ impl Authority {
     /// A CRL of every revoked worker certificate, signed now by the CA that
     /// issues (DER).
     pub async fn crl(&self) -> Result<Vec<u8>, CrlError> {
-        let set = self.ca_set()?;
-        let (slot, pem) = set.issuing();
-        let ca = load_ca(&self.store, &self.vault, slot, pem)?;
+        let (_, ca) = self.issuing_ca::<CrlError>()?;
         let now = self.clock.now();
         self.store.write(move |tx| revocation::sign_crl(tx, now, &ca)).await
     }
@@ -250,11 +248,18 @@ impl Authority {
     /// Signs `csr_pem` for `worker` with the CA that issues now (the vault
     /// must be unsealed: the CA key is opened per signature).
     fn issue(&self, csr_pem: &str, worker: WorkerId, now: Timestamp) -> Result<(CaSet, IssuedCert), EnrollError> {
+        let (set, ca) = self.issuing_ca::<EnrollError>()?;
+        let cert = ca.sign_worker_csr(self.policy, csr_pem, worker, now, self.lifetime)?;
+        Ok((set, cert))
+    }
+
+    /// The CAs, and the one that issues now, ready to sign (its key opened
+    /// from the vault for this use).
+    fn issuing_ca<E: From<store::Error> + From<super::ca::CertError>>(&self) -> Result<(CaSet, Ca), E> {
         let set = self.ca_set()?;
         let (slot, pem) = set.issuing();
         let ca = load_ca(&self.store, &self.vault, slot, pem)?;
-        let cert = ca.sign_worker_csr(self.policy, csr_pem, worker, now, self.lifetime)?;
-        Ok((set, cert))
+        Ok((set, ca))
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod abuse;
 mod audit;
+mod browser;
 mod crypto;
 mod disk;
 mod fake_llm;

@@ -119,8 +119,8 @@ struct Browser {
 /// Where a sign-in ended.
 #[derive(Debug)]
 enum Landing {
-    /// The appliance's answer to the callback (status, body, set-cookies).
-    Appliance(u16, String, Vec<String>, String),
+    /// The appliance's answer to the callback (status, body, headers, URL).
+    Appliance(u16, String, reqwest::header::HeaderMap, String),
     /// The provider showed its login form and no credentials were given.
     LoginForm,
 }
@@ -178,9 +178,8 @@ impl Browser {
             form = None;
             let status = resp.status().as_u16();
             if url.starts_with(console) && !url.contains("/sso/login") {
-                let cookies =
-                    resp.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
-                return Landing::Appliance(status, resp.text().await.unwrap(), cookies, url);
+                let headers = resp.headers().clone();
+                return Landing::Appliance(status, resp.text().await.unwrap(), headers, url);
             }
             if let Some(location) = resp.headers().get("location") {
                 url = reqwest::Url::parse(&url).unwrap().join(location.to_str().unwrap()).unwrap().to_string();
@@ -234,14 +233,20 @@ async fn people_sign_in_through_the_sites_openid_provider_and_its_groups_decide_
 
     // alice's groups make her an admin; the session is an ordinary console session.
     let mut alice = Browser::new(&a.ca_pem, &idp);
-    let Landing::Appliance(status, page, cookies, callback) =
+    let Landing::Appliance(status, page, headers, callback) =
         alice.sign_in(&console, false, Some(("alice", "alice-pw"))).await
     else {
         panic!("no login form was shown")
     };
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Signed in as sso:alice"), "{page}");
-    let session_cookie = cookies.iter().find(|c| c.starts_with("__Host-tether_session=")).unwrap();
+    crate::browser::assert_security_headers("the signed-in page (a document)", &headers);
+    let session_cookie = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("__Host-tether_session="))
+        .unwrap();
     for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(session_cookie.contains(flag), "{flag} missing from {session_cookie}");
     }
@@ -265,9 +270,11 @@ async fn people_sign_in_through_the_sites_openid_provider_and_its_groups_decide_
     let mut other = Browser::new(&a.ca_pem, &idp);
     let resp = other.request(Method::GET, &callback, None).await;
     assert_eq!(resp.status().as_u16(), 401);
+    crate::browser::assert_security_headers("a refused callback", resp.headers());
     let mut dave = Browser::new(&a.ca_pem, &idp);
     let begun = dave.request(Method::GET, &format!("{console}/api/v1/auth/sso/login"), None).await;
     assert_eq!(begun.status().as_u16(), 303);
+    crate::browser::assert_security_headers("the redirect to the provider", begun.headers());
     let binding = begun.headers()["set-cookie"].to_str().unwrap();
     assert!(binding.starts_with("__Host-tether_sso=") && binding.contains("SameSite=Lax"), "{binding}");
     let authorize = begun.headers()["location"].to_str().unwrap().to_owned();

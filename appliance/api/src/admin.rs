@@ -73,6 +73,8 @@ pub struct Status {
     /// How many certificates are expiring or overdue for renewal
     /// (`GET /api/v1/pki/certificates` lists them).
     certificate_alerts: usize,
+    /// Content Security Policy violations browsers reported since start.
+    csp_violations: u64,
 }
 
 pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Status>, ApiError> {
@@ -89,6 +91,7 @@ pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<ax
         crypto: CryptoStatus::clone(&state.crypto),
         warnings: warnings(&state),
         certificate_alerts: super::certificates::expiry_alerts(&state)?.len(),
+        csp_violations: state.csp_reports.count(),
     }))
 }
 

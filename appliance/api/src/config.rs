@@ -136,6 +136,9 @@ pub struct RawConfig {
     pub llm_health_interval: Option<String>,
     /// Prompt log entries older than this are deleted.
     pub llm_prompt_log_retention: Option<String>,
+    /// Web origins (`https://host[:port]`, exactly) whose scripts may call
+    /// the API with a bearer token. Empty (the default): none.
+    pub cors_allowed_origins: Option<Vec<String>>,
 }
 
 /// `[sso]`: the site's OpenID provider (Keycloak, Authentik, ...).
@@ -260,6 +263,8 @@ pub struct Config {
     pub vllm_model_dir: Option<PathBuf>,
     pub llm_health_interval: Duration,
     pub llm_prompt_log_retention: Duration,
+    /// Origins granted CORS, as browsers serialise them (`https://host:port`).
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Protection for the listeners.
@@ -289,6 +294,8 @@ pub struct OperatorCert {
 enum Field {
     Text(fn(&mut RawConfig) -> &mut Option<String>),
     Count(fn(&mut RawConfig) -> &mut Option<usize>),
+    /// Comma separated.
+    List(fn(&mut RawConfig) -> &mut Option<Vec<String>>),
 }
 
 /// Every `TETHER_*` variable that overrides a file setting.
@@ -329,6 +336,7 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_LLM_PROMPT_LOG_RETENTION", Field::Text(|c| &mut c.llm_prompt_log_retention)),
     ("TETHER_AUDIT_SINK_DOWN_ALERT", Field::Text(|c| &mut c.audit_sink_down_alert)),
     ("TETHER_MFA_REQUIRED_ROLES", Field::Text(|c| &mut c.mfa_required_roles)),
+    ("TETHER_CORS_ALLOWED_ORIGINS", Field::List(|c| &mut c.cors_allowed_origins)),
 ];
 
 impl RawConfig {
@@ -357,6 +365,10 @@ impl RawConfig {
                         .parse()
                         .map_err(|_| ConfigError::Env { var, message: format!("{value:?} is not a number") })?;
                     *slot(self) = Some(n);
+                }
+                Field::List(slot) => {
+                    let items = value.split(',').map(str::trim).filter(|i| !i.is_empty()).map(str::to_owned);
+                    *slot(self) = Some(items.collect());
                 }
             }
         }
@@ -517,12 +529,35 @@ impl RawConfig {
                 }
                 d => d,
             },
+            cors_allowed_origins: self
+                .cors_allowed_origins
+                .unwrap_or_default()
+                .iter()
+                .map(|o| web_origin(o))
+                .collect::<Result<_, _>>()?,
             vllm_model_dir: match self.vllm_model_dir.map(PathBuf::from) {
                 Some(dir) if !dir.is_absolute() => return Err(invalid("vllm_model_dir", "must be an absolute path")),
                 dir => dir,
             },
         })
     }
+}
+
+/// An origin as browsers send it in `Origin`: scheme, host and port only.
+/// No wildcard: a grant names the one origin it trusts.
+fn web_origin(given: &str) -> Result<String, ConfigError> {
+    let refuse = |why: &str| invalid("cors_allowed_origins", format!("{given:?}: {why}"));
+    if given.contains('*') {
+        return Err(refuse("wildcards are not allowed; list each origin exactly"));
+    }
+    let url = reqwest::Url::parse(given).map_err(|_| refuse("not an origin like https://tools.site.lan:8443"))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+        return Err(refuse("an origin is https:// (or http://) and a host"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(refuse("an origin has no path, query or user; give only scheme, host and port"));
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub enum ApiError {
     RateLimited(std::time::Duration),
     #[error("a state-changing request from a console session needs the X-CSRF-Token header of that session")]
     CsrfTokenInvalid,
+    #[error("requests from another origin are refused unless the site lists it in cors_allowed_origins")]
+    CrossOriginRefused,
     #[error("this action needs a recent login: re-authenticate (POST /api/v1/auth/reauth) and retry")]
     ReauthenticationRequired,
     #[error("finish setting up your account first: choose your own password and, for your role, a second factor")]
@@ -169,6 +171,7 @@ impl ApiError {
             ApiError::Throttled(_) => (S::TOO_MANY_REQUESTS, "login_throttled"),
             ApiError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::CsrfTokenInvalid => (S::FORBIDDEN, "csrf_token_invalid"),
+            ApiError::CrossOriginRefused => (S::FORBIDDEN, "cross_origin_refused"),
             ApiError::ReauthenticationRequired => (S::FORBIDDEN, "reauthentication_required"),
             ApiError::AccountSetupRequired => (S::FORBIDDEN, "account_setup_required"),
             ApiError::SessionRequired => (S::BAD_REQUEST, "session_required"),

@@ -10,6 +10,7 @@
 mod admin;
 pub mod app;
 mod backup;
+pub mod browser;
 mod certificates;
 pub mod config;
 mod error;
@@ -117,6 +118,8 @@ pub struct Shared {
     pub models: Arc<tether_domain::llm::models::Imports>,
     /// Which background tasks stopped before the appliance did.
     pub tasks: Arc<app::TaskHealth>,
+    /// Content Security Policy violations browsers reported.
+    pub csp_reports: browser::CspReports,
 }
 
 impl Shared {
@@ -210,6 +213,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("GET", "/api/v1/llm/prompt-log", P::LlmPromptLogRead), get(llm_admin::prompt_log)),
         (spec("PUT", "/api/v1/llm/model-signing-key", P::LlmModelTrust), put(models::set_signing_key)),
         (spec("GET", "/api/v1/llm/models", P::LlmModelImport), get(models::list)),
+        (spec("POST", browser::CSP_REPORT_PATH, P::Public), post(browser::csp_report)),
         (spec("POST", MODEL_IMPORT_PATH, P::LlmModelImport), post(models::import)),
     ]
 }
@@ -301,18 +305,29 @@ fn time_limited(router: Router<AppState>, state: &AppState) -> Router<AppState> 
 fn finish(router: Router<AppState>, state: AppState) -> Router {
     let limits = state.config.limits.clone();
     let vault = state.vault.clone();
+    // Outermost last: the security headers go on every answer, the CORS
+    // policy's and the sealed gate's refusals included.
     router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(vault, sealed_gate))
+        .layer(middleware::from_fn_with_state(state.clone(), browser::cors))
+        .layer(middleware::from_fn(browser::headers))
         .with_state(state)
 }
 
 /// What answers while the vault is sealed: health, the vault's own routes,
-/// and worker polls (which wait for the unseal rather than fail).
-const OPEN_WHILE_SEALED: [&str; 5] =
-    ["/healthz", "/api/v1/sys/vault", "/api/v1/sys/unseal", "/api/v1/sys/seal", "/worker/v1/poll"];
+/// worker polls (which wait for the unseal rather than fail), and browsers'
+/// policy violation reports.
+const OPEN_WHILE_SEALED: [&str; 6] = [
+    "/healthz",
+    "/api/v1/sys/vault",
+    "/api/v1/sys/unseal",
+    "/api/v1/sys/seal",
+    "/worker/v1/poll",
+    browser::CSP_REPORT_PATH,
+];
 
 /// Answers 503 `sealed` to everything else while the vault is sealed.
 async fn sealed_gate(State(vault): State<Arc<Vault>>, req: Request, next: Next) -> Response {

@@ -232,7 +232,6 @@ async fn call(
             };
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             response
         }
     };

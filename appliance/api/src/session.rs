@@ -83,7 +83,6 @@ pub async fn login(
     let max_age = state.accounts.lifetimes().absolute.as_secs();
     let mut response = (StatusCode::OK, axum::Json(view)).into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie(&logged_in.cookie, max_age)?);
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 

@@ -31,7 +31,6 @@ pub async fn begin(State(state): State<AppState>, Query(query): Query<BeginQuery
     let headers = response.headers_mut();
     headers.insert(header::LOCATION, location);
     headers.insert(header::SET_COOKIE, binding);
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
@@ -58,7 +57,6 @@ pub async fn callback(
     let mut response = (StatusCode::OK, page).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.append(header::SET_COOKIE, cookie(&logged_in.cookie, state.accounts.lifetimes().absolute.as_secs())?);
     headers.append(header::SET_COOKIE, host_cookie(BINDING_COOKIE, "", "Lax", 0)?);
     Ok(response)

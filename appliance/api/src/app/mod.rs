@@ -269,6 +269,7 @@ fn services(
         public_limit: Arc::new(auth::throttle::RateLimiter::new(PUBLIC_RATE, PUBLIC_BURST)),
         deliveries,
         tasks: Arc::default(),
+        csp_reports: Default::default(),
         worker_port: workers.port(),
         config: config.clone(),
         store,

@@ -102,3 +102,23 @@ fn every_config_file_the_repo_ships_parses_and_validates() {
         raw.validate("/tmp".into()).unwrap();
     }
 }
+
+#[test]
+fn cors_origins_are_exact_origins_never_wildcards() {
+    let with = |origins: &[&str]| {
+        let raw = RawConfig {
+            cors_allowed_origins: Some(origins.iter().map(|o| (*o).to_owned()).collect()),
+            ..RawConfig::default()
+        };
+        raw.validate("/tmp".into())
+    };
+    assert!(RawConfig::default().validate("/tmp".into()).unwrap().cors_allowed_origins.is_empty(), "shut by default");
+    let c = with(&["https://Tools.Site.lan:8443", "https://notebook.site.lan/"]).unwrap();
+    assert_eq!(c.cors_allowed_origins, ["https://tools.site.lan:8443", "https://notebook.site.lan"]);
+    for bad in ["*", "https://*.site.lan", "tools.site.lan", "https://tools.site.lan/app", "ftp://x", "null"] {
+        assert!(
+            matches!(with(&[bad]), Err(ConfigError::Invalid { key: "cors_allowed_origins", .. })),
+            "{bad:?} must be refused"
+        );
+    }
+}

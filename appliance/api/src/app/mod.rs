@@ -124,6 +124,7 @@ impl App {
         // A bundle staged when the appliance last stopped was never imported.
         state.models.tidy();
         state.sinks.reconcile()?;
+        state.accounts.restore_throttle().await.context("loading the failed-login counts and lockouts")?;
         // The check may write an alert, which waits for the store: off the runtime.
         let first_look = state.space.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || first_look.check()).await {

@@ -50,6 +50,18 @@ pub async fn start_with(dir: &tempfile::TempDir, clock: SharedClock, settings: i
     .await
     .unwrap()
     .unwrap();
+    let app = serve(dir, clock, settings).await;
+    Started { app: app.app, stop: app.stop, admin_token: outcome.admin_token }
+}
+
+/// Serves the data directory [`start_with`] made under `dir` again (a
+/// restart); the admin token is the caller's to keep.
+pub async fn restart(dir: &tempfile::TempDir, clock: SharedClock, settings: impl FnOnce(&mut RawConfig)) -> Started {
+    serve(dir, clock, settings).await
+}
+
+async fn serve(dir: &tempfile::TempDir, clock: SharedClock, settings: impl FnOnce(&mut RawConfig)) -> Started {
+    let (data, key_file) = (dir.path().join("data"), dir.path().join("unseal.key"));
     let mut raw = RawConfig::from_file(&data.join(CONFIG_FILE), false).unwrap();
     raw.unseal_key_file = Some(key_file.display().to_string());
     settings(&mut raw);
@@ -63,7 +75,7 @@ pub async fn start_with(dir: &tempfile::TempDir, clock: SharedClock, settings: i
         let _ = stopped.await;
     };
     let app = App::start_with_clock(config, listeners, shutdown, clock).await.unwrap();
-    Started { app, stop, admin_token: outcome.admin_token }
+    Started { app, stop, admin_token: String::new() }
 }
 
 /// `/healthz` over real TLS.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::{
-    As, CLIENT, Session, Started, call, login, no_second_factor, person, send, start_with, try_login,
+    As, CLIENT, Session, Started, call, login, no_second_factor, person, restart, send, start_with, try_login,
 };
 use tether_api::config::RawConfig;
 use tether_base::clock::{Clock, ManualClock, SharedClock, SystemClock};
@@ -154,8 +154,19 @@ async fn guessing_a_password_waits_out_a_doubling_schedule_then_is_locked_out_wi
         assert!(id.starts_with("hmac:") && !id.contains("victor"), "{r}");
     }
 
+    // A restart forgives no one: the lockout was stored with the failure.
+    // (The router holds the store open: it goes first.)
+    drop(router);
+    started.stop().await;
+    let shared: SharedClock = clock.clone();
+    let restarted = restart(&dir, shared, no_second_factor).await;
+    let router = tether_api::console_router(restarted.app.state().clone());
+    let (s, v, headers) = try_login(&router, "victor", &password).await;
+    assert_eq!((s, v["code"].as_str()), (429, Some("login_throttled")), "still locked after a restart: {v}");
+    assert_eq!(retry_after(&headers), locked_for, "the same lockout, not a new one");
+
     // The lockout ends when its time is up.
     clock.advance(Duration::from_secs(locked_for));
-    assert_eq!(attempt(&password).await.0, 200, "the right password works again");
-    started.stop().await;
+    assert_eq!(try_login(&router, "victor", &password).await.0, 200, "the right password works again");
+    restarted.stop().await;
 }

@@ -19,14 +19,26 @@
 //! failures in 5 minutes raise one `failed_logins` alert for
 //! [`APPLIANCE_WIDE`], with how many accounts and addresses took part.
 //!
-//! The counts live in memory: a restart (which needs an unseal) clears them.
+//! Accounts are counted under their pseudonym (`Accounts::pseudonym`), never
+//! the name typed, which may be a mistyped password. The counts and
+//! lockouts of accounts and addresses are kept in the store as well
+//! ([`save`], in the transaction that records the failure or the success),
+//! and reloaded at start ([`LoginThrottle::restore`]): a restart forgives no
+//! one. Both copies are bounded by [`MAX_SUBJECTS`]; what ages out of the
+//! window is pruned from both.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use tether_base::clock::Timestamp;
+use tether_store::{self as store, Collection, ReadTx, WriteTx};
+
+/// The failure state of accounts and addresses, keyed by [`Subject::key`].
+const LOGIN_FAILURES: Collection<Failures> = Collection::new("login_failures");
 
 const WINDOW: Duration = Duration::from_secs(15 * 60);
 const LOCKOUT: Duration = Duration::from_secs(15 * 60);
@@ -53,13 +65,34 @@ const ADDRESS: Rule = Rule { free: 6, lock_at: 20 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Subject {
+    /// An account, by its pseudonym.
     Account(String),
     Address(IpAddr),
-    /// Every failure, whatever its account and address.
+    /// Every failure, whatever its account and address (not stored: it
+    /// only paces the appliance-wide alert).
     Appliance,
 }
 
-#[derive(Debug, Default)]
+impl Subject {
+    /// Its key in the store; none for what is not stored.
+    fn key(&self) -> Option<String> {
+        match self {
+            Subject::Account(pseudonym) => Some(format!("account:{pseudonym}")),
+            Subject::Address(ip) => Some(format!("address:{ip}")),
+            Subject::Appliance => None,
+        }
+    }
+
+    fn from_key(key: &str) -> Option<Subject> {
+        match key.split_once(':')? {
+            ("account", pseudonym) => Some(Subject::Account(pseudonym.to_owned())),
+            ("address", ip) => ip.parse().ok().map(Subject::Address),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 struct Failures {
     times: VecDeque<Timestamp>,
     locked_until: Option<Timestamp>,
@@ -94,6 +127,43 @@ impl Failures {
     fn recent(&self, now: Timestamp) -> usize {
         self.times.iter().filter(|t| now.since(**t) < ALERT_WINDOW).count()
     }
+
+    /// Nothing left that could slow or lock anyone.
+    fn is_spent(&self, now: Timestamp) -> bool {
+        self.locked_until.is_none_or(|t| t <= now) && self.times.back().is_none_or(|t| now.since(*t) >= WINDOW)
+    }
+}
+
+/// What the store must be told: each subject's state, or `None` to delete it.
+#[derive(Debug, Default)]
+pub struct Changes(Vec<(String, Option<Failures>)>);
+
+/// Writes `changes` (taken with [`LoginThrottle::take_changes`] inside the
+/// same transaction, so they land in the order they were made).
+pub fn save(tx: &mut WriteTx<'_>, changes: Changes) -> Result<(), store::Error> {
+    for (key, state) in changes.0 {
+        match state {
+            Some(state) => tx.put(LOGIN_FAILURES, key.as_bytes(), &state)?,
+            None => {
+                tx.delete(LOGIN_FAILURES, key.as_bytes())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a previous run stored, for [`LoginThrottle::restore`].
+#[derive(Debug, Default)]
+pub struct Stored(Vec<(String, Failures)>);
+
+/// Everything a previous run stored.
+pub fn load(tx: &ReadTx) -> Result<Stored, store::Error> {
+    let mut out = Vec::new();
+    tx.scan(LOGIN_FAILURES, None, store::Order::Ascending, |key, state| {
+        out.push((String::from_utf8_lossy(key).into_owned(), state));
+        Ok(true)
+    })?;
+    Ok(Stored(out))
 }
 
 /// Why a try was refused before any check.
@@ -139,13 +209,44 @@ pub struct SiteWide {
 /// The failure counts. Share one.
 #[derive(Debug, Default)]
 pub struct LoginThrottle {
-    subjects: Mutex<HashMap<Subject, Failures>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    subjects: HashMap<Subject, Failures>,
+    /// Changed or forgotten since the store was last told.
+    unsaved: HashSet<Subject>,
 }
 
 impl LoginThrottle {
+    /// Takes back what a previous run stored (see [`load`]); answers the
+    /// entries to delete: those aged out (or beyond the bound).
+    pub fn restore(&self, stored: Stored, now: Timestamp) -> Changes {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut spent = Vec::new();
+        for (key, failures) in stored.0 {
+            match Subject::from_key(&key) {
+                Some(subject) if !failures.is_spent(now) && state.subjects.len() < MAX_SUBJECTS => {
+                    state.subjects.insert(subject, failures);
+                }
+                _ => spent.push((key, None)),
+            }
+        }
+        Changes(spent)
+    }
+
+    /// What changed since the last call, for [`save`].
+    pub fn take_changes(&self) -> Changes {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let State { subjects, unsaved } = &mut *state;
+        Changes(unsaved.drain().filter_map(|s| Some((s.key()?, subjects.get(&s).cloned()))).collect())
+    }
+
     /// Whether a try for `account` from `address` may go ahead now.
     pub fn check(&self, account: &str, address: Option<IpAddr>, now: Timestamp) -> Result<(), Refusal> {
-        let mut subjects = self.subjects.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let subjects = &mut state.subjects;
         let mut worst: Option<Refusal> = None;
         for (subject, rule) in pairs(account, address) {
             let Some(f) = subjects.get_mut(&subject) else { continue };
@@ -170,10 +271,12 @@ impl LoginThrottle {
 
     /// Counts a failed password or second-factor code.
     pub fn failed(&self, account: &str, address: Option<IpAddr>, now: Timestamp) -> AfterFailure {
-        let mut subjects = self.subjects.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let State { subjects, unsaved } = &mut *state;
         if subjects.len() >= MAX_SUBJECTS {
-            forget_quietest(&mut subjects);
+            unsaved.extend(forget_quietest(subjects));
         }
+        unsaved.extend(pairs(account, address).map(|(subject, _)| subject));
         let mut out = AfterFailure::default();
         let mut over = false;
         let mut already_alerted = false;
@@ -223,8 +326,11 @@ impl LoginThrottle {
 
     /// A successful login clears its account's count.
     pub fn succeeded(&self, account: &str) {
-        let mut subjects = self.subjects.lock().unwrap_or_else(PoisonError::into_inner);
-        subjects.remove(&Subject::Account(account.into()));
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let subject = Subject::Account(account.into());
+        if state.subjects.remove(&subject).is_some() {
+            state.unsaved.insert(subject);
+        }
     }
 }
 
@@ -232,12 +338,15 @@ fn pairs(account: &str, address: Option<IpAddr>) -> impl Iterator<Item = (Subjec
     std::iter::once((Subject::Account(account.into()), ACCOUNT)).chain(address.map(|a| (Subject::Address(a), ADDRESS)))
 }
 
-fn forget_quietest(subjects: &mut HashMap<Subject, Failures>) {
+/// Forgets the tenth of subjects whose last failure is oldest; names them.
+fn forget_quietest(subjects: &mut HashMap<Subject, Failures>) -> Vec<Subject> {
     let mut by_last: Vec<_> = subjects.iter().map(|(s, f)| (f.times.back().copied(), s.clone())).collect();
     by_last.sort_by_key(|(t, _)| *t);
-    for (_, s) in by_last.into_iter().take(MAX_SUBJECTS / 10) {
-        subjects.remove(&s);
+    let forgotten: Vec<Subject> = by_last.into_iter().take(MAX_SUBJECTS / 10).map(|(_, s)| s).collect();
+    for s in &forgotten {
+        subjects.remove(s);
     }
+    forgotten
 }
 
 /// A token bucket per source address for unauthenticated requests.
@@ -358,6 +467,52 @@ mod tests {
         t.succeeded("alice");
         assert_eq!(t.check("alice", None, at(5)), Ok(()));
         assert!(t.check("alice", IP, at(5)).is_err(), "the address still waits a second");
+    }
+
+    /// What `save` would have stored, read back as `load` would.
+    fn stored(changes: Changes) -> Stored {
+        Stored(changes.0.into_iter().filter_map(|(key, state)| Some((key, state?))).collect())
+    }
+
+    #[test]
+    fn a_lockout_and_the_counts_survive_a_restart_and_what_aged_out_is_deleted() {
+        let t = LoginThrottle::default();
+        for i in 0..10 {
+            t.failed("hmac:alice", IP, at(i * 31));
+        }
+        t.failed("hmac:bob", None, at(0));
+        let now = at(9 * 31);
+        assert!(matches!(t.check("hmac:alice", None, now), Err(Refusal::Locked(_))));
+        let saved = t.take_changes();
+        assert_eq!(saved.0.len(), 3, "alice, bob and the address: {saved:?}");
+        assert!(t.take_changes().0.is_empty(), "nothing changed since");
+
+        let restarted = LoginThrottle::default();
+        let spent = restarted.restore(stored(saved), now);
+        assert!(spent.0.is_empty());
+        assert!(matches!(restarted.check("hmac:alice", None, now), Err(Refusal::Locked(_))), "still locked");
+        assert!(restarted.check("fresh", IP, now).is_err(), "the address still waits");
+        // bob's one failure has aged out by the next restart, and is deleted.
+        let later = now.plus(LOCKOUT);
+        let again = LoginThrottle::default();
+        let saved = stored(Changes(vec![
+            ("account:hmac:bob".into(), Some(Failures { times: [at(0)].into(), ..Failures::default() })),
+            ("nonsense".into(), Some(Failures::default())),
+        ]));
+        let spent = again.restore(saved, later);
+        let deleted: Vec<&str> = spent.0.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(deleted, ["account:hmac:bob", "nonsense"]);
+    }
+
+    #[test]
+    fn a_success_deletes_the_accounts_stored_count() {
+        let t = LoginThrottle::default();
+        t.failed("hmac:alice", None, T0);
+        let _ = t.take_changes();
+        t.succeeded("hmac:alice");
+        let changes = t.take_changes();
+        assert_eq!(changes.0.len(), 1);
+        assert_eq!((changes.0[0].0.as_str(), changes.0[0].1.is_none()), ("account:hmac:alice", true));
     }
 
     #[test]

@@ -96,7 +96,8 @@ pub struct Accounts {
     lifetimes: Lifetimes,
     /// Roles that must have a second factor (`mfa_required_roles`).
     second_factor_roles: Vec<Role>,
-    throttle: LoginThrottle,
+    /// Shared with the writes that store its changes.
+    throttle: Arc<LoginThrottle>,
     /// Failed logins are tallied per source, not written one by one.
     failures: Arc<FailureLog>,
     hashing: Semaphore,
@@ -120,9 +121,17 @@ impl Accounts {
             lifetimes,
             second_factor_roles,
             failures,
-            throttle: LoginThrottle::default(),
+            throttle: Arc::default(),
             hashing: Semaphore::new(CONCURRENT_HASHES),
         }
+    }
+
+    /// Takes back the failed-login counts and lockouts the store kept, so
+    /// a restart forgives no one; deletes those that have aged out.
+    pub async fn restore_throttle(&self) -> Result<(), store::Error> {
+        let stored = self.store.read(crate::auth::throttle::load)?;
+        let spent = self.throttle.restore(stored, self.clock.now());
+        self.store.write(move |tx| crate::auth::throttle::save(tx, spent)).await
     }
 
     pub fn lifetimes(&self) -> Lifetimes {
@@ -188,7 +197,8 @@ impl Accounts {
     pub async fn login(&self, name: &str, credentials: Credentials, origin: &Origin) -> Result<LoggedIn, LoginError> {
         let keys = self.vault.keys()?;
         let now = self.clock.now();
-        if let Err(refusal) = self.throttle.check(name, origin.source_ip, now) {
+        let pseudonym = self.pseudonym(name)?;
+        if let Err(refusal) = self.throttle.check(&pseudonym, origin.source_ip, now) {
             self.record_failure(name, origin, "throttled", false).await?;
             return Err(LoginError::Throttled(refusal));
         }
@@ -217,12 +227,14 @@ impl Accounts {
             SecondFactor::Totp(step) => Some(Ok(step)),
             SecondFactor::Recovery(digest) => Some(Err(digest)),
         };
-        self.throttle.succeeded(name);
+        self.throttle.succeeded(&pseudonym);
         let (name_owned, origin) = (name.to_owned(), self.person(origin, &user));
         let (lifetimes, second_factor_roles) = (self.lifetimes, self.second_factor_roles.clone());
+        let throttle = self.throttle.clone();
         let (session, cookie, key, user) = self
             .store
             .write(move |tx| {
+                crate::auth::throttle::save(tx, throttle.take_changes())?;
                 let mut user = users::get_for_update(tx, &name_owned)?;
                 consume_second_factor(&mut user, totp_step);
                 users::put(tx, &user)?;
@@ -256,7 +268,7 @@ impl Accounts {
         let keys = self.vault.keys()?;
         let now = self.clock.now();
         let name = principal.name.as_str();
-        if let Err(refusal) = self.throttle.check(name, origin.source_ip, now) {
+        if let Err(refusal) = self.throttle.check(&self.pseudonym(name)?, origin.source_ip, now) {
             return Err(LoginError::Throttled(refusal));
         }
         let user = self.store.read(|tx| users::get(tx, name))?.ok_or(LoginError::Invalid)?;
@@ -493,19 +505,22 @@ impl Accounts {
         counts: bool,
     ) -> Result<(), store::Error> {
         let now = self.clock.now();
-        let after = if counts { self.throttle.failed(name, origin.source_ip, now) } else { Default::default() };
         let pseudonym = self.pseudonym(name).unwrap_or_else(|_| "hmac:unavailable".into());
+        let after = if counts { self.throttle.failed(&pseudonym, origin.source_ip, now) } else { Default::default() };
         let address = origin.source_ip.map_or_else(|| "-".to_owned(), |ip: IpAddr| ip.to_string());
         let event = Event::new("auth.login_failed", "login", Resource::new("user", &pseudonym))
             .outcome(Outcome::Failure)
             .detail("reason", reason);
         self.failures.note(origin.clone(), event).await;
-        if !after.locked && !after.alert && after.site_alert.is_none() {
+        if !counts {
             return Ok(());
         }
-        let origin = origin.clone();
+        let (origin, throttle) = (origin.clone(), self.throttle.clone());
         self.store
             .write(move |tx| {
+                // The count is stored with what it caused, so a restart
+                // forgives no one.
+                crate::auth::throttle::save(tx, throttle.take_changes())?;
                 if after.locked {
                     let event = Event::new("auth.locked_out", "lock", Resource::new("user", &pseudonym))
                         .outcome(Outcome::Denied)

@@ -18,5 +18,6 @@ pub mod evidence;
 pub mod llm;
 pub mod monitor;
 pub mod pki;
+pub mod posture;
 pub mod upgrade;
 pub mod vault;

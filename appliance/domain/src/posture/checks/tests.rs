@@ -1,0 +1,142 @@
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::*;
+use crate::posture::{KeyFile, Person, SinkFact, TokenFact};
+use tether_base::clock::Timestamp;
+
+const NOW: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+const DAY: Duration = Duration::from_secs(86400);
+
+fn ago(d: Duration) -> Timestamp {
+    Timestamp::from_millis(NOW.as_millis() - d.as_millis() as u64)
+}
+
+fn person(name: &str, role: Role) -> Person {
+    Person { name: name.into(), role, disabled: false, second_factor: true, sso: false, must_change_password: false }
+}
+
+/// A setup as README's "running it for real" leaves it.
+fn good() -> Facts {
+    Facts {
+        key_file: Some(KeyFile { path: "/run/credentials/tether.service/unseal".into(), beside_data: false }),
+        fips_mode: true,
+        fips_required: true,
+        self_tests_passed: true,
+        people: vec![
+            person("ada", Role::Admin),
+            person("sam", Role::SecurityOfficer),
+            person("tess", Role::SecurityOfficer),
+            Person { second_factor: false, ..person("dev", Role::Developer) },
+        ],
+        second_factor_roles: vec![Role::Admin, Role::SecurityOfficer],
+        tokens: vec![TokenFact {
+            id: "t1".into(),
+            created_at: ago(10 * DAY),
+            expires_at: NOW.plus(20 * DAY),
+            last_used: Some(ago(DAY)),
+        }],
+        enrollment_tokens: vec![ago(Duration::from_secs(60))],
+        sinks: vec![SinkFact { name: "siem".into(), down_since: None, backlog: 0 }],
+        audit_retention: 365 * DAY,
+        newest_backup: Some(ago(DAY)),
+        host: crate::posture::host::HostFacts {
+            euid: 990,
+            no_new_privs: Some(true),
+            cap_eff: Some(0),
+            core_dumps_off: true,
+            exposed: vec![],
+        },
+        newest_record: Some(ago(Duration::from_secs(5))),
+        upstreams: vec![("local".into(), "http://127.0.0.1:8000".into()), ("gpu".into(), "https://gpu.lan".into())],
+        llm_keys: 2,
+        prompts_set: 1,
+        ..Facts::at(NOW)
+    }
+}
+
+/// For every check: a change to the good setup that makes it fail.
+fn breakers() -> Vec<(&'static str, fn(&mut Facts))> {
+    vec![
+        ("vault.dev-mode", |f| f.dev_files = vec!["dev-unseal.key".into()]),
+        ("vault.key-file-beside-data", |f| f.key_file.as_mut().unwrap().beside_data = true),
+        ("crypto.fips-required", |f| f.fips_mode = false),
+        ("crypto.self-tests", |f| f.self_tests_passed = false),
+        ("people.initial-admin-password", |f| f.people[0].must_change_password = true),
+        ("people.admin-without-mfa", |f| f.people[1].second_factor = false),
+        ("people.too-few-officers", |f| f.people[2].disabled = true),
+        ("tokens.long-lived", |f| f.tokens[0].expires_at = f.tokens[0].created_at.plus(365 * DAY)),
+        ("tokens.unused", |f| f.tokens[0].last_used = Some(ago(120 * DAY))),
+        ("tokens.stale-enrollment", |f| f.enrollment_tokens.push(ago(2 * DAY))),
+        ("audit.chain", |f| f.audit_broken = Some("record 17: hash mismatch".into())),
+        ("audit.siem", |f| f.sinks[0].down_since = Some(ago(Duration::from_secs(600)))),
+        ("audit.retention", |f| f.audit_retention = 30 * DAY),
+        ("backups.stale", |f| f.newest_backup = Some(ago(8 * DAY))),
+        ("host.data-dir-permissions", |f| f.host.exposed = vec!["/var/lib/tether/tether.redb (0644)".into()]),
+        ("host.running-as-root", |f| f.host.euid = 0),
+        ("host.no-new-privs", |f| f.host.no_new_privs = Some(false)),
+        ("host.capabilities", |f| f.host.cap_eff = Some(0x20)),
+        ("host.core-dumps", |f| f.host.core_dumps_off = false),
+        ("host.disk-reserve", |f| f.disk_low = true),
+        ("host.clock-rollback", |f| f.newest_record = Some(NOW.plus(DAY))),
+        ("llm.upstream-plain-http", |f| f.upstreams.push(("far".into(), "http://10.0.0.7:11434".into()))),
+        ("llm.key-without-limits", |f| f.unlimited_keys = vec!["k1".into()]),
+        ("llm.no-enforcement-prompt", |f| f.prompts_set = 0),
+    ]
+}
+
+fn status_of(report: &Report, id: &str) -> Status {
+    report.checks.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no check {id}")).status
+}
+
+#[test]
+fn the_good_setup_passes_every_check_and_scores_full() {
+    let report = assess(&good());
+    for c in &report.checks {
+        assert_eq!(c.status, Status::Pass, "{}: {}", c.id, c.evidence);
+    }
+    assert_eq!((report.score, report.grade.as_str()), (100, "A"));
+}
+
+#[test]
+fn each_check_fails_on_its_own_bad_setting_and_says_how_to_fix_it() {
+    let table = breakers();
+    let ids: BTreeSet<&str> = CHECKS.iter().map(|c| c.id).collect();
+    assert_eq!(ids.len(), CHECKS.len(), "ids are unique");
+    assert_eq!(ids, table.iter().map(|(id, _)| *id).collect(), "every check has a failing case");
+    for (id, breaks) in table {
+        let mut facts = good();
+        breaks(&mut facts);
+        let report = assess(&facts);
+        let finding = report.checks.iter().find(|c| c.id == id).unwrap();
+        assert_eq!(finding.status, Status::Fail, "{id}: {}", finding.evidence);
+        assert!(!finding.remediation.is_empty() && !finding.evidence.is_empty(), "{id}");
+        let others_failing: Vec<&str> =
+            report.checks.iter().filter(|c| c.status == Status::Fail && c.id != id).map(|c| c.id.as_str()).collect();
+        assert!(others_failing.is_empty(), "{id} broke others too: {others_failing:?}");
+        assert!(report.score < 100, "{id}");
+    }
+}
+
+#[test]
+fn checks_that_do_not_apply_say_so() {
+    let mut f = good();
+    (f.fips_required, f.upstreams, f.llm_keys) = (false, vec![], 0);
+    let report = assess(&f);
+    for id in ["crypto.fips-required", "llm.upstream-plain-http", "llm.key-without-limits", "llm.no-enforcement-prompt"]
+    {
+        assert_eq!(status_of(&report, id), Status::NotApplicable, "{id}");
+    }
+    f.sinks.clear();
+    assert_eq!(status_of(&assess(&f), "audit.siem"), Status::Warn, "no sink at all is a warning");
+}
+
+#[test]
+fn plain_http_is_only_allowed_to_this_host() {
+    for ok in ["http://127.0.0.1:8000", "http://localhost:11434/v1", "http://[::1]:8000", "https://gpu.lan"] {
+        assert!(!plain_http_off_loopback(ok), "{ok}");
+    }
+    for bad in ["http://10.0.0.7:8000", "http://gpu.lan", "http://127.0.0.1.evil.example:80"] {
+        assert!(plain_http_off_loopback(bad), "{bad}");
+    }
+}

@@ -139,6 +139,8 @@ pub struct RawConfig {
     /// Web origins (`https://host[:port]`, exactly) whose scripts may call
     /// the API with a bearer token. Empty (the default): none.
     pub cors_allowed_origins: Option<Vec<String>>,
+    /// The site's policy requires FIPS mode (`security-check` fails without it).
+    pub fips_required: Option<bool>,
 }
 
 /// `[sso]`: the site's OpenID provider (Keycloak, Authentik, ...).
@@ -265,6 +267,7 @@ pub struct Config {
     pub llm_prompt_log_retention: Duration,
     /// Origins granted CORS, as browsers serialise them (`https://host:port`).
     pub cors_allowed_origins: Vec<String>,
+    pub fips_required: bool,
 }
 
 /// Protection for the listeners.
@@ -529,6 +532,7 @@ impl RawConfig {
                 }
                 d => d,
             },
+            fips_required: self.fips_required.unwrap_or(false),
             cors_allowed_origins: self
                 .cors_allowed_origins
                 .unwrap_or_default()

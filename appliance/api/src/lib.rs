@@ -22,6 +22,7 @@ mod llm_admin;
 mod models;
 mod people;
 mod secrets;
+pub mod security;
 pub mod server;
 mod session;
 mod sso;
@@ -214,6 +215,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("PUT", "/api/v1/llm/model-signing-key", P::LlmModelTrust), put(models::set_signing_key)),
         (spec("GET", "/api/v1/llm/models", P::LlmModelImport), get(models::list)),
         (spec("POST", browser::CSP_REPORT_PATH, P::Public), post(browser::csp_report)),
+        (spec("GET", "/api/v1/security/checks", P::AuditRead), get(security::checks)),
         (spec("POST", MODEL_IMPORT_PATH, P::LlmModelImport), post(models::import)),
     ]
 }

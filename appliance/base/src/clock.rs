@@ -47,6 +47,13 @@ impl Timestamp {
         time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
     }
 
+    /// Reads RFC 3339 text (as [`Timestamp::to_rfc3339`] writes it); `None`
+    /// for anything else or a time before 1970.
+    pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+        u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok().map(Timestamp)
+    }
+
     /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-22T04:05:06.789Z`.
     pub fn to_rfc3339(self) -> String {
         let t = self.to_offset_date_time();

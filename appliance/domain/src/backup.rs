@@ -121,10 +121,21 @@ fn set_epoch(tx: &mut WriteTx<'_>, keys: &Keys, epoch: u64) -> Result<(), store:
     tx.put(EPOCH, EPOCH_KEY, &EpochRecord { epoch, mac: epoch_mac(keys, epoch) })
 }
 
+/// When the newest backup was taken (kept apart from the epoch record,
+/// whose shape older stores share).
+const NEWEST_BACKUP: Collection<Timestamp> = Collection::new("backup_newest");
+
+/// When the newest backup was taken; `None` before the first (or before
+/// this version recorded it).
+pub fn newest(tx: &ReadTx) -> Result<Option<Timestamp>, store::Error> {
+    tx.get(NEWEST_BACKUP, EPOCH_KEY)
+}
+
 /// Advances the epoch and audits the backup about to be taken.
 pub fn begin(tx: &mut WriteTx<'_>, now: Timestamp, origin: &Origin, keys: &Keys) -> Result<u64, store::Error> {
     let next = tx.get(EPOCH, EPOCH_KEY)?.map_or(0, |r| r.epoch) + 1;
     set_epoch(tx, keys, next)?;
+    tx.put(NEWEST_BACKUP, EPOCH_KEY, &now)?;
     let event = Event::new("backup.created", "backup", Resource::new("backup", next)).detail("epoch", next);
     audit::append(tx, now, origin, event)?;
     Ok(next)

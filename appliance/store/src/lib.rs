@@ -391,10 +391,17 @@ fn put_meta(txn: &redb::WriteTransaction, key: &[u8], value: u64) -> Result<(), 
 pub const CACHE_BYTES: usize = 32 << 20;
 
 fn open_db(path: &Path) -> Result<redb::Database, Error> {
-    redb::Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
+    let db = redb::Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen,
         other => storage(other),
-    })
+    })?;
+    // Only the appliance's user reads its store (its values are sealed, but
+    // its keys and layout are no one else's business); older versions left
+    // it to the umask.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::from(tether_base::files::IoError::on("cannot restrict", path)(e)))?;
+    Ok(db)
 }
 
 /// One record of any table, as bytes: what a backup carries.

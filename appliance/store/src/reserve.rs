@@ -49,7 +49,10 @@ pub fn keep(dir: &Path, bytes: u64) -> std::io::Result<Space> {
 }
 
 fn write_zeros(path: &Path, bytes: u64) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // One an older version made may still be open to others.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let chunk = vec![0u8; 1 << 20];
     let mut left = bytes;
     while left > 0 {

@@ -22,6 +22,10 @@ use tether_store::{self as store, Store};
 
 /// The first console account's name.
 pub const FIRST_ADMIN: &str = "admin";
+/// In `serve --dev`, where the first admin token is kept so later starts can show it.
+pub const DEV_TOKEN_FILE: &str = "dev-admin-token";
+/// In `serve --dev`, the unseal key file, kept (unlike on a real site) in the data directory.
+pub const DEV_UNSEAL_KEY_FILE: &str = "dev-unseal.key";
 
 /// The unseal material `init` hands out, once.
 #[derive(Serialize)]

@@ -128,6 +128,14 @@ pub fn head(tx: &ReadTx) -> Result<Option<Head>, store::Error> {
     Ok(head_of(tx.get(LOG, HEAD_KEY)?))
 }
 
+/// When the newest record was written, as it says.
+pub fn newest_time(tx: &ReadTx) -> Result<Option<Timestamp>, store::Error> {
+    let Some(head) = head(tx)? else { return Ok(None) };
+    let Some(Entry::Record(stored)) = tx.get(LOG, &record_key(head.seq))? else { return Ok(None) };
+    let record: Option<Record> = serde_json::from_slice(&stored.canonical).ok();
+    Ok(record.and_then(|r| Timestamp::parse_rfc3339(&r.timestamp)))
+}
+
 /// Walks the whole chain and checks every link and the head.
 pub fn verify(tx: &ReadTx) -> Result<Verified, VerifyError> {
     let (mut expected_seq, mut prev) = match tx.get(ANCHOR, ANCHOR_KEY)? {

@@ -24,7 +24,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-pub use chain::{Head, LOG_TABLE, Verified, VerifyError, anchor, append, export_jsonl, head, verify};
+pub use chain::{Head, LOG_TABLE, Verified, VerifyError, anchor, append, export_jsonl, head, newest_time, verify};
 
 /// Who acted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -126,6 +126,13 @@ pub fn create_enrollment_token(
     Ok((record, secret))
 }
 
+/// When each enrollment token still usable at `now` was made (the
+/// security check flags those left outstanding).
+pub fn outstanding_tokens(tx: &ReadTx, now: Timestamp) -> Result<Vec<Timestamp>, store::Error> {
+    let tokens = tx.values(ENROLL_TOKENS)?;
+    Ok(tokens.into_iter().filter(|t| t.used_by.is_none() && t.expires_at > now).map(|t| t.created_at).collect())
+}
+
 /// Burns the token, records the worker and its certificate, and audits it,
 /// all in the caller's transaction. A refused attempt is audited as denied
 /// (and nothing else is written).

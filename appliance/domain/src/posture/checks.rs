@@ -350,13 +350,14 @@ pub static CHECKS: &[Check] = &[
     },
     Check {
         id: "llm.no-enforcement-prompt",
-        title: "An enforcement prompt is set for the gateway",
+        title: "Every virtual key puts an enforcement prompt first",
         severity: Severity::Low,
-        remediation: "as a security officer: `tether llm prompt set LEVEL --file PROMPT.txt`",
-        run: |f| match (f.llm_keys, f.prompts_set) {
-            (0, _) => (Status::NotApplicable, "no virtual keys".into()),
-            (_, 0) => fail("no enforcement level has a prompt"),
-            (_, n) => pass(format!("{n} level(s) with a prompt")),
+        remediation: "revoke the named keys and make them again at --enforcement standard or design-first",
+        run: |f| {
+            if f.llm_keys == 0 {
+                return (Status::NotApplicable, "no virtual keys".into());
+            }
+            none_of(&f.unrestricted_keys, "every key has an enforcement level", "unrestricted keys")
         },
     },
 ];

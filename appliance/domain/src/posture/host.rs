@@ -41,8 +41,12 @@ fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
     status.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(str::trim)
 }
 
-/// What under `dir` others (neither the owner nor the group) may use.
-/// Symbolic links are not followed.
+/// Files anyone may have: the certificates (workers and browsers are given them).
+const PUBLIC: [&str; 2] = [crate::pki::CA_CERT, crate::pki::SERVER_CERT];
+
+/// What under `dir` others (neither the owner nor the group) may use; the
+/// public certificates may be read, not written. Symbolic links are not
+/// followed.
 pub fn exposed(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -54,7 +58,9 @@ pub fn exposed(dir: &Path) -> Vec<String> {
         }
         let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
         let mode = meta.permissions().mode() & 0o7777;
-        if !meta.file_type().is_symlink() && mode & 0o007 != 0 {
+        let public = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| PUBLIC.contains(&n));
+        let open_to_others = if public { mode & 0o002 != 0 } else { mode & 0o007 != 0 };
+        if !meta.file_type().is_symlink() && open_to_others {
             out.push(format!("{} ({mode:04o})", path.display()));
         }
         if meta.is_dir()
@@ -81,6 +87,10 @@ mod tests {
         assert!(exposed(dir.path()).is_empty());
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(exposed(dir.path()), [format!("{} (0644)", file.display())]);
+        let cert = dir.path().join(crate::pki::CA_CERT);
+        std::fs::write(&cert, b"-----BEGIN CERTIFICATE-----").unwrap();
+        std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(exposed(dir.path()).len(), 1, "a certificate is public");
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl Report {
                 Status::NotApplicable => {}
             }
         }
-        let score = if possible == 0 { 100 } else { earned * 100 / possible };
+        let score = (earned * 100).checked_div(possible).unwrap_or(100);
         let grade = match score {
             90.. => "A",
             80..=89 => "B",
@@ -167,8 +167,8 @@ pub struct Facts {
     /// Virtual keys with neither a request nor a token rate limit.
     pub unlimited_keys: Vec<String>,
     pub llm_keys: usize,
-    /// Enforcement levels with a prompt set.
-    pub prompts_set: usize,
+    /// Virtual keys at the `unrestricted` level: no enforcement prompt goes first.
+    pub unrestricted_keys: Vec<String>,
 }
 
 impl Facts {
@@ -195,7 +195,7 @@ impl Facts {
             upstreams: Vec::new(),
             unlimited_keys: Vec::new(),
             llm_keys: 0,
-            prompts_set: 0,
+            unrestricted_keys: Vec::new(),
         }
     }
 }

@@ -12,6 +12,7 @@ mod init;
 mod llm;
 mod models;
 mod secret;
+mod security;
 mod serve;
 mod status;
 mod task;
@@ -48,6 +49,9 @@ enum Command {
     /// The running appliance at a glance: state, vault, crypto mode and
     /// module, certificate alerts, warnings (uses TETHER_URL, TETHER_TOKEN, TETHER_CA_FILE).
     Status(status::Args),
+    /// Grade this deployment: every security check with its evidence and fix, a score and grade
+    /// (uses TETHER_URL, TETHER_TOKEN, TETHER_CA_FILE; --fail-on SEVERITY for cron or systemd).
+    SecurityCheck(security::Args),
     /// Submit, inspect and cancel tasks (uses TETHER_URL, TETHER_TOKEN, TETHER_CA_FILE).
     #[command(subcommand)]
     Task(task::Command),
@@ -126,6 +130,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unseal(args) => runtime()?.block_on(vault::unseal(args)),
         Command::Seal(args) => runtime()?.block_on(vault::seal(args)),
         Command::Status(args) => runtime()?.block_on(status::run(args)),
+        Command::SecurityCheck(args) => runtime()?.block_on(security::run(args)),
         Command::Ca(cmd) => runtime()?.block_on(ca::run(cmd)),
         Command::Crypto(cmd) => runtime()?.block_on(crypto::run(cmd)),
         Command::Vault(cmd) => runtime()?.block_on(vault::run(cmd)),

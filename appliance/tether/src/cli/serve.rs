@@ -17,10 +17,7 @@ use tether_domain::audit::Origin;
 use tether_domain::{pki, vault};
 use tether_store as store;
 
-/// In `--dev`, where the first admin token is kept so later starts can show it.
-const DEV_TOKEN_FILE: &str = "dev-admin-token";
-/// In `--dev`, the unseal key file, kept (unlike on a real site) in the data directory.
-const DEV_UNSEAL_KEY_FILE: &str = "dev-unseal.key";
+use tether_api::app::init::{DEV_TOKEN_FILE, DEV_UNSEAL_KEY_FILE};
 const DEV_ENROLL_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, clap::Args)]

@@ -50,13 +50,15 @@ fn good() -> Facts {
         newest_record: Some(ago(Duration::from_secs(5))),
         upstreams: vec![("local".into(), "http://127.0.0.1:8000".into()), ("gpu".into(), "https://gpu.lan".into())],
         llm_keys: 2,
-        prompts_set: 1,
         ..Facts::at(NOW)
     }
 }
 
+/// A change to the good setup.
+type Breaker = fn(&mut Facts);
+
 /// For every check: a change to the good setup that makes it fail.
-fn breakers() -> Vec<(&'static str, fn(&mut Facts))> {
+fn breakers() -> Vec<(&'static str, Breaker)> {
     vec![
         ("vault.dev-mode", |f| f.dev_files = vec!["dev-unseal.key".into()]),
         ("vault.key-file-beside-data", |f| f.key_file.as_mut().unwrap().beside_data = true),
@@ -81,7 +83,7 @@ fn breakers() -> Vec<(&'static str, fn(&mut Facts))> {
         ("host.clock-rollback", |f| f.newest_record = Some(NOW.plus(DAY))),
         ("llm.upstream-plain-http", |f| f.upstreams.push(("far".into(), "http://10.0.0.7:11434".into()))),
         ("llm.key-without-limits", |f| f.unlimited_keys = vec!["k1".into()]),
-        ("llm.no-enforcement-prompt", |f| f.prompts_set = 0),
+        ("llm.no-enforcement-prompt", |f| f.unrestricted_keys = vec!["k2".into()]),
     ]
 }
 

@@ -33,10 +33,10 @@ pub async fn facts(state: &AppState) -> Result<Facts, ApiError> {
     let config = &state.config;
     let mut f = Facts::at(now);
     f.dev_files = DEV_FILES.iter().filter(|n| config.data_dir.join(n).exists()).map(|n| (*n).to_owned()).collect();
-    f.key_file = config.unseal_key_file.as_deref().map(|key| KeyFile {
-        path: key.display().to_string(),
-        beside_data: same_filesystem(key, &config.data_dir),
-    });
+    f.key_file = config
+        .unseal_key_file
+        .as_deref()
+        .map(|key| KeyFile { path: key.display().to_string(), beside_data: same_filesystem(key, &config.data_dir) });
     f.fips_mode = state.crypto.mode == Mode::Fips;
     f.fips_required = config.fips_required;
     // A standard-mode start runs no self-tests; a FIPS start that failed one does not start.

@@ -26,8 +26,8 @@ pub use ca::{
 };
 pub use enroll::{
     EnrollError, EnrollmentToken, Refused, WorkerRecord, bound_worker, confirm_newest, create_enrollment_token, enroll,
-    get_worker, list_workers, newest_unconfirmed, outstanding_tokens, refused_event, renew, set_labels, unapproved_worker_keys,
-    unapproved_worker_keys_refusal,
+    get_worker, list_workers, newest_unconfirmed, outstanding_tokens, refused_event, renew, set_labels,
+    unapproved_worker_keys, unapproved_worker_keys_refusal,
 };
 pub use expiry::{ExpiryAlert, ExpiryError, Watched, alerts as expiry_alerts, record_alerts as record_expiry_alerts};
 pub use keystore::{CaSlot, has_ca_key, load_ca, refresh_ca_key, store_ca_key};

@@ -55,11 +55,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The data directory's checks, as this process sees it.
 fn local_checks(dir: &std::path::Path) -> Vec<posture::Finding> {
     let mut facts = Facts::at(tether_base::clock::Clock::now(&tether_base::clock::SystemClock));
-    facts.dev_files = tether_api::security::DEV_FILES
-        .iter()
-        .filter(|n| dir.join(n).exists())
-        .map(|n| (*n).to_owned())
-        .collect();
+    facts.dev_files =
+        tether_api::security::DEV_FILES.iter().filter(|n| dir.join(n).exists()).map(|n| (*n).to_owned()).collect();
     facts.host.exposed = posture::host::exposed(dir);
     posture::assess(&facts).checks.into_iter().filter(|c| LOCAL_CHECKS.contains(&c.id.as_str())).collect()
 }

@@ -18,6 +18,7 @@ mod llm_clients;
 mod models;
 mod operations;
 mod people;
+mod posture;
 mod renewal;
 mod resilience;
 mod rotation;

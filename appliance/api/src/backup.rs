@@ -1,5 +1,7 @@
 //! `POST /api/v1/sys/backup`: a consistent snapshot of the running
 //! appliance, as one file (see [`tether_domain::backup`]). Admins only.
+//! `POST /api/v1/sys/backup/restore-tests`: a backup of this appliance's
+//! was restored elsewhere and checked (`tether restore-test`).
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -7,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::extract::Caller;
 use super::{ApiError, AppState};
-use tether_domain::backup::{self, DataFile};
+use tether_domain::backup::{self, DataFile, RestoreTest};
 
 pub async fn create(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let keys = state.vault.keys()?;
@@ -30,4 +32,17 @@ pub async fn create(State(state): State<AppState>, caller: Caller) -> Result<Res
         headers.insert("tether-backup-epoch", epoch);
     }
     Ok(response)
+}
+
+/// Records a tested restore; 422 `backup_not_ours` unless the backup's
+/// HMAC verifies under this appliance's keys.
+pub async fn restore_tested(
+    State(state): State<AppState>,
+    caller: Caller,
+    super::extract::ApiJson(test): super::extract::ApiJson<RestoreTest>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let keys = state.vault.keys()?;
+    let now = state.clock.now();
+    state.store.write(move |tx| backup::record_restore_test(tx, now, &caller.origin, &keys, &test)).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

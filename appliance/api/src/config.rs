@@ -141,6 +141,9 @@ pub struct RawConfig {
     pub cors_allowed_origins: Option<Vec<String>>,
     /// The site's policy requires FIPS mode (`security-check` fails without it).
     pub fips_required: Option<bool>,
+    /// The site's policy: the vault is sealed at least this often
+    /// (`security-check` fails when it has stayed unsealed longer). Unset: no limit.
+    pub max_unsealed: Option<String>,
 }
 
 /// `[sso]`: the site's OpenID provider (Keycloak, Authentik, ...).
@@ -268,6 +271,7 @@ pub struct Config {
     /// Origins granted CORS, as browsers serialise them (`https://host:port`).
     pub cors_allowed_origins: Vec<String>,
     pub fips_required: bool,
+    pub max_unsealed: Option<Duration>,
 }
 
 /// Protection for the listeners.
@@ -340,6 +344,7 @@ const ENV: &[(&str, Field)] = &[
     ("TETHER_AUDIT_SINK_DOWN_ALERT", Field::Text(|c| &mut c.audit_sink_down_alert)),
     ("TETHER_MFA_REQUIRED_ROLES", Field::Text(|c| &mut c.mfa_required_roles)),
     ("TETHER_CORS_ALLOWED_ORIGINS", Field::List(|c| &mut c.cors_allowed_origins)),
+    ("TETHER_MAX_UNSEALED", Field::Text(|c| &mut c.max_unsealed)),
 ];
 
 impl RawConfig {
@@ -533,6 +538,10 @@ impl RawConfig {
                 d => d,
             },
             fips_required: self.fips_required.unwrap_or(false),
+            max_unsealed: self
+                .max_unsealed
+                .map(|v| parse_duration(&v).map_err(|m| invalid("max_unsealed", m)))
+                .transpose()?,
             cors_allowed_origins: self
                 .cors_allowed_origins
                 .unwrap_or_default()

@@ -36,6 +36,8 @@ pub enum ApiError {
     CsrfTokenInvalid,
     #[error("requests from another origin are refused unless the site lists it in cors_allowed_origins")]
     CrossOriginRefused,
+    #[error("this backup was not taken by this appliance (its HMAC does not verify under this appliance's keys)")]
+    BackupNotOurs,
     #[error("this action needs a recent login: re-authenticate (POST /api/v1/auth/reauth) and retry")]
     ReauthenticationRequired,
     #[error("finish setting up your account first: choose your own password and, for your role, a second factor")]
@@ -172,6 +174,7 @@ impl ApiError {
             ApiError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::CsrfTokenInvalid => (S::FORBIDDEN, "csrf_token_invalid"),
             ApiError::CrossOriginRefused => (S::FORBIDDEN, "cross_origin_refused"),
+            ApiError::BackupNotOurs => (S::UNPROCESSABLE_ENTITY, "backup_not_ours"),
             ApiError::ReauthenticationRequired => (S::FORBIDDEN, "reauthentication_required"),
             ApiError::AccountSetupRequired => (S::FORBIDDEN, "account_setup_required"),
             ApiError::SessionRequired => (S::BAD_REQUEST, "session_required"),
@@ -448,6 +451,7 @@ impl From<backup::Error> for ApiError {
             | backup::Error::Rollback { .. }
             | backup::Error::OfficerNeeded
             | backup::Error::AuditBroken(_) => ApiError::internal(e),
+            backup::Error::NotOurs => ApiError::BackupNotOurs,
         }
     }
 }

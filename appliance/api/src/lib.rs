@@ -203,6 +203,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", "/api/v1/sys/rotate", P::VaultManage), post(vault::rotate)),
         (spec("POST", "/api/v1/sys/rekey", P::VaultManage), post(vault::rekey)),
         (spec("POST", "/api/v1/sys/backup", P::BackupCreate), post(backup::create)),
+        (spec("POST", "/api/v1/sys/backup/restore-tests", P::BackupCreate), post(backup::restore_tested)),
         (spec("POST", "/api/v1/llm/keys", P::LlmKeyManage), post(llm_admin::create_key)),
         (spec("GET", "/api/v1/llm/keys", P::LlmKeyManage), get(llm_admin::list_keys)),
         (spec("DELETE", "/api/v1/llm/keys/{id}", P::LlmKeyManage), delete(llm_admin::revoke_key)),

@@ -86,6 +86,8 @@ pub enum Error {
     OfficerNeeded,
     #[error("the audit chain inside the backup does not verify: {0}")]
     AuditBroken(#[source] audit::VerifyError),
+    #[error("this backup was not taken by this appliance (its HMAC does not verify under this appliance's keys)")]
+    NotOurs,
     #[error(transparent)]
     Vault(#[from] vault::Error),
     #[error(transparent)]
@@ -218,6 +220,9 @@ pub async fn take(
 /// all been checked; it lives in memory until [`Verified::restore`].
 pub struct Verified {
     pub header: Header,
+    /// The file's checksum and HMAC: what [`Verified::proof`] shows.
+    checksum: [u8; DIGEST_LEN],
+    mac: [u8; DIGEST_LEN],
     records: Vec<RawRecord>,
     files: Vec<(String, Zeroizing<Vec<u8>>)>,
     keys: Keys,
@@ -325,7 +330,69 @@ pub async fn verify(file: &[u8], credentials: Vec<Credential>) -> Result<Verifie
                 Zeroizing::new(keys.decrypt(Place::new(SEALED_FILES, SERVER_KEY.as_bytes(), "content"), &sealed)?);
         }
     }
-    Ok(Verified { header, records, files, keys })
+    let (mut checksum_bytes, mut mac_bytes) = ([0; DIGEST_LEN], [0; DIGEST_LEN]);
+    checksum_bytes.copy_from_slice(checksum);
+    mac_bytes.copy_from_slice(mac);
+    Ok(Verified { header, checksum: checksum_bytes, mac: mac_bytes, records, files, keys })
+}
+
+/// A backup that was opened and restored into a scratch directory, as the
+/// appliance that took it records: its epoch, its checksum and the HMAC
+/// over that only this appliance's keys make (so the appliance knows the
+/// backup is one of its own; the person reporting it is audited).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreTest {
+    pub epoch: u64,
+    pub records: u64,
+    /// Hex.
+    pub checksum: String,
+    /// Hex.
+    pub mac: String,
+}
+
+impl Verified {
+    /// What to report once this backup has been restored and checked.
+    pub fn proof(&self) -> RestoreTest {
+        RestoreTest {
+            epoch: self.header.epoch,
+            records: self.header.records,
+            checksum: hex::encode(self.checksum),
+            mac: hex::encode(self.mac),
+        }
+    }
+}
+
+/// When a restore was last tested.
+const RESTORE_TESTED: Collection<Timestamp> = Collection::new("backup_restore_tested");
+
+/// When a restore of one of this appliance's backups was last tested.
+pub fn newest_restore_test(tx: &ReadTx) -> Result<Option<Timestamp>, store::Error> {
+    tx.get(RESTORE_TESTED, EPOCH_KEY)
+}
+
+/// Records a tested restore of `test`, once its HMAC shows the backup is
+/// one this appliance took, and audits it.
+pub fn record_restore_test(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    origin: &Origin,
+    keys: &Keys,
+    test: &RestoreTest,
+) -> Result<(), Error> {
+    let (mut checksum, mut mac) = ([0u8; DIGEST_LEN], [0u8; DIGEST_LEN]);
+    let parsed = hex::decode_to_slice(&test.checksum, &mut checksum).and(hex::decode_to_slice(&test.mac, &mut mac));
+    if parsed.is_err() || !tether_base::secret::digests_equal(&keys.digest(MAC_PURPOSE, &[&checksum]), &mac) {
+        return Err(Error::NotOurs);
+    }
+    if test.epoch == 0 || test.epoch > tx.get(EPOCH, EPOCH_KEY)?.map_or(0, |r| r.epoch) {
+        return Err(Error::NotOurs);
+    }
+    tx.put(RESTORE_TESTED, EPOCH_KEY, &now)?;
+    let event = Event::new("backup.restore_tested", "restore_test", Resource::new("backup", test.epoch))
+        .detail("epoch", test.epoch)
+        .detail("records", test.records);
+    audit::append(tx, now, origin, event)?;
+    Ok(())
 }
 
 /// Who consents to a rollback, checked against the store being replaced.

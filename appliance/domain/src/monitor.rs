@@ -113,18 +113,22 @@ impl Monitor {
     /// Active workers not heard from within `silent_after` (counted from
     /// this start for those not heard from since), each once.
     fn silent_workers(&self, now: Timestamp) -> Result<Vec<(WorkerId, Duration)>, tether_store::Error> {
-        let workers = self.store.read(crate::pki::list_workers)?;
+        let silent = self.silent(now)?;
         let mut s = self.silence.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut silent = Vec::new();
-        for w in workers.into_iter().filter(|w| !w.revoked) {
-            let last = s.last_seen.get(&w.id).copied().unwrap_or(self.started.max(w.enrolled_at));
-            let quiet = now.since(last);
-            if quiet > self.silent_after && !s.alerted.get(&w.id).copied().unwrap_or(false) {
-                s.alerted.insert(w.id, true);
-                silent.push((w.id, quiet));
-            }
-        }
-        Ok(silent)
+        Ok(silent.into_iter().filter(|(id, _)| !s.alerted.insert(*id, true).unwrap_or(false)).collect())
+    }
+
+    /// Every active worker not heard from within `silent_after` (counted
+    /// from this start for those not heard from since), and for how long.
+    pub fn silent(&self, now: Timestamp) -> Result<Vec<(WorkerId, Duration)>, tether_store::Error> {
+        let workers = self.store.read(crate::pki::list_workers)?;
+        let s = self.silence.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(workers
+            .into_iter()
+            .filter(|w| !w.revoked)
+            .map(|w| (w.id, now.since(s.last_seen.get(&w.id).copied().unwrap_or(self.started.max(w.enrolled_at)))))
+            .filter(|(_, quiet)| *quiet > self.silent_after)
+            .collect())
     }
 
     /// Closes finished minutes; the last one's count and the baseline mean

@@ -24,6 +24,17 @@ pub fn bin() -> PathBuf {
     std::env::var_os("TETHER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tether")))
 }
 
+/// `dir` and everything under it.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_owned()];
+    if dir.is_dir() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            out.extend(walk(&entry.unwrap().path()));
+        }
+    }
+    out
+}
+
 /// A child process whose stdout lines arrive on a channel; killed on drop.
 pub struct Proc {
     child: Child,
@@ -135,7 +146,14 @@ pub struct Appliance {
     unseal_key_file: Option<PathBuf>,
     /// Set: the appliance's and workers' logs go to files in `dir` (see [`Appliance::logs`]).
     pub capture_logs: bool,
+    /// Set: `serve` runs as systemd would run it (see [`Appliance::start_confined`]).
+    confined: bool,
+    /// Set: `serve --dev` (see [`Appliance::start_dev`]).
+    dev: bool,
 }
+
+/// The unprivileged user a confined appliance runs as (`nobody`).
+const CONFINED_UID: u32 = 65534;
 
 impl Appliance {
     pub fn start() -> Appliance {
@@ -200,6 +218,51 @@ impl Appliance {
         a
     }
 
+    /// Starts sealed like [`Appliance::start_sealed`], run the way the
+    /// shipped unit runs it: with no new privileges and, when the suite runs
+    /// as root (CI), as an unprivileged user owning the data directory, from
+    /// a copy of the binary that user can reach.
+    pub fn start_confined(init_args: &[&str], env: Vec<(&'static str, &'static str)>) -> Appliance {
+        let mut a = Appliance::init(tempfile::tempdir().unwrap(), init_args, env);
+        let copy = a.dir.path().join("tether");
+        std::fs::copy(bin(), &copy).expect("copy the binary");
+        if rustix::process::geteuid().is_root() {
+            let owner = Some(rustix::process::Uid::from_raw(CONFINED_UID));
+            let group = Some(rustix::process::Gid::from_raw(CONFINED_UID));
+            for entry in walk(a.dir.path()) {
+                rustix::fs::chown(&entry, owner, group).expect("chown the data directory");
+            }
+        }
+        a.confined = true;
+        a.serve("127.0.0.1:0", "127.0.0.1:0");
+        a
+    }
+
+    /// `tether serve --dev` on a new data directory: it initialises itself,
+    /// keeps its unseal key and admin token in the data directory, and
+    /// unseals itself.
+    pub fn start_dev(env: Vec<(&'static str, &'static str)>) -> Appliance {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Appliance {
+            dir,
+            proc: None,
+            console: String::new(),
+            worker_gateway: String::new(),
+            admin_token: String::new(),
+            ca_pem: String::new(),
+            init: Value::Null,
+            env,
+            unseal_key_file: None,
+            capture_logs: false,
+            confined: false,
+            dev: true,
+        };
+        let ready = a.serve("127.0.0.1:0", "127.0.0.1:0");
+        a.admin_token = ready["admin_token"].as_str().expect("--dev prints the admin token").to_owned();
+        a.ca_pem = std::fs::read_to_string(a.ca_file()).unwrap();
+        a
+    }
+
     /// Starts sealed, initialised with `init_args` (e.g. `--unseal shares`).
     pub fn start_sealed(init_args: &[&str], env: Vec<(&'static str, &'static str)>) -> Appliance {
         let mut a = Appliance::init(tempfile::tempdir().unwrap(), init_args, env);
@@ -230,6 +293,8 @@ impl Appliance {
             env,
             unseal_key_file: None,
             capture_logs: false,
+            confined: false,
+            dev: false,
         }
     }
 
@@ -241,8 +306,20 @@ impl Appliance {
         self.data_dir().join("ca.pem")
     }
 
-    fn serve(&mut self, listen: &str, worker_listen: &str) {
-        let mut cmd = Command::new(bin());
+    /// Starts `serve` and waits for its ready line, which it returns.
+    fn serve(&mut self, listen: &str, worker_listen: &str) -> Value {
+        let mut cmd = if self.confined {
+            let mut cmd = Command::new("setpriv");
+            cmd.arg("--no-new-privs");
+            if rustix::process::geteuid().is_root() {
+                let id = CONFINED_UID.to_string();
+                cmd.args(["--reuid", &id, "--regid", &id, "--clear-groups"]);
+            }
+            cmd.arg(self.dir.path().join("tether"));
+            cmd
+        } else {
+            Command::new(bin())
+        };
         cmd.args(["serve", "--json", "--listen", listen, "--worker-listen", worker_listen, "--data-dir"])
             .arg(self.data_dir())
             // Tests keep a small disk reserve (dozens of appliances share /tmp);
@@ -252,12 +329,16 @@ impl Appliance {
         if let Some(key_file) = &self.unseal_key_file {
             cmd.env("TETHER_UNSEAL_KEY_FILE", key_file);
         }
+        if self.dev {
+            cmd.arg("--dev");
+        }
         let log = self.capture_logs.then(|| self.dir.path().join("serve.log"));
         let mut proc = Proc::spawn_logging(cmd, log.as_deref());
         let ready = proc.expect_event("ready", Duration::from_secs(30));
         self.console = format!("https://{}", ready["listen"].as_str().unwrap());
         self.worker_gateway = format!("https://{}", ready["worker_listen"].as_str().unwrap());
         self.proc = Some(proc);
+        ready
     }
 
     /// `tether restore BACKUP` into a new directory with this appliance's
@@ -289,6 +370,8 @@ impl Appliance {
             env,
             unseal_key_file,
             capture_logs: false,
+            confined: false,
+            dev: false,
         };
         a.serve("127.0.0.1:0", "127.0.0.1:0");
         a
@@ -383,11 +466,18 @@ impl Appliance {
     /// through its first login: own password and, for admin and
     /// security_officer, TOTP. Returns the person, logged in.
     pub async fn person(&self, name: &str, role: &str) -> Person {
-        let admin = self.api();
         let initial = format!("first-{name}-password");
-        let (s, v) = admin.post("/api/v1/users", &json!({"name": name, "role": role, "password": initial})).await;
+        let (s, v) = self.api().post("/api/v1/users", &json!({"name": name, "role": role, "password": initial})).await;
         assert_eq!(s, 201, "{v}");
-        let first = Console::login(&admin, name, &initial, None).await;
+        self.first_login(name, &initial, role).await
+    }
+
+    /// Takes the account `name` (with the password someone else set)
+    /// through its first login: its own password and, for admin and
+    /// security_officer, TOTP. Returns the person, logged in.
+    pub async fn first_login(&self, name: &str, initial: &str, role: &str) -> Person {
+        let admin = self.api();
+        let first = Console::login(&admin, name, initial, None).await;
         let password = format!("{name}-own-password-2026");
         let (s, v) = first.post("/api/v1/auth/password", &json!({"current": initial, "new": password})).await;
         assert_eq!(s, 204, "{v}");

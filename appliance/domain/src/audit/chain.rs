@@ -131,7 +131,12 @@ pub fn head(tx: &ReadTx) -> Result<Option<Head>, store::Error> {
 /// When the newest record was written, as it says.
 pub fn newest_time(tx: &ReadTx) -> Result<Option<Timestamp>, store::Error> {
     let Some(head) = head(tx)? else { return Ok(None) };
-    let Some(Entry::Record(stored)) = tx.get(LOG, &record_key(head.seq))? else { return Ok(None) };
+    time_of(tx, head.seq)
+}
+
+/// When record `seq` was written, as it says (`None` if it is not kept).
+pub fn time_of(tx: &ReadTx, seq: u64) -> Result<Option<Timestamp>, store::Error> {
+    let Some(Entry::Record(stored)) = tx.get(LOG, &record_key(seq))? else { return Ok(None) };
     let record: Option<Record> = serde_json::from_slice(&stored.canonical).ok();
     Ok(record.and_then(|r| Timestamp::parse_rfc3339(&r.timestamp)))
 }

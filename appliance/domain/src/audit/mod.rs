@@ -24,7 +24,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-pub use chain::{Head, LOG_TABLE, Verified, VerifyError, anchor, append, export_jsonl, head, newest_time, verify};
+pub use chain::{
+    Head, LOG_TABLE, Verified, VerifyError, anchor, append, export_jsonl, head, newest_time, time_of, verify,
+};
 
 /// Who acted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

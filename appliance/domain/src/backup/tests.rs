@@ -159,3 +159,30 @@ async fn an_older_backup_is_refused_over_a_newer_directory_unless_a_security_off
     let last = String::from_utf8(log).unwrap().lines().last().unwrap().to_owned();
     assert!(last.contains("\"rollback\":\"true\"") && last.contains("confirmed_by"), "{last}");
 }
+
+#[tokio::test]
+async fn a_restore_test_is_recorded_only_for_a_backup_this_appliance_took() {
+    let site = new_site().await;
+    assert_eq!(site.store.read(newest_restore_test).unwrap(), None);
+    let proof = verify(&site.backup().await, site.credentials()).await.unwrap().proof();
+    let later = NOW.plus(std::time::Duration::from_secs(60));
+
+    // Another appliance's backup, and a proof edited to name a newer epoch, are refused.
+    let other = new_site().await;
+    let foreign = verify(&other.backup().await, other.credentials()).await.unwrap().proof();
+    let unborn = RestoreTest { epoch: 2, ..proof.clone() };
+    let garbled = RestoreTest { mac: "zz".into(), ..proof.clone() };
+    for bad in [foreign, unborn, garbled] {
+        let keys = site.keys.clone();
+        let refused = site.store.write(move |tx| record_restore_test(tx, later, &Origin::system(), &keys, &bad)).await;
+        assert!(matches!(refused, Err(Error::NotOurs)), "{refused:?}");
+    }
+    assert_eq!(site.store.read(newest_restore_test).unwrap(), None, "a refusal records nothing");
+
+    let keys = site.keys.clone();
+    site.store.write(move |tx| record_restore_test(tx, later, &Origin::system(), &keys, &proof)).await.unwrap();
+    assert_eq!(site.store.read(newest_restore_test).unwrap(), Some(later));
+    let mut log = Vec::new();
+    site.store.read(|tx| audit::export_jsonl(tx, 0, &mut log)).unwrap();
+    assert!(String::from_utf8(log).unwrap().lines().last().unwrap().contains("backup.restore_tested"));
+}

@@ -461,6 +461,11 @@ impl Broker {
     pub fn parked_polls(&self) -> usize {
         self.waiters.parked()
     }
+
+    /// The workers with a poll parked now.
+    pub fn parked_workers(&self) -> Vec<WorkerId> {
+        self.waiters.parked_workers()
+    }
 }
 
 #[cfg(test)]

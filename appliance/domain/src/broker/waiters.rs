@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use super::{Task, WorkerView};
 use crate::audit::Origin;
 use crate::vault::Keys;
+use tether_base::ids::WorkerId;
 use tether_base::labels::labels_match;
 
 /// Tasks leased to a poll, with the keys of the commit that leased them. The
@@ -126,6 +127,13 @@ impl Waiters {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The workers with a poll parked now.
+    pub fn parked_workers(&self) -> Vec<WorkerId> {
+        let mut parked = self.lock();
+        parked.retain(|p| !p.mailbox.is_closed());
+        parked.iter().map(|p| p.worker.id).collect()
     }
 
     pub fn parked(&self) -> usize {

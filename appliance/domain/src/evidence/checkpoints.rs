@@ -11,13 +11,40 @@ use super::signing::{self, Purpose, SigningError};
 use crate::audit::{Event, Head, Origin, Record, Resource};
 use crate::vault::Vault;
 use tether_base::clock::{SharedClock, Timestamp};
-use tether_store::Store;
+use tether_store::{self as store, Collection, ReadTx, Store};
 
 pub const EVENT: &str = "audit.checkpoint";
 /// A checkpoint at least this often, counted in records.
 pub const EVERY_RECORDS: u64 = 1000;
 /// How often the writer looks whether one is due.
 const LOOK_EVERY: Duration = Duration::from_millis(250);
+
+/// The newest checkpoint written: what it covers and where it is.
+const NEWEST: Collection<Written> = Collection::new("audit_checkpoint_newest");
+const NEWEST_KEY: &[u8] = b"newest";
+
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct Written {
+    covers: u64,
+    /// The checkpoint record's own seq.
+    seq: u64,
+}
+
+/// When the oldest record no checkpoint covers was written; `None` when
+/// every record is covered (or none are kept). A checkpoint covers every
+/// record up to the one it names.
+pub fn oldest_unchecked(tx: &ReadTx) -> Result<Option<Timestamp>, store::Error> {
+    let Some(head) = crate::audit::head(tx)? else { return Ok(None) };
+    let first = match tx.get(NEWEST, NEWEST_KEY)? {
+        Some(w) => w.covers + 1,
+        None => crate::audit::anchor(tx)?.map_or(0, |a| a.seq + 1),
+    };
+    let newest = tx.get(NEWEST, NEWEST_KEY)?.map(|w| w.seq);
+    match (first..=head.seq).find(|seq| Some(*seq) != newest) {
+        Some(seq) => crate::audit::time_of(tx, seq),
+        None => Ok(None),
+    }
+}
 
 /// The last checkpoint written (the seq it covers, and when).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +89,12 @@ pub async fn write(store: &Store, vault: &Vault, now: Timestamp) -> Result<Optio
         .detail("covers_hash", hex::encode(head.hash))
         .detail("signature", signature)
         .detail("key_id", key_id);
-    store.write(move |tx| crate::audit::append(tx, now, &Origin::system(), event)).await?;
+    store
+        .write(move |tx| {
+            let seq = crate::audit::append(tx, now, &Origin::system(), event)?;
+            tx.put(NEWEST, NEWEST_KEY, &Written { covers: head.seq, seq })
+        })
+        .await?;
     Ok(Some(Last { covers: head.seq, at: now }))
 }
 

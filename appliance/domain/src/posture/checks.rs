@@ -16,6 +16,12 @@ const BACKUP_MAX_AGE: Duration = Duration::from_secs(7 * 86400);
 const RETENTION_MIN: Duration = Duration::from_secs(90 * 86400);
 /// Clocks differ a little; a record this far in the future means rollback.
 const CLOCK_TOLERANCE: Duration = Duration::from_secs(60);
+/// A served certificate expiring within this is flagged.
+const CERT_EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86400);
+/// The CA expiring within this is flagged: a rotation takes planning.
+const CA_EXPIRY_WARNING: Duration = Duration::from_secs(365 * 86400);
+/// Logged prompts are sensitive; they are kept no longer than this.
+const PROMPT_LOG_MAX: Duration = Duration::from_secs(90 * 86400);
 
 /// One check.
 #[derive(Debug)]
@@ -68,6 +74,32 @@ fn days(d: Duration) -> u64 {
     d.as_secs() / 86400
 }
 
+fn hours(d: Duration) -> u64 {
+    d.as_secs() / 3600
+}
+
+/// Fails naming the CAs (`cas`) or the other certificates expiring within `warning`.
+fn expiring(f: &Facts, cas: bool, warning: Duration) -> (Status, String) {
+    let certs: Vec<_> = f.certs.iter().filter(|c| c.is_ca == cas).collect();
+    if certs.is_empty() {
+        return fail("no certificate could be read");
+    }
+    let found: Vec<String> = certs
+        .iter()
+        .filter(|c| c.not_after <= f.now.plus(warning))
+        .map(|c| format!("{} (expires in {} d)", c.name, days(c.not_after.since(f.now))))
+        .collect();
+    let soonest = certs.iter().map(|c| c.not_after).min().map_or(0, |t| days(t.since(f.now)));
+    none_of(&found, &format!("{} certificate(s), the soonest expires in {soonest} d", certs.len()), "expiring")
+}
+
+/// An AEAD suite with forward secrecy (every TLS 1.3 suite is; TLS 1.2
+/// ones must be ECDHE).
+fn strong_suite(name: &str) -> bool {
+    let aead = name.contains("_GCM_") || name.contains("CHACHA20_POLY1305");
+    aead && (name.starts_with("TLS13_") || name.starts_with("TLS_ECDHE_"))
+}
+
 pub static CHECKS: &[Check] = &[
     Check {
         id: "vault.dev-mode",
@@ -91,6 +123,22 @@ pub static CHECKS: &[Check] = &[
         },
     },
     Check {
+        id: "vault.unsealed-too-long",
+        title: "The vault has not stayed unsealed longer than the site allows",
+        severity: Severity::Medium,
+        remediation: "seal it (`tether seal`) and have the officers unseal it, or set max_unsealed to what the \
+                      site's policy allows",
+        run: |f| match (f.max_unsealed, f.unsealed_since) {
+            (None, _) => (Status::NotApplicable, "max_unsealed is not set".into()),
+            (Some(_), None) => pass("sealed"),
+            (Some(max), Some(since)) => {
+                let evidence =
+                    format!("unsealed for {} h; max_unsealed is {} h", hours(f.now.since(since)), hours(max));
+                if f.now.since(since) > max { fail(evidence) } else { pass(evidence) }
+            }
+        },
+    },
+    Check {
         id: "crypto.fips-required",
         title: "FIPS mode is on where the site's policy requires it",
         severity: Severity::High,
@@ -108,6 +156,54 @@ pub static CHECKS: &[Check] = &[
         remediation: "read the start-up log for the failing self-test; do not use the appliance until a restart \
                       passes them (a failure means the crypto module is damaged)",
         run: |f| if f.self_tests_passed { pass("self-tests passed") } else { fail("a self-test failed at start") },
+    },
+    Check {
+        id: "crypto.tls-policy",
+        title: "The listeners accept no TLS weaker than the shipped policy",
+        severity: Severity::High,
+        remediation: "run the shipped build: its policy (TLS 1.3, and TLS 1.2 with ECDHE and AES-GCM only) is fixed \
+                      when it is built; a build that accepts more is not one of ours",
+        run: |f| {
+            let mut weak: Vec<String> =
+                f.tls_versions.iter().filter(|v| !matches!(v.as_str(), "TLSv1_2" | "TLSv1_3")).cloned().collect();
+            weak.extend(f.tls_suites.iter().filter(|s| !strong_suite(s)).cloned());
+            if f.tls_versions.is_empty() || f.tls_suites.is_empty() {
+                return fail("no TLS policy could be read");
+            }
+            let ok =
+                format!("{}; {} AEAD suite(s) with forward secrecy", f.tls_versions.join(", "), f.tls_suites.len());
+            none_of(&weak, &ok, "weaker than the policy")
+        },
+    },
+    Check {
+        id: "pki.cert-expiring",
+        title: "No certificate a listener serves expires within 30 days",
+        severity: Severity::High,
+        remediation: "the appliance renews its own certificate while unsealed (read its log if it has not); for a \
+                      console certificate of the site's, put a renewed one in place and send SIGHUP",
+        run: |f| expiring(f, false, CERT_EXPIRY_WARNING),
+    },
+    Check {
+        id: "pki.ca-expiring",
+        title: "The CA does not expire within a year",
+        severity: Severity::High,
+        remediation: "rotate the CA: `tether ca rotate add`, then `issue`, then `retire` once every worker has \
+                      renewed (`tether ca status` shows who has)",
+        run: |f| expiring(f, true, CA_EXPIRY_WARNING),
+    },
+    Check {
+        id: "pki.ca-rotation-stuck",
+        title: "No CA rotation has been left half done",
+        severity: Severity::Medium,
+        remediation: "`tether ca status` shows the workers still on the old CA: bring them online to renew, or \
+                      revoke retired ones; then `tether ca rotate issue` / `retire` (or `rollback`)",
+        run: |f| match &f.rotation {
+            None => pass("no rotation in progress"),
+            Some((phase, started)) => {
+                let evidence = format!("in phase {phase} for {} d", days(f.now.since(*started)));
+                if f.now.since(*started) > f.rotation_limit { fail(evidence) } else { pass(evidence) }
+            }
+        },
     },
     Check {
         id: "people.initial-admin-password",
@@ -152,6 +248,27 @@ pub static CHECKS: &[Check] = &[
             let n = f.people.iter().filter(|p| !p.disabled && p.role == Role::SecurityOfficer).count();
             let evidence = format!("{n} security officer(s)");
             if n >= 2 { pass(evidence) } else { fail(evidence) }
+        },
+    },
+    Check {
+        id: "people.admin-and-officer",
+        title: "Nobody is both an admin and a security officer",
+        severity: Severity::High,
+        remediation: "the two roles check each other: give one of the named person's accounts another role \
+                      (`tether user role NAME ROLE`) or disable it",
+        run: |f| {
+            use std::collections::BTreeMap;
+            // A person's local account and their single sign-on one share a name.
+            let mut roles: BTreeMap<&str, Vec<Role>> = BTreeMap::new();
+            for p in f.people.iter().filter(|p| !p.disabled) {
+                roles.entry(p.name.strip_prefix("sso:").unwrap_or(&p.name)).or_default().push(p.role);
+            }
+            let found: Vec<String> = roles
+                .into_iter()
+                .filter(|(_, r)| r.contains(&Role::Admin) && r.contains(&Role::SecurityOfficer))
+                .map(|(name, _)| name.to_owned())
+                .collect();
+            none_of(&found, "no one holds both roles", "hold both admin and security_officer")
         },
     },
     Check {
@@ -208,6 +325,25 @@ pub static CHECKS: &[Check] = &[
         },
     },
     Check {
+        id: "audit.checkpoint",
+        title: "A signed checkpoint covers the audit chain within its interval",
+        severity: Severity::Medium,
+        remediation: "checkpoints are signed while the appliance is unsealed: unseal it; if it is, read its log \
+                      for \"audit checkpoint not written\"",
+        run: |f| match f.oldest_unchecked {
+            None => pass("every record is covered by a signed checkpoint"),
+            Some(oldest) => {
+                let waited = f.now.since(oldest);
+                let evidence = format!(
+                    "the oldest record not yet covered is {} s old; audit_checkpoint_interval is {} s",
+                    waited.as_secs(),
+                    f.checkpoint_interval.as_secs()
+                );
+                if waited > f.checkpoint_interval * 2 + CLOCK_TOLERANCE { fail(evidence) } else { pass(evidence) }
+            }
+        },
+    },
+    Check {
         id: "audit.siem",
         title: "Audit records reach a SIEM, and every sink delivers",
         severity: Severity::Medium,
@@ -247,6 +383,17 @@ pub static CHECKS: &[Check] = &[
                 fail(format!("the newest backup is {} d old", days(f.now.since(at))))
             }
             Some(at) => pass(format!("the newest backup is {} h old", f.now.since(at).as_secs() / 3600)),
+        },
+    },
+    Check {
+        id: "backups.restore-untested",
+        title: "A backup has been shown to restore",
+        severity: Severity::Medium,
+        remediation: "test one: `tether restore-test FILE --share-file ...` opens it with the unseal \
+                      credentials, restores it into a scratch directory and records the result here",
+        run: |f| match f.newest_restore_test {
+            None => fail("no restore has been tested"),
+            Some(at) => pass(format!("a restore was last tested {} d ago", days(f.now.since(at)))),
         },
     },
     Check {
@@ -337,6 +484,17 @@ pub static CHECKS: &[Check] = &[
         },
     },
     Check {
+        id: "sso.issuer-plain-http",
+        title: "The single sign-on provider is reached over HTTPS",
+        severity: Severity::High,
+        remediation: "serve the provider over TLS and set [sso] issuer to its https:// URL (and ca_file to its CA)",
+        run: |f| match &f.sso_issuer {
+            None => (Status::NotApplicable, "no single sign-on configured".into()),
+            Some(issuer) if plain_http_off_loopback(issuer) => fail(format!("issuer {issuer}")),
+            Some(issuer) => pass(format!("issuer {issuer}")),
+        },
+    },
+    Check {
         id: "llm.key-without-limits",
         title: "Every virtual key has a rate limit",
         severity: Severity::Medium,
@@ -358,6 +516,61 @@ pub static CHECKS: &[Check] = &[
                 return (Status::NotApplicable, "no virtual keys".into());
             }
             none_of(&f.unrestricted_keys, "every key has an enforcement level", "unrestricted keys")
+        },
+    },
+    Check {
+        id: "llm.prompt-log-retention",
+        title: "Logged prompts are kept no longer than 90 days",
+        severity: Severity::Medium,
+        remediation: "set llm_prompt_log_retention = \"30d\" (the default) or at most \"90d\"",
+        run: |f| {
+            if f.prompt_logging_keys == 0 {
+                return (Status::NotApplicable, "no key logs prompts".into());
+            }
+            let evidence = format!(
+                "{} key(s) log prompts; llm_prompt_log_retention is {} d",
+                f.prompt_logging_keys,
+                days(f.prompt_log_retention)
+            );
+            if f.prompt_log_retention > PROMPT_LOG_MAX { fail(evidence) } else { pass(evidence) }
+        },
+    },
+    Check {
+        id: "workers.cert-expiring",
+        title: "Every active worker renews its certificate in time",
+        severity: Severity::Medium,
+        remediation: "bring the named workers online (they renew on their own), or revoke retired ones: \
+                      `tether worker revoke ID`",
+        run: |f| {
+            let soon = f.now.plus(f.worker_cert_lifetime / 6);
+            let found: Vec<String> =
+                f.active_workers().filter(|w| w.cert_not_after <= soon).map(|w| w.id.clone()).collect();
+            none_of(&found, "every active worker's certificate is current", "workers overdue for renewal")
+        },
+    },
+    Check {
+        id: "workers.silent",
+        title: "Every active worker is polling",
+        severity: Severity::Low,
+        remediation: "check the named hosts and their tether-worker service; revoke retired ones: \
+                      `tether worker revoke ID`",
+        run: |f| {
+            let found: Vec<String> = f
+                .active_workers()
+                .filter_map(|w| w.silent_for.map(|d| format!("{} ({} min)", w.id, d.as_secs() / 60)))
+                .collect();
+            none_of(&found, "every active worker was heard from", "silent workers")
+        },
+    },
+    Check {
+        id: "workers.revoked-parked",
+        title: "No revoked worker still holds a connection",
+        severity: Severity::Critical,
+        remediation: "seal the appliance (`tether seal`) and report it: revocation closes a worker's connections at \
+                      once, so one left parked means that enforcement failed",
+        run: |f| {
+            let found: Vec<String> = f.workers.iter().filter(|w| w.revoked && w.parked).map(|w| w.id.clone()).collect();
+            none_of(&found, "no revoked worker is connected", "revoked workers still parked")
         },
     },
 ];

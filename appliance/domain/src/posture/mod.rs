@@ -169,9 +169,41 @@ pub struct Facts {
     pub llm_keys: usize,
     /// Virtual keys at the `unrestricted` level: no enforcement prompt goes first.
     pub unrestricted_keys: Vec<String>,
+    /// Since when the vault has been unsealed (`None`: sealed).
+    pub unsealed_since: Option<Timestamp>,
+    /// The site's policy (`max_unsealed`): seal at least this often.
+    pub max_unsealed: Option<Duration>,
+    /// The TLS versions and cipher suites the listeners accept, as rustls names them.
+    pub tls_versions: Vec<String>,
+    pub tls_suites: Vec<String>,
+    /// The listeners' certificates and the CAs.
+    pub certs: Vec<CertFact>,
+    /// A CA rotation in progress: its phase and when it began.
+    pub rotation: Option<(String, Timestamp)>,
+    /// A rotation still in progress after this is stuck (every worker
+    /// renews, and so moves to the new CA, well within it).
+    pub rotation_limit: Duration,
+    /// The single sign-on provider's issuer, when one is configured.
+    pub sso_issuer: Option<String>,
+    /// The oldest audit record no signed checkpoint covers yet.
+    pub oldest_unchecked: Option<Timestamp>,
+    pub checkpoint_interval: Duration,
+    /// When a backup was last shown to restore.
+    pub newest_restore_test: Option<Timestamp>,
+    /// Virtual keys that log prompts, and how long the log keeps them.
+    pub prompt_logging_keys: usize,
+    pub prompt_log_retention: Duration,
+    pub workers: Vec<WorkerFact>,
+    /// Worker certificates are issued for this long.
+    pub worker_cert_lifetime: Duration,
 }
 
 impl Facts {
+    /// Workers not revoked.
+    fn active_workers(&self) -> impl Iterator<Item = &WorkerFact> {
+        self.workers.iter().filter(|w| !w.revoked)
+    }
+
     /// Nothing seen yet, at `now` (the caller fills in what it gathers).
     pub fn at(now: Timestamp) -> Facts {
         Facts {
@@ -196,6 +228,21 @@ impl Facts {
             unlimited_keys: Vec::new(),
             llm_keys: 0,
             unrestricted_keys: Vec::new(),
+            unsealed_since: None,
+            max_unsealed: None,
+            tls_versions: Vec::new(),
+            tls_suites: Vec::new(),
+            certs: Vec::new(),
+            rotation: None,
+            rotation_limit: Duration::ZERO,
+            sso_issuer: None,
+            oldest_unchecked: None,
+            checkpoint_interval: Duration::ZERO,
+            newest_restore_test: None,
+            prompt_logging_keys: 0,
+            prompt_log_retention: Duration::ZERO,
+            workers: Vec::new(),
+            worker_cert_lifetime: Duration::ZERO,
         }
     }
 }
@@ -224,6 +271,27 @@ pub struct TokenFact {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub last_used: Option<Timestamp>,
+}
+
+/// A certificate the appliance serves or trusts.
+#[derive(Debug, Clone)]
+pub struct CertFact {
+    /// `console listener`, `worker listener`, `CA` or `next CA`.
+    pub name: String,
+    pub is_ca: bool,
+    pub not_after: Timestamp,
+}
+
+/// An enrolled worker.
+#[derive(Debug, Clone)]
+pub struct WorkerFact {
+    pub id: String,
+    pub revoked: bool,
+    pub cert_not_after: Timestamp,
+    /// Not heard from for this long, past the silence grace.
+    pub silent_for: Option<Duration>,
+    /// A poll of its is parked now.
+    pub parked: bool,
 }
 
 #[derive(Debug, Clone)]

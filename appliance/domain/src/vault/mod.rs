@@ -32,7 +32,7 @@ use unseal::PendingShares;
 pub use unseal::{Choice, Material, Method};
 
 use crate::audit::{self, Event, Origin, Resource};
-use tether_base::clock::SharedClock;
+use tether_base::clock::{SharedClock, Timestamp};
 use tether_base::secret::RandomFailed;
 use tether_store::{self as store, Store, WriteTx};
 
@@ -182,6 +182,8 @@ pub struct Vault {
     clock: SharedClock,
     state: RwLock<State>,
     unsealed: watch::Sender<bool>,
+    /// When it was last unsealed (`None` while sealed), for the posture check.
+    unsealed_at: std::sync::Mutex<Option<Timestamp>>,
     /// One unseal attempt at a time: bounds passphrase guessing to the KDF's pace.
     attempts: Mutex<()>,
     /// One rotation at a time, so each builds on the ring the last one made.
@@ -249,6 +251,7 @@ impl Vault {
             clock,
             state: RwLock::new(State::Sealed(PendingShares::default())),
             unsealed: watch::channel(false).0,
+            unsealed_at: std::sync::Mutex::new(None),
             attempts: Mutex::new(()),
             rotation: Mutex::new(()),
         }
@@ -272,6 +275,15 @@ impl Vault {
 
     pub fn decrypt(&self, place: Place<'_>, sealed: &Sealed) -> Result<Vec<u8>, Error> {
         self.keys()?.decrypt(place, sealed)
+    }
+
+    /// Since when the vault has been unsealed; `None` while sealed.
+    pub fn unsealed_since(&self) -> Option<Timestamp> {
+        *self.unsealed_at.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_unsealed_at(&self, at: Option<Timestamp>) {
+        *self.unsealed_at.lock().unwrap_or_else(PoisonError::into_inner) = at;
     }
 
     /// Waits until the vault is unsealed; `false` if `until` comes first.
@@ -328,6 +340,7 @@ impl Vault {
             return Err(refusal_for(&meta.method));
         };
         *self.state.write().unwrap_or_else(PoisonError::into_inner) = State::Unsealed(Arc::new(ring));
+        self.set_unsealed_at(Some(self.clock.now()));
         self.unsealed.send_replace(true);
         self.audit(origin, "vault.unsealed", meta.method.name()).await;
         tracing::info!(method = meta.method.name(), "vault unsealed");
@@ -381,6 +394,7 @@ impl Vault {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             std::mem::replace(&mut *state, State::Sealed(PendingShares::default()))
         };
+        self.set_unsealed_at(None);
         self.unsealed.send_replace(false);
         if let State::Unsealed(ring) = previous {
             let counts = counts(&ring);
@@ -482,6 +496,7 @@ pub fn unsealed_for_tests(store: &Store, clock: SharedClock) -> Arc<Vault> {
     let vault = Vault::new(store.clone(), clock);
     if let Ok(Keys(ring)) = keys {
         *vault.state.write().unwrap_or_else(PoisonError::into_inner) = State::Unsealed(ring);
+        vault.set_unsealed_at(Some(now));
         vault.unsealed.send_replace(true);
     }
     Arc::new(vault)

@@ -82,6 +82,9 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup into a data directory (the appliance stopped).
     Restore(backup::RestoreArgs),
+    /// Prove a backup restores: open it, restore it into a scratch directory,
+    /// check it there, and record the test on the appliance (admin).
+    RestoreTest(backup::RestoreTestArgs),
     /// Upgrade a data directory made before the vault: choose how it
     /// unseals, then seal everything in it (the appliance stopped; resumable).
     #[command(after_help = "To resume an interrupted upgrade, run it again with the credentials it gave: \
@@ -138,6 +141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secret(cmd) => runtime()?.block_on(secret::run(cmd)),
         Command::Backup(args) => runtime()?.block_on(backup::backup(args)),
         Command::Restore(args) => runtime()?.block_on(backup::restore(args)),
+        Command::RestoreTest(args) => runtime()?.block_on(backup::restore_test(args)),
         Command::Upgrade(args) => upgrade::run(args),
     }
 }

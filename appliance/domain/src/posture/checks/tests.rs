@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::*;
-use crate::posture::{KeyFile, Person, SinkFact, TokenFact};
+use crate::posture::{CertFact, KeyFile, Person, SinkFact, TokenFact, WorkerFact};
 use tether_base::clock::Timestamp;
 
 const NOW: Timestamp = Timestamp::from_millis(1_800_000_000_000);
@@ -50,6 +50,33 @@ fn good() -> Facts {
         newest_record: Some(ago(Duration::from_secs(5))),
         upstreams: vec![("local".into(), "http://127.0.0.1:8000".into()), ("gpu".into(), "https://gpu.lan".into())],
         llm_keys: 2,
+        unsealed_since: Some(ago(DAY)),
+        max_unsealed: Some(7 * DAY),
+        tls_versions: vec!["TLSv1_3".into(), "TLSv1_2".into()],
+        tls_suites: vec!["TLS13_AES_256_GCM_SHA384".into(), "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into()],
+        certs: vec![
+            CertFact { name: "console listener".into(), is_ca: false, not_after: NOW.plus(300 * DAY) },
+            CertFact { name: "CA".into(), is_ca: true, not_after: NOW.plus(3000 * DAY) },
+        ],
+        rotation: Some(("added".into(), ago(DAY))),
+        rotation_limit: 2 * DAY,
+        sso_issuer: Some("https://idp.lan".into()),
+        oldest_unchecked: Some(ago(Duration::from_secs(30))),
+        checkpoint_interval: Duration::from_secs(60),
+        newest_restore_test: Some(ago(10 * DAY)),
+        prompt_logging_keys: 1,
+        prompt_log_retention: 30 * DAY,
+        workers: vec![
+            WorkerFact {
+                id: "w1".into(),
+                revoked: false,
+                cert_not_after: NOW.plus(DAY - Duration::from_secs(3600)),
+                silent_for: None,
+                parked: true,
+            },
+            WorkerFact { id: "w2".into(), revoked: true, cert_not_after: ago(DAY), silent_for: None, parked: false },
+        ],
+        worker_cert_lifetime: DAY,
         ..Facts::at(NOW)
     }
 }
@@ -84,6 +111,19 @@ fn breakers() -> Vec<(&'static str, Breaker)> {
         ("llm.upstream-plain-http", |f| f.upstreams.push(("far".into(), "http://10.0.0.7:11434".into()))),
         ("llm.key-without-limits", |f| f.unlimited_keys = vec!["k1".into()]),
         ("llm.no-enforcement-prompt", |f| f.unrestricted_keys = vec!["k2".into()]),
+        ("vault.unsealed-too-long", |f| f.unsealed_since = Some(ago(8 * DAY))),
+        ("crypto.tls-policy", |f| f.tls_suites.push("TLS_RSA_WITH_AES_128_CBC_SHA".into())),
+        ("pki.cert-expiring", |f| f.certs[0].not_after = NOW.plus(10 * DAY)),
+        ("pki.ca-expiring", |f| f.certs[1].not_after = NOW.plus(200 * DAY)),
+        ("pki.ca-rotation-stuck", |f| f.rotation = Some(("issuing".into(), ago(30 * DAY)))),
+        ("people.admin-and-officer", |f| f.people.push(person("sso:ada", Role::SecurityOfficer))),
+        ("audit.checkpoint", |f| f.oldest_unchecked = Some(ago(DAY))),
+        ("backups.restore-untested", |f| f.newest_restore_test = None),
+        ("sso.issuer-plain-http", |f| f.sso_issuer = Some("http://idp.lan".into())),
+        ("llm.prompt-log-retention", |f| f.prompt_log_retention = 365 * DAY),
+        ("workers.cert-expiring", |f| f.workers[0].cert_not_after = NOW.plus(Duration::from_secs(3600))),
+        ("workers.silent", |f| f.workers[0].silent_for = Some(Duration::from_secs(600))),
+        ("workers.revoked-parked", |f| f.workers[1].parked = true),
     ]
 }
 
@@ -124,9 +164,17 @@ fn each_check_fails_on_its_own_bad_setting_and_says_how_to_fix_it() {
 fn checks_that_do_not_apply_say_so() {
     let mut f = good();
     (f.fips_required, f.upstreams, f.llm_keys) = (false, vec![], 0);
+    (f.max_unsealed, f.sso_issuer, f.prompt_logging_keys) = (None, None, 0);
     let report = assess(&f);
-    for id in ["crypto.fips-required", "llm.upstream-plain-http", "llm.key-without-limits", "llm.no-enforcement-prompt"]
-    {
+    for id in [
+        "crypto.fips-required",
+        "llm.upstream-plain-http",
+        "llm.key-without-limits",
+        "llm.no-enforcement-prompt",
+        "vault.unsealed-too-long",
+        "sso.issuer-plain-http",
+        "llm.prompt-log-retention",
+    ] {
         assert_eq!(status_of(&report, id), Status::NotApplicable, "{id}");
     }
     f.sinks.clear();

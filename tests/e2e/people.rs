@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{Appliance, Console, count_events};
+use crate::harness::{Appliance, Console, count_events, totp_now};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_first_admin_sets_up_its_account_and_sessions_carry_strict_cookies_and_csrf() {
@@ -70,12 +70,6 @@ async fn the_first_admin_sets_up_its_account_and_sessions_carry_strict_cookies_a
     for secret in [initial.as_str(), own, secret, recovery, first.cookie.split('=').nth(1).unwrap()] {
         assert!(!log.contains(secret), "a secret reached the audit log");
     }
-}
-
-fn totp_now(secret: &str) -> String {
-    let bytes = data_encoding::BASE32_NOPAD.decode(secret.as_bytes()).unwrap();
-    let now = tether_base::clock::Clock::now(&tether_base::clock::SystemClock);
-    tether_domain::auth::totp::code(&tether_domain::auth::totp::TotpSecret::from_bytes(bytes), now)
 }
 
 // The throttle's whole schedule, the lockout and its alert, and sessions

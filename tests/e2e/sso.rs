@@ -12,7 +12,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Appliance, count_events};
+use crate::harness::{Appliance, count_events, totp_now};
 
 const CLIENT_SECRET: &str = "a-client-secret-that-must-never-be-logged";
 
@@ -78,8 +78,8 @@ impl Idp {
     }
 }
 
-/// Points the (stopped) appliance at the provider.
-fn configure_sso(a: &Appliance, idp: &Idp) {
+/// Points the (stopped) appliance at the provider; `extra` goes into `[sso]`.
+fn configure_sso(a: &Appliance, idp: &Idp, extra: &str) {
     let secret_file = a.dir.path().join("oidc-client-secret");
     std::fs::write(&secret_file, format!("{CLIENT_SECRET}\n")).unwrap();
     std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -92,6 +92,7 @@ client_secret_file = "{secret}"
 ca_file = "{ca}"
 console_url = "{console}"
 scopes = "openid profile groups"
+{extra}
 
 [[sso.role]]
 group = "tether-admins"
@@ -221,17 +222,18 @@ async fn people_sign_in_through_the_sites_openid_provider_and_its_groups_decide_
     let mut a = Appliance::start_logging(vec![("TETHER_REAUTH_WINDOW", "4s")]);
     let bob = a.person("bob", "viewer").await;
     let people = json!({
-        "alice": {"password": "alice-pw", "groups": ["staff", "tether-admins"]},
+        "alice": {"password": "alice-pw", "groups": ["staff", "tether-admins"], "amr": ["pwd", "otp"]},
         "dave": {"password": "dave-pw", "groups": ["tether-developers"]},
         "outsider7": {"password": "outsider-pw", "groups": ["visitors"]},
     });
     let idp = Idp::start(a.dir.path(), &a.console, people);
     a.stop();
-    configure_sso(&a, &idp);
+    configure_sso(&a, &idp, "");
     a.restart();
     let console = a.console.clone();
 
-    // alice's groups make her an admin; the session is an ordinary console session.
+    // alice's groups make her an admin, and her provider vouches for her
+    // second factor: the session is an ordinary console session.
     let mut alice = Browser::new(&a.ca_pem, &idp);
     let Landing::Appliance(status, page, headers, callback) =
         alice.sign_in(&console, false, Some(("alice", "alice-pw"))).await
@@ -400,4 +402,107 @@ async fn people_sign_in_through_the_sites_openid_provider_and_its_groups_decide_
     assert_eq!(stolen.count(), 1);
     assert_eq!(count_events(&records, "auth.login_failed"), 2);
     assert_eq!(a.api().get("/api/v1/audit/verify").await.1["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sso_admin_gives_the_appliances_own_second_factor_unless_the_provider_vouches_for_one() {
+    let mut a = Appliance::start_logging(vec![]);
+    let people = json!({
+        // A password only: the provider vouches for no second factor.
+        "erin": {"password": "erin-pw", "groups": ["tether-admins"], "amr": ["pwd"]},
+        // The level the site names as multi-factor.
+        "frank": {"password": "frank-pw", "groups": ["tether-admins"], "acr": "urn:site:mfa"},
+        "dave": {"password": "dave-pw", "groups": ["tether-developers"]},
+    });
+    let idp = Idp::start(a.dir.path(), &a.console, people);
+    a.stop();
+    configure_sso(&a, &idp, r#"mfa_acr_values = ["urn:site:mfa"]"#);
+    a.restart();
+    let console = a.console.clone();
+    let sign_in = |name: &'static str, password: &'static str| {
+        let (ca, idp, console) = (a.ca_pem.clone(), &idp, console.clone());
+        async move {
+            let mut browser = Browser::new(&ca, idp);
+            let Landing::Appliance(200, _, _, _) = browser.sign_in(&console, false, Some((name, password))).await
+            else {
+                panic!("{name}'s sign-in failed")
+            };
+            browser.session(&console).unwrap()
+        }
+    };
+
+    // erin's session may do nothing until she enrolls the appliance's TOTP.
+    let erin = sign_in("erin", "erin-pw").await;
+    let (_, me) = session_of(&a, &erin).await;
+    assert_eq!(
+        (&me["set_up"], &me["second_factor_pending"], &me["user"]["second_factor"]),
+        (&json!(false), &json!(true), &json!(false)),
+        "{me}"
+    );
+    let (s, v) = send(&a, &erin, Method::GET, "/api/v1/tasks", None).await;
+    assert_eq!((s, v["code"].as_str()), (403, Some("account_setup_required")), "{v}");
+    let (s, v) = send(&a, &erin, Method::POST, "/api/v1/auth/second-factor", Some(&json!({"totp": "123456"}))).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("second_factor_not_enrolled")), "{v}");
+    let (s, setup) = send(&a, &erin, Method::POST, "/api/v1/auth/totp", Some(&json!({}))).await;
+    assert_eq!(s, 200, "{setup}");
+    let secret = setup["secret"].as_str().unwrap().to_owned();
+    let code = totp_now(&secret);
+    let (s, codes) = send(&a, &erin, Method::POST, "/api/v1/auth/totp/confirm", Some(&json!({"code": code}))).await;
+    assert_eq!(s, 200, "{codes}");
+    let recovery = codes["recovery_codes"][0].as_str().unwrap().to_owned();
+    assert_eq!(send(&a, &erin, Method::GET, "/api/v1/tasks", None).await.0, 200, "enrolling gave the second factor");
+
+    // Her next sign-in waits for it again; a wrong code is refused, her
+    // recovery code (or a TOTP code) opens the session.
+    let erin = sign_in("erin", "erin-pw").await;
+    let (_, me) = session_of(&a, &erin).await;
+    assert_eq!(
+        (&me["set_up"], &me["second_factor_pending"], &me["user"]["second_factor"]),
+        (&json!(false), &json!(true), &json!(true)),
+        "{me}"
+    );
+    assert_eq!(send(&a, &erin, Method::GET, "/api/v1/users", None).await.0, 403);
+    let (s, v) = send(&a, &erin, Method::POST, "/api/v1/auth/second-factor", Some(&json!({"totp": "000000"}))).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("invalid_credentials")), "{v}");
+    let (s, v) =
+        send(&a, &erin, Method::POST, "/api/v1/auth/second-factor", Some(&json!({"recovery_code": recovery}))).await;
+    assert_eq!(s, 204, "{v}");
+    let (_, me) = session_of(&a, &erin).await;
+    assert_eq!((&me["set_up"], &me["second_factor_pending"]), (&json!(true), &json!(false)), "{me}");
+    assert_eq!(send(&a, &erin, Method::GET, "/api/v1/users", None).await.0, 200);
+    let (s, v) =
+        send(&a, &erin, Method::POST, "/api/v1/auth/second-factor", Some(&json!({"recovery_code": recovery}))).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("second_factor_not_pending")), "{v}");
+
+    // frank's provider names the site's multi-factor level; dave's role needs no second factor.
+    for (name, password) in [("frank", "frank-pw"), ("dave", "dave-pw")] {
+        let cookie = sign_in(name, password).await;
+        let (_, me) = session_of(&a, &cookie).await;
+        assert_eq!((&me["set_up"], &me["second_factor_pending"]), (&json!(true), &json!(false)), "{name}: {me}");
+    }
+
+    // The security check counts erin (the appliance's TOTP) and frank (the
+    // provider's word) as having a second factor (it names only the local
+    // admin this harness never set up).
+    let (s, report) = a.api().get("/api/v1/security/checks").await;
+    assert_eq!(s, 200, "{report}");
+    let mfa = report["checks"].as_array().unwrap().iter().find(|c| c["id"] == "people.admin-without-mfa").unwrap();
+    assert_eq!(mfa["evidence"], "1 without a second factor: admin", "{mfa}");
+
+    // Audited: how each sign-in's second factor was settled, and erin's.
+    let records = a.api().audit_log().await;
+    let logins: Vec<(String, String)> = records
+        .iter()
+        .filter(|r| r["event_type"] == "auth.login" && r["metadata"]["details"]["via"] == "sso")
+        .map(|r| {
+            let factor = r["metadata"]["details"]["second_factor"].as_str().unwrap().to_owned();
+            (r["actor"]["id"].as_str().unwrap().to_owned(), factor)
+        })
+        .collect();
+    let expected = [("sso:erin", "pending"), ("sso:erin", "pending"), ("sso:frank", "provider"), ("sso:dave", "none")];
+    assert_eq!(logins, expected.map(|(p, f)| (p.to_owned(), f.to_owned())));
+    assert_eq!(count_events(&records, "auth.second_factor"), 1);
+    assert_eq!(count_events(&records, "user.second_factor_enrolled"), 1);
+    let everything = format!("{records:?}{}", String::from_utf8_lossy(&a.logs()));
+    assert!(!everything.contains(&secret) && !everything.contains(&recovery), "a second factor reached the records");
 }

@@ -8,7 +8,9 @@
 //
 // CONFIG: { cert_file, key_file, client_id, client_secret,
 //           redirect_uri, post_logout_redirect_uri,
-//           people: { name: { password, groups: [..] } } }
+//           people: { name: { password, groups: [..], amr?: [..], acr? } } }
+// A person's amr and acr, when given, are what the provider says of how
+// they authenticated (RFC 8176 methods; a level the site names).
 // Listens on a free loopback port, then prints "issuer https://127.0.0.1:PORT".
 
 import { createServer } from 'node:https';
@@ -38,7 +40,10 @@ const provider = new Provider(issuer, {
     grant_types: ['authorization_code'],
   }],
   pkce: { required: () => true },
-  claims: { openid: ['sub'], profile: ['preferred_username', 'name'], groups: ['groups'] },
+  // acr and amr go in the ID token (as site providers send them) when the
+  // login that made the session set them.
+  claims: { openid: ['sub', 'acr', 'amr'], profile: ['preferred_username', 'name'], groups: ['groups'] },
+  acrValues: ['urn:site:pwd', 'urn:site:mfa'],
   jwks: { keys: [{ ...signing, kid: 'test-rs256', alg: 'RS256', use: 'sig' }] },
   cookies: { keys: [randomBytes(32).toString('hex')] },
   features: { devInteractions: { enabled: false } },
@@ -89,8 +94,8 @@ async function interaction(req, res, uid, step) {
       res.end('wrong name or password');
       return;
     }
-    await provider.interactionFinished(req, res, { login: { accountId: form.get('login') } },
-      { mergeWithLastSubmission: false });
+    const login = { accountId: form.get('login'), amr: person.amr, acr: person.acr };
+    await provider.interactionFinished(req, res, { login }, { mergeWithLastSubmission: false });
     return;
   }
   res.writeHead(404);

@@ -164,6 +164,12 @@ pub struct RawSso {
     pub scopes: Option<String>,
     /// The claim holding the person's groups (default `groups`).
     pub groups_claim: Option<String>,
+    /// `acr` values that mean the provider checked a second factor (asked
+    /// for as `acr_values`). Without one, an `amr` naming a second factor
+    /// (otp, hwk, mfa, ...) vouches; else people in mfa_required_roles give
+    /// the appliance's own TOTP after signing in.
+    #[serde(default)]
+    pub mfa_acr_values: Vec<String>,
     /// Group to role, in order: the first of a person's groups listed wins.
     #[serde(default)]
     pub role: Vec<RawGroupRole>,
@@ -226,6 +232,12 @@ impl RawSso {
             scopes,
             groups_claim: self.groups_claim.unwrap_or_else(|| "groups".into()),
             roles,
+            mfa_acr_values: match self.mfa_acr_values.iter().find(|v| v.trim().is_empty() || v.contains(' ')) {
+                Some(_) => {
+                    return Err(invalid("sso.mfa_acr_values", "each value is one non-empty word (a URI or name)"));
+                }
+                None => self.mfa_acr_values,
+            },
         })
     }
 }

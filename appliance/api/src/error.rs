@@ -36,6 +36,10 @@ pub enum ApiError {
     CsrfTokenInvalid,
     #[error("requests from another origin are refused unless the site lists it in cors_allowed_origins")]
     CrossOriginRefused,
+    #[error("this session is not waiting for a second factor")]
+    SecondFactorNotPending,
+    #[error("no TOTP is enrolled for this account: enroll one (POST /api/v1/auth/totp, then /totp/confirm)")]
+    SecondFactorNotEnrolled,
     #[error("this backup was not taken by this appliance (its HMAC does not verify under this appliance's keys)")]
     BackupNotOurs,
     #[error("this action needs a recent login: re-authenticate (POST /api/v1/auth/reauth) and retry")]
@@ -174,6 +178,8 @@ impl ApiError {
             ApiError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::CsrfTokenInvalid => (S::FORBIDDEN, "csrf_token_invalid"),
             ApiError::CrossOriginRefused => (S::FORBIDDEN, "cross_origin_refused"),
+            ApiError::SecondFactorNotPending => (S::CONFLICT, "second_factor_not_pending"),
+            ApiError::SecondFactorNotEnrolled => (S::CONFLICT, "second_factor_not_enrolled"),
             ApiError::BackupNotOurs => (S::UNPROCESSABLE_ENTITY, "backup_not_ours"),
             ApiError::ReauthenticationRequired => (S::FORBIDDEN, "reauthentication_required"),
             ApiError::AccountSetupRequired => (S::FORBIDDEN, "account_setup_required"),
@@ -461,6 +467,8 @@ impl From<LoginError> for ApiError {
         match e {
             LoginError::Invalid => ApiError::InvalidCredentials,
             LoginError::SecondFactorRequired => ApiError::SecondFactorRequired,
+            LoginError::NoSecondFactorPending => ApiError::SecondFactorNotPending,
+            LoginError::NotEnrolled => ApiError::SecondFactorNotEnrolled,
             LoginError::Throttled(r) => ApiError::Throttled(r.retry_after()),
             LoginError::Password(p) => ApiError::AccountRefused(p.to_string()),
             LoginError::Vault(v) => v.into(),

@@ -175,6 +175,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", "/api/v1/auth/password", P::OwnAccount), post(session::change_password)),
         (spec("POST", "/api/v1/auth/totp", P::OwnAccount), post(session::begin_totp)),
         (spec("POST", "/api/v1/auth/totp/confirm", P::OwnAccount), post(session::confirm_totp)),
+        (spec("POST", "/api/v1/auth/second-factor", P::OwnAccount), post(session::give_second_factor)),
         (spec("GET", "/api/v1/users", P::UserRead), get(people::list_users)),
         (spec("POST", "/api/v1/users", P::UserManage), post(people::add_user)),
         (spec("POST", "/api/v1/users/{name}/disable", P::UserManage), post(people::disable_user)),

@@ -32,6 +32,10 @@ pub struct SessionView {
     set_up: bool,
     /// Whether sensitive actions are open without re-authenticating.
     recently_authenticated: bool,
+    /// The session waits for the appliance's own second factor (a single
+    /// sign-on whose provider vouched for none): `POST
+    /// /api/v1/auth/second-factor`, or enroll TOTP if `user.second_factor` is false.
+    second_factor_pending: bool,
 }
 
 /// The session cookie: host-only, TLS-only, out of scripts' reach, never
@@ -79,6 +83,7 @@ pub async fn login(
         csrf_token: logged_in.csrf,
         set_up: logged_in.set_up,
         recently_authenticated: true,
+        second_factor_pending: false,
     };
     let max_age = state.accounts.lifetimes().absolute.as_secs();
     let mut response = (StatusCode::OK, axum::Json(view)).into_response();
@@ -122,6 +127,7 @@ pub async fn current(State(state): State<AppState>, caller: Caller) -> Result<ax
         csrf_token: state.accounts.csrf_token(&key)?,
         set_up,
         recently_authenticated: fresh,
+        second_factor_pending: state.store.read(|tx| sessions::awaits_second_factor(tx, &key))?,
     }))
 }
 
@@ -170,9 +176,10 @@ pub struct TotpSetup {
     uri: Zeroizing<String>,
 }
 
+/// Hands out a TOTP secret: a local account's second factor, or a single
+/// sign-on person's own one here (for when the provider vouches for none).
 pub async fn begin_totp(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<TotpSetup>, ApiError> {
     session_key(&caller)?;
-    local_account(&caller)?;
     let (secret, uri) = state.accounts.begin_totp(&caller.principal).await?;
     Ok(axum::Json(TotpSetup { secret, uri }))
 }
@@ -194,8 +201,28 @@ pub async fn confirm_totp(
     caller: Caller,
     ApiJson(body): ApiJson<TotpConfirmBody>,
 ) -> Result<axum::Json<RecoveryCodes>, ApiError> {
-    session_key(&caller)?;
-    local_account(&caller)?;
-    let recovery_codes = state.accounts.confirm_totp(&caller.principal, &body.code, &caller.origin).await?;
+    let (key, ..) = session_key(&caller)?;
+    let recovery_codes = state.accounts.confirm_totp(&caller.principal, &body.code, Some(key), &caller.origin).await?;
     Ok(axum::Json(RecoveryCodes { recovery_codes }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondFactorBody {
+    totp: Option<Zeroizing<String>>,
+    recovery_code: Option<Zeroizing<String>>,
+}
+
+/// The appliance's own second factor for a session waiting for one (see
+/// [`SessionView::second_factor_pending`]): 204, and the session is set up.
+pub async fn give_second_factor(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<SecondFactorBody>,
+) -> Result<StatusCode, ApiError> {
+    session_key(&caller)?;
+    let credentials =
+        Credentials { password: Zeroizing::default(), totp: body.totp, recovery_code: body.recovery_code };
+    state.accounts.give_second_factor(&caller.as_principal(), credentials, &caller.origin).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

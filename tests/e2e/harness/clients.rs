@@ -87,6 +87,13 @@ impl Person {
     }
 }
 
+/// The TOTP code for `secret` (base32) now.
+pub fn totp_now(secret: &str) -> String {
+    let bytes = data_encoding::BASE32_NOPAD.decode(secret.as_bytes()).unwrap();
+    let now = tether_base::clock::Clock::now(&tether_base::clock::SystemClock);
+    tether_domain::auth::totp::code(&tether_domain::auth::totp::TotpSecret::from_bytes(bytes), now)
+}
+
 /// A TOTP step, in milliseconds.
 const STEP_MS: u64 = 30_000;
 

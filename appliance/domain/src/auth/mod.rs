@@ -11,6 +11,7 @@
 //! token or session by its public id.
 
 mod accounts;
+pub mod factors;
 pub mod oidc;
 pub mod password;
 pub mod roles;

@@ -30,6 +30,10 @@ pub struct SsoSettings {
     pub groups_claim: String,
     /// Group to role, first match wins.
     pub roles: Vec<(String, super::Role)>,
+    /// `acr` values that mean the provider checked a second factor (asked
+    /// for in the authorization request when set). An `amr` naming a
+    /// second factor counts either way (see [`super::sso::mfa_assured`]).
+    pub mfa_acr_values: Vec<String>,
 }
 
 /// The path the provider redirects to after login.
@@ -129,6 +133,8 @@ pub struct Provider {
     client_secret: Zeroizing<String>,
     redirect_uri: String,
     scopes: String,
+    /// Asked for as `acr_values` (voluntary: the answer's `acr` is checked).
+    acr_values: String,
     http: reqwest::Client,
     metadata: Mutex<Option<Arc<Metadata>>>,
     keys: Mutex<Option<(Arc<Vec<Jwk>>, Instant)>>,
@@ -154,6 +160,7 @@ impl Provider {
             client_secret: secret,
             redirect_uri: settings.redirect_uri.clone(),
             scopes: settings.scopes.clone(),
+            acr_values: settings.mfa_acr_values.join(" "),
             http,
             metadata: Mutex::new(None),
             keys: Mutex::new(None),
@@ -224,6 +231,9 @@ impl Provider {
                 .append_pair("max_age", &max_age.to_string());
             if fresh {
                 q.append_pair("prompt", "login");
+            }
+            if !self.acr_values.is_empty() {
+                q.append_pair("acr_values", &self.acr_values);
             }
         }
         Ok(url.into())

@@ -18,6 +18,9 @@ const PREFIX: &str = "tsess_";
 
 /// Keyed by SHA-256 of the cookie's value.
 const SESSIONS: Collection<Session> = Collection::new("sessions");
+/// Sessions waiting for the appliance's own second factor (a single
+/// sign-on whose provider vouched for none), by the session's key.
+const AWAITING_SECOND_FACTOR: Collection<()> = Collection::new("sessions_awaiting_second_factor");
 
 /// How long sessions last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,11 +134,32 @@ pub fn reauthenticated(tx: &mut WriteTx<'_>, key: &[u8; 32], now: Timestamp) -> 
     Ok(true)
 }
 
+/// The session may do nothing but give its second factor (or enroll one).
+pub fn await_second_factor(tx: &mut WriteTx<'_>, key: &[u8; 32]) -> Result<(), store::Error> {
+    tx.put(AWAITING_SECOND_FACTOR, key, &())
+}
+
+/// Whether the session waits for its second factor.
+pub fn awaits_second_factor(mut tx: impl store::Reads, key: &[u8; 32]) -> Result<bool, store::Error> {
+    Ok(tx.get(AWAITING_SECOND_FACTOR, key)?.is_some())
+}
+
+/// The session's second factor was given.
+pub fn second_factor_given(tx: &mut WriteTx<'_>, key: &[u8; 32]) -> Result<(), store::Error> {
+    tx.delete(AWAITING_SECOND_FACTOR, key).map(|_| ())
+}
+
+/// Deletes a session and what waits on it.
+fn forget(tx: &mut WriteTx<'_>, key: &[u8]) -> Result<(), store::Error> {
+    tx.delete(SESSIONS, key)?;
+    tx.delete(AWAITING_SECOND_FACTOR, key).map(|_| ())
+}
+
 /// Ends one session (logout). Returns it, if it existed.
 pub fn end(tx: &mut WriteTx<'_>, key: &[u8; 32]) -> Result<Option<Session>, store::Error> {
     let s = tx.get(SESSIONS, key)?;
     if s.is_some() {
-        tx.delete(SESSIONS, key)?;
+        forget(tx, key)?;
     }
     Ok(s)
 }
@@ -143,7 +167,7 @@ pub fn end(tx: &mut WriteTx<'_>, key: &[u8; 32]) -> Result<Option<Session>, stor
 /// Ends one session if it is `user`'s. Returns whether it did.
 pub fn end_if_owned_by(tx: &mut WriteTx<'_>, key: &[u8; 32], user: &str) -> Result<bool, store::Error> {
     if tx.get(SESSIONS, key)?.is_some_and(|s| s.user == user) {
-        tx.delete(SESSIONS, key)?;
+        forget(tx, key)?;
         return Ok(true);
     }
     Ok(false)
@@ -164,7 +188,7 @@ pub fn end_all_of_except(tx: &mut WriteTx<'_>, user: &str, keep: Option<&[u8; 32
         Ok(true)
     })?;
     for key in &doomed {
-        tx.delete(SESSIONS, key)?;
+        forget(tx, key)?;
     }
     Ok(doomed.len())
 }
@@ -179,7 +203,7 @@ pub fn sweep(tx: &mut WriteTx<'_>, now: Timestamp, lifetimes: Lifetimes) -> Resu
         Ok(true)
     })?;
     for key in &dead {
-        tx.delete(SESSIONS, key)?;
+        forget(tx, key)?;
     }
     Ok(dead.len())
 }

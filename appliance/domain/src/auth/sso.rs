@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use super::factors;
 use super::oidc::{OidcError, Provider, SsoSettings};
 use super::sso_people::{self, NAME_PREFIX, SsoPerson};
 use super::users::UserInfo;
@@ -242,6 +243,10 @@ impl Sso {
             self.record_refusal(Some(&name), origin, "no_role", "no group maps to a role").await?;
             return Err(SsoError::NoRole);
         };
+        // A role that needs a second factor gets one: the provider's, if it
+        // vouches for one, else the appliance's own TOTP before anything else.
+        let assured = mfa_assured(&identity.claims, &self.settings.mfa_acr_values);
+        let step_up = !assured && self.accounts.needs_second_factor(role);
         let issuer = self.provider.issuer().to_owned();
         let as_person = Origin {
             actor: Actor { kind: ActorKind::User, id: name.clone(), roles: vec![role.to_string()] },
@@ -265,14 +270,24 @@ impl Sso {
                     last_login: now,
                 };
                 sso_people::put(tx, &person)?;
+                factors::set_provider_assurance(tx, &name, assured.then_some(now))?;
                 if let Some(old) = replacing {
                     sessions::end_if_owned_by(tx, &old, &name)?;
                 }
                 let (session, cookie, key) = sessions::start(tx, &name, now, authenticated_at)?;
+                if step_up {
+                    sessions::await_second_factor(tx, &key)?;
+                }
+                let second_factor = match (assured, step_up) {
+                    (true, _) => "provider",
+                    (false, true) => "pending",
+                    (false, false) => "none",
+                };
                 let event = Event::new("auth.login", "login", Resource::new("session", &session.id))
                     .detail("via", "sso")
                     .detail("group", &group)
-                    .detail("fresh", fresh);
+                    .detail("fresh", fresh)
+                    .detail("second_factor", second_factor);
                 audit::append(tx, now, &as_person, event)?;
                 Ok::<_, store::Error>(Some((session, cookie, key, person)))
             })
@@ -281,10 +296,11 @@ impl Sso {
             self.record_refusal(Some(&claimed), origin, "name_taken", "another subject holds this name").await?;
             return Err(SsoError::NameTaken);
         };
+        let second_factor = self.store.read(|tx| factors::sso_has_second_factor(tx, &person.name))?;
         Ok(LoggedIn {
             csrf: self.accounts.csrf_token(&key)?,
-            user: UserInfo::from(&person),
-            set_up: true,
+            user: UserInfo { second_factor, ..UserInfo::from(&person) },
+            set_up: !step_up,
             session,
             cookie,
         })
@@ -329,5 +345,38 @@ fn group_list(claim: &Value) -> Vec<String> {
         Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
         Value::String(one) => vec![one.clone()],
         _ => Vec::new(),
+    }
+}
+
+/// `amr` values (RFC 8176) that name a factor beyond a password: one-time
+/// codes, hardware or software keys, smart cards, biometrics, or "mfa".
+const SECOND_FACTOR_AMR: [&str; 10] = ["mfa", "otp", "hwk", "swk", "sc", "fpt", "face", "iris", "retina", "vbm"];
+
+/// Whether the ID token's claims vouch for a second factor: an `amr`
+/// naming one, or an `acr` the site configured as meaning one.
+pub fn mfa_assured(claims: &Value, mfa_acr_values: &[String]) -> bool {
+    let amr = claims.get("amr").and_then(Value::as_array).into_iter().flatten();
+    let named = amr.filter_map(Value::as_str).any(|m| SECOND_FACTOR_AMR.contains(&m));
+    let acr = claims.get("acr").and_then(Value::as_str);
+    named || acr.is_some_and(|acr| mfa_acr_values.iter().any(|v| v == acr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_factor_is_vouched_for_by_amr_or_a_configured_acr() {
+        let site_acr = vec!["urn:site:mfa".to_owned()];
+        let vouches = |claims: Value| mfa_assured(&claims, &site_acr);
+        assert!(vouches(serde_json::json!({"amr": ["pwd", "otp"]})));
+        assert!(vouches(serde_json::json!({"amr": ["hwk"]})));
+        assert!(vouches(serde_json::json!({"amr": ["mfa"]})));
+        assert!(vouches(serde_json::json!({"acr": "urn:site:mfa"})));
+        assert!(!vouches(serde_json::json!({"amr": ["pwd"]})), "a password alone");
+        assert!(!vouches(serde_json::json!({"amr": "otp"})), "amr is an array");
+        assert!(!vouches(serde_json::json!({"acr": "urn:site:pwd"})), "an acr the site did not name");
+        assert!(!mfa_assured(&serde_json::json!({"acr": "urn:site:mfa"}), &[]), "no acr counts unless configured");
+        assert!(!vouches(serde_json::json!({})));
     }
 }

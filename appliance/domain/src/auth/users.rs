@@ -7,9 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::Role;
+use super::factors::Factors;
 use super::password::PasswordHash;
 use crate::audit::{self, Event, Origin, Resource};
-use crate::vault::Sealed;
 use tether_base::clock::Timestamp;
 use tether_store::{self as store, Collection, Order, ReadTx, WriteTx};
 
@@ -26,14 +26,9 @@ pub struct User {
     /// Set when someone else chose the password (creation, reset): the
     /// person must choose their own before doing anything else.
     pub must_change_password: bool,
-    /// The confirmed TOTP secret, sealed where it lives.
-    pub totp: Option<Sealed>,
-    /// The last time step a TOTP code was accepted for (codes work once).
-    pub totp_last_step: Option<u64>,
-    /// A TOTP secret handed out but not yet confirmed with a code.
-    pub totp_pending: Option<Sealed>,
-    /// Keyed digests of the recovery codes not yet used.
-    pub recovery: Vec<[u8; 32]>,
+    /// The second factor. Nested, it encodes as the four fields it
+    /// replaced did, so stored accounts read as before.
+    pub factors: Factors,
     pub disabled: bool,
     pub created_at: Timestamp,
     pub created_by: String,
@@ -53,7 +48,7 @@ impl User {
     /// its own password, and a second factor if its role is one of
     /// `second_factor_roles` (`mfa_required_roles`).
     pub fn is_set_up(&self, second_factor_roles: &[Role]) -> bool {
-        !self.must_change_password && (self.totp.is_some() || !second_factor_roles.contains(&self.role))
+        !self.must_change_password && (self.factors.totp.is_some() || !second_factor_roles.contains(&self.role))
     }
 }
 
@@ -78,7 +73,7 @@ impl From<&User> for UserInfo {
             name: u.name.clone(),
             role: u.role,
             disabled: u.disabled,
-            second_factor: u.totp.is_some(),
+            second_factor: u.factors.totp.is_some(),
             must_change_password: u.must_change_password,
             created_at: u.created_at,
             created_by: u.created_by.clone(),
@@ -138,17 +133,9 @@ pub fn list(tx: &ReadTx) -> Result<Vec<User>, store::Error> {
 pub fn refresh_seals(tx: &mut WriteTx<'_>, keys: &crate::vault::Keys) -> Result<usize, crate::vault::Error> {
     let mut moved = 0;
     for mut user in tx.values(USERS)? {
-        let mut changed = false;
-        for (field, slot) in [("totp", &mut user.totp), ("totp_pending", &mut user.totp_pending)] {
-            let Some(sealed) = slot.as_ref() else { continue };
-            let place = crate::vault::Place::new("users", user.name.as_bytes(), field);
-            if let Some(fresh) = keys.refresh(place, sealed)? {
-                *slot = Some(fresh);
-                changed = true;
-                moved += 1;
-            }
-        }
-        if changed {
+        let n = user.factors.refresh_seals(&user.name, keys)?;
+        if n > 0 {
+            moved += n;
             put(tx, &user)?;
         }
     }
@@ -197,10 +184,7 @@ pub fn add(
         role: if needs_approval { Role::Viewer } else { role },
         password,
         must_change_password: true,
-        totp: None,
-        totp_last_step: None,
-        totp_pending: None,
-        recovery: Vec::new(),
+        factors: Factors::default(),
         disabled: false,
         created_at: now,
         created_by: requester.clone(),

@@ -225,18 +225,21 @@ pub static CHECKS: &[Check] = &[
         id: "people.admin-without-mfa",
         title: "Every admin and security officer has a second factor",
         severity: Severity::Critical,
-        remediation: "each named person enrolls TOTP (`POST /api/v1/auth/totp`, then `/totp/confirm`); keep \
-                      mfa_required_roles = \"admin,security_officer\"",
+        remediation: "each named person enrolls TOTP (`POST /api/v1/auth/totp`, then `/totp/confirm`); for sso: \
+                      people, have the provider send an amr naming the second factor (or an acr listed in [sso] \
+                      mfa_acr_values), or they give the appliance's TOTP at sign-in; keep mfa_required_roles = \
+                      \"admin,security_officer\"",
         run: |f| {
             let needs =
                 |r: Role| matches!(r, Role::Admin | Role::SecurityOfficer) || f.second_factor_roles.contains(&r);
             let found: Vec<String> = f
                 .people
                 .iter()
-                .filter(|p| !p.disabled && !p.sso && needs(p.role) && !p.second_factor)
+                .filter(|p| !p.disabled && needs(p.role) && !p.second_factor)
                 .map(|p| p.name.clone())
                 .collect();
-            none_of(&found, "every admin and officer has TOTP", "without a second factor")
+            let ok = "every admin and officer has a second factor (TOTP here, or vouched for by the provider)";
+            none_of(&found, ok, "without a second factor")
         },
     },
     Check {

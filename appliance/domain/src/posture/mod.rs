@@ -259,6 +259,8 @@ pub struct Person {
     pub name: String,
     pub role: Role,
     pub disabled: bool,
+    /// TOTP here; for a single sign-on person, their last sign-in's
+    /// provider vouched for one, or they hold the appliance's TOTP.
     pub second_factor: bool,
     /// Signed in through the identity provider.
     pub sso: bool,

@@ -7,10 +7,11 @@ use std::sync::OnceLock;
 use zeroize::Zeroizing;
 
 use super::{AccountError, Accounts, Credentials};
+use crate::auth::factors::{self, Factors};
 use crate::auth::password::{PasswordError, PasswordHash};
 use crate::auth::totp::{self, TotpSecret};
 use crate::auth::users::User;
-use crate::vault::{self, Place};
+use crate::vault;
 
 impl Accounts {
     pub(super) async fn hash(&self, name: &str, password: Zeroizing<String>) -> Result<PasswordHash, AccountError> {
@@ -46,25 +47,27 @@ impl Accounts {
         .await;
     }
 
+    /// Checks the second factor `credentials` carry against `name`'s `factors`.
     pub(super) fn second_factor(
         &self,
-        user: &User,
+        name: &str,
+        factors: &Factors,
         credentials: &Credentials,
         now: tether_base::clock::Timestamp,
         keys: &vault::Keys,
     ) -> Result<SecondFactor, vault::Error> {
-        let Some(sealed) = &user.totp else { return Ok(SecondFactor::NotEnrolled) };
+        let Some(sealed) = &factors.totp else { return Ok(SecondFactor::NotEnrolled) };
         if let Some(code) = &credentials.totp {
-            let plain = Zeroizing::new(keys.decrypt(Place::new("users", user.name.as_bytes(), "totp"), sealed)?);
+            let plain = Zeroizing::new(keys.decrypt(factors::place(name, "totp"), sealed)?);
             let secret = TotpSecret::from_bytes(plain.to_vec());
-            return Ok(match secret.matching_step(code, now, user.totp_last_step) {
+            return Ok(match secret.matching_step(code, now, factors.totp_last_step) {
                 Some(step) => SecondFactor::Totp(step),
                 None => SecondFactor::Wrong,
             });
         }
         if let Some(code) = &credentials.recovery_code {
-            let digest = recovery_digest(keys, &user.name, code);
-            let known = user.recovery.iter().any(|d| tether_base::secret::digests_equal(d, &digest));
+            let digest = recovery_digest(keys, name, code);
+            let known = factors.recovery.iter().any(|d| tether_base::secret::digests_equal(d, &digest));
             return Ok(if known { SecondFactor::Recovery(digest) } else { SecondFactor::Wrong });
         }
         Ok(SecondFactor::Missing)
@@ -93,10 +96,10 @@ impl SecondFactor {
 }
 
 /// Marks the accepted TOTP step, or uses up the recovery code.
-pub(super) fn consume_second_factor(user: &mut User, used: Option<Result<u64, [u8; 32]>>) {
+pub(super) fn consume_second_factor(factors: &mut Factors, used: Option<Result<u64, [u8; 32]>>) {
     match used {
-        Some(Ok(step)) => user.totp_last_step = Some(step),
-        Some(Err(digest)) => user.recovery.retain(|d| !tether_base::secret::digests_equal(d, &digest)),
+        Some(Ok(step)) => factors.totp_last_step = Some(step),
+        Some(Err(digest)) => factors.recovery.retain(|d| !tether_base::secret::digests_equal(d, &digest)),
         None => {}
     }
 }

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::audit::tally::FailureLog;
 use crate::audit::{self, Actor, ActorKind, Event, Origin, Outcome, Resource};
+use crate::auth::factors::{self, Factors};
 use crate::auth::password::PasswordError;
 use crate::auth::roles::{self, RoleChange};
 use crate::auth::sessions::{self, Lifetimes, Session};
@@ -18,7 +19,7 @@ use crate::auth::throttle::{LoginThrottle, Refusal};
 use crate::auth::totp::{self, TotpSecret};
 use crate::auth::users::{self, User, UserError, UserInfo};
 use crate::auth::{AuthError, Principal, Role};
-use crate::vault::{self, Place, Vault};
+use crate::vault::{self, Vault};
 use credentials::{SecondFactor, consume_second_factor, recovery_digest};
 use tether_base::clock::SharedClock;
 use tether_base::crypto::CryptoPolicy;
@@ -45,6 +46,12 @@ pub enum LoginError {
     Invalid,
     #[error("this account needs its second factor: send a TOTP code or a recovery code")]
     SecondFactorRequired,
+    /// A second factor was sent for a session that is not waiting for one.
+    #[error("this session is not waiting for a second factor")]
+    NoSecondFactorPending,
+    /// The session waits for a second factor the person has not enrolled.
+    #[error("no TOTP is enrolled for this account: enroll one (POST /api/v1/auth/totp, then /totp/confirm)")]
+    NotEnrolled,
     #[error("too many failed attempts; try again later")]
     Throttled(Refusal),
     #[error(transparent)]
@@ -138,6 +145,11 @@ impl Accounts {
         self.lifetimes
     }
 
+    /// Whether people holding `role` must have a second factor (`mfa_required_roles`).
+    pub fn needs_second_factor(&self, role: Role) -> bool {
+        self.second_factor_roles.contains(&role)
+    }
+
     /// The CSRF token of a session: a keyed digest of its storage key, so
     /// nothing more is stored and it can be shown again at any time.
     pub fn csrf_token(&self, session_key: &[u8; 32]) -> Result<String, vault::Error> {
@@ -161,8 +173,9 @@ impl Accounts {
                 Err(e) => return Ok(Err(e)),
             };
             let account = match super::sso_people::person(tx, &session.user)? {
-                // The provider vouched for the person and their credentials.
-                Some(person) => (person.name, person.role, true),
+                // The provider vouched for the person; for a second factor
+                // too, unless the session still waits for the appliance's.
+                Some(person) => (person.name, person.role, !sessions::awaits_second_factor(tx, &key)?),
                 None => match users::get(tx, &session.user)? {
                     Some(user) if !user.disabled => {
                         let set_up = user.is_set_up(&self.second_factor_roles);
@@ -216,7 +229,7 @@ impl Accounts {
             }
             Err(e) => return Err(LoginError::Password(e)),
         }
-        let second = self.second_factor(&user, &credentials, now, &keys)?;
+        let second = self.second_factor(&user.name, &user.factors, &credentials, now, &keys)?;
         let totp_step = match second {
             SecondFactor::NotEnrolled => None,
             SecondFactor::Missing => return Err(LoginError::SecondFactorRequired),
@@ -236,7 +249,7 @@ impl Accounts {
             .write(move |tx| {
                 crate::auth::throttle::save(tx, throttle.take_changes())?;
                 let mut user = users::get_for_update(tx, &name_owned)?;
-                consume_second_factor(&mut user, totp_step);
+                consume_second_factor(&mut user.factors, totp_step);
                 users::put(tx, &user)?;
                 sessions::sweep(tx, now, lifetimes)?;
                 let (session, cookie, key) = sessions::start(tx, &name_owned, now, now)?;
@@ -273,7 +286,7 @@ impl Accounts {
         }
         let user = self.store.read(|tx| users::get(tx, name))?.ok_or(LoginError::Invalid)?;
         let password_ok = self.check_password(&user, &credentials.password).await.map_err(LoginError::Password)?;
-        let second = self.second_factor(&user, &credentials, now, &keys)?;
+        let second = self.second_factor(&user.name, &user.factors, &credentials, now, &keys)?;
         let step = match second {
             _ if !password_ok => None,
             SecondFactor::NotEnrolled => Some(None),
@@ -292,7 +305,7 @@ impl Accounts {
         self.store
             .write(move |tx| {
                 let mut user = users::get_for_update(tx, &name)?;
-                consume_second_factor(&mut user, step);
+                consume_second_factor(&mut user.factors, step);
                 users::put(tx, &user)?;
                 if sessions::reauthenticated(tx, &key, now)? {
                     let event = Event::new("auth.reauthenticated", "reauthenticate", Resource::new("user", &name));
@@ -302,6 +315,65 @@ impl Accounts {
             })
             .await?;
         Ok(())
+    }
+
+    /// The appliance's own second factor, for a session waiting for one (a
+    /// single sign-on whose provider vouched for none): a TOTP code or a
+    /// recovery code. Throttled and audited like a login.
+    pub async fn give_second_factor(
+        &self,
+        principal: &Principal,
+        credentials: Credentials,
+        origin: &Origin,
+    ) -> Result<(), LoginError> {
+        let super::Via::Session { key, .. } = &principal.via else { return Err(LoginError::NoSecondFactorPending) };
+        let keys = self.vault.keys()?;
+        let now = self.clock.now();
+        let name = principal.name.as_str();
+        let pseudonym = self.pseudonym(name)?;
+        if let Err(refusal) = self.throttle.check(&pseudonym, origin.source_ip, now) {
+            return Err(LoginError::Throttled(refusal));
+        }
+        let (pending, held) = self
+            .store
+            .read(|tx| Ok::<_, store::Error>((sessions::awaits_second_factor(tx, key)?, factors::get(tx, name)?)))?;
+        if !pending {
+            return Err(LoginError::NoSecondFactorPending);
+        }
+        let held = held.ok_or(LoginError::Invalid)?;
+        let used = match self.second_factor(name, &held, &credentials, now, &keys)? {
+            SecondFactor::NotEnrolled => return Err(LoginError::NotEnrolled),
+            SecondFactor::Missing => return Err(LoginError::SecondFactorRequired),
+            SecondFactor::Wrong => {
+                self.record_failure(name, origin, "bad_second_factor", true).await?;
+                return Err(LoginError::Invalid);
+            }
+            used @ (SecondFactor::Totp(_) | SecondFactor::Recovery(_)) => used,
+        };
+        self.throttle.succeeded(&pseudonym);
+        let step = match used {
+            SecondFactor::Totp(step) => Some(Ok(step)),
+            SecondFactor::Recovery(digest) => Some(Err(digest)),
+            _ => None,
+        };
+        let (key, name, origin, throttle) = (*key, name.to_owned(), origin.clone(), self.throttle.clone());
+        self.store
+            .write(move |tx| {
+                crate::auth::throttle::save(tx, throttle.take_changes())?;
+                let mut held = factors::get(&mut *tx, &name)?.ok_or(UserError::NotFound)?;
+                consume_second_factor(&mut held, step);
+                factors::put(tx, &name, held)?;
+                sessions::second_factor_given(tx, &key)?;
+                let event = Event::new("auth.second_factor", "verify", Resource::new("user", &name))
+                    .detail("second_factor", used.label());
+                audit::append(tx, now, &origin, event)?;
+                Ok::<_, UserError>(())
+            })
+            .await
+            .map_err(|e| match e {
+                UserError::Store(s) => LoginError::Store(s),
+                _ => LoginError::Invalid,
+            })
     }
 
     /// Ends the caller's session.
@@ -370,49 +442,51 @@ impl Accounts {
     pub async fn begin_totp(&self, name: &str) -> Result<(Zeroizing<String>, Zeroizing<String>), AccountError> {
         let keys = self.vault.keys()?;
         let secret = TotpSecret::random().map_err(vault::Error::from)?;
-        let sealed = keys.encrypt(Place::new("users", name.as_bytes(), "totp_pending"), secret.as_bytes())?;
+        let sealed = keys.encrypt(factors::place(name, "totp_pending"), secret.as_bytes())?;
         let owned = name.to_owned();
         self.store
             .write(move |tx| {
-                let mut user = users::get_for_update(tx, &owned)?;
-                user.totp_pending = Some(sealed);
-                users::put(tx, &user)?;
-                Ok::<_, UserError>(())
+                let mut held = factors::get(&mut *tx, &owned)?.ok_or(UserError::NotFound)?;
+                held.totp_pending = Some(sealed);
+                factors::put(tx, &owned, held)
             })
             .await?;
         Ok((secret.base32(), secret.uri("Tether", name)))
     }
 
     /// Confirms the pending TOTP secret with a code from the app; returns
-    /// fresh recovery codes (shown once; the old ones stop working).
+    /// fresh recovery codes (shown once; the old ones stop working). The
+    /// code is a second factor presented: a session waiting for one
+    /// (`session`) has it.
     pub async fn confirm_totp(
         &self,
         name: &str,
         code: &str,
+        session: Option<[u8; 32]>,
         origin: &Origin,
     ) -> Result<Vec<Zeroizing<String>>, AccountError> {
         let keys = self.vault.keys()?;
         let now = self.clock.now();
-        let user = self.store.read(|tx| users::get(tx, name))?.ok_or(UserError::NotFound)?;
-        let pending = user.totp_pending.as_ref().ok_or(AccountError::NoTotpPending)?;
-        let plain = Zeroizing::new(keys.decrypt(Place::new("users", name.as_bytes(), "totp_pending"), pending)?);
+        let held = self.store.read(|tx| factors::get(tx, name))?.ok_or(UserError::NotFound)?;
+        let pending = held.totp_pending.as_ref().ok_or(AccountError::NoTotpPending)?;
+        let plain = Zeroizing::new(keys.decrypt(factors::place(name, "totp_pending"), pending)?);
         let secret = TotpSecret::from_bytes(plain.to_vec());
         let Some(step) = secret.matching_step(code, now, None) else {
             self.record_failure(name, origin, "bad_totp_setup_code", false).await?;
             return Err(AccountError::WrongCode);
         };
-        let sealed = keys.encrypt(Place::new("users", name.as_bytes(), "totp"), secret.as_bytes())?;
+        let sealed = keys.encrypt(factors::place(name, "totp"), secret.as_bytes())?;
         let codes = totp::recovery_codes().map_err(vault::Error::from)?;
         let digests = codes.iter().map(|c| recovery_digest(&keys, name, c)).collect::<Vec<_>>();
         let (owned, origin) = (name.to_owned(), origin.clone());
         self.store
             .write(move |tx| {
-                let mut user = users::get_for_update(tx, &owned)?;
-                user.totp = Some(sealed);
-                user.totp_pending = None;
-                user.totp_last_step = Some(step);
-                user.recovery = digests;
-                users::put(tx, &user)?;
+                let enrolled =
+                    Factors { totp: Some(sealed), totp_pending: None, totp_last_step: Some(step), recovery: digests };
+                factors::put(tx, &owned, enrolled)?;
+                if let Some(key) = session {
+                    sessions::second_factor_given(tx, &key)?;
+                }
                 let event = Event::new("user.second_factor_enrolled", "enroll", Resource::new("user", &owned));
                 audit::append(tx, now, &origin, event)?;
                 Ok::<_, UserError>(())
@@ -482,7 +556,13 @@ impl Accounts {
     pub fn list(&self) -> Result<Vec<UserInfo>, store::Error> {
         self.store.read(|tx| {
             let local = users::list(tx)?.iter().map(UserInfo::from).collect::<Vec<_>>();
-            let federated = super::sso_people::people(tx)?.iter().map(UserInfo::from).collect::<Vec<_>>();
+            let federated = super::sso_people::people(tx)?
+                .iter()
+                .map(|p| {
+                    let second_factor = factors::sso_has_second_factor(tx, &p.name)?;
+                    Ok(UserInfo { second_factor, ..UserInfo::from(p) })
+                })
+                .collect::<Result<Vec<_>, store::Error>>()?;
             Ok([local, federated].concat())
         })
     }

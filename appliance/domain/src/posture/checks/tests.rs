@@ -28,6 +28,7 @@ fn good() -> Facts {
             person("sam", Role::SecurityOfficer),
             person("tess", Role::SecurityOfficer),
             Person { second_factor: false, ..person("dev", Role::Developer) },
+            Person { sso: true, ..person("sso:otto", Role::Admin) },
         ],
         second_factor_roles: vec![Role::Admin, Role::SecurityOfficer],
         tokens: vec![TokenFact {
@@ -189,4 +190,13 @@ fn plain_http_is_only_allowed_to_this_host() {
     for bad in ["http://10.0.0.7:8000", "http://gpu.lan", "http://127.0.0.1.evil.example:80"] {
         assert!(plain_http_off_loopback(bad), "{bad}");
     }
+}
+
+#[test]
+fn a_single_sign_on_admin_whose_provider_vouched_for_no_second_factor_fails_too() {
+    let mut f = good();
+    f.people.last_mut().unwrap().second_factor = false;
+    let finding = assess(&f).checks.into_iter().find(|c| c.id == "people.admin-without-mfa").unwrap();
+    assert_eq!(finding.status, Status::Fail);
+    assert!(finding.evidence.contains("sso:otto"), "{}", finding.evidence);
 }

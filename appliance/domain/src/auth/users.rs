@@ -231,3 +231,54 @@ pub fn add_for_test(tx: &mut WriteTx<'_>, name: &str, role: Role) -> Result<User
     let user = add(tx, Timestamp::from_millis(0), &origin, "tether", name, role, password)?;
     Ok(user)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::Sealed;
+
+    /// An account as stores made before `Factors` hold it.
+    #[derive(Serialize)]
+    struct Before {
+        name: String,
+        role: Role,
+        password: PasswordHash,
+        must_change_password: bool,
+        totp: Option<Sealed>,
+        totp_last_step: Option<u64>,
+        totp_pending: Option<Sealed>,
+        recovery: Vec<[u8; 32]>,
+        disabled: bool,
+        created_at: Timestamp,
+        created_by: String,
+        pending_role: Option<RoleRequest>,
+    }
+
+    #[test]
+    fn accounts_stored_before_factors_were_nested_read_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = tether_store::Store::create(dir.path()).unwrap();
+        let password =
+            PasswordHash::new(tether_base::crypto::CryptoPolicy::STANDARD, "ada", "a test password of length").unwrap();
+        let before = Before {
+            name: "ada".into(),
+            role: Role::Admin,
+            password,
+            must_change_password: false,
+            totp: Some(Sealed::from_bytes(vec![7; 40])),
+            totp_last_step: Some(42),
+            totp_pending: None,
+            recovery: vec![[9; 32]],
+            disabled: false,
+            created_at: Timestamp::from_millis(5),
+            created_by: "tether".into(),
+            pending_role: None,
+        };
+        const OLD: Collection<Before> = Collection::new("users");
+        store.write_blocking(move |tx| tx.put(OLD, b"ada", &before)).unwrap();
+        let user = store.read(|tx| get(tx, "ada")).unwrap().unwrap();
+        assert_eq!((user.factors.totp_last_step, user.factors.recovery.len()), (Some(42), 1));
+        assert_eq!(user.factors.totp.unwrap().as_bytes(), &[7; 40][..]);
+        assert_eq!((user.created_by.as_str(), user.created_at), ("tether", Timestamp::from_millis(5)));
+    }
+}

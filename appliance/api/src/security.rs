@@ -76,7 +76,7 @@ pub async fn facts(state: &AppState) -> Result<Facts, ApiError> {
     f.newest_backup = newest_backup;
     f.newest_restore_test = restore_test;
     f.newest_record = newest_record;
-    f.audit_broken = match state.evidence.verify().await? {
+    f.audit_broken = match state.evidence.verify_new().await? {
         Verdict::Intact(_) => None,
         Verdict::Broken(why) => Some(why.to_string()),
     };

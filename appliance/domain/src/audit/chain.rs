@@ -143,13 +143,29 @@ pub fn time_of(tx: &ReadTx, seq: u64) -> Result<Option<Timestamp>, store::Error>
 
 /// Walks the whole chain and checks every link and the head.
 pub fn verify(tx: &ReadTx) -> Result<Verified, VerifyError> {
-    let (mut expected_seq, mut prev) = match tx.get(ANCHOR, ANCHOR_KEY)? {
-        Some(anchor) => (anchor.seq + 1, anchor.hash),
-        None => (0, GENESIS_PREV),
+    verify_from(tx, None)
+}
+
+/// Checks the links after `verified` — a head an earlier walk verified,
+/// whose record must still hash as it did — up to the head; from the
+/// chain's start without one (or once it was archived past). `records`
+/// counts the records walked.
+pub fn verify_from(tx: &ReadTx, verified: Option<Head>) -> Result<Verified, VerifyError> {
+    let anchor = tx.get(ANCHOR, ANCHOR_KEY)?;
+    let (mut expected_seq, mut prev) = match (verified, anchor) {
+        (Some(v), a) if a.is_none_or(|a| v.seq > a.seq) => {
+            let still = matches!(tx.get(LOG, &record_key(v.seq))?, Some(Entry::Record(s)) if s.hash == v.hash);
+            if !still {
+                return Err(VerifyError::ChainBroken { seq: v.seq, reason: "a record verified earlier has changed" });
+            }
+            (v.seq + 1, v.hash)
+        }
+        (_, Some(anchor)) => (anchor.seq + 1, anchor.hash),
+        (_, None) => (0, GENESIS_PREV),
     };
     let first = expected_seq;
     let mut broken: Option<VerifyError> = None;
-    tx.scan(LOG, Some(&[RECORD]), Order::Ascending, |key, entry| {
+    tx.scan(LOG, Some(&record_key(expected_seq)), Order::Ascending, |key, entry| {
         let Entry::Record(stored) = entry else { return Ok(false) };
         let seq = key.get(1..).and_then(|k| k.try_into().ok()).map(u64::from_be_bytes).unwrap_or(u64::MAX);
         let fail = |reason| VerifyError::ChainBroken { seq: expected_seq, reason };
@@ -181,7 +197,10 @@ pub fn verify(tx: &ReadTx) -> Result<Verified, VerifyError> {
     if let Some(e) = broken {
         return Err(e);
     }
-    let last = (expected_seq > first).then(|| expected_seq - 1);
+    let last = match verified {
+        Some(v) if first == v.seq + 1 => Some(expected_seq - 1),
+        _ => (expected_seq > first).then(|| expected_seq - 1),
+    };
     let head = head_of(tx.get(LOG, HEAD_KEY)?);
     match (head, last) {
         (None, None) => {}

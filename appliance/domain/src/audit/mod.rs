@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use chain::{
     Head, LOG_TABLE, Verified, VerifyError, anchor, append, export_jsonl, head, newest_time, time_of, verify,
+    verify_from,
 };
 
 /// Who acted.

@@ -37,6 +37,33 @@ fn an_untouched_chain_verifies() {
     assert_eq!(v.head.unwrap().seq, 4);
 }
 
+fn append_more(store: &Store, from: u64, n: u64) {
+    for i in from..from + n {
+        let event = Event::new("task.created", "create", Resource::new("task", i));
+        store.write_blocking(move |tx| append(tx, Timestamp::from_millis(i), &origin(), event)).unwrap();
+    }
+}
+
+#[test]
+fn a_walk_from_an_earlier_verified_head_checks_only_what_came_after() {
+    let (_d, store) = store_with(5);
+    let first = store.read(|tx| verify_from(tx, None)).unwrap();
+    let head = first.head.unwrap();
+    assert_eq!((first.records, head.seq), (5, 4));
+    let nothing_new = store.read(|tx| verify_from(tx, Some(head))).unwrap();
+    assert_eq!((nothing_new.records, nothing_new.head), (0, Some(head)));
+    append_more(&store, 5, 3);
+    let next = store.read(|tx| verify_from(tx, Some(head))).unwrap();
+    assert_eq!((next.records, next.head.unwrap().seq), (3, 7));
+
+    // A change after the verified head is found; so is one to the head's own record.
+    store.write_blocking(|tx| testing::tamper(tx, 6, |b| b.push(b' '))).unwrap();
+    assert!(matches!(store.read(|tx| verify_from(tx, Some(head))), Err(VerifyError::ChainBroken { seq: 6, .. })));
+    let (_d, store) = store_with(5);
+    store.write_blocking(|tx| testing::remove(tx, 4)).unwrap();
+    assert!(matches!(store.read(|tx| verify_from(tx, Some(head))), Err(VerifyError::ChainBroken { seq: 4, .. })));
+}
+
 #[test]
 fn every_kind_of_tampering_is_named_at_its_seq() {
     type Attack = fn(&mut tether_store::WriteTx<'_>) -> Result<(), tether_store::Error>;

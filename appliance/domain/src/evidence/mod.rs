@@ -27,6 +27,10 @@ pub struct Evidence {
     store: Store,
     vault: Arc<Vault>,
     clock: SharedClock,
+    /// The head the last walk in this process verified. Only this process
+    /// writes the store while it runs, and only at the end of the chain, so
+    /// a later walk may start there ([`Evidence::verify_new`]).
+    verified: std::sync::Mutex<Option<audit::Head>>,
 }
 
 /// What a walk of the chain found.
@@ -51,14 +55,32 @@ pub enum EvidenceError {
 
 impl Evidence {
     pub fn new(store: Store, vault: Arc<Vault>, clock: SharedClock) -> Evidence {
-        Evidence { store, vault, clock }
+        Evidence { store, vault, clock, verified: std::sync::Mutex::new(None) }
     }
 
     /// Walks the whole chain from its first record to the stored head.
     pub async fn verify(&self) -> Result<Verdict, EvidenceError> {
+        self.walk(None).await
+    }
+
+    /// Walks what was appended since the last walk in this process (the
+    /// whole chain the first time): the security check's, which runs often
+    /// and must stay fast on a long chain. `records` counts those walked.
+    pub async fn verify_new(&self) -> Result<Verdict, EvidenceError> {
+        let from = *self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.walk(from).await
+    }
+
+    async fn walk(&self, from: Option<audit::Head>) -> Result<Verdict, EvidenceError> {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.read(audit::verify)).await.map_err(EvidenceError::Stopped)? {
-            Ok(verified) => Ok(Verdict::Intact(verified)),
+        let walked = tokio::task::spawn_blocking(move || store.read(|tx| audit::verify_from(tx, from)))
+            .await
+            .map_err(EvidenceError::Stopped)?;
+        match walked {
+            Ok(verified) => {
+                *self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = verified.head;
+                Ok(Verdict::Intact(verified))
+            }
             Err(VerifyError::Store(e)) => Err(e.into()),
             Err(broken) => Ok(Verdict::Broken(broken)),
         }

@@ -200,3 +200,13 @@ fn a_single_sign_on_admin_whose_provider_vouched_for_no_second_factor_fails_too(
     assert_eq!(finding.status, Status::Fail);
     assert!(finding.evidence.contains("sso:otto"), "{}", finding.evidence);
 }
+
+#[test]
+fn the_readme_lists_every_check_with_its_fix() {
+    let readme = include_str!("../../../../../README.md");
+    for c in CHECKS {
+        let row = readme.lines().find(|l| l.starts_with(&format!("| `{}` |", c.id)));
+        let row = row.unwrap_or_else(|| panic!("README's check table has no row for {}", c.id));
+        assert!(row.contains(c.title), "README's row for {} does not say what it checks", c.id);
+    }
+}

@@ -54,7 +54,7 @@ async fn pass(broker: &Broker, store: &Store, vault: &Vault) -> anyhow::Result<u
             let values = secrets::refresh_seals(tx, &keys)?;
             let ca = pki::refresh_ca_key(tx, &keys)?;
             let audit_key = usize::from(evidence::signing::refresh_key(tx, &keys)?);
-            let totp = auth::users::refresh_seals(tx, &keys)? + auth::factors::refresh_seals(tx, &keys)?;
+            let totp = auth::users::refresh_seals(tx, &keys)? + auth::sso_people::refresh_factor_seals(tx, &keys)?;
             let upstreams = llm::upstreams::refresh_seals(tx, &keys)?;
             let prompts = llm::prompt_log::refresh_seals(tx, &keys)?;
             Ok::<_, vault::Error>(values + ca + audit_key + totp + upstreams + prompts)

@@ -19,7 +19,6 @@ use serde::Deserialize;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::factors;
 use super::oidc::{OidcError, Provider, SsoSettings};
 use super::sso_people::{self, NAME_PREFIX, SsoPerson};
 use super::users::UserInfo;
@@ -270,7 +269,7 @@ impl Sso {
                     last_login: now,
                 };
                 sso_people::put(tx, &person)?;
-                factors::set_provider_assurance(tx, &name, assured.then_some(now))?;
+                sso_people::set_provider_assurance(tx, &name, assured.then_some(now))?;
                 if let Some(old) = replacing {
                     sessions::end_if_owned_by(tx, &old, &name)?;
                 }
@@ -296,7 +295,7 @@ impl Sso {
             self.record_refusal(Some(&claimed), origin, "name_taken", "another subject holds this name").await?;
             return Err(SsoError::NameTaken);
         };
-        let second_factor = self.store.read(|tx| factors::sso_has_second_factor(tx, &person.name))?;
+        let second_factor = self.store.read(|tx| sso_people::has_second_factor(tx, &person.name))?;
         Ok(LoggedIn {
             csrf: self.accounts.csrf_token(&key)?,
             user: UserInfo { second_factor, ..UserInfo::from(&person) },

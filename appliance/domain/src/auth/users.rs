@@ -14,7 +14,9 @@ use tether_base::clock::Timestamp;
 use tether_store::{self as store, Collection, Order, ReadTx, WriteTx};
 
 /// Keyed by the account name.
-const USERS: Collection<User> = Collection::new("users");
+const USERS: Collection<User> = Collection::new(FACTORS_HOME);
+/// The collection local accounts' second factors are sealed in (their own).
+pub const FACTORS_HOME: &str = "users";
 
 /// A person's account. Never holds a secret in the clear: the password is a
 /// slow hash, the TOTP secret is sealed, recovery codes are keyed digests.
@@ -133,7 +135,7 @@ pub fn list(tx: &ReadTx) -> Result<Vec<User>, store::Error> {
 pub fn refresh_seals(tx: &mut WriteTx<'_>, keys: &crate::vault::Keys) -> Result<usize, crate::vault::Error> {
     let mut moved = 0;
     for mut user in tx.values(USERS)? {
-        let n = user.factors.refresh_seals(&user.name, keys)?;
+        let n = user.factors.refresh_seals(FACTORS_HOME, &user.name, keys)?;
         if n > 0 {
             moved += n;
             put(tx, &user)?;

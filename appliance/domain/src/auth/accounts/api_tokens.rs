@@ -62,7 +62,7 @@ impl Accounts {
     pub fn account(&self, name: &str) -> Result<Option<UserInfo>, store::Error> {
         self.store.read(|tx| {
             if let Some(person) = crate::auth::sso_people::person(tx, name)? {
-                let second_factor = crate::auth::factors::sso_has_second_factor(tx, name)?;
+                let second_factor = crate::auth::sso_people::has_second_factor(tx, name)?;
                 return Ok(Some(UserInfo { second_factor, ..UserInfo::from(&person) }));
             }
             Ok(users::get(tx, name)?.as_ref().map(UserInfo::from))

@@ -9,8 +9,10 @@ use zeroize::Zeroizing;
 use super::{AccountError, Accounts, Credentials};
 use crate::auth::factors::{self, Factors};
 use crate::auth::password::{PasswordError, PasswordHash};
+use crate::auth::sso_people::{self, NAME_PREFIX};
 use crate::auth::totp::{self, TotpSecret};
 use crate::auth::users::User;
+use crate::auth::users::{self, UserError};
 use crate::vault;
 
 impl Accounts {
@@ -58,7 +60,7 @@ impl Accounts {
     ) -> Result<SecondFactor, vault::Error> {
         let Some(sealed) = &factors.totp else { return Ok(SecondFactor::NotEnrolled) };
         if let Some(code) = &credentials.totp {
-            let plain = Zeroizing::new(keys.decrypt(factors::place(name, "totp"), sealed)?);
+            let plain = Zeroizing::new(keys.decrypt(factors::place(factors_home(name), name, "totp"), sealed)?);
             let secret = TotpSecret::from_bytes(plain.to_vec());
             return Ok(match secret.matching_step(code, now, factors.totp_last_step) {
                 Some(step) => SecondFactor::Totp(step),
@@ -106,4 +108,28 @@ pub(super) fn consume_second_factor(factors: &mut Factors, used: Option<Result<u
 
 pub(super) fn recovery_digest(keys: &vault::Keys, name: &str, code: &str) -> [u8; 32] {
     keys.digest("auth.recovery_code", &[name.as_bytes(), totp::normalise_recovery_code(code).as_bytes()])
+}
+
+/// The collection that keeps `name`'s second factor.
+pub(super) fn factors_home(name: &str) -> &'static str {
+    if name.starts_with(NAME_PREFIX) { sso_people::FACTORS_HOME } else { users::FACTORS_HOME }
+}
+
+/// `name`'s second factor, wherever the account keeps it; `None` if there
+/// is no such person (or the account is disabled).
+pub(super) fn factors_of(mut tx: impl tether_store::Reads, name: &str) -> Result<Option<Factors>, tether_store::Error> {
+    if name.starts_with(NAME_PREFIX) {
+        return sso_people::factors(tx, name);
+    }
+    Ok(users::get(&mut tx, name)?.filter(|u| !u.disabled).map(|u| u.factors))
+}
+
+/// Stores `name`'s second factor where the account keeps it.
+pub(super) fn put_factors(tx: &mut tether_store::WriteTx<'_>, name: &str, factors: Factors) -> Result<(), UserError> {
+    if name.starts_with(NAME_PREFIX) {
+        return Ok(sso_people::put_factors(tx, name, &factors)?);
+    }
+    let mut user = users::get_for_update(tx, name)?;
+    user.factors = factors;
+    Ok(users::put(tx, &user)?)
 }

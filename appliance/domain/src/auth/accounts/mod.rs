@@ -20,7 +20,7 @@ use crate::auth::totp::{self, TotpSecret};
 use crate::auth::users::{self, User, UserError, UserInfo};
 use crate::auth::{AuthError, Principal, Role};
 use crate::vault::{self, Vault};
-use credentials::{SecondFactor, consume_second_factor, recovery_digest};
+use credentials::{SecondFactor, consume_second_factor, factors_home, factors_of, put_factors, recovery_digest};
 use tether_base::clock::SharedClock;
 use tether_base::crypto::CryptoPolicy;
 use tether_store::{self as store, Store};
@@ -336,7 +336,7 @@ impl Accounts {
         }
         let (pending, held) = self
             .store
-            .read(|tx| Ok::<_, store::Error>((sessions::awaits_second_factor(tx, key)?, factors::get(tx, name)?)))?;
+            .read(|tx| Ok::<_, store::Error>((sessions::awaits_second_factor(tx, key)?, factors_of(tx, name)?)))?;
         if !pending {
             return Err(LoginError::NoSecondFactorPending);
         }
@@ -360,9 +360,9 @@ impl Accounts {
         self.store
             .write(move |tx| {
                 crate::auth::throttle::save(tx, throttle.take_changes())?;
-                let mut held = factors::get(&mut *tx, &name)?.ok_or(UserError::NotFound)?;
+                let mut held = factors_of(&mut *tx, &name)?.ok_or(UserError::NotFound)?;
                 consume_second_factor(&mut held, step);
-                factors::put(tx, &name, held)?;
+                put_factors(tx, &name, held)?;
                 sessions::second_factor_given(tx, &key)?;
                 let event = Event::new("auth.second_factor", "verify", Resource::new("user", &name))
                     .detail("second_factor", used.label());
@@ -442,13 +442,13 @@ impl Accounts {
     pub async fn begin_totp(&self, name: &str) -> Result<(Zeroizing<String>, Zeroizing<String>), AccountError> {
         let keys = self.vault.keys()?;
         let secret = TotpSecret::random().map_err(vault::Error::from)?;
-        let sealed = keys.encrypt(factors::place(name, "totp_pending"), secret.as_bytes())?;
+        let sealed = keys.encrypt(factors::place(factors_home(name), name, "totp_pending"), secret.as_bytes())?;
         let owned = name.to_owned();
         self.store
             .write(move |tx| {
-                let mut held = factors::get(&mut *tx, &owned)?.ok_or(UserError::NotFound)?;
+                let mut held = factors_of(&mut *tx, &owned)?.ok_or(UserError::NotFound)?;
                 held.totp_pending = Some(sealed);
-                factors::put(tx, &owned, held)
+                put_factors(tx, &owned, held)
             })
             .await?;
         Ok((secret.base32(), secret.uri("Tether", name)))
@@ -467,15 +467,15 @@ impl Accounts {
     ) -> Result<Vec<Zeroizing<String>>, AccountError> {
         let keys = self.vault.keys()?;
         let now = self.clock.now();
-        let held = self.store.read(|tx| factors::get(tx, name))?.ok_or(UserError::NotFound)?;
+        let held = self.store.read(|tx| factors_of(tx, name))?.ok_or(UserError::NotFound)?;
         let pending = held.totp_pending.as_ref().ok_or(AccountError::NoTotpPending)?;
-        let plain = Zeroizing::new(keys.decrypt(factors::place(name, "totp_pending"), pending)?);
+        let plain = Zeroizing::new(keys.decrypt(factors::place(factors_home(name), name, "totp_pending"), pending)?);
         let secret = TotpSecret::from_bytes(plain.to_vec());
         let Some(step) = secret.matching_step(code, now, None) else {
             self.record_failure(name, origin, "bad_totp_setup_code", false).await?;
             return Err(AccountError::WrongCode);
         };
-        let sealed = keys.encrypt(factors::place(name, "totp"), secret.as_bytes())?;
+        let sealed = keys.encrypt(factors::place(factors_home(name), name, "totp"), secret.as_bytes())?;
         let codes = totp::recovery_codes().map_err(vault::Error::from)?;
         let digests = codes.iter().map(|c| recovery_digest(&keys, name, c)).collect::<Vec<_>>();
         let (owned, origin) = (name.to_owned(), origin.clone());
@@ -483,7 +483,7 @@ impl Accounts {
             .write(move |tx| {
                 let enrolled =
                     Factors { totp: Some(sealed), totp_pending: None, totp_last_step: Some(step), recovery: digests };
-                factors::put(tx, &owned, enrolled)?;
+                put_factors(tx, &owned, enrolled)?;
                 if let Some(key) = session {
                     sessions::second_factor_given(tx, &key)?;
                 }
@@ -559,7 +559,7 @@ impl Accounts {
             let federated = super::sso_people::people(tx)?
                 .iter()
                 .map(|p| {
-                    let second_factor = factors::sso_has_second_factor(tx, &p.name)?;
+                    let second_factor = super::sso_people::has_second_factor(tx, &p.name)?;
                     Ok(UserInfo { second_factor, ..UserInfo::from(p) })
                 })
                 .collect::<Result<Vec<_>, store::Error>>()?;

@@ -41,6 +41,13 @@ if [ ! -d tests/idp/node_modules ]; then
     echo "installing oidc-provider (npm) for the SSO test" >&2
     npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error >/dev/null
 fi
+# The console is tested in a real browser: Debian's chromium, driven by
+# playwright-core from npm and checked by axe-core (tests/browser).
+need chromium chromium
+if [ ! -d tests/browser/node_modules ]; then
+    echo "installing playwright-core and @axe-core/playwright (npm) for the console test" >&2
+    npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
+fi
 # The LLM gateway tests drive it with the official Python clients from PyPI,
 # pinned, in a virtual environment of their own.
 if [ ! -x target/py/bin/python ] || ! target/py/bin/python -c 'import openai, ollama' 2>/dev/null; then

@@ -7,6 +7,7 @@
 mod abuse;
 mod audit;
 mod browser;
+mod console;
 mod crypto;
 mod disk;
 mod fake_llm;

@@ -13,6 +13,7 @@ mod backup;
 pub mod browser;
 mod certificates;
 pub mod config;
+pub mod console;
 mod error;
 mod extract;
 mod linger;
@@ -175,6 +176,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", "/api/v1/auth/password", P::OwnAccount), post(session::change_password)),
         (spec("POST", "/api/v1/auth/totp", P::OwnAccount), post(session::begin_totp)),
         (spec("POST", "/api/v1/auth/totp/confirm", P::OwnAccount), post(session::confirm_totp)),
+        (spec("GET", "/api/v1/auth/methods", P::Public), get(session::methods)),
         (spec("POST", "/api/v1/auth/second-factor", P::OwnAccount), post(session::give_second_factor)),
         (spec("GET", "/api/v1/users", P::UserRead), get(people::list_users)),
         (spec("POST", "/api/v1/users", P::UserManage), post(people::add_user)),
@@ -248,6 +250,8 @@ pub fn console_router(state: AppState) -> Router {
     // bounds its own waits for the model server.
     let mut router = time_limited(timed, &state)
         .merge(untimed)
+        .route("/", get(console::index))
+        .route(&format!("{}/{{build}}/{{*path}}", console::ASSETS), get(console::asset))
         .route("/v1/models", get(llm::openai_models))
         .route("/api/tags", get(llm::ollama_tags))
         .route("/api/show", post(llm::ollama_show));
@@ -335,7 +339,10 @@ const OPEN_WHILE_SEALED: [&str; 6] = [
 
 /// Answers 503 `sealed` to everything else while the vault is sealed.
 async fn sealed_gate(State(vault): State<Arc<Vault>>, req: Request, next: Next) -> Response {
-    if vault.is_sealed() && !OPEN_WHILE_SEALED.contains(&req.uri().path()) {
+    // The console loads while sealed too: its unseal page is how officers unseal.
+    let path = req.uri().path();
+    let page = path == "/" || path.strip_prefix(console::ASSETS).is_some_and(|rest| rest.starts_with('/'));
+    if vault.is_sealed() && !page && !OPEN_WHILE_SEALED.contains(&path) {
         return ApiError::Sealed.into_response();
     }
     next.run(req).await

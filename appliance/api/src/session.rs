@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use super::extract::{AnonymousOrigin, ApiJson, Caller};
 use super::{ApiError, AppState};
 use tether_domain::auth::users::UserInfo;
-use tether_domain::auth::{Credentials, Via, sessions};
+use tether_domain::auth::{Credentials, Permission, Role, Via, grant, sessions};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +36,14 @@ pub struct SessionView {
     /// sign-on whose provider vouched for none): `POST
     /// /api/v1/auth/second-factor`, or enroll TOTP if `user.second_factor` is false.
     second_factor_pending: bool,
+    /// What the role may do (the permission table's names): the console
+    /// shows only these actions.
+    permissions: Vec<Permission>,
+}
+
+/// The permissions `role` holds.
+fn permissions_of(role: Role) -> Vec<Permission> {
+    Permission::ALL.into_iter().filter(|p| *p != Permission::Public && grant(role, *p).is_some()).collect()
 }
 
 /// The session cookie: host-only, TLS-only, out of scripts' reach, never
@@ -78,6 +86,7 @@ pub async fn login(
     let credentials = Credentials { password: body.password, totp: body.totp, recovery_code: body.recovery_code };
     let logged_in = state.accounts.login(&body.username, credentials, &origin).await?;
     let view = SessionView {
+        permissions: permissions_of(logged_in.user.role),
         user: logged_in.user,
         session_id: logged_in.session.id,
         csrf_token: logged_in.csrf,
@@ -120,9 +129,10 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
 
 pub async fn current(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<SessionView>, ApiError> {
     let (key, session_id, set_up, fresh) = session_key(&caller)?;
-    let user = state.accounts.account(&caller.principal)?;
+    let user = state.accounts.account(&caller.principal)?.ok_or(ApiError::Unauthenticated)?;
     Ok(axum::Json(SessionView {
-        user: user.ok_or(ApiError::Unauthenticated)?,
+        permissions: permissions_of(caller.role),
+        user,
         session_id,
         csrf_token: state.accounts.csrf_token(&key)?,
         set_up,
@@ -174,6 +184,36 @@ pub struct TotpSetup {
     /// Type this into an authenticator app, or use the URI (as a QR code).
     secret: Zeroizing<String>,
     uri: Zeroizing<String>,
+    /// The URI as a QR code, an SVG document drawn here (the console shows it
+    /// as an image; no script draws it).
+    qr_svg: Zeroizing<String>,
+}
+
+/// The URI as an SVG QR code.
+fn qr_svg(uri: &str) -> Result<Zeroizing<String>, ApiError> {
+    let code = qrcode::QrCode::with_error_correction_level(uri.as_bytes(), qrcode::EcLevel::M)
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("the TOTP URI does not fit a QR code: {e}")))?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .dark_color(qrcode::render::svg::Color("#000000"))
+        .light_color(qrcode::render::svg::Color("#ffffff"))
+        .build();
+    Ok(Zeroizing::new(svg))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Methods {
+    /// Local accounts: name, password and, for some roles, TOTP.
+    password: bool,
+    /// Single sign-on through the site's provider (`GET /api/v1/auth/sso/login`).
+    sso: bool,
+}
+
+/// `GET /api/v1/auth/methods`: how people sign in here (for the sign-in page).
+pub async fn methods(State(state): State<AppState>) -> axum::Json<Methods> {
+    axum::Json(Methods { password: true, sso: state.sso.is_some() })
 }
 
 /// Hands out a TOTP secret: a local account's second factor, or a single
@@ -181,7 +221,8 @@ pub struct TotpSetup {
 pub async fn begin_totp(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<TotpSetup>, ApiError> {
     session_key(&caller)?;
     let (secret, uri) = state.accounts.begin_totp(&caller.principal).await?;
-    Ok(axum::Json(TotpSetup { secret, uri }))
+    let qr_svg = qr_svg(&uri)?;
+    Ok(axum::Json(TotpSetup { secret, uri, qr_svg }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod composition;
+mod console;
 mod roles;
 mod support;
 mod time_rules;

@@ -168,7 +168,8 @@ impl FromStr for Role {
 }
 
 /// What a route does, as far as access control cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Permission {
     /// No credentials needed (health).
     Public,

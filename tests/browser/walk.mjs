@@ -1,0 +1,144 @@
+// The console walked in headless Chromium (Debian's chromium, driven by
+// playwright-core) the way a person would, each page checked by axe-core
+// in light and dark. Run by tests/e2e/console.rs:
+//
+//   node walk.mjs CONFIG.json
+//
+// CONFIG: { console, spki (the certificate's SPKI SHA-256, base64, the only
+//           certificate error Chromium may overlook), admin_password,
+//           screenshots? (a directory) }
+// Prints one JSON line: { problems: [...], pages: [...], axe: {page: count} }
+// and exits 0 when there are no problems.
+
+import { readFileSync, mkdirSync } from 'node:fs';
+import { createHmac } from 'node:crypto';
+import { chromium } from 'playwright-core';
+import AxeBuilder from '@axe-core/playwright';
+
+const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+const origin = new URL(config.console).origin;
+const problems = [];
+const pages = [];
+const axe = {};
+
+// RFC 6238 with the appliance's parameters (SHA-1, 6 digits, 30 s).
+function base32(text) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of text.replace(/[\s=]/g, '').toUpperCase()) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  const bytes = [];
+  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
+  return Buffer.from(bytes);
+}
+function totp(secret, stepOffset = 0) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30000) + stepOffset));
+  const mac = createHmac('sha1', base32(secret)).update(counter).digest();
+  const at = mac[mac.length - 1] & 0xf;
+  return String((mac.readUInt32BE(at) & 0x7fffffff) % 1000000).padStart(6, '0');
+}
+
+function watch(page, label) {
+  page.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    // The signed-out session probe is the one refusal in the normal flow.
+    if (m.location().url.endsWith('/api/v1/auth/session') && m.text().includes('401')) return;
+    problems.push(`${label}: console error: ${m.text()} (${m.location().url})`);
+  });
+  page.on('pageerror', (e) => problems.push(`${label}: uncaught: ${e.message}`));
+  page.on('request', (r) => {
+    const url = r.url();
+    if (!url.startsWith('data:') && new URL(url).origin !== origin) problems.push(`${label}: a request to ${url}`);
+  });
+  page.on('response', (r) => {
+    const probe = r.status() === 401 && r.url().endsWith('/api/v1/auth/session');
+    if (r.status() >= 400 && !probe) problems.push(`${label}: ${r.status()} from ${r.request().method()} ${r.url()}`);
+  });
+}
+
+/** Waits for the page titled `heading`, then checks it in light and dark;
+ * `picture`: whether a screenshot may be taken (never of a page showing a secret). */
+async function arrive(page, heading, name, picture = true) {
+  await page.getByRole('heading', { level: 1, name: heading }).waitFor({ timeout: 15000 });
+  pages.push(name);
+  for (const scheme of ['light', 'dark']) {
+    await page.emulateMedia({ colorScheme: scheme });
+    const result = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']).analyze();
+    const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+    axe[`${name} (${scheme})`] = bad.length;
+    for (const v of bad) problems.push(`${name} (${scheme}): axe ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join('; ')})`);
+    if (config.screenshots && picture) {
+      mkdirSync(config.screenshots, { recursive: true });
+      await page.screenshot({ path: `${config.screenshots}/${name}-${scheme}.png`, fullPage: true });
+    }
+  }
+  await page.emulateMedia({ colorScheme: 'light' });
+}
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--no-sandbox', `--ignore-certificate-errors-spki-list=${config.spki}`],
+});
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  // What the page itself sees of its Content Security Policy.
+  await context.addInitScript(() => {
+    window.cspViolations = [];
+    document.addEventListener('securitypolicyviolation', (e) => {
+      window.cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`);
+    });
+  });
+  const page = await context.newPage();
+  watch(page, 'admin');
+
+  await page.goto(config.console);
+  await arrive(page, 'Sign in to Tether', 'sign-in');
+  await page.getByLabel('Name').fill('admin');
+  await page.getByLabel('Password', { exact: true }).fill(config.admin_password);
+  await page.getByLabel('Password', { exact: true }).press('Enter');
+
+  await arrive(page, 'Choose your own password', 'password');
+  const own = 'a long and private admin passphrase';
+  await page.getByLabel('New password', { exact: true }).fill(own);
+  await page.getByLabel('Confirm the new password').fill(own);
+  await page.getByRole('button', { name: 'Set my password' }).click();
+
+  await arrive(page, 'Set up your authenticator', 'totp', false);
+  const secret = await page.locator('[data-secret]').getAttribute('data-secret');
+  const qrWidth = await page.locator('img.qr').evaluate((img) => img.complete && img.naturalWidth);
+  if (!qrWidth) problems.push('the TOTP QR code did not load');
+  const code = page.getByLabel('Code from the app');
+  for (const [attr, want] of [['autocomplete', 'one-time-code'], ['inputmode', 'numeric']]) {
+    if (await code.getAttribute(attr) !== want) problems.push(`the TOTP code field lacks ${attr}="${want}"`);
+  }
+  await code.fill(totp(secret));
+  await page.getByRole('button', { name: 'Confirm' }).click();
+
+  await arrive(page, 'Keep your recovery codes', 'recovery-codes', false);
+  const codes = await page.getByRole('list', { name: 'Recovery codes' }).getByRole('listitem').count();
+  if (codes !== 10) problems.push(`${codes} recovery codes shown, not 10`);
+  await page.getByRole('button', { name: /continue/ }).click();
+
+  await arrive(page, 'Dashboard', 'dashboard');
+  const vault = await page.getByText('unsealed').count();
+  if (!vault) problems.push('the dashboard does not show the vault unsealed');
+
+  // Sign out, and in again with the second factor (the next step's code:
+  // the current one was spent confirming).
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await arrive(page, 'Sign in to Tether', 'signed-out', false);
+  await page.getByLabel('Name').fill('admin');
+  await page.getByLabel('Password', { exact: true }).fill(own);
+  await page.getByLabel('Authenticator code (if your account has one)').fill(totp(secret, 1));
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await arrive(page, 'Dashboard', 'dashboard-again', false);
+
+  const seen = await page.evaluate(() => window.cspViolations);
+  for (const v of seen) problems.push(`the page saw a CSP violation: ${v}`);
+} catch (e) {
+  problems.push(`the walk stopped: ${e.message}`);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify({ problems, pages, axe }));
+process.exit(problems.length ? 1 : 0);

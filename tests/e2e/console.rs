@@ -1,0 +1,74 @@
+//! The web console in a real browser: headless Chromium (Debian's
+//! `chromium`) driven by `playwright-core`, each page checked by axe-core in
+//! light and dark (`tests/browser/walk.mjs`). The walk must see no CSP
+//! violation, console error, failed request or request to another origin.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Appliance, repo_root};
+
+/// The SHA-256 of the certificate's public key (base64): the one
+/// certificate Chromium is told it may accept without knowing its CA.
+fn spki_pin(cert_file: &std::path::Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("openssl x509 -in \"$1\" -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64")
+        .arg("sh")
+        .arg(cert_file)
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Runs the walk against `a`; returns its report.
+fn walk(a: &Appliance, extra: Value) -> Value {
+    let script = repo_root().join("tests/browser/walk.mjs");
+    assert!(
+        script.with_file_name("node_modules").exists(),
+        "the browser test's npm packages are missing: run scripts/test.sh (it runs npm ci in tests/browser)"
+    );
+    let mut config = json!({
+        "console": a.console,
+        "spki": spki_pin(&a.data_dir().join("server.pem")),
+        "admin_password": a.init["admin_password"],
+    });
+    if let Some(dir) = std::env::var_os("TETHER_CONSOLE_SCREENSHOTS") {
+        config["screenshots"] = json!(dir.to_string_lossy());
+    }
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    let config_file = a.dir.path().join("walk.json");
+    std::fs::write(&config_file, config.to_string()).unwrap();
+    let out = Command::new("node").arg(&script).arg(&config_file).output().expect("run node");
+    let report: Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("the walk printed no report: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success(), "the walk found problems: {report:#}\n{}", String::from_utf8_lossy(&out.stderr));
+    report
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_admin_signs_in_sets_up_and_reaches_the_dashboard_in_a_real_browser() {
+    let a = Appliance::start();
+    let report = walk(&a, json!({}));
+    let pages: Vec<&str> = report["pages"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(
+        pages,
+        ["sign-in", "password", "totp", "recovery-codes", "dashboard", "signed-out", "dashboard-again"],
+        "{report:#}"
+    );
+    // axe ran on every page in both themes and found nothing serious.
+    assert_eq!(report["axe"].as_object().unwrap().len(), 2 * pages.len(), "{report:#}");
+    // No browser reported a CSP violation to the appliance either.
+    let (s, status) = a.api().get("/api/v1/system/status").await;
+    assert_eq!((s, &status["csp_violations"]), (200, &json!(0)), "{status}");
+    // The console's setup went through the public API: audited as ever.
+    let records = a.api().audit_log().await;
+    assert!(records.iter().any(|r| r["event_type"] == "user.second_factor_enrolled"), "TOTP enrolment audited");
+}

@@ -1,0 +1,86 @@
+// The console's start: what the appliance and the browser's session are,
+// then the page for them. Pages are `#/name` in the address; each is listed
+// with the permission it needs, so a role sees only what it may use.
+
+import { ApiError, get, post, setCsrf } from './api.js';
+import { h, show, form, field, announce } from './dom.js';
+import { finishSetup, signIn } from './signin.js';
+import { dashboard } from './dashboard.js';
+
+const PAGES = [
+  { path: 'dashboard', title: 'Dashboard', needs: null, render: dashboard },
+];
+
+/** Where the browser is, and what it may see: the page for that. */
+async function start(loginPassword) {
+  const vault = await get('/api/v1/sys/vault');
+  if (vault.sealed) return sealed(vault);
+  let session;
+  try {
+    session = await get('/api/v1/auth/session');
+  } catch (e) {
+    // Signed out: the one refusal in the normal flow.
+    if (e instanceof ApiError && e.status === 401) return signIn(start);
+    throw e;
+  }
+  setCsrf(session.csrf_token);
+  if (!session.set_up) return finishSetup(session, () => start(), loginPassword);
+  shell(session);
+  return route(session);
+}
+
+function shell(session) {
+  const pages = PAGES.filter((p) => !p.needs || session.permissions.includes(p.needs));
+  const current = location.hash.replace(/^#\//, '') || 'dashboard';
+  document.getElementById('nav').replaceChildren(...pages.map((p) =>
+    h('a', { href: `#/${p.path}`, 'aria-current': p.path === current ? 'page' : null }, p.title)));
+  document.getElementById('who').replaceChildren(
+    h('span', {}, `${session.user.name} (${session.user.role.replace('_', ' ')})`),
+    h('button', { type: 'button', class: 'secondary', on: { click: signOut } }, 'Sign out'));
+}
+
+async function route(session) {
+  const wanted = location.hash.replace(/^#\//, '') || 'dashboard';
+  const page = PAGES.find((p) => p.path === wanted && (!p.needs || session.permissions.includes(p.needs)))
+    || PAGES[0];
+  for (const a of document.querySelectorAll('#nav a')) {
+    if (a.getAttribute('href') === `#/${page.path}`) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  await page.render(session);
+}
+
+async function signOut() {
+  const answer = await post('/api/v1/auth/logout');
+  setCsrf(null);
+  document.getElementById('nav').replaceChildren();
+  document.getElementById('who').replaceChildren();
+  if (answer && answer.idp_logout_url) {
+    location.assign(answer.idp_logout_url);
+    return;
+  }
+  announce('You are signed out.');
+  await start();
+}
+
+/** The sealed appliance: officers give their shares (or the passphrase) here. */
+function sealed(vault) {
+  const byShares = vault.method === 'shares';
+  const progress = byShares && vault.shares
+    ? h('p', {}, `${vault.shares.received} of ${vault.shares.threshold} shares given.`) : null;
+  const secret = byShares
+    ? field('Your share', { name: 'secret', type: 'password', autocomplete: 'off', required: true }, 'Officers give their shares one at a time.')
+    : field('Passphrase', { name: 'secret', type: 'password', autocomplete: 'off', required: true });
+  show('Sealed', h('div', { class: 'card narrow' },
+    h('h1', {}, 'The appliance is sealed'),
+    h('p', {}, 'It holds no key: nothing runs until it is unsealed.'),
+    progress,
+    form('Unseal', [secret, h('button', { type: 'submit' }, 'Unseal')], async (values) => {
+      await post('/api/v1/sys/unseal', byShares ? { share: values.secret } : { passphrase: values.secret });
+      await start();
+    })));
+}
+
+window.addEventListener('hashchange', () => start());
+start().catch((e) => show('Error', h('div', { class: 'card narrow' },
+  h('h1', {}, 'The console could not load'), h('p', { role: 'alert' }, e.message))));

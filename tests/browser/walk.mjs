@@ -4,9 +4,10 @@
 //
 //   node walk.mjs CONFIG.json
 //
-// CONFIG: { console, spki (the certificate's SPKI SHA-256, base64, the only
-//           certificate error Chromium may overlook), admin_password,
-//           screenshots? (a directory) }
+// CONFIG: { scenario ("first-admin" or "unseal"), console, spki (the
+//           certificate's SPKI SHA-256, base64, the only certificate error
+//           Chromium may overlook), admin_password or shares (two, for two
+//           officers), screenshots? (a directory) }
 // Prints one JSON line: { problems: [...], pages: [...], axe: {page: count} }
 // and exits 0 when there are no problems.
 
@@ -75,11 +76,8 @@ async function arrive(page, heading, name, picture = true) {
   await page.emulateMedia({ colorScheme: 'light' });
 }
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', `--ignore-certificate-errors-spki-list=${config.spki}`],
-});
-try {
+/** A browser context as a person's own browser, watched and checked. */
+async function person(browser, label) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   // What the page itself sees of its Content Security Policy.
   await context.addInitScript(() => {
@@ -89,8 +87,17 @@ try {
     });
   });
   const page = await context.newPage();
-  watch(page, 'admin');
+  watch(page, label);
+  return page;
+}
 
+async function cspSeen(page, label) {
+  for (const v of await page.evaluate(() => window.cspViolations)) problems.push(`${label} saw a CSP violation: ${v}`);
+}
+
+/** The first admin signs in, chooses a password, enrolls TOTP, signs out and in again. */
+async function firstAdmin(browser) {
+  const page = await person(browser, 'admin');
   await page.goto(config.console);
   await arrive(page, 'Sign in to Tether', 'sign-in');
   await page.getByLabel('Name').fill('admin');
@@ -120,8 +127,7 @@ try {
   await page.getByRole('button', { name: /continue/ }).click();
 
   await arrive(page, 'Dashboard', 'dashboard');
-  const vault = await page.getByText('unsealed').count();
-  if (!vault) problems.push('the dashboard does not show the vault unsealed');
+  if (!await page.getByText('unsealed').count()) problems.push('the dashboard does not show the vault unsealed');
 
   // Sign out, and in again with the second factor (the next step's code:
   // the current one was spent confirming).
@@ -132,9 +138,41 @@ try {
   await page.getByLabel('Authenticator code (if your account has one)').fill(totp(secret, 1));
   await page.getByRole('button', { name: 'Sign in' }).click();
   await arrive(page, 'Dashboard', 'dashboard-again', false);
+  await cspSeen(page, 'admin');
+}
 
-  const seen = await page.evaluate(() => window.cspViolations);
-  for (const v of seen) problems.push(`the page saw a CSP violation: ${v}`);
+/** Two officers, each in their own browser, unseal together; each sees the other's share arrive. */
+async function unsealCeremony(browser) {
+  const [first, second] = [await person(browser, 'officer 1'), await person(browser, 'officer 2')];
+  for (const page of [first, second]) {
+    await page.goto(config.console);
+  }
+  await arrive(first, 'The appliance is sealed', 'sealed');
+  await second.getByRole('heading', { level: 1, name: 'The appliance is sealed' }).waitFor();
+  await first.getByLabel('Your share').fill(config.shares[0]);
+  await first.getByRole('button', { name: 'Give my share' }).click();
+  // The second officer's page follows without a reload.
+  await second.getByText('1 of 2 shares given.').waitFor({ timeout: 10000 });
+  if (await first.getByLabel('Your share').inputValue() !== '') problems.push('the share stayed in the field');
+  await arrive(second, 'The appliance is sealed', 'sealed-one-share');
+  await second.getByLabel('Your share').fill(config.shares[1]);
+  await second.getByRole('button', { name: 'Give my share' }).click();
+  // Unsealed: both browsers go on to the sign-in page by themselves.
+  await arrive(first, 'Sign in to Tether', 'unsealed-sign-in', false);
+  await second.getByRole('heading', { level: 1, name: 'Sign in to Tether' }).waitFor();
+  await cspSeen(first, 'officer 1');
+  await cspSeen(second, 'officer 2');
+}
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--no-sandbox', `--ignore-certificate-errors-spki-list=${config.spki}`],
+});
+try {
+  const scenarios = { 'first-admin': firstAdmin, unseal: unsealCeremony };
+  const scenario = scenarios[config.scenario];
+  if (!scenario) throw new Error(`no scenario ${config.scenario}`);
+  await scenario(browser);
 } catch (e) {
   problems.push(`the walk stopped: ${e.message}`);
 } finally {

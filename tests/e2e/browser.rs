@@ -59,6 +59,10 @@ fn http(ca_pem: &str, identity: Option<(&str, &str)>, alpn: &[&[u8]]) -> reqwest
 async fn send(req: reqwest::RequestBuilder) -> (u16, HeaderMap, Value) {
     let resp = req.send().await.expect("an answer");
     let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    // An event stream never ends: its headers are the answer.
+    if headers.get("content-type").is_some_and(|t| t == "text/event-stream") {
+        return (status, headers, Value::Null);
+    }
     let text = resp.text().await.unwrap();
     (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }

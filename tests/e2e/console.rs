@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Appliance, repo_root};
+use crate::harness::{Appliance, fast_env, repo_root};
 
 /// The SHA-256 of the certificate's public key (base64): the one
 /// certificate Chromium is told it may accept without knowing its CA.
@@ -33,7 +33,6 @@ fn walk(a: &Appliance, extra: Value) -> Value {
     let mut config = json!({
         "console": a.console,
         "spki": spki_pin(&a.data_dir().join("server.pem")),
-        "admin_password": a.init["admin_password"],
     });
     if let Some(dir) = std::env::var_os("TETHER_CONSOLE_SCREENSHOTS") {
         config["screenshots"] = json!(dir.to_string_lossy());
@@ -56,7 +55,7 @@ fn walk(a: &Appliance, extra: Value) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_first_admin_signs_in_sets_up_and_reaches_the_dashboard_in_a_real_browser() {
     let a = Appliance::start();
-    let report = walk(&a, json!({}));
+    let report = walk(&a, json!({"scenario": "first-admin", "admin_password": a.init["admin_password"]}));
     let pages: Vec<&str> = report["pages"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert_eq!(
         pages,
@@ -71,4 +70,25 @@ async fn the_first_admin_signs_in_sets_up_and_reaches_the_dashboard_in_a_real_br
     // The console's setup went through the public API: audited as ever.
     let records = a.api().audit_log().await;
     assert!(records.iter().any(|r| r["event_type"] == "user.second_factor_enrolled"), "TOTP enrolment audited");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_officers_unseal_together_from_their_own_browsers_following_the_ceremony_live() {
+    let a = Appliance::start_sealed(&["--unseal", "shares", "--shares", "3", "--threshold", "2"], fast_env());
+    let shares: Vec<String> =
+        a.init["unseal"]["shares"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect();
+    let report = walk(&a, json!({"scenario": "unseal", "shares": &shares[..2]}));
+    assert_eq!(report["pages"], json!(["sealed", "sealed-one-share", "unsealed-sign-in"]), "{report:#}");
+    let (s, vault) = a.api().get("/api/v1/sys/vault").await;
+    assert_eq!((s, &vault["sealed"]), (200, &json!(false)), "{vault}");
+    // No share was kept: not in the data directory, not in the logs.
+    for entry in std::fs::read_dir(a.data_dir()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+        for share in &shares {
+            let value = share.rsplit('-').nth(1).unwrap();
+            assert!(!bytes.windows(value.len()).any(|w| w == value.as_bytes()), "a share is on disk");
+        }
+    }
+    let records = a.api().audit_log().await;
+    assert!(records.iter().any(|r| r["event_type"] == "vault.unsealed"), "the unseal is audited");
 }

@@ -63,22 +63,59 @@ async function signOut() {
   await start();
 }
 
-/** The sealed appliance: officers give their shares (or the passphrase) here. */
+/** The live view of the vault while sealed (one at a time). */
+let vaultEvents = null;
+
+/** The sealed appliance: officers give their shares (or the passphrase)
+ * here, each in their own browser; every browser follows the ceremony live. */
 function sealed(vault) {
   const byShares = vault.method === 'shares';
-  const progress = byShares && vault.shares
-    ? h('p', {}, `${vault.shares.received} of ${vault.shares.threshold} shares given.`) : null;
+  const progress = h('p', { id: 'progress', 'aria-live': 'polite' });
+  const bar = h('progress', { 'aria-labelledby': 'progress', max: 1, value: 0 });
+  const update = (status) => {
+    if (!status.shares) return;
+    const { received, threshold, expires_at: expires } = status.shares;
+    bar.max = threshold;
+    bar.value = received;
+    const until = expires ? ` If it is not finished by ${new Date(expires).toLocaleTimeString()}, it starts over.` : '';
+    progress.textContent = `${received} of ${threshold} shares given.${until}`;
+  };
   const secret = byShares
-    ? field('Your share', { name: 'secret', type: 'password', autocomplete: 'off', required: true }, 'Officers give their shares one at a time.')
+    ? field('Your share', { name: 'secret', type: 'password', autocomplete: 'off', required: true },
+      'Officers give their shares one at a time; none is kept on disk.')
     : field('Passphrase', { name: 'secret', type: 'password', autocomplete: 'off', required: true });
+  const unsealForm = form('Unseal', [secret, h('button', { type: 'submit' }, byShares ? 'Give my share' : 'Unseal')],
+    async (values) => {
+      const status = await post('/api/v1/sys/unseal', byShares ? { share: values.secret } : { passphrase: values.secret });
+      unsealForm.reset();
+      if (status.sealed) {
+        update(status);
+        announce('Your share is taken.');
+      }
+    });
+  const reset = byShares
+    ? h('button', { type: 'button', class: 'secondary', on: { click: () => post('/api/v1/sys/unseal', { reset: true }) } },
+      'Start the ceremony over')
+    : null;
   show('Sealed', h('div', { class: 'card narrow' },
     h('h1', {}, 'The appliance is sealed'),
     h('p', {}, 'It holds no key: nothing runs until it is unsealed.'),
-    progress,
-    form('Unseal', [secret, h('button', { type: 'submit' }, 'Unseal')], async (values) => {
-      await post('/api/v1/sys/unseal', byShares ? { share: values.secret } : { passphrase: values.secret });
-      await start();
-    })));
+    byShares ? progress : null, byShares ? bar : null,
+    unsealForm, reset));
+  update(vault);
+  if (vaultEvents) vaultEvents.close();
+  vaultEvents = new EventSource('/api/v1/sys/vault/events');
+  vaultEvents.addEventListener('vault', (event) => {
+    const status = JSON.parse(event.data);
+    if (status.sealed) {
+      update(status);
+      return;
+    }
+    vaultEvents.close();
+    vaultEvents = null;
+    announce('The appliance is unsealed.');
+    start();
+  });
 }
 
 window.addEventListener('hashchange', () => start());

@@ -201,6 +201,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("PUT", "/api/v1/secrets/{name}", P::SecretWrite), put(secrets::put)),
         (spec("DELETE", "/api/v1/secrets/{name}", P::SecretWrite), delete(secrets::delete)),
         (spec("GET", "/api/v1/sys/vault", P::Public), get(vault::status)),
+        (spec("GET", "/api/v1/sys/vault/events", P::Public), get(vault::events)),
         (spec("POST", "/api/v1/sys/unseal", P::Public), post(vault::unseal)),
         (spec("POST", "/api/v1/sys/seal", P::VaultManage), post(vault::seal)),
         (spec("POST", "/api/v1/sys/rotate", P::VaultManage), post(vault::rotate)),
@@ -328,9 +329,10 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
 /// What answers while the vault is sealed: health, the vault's own routes,
 /// worker polls (which wait for the unseal rather than fail), and browsers'
 /// policy violation reports.
-const OPEN_WHILE_SEALED: [&str; 6] = [
+const OPEN_WHILE_SEALED: [&str; 7] = [
     "/healthz",
     "/api/v1/sys/vault",
+    "/api/v1/sys/vault/events",
     "/api/v1/sys/unseal",
     "/api/v1/sys/seal",
     "/worker/v1/poll",

@@ -49,6 +49,34 @@ pub async fn status(State(state): State<AppState>) -> Result<axum::Json<vault::S
     Ok(axum::Json(state.vault.status()?))
 }
 
+/// `GET /api/v1/sys/vault/events`: the vault's status as Server-Sent
+/// Events (`event: vault`), now and at every change — a share given, a
+/// reset, the ceremony's expiry, an unseal, a seal — so every officer's
+/// browser follows one ceremony live. Open while sealed, like the status.
+pub async fn events(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let (vault, clock) = (state.vault.clone(), state.clock.clone());
+    let changes = vault.changes();
+    let stream = futures_util::stream::unfold((changes, true), move |(mut changes, first)| {
+        let (vault, clock) = (vault.clone(), clock.clone());
+        async move {
+            if !first {
+                // The next change, or the moment the ceremony's shares expire.
+                let expiry = vault.status().ok().and_then(|s| s.shares).and_then(|p| p.expires_at);
+                let until_expiry = expiry.map(|at| at.since(clock.now()));
+                tokio::select! {
+                    changed = changes.changed() => changed.ok()?,
+                    () = tokio::time::sleep(until_expiry.unwrap_or(std::time::Duration::MAX)), if until_expiry.is_some() => {}
+                }
+            }
+            let status = vault.status().ok()?;
+            let event = Event::default().event("vault").json_data(&status).ok()?;
+            Some((Ok::<_, std::convert::Infallible>(event), (changes, false)))
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
 pub async fn unseal(
     State(state): State<AppState>,
     AnonymousOrigin(origin): AnonymousOrigin,

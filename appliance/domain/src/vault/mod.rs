@@ -133,6 +133,10 @@ pub struct Status {
 pub struct ShareProgress {
     pub received: u8,
     pub threshold: u8,
+    /// When the shares given so far are forgotten (10 minutes after the
+    /// first), if any were given.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "tether_base::clock::as_rfc3339_opt")]
+    pub expires_at: Option<Timestamp>,
 }
 
 enum State {
@@ -184,6 +188,8 @@ pub struct Vault {
     unsealed: watch::Sender<bool>,
     /// When it was last unsealed (`None` while sealed), for the posture check.
     unsealed_at: std::sync::Mutex<Option<Timestamp>>,
+    /// Counts changes of the status (see [`Vault::changes`]).
+    changed: watch::Sender<u64>,
     /// One unseal attempt at a time: bounds passphrase guessing to the KDF's pace.
     attempts: Mutex<()>,
     /// One rotation at a time, so each builds on the ring the last one made.
@@ -252,6 +258,7 @@ impl Vault {
             state: RwLock::new(State::Sealed(PendingShares::default())),
             unsealed: watch::channel(false).0,
             unsealed_at: std::sync::Mutex::new(None),
+            changed: watch::channel(0).0,
             attempts: Mutex::new(()),
             rotation: Mutex::new(()),
         }
@@ -297,6 +304,13 @@ impl Vault {
         self.unsealed.subscribe()
     }
 
+    /// A receiver that changes whenever the vault's status may have: a
+    /// share given or refused, a reset, an unseal, a seal (for live views
+    /// of an unseal ceremony).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     /// How this vault unseals (`None` before `init` made it).
     pub fn method(&self) -> Result<Option<Method>, Error> {
         Ok(self.store.read(keyring::meta)?.map(|m| m.method))
@@ -305,12 +319,20 @@ impl Vault {
     pub fn status(&self) -> Result<Status, Error> {
         let meta = self.store.read(keyring::meta)?;
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let (sealed, key_version, received) = match &*state {
-            State::Sealed(pending) => (true, None, pending.received()),
-            State::Unsealed(ring) => (false, ring.current().ok().map(|k| k.version), 0),
+        let now = self.clock.now();
+        let (sealed, key_version, received, expires_at) = match &*state {
+            // A ceremony past its window is over, though its shares are
+            // dropped only at the next one given.
+            State::Sealed(pending) => match pending.expires_at() {
+                Some(at) if now < at => (true, None, pending.received(), Some(at)),
+                _ => (true, None, 0, None),
+            },
+            State::Unsealed(ring) => (false, ring.current().ok().map(|k| k.version), 0, None),
         };
         let shares = match meta.as_ref().map(|m| &m.method) {
-            Some(Method::Shares { threshold, .. }) if sealed => Some(ShareProgress { received, threshold: *threshold }),
+            Some(Method::Shares { threshold, .. }) if sealed => {
+                Some(ShareProgress { received, threshold: *threshold, expires_at })
+            }
             _ => None,
         };
         Ok(Status { sealed, method: meta.map(|m| m.method.name()), shares, key_version })
@@ -320,6 +342,12 @@ impl Vault {
     /// leaves the vault as it was (a refused share is not kept).
     pub async fn unseal(&self, origin: &Origin, credential: Credential) -> Result<Status, Error> {
         let _one_at_a_time = self.attempts.lock().await;
+        let result = self.try_unseal(origin, credential).await;
+        self.changed.send_modify(|n| *n += 1);
+        result
+    }
+
+    async fn try_unseal(&self, origin: &Origin, credential: Credential) -> Result<Status, Error> {
         if !self.is_sealed() {
             return self.status();
         }
@@ -329,7 +357,10 @@ impl Vault {
             return self.status();
         }
         let derived = match credential {
-            Credential::Share(text) => self.with_pending(|p| p.add(&meta.method, &text))?,
+            Credential::Share(text) => {
+                let now = self.clock.now();
+                self.with_pending(|p| p.add_at(&meta.method, &text, now))?
+            }
             other => derive(&meta.method, other, &mut PendingShares::default()).await?,
         };
         let Some(unseal_key) = derived else {
@@ -396,6 +427,7 @@ impl Vault {
         };
         self.set_unsealed_at(None);
         self.unsealed.send_replace(false);
+        self.changed.send_modify(|n| *n += 1);
         if let State::Unsealed(ring) = previous {
             let counts = counts(&ring);
             drop(ring);

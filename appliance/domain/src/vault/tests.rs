@@ -96,6 +96,30 @@ async fn shares_unseal_at_the_threshold_and_bad_shares_are_named() {
 }
 
 #[tokio::test]
+async fn a_ceremony_left_for_ten_minutes_starts_over_and_every_step_is_announced() {
+    let f = fixture(Choice::Shares { threshold: 2, count: 3 }).await;
+    let texts = shares(&f.material);
+    let o = Origin::system();
+    let mut changes = f.vault.changes();
+    let s = f.vault.unseal(&o, share(&texts[0])).await.unwrap();
+    let progress = s.shares.unwrap();
+    assert_eq!(progress.received, 1);
+    assert_eq!(progress.expires_at, Some(f.clock.now().plus(unseal::CEREMONY_WINDOW)));
+    assert!(changes.has_changed().unwrap(), "a share given is announced");
+    changes.borrow_and_update();
+
+    f.clock.advance(unseal::CEREMONY_WINDOW);
+    let s = f.vault.status().unwrap();
+    assert_eq!((s.shares.unwrap().received, s.shares.unwrap().expires_at), (0, None), "the ceremony is over");
+    // The next share starts a new ceremony: the old share no longer counts.
+    let s = f.vault.unseal(&o, share(&texts[1])).await.unwrap();
+    assert_eq!((s.sealed, s.shares.unwrap().received), (true, 1));
+    assert!(changes.has_changed().unwrap());
+    f.vault.unseal(&o, share(&texts[2])).await.unwrap();
+    assert!(!f.vault.is_sealed());
+}
+
+#[tokio::test]
 async fn a_key_file_unseals_and_another_key_file_does_not() {
     let f = fixture(Choice::KeyFile).await;
     let other = fixture(Choice::KeyFile).await;

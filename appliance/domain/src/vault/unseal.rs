@@ -9,6 +9,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::Error;
 use super::memory::KeyBytes;
 use super::shamir::{self, SetId, Share};
+use tether_base::clock::Timestamp;
 use tether_base::crypto::primitives::pbkdf2;
 use tether_base::crypto::primitives::rand::{SecureRandom, SystemRandom};
 use tether_base::crypto::{CryptoPolicy, NotApproved, PBKDF2_MIN_ITERATIONS, PassphraseKdf};
@@ -159,17 +160,51 @@ pub fn parse_key_file(text: &str) -> Result<KeyBytes, Error> {
     key.ok_or(Error::NotAKeyFile)
 }
 
-/// Officer shares received so far while sealed.
+/// A ceremony not finished this long after its first share starts over:
+/// the shares given are forgotten.
+pub const CEREMONY_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Officer shares received so far while sealed (in memory only), and when
+/// the first of them came.
 #[derive(Debug, Default)]
-pub struct PendingShares(Vec<Share>);
+pub struct PendingShares {
+    shares: Vec<Share>,
+    since: Option<Timestamp>,
+}
 
 impl PendingShares {
     pub fn received(&self) -> u8 {
-        self.0.len() as u8
+        self.shares.len() as u8
     }
 
     pub fn clear(&mut self) {
-        self.0.clear();
+        self.shares.clear();
+        self.since = None;
+    }
+
+    /// When the shares given so far will be forgotten, if any were given.
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        self.since.map(|s| s.plus(CEREMONY_WINDOW))
+    }
+
+    /// Forgets the shares of a ceremony that ran past its window; says whether it did.
+    pub fn expire(&mut self, now: Timestamp) -> bool {
+        let stale = self.expires_at().is_some_and(|at| now >= at);
+        if stale {
+            self.clear();
+        }
+        stale
+    }
+
+    /// As [`PendingShares::add`], in a ceremony that keeps time: a share
+    /// after the window starts a new ceremony.
+    pub fn add_at(&mut self, method: &Method, text: &str, now: Timestamp) -> Result<Option<KeyBytes>, Error> {
+        self.expire(now);
+        let combined = self.add(method, text)?;
+        if combined.is_none() && self.since.is_none() {
+            self.since = Some(now);
+        }
+        Ok(combined)
     }
 
     /// Checks `text` against the recorded share set and keeps it. Once the
@@ -183,16 +218,16 @@ impl PendingShares {
         if share.set != *set || share.threshold != *threshold {
             return Err(Error::ShareFromAnotherSet { index: share.index });
         }
-        if self.0.iter().any(|s| s.index == share.index) {
+        if self.shares.iter().any(|s| s.index == share.index) {
             return Err(Error::DuplicateShare { index: share.index });
         }
-        self.0.push(share);
-        if self.0.len() < usize::from(*threshold) {
+        self.shares.push(share);
+        if self.shares.len() < usize::from(*threshold) {
             return Ok(None);
         }
-        let points: Vec<(u8, &[u8])> = self.0.iter().map(|s| (s.index, &s.value[..])).collect();
+        let points: Vec<(u8, &[u8])> = self.shares.iter().map(|s| (s.index, &s.value[..])).collect();
         let combined = shamir::combine(&points);
-        self.0.clear();
+        self.clear();
         Ok(Some(KeyBytes::from_slice(&combined).ok_or(Error::SharesDoNotOpen)?))
     }
 }

@@ -9,16 +9,14 @@ use serde_json::{Value, json};
 
 use crate::harness::{Appliance, fast_env, repo_root};
 
-/// The SHA-256 of the certificate's public key (base64): the one
+/// The SHA-256 of a certificate's public key (base64): the one
 /// certificate Chromium is told it may accept without knowing its CA.
-fn spki_pin(cert_file: &std::path::Path) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("openssl x509 -in \"$1\" -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64")
-        .arg("sh")
-        .arg(cert_file)
-        .output()
-        .expect("run openssl");
+/// `source` prints the certificate (PEM) for `arg`.
+fn spki_pin(source: &str, arg: &str) -> String {
+    let pipeline = format!(
+        "{source} | openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64"
+    );
+    let out = Command::new("sh").arg("-c").arg(pipeline).arg("sh").arg(arg).output().expect("run openssl");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
@@ -30,10 +28,14 @@ fn walk(a: &Appliance, extra: Value) -> Value {
         script.with_file_name("node_modules").exists(),
         "the browser test's npm packages are missing: run scripts/test.sh (it runs npm ci in tests/browser)"
     );
-    let mut config = json!({
-        "console": a.console,
-        "spki": spki_pin(&a.data_dir().join("server.pem")),
-    });
+    let server_pem = a.data_dir().join("server.pem");
+    // In setup mode the certificate is on no disk: read it off the wire.
+    let spki = if server_pem.exists() {
+        spki_pin("cat \"$1\"", server_pem.to_str().unwrap())
+    } else {
+        spki_pin("openssl s_client -connect \"$1\" </dev/null 2>/dev/null", a.console.trim_start_matches("https://"))
+    };
+    let mut config = json!({"console": a.console, "spki": spki});
     if let Some(dir) = std::env::var_os("TETHER_CONSOLE_SCREENSHOTS") {
         config["screenshots"] = json!(dir.to_string_lossy());
     }
@@ -91,4 +93,45 @@ async fn two_officers_unseal_together_from_their_own_browsers_following_the_cere
     }
     let records = a.api().audit_log().await;
     assert!(records.iter().any(|r| r["event_type"] == "vault.unsealed"), "the unseal is audited");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_boot_is_set_up_in_the_browser_with_the_setup_code_then_unsealed_and_signed_into() {
+    let (mut a, setup) = Appliance::start_setup(fast_env());
+    let code = setup["setup_code"].as_str().unwrap().to_owned();
+    assert!(setup["certificate_fingerprint"].as_str().unwrap().starts_with("sha256:"), "{setup}");
+    let report = walk(&a, json!({"scenario": "setup", "setup_code": code}));
+    let pages: Vec<&str> = report["pages"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(
+        pages,
+        [
+            "setup-code",
+            "setup-names",
+            "setup-admin",
+            "setup-unseal",
+            "setup-share",
+            "setup-done",
+            "sealed",
+            "sign-in",
+            "totp",
+            "recovery-codes",
+            "dashboard"
+        ],
+        "{report:#}"
+    );
+    let ready = a.wait_ready();
+    assert_eq!(ready["listen"].as_str(), Some(a.console.trim_start_matches("https://")), "served on the same socket");
+    let (_, vault) = a.api().with_token(None).get("/api/v1/sys/vault").await;
+    assert_eq!(vault["sealed"], json!(false), "unsealed in the walk: {vault}");
+    // What the wizard did is audited (the wrong code the walk tried first
+    // too); the code itself is in no record and no log.
+    a.stop();
+    let records = a.audit_records();
+    let tried: Vec<&Value> = records.iter().filter(|r| r["event_type"] == "setup.code_tried").collect();
+    assert_eq!(tried.len(), 1, "the wrong code is audited: {tried:?}");
+    assert_eq!(tried[0]["result"], "failure");
+    let completed = records.iter().find(|r| r["event_type"] == "setup.completed").expect("setup.completed");
+    assert_eq!(completed["metadata"]["details"]["fips"], "false", "{completed}");
+    let everything = format!("{records:?}{}", String::from_utf8_lossy(&a.logs()));
+    assert!(!everything.contains(&code), "the setup code reached a record or a log");
 }

@@ -6,6 +6,7 @@ import { ApiError, get, post, setCsrf } from './api.js';
 import { h, show, form, field, announce } from './dom.js';
 import { finishSetup, signIn } from './signin.js';
 import { dashboard } from './dashboard.js';
+import { setupWizard } from './setup.js';
 
 const PAGES = [
   { path: 'dashboard', title: 'Dashboard', needs: null, render: dashboard },
@@ -118,6 +119,9 @@ function sealed(vault) {
   });
 }
 
-window.addEventListener('hashchange', () => start());
-start().catch((e) => show('Error', h('div', { class: 'card narrow' },
+/** `setup` when the appliance was never set up (the page says which). */
+const mode = document.querySelector('meta[name="tether-mode"]')?.content;
+
+window.addEventListener('hashchange', () => { if (mode !== 'setup') start(); });
+(mode === 'setup' ? setupWizard() : start()).catch((e) => show('Error', h('div', { class: 'card narrow' },
   h('h1', {}, 'The console could not load'), h('p', { role: 'alert' }, e.message))));

@@ -39,15 +39,19 @@ fn build() -> &'static str {
 
 /// `GET /`: the console page, naming this build's files.
 pub async fn index() -> Result<Response, ApiError> {
-    static PAGE: OnceLock<String> = OnceLock::new();
-    let page = PAGE.get_or_init(|| {
-        let html = Files::get(INDEX).map(|f| String::from_utf8_lossy(&f.data).into_owned()).unwrap_or_default();
-        html.replace("{{assets}}", &format!("{ASSETS}/{}", build()))
-    });
-    if page.is_empty() {
-        return Err(ApiError::NotFound);
-    }
-    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))], page.clone()).into_response())
+    page("serve")
+}
+
+/// `GET /` in setup mode: the same page, which then shows the setup wizard.
+pub async fn setup_index() -> Result<Response, ApiError> {
+    page("setup")
+}
+
+/// The page for `mode` (`serve` or `setup`, in its `tether-mode` meta tag).
+fn page(mode: &str) -> Result<Response, ApiError> {
+    let html = Files::get(INDEX).map(|f| String::from_utf8_lossy(&f.data).into_owned()).ok_or(ApiError::NotFound)?;
+    let page = html.replace("{{assets}}", &format!("{ASSETS}/{}", build())).replace("{{mode}}", mode);
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))], page).into_response())
 }
 
 /// `GET /assets/{build}/{*path}`: one of this build's files, cacheable for

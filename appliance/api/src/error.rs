@@ -36,6 +36,14 @@ pub enum ApiError {
     CsrfTokenInvalid,
     #[error("requests from another origin are refused unless the site lists it in cors_allowed_origins")]
     CrossOriginRefused,
+    #[error("the setup code is wrong; it is printed on the appliance's console and in its journal")]
+    SetupCodeInvalid,
+    #[error("the setup code has expired; restart the appliance (`systemctl restart tether`) for a new one")]
+    SetupCodeExpired,
+    #[error("the appliance is set up already")]
+    SetupDone,
+    #[error("{0}")]
+    SetupRefused(String),
     #[error("this session is not waiting for a second factor")]
     SecondFactorNotPending,
     #[error("no TOTP is enrolled for this account: enroll one (POST /api/v1/auth/totp, then /totp/confirm)")]
@@ -178,6 +186,10 @@ impl ApiError {
             ApiError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::CsrfTokenInvalid => (S::FORBIDDEN, "csrf_token_invalid"),
             ApiError::CrossOriginRefused => (S::FORBIDDEN, "cross_origin_refused"),
+            ApiError::SetupCodeInvalid => (S::UNAUTHORIZED, "setup_code_invalid"),
+            ApiError::SetupCodeExpired => (S::GONE, "setup_code_expired"),
+            ApiError::SetupDone => (S::CONFLICT, "setup_done"),
+            ApiError::SetupRefused(_) => (S::UNPROCESSABLE_ENTITY, "setup_refused"),
             ApiError::SecondFactorNotPending => (S::CONFLICT, "second_factor_not_pending"),
             ApiError::SecondFactorNotEnrolled => (S::CONFLICT, "second_factor_not_enrolled"),
             ApiError::BackupNotOurs => (S::UNPROCESSABLE_ENTITY, "backup_not_ours"),

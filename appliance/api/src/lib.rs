@@ -26,6 +26,7 @@ mod secrets;
 pub mod security;
 pub mod server;
 mod session;
+pub mod setup;
 mod sso;
 mod tasks;
 mod vault;

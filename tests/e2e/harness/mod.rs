@@ -238,12 +238,9 @@ impl Appliance {
         a
     }
 
-    /// `tether serve --dev` on a new data directory: it initialises itself,
-    /// keeps its unseal key and admin token in the data directory, and
-    /// unseals itself.
-    pub fn start_dev(env: Vec<(&'static str, &'static str)>) -> Appliance {
-        let dir = tempfile::tempdir().unwrap();
-        let mut a = Appliance {
+    /// An appliance in `dir` with nothing running and nothing known yet.
+    fn blank(dir: tempfile::TempDir, env: Vec<(&'static str, &'static str)>) -> Appliance {
+        Appliance {
             dir,
             proc: None,
             console: String::new(),
@@ -255,8 +252,15 @@ impl Appliance {
             unseal_key_file: None,
             capture_logs: false,
             confined: false,
-            dev: true,
-        };
+            dev: false,
+        }
+    }
+
+    /// `tether serve --dev` on a new data directory: it initialises itself,
+    /// keeps its unseal key and admin token in the data directory, and
+    /// unseals itself.
+    pub fn start_dev(env: Vec<(&'static str, &'static str)>) -> Appliance {
+        let mut a = Appliance { dev: true, ..Appliance::blank(tempfile::tempdir().unwrap(), env) };
         let ready = a.serve("127.0.0.1:0", "127.0.0.1:0");
         a.admin_token = ready["admin_token"].as_str().expect("--dev prints the admin token").to_owned();
         a.ca_pem = std::fs::read_to_string(a.ca_file()).unwrap();
@@ -283,18 +287,10 @@ impl Appliance {
         let init: Value = serde_json::from_slice(&out.stdout).expect("init --json prints JSON");
         let ca_pem = std::fs::read_to_string(init["ca_file"].as_str().unwrap()).unwrap();
         Appliance {
-            dir,
-            proc: None,
-            console: String::new(),
-            worker_gateway: String::new(),
             admin_token: init["admin_token"].as_str().unwrap().to_owned(),
             ca_pem,
             init,
-            env,
-            unseal_key_file: None,
-            capture_logs: false,
-            confined: false,
-            dev: false,
+            ..Appliance::blank(dir, env)
         }
     }
 
@@ -306,8 +302,34 @@ impl Appliance {
         self.data_dir().join("ca.pem")
     }
 
+    /// `tether serve` on a data directory never set up: setup mode.
+    /// Returns its `setup` line (the code, the certificate's fingerprint);
+    /// once the wizard is done, [`Appliance::wait_ready`] takes the appliance on.
+    pub fn start_setup(env: Vec<(&'static str, &'static str)>) -> (Appliance, Value) {
+        let mut a = Appliance::blank(tempfile::tempdir().unwrap(), env);
+        let setup = a.serve_until("127.0.0.1:0", "127.0.0.1:0", "setup");
+        a.console = format!("https://{}", setup["listen"].as_str().unwrap());
+        (a, setup)
+    }
+
+    /// After setup mode: waits for the ready line of the appliance proper.
+    pub fn wait_ready(&mut self) -> Value {
+        let ready = self.proc.as_mut().expect("running").expect_event("ready", Duration::from_secs(30));
+        self.worker_gateway = format!("https://{}", ready["worker_listen"].as_str().unwrap());
+        self.ca_pem = std::fs::read_to_string(self.ca_file()).unwrap();
+        ready
+    }
+
     /// Starts `serve` and waits for its ready line, which it returns.
     fn serve(&mut self, listen: &str, worker_listen: &str) -> Value {
+        let ready = self.serve_until(listen, worker_listen, "ready");
+        self.console = format!("https://{}", ready["listen"].as_str().unwrap());
+        self.worker_gateway = format!("https://{}", ready["worker_listen"].as_str().unwrap());
+        ready
+    }
+
+    /// Starts `serve` and waits for its first line of event `event`.
+    fn serve_until(&mut self, listen: &str, worker_listen: &str, event: &str) -> Value {
         let mut cmd = if self.confined {
             let mut cmd = Command::new("setpriv");
             cmd.arg("--no-new-privs");
@@ -334,11 +356,9 @@ impl Appliance {
         }
         let log = self.capture_logs.then(|| self.dir.path().join("serve.log"));
         let mut proc = Proc::spawn_logging(cmd, log.as_deref());
-        let ready = proc.expect_event("ready", Duration::from_secs(30));
-        self.console = format!("https://{}", ready["listen"].as_str().unwrap());
-        self.worker_gateway = format!("https://{}", ready["worker_listen"].as_str().unwrap());
+        let line = proc.expect_event(event, Duration::from_secs(30));
         self.proc = Some(proc);
-        ready
+        line
     }
 
     /// `tether restore BACKUP` into a new directory with this appliance's
@@ -359,20 +379,8 @@ impl Appliance {
         env: Vec<(&'static str, &'static str)>,
     ) -> Appliance {
         let ca_pem = std::fs::read_to_string(dir.path().join("data/ca.pem")).unwrap();
-        let mut a = Appliance {
-            dir,
-            proc: None,
-            console: String::new(),
-            worker_gateway: String::new(),
-            admin_token: admin_token.to_owned(),
-            ca_pem,
-            init: Value::Null,
-            env,
-            unseal_key_file,
-            capture_logs: false,
-            confined: false,
-            dev: false,
-        };
+        let mut a =
+            Appliance { admin_token: admin_token.to_owned(), ca_pem, unseal_key_file, ..Appliance::blank(dir, env) };
         a.serve("127.0.0.1:0", "127.0.0.1:0");
         a
     }

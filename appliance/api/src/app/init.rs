@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 use crate::config::{CONFIG_FILE, RawConfig};
 use tether_base::clock::{Clock, SystemClock};
@@ -96,6 +97,40 @@ pub fn initialise(
     choice: Choice,
     key_file: Option<&Path>,
 ) -> anyhow::Result<InitOutcome> {
+    initialise_with(dir, InitOptions { extra_names, policy, choice, key_file, setup: None })
+}
+
+/// What `init` (or the setup wizard) decided.
+#[derive(Debug)]
+pub struct InitOptions<'a> {
+    pub extra_names: &'a [String],
+    pub policy: CryptoPolicy,
+    pub choice: Choice,
+    pub key_file: Option<&'a Path>,
+    /// Set by the setup wizard: the first admin's own password, the key the
+    /// setup certificate had, and what to audit of the setup.
+    pub setup: Option<FromSetup>,
+}
+
+/// What the setup wizard brings to `init`.
+pub struct FromSetup {
+    /// The first admin chose it: no change is asked at the first login.
+    pub admin_password: Zeroizing<String>,
+    /// The server certificate keeps the key the setup mode's certificate had.
+    pub server_key_pem: Zeroizing<String>,
+    /// The setup's steps, audited after the appliance's first record.
+    pub events: Vec<Event>,
+}
+
+impl std::fmt::Debug for FromSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FromSetup").field("events", &self.events.len()).finish_non_exhaustive()
+    }
+}
+
+/// As [`initialise`], with everything `options` says.
+pub fn initialise_with(dir: &Path, options: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
+    let InitOptions { extra_names, policy, choice, key_file, setup } = options;
     if dir.join(store::DB_FILE).exists() {
         bail!("{} is already initialised (it holds {}); use another --data-dir", dir.display(), store::DB_FILE);
     }
@@ -113,8 +148,11 @@ pub fn initialise(
     let (method, unseal_key, material) = vault::unseal::prepare(policy, choice)?;
     let now = SystemClock.now();
     let (ca, ca_material) = Ca::create(now).context("creating the CA")?;
-    let server =
-        ca.issue_server_cert(&names, now, config.server_cert_lifetime).context("issuing the server certificate")?;
+    let server = match &setup {
+        Some(from) => ca.issue_server_cert_for_key(&from.server_key_pem, &names, now, config.server_cert_lifetime),
+        None => ca.issue_server_cert(&names, now, config.server_cert_lifetime),
+    }
+    .context("issuing the server certificate")?;
     write_with_mode(&dir.join(CA_CERT), ca_material.cert_pem.as_bytes(), 0o644)?;
     write_private(&dir.join(SERVER_KEY), server.key_pem.as_bytes())?;
     write_with_mode(&dir.join(SERVER_CERT), server.cert_pem.as_bytes(), 0o644)?;
@@ -124,8 +162,15 @@ pub fn initialise(
     let fingerprint = ca.fingerprint();
     let genesis_fp = fingerprint.clone();
     let ca_key_pem = zeroize::Zeroizing::new(ca_material.key_pem.clone());
-    let admin_password = auth::password::generate()?;
+    let (admin_password, chosen) = match &setup {
+        Some(from) => {
+            auth::password::check_strength(FIRST_ADMIN, &from.admin_password)?;
+            (from.admin_password.clone(), true)
+        }
+        None => (auth::password::generate()?, false),
+    };
     let admin_hash = auth::password::PasswordHash::new(policy, FIRST_ADMIN, &admin_password)?;
+    let setup_events = setup.map(|s| s.events).unwrap_or_default();
     let token_expires = now.plus(config.token_ttl);
     let (_, admin_token) = store.write_blocking(move |tx| {
         let origin = Origin::system();
@@ -137,7 +182,14 @@ pub fn initialise(
         tether_domain::vault::crypto_mode::store_mode(tx, policy.mode)?;
         let keys = vault::create(tx, now, &origin, method, &unseal_key)?;
         pki::store_ca_key(tx, &keys, pki::CaSlot::Current, &ca_key_pem)?;
-        auth::users::add(tx, now, &origin, "tether", FIRST_ADMIN, Role::Admin, admin_hash)?;
+        for event in setup_events {
+            audit::append(tx, now, &origin, event)?;
+        }
+        let admin = auth::users::add(tx, now, &origin, "tether", FIRST_ADMIN, Role::Admin, admin_hash)?;
+        if chosen {
+            // The admin chose it in the wizard: only TOTP is left to set up.
+            auth::users::set_password(tx, now, &origin, FIRST_ADMIN, admin.password, false, None)?;
+        }
         // The bootstrap token expires like any other: the first admin's
         // account (password and TOTP) is the lasting way in.
         let token = auth::tokens::NewToken {

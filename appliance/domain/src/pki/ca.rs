@@ -93,6 +93,40 @@ fn random_serial() -> Result<SerialNumber, CertError> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
+/// A temporary self-signed server certificate and its new key, for setup
+/// mode (before there is a CA): the browser is told to check its
+/// fingerprint, which `serve` prints.
+pub fn temporary_server_cert(names: &[String], now: Timestamp, lifetime: Duration) -> Result<CertAndKey, CertError> {
+    let key = new_key()?;
+    let cert = server_params(names, now, lifetime)?.self_signed(&key).map_err(|e| CertError::Signing(e.into()))?;
+    Ok(CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
+/// A server certificate's parameters: the names as SANs, server auth only.
+fn server_params(names: &[String], now: Timestamp, lifetime: Duration) -> Result<CertificateParams, CertError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "Tether appliance");
+    params.distinguished_name = dn;
+    for name in server_names(names) {
+        let san = match name.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                name.clone()
+                    .try_into()
+                    .map_err(|_| CertError::Signing(format!("{name:?} is not a valid DNS name").into()))?,
+            ),
+        };
+        params.subject_alt_names.push(san);
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.serial_number = Some(random_serial()?);
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, now, lifetime);
+    Ok(params)
+}
+
 fn new_key() -> Result<KeyPair, CertError> {
     KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CertError::KeyGeneration(e.into()))
 }
@@ -173,28 +207,32 @@ impl Ca {
         now: Timestamp,
         lifetime: Duration,
     ) -> Result<CertAndKey, CertError> {
-        let key = new_key()?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "Tether appliance");
-        params.distinguished_name = dn;
-        for name in server_names(names) {
-            let san = match name.parse::<IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(
-                    name.clone()
-                        .try_into()
-                        .map_err(|_| CertError::Signing(format!("{name:?} is not a valid DNS name").into()))?,
-                ),
-            };
-            params.subject_alt_names.push(san);
-        }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.serial_number = Some(random_serial()?);
-        params.use_authority_key_identifier_extension = true;
-        validity(&mut params, now, lifetime);
-        let cert = params.signed_by(&key, &self.issuer).map_err(|e| CertError::Signing(e.into()))?;
+        self.issue_server_cert_for(&new_key()?, names, now, lifetime)
+    }
+
+    /// As [`Ca::issue_server_cert`], for a key the appliance already holds
+    /// (PEM): setup mode's, so the certificate the browser met during setup
+    /// and the one after it share their key.
+    pub fn issue_server_cert_for_key(
+        &self,
+        key_pem: &str,
+        names: &[String],
+        now: Timestamp,
+        lifetime: Duration,
+    ) -> Result<CertAndKey, CertError> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| CertError::KeyGeneration(e.into()))?;
+        self.issue_server_cert_for(&key, names, now, lifetime)
+    }
+
+    fn issue_server_cert_for(
+        &self,
+        key: &KeyPair,
+        names: &[String],
+        now: Timestamp,
+        lifetime: Duration,
+    ) -> Result<CertAndKey, CertError> {
+        let params = server_params(names, now, lifetime)?;
+        let cert = params.signed_by(key, &self.issuer).map_err(|e| CertError::Signing(e.into()))?;
         Ok(CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 

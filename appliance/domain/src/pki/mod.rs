@@ -22,7 +22,7 @@ mod rotation;
 pub use ca::{
     CA_LIFETIME, CRL_LIFETIME, Ca, CertAndKey, CertError, IssuedCert, PeerCert, RevokedSerial, SERVER_CERT_LIFETIME,
     cert_key_kind, cert_names, cert_validity, csr_key_fingerprint, fingerprint_pem, issued_by, new_worker_key_and_csr,
-    peer_cert, renewal_due, server_names,
+    peer_cert, renewal_due, server_names, temporary_server_cert,
 };
 pub use enroll::{
     EnrollError, EnrollmentToken, Refused, WorkerRecord, bound_worker, confirm_newest, create_enrollment_token, enroll,

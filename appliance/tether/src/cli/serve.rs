@@ -64,6 +64,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         dev.admin_token = Some(outcome.admin_token.clone());
         dev.admin_password = Some(outcome.admin_password.clone());
     }
+    // Never initialised (the image's first boot): setup mode comes first.
+    let setting_up = !args.dev && !dir.join(store::DB_FILE).exists();
+    if setting_up {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let dir = dir
         .canonicalize()
         .with_context(|| format!("{} does not exist; run `tether init --data-dir {0}` first", dir.display()))?;
@@ -93,7 +103,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {} (set --worker-listen)", config.worker_listen))?,
     };
-    let app = App::start(config, listeners, stop_signal()?).await?;
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let signal = stop_signal()?;
+    tokio::spawn(async move {
+        signal.await;
+        let _ = stopping.send(true);
+    });
+    let mut until_stopped = stopped.clone();
+    let stop = async move {
+        let _ = until_stopped.wait_for(|s| *s).await;
+    };
+    let listeners = if setting_up {
+        match set_up(&dir, &config, listeners, args.json, stopped).await? {
+            Some(listeners) => listeners,
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    } else {
+        listeners
+    };
+    let app = App::start(config, listeners, stop).await?;
     let mut ready = ready_line(app.ready());
     if args.dev {
         let now = app.state().clock.now();
@@ -119,6 +147,50 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     announce(&ready, args.json, args.dev);
     app.wait().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves setup mode on the console listener until the wizard has set the
+/// appliance up (`Some`: the same sockets, for serving it) or a signal
+/// stops it (`None`).
+async fn set_up(
+    dir: &std::path::Path,
+    config: &tether_api::config::Config,
+    listeners: Listeners,
+    json: bool,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<Listeners>> {
+    let address = listeners.console.local_addr()?;
+    // The socket stays open across the switch: connections made meanwhile
+    // wait in its backlog for the appliance proper.
+    let socket = listeners.console.into_std()?;
+    let kept = socket.try_clone()?;
+    let mut names = config.server_names.clone();
+    if !address.ip().is_unspecified() {
+        names.push(address.ip().to_string());
+    }
+    let mode = tether_api::setup::start(dir.to_owned(), TcpListener::from_std(socket)?, names, &config.limits)?;
+    let line = json!({
+        "event": "setup",
+        "listen": address.to_string(),
+        "setup_code": mode.code.as_str(),
+        "certificate_fingerprint": mode.fingerprint,
+        "code_expires_at": mode.expires_at.to_rfc3339(),
+    });
+    if json {
+        println!("{line}");
+    } else {
+        println!("tether is in SETUP MODE: this appliance has not been set up yet.");
+        println!("  open           https://{address}/ (or this host's name or address)");
+        println!("  setup code     {}   (single use, valid 30 minutes)", mode.code.as_str());
+        println!("  certificate    SHA-256 {}", mode.fingerprint);
+        println!("The browser warns about the certificate: check that its fingerprint is the one above.");
+    }
+    tokio::select! {
+        done = mode.finished() => done?,
+        _ = stopped.wait_for(|s| *s) => return Ok(None),
+    }
+    tracing::info!("set up through the wizard; serving the appliance");
+    Ok(Some(Listeners { console: TcpListener::from_std(kept)?, workers: listeners.workers }))
 }
 
 /// The ready line: what the appliance serves, and where its CA is.

@@ -121,6 +121,10 @@ pub async fn send(router: &axum::Router, who: As<'_>, method: &str, path: &str, 
     let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
+    // An event stream never ends: its headers are the answer.
+    if headers.get("content-type").is_some_and(|t| t == "text/event-stream") {
+        return (status, Value::Null, headers);
+    }
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
     let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
         if bytes.is_empty() { Value::Null } else { Value::String(String::from_utf8_lossy(&bytes).into()) }

@@ -35,11 +35,12 @@ struct Written {
 /// record up to the one it names.
 pub fn oldest_unchecked(tx: &ReadTx) -> Result<Option<Timestamp>, store::Error> {
     let Some(head) = crate::audit::head(tx)? else { return Ok(None) };
-    let first = match tx.get(NEWEST, NEWEST_KEY)? {
+    let written = tx.get(NEWEST, NEWEST_KEY)?;
+    let first = match written {
         Some(w) => w.covers + 1,
         None => crate::audit::anchor(tx)?.map_or(0, |a| a.seq + 1),
     };
-    let newest = tx.get(NEWEST, NEWEST_KEY)?.map(|w| w.seq);
+    let newest = written.map(|w| w.seq);
     match (first..=head.seq).find(|seq| Some(*seq) != newest) {
         Some(seq) => crate::audit::time_of(tx, seq),
         None => Ok(None),

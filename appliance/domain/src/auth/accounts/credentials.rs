@@ -95,6 +95,15 @@ impl SecondFactor {
             SecondFactor::Recovery(_) => "recovery_code",
         }
     }
+
+    /// What an accepted factor uses up (see [`consume_second_factor`]).
+    pub(super) fn spent(self) -> Option<Result<u64, [u8; 32]>> {
+        match self {
+            SecondFactor::Totp(step) => Some(Ok(step)),
+            SecondFactor::Recovery(digest) => Some(Err(digest)),
+            SecondFactor::NotEnrolled | SecondFactor::Missing | SecondFactor::Wrong => None,
+        }
+    }
 }
 
 /// Marks the accepted TOTP step, or uses up the recovery code.

@@ -57,21 +57,23 @@ pub async fn events(State(state): State<AppState>) -> impl axum::response::IntoR
     use axum::response::sse::{Event, KeepAlive, Sse};
     let (vault, clock) = (state.vault.clone(), state.clock.clone());
     let changes = vault.changes();
-    let stream = futures_util::stream::unfold((changes, true), move |(mut changes, first)| {
+    // State: the receiver, whether the first event is still to send, and
+    // when the shares of the status last sent expire.
+    let stream = futures_util::stream::unfold((changes, true, None), move |(mut changes, first, expiry)| {
         let (vault, clock) = (vault.clone(), clock.clone());
         async move {
             if !first {
                 // The next change, or the moment the ceremony's shares expire.
-                let expiry = vault.status().ok().and_then(|s| s.shares).and_then(|p| p.expires_at);
-                let until_expiry = expiry.map(|at| at.since(clock.now()));
+                let until_expiry = expiry.map(|at: tether_base::clock::Timestamp| at.since(clock.now()));
                 tokio::select! {
                     changed = changes.changed() => changed.ok()?,
                     () = tokio::time::sleep(until_expiry.unwrap_or(std::time::Duration::MAX)), if until_expiry.is_some() => {}
                 }
             }
             let status = vault.status().ok()?;
+            let expiry = status.shares.and_then(|p| p.expires_at);
             let event = Event::default().event("vault").json_data(&status).ok()?;
-            Some((Ok::<_, std::convert::Infallible>(event), (changes, false)))
+            Some((Ok::<_, std::convert::Infallible>(event), (changes, false, expiry)))
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())

@@ -9,6 +9,9 @@ use super::extract::{ApiJson, ApiQuery, Caller};
 use super::{ApiError, AppState};
 use tether_base::crypto::{CryptoStatus, Mode};
 
+use tether_base::clock::Timestamp;
+use tether_domain::audit::Outcome;
+use tether_domain::audit::search;
 use tether_domain::audit::sinks::{SinkKind, SinkStatus};
 use tether_domain::evidence::Verdict;
 use tether_domain::pki;
@@ -218,6 +221,50 @@ pub async fn audit_export(
     let mut response = body.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jsonl"));
     Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsQuery {
+    actor: Option<String>,
+    action: Option<String>,
+    resource: Option<String>,
+    outcome: Option<Outcome>,
+    since: Option<String>,
+    until: Option<String>,
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/audit/records`: records matching every filter given, newest
+/// first (`audit::search` says how each filter matches and how far one
+/// search reads).
+pub async fn audit_records(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiQuery(query): ApiQuery<RecordsQuery>,
+) -> Result<axum::Json<search::Found>, ApiError> {
+    let time = |name: &str, text: Option<String>| {
+        let text = text.filter(|t| !t.is_empty());
+        text.map(|t| {
+            Timestamp::parse_rfc3339(&t).ok_or_else(|| {
+                ApiError::InvalidRequest(format!("{name} must be an RFC 3339 time, like 2026-12-03T09:30:00Z"))
+            })
+        })
+        .transpose()
+    };
+    let text = |t: Option<String>| t.filter(|t| !t.is_empty());
+    let query = search::Query {
+        since: time("since", query.since)?,
+        until: time("until", query.until)?,
+        actor: text(query.actor),
+        action: text(query.action),
+        resource: text(query.resource),
+        outcome: query.outcome,
+        before: query.before,
+        limit: query.limit.unwrap_or(100),
+    };
+    Ok(axum::Json(state.store.read(|tx| search::search(tx, &query))?))
 }
 
 /// The audit public key (PEM), to verify exports and checkpoints with.

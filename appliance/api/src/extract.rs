@@ -229,7 +229,7 @@ fn session_rules(
             return Err(ApiError::CsrfTokenInvalid);
         }
     }
-    if permission.is_sensitive() && !fresh {
+    if permission.needs_recent_login(req.method() == axum::http::Method::POST) && !fresh {
         return Err(ApiError::ReauthenticationRequired);
     }
     Ok(())

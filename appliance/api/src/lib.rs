@@ -15,6 +15,7 @@ mod certificates;
 pub mod config;
 pub mod console;
 mod error;
+mod events;
 mod extract;
 mod linger;
 pub mod listener_certs;
@@ -181,6 +182,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", "/api/v1/auth/second-factor", P::OwnAccount), post(session::give_second_factor)),
         (spec("GET", "/api/v1/users", P::UserRead), get(people::list_users)),
         (spec("POST", "/api/v1/users", P::UserManage), post(people::add_user)),
+        (spec("GET", "/api/v1/sessions", P::UserRead), get(people::list_sessions)),
         (spec("POST", "/api/v1/users/{name}/disable", P::UserManage), post(people::disable_user)),
         (spec("POST", "/api/v1/users/{name}/password", P::UserManage), post(people::reset_password)),
         (spec("DELETE", "/api/v1/users/{name}/sessions", P::UserManage), delete(people::end_sessions)),
@@ -191,7 +193,9 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("DELETE", "/api/v1/tokens/{id}", P::TokenManage), delete(people::revoke_token)),
         (spec("POST", "/api/v1/tokens/{id}/rotate", P::TokenManage), post(people::rotate_token)),
         (spec("GET", "/api/v1/alerts", P::AlertRead), get(people::list_alerts)),
+        (spec("GET", "/api/v1/events", P::OwnAccount), get(events::stream)),
         (spec("GET", "/api/v1/audit/verify", P::AuditRead), get(admin::audit_verify)),
+        (spec("GET", "/api/v1/audit/records", P::AuditRead), get(admin::audit_records)),
         (spec("GET", "/api/v1/audit/export", P::AuditRead), get(admin::audit_export)),
         (spec("GET", "/api/v1/audit/public-key", P::AuditRead), get(admin::audit_public_key)),
         (spec("GET", "/api/v1/audit/sinks", P::AuditRead), get(admin::list_sinks)),

@@ -35,6 +35,43 @@ pub struct UserCreated {
     initial_password: Option<Zeroizing<String>>,
 }
 
+/// A live console session, by its public id.
+#[derive(Debug, Serialize)]
+pub struct SessionInfo {
+    id: String,
+    user: String,
+    created_at: String,
+    last_seen: String,
+    authenticated_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsQuery {
+    user: Option<String>,
+}
+
+/// `GET /api/v1/sessions`: everyone's live sessions (or `?user=`'s).
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiQuery(query): ApiQuery<SessionsQuery>,
+) -> Result<axum::Json<Vec<SessionInfo>>, ApiError> {
+    let sessions = state.accounts.sessions(query.user.as_deref())?;
+    Ok(axum::Json(
+        sessions
+            .into_iter()
+            .map(|s| SessionInfo {
+                id: s.id,
+                user: s.user,
+                created_at: s.created_at.to_rfc3339(),
+                last_seen: s.last_seen.to_rfc3339(),
+                authenticated_at: s.authenticated_at.to_rfc3339(),
+            })
+            .collect(),
+    ))
+}
+
 pub async fn add_user(
     State(state): State<AppState>,
     caller: Caller,

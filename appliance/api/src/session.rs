@@ -39,6 +39,40 @@ pub struct SessionView {
     /// What the role may do (the permission table's names): the console
     /// shows only these actions.
     permissions: Vec<Permission>,
+    /// Which of those need a recent login (`reauth_until`): the console asks
+    /// for the password again before them.
+    sensitive: Vec<Permission>,
+    #[serde(flatten)]
+    lifespan: Lifespan,
+}
+
+/// When the session ends, so the console can warn before it does.
+#[derive(Debug, Serialize)]
+struct Lifespan {
+    /// The session ends then, however busy.
+    expires_at: String,
+    /// It ends after this long without a request…
+    idle_timeout_s: u64,
+    /// …counted from as much as this before the last request (the last-seen
+    /// time is written at most this often).
+    idle_slack_s: u64,
+    /// Sensitive actions are open without re-authenticating until then.
+    reauth_until: String,
+}
+
+impl Lifespan {
+    fn of(session: &sessions::Session, lifetimes: sessions::Lifetimes) -> Lifespan {
+        Lifespan {
+            expires_at: session.created_at.plus(lifetimes.absolute).to_rfc3339(),
+            idle_timeout_s: lifetimes.idle.as_secs(),
+            idle_slack_s: lifetimes.touch_after().as_secs(),
+            reauth_until: session.authenticated_at.plus(lifetimes.reauth).to_rfc3339(),
+        }
+    }
+}
+
+fn sensitive_of(permissions: &[Permission]) -> Vec<Permission> {
+    permissions.iter().copied().filter(|p| p.needs_recent_login(true)).collect()
 }
 
 /// The permissions `role` holds.
@@ -85,8 +119,11 @@ pub async fn login(
 ) -> Result<Response, ApiError> {
     let credentials = Credentials { password: body.password, totp: body.totp, recovery_code: body.recovery_code };
     let logged_in = state.accounts.login(&body.username, credentials, &origin).await?;
+    let permissions = permissions_of(logged_in.user.role);
     let view = SessionView {
-        permissions: permissions_of(logged_in.user.role),
+        sensitive: sensitive_of(&permissions),
+        permissions,
+        lifespan: Lifespan::of(&logged_in.session, state.accounts.lifetimes()),
         user: logged_in.user,
         session_id: logged_in.session.id,
         csrf_token: logged_in.csrf,
@@ -130,8 +167,12 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
 pub async fn current(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<SessionView>, ApiError> {
     let (key, session_id, set_up, fresh) = session_key(&caller)?;
     let user = state.accounts.account(&caller.principal)?.ok_or(ApiError::Unauthenticated)?;
+    let session = state.accounts.live_session(&key)?.ok_or(ApiError::Unauthenticated)?;
+    let permissions = permissions_of(caller.role);
     Ok(axum::Json(SessionView {
-        permissions: permissions_of(caller.role),
+        sensitive: sensitive_of(&permissions),
+        permissions,
+        lifespan: Lifespan::of(&session, state.accounts.lifetimes()),
         user,
         session_id,
         csrf_token: state.accounts.csrf_token(&key)?,

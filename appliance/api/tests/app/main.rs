@@ -7,6 +7,7 @@
 
 mod composition;
 mod console;
+mod live;
 mod roles;
 mod support;
 mod time_rules;

@@ -106,6 +106,63 @@ pub const CLIENT: &str = "127.0.0.1:50000";
 /// One request through `router` in process (no TCP, no TLS), as if from
 /// [`CLIENT`].
 pub async fn send(router: &axum::Router, who: As<'_>, method: &str, path: &str, body: Option<&Value>) -> Answer {
+    let response = router.clone().oneshot(request(who, method, path, body)).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    // An event stream never ends: its headers are the answer.
+    if headers.get("content-type").is_some_and(|t| t == "text/event-stream") {
+        return (status, Value::Null, headers);
+    }
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        if bytes.is_empty() { Value::Null } else { Value::String(String::from_utf8_lossy(&bytes).into()) }
+    });
+    (status, body, headers)
+}
+
+/// One event of a stream: its kind, its data, its id.
+pub type StreamEvent = (String, Value, Option<String>);
+
+/// Reads the event stream at `path` (resuming after event id `resume`, as
+/// a reconnecting browser does) until `enough` says it has what it wants,
+/// or 20 seconds pass; answers the events read and whether the stream
+/// ended by itself.
+pub async fn follow(
+    router: &axum::Router,
+    who: As<'_>,
+    path: &str,
+    resume: Option<u64>,
+    mut enough: impl FnMut(&[StreamEvent]) -> bool,
+) -> (Vec<StreamEvent>, bool) {
+    use futures_util::StreamExt;
+    let mut request = request(who, "GET", path, None);
+    if let Some(id) = resume {
+        request.headers_mut().insert("last-event-id", id.into());
+    }
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream", "{path}");
+    let mut body = response.into_body().into_data_stream();
+    let (mut events, mut text) = (Vec::new(), String::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !enough(&events) {
+        let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(chunk)) => chunk.unwrap(),
+            Ok(None) => return (events, true),
+            Err(_) => panic!("{path}: not enough events in 20 s: {events:?}"),
+        };
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let frame: String = text.drain(..end + 2).collect();
+            let field = |name: &str| frame.lines().find_map(|l| l.strip_prefix(name)).map(str::to_owned);
+            if let (Some(kind), Some(data)) = (field("event: "), field("data: ")) {
+                events.push((kind, serde_json::from_str(&data).unwrap(), field("id: ")));
+            }
+        }
+    }
+    (events, false)
+}
+
+fn request(who: As<'_>, method: &str, path: &str, body: Option<&Value>) -> axum::http::Request<axum::body::Body> {
     let mut request = axum::http::Request::builder().method(method).uri(path);
     match who {
         As::Anyone => {}
@@ -118,18 +175,7 @@ pub async fn send(router: &axum::Router, who: As<'_>, method: &str, path: &str, 
     let remote: SocketAddr = CLIENT.parse().unwrap();
     request = request.extension(tether_api::ConnInfo { remote, peer: None });
     let body = body.map_or_else(axum::body::Body::empty, |b| axum::body::Body::from(b.to_string()));
-    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    // An event stream never ends: its headers are the answer.
-    if headers.get("content-type").is_some_and(|t| t == "text/event-stream") {
-        return (status, Value::Null, headers);
-    }
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-        if bytes.is_empty() { Value::Null } else { Value::String(String::from_utf8_lossy(&bytes).into()) }
-    });
-    (status, body, headers)
+    request.body(body).unwrap()
 }
 
 /// As [`send`], with a bearer token, answering status and body.

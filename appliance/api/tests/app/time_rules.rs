@@ -11,7 +11,7 @@ use crate::support::{
     As, CLIENT, Session, Started, call, login, no_second_factor, person, restart, send, start_with, try_login,
 };
 use tether_api::config::RawConfig;
-use tether_base::clock::{Clock, ManualClock, SharedClock, SystemClock};
+use tether_base::clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp};
 
 /// An appliance on a manual clock that starts at the real time (so the
 /// certificates `init` made are valid), and its console router.
@@ -26,16 +26,18 @@ async fn on_manual_clock(
     (started, router, clock)
 }
 
+/// 30 minutes idle, 8 hours in all, 5 minutes fresh; no second factor.
+fn session_lifetimes(raw: &mut RawConfig) {
+    no_second_factor(raw);
+    raw.session_idle = Some("30m".into());
+    raw.session_absolute = Some("8h".into());
+    raw.reauth_window = Some("5m".into());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_end_when_idle_or_too_old_and_sensitive_actions_need_a_fresh_login() {
     let dir = tempfile::tempdir().unwrap();
-    let (started, router, clock) = on_manual_clock(&dir, |raw| {
-        no_second_factor(raw);
-        raw.session_idle = Some("30m".into());
-        raw.session_absolute = Some("8h".into());
-        raw.reauth_window = Some("5m".into());
-    })
-    .await;
+    let (started, router, clock) = on_manual_clock(&dir, session_lifetimes).await;
     let admin = started.admin_token.clone();
     let (password, _) = person(&router, &admin, "adam", "admin").await;
     let get_tasks = |s: &Session| {
@@ -78,6 +80,38 @@ async fn sessions_end_when_idle_or_too_old_and_sensitive_actions_need_a_fresh_lo
     assert_eq!(send(&router, console.who(), "POST", "/api/v1/auth/reauth", Some(&reauth)).await.0, 204);
     let (s, v, _) = send(&router, console.who(), "PUT", path, Some(&role("viewer"))).await;
     assert_eq!(s, 200, "{v}");
+    started.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_session_says_when_it_ends_and_minting_a_token_needs_a_fresh_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let (started, router, clock) = on_manual_clock(&dir, session_lifetimes).await;
+    let (password, _) = person(&router, &started.admin_token, "adam", "admin").await;
+    let signed_in_at = clock.now();
+    let console = login(&router, "adam", &password).await;
+    let (status, view, _) = send(&router, console.who(), "GET", "/api/v1/auth/session", None).await;
+    assert_eq!(status, 200, "{view}");
+    let at = |field: &str| Timestamp::parse_rfc3339(view[field].as_str().unwrap()).unwrap();
+    assert_eq!(at("expires_at"), signed_in_at.plus(Duration::from_secs(8 * 3600)));
+    assert_eq!(at("reauth_until"), signed_in_at.plus(Duration::from_secs(5 * 60)));
+    assert_eq!((view["idle_timeout_s"].as_u64(), view["idle_slack_s"].as_u64()), (Some(1800), Some(60)));
+    let sensitive: Vec<&str> = view["sensitive"].as_array().unwrap().iter().filter_map(|p| p.as_str()).collect();
+    assert!(sensitive.contains(&"token_manage") && sensitive.contains(&"vault_manage"), "{sensitive:?}");
+    assert!(!sensitive.contains(&"task_read"), "{sensitive:?}");
+
+    let mint = json!({"role": "viewer"});
+    let (s, first, _) = send(&router, console.who(), "POST", "/api/v1/tokens", Some(&mint)).await;
+    assert_eq!(s, 201, "fresh after login: {first}");
+    clock.advance(Duration::from_secs(6 * 60));
+    let (s, v, _) = send(&router, console.who(), "POST", "/api/v1/tokens", Some(&mint)).await;
+    assert_eq!((s, v["code"].as_str()), (403, Some("reauthentication_required")), "{v}");
+    let revoke = format!("/api/v1/tokens/{}", first["id"].as_str().unwrap());
+    let (s, v, _) = send(&router, console.who(), "DELETE", &revoke, None).await;
+    assert_eq!(s, 204, "revoking takes no fresh login: {v}");
+    let reauth = json!({"password": password});
+    assert_eq!(send(&router, console.who(), "POST", "/api/v1/auth/reauth", Some(&reauth)).await.0, 204);
+    assert_eq!(send(&router, console.who(), "POST", "/api/v1/tokens", Some(&mint)).await.0, 201);
     started.stop().await;
 }
 

@@ -13,9 +13,9 @@ use tether_store::{self as store, Collection, Order, ReadTx, WriteTx};
 
 /// A record as stored: the exact bytes that were hashed, and the hash.
 #[derive(Debug, Serialize, Deserialize)]
-struct Stored {
-    canonical: Vec<u8>,
-    hash: [u8; 32],
+pub(super) struct Stored {
+    pub(super) canonical: Vec<u8>,
+    pub(super) hash: [u8; 32],
 }
 
 /// The newest record's sequence number and hash.
@@ -30,7 +30,7 @@ pub struct Head {
 /// same page for both (each table a commit touches costs it time).
 /// The audit log's table (tests refuse writes to it to show failing closed).
 pub const LOG_TABLE: &str = "audit_log";
-const LOG: Collection<Entry> = Collection::new(LOG_TABLE);
+pub(super) const LOG: Collection<Entry> = Collection::new(LOG_TABLE);
 const RECORD: u8 = 0;
 const HEAD_KEY: &[u8] = &[1];
 /// Where the chain starts once older records are archived: the last
@@ -40,12 +40,12 @@ const ANCHOR_KEY: &[u8] = b"anchor";
 pub(crate) const GENESIS_PREV: [u8; 32] = [0; 32];
 
 #[derive(Debug, Serialize, Deserialize)]
-enum Entry {
+pub(super) enum Entry {
     Record(Stored),
     Head(Head),
 }
 
-fn record_key(seq: u64) -> [u8; 9] {
+pub(super) fn record_key(seq: u64) -> [u8; 9] {
     let mut k = [RECORD; 9];
     k[1..].copy_from_slice(&seq.to_be_bytes());
     k

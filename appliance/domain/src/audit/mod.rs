@@ -15,6 +15,7 @@
 
 pub mod alerts;
 pub(crate) mod chain;
+pub mod search;
 pub mod siem;
 pub mod sinks;
 pub mod tally;

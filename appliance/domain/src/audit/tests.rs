@@ -102,3 +102,44 @@ fn export_lines_carry_the_record_and_its_hash() {
     assert_eq!(lines[0]["metadata"]["source_ip"], "127.0.0.1");
     assert_eq!(lines[1]["prev_hash"], lines[0]["hash"]);
 }
+
+#[test]
+fn a_search_finds_the_newest_matches_first_and_pages_back() {
+    let (_d, store) = store_with(10);
+    store
+        .write_blocking(|tx| {
+            let event = Event::new("user.login", "login", Resource::new("user", "alice")).outcome(Outcome::Denied);
+            append(tx, Timestamp::from_millis(20), &Origin::system(), event)
+        })
+        .unwrap();
+    let find = |query: search::Query| store.read(|tx| search::search(tx, &query)).unwrap();
+
+    let page = find(search::Query { action: Some("TASK.".into()), limit: 4, ..Default::default() });
+    let seqs: Vec<u64> = page.records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [9, 8, 7, 6], "newest first, case-insensitive");
+    let next =
+        find(search::Query { action: Some("task.".into()), limit: 4, before: page.next_before, ..Default::default() });
+    assert_eq!(next.records.first().map(|r| r.seq), Some(5));
+
+    let denied = find(search::Query { outcome: Some(Outcome::Denied), limit: 50, ..Default::default() });
+    assert_eq!(denied.records.len(), 1);
+    assert_eq!(denied.records[0].resource.id, "alice");
+    assert_eq!(denied.next_before, None, "the whole log was read");
+
+    let by_resource = find(search::Query { resource: Some("task:3".into()), limit: 50, ..Default::default() });
+    assert_eq!(by_resource.records.len(), 1);
+    let by_actor = find(search::Query { actor: Some("abc".into()), limit: 50, ..Default::default() });
+    assert_eq!(by_actor.records.len(), 10);
+    let window = find(search::Query {
+        since: Some(Timestamp::from_millis(2)),
+        until: Some(Timestamp::from_millis(4)),
+        limit: 50,
+        ..Default::default()
+    });
+    assert_eq!(window.records.iter().map(|r| r.seq).collect::<Vec<_>>(), [4, 3, 2]);
+    assert!(find(search::Query { before: Some(0), limit: 5, ..Default::default() }).records.is_empty());
+
+    let tail = store.read(|tx| search::after(tx, Some(8), 5)).unwrap();
+    assert_eq!(tail.iter().map(|r| r.seq).collect::<Vec<_>>(), [9, 10], "the head entry is not a record");
+    assert_eq!(store.read(|tx| search::after(tx, None, 2)).unwrap().len(), 2);
+}

@@ -120,6 +120,14 @@ impl Permission {
 
     /// Actions drastic enough that a console session must have proved the
     /// person again within the re-authentication window.
+    /// Whether a console session needs a recent login for a request under
+    /// this permission; `mints`: the request creates something (a POST).
+    /// Sensitive permissions always do, and so does minting or rotating an
+    /// API token: a credential that outlives the session.
+    pub fn needs_recent_login(self, mints: bool) -> bool {
+        self.is_sensitive() || (mints && self == Permission::TokenManage)
+    }
+
     pub fn is_sensitive(self) -> bool {
         matches!(
             self,

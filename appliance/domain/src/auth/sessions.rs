@@ -35,7 +35,7 @@ impl Lifetimes {
     /// How stale "last seen" may get before a request writes it again:
     /// a busy session costs a write a minute, and idle expiry stays within
     /// a quarter of the idle time of the truth.
-    fn touch_after(&self) -> Duration {
+    pub fn touch_after(&self) -> Duration {
         (self.idle / 4).min(Duration::from_secs(60))
     }
 }

@@ -26,7 +26,7 @@ use crate::audit::Origin;
 use crate::vault::secrets::{self, SecretError, SecretRef, SecretValue};
 use crate::vault::{self, Vault};
 use ops::{Claim, Dispatch, Report};
-pub use ops::{Completion, Heartbeat, ListFilter};
+pub use ops::{Completion, Depth, Heartbeat, ListFilter};
 pub use task::{Lease, NewTask, Revealed, StoredError, Task, TaskError, TaskRequest, TaskState};
 use tether_base::clock::SharedClock;
 use tether_base::ids::{LeaseId, TaskId, WorkerId};
@@ -460,6 +460,17 @@ impl Broker {
     /// How many worker polls are parked right now.
     pub fn parked_polls(&self) -> usize {
         self.waiters.parked()
+    }
+
+    /// The work waiting and under way now.
+    pub fn depth(&self) -> Result<Depth, Error> {
+        Ok(self.store.read(ops::depth)?)
+    }
+
+    /// The id of every task as it finishes (for live counts; a receiver
+    /// that falls behind is told how many it missed).
+    pub fn finished_news(&self) -> broadcast::Receiver<TaskId> {
+        self.finished.subscribe()
     }
 
     /// The workers with a poll parked now.

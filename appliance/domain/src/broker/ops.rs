@@ -43,6 +43,31 @@ pub(super) enum Slot {
     Due(TaskId),
 }
 
+/// The work in the schedule: ready to lease, leased, and waiting out a
+/// retry backoff.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Depth {
+    pub ready: u64,
+    pub leased: u64,
+    pub delayed: u64,
+}
+
+/// Counts the schedule's three key spaces (live work only: finished tasks
+/// have no slot, so this does not grow with history).
+pub(super) fn depth(tx: &ReadTx) -> Result<Depth, store::Error> {
+    let mut depth = Depth::default();
+    tx.scan(SCHEDULE, None, Order::Ascending, |key, _: Slot| {
+        match key.first() {
+            Some(&READY) => depth.ready += 1,
+            Some(&LEASED) => depth.leased += 1,
+            Some(&DELAYED) => depth.delayed += 1,
+            _ => {}
+        }
+        Ok(true)
+    })?;
+    Ok(depth)
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct IdempotencyEntry {
     pub(super) task: TaskId,

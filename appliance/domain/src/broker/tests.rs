@@ -105,6 +105,23 @@ async fn a_task_runs_create_lease_complete_and_is_audited_each_step() {
 }
 
 #[tokio::test]
+async fn depth_counts_ready_and_leased_work_and_finishing_is_news() {
+    let f = fixture();
+    let mut news = f.broker.finished_news();
+    for _ in 0..3 {
+        f.submit("echo", &[], 5).await;
+    }
+    assert_eq!(f.broker.depth().unwrap(), Depth { ready: 3, leased: 0, delayed: 0 });
+    let w = worker(&[]);
+    let got = f.take(&w, 2).await;
+    assert_eq!(f.broker.depth().unwrap(), Depth { ready: 1, leased: 2, delayed: 0 });
+    let done = Completion::Succeeded { result: b"1".to_vec() };
+    f.broker.complete(&origin_of(&w), w.id, got[0].id, lease_of(&got[0]), done).await.unwrap();
+    assert_eq!(f.broker.depth().unwrap(), Depth { ready: 1, leased: 1, delayed: 0 });
+    assert_eq!(news.try_recv().unwrap(), got[0].id);
+}
+
+#[tokio::test]
 async fn higher_priority_first_then_first_in_first_out() {
     let f = fixture();
     let a = f.submit("echo", &[], 5).await;

@@ -448,6 +448,18 @@ impl Accounts {
         })
     }
 
+    /// Live sessions (everyone's, or `user`'s), oldest first.
+    pub fn sessions(&self, user: Option<&str>) -> Result<Vec<Session>, store::Error> {
+        self.store.read(|tx| sessions::list(tx, user, self.clock.now(), self.lifetimes))
+    }
+
+    /// The session stored under `key`, if it is alive. Reading it does not
+    /// keep it alive (a stream checks with this and ends with its session).
+    pub fn live_session(&self, key: &[u8; 32]) -> Result<Option<Session>, store::Error> {
+        let now = self.clock.now();
+        Ok(self.store.read(|tx| sessions::find(tx, key, now, self.lifetimes))?.ok())
+    }
+
     /// The origin of a person's request, naming them.
     fn person(&self, origin: &Origin, user: &User) -> Origin {
         Origin {

@@ -4,8 +4,16 @@
 // module's memory only.
 
 let csrf = null;
+let activity = () => {};
 
 export function setCsrf(token) { csrf = token; }
+
+/** `listener(at)` hears of every answered request: each one keeps the
+ * session alive on the appliance, so the idle warning starts over. */
+export function onActivity(listener) { activity = listener; }
+
+/** A problem code a refused request may be retried after re-authenticating. */
+export const NEEDS_FRESH_LOGIN = 'reauthentication_required';
 
 /** Why a request failed: the problem's stable `code` and `detail`. */
 export class ApiError extends Error {
@@ -17,17 +25,23 @@ export class ApiError extends Error {
   }
 }
 
-/** Sends a request; resolves to the JSON answer (or null), rejects with ApiError. */
-export async function call(method, path, body) {
+/** Sends a request; resolves to the JSON answer (or null; a Blob if `as`
+ * is 'blob'), rejects with ApiError. */
+export async function call(method, path, body, as = 'json') {
   const headers = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (method !== 'GET' && csrf) headers['x-csrf-token'] = csrf;
+  const sent = Date.now();
   const response = await fetch(path, {
     method, headers, credentials: 'same-origin', cache: 'no-store',
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+  if (response.status !== 401) activity(sent);
+  if (response.ok && as === 'blob') return response.blob();
   const text = await response.text();
-  const answer = text ? JSON.parse(text) : null;
+  const type = (response.headers.get('content-type') || '').split(';')[0].trim();
+  const json = type === 'application/json' || type.endsWith('+json');
+  const answer = text && json ? JSON.parse(text) : (text || null);
   if (!response.ok) {
     const retry = Number(response.headers.get('retry-after')) || null;
     throw new ApiError(response.status, answer || {}, retry);
@@ -36,4 +50,6 @@ export async function call(method, path, body) {
 }
 
 export const get = (path) => call('GET', path);
+export const del = (path) => call('DELETE', path);
+export const put = (path, body = {}) => call('PUT', path, body);
 export const post = (path, body = {}) => call('POST', path, body);

@@ -13,7 +13,7 @@ export function h(tag, attrs = {}, ...children) {
       el.setAttribute(name, String(value));
     }
   }
-  el.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  el.append(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
   return el;
 }
 
@@ -37,18 +37,18 @@ export function field(label, attrs, hint) {
 /** A form: `submit` gets its fields; its errors show in the form's alert. */
 export function form(label, children, submit) {
   const error = h('p', { class: 'error', role: 'alert' });
-  const button = children.find((c) => c.tagName === 'BUTTON');
+  const submitButton = children.find((c) => c.tagName === 'BUTTON');
   const el = h('form', { 'aria-label': label, novalidate: true }, error, ...children);
   el.addEventListener('submit', async (event) => {
     event.preventDefault();
     error.textContent = '';
-    if (button) button.disabled = true;
+    if (submitButton) submitButton.disabled = true;
     try {
       await submit(Object.fromEntries(new FormData(el)), error);
     } catch (e) {
-      error.textContent = e.message;
+      if (!e.cancelled) error.textContent = e.message;
     } finally {
-      if (button) button.disabled = false;
+      if (submitButton) submitButton.disabled = false;
     }
   });
   return el;
@@ -59,4 +59,65 @@ export function announce(text) {
   const status = document.getElementById('status');
   status.textContent = text;
   setTimeout(() => { if (status.textContent === text) status.textContent = ''; }, 6000);
+}
+
+/** A table: `columns` are headings, `rows` arrays of cells (text or
+ * elements); `empty` is said when there are no rows. */
+export function table(caption, columns, rows, empty = 'None yet.') {
+  if (!rows.length) return h('p', { class: 'empty' }, empty);
+  return h('div', { class: 'scroll' }, h('table', {},
+    h('caption', {}, caption),
+    h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col' }, c)))),
+    h('tbody', {}, rows.map((cells) => h('tr', {}, cells.map((c) => h('td', {}, c)))))));
+}
+
+/** A button that runs `action` (disabled while it runs; errors announced). */
+export function button(label, action, attrs = {}) {
+  const el = h('button', { type: 'button', ...attrs });
+  el.textContent = label;
+  el.addEventListener('click', async () => {
+    el.disabled = true;
+    try {
+      await action();
+    } catch (e) {
+      if (!e.cancelled) announce(e.message);
+    } finally {
+      el.disabled = false;
+    }
+  });
+  return el;
+}
+
+/** A time as the reader's clock shows it (the ISO text on hover). */
+export function when(iso) {
+  if (!iso) return '—';
+  return h('time', { datetime: iso, title: iso }, new Date(iso).toLocaleString());
+}
+
+/** A section of a page with its heading. */
+export function section(title, ...children) {
+  const id = `s-${title.toLowerCase().replace(/[^a-z0-9]+/g, '-')}`;
+  return h('section', { 'aria-labelledby': id }, h('h2', { id }, title), ...children);
+}
+
+/** Something shown once (a new token, a join string): the text, a copy
+ * button, and the warning that it will not be shown again. */
+export function shownOnce(label, secret) {
+  const text = h('code', { class: 'secret' }, secret);
+  return h('div', { class: 'card once', role: 'region', 'aria-label': label },
+    h('p', {}, h('strong', {}, label), ' — shown once: copy it now.'),
+    h('p', {}, text),
+    button('Copy', async () => {
+      await navigator.clipboard.writeText(secret);
+      announce('Copied.');
+    }, { class: 'secondary' }));
+}
+
+/** A select with its label; `options` are [value, text] pairs. */
+export function choice(label, name, options, hint) {
+  const id = `f-${name}`;
+  return h('div', { class: 'field' }, h('label', { for: id }, label),
+    hint ? h('span', { class: 'hint', id: `${id}-hint` }, hint) : null,
+    h('select', { id, name, 'aria-describedby': hint ? `${id}-hint` : null },
+      options.map(([value, text]) => h('option', { value }, text))));
 }

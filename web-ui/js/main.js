@@ -1,61 +1,99 @@
 // The console's start: what the appliance and the browser's session are,
-// then the page for them. Pages are `#/name` in the address; each is listed
-// with the permission it needs, so a role sees only what it may use.
+// then the page for them. Pages are `#/name?params` in the address; each is
+// listed with the permission it needs, so a role sees only what it may use.
 
 import { ApiError, get, post, setCsrf } from './api.js';
 import { h, show, form, field, announce } from './dom.js';
+import { stopWatching, watchSession } from './guard.js';
+import { closeLive, leavePage } from './live.js';
 import { finishSetup, signIn } from './signin.js';
-import { dashboard } from './dashboard.js';
 import { setupWizard } from './setup.js';
+import { dashboard } from './pages/dashboard.js';
+import { tasks } from './pages/tasks.js';
+import { workers } from './pages/workers.js';
+import { people } from './pages/people.js';
+import { llm } from './pages/llm.js';
+import { vault } from './pages/vault.js';
+import { audit } from './pages/audit.js';
+import { security } from './pages/security.js';
+import { alerts, backups } from './pages/backups.js';
 
 const PAGES = [
   { path: 'dashboard', title: 'Dashboard', needs: null, render: dashboard },
+  { path: 'tasks', title: 'Tasks', needs: 'task_read', render: tasks },
+  { path: 'workers', title: 'Workers', needs: 'worker_read', render: workers },
+  { path: 'people', title: 'People', needs: 'own_account', render: people },
+  { path: 'llm', title: 'LLM', needs: 'llm_key_manage', render: llm },
+  { path: 'vault', title: 'Vault & PKI', needs: 'secret_read', render: vault },
+  { path: 'audit', title: 'Audit', needs: 'audit_read', render: audit },
+  { path: 'security', title: 'Security', needs: 'audit_read', render: security },
+  { path: 'backups', title: 'Backups', needs: 'backup_create', render: backups },
+  { path: 'alerts', title: 'Alerts', needs: 'alert_read', render: alerts },
 ];
 
+let current = null;
+
 /** Where the browser is, and what it may see: the page for that. */
-async function start(loginPassword) {
-  const vault = await get('/api/v1/sys/vault');
-  if (vault.sealed) return sealed(vault);
+async function start(notice, loginPassword) {
+  const vaultStatus = await get('/api/v1/sys/vault');
+  if (vaultStatus.sealed) return sealed(vaultStatus);
   let session;
   try {
     session = await get('/api/v1/auth/session');
   } catch (e) {
     // Signed out: the one refusal in the normal flow.
-    if (e instanceof ApiError && e.status === 401) return signIn(start);
+    if (e instanceof ApiError && e.status === 401) return signIn((password) => start(undefined, password), notice);
     throw e;
   }
+  return enter(session, loginPassword);
+}
+
+async function enter(session, loginPassword) {
   setCsrf(session.csrf_token);
   if (!session.set_up) return finishSetup(session, () => start(), loginPassword);
+  current = session;
+  watchSession(session, ended);
   shell(session);
-  return route(session);
+  return route();
+}
+
+function visible(session) {
+  return PAGES.filter((p) => !p.needs || session.permissions.includes(p.needs));
 }
 
 function shell(session) {
-  const pages = PAGES.filter((p) => !p.needs || session.permissions.includes(p.needs));
-  const current = location.hash.replace(/^#\//, '') || 'dashboard';
-  document.getElementById('nav').replaceChildren(...pages.map((p) =>
-    h('a', { href: `#/${p.path}`, 'aria-current': p.path === current ? 'page' : null }, p.title)));
+  document.getElementById('nav').replaceChildren(...visible(session).map((p) => h('a', { href: `#/${p.path}` }, p.title)));
   document.getElementById('who').replaceChildren(
     h('span', {}, `${session.user.name} (${session.user.role.replace('_', ' ')})`),
     h('button', { type: 'button', class: 'secondary', on: { click: signOut } }, 'Sign out'));
 }
 
-async function route(session) {
-  const wanted = location.hash.replace(/^#\//, '') || 'dashboard';
-  const page = PAGES.find((p) => p.path === wanted && (!p.needs || session.permissions.includes(p.needs)))
-    || PAGES[0];
+/** The page the address names, if the role may see it; else the dashboard. */
+async function route() {
+  const [wanted, query] = location.hash.replace(/^#\//, '').split('?');
+  const pages = visible(current);
+  const page = pages.find((p) => p.path === wanted) || pages[0];
   for (const a of document.querySelectorAll('#nav a')) {
     if (a.getAttribute('href') === `#/${page.path}`) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  await page.render(session);
+  leavePage();
+  await page.render(current, new URLSearchParams(query || ''), sealedNow);
+}
+
+function leaveSession() {
+  stopWatching();
+  closeLive();
+  setCsrf(null);
+  current = null;
+  document.getElementById('nav').replaceChildren();
+  document.getElementById('who').replaceChildren();
 }
 
 async function signOut() {
+  stopWatching();
   const answer = await post('/api/v1/auth/logout');
-  setCsrf(null);
-  document.getElementById('nav').replaceChildren();
-  document.getElementById('who').replaceChildren();
+  leaveSession();
   if (answer && answer.idp_logout_url) {
     location.assign(answer.idp_logout_url);
     return;
@@ -64,18 +102,33 @@ async function signOut() {
   await start();
 }
 
+/** The session ran out (`idle`, `expired`) or its owner ended it. */
+function ended(reason) {
+  leaveSession();
+  const notice = reason === 'idle'
+    ? 'You were signed out because nothing was asked of the appliance for a while. Sign in again to go on.'
+    : reason === 'expired' ? 'Your session reached its eight-hour limit. Sign in again to go on.' : 'You are signed out.';
+  start(notice);
+}
+
+/** After the seal button: the sealed page. */
+function sealedNow() {
+  leaveSession();
+  start();
+}
+
 /** The live view of the vault while sealed (one at a time). */
 let vaultEvents = null;
 
 /** The sealed appliance: officers give their shares (or the passphrase)
  * here, each in their own browser; every browser follows the ceremony live. */
-function sealed(vault) {
-  const byShares = vault.method === 'shares';
+function sealed(status) {
+  const byShares = status.method === 'shares';
   const progress = h('p', { id: 'progress', 'aria-live': 'polite' });
   const bar = h('progress', { 'aria-labelledby': 'progress', max: 1, value: 0 });
-  const update = (status) => {
-    if (!status.shares) return;
-    const { received, threshold, expires_at: expires } = status.shares;
+  const update = (s) => {
+    if (!s.shares) return;
+    const { received, threshold, expires_at: expires } = s.shares;
     bar.max = threshold;
     bar.value = received;
     const until = expires ? ` If it is not finished by ${new Date(expires).toLocaleTimeString()}, it starts over.` : '';
@@ -87,10 +140,10 @@ function sealed(vault) {
     : field('Passphrase', { name: 'secret', type: 'password', autocomplete: 'off', required: true });
   const unsealForm = form('Unseal', [secret, h('button', { type: 'submit' }, byShares ? 'Give my share' : 'Unseal')],
     async (values) => {
-      const status = await post('/api/v1/sys/unseal', byShares ? { share: values.secret } : { passphrase: values.secret });
+      const answer = await post('/api/v1/sys/unseal', byShares ? { share: values.secret } : { passphrase: values.secret });
       unsealForm.reset();
-      if (status.sealed) {
-        update(status);
+      if (answer.sealed) {
+        update(answer);
         announce('Your share is taken.');
       }
     });
@@ -103,13 +156,13 @@ function sealed(vault) {
     h('p', {}, 'It holds no key: nothing runs until it is unsealed.'),
     byShares ? progress : null, byShares ? bar : null,
     unsealForm, reset));
-  update(vault);
+  update(status);
   if (vaultEvents) vaultEvents.close();
   vaultEvents = new EventSource('/api/v1/sys/vault/events');
   vaultEvents.addEventListener('vault', (event) => {
-    const status = JSON.parse(event.data);
-    if (status.sealed) {
-      update(status);
+    const s = JSON.parse(event.data);
+    if (s.sealed) {
+      update(s);
       return;
     }
     vaultEvents.close();
@@ -122,6 +175,10 @@ function sealed(vault) {
 /** `setup` when the appliance was never set up (the page says which). */
 const mode = document.querySelector('meta[name="tether-mode"]')?.content;
 
-window.addEventListener('hashchange', () => { if (mode !== 'setup') start(); });
-(mode === 'setup' ? setupWizard() : start()).catch((e) => show('Error', h('div', { class: 'card narrow' },
-  h('h1', {}, 'The console could not load'), h('p', { role: 'alert' }, e.message))));
+window.addEventListener('hashchange', () => { if (mode !== 'setup' && current) route().catch(failed); });
+
+function failed(e) {
+  show('Error', h('div', { class: 'card narrow' }, h('h1', {}, 'The page could not load'), h('p', { role: 'alert' }, e.message)));
+}
+
+(mode === 'setup' ? setupWizard() : start()).catch(failed);

@@ -7,7 +7,7 @@ import { ApiError, get, post, setCsrf } from './api.js';
 import { announce, field, form, h, show } from './dom.js';
 
 /** A six-digit TOTP code is sent as `totp`; anything else as a recovery code. */
-function secondFactor(code) {
+export function secondFactor(code) {
   const typed = (code || '').trim();
   if (!typed) return {};
   return /^\d{6}$/.test(typed) ? { totp: typed } : { recovery_code: typed };
@@ -29,8 +29,9 @@ function loginMessage(e) {
   }
 }
 
-/** The sign-in page; `done(password)` follows a successful login. */
-export async function signIn(done) {
+/** The sign-in page (with `notice` above it, if any); `done(password)`
+ * follows a successful login. */
+export async function signIn(done, notice) {
   const methods = await get('/api/v1/auth/methods');
   const sso = methods.sso
     ? h('p', {}, h('a', { class: 'button secondary', href: '/api/v1/auth/sso/login' }, 'Sign in with single sign-on'))
@@ -52,7 +53,8 @@ export async function signIn(done) {
       if (e.code === 'second_factor_required') signInForm.querySelector('[name=code]').focus();
     }
   });
-  show('Sign in', h('div', { class: 'card narrow' }, h('h1', {}, 'Sign in to Tether'), signInForm, sso));
+  show('Sign in', h('div', { class: 'card narrow' }, h('h1', {}, 'Sign in to Tether'),
+    notice ? h('p', { class: 'notice', role: 'status' }, notice) : null, signInForm, sso));
 }
 
 /** The next step of an account that is not set up yet; `done()` looks again. */

@@ -78,6 +78,45 @@ pub struct Status {
     certificate_alerts: usize,
     /// Content Security Policy violations browsers reported since start.
     csp_violations: u64,
+    /// The machine: uptime, load, memory, the data disk.
+    host: Host,
+}
+
+/// What the machine says of itself; a figure it cannot give is left out.
+#[derive(Debug, Serialize)]
+pub struct Host {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uptime_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_1m: Option<f64>,
+    cpus: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_total: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_used: Option<u64>,
+    /// Free and total bytes of the file system holding the data directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_free: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_total: Option<u64>,
+}
+
+impl Host {
+    fn now(data_dir: &std::path::Path) -> Host {
+        let memory = sysinfo::System::new().ok().map(|mut system| {
+            system.refresh_memory();
+            (system.total_memory(), system.used_memory())
+        });
+        Host {
+            uptime_s: sysinfo::System::uptime().ok(),
+            load_1m: sysinfo::System::load_average().ok().map(|l| l.one),
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            memory_total: memory.map(|m| m.0),
+            memory_used: memory.map(|m| m.1),
+            disk_free: tether_store::reserve::available(data_dir).ok(),
+            disk_total: tether_store::reserve::size(data_dir).ok(),
+        }
+    }
 }
 
 pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Status>, ApiError> {
@@ -95,6 +134,7 @@ pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<ax
         warnings: warnings(&state),
         certificate_alerts: super::certificates::expiry_alerts(&state)?.len(),
         csp_violations: state.csp_reports.count(),
+        host: Host::now(&state.config.data_dir),
     }))
 }
 

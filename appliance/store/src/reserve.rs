@@ -21,6 +21,14 @@ pub fn available(dir: &Path) -> std::io::Result<u64> {
     Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
+/// The size of the file system holding `dir`, as df reckons it (blocks
+/// kept back for root left out).
+pub fn size(dir: &Path) -> std::io::Result<u64> {
+    let stat = rustix::fs::statvfs(dir)?;
+    let used = stat.f_blocks.saturating_sub(stat.f_bfree);
+    Ok(used.saturating_add(stat.f_bavail).saturating_mul(stat.f_frsize))
+}
+
 /// How full the file system holding `dir` is, in percent.
 pub fn used_percent(dir: &Path) -> std::io::Result<u64> {
     let stat = rustix::fs::statvfs(dir)?;

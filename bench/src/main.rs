@@ -115,7 +115,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--ttft-samples" => args.ttft_samples = value()?.parse()?,
             "--litellm-venv" => args.litellm_venv = value()?.into(),
             other => bail!(
-                "unknown flag {other}; flags: --tether PATH --work-dir DIR --tasks N --samples N --idle N --create-secs S --only a,b,c,d,e,f,g,h,i --baseline PATH --rounds N --handshakes N --llm-secs S --ttft-samples N --litellm-venv DIR"
+                "unknown flag {other}; flags: --tether PATH --work-dir DIR --tasks N --samples N --idle N --create-secs S --only a,b,c,d,e,f,g,h,i,j --baseline PATH --rounds N --handshakes N --llm-secs S --ttft-samples N --litellm-venv DIR"
             ),
         }
     }
@@ -431,6 +431,58 @@ async fn run() -> anyhow::Result<()> {
             json!({"records": records, "first_check_ms": first, "median_check_ms": check,
                    "median_verify_ms": verify, "check_ms": checks, "verify_ms": verifies}),
         );
+    }
+
+    if args.wants("j") {
+        let queued = args.tasks;
+        eprintln!("(j) the console's pages, after {queued} finished and {queued} queued tasks and 500 workers…");
+        let (app, api) = fresh("j")?;
+        let workers = enroll_workers(&app, &api, 500).await?;
+        broker::lifecycle(workers.into_iter().take(4).collect(), &api, queued, 16).await?;
+        for i in 0..queued {
+            api.post("/api/v1/tasks", &json!({"kind": "queued", "input": {"i": i}, "labels": ["nobody-has-this"]}))
+                .await?;
+        }
+        let status = api.get("/api/v1/system/status").await?;
+        anyhow::ensure!(status["workers"].as_u64() == Some(500), "500 workers enrolled: {status}");
+        // Each page's calls, timed one after another and alternated with
+        // the floor of an HTTPS request on the same connection (/healthz).
+        let pages: [(&str, &[&str]); 5] = [
+            ("dashboard", &["/api/v1/system/status", "/api/v1/alerts?limit=5"]),
+            ("tasks", &["/api/v1/tasks?limit=50"]),
+            ("workers", &["/api/v1/workers"]),
+            ("audit", &["/api/v1/audit/records?limit=100", "/api/v1/audit/sinks"]),
+            ("queued tasks (filter)", &["/api/v1/tasks?limit=50&state=queued"]),
+        ];
+        let mut floor = Vec::new();
+        let mut timings: Vec<Vec<f64>> = vec![Vec::new(); pages.len()];
+        for _ in 0..args.rounds.max(1) * 7 {
+            let start = Instant::now();
+            api.get("/healthz").await?;
+            floor.push(start.elapsed().as_secs_f64() * 1000.0);
+            for (i, (_, calls)) in pages.iter().enumerate() {
+                let start = Instant::now();
+                for call in calls.iter() {
+                    api.get(call).await?;
+                }
+                timings[i].push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        let floor = median(&floor);
+        let mut measured = serde_json::Map::new();
+        for ((page, calls), times) in pages.iter().zip(&timings) {
+            let ms = median(times);
+            rows.push(format!(
+                "| (j) the {page} page's data ({} call{}), 500 workers, {} tasks, median ms | {ms:.1} | GET /healthz {floor:.1} ms | {:.1}× | ≤ 100 ms |",
+                calls.len(),
+                if calls.len() == 1 { "" } else { "s" },
+                2 * queued,
+                ms / floor
+            ));
+            measured.insert((*page).into(), json!({"median_ms": ms, "ms": times}));
+        }
+        measured.insert("healthz_median_ms".into(), json!(floor));
+        report.insert("j_console_pages_ms".into(), Value::Object(measured));
     }
 
     println!("\n| measure | tether | ceiling / peer | ratio | goal |");

@@ -4,15 +4,21 @@
 //
 //   node walk.mjs CONFIG.json
 //
-// CONFIG: { scenario ("first-admin", "unseal" or "setup"), console, spki (the
-//           certificate's SPKI SHA-256, base64, the only certificate error
-//           Chromium may overlook), admin_password, shares (two, for two
-//           officers) or setup_code, screenshots? (a directory) }
+// CONFIG: { scenario ("first-admin", "unseal", "setup", "operate" or
+//           "roles"), console, spki (the certificate's SPKI SHA-256, base64,
+//           the only certificate error Chromium may overlook),
+//           admin_password, shares (two, for two officers), setup_code,
+//           handoff (a file "setup" writes and "operate" reads: the
+//           credentials the wizard made), tether and worker_state (the
+//           binary and a directory for the worker "operate" enrolls),
+//           people (for "roles": name, password, role, pages, crafted),
+//           screenshots? (a directory) }
 // Prints one JSON line: { problems: [...], pages: [...], axe: {page: count} }
 // and exits 0 when there are no problems.
 
-import { readFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createHmac } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { chromium } from 'playwright-core';
 import AxeBuilder from '@axe-core/playwright';
 
@@ -31,12 +37,24 @@ function base32(text) {
   for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
   return Buffer.from(bytes);
 }
-function totp(secret, stepOffset = 0) {
+function totpAt(secret, step) {
   const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30000) + stepOffset));
+  counter.writeBigUInt64BE(BigInt(step));
   const mac = createHmac('sha1', base32(secret)).update(counter).digest();
   const at = mac[mac.length - 1] & 0xf;
   return String((mac.readUInt32BE(at) & 0x7fffffff) % 1000000).padStart(6, '0');
+}
+
+/** A code the appliance has not seen yet: each is accepted once, so the
+ * next one is that of the step after the last used (the appliance takes
+ * one step ahead; further ahead, this waits). */
+let lastStep = 0;
+async function unusedCode(secret) {
+  const now = Math.floor(Date.now() / 30000);
+  const step = Math.max(now, lastStep + 1);
+  if (step > now + 1) await new Promise((done) => { setTimeout(done, (step - 1) * 30000 - Date.now() + 200); });
+  lastStep = step;
+  return totpAt(secret, step);
 }
 
 /** Refusals a step provokes on purpose (a wrong code): [status, path], each once. */
@@ -132,7 +150,7 @@ async function firstAdmin(browser) {
   for (const [attr, want] of [['autocomplete', 'one-time-code'], ['inputmode', 'numeric']]) {
     if (await code.getAttribute(attr) !== want) problems.push(`the TOTP code field lacks ${attr}="${want}"`);
   }
-  await code.fill(totp(secret));
+  await code.fill(await unusedCode(secret));
   await page.getByRole('button', { name: 'Confirm' }).click();
 
   await arrive(page, 'Keep your recovery codes', 'recovery-codes', false);
@@ -149,7 +167,7 @@ async function firstAdmin(browser) {
   await arrive(page, 'Sign in to Tether', 'signed-out', false);
   await page.getByLabel('Name').fill('admin');
   await page.getByLabel('Password', { exact: true }).fill(own);
-  await page.getByLabel('Authenticator code (if your account has one)').fill(totp(secret, 1));
+  await page.getByLabel('Authenticator code (if your account has one)').fill(await unusedCode(secret));
   await page.getByRole('button', { name: 'Sign in' }).click();
   await arrive(page, 'Dashboard', 'dashboard-again', false);
   await cspSeen(page, 'admin');
@@ -228,12 +246,178 @@ async function firstBoot(browser) {
   // The password was chosen in the wizard: only the authenticator is left.
   await arrive(page, 'Set up your authenticator', 'totp', false);
   const secret = await page.locator('[data-secret]').getAttribute('data-secret');
-  await page.getByLabel('Code from the app').fill(totp(secret));
+  await page.getByLabel('Code from the app').fill(await unusedCode(secret));
   await page.getByRole('button', { name: 'Confirm' }).click();
   await arrive(page, 'Keep your recovery codes', 'recovery-codes', false);
   await page.getByRole('button', { name: /continue/ }).click();
   await arrive(page, 'Dashboard', 'dashboard', false);
   await cspSeen(page, 'operator');
+  // For the walk's second part, after the restart: kept in a file of the
+  // test's own, never printed.
+  if (config.handoff) writeFileSync(config.handoff, JSON.stringify({ password: own, secret, shares, last_step: lastStep }));
+}
+
+/** Goes to a page by the main navigation. */
+async function visit(page, link, heading, name, picture = true) {
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: link, exact: true }).click();
+  await arrive(page, heading, name, picture);
+}
+
+/** The restarted appliance, operated: two officers unseal it from their own
+ * browsers, the admin enrolls a real worker, runs a task on it, revokes it,
+ * makes and revokes an API token (re-authenticating), makes a virtual key,
+ * runs the security check, verifies and exports the audit log, and is
+ * signed out when idle. */
+async function operate(browser) {
+  const handoff = JSON.parse(readFileSync(config.handoff, 'utf8'));
+  lastStep = handoff.last_step;
+  const [first, second] = [await person(browser, 'officer 1'), await person(browser, 'officer 2')];
+  for (const p of [first, second]) await p.goto(config.console);
+  await arrive(first, 'The appliance is sealed', 'restarted-sealed', false);
+  await second.getByRole('heading', { level: 1, name: 'The appliance is sealed' }).waitFor();
+  await first.getByLabel('Your share').fill(handoff.shares[0]);
+  await first.getByRole('button', { name: 'Give my share' }).click();
+  await second.getByText(/^1 of 2 shares given/).waitFor({ timeout: 10000 });
+  await second.getByLabel('Your share').fill(handoff.shares[1]);
+  await second.getByRole('button', { name: 'Give my share' }).click();
+  await second.getByRole('heading', { level: 1, name: 'Sign in to Tether' }).waitFor();
+  await cspSeen(second, 'officer 2');
+  await second.context().close();
+
+  const page = first;
+  await arrive(page, 'Sign in to Tether', 'restarted-sign-in', false);
+  await page.getByLabel('Name').fill('admin');
+  await page.getByLabel('Password', { exact: true }).fill(handoff.password);
+  await page.getByLabel('Authenticator code (if your account has one)').fill(await unusedCode(handoff.secret));
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await arrive(page, 'Dashboard', 'dashboard');
+  // The overview arrives over the event stream.
+  await page.getByText(/^now \d+ tasks/).first().waitFor({ timeout: 10000 });
+
+  // A real worker enrolls with the join string the console shows.
+  await visit(page, 'Workers', 'Workers', 'workers');
+  await page.getByRole('button', { name: 'Make a join string' }).click();
+  const join = await page.getByRole('region', { name: 'Join string' }).locator('code').textContent();
+  const worker = spawn(config.tether, ['worker', '--join', join, '--state-dir', config.worker_state], { stdio: 'ignore' });
+  try {
+    const revoke = page.getByRole('button', { name: /^Revoke / });
+    await revoke.waitFor({ timeout: 30000 });
+
+    // A task, submitted here, runs on it; its page follows it to the end.
+    await visit(page, 'Tasks', 'Tasks', 'tasks');
+    await page.getByLabel('Kind').fill('echo');
+    await page.getByLabel('Input (JSON)').fill('{"walk": true}');
+    await page.getByRole('button', { name: 'Submit' }).click();
+    await page.getByRole('heading', { level: 1, name: 'Task echo' }).waitFor();
+    await page.locator('#task-state').getByText('succeeded').waitFor({ timeout: 30000 });
+    await arrive(page, 'Task echo', 'task');
+
+    await visit(page, 'Workers', 'Workers', 'workers-enrolled', false);
+    page.once('dialog', (d) => d.accept());
+    await page.getByRole('button', { name: /^Revoke / }).click();
+    await page.getByRole('cell', { name: 'revoked' }).waitFor({ timeout: 10000 });
+  } finally {
+    worker.kill();
+  }
+
+  // An API token: creating one asks for the password again (and a code).
+  await visit(page, 'People', 'People', 'people');
+  await page.getByRole('button', { name: 'Create token' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Confirm it is you' });
+  await dialog.waitFor();
+  await dialog.getByLabel('Password').fill(handoff.password);
+  await dialog.getByLabel('Authenticator code').fill(await unusedCode(handoff.secret));
+  await dialog.getByRole('button', { name: 'Confirm' }).click();
+  const made = page.getByRole('region', { name: /^API token / });
+  await made.waitFor({ timeout: 10000 });
+  const tokenId = (await made.getAttribute('aria-label')).replace('API token ', '');
+  await page.getByRole('button', { name: `Revoke token ${tokenId}` }).click();
+  await page.getByRole('button', { name: `Revoke token ${tokenId}` }).waitFor({ state: 'detached', timeout: 10000 });
+
+  await visit(page, 'LLM', 'LLM gateway', 'llm');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  await page.getByRole('region', { name: /^Virtual key / }).waitFor({ timeout: 10000 });
+
+  await visit(page, 'Security', 'Security', 'security', false);
+  await page.getByRole('button', { name: 'Run the security check' }).click();
+  await page.getByText(/\d+ \/ 100 · grade [A-F]/).waitFor({ timeout: 20000 });
+  await arrive(page, 'Security', 'security');
+
+  await visit(page, 'Audit', 'Audit log', 'audit-search', false);
+  await page.getByRole('button', { name: 'Verify the chain' }).click();
+  await page.getByText(/^Intact: \d+ records/).waitFor({ timeout: 20000 });
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: /^Export/ }).click()]);
+  const lines = readFileSync(await download.path(), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  if (lines.length < 20 || !lines.some((l) => l.event_type === 'worker.revoked')) problems.push(`the export has ${lines.length} lines, no worker.revoked`);
+  await page.getByLabel('Action').fill('worker.');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.getByRole('cell', { name: 'worker.revoked' }).first().waitFor({ timeout: 10000 });
+  await arrive(page, 'Audit log', 'audit');
+  await visit(page, 'Vault & PKI', 'Vault and PKI', 'vault');
+  await visit(page, 'Backups', 'Backups', 'backups');
+  await visit(page, 'Alerts', 'Alerts', 'alerts');
+
+  // Idle: the warning comes; staying works once; then the sign-out.
+  const warning = page.getByRole('alertdialog');
+  await warning.waitFor({ timeout: 90000 });
+  await warning.getByRole('button', { name: 'Stay signed in' }).click();
+  await warning.waitFor({ state: 'detached', timeout: 10000 });
+  await page.getByText('You were signed out because nothing was asked').waitFor({ timeout: 90000 });
+  await arrive(page, 'Sign in to Tether', 'idle-signed-out', false);
+  await cspSeen(page, 'admin');
+}
+
+/** Pages and actions a role must not be shown, by the names people see. */
+const NOT_FOR = {
+  viewer: [/^Submit$/, /^Make a join string$/, /^Revoke /, /^Seal/, /^Rotate the data key$/, /^Make and download/, /^Create key$/,
+    /^Add$/, /^Approve/, /^Disable/, /^Verify the chain$/, /^Store$/],
+  auditor: [/^Submit$/, /^Make a join string$/, /^Revoke [0-9a-f]/, /^Seal/, /^Rotate the data key$/, /^Make and download/,
+    /^Create key$/, /^Add$/, /^Approve/, /^Disable/, /^Store$/],
+};
+
+/** A viewer and an auditor each sign in and go through every page they
+ * are offered: no action their role lacks is there, and what they craft by
+ * hand the API refuses. */
+async function roles(browser) {
+  for (const who of config.people) {
+    const page = await person(browser, who.role);
+    await page.goto(config.console);
+    await page.getByRole('heading', { level: 1, name: 'Sign in to Tether' }).waitFor();
+    await page.getByLabel('Name').fill(who.name);
+    await page.getByLabel('Password', { exact: true }).fill(who.password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { level: 1, name: 'Choose your own password' }).waitFor();
+    const own = `${who.name} keeps this passphrase to herself`;
+    await page.getByLabel('New password', { exact: true }).fill(own);
+    await page.getByLabel('Confirm the new password').fill(own);
+    await page.getByRole('button', { name: 'Set my password' }).click();
+    await arrive(page, 'Dashboard', `${who.role}-dashboard`, false);
+    const nav = page.getByRole('navigation', { name: 'Main' }).getByRole('link');
+    const offered = await nav.allTextContents();
+    if (offered.join(',') !== who.pages.join(',')) problems.push(`${who.role} is offered ${offered}, not ${who.pages}`);
+    for (const link of offered) {
+      const target = nav.getByText(link, { exact: true });
+      const path = (await target.getAttribute('href')).replace('#/', '');
+      await target.click();
+      await page.locator(`main[data-page="${path}"]`).waitFor();
+      pages.push(`${who.role}-${path}`);
+      for (const control of await page.getByRole('button').all()) {
+        const name = (await control.getAttribute('aria-label')) || (await control.textContent()).trim();
+        if (NOT_FOR[who.role].some((rule) => rule.test(name))) problems.push(`${who.role} is shown "${name}" on ${link}`);
+      }
+    }
+    for (const [method, path] of who.crafted) {
+      expectRefusal(403, path);
+      const status = await page.evaluate(async ([m, p]) => {
+        const session = await (await fetch('/api/v1/auth/session')).json();
+        const answer = await fetch(p, { method: m, headers: { 'content-type': 'application/json', 'x-csrf-token': session.csrf_token }, body: '{}' });
+        return answer.status;
+      }, [method, path]);
+      if (status !== 403) problems.push(`${who.role}: ${method} ${path} answered ${status}, not 403`);
+    }
+    await cspSeen(page, who.role);
+    await page.context().close();
+  }
 }
 
 const browser = await chromium.launch({
@@ -241,7 +425,7 @@ const browser = await chromium.launch({
   args: ['--no-sandbox', `--ignore-certificate-errors-spki-list=${config.spki}`],
 });
 try {
-  const scenarios = { 'first-admin': firstAdmin, unseal: unsealCeremony, setup: firstBoot };
+  const scenarios = { 'first-admin': firstAdmin, unseal: unsealCeremony, setup: firstBoot, operate, roles };
   const scenario = scenarios[config.scenario];
   if (!scenario) throw new Error(`no scenario ${config.scenario}`);
   await scenario(browser);

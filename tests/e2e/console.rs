@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Appliance, fast_env, repo_root};
+use crate::harness::{Appliance, bin, fast_env, repo_root};
 
 /// The SHA-256 of a certificate's public key (base64): the one
 /// certificate Chromium is told it may accept without knowing its CA.
@@ -95,12 +95,21 @@ async fn two_officers_unseal_together_from_their_own_browsers_following_the_cere
     assert!(records.iter().any(|r| r["event_type"] == "vault.unsealed"), "the unseal is audited");
 }
 
+/// The walk's second part runs against the same appliance restarted: it
+/// reads what the first part made from this file.
+const HANDOFF: &str = "walk-handoff.json";
+
 #[tokio::test(flavor = "multi_thread")]
-async fn the_first_boot_is_set_up_in_the_browser_with_the_setup_code_then_unsealed_and_signed_into() {
-    let (mut a, setup) = Appliance::start_setup(fast_env());
+async fn the_whole_walk_from_first_boot_through_unseal_worker_task_tokens_keys_checks_audit_to_idle_sign_out() {
+    // Short session limits, so the walk meets both: a re-authentication
+    // before the token, and the idle sign-out at its end.
+    let mut env = fast_env();
+    env.extend([("TETHER_SESSION_IDLE", "60s"), ("TETHER_REAUTH_WINDOW", "1s")]);
+    let (mut a, setup) = Appliance::start_setup(env);
     let code = setup["setup_code"].as_str().unwrap().to_owned();
     assert!(setup["certificate_fingerprint"].as_str().unwrap().starts_with("sha256:"), "{setup}");
-    let report = walk(&a, json!({"scenario": "setup", "setup_code": code}));
+    let handoff = a.dir.path().join(HANDOFF);
+    let report = walk(&a, json!({"scenario": "setup", "setup_code": code, "handoff": handoff}));
     let pages: Vec<&str> = report["pages"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert_eq!(
         pages,
@@ -123,15 +132,87 @@ async fn the_first_boot_is_set_up_in_the_browser_with_the_setup_code_then_unseal
     assert_eq!(ready["listen"].as_str(), Some(a.console.trim_start_matches("https://")), "served on the same socket");
     let (_, vault) = a.api().with_token(None).get("/api/v1/sys/vault").await;
     assert_eq!(vault["sealed"], json!(false), "unsealed in the walk: {vault}");
-    // What the wizard did is audited (the wrong code the walk tried first
-    // too); the code itself is in no record and no log.
+
+    // Restarted, it is sealed again; the second part takes it from there.
+    a.stop();
+    a.restart();
+    let worker_state = a.dir.path().join("worker");
+    let report =
+        walk(&a, json!({"scenario": "operate", "handoff": handoff, "tether": bin(), "worker_state": worker_state}));
+    let pages: Vec<&str> = report["pages"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    for page in
+        ["dashboard", "workers", "tasks", "task", "people", "llm", "security", "audit", "vault", "backups", "alerts"]
+    {
+        assert!(pages.contains(&page), "{page} was walked and checked: {report:#}");
+    }
+    assert_eq!(pages.last(), Some(&"idle-signed-out"), "{report:#}");
+
+    // What the walk did, the appliance recorded; the secrets it handled are
+    // in no record and no log.
     a.stop();
     let records = a.audit_records();
+    let kinds: Vec<&str> = records.iter().filter_map(|r| r["event_type"].as_str()).collect();
+    for kind in [
+        "setup.completed",
+        "vault.unsealed",
+        "worker.enrolled",
+        "task.completed",
+        "worker.revoked",
+        "token.created",
+        "token.revoked",
+        "llm.key_created",
+        "security.checked",
+        "auth.reauthenticated",
+        "auth.logout",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} is audited: {kinds:?}");
+    }
     let tried: Vec<&Value> = records.iter().filter(|r| r["event_type"] == "setup.code_tried").collect();
     assert_eq!(tried.len(), 1, "the wrong code is audited: {tried:?}");
     assert_eq!(tried[0]["result"], "failure");
     let completed = records.iter().find(|r| r["event_type"] == "setup.completed").expect("setup.completed");
     assert_eq!(completed["metadata"]["details"]["fips"], "false", "{completed}");
+    let made: Value = serde_json::from_slice(&std::fs::read(&handoff).unwrap()).unwrap();
     let everything = format!("{records:?}{}", String::from_utf8_lossy(&a.logs()));
     assert!(!everything.contains(&code), "the setup code reached a record or a log");
+    assert!(!everything.contains(made["password"].as_str().unwrap()), "the admin's password reached a record or a log");
+    for share in made["shares"].as_array().unwrap() {
+        assert!(!everything.contains(share.as_str().unwrap()), "a share reached a record or a log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewer_and_an_auditor_see_no_action_their_role_lacks_and_the_api_refuses_what_they_craft() {
+    let a = Appliance::start();
+    let mut people = Vec::new();
+    for (name, role, pages, crafted) in [
+        (
+            "vera",
+            "viewer",
+            json!(["Dashboard", "Tasks", "Workers", "People", "Vault & PKI"]),
+            json!([
+                ["POST", "/api/v1/tasks"],
+                ["POST", "/api/v1/sys/seal"],
+                ["POST", "/api/v1/workers/enrollment-tokens"]
+            ]),
+        ),
+        (
+            "aude",
+            "auditor",
+            json!(["Dashboard", "People", "Vault & PKI", "Audit", "Security", "Alerts"]),
+            json!([["POST", "/api/v1/sys/backup"], ["POST", "/api/v1/sys/seal"], ["POST", "/api/v1/tasks"]]),
+        ),
+    ] {
+        let password = format!("first-password-of-{name}");
+        let (s, v) = a.api().post("/api/v1/users", &json!({"name": name, "role": role, "password": password})).await;
+        assert_eq!(s, 201, "{v}");
+        people.push(json!({"name": name, "role": role, "password": password, "pages": pages, "crafted": crafted}));
+    }
+    let report = walk(&a, json!({"scenario": "roles", "people": people}));
+    let pages: Vec<&str> = report["pages"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(pages.contains(&"viewer-workers") && pages.contains(&"auditor-audit"), "{report:#}");
+    // What they crafted was refused and recorded as refused.
+    let records = a.api().audit_log().await;
+    let denied = records.iter().filter(|r| r["result"] == "denied" && r["actor"]["id"] != "-").count();
+    assert!(denied >= 6, "each crafted request is audited as denied ({denied})");
 }

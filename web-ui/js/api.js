@@ -49,6 +49,19 @@ export async function call(method, path, body, as = 'json') {
   return answer;
 }
 
+/** Uploads `file` as the request's body (its length declared by the
+ * browser); resolves to the JSON answer. */
+export async function upload(path, file) {
+  const headers = { accept: 'application/json', 'content-type': 'application/octet-stream' };
+  if (csrf) headers['x-csrf-token'] = csrf;
+  const sent = Date.now();
+  const response = await fetch(path, { method: 'POST', headers, credentials: 'same-origin', body: file });
+  activity(sent);
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new ApiError(response.status, answer, null);
+  return answer;
+}
+
 export const get = (path) => call('GET', path);
 export const del = (path) => call('DELETE', path);
 export const put = (path, body = {}) => call('PUT', path, body);

@@ -21,7 +21,7 @@ export function h(tag, attrs = {}, ...children) {
 export function show(title, ...children) {
   const main = document.getElementById('main');
   document.title = `${title} · Tether`;
-  main.replaceChildren(...children);
+  main.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
   main.focus();
 }
 

@@ -23,7 +23,7 @@ const PAGES = [
   { path: 'tasks', title: 'Tasks', needs: 'task_read', render: tasks },
   { path: 'workers', title: 'Workers', needs: 'worker_read', render: workers },
   { path: 'people', title: 'People', needs: 'own_account', render: people },
-  { path: 'llm', title: 'LLM', needs: 'llm_key_manage', render: llm },
+  { path: 'llm', title: 'LLM', needs: ['llm_key_manage', 'llm_prompt_manage', 'llm_model_trust'], render: llm },
   { path: 'vault', title: 'Vault & PKI', needs: 'secret_read', render: vault },
   { path: 'audit', title: 'Audit', needs: 'audit_read', render: audit },
   { path: 'security', title: 'Security', needs: 'audit_read', render: security },
@@ -57,8 +57,9 @@ async function enter(session, loginPassword) {
   return route();
 }
 
+/** The pages the session may open: each needs one of its permissions. */
 function visible(session) {
-  return PAGES.filter((p) => !p.needs || session.permissions.includes(p.needs));
+  return PAGES.filter((p) => !p.needs || [p.needs].flat().some((n) => session.permissions.includes(n)));
 }
 
 function shell(session) {
@@ -78,7 +79,11 @@ async function route() {
     else a.removeAttribute('aria-current');
   }
   leavePage();
+  const main = document.getElementById('main');
+  delete main.dataset.page;
   await page.render(current, new URLSearchParams(query || ''), sealedNow);
+  // Which page is drawn, for tools that drive the console.
+  main.dataset.page = page.path;
 }
 
 function leaveSession() {

@@ -1,17 +1,19 @@
 // The LLM gateway: virtual keys and their limits (the key shown once),
 // model servers and their health, and the usage per key and model.
 
-import { del, get, post } from '../api.js';
+import { del, get, post, put, upload } from '../api.js';
+import { sensitive } from '../guard.js';
 import { announce, button, choice, field, form, h, section, show, shownOnce, table, when } from '../dom.js';
 
 const number = (v) => (v === '' || v === undefined ? undefined : Number(v));
 
 export async function llm(session) {
   const may = (p) => session.permissions.includes(p);
-  const [keys, upstreams, usage] = await Promise.all([
+  const [keys, upstreams, usage, models] = await Promise.all([
     may('llm_key_manage') ? get('/api/v1/llm/keys') : null,
     may('llm_upstream_manage') ? get('/api/v1/llm/upstreams') : null,
     may('llm_usage_read') ? get('/api/v1/llm/usage') : null,
+    may('llm_model_import') ? get('/api/v1/llm/models') : null,
   ]);
   const again = () => llm(session);
   const made = h('div', { id: 'key-made', 'aria-live': 'polite' });
@@ -48,5 +50,55 @@ export async function llm(session) {
     usage ? section('Usage (tokens, this period)', perKey.size
       ? h('ul', { class: 'bars' }, [...perKey].map(([k, tokens]) => h('li', {},
         h('span', {}, k), h('meter', { min: 0, max: top, value: tokens, 'aria-label': `${k}: ${tokens} tokens` }), h('span', {}, String(tokens)))))
-      : h('p', { class: 'empty' }, 'No calls yet.')) : null);
+      : h('p', { class: 'empty' }, 'No calls yet.')) : null,
+    models ? modelsSection(models, again) : null,
+    may('llm_model_trust') ? section('Model-signing key', form('Trust a model-signing key', [
+      h('div', { class: 'field' }, h('label', { for: 'f-pem' }, 'Public key (PEM, P-256)'),
+        h('textarea', { id: 'f-pem', name: 'pem', rows: 4, required: true })),
+      h('button', { type: 'submit' }, 'Trust this key'),
+    ], async (values) => {
+      const key = await sensitive('llm_model_trust', () => put('/api/v1/llm/model-signing-key', { public_key_pem: values.pem }));
+      announce(`Bundles signed by ${key.key_id} are accepted from now on.`);
+      await again();
+    })) : null,
+    may('llm_prompt_manage') ? section('Enforcement prompts', form('Set an enforcement prompt', [
+      choice('Level', 'level', [['standard', 'Standard'], ['design-first', 'Design first']]),
+      h('div', { class: 'field' }, h('label', { for: 'f-prompt' }, 'What the gateway tells the model first'),
+        h('textarea', { id: 'f-prompt', name: 'prompt', rows: 5, required: true })),
+      h('button', { type: 'submit' }, 'Set the prompt'),
+    ], async (values) => {
+      await sensitive('llm_prompt_manage', () => put(`/api/v1/llm/prompts/${values.level}`, { prompt: values.prompt }));
+      announce('The prompt is set; every key at that level uses it from its next call.');
+    })) : null,
+    may('llm_prompt_log_read') ? section('Prompt log', h('p', {}, 'Calls of keys that log their prompts, opened from the vault. Reading them is audited.'),
+      button('Read the prompt log', async () => {
+        const entries = await sensitive('llm_prompt_log_read', () => get('/api/v1/llm/prompt-log?limit=20'));
+        document.getElementById('prompt-log').replaceChildren(table('Logged calls, newest first', ['When', 'Key', 'Model', 'Status', 'Request', 'Answer'],
+          entries.map((e) => [when(e.at), e.key_id, e.model, String(e.status), h('code', {}, e.request.slice(0, 400)), h('code', {}, e.answer.slice(0, 400))]),
+          'No logged calls.'));
+      }), h('div', { id: 'prompt-log' })) : null);
+}
+
+function modelsSection(models, again) {
+  const importForm = form('Import a model bundle', [
+    h('div', { class: 'field' }, h('label', { for: 'f-bundle' }, 'Bundle file'),
+      h('span', { class: 'hint', id: 'f-bundle-hint' }, 'A signed bundle from tether models pack; verified before anything is written.'),
+      h('input', { id: 'f-bundle', name: 'bundle', type: 'file', required: true, 'aria-describedby': 'f-bundle-hint' })),
+    choice('Into', 'into', [['ollama', 'Ollama'], ['vllm-dir', 'vLLM model directory']]),
+    h('button', { type: 'submit' }, 'Import'),
+  ], async (values) => {
+    const file = values.bundle;
+    if (!file || !file.size) throw new Error('Choose the bundle file first.');
+    announce(`Importing ${file.name} (${(file.size / 2 ** 30).toFixed(2)} GiB)…`);
+    const model = await upload(`/api/v1/llm/models/import?into=${values.into}`, file);
+    announce(`${model.name} is imported.`);
+    await again();
+  });
+  return section('Offline models',
+    h('p', {}, models.signing_key ? ['Bundles must be signed by ', h('code', {}, models.signing_key.key_id), ' (set ', when(models.signing_key.set_at), ').']
+      : 'No model-signing key is trusted yet: a security officer sets one, then bundles can be imported.'),
+    table('Imported models', ['Model', 'Format', 'Size', 'License', 'Into', 'Imported'],
+      models.models.map((m) => [m.name, m.format, `${(m.bytes / 2 ** 30).toFixed(2)} GiB`, m.license, m.into, when(m.imported_at || m.packed_at)]),
+      'No model imported.'),
+    models.signing_key ? importForm : null);
 }

@@ -24,11 +24,11 @@ export async function people(session) {
     u.disabled ? h('span', { class: 'bad' }, 'disabled') : u.second_factor ? 'password + TOTP' : 'password',
     String(sessionsOf(u.name)),
     h('div', { class: 'actions' },
-      may('role_change') && !u.disabled ? button('Role…', () => changeRole(u).then(again), { class: 'secondary', 'aria-label': `Change the role of ${u.name}` }) : null,
+      may('role_change') && !u.disabled ? button('Change role', () => changeRole(u).then(again), { class: 'secondary', 'aria-label': `Change role of ${u.name}` }) : null,
       may('role_approve') && u.pending_role ? button('Approve', () => sensitive('role_approve',
         () => post(`/api/v1/users/${encodeURIComponent(u.name)}/role/approve`)).then(again), { 'aria-label': `Approve ${u.name} as ${roleName(u.pending_role)}` }) : null,
       may('user_manage') && sessionsOf(u.name) ? button('End sessions', () => del(`/api/v1/users/${encodeURIComponent(u.name)}/sessions`).then(again),
-        { class: 'secondary', 'aria-label': `End the sessions of ${u.name}` }) : null,
+        { class: 'secondary', 'aria-label': `End sessions of ${u.name}` }) : null,
       may('user_manage') && !u.disabled && u.name !== session.user.name ? button('Disable', async () => {
         if (!confirm(`Disable ${u.name}? Their sessions and tokens stop working.`)) return;
         await post(`/api/v1/users/${encodeURIComponent(u.name)}/disable`);

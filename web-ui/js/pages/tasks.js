@@ -3,6 +3,7 @@
 
 import { get, post } from '../api.js';
 import { button, choice, field, form, h, section, show, table, when } from '../dom.js';
+import { leavePage, subscribe } from '../live.js';
 
 const STATES = [['', 'Any state'], ['queued', 'Queued'], ['leased', 'Running'], ['succeeded', 'Succeeded'],
   ['failed', 'Failed'], ['cancelled', 'Cancelled']];
@@ -44,8 +45,19 @@ async function taskDetail(session, id) {
     ? trail.records.slice().reverse().map((r) => h('li', {}, when(r.timestamp), ` ${r.event_type} by ${r.actor.id}`))
     : [h('li', {}, when(t.created_at), ' created'), t.lease ? h('li', {}, `leased to ${t.lease.worker}`) : null,
       t.finished_at ? h('li', {}, when(t.finished_at), ` ${t.state}`) : null];
-  const cancel = may('task_cancel') && !['succeeded', 'failed', 'cancelled'].includes(t.state)
-    ? button('Cancel this task', async () => { await post(`/api/v1/tasks/${t.id}/cancel`); await taskDetail(session, id); },
+  const finished = ['succeeded', 'failed', 'cancelled'].includes(t.state);
+  // Until it finishes, each overview is a cue to look again.
+  if (!finished) {
+    subscribe('overview', async () => {
+      const now = await get(`/api/v1/tasks/${encodeURIComponent(id)}`);
+      if (now.state !== t.state || now.attempts !== t.attempts) {
+        leavePage();
+        await taskDetail(session, id);
+      }
+    });
+  }
+  const cancel = may('task_cancel') && !finished
+    ? button('Cancel this task', async () => { await post(`/api/v1/tasks/${t.id}/cancel`); leavePage(); await taskDetail(session, id); },
       { class: 'danger' })
     : null;
   show(`Task ${t.id}`, h('p', {}, h('a', { href: '#/tasks' }, '← All tasks')),

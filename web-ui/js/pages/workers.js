@@ -3,6 +3,7 @@
 
 import { get, post, put } from '../api.js';
 import { announce, button, field, form, h, section, show, shownOnce, table, when } from '../dom.js';
+import { leavePage, subscribe } from '../live.js';
 
 export async function workers(session) {
   const may = (p) => session.permissions.includes(p);
@@ -25,14 +26,23 @@ export async function workers(session) {
     when(w.enrolled_at),
     [when(w.cert_not_after), w.renewed_at ? h('span', { class: 'hint' }, ' (renewed ', when(w.renewed_at), ')') : null],
     h('div', { class: 'actions' },
-      may('worker_enroll') && !w.revoked ? button('Labels…', () => editLabels(session, w), { class: 'secondary', 'aria-label': `Change the labels of ${w.id}` }) : null,
+      may('worker_enroll') && !w.revoked ? button('Change labels', () => editLabels(session, w), { class: 'secondary', 'aria-label': `Change labels of ${w.id}` }) : null,
       may('worker_revoke') && !w.revoked ? button('Revoke', async () => {
         if (!confirm(`Revoke worker ${w.id}? It is cut off at once and cannot come back without enrolling again.`)) return;
         await post(`/api/v1/workers/${w.id}/revoke`);
         announce('The worker is revoked.');
+        leavePage();
         await workers(session);
       }, { class: 'danger', 'aria-label': `Revoke ${w.id}` }) : null),
   ]);
+  // A worker enrolling or being revoked elsewhere shows here by itself.
+  const active = list.filter((w) => !w.revoked).length;
+  subscribe('overview', (o) => {
+    if (o.workers.enrolled !== active) {
+      leavePage();
+      workers(session);
+    }
+  });
   show('Workers', h('h1', {}, 'Workers'), enroll,
     section('Enrolled workers', table('Workers', ['Worker', 'State', 'Labels', 'Enrolled', 'Certificate until', 'Actions'], rows,
       'No worker has enrolled yet.')));
@@ -43,5 +53,6 @@ async function editLabels(session, worker) {
   if (labels === null) return;
   await put(`/api/v1/workers/${worker.id}/labels`, { labels: labels.split(',').map((l) => l.trim()).filter(Boolean) });
   announce('Labels changed.');
+  leavePage();
   await workers(session);
 }

@@ -322,6 +322,7 @@ async function operate(browser) {
 
   // An API token: creating one asks for the password again (and a code).
   await visit(page, 'People', 'People', 'people');
+  await visit(page, 'API tokens', 'API tokens', 'tokens');
   await page.getByRole('button', { name: 'Create token' }).click();
   const dialog = page.getByRole('dialog', { name: 'Confirm it is you' });
   await dialog.waitFor();
@@ -353,7 +354,9 @@ async function operate(browser) {
   await page.getByRole('button', { name: 'Search' }).click();
   await page.getByRole('cell', { name: 'worker.revoked' }).first().waitFor({ timeout: 10000 });
   await arrive(page, 'Audit log', 'audit');
-  await visit(page, 'Vault & PKI', 'Vault and PKI', 'vault');
+  await visit(page, 'Models', 'Models', 'models');
+  await visit(page, 'Vault', 'Vault', 'vault');
+  await visit(page, 'PKI', 'PKI', 'pki');
   await visit(page, 'Backups', 'Backups', 'backups');
   await visit(page, 'Alerts', 'Alerts', 'alerts');
 

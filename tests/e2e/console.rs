@@ -189,7 +189,7 @@ async fn a_viewer_and_an_auditor_see_no_action_their_role_lacks_and_the_api_refu
         (
             "vera",
             "viewer",
-            json!(["Dashboard", "Tasks", "Workers", "People", "Vault & PKI"]),
+            json!(["Dashboard", "Tasks", "Workers", "API tokens", "Vault"]),
             json!([
                 ["POST", "/api/v1/tasks"],
                 ["POST", "/api/v1/sys/seal"],
@@ -199,7 +199,7 @@ async fn a_viewer_and_an_auditor_see_no_action_their_role_lacks_and_the_api_refu
         (
             "aude",
             "auditor",
-            json!(["Dashboard", "People", "Vault & PKI", "Audit", "Security", "Alerts"]),
+            json!(["Dashboard", "API tokens", "Vault", "PKI", "Audit", "Security", "Alerts"]),
             json!([["POST", "/api/v1/sys/backup"], ["POST", "/api/v1/sys/seal"], ["POST", "/api/v1/tasks"]]),
         ),
     ] {

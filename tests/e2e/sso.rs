@@ -60,21 +60,37 @@ impl Idp {
         });
         let config_file = dir.join("idp.json");
         std::fs::write(&config_file, config.to_string()).unwrap();
-        let mut child = Command::new("node")
-            .arg(&script)
-            .arg(&config_file)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("idp.log")).unwrap())
-            .spawn()
-            .expect("run node (scripts/test.sh installs it)");
-        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-        // Keep reading: the provider dies of EPIPE if its stdout closes.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let issuer =
-            line.trim().strip_prefix("issuer ").unwrap_or_else(|| panic!("the provider said {line:?}")).to_owned();
-        Idp { child, issuer, ca_file }
+        // Once, under a loaded CI run, node stalled before listening and
+        // the suite waited on it for minutes: each start gets a minute, and
+        // a stalled one is killed and started again, once.
+        for attempt in 1..=2 {
+            let mut child = Command::new("node")
+                .arg(&script)
+                .arg(&config_file)
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(dir.join("idp.log")).unwrap())
+                .spawn()
+                .expect("run node (scripts/test.sh installs it)");
+            let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            let (said, heard) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = std::io::BufRead::read_line(&mut stdout, &mut line);
+                let _ = said.send(line);
+                // Keep reading: the provider dies of EPIPE if its stdout closes.
+                std::io::copy(&mut stdout, &mut std::io::sink())
+            });
+            let Ok(line) = heard.recv_timeout(Duration::from_secs(60)) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                assert!(attempt < 2, "the OpenID provider did not start within a minute, twice (see idp.log)");
+                continue;
+            };
+            let issuer =
+                line.trim().strip_prefix("issuer ").unwrap_or_else(|| panic!("the provider said {line:?}")).to_owned();
+            return Idp { child, issuer, ca_file };
+        }
+        unreachable!("the loop returns or panics")
     }
 }
 

@@ -11,9 +11,9 @@ import { setupWizard } from './setup.js';
 import { dashboard } from './pages/dashboard.js';
 import { tasks } from './pages/tasks.js';
 import { workers } from './pages/workers.js';
-import { people } from './pages/people.js';
-import { llm } from './pages/llm.js';
-import { vault } from './pages/vault.js';
+import { people, tokens } from './pages/people.js';
+import { llm, models } from './pages/llm.js';
+import { pki, vault } from './pages/vault.js';
 import { audit } from './pages/audit.js';
 import { security } from './pages/security.js';
 import { alerts, backups } from './pages/backups.js';
@@ -22,9 +22,12 @@ const PAGES = [
   { path: 'dashboard', title: 'Dashboard', needs: null, render: dashboard },
   { path: 'tasks', title: 'Tasks', needs: 'task_read', render: tasks },
   { path: 'workers', title: 'Workers', needs: 'worker_read', render: workers },
-  { path: 'people', title: 'People', needs: 'own_account', render: people },
-  { path: 'llm', title: 'LLM', needs: ['llm_key_manage', 'llm_prompt_manage', 'llm_model_trust'], render: llm },
-  { path: 'vault', title: 'Vault & PKI', needs: 'secret_read', render: vault },
+  { path: 'people', title: 'People', needs: 'user_read', render: people },
+  { path: 'tokens', title: 'API tokens', needs: 'token_manage', render: tokens },
+  { path: 'llm', title: 'LLM', needs: ['llm_key_manage', 'llm_prompt_manage', 'llm_prompt_log_read'], render: llm },
+  { path: 'models', title: 'Models', needs: ['llm_upstream_manage', 'llm_model_import', 'llm_model_trust'], render: models },
+  { path: 'vault', title: 'Vault', needs: 'secret_read', render: vault },
+  { path: 'pki', title: 'PKI', needs: 'audit_read', render: pki },
   { path: 'audit', title: 'Audit', needs: 'audit_read', render: audit },
   { path: 'security', title: 'Security', needs: 'audit_read', render: security },
   { path: 'backups', title: 'Backups', needs: 'backup_create', render: backups },

@@ -1,5 +1,6 @@
-// The LLM gateway: virtual keys and their limits (the key shown once),
-// model servers and their health, and the usage per key and model.
+// The LLM gateway: virtual keys and their limits (the key shown once), the
+// usage per key and model, enforcement prompts and the prompt log; model
+// servers and offline bundles on the Models page.
 
 import { del, get, post, put, upload } from '../api.js';
 import { sensitive } from '../guard.js';
@@ -9,11 +10,9 @@ const number = (v) => (v === '' || v === undefined ? undefined : Number(v));
 
 export async function llm(session) {
   const may = (p) => session.permissions.includes(p);
-  const [keys, upstreams, usage, models] = await Promise.all([
+  const [keys, usage] = await Promise.all([
     may('llm_key_manage') ? get('/api/v1/llm/keys') : null,
-    may('llm_upstream_manage') ? get('/api/v1/llm/upstreams') : null,
     may('llm_usage_read') ? get('/api/v1/llm/usage') : null,
-    may('llm_model_import') ? get('/api/v1/llm/models') : null,
   ]);
   const again = () => llm(session);
   const made = h('div', { id: 'key-made', 'aria-live': 'polite' });
@@ -44,23 +43,10 @@ export async function llm(session) {
       keys.map((k) => [h('code', {}, k.id), k.owner, k.models.join(', ') || 'all', `${k.rpm ?? '∞'} rpm, ${k.tpm ?? '∞'} tpm`,
         when(k.expires_at), button('Revoke', async () => { await del(`/api/v1/llm/keys/${k.id}`); announce('The key is revoked.'); await again(); },
           { class: 'danger', 'aria-label': `Revoke key ${k.id}` })]), 'No virtual keys.'), keyForm) : null,
-    upstreams ? section('Model servers', table('Model servers', ['Name', 'Kind', 'Address', 'Models', 'Health'],
-      upstreams.map((u) => [u.name, u.kind, h('code', {}, u.url), u.models.join(', '),
-        u.health ? JSON.stringify(u.health) : 'not probed yet']), 'No model server is configured: tether llm upstream add.')) : null,
     usage ? section('Usage (tokens, this period)', perKey.size
       ? h('ul', { class: 'bars' }, [...perKey].map(([k, tokens]) => h('li', {},
         h('span', {}, k), h('meter', { min: 0, max: top, value: tokens, 'aria-label': `${k}: ${tokens} tokens` }), h('span', {}, String(tokens)))))
       : h('p', { class: 'empty' }, 'No calls yet.')) : null,
-    models ? modelsSection(models, again) : null,
-    may('llm_model_trust') ? section('Model-signing key', form('Trust a model-signing key', [
-      h('div', { class: 'field' }, h('label', { for: 'f-pem' }, 'Public key (PEM, P-256)'),
-        h('textarea', { id: 'f-pem', name: 'pem', rows: 4, required: true })),
-      h('button', { type: 'submit' }, 'Trust this key'),
-    ], async (values) => {
-      const key = await sensitive('llm_model_trust', () => put('/api/v1/llm/model-signing-key', { public_key_pem: values.pem }));
-      announce(`Bundles signed by ${key.key_id} are accepted from now on.`);
-      await again();
-    })) : null,
     may('llm_prompt_manage') ? section('Enforcement prompts', form('Set an enforcement prompt', [
       choice('Level', 'level', [['standard', 'Standard'], ['design-first', 'Design first']]),
       h('div', { class: 'field' }, h('label', { for: 'f-prompt' }, 'What the gateway tells the model first'),
@@ -79,7 +65,32 @@ export async function llm(session) {
       }), h('div', { id: 'prompt-log' })) : null);
 }
 
-function modelsSection(models, again) {
+/** Model servers and their health, the offline model bundles, and the key
+ * bundles must be signed with. */
+export async function models(session) {
+  const may = (p) => session.permissions.includes(p);
+  const [upstreams, bundles] = await Promise.all([
+    may('llm_upstream_manage') ? get('/api/v1/llm/upstreams') : null,
+    may('llm_model_import') ? get('/api/v1/llm/models') : null,
+  ]);
+  const again = () => models(session);
+  show('Models', h('h1', {}, 'Models'),
+    upstreams ? section('Model servers', table('Model servers', ['Name', 'Kind', 'Address', 'Models', 'Health'],
+      upstreams.map((u) => [u.name, u.kind, h('code', {}, u.url), u.models.join(', '),
+        u.health ? JSON.stringify(u.health) : 'not probed yet']), 'No model server is configured: tether llm upstream set NAME --kind … --url ….')) : null,
+    bundles ? modelsSection(bundles, again) : null,
+    may('llm_model_trust') ? section('Model-signing key', form('Trust a model-signing key', [
+      h('div', { class: 'field' }, h('label', { for: 'f-pem' }, 'Public key (PEM, P-256)'),
+        h('textarea', { id: 'f-pem', name: 'pem', rows: 4, required: true })),
+      h('button', { type: 'submit' }, 'Trust this key'),
+    ], async (values) => {
+      const key = await sensitive('llm_model_trust', () => put('/api/v1/llm/model-signing-key', { public_key_pem: values.pem }));
+      announce(`Bundles signed by ${key.key_id} are accepted from now on.`);
+      await again();
+    })) : null);
+}
+
+function modelsSection(bundles, again) {
   const importForm = form('Import a model bundle', [
     h('div', { class: 'field' }, h('label', { for: 'f-bundle' }, 'Bundle file'),
       h('span', { class: 'hint', id: 'f-bundle-hint' }, 'A signed bundle from tether models pack; verified before anything is written.'),
@@ -95,10 +106,10 @@ function modelsSection(models, again) {
     await again();
   });
   return section('Offline models',
-    h('p', {}, models.signing_key ? ['Bundles must be signed by ', h('code', {}, models.signing_key.key_id), ' (set ', when(models.signing_key.set_at), ').']
+    h('p', {}, bundles.signing_key ? ['Bundles must be signed by ', h('code', {}, bundles.signing_key.key_id), ' (set ', when(bundles.signing_key.set_at), ').']
       : 'No model-signing key is trusted yet: a security officer sets one, then bundles can be imported.'),
     table('Imported models', ['Model', 'Format', 'Size', 'License', 'Into', 'Imported'],
-      models.models.map((m) => [m.name, m.format, `${(m.bytes / 2 ** 30).toFixed(2)} GiB`, m.license, m.into, when(m.imported_at || m.packed_at)]),
+      bundles.models.map((m) => [m.name, m.format, `${(m.bytes / 2 ** 30).toFixed(2)} GiB`, m.license, m.into, when(m.imported_at || m.packed_at)]),
       'No model imported.'),
-    models.signing_key ? importForm : null);
+    bundles.signing_key ? importForm : null);
 }

@@ -1,5 +1,6 @@
 // People: accounts and their roles (a role change waits for a security
-// officer's approval), live sessions, and API tokens (shown once).
+// officer's approval) and live sessions; API tokens (shown once) on their
+// own page.
 
 import { del, get, post, put } from '../api.js';
 import { announce, button, choice, field, form, h, section, show, shownOnce, table, when } from '../dom.js';
@@ -11,10 +12,7 @@ const roleName = (r) => r.replace('_', ' ');
 
 export async function people(session) {
   const may = (p) => session.permissions.includes(p);
-  const [users, sessions] = may('user_read')
-    ? await Promise.all([get('/api/v1/users'), get('/api/v1/sessions')])
-    : [null, null];
-  const tokens = await get('/api/v1/tokens');
+  const [users, sessions] = await Promise.all([get('/api/v1/users'), get('/api/v1/sessions')]);
   const again = () => people(session);
   const shown = h('div', { 'aria-live': 'polite' });
   const sessionsOf = (name) => sessions.filter((s) => s.user === name).length;
@@ -44,6 +42,16 @@ export async function people(session) {
     shown.replaceChildren(shownOnce(`First password for ${made.user.name}`, made.initial_password));
     announce(`${made.user.name} is added; they choose their own password at first sign-in.`);
   }) : null;
+  show('People', h('h1', {}, 'People'),
+    section('Accounts', table('Accounts', ['Name', 'Role', 'Sign-in', 'Sessions', 'Actions'], accountRows), addUser, shown),
+    section('Live sessions', table('Live sessions', ['Session', 'Person', 'Signed in', 'Last request'],
+      sessions.map((s) => [h('code', {}, s.id), s.user, when(s.created_at), when(s.last_seen)]))));
+}
+
+/** API tokens: everyone's for an admin, one's own for the rest. */
+export async function tokens(session) {
+  const list = await get('/api/v1/tokens');
+  const again = () => tokens(session);
   const tokenForm = form('Create an API token', [
     choice('Role', 'role', ROLES.filter(([r]) => r === session.user.role || r === 'viewer'), 'A token acts with your rights or fewer.'),
     field('Valid for', { name: 'ttl', autocomplete: 'off', value: '30d' }, 'Like 30d or 12h.'),
@@ -53,7 +61,7 @@ export async function people(session) {
     await again();
     document.getElementById('token-made').replaceChildren(shownOnce(`API token ${made.id}`, made.token));
   });
-  const tokenRows = tokens.map((t) => [h('code', {}, t.id), t.owner, roleName(t.role), when(t.expires_at), when(t.last_used),
+  const tokenRows = list.map((t) => [h('code', {}, t.id), t.owner, roleName(t.role), when(t.expires_at), when(t.last_used),
     h('div', { class: 'actions' },
       button('Rotate', async () => {
         const made = await sensitive('token_manage', () => post(`/api/v1/tokens/${t.id}/rotate`));
@@ -62,12 +70,10 @@ export async function people(session) {
       }, { class: 'secondary', 'aria-label': `Rotate token ${t.id}` }),
       button('Revoke', async () => { await del(`/api/v1/tokens/${t.id}`); announce('The token is revoked.'); await again(); },
         { class: 'danger', 'aria-label': `Revoke token ${t.id}` }))]);
-  show('People', h('h1', {}, 'People'),
-    users ? section('Accounts', table('Accounts', ['Name', 'Role', 'Sign-in', 'Sessions', 'Actions'], accountRows), addUser, shown) : null,
-    sessions ? section('Live sessions', table('Live sessions', ['Session', 'Person', 'Signed in', 'Last request'],
-      sessions.map((s) => [h('code', {}, s.id), s.user, when(s.created_at), when(s.last_seen)]))) : null,
-    section('API tokens', h('div', { id: 'token-made', 'aria-live': 'polite' }),
-      table('API tokens', ['Token', 'For', 'Role', 'Expires', 'Last used', 'Actions'], tokenRows, 'No API tokens.'), tokenForm));
+  show('API tokens', h('h1', {}, 'API tokens'),
+    h('div', { id: 'token-made', 'aria-live': 'polite' }),
+    section('Tokens', table('API tokens', ['Token', 'For', 'Role', 'Expires', 'Last used', 'Actions'], tokenRows, 'No API tokens.')),
+    section('Create a token', tokenForm));
 }
 
 async function changeRole(user) {

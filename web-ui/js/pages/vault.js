@@ -1,6 +1,6 @@
-// The vault and the PKI: state, seal (re-authenticated), key rotation;
-// secrets by name only (values are write-only here); the CA, its rotation
-// and the certificates.
+// The vault: state, seal (re-authenticated), key rotation, secrets by name
+// only (values are write-only here). The PKI: the CA, its rotation and the
+// certificates.
 
 import { get, post, put } from '../api.js';
 import { announce, button, field, form, h, section, show, table, when } from '../dom.js';
@@ -8,12 +8,7 @@ import { sensitive } from '../guard.js';
 
 export async function vault(session, _params, sealedNow) {
   const may = (p) => session.permissions.includes(p);
-  const [status, secrets, certificates, rotation] = await Promise.all([
-    get('/api/v1/sys/vault'),
-    may('secret_read') ? get('/api/v1/secrets') : null,
-    may('audit_read') ? get('/api/v1/pki/certificates') : null,
-    may('audit_read') ? get('/api/v1/pki/ca/rotation') : null,
-  ]);
+  const [status, secrets] = await Promise.all([get('/api/v1/sys/vault'), get('/api/v1/secrets')]);
   const manage = may('vault_manage') ? h('div', { class: 'actions' },
     button('Seal the appliance', async () => {
       if (!confirm('Seal now? Everything stops until officers unseal it again.')) return;
@@ -36,20 +31,36 @@ export async function vault(session, _params, sealedNow) {
     announce(`Secret ${values.name} is stored.`);
     await vault(session, _params, sealedNow);
   }) : null;
-  const phases = [['none', 'One CA'], ['added', 'Both trusted'], ['issuing', 'New CA issues']];
-  show('Vault and PKI', h('h1', {}, 'Vault and PKI'),
-    section('Vault', h('dl', { class: 'facts' },
+  show('Vault', h('h1', {}, 'Vault'),
+    section('State', h('dl', { class: 'facts' },
       h('dt', {}, 'State'), h('dd', {}, status.sealed ? 'sealed' : 'unsealed'),
       h('dt', {}, 'Unseal method'), h('dd', {}, (status.method || '—').replace('_', ' ')),
       status.key_version ? [h('dt', {}, 'Data key version'), h('dd', {}, String(status.key_version))] : null),
     manage),
-    secrets ? section('Secrets', table('Secrets', ['Name', 'Version', 'Task kinds', 'Last written'],
+    section('Secrets', table('Secrets', ['Name', 'Version', 'Task kinds', 'Last written'],
       secrets.map((s) => [h('code', {}, s.name), String(s.version), s.policy.kinds.join(', ') || '—',
-        when(s.versions.length ? s.versions[s.versions.length - 1].created_at : null)]), 'No secrets stored.'), writeSecret) : null,
-    rotation ? section('CA rotation', h('ol', { class: 'stepper' }, phases.map(([p, text]) =>
+        when(s.versions.length ? s.versions[s.versions.length - 1].created_at : null)]), 'No secrets stored.'), writeSecret));
+}
+
+/** The PKI: the CA, its rotation's phase, the certificates served. */
+export async function pki(session) {
+  const [certificates, rotation] = await Promise.all([get('/api/v1/pki/certificates'), get('/api/v1/pki/ca/rotation')]);
+  const phases = [['none', 'One CA'], ['added', 'Both trusted'], ['issuing', 'New CA issues']];
+  // The steps open from each phase, and what each does.
+  const next = { none: [['add', 'Add a new CA (both trusted)']], added: [['issue', 'Issue from the new CA'], ['rollback', 'Roll back']],
+    issuing: [['retire', 'Retire the old CA'], ['rollback', 'Roll back']] }[rotation.phase] || [];
+  const steps = session.permissions.includes('ca_manage') ? h('div', { class: 'actions' }, next.map(([step, label]) =>
+    button(label, async () => {
+      if (!confirm(`${label}? Workers follow by themselves as they renew.`)) return;
+      await sensitive('ca_manage', () => post(`/api/v1/pki/ca/rotation/${step}`));
+      announce('Done.');
+      await pki(session);
+    }, { class: step === 'rollback' ? 'secondary' : null }))) : null;
+  show('PKI', h('h1', {}, 'PKI'),
+    section('CA rotation', h('ol', { class: 'stepper' }, phases.map(([p, text]) =>
       h('li', { 'aria-current': rotation.phase === p ? 'step' : null }, text))),
-    h('p', {}, `${rotation.workers_on_new_ca} of ${rotation.workers_active} active workers trust the new CA.`)) : null,
-    certificates ? section('Certificates', table('Certificates', ['Certificate', 'Fingerprint', 'Expires'],
+    h('p', {}, `${rotation.workers_on_new_ca} of ${rotation.workers_active} active workers trust the new CA.`), steps),
+    section('Certificates', table('Certificates', ['Certificate', 'Fingerprint', 'Expires'],
       certificates.certificates.map((c) => [c.certificate.replace('_', ' '), h('code', { class: 'fingerprint' }, c.fingerprint), when(c.not_after)])),
-    certificates.alerts.length ? h('ul', {}, certificates.alerts.map((a) => h('li', { class: 'warn' }, JSON.stringify(a)))) : null) : null);
+    certificates.alerts.length ? h('ul', {}, certificates.alerts.map((a) => h('li', { class: 'warn' }, JSON.stringify(a)))) : null));
 }

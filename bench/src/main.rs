@@ -34,6 +34,8 @@
 mod appliance;
 mod bare_broker;
 mod broker;
+mod console_pages;
+mod disk;
 // The e2e tests' fake model server, the same code: test support, which
 // panics (unwraps) on what would be a broken test bench.
 #[path = "../../tests/e2e/fake_llm.rs"]
@@ -207,7 +209,7 @@ async fn run() -> anyhow::Result<()> {
                 // only after a sync, and the next create is sent only after
                 // that answer: no broker on this transport can take less than
                 // the bare broker's time per task plus one sync.
-                let sync = fdatasync_latency(&dir.path().join("sync-probe"), 500)?;
+                let sync = disk::fdatasync_latency(&dir.path().join("sync-probe"), 500)?;
                 let bound = 1.0 / (1.0 / transport_only + sync.as_secs_f64());
                 report.insert(
                     "a_bound_any_durable_broker_in_flight_1".into(),
@@ -241,7 +243,7 @@ async fn run() -> anyhow::Result<()> {
     drop(redis_server);
     if args.wants("c") {
         eprintln!("ceiling: single-insert durable redb commits…");
-        let redb_rate = redb_single_commits(&dir.path().join("ceiling.redb"), 500)?;
+        let redb_rate = disk::redb_single_commits(&dir.path().join("ceiling.redb"), 500)?;
         eprintln!("(c) create throughput, 64 clients, {} s…", args.create_secs);
         let (app, api) = fresh("c")?;
         let before = api.get("/api/v1/system/status").await?["store"].clone();
@@ -438,51 +440,9 @@ async fn run() -> anyhow::Result<()> {
         eprintln!("(j) the console's pages, after {queued} finished and {queued} queued tasks and 500 workers…");
         let (app, api) = fresh("j")?;
         let workers = enroll_workers(&app, &api, 500).await?;
-        broker::lifecycle(workers.into_iter().take(4).collect(), &api, queued, 16).await?;
-        for i in 0..queued {
-            api.post("/api/v1/tasks", &json!({"kind": "queued", "input": {"i": i}, "labels": ["nobody-has-this"]}))
-                .await?;
-        }
-        let status = api.get("/api/v1/system/status").await?;
-        anyhow::ensure!(status["workers"].as_u64() == Some(500), "500 workers enrolled: {status}");
-        // Each page's calls, timed one after another and alternated with
-        // the floor of an HTTPS request on the same connection (/healthz).
-        let pages: [(&str, &[&str]); 5] = [
-            ("dashboard", &["/api/v1/system/status", "/api/v1/alerts?limit=5"]),
-            ("tasks", &["/api/v1/tasks?limit=50"]),
-            ("workers", &["/api/v1/workers"]),
-            ("audit", &["/api/v1/audit/records?limit=100", "/api/v1/audit/sinks"]),
-            ("queued tasks (filter)", &["/api/v1/tasks?limit=50&state=queued"]),
-        ];
-        let mut floor = Vec::new();
-        let mut timings: Vec<Vec<f64>> = vec![Vec::new(); pages.len()];
-        for _ in 0..args.rounds.max(1) * 7 {
-            let start = Instant::now();
-            api.get("/healthz").await?;
-            floor.push(start.elapsed().as_secs_f64() * 1000.0);
-            for (i, (_, calls)) in pages.iter().enumerate() {
-                let start = Instant::now();
-                for call in calls.iter() {
-                    api.get(call).await?;
-                }
-                timings[i].push(start.elapsed().as_secs_f64() * 1000.0);
-            }
-        }
-        let floor = median(&floor);
-        let mut measured = serde_json::Map::new();
-        for ((page, calls), times) in pages.iter().zip(&timings) {
-            let ms = median(times);
-            rows.push(format!(
-                "| (j) the {page} page's data ({} call{}), 500 workers, {} tasks, median ms | {ms:.1} | GET /healthz {floor:.1} ms | {:.1}× | ≤ 100 ms |",
-                calls.len(),
-                if calls.len() == 1 { "" } else { "s" },
-                2 * queued,
-                ms / floor
-            ));
-            measured.insert((*page).into(), json!({"median_ms": ms, "ms": times}));
-        }
-        measured.insert("healthz_median_ms".into(), json!(floor));
-        report.insert("j_console_pages_ms".into(), Value::Object(measured));
+        let (page_rows, measured) = console_pages::measure(workers, &api, queued, args.rounds.max(1) * 7).await?;
+        rows.extend(page_rows);
+        report.insert("j_console_pages_ms".into(), measured);
     }
 
     println!("\n| measure | tether | ceiling / peer | ratio | goal |");
@@ -494,42 +454,10 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn redb_single_commits(path: &std::path::Path, n: u64) -> anyhow::Result<f64> {
-    const T: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("t");
-    let db = redb::Database::create(path)?;
-    let start = Instant::now();
-    for i in 0..n {
-        let tx = db.begin_write()?;
-        tx.open_table(T)?.insert(i, i)?;
-        tx.commit()?;
-    }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
-}
-
-/// Median time to make one small record durable on this disk: 1 KiB (a
-/// lone create's journal record is 0.8–2.4 KiB) written into a file
-/// preallocated with zeros, then fdatasync — the appliance journal's case.
-fn fdatasync_latency(path: &std::path::Path, n: usize) -> anyhow::Result<Duration> {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
-    file.write_all_at(&vec![0; n * 4096], 0)?;
-    file.sync_all()?;
-    let record = [0x5a_u8; 1024];
-    let mut times = Vec::with_capacity(n);
-    for i in 0..n {
-        let start = Instant::now();
-        file.write_all_at(&record, (i * 4096) as u64)?;
-        file.sync_data()?;
-        times.push(start.elapsed());
-    }
-    times.sort();
-    Ok(times[n / 2])
 }
 
 /// CPU time this bench process (the load generator) has used, in seconds.

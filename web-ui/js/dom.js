@@ -1,6 +1,10 @@
 // Building the page: elements made one by one, text always as text. No
 // HTML strings are ever parsed (the CSP's Trusted Types would refuse them).
 
+/** Children as given, nested lists flattened, the absent (null,
+ * undefined, false: a section a role may not see) left out. */
+const present = (children) => children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false);
+
 /** An element: `attrs` are attributes, except `on` (event listeners). */
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -13,7 +17,7 @@ export function h(tag, attrs = {}, ...children) {
       el.setAttribute(name, String(value));
     }
   }
-  el.append(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  el.append(...present(children));
   return el;
 }
 
@@ -21,7 +25,7 @@ export function h(tag, attrs = {}, ...children) {
 export function show(title, ...children) {
   const main = document.getElementById('main');
   document.title = `${title} · Tether`;
-  main.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  main.replaceChildren(...present(children));
   main.focus();
 }
 

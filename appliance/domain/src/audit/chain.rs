@@ -13,9 +13,9 @@ use tether_store::{self as store, Collection, Order, ReadTx, WriteTx};
 
 /// A record as stored: the exact bytes that were hashed, and the hash.
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct Stored {
-    pub(super) canonical: Vec<u8>,
-    pub(super) hash: [u8; 32],
+struct Stored {
+    canonical: Vec<u8>,
+    hash: [u8; 32],
 }
 
 /// The newest record's sequence number and hash.
@@ -30,7 +30,7 @@ pub struct Head {
 /// same page for both (each table a commit touches costs it time).
 /// The audit log's table (tests refuse writes to it to show failing closed).
 pub const LOG_TABLE: &str = "audit_log";
-pub(super) const LOG: Collection<Entry> = Collection::new(LOG_TABLE);
+const LOG: Collection<Entry> = Collection::new(LOG_TABLE);
 const RECORD: u8 = 0;
 const HEAD_KEY: &[u8] = &[1];
 /// Where the chain starts once older records are archived: the last
@@ -40,12 +40,12 @@ const ANCHOR_KEY: &[u8] = b"anchor";
 pub(crate) const GENESIS_PREV: [u8; 32] = [0; 32];
 
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) enum Entry {
+enum Entry {
     Record(Stored),
     Head(Head),
 }
 
-pub(super) fn record_key(seq: u64) -> [u8; 9] {
+fn record_key(seq: u64) -> [u8; 9] {
     let mut k = [RECORD; 9];
     k[1..].copy_from_slice(&seq.to_be_bytes());
     k
@@ -233,9 +233,28 @@ pub(crate) fn prune_through(tx: &mut WriteTx<'_>, first: u64, last: Head) -> Res
 pub(crate) fn for_each_from(
     tx: &ReadTx,
     from: u64,
+    visit: impl FnMut(u64, &[u8], &[u8; 32]) -> Result<bool, store::Error>,
+) -> Result<(), store::Error> {
+    scan_records(tx, from, Order::Ascending, visit)
+}
+
+/// As [`for_each_from`], newest first, from seq `through` down.
+pub(crate) fn for_each_back_from(
+    tx: &ReadTx,
+    through: u64,
+    visit: impl FnMut(u64, &[u8], &[u8; 32]) -> Result<bool, store::Error>,
+) -> Result<(), store::Error> {
+    scan_records(tx, through, Order::Descending, visit)
+}
+
+fn scan_records(
+    tx: &ReadTx,
+    start: u64,
+    order: Order,
     mut visit: impl FnMut(u64, &[u8], &[u8; 32]) -> Result<bool, store::Error>,
 ) -> Result<(), store::Error> {
-    tx.scan(LOG, Some(&record_key(from)), Order::Ascending, |key, entry| {
+    tx.scan(LOG, Some(&record_key(start)), order, |key, entry| {
+        // Records sort before the head: past the last record, the scan is done.
         let Entry::Record(stored) = entry else { return Ok(false) };
         let seq = key.get(1..).and_then(|k| k.try_into().ok()).map(u64::from_be_bytes).unwrap_or(u64::MAX);
         visit(seq, &stored.canonical, &stored.hash)

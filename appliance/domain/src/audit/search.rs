@@ -5,9 +5,9 @@
 
 use serde::Serialize;
 use tether_base::clock::Timestamp;
-use tether_store::{self as store, Order, ReadTx};
+use tether_store::{self as store, ReadTx};
 
-use super::chain::{LOG, record_key};
+use super::chain::{for_each_back_from, for_each_from};
 use super::{Outcome, Record};
 
 /// The most records one search reads.
@@ -61,19 +61,17 @@ impl Query {
 /// [`MAX_RESULTS`]).
 pub fn search(tx: &ReadTx, query: &Query) -> Result<Found, store::Error> {
     let limit = query.limit.clamp(1, MAX_RESULTS);
-    let start = match query.before {
+    let through = match query.before {
         Some(0) => return Ok(Found { records: Vec::new(), next_before: None, scanned: 0 }),
-        Some(before) => record_key(before - 1),
-        None => record_key(u64::MAX),
+        Some(before) => before - 1,
+        None => u64::MAX,
     };
     let (mut records, mut scanned, mut oldest) = (Vec::new(), 0usize, None);
-    tx.scan(LOG, Some(&start), Order::Descending, |key, entry| {
-        let super::chain::Entry::Record(stored) = entry else { return Ok(true) };
-        let seq = key.get(1..).and_then(|k| k.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+    for_each_back_from(tx, through, |seq, canonical, _| {
         scanned += 1;
         oldest = Some(seq);
         // A record that does not parse is the chain's verifier's to report.
-        if let Ok(record) = serde_json::from_slice::<Record>(&stored.canonical)
+        if let Ok(record) = serde_json::from_slice::<Record>(canonical)
             && query.matches(&record)
         {
             records.push(record);
@@ -89,9 +87,8 @@ pub fn search(tx: &ReadTx, query: &Query) -> Result<Found, store::Error> {
 pub fn after(tx: &ReadTx, after: Option<u64>, limit: usize) -> Result<Vec<Record>, store::Error> {
     let from = after.map_or(0, |seq| seq.saturating_add(1));
     let mut records = Vec::new();
-    tx.scan(LOG, Some(&record_key(from)), Order::Ascending, |_, entry| {
-        let super::chain::Entry::Record(stored) = entry else { return Ok(false) };
-        if let Ok(record) = serde_json::from_slice::<Record>(&stored.canonical) {
+    for_each_from(tx, from, |_, canonical, _| {
+        if let Ok(record) = serde_json::from_slice::<Record>(canonical) {
             records.push(record);
         }
         Ok(records.len() < limit)

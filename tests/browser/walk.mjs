@@ -8,6 +8,8 @@
 //           "roles"), console, spki (the certificate's SPKI SHA-256, base64,
 //           the only certificate error Chromium may overlook),
 //           admin_password, shares (two, for two officers), setup_code,
+//           unseal ("setup" only: "key_file" to choose a key file, which
+//           the walk downloads and unseals with, then stops at sign-in),
 //           handoff (a file "setup" writes and "operate" reads: the
 //           credentials the wizard made), tether and worker_state (the
 //           binary and a directory for the worker "operate" enrolls),
@@ -162,15 +164,47 @@ async function firstAdmin(browser) {
   if (!await page.getByText('unsealed').count()) problems.push('the dashboard does not show the vault unsealed');
 
   // Sign out, and in again with the second factor (the next step's code:
-  // the current one was spent confirming).
+  // the current one was spent confirming) — by keyboard alone from here:
+  // Tab to each field, type, Enter; then to a page and a task submitted.
   await page.getByRole('button', { name: 'Sign out' }).click();
   await arrive(page, 'Sign in to Tether', 'signed-out', false);
-  await page.getByLabel('Name').fill('admin');
-  await page.getByLabel('Password', { exact: true }).fill(own);
-  await page.getByLabel('Authenticator code (if your account has one)').fill(await unusedCode(secret));
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await tabTo(page, page.getByLabel('Name'));
+  await page.keyboard.type('admin');
+  await tabTo(page, page.getByLabel('Password', { exact: true }));
+  await page.keyboard.type(own);
+  await tabTo(page, page.getByLabel('Authenticator code (if your account has one)'));
+  await page.keyboard.type(await unusedCode(secret));
+  await page.keyboard.press('Enter');
   await arrive(page, 'Dashboard', 'dashboard-again', false);
+  await tabTo(page, page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Tasks', exact: true }));
+  await page.keyboard.press('Enter');
+  await arrive(page, 'Tasks', 'keyboard-tasks', false);
+  await tabTo(page, page.getByLabel('Kind'));
+  await page.keyboard.type('echo');
+  await tabTo(page, page.getByLabel('Input (JSON)'));
+  await page.keyboard.type('{"keys": "only"}');
+  await tabTo(page, page.getByRole('button', { name: 'Submit' }));
+  await page.keyboard.press('Enter');
+  await arrive(page, 'Task echo', 'keyboard-task', false);
   await cspSeen(page, 'admin');
+}
+
+/** Presses Tab until `target` has the focus (at most `limit` times); every
+ * element the focus passes on the way must show it. */
+async function tabTo(page, target, limit = 80) {
+  const wanted = await target.elementHandle();
+  for (let i = 0; i < limit; i += 1) {
+    await page.keyboard.press('Tab');
+    const [reached, visible, what] = await page.evaluate((el) => {
+      const at = document.activeElement;
+      const style = getComputedStyle(at);
+      const ring = (style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0) || style.boxShadow !== 'none';
+      return [at === el, ring, `${at.tagName.toLowerCase()} "${(at.getAttribute('aria-label') || at.textContent || at.name || '').trim().slice(0, 40)}"`];
+    }, wanted);
+    if (!visible) problems.push(`the keyboard focus is not visible on ${what}`);
+    if (reached) return;
+  }
+  throw new Error(`${limit} presses of Tab did not reach ${target}`);
 }
 
 /** Two officers, each in their own browser, unseal together; each sees the other's share arrive. */
@@ -221,6 +255,10 @@ async function firstBoot(browser) {
   await page.getByRole('button', { name: 'Continue' }).click();
 
   await arrive(page, 'How the vault unseals', 'setup-unseal');
+  if (config.unseal === 'key_file') {
+    await firstBootWithAKeyFile(page);
+    return;
+  }
   await page.getByRole('button', { name: 'Set up the appliance' }).click();
   const shares = [];
   for (let i = 1; i <= 3; i += 1) {
@@ -257,10 +295,39 @@ async function firstBoot(browser) {
   if (config.handoff) writeFileSync(config.handoff, JSON.stringify({ password: own, secret, shares, last_step: lastStep }));
 }
 
+/** The end of first boot when the vault unseals with a key file: it is
+ * downloaded once, and the sealed page takes it back from its "media". */
+async function firstBootWithAKeyFile(page) {
+  await page.getByLabel('a key file, downloaded now and kept on separate media').check();
+  await page.getByRole('button', { name: 'Set up the appliance' }).click();
+  await arrive(page, 'The unseal key file', 'setup-key-file');
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'Download the key file' }).click()]);
+  const keyFile = await download.path();
+  await page.getByRole('button', { name: 'The key file is saved' }).click();
+  await arrive(page, 'The appliance is set up', 'setup-done', false);
+  await page.getByRole('button', { name: 'Continue to the console' }).click();
+  await arrive(page, 'The appliance is sealed', 'sealed-key-file');
+  await page.getByLabel('Key file').setInputFiles(keyFile);
+  await page.getByRole('button', { name: 'Unseal' }).click();
+  await arrive(page, 'Sign in to Tether', 'sign-in', false);
+  await cspSeen(page, 'operator');
+  writeFileSync(config.handoff, JSON.stringify({ key_file: readFileSync(keyFile, 'utf8') }));
+}
+
 /** Goes to a page by the main navigation. */
 async function visit(page, link, heading, name, picture = true) {
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: link, exact: true }).click();
   await arrive(page, heading, name, picture);
+}
+
+/** The re-authentication dialog a sensitive action opens: the password
+ * again, and a fresh code. */
+async function confirmItIsYou(page, handoff) {
+  const dialog = page.getByRole('dialog', { name: 'Confirm it is you' });
+  await dialog.waitFor();
+  await dialog.getByLabel('Password').fill(handoff.password);
+  await dialog.getByLabel('Authenticator code').fill(await unusedCode(handoff.secret));
+  await dialog.getByRole('button', { name: 'Confirm' }).click();
 }
 
 /** The restarted appliance, operated: two officers unseal it from their own
@@ -324,11 +391,7 @@ async function operate(browser) {
   await visit(page, 'People', 'People', 'people');
   await visit(page, 'API tokens', 'API tokens', 'tokens');
   await page.getByRole('button', { name: 'Create token' }).click();
-  const dialog = page.getByRole('dialog', { name: 'Confirm it is you' });
-  await dialog.waitFor();
-  await dialog.getByLabel('Password').fill(handoff.password);
-  await dialog.getByLabel('Authenticator code').fill(await unusedCode(handoff.secret));
-  await dialog.getByRole('button', { name: 'Confirm' }).click();
+  await confirmItIsYou(page, handoff);
   const made = page.getByRole('region', { name: /^API token / });
   await made.waitFor({ timeout: 10000 });
   const tokenId = (await made.getAttribute('aria-label')).replace('API token ', '');
@@ -347,15 +410,35 @@ async function operate(browser) {
   await visit(page, 'Audit', 'Audit log', 'audit-search', false);
   await page.getByRole('button', { name: 'Verify the chain' }).click();
   await page.getByText(/^Intact: \d+ records/).waitFor({ timeout: 20000 });
+  // The checkpoint first: the export made after it must hold what it signed.
+  const [saved] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Signed checkpoint' }).click()]);
+  const checkpoint = JSON.parse(readFileSync(await saved.path(), 'utf8'));
   const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: /^Export/ }).click()]);
   const lines = readFileSync(await download.path(), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   if (lines.length < 20 || !lines.some((l) => l.event_type === 'worker.revoked')) problems.push(`the export has ${lines.length} lines, no worker.revoked`);
+  const covered = lines.find((l) => l.seq === checkpoint.covers_seq);
+  if (!covered || covered.hash !== checkpoint.covers_hash) problems.push(`the checkpoint of seq ${checkpoint.covers_seq} does not match the export`);
   await page.getByLabel('Action').fill('worker.');
   await page.getByRole('button', { name: 'Search' }).click();
   await page.getByRole('cell', { name: 'worker.revoked' }).first().waitFor({ timeout: 10000 });
   await arrive(page, 'Audit log', 'audit');
   await visit(page, 'Models', 'Models', 'models');
   await visit(page, 'Vault', 'Vault', 'vault');
+  // Rekey: two officers' shares prove the key in use; three new ones come
+  // back, each shown once, none of them an old one.
+  await page.getByLabel('Current share 1').fill(handoff.shares[0]);
+  await page.getByLabel('Current share 2').fill(handoff.shares[2]);
+  await page.getByRole('button', { name: 'Change the unseal key' }).click();
+  await confirmItIsYou(page, handoff);
+  const fresh = page.getByRole('region', { name: /^New share / });
+  const refused = page.locator('form[aria-label="Change how the vault unseals"] [role=alert]').filter({ hasText: /./ });
+  await fresh.first().or(refused).waitFor({ timeout: 20000 });
+  if (await refused.count()) throw new Error(`the rekey was refused: ${await refused.textContent()}`);
+  const newShares = await fresh.locator('code').allTextContents();
+  if (newShares.length !== 3 || newShares.some((n) => handoff.shares.includes(n))) problems.push(`rekey gave ${newShares.length} shares, or an old one`);
+  // The new shares are secrets too: the test looks for them in the logs.
+  writeFileSync(config.handoff, JSON.stringify({ ...handoff, rekeyed: newShares, last_step: lastStep }));
+  await arrive(page, 'Vault', 'vault-rekeyed', false);
   await visit(page, 'PKI', 'PKI', 'pki');
   await visit(page, 'Backups', 'Backups', 'backups');
   await visit(page, 'Alerts', 'Alerts', 'alerts');
@@ -372,9 +455,9 @@ async function operate(browser) {
 
 /** Pages and actions a role must not be shown, by the names people see. */
 const NOT_FOR = {
-  viewer: [/^Submit$/, /^Make a join string$/, /^Revoke /, /^Seal/, /^Rotate the data key$/, /^Make and download/, /^Create key$/,
+  viewer: [/^Submit$/, /^Make a join string$/, /^Revoke /, /^Seal/, /^Rotate the data key$/, /^Change the unseal key$/, /^Make and download/, /^Create key$/,
     /^Add$/, /^Approve/, /^Disable/, /^Verify the chain$/, /^Store$/],
-  auditor: [/^Submit$/, /^Make a join string$/, /^Revoke [0-9a-f]/, /^Seal/, /^Rotate the data key$/, /^Make and download/,
+  auditor: [/^Submit$/, /^Make a join string$/, /^Revoke [0-9a-f]/, /^Seal/, /^Rotate the data key$/, /^Change the unseal key$/, /^Make and download/,
     /^Create key$/, /^Add$/, /^Approve/, /^Disable/, /^Store$/],
 };
 

@@ -11,20 +11,19 @@ use tokio::io::AsyncReadExt;
 
 use crate::harness::{Appliance, bin, eventually};
 
+/// Runs `tether audit verify` with `args`: (passed, stdout and stderr).
+fn verify<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
+    let out = Command::new(bin()).args(["audit", "verify"]).args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
 /// Runs `tether audit verify --file F --public-key K`: (passed, stdout).
 fn verify_file(dir: &std::path::Path, export: &str, key: &str) -> (bool, String) {
     let (file, key_file) = (dir.join("export.jsonl"), dir.join("audit-key.pem"));
     std::fs::write(&file, export).unwrap();
     std::fs::write(&key_file, key).unwrap();
-    let out = Command::new(bin())
-        .args(["audit", "verify", "--file"])
-        .arg(&file)
-        .arg("--public-key")
-        .arg(&key_file)
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    verify(&[std::ffi::OsStr::new("--file"), file.as_os_str(), "--public-key".as_ref(), key_file.as_os_str()])
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -98,6 +97,43 @@ async fn an_export_verifies_offline_and_an_edit_a_deletion_a_swap_or_a_cut_tail_
     let (_, other_key) = b.api().get("/api/v1/audit/public-key").await;
     let (ok, text) = verify_file(dir.path(), &export, other_key.as_str().unwrap());
     assert!(!ok, "{text}");
+
+    // A checkpoint kept apart: it verifies on its own and against an export
+    // that holds what it covers; altered, foreign-keyed or not reached, it fails.
+    let (status, checkpoint) = api.get("/api/v1/audit/checkpoint").await;
+    assert_eq!(status, 200, "{checkpoint}");
+    let covers = checkpoint["covers_seq"].as_u64().unwrap();
+    let d = dir.path();
+    let (cp, key_file, other_key_file, file) =
+        (d.join("checkpoint.json"), d.join("audit-key.pem"), d.join("other-key.pem"), d.join("export.jsonl"));
+    std::fs::write(&cp, checkpoint.to_string()).unwrap();
+    std::fs::write(&key_file, &key).unwrap();
+    std::fs::write(&other_key_file, other_key.as_str().unwrap()).unwrap();
+    std::fs::write(&file, &export).unwrap();
+    // `verify --checkpoint` with a key, and with the export file or without.
+    let check = |key: &std::path::Path, with_export: bool| {
+        let mut args = vec!["--checkpoint".as_ref(), cp.as_os_str(), "--public-key".as_ref(), key.as_os_str()];
+        if with_export {
+            args.extend(["--file".as_ref(), file.as_os_str()]);
+        }
+        verify(&args)
+    };
+    let (ok, text) = check(&key_file, false);
+    assert!(ok && text.contains(&format!("vouches for records up to seq {covers}")), "{text}");
+    let (ok, text) = check(&key_file, true);
+    assert!(ok && text.contains("the exports agree with it"), "{text}");
+    let (ok, text) = check(&other_key_file, false);
+    assert!(!ok && text.contains("does not verify with this public key"), "another appliance's key: {text}");
+    let mut altered = checkpoint.clone();
+    altered["covers_seq"] = json!(covers - 1);
+    std::fs::write(&cp, altered.to_string()).unwrap();
+    let (ok, text) = check(&key_file, false);
+    assert!(!ok && text.contains("checkpoint BROKEN"), "an altered checkpoint: {text}");
+    std::fs::write(&cp, checkpoint.to_string()).unwrap();
+    let (_, later) = api.get(&format!("/api/v1/audit/export?from={}", covers + 1)).await;
+    std::fs::write(&file, later.as_str().unwrap()).unwrap();
+    let (ok, text) = check(&key_file, true);
+    assert!(!ok && text.contains(&format!("do not hold record {covers}")), "an export that starts after it: {text}");
 }
 
 /// A syslog-over-TLS receiver (RFC 5425 framing) that records every seq it
@@ -345,8 +381,8 @@ async fn a_worker_gone_silent_raises_one_alert() {
     let id = api.submit("echo", json!({}), &[]).await;
     api.wait(&id, 30).await;
     let (_, workers) = api.get("/api/v1/workers").await;
-    let worker_id =
-        workers["workers"][0]["id"].as_str().unwrap_or_else(|| workers[0]["id"].as_str().unwrap()).to_owned();
+    let worker_id = workers[0]["id"].as_str().unwrap().to_owned();
+    assert!(workers[0]["last_seen"].is_string(), "a polling worker was seen: {workers}");
     let silent = |api: crate::harness::Api| async move {
         let (_, alerts) = api.get("/api/v1/alerts").await;
         alerts.as_array().unwrap().iter().filter(|a| a["kind"] == "worker_silent").cloned().collect::<Vec<_>>()
@@ -366,6 +402,11 @@ async fn a_worker_gone_silent_raises_one_alert() {
     let alerts = silent(api.clone()).await;
     assert_eq!(alerts.len(), 1, "once: {alerts:?}");
     assert_eq!(alerts[0]["subject"], worker_id.as_str());
+    // Its last-seen time stopped where it fell silent: a silence before the alert.
+    let (_, workers) = api.get("/api/v1/workers").await;
+    let at = |v: &Value| tether_base::clock::Timestamp::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    let quiet = at(&alerts[0]["raised_at"]).since(at(&workers[0]["last_seen"]));
+    assert!(quiet >= Duration::from_secs(3), "last seen {quiet:?} before the alert: {workers}");
     let cli = a.cli(&["alerts"]).output().unwrap();
     let shown = String::from_utf8_lossy(&cli.stdout);
     assert!(shown.lines().any(|l| l.contains("worker_silent") && l.contains(&worker_id)), "{shown}");

@@ -55,13 +55,23 @@ fn walk(a: &Appliance, extra: Value) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_first_admin_signs_in_sets_up_and_reaches_the_dashboard_in_a_real_browser() {
+async fn the_first_admin_signs_in_sets_up_reaches_the_dashboard_and_works_by_keyboard_alone() {
     let a = Appliance::start();
     let report = walk(&a, json!({"scenario": "first-admin", "admin_password": a.init["admin_password"]}));
-    let pages: Vec<&str> = report["pages"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let pages = pages_of(&report);
     assert_eq!(
         pages,
-        ["sign-in", "password", "totp", "recovery-codes", "dashboard", "signed-out", "dashboard-again"],
+        [
+            "sign-in",
+            "password",
+            "totp",
+            "recovery-codes",
+            "dashboard",
+            "signed-out",
+            "dashboard-again",
+            "keyboard-tasks",
+            "keyboard-task"
+        ],
         "{report:#}"
     );
     // axe ran on every page in both themes and found nothing serious.
@@ -95,6 +105,14 @@ async fn two_officers_unseal_together_from_their_own_browsers_following_the_cere
     assert!(records.iter().any(|r| r["event_type"] == "vault.unsealed"), "the unseal is audited");
 }
 
+/// The setup wizard's pages up to the unseal method, as the walk names them.
+const WIZARD: [&str; 4] = ["setup-code", "setup-names", "setup-admin", "setup-unseal"];
+
+/// The pages a walk went through, by the names it gave them.
+fn pages_of(report: &Value) -> Vec<&str> {
+    report["pages"].as_array().unwrap().iter().filter_map(Value::as_str).collect()
+}
+
 /// The walk's second part runs against the same appliance restarted: it
 /// reads what the first part made from this file.
 const HANDOFF: &str = "walk-handoff.json";
@@ -102,30 +120,24 @@ const HANDOFF: &str = "walk-handoff.json";
 #[tokio::test(flavor = "multi_thread")]
 async fn the_whole_walk_from_first_boot_through_unseal_worker_task_tokens_keys_checks_audit_to_idle_sign_out() {
     // Short session limits, so the walk meets both: a re-authentication
-    // before the token, and the idle sign-out at its end.
+    // before the token, and the idle sign-out at its end; checkpoints
+    // often, so one is there to download on the audit page.
     let mut env = fast_env();
-    env.extend([("TETHER_SESSION_IDLE", "60s"), ("TETHER_REAUTH_WINDOW", "1s")]);
+    env.extend([
+        ("TETHER_SESSION_IDLE", "60s"),
+        ("TETHER_REAUTH_WINDOW", "1s"),
+        ("TETHER_AUDIT_CHECKPOINT_INTERVAL", "2s"),
+    ]);
     let (mut a, setup) = Appliance::start_setup(env);
     let code = setup["setup_code"].as_str().unwrap().to_owned();
     assert!(setup["certificate_fingerprint"].as_str().unwrap().starts_with("sha256:"), "{setup}");
     let handoff = a.dir.path().join(HANDOFF);
     let report = walk(&a, json!({"scenario": "setup", "setup_code": code, "handoff": handoff}));
-    let pages: Vec<&str> = report["pages"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let pages = pages_of(&report);
     assert_eq!(
         pages,
-        [
-            "setup-code",
-            "setup-names",
-            "setup-admin",
-            "setup-unseal",
-            "setup-share",
-            "setup-done",
-            "sealed",
-            "sign-in",
-            "totp",
-            "recovery-codes",
-            "dashboard"
-        ],
+        [&WIZARD[..], &["setup-share", "setup-done", "sealed", "sign-in", "totp", "recovery-codes", "dashboard"]]
+            .concat(),
         "{report:#}"
     );
     let ready = a.wait_ready();
@@ -139,7 +151,7 @@ async fn the_whole_walk_from_first_boot_through_unseal_worker_task_tokens_keys_c
     let worker_state = a.dir.path().join("worker");
     let report =
         walk(&a, json!({"scenario": "operate", "handoff": handoff, "tether": bin(), "worker_state": worker_state}));
-    let pages: Vec<&str> = report["pages"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let pages = pages_of(&report);
     for page in
         ["dashboard", "workers", "tasks", "task", "people", "llm", "security", "audit", "vault", "backups", "alerts"]
     {
@@ -163,6 +175,7 @@ async fn the_whole_walk_from_first_boot_through_unseal_worker_task_tokens_keys_c
         "llm.key_created",
         "security.checked",
         "auth.reauthenticated",
+        "vault.rekeyed",
         "auth.logout",
     ] {
         assert!(kinds.contains(&kind), "{kind} is audited: {kinds:?}");
@@ -176,9 +189,54 @@ async fn the_whole_walk_from_first_boot_through_unseal_worker_task_tokens_keys_c
     let everything = format!("{records:?}{}", String::from_utf8_lossy(&a.logs()));
     assert!(!everything.contains(&code), "the setup code reached a record or a log");
     assert!(!everything.contains(made["password"].as_str().unwrap()), "the admin's password reached a record or a log");
-    for share in made["shares"].as_array().unwrap() {
+    let rekeyed = made["rekeyed"].as_array().expect("the walk rekeyed the vault");
+    assert_eq!(rekeyed.len(), 3);
+    for share in made["shares"].as_array().unwrap().iter().chain(rekeyed) {
         assert!(!everything.contains(share.as_str().unwrap()), "a share reached a record or a log");
     }
+
+    // The console's rekey took: restarted, the old shares are refused and
+    // two of the new ones unseal it.
+    a.restart();
+    let anyone = a.api().with_token(None);
+    let (status, refused) = anyone.post("/api/v1/sys/unseal", &json!({"share": made["shares"][0]})).await;
+    assert_eq!(status, 400, "an old share: {refused}");
+    for share in &rekeyed[..2] {
+        let (status, vault) = anyone.post("/api/v1/sys/unseal", &json!({"share": share})).await;
+        assert_eq!(status, 200, "{vault}");
+    }
+    let (_, vault) = anyone.get("/api/v1/sys/vault").await;
+    assert_eq!(vault["sealed"], json!(false), "unsealed by the new shares: {vault}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_boot_with_a_key_file_hands_it_out_once_and_unseals_from_it() {
+    let (mut a, setup) = Appliance::start_setup(fast_env());
+    let handoff = a.dir.path().join(HANDOFF);
+    let code = setup["setup_code"].as_str().unwrap();
+    let report = walk(&a, json!({"scenario": "setup", "setup_code": code, "unseal": "key_file", "handoff": handoff}));
+    let pages = pages_of(&report);
+    assert_eq!(
+        pages,
+        [&WIZARD[..], &["setup-key-file", "setup-done", "sealed-key-file", "sign-in"]].concat(),
+        "{report:#}"
+    );
+    a.wait_ready();
+    let (_, vault) = a.api().with_token(None).get("/api/v1/sys/vault").await;
+    assert_eq!((&vault["sealed"], &vault["method"]), (&json!(false), &json!("key_file")), "{vault}");
+    // The key went to the browser only: not beside the data, not in a log.
+    let made: Value = serde_json::from_slice(&std::fs::read(&handoff).unwrap()).unwrap();
+    let key = made["key_file"].as_str().unwrap().trim();
+    assert!(key.len() >= 32, "a key file's worth: {} characters", key.len());
+    for entry in std::fs::read_dir(a.data_dir()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+        assert!(!bytes.windows(key.len()).any(|w| w == key.as_bytes()), "the key file is in the data directory");
+    }
+    a.stop();
+    let records = a.audit_records();
+    assert!(records.iter().any(|r| r["event_type"] == "setup.completed"), "the setup is audited");
+    let everything = format!("{records:?}{}", String::from_utf8_lossy(&a.logs()));
+    assert!(!everything.contains(key), "the key file reached a record or a log");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -209,7 +267,7 @@ async fn a_viewer_and_an_auditor_see_no_action_their_role_lacks_and_the_api_refu
         people.push(json!({"name": name, "role": role, "password": password, "pages": pages, "crafted": crafted}));
     }
     let report = walk(&a, json!({"scenario": "roles", "people": people}));
-    let pages: Vec<&str> = report["pages"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let pages = pages_of(&report);
     assert!(pages.contains(&"viewer-workers") && pages.contains(&"auditor-audit"), "{report:#}");
     // What they crafted was refused and recorded as refused.
     let records = a.api().audit_log().await;

@@ -1,6 +1,6 @@
 // Charts drawn as SVG by the console itself: a line over the last samples,
-// its newest and largest values written beside it (the figure a reader
-// wants), and a text alternative saying the same.
+// or bars over days; the figures a reader wants written beside each, and a
+// text alternative saying the same.
 
 const SVG = 'http://www.w3.org/2000/svg';
 
@@ -8,6 +8,44 @@ function svg(tag, attrs = {}) {
   const el = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
   return el;
+}
+
+/** A figure: its title, the drawing, the caption under it. */
+function figure(label, image, text) {
+  const el = document.createElement('figure');
+  el.className = 'chart';
+  const title = document.createElement('figcaption');
+  title.textContent = label;
+  const caption = document.createElement('p');
+  caption.className = 'chart-caption';
+  caption.textContent = text;
+  image.setAttribute('aria-label', `${label}: ${text}`);
+  el.append(title, image, caption);
+  return el;
+}
+
+/** Bars of `values`, one per entry of `labels` (oldest first); each bar
+ * names its label and value on hover. */
+export function bars(label, unit, labels, values) {
+  const top = Math.max(1, ...values);
+  const width = 300 / Math.max(1, values.length);
+  const image = svg('svg', { viewBox: '0 0 300 80', role: 'img', width: '100%', height: 80 });
+  image.append(svg('rect', { class: 'chart-frame', x: 0, y: 0, width: 300, height: 80, rx: 4 }));
+  values.forEach((v, i) => {
+    const height = (v / top) * 72;
+    const bar = svg('rect', { class: 'chart-bar', x: (i * width + 1).toFixed(1), y: (76 - height).toFixed(1),
+      width: Math.max(1, width - 2).toFixed(1), height: height.toFixed(1) });
+    const hint = svg('title');
+    hint.textContent = `${labels[i]}: ${v} ${unit}`;
+    bar.append(hint);
+    image.append(bar);
+  });
+  const total = values.reduce((a, b) => a + b, 0);
+  const busiest = values.indexOf(Math.max(...values));
+  const text = total
+    ? `${total} ${unit} from ${labels[0]} to ${labels[labels.length - 1]}, at most ${values[busiest]} on ${labels[busiest]}`
+    : `none from ${labels[0]} to ${labels[labels.length - 1]}`;
+  return figure(label, image, text);
 }
 
 /** A live line chart of at most `capacity` samples; `push(value)` adds one. */
@@ -18,16 +56,10 @@ export class LineChart {
     this.capacity = capacity;
     this.values = [];
     this.line = svg('polyline', { class: 'chart-line', fill: 'none', 'stroke-width': 2 });
-    this.area = svg('rect', { class: 'chart-frame', x: 0, y: 0, width: 300, height: 80, rx: 4 });
-    this.caption = document.createElement('p');
-    this.caption.className = 'chart-caption';
-    this.figure = document.createElement('figure');
-    this.figure.className = 'chart';
-    const title = document.createElement('figcaption');
-    title.textContent = label;
     this.image = svg('svg', { viewBox: '0 0 300 80', role: 'img', width: '100%', height: 80 });
-    this.image.append(this.area, this.line);
-    this.figure.append(title, this.image, this.caption);
+    this.image.append(svg('rect', { class: 'chart-frame', x: 0, y: 0, width: 300, height: 80, rx: 4 }), this.line);
+    this.figure = figure(label, this.image, '');
+    this.caption = this.figure.querySelector('.chart-caption');
     this.draw();
   }
 

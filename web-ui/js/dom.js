@@ -125,3 +125,13 @@ export function choice(label, name, options, hint) {
     h('select', { id, name, 'aria-describedby': hint ? `${id}-hint` : null },
       options.map(([value, text]) => h('option', { value }, text))));
 }
+
+/** Hands `blob` to the browser as a download named `name`. */
+export function saveAs(name, blob) {
+  const url = URL.createObjectURL(blob);
+  const link = h('a', { href: url, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}

@@ -128,8 +128,9 @@ function sealedNow() {
 /** The live view of the vault while sealed (one at a time). */
 let vaultEvents = null;
 
-/** The sealed appliance: officers give their shares (or the passphrase)
- * here, each in their own browser; every browser follows the ceremony live. */
+/** The sealed appliance: officers give their shares (or the passphrase,
+ * or the key file) here, each in their own browser; every browser follows
+ * the ceremony live. */
 function sealed(status) {
   const byShares = status.method === 'shares';
   const progress = h('p', { id: 'progress', 'aria-live': 'polite' });
@@ -142,13 +143,24 @@ function sealed(status) {
     const until = expires ? ` If it is not finished by ${new Date(expires).toLocaleTimeString()}, it starts over.` : '';
     progress.textContent = `${received} of ${threshold} shares given.${until}`;
   };
-  const secret = byShares
-    ? field('Your share', { name: 'secret', type: 'password', autocomplete: 'off', required: true },
-      'Officers give their shares one at a time; none is kept on disk.')
-    : field('Passphrase', { name: 'secret', type: 'password', autocomplete: 'off', required: true });
+  const secret = {
+    shares: () => field('Your share', { name: 'secret', type: 'password', autocomplete: 'off', required: true },
+      'Officers give their shares one at a time; none is kept on disk.'),
+    passphrase: () => field('Passphrase', { name: 'secret', type: 'password', autocomplete: 'off', required: true }),
+    key_file: () => field('Key file', { name: 'secret', type: 'file', required: true }, 'The file saved at setup, from its media.'),
+  }[status.method]();
   const unsealForm = form('Unseal', [secret, h('button', { type: 'submit' }, byShares ? 'Give my share' : 'Unseal')],
-    async (values) => {
-      const answer = await post('/api/v1/sys/unseal', byShares ? { share: values.secret } : { passphrase: values.secret });
+    async (values, error) => {
+      if (status.method === 'key_file' && !values.secret.size) {
+        error.textContent = 'Choose the key file.';
+        return;
+      }
+      const credential = {
+        shares: () => ({ share: values.secret }),
+        passphrase: () => ({ passphrase: values.secret }),
+        key_file: async () => ({ key_file: await values.secret.text() }),
+      }[status.method];
+      const answer = await post('/api/v1/sys/unseal', await credential());
       unsealForm.reset();
       if (answer.sealed) {
         update(answer);

@@ -2,7 +2,8 @@
 // code (printed on the appliance's console and journal) opens it; then the
 // names its certificate carries, FIPS or not, the first admin's password,
 // and how the vault unseals. The unseal shares are shown once, officer by
-// officer; then the appliance serves normally, sealed.
+// officer (or the key file offered once); then the appliance serves
+// normally, sealed.
 
 import { get, post } from './api.js';
 import { field, form, h, show } from './dom.js';
@@ -75,18 +76,22 @@ function unsealMethod() {
     form('Unseal method', [
       h('fieldset', {}, h('legend', {}, 'Unseal with'),
         choice('shares', 'shares held by security officers, any few of them together (recommended)', true),
-        choice('passphrase', 'a passphrase', false)),
+        choice('passphrase', 'a passphrase', false),
+        choice('key_file', 'a key file, downloaded now and kept on separate media', false)),
       field('Shares', { name: 'count', type: 'number', min: 1, max: 32, value: 3, inputmode: 'numeric' }, 'One per officer.'),
       field('Shares needed to unseal', { name: 'threshold', type: 'number', min: 1, max: 32, value: 2, inputmode: 'numeric' }),
       field('Passphrase (for the passphrase method)', { name: 'passphrase', type: 'password', autocomplete: 'new-password' }),
       h('button', { type: 'submit' }, 'Set up the appliance'),
     ], async (values) => {
-      answers.unseal = values.method === 'passphrase'
-        ? { passphrase: values.passphrase }
-        : { shares: { count: Number(values.count), threshold: Number(values.threshold) } };
+      answers.unseal = {
+        passphrase: { passphrase: values.passphrase },
+        key_file: 'key_file',
+        shares: { shares: { count: Number(values.count), threshold: Number(values.threshold) } },
+      }[values.method];
       const done = await post('/api/v1/setup', answers);
       for (const key of Object.keys(answers)) delete answers[key];
       if (done.shares && done.shares.length) handOut(done, 0);
+      else if (done.key_file) handOutKeyFile(done);
       else finished(done);
     })));
 }
@@ -105,6 +110,18 @@ function handOut(done, i) {
     h('p', {}, download, ' ', h('button', { type: 'button', class: 'secondary', on: { click: () => window.print() } }, 'Print')),
     h('button', { type: 'button', on: { click: () => (last ? finished(done) : handOut(done, i + 1)) } },
       last ? 'All shares are handed out' : 'Next officer')));
+}
+
+/** Hands out the key file, once: it goes onto media kept apart from the appliance. */
+function handOutKeyFile(done) {
+  const download = h('a', { class: 'button', download: 'tether-unseal.key',
+    href: URL.createObjectURL(new Blob([done.key_file], { type: 'application/octet-stream' })) }, 'Download the key file');
+  show('The unseal key file', h('div', { class: 'card narrow' },
+    h('h1', {}, 'The unseal key file'),
+    h('p', {}, 'The vault unseals with this file. It is offered only now: save it to removable media kept apart from the appliance. ',
+      'Anyone holding it can read the appliance\'s data; without it, nobody can.'),
+    h('p', {}, download),
+    h('button', { type: 'button', class: 'secondary', on: { click: () => finished(done) } }, 'The key file is saved')));
 }
 
 function finished(done) {

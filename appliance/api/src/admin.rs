@@ -315,6 +315,19 @@ pub async fn audit_public_key(State(state): State<AppState>, _caller: Caller) ->
     Ok(response)
 }
 
+/// `GET /api/v1/audit/checkpoint`: the newest signed checkpoint, as a file
+/// an auditor keeps and later checks an export against, offline
+/// (`tether audit verify --checkpoint FILE --public-key KEY --file EXPORT`).
+pub async fn audit_checkpoint(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
+    let signed = state.evidence.newest_checkpoint()?.ok_or(ApiError::NoCheckpoint)?;
+    let disposition = format!("attachment; filename=\"tether-audit-checkpoint-{}.json\"", signed.covers_seq);
+    let mut response = axum::Json(signed).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_DISPOSITION, HeaderValue::try_from(disposition).map_err(ApiError::internal)?);
+    Ok(response)
+}
+
 #[derive(Debug, Serialize)]
 pub struct SinkView {
     name: String,

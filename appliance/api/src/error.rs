@@ -72,6 +72,10 @@ pub enum ApiError {
     CertificateRequired,
     #[error("not found")]
     NotFound,
+    #[error(
+        "no signed checkpoint is written yet: one follows every 1,000 records, or each audit_checkpoint_interval while there is news, as long as the appliance is unsealed"
+    )]
+    NoCheckpoint,
     #[error("method not allowed on this path")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -203,6 +207,7 @@ impl ApiError {
             ApiError::InsufficientStorage => (S::INSUFFICIENT_STORAGE, "insufficient_storage"),
             ApiError::CertificateRequired => (S::UNAUTHORIZED, "certificate_required"),
             ApiError::NotFound => (S::NOT_FOUND, "not_found"),
+            ApiError::NoCheckpoint => (S::NOT_FOUND, "no_checkpoint"),
             ApiError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::InvalidRequest(_) => (S::BAD_REQUEST, "invalid_request"),
             ApiError::InvalidJson(_) => (S::BAD_REQUEST, "invalid_json"),

@@ -198,6 +198,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("GET", "/api/v1/audit/records", P::AuditRead), get(admin::audit_records)),
         (spec("GET", "/api/v1/audit/export", P::AuditRead), get(admin::audit_export)),
         (spec("GET", "/api/v1/audit/public-key", P::AuditRead), get(admin::audit_public_key)),
+        (spec("GET", "/api/v1/audit/checkpoint", P::AuditRead), get(admin::audit_checkpoint)),
         (spec("GET", "/api/v1/audit/sinks", P::AuditRead), get(admin::list_sinks)),
         (spec("PUT", "/api/v1/audit/sinks/{name}", P::AuditSinkManage), put(admin::put_sink)),
         (spec("DELETE", "/api/v1/audit/sinks/{name}", P::AuditSinkManage), delete(admin::remove_sink)),

@@ -226,18 +226,27 @@ struct SetupBody {
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum UnsealChoice {
-    Shares { count: u8, threshold: u8 },
+    Shares {
+        count: u8,
+        threshold: u8,
+    },
     Passphrase(Zeroizing<String>),
+    /// Made here and handed to the browser once, to keep on separate media
+    /// (never written beside the data).
+    KeyFile,
 }
 
 #[derive(Serialize)]
 struct SetUp {
     ca_fingerprint: String,
-    /// `shares` or `passphrase`.
+    /// `shares`, `passphrase` or `key_file`.
     unseal_method: &'static str,
     /// One per officer, shown once here and never again.
     shares: Vec<Zeroizing<String>>,
     threshold: Option<u8>,
+    /// The key file's content, handed out once here and never again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_file: Option<Zeroizing<String>>,
 }
 
 /// `POST /api/v1/setup`: initialises the appliance as the wizard decided,
@@ -258,6 +267,7 @@ async fn finish(
     let choice = match body.unseal {
         UnsealChoice::Shares { count, threshold } => Choice::Shares { threshold, count },
         UnsealChoice::Passphrase(p) => Choice::Passphrase(p),
+        UnsealChoice::KeyFile => Choice::KeyFile,
     };
     let policy = if body.fips { CryptoPolicy::FIPS } else { CryptoPolicy::STANDARD };
     let mut events = std::mem::take(&mut setup.tries.lock().unwrap_or_else(PoisonError::into_inner).events);
@@ -286,6 +296,7 @@ async fn finish(
         unseal_method: outcome.unseal.method,
         shares: outcome.unseal.shares,
         threshold: outcome.unseal.threshold,
+        key_file: outcome.unseal.key_file_content,
     }))
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::extract::{AnonymousOrigin, ApiJson, ApiQuery, Caller, RenewingWorker, WorkerCaller};
 use super::{ApiError, AppState, parse_id};
 use crate::config::parse_duration;
+use tether_base::clock::Timestamp;
 use tether_base::ids::{LeaseId, TaskId, WorkerId};
 use tether_domain::broker::{Completion, Delivery, TaskError, WorkerView};
 use tether_domain::pki;
@@ -24,27 +25,45 @@ pub struct WorkerSummary {
     id: String,
     labels: Vec<String>,
     enrolled_at: String,
+    /// The certificate it holds now (each renewal makes a new serial).
+    cert_serial: String,
     cert_not_after: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     renewed_at: Option<String>,
     revoked: bool,
+    /// When it last made a request over its certificate; absent if not
+    /// since the appliance started (this is kept in memory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen: Option<String>,
 }
 
-impl From<pki::WorkerRecord> for WorkerSummary {
-    fn from(w: pki::WorkerRecord) -> WorkerSummary {
+impl WorkerSummary {
+    fn new(w: pki::WorkerRecord, last_seen: Option<Timestamp>) -> WorkerSummary {
         WorkerSummary {
             id: w.id.to_string(),
             labels: w.labels,
             enrolled_at: w.enrolled_at.to_rfc3339(),
+            cert_serial: w.cert_serial,
             cert_not_after: w.cert_not_after.to_rfc3339(),
             renewed_at: w.renewed_at.map(|t| t.to_rfc3339()),
             revoked: w.revoked,
+            last_seen: last_seen.map(|t| t.to_rfc3339()),
         }
     }
 }
 
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<Vec<WorkerSummary>>, ApiError> {
-    Ok(axum::Json(state.authority.workers()?.into_iter().map(WorkerSummary::from).collect()))
+    let seen = state.monitor.last_seen();
+    let workers = state.authority.workers()?;
+    Ok(axum::Json(
+        workers
+            .into_iter()
+            .map(|w| {
+                let seen = seen.get(&w.id).copied();
+                WorkerSummary::new(w, seen)
+            })
+            .collect(),
+    ))
 }
 
 #[derive(Debug, Serialize)]
@@ -94,7 +113,8 @@ pub async fn set_labels(
 ) -> Result<axum::Json<WorkerSummary>, ApiError> {
     let worker: WorkerId = parse_id(&id)?;
     let record = state.authority.set_labels(&caller.origin, worker, body.labels).await.map_err(for_an_admin)?;
-    Ok(axum::Json(record.into()))
+    let seen = state.monitor.last_seen().get(&worker).copied();
+    Ok(axum::Json(WorkerSummary::new(record, seen)))
 }
 
 /// An enrollment error on an admin's route: an unknown worker is a 404

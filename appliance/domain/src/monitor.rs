@@ -85,6 +85,11 @@ impl Monitor {
         s.alerted.remove(&worker);
     }
 
+    /// When each worker heard from since this start was last heard from.
+    pub fn last_seen(&self) -> HashMap<WorkerId, Timestamp> {
+        self.silence.lock().unwrap_or_else(PoisonError::into_inner).last_seen.clone()
+    }
+
     /// A task was created.
     pub fn task_created(&self) {
         self.volume.lock().unwrap_or_else(PoisonError::into_inner).current += 1;

@@ -1,8 +1,9 @@
 // The audit log: search and filter, the live tail, the chain verified with
-// its result, the JSONL export, and the SIEM sinks with their cursors.
+// its result, the JSONL export and the newest signed checkpoint, and the
+// SIEM sinks with their cursors.
 
-import { get } from '../api.js';
-import { button, choice, field, form, h, section, show, table, when } from '../dom.js';
+import { call, get } from '../api.js';
+import { button, choice, field, form, h, saveAs, section, show, table, when } from '../dom.js';
 import { subscribe } from '../live.js';
 
 const FILTERS = ['actor', 'action', 'resource', 'outcome', 'since', 'until'];
@@ -46,7 +47,15 @@ export async function audit(session, params) {
           : `Broken: ${v.problem}`;
       }),
       h('a', { class: 'button secondary', href: '/api/v1/audit/export', download: 'tether-audit.jsonl' }, 'Export (JSONL, signed seal)'),
-      h('a', { class: 'button secondary', href: '/api/v1/audit/public-key', download: 'tether-audit-key.pem' }, 'Audit public key')),
+      h('a', { class: 'button secondary', href: '/api/v1/audit/public-key', download: 'tether-audit-key.pem' }, 'Audit public key'),
+      button('Signed checkpoint', async () => {
+        const blob = await call('GET', '/api/v1/audit/checkpoint', undefined, 'blob');
+        const checkpoint = JSON.parse(await blob.text());
+        saveAs(`tether-audit-checkpoint-${checkpoint.covers_seq}.json`, blob);
+        verdict.className = '';
+        verdict.textContent = `Checkpoint downloaded: it vouches for records up to seq ${checkpoint.covers_seq}. `
+          + 'Keep it apart; tether audit verify --checkpoint checks a later export against it.';
+      }, { class: 'secondary' })),
     verdict),
     section('Search', filter, table('Matching records, newest first', columns, found.records.map(row), 'No record matches.'),
       found.next_before !== undefined

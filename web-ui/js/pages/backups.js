@@ -2,7 +2,7 @@
 // and alerts.
 
 import { call, get } from '../api.js';
-import { announce, button, h, section, show, table, when } from '../dom.js';
+import { announce, button, h, saveAs, section, show, table, when } from '../dom.js';
 
 export async function backups(session) {
   const may = (p) => session.permissions.includes(p);
@@ -11,10 +11,7 @@ export async function backups(session) {
     may('backup_create') ? section('Make a backup', h('p', {}, 'A consistent copy of the store, encrypted and authenticated with the appliance\'s keys: restore it with tether restore and the unseal credentials.'),
       button('Make and download a backup', async () => {
         const blob = await call('POST', '/api/v1/sys/backup', {}, 'blob');
-        const link = h('a', { href: URL.createObjectURL(blob), download: `tether-${new Date().toISOString().slice(0, 19).replace(/:/g, '')}.backup` });
-        document.body.append(link);
-        link.click();
-        link.remove();
+        saveAs(`tether-${new Date().toISOString().slice(0, 19).replace(/:/g, '')}.backup`, blob);
         announce('The backup is downloaded.');
         await backups(session);
       })) : null,

@@ -1,18 +1,24 @@
 // The LLM gateway: virtual keys and their limits (the key shown once), the
-// usage per key and model, enforcement prompts and the prompt log; model
-// servers and offline bundles on the Models page.
+// usage per key and model (in all and per day), enforcement prompts and
+// the prompt log; model servers and offline bundles on the Models page.
 
 import { del, get, post, put, upload } from '../api.js';
+import { bars } from '../chart.js';
 import { sensitive } from '../guard.js';
 import { announce, button, choice, field, form, h, section, show, shownOnce, table, when } from '../dom.js';
 
 const number = (v) => (v === '' || v === undefined ? undefined : Number(v));
 
+/** The days usage is drawn over: the last 30, as the appliance names them (UTC). */
+const DAYS = Array.from({ length: 30 }, (_, i) => new Date(Date.now() - (29 - i) * 86400000).toISOString().slice(0, 10));
+/** How many key · model pairs get a chart of their own (the busiest). */
+const CHARTED = 6;
+
 export async function llm(session) {
   const may = (p) => session.permissions.includes(p);
   const [keys, usage] = await Promise.all([
     may('llm_key_manage') ? get('/api/v1/llm/keys') : null,
-    may('llm_usage_read') ? get('/api/v1/llm/usage') : null,
+    may('llm_usage_read') ? get(`/api/v1/llm/usage?from=${DAYS[0]}`) : null,
   ]);
   const again = () => llm(session);
   const made = h('div', { id: 'key-made', 'aria-live': 'polite' });
@@ -32,20 +38,26 @@ export async function llm(session) {
     await again();
     document.getElementById('key-made').replaceChildren(shownOnce(`Virtual key ${key.id}`, key.key));
   }) : null;
+  // Tokens per key · model: in all, and day by day.
   const perKey = new Map();
   for (const row of usage || []) {
     const k = `${row.key_id} · ${row.model}`;
-    perKey.set(k, (perKey.get(k) || 0) + row.prompt_tokens + row.completion_tokens);
+    const days = perKey.get(k) || new Map();
+    days.set(row.day, (days.get(row.day) || 0) + row.prompt_tokens + row.completion_tokens);
+    perKey.set(k, days);
   }
-  const top = Math.max(1, ...perKey.values());
+  const totals = [...perKey].map(([k, days]) => [k, [...days.values()].reduce((a, b) => a + b, 0)]).sort((a, b) => b[1] - a[1]);
+  const top = Math.max(1, ...totals.map(([, t]) => t));
   show('LLM', h('h1', {}, 'LLM gateway'),
     keys ? section('Virtual keys', made, table('Virtual keys', ['Key', 'Owner', 'Models', 'Limits', 'Expires', 'Actions'],
       keys.map((k) => [h('code', {}, k.id), k.owner, k.models.join(', ') || 'all', `${k.rpm ?? '∞'} rpm, ${k.tpm ?? '∞'} tpm`,
         when(k.expires_at), button('Revoke', async () => { await del(`/api/v1/llm/keys/${k.id}`); announce('The key is revoked.'); await again(); },
           { class: 'danger', 'aria-label': `Revoke key ${k.id}` })]), 'No virtual keys.'), keyForm) : null,
-    usage ? section('Usage (tokens, this period)', perKey.size
-      ? h('ul', { class: 'bars' }, [...perKey].map(([k, tokens]) => h('li', {},
-        h('span', {}, k), h('meter', { min: 0, max: top, value: tokens, 'aria-label': `${k}: ${tokens} tokens` }), h('span', {}, String(tokens)))))
+    usage ? section('Usage (tokens, last 30 days)', totals.length
+      ? [h('ul', { class: 'bars' }, totals.map(([k, tokens]) => h('li', {},
+        h('span', {}, k), h('meter', { min: 0, max: top, value: tokens, 'aria-label': `${k}: ${tokens} tokens` }), h('span', {}, String(tokens))))),
+      h('div', { class: 'grid charts' }, totals.slice(0, CHARTED).map(([k]) =>
+        bars(`${k}, tokens per day`, 'tokens', DAYS, DAYS.map((d) => perKey.get(k).get(d) || 0))))]
       : h('p', { class: 'empty' }, 'No calls yet.')) : null,
     may('llm_prompt_manage') ? section('Enforcement prompts', form('Set an enforcement prompt', [
       choice('Level', 'level', [['standard', 'Standard'], ['design-first', 'Design first']]),

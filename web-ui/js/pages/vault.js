@@ -1,9 +1,9 @@
-// The vault: state, seal (re-authenticated), key rotation, secrets by name
-// only (values are write-only here). The PKI: the CA, its rotation and the
-// certificates.
+// The vault: state, seal and rekey (re-authenticated), key rotation,
+// secrets by name only (values are write-only here). The PKI: the CA, its
+// rotation and the certificates.
 
 import { get, post, put } from '../api.js';
-import { announce, button, field, form, h, section, show, table, when } from '../dom.js';
+import { announce, button, choice, field, form, h, saveAs, section, show, shownOnce, table, when } from '../dom.js';
 import { sensitive } from '../guard.js';
 
 export async function vault(session, _params, sealedNow) {
@@ -37,9 +37,71 @@ export async function vault(session, _params, sealedNow) {
       h('dt', {}, 'Unseal method'), h('dd', {}, (status.method || '—').replace('_', ' ')),
       status.key_version ? [h('dt', {}, 'Data key version'), h('dd', {}, String(status.key_version))] : null),
     manage),
+    may('vault_manage') && !status.sealed ? section('Change how the vault unseals', rekey(status.method)) : null,
     section('Secrets', table('Secrets', ['Name', 'Version', 'Task kinds', 'Last written'],
       secrets.map((s) => [h('code', {}, s.name), String(s.version), s.policy.kinds.join(', ') || '—',
         when(s.versions.length ? s.versions[s.versions.length - 1].created_at : null)]), 'No secrets stored.'), writeSecret));
+}
+
+/** The rekey form: the present credentials proven, the new ones shown
+ * once (shares, one per officer) or downloaded (a key file). */
+function rekey(method) {
+  const shown = h('div', { 'aria-live': 'polite' });
+  let shares = 0;
+  const currentShares = h('div');
+  const addShare = () => {
+    shares += 1;
+    currentShares.append(field(`Current share ${shares}`, { name: `current_share_${shares}`, type: 'password', autocomplete: 'off', required: true }));
+  };
+  const current = {
+    shares: () => [currentShares, button('Another share', async () => addShare(), { class: 'secondary' })],
+    passphrase: () => field('Current passphrase', { name: 'current_passphrase', type: 'password', autocomplete: 'off', required: true }),
+    key_file: () => field('Current key file', { name: 'current_key_file', type: 'file', required: true }),
+  }[method]();
+  if (method === 'shares') {
+    addShare();
+    addShare();
+  }
+  const el = form('Change how the vault unseals', [
+    h('fieldset', {}, h('legend', {}, 'What unseals it now'), h('p', { class: 'hint' },
+      method === 'shares' ? 'A quorum of the shares in use: each officer types their own.' : 'Proven first; nothing is changed otherwise.'), current),
+    h('fieldset', {}, h('legend', {}, 'What will unseal it'),
+      choice('New method', 'new_method', [['shares', 'Shares held by security officers'], ['passphrase', 'A passphrase'], ['key_file', 'A key file']]),
+      field('Shares', { name: 'count', type: 'number', min: 1, max: 32, value: 3, inputmode: 'numeric' }, 'For the shares method: one per officer.'),
+      field('Shares needed to unseal', { name: 'threshold', type: 'number', min: 1, max: 32, value: 2, inputmode: 'numeric' }),
+      field('New passphrase', { name: 'passphrase', type: 'password', autocomplete: 'new-password' }, 'For the passphrase method.'),
+      field('Confirm the new passphrase', { name: 'confirm', type: 'password', autocomplete: 'new-password' })),
+    h('button', { type: 'submit' }, 'Change the unseal key'),
+  ], async (values, error) => {
+    const given = Object.entries(values).filter(([k, v]) => k.startsWith('current_share_') && v).map(([, share]) => ({ share }));
+    const proof = { shares: given, passphrase: [{ passphrase: values.current_passphrase }],
+      key_file: values.current_key_file && values.current_key_file.size ? [{ key_file: await values.current_key_file.text() }] : [] }[method];
+    if (!proof.length) {
+      error.textContent = 'Give what unseals the vault now.';
+      return;
+    }
+    if (values.new_method === 'passphrase' && values.passphrase !== values.confirm) {
+      error.textContent = 'The two new passphrases differ.';
+      return;
+    }
+    const next = { shares: { method: 'shares', shares: Number(values.count), threshold: Number(values.threshold) },
+      passphrase: { method: 'passphrase', passphrase: values.passphrase }, key_file: { method: 'key_file' } }[values.new_method];
+    const done = await sensitive('vault_manage', () => post('/api/v1/sys/rekey', { current: proof, new: next }));
+    el.reset();
+    const old = { shares: 'The old shares no longer work.', passphrase: 'The old passphrase no longer works.',
+      key_file: 'The old key file no longer works.' }[method];
+    if (done.shares) {
+      shown.replaceChildren(h('p', {}, `${old} Each officer takes one share:`),
+        ...done.shares.map((share, i) => shownOnce(`New share ${i + 1} of ${done.shares.length}`, share)));
+    } else if (done.key_file) {
+      saveAs('tether-unseal.key', new Blob([done.key_file], { type: 'application/octet-stream' }));
+      shown.replaceChildren(h('p', {}, `The new key file is downloaded: move it to separate media. ${old}`));
+    } else {
+      shown.replaceChildren(h('p', {}, `The vault now unseals with the new passphrase. ${old}`));
+    }
+    announce('The unseal key is changed.');
+  });
+  return [el, shown];
 }
 
 /** The PKI: the CA, its rotation's phase, the certificates served. */

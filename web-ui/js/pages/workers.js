@@ -1,5 +1,6 @@
-// Workers: who is enrolled, their certificates, labels; enrollment tokens
-// with the join string a worker host is started with; revocation.
+// Workers: who is enrolled, when each was last heard from, their
+// certificates, labels; enrollment tokens with the join string a worker
+// host is started with; revocation.
 
 import { get, post, put } from '../api.js';
 import { announce, button, field, form, h, section, show, shownOnce, table, when } from '../dom.js';
@@ -24,7 +25,9 @@ export async function workers(session) {
     w.revoked ? h('span', { class: 'bad' }, 'revoked') : h('span', { class: 'good' }, 'enrolled'),
     w.labels.join(', ') || '—',
     when(w.enrolled_at),
-    [when(w.cert_not_after), w.renewed_at ? h('span', { class: 'hint' }, ' (renewed ', when(w.renewed_at), ')') : null],
+    w.last_seen ? when(w.last_seen) : h('span', { class: 'hint' }, 'not since the appliance started'),
+    [h('code', { title: 'serial' }, w.cert_serial.slice(0, 16)), ' until ', when(w.cert_not_after),
+      w.renewed_at ? h('span', { class: 'hint' }, ' (renewed ', when(w.renewed_at), ')') : null],
     h('div', { class: 'actions' },
       may('worker_enroll') && !w.revoked ? button('Change labels', () => editLabels(session, w), { class: 'secondary', 'aria-label': `Change labels of ${w.id}` }) : null,
       may('worker_revoke') && !w.revoked ? button('Revoke', async () => {
@@ -44,7 +47,7 @@ export async function workers(session) {
     }
   });
   show('Workers', h('h1', {}, 'Workers'), enroll,
-    section('Enrolled workers', table('Workers', ['Worker', 'State', 'Labels', 'Enrolled', 'Certificate until', 'Actions'], rows,
+    section('Enrolled workers', table('Workers', ['Worker', 'State', 'Labels', 'Enrolled', 'Last seen', 'Certificate', 'Actions'], rows,
       'No worker has enrolled yet.')));
 }
 

@@ -38,6 +38,10 @@ pub struct UnsealOutcome {
     pub threshold: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// The key file's content when no path was given to write it to (the
+    /// setup wizard hands it to the browser); never in `init --json`.
+    #[serde(skip)]
+    pub key_file_content: Option<zeroize::Zeroizing<String>>,
 }
 
 impl std::fmt::Debug for UnsealOutcome {
@@ -67,16 +71,26 @@ impl std::fmt::Debug for InitOutcome {
 }
 
 /// Hands out the unseal material: writes the key file (for a key-file
-/// method) and says what to show the operator.
+/// method) to `key_file`, or without a path keeps its content for the
+/// caller to hand on, and says what to show the operator.
 pub fn hand_out(method: &vault::Method, material: &Material, key_file: Option<&Path>) -> anyhow::Result<UnsealOutcome> {
-    let mut unseal = UnsealOutcome { method: method.name(), shares: Vec::new(), threshold: None, key_file: None };
+    let mut unseal = UnsealOutcome {
+        method: method.name(),
+        shares: Vec::new(),
+        threshold: None,
+        key_file: None,
+        key_file_content: None,
+    };
     match (material, method) {
         (Material::Shares(texts), vault::Method::Shares { threshold, .. }) => {
             unseal.shares = texts.clone();
             unseal.threshold = Some(*threshold);
         }
         (Material::KeyFile(text), _) => {
-            let path = key_file.context("a key file path is needed for --unseal key-file")?;
+            let Some(path) = key_file else {
+                unseal.key_file_content = Some(text.clone());
+                return Ok(unseal);
+            };
             if path.exists() {
                 bail!("{} already exists; the unseal key is never overwritten", path.display());
             }

@@ -207,3 +207,41 @@ async fn guessing_a_password_waits_out_a_doubling_schedule_then_is_locked_out_wi
     assert_eq!(try_login(&router, "victor", &password).await.0, 200, "the right password works again");
     restarted.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_newest_signed_checkpoint_downloads_as_a_file_the_audit_key_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (started, router, clock) = on_manual_clock(&dir, |raw| raw.audit_checkpoint_interval = Some("1m".into())).await;
+    let admin = started.admin_token.clone();
+    let (status, problem) = call(&router, &admin, "GET", "/api/v1/audit/checkpoint", None).await;
+    assert_eq!((status, problem["code"].as_str()), (404, Some("no_checkpoint")), "none before the first: {problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("unsealed"), "{problem}");
+
+    // News, then the interval passes: the writer signs the head.
+    call(&router, &admin, "POST", "/api/v1/tasks", Some(json!({"kind": "echo", "input": {}}))).await;
+    clock.advance(Duration::from_secs(61));
+    let mut answer = send(&router, As::Token(&admin), "GET", "/api/v1/audit/checkpoint", None).await;
+    for _ in 0..100 {
+        if answer.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer = send(&router, As::Token(&admin), "GET", "/api/v1/audit/checkpoint", None).await;
+    }
+    let (status, body, headers) = answer;
+    assert_eq!(status, 200, "{body}");
+    let covers = body["covers_seq"].as_u64().unwrap();
+    assert_eq!(
+        headers["content-disposition"],
+        format!("attachment; filename=\"tether-audit-checkpoint-{covers}.json\"").as_str()
+    );
+    let signed: tether_domain::evidence::checkpoints::Signed = serde_json::from_value(body).unwrap();
+    let (_, pem) = call(&router, &admin, "GET", "/api/v1/audit/public-key", None).await;
+    let key = tether_domain::evidence::signing::PublicKey::from_pem(pem.as_str().unwrap()).unwrap();
+    assert!(signed.verifies(&key), "the audit key vouches for it");
+    // The record it covers is the one the log holds.
+    let (_, found) =
+        call(&router, &admin, "GET", &format!("/api/v1/audit/records?before={}&limit=1", covers + 1), None).await;
+    assert_eq!(found["records"][0]["seq"].as_u64(), Some(covers), "{found}");
+    started.stop().await;
+}

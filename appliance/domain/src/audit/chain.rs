@@ -136,9 +136,13 @@ pub fn newest_time(tx: &ReadTx) -> Result<Option<Timestamp>, store::Error> {
 
 /// When record `seq` was written, as it says (`None` if it is not kept).
 pub fn time_of(tx: &ReadTx, seq: u64) -> Result<Option<Timestamp>, store::Error> {
+    Ok(record_at(tx, seq)?.and_then(|r| Timestamp::parse_rfc3339(&r.timestamp)))
+}
+
+/// Record `seq` (`None` if it is not kept, or does not parse).
+pub fn record_at(tx: &ReadTx, seq: u64) -> Result<Option<Record>, store::Error> {
     let Some(Entry::Record(stored)) = tx.get(LOG, &record_key(seq))? else { return Ok(None) };
-    let record: Option<Record> = serde_json::from_slice(&stored.canonical).ok();
-    Ok(record.and_then(|r| Timestamp::parse_rfc3339(&r.timestamp)))
+    Ok(serde_json::from_slice(&stored.canonical).ok())
 }
 
 /// Walks the whole chain and checks every link and the head.

@@ -26,8 +26,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 pub use chain::{
-    Head, LOG_TABLE, Verified, VerifyError, anchor, append, export_jsonl, head, newest_time, time_of, verify,
-    verify_from,
+    Head, LOG_TABLE, Verified, VerifyError, anchor, append, export_jsonl, head, newest_time, record_at, time_of,
+    verify, verify_from,
 };
 
 /// Who acted.

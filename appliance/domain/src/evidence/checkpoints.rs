@@ -75,6 +75,50 @@ pub fn read_details(record: &Record) -> Option<(u64, [u8; 32], String)> {
     Some((seq, hash, d.get("signature")?.clone()))
 }
 
+/// A checkpoint on its own: what an auditor downloads to pin the log as it
+/// stands, and later checks an export against
+/// (`tether audit verify --checkpoint FILE --public-key KEY --file EXPORT`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signed {
+    /// The checkpoint's own record.
+    pub seq: u64,
+    pub written_at: String,
+    /// The record it vouches for, and that record's hash: every record up
+    /// to it is pinned by the hash chain.
+    pub covers_seq: u64,
+    pub covers_hash: String,
+    /// ECDSA P-256 over the checkpoint purpose, `covers_seq` and `covers_hash`.
+    pub signature: String,
+    pub key_id: String,
+}
+
+impl Signed {
+    /// Whether `key` made this checkpoint's signature.
+    pub fn verifies(&self, key: &signing::PublicKey) -> bool {
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(&self.covers_hash, &mut hash).is_ok()
+            && key.id() == self.key_id
+            && key.verifies(Purpose::Checkpoint, self.covers_seq, &hash, &self.signature)
+    }
+}
+
+/// The newest checkpoint written, as a document of its own (`None` before
+/// the first, or once retention has moved it into an archive segment).
+pub fn newest(tx: &ReadTx) -> Result<Option<Signed>, store::Error> {
+    let Some(written) = tx.get(NEWEST, NEWEST_KEY)? else { return Ok(None) };
+    let Some(record) = crate::audit::record_at(tx, written.seq)? else { return Ok(None) };
+    let Some((covers_seq, covers_hash, signature)) = read_details(&record) else { return Ok(None) };
+    Ok(Some(Signed {
+        seq: record.seq,
+        written_at: record.timestamp.clone(),
+        covers_seq,
+        covers_hash: hex::encode(covers_hash),
+        signature,
+        key_id: record.metadata.details.get("key_id").cloned().unwrap_or_default(),
+    }))
+}
+
 /// Signs the head and appends the checkpoint (making the audit key first,
 /// the first time). Returns what it covers.
 pub async fn write(store: &Store, vault: &Vault, now: Timestamp) -> Result<Option<Last>, SigningError> {
@@ -157,5 +201,36 @@ mod tests {
         assert!(!due(head(1098), last, T0, minute));
         assert!(due(head(1099), last, T0, minute), "a thousand records since the last");
         assert!(due(head(0), None, T0, minute));
+    }
+
+    #[tokio::test]
+    async fn the_newest_checkpoint_stands_alone_and_verifies_only_as_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let clock = std::sync::Arc::new(tether_base::clock::ManualClock::at(T0));
+        let vault = crate::vault::unsealed_for_tests(&store, clock);
+        assert_eq!(store.read(newest).unwrap(), None, "none before the first");
+        let event = Event::new("test.happened", "test", Resource::new("thing", "1"));
+        store.write(move |tx| crate::audit::append(tx, T0, &Origin::system(), event)).await.unwrap();
+        let head = store.read(crate::audit::head).unwrap().unwrap();
+        let written = write(&store, &vault, T0).await.unwrap().unwrap();
+
+        let signed = store.read(newest).unwrap().unwrap();
+        assert_eq!((signed.covers_seq, written.covers), (head.seq, head.seq));
+        assert_eq!(signed.covers_hash, hex::encode(head.hash));
+        assert_eq!(signed.seq, head.seq + 1, "the checkpoint is the record after what it covers");
+        let key = signing::PublicKey::from_pem(&store.read(signing::public_key_pem).unwrap()).unwrap();
+        assert!(signed.verifies(&key));
+        let altered = Signed { covers_hash: hex::encode([9u8; 32]), ..signed.clone() };
+        assert!(!altered.verifies(&key), "another hash");
+        let moved = Signed { covers_seq: signed.covers_seq + 1, ..signed.clone() };
+        assert!(!moved.verifies(&key), "another seq");
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = Store::create(other_dir.path()).unwrap();
+        let other_vault =
+            crate::vault::unsealed_for_tests(&other, std::sync::Arc::new(tether_base::clock::ManualClock::at(T0)));
+        signing::ensure(&other, &other_vault.keys().unwrap()).await.unwrap();
+        let stranger = signing::PublicKey::from_pem(&other.read(signing::public_key_pem).unwrap()).unwrap();
+        assert!(!signed.verifies(&stranger), "another appliance's key");
     }
 }

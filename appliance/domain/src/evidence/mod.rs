@@ -99,6 +99,11 @@ impl Evidence {
         Ok(tokio::task::spawn_blocking(export).await.map_err(EvidenceError::Stopped)??)
     }
 
+    /// The newest signed checkpoint of the chain, if one is written.
+    pub fn newest_checkpoint(&self) -> Result<Option<checkpoints::Signed>, EvidenceError> {
+        Ok(self.store.read(checkpoints::newest)?)
+    }
+
     /// The audit public key (PEM; made first if there is none yet).
     pub async fn public_key_pem(&self) -> Result<String, EvidenceError> {
         signing::ensure(&self.store, &self.vault.keys()?).await?;

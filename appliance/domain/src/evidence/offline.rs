@@ -7,6 +7,7 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
+use super::checkpoints::Signed;
 use super::signing::{self, PublicKey, Purpose, SigningError};
 use crate::audit::Record;
 use crate::audit::chain::{GENESIS_PREV, chain_hash, export_range};
@@ -121,6 +122,31 @@ pub fn verify_files(texts: &[&str], key: &PublicKey) -> Result<Vec<Summary>, (us
         summaries.push(summary);
     }
     Ok(summaries)
+}
+
+/// Whether verified exports hold the record a signed checkpoint vouches
+/// for, with the hash it signed: the log an auditor pinned earlier was not
+/// rewritten up to there since. Says what disagrees if not.
+pub fn agrees_with(texts: &[&str], checkpoint: &Signed) -> Result<(), String> {
+    #[derive(Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    let covered = texts.iter().flat_map(|t| t.lines()).filter_map(split_hash).find_map(|(canonical, hash)| {
+        let seq = serde_json::from_str::<Seq>(&canonical).ok()?.seq;
+        (seq == checkpoint.covers_seq).then_some(hash)
+    });
+    match covered {
+        Some(hash) if hex::encode(hash) == checkpoint.covers_hash => Ok(()),
+        Some(_) => Err(format!(
+            "record {} differs from the one the checkpoint signed: the log was rewritten at or before it",
+            checkpoint.covers_seq
+        )),
+        None => Err(format!(
+            "the exports do not hold record {}, which the checkpoint covers; export from a seq at or before it",
+            checkpoint.covers_seq
+        )),
+    }
 }
 
 /// The suffix `export_jsonl` puts after a record's canonical JSON.

@@ -2,6 +2,7 @@
 //! directory, or (`verify --file`) on an export, anywhere, offline.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -13,9 +14,11 @@ use tether_store::{self as store, Store};
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Check the whole hash chain of a stopped appliance's data directory,
-    /// or (with --file and --public-key) an export from
-    /// `GET /api/v1/audit/export`; exits non-zero on any break and names
-    /// the first bad record.
+    /// or (with --public-key and --file or --checkpoint) an export from
+    /// `GET /api/v1/audit/export` or a checkpoint from
+    /// `GET /api/v1/audit/checkpoint`; exits non-zero on any break and
+    /// names the first bad record.
+    #[command(group(clap::ArgGroup::new("offline").multiple(true).args(["file", "checkpoint"])))]
     Verify {
         #[command(flatten)]
         dir: super::DataDir,
@@ -24,8 +27,13 @@ pub enum Command {
         /// continue the one before.
         #[arg(long, requires = "public_key")]
         file: Vec<std::path::PathBuf>,
+        /// A signed checkpoint downloaded earlier: its signature is checked,
+        /// and with --file the exports must hold the record it vouches for,
+        /// unchanged (the log was not rewritten since it was downloaded).
+        #[arg(long, requires = "public_key")]
+        checkpoint: Option<std::path::PathBuf>,
         /// The appliance's audit public key (PEM; `tether audit public-key`).
-        #[arg(long, requires = "file")]
+        #[arg(long, requires = "offline")]
         public_key: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
@@ -118,8 +126,8 @@ fn open(dir: &std::path::Path) -> anyhow::Result<Store> {
 
 pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Verify { file, public_key: Some(key), json, .. } if !file.is_empty() => {
-            verify_export(&file, &key, json)
+        Command::Verify { file, checkpoint, public_key: Some(key), json, .. } => {
+            verify_offline(&file, checkpoint.as_deref(), &key, json)
         }
         Command::Sink(cmd) => sink(cmd).await,
         Command::PublicKey { dir } => {
@@ -166,41 +174,78 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn verify_export(files: &[std::path::PathBuf], key: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    let texts = files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display())))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let pem = std::fs::read_to_string(key).with_context(|| format!("cannot read {}", key.display()))?;
-    let key = evidence::signing::PublicKey::from_pem(&pem).with_context(|| key.display().to_string())?;
+fn verify_offline(
+    files: &[PathBuf],
+    checkpoint: Option<&std::path::Path>,
+    key: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let read = |f: &std::path::Path| std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()));
+    let texts = files.iter().map(|f| read(f)).collect::<anyhow::Result<Vec<_>>>()?;
+    let key = evidence::signing::PublicKey::from_pem(&read(key)?).with_context(|| key.display().to_string())?;
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    match evidence::offline::verify_files(&texts, &key) {
-        Ok(summaries) => {
-            if json {
-                super::print_json(&serde_json::json!({"ok": true, "files": summaries}))?;
-            } else {
-                for (file, summary) in files.iter().zip(&summaries) {
-                    println!(
-                        "export OK: {}: {} records (seq {}..={}), {} signed checkpoints, sealed by key {}",
-                        file.display(),
-                        summary.records,
-                        summary.first_seq.unwrap_or(0),
-                        summary.last_seq.unwrap_or(0),
-                        summary.checkpoints,
-                        summary.key_id
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+    let mut report = serde_json::json!({"ok": true});
+    // The first problem ends the check: said, and kept for --json.
+    let broken = |report: &mut serde_json::Value, what: &str, file: String, problem: String| {
+        if !json {
+            println!("{what} BROKEN in {file} at {problem}");
         }
-        Err((n, bad)) => {
-            let file = files.get(n - 1).map(|f| f.display().to_string()).unwrap_or_default();
-            if json {
-                super::print_json(&serde_json::json!({"ok": false, "file": file, "problem": bad}))?;
-            } else {
-                println!("export BROKEN in {file} at {bad}");
+        *report = serde_json::json!({"ok": false, "file": file, "problem": problem});
+    };
+    if !texts.is_empty() {
+        match evidence::offline::verify_files(&texts, &key) {
+            Ok(summaries) => {
+                if !json {
+                    for (file, summary) in files.iter().zip(&summaries) {
+                        println!(
+                            "export OK: {}: {} records (seq {}..={}), {} signed checkpoints, sealed by key {}",
+                            file.display(),
+                            summary.records,
+                            summary.first_seq.unwrap_or(0),
+                            summary.last_seq.unwrap_or(0),
+                            summary.checkpoints,
+                            summary.key_id
+                        );
+                    }
+                }
+                report["files"] = serde_json::json!(summaries);
             }
-            Ok(ExitCode::from(2))
+            Err((n, bad)) => {
+                let file = files.get(n - 1).map(|f| f.display().to_string()).unwrap_or_default();
+                broken(&mut report, "export", file, bad.to_string());
+            }
         }
     }
+    if let (Some(path), true) = (checkpoint, report["ok"] == true) {
+        let signed: evidence::checkpoints::Signed = serde_json::from_str(&read(path)?)
+            .with_context(|| format!("{} is not a checkpoint from GET /api/v1/audit/checkpoint", path.display()))?;
+        let file = path.display().to_string();
+        let disagreement = if texts.is_empty() { None } else { evidence::offline::agrees_with(&texts, &signed).err() };
+        if !signed.verifies(&key) {
+            let problem = format!(
+                "its signature: it does not verify with this public key (key {}; the checkpoint names key {})",
+                key.id(),
+                signed.key_id
+            );
+            broken(&mut report, "checkpoint", file, problem);
+        } else if let Some(problem) = disagreement {
+            broken(&mut report, "checkpoint", file, problem);
+        } else {
+            if !json {
+                println!(
+                    "checkpoint OK: {file}: signed by key {}, vouches for records up to seq {} (hash {}), written {}{}",
+                    signed.key_id,
+                    signed.covers_seq,
+                    signed.covers_hash,
+                    signed.written_at,
+                    if texts.is_empty() { "" } else { "; the exports agree with it" }
+                );
+            }
+            report["checkpoint"] = serde_json::json!(signed);
+        }
+    }
+    if json {
+        super::print_json(&report)?;
+    }
+    Ok(if report["ok"] == true { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }

@@ -207,6 +207,28 @@ impl Api {
         Ok(resp.json().await?)
     }
 
+    /// Opens the event stream at `path` and reads it until `count` events
+    /// of `kind` have come whole; answers how long the first took.
+    pub async fn read_events(&self, path: &str, kind: &str, count: usize) -> anyhow::Result<Duration> {
+        let start = std::time::Instant::now();
+        let mut resp = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await?;
+        anyhow::ensure!(resp.status().is_success(), "{path}: HTTP {}", resp.status());
+        let (marker, mut text, mut seen, mut first) = (format!("event: {kind}\n"), String::new(), 0, None);
+        while seen < count {
+            let chunk = resp.chunk().await?.with_context(|| format!("{path} ended after {seen} {kind} events"))?;
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            // An event is whole at its blank line.
+            while let Some(end) = text.find("\n\n") {
+                if text[..end + 1].contains(&marker) {
+                    seen += 1;
+                    first.get_or_insert_with(|| start.elapsed());
+                }
+                text.drain(..end + 2);
+            }
+        }
+        Ok(first.unwrap_or_default())
+    }
+
     pub async fn parked_polls(&self) -> anyhow::Result<u64> {
         self.get("/api/v1/system/status").await?["parked_polls"].as_u64().context("parked_polls")
     }

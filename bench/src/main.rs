@@ -440,7 +440,7 @@ async fn run() -> anyhow::Result<()> {
         eprintln!("(j) the console's pages, after {queued} finished and {queued} queued tasks and 500 workers…");
         let (app, api) = fresh("j")?;
         let workers = enroll_workers(&app, &api, 500).await?;
-        let (page_rows, measured) = console_pages::measure(workers, &api, queued, args.rounds.max(1) * 7).await?;
+        let (page_rows, measured) = console_pages::measure(&app, workers, &api, queued, args.rounds.max(1) * 7).await?;
         rows.extend(page_rows);
         report.insert("j_console_pages_ms".into(), measured);
     }

@@ -186,6 +186,12 @@ async function firstAdmin(browser) {
   await tabTo(page, page.getByRole('button', { name: 'Submit' }));
   await page.keyboard.press('Enter');
   await arrive(page, 'Task echo', 'keyboard-task', false);
+
+  // The gateway was used before the walk: its tokens are drawn per day.
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'LLM', exact: true }).click();
+  const chart = page.getByRole('img', { name: /tokens per day: \d+ tokens from / });
+  await chart.waitFor({ timeout: 10000 });
+  await arrive(page, 'LLM gateway', 'llm-usage');
   await cspSeen(page, 'admin');
 }
 
@@ -379,7 +385,7 @@ async function operate(browser) {
     await page.locator('#task-state').getByText('succeeded').waitFor({ timeout: 30000 });
     await arrive(page, 'Task echo', 'task');
 
-    await visit(page, 'Workers', 'Workers', 'workers-enrolled', false);
+    await visit(page, 'Workers', 'Workers', 'workers-enrolled');
     page.once('dialog', (d) => d.accept());
     await page.getByRole('button', { name: /^Revoke / }).click();
     await page.getByRole('cell', { name: 'revoked' }).waitFor({ timeout: 10000 });

@@ -7,6 +7,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::fake_llm::FakeLlm;
 use crate::harness::{Appliance, bin, fast_env, repo_root};
 
 /// The SHA-256 of a certificate's public key (base64): the one
@@ -57,6 +58,14 @@ fn walk(a: &Appliance, extra: Value) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_first_admin_signs_in_sets_up_reaches_the_dashboard_and_works_by_keyboard_alone() {
     let a = Appliance::start();
+    // Some use of the gateway first, for the LLM page to draw.
+    let upstream = FakeLlm::start().await;
+    crate::llm::add_upstream(&a, "vllm", &upstream.url(), &["llama3"]).await;
+    let (s, key) = a.api().post("/api/v1/llm/keys", &json!({"models": ["llama3"]})).await;
+    assert_eq!(s, 201, "{key}");
+    let ask = json!({"model": "llama3", "messages": [{"role": "user", "content": "count the racks"}]});
+    let (s, answer) = crate::llm::call(&a, key["key"].as_str().unwrap(), &ask).await;
+    assert_eq!(s, 200, "{answer}");
     let report = walk(&a, json!({"scenario": "first-admin", "admin_password": a.init["admin_password"]}));
     let pages = pages_of(&report);
     assert_eq!(
@@ -70,7 +79,8 @@ async fn the_first_admin_signs_in_sets_up_reaches_the_dashboard_and_works_by_key
             "signed-out",
             "dashboard-again",
             "keyboard-tasks",
-            "keyboard-task"
+            "keyboard-task",
+            "llm-usage"
         ],
         "{report:#}"
     );

@@ -41,6 +41,9 @@ if [ ! -d tests/idp/node_modules ]; then
     echo "installing oidc-provider (npm) for the SSO test" >&2
     npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error >/dev/null
 fi
+# The shipped units are checked by systemd's own analyzer (verify, and
+# security --offline=yes for their exposure).
+need systemd-analyze systemd
 # The console is tested in a real browser: Debian's chromium, driven by
 # playwright-core from npm and checked by axe-core (tests/browser).
 need chromium chromium

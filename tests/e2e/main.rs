@@ -25,5 +25,7 @@ mod resilience;
 mod rotation;
 mod security;
 mod sso;
+mod supervision;
+mod units;
 mod upgrade;
 mod vault;

@@ -18,7 +18,7 @@ use tether_domain::pki;
 
 #[derive(Debug, Serialize)]
 pub struct Health {
-    status: &'static str,
+    pub status: &'static str,
     sealed: bool,
     /// "ok", or "degraded" while audit records (and so every action) cannot
     /// be written.
@@ -28,10 +28,15 @@ pub struct Health {
     /// The background tasks that stopped on their own (the status is then
     /// "degraded" until a restart); absent when none did.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    tasks_stopped: Vec<&'static str>,
+    pub tasks_stopped: Vec<&'static str>,
 }
 
 pub async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
+    axum::Json(health(&state))
+}
+
+/// How the appliance is: what `/healthz` answers and systemd's status says.
+pub fn health(state: &AppState) -> Health {
     let sealed = state.vault.is_sealed();
     let audit_degraded = state.store.is_degraded();
     let disk_low = state.space.is_low();
@@ -49,13 +54,13 @@ pub async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
     } else {
         "ok"
     };
-    axum::Json(Health {
+    Health {
         status,
         sealed,
         audit: if audit_degraded { "degraded" } else { "ok" },
         disk: if disk_low { "low" } else { "ok" },
         tasks_stopped,
-    })
+    }
 }
 
 #[derive(Debug, Serialize)]

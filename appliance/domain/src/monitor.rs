@@ -126,13 +126,23 @@ impl Monitor {
     /// Every active worker not heard from within `silent_after` (counted
     /// from this start for those not heard from since), and for how long.
     pub fn silent(&self, now: Timestamp) -> Result<Vec<(WorkerId, Duration)>, tether_store::Error> {
+        Ok(self.quiet_for(now)?.into_iter().filter(|(_, quiet)| *quiet > self.silent_after).collect())
+    }
+
+    /// How many active workers were heard from within `silent_after`.
+    pub fn online(&self, now: Timestamp) -> Result<usize, tether_store::Error> {
+        Ok(self.quiet_for(now)?.iter().filter(|(_, quiet)| *quiet <= self.silent_after).count())
+    }
+
+    /// Every active worker, and how long since it was heard from (since
+    /// this start, or its enrollment if later, for those not heard from).
+    fn quiet_for(&self, now: Timestamp) -> Result<Vec<(WorkerId, Duration)>, tether_store::Error> {
         let workers = self.store.read(crate::pki::list_workers)?;
         let s = self.silence.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(workers
             .into_iter()
             .filter(|w| !w.revoked)
             .map(|w| (w.id, now.since(s.last_seen.get(&w.id).copied().unwrap_or(self.started.max(w.enrolled_at)))))
-            .filter(|(_, quiet)| *quiet > self.silent_after)
             .collect())
     }
 

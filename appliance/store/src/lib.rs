@@ -50,6 +50,8 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 const JOURNAL_ID: &[u8] = b"journal_id";
 /// The last batch redb's state includes; replay starts after it.
 const JOURNAL_SEQ: &[u8] = b"journal_seq";
+/// When the health loop last proved the store commits (ms since the epoch).
+const HEALTH_PROBE: &[u8] = b"health_probe";
 
 use tether_base::Cause;
 
@@ -274,8 +276,6 @@ impl Store {
         self.writer.is_degraded()
     }
 
-    /// While the disk is low, make every batch a durable commit so that the
-    /// file does not grow between checkpoints (slower, but it fits).
     /// Makes every write to the collection named `collection` fail (with
     /// [`Error::Injected`]) until called again with `None`: how tests show
     /// that an operation whose audit record cannot be written fails whole.
@@ -285,6 +285,8 @@ impl Store {
         self.writer.refuse_writes_to(collection);
     }
 
+    /// While the disk is low, make every batch a durable commit so that the
+    /// file does not grow between checkpoints (slower, but it fits).
     pub fn set_frugal(&self, on: bool) {
         self.writer.set_frugal(on);
     }
@@ -313,6 +315,13 @@ impl Store {
     {
         let answer = self.writer.enqueue(op)?;
         answer.await.map_err(|_| E::from(self.writer.gone()))?
+    }
+
+    /// One small durable write, answered once it is committed: the health
+    /// loop's proof that the store still commits. On a disk that hangs it
+    /// hangs too (that is the point); one that refuses writes answers at once.
+    pub async fn prove_writable(&self, now_millis: u64) -> Result<(), Error> {
+        self.write(move |tx| tx.put(META, HEALTH_PROBE, &now_millis)).await
     }
 
     /// Like [`Store::write`], for callers outside the async runtime.

@@ -7,6 +7,7 @@
 mod background;
 pub mod init;
 mod reseal;
+pub mod supervisor;
 
 use std::future::Future;
 use std::net::SocketAddr;

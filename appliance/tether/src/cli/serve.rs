@@ -10,6 +10,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::init;
+use tether_api::app::supervisor::{self, Supervisor};
 use tether_api::app::{App, Listeners, Ready};
 use tether_api::config::{CONFIG_FILE, RawConfig};
 use tether_base::crypto;
@@ -103,10 +104,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {} (set --worker-listen)", config.worker_listen))?,
     };
+    // systemd (Type=notify) hears when it serves, how it is, and when it stops.
+    let supervisor = Supervisor::from_env();
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     let signal = stop_signal()?;
     tokio::spawn(async move {
         signal.await;
+        supervisor.stopping();
         let _ = stopping.send(true);
     });
     let mut until_stopped = stopped.clone();
@@ -114,14 +118,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let _ = until_stopped.wait_for(|s| *s).await;
     };
     let listeners = if setting_up {
-        match set_up(&dir, &config, listeners, args.json, stopped).await? {
+        match set_up(&dir, &config, listeners, args.json, stopped, supervisor).await? {
             Some(listeners) => listeners,
             None => return Ok(ExitCode::SUCCESS),
         }
     } else {
         listeners
     };
-    let app = App::start(config, listeners, stop).await?;
+    let mut app = App::start(config, listeners, stop).await?;
+    // Serving now: the store is open, both listeners are bound and answer.
+    supervisor.ready(&supervisor::describe(app.state()));
+    app.spawn("supervisor", supervisor::run(app.state().clone(), supervisor));
     let mut ready = ready_line(app.ready());
     if args.dev {
         let now = app.state().clock.now();
@@ -158,6 +165,7 @@ async fn set_up(
     listeners: Listeners,
     json: bool,
     mut stopped: tokio::sync::watch::Receiver<bool>,
+    supervisor: Supervisor,
 ) -> anyhow::Result<Option<Listeners>> {
     let address = listeners.console.local_addr()?;
     // The socket stays open across the switch: connections made meanwhile
@@ -185,6 +193,8 @@ async fn set_up(
         println!("  certificate    SHA-256 {}", mode.fingerprint);
         println!("The browser warns about the certificate: check that its fingerprint is the one above.");
     }
+    // Setup mode serves, and may wait for its operator a long while.
+    supervisor.ready(&format!("setup mode: open https://{address}/ and enter the setup code"));
     tokio::select! {
         done = mode.finished() => done?,
         _ = stopped.wait_for(|s| *s) => return Ok(None),

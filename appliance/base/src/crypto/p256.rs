@@ -1,5 +1,5 @@
 //! ECDSA P-256 keys that sign things other than TLS handshakes: the audit
-//! log's checkpoints and the site's model bundles. Public keys travel as
+//! log's checkpoints, the site's model bundles and the release bundles. Public keys travel as
 //! PEM SubjectPublicKeyInfo, private keys as PEM PKCS#8; signatures are
 //! ASN.1 DER over SHA-256 of the message.
 
@@ -61,6 +61,14 @@ impl PublicKey {
     /// A short public id: the first 8 bytes of SHA-256 of the point, in hex.
     pub fn id(&self) -> String {
         hex::encode(&digest(&SHA256, &self.point).as_ref()[..8])
+    }
+
+    /// `sha256:` and the hex SHA-256 of the SubjectPublicKeyInfo (DER), as
+    /// `openssl pkey -pubin -outform der | sha256sum` shows it.
+    pub fn fingerprint(&self) -> String {
+        let mut der = SPKI_PREFIX.to_vec();
+        der.extend_from_slice(&self.point);
+        format!("sha256:{}", hex::encode(digest(&SHA256, &der).as_ref()))
     }
 
     /// Whether `signature` (DER) is this key's over `message`.

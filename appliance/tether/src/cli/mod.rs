@@ -11,6 +11,7 @@ mod crypto;
 mod init;
 mod llm;
 mod models;
+mod release;
 mod secret;
 mod security;
 mod serve;
@@ -29,7 +30,7 @@ use clap::{Parser, Subcommand};
 
 /// Tether: an air-gapped appliance that brokers AI-agent work to workers that only pull.
 #[derive(Debug, Parser)]
-#[command(name = "tether", version, about, propagate_version = true)]
+#[command(name = "tether", version = release::version_text(), about, propagate_version = true)]
 pub struct Cli {
     /// More log output on stderr (repeat for more). TETHER_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -103,6 +104,9 @@ enum Command {
     /// The vault's status and key rotation.
     #[command(subcommand)]
     Vault(vault::Command),
+    /// Release signing: make the key pairs that sign release bundles.
+    #[command(subcommand)]
+    Release(release::Command),
 }
 
 /// Logs go to stderr; stdout is for results.
@@ -143,6 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore(args) => runtime()?.block_on(backup::restore(args)),
         Command::RestoreTest(args) => runtime()?.block_on(backup::restore_test(args)),
         Command::Upgrade(args) => upgrade::run(args),
+        Command::Release(cmd) => release::run(cmd),
     }
 }
 

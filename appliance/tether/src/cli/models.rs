@@ -174,10 +174,8 @@ fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
         bail!("{} already holds a model-signing key; refusing to overwrite it", out.display());
     }
     std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
-    let key = PrivateKey::generate()?;
-    tether_base::files::write_private(&private, key.to_pem().as_bytes())?;
-    std::fs::write(&public, key.public().to_pem()).with_context(|| public.display().to_string())?;
-    println!("model-signing key {} written:", key.public().id());
+    let key = super::release::write_key_pair(&private, &public)?;
+    println!("model-signing key {} written:", key.id());
     println!("  {}  (private: keep it offline, with whoever packs models)", private.display());
     println!("  {}  (public: `tether models trust` it on the appliance)", public.display());
     Ok(ExitCode::SUCCESS)

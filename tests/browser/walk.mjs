@@ -204,7 +204,8 @@ async function tabTo(page, target, limit = 80) {
     const [reached, visible, what] = await page.evaluate((el) => {
       const at = document.activeElement;
       const style = getComputedStyle(at);
-      const ring = (style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0) || style.boxShadow !== 'none';
+      // Past the last element the focus leaves the page (body), then wraps to the first.
+      const ring = at === document.body || (style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0) || style.boxShadow !== 'none';
       return [at === el, ring, `${at.tagName.toLowerCase()} "${(at.getAttribute('aria-label') || at.textContent || at.name || '').trim().slice(0, 40)}"`];
     }, wanted);
     if (!visible) problems.push(`the keyboard focus is not visible on ${what}`);
@@ -412,6 +413,9 @@ async function operate(browser) {
   await page.getByRole('button', { name: 'Run the security check' }).click();
   await page.getByText(/\d+ \/ 100 · grade [A-F]/).waitFor({ timeout: 20000 });
   await arrive(page, 'Security', 'security');
+  // The dashboard shows the score the check just gave.
+  await visit(page, 'Dashboard', 'Dashboard', 'dashboard-scored', false);
+  await page.getByText(/^\d+ · [A-F]$/).waitFor({ timeout: 10000 });
 
   await visit(page, 'Audit', 'Audit log', 'audit-search', false);
   await page.getByRole('button', { name: 'Verify the chain' }).click();
@@ -446,6 +450,9 @@ async function operate(browser) {
   writeFileSync(config.handoff, JSON.stringify({ ...handoff, rekeyed: newShares, last_step: lastStep }));
   await arrive(page, 'Vault', 'vault-rekeyed', false);
   await visit(page, 'PKI', 'PKI', 'pki');
+  const [crl] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'Download the CRL (DER)' }).click()]);
+  // A DER SEQUENCE, holding the revoked worker's serial.
+  if (readFileSync(await crl.path())[0] !== 0x30) problems.push('the CRL download is not DER');
   await visit(page, 'Backups', 'Backups', 'backups');
   await visit(page, 'Alerts', 'Alerts', 'alerts');
 

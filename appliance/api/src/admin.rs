@@ -85,6 +85,18 @@ pub struct Status {
     csp_violations: u64,
     /// The machine: uptime, load, memory, the data disk.
     host: Host,
+    /// The security check's last run (`GET /api/v1/security/checks` runs it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    security: Option<SecurityRun>,
+}
+
+/// The last security check, in brief.
+#[derive(Debug, Serialize)]
+pub struct SecurityRun {
+    score: u32,
+    grade: String,
+    failing: u32,
+    checked_at: String,
 }
 
 /// What the machine says of itself; a figure it cannot give is left out.
@@ -140,6 +152,12 @@ pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<ax
         certificate_alerts: super::certificates::expiry_alerts(&state)?.len(),
         csp_violations: state.csp_reports.count(),
         host: Host::now(&state.config.data_dir),
+        security: state.store.read(tether_domain::posture::last_run)?.map(|run| SecurityRun {
+            score: run.score,
+            grade: run.grade,
+            failing: run.failing,
+            checked_at: run.at.to_rfc3339(),
+        }),
     }))
 }
 

@@ -1,5 +1,6 @@
-// The dashboard: the appliance at a glance from one call, then live from
-// the event stream (queue depth and throughput plotted as they come).
+// The dashboard: the appliance at a glance from one call (with the security
+// check's last score), then live from the event stream (queue depth and
+// throughput plotted as they come).
 
 import { get } from '../api.js';
 import { LineChart } from '../chart.js';
@@ -23,6 +24,18 @@ function duration(seconds) {
   return d ? `${d} d ${hrs} h` : hrs ? `${hrs} h ${m} min` : `${m} min`;
 }
 
+/** The security check's last score, with where to run it again. */
+function security(run, mayRun) {
+  if (!run) {
+    return h('div', { class: 'card' }, h('p', { class: 'stat' }, '—'),
+      h('p', { class: 'stat-label' }, 'Security score: ', mayRun ? h('a', { href: '#/security' }, 'run the check') : 'never checked'));
+  }
+  const tone = run.grade === 'A' ? 'good' : run.grade === 'B' ? 'warn' : 'bad';
+  return h('div', { class: 'card' }, h('p', { class: `stat ${tone}` }, `${run.score} · ${run.grade}`),
+    h('p', { class: 'stat-label' }, mayRun ? h('a', { href: '#/security' }, 'Security score') : 'Security score',
+      `, ${run.failing} failing, checked `, when(run.checked_at)));
+}
+
 export async function dashboard(session) {
   const may = (p) => session.permissions.includes(p);
   if (!may('worker_read')) {
@@ -44,6 +57,7 @@ export async function dashboard(session) {
     ready.card, running.card, enrolled.card, polling.card,
     stat('Certificates needing attention', s.certificate_alerts, s.certificate_alerts ? 'warn' : 'good').card,
     stat('Crypto mode', s.crypto.mode).card,
+    security(s.security, may('audit_read')),
   ];
   const hostFacts = [
     ['Up for', s.host.uptime_s !== undefined && duration(s.host.uptime_s)],

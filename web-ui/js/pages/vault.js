@@ -1,6 +1,6 @@
 // The vault: state, seal and rekey (re-authenticated), key rotation,
 // secrets by name only (values are write-only here). The PKI: the CA, its
-// rotation and the certificates.
+// rotation, the CRL and the certificates.
 
 import { get, post, put } from '../api.js';
 import { announce, button, choice, field, form, h, saveAs, section, show, shownOnce, table, when } from '../dom.js';
@@ -122,6 +122,8 @@ export async function pki(session) {
     section('CA rotation', h('ol', { class: 'stepper' }, phases.map(([p, text]) =>
       h('li', { 'aria-current': rotation.phase === p ? 'step' : null }, text))),
     h('p', {}, `${rotation.workers_on_new_ca} of ${rotation.workers_active} active workers trust the new CA.`), steps),
+    section('Revoked certificates', h('p', {}, 'Every revoked worker certificate not yet expired is in the CRL, signed by the CA that issues. ',
+      h('a', { class: 'button secondary', href: '/api/v1/pki/crl', download: 'tether.crl' }, 'Download the CRL (DER)'))),
     section('Certificates', table('Certificates', ['Certificate', 'Fingerprint', 'Expires'],
       certificates.certificates.map((c) => [c.certificate.replace('_', ' '), h('code', { class: 'fingerprint' }, c.fingerprint), when(c.not_after)])),
     certificates.alerts.length ? h('ul', {}, certificates.alerts.map((a) => h('li', { class: 'warn' }, JSON.stringify(a)))) : null));

@@ -308,6 +308,24 @@ pub struct SinkFact {
 /// The score of the last run, to audit a change.
 const LAST_SCORE: Collection<u32> = Collection::new("security_posture");
 const LAST_SCORE_KEY: &[u8] = b"last_score";
+/// The last run, for the dashboard.
+const LAST_RUN: Collection<LastRun> = Collection::new("security_posture_last_run");
+const LAST_RUN_KEY: &[u8] = b"last_run";
+
+/// What the last run found, in brief.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LastRun {
+    pub score: u32,
+    pub grade: String,
+    /// How many checks failed.
+    pub failing: u32,
+    pub at: Timestamp,
+}
+
+/// The last run, if the check ever ran.
+pub fn last_run(tx: &tether_store::ReadTx) -> Result<Option<LastRun>, store::Error> {
+    tx.get(LAST_RUN, LAST_RUN_KEY)
+}
 
 /// Audits a run: its score and failing checks, and a change of score.
 pub async fn record(store: &Store, origin: &Origin, now: Timestamp, report: &Report) -> Result<(), store::Error> {
@@ -337,6 +355,8 @@ fn write_record(
             .detail("to", score);
         audit::append(tx, now, origin, event)?;
     }
+    let failing = u32::try_from(failing.len()).unwrap_or(u32::MAX);
+    tx.put(LAST_RUN, LAST_RUN_KEY, &LastRun { score, grade: grade.to_owned(), failing, at: now })?;
     tx.put(LAST_SCORE, LAST_SCORE_KEY, &score)
 }
 

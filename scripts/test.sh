@@ -5,6 +5,8 @@
 #      clients) against the static release binary that ships
 #      (scripts/build-release.sh), or against TETHER_BIN if it is set;
 #   3. the unit suite of the `fips` build (aws-lc-rs over the AWS-LC FIPS module).
+# With the release binary built here, it is built once more at another path
+# and must come out the same bytes (scripts/check-reproducible.sh).
 # Arguments, if any, go to the test runner instead (debug build only), e.g.
 # `scripts/test.sh -E 'binary(e2e)'` or `scripts/test.sh -p tether-store`.
 set -euo pipefail
@@ -66,6 +68,11 @@ echo "== unit and in-process tests (debug build)" >&2
 run --workspace -E 'not binary(e2e)'
 if [ -z "${TETHER_BIN:-}" ]; then
     TETHER_BIN="$PWD/$(scripts/build-release.sh)"
+    # The release is reproducible: one more build of this commit, at
+    # another path, must give the same bytes (two more if this checkout
+    # has changes).
+    echo "== the release build is reproducible" >&2
+    scripts/check-reproducible.sh --against "$TETHER_BIN"
 fi
 echo "== the end-to-end suite against $TETHER_BIN" >&2
 TETHER_BIN="$TETHER_BIN" run --workspace -E 'binary(e2e)'

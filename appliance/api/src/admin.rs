@@ -16,9 +16,28 @@ use tether_domain::audit::sinks::{SinkKind, SinkStatus};
 use tether_domain::evidence::Verdict;
 use tether_domain::pki;
 
+/// The appliance's condition, worst first: what `/healthz` says in
+/// `status`, and systemd's status line is made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Condition {
+    #[serde(rename = "draining")]
+    Draining,
+    #[serde(rename = "audit degraded")]
+    AuditDegraded,
+    /// A background task stopped on its own.
+    #[serde(rename = "degraded")]
+    Degraded,
+    #[serde(rename = "sealed")]
+    Sealed,
+    #[serde(rename = "disk low")]
+    DiskLow,
+    #[serde(rename = "ok")]
+    Ok,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Health {
-    pub status: &'static str,
+    pub status: Condition,
     sealed: bool,
     /// "ok", or "degraded" while audit records (and so every action) cannot
     /// be written.
@@ -42,17 +61,17 @@ pub fn health(state: &AppState) -> Health {
     let disk_low = state.space.is_low();
     let tasks_stopped = state.tasks.stopped_early();
     let status = if state.broker.is_draining() {
-        "draining"
+        Condition::Draining
     } else if audit_degraded {
-        "audit degraded"
+        Condition::AuditDegraded
     } else if !tasks_stopped.is_empty() {
-        "degraded"
+        Condition::Degraded
     } else if sealed {
-        "sealed"
+        Condition::Sealed
     } else if disk_low {
-        "disk low"
+        Condition::DiskLow
     } else {
-        "ok"
+        Condition::Ok
     };
     Health {
         status,

@@ -15,6 +15,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 
 use crate::AppState;
+use crate::admin::Condition;
 
 /// How often the health loop looks when systemd asked for no watchdog.
 const LOOK_EVERY: Duration = Duration::from_secs(10);
@@ -63,22 +64,19 @@ impl Supervisor {
 /// What the appliance is doing, as one line for `systemctl status`.
 pub fn describe(state: &AppState) -> String {
     let health = crate::admin::health(state);
+    let serving = || {
+        let online = state.monitor.online(state.clock.now()).unwrap_or(0);
+        if online == 1 { "serving, 1 worker online".to_owned() } else { format!("serving, {online} workers online") }
+    };
     match health.status {
-        "ok" | "disk low" => {
-            let online = state.monitor.online(state.clock.now()).unwrap_or(0);
-            let workers = if online == 1 { "1 worker online".to_owned() } else { format!("{online} workers online") };
-            if health.status == "disk low" {
-                format!("serving, {workers}; disk low")
-            } else {
-                format!("serving, {workers}")
-            }
-        }
-        "sealed" => "sealed — waiting for unseal".into(),
-        "draining" => "stopping: finishing what runs".into(),
-        "audit degraded" => {
+        Condition::Ok => serving(),
+        Condition::DiskLow => format!("{}; disk low", serving()),
+        Condition::Sealed => "sealed — waiting for unseal".into(),
+        Condition::Draining => "stopping: finishing what runs".into(),
+        Condition::AuditDegraded => {
             "degraded: the audit log cannot be written (disk full or failing); nothing changes until it can".into()
         }
-        _ => format!("degraded: stopped early: {}", health.tasks_stopped.join(", ")),
+        Condition::Degraded => format!("degraded: stopped early: {}", health.tasks_stopped.join(", ")),
     }
 }
 

@@ -8,6 +8,8 @@
 //! ([`broker`]); the LLM gateway ([`llm`]); and the jobs over them: the
 //! disk's reserve ([`disk`]), the traffic watches ([`monitor`]), backups
 //! ([`backup`]) and the upgrade of old data directories ([`upgrade`]).
+//! Beside them, the signed bundles that carry models and releases into the
+//! site ([`signed_bundle`], [`release`]).
 
 pub mod audit;
 pub mod auth;
@@ -19,5 +21,7 @@ pub mod llm;
 pub mod monitor;
 pub mod pki;
 pub mod posture;
+pub mod release;
+pub mod signed_bundle;
 pub mod upgrade;
 pub mod vault;

@@ -76,6 +76,15 @@ impl Origin {
     pub fn system() -> Origin {
         Origin { actor: Actor::system(), source_ip: None, user_agent: None }
     }
+
+    /// `tether install`, run by the operator at the host while the
+    /// appliance is stopped.
+    pub fn installer() -> Origin {
+        Origin {
+            actor: Actor { kind: ActorKind::System, id: "installer".into(), roles: Vec::new() },
+            ..Origin::system()
+        }
+    }
 }
 
 /// What was touched.

@@ -1,6 +1,9 @@
 use std::io::Read;
 
 use super::*;
+use crate::signed_bundle::{SIGNATURE_ALGORITHM, Signature, append, signed_message};
+use base64::Engine;
+use std::path::PathBuf;
 
 fn model_dir(files: &[(&str, &[u8])]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -49,7 +52,8 @@ fn signed(key: &PrivateKey, manifest: &Manifest) -> (Vec<u8>, Vec<u8>) {
     let signature = Signature {
         algorithm: SIGNATURE_ALGORITHM.into(),
         key_id: key.public().id(),
-        signature: base64::engine::general_purpose::STANDARD.encode(key.sign(&signed_message(&manifest)).unwrap()),
+        signature: base64::engine::general_purpose::STANDARD
+            .encode(key.sign(&signed_message::<Manifest>(&manifest)).unwrap()),
     };
     (manifest, serde_json::to_vec(&signature).unwrap())
 }
@@ -95,7 +99,7 @@ fn another_keys_signature_and_no_signature_are_refused() {
     let (_dir, bundle, _) = packed(&key);
     let site = PrivateKey::generate().unwrap().public();
     match verify(&bundle, &site, &mut |_| {}) {
-        Err(BundleError::UntrustedKey { signed_by, trusted }) => {
+        Err(BundleError::UntrustedKey { signed_by, trusted, .. }) => {
             assert_eq!((signed_by, trusted), (key.public().id(), site.id()));
         }
         other => panic!("{other:?}"),

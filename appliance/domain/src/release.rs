@@ -261,7 +261,7 @@ pub fn record_upgrade_started(
     to: &Manifest,
     backup: &Path,
 ) -> Result<u64, tether_store::Error> {
-    let event = Event::new("release.upgrade_started", "update", Resource::new("release", &to.id()))
+    let event = Event::new("release.upgrade_started", "update", Resource::new("release", to.id()))
         .detail("from", from.id())
         .detail("to", to.id())
         .detail("backup", backup.display());
@@ -279,7 +279,7 @@ pub fn record_rolled_back(
     reason: &str,
     backup_restored: bool,
 ) -> Result<u64, tether_store::Error> {
-    let event = Event::new("release.upgrade_rolled_back", "update", Resource::new("release", &to.id()))
+    let event = Event::new("release.upgrade_rolled_back", "update", Resource::new("release", to.id()))
         .outcome(audit::Outcome::Failure)
         .detail("from", from.id())
         .detail("to", to.id())

@@ -7,7 +7,6 @@
 //! bundle for the appliance to verify and load into a model server, `list`
 //! shows what was imported.
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -17,7 +16,8 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::client::ApiClient;
-use tether_base::crypto::p256::{PrivateKey, PublicKey};
+use super::keyfile::{read_private_key, read_public_key};
+use super::progress::{Meter, size};
 use tether_domain::llm::bundle::{self, About, ModelFormat};
 use tether_domain::llm::models::{ModelInfo, upload_body};
 
@@ -181,16 +181,6 @@ fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_private_key(path: &Path) -> anyhow::Result<PrivateKey> {
-    let pem = tether_base::files::read_secret(path)?;
-    PrivateKey::from_pem(&pem).with_context(|| path.display().to_string())
-}
-
-fn read_public_key(path: &Path) -> anyhow::Result<PublicKey> {
-    let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    PublicKey::from_pem(&pem).with_context(|| path.display().to_string())
-}
-
 async fn import(path: &Path, into: &str, upstream: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
     // What the bundle claims, to say what is being uploaded; the appliance
     // trusts none of it until it has checked the signature.
@@ -237,47 +227,4 @@ async fn import(path: &Path, into: &str, upstream: Option<String>, json: bool) -
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn size(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / f64::from(1 << 30)),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1 << 20)),
-        b => format!("{b} B"),
-    }
-}
-
-/// A progress line on stderr: redrawn in place on a terminal, a line per
-/// tenth otherwise (logs, CI).
-struct Meter {
-    terminal: bool,
-    shown: Option<(&'static str, u64)>,
-    last_drawn: Instant,
-}
-
-impl Meter {
-    fn new() -> Meter {
-        Meter { terminal: std::io::stderr().is_terminal(), shown: None, last_drawn: Instant::now() }
-    }
-
-    fn show(&mut self, stage: &'static str, done: u64, total: u64) {
-        let percent = (done * 100).checked_div(total).unwrap_or(100);
-        let step = if self.terminal { percent } else { percent / 10 * 10 };
-        let due = self.terminal && self.last_drawn.elapsed() >= Duration::from_millis(200);
-        if self.shown == Some((stage, step)) && !due {
-            return;
-        }
-        self.shown = Some((stage, step));
-        self.last_drawn = Instant::now();
-        let line = format!("{stage}: {} of {} ({percent}%)", size(done), size(total));
-        let mut err = std::io::stderr().lock();
-        if self.terminal {
-            let _ = write!(err, "\r{line}\x1b[K");
-            if done >= total {
-                let _ = writeln!(err);
-            }
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-    }
 }

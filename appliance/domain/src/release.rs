@@ -268,6 +268,22 @@ pub fn record_upgrade_started(
     audit::append(tx, now, &Origin::installer(), event)
 }
 
+/// The audit record of an upgrade done: the new version came up healthy
+/// on the data (written by the installer once its check has stopped it).
+pub fn record_upgraded(
+    tx: &mut WriteTx<'_>,
+    now: Timestamp,
+    from: &Manifest,
+    to: &Manifest,
+    status: &str,
+) -> Result<u64, tether_store::Error> {
+    let event = Event::new("release.upgraded", "update", Resource::new("release", to.id()))
+        .detail("from", from.id())
+        .detail("to", to.id())
+        .detail("status", status);
+    audit::append(tx, now, &Origin::installer(), event)
+}
+
 /// The audit record of an upgrade undone: the new version did not come up
 /// healthy, the old one is current again, and its data restored from the
 /// backup if the new one had changed its schema.

@@ -5,14 +5,16 @@
 mod alerts;
 mod audit;
 mod backup;
+mod bundle;
 mod ca;
 mod client;
 mod crypto;
 mod init;
+mod install;
 mod keyfile;
 mod llm;
 mod models;
-mod progress;
+pub(crate) mod progress;
 mod release;
 mod secret;
 mod security;
@@ -106,9 +108,17 @@ enum Command {
     /// The vault's status and key rotation.
     #[command(subcommand)]
     Vault(vault::Command),
-    /// Release signing: make the key pairs that sign release bundles.
+    /// Release signing: make the key pairs that sign release bundles, and sign them.
     #[command(subcommand)]
     Release(release::Command),
+    /// Release bundles: verify one before installing it.
+    #[command(subcommand)]
+    Bundle(bundle::Command),
+    /// Install a release bundle (root; verified fully before anything is
+    /// written), or upgrade to one with --upgrade (rolls back by itself).
+    Install(install::InstallArgs),
+    /// Remove the installed program; the data stays unless --purge.
+    Uninstall(install::UninstallArgs),
 }
 
 /// Logs go to stderr; stdout is for results.
@@ -150,6 +160,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RestoreTest(args) => runtime()?.block_on(backup::restore_test(args)),
         Command::Upgrade(args) => upgrade::run(args),
         Command::Release(cmd) => release::run(cmd),
+        Command::Bundle(cmd) => bundle::run(cmd),
+        Command::Install(args) => install::install(args),
+        Command::Uninstall(args) => install::uninstall(args),
     }
 }
 
@@ -169,4 +182,15 @@ struct DataDir {
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command line's definition only when it is parsed:
+    /// this checks every subcommand's at once (a clash of flag names panics).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

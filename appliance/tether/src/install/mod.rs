@@ -1,0 +1,499 @@
+//! `tether install`, `tether install --upgrade`, `tether uninstall`: putting
+//! a verified release bundle on a host (or into a root directory), and
+//! taking it off.
+//!
+//! Everything is checked before a byte is written: the bundle's signature
+//! and every file's digest, whether it may go over what is installed
+//! ([`release::decide`]), the tools and the room it needs. A refused bundle
+//! leaves the tree as it was. Then:
+//!
+//! - **install** copies the release into its own directory (digests checked
+//!   again on the way, so a bundle swapped after verifying is caught), makes
+//!   the service users, places the units and the `current` link, and proves
+//!   the release comes up ([`health`]) before systemd is asked to run it;
+//! - **upgrade** also stops the appliance, records the upgrade in its audit
+//!   log, backs the data directory up, switches `current`, and proves the
+//!   new release comes up on that data. If it does not, `current` goes back,
+//!   the backup is restored when the new release changed the store's schema,
+//!   and the rollback is recorded too;
+//! - **uninstall** removes the program and keeps the data unless purging.
+//!
+//! Where things go is [`layout`].
+
+mod accounts;
+pub mod health;
+pub mod layout;
+mod tree;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use accounts::Accounts;
+use health::Health;
+use layout::{Layout, MANIFEST, SERVICE, WORKER_SERVICE};
+use tether_base::clock::{Clock, SystemClock};
+use tether_base::crypto::p256::PublicKey;
+use tether_domain::release::{self, BINARY, Decision, FIPS_BINARY, Manifest, Progress, Verified};
+use tether_domain::signed_bundle::Digesting;
+use tether_store::Store;
+
+/// Older releases kept beside the current one, to go back to by hand.
+const KEPT_RELEASES: usize = 1;
+
+/// What the operator chose.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `/` on a host; a directory to install into otherwise.
+    pub root: PathBuf,
+    /// The keys a bundle may be signed by: the pinned release key, and any named with `--trust`.
+    pub trusted: Vec<PublicKey>,
+    /// How long a release has to report ready.
+    pub health_timeout: Duration,
+}
+
+/// How an install or upgrade ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Installed {
+        release: Manifest,
+        status: String,
+    },
+    Upgraded {
+        from: Manifest,
+        to: Manifest,
+        status: String,
+        backup: PathBuf,
+    },
+    AlreadyInstalled {
+        release: Manifest,
+    },
+    /// The new release did not come up; the old one is current again.
+    RolledBack {
+        from: Manifest,
+        to: Manifest,
+        reason: String,
+        backup: PathBuf,
+        restored: bool,
+    },
+}
+
+/// Verifies the bundle at `bundle` fully, then installs or upgrades.
+/// `progress` hears the long steps (verifying, copying, backing up).
+pub fn install(
+    bundle: &Path,
+    upgrade: bool,
+    options: &Options,
+    progress: &mut dyn FnMut(Progress),
+) -> anyhow::Result<Outcome> {
+    must_be_root()?;
+    let layout = Layout::new(&options.root);
+    if !layout.root.is_dir() {
+        bail!("{} is not a directory to install into", layout.root.display());
+    }
+    let verified = release::verify(bundle, &options.trusted, progress)
+        .with_context(|| format!("{} does not verify, so nothing was installed", bundle.display()))?;
+    let installed = installed(&layout)?;
+    let decision = release::decide(&verified.manifest, installed.as_ref(), upgrade)?;
+    let new = verified.manifest.clone();
+    if decision == Decision::AlreadyInstalled {
+        return Ok(Outcome::AlreadyInstalled { release: new });
+    }
+    accounts::check_tools()?;
+    let backup_bytes = if upgrade && layout.data().exists() { tree::size_of(&layout.data())? } else { 0 };
+    check_room(&layout, new.total_bytes() + backup_bytes)?;
+    let _lock = lock(&layout.root)?;
+
+    say(&format!("installing tether {} into {}", new.version, layout.version(&new.id()).display()));
+    write_release(&layout, bundle, &verified, progress)?;
+    match (decision, installed) {
+        (Decision::Upgrade { .. }, Some(old)) => upgrade_to(&layout, old, new, options, progress),
+        _ => install_fresh(&layout, new, options),
+    }
+}
+
+/// The release `current` points at, by the manifest it keeps.
+pub fn installed(layout: &Layout) -> anyhow::Result<Option<Manifest>> {
+    let current = layout.current();
+    if std::fs::symlink_metadata(&current).is_err() {
+        return Ok(None);
+    }
+    let path = current.join(MANIFEST);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!("{} is there but {} is not readable: the install is damaged", current.display(), path.display())
+    })?;
+    Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{} is not a release manifest", path.display()))?))
+}
+
+fn install_fresh(layout: &Layout, new: Manifest, options: &Options) -> anyhow::Result<Outcome> {
+    let accounts = place(layout, &new)?;
+    let binary = layout.version(&new.id()).join(BINARY);
+    say("checking that it comes up");
+    let status = match health::check(&binary, &layout.data(), accounts.appliance, options.health_timeout)? {
+        Health::Ready { status } => status,
+        Health::Failed { reason } => {
+            for path in layout.program_files() {
+                tree::remove(&path)?;
+            }
+            bail!("tether {} did not come up, so it was not installed: {reason}", new.version);
+        }
+    };
+    enable(layout)?;
+    if supervised(layout) {
+        start_service()?;
+    }
+    prune(layout, &new)?;
+    Ok(Outcome::Installed { release: new, status })
+}
+
+fn upgrade_to(
+    layout: &Layout,
+    old: Manifest,
+    new: Manifest,
+    options: &Options,
+    progress: &mut dyn FnMut(Progress),
+) -> anyhow::Result<Outcome> {
+    if supervised(layout) {
+        say("stopping the appliance");
+        systemctl(&["stop", SERVICE])?;
+    }
+    let data = layout.data();
+    let owner = accounts::lookup(&layout.root)?.appliance;
+    let before = Schema::of(&data)?;
+    let backup = layout.backups().join(format!("{}-before-{}-{}", old.id(), new.id(), stamp()));
+    let (o, n, b) = (old.clone(), new.clone(), backup.clone());
+    record(&data, &before, move |tx, now| release::record_upgrade_started(tx, now, &o, &n, &b))?;
+    // The service user owns its data, whoever made it (and the store the installer just opened).
+    tree::own(&data, owner)?;
+    say(&format!("backing up {} to {}", data.display(), backup.display()));
+    tree::ensure_dir(&layout.backups(), 0o700, (0, 0))?;
+    let total = tree::size_of(&data)?;
+    tree::copy(&data, &backup, &mut |done| progress(Progress { stage: "backing up", done, total }))?;
+
+    place(layout, &new)?;
+    say("checking that it comes up on this data");
+    let binary = layout.version(&new.id()).join(BINARY);
+    let reason = match health::check(&binary, &data, owner, options.health_timeout)? {
+        Health::Ready { status } => {
+            let (o, n, s) = (old.clone(), new.clone(), status.clone());
+            record(&data, &Schema::of(&data)?, move |tx, now| release::record_upgraded(tx, now, &o, &n, &s))?;
+            tree::own(&data, owner)?;
+            match supervised(layout).then(start_service).transpose() {
+                Ok(_) => {
+                    prune(layout, &new)?;
+                    return Ok(Outcome::Upgraded { from: old, to: new, status, backup });
+                }
+                Err(e) => format!("systemd could not start it: {e:#}"),
+            }
+        }
+        Health::Failed { reason } => reason,
+    };
+    say(&format!("tether {} did not come up; going back to {}", new.version, old.version));
+    let restored = roll_back(layout, &old, &new, &before, &backup, &reason)?;
+    Ok(Outcome::RolledBack { from: old, to: new, reason, backup, restored })
+}
+
+/// Makes `old` current again; restores the backup if the failed release
+/// changed the store's schema (keeping what it left, beside the backups).
+/// Answers whether it restored.
+fn roll_back(
+    layout: &Layout,
+    old: &Manifest,
+    new: &Manifest,
+    before: &Schema,
+    backup: &Path,
+    reason: &str,
+) -> anyhow::Result<bool> {
+    if supervised(layout) {
+        let _ = systemctl(&["stop", SERVICE]);
+    }
+    let owner = place(layout, old)?.appliance;
+    let data = layout.data();
+    let after = Schema::of(&data)?;
+    let restore = after != *before;
+    if restore {
+        let left = layout.backups().join(format!("{}-failed-{}", new.id(), stamp()));
+        say(&format!(
+            "the store's schema changed ({before} before, {after} now): restoring the backup; what {} left is kept at {}",
+            new.version,
+            left.display()
+        ));
+        std::fs::rename(&data, &left).with_context(|| format!("cannot move {} aside", data.display()))?;
+        tree::copy(backup, &data, &mut |_| {})?;
+    }
+    let (o, n, why) = (old.clone(), new.clone(), reason.to_owned());
+    let schema = if restore { Schema::of(&data)? } else { after };
+    record(&data, &schema, move |tx, now| release::record_rolled_back(tx, now, &o, &n, &why, restore))?;
+    tree::own(&data, owner)?;
+    if supervised(layout) {
+        start_service().context("the old release is current again, but systemd could not start it")?;
+    }
+    Ok(restore)
+}
+
+/// Copies the verified release into `versions/<id>`, checking every file's
+/// digest again as it is written; the directory appears whole or not at all.
+fn write_release(
+    layout: &Layout,
+    bundle: &Path,
+    verified: &Verified,
+    progress: &mut dyn FnMut(Progress),
+) -> anyhow::Result<()> {
+    let manifest = &verified.manifest;
+    let dir = layout.version(&manifest.id());
+    let partial = dir.with_extension("partial");
+    tree::remove(&partial)?;
+    tree::remove(&dir)?;
+    tree::ensure_dir(&layout.opt(), 0o755, (0, 0))?;
+    tree::ensure_dir(&layout.versions(), 0o755, (0, 0))?;
+    tree::ensure_dir(&partial, 0o755, (0, 0))?;
+    let total = manifest.total_bytes();
+    let mut done = 0;
+    for section in &verified.sections {
+        let target = partial.join(&section.entry.path);
+        if let Some(parent) = target.parent() {
+            tree::ensure_dir(parent, 0o755, (0, 0))?;
+        }
+        let mut tick = |n| {
+            done += n;
+            progress(Progress { stage: "copying", done, total });
+        };
+        let mut reader = Digesting::new(release::open_section(bundle, section)?, &mut tick);
+        let mut bytes = Vec::with_capacity(section.entry.size as usize);
+        std::io::Read::read_to_end(&mut reader, &mut bytes)
+            .with_context(|| format!("cannot read {}", bundle.display()))?;
+        if reader.finish() != section.entry.sha256 {
+            tree::remove(&partial)?;
+            bail!("{} changed after it was verified ({}): nothing was installed", bundle.display(), section.entry.path);
+        }
+        let executable = [BINARY, FIPS_BINARY].contains(&section.entry.path.as_str());
+        tree::write_file(&target, &bytes, if executable { 0o755 } else { 0o644 })?;
+    }
+    tree::write_file(&partial.join(MANIFEST), &serde_json::to_vec_pretty(manifest)?, 0o644)?;
+    std::fs::rename(&partial, &dir).with_context(|| format!("cannot move {} into place", dir.display()))?;
+    tree::sync_parent(&dir)
+}
+
+/// Makes `release` the current one: its sysusers and tmpfiles files, the
+/// users, the directories, its units, and the links. Answers the users.
+fn place(layout: &Layout, release: &Manifest) -> anyhow::Result<Accounts> {
+    let dir = layout.version(&release.id());
+    let from_release = |name: &str| -> anyhow::Result<Vec<u8>> {
+        let path = dir.join("systemd").join(name);
+        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    for (target, name) in [
+        (layout.sysusers(), "tether.sysusers"),
+        (layout.tmpfiles(), "tether.tmpfiles"),
+        (layout.unit(SERVICE), SERVICE),
+        (layout.unit(WORKER_SERVICE), WORKER_SERVICE),
+    ] {
+        tree::ensure_dir(target.parent().unwrap_or(&layout.root), 0o755, (0, 0))?;
+        tree::write_file(&target, &from_release(name)?, 0o644)?;
+    }
+    let accounts = accounts::ensure(&layout.root, &layout.sysusers())?;
+    tree::ensure_dir(&layout.data(), 0o700, accounts.appliance)?;
+    tree::ensure_dir(&layout.worker_data(), 0o700, accounts.worker)?;
+    tree::ensure_dir(&layout.config(), 0o750, (0, accounts.worker.1))?;
+    tree::ensure_dir(&layout.backups(), 0o700, (0, 0))?;
+    tree::switch_link(&layout.current(), Path::new("versions").join(release.id()).as_path())?;
+    tree::ensure_dir(layout.bin_link().parent().unwrap_or(&layout.root), 0o755, (0, 0))?;
+    tree::switch_link(&layout.bin_link(), Path::new("/opt/tether/current/tether"))?;
+    if supervised(layout) {
+        systemctl(&["daemon-reload"])?;
+    }
+    Ok(accounts)
+}
+
+/// Removes releases other than `current` and the [`KEPT_RELEASES`] newest before it.
+fn prune(layout: &Layout, current: &Manifest) -> anyhow::Result<()> {
+    let mut others = Vec::new();
+    for entry in std::fs::read_dir(layout.versions())? {
+        let path = entry?.path();
+        if path.file_name().is_some_and(|n| n != current.id().as_str()) {
+            let manifest =
+                std::fs::read(path.join(MANIFEST)).ok().and_then(|b| serde_json::from_slice::<Manifest>(&b).ok());
+            others.push((manifest.map(|m| m.version), path));
+        }
+    }
+    others.sort();
+    let stale = others.len().saturating_sub(KEPT_RELEASES);
+    for (_, path) in others.into_iter().take(stale) {
+        tree::remove(&path)?;
+    }
+    Ok(())
+}
+
+/// Takes the program off; with `purge`, the data, settings and backups too.
+/// Answers what it removed.
+pub fn uninstall(root: &Path, purge: bool) -> anyhow::Result<Vec<PathBuf>> {
+    must_be_root()?;
+    let layout = Layout::new(root);
+    let _lock = lock(&layout.root)?;
+    if supervised(&layout) {
+        let _ = systemctl(&["disable", "--now", SERVICE, WORKER_SERVICE]);
+    } else if layout.unit(SERVICE).exists() {
+        let _ = systemctl_in(&layout, &["disable", SERVICE, WORKER_SERVICE]);
+    }
+    let mut removed = Vec::new();
+    let mut paths = layout.program_files();
+    if purge {
+        paths.extend(layout.data_files());
+    }
+    for path in paths {
+        if tree::remove(&path)? {
+            removed.push(path);
+        }
+    }
+    if supervised(&layout) {
+        let _ = systemctl(&["daemon-reload"]);
+    }
+    Ok(removed)
+}
+
+/// What a data directory's store says its schema is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Schema {
+    /// No store yet: the appliance was never set up.
+    None,
+    Version(u64),
+    /// It does not open (the reason): counted as changed.
+    Unreadable(String),
+}
+
+impl Schema {
+    fn of(data: &Path) -> anyhow::Result<Schema> {
+        if !data.join(tether_store::DB_FILE).exists() {
+            return Ok(Schema::None);
+        }
+        match Store::open(data).and_then(|store| store.schema_version()) {
+            Ok(version) => Ok(Schema::Version(version)),
+            Err(tether_store::Error::AlreadyOpen) => {
+                bail!("the appliance is running on {}; stop it first (systemctl stop tether)", data.display())
+            }
+            Err(tether_store::Error::SchemaTooNew { found, .. }) => Ok(Schema::Version(found)),
+            Err(other) => Ok(Schema::Unreadable(other.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Schema::None => f.write_str("no store"),
+            Schema::Version(v) => write!(f, "schema {v}"),
+            Schema::Unreadable(why) => write!(f, "unreadable: {why}"),
+        }
+    }
+}
+
+/// Appends one audit record to the stopped appliance's log, when it has a
+/// store that opens (`schema` says so).
+fn record(
+    data: &Path,
+    schema: &Schema,
+    event: impl FnOnce(&mut tether_store::WriteTx<'_>, tether_base::clock::Timestamp) -> Result<u64, tether_store::Error>
+    + Send
+    + 'static,
+) -> anyhow::Result<()> {
+    if !matches!(schema, Schema::Version(_)) {
+        return Ok(());
+    }
+    let store = Store::open(data).with_context(|| format!("opening {} to record the upgrade", data.display()))?;
+    let now = SystemClock.now();
+    store.write_blocking(move |tx| event(tx, now)).context("recording the upgrade in the audit log")?;
+    Ok(())
+}
+
+/// Whether systemd runs this host's services and the root is this host:
+/// then units are started and stopped; otherwise only placed.
+fn supervised(layout: &Layout) -> bool {
+    layout.root == Path::new("/") && Path::new("/run/systemd/system").exists()
+}
+
+/// Enables the appliance's unit at boot (in the root: systemd reads the link then).
+fn enable(layout: &Layout) -> anyhow::Result<()> {
+    if supervised(layout) { systemctl(&["enable", SERVICE]) } else { systemctl_in(layout, &["enable", SERVICE]) }
+}
+
+/// Starts the appliance under systemd and waits for it: the unit is
+/// `Type=notify`, so `systemctl start` returns once it said `READY=1`.
+fn start_service() -> anyhow::Result<()> {
+    systemctl(&["start", SERVICE])
+}
+
+fn systemctl(args: &[&str]) -> anyhow::Result<()> {
+    run_systemctl(Command::new("systemctl").args(args))
+}
+
+fn systemctl_in(layout: &Layout, args: &[&str]) -> anyhow::Result<()> {
+    run_systemctl(Command::new("systemctl").arg(format!("--root={}", layout.root.display())).args(args))
+}
+
+fn run_systemctl(command: &mut Command) -> anyhow::Result<()> {
+    let out = command.output().context("cannot run systemctl")?;
+    if !out.status.success() {
+        bail!("{:?} failed ({}): {}", command, out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// Installing writes users, units and files only root may.
+fn must_be_root() -> anyhow::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        bail!("installing needs root (run it with sudo, or as root at the console)");
+    }
+    Ok(())
+}
+
+/// One installer at a time per root: an exclusive lock on the root
+/// directory itself, so taking it writes nothing.
+fn lock(root: &Path) -> anyhow::Result<std::fs::File> {
+    let dir = std::fs::File::open(root).with_context(|| format!("cannot open {}", root.display()))?;
+    rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| anyhow::anyhow!("another tether install or uninstall is running on {}", root.display()))?;
+    Ok(dir)
+}
+
+/// Room for the release (and the backup) where `/opt` lives, with a margin.
+fn check_room(layout: &Layout, bytes: u64) -> anyhow::Result<()> {
+    let mut probe = layout.opt();
+    while !probe.exists() {
+        if !probe.pop() {
+            return Ok(());
+        }
+    }
+    let stat =
+        rustix::fs::statvfs(&probe).with_context(|| format!("cannot read the free space of {}", probe.display()))?;
+    let free = stat.f_bavail * stat.f_frsize;
+    let needed = bytes + bytes / 10 + (64 << 20);
+    if free < needed {
+        bail!(
+            "{} has {} free; installing needs {} (the release, the backup of the data, and a margin)",
+            probe.display(),
+            crate::cli::progress::size(free),
+            crate::cli::progress::size(needed)
+        );
+    }
+    Ok(())
+}
+
+/// Now, for names of backups: `20261204T213000Z`.
+fn stamp() -> String {
+    let t = SystemClock.now().to_offset_date_time();
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+fn say(line: &str) {
+    eprintln!("{line}");
+}

@@ -40,7 +40,14 @@ sum() { sha256sum "$1" | cut -d' ' -f1; }
 echo "$(sum "$first")  $first ($(stat -c %s "$first") bytes)"
 echo "$(sum "$second")  $second ($(stat -c %s "$second") bytes)"
 if [ "$(sum "$first")" != "$(sum "$second")" ]; then
-    echo "error: two builds of $(git rev-parse --short HEAD) differ" >&2
+    # Kept for finding out why: which sections differ, and where.
+    kept=target/reproducibility
+    mkdir -p "$kept"
+    cp "$first" "$kept/first"
+    cp "$second" "$kept/second"
+    diff <(readelf -SW "$kept/first" | awk '$2 ~ /^\./ { print $2, $6 }') \
+        <(readelf -SW "$kept/second" | awk '$2 ~ /^\./ { print $2, $6 }') >&2 || true
+    echo "error: two builds of $(git rev-parse --short HEAD) differ (both kept in $kept)" >&2
     exit 1
 fi
 echo "reproducible: both builds of $(git rev-parse --short HEAD)${variant[*]:+ (${variant[*]})} are the same bytes"

@@ -42,13 +42,25 @@ impl Keys {
 
     /// A bundle of the binary under test (or `binary`) as `version`.
     fn bundle(&self, version: &str, binary: Option<&[u8]>) -> PathBuf {
+        self.pack(version, binary, None)
+    }
+
+    /// A bundle with `tether` (`None`: the binary under test) and, if
+    /// given, `tether-fips` (`Some(None)`: the binary under test).
+    fn pack(&self, version: &str, tether: Option<&[u8]>, fips: Option<Option<&[u8]>>) -> PathBuf {
         let stage = tempfile::tempdir().unwrap();
-        let tether = stage.path().join("tether");
-        match binary {
-            Some(bytes) => std::fs::write(&tether, bytes).unwrap(),
-            None => drop(std::fs::copy(bin(), &tether).unwrap()),
+        let place = |name: &str, content: Option<&[u8]>| {
+            let path = stage.path().join(name);
+            match content {
+                Some(bytes) => std::fs::write(&path, bytes).unwrap(),
+                None => drop(std::fs::copy(bin(), &path).unwrap()),
+            }
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        place("tether", tether);
+        if let Some(content) = fips {
+            place("tether-fips", content);
         }
-        std::fs::set_permissions(&tether, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::create_dir(stage.path().join("systemd")).unwrap();
         for name in ["tether.service", "tether-worker.service", "tether.sysusers", "tether.tmpfiles"] {
             std::fs::copy(repo_root().join("systemd").join(name), stage.path().join("systemd").join(name)).unwrap();
@@ -348,4 +360,40 @@ async fn an_upgrade_keeps_the_data_and_one_that_does_not_come_up_rolls_back_by_i
     for gone in ["var/lib/tether-worker", "etc/tether", "var/backups/tether"] {
         assert!(!r.join(gone).exists(), "{gone} survived --purge");
     }
+}
+
+#[test]
+fn the_fips_build_runs_when_asked_for_and_stays_across_upgrades() {
+    let keys = Keys::new();
+    let root = scratch_root();
+    let r = root.path();
+    // The standard build in these bundles cannot start: if it were the one
+    // installed, the check would refuse it.
+    let first = install(&keys.pack("0.2.0", Some(FAILS_TO_START), Some(None)), false, r, &keys);
+    assert_eq!(first.status.code(), Some(1), "{}", said(&first));
+    assert!(said(&first).contains("simulated failure") && said(&first).contains("was not installed"));
+    assert!(!r.join("opt/tether").exists(), "a release that did not come up is not left installed");
+
+    let out = tether(
+        &["install", keys.pack("0.2.0", Some(FAILS_TO_START), Some(None)).to_str().unwrap(), "--fips"],
+        r,
+        &keys,
+    );
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("the FIPS build"), "{}", said(&out));
+    let release = r.join("opt/tether/current");
+    assert_eq!(std::fs::read(release.join("tether")).unwrap(), std::fs::read(bin()).unwrap());
+    assert!(!release.join("tether-fips").exists(), "only the build that runs is installed");
+    assert_eq!(std::fs::read_to_string(release.join("variant")).unwrap(), "fips\n");
+
+    // An upgrade keeps the FIPS build without being told…
+    let up = install(&keys.pack("0.3.0", Some(FAILS_TO_START), Some(None)), true, r, &keys);
+    assert!(up.status.success(), "{}", said(&up));
+    assert!(said(&up).contains("(the FIPS build)"), "{}", said(&up));
+    // …and refuses, untouched, a bundle that has none.
+    let before = snapshot(r);
+    let none = install(&keys.bundle("0.4.0", None), true, r, &keys);
+    assert_eq!(none.status.code(), Some(1), "{}", said(&none));
+    assert!(said(&none).contains("carries no FIPS build"), "{}", said(&none));
+    assert!(snapshot(r) == before, "refused, but the tree changed");
 }

@@ -24,6 +24,10 @@ pub struct InstallArgs {
     root: RootArg,
     #[command(flatten)]
     trust: TrustArgs,
+    /// Run the bundle's FIPS build (tether-fips). An upgrade keeps the
+    /// build the installed release runs.
+    #[arg(long)]
+    fips: bool,
     /// How long the release has to report ready, in seconds.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     health_timeout: u64,
@@ -52,6 +56,7 @@ pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
         root: args.root.root.clone(),
         trusted: args.trust.keys()?,
         health_timeout: Duration::from_secs(args.health_timeout),
+        fips: args.fips,
     };
     let mut meter = Meter::new();
     let outcome =
@@ -62,9 +67,9 @@ pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
             println!("tether {} (commit {}) is already installed; nothing to do", release.version, release.commit);
             Ok(ExitCode::SUCCESS)
         }
-        Outcome::Installed { release, status } => {
+        Outcome::Installed { release, variant, status } => {
             println!(
-                "installed tether {} (commit {}, {})",
+                "installed tether {} (commit {}, {variant}, {})",
                 release.version,
                 &release.commit[..12],
                 size(release.total_bytes())
@@ -73,8 +78,8 @@ pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
             next_steps(&layout);
             Ok(ExitCode::SUCCESS)
         }
-        Outcome::Upgraded { from, to, status, backup } => {
-            println!("upgraded tether {} → {}; it came up on the data: {status}", from.version, to.version);
+        Outcome::Upgraded { from, to, variant, status, backup } => {
+            println!("upgraded tether {} → {} ({variant}); it came up on the data: {status}", from.version, to.version);
             println!("  the data as it was before is backed up at {}", backup.display());
             println!("  the vault is sealed after the restart: unseal it (console, or `tether unseal`)");
             Ok(ExitCode::SUCCESS)

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! /opt/tether/versions/<version>-<commit>/   one directory per installed release
-//!     tether, tether-fips, README.md, systemd/, models/, firmware/, manifest.json
+//!     tether (the standard or the FIPS build, as `variant` says), README.md,
+//!     systemd/, models/, firmware/, manifest.json (as the bundle signed it)
 //! /opt/tether/current -> versions/<id>       switched atomically
 //! /usr/local/bin/tether -> /opt/tether/current/tether
 //! /usr/local/lib/systemd/system/tether.service, tether-worker.service
@@ -18,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 /// The manifest a release directory keeps, as the bundle signed it.
 pub const MANIFEST: &str = "manifest.json";
+/// Which of the bundle's builds a release directory's `tether` is: `standard` or `fips`.
+pub const VARIANT: &str = "variant";
 /// The unit that runs the appliance.
 pub const SERVICE: &str = "tether.service";
 pub const WORKER_SERVICE: &str = "tether-worker.service";

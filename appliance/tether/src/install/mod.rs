@@ -33,7 +33,7 @@ use anyhow::{Context, bail};
 
 use accounts::Accounts;
 use health::Health;
-use layout::{Layout, MANIFEST, SERVICE, WORKER_SERVICE};
+use layout::{Layout, MANIFEST, SERVICE, VARIANT, WORKER_SERVICE};
 use tether_base::clock::{Clock, SystemClock};
 use tether_base::crypto::p256::PublicKey;
 use tether_domain::release::{self, BINARY, Decision, FIPS_BINARY, Manifest, Progress, Verified};
@@ -52,6 +52,51 @@ pub struct Options {
     pub trusted: Vec<PublicKey>,
     /// How long a release has to report ready.
     pub health_timeout: Duration,
+    /// Run the bundle's FIPS build. An upgrade keeps the build that runs
+    /// unless this asks for FIPS.
+    pub fips: bool,
+}
+
+/// Which of the bundle's builds runs (installed as `tether`; the other is
+/// left out, so a FIPS host holds only the FIPS build).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Standard,
+    Fips,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Standard => "standard",
+            Variant::Fips => "fips",
+        }
+    }
+
+    /// The bundle file that is installed as `tether`.
+    fn source(self) -> &'static str {
+        match self {
+            Variant::Standard => BINARY,
+            Variant::Fips => FIPS_BINARY,
+        }
+    }
+
+    /// The build the current release runs (standard if it does not say).
+    fn installed(layout: &Layout) -> Variant {
+        match std::fs::read_to_string(layout.current().join(VARIANT)) {
+            Ok(text) if text.trim() == Variant::Fips.name() => Variant::Fips,
+            _ => Variant::Standard,
+        }
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Variant::Standard => "the standard build",
+            Variant::Fips => "the FIPS build",
+        })
+    }
 }
 
 /// How an install or upgrade ended.
@@ -59,11 +104,13 @@ pub struct Options {
 pub enum Outcome {
     Installed {
         release: Manifest,
+        variant: Variant,
         status: String,
     },
     Upgraded {
         from: Manifest,
         to: Manifest,
+        variant: Variant,
         status: String,
         backup: PathBuf,
     },
@@ -101,16 +148,23 @@ pub fn install(
     if decision == Decision::AlreadyInstalled {
         return Ok(Outcome::AlreadyInstalled { release: new });
     }
+    let variant = if options.fips { Variant::Fips } else { Variant::installed(&layout) };
+    if variant == Variant::Fips && !new.has(FIPS_BINARY) {
+        bail!(
+            "this bundle carries no FIPS build ({FIPS_BINARY}){}; make one with `scripts/make-bundle.sh --fips`",
+            if options.fips { "" } else { ", and the installed release runs the FIPS build" }
+        );
+    }
     accounts::check_tools()?;
     let backup_bytes = if upgrade && layout.data().exists() { tree::size_of(&layout.data())? } else { 0 };
     check_room(&layout, new.total_bytes() + backup_bytes)?;
     let _lock = lock(&layout.root)?;
 
     say(&format!("installing tether {} into {}", new.version, layout.version(&new.id()).display()));
-    write_release(&layout, bundle, &verified, progress)?;
+    write_release(&layout, bundle, &verified, variant, progress)?;
     match (decision, installed) {
-        (Decision::Upgrade { .. }, Some(old)) => upgrade_to(&layout, old, new, options, progress),
-        _ => install_fresh(&layout, new, options),
+        (Decision::Upgrade { .. }, Some(old)) => upgrade_to(&layout, old, new, variant, options, progress),
+        _ => install_fresh(&layout, new, variant, options),
     }
 }
 
@@ -127,7 +181,7 @@ pub fn installed(layout: &Layout) -> anyhow::Result<Option<Manifest>> {
     Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{} is not a release manifest", path.display()))?))
 }
 
-fn install_fresh(layout: &Layout, new: Manifest, options: &Options) -> anyhow::Result<Outcome> {
+fn install_fresh(layout: &Layout, new: Manifest, variant: Variant, options: &Options) -> anyhow::Result<Outcome> {
     let accounts = place(layout, &new)?;
     let binary = layout.version(&new.id()).join(BINARY);
     say("checking that it comes up");
@@ -145,13 +199,14 @@ fn install_fresh(layout: &Layout, new: Manifest, options: &Options) -> anyhow::R
         start_service()?;
     }
     prune(layout, &new)?;
-    Ok(Outcome::Installed { release: new, status })
+    Ok(Outcome::Installed { release: new, variant, status })
 }
 
 fn upgrade_to(
     layout: &Layout,
     old: Manifest,
     new: Manifest,
+    variant: Variant,
     options: &Options,
     progress: &mut dyn FnMut(Progress),
 ) -> anyhow::Result<Outcome> {
@@ -183,7 +238,7 @@ fn upgrade_to(
             match supervised(layout).then(start_service).transpose() {
                 Ok(_) => {
                     prune(layout, &new)?;
-                    return Ok(Outcome::Upgraded { from: old, to: new, status, backup });
+                    return Ok(Outcome::Upgraded { from: old, to: new, variant, status, backup });
                 }
                 Err(e) => format!("systemd could not start it: {e:#}"),
             }
@@ -234,11 +289,13 @@ fn roll_back(
 }
 
 /// Copies the verified release into `versions/<id>`, checking every file's
-/// digest again as it is written; the directory appears whole or not at all.
+/// digest again as it is written, with `variant`'s build as `tether`; the
+/// directory appears whole or not at all.
 fn write_release(
     layout: &Layout,
     bundle: &Path,
     verified: &Verified,
+    variant: Variant,
     progress: &mut dyn FnMut(Progress),
 ) -> anyhow::Result<()> {
     let manifest = &verified.manifest;
@@ -252,7 +309,12 @@ fn write_release(
     let total = manifest.total_bytes();
     let mut done = 0;
     for section in &verified.sections {
-        let target = partial.join(&section.entry.path);
+        let path = section.entry.path.as_str();
+        let target = match path {
+            p if p == variant.source() => partial.join(BINARY),
+            BINARY | FIPS_BINARY => continue,
+            p => partial.join(p),
+        };
         if let Some(parent) = target.parent() {
             tree::ensure_dir(parent, 0o755, (0, 0))?;
         }
@@ -268,10 +330,11 @@ fn write_release(
             tree::remove(&partial)?;
             bail!("{} changed after it was verified ({}): nothing was installed", bundle.display(), section.entry.path);
         }
-        let executable = [BINARY, FIPS_BINARY].contains(&section.entry.path.as_str());
+        let executable = path == variant.source();
         tree::write_file(&target, &bytes, if executable { 0o755 } else { 0o644 })?;
     }
     tree::write_file(&partial.join(MANIFEST), &serde_json::to_vec_pretty(manifest)?, 0o644)?;
+    tree::write_file(&partial.join(VARIANT), format!("{}\n", variant.name()).as_bytes(), 0o644)?;
     std::fs::rename(&partial, &dir).with_context(|| format!("cannot move {} into place", dir.display()))?;
     tree::sync_parent(&dir)
 }

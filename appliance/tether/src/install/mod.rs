@@ -246,7 +246,7 @@ fn upgrade_to(
         Health::Failed { reason } => reason,
     };
     say(&format!("tether {} did not come up; going back to {}", new.version, old.version));
-    let restored = roll_back(layout, &old, &new, &before, &backup, &reason)?;
+    let restored = roll_back(layout, &old, &new, &before, &backup, &reason, progress)?;
     Ok(Outcome::RolledBack { from: old, to: new, reason, backup, restored })
 }
 
@@ -260,6 +260,7 @@ fn roll_back(
     before: &Schema,
     backup: &Path,
     reason: &str,
+    progress: &mut dyn FnMut(Progress),
 ) -> anyhow::Result<bool> {
     if supervised(layout) {
         let _ = systemctl(&["stop", SERVICE]);
@@ -276,7 +277,8 @@ fn roll_back(
             left.display()
         ));
         std::fs::rename(&data, &left).with_context(|| format!("cannot move {} aside", data.display()))?;
-        tree::copy(backup, &data, &mut |_| {})?;
+        let total = tree::size_of(backup)?;
+        tree::copy(backup, &data, &mut |done| progress(Progress { stage: "restoring", done, total }))?;
     }
     let (o, n, why) = (old.clone(), new.clone(), reason.to_owned());
     let schema = if restore { Schema::of(&data)? } else { after };

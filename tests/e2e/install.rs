@@ -11,9 +11,11 @@
 //! `--trust`; the versions are the test's, the binary is the one under test.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::json;
 
@@ -265,6 +267,8 @@ fn refused_bundles_leave_the_tree_byte_identical_and_install_places_what_it_shou
 
 /// A release whose binary cannot start: it says why and exits.
 const FAILS_TO_START: &[u8] = b"#!/bin/sh\necho 'cannot open the store: simulated failure' >&2\nexit 3\n";
+/// A release that never says it is ready.
+const HANGS: &[u8] = b"#!/bin/sh\nexec sleep 600\n";
 /// A release that breaks the store it is given, then fails.
 const BREAKS_THE_STORE: &[u8] =
     b"#!/bin/sh\nfor arg; do data=$arg; done\nprintf 'not a store' > \"$data/tether.redb\"\nexit 3\n";
@@ -326,6 +330,32 @@ async fn an_upgrade_keeps_the_data_and_one_that_does_not_come_up_rolls_back_by_i
     assert_eq!(std::fs::read(left[0].join("tether.redb")).unwrap(), b"not a store");
     assert!(data_before.len() > 1000);
 
+    // The installer itself is cut off mid-upgrade (the new release hangs,
+    // the operator's terminal dies): its next run puts 0.2.0 back first,
+    // then does what it was asked.
+    let mut cut = Command::new(bin());
+    cut.arg("install").arg(keys.bundle("0.5.0", Some(HANGS))).arg("--upgrade").arg("--root").arg(r);
+    cut.arg("--trust").arg(keys.public()).stderr(Stdio::piped()).stdout(Stdio::null()).process_group(0);
+    let mut installer = cut.spawn().unwrap();
+    let mut lines = BufReader::new(installer.stderr.take().unwrap()).lines();
+    assert!(
+        lines.by_ref().map_while(Result::ok).any(|l| l.contains("checking that it comes up on this data")),
+        "the installer got as far as running the new release"
+    );
+    rustix::process::kill_process_group(
+        rustix::process::Pid::from_raw(installer.id() as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    installer.wait().unwrap();
+    assert_eq!(current(r), "versions/0.5.0-000000000000", "cut off after the switch");
+    let resumed = install(&keys.bundle("0.6.0", None), true, r, &keys);
+    assert!(resumed.status.success(), "{}", said(&resumed));
+    let text = said(&resumed);
+    assert!(text.contains("did not finish") && text.contains("going back to 0.2.0 first"), "{text}");
+    assert!(text.contains("upgraded tether 0.2.0 → 0.6.0"), "{text}");
+    assert_eq!(current(r), "versions/0.6.0-000000000000");
+
     // Uninstalled: the program goes, the data stays.
     let off = Command::new(bin()).args(["uninstall", "--root"]).arg(r).output().unwrap();
     assert!(off.status.success(), "{}", said(&off));
@@ -345,10 +375,11 @@ async fn an_upgrade_keeps_the_data_and_one_that_does_not_come_up_rolls_back_by_i
     assert!(secrets.to_string().contains("\"kept\""), "{secrets}");
     assert!(a.stop().success());
     let records = a.audit_records();
-    assert_eq!(count_events(&records, "release.upgrade_started"), 3);
-    assert_eq!(count_events(&records, "release.upgraded"), 1);
+    assert_eq!(count_events(&records, "release.upgrade_started"), 5);
+    assert_eq!(count_events(&records, "release.upgraded"), 2);
     let rollbacks: Vec<_> = records.iter().filter(|r| r["event_type"] == "release.upgrade_rolled_back").collect();
-    assert_eq!(rollbacks.len(), 2, "{rollbacks:?}");
+    assert_eq!(rollbacks.len(), 3, "{rollbacks:?}");
+    assert!(rollbacks[2]["metadata"]["details"]["reason"].as_str().unwrap().contains("installer was stopped"));
     assert_eq!(rollbacks[1]["metadata"]["details"]["backup_restored"], "true", "{:?}", rollbacks[1]);
     assert!(rollbacks[0]["metadata"]["details"]["reason"].as_str().unwrap().contains("simulated failure"));
     assert_eq!(rollbacks[0]["actor"]["id"], "installer");

@@ -140,6 +140,10 @@ pub fn install(
     if !layout.root.is_dir() {
         bail!("{} is not a directory to install into", layout.root.display());
     }
+    if let Some(pending) = Pending::read(&layout)? {
+        let _lock = lock(&layout.root)?;
+        finish_undoing(&layout, pending, progress)?;
+    }
     let verified = release::verify(bundle, &options.trusted, progress)
         .with_context(|| format!("{} does not verify, so nothing was installed", bundle.display()))?;
     let installed = installed(&layout)?;
@@ -216,8 +220,12 @@ fn upgrade_to(
     }
     let data = layout.data();
     let owner = accounts::lookup(&layout.root)?.appliance;
+    tree::ensure_dir(&data, 0o700, owner)?;
     let before = Schema::of(&data)?;
     let backup = layout.backups().join(format!("{}-before-{}-{}", old.id(), new.id(), stamp()));
+    let mut pending =
+        Pending { from: old.id(), to: new.id(), backup: backup.clone(), before: before.clone(), backed_up: false };
+    pending.write(layout)?;
     let (o, n, b) = (old.clone(), new.clone(), backup.clone());
     record(&data, &before, move |tx, now| release::record_upgrade_started(tx, now, &o, &n, &b))?;
     // The service user owns its data, whoever made it (and the store the installer just opened).
@@ -226,6 +234,8 @@ fn upgrade_to(
     tree::ensure_dir(&layout.backups(), 0o700, (0, 0))?;
     let total = tree::size_of(&data)?;
     tree::copy(&data, &backup, &mut |done| progress(Progress { stage: "backing up", done, total }))?;
+    pending.backed_up = true;
+    pending.write(layout)?;
 
     place(layout, &new)?;
     say("checking that it comes up on this data");
@@ -237,6 +247,7 @@ fn upgrade_to(
             tree::own(&data, owner)?;
             match supervised(layout).then(start_service).transpose() {
                 Ok(_) => {
+                    Pending::clear(layout)?;
                     prune(layout, &new)?;
                     return Ok(Outcome::Upgraded { from: old, to: new, variant, status, backup });
                 }
@@ -246,19 +257,20 @@ fn upgrade_to(
         Health::Failed { reason } => reason,
     };
     say(&format!("tether {} did not come up; going back to {}", new.version, old.version));
-    let restored = roll_back(layout, &old, &new, &before, &backup, &reason, progress)?;
+    let restored = roll_back(layout, &old, &new, &before, Some(&backup), &reason, progress)?;
     Ok(Outcome::RolledBack { from: old, to: new, reason, backup, restored })
 }
 
 /// Makes `old` current again; restores the backup if the failed release
 /// changed the store's schema (keeping what it left, beside the backups).
-/// Answers whether it restored.
+/// `backup` is `None` when it was never finished (the new release never
+/// ran then, so the data is as it was). Answers whether it restored.
 fn roll_back(
     layout: &Layout,
     old: &Manifest,
     new: &Manifest,
     before: &Schema,
-    backup: &Path,
+    backup: Option<&Path>,
     reason: &str,
     progress: &mut dyn FnMut(Progress),
 ) -> anyhow::Result<bool> {
@@ -270,6 +282,13 @@ fn roll_back(
     let after = Schema::of(&data)?;
     let restore = after != *before;
     if restore {
+        let Some(backup) = backup else {
+            bail!(
+                "the data changed ({before} before, {after} now) and no whole backup of it was taken; nothing was \
+                 restored, and {} is left as it is",
+                data.display()
+            );
+        };
         let left = layout.backups().join(format!("{}-failed-{}", new.id(), stamp()));
         say(&format!(
             "the store's schema changed ({before} before, {after} now): restoring the backup; what {} left is kept at {}",
@@ -284,10 +303,69 @@ fn roll_back(
     let schema = if restore { Schema::of(&data)? } else { after };
     record(&data, &schema, move |tx, now| release::record_rolled_back(tx, now, &o, &n, &why, restore))?;
     tree::own(&data, owner)?;
+    Pending::clear(layout)?;
     if supervised(layout) {
         start_service().context("the old release is current again, but systemd could not start it")?;
     }
     Ok(restore)
+}
+
+/// An upgrade under way, kept in `/opt/tether/upgrading.json` from before
+/// the appliance's data is touched until the upgrade is done or undone: if
+/// the installer is cut off (power, a closed terminal), its next run
+/// finishes undoing it before anything else.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Pending {
+    from: String,
+    to: String,
+    backup: PathBuf,
+    before: Schema,
+    /// Whether the backup is whole (the new release runs only after it is).
+    backed_up: bool,
+}
+
+impl Pending {
+    fn path(layout: &Layout) -> PathBuf {
+        layout.opt().join("upgrading.json")
+    }
+
+    fn read(layout: &Layout) -> anyhow::Result<Option<Pending>> {
+        match std::fs::read(Pending::path(layout)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", Pending::path(layout).display())),
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                format!("{} is damaged: remove it once the install is as it should be", Pending::path(layout).display())
+            })?)),
+        }
+    }
+
+    fn write(&self, layout: &Layout) -> anyhow::Result<()> {
+        tree::write_file(&Pending::path(layout), &serde_json::to_vec_pretty(self)?, 0o600)
+    }
+
+    fn clear(layout: &Layout) -> anyhow::Result<()> {
+        tree::remove(&Pending::path(layout)).map(drop)
+    }
+}
+
+/// Undoes an upgrade an earlier run did not finish: the old release
+/// current again, its data as it was.
+fn finish_undoing(layout: &Layout, pending: Pending, progress: &mut dyn FnMut(Progress)) -> anyhow::Result<()> {
+    let manifest = |id: &str| -> anyhow::Result<Manifest> {
+        let path = layout.version(id).join(MANIFEST);
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(serde_json::from_slice(&bytes)?)
+    };
+    let (old, new) = (manifest(&pending.from)?, manifest(&pending.to)?);
+    say(&format!(
+        "an upgrade from tether {} to {} did not finish (the installer was stopped); going back to {} first",
+        old.version, new.version, old.version
+    ));
+    let backup = pending.backed_up.then_some(pending.backup.as_path());
+    let reason = "the installer was stopped before the upgrade finished";
+    roll_back(layout, &old, &new, &pending.before, backup, reason, progress)?;
+    say(&format!("tether {} is current again", old.version));
+    Ok(())
 }
 
 /// Copies the verified release into `versions/<id>`, checking every file's
@@ -419,7 +497,7 @@ pub fn uninstall(root: &Path, purge: bool) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// What a data directory's store says its schema is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Schema {
     /// No store yet: the appliance was never set up.
     None,

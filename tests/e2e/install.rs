@@ -427,4 +427,10 @@ fn the_fips_build_runs_when_asked_for_and_stays_across_upgrades() {
     assert_eq!(none.status.code(), Some(1), "{}", said(&none));
     assert!(said(&none).contains("carries no FIPS build"), "{}", said(&none));
     assert!(snapshot(r) == before, "refused, but the tree changed");
+
+    // A build that is no program at all: rolled back like any other failure.
+    let garbage = install(&keys.pack("0.5.0", None, Some(Some(b"\x7fELF but not really"))), true, r, &keys);
+    assert_eq!(garbage.status.code(), Some(1), "{}", said(&garbage));
+    assert!(said(&garbage).contains("UPGRADE FAILED: tether 0.5.0 did not come up"), "{}", said(&garbage));
+    assert_eq!(current(r), "versions/0.3.0-000000000000");
 }

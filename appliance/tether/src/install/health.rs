@@ -40,7 +40,7 @@ pub fn check(binary: &Path, data_dir: &Path, owner: (u32, u32), timeout: Duratio
     std::os::unix::fs::chown(&socket, Some(owner.0), Some(owner.1))?;
     let stderr_path = scratch.path.join("stderr");
     let stderr = fs::File::create(&stderr_path)?;
-    let mut child = Command::new(binary)
+    let child = Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--worker-listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env_clear()
@@ -53,8 +53,11 @@ pub fn check(binary: &Path, data_dir: &Path, owner: (u32, u32), timeout: Duratio
         // As the service user; std drops root's supplementary groups too.
         .uid(owner.0)
         .gid(owner.1)
-        .spawn()
-        .with_context(|| format!("cannot start {}", binary.display()))?;
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => return Ok(Health::Failed { reason: format!("it cannot be started: {e}") }),
+    };
     let health = wait_ready(&mut child, &listener, timeout, &stderr_path);
     let stopped = stop(&mut child);
     match (health, stopped) {

@@ -237,28 +237,47 @@ fn upgrade_to(
     pending.backed_up = true;
     pending.write(layout)?;
 
-    place(layout, &new)?;
-    say("checking that it comes up on this data");
-    let binary = layout.version(&new.id()).join(BINARY);
-    let reason = match health::check(&binary, &data, owner, options.health_timeout)? {
-        Health::Ready { status } => {
-            let (o, n, s) = (old.clone(), new.clone(), status.clone());
-            record(&data, &Schema::of(&data)?, move |tx, now| release::record_upgraded(tx, now, &o, &n, &s))?;
-            tree::own(&data, owner)?;
-            match supervised(layout).then(start_service).transpose() {
-                Ok(_) => {
-                    Pending::clear(layout)?;
-                    prune(layout, &new)?;
-                    return Ok(Outcome::Upgraded { from: old, to: new, variant, status, backup });
-                }
-                Err(e) => format!("systemd could not start it: {e:#}"),
-            }
+    let reason = match switch_and_check(layout, &old, &new, owner, options) {
+        Ok(status) => {
+            Pending::clear(layout)?;
+            prune(layout, &new)?;
+            return Ok(Outcome::Upgraded { from: old, to: new, variant, status, backup });
         }
-        Health::Failed { reason } => reason,
+        Err(reason) => reason,
     };
     say(&format!("tether {} did not come up; going back to {}", new.version, old.version));
     let restored = roll_back(layout, &old, &new, &before, Some(&backup), &reason, progress)?;
     Ok(Outcome::RolledBack { from: old, to: new, reason, backup, restored })
+}
+
+/// Makes `new` current and proves it comes up on the data; then records
+/// the upgrade and, on a host, has systemd start it. Answers its status, or
+/// why it is not up (whatever failed: the check, or a step around it).
+fn switch_and_check(
+    layout: &Layout,
+    old: &Manifest,
+    new: &Manifest,
+    owner: (u32, u32),
+    options: &Options,
+) -> Result<String, String> {
+    let data = layout.data();
+    let attempt = || -> anyhow::Result<Result<String, String>> {
+        place(layout, new)?;
+        say("checking that it comes up on this data");
+        let binary = layout.version(&new.id()).join(BINARY);
+        let status = match health::check(&binary, &data, owner, options.health_timeout)? {
+            Health::Ready { status } => status,
+            Health::Failed { reason } => return Ok(Err(reason)),
+        };
+        let (o, n, s) = (old.clone(), new.clone(), status.clone());
+        record(&data, &Schema::of(&data)?, move |tx, now| release::record_upgraded(tx, now, &o, &n, &s))?;
+        tree::own(&data, owner)?;
+        if supervised(layout) {
+            start_service().context("systemd could not start it")?;
+        }
+        Ok(Ok(status))
+    };
+    attempt().unwrap_or_else(|e| Err(format!("{e:#}")))
 }
 
 /// Makes `old` current again; restores the backup if the failed release

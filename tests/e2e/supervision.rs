@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Api, bin, eventually};
+use crate::harness::{Api, Appliance, Proc, bin, eventually};
 
 /// What the notify socket heard: when, and what.
 type Heard = Arc<Mutex<Vec<(Instant, String)>>>;
@@ -74,6 +74,26 @@ fn heard_after(heard: &Heard, since: Instant, message: &str) -> Option<Instant> 
         .map(|(at, _)| *at)
 }
 
+/// Plays systemd's side of a notify socket: keeps what arrives, and runs
+/// `at_ready` (once) the moment the first `READY=1` does, before keeping it.
+fn listen(socket: UnixDatagram, mut at_ready: impl FnMut() + Send + 'static) -> Heard {
+    let heard: Heard = Arc::default();
+    let kept = heard.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 4096];
+        let mut ready = false;
+        while let Ok(n) = socket.recv(&mut buf) {
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if !ready && message.lines().any(|l| l == "READY=1") {
+                ready = true;
+                at_ready();
+            }
+            kept.lock().unwrap().push((Instant::now(), message));
+        }
+    });
+    heard
+}
+
 fn pings_between(heard: &Heard, from: Instant, to: Instant) -> usize {
     heard
         .lock()
@@ -103,30 +123,20 @@ async fn systemd_hears_ready_once_both_listeners_answer_status_on_seal_and_unsea
     // systemd's side: a datagram socket, and what arrives on it.
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let heard: Heard = Arc::default();
     let (console, workers) = (free_port(), free_port());
     // At READY, both listeners must answer: looked at the moment it arrives.
     let answered_at_ready: Arc<Mutex<Option<(bool, bool)>>> = Arc::default();
-    {
-        let (heard, answered) = (heard.clone(), answered_at_ready.clone());
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 4096];
-            while let Ok(n) = socket.recv(&mut buf) {
-                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-                if message.lines().any(|l| l == "READY=1") && answered.lock().unwrap().is_none() {
-                    // An HTTP status (503 while sealed), not curl's 000 for no answer.
-                    let healthz = Command::new("curl")
-                        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
-                        .arg(format!("https://127.0.0.1:{console}/healthz"))
-                        .output()
-                        .is_ok_and(|o| !o.stdout.is_empty() && o.stdout != b"000");
-                    let gateway = TcpStream::connect(("127.0.0.1", workers)).is_ok();
-                    *answered.lock().unwrap() = Some((healthz, gateway));
-                }
-                heard.lock().unwrap().push((Instant::now(), message));
-            }
-        });
-    }
+    let answered = answered_at_ready.clone();
+    let heard = listen(socket, move || {
+        // An HTTP status (503 while sealed), not curl's 000 for no answer.
+        let healthz = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
+            .arg(format!("https://127.0.0.1:{console}/healthz"))
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty() && o.stdout != b"000");
+        let gateway = TcpStream::connect(("127.0.0.1", workers)).is_ok();
+        *answered.lock().unwrap() = Some((healthz, gateway));
+    });
     let started = Instant::now();
     let mut serve = Child(
         Command::new(bin())
@@ -205,4 +215,43 @@ impl Drop for Child {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_tells_systemd_it_is_ready_whether_the_appliance_answers_and_that_it_stops() {
+    let mut a = Appliance::start();
+    let token = a.enrollment_token(None).await;
+    let socket_path = a.dir.path().join("worker-notify.sock");
+    let heard = listen(UnixDatagram::bind(&socket_path).unwrap(), || {});
+    let mut cmd = a.worker_command("notified", Some(&token), &[], None);
+    cmd.env("NOTIFY_SOCKET", &socket_path);
+    let mut worker = Proc::spawn(cmd);
+    let started = Instant::now();
+    let within = Duration::from_secs(30);
+    eventually("READY=1", within, || async { heard_after(&heard, started, "READY=1").is_some() }).await;
+    assert!(heard_after(&heard, started, "STATUS=polling https://").is_some(), "{:?}", heard.lock().unwrap());
+
+    // The appliance goes away and comes back: the status line follows.
+    let stopped = Instant::now();
+    assert!(a.stop().success());
+    eventually("STATUS unreachable", within, || async {
+        heard_after(&heard, stopped, "STATUS=cannot reach the appliance at https://").is_some()
+    })
+    .await;
+    let back = Instant::now();
+    a.restart();
+    // A poll that finds work returns at once (an empty one holds for 30 s):
+    // the status changes when a poll comes back.
+    let task = a.api().submit("echo", json!({"after": "the restart"}), &[]).await;
+    assert_eq!(a.api().wait(&task, 60).await["state"], "succeeded");
+    eventually("STATUS polling again", within, || async {
+        heard_after(&heard, back, "STATUS=polling https://").is_some()
+    })
+    .await;
+
+    let stopping = Instant::now();
+    assert!(worker.signal_term().success(), "a clean stop");
+    assert!(heard_after(&heard, stopping, "STOPPING=1").is_some(), "STOPPING=1 on SIGTERM");
+    let readies = heard.lock().unwrap().iter().filter(|(_, m)| m.lines().any(|l| l == "READY=1")).count();
+    assert_eq!(readies, 1, "READY once");
 }

@@ -25,6 +25,7 @@ use client::{BrokerClient, CallError, LeasedTask, Report, ReportedError};
 use config::WorkerConfig;
 pub use state::{Identity, StateDir};
 
+use tether_api::app::supervisor::Supervisor;
 use tether_base::clock::{Clock, SystemClock, Timestamp};
 use tether_base::tls;
 use tether_domain::pki;
@@ -135,8 +136,17 @@ impl Events {
     }
 }
 
-/// Runs the agent until `stop` turns true.
+/// Runs the agent until `stop` turns true. Under systemd (`Type=notify`)
+/// it says `READY=1` once it has an identity and starts polling, keeps
+/// `STATUS=` to whether the appliance answers, and `STOPPING=1` at the end.
 pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let supervisor = Supervisor::from_env();
+    let ran = serve(opts, &mut stop, supervisor).await;
+    supervisor.stopping();
+    ran
+}
+
+async fn serve(opts: Options, stop: &mut watch::Receiver<bool>, supervisor: Supervisor) -> anyhow::Result<()> {
     let events = Events { json: opts.json_events };
     let state = StateDir::new(&opts.state_dir)?;
     let mut identity = match state.load()? {
@@ -145,7 +155,8 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
             id
         }
         None => {
-            let id = enroll(&opts, &mut stop).await?;
+            supervisor.status(&format!("enrolling with {}", opts.broker));
+            let id = enroll(&opts, stop).await?;
             state.save(&id)?;
             events.emit(json!({"event": "enrolled", "worker_id": id.worker_id, "labels": id.labels}));
             let not_granted: Vec<&String> = opts.config.labels.iter().filter(|l| !id.labels.contains(l)).collect();
@@ -168,6 +179,8 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let mut announced = false;
+    // Whether the last poll failed: the status line changes only when this does.
+    let mut unreachable = false;
     let mut renew_now = false;
     while !*stop.borrow() {
         // A poll never outlasts the moment renewal falls due, so a worker
@@ -200,6 +213,7 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
         }
         if !announced {
             events.emit(json!({"event": "ready", "worker_id": identity.worker_id}));
+            supervisor.ready(&format!("polling {} for tasks", identity.broker));
             announced = true;
         }
         let client = current.borrow().clone();
@@ -209,6 +223,10 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
         };
         match polled {
             Ok(reply) => {
+                if unreachable {
+                    supervisor.status(&format!("polling {} for tasks", identity.broker));
+                    unreachable = false;
+                }
                 backoff.reset();
                 if let Some(bundle) = reply.ca_pem.filter(|b| *b != identity.ca_pem) {
                     trust(&state, &mut identity, &current, bundle, events)?;
@@ -231,6 +249,10 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Resu
             Err(e) => {
                 let wait = backoff.next_wait();
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "poll failed");
+                if !unreachable {
+                    supervisor.status(&format!("cannot reach the appliance at {}: {e}; retrying", identity.broker));
+                    unreachable = true;
+                }
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => break,

@@ -3,7 +3,7 @@
 # (the peer measured in the same run), raises the open-file limit for the
 # idle-poll measurement, and runs everything. Extra flags go to tether-bench:
 #   --tasks N (5000)  --samples N (1000)  --idle N (5000)  --create-secs S (5)
-#   --only a,b,c,d,e,f,g,h,i  --rounds N (3, for e and f)  --handshakes N (3000, for f)
+#   --only a,b,c,d,e,f,g,h,i,j,k  --rounds N (3, for e, f and k)  --handshakes N (3000, for f)
 #   --llm-secs S (3)  --ttft-samples N (300)  --litellm-venv DIR (for h)
 # With --baseline-rev REV it also builds that revision in a scratch worktree
 # and measures (e): this build's lifecycle against that revision's (with

@@ -26,7 +26,11 @@
 //! - (i) `GET /api/v1/security/checks` on an appliance whose audit chain a
 //!   few thousand task lifecycles filled — the first after start (a walk of
 //!   the whole chain) and later ones (what was appended since) — against
-//!   the chain's full verification.
+//!   the chain's full verification;
+//! - (j) the console's pages and the live dashboard (`console_pages.rs`);
+//! - (k) the release bundle: verifying it against `sha256sum` of it, and an
+//!   install and an upgrade into scratch roots against the release's own
+//!   start (`shipping.rs`).
 //!
 //! Usage: see `bench/run.sh`, which builds the release binary and installs
 //! redis-server first. Results go to stdout as a table and as JSON.
@@ -44,6 +48,7 @@ mod fake_llm;
 mod gateway;
 mod handshakes;
 mod redis;
+mod shipping;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -117,7 +122,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--ttft-samples" => args.ttft_samples = value()?.parse()?,
             "--litellm-venv" => args.litellm_venv = value()?.into(),
             other => bail!(
-                "unknown flag {other}; flags: --tether PATH --work-dir DIR --tasks N --samples N --idle N --create-secs S --only a,b,c,d,e,f,g,h,i,j --baseline PATH --rounds N --handshakes N --llm-secs S --ttft-samples N --litellm-venv DIR"
+                "unknown flag {other}; flags: --tether PATH --work-dir DIR --tasks N --samples N --idle N --create-secs S --only a,b,c,d,e,f,g,h,i,j,k --baseline PATH --rounds N --handshakes N --llm-secs S --ttft-samples N --litellm-venv DIR"
             ),
         }
     }
@@ -443,6 +448,13 @@ async fn run() -> anyhow::Result<()> {
         let (page_rows, measured) = console_pages::measure(&app, workers, &api, queued, args.rounds.max(1) * 7).await?;
         rows.extend(page_rows);
         report.insert("j_console_pages_ms".into(), measured);
+    }
+
+    if args.wants("k") {
+        eprintln!("(k) the release bundle: verify, install, upgrade…");
+        let (shipping_rows, measured) = shipping::measure(&args.tether, &args.work_dir, args.rounds)?;
+        rows.extend(shipping_rows);
+        report.insert("k_shipping_ms".into(), measured);
     }
 
     println!("\n| measure | tether | ceiling / peer | ratio | goal |");

@@ -136,10 +136,7 @@ pub fn install(
     progress: &mut dyn FnMut(Progress),
 ) -> anyhow::Result<Outcome> {
     must_be_root()?;
-    let layout = Layout::new(&options.root);
-    if !layout.root.is_dir() {
-        bail!("{} is not a directory to install into", layout.root.display());
-    }
+    let layout = Layout::new(&absolute_root(&options.root)?);
     if let Some(pending) = Pending::read(&layout)? {
         let _lock = lock(&layout.root)?;
         finish_undoing(&layout, pending, progress)?;
@@ -405,15 +402,20 @@ fn write_release(
     tree::ensure_dir(&layout.opt(), 0o755, (0, 0))?;
     tree::ensure_dir(&layout.versions(), 0o755, (0, 0))?;
     tree::ensure_dir(&partial, 0o755, (0, 0))?;
-    let total = manifest.total_bytes();
+    // The variant's build goes in as `tether`; the other build stays out.
+    let placed: Vec<_> = verified
+        .sections
+        .iter()
+        .filter_map(|section| match section.entry.path.as_str() {
+            p if p == variant.source() => Some((section, partial.join(BINARY))),
+            BINARY | FIPS_BINARY => None,
+            p => Some((section, partial.join(p))),
+        })
+        .collect();
+    let total = placed.iter().map(|(section, _)| section.entry.size).sum();
     let mut done = 0;
-    for section in &verified.sections {
+    for (section, target) in placed {
         let path = section.entry.path.as_str();
-        let target = match path {
-            p if p == variant.source() => partial.join(BINARY),
-            BINARY | FIPS_BINARY => continue,
-            p => partial.join(p),
-        };
         if let Some(parent) = target.parent() {
             tree::ensure_dir(parent, 0o755, (0, 0))?;
         }
@@ -422,15 +424,14 @@ fn write_release(
             progress(Progress { stage: "copying", done, total });
         };
         let mut reader = Digesting::new(release::open_section(bundle, section)?, &mut tick);
-        let mut bytes = Vec::with_capacity(section.entry.size as usize);
-        std::io::Read::read_to_end(&mut reader, &mut bytes)
-            .with_context(|| format!("cannot read {}", bundle.display()))?;
+        let executable = path == variant.source();
+        tree::write_from(&target, &mut reader, if executable { 0o755 } else { 0o644 })?;
+        // The bytes written are the bytes hashed: a bundle changed since it
+        // was verified is caught here, before the release can become current.
         if reader.finish() != section.entry.sha256 {
             tree::remove(&partial)?;
-            bail!("{} changed after it was verified ({}): nothing was installed", bundle.display(), section.entry.path);
+            bail!("{} changed after it was verified ({path}): nothing was installed", bundle.display());
         }
-        let executable = path == variant.source();
-        tree::write_file(&target, &bytes, if executable { 0o755 } else { 0o644 })?;
     }
     tree::write_file(&partial.join(MANIFEST), &serde_json::to_vec_pretty(manifest)?, 0o644)?;
     tree::write_file(&partial.join(VARIANT), format!("{}\n", variant.name()).as_bytes(), 0o644)?;
@@ -492,7 +493,7 @@ fn prune(layout: &Layout, current: &Manifest) -> anyhow::Result<()> {
 /// Answers what it removed.
 pub fn uninstall(root: &Path, purge: bool) -> anyhow::Result<Vec<PathBuf>> {
     must_be_root()?;
-    let layout = Layout::new(root);
+    let layout = Layout::new(&absolute_root(root)?);
     let _lock = lock(&layout.root)?;
     if supervised(&layout) {
         let _ = systemctl(&["disable", "--now", SERVICE, WORKER_SERVICE]);
@@ -600,6 +601,17 @@ fn run_systemctl(command: &mut Command) -> anyhow::Result<()> {
         bail!("{:?} failed ({}): {}", command, out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
+}
+
+/// The root as an absolute path (the release is started from inside it,
+/// with `/` as its working directory).
+fn absolute_root(root: &Path) -> anyhow::Result<PathBuf> {
+    let absolute =
+        root.canonicalize().with_context(|| format!("{} is not a directory to install into", root.display()))?;
+    if !absolute.is_dir() {
+        bail!("{} is not a directory to install into", root.display());
+    }
+    Ok(absolute)
 }
 
 /// Installing writes users, units and files only root may.

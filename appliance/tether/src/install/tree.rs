@@ -26,10 +26,16 @@ pub fn ensure_dir(dir: &Path, mode: u32, owner: (u32, u32)) -> anyhow::Result<()
 /// Writes `bytes` to `path` with `mode`, owned by root, through a temporary
 /// name and a rename: a reader sees the old file or the new, never half.
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    write_from(path, &mut &bytes[..], mode)
+}
+
+/// Like [`write_file`], with the bytes streamed from `source` (a model
+/// bundle may be larger than memory).
+pub fn write_from(path: &Path, source: &mut dyn io::Read, mode: u32) -> anyhow::Result<()> {
     let partial = path.with_extension("partial");
     let written = (|| -> io::Result<()> {
         let mut file = fs::File::create(&partial)?;
-        io::Write::write_all(&mut file, bytes)?;
+        io::copy(source, &mut file)?;
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.sync_all()
     })();

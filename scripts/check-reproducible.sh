@@ -45,8 +45,9 @@ if [ "$(sum "$first")" != "$(sum "$second")" ]; then
     mkdir -p "$kept"
     cp "$first" "$kept/first"
     cp "$second" "$kept/second"
-    diff <(readelf -SW "$kept/first" | awk '$2 ~ /^\./ { print $2, $6 }') \
-        <(readelf -SW "$kept/second" | awk '$2 ~ /^\./ { print $2, $6 }') >&2 || true
+    # Each section's name and size (readelf pads "[ 1]", hence the sed).
+    sections() { readelf -SW "$1" | sed -n 's/^ *\[ *[0-9]*\] *//p' | awk '{ print $1, $5 }'; }
+    diff <(sections "$kept/first") <(sections "$kept/second") >&2 || true
     echo "error: two builds of $(git rev-parse --short HEAD) differ (both kept in $kept)" >&2
     exit 1
 fi

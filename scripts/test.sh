@@ -4,9 +4,11 @@
 #   2. the end-to-end suite (tests/e2e: the real binary, real TLS, real
 #      clients) against the static release binary that ships
 #      (scripts/build-release.sh), or against TETHER_BIN if it is set;
-#   3. the unit suite of the `fips` build (aws-lc-rs over the AWS-LC FIPS module).
-# With the release binary built here, it is built once more at another path
-# and must come out the same bytes (scripts/check-reproducible.sh).
+#   3. the unit suite of the `fips` build (aws-lc-rs over the AWS-LC FIPS module);
+#   4. the FIPS release binary: built, and the crypto end-to-end tests run
+#      against it.
+# Each release binary built here is built once more at another path and
+# must come out the same bytes (scripts/check-reproducible.sh).
 # Arguments, if any, go to the test runner instead (debug build only), e.g.
 # `scripts/test.sh -E 'binary(e2e)'` or `scripts/test.sh -p tether-store`.
 set -euo pipefail
@@ -82,3 +84,10 @@ need go golang-go
 need clang clang libclang-dev
 echo "== the fips build's unit suite (FIPS mode on the validated module)" >&2
 run --features fips --lib -p tether-base -p tether-store -p tether-domain -p tether-api -p tether
+# The FIPS release binary ships too: reproducible like the other, and the
+# crypto suite (the policy as TLS peers meet it) run against it.
+echo "== the fips release build is reproducible" >&2
+FIPS_BIN="$PWD/$(scripts/build-release.sh --fips)"
+scripts/check-reproducible.sh --fips --against "$FIPS_BIN"
+echo "== the crypto end-to-end tests against $FIPS_BIN" >&2
+TETHER_BIN="$FIPS_BIN" run --workspace -E 'binary(e2e) and test(/^crypto::/)'

@@ -24,6 +24,12 @@ pub fn bin() -> PathBuf {
     std::env::var_os("TETHER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tether")))
 }
 
+/// Whether the binary under test is the FIPS build (as `tether --version` says).
+pub fn fips_build() -> bool {
+    let out = Command::new(bin()).arg("--version").output().expect("run tether --version");
+    String::from_utf8_lossy(&out.stdout).lines().any(|l| l.split_whitespace().eq(["fips", "yes"]))
+}
+
 /// `dir` and everything under it.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![dir.to_owned()];

@@ -19,9 +19,8 @@ const UNITS: [&str; 4] = ["tether.service", "tether-worker.service", "tether.sys
 
 /// The measured rows for the table, and the JSON.
 pub fn measure(tether: &Path, work: &Path, rounds: usize) -> anyhow::Result<(Vec<String>, Value)> {
-    let dir = work.join("k-shipping");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
+    let scratch = tempfile::tempdir_in(work)?;
+    let dir = scratch.path();
     let key = dir.join("release.key");
     run(Command::new(tether).args(["release", "keygen", "--out"]).arg(&key))?;
     let trust = dir.join("release.key.pub");

@@ -444,3 +444,37 @@ fn the_fips_build_runs_when_asked_for_and_stays_across_upgrades() {
     assert!(said(&garbage).contains("UPGRADE FAILED: tether 0.5.0 did not come up"), "{}", said(&garbage));
     assert_eq!(current(r), "versions/0.3.0-000000000000");
 }
+
+#[test]
+fn a_worker_host_gets_the_worker_unit_not_the_appliance_and_keeps_that_role() {
+    let keys = Keys::new();
+    let root = scratch_root();
+    let r = root.path();
+    let wants = |unit: &str| r.join("etc/systemd/system/multi-user.target.wants").join(unit);
+    let out = tether(&["install", keys.bundle("0.2.0", None).to_str().unwrap(), "--worker"], r, &keys);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("for a worker host") && said(&out).contains("worker.env"), "{}", said(&out));
+    assert!(std::fs::symlink_metadata(wants("tether-worker.service")).is_ok(), "the worker's unit is enabled");
+    assert!(std::fs::symlink_metadata(wants("tether.service")).is_err(), "the appliance's is not");
+    assert_eq!(std::fs::read_to_string(r.join("opt/tether/current/role")).unwrap(), "worker\n");
+
+    // Upgrades keep the role without being told, and go back from a build
+    // that does not run.
+    let up = install(&keys.bundle("0.3.0", None), true, r, &keys);
+    assert!(up.status.success() && said(&up).contains("upgraded this worker host"), "{}", said(&up));
+    assert!(std::fs::symlink_metadata(wants("tether.service")).is_err());
+    let failed = install(&keys.bundle("0.4.0", Some(FAILS_TO_START)), true, r, &keys);
+    assert_eq!(failed.status.code(), Some(1), "{}", said(&failed));
+    assert!(said(&failed).contains("simulated failure"), "{}", said(&failed));
+    assert_eq!(current(r), "versions/0.3.0-000000000000");
+
+    // An appliance host is not turned into a worker host by an upgrade.
+    let appliance = scratch_root();
+    let a = appliance.path();
+    assert!(install(&keys.bundle("0.2.0", None), false, a, &keys).status.success());
+    let before = snapshot(a);
+    let refused = tether(&["install", keys.bundle("0.3.0", None).to_str().unwrap(), "--upgrade", "--worker"], a, &keys);
+    assert_eq!(refused.status.code(), Some(1), "{}", said(&refused));
+    assert!(said(&refused).contains("this host runs the appliance"), "{}", said(&refused));
+    assert!(snapshot(a) == before, "refused, but the tree changed");
+}

@@ -28,6 +28,11 @@ pub struct InstallArgs {
     /// build the installed release runs.
     #[arg(long)]
     fips: bool,
+    /// This host runs a worker, not the appliance: the worker's unit is
+    /// enabled (and started once /etc/tether/worker.env holds its join
+    /// string). An upgrade keeps the host's role.
+    #[arg(long)]
+    worker: bool,
     /// How long the release has to report ready, in seconds.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     health_timeout: u64,
@@ -57,6 +62,7 @@ pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
         trusted: args.trust.keys()?,
         health_timeout: Duration::from_secs(args.health_timeout),
         fips: args.fips,
+        worker: args.worker,
     };
     let mut meter = Meter::new();
     let outcome =
@@ -87,13 +93,38 @@ pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
         Outcome::RolledBack { from, to, reason, backup, restored } => {
             eprintln!("UPGRADE FAILED: tether {} did not come up: {reason}", to.version);
             eprintln!("tether {} is current again.", from.version);
-            if restored {
-                eprintln!("Its data was restored from the backup at {}.", backup.display());
-            } else {
-                eprintln!("Its data was not changed by the new release (the backup is at {}).", backup.display());
+            match &backup {
+                Some(backup) if restored => eprintln!("Its data was restored from the backup at {}.", backup.display()),
+                Some(backup) => {
+                    eprintln!("Its data was not changed by the new release (the backup is at {}).", backup.display());
+                }
+                // A worker host: its identity was never touched.
+                None => {}
             }
-            eprintln!("Both are in the audit log (release.upgrade_rolled_back).");
+            if backup.is_some() {
+                eprintln!("Both are in the audit log (release.upgrade_rolled_back).");
+            }
             Ok(ExitCode::FAILURE)
+        }
+        Outcome::Worker { release, from, variant, started } => {
+            match from {
+                Some(from) => {
+                    println!("upgraded this worker host: tether {} → {} ({variant})", from.version, release.version)
+                }
+                None => println!(
+                    "installed tether {} for a worker host ({variant}); tether-worker.service is enabled",
+                    release.version
+                ),
+            }
+            if started {
+                println!("  the worker is started (systemctl status tether-worker)");
+            } else {
+                let env = layout.config().join("worker.env");
+                println!("  it starts once {} holds the join string the console shows (Workers → Add):", env.display());
+                println!("    TETHER_JOIN=tether://…");
+                println!("  then: systemctl start tether-worker (or reboot)");
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -100,6 +100,33 @@ fn wait_ready(child: &mut Child, socket: &UnixDatagram, timeout: Duration, stder
     }
 }
 
+/// Whether `binary` runs here as `owner` (`tether --version`): all a worker
+/// host can check before it has an appliance to enrol with.
+pub fn runs(binary: &Path, owner: (u32, u32)) -> anyhow::Result<Health> {
+    let out = Command::new(binary)
+        .arg("--version")
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .uid(owner.0)
+        .gid(owner.1)
+        .output();
+    Ok(match out {
+        Ok(out) if out.status.success() => {
+            let first = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_owned();
+            Health::Ready { status: first }
+        }
+        Ok(out) => Health::Failed {
+            reason: format!(
+                "`tether --version` failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("it wrote nothing on stderr")
+            ),
+        },
+        Err(e) => Health::Failed { reason: format!("it cannot be started: {e}") },
+    })
+}
+
 /// SIGTERM, then SIGKILL if it outlives [`STOP_TIMEOUT`].
 fn stop(child: &mut Child) -> anyhow::Result<ExitStatus> {
     if let Some(exit) = child.try_wait()? {

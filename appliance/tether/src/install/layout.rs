@@ -4,7 +4,8 @@
 //! ```text
 //! /opt/tether/versions/<version>-<commit>/   one directory per installed release
 //!     tether (the standard or the FIPS build, as `variant` says), README.md,
-//!     systemd/, models/, firmware/, manifest.json (as the bundle signed it)
+//!     systemd/, models/, firmware/, manifest.json (as the bundle signed it),
+//!     role (appliance | worker)
 //! /opt/tether/current -> versions/<id>       switched atomically
 //! /usr/local/bin/tether -> /opt/tether/current/tether
 //! /usr/local/lib/systemd/system/tether.service, tether-worker.service
@@ -21,6 +22,8 @@ use std::path::{Path, PathBuf};
 pub const MANIFEST: &str = "manifest.json";
 /// Which of the bundle's builds a release directory's `tether` is: `standard` or `fips`.
 pub const VARIANT: &str = "variant";
+/// What the host runs with it: `appliance` or `worker`.
+pub const ROLE: &str = "role";
 /// The unit that runs the appliance.
 pub const SERVICE: &str = "tether.service";
 pub const WORKER_SERVICE: &str = "tether-worker.service";

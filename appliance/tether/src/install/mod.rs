@@ -33,7 +33,7 @@ use anyhow::{Context, bail};
 
 use accounts::Accounts;
 use health::Health;
-use layout::{Layout, MANIFEST, SERVICE, VARIANT, WORKER_SERVICE};
+use layout::{Layout, MANIFEST, ROLE, SERVICE, VARIANT, WORKER_SERVICE};
 use tether_base::clock::{Clock, SystemClock};
 use tether_base::crypto::p256::PublicKey;
 use tether_domain::release::{self, BINARY, Decision, FIPS_BINARY, Manifest, Progress, Verified};
@@ -55,6 +55,33 @@ pub struct Options {
     /// Run the bundle's FIPS build. An upgrade keeps the build that runs
     /// unless this asks for FIPS.
     pub fips: bool,
+    /// This host runs a worker, not the appliance. An upgrade keeps the
+    /// role the host has.
+    pub worker: bool,
+}
+
+/// What a host runs: the appliance, or a worker that pulls from one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Appliance,
+    Worker,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Appliance => "appliance",
+            Role::Worker => "worker",
+        }
+    }
+
+    /// The role of the current release (the appliance if it does not say).
+    fn installed(layout: &Layout) -> Role {
+        match std::fs::read_to_string(layout.current().join(ROLE)) {
+            Ok(text) if text.trim() == Role::Worker.name() => Role::Worker,
+            _ => Role::Appliance,
+        }
+    }
 }
 
 /// Which of the bundle's builds runs (installed as `tether`; the other is
@@ -122,8 +149,17 @@ pub enum Outcome {
         from: Manifest,
         to: Manifest,
         reason: String,
-        backup: PathBuf,
+        /// The data's backup (a worker host's upgrade takes none).
+        backup: Option<PathBuf>,
         restored: bool,
+    },
+    /// A worker host installed or upgraded (`from`); `started` if its join
+    /// settings were there and systemd started it.
+    Worker {
+        release: Manifest,
+        from: Option<Manifest>,
+        variant: Variant,
+        started: bool,
     },
 }
 
@@ -149,6 +185,15 @@ pub fn install(
     if decision == Decision::AlreadyInstalled {
         return Ok(Outcome::AlreadyInstalled { release: new });
     }
+    let role = match (installed.is_some().then(|| Role::installed(&layout)), options.worker) {
+        (Some(Role::Appliance), true) => bail!(
+            "this host runs the appliance; to make it a worker host, uninstall first (`tether uninstall`; the \
+             appliance's data stays unless --purge)"
+        ),
+        (Some(role), _) => role,
+        (None, true) => Role::Worker,
+        (None, false) => Role::Appliance,
+    };
     let variant = if options.fips { Variant::Fips } else { Variant::installed(&layout) };
     if variant == Variant::Fips && !new.has(FIPS_BINARY) {
         bail!(
@@ -162,10 +207,13 @@ pub fn install(
     let _lock = lock(&layout.root)?;
 
     say(&format!("installing tether {} into {}", new.version, layout.version(&new.id()).display()));
-    write_release(&layout, bundle, &verified, variant, progress)?;
-    match (decision, installed) {
-        (Decision::Upgrade { .. }, Some(old)) => upgrade_to(&layout, old, new, variant, options, progress),
-        _ => install_fresh(&layout, new, variant, options),
+    write_release(&layout, bundle, &verified, variant, role, progress)?;
+    match (role, decision, installed) {
+        (Role::Worker, _, old) => worker_host(&layout, old, new, variant),
+        (Role::Appliance, Decision::Upgrade { .. }, Some(old)) => {
+            upgrade_to(&layout, old, new, variant, options, progress)
+        }
+        (Role::Appliance, _, _) => install_fresh(&layout, new, variant, options),
     }
 }
 
@@ -195,12 +243,51 @@ fn install_fresh(layout: &Layout, new: Manifest, variant: Variant, options: &Opt
             bail!("tether {} did not come up, so it was not installed: {reason}", new.version);
         }
     };
-    enable(layout)?;
+    enable(layout, SERVICE)?;
     if supervised(layout) {
         start_service()?;
     }
     prune(layout, &new)?;
     Ok(Outcome::Installed { release: new, variant, status })
+}
+
+/// A worker host: the release placed and its build proven to run as the
+/// worker's user, the worker's unit enabled, and started when its join
+/// settings (`/etc/tether/worker.env`) are there. The worker's state
+/// directory is its own identity: an upgrade switches the program only, and
+/// goes back if the new one does not run.
+fn worker_host(layout: &Layout, old: Option<Manifest>, new: Manifest, variant: Variant) -> anyhow::Result<Outcome> {
+    if old.is_some() && supervised(layout) {
+        systemctl(&["stop", WORKER_SERVICE])?;
+    }
+    let accounts = place(layout, &new)?;
+    say("checking that it runs");
+    let binary = layout.version(&new.id()).join(BINARY);
+    if let Health::Failed { reason } = health::runs(&binary, accounts.worker)? {
+        let Some(old) = old else {
+            for path in layout.program_files() {
+                tree::remove(&path)?;
+            }
+            bail!("tether {} does not run here, so it was not installed: {reason}", new.version);
+        };
+        place(layout, &old)?;
+        start_worker(layout)?;
+        return Ok(Outcome::RolledBack { from: old, to: new, reason, backup: None, restored: false });
+    }
+    enable(layout, WORKER_SERVICE)?;
+    let started = start_worker(layout)?;
+    prune(layout, &new)?;
+    Ok(Outcome::Worker { release: new, from: old, variant, started })
+}
+
+/// Starts the worker under systemd if it can enrol or has: its join
+/// settings are there. Answers whether it started.
+fn start_worker(layout: &Layout) -> anyhow::Result<bool> {
+    if !supervised(layout) || !layout.config().join("worker.env").exists() {
+        return Ok(false);
+    }
+    systemctl(&["start", WORKER_SERVICE])?;
+    Ok(true)
 }
 
 fn upgrade_to(
@@ -244,7 +331,7 @@ fn upgrade_to(
     };
     say(&format!("tether {} did not come up; going back to {}", new.version, old.version));
     let restored = roll_back(layout, &old, &new, &before, Some(&backup), &reason, progress)?;
-    Ok(Outcome::RolledBack { from: old, to: new, reason, backup, restored })
+    Ok(Outcome::RolledBack { from: old, to: new, reason, backup: Some(backup), restored })
 }
 
 /// Makes `new` current and proves it comes up on the data; then records
@@ -392,6 +479,7 @@ fn write_release(
     bundle: &Path,
     verified: &Verified,
     variant: Variant,
+    role: Role,
     progress: &mut dyn FnMut(Progress),
 ) -> anyhow::Result<()> {
     let manifest = &verified.manifest;
@@ -435,6 +523,7 @@ fn write_release(
     }
     tree::write_file(&partial.join(MANIFEST), &serde_json::to_vec_pretty(manifest)?, 0o644)?;
     tree::write_file(&partial.join(VARIANT), format!("{}\n", variant.name()).as_bytes(), 0o644)?;
+    tree::write_file(&partial.join(ROLE), format!("{}\n", role.name()).as_bytes(), 0o644)?;
     std::fs::rename(&partial, &dir).with_context(|| format!("cannot move {} into place", dir.display()))?;
     tree::sync_parent(&dir)
 }
@@ -576,9 +665,9 @@ fn supervised(layout: &Layout) -> bool {
     layout.root == Path::new("/") && Path::new("/run/systemd/system").exists()
 }
 
-/// Enables the appliance's unit at boot (in the root: systemd reads the link then).
-fn enable(layout: &Layout) -> anyhow::Result<()> {
-    if supervised(layout) { systemctl(&["enable", SERVICE]) } else { systemctl_in(layout, &["enable", SERVICE]) }
+/// Enables `unit` at boot (in the root: systemd reads the link then).
+fn enable(layout: &Layout, unit: &str) -> anyhow::Result<()> {
+    if supervised(layout) { systemctl(&["enable", unit]) } else { systemctl_in(layout, &["enable", unit]) }
 }
 
 /// Starts the appliance under systemd and waits for it: the unit is

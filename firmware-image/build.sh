@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds the appliance's bootable disk image from Debian 12 packages only,
+# and prints its path last. First step of issue 24: a raw GPT/UEFI disk
+# with an EFI system partition (systemd-boot, one entry pinning root-A by
+# PARTUUID) and root-A, a read-only squashfs of the system; it boots to
+# multi-user under qemu (firmware-image/boot-test.sh). Not yet: root-B and
+# the data partition, dm-verity, the tether units and release, nftables
+# rules, the status screen, pinned package versions.
+#
+# Downloaded packages are kept in target/firmware-image/debs between runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=target/firmware-image
+mkdir -p "$work/debs"
+for tool in mmdebstrap mksquashfs mkfs.vfat mcopy sfdisk; do
+    command -v "$tool" >/dev/null || {
+        echo "error: $tool is missing (Debian: apt-get install mmdebstrap squashfs-tools dosfstools mtools fdisk)" >&2
+        exit 1
+    }
+done
+# Fixed, so a boot entry can name its root before the disk exists.
+root_a_uuid=6f2a0b61-0000-4000-8000-00000000000a
+esp_mib=128
+
+echo "== the system tree (mmdebstrap, Debian 12)" >&2
+tree="$work/tree"
+rm -rf "$tree"
+packages=$(grep -v '^#' firmware-image/packages.txt | paste -sd, -)
+mmdebstrap --variant=minbase --include="$packages" \
+    --skip=essential/unlink \
+    --setup-hook='mkdir -p "$1/var/cache/apt/archives"' \
+    --setup-hook="sync-in $work/debs /var/cache/apt/archives" \
+    --customize-hook="sync-out /var/cache/apt/archives $work/debs" \
+    --customize-hook='echo tether > "$1/etc/hostname"' \
+    --customize-hook='echo squashfs >> "$1/etc/initramfs-tools/modules"' \
+    --customize-hook='chroot "$1" update-initramfs -u -k all' \
+    bookworm "$tree" http://deb.debian.org/debian >&2
+kernel=$(ls "$tree/boot" | sed -n 's/^vmlinuz-//p' | head -1)
+
+echo "== root-A (squashfs) and the EFI system partition" >&2
+rm -f "$work/root.squashfs" "$work/esp.img"
+# What /boot holds is the ESP's; the root mounts read-only.
+mksquashfs "$tree" "$work/root.squashfs" -comp zstd -quiet -noappend -e boot -no-xattrs >/dev/null
+truncate -s "${esp_mib}M" "$work/esp.img"
+mkfs.vfat -F 32 -n ESP "$work/esp.img" >/dev/null
+mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/loader ::/loader/entries ::/tether
+mcopy -i "$work/esp.img" "$tree/usr/lib/systemd/boot/efi/systemd-bootx64.efi" ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i "$work/esp.img" "$tree/boot/vmlinuz-$kernel" ::/tether/vmlinuz-a
+mcopy -i "$work/esp.img" "$tree/boot/initrd.img-$kernel" ::/tether/initrd-a
+printf 'timeout 0\ndefault a.conf\n' | mcopy -i "$work/esp.img" - ::/loader/loader.conf
+printf '%s\n' "title Tether (slot A)" "linux /tether/vmlinuz-a" "initrd /tether/initrd-a" \
+    "options root=PARTUUID=$root_a_uuid rootfstype=squashfs ro console=ttyS0" |
+    mcopy -i "$work/esp.img" - ::/loader/entries/a.conf
+
+echo "== the disk (GPT)" >&2
+image="$work/tether.img"
+root_mib=$(( ($(stat -c %s "$work/root.squashfs") + (1 << 20) - 1) / (1 << 20) ))
+rm -f "$image"
+truncate -s $(( (1 + esp_mib + root_mib + 1) << 20 )) "$image"
+sfdisk -q "$image" <<SFDISK
+label: gpt
+start=2048, size=$((esp_mib * 2048)), type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp
+size=$((root_mib * 2048)), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=$root_a_uuid, name=root-a
+SFDISK
+dd if="$work/esp.img" of="$image" bs=1M seek=1 conv=notrunc status=none
+dd if="$work/root.squashfs" of="$image" bs=1M seek=$((1 + esp_mib)) conv=notrunc status=none
+echo "$image"

@@ -23,7 +23,7 @@ qemu-system-x86_64 -machine q35 -m 1024 -smp 2 -nographic -no-reboot \
     -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
     -drive if=pflash,format=raw,file="$work/vars.fd" \
     -drive file="$work/disk.img",format=raw,if=virtio \
-    -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
+    -netdev user,id=n0,hostfwd=tcp:127.0.0.1:${PORT:-18443}-:8443 -device virtio-net-pci,netdev=n0 \
     -serial file:"$work/serial.log" -monitor none 2>"$work/qemu.err" &
 qemu=$!
 for _ in $(seq 600); do

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds the appliance's bootable disk image from Debian 12 packages only,
-# and prints its path last. First step of issue 24: a raw GPT/UEFI disk
+# and prints its path last. First steps of issue 24: a raw GPT/UEFI disk
 # with an EFI system partition (systemd-boot, one entry pinning root-A by
-# PARTUUID) and root-A, a read-only squashfs of the system; it boots to
-# multi-user under qemu (firmware-image/boot-test.sh). Not yet: root-B and
-# the data partition, dm-verity, the tether units and release, nftables
-# rules, the status screen, pinned package versions.
+# PARTUUID), root-A (a read-only squashfs of the system, the release
+# installed into it by `tether install --root`) and the data partition; it
+# boots under qemu (firmware-image/boot-test.sh). Not yet: root-B,
+# dm-verity, boot counting, nftables rules, the status screen, pinned
+# package versions (see firmware-image/README.md).
 #
 # Downloaded packages are kept in target/firmware-image/debs between runs.
 set -euo pipefail
@@ -21,6 +22,7 @@ done
 # Fixed, so a boot entry can name its root before the disk exists.
 root_a_uuid=6f2a0b61-0000-4000-8000-00000000000a
 esp_mib=128
+data_mib=256
 
 echo "== the system tree (mmdebstrap, Debian 12)" >&2
 tree="$work/tree"
@@ -36,6 +38,20 @@ mmdebstrap --variant=minbase --include="$packages" \
     --customize-hook='chroot "$1" update-initramfs -u -k all' \
     bookworm "$tree" http://deb.debian.org/debian >&2
 kernel=$(ls "$tree/boot" | sed -n 's/^vmlinuz-//p' | head -1)
+
+echo "== the appliance: the release bundle installed into the tree" >&2
+bin=${TETHER_BIN:-$(scripts/build-release.sh)}
+bundle=$(scripts/make-bundle.sh --binary "$bin" --out "$work" | tail -1)
+"$bin" install "$bundle" --root "$tree" --trust target/dev-release-key.pub >&2
+# The root is read-only: /var is a tmpfs, the appliance's data its own
+# partition; the network comes up by DHCP.
+cat > "$tree/etc/fstab" <<'FSTAB'
+tmpfs /var tmpfs mode=0755,nosuid,nodev 0 0
+PARTLABEL=data /var/lib/tether ext4 nosuid,nodev,noexec,x-systemd.growfs 0 2
+FSTAB
+mkdir -p "$tree/etc/systemd/network"
+printf '[Match]\nName=en*\n\n[Network]\nDHCP=yes\n' > "$tree/etc/systemd/network/80-dhcp.network"
+systemctl --root="$tree" enable systemd-networkd.service >&2
 
 echo "== root-A (squashfs) and the EFI system partition" >&2
 rm -f "$work/root.squashfs" "$work/esp.img"
@@ -55,13 +71,16 @@ printf '%s\n' "title Tether (slot A)" "linux /tether/vmlinuz-a" "initrd /tether/
 echo "== the disk (GPT)" >&2
 image="$work/tether.img"
 root_mib=$(( ($(stat -c %s "$work/root.squashfs") + (1 << 20) - 1) / (1 << 20) ))
-rm -f "$image"
-truncate -s $(( (1 + esp_mib + root_mib + 1) << 20 )) "$image"
+rm -f "$image" "$work/data.img"
+mkfs.ext4 -q -L tether-data "$work/data.img" "${data_mib}M"
+truncate -s $(( (1 + esp_mib + root_mib + data_mib + 1) << 20 )) "$image"
 sfdisk -q "$image" <<SFDISK
 label: gpt
 start=2048, size=$((esp_mib * 2048)), type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp
 size=$((root_mib * 2048)), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=$root_a_uuid, name=root-a
+size=$((data_mib * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=data
 SFDISK
 dd if="$work/esp.img" of="$image" bs=1M seek=1 conv=notrunc status=none
 dd if="$work/root.squashfs" of="$image" bs=1M seek=$((1 + esp_mib)) conv=notrunc status=none
+dd if="$work/data.img" of="$image" bs=1M seek=$((1 + esp_mib + root_mib)) conv=notrunc status=none
 echo "$image"

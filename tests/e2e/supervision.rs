@@ -255,3 +255,33 @@ async fn a_worker_tells_systemd_it_is_ready_whether_the_appliance_answers_and_th
     let readies = heard.lock().unwrap().iter().filter(|(_, m)| m.lines().any(|l| l == "READY=1")).count();
     assert_eq!(readies, 1, "READY once");
 }
+
+/// Setup mode (a first boot) may wait hours for its operator: systemd's
+/// watchdog must hear from it all that time (booting the image found it
+/// killed after `WatchdogSec=`).
+#[tokio::test(flavor = "multi_thread")]
+async fn setup_mode_is_ready_and_keeps_the_watchdog_fed() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let heard = listen(UnixDatagram::bind(&socket_path).unwrap(), || {});
+    let started = Instant::now();
+    let mut serve = Child(
+        Command::new(bin())
+            .args(["serve", "--json", "--listen", "127.0.0.1:0", "--worker-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "2000000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let within = Duration::from_secs(30);
+    eventually("READY=1", within, || async { heard_after(&heard, started, "READY=1").is_some() }).await;
+    assert!(heard_after(&heard, started, "STATUS=setup mode").is_some(), "{:?}", heard.lock().unwrap());
+    eventually("three pings in setup mode", within, || async { pings_between(&heard, started, Instant::now()) >= 3 })
+        .await;
+    let pid = rustix::process::Pid::from_raw(serve.0.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(serve.0.wait().unwrap().success(), "a clean stop");
+}

@@ -82,6 +82,16 @@ pub fn describe(state: &AppState) -> String {
 
 /// The health loop: proves the store commits, says the status, pings the
 /// watchdog; at every ping interval, and at once when the vault changes.
+/// Setup mode's watchdog: it has no store to prove yet, so it pings while
+/// its runtime runs (a wedged one stops pinging). Never returns.
+pub async fn keep_alive(supervisor: Supervisor) {
+    let Some(every) = supervisor.ping_every else { return std::future::pending().await };
+    loop {
+        supervisor.ping();
+        tokio::time::sleep(every).await;
+    }
+}
+
 pub async fn run(state: AppState, supervisor: Supervisor) {
     let every = supervisor.ping_every.unwrap_or(LOOK_EVERY);
     let mut vault = state.vault.changes();

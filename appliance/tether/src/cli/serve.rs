@@ -198,6 +198,8 @@ async fn set_up(
     tokio::select! {
         done = mode.finished() => done?,
         _ = stopped.wait_for(|s| *s) => return Ok(None),
+        // systemd's watchdog covers setup mode too (it can wait for hours).
+        () = supervisor::keep_alive(supervisor) => unreachable!("keep_alive never returns"),
     }
     tracing::info!("set up through the wizard; serving the appliance");
     Ok(Some(Listeners { console: TcpListener::from_std(kept)?, workers: listeners.workers }))

@@ -277,8 +277,8 @@ fn refused_bundles_leave_the_tree_byte_identical_and_install_places_what_it_shou
 
 /// A release whose binary cannot start: it says why and exits.
 const FAILS_TO_START: &[u8] = b"#!/bin/sh\necho 'cannot open the store: simulated failure' >&2\nexit 3\n";
-/// A release that never says it is ready.
-const HANGS: &[u8] = b"#!/bin/sh\nexec sleep 600\n";
+/// A release that never says it is ready: it follows /dev/null for ever.
+const HANGS: &[u8] = b"#!/bin/sh\nexec tail -f /dev/null\n";
 /// A release that breaks the store it is given, then fails.
 const BREAKS_THE_STORE: &[u8] =
     b"#!/bin/sh\nfor arg; do data=$arg; done\nprintf 'not a store' > \"$data/tether.redb\"\nexit 3\n";

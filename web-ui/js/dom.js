@@ -38,7 +38,10 @@ export function field(label, attrs, hint) {
     h('input', { id, 'aria-describedby': hintId, ...attrs }));
 }
 
-/** A form: `submit` gets its fields; its errors show in the form's alert. */
+/** A form: `submit` gets its fields; its errors show in the form's alert.
+ * While it is sent, its fields are read-only: what someone types meanwhile
+ * would be lost to a reset by `submit`, or sent by the next click as
+ * something they did not mean (read-only, not disabled, so focus stays). */
 export function form(label, children, submit) {
   const error = h('p', { class: 'error', role: 'alert' });
   const submitButton = children.find((c) => c.tagName === 'BUTTON');
@@ -46,12 +49,16 @@ export function form(label, children, submit) {
   el.addEventListener('submit', async (event) => {
     event.preventDefault();
     error.textContent = '';
+    const values = Object.fromEntries(new FormData(el));
+    const held = [...el.querySelectorAll('input, textarea')].filter((f) => !f.readOnly);
+    for (const f of held) f.readOnly = true;
     if (submitButton) submitButton.disabled = true;
     try {
-      await submit(Object.fromEntries(new FormData(el)), error);
+      await submit(values, error);
     } catch (e) {
       if (!e.cancelled) error.textContent = e.message;
     } finally {
+      for (const f of held) f.readOnly = false;
       if (submitButton) submitButton.disabled = false;
     }
   });

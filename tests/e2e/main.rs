@@ -24,6 +24,7 @@ mod posture;
 mod renewal;
 mod resilience;
 mod rotation;
+mod screen;
 mod security;
 mod sso;
 mod supervision;

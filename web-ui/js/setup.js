@@ -56,13 +56,22 @@ function admin() {
       field('Password for admin', { name: 'password', type: 'password', autocomplete: 'new-password', required: true, minlength: 12 },
         'At least 12 characters.'),
       field('Confirm the password', { name: 'confirm', type: 'password', autocomplete: 'new-password', required: true }),
+      h('fieldset', {}, h('legend', {}, 'Rescue login at the machine (optional)'),
+        field('Rescue password', { name: 'rescue', type: 'password', autocomplete: 'new-password', minlength: 12 },
+          'Opens a root shell from the machine\'s own screen or serial console, for repairs. Left empty, there is no login there at all.'),
+        field('Confirm the rescue password', { name: 'rescue_confirm', type: 'password', autocomplete: 'new-password' })),
       h('button', { type: 'submit' }, 'Continue'),
     ], async (values, error) => {
       if (values.password !== values.confirm) {
         error.textContent = 'The two passwords differ.';
         return;
       }
+      if (values.rescue !== values.rescue_confirm) {
+        error.textContent = 'The two rescue passwords differ.';
+        return;
+      }
       answers.admin_password = values.password;
+      if (values.rescue) answers.rescue_password = values.rescue;
       unsealMethod();
     })));
 }

@@ -35,6 +35,7 @@ use tether_base::crypto::CryptoPolicy;
 use tether_base::secret;
 use tether_base::tls;
 use tether_domain::audit::{Event, Origin, Outcome, Resource};
+use tether_domain::auth::{password, rescue};
 use tether_domain::vault::Choice;
 
 /// How long the setup code works.
@@ -220,6 +221,10 @@ struct SetupBody {
     fips: bool,
     /// The first admin's own password (account `admin`).
     admin_password: Zeroizing<String>,
+    /// The machine's rescue login (a root shell at its own screen or
+    /// serial console); none without it.
+    #[serde(default)]
+    rescue_password: Option<Zeroizing<String>>,
     unseal: UnsealChoice,
 }
 
@@ -270,20 +275,34 @@ async fn finish(
         UnsealChoice::KeyFile => Choice::KeyFile,
     };
     let policy = if body.fips { CryptoPolicy::FIPS } else { CryptoPolicy::STANDARD };
+    let rescue = body.rescue_password.filter(|p| !p.is_empty());
+    if let Some(password) = &rescue {
+        password::check_strength("root", password)
+            .map_err(|e| ApiError::SetupRefused(format!("the rescue password: {e}")))?;
+    }
     let mut events = std::mem::take(&mut setup.tries.lock().unwrap_or_else(PoisonError::into_inner).events);
     events.push(
         Event::new("setup.completed", "setup", Resource::new("appliance", "setup"))
             .detail("server_names", names.join(","))
             .detail("fips", body.fips)
+            .detail("rescue_login", rescue.is_some())
             .detail("source", origin.source_ip.map(|ip| ip.to_string()).unwrap_or_default()),
     );
     let from = FromSetup { admin_password: body.admin_password, server_key_pem: setup.key_pem.clone(), events };
     let dir = setup.dir.clone();
     let outcome = tokio::task::spawn_blocking(move || {
+        // Set first, so an appliance set up has the login it was asked for;
+        // taken back if the setup fails.
+        if let Some(password) = &rescue {
+            rescue::set(&dir, policy, password)?;
+        }
         init::initialise_with(
             &dir,
             InitOptions { extra_names: &names, policy, choice, key_file: None, setup: Some(from) },
         )
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(dir.join(rescue::RESCUE_LOGIN_FILE));
+        })
     })
     .await
     .map_err(ApiError::internal)?

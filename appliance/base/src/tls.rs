@@ -308,6 +308,11 @@ pub enum Trust<'a> {
     /// sent by the broker in its chain: how a worker enrolls from a join
     /// string, with no CA file and no trust on first use.
     Pin(&'a str),
+    /// Exactly the server certificate with this fingerprint, whatever it
+    /// names: setup mode's self-signed certificate, whose fingerprint the
+    /// machine's status screen shows (what an operator checks in the
+    /// browser's warning).
+    Certificate(&'a str),
 }
 
 /// A client that trusts only `ca_pem` and optionally presents an identity.
@@ -338,7 +343,11 @@ pub fn trusting(trust: Trust<'_>, identity: Option<(&str, &str)>, alpn: &[&[u8]]
     let builder = match trust {
         Trust::Ca(ca_pem) => builder.with_root_certificates(roots(ca_pem)?),
         Trust::Pin(pin) => {
-            let pinned = PinnedCa { pin: pin.to_ascii_lowercase(), provider };
+            let pinned = Pinned { pin: pin.to_ascii_lowercase(), what: Pin::Ca, provider };
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(pinned))
+        }
+        Trust::Certificate(pin) => {
+            let pinned = Pinned { pin: pin.to_ascii_lowercase(), what: Pin::Certificate, provider };
             builder.dangerous().with_custom_certificate_verifier(Arc::new(pinned))
         }
     };
@@ -355,22 +364,31 @@ pub fn trusting(trust: Trust<'_>, identity: Option<(&str, &str)>, alpn: &[&[u8]]
     Ok(config)
 }
 
-/// The broker's certificate chain must hold a CA certificate with the pinned
-/// fingerprint, and the server certificate must verify against that CA
-/// (name, validity, signature) exactly as with a CA file.
+/// A server trusted by a fingerprint ([`Pin`] says of what).
 #[derive(Debug)]
-struct PinnedCa {
+struct Pinned {
     pin: String,
+    what: Pin,
     /// The client policy's provider: its signature algorithms verify the broker.
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Pin {
+    /// The broker's certificate chain must hold a CA certificate with the
+    /// pinned fingerprint, and the server certificate must verify against
+    /// that CA (name, validity, signature) exactly as with a CA file.
+    Ca,
+    /// The server certificate itself is the pinned one.
+    Certificate,
+}
+
 /// Why a pinned client refused the broker.
 #[derive(Debug, thiserror::Error)]
-#[error("the broker's CA does not match the pin")]
+#[error("the server's certificate or CA does not match the pin")]
 pub struct PinMismatch;
 
-impl ServerCertVerifier for PinnedCa {
+impl ServerCertVerifier for Pinned {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -381,6 +399,14 @@ impl ServerCertVerifier for PinnedCa {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let mismatch =
             || rustls::Error::InvalidCertificate(rustls::CertificateError::Other(OtherError(Arc::new(PinMismatch))));
+        if let Pin::Certificate = self.what {
+            // The handshake's signatures are still checked against it.
+            return if fingerprint_der(end_entity) == self.pin {
+                Ok(ServerCertVerified::assertion())
+            } else {
+                Err(mismatch())
+            };
+        }
         let ca = intermediates.iter().find(|c| fingerprint_der(c) == self.pin).ok_or_else(mismatch)?;
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned()).map_err(|_| mismatch())?;

@@ -110,6 +110,11 @@ impl Api {
         Api { http, base: base.to_owned(), token: Some(token.to_owned()) }
     }
 
+    /// Tokenless, over a client made elsewhere (another trust).
+    pub fn from_client(http: reqwest::Client, base: &str) -> Api {
+        Api { http, base: base.to_owned(), token: None }
+    }
+
     pub fn with_token(&self, token: Option<&str>) -> Api {
         Api { token: token.map(str::to_owned), ..self.clone() }
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod clients;
+pub mod pinned;
 pub use clients::{Api, Console, Person, manual_worker, totp_now};
 
 /// The repository's root (the suite is built as a test of `appliance/tether`).

@@ -10,9 +10,12 @@
 //! refuses writes (full, failing) answers at once: the loop goes on and the
 //! status says degraded, since a restart would not help.
 
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sd_notify::NotifyState;
+use serde_json::{Map, Value};
 
 use crate::AppState;
 use crate::admin::Condition;
@@ -20,12 +23,37 @@ use crate::admin::Condition;
 /// How often the health loop looks when systemd asked for no watchdog.
 const LOOK_EVERY: Duration = Duration::from_secs(10);
 
-/// The service manager to tell, if there is one.
-#[derive(Debug, Clone, Copy)]
+/// The service manager to tell, if there is one, and the status file to
+/// keep, if one was asked for.
+#[derive(Debug, Clone)]
 pub struct Supervisor {
     notify: bool,
     /// Half the watchdog timeout systemd set (`WATCHDOG_USEC`), if it set one.
     ping_every: Option<Duration>,
+    board: Option<Arc<StatusFile>>,
+}
+
+/// The status as a file, for the host's status screen (`tether screen` on
+/// the appliance's tty1): the line `STATUS=` says, beside facts only the
+/// console of the machine should show (where to connect, which
+/// certificate to expect, and on first boot the setup code). Replaced
+/// whole at each change, readable by its owner only.
+#[derive(Debug)]
+struct StatusFile {
+    path: PathBuf,
+    /// The facts and the last status line.
+    shown: Mutex<Map<String, Value>>,
+}
+
+impl StatusFile {
+    fn write(&self, change: impl FnOnce(&mut Map<String, Value>)) {
+        let mut shown = self.shown.lock().unwrap_or_else(PoisonError::into_inner);
+        change(&mut shown);
+        let text = Value::Object(shown.clone()).to_string();
+        if let Err(e) = tether_base::files::write_private(&self.path, text.as_bytes()) {
+            tracing::warn!(error = %e, "cannot write the status file");
+        }
+    }
 }
 
 impl Supervisor {
@@ -33,7 +61,30 @@ impl Supervisor {
     pub fn from_env() -> Supervisor {
         let notify = std::env::var_os("NOTIFY_SOCKET").is_some();
         let watchdog = if notify { sd_notify::watchdog_enabled() } else { None };
-        Supervisor { notify, ping_every: watchdog.map(|timeout| timeout / 2) }
+        Supervisor { notify, ping_every: watchdog.map(|timeout| timeout / 2), board: None }
+    }
+
+    /// Keeps the status in `path` too (see [`StatusFile`]).
+    pub fn with_status_file(mut self, path: PathBuf) -> Supervisor {
+        self.board = Some(Arc::new(StatusFile { path, shown: Mutex::new(Map::new()) }));
+        self
+    }
+
+    /// Replaces the facts the status file shows beside the status line (a
+    /// JSON object; anything else shows nothing).
+    pub fn show(&self, facts: Value) {
+        if let Some(board) = &self.board {
+            board.write(|shown| {
+                let status = shown.remove("status");
+                *shown = match facts {
+                    Value::Object(facts) => facts,
+                    _ => Map::new(),
+                };
+                if let Some(status) = status {
+                    shown.insert("status".into(), status);
+                }
+            });
+        }
     }
 
     pub fn ready(&self, status: &str) {
@@ -53,6 +104,15 @@ impl Supervisor {
     }
 
     fn send(&self, states: &[NotifyState<'_>]) {
+        if let Some(board) = &self.board {
+            for state in states {
+                if let NotifyState::Status(line) = state {
+                    board.write(|shown| {
+                        shown.insert("status".into(), Value::from(*line));
+                    });
+                }
+            }
+        }
         if self.notify
             && let Err(e) = sd_notify::notify(states)
         {

@@ -14,6 +14,7 @@ mod accounts;
 pub mod factors;
 pub mod oidc;
 pub mod password;
+pub mod rescue;
 pub mod roles;
 pub mod sessions;
 pub mod sso;

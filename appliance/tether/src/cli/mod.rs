@@ -16,6 +16,7 @@ mod llm;
 mod models;
 pub(crate) mod progress;
 mod release;
+mod screen;
 mod secret;
 mod security;
 mod serve;
@@ -119,6 +120,9 @@ enum Command {
     Install(install::InstallArgs),
     /// Remove the installed program; the data stays unless --purge.
     Uninstall(install::UninstallArgs),
+    /// The status screen of the machine's own console (the image's tty1 and
+    /// serial console): where to connect, the setup code, the rescue login.
+    Screen(screen::Args),
 }
 
 /// Logs go to stderr; stdout is for results.
@@ -163,6 +167,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Install(args) => install::install(args),
         Command::Uninstall(args) => install::uninstall(args),
+        Command::Screen(args) => screen::run(args),
     }
 }
 

@@ -41,6 +41,12 @@ pub struct Args {
     /// Print the ready line as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Keep the status in this file for the machine's status screen
+    /// (`tether screen`): where to connect, the certificate to expect, and
+    /// in setup mode the setup code, which then is shown there only (not
+    /// printed, so not kept in the journal).
+    #[arg(long, value_name = "FILE")]
+    status_file: Option<PathBuf>,
 }
 
 /// What `--dev` prints beyond the ready line.
@@ -105,12 +111,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {} (set --worker-listen)", config.worker_listen))?,
     };
     // systemd (Type=notify) hears when it serves, how it is, and when it stops.
-    let supervisor = Supervisor::from_env();
+    let mut supervisor = Supervisor::from_env();
+    if let Some(path) = &args.status_file {
+        supervisor = supervisor.with_status_file(path.clone());
+    }
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     let signal = stop_signal()?;
+    let told = supervisor.clone();
     tokio::spawn(async move {
         signal.await;
-        supervisor.stopping();
+        told.stopping();
         let _ = stopping.send(true);
     });
     let mut until_stopped = stopped.clone();
@@ -118,7 +128,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let _ = until_stopped.wait_for(|s| *s).await;
     };
     let listeners = if setting_up {
-        match set_up(&dir, &config, listeners, args.json, stopped, supervisor).await? {
+        let shown = Shown { json: args.json, code_on_screen: args.status_file.is_some() };
+        match set_up(&dir, &config, listeners, shown, stopped, supervisor.clone()).await? {
             Some(listeners) => listeners,
             None => return Ok(ExitCode::SUCCESS),
         }
@@ -127,6 +138,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut app = App::start(config, listeners, stop).await?;
     // Serving now: the store is open, both listeners are bound and answer.
+    supervisor.show(on_screen(app.ready()));
     supervisor.ready(&supervisor::describe(app.state()));
     app.spawn("supervisor", supervisor::run(app.state().clone(), supervisor));
     let mut ready = ready_line(app.ready());
@@ -156,6 +168,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How setup mode is announced: the JSON line, or lines for a person; the
+/// setup code in them unless the status screen shows it.
+struct Shown {
+    json: bool,
+    code_on_screen: bool,
+}
+
 /// Serves setup mode on the console listener until the wizard has set the
 /// appliance up (`Some`: the same sockets, for serving it) or a signal
 /// stops it (`None`).
@@ -163,7 +182,7 @@ async fn set_up(
     dir: &std::path::Path,
     config: &tether_api::config::Config,
     listeners: Listeners,
-    json: bool,
+    shown: Shown,
     mut stopped: tokio::sync::watch::Receiver<bool>,
     supervisor: Supervisor,
 ) -> anyhow::Result<Option<Listeners>> {
@@ -184,12 +203,24 @@ async fn set_up(
         "certificate_fingerprint": mode.fingerprint,
         "code_expires_at": mode.expires_at.to_rfc3339(),
     });
-    if json {
+    supervisor.show(json!({
+        "mode": "setup",
+        "listen": address.to_string(),
+        "certificate_fingerprint": mode.fingerprint,
+        "setup_code": mode.code.as_str(),
+        "code_expires_at": mode.expires_at.to_rfc3339(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }));
+    if shown.json {
         println!("{line}");
     } else {
         println!("tether is in SETUP MODE: this appliance has not been set up yet.");
         println!("  open           https://{address}/ (or this host's name or address)");
-        println!("  setup code     {}   (single use, valid 30 minutes)", mode.code.as_str());
+        if shown.code_on_screen {
+            println!("  setup code     on the machine's status screen (tty1), or `sudo tether screen --once`");
+        } else {
+            println!("  setup code     {}   (single use, valid 30 minutes)", mode.code.as_str());
+        }
         println!("  certificate    SHA-256 {}", mode.fingerprint);
         println!("The browser warns about the certificate: check that its fingerprint is the one above.");
     }
@@ -203,6 +234,17 @@ async fn set_up(
     }
     tracing::info!("set up through the wizard; serving the appliance");
     Ok(Some(Listeners { console: TcpListener::from_std(kept)?, workers: listeners.workers }))
+}
+
+/// What the status screen shows of the appliance serving.
+fn on_screen(ready: &Ready) -> serde_json::Value {
+    json!({
+        "mode": "serving",
+        "listen": ready.console.to_string(),
+        "worker_listen": ready.workers.to_string(),
+        "ca_fingerprint": ready.ca_fingerprint,
+        "version": env!("CARGO_PKG_VERSION"),
+    })
 }
 
 /// The ready line: what the appliance serves, and where its CA is.

@@ -141,7 +141,7 @@ impl Events {
 /// `STATUS=` to whether the appliance answers, and `STOPPING=1` at the end.
 pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let supervisor = Supervisor::from_env();
-    let ran = serve(opts, &mut stop, supervisor).await;
+    let ran = serve(opts, &mut stop, supervisor.clone()).await;
     supervisor.stopping();
     ran
 }

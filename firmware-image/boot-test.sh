@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Boots the image under qemu with OVMF (TCG when there is no KVM) and waits
-# for the login prompt on the serial console; prints the seconds from qemu's
-# start to it. First step: later steps wait for the appliance's /healthz.
+# Boots the image under qemu with OVMF (TCG) and waits for the status
+# screen's setup code on the serial console; prints the seconds from qemu's
+# start to it, and the screen. For a look by hand: the CI test that sets
+# the image up and checks it is tests/e2e/image.rs.
 #
 #   firmware-image/boot-test.sh [IMAGE] (default target/firmware-image/tether.img)
 set -euo pipefail
@@ -27,14 +28,15 @@ qemu-system-x86_64 -machine q35 -m 1024 -smp 2 -nographic -no-reboot \
     -serial file:"$work/serial.log" -monitor none 2>"$work/qemu.err" &
 qemu=$!
 for _ in $(seq 600); do
-    if grep -aq "login:" "$work/serial.log" 2>/dev/null; then
-        awk -v from="$start" -v to="$(date +%s.%N)" 'BEGIN { printf "booted to the login prompt in %.1f s\n", to - from }'
+    if grep -aq "Setup code" "$work/serial.log" 2>/dev/null; then
+        awk -v from="$start" -v to="$(date +%s.%N)" 'BEGIN { printf "booted to the status screen in %.1f s\n", to - from }'
+        sed 's/\x1b\[[0-9;]*[A-Za-z]//g' "$work/serial.log" | sed -n '/^Tether appliance/,$p' | tail -20
         exit 0
     fi
     kill -0 "$qemu" 2>/dev/null || break
     sleep 1
 done
-echo "error: no login prompt within 10 minutes; qemu and the serial console said:" >&2
+echo "error: no status screen within 10 minutes; qemu and the serial console said:" >&2
 cat "$work/qemu.err" >&2
 tail -30 "$work/serial.log" >&2
 exit 1

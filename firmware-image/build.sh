@@ -3,10 +3,10 @@
 # and prints its path last. First steps of issue 24: a raw GPT/UEFI disk
 # with an EFI system partition (systemd-boot, one entry pinning root-A by
 # PARTUUID), root-A (a read-only squashfs of the system, the release
-# installed into it by `tether install --root`) and the data partition; it
-# boots under qemu (firmware-image/boot-test.sh). Not yet: root-B,
-# dm-verity, boot counting, nftables rules, the status screen, pinned
-# package versions (see firmware-image/README.md).
+# installed into it by `tether install --root`, the status screen on the
+# consoles) and the data partition; tests/e2e/image.rs boots it under qemu
+# and sets it up. Not yet: root-B, dm-verity, boot counting, nftables
+# rules, pinned package versions (see firmware-image/README.md).
 #
 # Downloaded packages are kept in target/firmware-image/debs between runs.
 set -euo pipefail
@@ -45,18 +45,27 @@ bundle=$(scripts/make-bundle.sh --binary "$bin" --out "$work" | tail -1)
 "$bin" install "$bundle" --root "$tree" --trust target/dev-release-key.pub >&2
 # The root is read-only: /var is a tmpfs, the appliance's data its own
 # partition; the network comes up by DHCP.
+# /tmp is a tmpfs too: the units' sandboxes (PrivateTmp=, PrivateDevices=)
+# make their directories there.
 cat > "$tree/etc/fstab" <<'FSTAB'
 tmpfs /var tmpfs mode=0755,nosuid,nodev 0 0
+tmpfs /tmp tmpfs mode=1777,nosuid,nodev 0 0
 PARTLABEL=data /var/lib/tether ext4 nosuid,nodev,noexec,x-systemd.growfs 0 2
 FSTAB
 mkdir -p "$tree/etc/systemd/network"
 printf '[Match]\nName=en*\n\n[Network]\nDHCP=yes\n' > "$tree/etc/systemd/network/80-dhcp.network"
 systemctl --root="$tree" enable systemd-networkd.service >&2
+# The consoles show the status screen; there is no login prompt anywhere
+# (the rescue login is the screen's, and needs the password set at setup).
+install -m 0644 firmware-image/units/tether-screen@.service "$tree/usr/lib/systemd/system/"
+systemctl --root="$tree" mask getty@.service serial-getty@.service autovt@.service >&2
+systemctl --root="$tree" enable tether-screen@tty1.service tether-screen@ttyS0.service >&2
 
 echo "== root-A (squashfs) and the EFI system partition" >&2
 rm -f "$work/root.squashfs" "$work/esp.img"
-# What /boot holds is the ESP's; the root mounts read-only.
-mksquashfs "$tree" "$work/root.squashfs" -comp zstd -quiet -noappend -e boot -no-xattrs >/dev/null
+# What /boot holds is the ESP's (systemd mounts the ESP there when it is
+# needed); the root mounts read-only.
+mksquashfs "$tree" "$work/root.squashfs" -comp zstd -quiet -noappend -wildcards -e "boot/*" -no-xattrs >/dev/null
 truncate -s "${esp_mib}M" "$work/esp.img"
 mkfs.vfat -F 32 -n ESP "$work/esp.img" >/dev/null
 mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/loader ::/loader/entries ::/tether
@@ -65,7 +74,7 @@ mcopy -i "$work/esp.img" "$tree/boot/vmlinuz-$kernel" ::/tether/vmlinuz-a
 mcopy -i "$work/esp.img" "$tree/boot/initrd.img-$kernel" ::/tether/initrd-a
 printf 'timeout 0\ndefault a.conf\n' | mcopy -i "$work/esp.img" - ::/loader/loader.conf
 printf '%s\n' "title Tether (slot A)" "linux /tether/vmlinuz-a" "initrd /tether/initrd-a" \
-    "options root=PARTUUID=$root_a_uuid rootfstype=squashfs ro console=ttyS0" |
+    "options root=PARTUUID=$root_a_uuid rootfstype=squashfs ro console=tty0 console=ttyS0 quiet" |
     mcopy -i "$work/esp.img" - ::/loader/entries/a.conf
 
 echo "== the disk (GPT)" >&2

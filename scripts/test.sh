@@ -4,6 +4,8 @@
 #   2. the end-to-end suite (tests/e2e: the real binary, real TLS, real
 #      clients) against the static release binary that ships
 #      (scripts/build-release.sh), or against TETHER_BIN if it is set;
+#      then the firmware image built around it and booted under qemu
+#      (tests/e2e/image.rs);
 #   3. the unit suite of the `fips` build (aws-lc-rs over the AWS-LC FIPS module);
 #   4. the FIPS release binary: built, and the crypto end-to-end tests run
 #      against it.
@@ -15,10 +17,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-# Installs Debian packages the tests need, if `probe` is not on PATH.
+# Installs Debian packages the tests need, if `probe` is not on PATH (or,
+# an absolute path, does not exist).
 need() {
     local probe=$1; shift
-    command -v "$probe" >/dev/null && return
+    case $probe in
+        /*) [ -e "$probe" ] && return ;;
+        *) command -v "$probe" >/dev/null && return ;;
+    esac
     echo "installing $* (Debian packages) for the tests" >&2
     $sudo apt-get install -y -qq "$@" >/dev/null \
         || { $sudo apt-get update -qq && $sudo apt-get install -y -qq "$@" >/dev/null; }
@@ -77,7 +83,20 @@ if [ -z "${TETHER_BIN:-}" ]; then
     scripts/check-reproducible.sh --against "$TETHER_BIN"
 fi
 echo "== the end-to-end suite against $TETHER_BIN" >&2
-TETHER_BIN="$TETHER_BIN" run --workspace -E 'binary(e2e)'
+TETHER_BIN="$TETHER_BIN" run --workspace -E 'binary(e2e) and not test(/^image::/)'
+# The firmware image, built from Debian packages (kept between runs in
+# target/firmware-image/debs) around this release, booted under qemu.
+need mmdebstrap mmdebstrap
+need mksquashfs squashfs-tools
+need mkfs.vfat dosfstools
+need mcopy mtools
+need sfdisk fdisk
+need qemu-system-x86_64 qemu-system-x86
+need /usr/share/OVMF/OVMF_CODE_4M.fd ovmf
+echo "== the firmware image: built (firmware-image/build.sh) and booted under qemu" >&2
+TETHER_IMAGE="$PWD/$(TETHER_BIN="$TETHER_BIN" firmware-image/build.sh | tail -1)"
+TETHER_BIN="$TETHER_BIN" TETHER_IMAGE="$TETHER_IMAGE" run --workspace -E 'binary(e2e) and test(/^image::/)' \
+    --success-output immediate
 # Building the FIPS module takes cmake, Go and clang.
 need cmake cmake golang-go clang libclang-dev
 need go golang-go

@@ -12,6 +12,7 @@ mod crypto;
 mod disk;
 mod fake_llm;
 mod harness;
+mod image;
 mod install;
 mod lifecycle;
 mod listener_certs;

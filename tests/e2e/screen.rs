@@ -5,21 +5,18 @@
 //! expect; setup through the API with that code; the rescue login opens
 //! a root shell only with the password set at setup.
 
-use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::harness::terminal::Terminal;
 use crate::harness::{bin, eventually, pinned};
 
 /// `tether screen` on pipes, driven line by line as a person at the console.
 struct Screen {
     child: std::process::Child,
-    input: std::process::ChildStdin,
-    output: mpsc::Receiver<String>,
-    seen: String,
+    console: Terminal,
 }
 
 impl Screen {
@@ -34,46 +31,8 @@ impl Screen {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let input = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, output) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut chunk = Vec::new();
-            // Prompts end without a newline: pass on whatever arrives.
-            while let Ok(buf) = reader.fill_buf() {
-                if buf.is_empty() {
-                    break;
-                }
-                chunk.extend_from_slice(buf);
-                let n = buf.len();
-                reader.consume(n);
-                if tx.send(String::from_utf8_lossy(&chunk).into_owned()).is_err() {
-                    break;
-                }
-                chunk.clear();
-            }
-        });
-        Screen { child, input, output, seen: String::new() }
-    }
-
-    /// Waits until the console shows `text` (after what was awaited before).
-    fn expect(&mut self, text: &str) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !self.seen.contains(text) {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.output.recv_timeout(left) {
-                Ok(more) => self.seen.push_str(&more),
-                Err(_) => panic!("the console never showed {text:?}; it showed:\n{}", self.seen),
-            }
-        }
-        let at = self.seen.find(text).unwrap() + text.len();
-        self.seen.drain(..at);
-    }
-
-    fn type_line(&mut self, line: &str) {
-        writeln!(self.input, "{line}").unwrap();
-        self.input.flush().unwrap();
+        let console = Terminal::new(child.stdout.take().unwrap(), child.stdin.take().unwrap());
+        Screen { child, console }
     }
 }
 
@@ -127,11 +86,11 @@ async fn the_setup_code_is_on_the_machines_screen_only_and_the_rescue_login_need
         assert!(screen.contains(&want), "{want} on the screen:\n{screen}");
     }
     assert!(screen.contains("There is no login at this console"), "{screen}");
-    let mut console = Screen::start(&data, &status);
-    console.expect(&code);
-    console.type_line("");
-    console.expect("no rescue password was set");
-    drop(console);
+    let mut at_machine = Screen::start(&data, &status);
+    at_machine.console.expect(&code);
+    at_machine.console.type_line("");
+    at_machine.console.expect("no rescue password was set");
+    drop(at_machine);
 
     // First boot through the API, trusting the certificate the screen named
     // (and no other).
@@ -166,22 +125,22 @@ async fn the_setup_code_is_on_the_machines_screen_only_and_the_rescue_login_need
 
     // The rescue login: a wrong password is refused; the right one opens a
     // root shell on this console, and what is typed next is the shell's.
-    let mut console = Screen::start(&data, &status);
-    console.expect("press Enter");
-    console.type_line("");
-    console.expect("Rescue password: ");
-    console.type_line("not the rescue password");
-    console.expect("That is not the rescue password.");
-    console.expect("press Enter");
-    console.type_line("");
-    console.expect("Rescue password: ");
-    console.type_line(rescue);
-    console.expect("Rescue shell");
-    console.type_line("echo rescued-$((6 * 7)) as $(id -u)");
-    console.expect(&format!("rescued-42 as {}", rustix::process::geteuid().as_raw()));
-    console.type_line("exit");
-    assert!(console.child.wait().unwrap().success());
-    drop(console);
+    let mut at_machine = Screen::start(&data, &status);
+    at_machine.console.expect("press Enter");
+    at_machine.console.type_line("");
+    at_machine.console.expect("Rescue password: ");
+    at_machine.console.type_line("not the rescue password");
+    at_machine.console.expect("That is not the rescue password.");
+    at_machine.console.expect("press Enter");
+    at_machine.console.type_line("");
+    at_machine.console.expect("Rescue password: ");
+    at_machine.console.type_line(rescue);
+    at_machine.console.expect("Rescue shell");
+    at_machine.console.type_line("echo rescued-$((6 * 7)) as $(id -u)");
+    at_machine.console.expect(&format!("rescued-42 as {}", rustix::process::geteuid().as_raw()));
+    at_machine.console.type_line("exit");
+    assert!(at_machine.child.wait().unwrap().success());
+    drop(at_machine);
 
     let everything = format!("{}{}", read(&printed), read(&data.join("rescue-login.json")));
     assert!(!everything.contains(rescue), "the rescue password is kept as a hash only");

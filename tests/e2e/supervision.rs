@@ -15,15 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Api, Appliance, Proc, bin, eventually};
+use crate::harness::{Api, Appliance, Proc, bin, eventually, free_port};
 
 /// What the notify socket heard: when, and what.
 type Heard = Arc<Mutex<Vec<(Instant, String)>>>;
-
-/// A port nobody listens on now (bound, then let go).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// An ext4 file system of its own, loop-mounted at `path` (needs root,
 /// which CI has), so that it can be frozen; unmounted when dropped.

@@ -119,9 +119,17 @@ impl Api {
         Api { token: token.map(str::to_owned), ..self.clone() }
     }
 
-    /// Like [`Api::send`], but a transport failure is an `Err`, not a panic.
+    /// Like [`Api::get`], but a transport failure is an `Err`, not a panic.
+    pub async fn try_get(&self, path: &str) -> Result<(u16, Value), reqwest::Error> {
+        self.try_send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    /// Like [`Api::post`], but a transport failure is an `Err`, not a panic.
     pub async fn try_post(&self, path: &str, body: &Value) -> Result<(u16, Value), reqwest::Error> {
-        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        self.try_send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+    }
+
+    async fn try_send(&self, mut req: reqwest::RequestBuilder) -> Result<(u16, Value), reqwest::Error> {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 mod clients;
 pub mod pinned;
+pub mod terminal;
 pub use clients::{Api, Console, Person, manual_worker, totp_now};
 
 /// The repository's root (the suite is built as a test of `appliance/tether`).
@@ -633,6 +634,11 @@ pub fn count_failures(records: &[Value], event_type: &str) -> u64 {
             None => 1,
         })
         .sum()
+}
+
+/// A loopback port nobody listens on now (bound, then let go).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Waits until `condition` holds, checking every 20 ms, for at most `timeout`.

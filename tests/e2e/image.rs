@@ -7,7 +7,9 @@
 //! console, check `/healthz` over TLS pinned to that certificate, set up
 //! through the API (with a rescue password), unseal, then log in at the
 //! console with the rescue password and look inside: only the appliance's
-//! two ports listen, and systemd rates its unit as the offline check does.
+//! two ports listen (and the firewall drops all else), the journal is
+//! kept on the data partition, both root slots exist, and systemd rates
+//! its unit as the offline check does.
 //!
 //! Run by `scripts/test.sh` in its image stage, after building the image;
 //! the other stages leave these tests out.
@@ -193,6 +195,17 @@ async fn the_image_boots_to_setup_mode_is_set_up_through_the_api_and_listens_onl
     assert_eq!(tcp, ["8443", "9443"], "listening:\n{listening}");
     let udp: Vec<&str> = ports.iter().filter(|(p, _)| p == "udp").map(|(_, port)| port.as_str()).collect();
     assert!(udp.iter().all(|p| ["68", "546"].contains(p)), "UDP only for DHCP replies:\n{listening}");
+
+    // The firewall drops what it does not name; the journal is kept on the
+    // data partition; the disk has both root slots.
+    let input = vm.serial.run("nft list chain inet tether input 2>&1", Duration::from_secs(30));
+    assert!(input.contains("policy drop") && input.contains("tcp dport { 8443, 9443 } accept"), "{input}");
+    let journal = vm.serial.run("findmnt -no SOURCE /var/log/journal; ls /var/log/journal", Duration::from_secs(30));
+    assert!(journal.lines().next().is_some_and(|l| l.contains("[/journal]")), "the journal is on /data:\n{journal}");
+    assert!(journal.lines().count() >= 2, "and it holds this boot's files:\n{journal}");
+    let slots = vm.serial.run("lsblk -rno PARTLABEL /dev/vda", Duration::from_secs(30));
+    let labels: Vec<&str> = slots.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(labels, ["esp", "root-a", "root-b", "data"], "{slots}");
 
     // systemd in the guest rates the unit as the offline check does.
     let said = vm.serial.run("systemd-analyze security tether.service --no-pager", Duration::from_secs(60));

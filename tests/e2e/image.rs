@@ -14,7 +14,7 @@
 //! Run by `scripts/test.sh` in its image stage, after building the image;
 //! the other stages leave these tests out.
 
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,7 +56,10 @@ impl Vm {
         let vars = dir.path().join("vars.fd");
         assert!(Command::new("cp").arg("--reflink=auto").arg(image).arg(&disk).status().unwrap().success());
         std::fs::copy(OVMF_VARS, &vars).expect("OVMF (Debian: ovmf; scripts/test.sh installs it)");
+        // The serial console: qemu connects to the test's socket as it
+        // starts, before the guest runs, so nothing the guest shows is lost.
         let socket = dir.path().join("serial.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
         let console_port = free_port();
         let started = Instant::now();
         let qemu = Command::new("qemu-system-x86_64")
@@ -73,11 +76,9 @@ impl Vm {
             .arg("-netdev")
             .arg(format!("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{console_port}-:8443"))
             .args(["-device", "virtio-net-pci,netdev=n0"])
-            // The serial console on a socket; qemu starts the guest once the
-            // test is connected, so nothing it shows is lost.
             .arg("-chardev")
             .arg(format!(
-                "socket,id=s0,path={},server=on,wait=on,logfile={}",
+                "socket,id=s0,path={},server=off,logfile={}",
                 socket.display(),
                 dir.path().join("serial.log").display()
             ))
@@ -86,14 +87,7 @@ impl Vm {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("qemu-system-x86_64 (Debian: qemu-system-x86; scripts/test.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let stream = loop {
-            match UnixStream::connect(&socket) {
-                Ok(stream) => break stream,
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-                Err(e) => panic!("qemu's serial socket: {e}"),
-            }
-        };
+        let (stream, _) = listener.accept().expect("qemu connects its serial console");
         let serial = Terminal::new(stream.try_clone().unwrap(), stream);
         Vm { qemu, serial, started, console_port, _dir: dir }
     }
@@ -117,16 +111,12 @@ impl Drop for Vm {
     }
 }
 
-/// `GET /healthz` until it answers 200 (looking every quarter second); its body.
-async fn healthy(api: &Api, what: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        match api.try_get("/healthz").await {
-            Ok((200, body)) => return body,
-            said => assert!(Instant::now() < deadline, "{what}: no healthy /healthz within {within:?}; last {said:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+/// `GET /healthz`, once the screen has said the appliance serves: 200 and
+/// its body.
+async fn healthz(api: &Api) -> Value {
+    let (status, body) = api.try_get("/healthz").await.expect("/healthz over TLS");
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -137,8 +127,9 @@ async fn the_image_boots_to_setup_mode_is_set_up_through_the_api_and_listens_onl
     let fingerprint = vm.screen_field("Certificate    SHA-256 ");
     let code = vm.screen_field("Setup code     ");
     assert!(fingerprint.starts_with("sha256:") && code.len() == 14, "{fingerprint} {code}");
+    // The screen shows the code once setup mode serves.
     let setup = pinned::setup_api(&vm.console_url(), &fingerprint);
-    let health = healthy(&setup, "/healthz over TLS in setup mode", BOOT_WITHIN).await;
+    let health = healthz(&setup).await;
     let to_setup_mode = vm.started.elapsed();
     assert_eq!(health["status"], "setup", "{health}");
 
@@ -154,8 +145,10 @@ async fn the_image_boots_to_setup_mode_is_set_up_through_the_api_and_listens_onl
         .await;
     assert_eq!(status, 200, "{done}");
 
-    // At the machine: the rescue login, then the CA the appliance made.
-    vm.serial.expect_within("press Enter", Duration::from_secs(60));
+    // At the machine: the screen shows the CA once the appliance proper
+    // serves; the rescue login, then the CA the appliance made.
+    vm.serial.expect_within("CA             SHA-256 ", Duration::from_secs(120));
+    vm.serial.expect("press Enter");
     vm.serial.type_line("");
     vm.serial.expect("Rescue password: ");
     vm.serial.type_line(rescue);
@@ -168,13 +161,13 @@ async fn the_image_boots_to_setup_mode_is_set_up_through_the_api_and_listens_onl
         "the CA on the machine is the one setup answered"
     );
     let api = Api::new(&vm.console_url(), &ca_pem, "").with_token(None);
-    let health = healthy(&api, "the appliance proper on the CA's certificate", Duration::from_secs(120)).await;
+    let health = healthz(&api).await;
     assert_eq!(health["sealed"], json!(true), "{health}");
     for share in &done["shares"].as_array().unwrap()[..2] {
         let (status, vault) = api.post("/api/v1/sys/unseal", &json!({"share": share})).await;
         assert_eq!(status, 200, "{vault}");
     }
-    let health = healthy(&api, "unsealed", Duration::from_secs(60)).await;
+    let health = healthz(&api).await;
     let to_serving = vm.started.elapsed();
     assert_eq!(health["status"], "ok", "{health}");
 

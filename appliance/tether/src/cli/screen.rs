@@ -27,29 +27,6 @@ const WRONG_PASSWORD_WAIT: Duration = Duration::from_secs(3);
 /// How long the password prompt waits for it.
 const PASSWORD_WAIT: Duration = Duration::from_secs(60);
 
-/// The console's echo, off while it lives (where the console is a terminal).
-struct Echo(Option<rustix::termios::Termios>);
-
-impl Echo {
-    fn off() -> Echo {
-        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
-        let stdin = std::io::stdin();
-        let Ok(original) = tcgetattr(&stdin) else { return Echo(None) };
-        let mut quiet = original.clone();
-        quiet.local_modes.remove(LocalModes::ECHO);
-        let _ = tcsetattr(&stdin, OptionalActions::Now, &quiet);
-        Echo(Some(original))
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        if let Some(original) = &self.0 {
-            let _ = rustix::termios::tcsetattr(std::io::stdin(), rustix::termios::OptionalActions::Now, original);
-        }
-    }
-}
-
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -172,7 +149,8 @@ fn rescue_login(dir: &Path) -> anyhow::Result<()> {
     }
     print!("Rescue password: ");
     std::io::stdout().flush()?;
-    let echo = Echo::off();
+    // Where the console is a terminal (not a pipe), what is typed is not shown.
+    let echo = super::vault::Echo::off().ok();
     let typed = typed_line(PASSWORD_WAIT)?;
     drop(echo);
     println!();

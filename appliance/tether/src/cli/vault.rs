@@ -164,18 +164,38 @@ async fn prompt_for_credential(api: &ApiClient) -> anyhow::Result<Value> {
     }
 }
 
+/// The terminal's echo (on stdin), off while this lives.
+pub(super) struct Echo(rustix::termios::Termios);
+
+impl Echo {
+    pub(super) fn off() -> anyhow::Result<Echo> {
+        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let original = tcgetattr(&stdin).context("cannot read the terminal settings")?;
+        let mut quiet = original.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        tcsetattr(&stdin, OptionalActions::Now, &quiet).context("cannot turn echo off")?;
+        Ok(Echo(original))
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let restored = rustix::termios::tcsetattr(std::io::stdin(), rustix::termios::OptionalActions::Now, &self.0);
+        if let Err(e) = restored {
+            tracing::warn!(error = %e, "cannot restore the terminal's echo");
+        }
+    }
+}
+
 /// Reads a line from the terminal with echo off.
 pub(super) fn prompt_hidden(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
-    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
     let stdin = std::io::stdin();
     eprint!("{prompt}");
-    let original = tcgetattr(&stdin).context("cannot read the terminal settings")?;
-    let mut quiet = original.clone();
-    quiet.local_modes.remove(LocalModes::ECHO);
-    tcsetattr(&stdin, OptionalActions::Now, &quiet).context("cannot turn echo off")?;
+    let echo = Echo::off()?;
     let mut line = Zeroizing::new(String::new());
     let read = stdin.lock().read_line(&mut line);
-    tcsetattr(&stdin, OptionalActions::Now, &original).context("cannot restore the terminal")?;
+    drop(echo);
     eprintln!();
     read.context("reading from the terminal")?;
     let keep = line.trim_end_matches(['\n', '\r']).len();

@@ -15,9 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=target/firmware-image
 mkdir -p "$work/debs"
-for tool in mmdebstrap mksquashfs mkfs.vfat mcopy sfdisk; do
+for tool in mmdebstrap mksquashfs veritysetup mkfs.vfat mcopy sfdisk; do
     command -v "$tool" >/dev/null || {
-        echo "error: $tool is missing (Debian: apt-get install mmdebstrap squashfs-tools dosfstools mtools fdisk)" >&2
+        echo "error: $tool is missing (Debian: apt-get install mmdebstrap squashfs-tools cryptsetup-bin dosfstools mtools fdisk)" >&2
         exit 1
     }
 done
@@ -38,6 +38,11 @@ mmdebstrap --variant=minbase --include="$packages" \
     --customize-hook="sync-out /var/cache/apt/archives $work/debs" \
     --customize-hook='echo tether > "$1/etc/hostname"' \
     --customize-hook='echo squashfs >> "$1/etc/initramfs-tools/modules"' \
+    --customize-hook="copy-in firmware-image/initramfs/hook /etc/initramfs-tools/hooks" \
+    --customize-hook='mv "$1/etc/initramfs-tools/hooks/hook" "$1/etc/initramfs-tools/hooks/tether-verity"' \
+    --customize-hook='mkdir -p "$1/etc/initramfs-tools/scripts/local-top"' \
+    --customize-hook="copy-in firmware-image/initramfs/local-top /etc/initramfs-tools/scripts/local-top" \
+    --customize-hook='mv "$1/etc/initramfs-tools/scripts/local-top/local-top" "$1/etc/initramfs-tools/scripts/local-top/tether-verity"' \
     --customize-hook='chroot "$1" update-initramfs -u -k all' \
     bookworm "$tree" http://deb.debian.org/debian >&2
 kernel=$(ls "$tree/boot" | sed -n 's/^vmlinuz-//p' | head -1)
@@ -77,25 +82,35 @@ install -m 0644 firmware-image/units/tether-screen@.service "$tree/usr/lib/syste
 systemctl --root="$tree" mask getty@.service serial-getty@.service autovt@.service >&2
 systemctl --root="$tree" enable tether-screen@tty1.service tether-screen@ttyS0.service >&2
 
-echo "== root-A (squashfs) and the EFI system partition" >&2
-rm -f "$work/root.squashfs" "$work/esp.img"
+echo "== root-A (squashfs, dm-verity) and the EFI system partition" >&2
+rm -f "$work/root.squashfs" "$work/root.hashtree" "$work/root.img" "$work/esp.img"
 # What /boot holds is the ESP's (systemd mounts the ESP there when it is
 # needed); the root mounts read-only.
 mksquashfs "$tree" "$work/root.squashfs" -comp zstd -quiet -noappend -wildcards -e "boot/*" -no-xattrs >/dev/null
+# The slot holds the squashfs, then its verity hash tree; the boot entry
+# names the root hash, so the initramfs opens the slot only as it was built.
+truncate -s %4096 "$work/root.squashfs"
+hash_offset=$(stat -c %s "$work/root.squashfs")
+salt=$(sha256sum "$work/root.squashfs" | cut -c1-64)
+roothash=$(veritysetup format "$work/root.squashfs" "$work/root.hashtree" --salt "$salt" \
+    --uuid "$(sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/' <<<"$salt")" |
+    awk '$1 == "Root" && $2 == "hash:" { print $3 }')
+cat "$work/root.squashfs" "$work/root.hashtree" > "$work/root.img"
 truncate -s "${esp_mib}M" "$work/esp.img"
 mkfs.vfat -F 32 -n ESP "$work/esp.img" >/dev/null
 mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/loader ::/loader/entries ::/tether
 mcopy -i "$work/esp.img" "$tree/usr/lib/systemd/boot/efi/systemd-bootx64.efi" ::/EFI/BOOT/BOOTX64.EFI
-mcopy -i "$work/esp.img" "$tree/boot/vmlinuz-$kernel" ::/tether/vmlinuz-a
-mcopy -i "$work/esp.img" "$tree/boot/initrd.img-$kernel" ::/tether/initrd-a
-printf 'timeout 0\ndefault a.conf\n' | mcopy -i "$work/esp.img" - ::/loader/loader.conf
-printf '%s\n' "title Tether (slot A)" "linux /tether/vmlinuz-a" "initrd /tether/initrd-a" \
-    "options root=PARTUUID=$root_a_uuid rootfstype=squashfs ro console=tty0 console=ttyS0 quiet" |
-    mcopy -i "$work/esp.img" - ::/loader/entries/a.conf
+mmd -i "$work/esp.img" ::/tether/a
+mcopy -i "$work/esp.img" "$tree/boot/vmlinuz-$kernel" ::/tether/a/vmlinuz
+mcopy -i "$work/esp.img" "$tree/boot/initrd.img-$kernel" ::/tether/a/initrd.img
+printf 'timeout 0\ndefault tether-*\n' | mcopy -i "$work/esp.img" - ::/loader/loader.conf
+printf '%s\n' "title Tether (slot A)" "linux /tether/a/vmlinuz" "initrd /tether/a/initrd.img" \
+    "options root=/dev/mapper/root rootfstype=squashfs ro roothash=$roothash systemd.verity_root_data=PARTUUID=$root_a_uuid systemd.verity_root_hash=PARTUUID=$root_a_uuid systemd.verity_root_options=hash-offset=$hash_offset tether.slot=a panic=10 console=tty0 console=ttyS0 quiet" |
+    mcopy -i "$work/esp.img" - ::/loader/entries/tether-1-a.conf
 
 echo "== the disk (GPT)" >&2
 image="$work/tether.img"
-root_mib=$(( ($(stat -c %s "$work/root.squashfs") + (1 << 20) - 1) / (1 << 20) ))
+root_mib=$(( ($(stat -c %s "$work/root.img") + (1 << 20) - 1) / (1 << 20) ))
 rm -rf "$image" "$work/data.img" "$work/data"
 # The data partition starts with its two directories, owned as they must be.
 tether_ids=$(awk -F: '$1 == "tether" { print $3 ":" $4 }' "$tree/etc/passwd")
@@ -115,6 +130,6 @@ size=$((slot_mib * 2048)), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=$root
 size=$((data_mib * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=data
 SFDISK
 dd if="$work/esp.img" of="$image" bs=1M seek=1 conv=notrunc status=none
-dd if="$work/root.squashfs" of="$image" bs=1M seek=$((1 + esp_mib)) conv=notrunc status=none
+dd if="$work/root.img" of="$image" bs=1M seek=$((1 + esp_mib)) conv=notrunc status=none
 dd if="$work/data.img" of="$image" bs=1M seek=$((1 + esp_mib + 2 * slot_mib)) conv=notrunc status=none
 echo "$image"

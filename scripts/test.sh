@@ -88,6 +88,7 @@ TETHER_BIN="$TETHER_BIN" run --workspace -E 'binary(e2e) and not test(/^image::/
 # target/firmware-image/debs) around this release, booted under qemu.
 need mmdebstrap mmdebstrap
 need mksquashfs squashfs-tools
+need veritysetup cryptsetup-bin
 need mkfs.vfat dosfstools
 need mcopy mtools
 need sfdisk fdisk

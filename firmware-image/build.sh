@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Builds the appliance's bootable disk image from Debian 12 packages only,
-# and prints its path last. First steps of issue 24: a raw GPT/UEFI disk
-# with an EFI system partition (systemd-boot, one entry pinning root-A by
-# PARTUUID), root-A (a read-only squashfs of the system, the release
-# installed into it by `tether install --root`, the status screen on the
-# consoles), an empty root-B, and the data partition (the state and the
-# journal); nftables drops all input but the two ports; tests/e2e/image.rs
-# boots it under qemu
-# and sets it up. Not yet: dm-verity, boot counting, updates,
-# pinned package versions (see firmware-image/README.md).
+# and prints its path last: a raw GPT/UEFI disk with an EFI system
+# partition (systemd-boot; one boot entry per slot, each pinning its own
+# root by PARTUUID and dm-verity root hash), root-A (a read-only squashfs
+# of the system with its verity hash tree, the release installed into it by
+# `tether install --root`), an empty root-B for the first update, and the
+# data partition (the state and the journal). Beside it, the update bundle:
+# the release bundle with this root image, kernel and initramfs in
+# firmware/, which `tether update apply` writes to the other slot.
+# tests/e2e/image.rs boots the image under qemu, sets it up and updates it.
+# Package versions: packages.lock.
 #
 # Downloaded packages are kept in target/firmware-image/debs between runs.
 set -euo pipefail
@@ -31,8 +32,13 @@ echo "== the system tree (mmdebstrap, Debian 12)" >&2
 tree="$work/tree"
 rm -rf "$tree"
 packages=$(grep -v '^#' firmware-image/packages.txt | paste -sd, -)
+# apt takes each package at the version packages.lock names.
+awk '!/^#/ { printf "Package: %s\nPin: version %s\nPin-Priority: 1001\n\n", $1, $2 }' \
+    firmware-image/packages.lock > "$work/tether-lock.pref"
 mmdebstrap --variant=minbase --include="$packages" \
     --skip=essential/unlink \
+    --setup-hook='mkdir -p "$1/etc/apt/preferences.d"' \
+    --setup-hook="copy-in $work/tether-lock.pref /etc/apt/preferences.d" \
     --setup-hook='mkdir -p "$1/var/cache/apt/archives"' \
     --setup-hook="sync-in $work/debs /var/cache/apt/archives" \
     --customize-hook="sync-out /var/cache/apt/archives $work/debs" \
@@ -46,10 +52,23 @@ mmdebstrap --variant=minbase --include="$packages" \
     --customize-hook='chroot "$1" update-initramfs -u -k all' \
     bookworm "$tree" http://deb.debian.org/debian >&2
 kernel=$(ls "$tree/boot" | sed -n 's/^vmlinuz-//p' | head -1)
+rm "$tree/etc/apt/preferences.d/tether-lock.pref"
+# The system is exactly the locked one (a version the mirror no longer
+# has, or a new dependency, shows here).
+built=$(chroot "$tree" dpkg-query -W -f '${Package} ${Version}\n' | LC_ALL=C sort)
+if [ "${TETHER_UPDATE_LOCK:-}" = 1 ]; then
+    { grep '^#' firmware-image/packages.lock; echo "$built"; } > "$work/packages.lock"
+    mv "$work/packages.lock" firmware-image/packages.lock
+elif ! diff <(grep -v '^#' firmware-image/packages.lock) <(echo "$built") >&2; then
+    echo "error: the built system's packages differ from firmware-image/packages.lock (above: < locked, > built);" \
+        "review the change and build with TETHER_UPDATE_LOCK=1 to take it" >&2
+    exit 1
+fi
 
 echo "== the appliance: the release bundle installed into the tree" >&2
 bin=${TETHER_BIN:-$(scripts/build-release.sh)}
 bundle=$(scripts/make-bundle.sh --binary "$bin" --out "$work" | tail -1)
+version=$("$bin" --version | awk 'NR == 1 { print $2 }')
 "$bin" install "$bundle" --root "$tree" --trust target/dev-release-key.pub >&2
 # The root is read-only: /var and /tmp are tmpfs (the units' sandboxes,
 # PrivateTmp= and PrivateDevices=, make their directories in /tmp). What
@@ -81,36 +100,51 @@ systemctl --root="$tree" enable nftables.service >&2
 install -m 0644 firmware-image/units/tether-screen@.service "$tree/usr/lib/systemd/system/"
 systemctl --root="$tree" mask getty@.service serial-getty@.service autovt@.service >&2
 systemctl --root="$tree" enable tether-screen@tty1.service tether-screen@ttyS0.service >&2
+# Updates: the boot records what became of one; a slot on trial is kept
+# only once the appliance is healthy (boot-complete.target), and boots
+# again when it is not.
+install -m 0644 firmware-image/units/tether-firmware.service firmware-image/units/tether-health.service \
+    firmware-image/units/tether-trial-failed.service firmware-image/units/tether-usb@.service \
+    "$tree/usr/lib/systemd/system/"
+systemctl --root="$tree" enable tether-firmware.service tether-health.service >&2
+# A USB stick's update is offered on the status screen.
+install -m 0644 firmware-image/units/80-tether-usb.rules "$tree/usr/lib/udev/rules.d/"
+# Updates signed with the key this image's release was signed with are
+# trusted (beside the release key every tether pins).
+install -d -m 0755 "$tree/usr/share/tether/release-keys"
+install -m 0644 target/dev-release-key.pub "$tree/usr/share/tether/release-keys/"
 
 echo "== root-A (squashfs, dm-verity) and the EFI system partition" >&2
-rm -f "$work/root.squashfs" "$work/root.hashtree" "$work/root.img" "$work/esp.img"
-# What /boot holds is the ESP's (systemd mounts the ESP there when it is
-# needed); the root mounts read-only.
-mksquashfs "$tree" "$work/root.squashfs" -comp zstd -quiet -noappend -wildcards -e "boot/*" -no-xattrs >/dev/null
-# The slot holds the squashfs, then its verity hash tree; the boot entry
-# names the root hash, so the initramfs opens the slot only as it was built.
-truncate -s %4096 "$work/root.squashfs"
-hash_offset=$(stat -c %s "$work/root.squashfs")
-salt=$(sha256sum "$work/root.squashfs" | cut -c1-64)
-roothash=$(veritysetup format "$work/root.squashfs" "$work/root.hashtree" --salt "$salt" \
-    --uuid "$(sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/' <<<"$salt")" |
-    awk '$1 == "Root" && $2 == "hash:" { print $3 }')
-cat "$work/root.squashfs" "$work/root.hashtree" > "$work/root.img"
+firmware-image/root-image.sh "$tree" "$work/root"
+# The ESP: systemd-boot, the slot's kernel and initramfs, and its entry
+# (`tether update boot-entry`, the code that writes an update's entries).
+esp="$work/esp"
+rm -rf "$esp" "$work/esp.img"
+mkdir -p "$esp/EFI/BOOT" "$esp/loader" "$esp/tether/a"
+cp "$tree/usr/lib/systemd/boot/efi/systemd-bootx64.efi" "$esp/EFI/BOOT/BOOTX64.EFI"
+cp "$tree/boot/vmlinuz-$kernel" "$esp/tether/a/vmlinuz"
+cp "$tree/boot/initrd.img-$kernel" "$esp/tether/a/initrd.img"
+# The highest generation boots first; one with no tries left, last.
+printf 'timeout 0\ndefault tether-*\n' > "$esp/loader/loader.conf"
+"$bin" update boot-entry --esp "$esp" --slot a --partuuid "$root_a_uuid" --root "$work/root/root.json" \
+    --release-version "$version" >&2
 truncate -s "${esp_mib}M" "$work/esp.img"
 mkfs.vfat -F 32 -n ESP "$work/esp.img" >/dev/null
-mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/loader ::/loader/entries ::/tether
-mcopy -i "$work/esp.img" "$tree/usr/lib/systemd/boot/efi/systemd-bootx64.efi" ::/EFI/BOOT/BOOTX64.EFI
-mmd -i "$work/esp.img" ::/tether/a
-mcopy -i "$work/esp.img" "$tree/boot/vmlinuz-$kernel" ::/tether/a/vmlinuz
-mcopy -i "$work/esp.img" "$tree/boot/initrd.img-$kernel" ::/tether/a/initrd.img
-printf 'timeout 0\ndefault tether-*\n' | mcopy -i "$work/esp.img" - ::/loader/loader.conf
-printf '%s\n' "title Tether (slot A)" "linux /tether/a/vmlinuz" "initrd /tether/a/initrd.img" \
-    "options root=/dev/mapper/root rootfstype=squashfs ro roothash=$roothash systemd.verity_root_data=PARTUUID=$root_a_uuid systemd.verity_root_hash=PARTUUID=$root_a_uuid systemd.verity_root_options=hash-offset=$hash_offset tether.slot=a panic=10 console=tty0 console=ttyS0 quiet" |
-    mcopy -i "$work/esp.img" - ::/loader/entries/tether-1-a.conf
+mcopy -s -i "$work/esp.img" "$esp"/* ::/
+
+echo "== the update bundle: the release with this root image, kernel and initramfs" >&2
+rm -rf "$work/update"
+mkdir -p "$work/update/firmware"
+ln -f "$work/root/root.img" "$work/root/root.json" "$work/update/firmware/"
+cp "$tree/boot/vmlinuz-$kernel" "$work/update/firmware/vmlinuz"
+cp "$tree/boot/initrd.img-$kernel" "$work/update/firmware/initrd.img"
+update=$(scripts/make-bundle.sh --binary "$bin" --out "$work/update" \
+    $(printf -- '--firmware %s ' "$work"/update/firmware/*) | tail -1)
+echo "update bundle: $update" >&2
 
 echo "== the disk (GPT)" >&2
 image="$work/tether.img"
-root_mib=$(( ($(stat -c %s "$work/root.img") + (1 << 20) - 1) / (1 << 20) ))
+root_mib=$(( ($(stat -c %s "$work/root/root.img") + (1 << 20) - 1) / (1 << 20) ))
 rm -rf "$image" "$work/data.img" "$work/data"
 # The data partition starts with its two directories, owned as they must be.
 tether_ids=$(awk -F: '$1 == "tether" { print $3 ":" $4 }' "$tree/etc/passwd")
@@ -130,6 +164,6 @@ size=$((slot_mib * 2048)), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=$root
 size=$((data_mib * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=data
 SFDISK
 dd if="$work/esp.img" of="$image" bs=1M seek=1 conv=notrunc status=none
-dd if="$work/root.img" of="$image" bs=1M seek=$((1 + esp_mib)) conv=notrunc status=none
+dd if="$work/root/root.img" of="$image" bs=1M seek=$((1 + esp_mib)) conv=notrunc status=none
 dd if="$work/data.img" of="$image" bs=1M seek=$((1 + esp_mib + 2 * slot_mib)) conv=notrunc status=none
 echo "$image"

@@ -2,10 +2,11 @@
 # Makes a release bundle: one signed file holding the static `tether`
 # (and, with --fips, its FIPS twin), the units, sysusers and tmpfiles files
 # from systemd/, the README, and any offline model bundles (--model) and
-# firmware update image (--firmware) named. Prints the bundle's path last.
+# firmware update files (--firmware: root.img, root.json, vmlinuz,
+# initrd.img, each into firmware/) named. Prints the bundle's path last.
 #
 #   scripts/make-bundle.sh [--key KEY] [--binary BIN] [--fips | --fips-binary BIN]
-#                          [--model BUNDLE]... [--firmware FILE] [--out DIR]
+#                          [--model BUNDLE]... [--firmware FILE]... [--out DIR]
 #
 # --key names the release key (PKCS#8 PEM) to sign with. Without it the
 # bundle is signed with a development key pair kept at target/dev-release-key
@@ -18,8 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-key="" binary="" fips_binary="" firmware="" out=target/bundle
-models=()
+key="" binary="" fips_binary="" out=target/bundle
+models=() firmware=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --key) key=$2; shift 2 ;;
@@ -27,9 +28,9 @@ while [ $# -gt 0 ]; do
         --fips) fips_binary=build; shift ;;
         --fips-binary) fips_binary=$2; shift 2 ;;
         --model) models+=("$2"); shift 2 ;;
-        --firmware) firmware=$2; shift 2 ;;
+        --firmware) firmware+=("$2"); shift 2 ;;
         --out) out=$2; shift 2 ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -40,7 +41,7 @@ fi
 if [ "$fips_binary" = build ]; then
     fips_binary=$(scripts/build-release.sh --fips)
 fi
-for file in "$binary" ${fips_binary:+"$fips_binary"} ${models[@]+"${models[@]}"} ${firmware:+"$firmware"}; do
+for file in "$binary" ${fips_binary:+"$fips_binary"} ${models[@]+"${models[@]}"} ${firmware[@]+"${firmware[@]}"}; do
     [ -f "$file" ] || { echo "error: $file does not exist" >&2; exit 1; }
 done
 
@@ -72,9 +73,9 @@ if [ ${#models[@]} -gt 0 ]; then
     mkdir "$stage/models"
     for model in "${models[@]}"; do install -m 0644 "$model" "$stage/models/"; done
 fi
-if [ -n "$firmware" ]; then
+if [ ${#firmware[@]} -gt 0 ]; then
     mkdir "$stage/firmware"
-    install -m 0644 "$firmware" "$stage/firmware/"
+    for file in "${firmware[@]}"; do install -m 0644 "$file" "$stage/firmware/"; done
 fi
 
 mkdir -p "$out"

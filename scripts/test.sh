@@ -85,18 +85,21 @@ fi
 echo "== the end-to-end suite against $TETHER_BIN" >&2
 TETHER_BIN="$TETHER_BIN" run --workspace -E 'binary(e2e) and not test(/^image::/)'
 # The firmware image, built from Debian packages (kept between runs in
-# target/firmware-image/debs) around this release, booted under qemu.
+# target/firmware-image/debs) around this release, booted under qemu: its
+# first boot, then the update matrix (one VM at a time: two on two cores
+# would blur the boot times the first test reports).
 need mmdebstrap mmdebstrap
 need mksquashfs squashfs-tools
 need veritysetup cryptsetup-bin
 need mkfs.vfat dosfstools
+need mkfs.ext4 e2fsprogs
 need mcopy mtools
 need sfdisk fdisk
 need qemu-system-x86_64 qemu-system-x86
 need /usr/share/OVMF/OVMF_CODE_4M.fd ovmf
-echo "== the firmware image: built (firmware-image/build.sh) and booted under qemu" >&2
+echo "== the firmware image: built (firmware-image/build.sh), booted and updated under qemu" >&2
 TETHER_IMAGE="$PWD/$(TETHER_BIN="$TETHER_BIN" firmware-image/build.sh | tail -1)"
-TETHER_BIN="$TETHER_BIN" TETHER_IMAGE="$TETHER_IMAGE" run --workspace -E 'binary(e2e) and test(/^image::/)' \
+TETHER_BIN="$TETHER_BIN" TETHER_IMAGE="$TETHER_IMAGE" run --workspace -E 'binary(e2e) and test(/^image::/)' --test-threads 1 \
     --success-output immediate
 # Building the FIPS module takes cmake, Go and clang.
 need cmake cmake golang-go clang libclang-dev

@@ -3,7 +3,9 @@
 //! it prints (the journal keeps that) and in the status file, where
 //! `tether screen` shows it with the address and the certificate to
 //! expect; setup through the API with that code; the rescue login opens
-//! a root shell only with the password set at setup.
+//! a root shell only with the password set at setup. `tether health`, the
+//! image's boot check, passes while the appliance answers (setup mode,
+//! then serving) and fails once it stops.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -86,6 +88,17 @@ async fn the_setup_code_is_on_the_machines_screen_only_and_the_rescue_login_need
         assert!(screen.contains(&want), "{want} on the screen:\n{screen}");
     }
     assert!(screen.contains("There is no login at this console"), "{screen}");
+    let health = || {
+        let out =
+            Command::new(bin()).arg("health").arg("--status-file").arg(&status).arg("--data-dir").arg(&data).output();
+        let out = out.unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (healthy, said) = health();
+    assert!(healthy && said.contains("healthy: setup mode"), "{said}");
     let mut at_machine = Screen::start(&data, &status);
     at_machine.console.expect(&code);
     at_machine.console.type_line("");
@@ -122,6 +135,8 @@ async fn the_setup_code_is_on_the_machines_screen_only_and_the_rescue_login_need
     let shown: Value = serde_json::from_str(&read(&status)).unwrap();
     assert_eq!(shown["ca_fingerprint"], done["ca_fingerprint"], "{shown}");
     assert!(shown.get("setup_code").is_none(), "the used code is gone from the screen: {shown}");
+    let (healthy, said) = health();
+    assert!(healthy && said.contains("healthy: serving") && said.contains("sealed"), "{said}");
 
     // The rescue login: a wrong password is refused; the right one opens a
     // root shell on this console, and what is typed next is the shell's.
@@ -131,13 +146,11 @@ async fn the_setup_code_is_on_the_machines_screen_only_and_the_rescue_login_need
     at_machine.console.expect("Rescue password: ");
     at_machine.console.type_line("not the rescue password");
     at_machine.console.expect("That is not the rescue password.");
-    at_machine.console.expect("press Enter");
-    at_machine.console.type_line("");
-    at_machine.console.expect("Rescue password: ");
-    at_machine.console.type_line(rescue);
-    at_machine.console.expect("Rescue shell");
+    at_machine.console.rescue_login(rescue);
     at_machine.console.type_line("echo rescued-$((6 * 7)) as $(id -u)");
     at_machine.console.expect(&format!("rescued-42 as {}", rustix::process::geteuid().as_raw()));
+    at_machine.console.type_line("echo errors-show-here >&2");
+    at_machine.console.expect("errors-show-here");
     at_machine.console.type_line("exit");
     assert!(at_machine.child.wait().unwrap().success());
     drop(at_machine);
@@ -147,4 +160,6 @@ async fn the_setup_code_is_on_the_machines_screen_only_and_the_rescue_login_need
     let pid = rustix::process::Pid::from_raw(serve.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     assert!(serve.wait().unwrap().success());
+    let (healthy, said) = health();
+    assert!(!healthy && said.contains("did not answer"), "a stopped appliance is not healthy: {said}");
 }

@@ -9,7 +9,8 @@
 //! disk's reserve ([`disk`]), the traffic watches ([`monitor`]), backups
 //! ([`backup`]) and the upgrade of old data directories ([`upgrade`]).
 //! Beside them, the signed bundles that carry models and releases into the
-//! site ([`signed_bundle`], [`release`]).
+//! site ([`signed_bundle`], [`release`]), and the firmware image's update
+//! that a release bundle may carry ([`firmware`]).
 
 pub mod audit;
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod backup;
 pub mod broker;
 pub mod disk;
 pub mod evidence;
+pub mod firmware;
 pub mod llm;
 pub mod monitor;
 pub mod pki;

@@ -59,6 +59,16 @@ impl Terminal {
         self.input.flush().unwrap();
     }
 
+    /// At the machine's status screen (`tether screen`): Enter, the rescue
+    /// password, until the rescue shell says it runs.
+    pub fn rescue_login(&mut self, password: &str) {
+        self.expect("press Enter");
+        self.type_line("");
+        self.expect("Rescue password: ");
+        self.type_line(password);
+        self.expect("Rescue shell");
+    }
+
     /// In a shell on it: runs `command` and returns what it printed
     /// (between two markers the typed line's echo does not contain).
     pub fn run(&mut self, command: &str, timeout: Duration) -> String {

@@ -33,6 +33,17 @@ impl ApiClient {
         ApiClient::connect(timeout, None)
     }
 
+    /// An anonymous client for `base`, trusting what `trust` names (the
+    /// machine's own checks, which read the fingerprint from its status file).
+    pub fn pinned(base: &str, trust: tls::Trust<'_>, timeout: std::time::Duration) -> anyhow::Result<ApiClient> {
+        let config = tls::trusting(trust, None, tls::CLIENT_HTTP_ALPN)?;
+        Ok(ApiClient {
+            http: tls::https_client(config, timeout)?,
+            base: base.trim_end_matches('/').to_owned(),
+            token: None,
+        })
+    }
+
     fn connect(timeout: std::time::Duration, token: Option<String>) -> anyhow::Result<ApiClient> {
         let base = std::env::var("TETHER_URL").unwrap_or_else(|_| DEFAULT_URL.into());
         let ca_path = std::env::var("TETHER_CA_FILE")

@@ -9,6 +9,7 @@ mod bundle;
 mod ca;
 mod client;
 mod crypto;
+mod health;
 mod init;
 mod install;
 mod keyfile;
@@ -23,6 +24,7 @@ mod serve;
 mod status;
 mod task;
 mod token;
+mod update;
 mod upgrade;
 mod user;
 mod vault;
@@ -123,6 +125,13 @@ enum Command {
     /// The status screen of the machine's own console (the image's tty1 and
     /// serial console): where to connect, the setup code, the rescue login.
     Screen(screen::Args),
+    /// The firmware image's A/B update: write a release bundle's image to
+    /// the other slot (checked as `install` checks it), and the slots' status.
+    #[command(subcommand)]
+    Update(update::Command),
+    /// Whether the appliance on this machine came up: ready, and its own
+    /// /healthz answers over pinned TLS (the image's boot check).
+    Health(health::Args),
 }
 
 /// Logs go to stderr; stdout is for results.
@@ -168,6 +177,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Install(args) => install::install(args),
         Command::Uninstall(args) => install::uninstall(args),
         Command::Screen(args) => screen::run(args),
+        Command::Update(cmd) => update::run(cmd),
+        Command::Health(args) => runtime()?.block_on(health::run(args)),
     }
 }
 

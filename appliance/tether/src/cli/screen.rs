@@ -9,6 +9,7 @@
 
 use std::io::{BufRead, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ use anyhow::Context;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use crate::firmware::offer::{self, Offer};
 use tether_domain::auth::rescue;
 
 /// How often the screen looks for a change.
@@ -41,13 +43,18 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = &args.dir.data_dir;
+    let offers = Path::new(offer::OFFERS_DIR);
+    let draw = || {
+        let on_stick = Offer::current(offers);
+        (render(&read_status(&args.status_file), &addresses(), rescue::is_set(dir), on_stick.as_ref()), on_stick)
+    };
     if args.once {
-        print!("{}", render(&read_status(&args.status_file), &addresses(), rescue::is_set(dir)));
+        print!("{}", draw().0);
         return Ok(ExitCode::SUCCESS);
     }
     let mut shown = String::new();
     loop {
-        let screen = render(&read_status(&args.status_file), &addresses(), rescue::is_set(dir));
+        let (screen, on_stick) = draw();
         if screen != shown {
             print!("\x1b[H\x1b[2J{screen}");
             std::io::stdout().flush()?;
@@ -57,8 +64,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // is typed after the rescue shell starts is the shell's.
         match typed_line(LOOK_EVERY)? {
             Typed::Nothing => {}
-            Typed::Line(_) => {
-                rescue_login(dir)?;
+            Typed::Line(line) => {
+                match on_stick {
+                    Some(update) if line.trim() == "update" => install(&update)?,
+                    _ => rescue_login(dir)?,
+                }
                 shown.clear();
             }
             // The console went away (hung up): systemd starts a new screen.
@@ -98,8 +108,9 @@ fn read_status(path: &Path) -> Value {
     std::fs::read(path).ok().and_then(|text| serde_json::from_slice(&text).ok()).unwrap_or(Value::Null)
 }
 
-/// The screen's text: what an operator at the machine needs to reach it.
-fn render(status: &Value, addresses: &[IpAddr], rescue_set: bool) -> String {
+/// The screen's text: what an operator at the machine needs to reach it,
+/// and the update on a USB stick, if one is in.
+fn render(status: &Value, addresses: &[IpAddr], rescue_set: bool, on_stick: Option<&Offer>) -> String {
     let s = |key: &str| status[key].as_str().unwrap_or_default();
     let mut out = format!("Tether appliance {}\n\n", s("version"));
     if status.is_null() {
@@ -130,6 +141,12 @@ fn render(status: &Value, addresses: &[IpAddr], rescue_set: bool) -> String {
         }
         out.push_str(&format!("\nStatus         {}\n", s("status")));
     }
+    if let Some(update) = on_stick {
+        let file = update.bundle.file_name().map(|f| f.to_string_lossy()).unwrap_or_default();
+        out.push_str(&format!("\nUpdate         tether {} on the USB stick ({file})\n", update.version));
+        out.push_str("               type update and press Enter to check it and install it;\n");
+        out.push_str("               the machine restarts into it, and comes back if it fails.\n");
+    }
     out.push('\n');
     out.push_str(if rescue_set {
         "Rescue login: press Enter, then give the rescue password set during setup.\n"
@@ -137,6 +154,29 @@ fn render(status: &Value, addresses: &[IpAddr], rescue_set: bool) -> String {
         "There is no login at this console (no rescue password was set during setup).\n"
     });
     out
+}
+
+/// The console as a file descriptor, for what runs here to write its
+/// errors on (the screen's own stderr is the journal).
+fn console() -> anyhow::Result<std::os::fd::OwnedFd> {
+    std::io::stdout().as_fd().try_clone_to_owned().context("the console")
+}
+
+/// Installs the update on the stick, as `tether update apply` does from a
+/// shell: its checks and progress on this console; it reboots when done.
+fn install(update: &Offer) -> anyhow::Result<()> {
+    println!("\nChecking and installing {} …", update.bundle.display());
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args(["update", "apply", "--reboot"])
+        .arg(&update.bundle)
+        .stderr(console()?)
+        .status()
+        .context("cannot run tether update apply")?;
+    if !status.success() {
+        println!("\nThe update was not installed (the reason is above). Press Enter.");
+        typed_line(PASSWORD_WAIT)?;
+    }
+    Ok(())
 }
 
 /// Asks for the rescue password (the next line typed, echo off); given
@@ -164,6 +204,7 @@ fn rescue_login(dir: &Path) -> anyhow::Result<()> {
             println!("Rescue shell: leave it with `exit`; the status screen comes back.");
             let err = std::process::Command::new("/bin/bash")
                 .arg("--login")
+                .stderr(console()?)
                 .env_clear()
                 .env("HOME", "/root")
                 .env("USER", "root")
@@ -254,16 +295,26 @@ mod tests {
         let at = [IpAddr::V4(Ipv4Addr::new(10, 0, 2, 15))];
         let setup = json!({"mode": "setup", "listen": "0.0.0.0:8443", "certificate_fingerprint": "sha256:ab",
             "setup_code": "1a2b-3c4d-5e6f", "status": "setup mode: open …", "version": "0.1.0"});
-        let screen = render(&setup, &at, false);
+        let screen = render(&setup, &at, false, None);
         assert!(screen.contains("https://10.0.2.15:8443/"), "{screen}");
         assert!(screen.contains("Setup code     1a2b-3c4d-5e6f"), "{screen}");
         assert!(screen.contains("SHA-256 sha256:ab"), "{screen}");
         assert!(screen.contains("There is no login at this console"), "{screen}");
         let serving = json!({"mode": "serving", "listen": "0.0.0.0:8443", "worker_listen": "0.0.0.0:9443",
             "ca_fingerprint": "sha256:cd", "status": "sealed — waiting for unseal"});
-        let screen = render(&serving, &at, true);
+        let screen = render(&serving, &at, true, None);
         assert!(!screen.contains("Setup code"), "{screen}");
         assert!(screen.contains("sealed — waiting for unseal") && screen.contains("press Enter"), "{screen}");
-        assert!(render(&Value::Null, &[], false).contains("not running"));
+        assert!(render(&Value::Null, &[], false, None).contains("not running"));
+        let stick = Offer {
+            device: "/dev/sdb1".into(),
+            bundle: "/run/tether-usb/sdb1/t.bundle".into(),
+            version: "0.2.0".parse().unwrap(),
+        };
+        let screen = render(&serving, &at, true, Some(&stick));
+        assert!(
+            screen.contains("tether 0.2.0 on the USB stick (t.bundle)") && screen.contains("type update"),
+            "{screen}"
+        );
     }
 }

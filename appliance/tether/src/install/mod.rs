@@ -26,6 +26,7 @@ pub mod layout;
 mod tree;
 mod upgrade;
 
+pub use upgrade::record_if_set_up;
 use upgrade::{Pending, finish_undoing, upgrade_to};
 
 use std::path::{Path, PathBuf};
@@ -173,10 +174,10 @@ pub fn install(
     options: &Options,
     progress: &mut dyn FnMut(Progress),
 ) -> anyhow::Result<Outcome> {
-    must_be_root()?;
+    must_be_root("installing")?;
     let layout = Layout::new(&absolute_root(&options.root)?);
     if let Some(pending) = Pending::read(&layout)? {
-        let _lock = lock(&layout.root)?;
+        let _lock = lock(&layout.root, "a tether install or uninstall")?;
         finish_undoing(&layout, pending, progress)?;
     }
     let verified = release::verify(bundle, &options.trusted, progress)
@@ -206,7 +207,7 @@ pub fn install(
     accounts::check_tools()?;
     let backup_bytes = if upgrade && layout.data().exists() { tree::size_of(&layout.data())? } else { 0 };
     check_room(&layout, new.total_bytes() + backup_bytes)?;
-    let _lock = lock(&layout.root)?;
+    let _lock = lock(&layout.root, "a tether install or uninstall")?;
 
     say(&format!("installing tether {} into {}", new.version, layout.version(&new.id()).display()));
     write_release(&layout, bundle, &verified, variant, role, progress)?;
@@ -402,9 +403,9 @@ fn prune(layout: &Layout, current: &Manifest) -> anyhow::Result<()> {
 /// Takes the program off; with `purge`, the data, settings and backups too.
 /// Answers what it removed.
 pub fn uninstall(root: &Path, purge: bool) -> anyhow::Result<Vec<PathBuf>> {
-    must_be_root()?;
+    must_be_root("uninstalling")?;
     let layout = Layout::new(&absolute_root(root)?);
-    let _lock = lock(&layout.root)?;
+    let _lock = lock(&layout.root, "a tether install or uninstall")?;
     if supervised(&layout) {
         let _ = systemctl(&["disable", "--now", SERVICE, WORKER_SERVICE]);
     } else if layout.unit(SERVICE).exists() {
@@ -470,21 +471,22 @@ fn absolute_root(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(absolute)
 }
 
-/// Installing writes users, units and files only root may.
-fn must_be_root() -> anyhow::Result<()> {
+/// Installing (and updating the firmware) writes users, units, files and
+/// disks only root may.
+pub(crate) fn must_be_root(doing: &str) -> anyhow::Result<()> {
     if !rustix::process::geteuid().is_root() {
-        bail!("installing needs root (run it with sudo, or as root at the console)");
+        bail!("{doing} needs root (run it with sudo, or as root at the console)");
     }
     Ok(())
 }
 
-/// One installer at a time per root: an exclusive lock on the root
-/// directory itself, so taking it writes nothing.
-fn lock(root: &Path) -> anyhow::Result<std::fs::File> {
-    let dir = std::fs::File::open(root).with_context(|| format!("cannot open {}", root.display()))?;
-    rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-        .map_err(|_| anyhow::anyhow!("another tether install or uninstall is running on {}", root.display()))?;
-    Ok(dir)
+/// One `what` at a time: an exclusive lock on the directory `dir` itself
+/// (an install's root), so taking it writes nothing.
+pub(crate) fn lock(dir: &Path, what: &str) -> anyhow::Result<std::fs::File> {
+    let handle = std::fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    rustix::fs::flock(&handle, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| anyhow::anyhow!("another {what} is running on {}", dir.display()))?;
+    Ok(handle)
 }
 
 /// Room for the release (and the backup) where `/opt` lives, with a margin.

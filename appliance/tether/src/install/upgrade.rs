@@ -81,7 +81,7 @@ fn switch_and_check(
             Health::Failed { reason } => return Ok(Err(reason)),
         };
         let (o, n, s) = (old.clone(), new.clone(), status.clone());
-        record(&data, &Schema::of(&data)?, move |tx, now| release::record_upgraded(tx, now, &o, &n, &s))?;
+        record_if_set_up(&data, move |tx, now| release::record_upgraded(tx, now, &o, &n, &s))?;
         tree::own(&data, owner)?;
         if supervised(layout) {
             start_service().context("systemd could not start it")?;
@@ -238,6 +238,17 @@ impl std::fmt::Display for Schema {
     }
 }
 
+/// Appends one audit record to the stopped appliance's log, if it was set
+/// up (its store opens).
+pub fn record_if_set_up(
+    data: &Path,
+    event: impl FnOnce(&mut tether_store::WriteTx<'_>, tether_base::clock::Timestamp) -> Result<u64, tether_store::Error>
+    + Send
+    + 'static,
+) -> anyhow::Result<()> {
+    record(data, &Schema::of(data)?, event)
+}
+
 /// Appends one audit record to the stopped appliance's log, when it has a
 /// store that opens (`schema` says so).
 fn record(
@@ -250,8 +261,8 @@ fn record(
     if !matches!(schema, Schema::Version(_)) {
         return Ok(());
     }
-    let store = Store::open(data).with_context(|| format!("opening {} to record the upgrade", data.display()))?;
+    let store = Store::open(data).with_context(|| format!("opening {} to record in its audit log", data.display()))?;
     let now = SystemClock.now();
-    store.write_blocking(move |tx| event(tx, now)).context("recording the upgrade in the audit log")?;
+    store.write_blocking(move |tx| event(tx, now)).context("recording in the audit log")?;
     Ok(())
 }

@@ -39,57 +39,116 @@ fn image() -> PathBuf {
     )
 }
 
-/// A virtual machine booting a copy of the image; killed when dropped.
+/// A machine: a copy of the image as its disk, its firmware's settings
+/// (OVMF's variables), and any sticks plugged in (read-only); kept across
+/// its boots (and power cuts).
+struct Machine {
+    dir: tempfile::TempDir,
+    sticks: Vec<Stick>,
+}
+
+/// A disk image plugged in beside the machine's own disk.
+enum Stick {
+    /// On virtio, as a second disk (/dev/vdb).
+    Disk(PathBuf),
+    /// On a USB port (/dev/sda), as an operator's stick.
+    Usb(PathBuf),
+}
+
+impl Machine {
+    fn new(image: &Path, sticks: Vec<Stick>) -> Machine {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            Command::new("cp")
+                .arg("--reflink=auto")
+                .arg(image)
+                .arg(dir.path().join("disk.img"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::fs::copy(OVMF_VARS, dir.path().join("vars.fd")).expect("OVMF (Debian: ovmf; scripts/test.sh installs it)");
+        Machine { dir, sticks }
+    }
+}
+
+/// What the guest's reboot does: end qemu (a first-boot check), or boot
+/// again in place, as a real machine does (updates).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnReboot {
+    Exit,
+    BootAgain,
+}
+
+/// A virtual machine running; killed (the power cut) when dropped.
 struct Vm {
     qemu: Child,
     serial: Terminal,
     started: Instant,
     /// The host loopback port forwarded to the guest's 8443.
     console_port: u16,
-    _dir: tempfile::TempDir,
 }
 
 impl Vm {
-    fn boot(image: &Path) -> Vm {
-        let dir = tempfile::tempdir().unwrap();
-        let disk = dir.path().join("disk.img");
-        let vars = dir.path().join("vars.fd");
-        assert!(Command::new("cp").arg("--reflink=auto").arg(image).arg(&disk).status().unwrap().success());
-        std::fs::copy(OVMF_VARS, &vars).expect("OVMF (Debian: ovmf; scripts/test.sh installs it)");
+    fn start(machine: &Machine, on_reboot: OnReboot) -> Vm {
+        let dir = machine.dir.path();
         // The serial console: qemu connects to the test's socket as it
         // starts, before the guest runs, so nothing the guest shows is lost.
-        let socket = dir.path().join("serial.sock");
+        let socket = dir.join("serial.sock");
+        let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket).unwrap();
         let console_port = free_port();
-        let started = Instant::now();
-        let qemu = Command::new("qemu-system-x86_64")
-            .args(["-machine", "q35,accel=tcg", "-m", "1024", "-smp", "2", "-display", "none", "-no-reboot"])
+        let mut qemu = Command::new("qemu-system-x86_64");
+        qemu.args(["-machine", "q35,accel=tcg", "-m", "1024", "-smp", "2", "-display", "none"])
             .args(["-monitor", "none", "-nodefaults", "-vga", "std"])
             .arg("-drive")
             .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
             .arg("-drive")
-            .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+            .arg(format!("if=pflash,format=raw,file={}", dir.join("vars.fd").display()))
             .arg("-drive")
-            .arg(format!("file={},format=raw,if=virtio", disk.display()))
-            // The guest reaches nothing (restrict=on); the host reaches its two
-            // ports on loopback only.
+            .arg(format!("file={},format=raw,if=virtio", dir.join("disk.img").display()))
+            // The guest reaches nothing (restrict=on); the host reaches its
+            // console port on loopback only.
             .arg("-netdev")
             .arg(format!("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{console_port}-:8443"))
             .args(["-device", "virtio-net-pci,netdev=n0"])
             .arg("-chardev")
             .arg(format!(
-                "socket,id=s0,path={},server=off,logfile={}",
+                "socket,id=s0,path={},server=off,logfile={},logappend=on",
                 socket.display(),
-                dir.path().join("serial.log").display()
+                dir.join("serial.log").display()
             ))
-            .args(["-serial", "chardev:s0"])
+            .args(["-serial", "chardev:s0"]);
+        if on_reboot == OnReboot::Exit {
+            qemu.arg("-no-reboot");
+        }
+        for (i, stick) in machine.sticks.iter().enumerate() {
+            match stick {
+                Stick::Disk(path) => {
+                    qemu.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly=on", path.display()))
+                }
+                Stick::Usb(path) => qemu
+                    .args(["-device", "qemu-xhci,id=xhci"])
+                    .arg("-drive")
+                    .arg(format!("if=none,id=usb{i},file={},format=raw,readonly=on", path.display()))
+                    .args(["-device", &format!("usb-storage,bus=xhci.0,drive=usb{i}")]),
+            };
+        }
+        let started = Instant::now();
+        let qemu = qemu
             .stdin(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("qemu-system-x86_64 (Debian: qemu-system-x86; scripts/test.sh installs it)");
         let (stream, _) = listener.accept().expect("qemu connects its serial console");
         let serial = Terminal::new(stream.try_clone().unwrap(), stream);
-        Vm { qemu, serial, started, console_port, _dir: dir }
+        Vm { qemu, serial, started, console_port }
+    }
+
+    /// At the status screen: Enter, the rescue password, a quiet shell.
+    fn rescue_login(&mut self, password: &str) {
+        self.serial.rescue_login(password);
+        self.serial.type_line("export PS1='# ' TERM=dumb; stty -echo");
     }
 
     fn console_url(&self) -> String {
@@ -111,6 +170,8 @@ impl Drop for Vm {
     }
 }
 
+mod update;
+
 /// `GET /healthz`, once the screen has said the appliance serves: 200 and
 /// its body.
 async fn healthz(api: &Api) -> Value {
@@ -119,11 +180,11 @@ async fn healthz(api: &Api) -> Value {
     body
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_image_boots_to_setup_mode_is_set_up_through_the_api_and_listens_only_where_it_should() {
-    let mut vm = Vm::boot(&image());
-
-    // What the status screen shows on the serial console at first boot.
+/// The first boot, as an operator does it: the setup code and certificate
+/// fingerprint from the status screen, `/healthz` over TLS pinned to that
+/// certificate, setup through the API (three shares, two to unseal, and a
+/// rescue password). Answers setup's answer and when setup mode answered.
+async fn set_up(vm: &mut Vm, rescue: &str) -> (Value, Duration) {
     let fingerprint = vm.screen_field("Certificate    SHA-256 ");
     let code = vm.screen_field("Setup code     ");
     assert!(fingerprint.starts_with("sha256:") && code.len() == 14, "{fingerprint} {code}");
@@ -132,44 +193,58 @@ async fn the_image_boots_to_setup_mode_is_set_up_through_the_api_and_listens_onl
     let health = healthz(&setup).await;
     let to_setup_mode = vm.started.elapsed();
     assert_eq!(health["status"], "setup", "{health}");
-
-    // First boot through the API, as the wizard does it.
-    let rescue = "the machine's rescue passphrase";
     let (status, done) = setup
         .post(
             "/api/v1/setup",
             &json!({"code": code, "server_names": ["127.0.0.1", "tether.test"],
-                "admin_password": "the first admin's passphrase", "rescue_password": rescue,
+                "admin_password": ADMIN_PASSWORD, "rescue_password": rescue,
                 "unseal": {"shares": {"count": 3, "threshold": 2}}}),
         )
         .await;
     assert_eq!(status, 200, "{done}");
+    (done, to_setup_mode)
+}
+
+const ADMIN_PASSWORD: &str = "the first admin's passphrase";
+
+/// The CA as the machine keeps it, read in the rescue shell.
+fn ca_on_the_machine(vm: &mut Vm) -> String {
+    vm.serial.run("cat /var/lib/tether/ca.pem", Duration::from_secs(30))
+}
+
+/// Unseals with the first two of setup's shares, over TLS trusting `ca_pem`.
+async fn unseal(vm: &Vm, ca_pem: &str, setup: &Value) -> Api {
+    let api = Api::new(&vm.console_url(), ca_pem, "").with_token(None);
+    let health = healthz(&api).await;
+    assert_eq!(health["sealed"], json!(true), "{health}");
+    for share in &setup["shares"].as_array().unwrap()[..2] {
+        let (status, vault) = api.post("/api/v1/sys/unseal", &json!({"share": share})).await;
+        assert_eq!(status, 200, "{vault}");
+    }
+    let health = healthz(&api).await;
+    assert_eq!(health["status"], "ok", "{health}");
+    api
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_image_boots_to_setup_mode_is_set_up_through_the_api_and_listens_only_where_it_should() {
+    let machine = Machine::new(&image(), Vec::new());
+    let mut vm = Vm::start(&machine, OnReboot::Exit);
+    let rescue = "the machine's rescue passphrase";
+    let (done, to_setup_mode) = set_up(&mut vm, rescue).await;
 
     // At the machine: the screen shows the CA once the appliance proper
     // serves; the rescue login, then the CA the appliance made.
     vm.serial.expect_within("CA             SHA-256 ", Duration::from_secs(120));
-    vm.serial.expect("press Enter");
-    vm.serial.type_line("");
-    vm.serial.expect("Rescue password: ");
-    vm.serial.type_line(rescue);
-    vm.serial.expect("Rescue shell");
-    vm.serial.type_line("export PS1='# ' TERM=dumb; stty -echo");
-    let ca_pem = vm.serial.run("cat /var/lib/tether/ca.pem", Duration::from_secs(30));
+    vm.rescue_login(rescue);
+    let ca_pem = ca_on_the_machine(&mut vm);
     let ca_der = tether_base::tls::certs_from_pem(&ca_pem, "ca.pem").unwrap();
     assert!(
         ca_der.iter().any(|c| tether_base::tls::fingerprint_der(c) == done["ca_fingerprint"].as_str().unwrap()),
         "the CA on the machine is the one setup answered"
     );
-    let api = Api::new(&vm.console_url(), &ca_pem, "").with_token(None);
-    let health = healthz(&api).await;
-    assert_eq!(health["sealed"], json!(true), "{health}");
-    for share in &done["shares"].as_array().unwrap()[..2] {
-        let (status, vault) = api.post("/api/v1/sys/unseal", &json!({"share": share})).await;
-        assert_eq!(status, 200, "{vault}");
-    }
-    let health = healthz(&api).await;
+    unseal(&vm, &ca_pem, &done).await;
     let to_serving = vm.started.elapsed();
-    assert_eq!(health["status"], "ok", "{health}");
 
     // Inside: TCP listens on the appliance's two ports only; UDP only for
     // the DHCP client's replies.

@@ -1,0 +1,219 @@
+//! The A/B update matrix, on the image under qemu with two sticks plugged
+//! in (the bundles of `make-updates.sh`): a second disk the rescue shell
+//! mounts, and a USB stick with the good update alone, which the status
+//! screen offers; the machine reboots in place as a real one does. One
+//! machine goes through every case in turn; after each, its data (a task
+//! and a secret made at first boot) is still there:
+//!
+//! - tampered, wrong-keyed and downgrading bundles are refused, slot B
+//!   byte-identical and without a boot entry;
+//! - the power cut while writing slot B: A boots and serves, and the
+//!   audit log says the update was interrupted;
+//! - a good update, typed `update` at the status screen for the USB
+//!   stick, boots slot B on trial and is kept (blessed) once the appliance
+//!   is healthy, in the audit log as a trial of the new version;
+//! - a bad update (its appliance never comes up) written to slot A from B
+//!   is tried three times, then B boots again by itself, and the audit
+//!   log says it fell back.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{ADMIN_PASSWORD, BOOT_WITHIN, Machine, OnReboot, Stick, Vm, ca_on_the_machine, image, set_up, unseal};
+use crate::harness::{Api, Console, repo_root, totp_now};
+
+/// Writing a slot under TCG: verifying, writing and reading back ~170 MiB.
+const APPLY_WITHIN: Duration = Duration::from_secs(900);
+const SHELL: Duration = Duration::from_secs(60);
+const RESCUE: &str = "the machine's rescue passphrase";
+const APPLY: &str = "tether update apply";
+
+/// The bundles, made by `make-updates.sh`: every one on a stick for the
+/// rescue shell, the good one alone on a USB stick for the status screen.
+fn sticks(dir: &Path) -> Vec<Stick> {
+    let bundles = dir.join("bundles");
+    let image_dir = image().parent().unwrap().to_owned();
+    let made = Command::new(repo_root().join("tests/e2e/image/make-updates.sh"))
+        .arg(&image_dir)
+        .arg(crate::harness::bin())
+        .arg(&bundles)
+        .status()
+        .unwrap();
+    assert!(made.success(), "make-updates.sh");
+    let usb = dir.join("usb");
+    std::fs::create_dir(&usb).unwrap();
+    std::fs::hard_link(bundles.join("good.bundle"), usb.join("tether-0.1.1.bundle")).unwrap();
+    let sticks =
+        vec![Stick::Disk(ext4(&bundles, &dir.join("stick.img"))), Stick::Usb(ext4(&usb, &dir.join("usb.img")))];
+    std::fs::remove_dir_all(&bundles).unwrap();
+    std::fs::remove_dir_all(&usb).unwrap();
+    sticks
+}
+
+/// A disk image holding `files` in an ext4 file system of its own.
+fn ext4(files: &Path, image: &Path) -> PathBuf {
+    let bytes: u64 = std::fs::read_dir(files).unwrap().map(|f| f.unwrap().metadata().unwrap().len()).sum();
+    let mib = bytes / (1 << 20) * 11 / 10 + 64;
+    let made =
+        Command::new("mkfs.ext4").args(["-q", "-d"]).arg(files).arg(image).arg(format!("{mib}M")).status().unwrap();
+    assert!(made.success(), "mkfs.ext4 -d");
+    image.to_owned()
+}
+
+/// Logged in at the serial console of a boot that serves, the stick mounted.
+fn at_the_console(vm: &mut Vm) {
+    vm.serial.expect_within("CA             SHA-256 ", BOOT_WITHIN);
+    logged_in(vm);
+}
+
+/// The rescue login, and the stick mounted (the screen shows the CA already).
+fn logged_in(vm: &mut Vm) {
+    vm.rescue_login(RESCUE);
+    vm.serial.run("mount -o ro /dev/vdb /mnt", SHELL);
+}
+
+/// `tether update status --json` in the rescue shell.
+fn slots(vm: &mut Vm) -> Value {
+    let said = vm.serial.run("tether update status --json", SHELL);
+    serde_json::from_str(&said).unwrap_or_else(|e| panic!("{e}: {said}"))
+}
+
+fn slot<'a>(status: &'a Value, letter: &str) -> &'a Value {
+    status["slots"].as_array().unwrap().iter().find(|s| s["slot"] == letter).unwrap()
+}
+
+/// An admin's API token (log in, enroll TOTP, make the token).
+async fn admin_token(api: &Api) -> String {
+    let admin = Console::login(api, "admin", ADMIN_PASSWORD, None).await;
+    let (_, totp) = admin.post("/api/v1/auth/totp", &json!({})).await;
+    let code = totp_now(totp["secret"].as_str().unwrap());
+    let (status, v) = admin.post("/api/v1/auth/totp/confirm", &json!({"code": code})).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = admin.post("/api/v1/tokens", &json!({"role": "admin", "name": "update-test", "ttl": "1d"})).await;
+    assert_eq!(status, 201, "{v}");
+    v["token"].as_str().unwrap().to_owned()
+}
+
+/// The task and the secret made at first boot are still there.
+async fn data_survived(api: &Api, task: &str) {
+    let (status, t) = api.get(&format!("/api/v1/tasks/{task}")).await;
+    assert_eq!(status, 200, "the task survived: {t}");
+    let (status, s) = api.get("/api/v1/secrets/update-canary").await;
+    assert_eq!(status, 200, "the secret survived: {s}");
+}
+
+/// The details of the audit records of `event_type`.
+async fn audited(api: &Api, event_type: &str) -> Vec<Value> {
+    let log = api.audit_log().await;
+    log.iter().filter(|r| r["event_type"] == event_type).map(|r| r["metadata"]["details"].clone()).collect()
+}
+
+/// Unseals this boot's appliance; answers the admin's API.
+async fn unsealed(vm: &mut Vm, setup: &Value, token: &str) -> Api {
+    let ca_pem = ca_on_the_machine(vm);
+    unseal(vm, &ca_pem, setup).await.with_token(Some(token))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn updates_are_kept_when_healthy_fall_back_when_not_and_refused_ones_leave_slot_b_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let machine = Machine::new(&image(), sticks(dir.path()));
+    let mut vm = Vm::start(&machine, OnReboot::BootAgain);
+
+    // First boot: set up, unsealed, a task and a secret made.
+    let (setup, _) = set_up(&mut vm, RESCUE).await;
+    at_the_console(&mut vm);
+    let ca_pem = ca_on_the_machine(&mut vm);
+    let api = unseal(&vm, &ca_pem, &setup).await;
+    let token = admin_token(&api).await;
+    let api = api.with_token(Some(&token));
+    let task = api.submit("echo", json!({"kept": "across updates"}), &["nobody"]).await;
+    let (status, v, _) = api
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/secrets/update-canary",
+            Some(&json!({"value": "still here", "policy": {"kinds": ["echo"]}})),
+            &[],
+        )
+        .await;
+    assert!(status < 300, "{v}");
+
+    // Refused before anything is written: slot B stays as it was.
+    let slot_b = "sha256sum < /dev/disk/by-partlabel/root-b | cut -c1-64";
+    let b_before = vm.serial.run(slot_b, APPLY_WITHIN);
+    for (bundle, says) in
+        [("tampered", "does not verify"), ("wrong-key", "does not verify"), ("downgrade", "refusing to downgrade")]
+    {
+        let said = vm.serial.run(&format!("{APPLY} /mnt/{bundle}.bundle 2>&1; echo exit=$?"), APPLY_WITHIN);
+        assert!(said.contains(says) && said.ends_with("exit=1"), "{bundle}:\n{said}");
+    }
+    assert_eq!(vm.serial.run(slot_b, APPLY_WITHIN), b_before, "slot B untouched");
+    assert!(slot(&slots(&mut vm), "b")["entry"].is_null(), "and it has no boot entry");
+
+    // The power cut while slot B is being written: A boots and serves.
+    // (Progress counts bytes flushed to the disk: the cut comes with the
+    // slot's first 32 MiB written and the rest not.)
+    vm.serial.type_line(&format!("{APPLY} /mnt/good.bundle"));
+    vm.serial.expect_within("writing the slot: ", APPLY_WITHIN);
+    drop(vm);
+    let mut vm = Vm::start(&machine, OnReboot::BootAgain);
+    at_the_console(&mut vm);
+    let status = slots(&mut vm);
+    assert_eq!((status["booted"].as_str(), &status["pending"]), (Some("a"), &Value::Null), "{status}");
+    assert!(slot(&status, "b")["entry"].is_null(), "the half-written slot has no entry: {status}");
+    let api = unsealed(&mut vm, &setup, &token).await;
+    assert_eq!(audited(&api, "firmware.update_interrupted").await.len(), 1);
+    data_survived(&api, &task).await;
+
+    // A good update, from the USB stick at the status screen (no shell
+    // needed): slot B boots on trial and is kept once healthy.
+    vm.serial.type_line("exit");
+    vm.serial.expect_within("tether 0.1.1 on the USB stick (tether-0.1.1.bundle)", SHELL);
+    vm.serial.expect("type update and press Enter");
+    vm.serial.type_line("update");
+    let typed = Instant::now();
+    vm.serial.expect_within("rebooting", APPLY_WITHIN);
+    let written = typed.elapsed();
+    vm.serial.expect_within("BdsDxe: starting", BOOT_WITHIN);
+    at_the_console(&mut vm);
+    let boot = vm.serial.run("systemctl is-system-running --wait", BOOT_WITHIN);
+    assert_eq!(boot, "running", "the boot, its health check and blessing done");
+    let kept = typed.elapsed() - written;
+    let status = slots(&mut vm);
+    let b = slot(&status, "b");
+    assert_eq!((status["booted"].as_str(), b["version"].as_str()), (Some("b"), Some("0.1.1")), "{status}");
+    assert_eq!(b["standing"], "kept", "blessed after the appliance's health: {status}");
+    let api = unsealed(&mut vm, &setup, &token).await;
+    let trial = audited(&api, "firmware.update_trial").await;
+    assert_eq!(trial.len(), 1, "{trial:?}");
+    assert_eq!((trial[0]["to"].as_str(), trial[0]["slot"].as_str()), (Some("0.1.1"), Some("b")), "{trial:?}");
+    data_survived(&api, &task).await;
+
+    // A bad update, to slot A: three tries, then B again by itself.
+    vm.serial.type_line(&format!("{APPLY} /mnt/bad.bundle --reboot"));
+    vm.serial.expect_within("rebooting", APPLY_WITHIN);
+    let rebooted = Instant::now();
+    for _ in 0..4 {
+        vm.serial.expect_within("BdsDxe: starting", BOOT_WITHIN);
+    }
+    vm.serial.expect_within("CA             SHA-256 ", BOOT_WITHIN);
+    let back = rebooted.elapsed();
+    logged_in(&mut vm);
+    let status = slots(&mut vm);
+    assert_eq!(status["booted"], "b", "back on B: {status}");
+    assert_eq!(slot(&status, "a")["standing"], "failed (3 boots tried)", "{status}");
+    let api = unsealed(&mut vm, &setup, &token).await;
+    let fell_back = audited(&api, "firmware.update_fell_back").await;
+    assert_eq!(fell_back.len(), 1, "{fell_back:?}");
+    assert_eq!((fell_back[0]["to"].as_str(), fell_back[0]["boots_tried"].as_str()), (Some("0.1.2"), Some("3")));
+    data_survived(&api, &task).await;
+    println!(
+        "update: the good one checked, written and read back in {:.0} s, then rebooted into slot B and kept in {:.0} s; the bad one's three tries and slot B serving again in {:.0} s",
+        written.as_secs_f64(),
+        kept.as_secs_f64(),
+        back.as_secs_f64()
+    );
+}

@@ -236,6 +236,10 @@ impl Gateway {
                     // The limits learn the real count before the answer
                     // goes, so the key's next request is judged by it.
                     record.settle(usage);
+                    // A whole answer's call ends as it is handed over: its
+                    // place among the key's parallel calls is free for the
+                    // next one now, not once its audit record is written.
+                    record.admission = None;
                     let answer = match &answer {
                         Answer::Whole(bytes) if record.logged_request.is_some() => Some(bytes.clone()),
                         _ => None,

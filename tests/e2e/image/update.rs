@@ -12,6 +12,8 @@
 //! - a good update, typed `update` at the status screen for the USB
 //!   stick, boots slot B on trial and is kept (blessed) once the appliance
 //!   is healthy, in the audit log as a trial of the new version;
+//! - the machine keeps its id through every boot (the read-only root has
+//!   none of its own: the first boot's goes into the boot entries);
 //! - a bad update (its appliance never comes up) written to slot A from B
 //!   is tried three times, then B boots again by itself, and the audit
 //!   log says it fell back.
@@ -126,6 +128,7 @@ async fn updates_are_kept_when_healthy_fall_back_when_not_and_refused_ones_leave
     // First boot: set up, unsealed, a task and a secret made.
     let (setup, _) = set_up(&mut vm, RESCUE).await;
     at_the_console(&mut vm);
+    let machine_id = vm.serial.run("cat /etc/machine-id", SHELL);
     let ca_pem = ca_on_the_machine(&mut vm);
     let api = unseal(&vm, &ca_pem, &setup).await;
     let token = admin_token(&api).await;
@@ -161,6 +164,7 @@ async fn updates_are_kept_when_healthy_fall_back_when_not_and_refused_ones_leave
     drop(vm);
     let mut vm = Vm::start(&machine, OnReboot::BootAgain);
     at_the_console(&mut vm);
+    assert_eq!(vm.serial.run("cat /etc/machine-id", SHELL), machine_id, "the same machine after the power cut");
     let status = slots(&mut vm);
     assert_eq!((status["booted"].as_str(), &status["pending"]), (Some("a"), &Value::Null), "{status}");
     assert!(slot(&status, "b")["entry"].is_null(), "the half-written slot has no entry: {status}");
@@ -181,6 +185,7 @@ async fn updates_are_kept_when_healthy_fall_back_when_not_and_refused_ones_leave
     at_the_console(&mut vm);
     let boot = vm.serial.run("systemctl is-system-running --wait", BOOT_WITHIN);
     assert_eq!(boot, "running", "the boot, its health check and blessing done");
+    assert_eq!(vm.serial.run("cat /etc/machine-id", SHELL), machine_id, "the same machine on slot B");
     let kept = typed.elapsed() - written;
     let status = slots(&mut vm);
     let b = slot(&status, "b");
@@ -202,6 +207,7 @@ async fn updates_are_kept_when_healthy_fall_back_when_not_and_refused_ones_leave
     vm.serial.expect_within("CA             SHA-256 ", BOOT_WITHIN);
     let back = rebooted.elapsed();
     logged_in(&mut vm);
+    assert_eq!(vm.serial.run("cat /etc/machine-id", SHELL), machine_id, "the same machine back on slot B");
     let status = slots(&mut vm);
     assert_eq!(status["booted"], "b", "back on B: {status}");
     assert_eq!(slot(&status, "a")["standing"], "failed (3 boots tried)", "{status}");

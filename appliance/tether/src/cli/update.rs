@@ -44,7 +44,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Record what became of a pending update (run at boot, before the appliance).
+    /// At boot, before the appliance: keep the machine's id in the boot
+    /// entries, and record what became of a pending update.
     #[command(hide = true)]
     Settle,
     /// Write a slot's first boot entry into an ESP being built (firmware-image/build.sh).
@@ -81,6 +82,9 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Settle => {
             let machine = Machine::this()?;
+            if settle::pin_machine_id(&machine)? {
+                println!("the machine's id is kept in its boot entries from the next boot on");
+            }
             match settle::settle(&machine)? {
                 None => println!("no update to settle"),
                 Some(course) => println!("{}", describe(course)),
@@ -94,7 +98,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let (_, kernel_dir) = esp.slot_dir(slot);
             let entry = Entry { generation: 1, slot, standing: Standing::Blessed };
             std::fs::create_dir_all(esp.dir.join("loader/entries"))?;
-            esp.write_entry(&entry, &entry_text(release_version, slot, &partuuid, &root, &kernel_dir))?;
+            esp.write_entry(&entry, &entry_text(release_version, slot, &partuuid, &root, &kernel_dir, None))?;
             println!("{}", entry.file_name());
             Ok(ExitCode::SUCCESS)
         }

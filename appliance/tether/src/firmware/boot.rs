@@ -196,9 +196,18 @@ impl Esp {
 
 /// What the boot entry of a slot says: the kernel and initramfs in the
 /// slot's directory on the ESP, the root opened through dm-verity from the
-/// slot's partition, the slot's letter for the running system to read.
-pub fn entry_text(version: Version, slot: Slot, partuuid: &str, root: &RootImage, kernel_dir: &str) -> String {
+/// slot's partition, the slot's letter for the running system to read, and
+/// the machine's id once it has one ([`Esp::pin_machine_id`]).
+pub fn entry_text(
+    version: Version,
+    slot: Slot,
+    partuuid: &str,
+    root: &RootImage,
+    kernel_dir: &str,
+    machine_id: Option<&str>,
+) -> String {
     let part = format!("PARTUUID={partuuid}");
+    let machine_id = machine_id.map(|id| format!(" {MACHINE_ID}={id}")).unwrap_or_default();
     [
         format!("title Tether {version} (slot {slot})"),
         format!("version {version}"),
@@ -207,7 +216,7 @@ pub fn entry_text(version: Version, slot: Slot, partuuid: &str, root: &RootImage
         format!(
             "options root=/dev/mapper/root rootfstype=squashfs ro roothash={} systemd.verity_root_data={part} \
              systemd.verity_root_hash={part} systemd.verity_root_options=hash-offset={} tether.slot={} panic=10 \
-             console=tty0 console=ttyS0 quiet",
+             console=tty0 console=ttyS0 quiet{machine_id}",
             root.roothash,
             root.hash_offset,
             slot.letter()
@@ -215,6 +224,30 @@ pub fn entry_text(version: Version, slot: Slot, partuuid: &str, root: &RootImage
     ]
     .join("\n")
         + "\n"
+}
+
+/// The kernel command line's word that gives systemd the machine's id: the
+/// read-only root has none of its own, so without it each boot would be a
+/// new machine (its journal a directory of its own).
+pub const MACHINE_ID: &str = "systemd.machine_id";
+
+impl Esp {
+    /// Gives every entry that lacks one the machine id `id` (an `options`
+    /// line of its own, which systemd-boot adds to the others). Answers
+    /// whether any entry changed.
+    pub fn pin_machine_id(&self, id: &str) -> anyhow::Result<bool> {
+        let mut changed = false;
+        for entry in self.entries()? {
+            let path = self.entries_dir().join(entry.file_name());
+            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            if text.contains(&format!("{MACHINE_ID}=")) {
+                continue;
+            }
+            self.write_entry(&entry, &format!("{}\noptions {MACHINE_ID}={id}\n", text.trim_end()))?;
+            changed = true;
+        }
+        Ok(changed)
+    }
 }
 
 /// Writes `bytes` to `path` and flushes them to the disk.
@@ -273,12 +306,19 @@ mod tests {
         esp.write_entry(&Entry::new(4, Slot::B), "title y\n").unwrap();
         assert_eq!(std::fs::read_to_string(esp.entries_dir().join("tether-4-b+3.conf")).unwrap(), "title y\n");
         assert_eq!(std::fs::read_dir(esp.entries_dir()).unwrap().count(), 3, "nothing left aside");
+
+        // The machine's id goes into every entry once, under its own name.
+        assert!(esp.pin_machine_id("0123abcd").unwrap());
+        assert!(!esp.pin_machine_id("ffffffff").unwrap(), "an entry keeps the id it has");
+        let pinned = std::fs::read_to_string(esp.entries_dir().join("tether-4-b+3.conf")).unwrap();
+        assert_eq!(pinned, "title y\noptions systemd.machine_id=0123abcd\n");
+        assert_eq!(esp.entries().unwrap().len(), 2);
     }
 
     #[test]
     fn an_entry_pins_its_own_slot_by_partuuid_and_root_hash() {
         let root = RootImage { format: "squashfs+verity".into(), roothash: "ab".repeat(32), hash_offset: 8192 };
-        let text = entry_text(Version(1, 2, 3), Slot::B, "uuid-b", &root, "/tether/b");
+        let text = entry_text(Version(1, 2, 3), Slot::B, "uuid-b", &root, "/tether/b", Some("0123abcd"));
         assert!(text.starts_with("title Tether 1.2.3 (slot B)\nversion 1.2.3\nlinux /tether/b/vmlinuz\n"));
         let options = text.lines().find_map(|l| l.strip_prefix("options ")).unwrap();
         for want in [
@@ -288,6 +328,7 @@ mod tests {
             "systemd.verity_root_options=hash-offset=8192",
             "tether.slot=b",
             "root=/dev/mapper/root",
+            "systemd.machine_id=0123abcd",
         ] {
             assert!(options.split(' ').any(|o| o == want), "{want} in {options}");
         }

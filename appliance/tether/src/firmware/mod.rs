@@ -159,7 +159,8 @@ pub fn apply(bundle: &Path, trusted: &[PublicKey], progress: &mut dyn FnMut(Prog
     let kernel_dir = write_slot(bundle, &checked, &machine.esp, target, &partition, progress)
         .map_err(|e| e.context(format!("slot {target} has no boot entry; slot {running} stays")))?;
     let entry = Entry::new(generation, target);
-    let text = entry_text(checked.to.version, target, &partition.partuuid, &checked.root, &kernel_dir);
+    let machine_id = machine.cmdline.get(boot::MACHINE_ID);
+    let text = entry_text(checked.to.version, target, &partition.partuuid, &checked.root, &kernel_dir, machine_id);
     machine.esp.write_entry(&entry, &text)?;
     pending.stage = Stage::Staged;
     pending.write(&machine.state_dir)?;

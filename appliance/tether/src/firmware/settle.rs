@@ -1,11 +1,11 @@
 //! `tether update settle`, run at each boot before the appliance starts
-//! (`tether-firmware.service`): what became of a pending update, from the
-//! slot that booted and the new slot's boot entry, recorded in the
-//! appliance's audit log.
+//! (`tether-firmware.service`): the machine's id kept in its boot entries,
+//! and what became of a pending update, from the slot that booted and the
+//! new slot's boot entry, recorded in the appliance's audit log.
 
 use anyhow::Context;
 
-use super::boot::{Slot, Standing};
+use super::boot::{MACHINE_ID, Slot, Standing};
 use super::{Machine, Pending, Stage};
 use tether_domain::firmware::{self, Course};
 
@@ -35,6 +35,21 @@ pub fn step(stage: Stage, on_new_slot: bool, standing: Option<Standing>) -> Step
         (false, _, None) => Step::Finish(Course::FellBack { boots: 0 }),
         (false, _, Some(Standing::Trial { .. } | Standing::Blessed)) => Step::Wait,
     }
+}
+
+/// The first boot's machine id (systemd made it up: the root is read-only)
+/// into the boot entries, so every later boot is the same machine. Answers
+/// whether it was not there yet.
+pub fn pin_machine_id(machine: &Machine) -> anyhow::Result<bool> {
+    if machine.cmdline.get(MACHINE_ID).is_some() {
+        return Ok(false);
+    }
+    let id = std::fs::read_to_string("/etc/machine-id").context("cannot read /etc/machine-id")?;
+    let id = id.trim();
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        anyhow::bail!("/etc/machine-id holds no machine id ({id:?})");
+    }
+    machine.esp.pin_machine_id(id)
 }
 
 /// Settles the pending update, if there is one; answers what was recorded.

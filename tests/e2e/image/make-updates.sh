@@ -36,7 +36,7 @@ install -m 0644 systemd/tether.service systemd/tether-worker.service systemd/tet
 # pack DIR VERSION KEY OUT
 pack() {
     "$bin" release pack --dir "$1" --key "$3" --out "$4" --release-version "$2" --min-version 0.0.1 \
-        --commit "$(printf '%040d' "${2//./}")" --built 2026-12-07T00:00:00Z >/dev/null
+        --commit "$(printf %s "$2" | sha1sum | cut -c1-40)" --built 2026-12-07T00:00:00Z >/dev/null
 }
 
 # firmware VERSION [broken]: the staged update of VERSION in $work/VERSION.

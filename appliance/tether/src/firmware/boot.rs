@@ -179,7 +179,7 @@ impl Esp {
             let path = self.entries_dir().join(entry.file_name());
             std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
         }
-        sync_dir(&self.entries_dir())
+        self.flush()
     }
 
     /// Writes `entry` (the last step of writing a slot: until it exists the
@@ -190,7 +190,18 @@ impl Esp {
         write_synced(&aside, text.as_bytes())?;
         let path = dir.join(entry.file_name());
         std::fs::rename(&aside, &path).with_context(|| format!("cannot write {}", path.display()))?;
-        sync_dir(&dir)
+        self.flush()
+    }
+
+    /// Makes what was changed on the ESP stick. FAT keeps a file's size and
+    /// first cluster in its directory entry, and a rename writes that
+    /// entry only with the renamed file's inode, which neither the file's
+    /// earlier fsync nor the directory's writes: an entry renamed in and
+    /// the directory flushed was still the old one after a power cut (the
+    /// update test's). So the whole file system is flushed.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        let dir = std::fs::File::open(&self.dir).with_context(|| format!("cannot open {}", self.dir.display()))?;
+        rustix::fs::syncfs(&dir).with_context(|| format!("cannot flush {} to the disk", self.dir.display()))
     }
 }
 

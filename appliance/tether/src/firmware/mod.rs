@@ -237,7 +237,7 @@ fn write_slot(
     for (section, name) in [(&checked.kernel, "vmlinuz"), (&checked.initrd, "initrd.img")] {
         boot::write_synced(&kernel_dir.join(name), &read_checked(bundle, section)?)?;
     }
-    boot::sync_dir(&kernel_dir)?;
+    esp.flush()?;
 
     let (image, total) = (&checked.image, checked.image.entry.size);
     let mut done = 0;

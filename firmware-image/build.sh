@@ -7,7 +7,9 @@
 # `tether install --root`), an empty root-B for the first update, and the
 # data partition (the state and the journal). Beside it, the update bundle:
 # the release bundle with this root image, kernel and initramfs in
-# firmware/, which `tether update apply` writes to the other slot.
+# firmware/, which `tether update apply` writes to the other slot; and the
+# image bundle (tether.img.bundle: the image signed), which `tether image
+# write` verifies and writes to a USB stick.
 # tests/e2e/image.rs boots the image under qemu, sets it up and updates it.
 # Package versions: packages.lock.
 #
@@ -166,4 +168,12 @@ SFDISK
 dd if="$work/esp.img" of="$image" bs=1M seek=1 conv=notrunc status=none
 dd if="$work/root/root.img" of="$image" bs=1M seek=$((1 + esp_mib)) conv=notrunc status=none
 dd if="$work/data.img" of="$image" bs=1M seek=$((1 + esp_mib + 2 * slot_mib)) conv=notrunc status=none
+
+# The image signed, as `tether image write` takes it onto a USB stick.
+echo "== the image bundle" >&2
+about=$("$bin" --version)
+"$bin" image pack "$image" --key target/dev-release-key --out "$work/tether.img.bundle" \
+    --release-version "$(awk 'NR == 1 { print $2 }' <<<"$about")" \
+    --commit "$(awk '$1 == "commit" { print $2 }' <<<"$about")" \
+    --built "$(awk '$1 == "built" { print $2 }' <<<"$about")" >&2
 echo "$image"

@@ -57,6 +57,12 @@ need systemd-analyze systemd
 # The console is tested in a real browser: Debian's chromium, driven by
 # playwright-core from npm and checked by axe-core (tests/browser).
 need chromium chromium
+# The USB writer is tested on loop devices (tests/e2e/usb_writer.rs), one
+# of them partitioned and mounted.
+need losetup mount
+need partx util-linux
+need sfdisk fdisk
+need mkfs.ext4 e2fsprogs
 if [ ! -d tests/browser/node_modules ]; then
     echo "installing playwright-core and @axe-core/playwright (npm) for the console test" >&2
     npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
@@ -92,9 +98,7 @@ need mmdebstrap mmdebstrap
 need mksquashfs squashfs-tools
 need veritysetup cryptsetup-bin
 need mkfs.vfat dosfstools
-need mkfs.ext4 e2fsprogs
 need mcopy mtools
-need sfdisk fdisk
 need qemu-system-x86_64 qemu-system-x86
 need /usr/share/OVMF/OVMF_CODE_4M.fd ovmf
 echo "== the firmware image: built (firmware-image/build.sh), booted and updated under qemu" >&2

@@ -31,4 +31,5 @@ mod sso;
 mod supervision;
 mod units;
 mod upgrade;
+mod usb_writer;
 mod vault;

@@ -1,16 +1,108 @@
-//! The firmware image's update: what a release bundle carries under
-//! `firmware/` for the appliance's A/B disk ([`RootImage`] describes the
-//! root slot's bytes), and the audit records of an update's course, which
-//! the appliance's boot writes before it starts serving (the update itself
-//! is written while the appliance runs; what became of it is known at the
-//! next boot).
+//! The firmware image: the disk image itself, signed as release bundles
+//! are, for writing to a USB stick ([`ImageManifest`]); what a release
+//! bundle carries under `firmware/` to update the appliance's A/B disk
+//! ([`RootImage`] describes the root slot's bytes); and the audit records
+//! of an update's course, which the appliance's boot writes before it
+//! starts serving (the update itself is written while the appliance runs;
+//! what became of it is known at the next boot).
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Event, Origin, Outcome, Resource};
 use crate::release::Version;
+use crate::signed_bundle::{self, BundleError, Contents, FileEntry, Progress, check_files};
 use tether_base::clock::Timestamp;
+use tether_base::crypto::p256::{PrivateKey, PublicKey};
 use tether_store::WriteTx;
+
+/// The disk image in an image bundle.
+pub const IMAGE_FILE: &str = "tether.img";
+const IMAGE_BUNDLE_VERSION: u32 = 1;
+
+/// An image bundle's manifest: the raw disk image `firmware-image/build.sh`
+/// makes, which release it holds, and the image's size and digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageManifest {
+    pub bundle_version: u32,
+    pub version: Version,
+    pub commit: String,
+    pub built: String,
+    pub files: Vec<FileEntry>,
+}
+
+impl ImageManifest {
+    /// The image's entry (`check` made sure there is exactly that one).
+    pub fn image(&self) -> &FileEntry {
+        &self.files[0]
+    }
+}
+
+impl Contents for ImageManifest {
+    const SIGNED_LABEL: &'static [u8] = b"tether.image-bundle.v1\0";
+    const TRUSTED: &'static str = "the release key this tether pins, or a key named with --trust:";
+    const UNTRUSTED_HINT: &'static str =
+        "use an image from your release channel, or name the key that signed it with --trust PUBKEY";
+
+    fn files(&self) -> &[FileEntry] {
+        &self.files
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.bundle_version != IMAGE_BUNDLE_VERSION {
+            return Err(format!(
+                "image bundle version {} (this tether reads {IMAGE_BUNDLE_VERSION})",
+                self.bundle_version
+            ));
+        }
+        crate::release::check_commit(&self.commit)?;
+        check_files(&self.files)?;
+        match &self.files[..] {
+            [only] if only.path == IMAGE_FILE => Ok(()),
+            _ => Err(format!("an image bundle holds {IMAGE_FILE} and nothing else")),
+        }
+    }
+}
+
+/// Signs the disk image at `image` into an image bundle at `out`.
+pub fn pack_image(
+    image: &Path,
+    version: Version,
+    commit: String,
+    built: String,
+    key: &PrivateKey,
+    out: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ImageManifest, BundleError> {
+    let stage = tempfile_dir(out)?;
+    let staged = stage.join(IMAGE_FILE);
+    std::fs::hard_link(image, &staged)
+        .or_else(|_| std::fs::copy(image, &staged).map(drop))
+        .map_err(|source| BundleError::Io { path: image.to_owned(), source })?;
+    let manifest = |files| ImageManifest { bundle_version: IMAGE_BUNDLE_VERSION, version, commit, built, files };
+    let packed = signed_bundle::pack(&stage, manifest, key, out, progress);
+    let _ = std::fs::remove_dir_all(&stage);
+    packed
+}
+
+/// A directory of its own beside `out`, for staging.
+fn tempfile_dir(out: &Path) -> Result<std::path::PathBuf, BundleError> {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = out.with_file_name(format!(".{name}.stage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| BundleError::Io { path: dir.clone(), source })?;
+    Ok(dir)
+}
+
+/// Checks the image bundle at `path` against the trusted keys.
+pub fn verify_image(
+    path: &Path,
+    trusted: &[PublicKey],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<signed_bundle::Verified<ImageManifest>, BundleError> {
+    signed_bundle::verify(path, trusted, progress)
+}
 
 /// The root slot's bytes: a squashfs, then its dm-verity hash tree.
 pub const ROOT_IMAGE: &str = "firmware/root.img";
@@ -128,5 +220,25 @@ mod tests {
         assert!(refused(RootImage { hash_offset: 4097, ..image() }, 12288).contains("multiple of 4096"));
         assert!(refused(RootImage { roothash: "AB".repeat(32), ..image() }, 12288).contains("lowercase"));
         assert!(refused(RootImage { format: "ext4".into(), ..image() }, 12288).contains("squashfs+verity"));
+    }
+
+    #[test]
+    fn an_image_bundle_holds_the_disk_image_and_nothing_else() {
+        let file = |path: &str| FileEntry { path: path.into(), size: 1 << 20, sha256: "cd".repeat(32) };
+        let manifest = |files| ImageManifest {
+            bundle_version: IMAGE_BUNDLE_VERSION,
+            version: "0.1.0".parse().unwrap(),
+            commit: "0".repeat(40),
+            built: "2026-12-07T00:00:00Z".into(),
+            files,
+        };
+        assert_eq!(manifest(vec![file(IMAGE_FILE)]).check(), Ok(()));
+        let refused = |m: ImageManifest| m.check().unwrap_err();
+        assert!(refused(manifest(vec![file("tether")])).contains("nothing else"));
+        assert!(refused(manifest(vec![file(IMAGE_FILE), file("extra")])).contains("nothing else"));
+        assert!(
+            refused(ImageManifest { commit: "main".into(), ..manifest(vec![file(IMAGE_FILE)]) }).contains("commit")
+        );
+        assert!(refused(ImageManifest { bundle_version: 2, ..manifest(vec![file(IMAGE_FILE)]) }).contains("version 2"));
     }
 }

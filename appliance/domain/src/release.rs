@@ -101,6 +101,14 @@ impl Manifest {
     }
 }
 
+/// A full commit id, as a bundle's manifest names the commit it was built from.
+pub fn check_commit(commit: &str) -> Result<(), String> {
+    if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err("commit must be 40 lowercase hex digits".into());
+    }
+    Ok(())
+}
+
 impl Contents for Manifest {
     const SIGNED_LABEL: &'static [u8] = b"tether.release-bundle.v1\0";
     const TRUSTED: &'static str = "the release key this tether pins, or a key named with --trust:";
@@ -120,9 +128,7 @@ impl Contents for Manifest {
         if self.min_version > self.version {
             return Err(format!("min_version {} is above version {}", self.min_version, self.version));
         }
-        if self.commit.len() != 40 || !self.commit.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err("commit must be 40 lowercase hex digits".into());
-        }
+        check_commit(&self.commit)?;
         check_files(&self.files)?;
         for required in std::iter::once(BINARY).chain(SYSTEMD_FILES) {
             if !self.has(required) {

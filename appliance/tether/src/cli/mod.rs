@@ -10,6 +10,7 @@ mod ca;
 mod client;
 mod crypto;
 mod health;
+mod image;
 mod init;
 mod install;
 mod keyfile;
@@ -129,6 +130,9 @@ enum Command {
     /// the other slot (checked as `install` checks it), and the slots' status.
     #[command(subcommand)]
     Update(update::Command),
+    /// The firmware image: sign it into an image bundle, write it onto a USB stick.
+    #[command(subcommand)]
+    Image(image::Command),
     /// Whether the appliance on this machine came up: ready, and its own
     /// /healthz answers over pinned TLS (the image's boot check).
     Health(health::Args),
@@ -178,6 +182,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Uninstall(args) => install::uninstall(args),
         Command::Screen(args) => screen::run(args),
         Command::Update(cmd) => update::run(cmd),
+        Command::Image(cmd) => image::run(cmd),
         Command::Health(args) => runtime()?.block_on(health::run(args)),
     }
 }

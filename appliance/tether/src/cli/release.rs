@@ -44,19 +44,26 @@ pub enum Command {
         /// Where the bundle goes.
         #[arg(long)]
         out: PathBuf,
-        /// The release's version (MAJOR.MINOR.PATCH), as its binary says.
-        #[arg(long, value_name = "VERSION")]
-        release_version: Version,
+        #[command(flatten)]
+        build: BuildArgs,
         /// The oldest installed version it may upgrade.
         #[arg(long)]
         min_version: Version,
-        /// The commit it was built from (40 hex digits).
-        #[arg(long)]
-        commit: String,
-        /// That commit's date (RFC 3339).
-        #[arg(long)]
-        built: String,
     },
+}
+
+/// The build a signed bundle holds (a release bundle, an image bundle).
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The release's version (MAJOR.MINOR.PATCH), as its binary says.
+    #[arg(long, value_name = "VERSION")]
+    pub release_version: Version,
+    /// The commit it was built from (40 hex digits).
+    #[arg(long)]
+    pub commit: String,
+    /// That commit's date (RFC 3339).
+    #[arg(long)]
+    pub built: String,
 }
 
 /// The keys a release bundle may be signed by: the pinned release key, and
@@ -102,9 +109,9 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             println!("public key  {} ({})", public_path.display(), public.fingerprint());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Pack { dir, key, out, release_version, min_version, commit, built } => {
+        Command::Pack { dir, key, out, build, min_version } => {
             let key = read_private_key(&key)?;
-            let about = About { version: release_version, min_version, commit, built };
+            let about = About { version: build.release_version, min_version, commit: build.commit, built: build.built };
             let mut meter = Meter::new();
             let manifest = release::pack(&dir, about, &key, &out, &mut |p| meter.show(p.stage, p.done, p.total))?;
             println!(

@@ -15,12 +15,14 @@
 //! What came of it — kept after a healthy boot, or fallen back after three
 //! failed ones, or interrupted — is found by the next boot ([`settle`]),
 //! which records it in the audit log before the appliance starts. A USB
-//! stick's update is offered on the status screen ([`offer`]).
+//! stick's update is offered on the status screen ([`offer`]). The image
+//! itself reaches a USB stick through [`writer`].
 
 pub mod boot;
 pub mod disk;
 pub mod offer;
 pub mod settle;
+pub mod writer;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -40,23 +40,15 @@ fn image() -> PathBuf {
 }
 
 /// A machine: a copy of the image as its disk, its firmware's settings
-/// (OVMF's variables), and any sticks plugged in (read-only); kept across
-/// its boots (and power cuts).
+/// (OVMF's variables), and any second disks plugged in (read-only, on
+/// virtio: /dev/vdb, …); kept across its boots (and power cuts).
 struct Machine {
     dir: tempfile::TempDir,
-    sticks: Vec<Stick>,
-}
-
-/// A disk image plugged in beside the machine's own disk.
-enum Stick {
-    /// On virtio, as a second disk (/dev/vdb).
-    Disk(PathBuf),
-    /// On a USB port (/dev/sda), as an operator's stick.
-    Usb(PathBuf),
+    disks: Vec<PathBuf>,
 }
 
 impl Machine {
-    fn new(image: &Path, sticks: Vec<Stick>) -> Machine {
+    fn new(image: &Path, disks: Vec<PathBuf>) -> Machine {
         let dir = tempfile::tempdir().unwrap();
         assert!(
             Command::new("cp")
@@ -68,7 +60,7 @@ impl Machine {
                 .success()
         );
         std::fs::copy(OVMF_VARS, dir.path().join("vars.fd")).expect("OVMF (Debian: ovmf; scripts/test.sh installs it)");
-        Machine { dir, sticks }
+        Machine { dir, disks }
     }
 }
 
@@ -84,6 +76,8 @@ enum OnReboot {
 struct Vm {
     qemu: Child,
     serial: Terminal,
+    /// qemu's own monitor, to plug things in while the machine runs.
+    monitor: Terminal,
     started: Instant,
     /// The host loopback port forwarded to the guest's 8443.
     console_port: u16,
@@ -94,9 +88,13 @@ impl Vm {
         let dir = machine.dir.path();
         // The serial console: qemu connects to the test's socket as it
         // starts, before the guest runs, so nothing the guest shows is lost.
-        let socket = dir.join("serial.sock");
-        let _ = std::fs::remove_file(&socket);
-        let listener = UnixListener::bind(&socket).unwrap();
+        let listen = |name: &str| {
+            let socket = dir.join(name);
+            let _ = std::fs::remove_file(&socket);
+            (UnixListener::bind(&socket).unwrap(), socket)
+        };
+        let (serial_listener, socket) = listen("serial.sock");
+        let (monitor_listener, monitor_socket) = listen("monitor.sock");
         let console_port = free_port();
         let mut qemu = Command::new("qemu-system-x86_64");
         qemu.args(["-machine", "q35,accel=tcg", "-m", "1024", "-smp", "2", "-display", "none"])
@@ -118,21 +116,17 @@ impl Vm {
                 socket.display(),
                 dir.join("serial.log").display()
             ))
-            .args(["-serial", "chardev:s0"]);
+            .args(["-serial", "chardev:s0"])
+            .arg("-chardev")
+            .arg(format!("socket,id=m0,path={},server=off", monitor_socket.display()))
+            .args(["-mon", "chardev=m0,mode=readline"])
+            // A USB port for sticks (Vm::plug_usb).
+            .args(["-device", "qemu-xhci,id=xhci"]);
         if on_reboot == OnReboot::Exit {
             qemu.arg("-no-reboot");
         }
-        for (i, stick) in machine.sticks.iter().enumerate() {
-            match stick {
-                Stick::Disk(path) => {
-                    qemu.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly=on", path.display()))
-                }
-                Stick::Usb(path) => qemu
-                    .args(["-device", "qemu-xhci,id=xhci"])
-                    .arg("-drive")
-                    .arg(format!("if=none,id=usb{i},file={},format=raw,readonly=on", path.display()))
-                    .args(["-device", &format!("usb-storage,bus=xhci.0,drive=usb{i}")]),
-            };
+        for disk in &machine.disks {
+            qemu.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly=on", disk.display()));
         }
         let started = Instant::now();
         let qemu = qemu
@@ -140,9 +134,26 @@ impl Vm {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("qemu-system-x86_64 (Debian: qemu-system-x86; scripts/test.sh installs it)");
-        let (stream, _) = listener.accept().expect("qemu connects its serial console");
-        let serial = Terminal::new(stream.try_clone().unwrap(), stream);
-        Vm { qemu, serial, started, console_port }
+        let terminal = |listener: UnixListener| {
+            let (stream, _) = listener.accept().expect("qemu connects its serial console and monitor");
+            Terminal::new(stream.try_clone().unwrap(), stream)
+        };
+        let (serial, mut monitor) = (terminal(serial_listener), terminal(monitor_listener));
+        monitor.expect_within("(qemu) ", Duration::from_secs(60));
+        Vm { qemu, serial, monitor, started, console_port }
+    }
+
+    /// Plugs a USB stick holding the file system `image` (read-only) into
+    /// the running machine, as an operator does at its status screen.
+    fn plug_usb(&mut self, image: &Path) {
+        for command in [
+            format!("drive_add 0 if=none,id=stick,file={},format=raw,readonly=on", image.display()),
+            "device_add usb-storage,bus=xhci.0,drive=stick,id=stick".to_owned(),
+        ] {
+            self.monitor.type_line(&command);
+            let said = self.monitor.expect_within("(qemu) ", Duration::from_secs(60));
+            assert!(!said.to_lowercase().contains("error"), "{command}: {said}");
+        }
     }
 
     /// At the status screen: Enter, the rescue password, a quiet shell.

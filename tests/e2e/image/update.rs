@@ -1,7 +1,8 @@
-//! The A/B update matrix, on the image under qemu with two sticks plugged
-//! in (the bundles of `make-updates.sh`): a second disk the rescue shell
-//! mounts, and a USB stick with the good update alone, which the status
-//! screen offers; the machine reboots in place as a real one does. One
+//! The A/B update matrix, on the image under qemu with the bundles of
+//! `make-updates.sh` on a second disk the rescue shell mounts, and the good
+//! update alone on a USB stick plugged in while the machine runs, which the
+//! status screen then offers; the machine reboots in place as a real one
+//! does. One
 //! machine goes through every case in turn; after each, its data (a task
 //! and a secret made at first boot) is still there:
 //!
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{ADMIN_PASSWORD, BOOT_WITHIN, Machine, OnReboot, Stick, Vm, ca_on_the_machine, image, set_up, unseal};
+use super::{ADMIN_PASSWORD, BOOT_WITHIN, Machine, OnReboot, Vm, ca_on_the_machine, image, set_up, unseal};
 use crate::harness::{Api, Console, repo_root, totp_now};
 
 /// Writing a slot under TCG: verifying, writing and reading back ~170 MiB.
@@ -33,9 +34,10 @@ const SHELL: Duration = Duration::from_secs(60);
 const RESCUE: &str = "the machine's rescue passphrase";
 const APPLY: &str = "tether update apply";
 
-/// The bundles, made by `make-updates.sh`: every one on a stick for the
-/// rescue shell, the good one alone on a USB stick for the status screen.
-fn sticks(dir: &Path) -> Vec<Stick> {
+/// The bundles, made by `make-updates.sh`: every one on a disk for the
+/// rescue shell, and the good one alone on a USB stick for the status
+/// screen. Answers (that disk, the stick).
+fn sticks(dir: &Path) -> (PathBuf, PathBuf) {
     let bundles = dir.join("bundles");
     let image_dir = image().parent().unwrap().to_owned();
     let made = Command::new(repo_root().join("tests/e2e/image/make-updates.sh"))
@@ -48,8 +50,7 @@ fn sticks(dir: &Path) -> Vec<Stick> {
     let usb = dir.join("usb");
     std::fs::create_dir(&usb).unwrap();
     std::fs::hard_link(bundles.join("good.bundle"), usb.join("tether-0.1.1.bundle")).unwrap();
-    let sticks =
-        vec![Stick::Disk(ext4(&bundles, &dir.join("stick.img"))), Stick::Usb(ext4(&usb, &dir.join("usb.img")))];
+    let sticks = (ext4(&bundles, &dir.join("stick.img")), ext4(&usb, &dir.join("usb.img")));
     std::fs::remove_dir_all(&bundles).unwrap();
     std::fs::remove_dir_all(&usb).unwrap();
     sticks
@@ -122,7 +123,8 @@ async fn unsealed(vm: &mut Vm, setup: &Value, token: &str) -> Api {
 #[tokio::test(flavor = "multi_thread")]
 async fn updates_are_kept_when_healthy_fall_back_when_not_and_refused_ones_leave_slot_b_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let machine = Machine::new(&image(), sticks(dir.path()));
+    let (disk, usb_stick) = sticks(dir.path());
+    let machine = Machine::new(&image(), vec![disk]);
     let mut vm = Vm::start(&machine, OnReboot::BootAgain);
 
     // First boot: set up, unsealed, a task and a secret made.
@@ -172,9 +174,11 @@ async fn updates_are_kept_when_healthy_fall_back_when_not_and_refused_ones_leave
     assert_eq!(audited(&api, "firmware.update_interrupted").await.len(), 1);
     data_survived(&api, &task).await;
 
-    // A good update, from the USB stick at the status screen (no shell
-    // needed): slot B boots on trial and is kept once healthy.
+    // A good update, from a USB stick plugged in at the status screen (no
+    // shell needed): slot B boots on trial and is kept once healthy.
     vm.serial.type_line("exit");
+    vm.serial.expect_within("Rescue login: press Enter", SHELL);
+    vm.plug_usb(&usb_stick);
     vm.serial.expect_within("tether 0.1.1 on the USB stick (tether-0.1.1.bundle)", SHELL);
     vm.serial.expect("type update and press Enter");
     vm.serial.type_line("update");

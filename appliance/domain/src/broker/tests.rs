@@ -501,9 +501,13 @@ mod secrets_for_tasks {
         let w = worker(&[]);
         let (broker, pw, po) = (f.broker.clone(), w.clone(), origin_of(&w));
         let (resume, held) = std::sync::mpsc::channel::<()>();
+        let (holding, parked) = std::sync::mpsc::channel::<()>();
         // The poll runs on a runtime of its own whose only thread the test
         // holds once the poll has parked, so the poll cannot build its reply
-        // until the lease has committed and the vault has sealed.
+        // until the lease has committed and the vault has sealed. The task
+        // is submitted only once that thread is held: submitted while it
+        // still ran, the poll could answer at once, and the thread would
+        // wait for a parked poll that never comes again (it hung CI).
         let poller = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async move {
@@ -512,13 +516,12 @@ mod secrets_for_tasks {
                 while broker.parked_polls() == 0 {
                     tokio::task::yield_now().await;
                 }
+                holding.send(()).unwrap();
                 held.recv().unwrap();
                 poll.await.unwrap()
             })
         });
-        while f.broker.parked_polls() == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        tokio::task::spawn_blocking(move || parked.recv().unwrap()).await.unwrap();
         let t = f.submit_with("echo", &["db"]).await.unwrap();
         assert_eq!(t.state, TaskState::Leased);
         f.broker.vault.seal(&Origin::system()).await.unwrap();

@@ -107,8 +107,9 @@ systemctl --root="$tree" enable tether-screen@tty1.service tether-screen@ttyS0.s
 # again when it is not.
 install -m 0644 firmware-image/units/tether-firmware.service firmware-image/units/tether-health.service \
     firmware-image/units/tether-trial-failed.service firmware-image/units/tether-usb@.service \
+    firmware-image/units/tether-firmware-upload.path firmware-image/units/tether-firmware-upload.service \
     "$tree/usr/lib/systemd/system/"
-systemctl --root="$tree" enable tether-firmware.service tether-health.service >&2
+systemctl --root="$tree" enable tether-firmware.service tether-health.service tether-firmware-upload.path >&2
 # A USB stick's update is offered on the status screen.
 install -m 0644 firmware-image/units/80-tether-usb.rules "$tree/usr/lib/udev/rules.d/"
 # Updates signed with the key this image's release was signed with are

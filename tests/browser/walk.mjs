@@ -455,6 +455,9 @@ async function operate(browser) {
   if (readFileSync(await crl.path())[0] !== 0x30) problems.push('the CRL download is not DER');
   await visit(page, 'Backups', 'Backups', 'backups');
   await visit(page, 'Alerts', 'Alerts', 'alerts');
+  // Not the firmware image here: the page says so, and offers no upload.
+  await visit(page, 'Firmware', 'Firmware', 'firmware', false);
+  if (!(await page.getByText('does not run from the firmware image').count())) problems.push('the firmware page does not say this host runs no image');
 
   // Idle: the warning comes; staying works once; then the sign-out.
   const warning = page.getByRole('alertdialog');

@@ -162,9 +162,20 @@ async fn the_whole_walk_from_first_boot_through_unseal_worker_task_tokens_keys_c
     let report =
         walk(&a, json!({"scenario": "operate", "handoff": handoff, "tether": bin(), "worker_state": worker_state}));
     let pages = pages_of(&report);
-    for page in
-        ["dashboard", "workers", "tasks", "task", "people", "llm", "security", "audit", "vault", "backups", "alerts"]
-    {
+    for page in [
+        "dashboard",
+        "workers",
+        "tasks",
+        "task",
+        "people",
+        "llm",
+        "security",
+        "audit",
+        "vault",
+        "backups",
+        "alerts",
+        "firmware",
+    ] {
         assert!(pages.contains(&page), "{page} was walked and checked: {report:#}");
     }
     assert_eq!(pages.last(), Some(&"idle-signed-out"), "{report:#}");

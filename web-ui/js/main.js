@@ -17,6 +17,7 @@ import { pki, vault } from './pages/vault.js';
 import { audit } from './pages/audit.js';
 import { security } from './pages/security.js';
 import { alerts, backups } from './pages/backups.js';
+import { firmware } from './pages/firmware.js';
 
 const PAGES = [
   { path: 'dashboard', title: 'Dashboard', needs: null, render: dashboard },
@@ -32,6 +33,7 @@ const PAGES = [
   { path: 'security', title: 'Security', needs: 'audit_read', render: security },
   { path: 'backups', title: 'Backups', needs: 'backup_create', render: backups },
   { path: 'alerts', title: 'Alerts', needs: 'alert_read', render: alerts },
+  { path: 'firmware', title: 'Firmware', needs: 'firmware_update', render: firmware },
 ];
 
 let current = null;

@@ -284,6 +284,9 @@ pub struct Config {
     pub cors_allowed_origins: Vec<String>,
     pub fips_required: bool,
     pub max_unsealed: Option<Duration>,
+    /// Set by `tether serve` on a machine running the firmware image (not
+    /// from the file): the console's firmware uploads.
+    pub firmware: Option<tether_domain::firmware::upload::OnTheImage>,
 }
 
 /// Protection for the listeners.
@@ -564,6 +567,7 @@ impl RawConfig {
                 Some(dir) if !dir.is_absolute() => return Err(invalid("vllm_model_dir", "must be an absolute path")),
                 dir => dir,
             },
+            firmware: None,
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod console;
 mod error;
 mod events;
 mod extract;
+mod firmware;
 mod linger;
 pub mod listener_certs;
 mod llm;
@@ -30,6 +31,7 @@ mod session;
 pub mod setup;
 mod sso;
 mod tasks;
+mod uploads;
 mod vault;
 mod workers;
 
@@ -120,6 +122,8 @@ pub struct Shared {
     pub llm: Arc<tether_domain::llm::Gateway>,
     /// Model bundle imports.
     pub models: Arc<tether_domain::llm::models::Imports>,
+    /// Firmware updates uploaded in the console, on a machine running the image.
+    pub firmware: Option<Arc<tether_domain::firmware::upload::Uploads>>,
     /// Which background tasks stopped before the appliance did.
     pub tasks: Arc<app::TaskHealth>,
     /// Content Security Policy violations browsers reported.
@@ -228,6 +232,8 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", browser::CSP_REPORT_PATH, P::Public), post(browser::csp_report)),
         (spec("GET", "/api/v1/security/checks", P::AuditRead), get(security::checks)),
         (spec("POST", MODEL_IMPORT_PATH, P::LlmModelImport), post(models::import)),
+        (spec("GET", "/api/v1/system/firmware", P::FirmwareUpdate), get(firmware::status)),
+        (spec("POST", FIRMWARE_UPLOAD_PATH, P::FirmwareUpdate), post(firmware::upload)),
     ]
 }
 
@@ -236,16 +242,17 @@ pub fn console_route_table() -> Vec<RouteSpec> {
     console_routes().into_iter().map(|(s, _)| s).collect()
 }
 
-/// A model bundle's upload: gigabytes, so it bounds its own waits
-/// (`api::models`) instead of being held to request_timeout.
+/// Uploads of bundles, gigabytes: they bound their own waits
+/// (`api::uploads`) instead of being held to request_timeout.
 const MODEL_IMPORT_PATH: &str = "/api/v1/llm/models/import";
+const FIRMWARE_UPLOAD_PATH: &str = "/api/v1/system/firmware/update";
 
 /// The console/API router.
 pub fn console_router(state: AppState) -> Router {
     let (mut timed, mut untimed) = (Router::new(), Router::new());
     for (spec, route) in console_routes() {
         let guard = middleware::from_fn_with_state((state.clone(), spec.permission), extract::authorize);
-        if spec.path == MODEL_IMPORT_PATH {
+        if [MODEL_IMPORT_PATH, FIRMWARE_UPLOAD_PATH].contains(&spec.path) {
             untimed = untimed.route(spec.path, route.route_layer(guard));
         } else {
             timed = timed.route(spec.path, route.route_layer(guard));

@@ -1,25 +1,18 @@
 //! Offline models: the site's model-signing key, bundle imports, the list
 //! of imported models.
 //!
-//! An import's body is the bundle itself, streamed to a staging file: it is
-//! not held to `max_body_bytes` nor to `request_timeout` (a model is
-//! gigabytes), but its length must be declared and fit the disk, and a
-//! client that stops sending for `idle_timeout` is cut off.
+//! An import's body is the bundle itself, streamed to a staging file
+//! ([`super::uploads`]: a model is gigabytes).
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use http_body_util::BodyExt;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use super::extract::{ApiJson, ApiQuery, Caller};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, uploads};
 use tether_base::crypto::p256::PublicKey;
 use tether_domain::llm::models::{self, ModelInfo, Target};
-
-/// Room left on the disk beside a staged bundle, for the store to go on writing.
-const HEADROOM: u64 = 256 << 20;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,65 +83,9 @@ pub async fn import(
             return Err(ApiError::InvalidRequest(format!("into={other:?}: import into ollama or vllm-dir")));
         }
     };
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .ok_or(ApiError::LengthRequired)?;
-    let available = tokio::task::spawn_blocking({
-        let space = state.space.clone();
-        move || space.check()
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("checking free space")))?
-    .available_bytes;
-    if length.saturating_add(HEADROOM) > available {
-        return Err(ApiError::BundleTooLarge(format!(
-            "the bundle ({}) does not fit in the data directory's free space ({}, of which {} stays free)",
-            gib(length),
-            gib(available),
-            gib(HEADROOM)
-        )));
-    }
-
+    let length = uploads::fitting_length(&state, &headers).await?;
     let (staged, file) = state.models.begin(&target)?;
-    receive(body, tokio::fs::File::from_std(file), length, state.config.limits.idle_timeout).await?;
+    uploads::receive(body, file, length, state.config.limits.idle_timeout).await?;
     let model = state.models.import(&staged, target, caller.principal, caller.origin).await?;
     Ok((StatusCode::CREATED, axum::Json(ModelInfo::from(&model))))
-}
-
-/// Writes the body to `file`: exactly `length` bytes, none of them more
-/// than `idle` after the last.
-async fn receive(
-    mut body: Body,
-    mut file: tokio::fs::File,
-    length: u64,
-    idle: std::time::Duration,
-) -> Result<(), ApiError> {
-    let mut received = 0u64;
-    let write_failed =
-        |e: std::io::Error| ApiError::internal(anyhow::Error::new(e).context("writing the staged bundle"));
-    loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => return Err(ApiError::Timeout),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(ApiError::InvalidRequest(format!("the upload broke off: {e}"))),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let Ok(data) = frame.into_data() else { continue };
-        received += data.len() as u64;
-        if received > length {
-            return Err(ApiError::InvalidRequest("the body is longer than its Content-Length".into()));
-        }
-        file.write_all(&data).await.map_err(write_failed)?;
-    }
-    if received != length {
-        return Err(ApiError::InvalidRequest(format!("the upload ended after {received} of {length} bytes")));
-    }
-    file.flush().await.map_err(write_failed)
-}
-
-fn gib(bytes: u64) -> String {
-    format!("{:.2} GiB", bytes as f64 / f64::from(1 << 30))
 }

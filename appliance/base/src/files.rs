@@ -41,13 +41,18 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), IoError> {
 
 /// Writes a file through a temporary name and a rename, then syncs the
 /// directory, so a crash leaves either the old file or the new one, never
-/// half of one, and a finished write stays written.
+/// half of one, and a finished write stays written. The temporary file is
+/// made anew (whatever was at its name removed, never followed): root
+/// writes this way into directories another user owns.
 pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), IoError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     let failed = IoError::on("write", &tmp);
-    let mut f =
-        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(&failed)?;
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(failed(e)),
+        _ => {}
+    }
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(&failed)?;
     f.write_all(contents).map_err(&failed)?;
     f.sync_all().map_err(&failed)?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(&failed)?;

@@ -27,6 +27,8 @@ use crate::units::{exposure_in, offline_exposure};
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// The machine's disk: the image, then room its data partition grows into.
+const DISK_BYTES: u64 = 2 << 30;
 /// Booting under TCG on two shared cores: a minute here, more when busy.
 const BOOT_WITHIN: Duration = Duration::from_secs(600);
 
@@ -59,6 +61,8 @@ impl Machine {
                 .unwrap()
                 .success()
         );
+        // A disk larger than the image, as a machine's is (sparse here).
+        std::fs::OpenOptions::new().write(true).open(dir.path().join("disk.img")).unwrap().set_len(DISK_BYTES).unwrap();
         std::fs::copy(OVMF_VARS, dir.path().join("vars.fd")).expect("OVMF (Debian: ovmf; scripts/test.sh installs it)");
         Machine { dir, disks }
     }
@@ -285,6 +289,18 @@ async fn the_image_boots_to_setup_mode_is_set_up_through_the_api_and_listens_onl
     let slots = vm.serial.run("lsblk -rno PARTLABEL /dev/vda", Duration::from_secs(30));
     let labels: Vec<&str> = slots.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(labels, ["esp", "root-a", "root-b", "data"], "{slots}");
+    // The data partition and its file system grew to the end of the disk.
+    let data = vm.serial.run(
+        "echo $(( $(lsblk -bdno SIZE /dev/disk/by-partlabel/data) >> 20 )) $(df -m --output=size /data | tail -1)",
+        Duration::from_secs(30),
+    );
+    let mib: Vec<u64> = data.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    let image_mib = std::fs::metadata(image()).unwrap().len() >> 20;
+    let room = (DISK_BYTES >> 20) - image_mib;
+    assert!(
+        mib.len() == 2 && mib[0] > room && mib[1] > room,
+        "the data partition and /data in MiB: {data} (room: {room})"
+    );
 
     // systemd in the guest rates the unit as the offline check does.
     let said = vm.serial.run("systemd-analyze security tether.service --no-pager", Duration::from_secs(60));

@@ -2,9 +2,8 @@
 //! `make-updates.sh` on a second disk the rescue shell mounts, and the good
 //! update alone on a USB stick plugged in while the machine runs, which the
 //! status screen then offers; the machine reboots in place as a real one
-//! does. One
-//! machine goes through every case in turn; after each, its data (a task
-//! and a secret made at first boot) is still there:
+//! does. One machine goes through every case in turn; after each, its data
+//! (a task and a secret made at first boot) is still there:
 //!
 //! - tampered, wrong-keyed and downgrading bundles are refused, slot B
 //!   byte-identical and without a boot entry;
@@ -15,14 +14,17 @@
 //!   is healthy, in the audit log as a trial of the new version;
 //! - the machine keeps its id through every boot (the read-only root has
 //!   none of its own: the first boot's goes into the boot entries);
-//! - a bad update (its appliance never comes up) written to slot A from B
-//!   is tried three times, then B boots again by itself, and the audit
-//!   log says it fell back.
+//! - in the console, a tampered upload is refused (and audited); a bad
+//!   update (its appliance never comes up) uploaded there is written to
+//!   slot A from B by the root unit, which restarts the machine; A is
+//!   tried three times, then B boots again by itself, and the audit log
+//!   says it fell back, and who uploaded it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{ADMIN_PASSWORD, BOOT_WITHIN, Machine, OnReboot, Vm, ca_on_the_machine, image, set_up, unseal};
@@ -33,6 +35,9 @@ const APPLY_WITHIN: Duration = Duration::from_secs(900);
 const SHELL: Duration = Duration::from_secs(60);
 const RESCUE: &str = "the machine's rescue passphrase";
 const APPLY: &str = "tether update apply";
+/// The console's upload of an update.
+const UPLOAD: &str = "/api/v1/system/firmware/update";
+const OCTETS: &str = "application/octet-stream";
 
 /// The bundles, made by `make-updates.sh`: every one on a disk for the
 /// rescue shell, and the good one alone on a USB stick for the status
@@ -51,7 +56,7 @@ fn sticks(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::create_dir(&usb).unwrap();
     std::fs::hard_link(bundles.join("good.bundle"), usb.join("tether-0.1.1.bundle")).unwrap();
     let sticks = (ext4(&bundles, &dir.join("stick.img")), ext4(&usb, &dir.join("usb.img")));
-    std::fs::remove_dir_all(&bundles).unwrap();
+    // The bundles stay for the console's uploads.
     std::fs::remove_dir_all(&usb).unwrap();
     sticks
 }
@@ -201,9 +206,16 @@ async fn updates_are_kept_when_healthy_fall_back_when_not_and_refused_ones_leave
     assert_eq!((trial[0]["to"].as_str(), trial[0]["slot"].as_str()), (Some("0.1.1"), Some("b")), "{trial:?}");
     data_survived(&api, &task).await;
 
-    // A bad update, to slot A: three tries, then B again by itself.
-    vm.serial.type_line(&format!("{APPLY} /mnt/bad.bundle --reboot"));
-    vm.serial.expect_within("rebooting", APPLY_WITHIN);
+    // A bad update, to slot A, uploaded in the console after a tampered
+    // one it refused: written by the root unit, the machine restarts by
+    // itself; three tries, then B again by itself.
+    let upload = |name: &str| std::fs::read(dir.path().join("bundles").join(name)).unwrap();
+    let (status, _, v) = api.raw(Method::POST, UPLOAD, upload("tampered.bundle"), Some(OCTETS)).await;
+    assert_eq!((status, v["code"].as_str()), (422, Some("bundle_refused")), "{v}");
+    let refused = audited(&api, "firmware.update_refused").await;
+    assert!(refused.len() == 1 && refused[0]["reason"].as_str().unwrap().contains("tampered"), "{refused:?}");
+    let (status, _, v) = api.raw(Method::POST, UPLOAD, upload("bad.bundle"), Some(OCTETS)).await;
+    assert_eq!((status, v["update"]["version"].as_str()), (202, Some("0.1.2")), "{v}");
     let rebooted = Instant::now();
     for _ in 0..4 {
         vm.serial.expect_within("BdsDxe: starting", BOOT_WITHIN);
@@ -216,6 +228,9 @@ async fn updates_are_kept_when_healthy_fall_back_when_not_and_refused_ones_leave
     assert_eq!(status["booted"], "b", "back on B: {status}");
     assert_eq!(slot(&status, "a")["standing"], "failed (3 boots tried)", "{status}");
     let api = unsealed(&mut vm, &setup, &token).await;
+    let uploaded = audited(&api, "firmware.update_uploaded").await;
+    assert_eq!(uploaded.len(), 1, "{uploaded:?}");
+    assert_eq!((uploaded[0]["to"].as_str(), uploaded[0]["uploaded_by"].as_str()), (Some("0.1.2"), Some("admin")));
     let fell_back = audited(&api, "firmware.update_fell_back").await;
     assert_eq!(fell_back.len(), 1, "{fell_back:?}");
     assert_eq!((fell_back[0]["to"].as_str(), fell_back[0]["boots_tried"].as_str()), (Some("0.1.2"), Some("3")));

@@ -267,6 +267,9 @@ fn services(
         monitor: Arc::new(monitor::Monitor::new(store.clone(), clock.clone(), silent_after)),
         llm: Arc::new(llm::Gateway::new(store.clone(), vault.clone(), clock.clone())),
         models: Arc::new(models),
+        firmware: config.firmware.clone().map(|image| {
+            Arc::new(tether_domain::firmware::upload::Uploads::new(store.clone(), clock.clone(), dir, image))
+        }),
         sinks: Arc::new(Sinks::new(sinks)),
         public_limit: Arc::new(auth::throttle::RateLimiter::new(PUBLIC_RATE, PUBLIC_BURST)),
         deliveries,

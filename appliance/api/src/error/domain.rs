@@ -7,6 +7,7 @@ use tether_domain::auth::oidc::OidcError;
 use tether_domain::auth::sso::SsoError;
 use tether_domain::auth::users::UserError;
 use tether_domain::auth::{AccountError, LoginError, TokenError};
+use tether_domain::firmware::upload::UploadError;
 use tether_domain::llm::models::ImportError;
 use tether_domain::llm::prompt_log::LogError;
 use tether_domain::vault::secrets::SecretError;
@@ -46,6 +47,17 @@ impl From<SsoError> for ApiError {
             SsoError::Busy => ApiError::RateLimited(std::time::Duration::from_secs(60)),
             SsoError::Store(e) => e.into(),
             SsoError::Vault(e) => e.into(),
+        }
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::Busy(_) => ApiError::FirmwareUpdateBusy(e.to_string()),
+            UploadError::Refused(_) => ApiError::BundleRefused(e.to_string()),
+            UploadError::Io(_) | UploadError::Stopped(_) => ApiError::internal(anyhow::Error::new(e)),
+            UploadError::Store(e) => e.into(),
         }
     }
 }

@@ -132,6 +132,13 @@ pub enum ApiError {
     #[error("{0}")]
     ModelImportBusy(String),
     #[error("{0}")]
+    FirmwareUpdateBusy(String),
+    #[error(
+        "this tether does not run from the firmware image, so it has no slots to update: update a host with \
+         `tether install --upgrade BUNDLE`"
+    )]
+    NotTheImage,
+    #[error("{0}")]
     ModelSigningKeyMissing(String),
     #[error("{0}")]
     BundleRefused(String),
@@ -229,6 +236,8 @@ impl ApiError {
             ApiError::SsoNoRole => (S::FORBIDDEN, "sso_no_role"),
             ApiError::SsoProviderUnavailable(_) => (S::BAD_GATEWAY, "sso_provider_unavailable"),
             ApiError::ModelImportBusy(_) => (S::CONFLICT, "import_in_progress"),
+            ApiError::FirmwareUpdateBusy(_) => (S::CONFLICT, "update_in_progress"),
+            ApiError::NotTheImage => (S::CONFLICT, "not_the_image"),
             ApiError::ModelSigningKeyMissing(_) => (S::CONFLICT, "model_signing_key_missing"),
             ApiError::BundleRefused(_) => (S::UNPROCESSABLE_ENTITY, "bundle_refused"),
             ApiError::ModelExists(_) => (S::CONFLICT, "model_exists"),

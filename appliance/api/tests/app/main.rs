@@ -7,6 +7,7 @@
 
 mod composition;
 mod console;
+mod firmware;
 mod live;
 mod roles;
 mod support;

@@ -10,9 +10,10 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use tether_api::app::{App, AppHandle, Listeners, init};
-use tether_api::config::{CONFIG_FILE, RawConfig};
+use tether_api::config::{CONFIG_FILE, Config, RawConfig};
 use tether_base::clock::{SharedClock, SystemClock};
 use tether_base::crypto::CryptoPolicy;
+use tether_domain::firmware::upload::OnTheImage;
 use tether_domain::vault::Choice;
 
 /// A running appliance, the sender that stops it, and the first
@@ -40,6 +41,21 @@ pub async fn start(dir: &tempfile::TempDir) -> Started {
 /// As [`start`], on `clock`, with `settings` applied to the configuration
 /// `init` wrote.
 pub async fn start_with(dir: &tempfile::TempDir, clock: SharedClock, settings: impl FnOnce(&mut RawConfig)) -> Started {
+    start_configured(dir, clock, settings, |_| {}).await
+}
+
+/// As [`start`], as `tether serve` starts on a machine running the
+/// firmware image.
+pub async fn start_on_the_image(dir: &tempfile::TempDir, image: OnTheImage) -> Started {
+    start_configured(dir, Arc::new(SystemClock), no_second_factor, |config| config.firmware = Some(image)).await
+}
+
+async fn start_configured(
+    dir: &tempfile::TempDir,
+    clock: SharedClock,
+    settings: impl FnOnce(&mut RawConfig),
+    adjust: impl FnOnce(&mut Config),
+) -> Started {
     let data = dir.path().join("data");
     let key_file = dir.path().join("unseal.key");
     let (d, k) = (data.clone(), key_file.clone());
@@ -50,22 +66,29 @@ pub async fn start_with(dir: &tempfile::TempDir, clock: SharedClock, settings: i
     .await
     .unwrap()
     .unwrap();
-    let app = serve(dir, clock, settings).await;
+    let app = serve(dir, clock, settings, adjust).await;
     Started { app: app.app, stop: app.stop, admin_token: outcome.admin_token }
 }
 
 /// Serves the data directory [`start_with`] made under `dir` again (a
 /// restart); the admin token is the caller's to keep.
 pub async fn restart(dir: &tempfile::TempDir, clock: SharedClock, settings: impl FnOnce(&mut RawConfig)) -> Started {
-    serve(dir, clock, settings).await
+    serve(dir, clock, settings, |_| {}).await
 }
 
-async fn serve(dir: &tempfile::TempDir, clock: SharedClock, settings: impl FnOnce(&mut RawConfig)) -> Started {
+async fn serve(
+    dir: &tempfile::TempDir,
+    clock: SharedClock,
+    settings: impl FnOnce(&mut RawConfig),
+    adjust: impl FnOnce(&mut Config),
+) -> Started {
     let (data, key_file) = (dir.path().join("data"), dir.path().join("unseal.key"));
     let mut raw = RawConfig::from_file(&data.join(CONFIG_FILE), false).unwrap();
     raw.unseal_key_file = Some(key_file.display().to_string());
     settings(&mut raw);
-    let config = Arc::new(raw.validate(data).unwrap());
+    let mut config = raw.validate(data).unwrap();
+    adjust(&mut config);
+    let config = Arc::new(config);
     let listeners = Listeners {
         console: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         workers: TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -106,6 +129,18 @@ pub const CLIENT: &str = "127.0.0.1:50000";
 /// One request through `router` in process (no TCP, no TLS), as if from
 /// [`CLIENT`].
 pub async fn send(router: &axum::Router, who: As<'_>, method: &str, path: &str, body: Option<&Value>) -> Answer {
+    let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
+    send_bytes(router, who, method, path, body).await
+}
+
+/// As [`send`], with a body of its content type (and its Content-Length).
+pub async fn send_bytes(
+    router: &axum::Router,
+    who: As<'_>,
+    method: &str,
+    path: &str,
+    body: Option<(&str, Vec<u8>)>,
+) -> Answer {
     let response = router.clone().oneshot(request(who, method, path, body)).await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
@@ -162,19 +197,24 @@ pub async fn follow(
     (events, false)
 }
 
-fn request(who: As<'_>, method: &str, path: &str, body: Option<&Value>) -> axum::http::Request<axum::body::Body> {
+fn request(
+    who: As<'_>,
+    method: &str,
+    path: &str,
+    body: Option<(&str, Vec<u8>)>,
+) -> axum::http::Request<axum::body::Body> {
     let mut request = axum::http::Request::builder().method(method).uri(path);
     match who {
         As::Anyone => {}
         As::Token(token) => request = request.header("authorization", format!("Bearer {token}")),
         As::Session(cookie, csrf) => request = request.header("cookie", cookie).header("x-csrf-token", csrf),
     }
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
+    if let Some((content_type, bytes)) = &body {
+        request = request.header("content-type", *content_type).header("content-length", bytes.len());
     }
     let remote: SocketAddr = CLIENT.parse().unwrap();
     request = request.extension(tether_api::ConnInfo { remote, peer: None });
-    let body = body.map_or_else(axum::body::Body::empty, |b| axum::body::Body::from(b.to_string()));
+    let body = body.map_or_else(axum::body::Body::empty, |(_, bytes)| axum::body::Body::from(bytes));
     request.body(body).unwrap()
 }
 

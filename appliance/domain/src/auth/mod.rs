@@ -87,7 +87,7 @@ pub enum Role {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 29] = [
+    pub const ALL: [Permission; 30] = [
         Permission::Public,
         Permission::TaskCreate,
         Permission::TaskRead,
@@ -117,6 +117,7 @@ impl Permission {
         Permission::LlmModelImport,
         Permission::LlmModelTrust,
         Permission::LlmPromptLogRead,
+        Permission::FirmwareUpdate,
     ];
 
     /// Actions drastic enough that a console session must have proved the
@@ -141,6 +142,7 @@ impl Permission {
                 | Permission::LlmPromptManage
                 | Permission::LlmModelTrust
                 | Permission::LlmPromptLogRead
+                | Permission::FirmwareUpdate
         )
     }
 }
@@ -234,6 +236,9 @@ pub enum Permission {
     LlmModelTrust,
     /// Open the prompt log: what people asked the models and what they answered.
     LlmPromptLogRead,
+    /// Upload a firmware update to the appliance's image (it restarts into
+    /// it); see what runs and how an update goes.
+    FirmwareUpdate,
 }
 
 /// How much of a resource a grant covers.
@@ -336,6 +341,9 @@ pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
 
         (P::LlmModelImport, R::Admin) => Some(S::All),
         (P::LlmModelImport, R::SecurityOfficer | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
+
+        (P::FirmwareUpdate, R::Admin) => Some(S::All),
+        (P::FirmwareUpdate, R::SecurityOfficer | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
 
         // Which models may enter the site is a policy: the officer's.
         (P::LlmModelTrust, R::SecurityOfficer) => Some(S::All),
@@ -454,7 +462,8 @@ mod tests {
                 | Permission::LlmUsageRead
                 | Permission::LlmModelImport
                 | Permission::LlmModelTrust
-                | Permission::LlmPromptLogRead => {}
+                | Permission::LlmPromptLogRead
+                | Permission::FirmwareUpdate => {}
             }
         }
         let distinct: std::collections::HashSet<_> = Permission::ALL.into_iter().collect();

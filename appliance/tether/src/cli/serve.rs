@@ -101,7 +101,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             dev.admin_token = std::fs::read_to_string(dir.join(DEV_TOKEN_FILE)).ok();
         }
     }
-    let config = Arc::new(raw.validate(dir.clone())?);
+    let mut config = raw.validate(dir.clone())?;
+    config.firmware = crate::firmware::on_the_image(super::release::release_key())?;
+    let config = Arc::new(config);
     let listeners = Listeners {
         console: TcpListener::bind(config.listen)
             .await

@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use super::progress::{Meter, size};
-use super::release::TrustArgs;
+use super::release::{TrustArgs, release_key};
 use crate::firmware::boot::{Entry, Esp, Slot, Standing, entry_text};
 use crate::firmware::{self, Machine, Pending, offer, settle};
 use tether_domain::firmware::{Course, RootImage};
@@ -31,6 +31,10 @@ pub enum Command {
         #[arg(long)]
         reboot: bool,
     },
+    /// Apply the update the console handed over in DIR (run as root by
+    /// tether-firmware-upload.service), keeping its progress there.
+    #[command(hide = true)]
+    ApplyUploaded { dir: PathBuf },
     /// Offer the newest firmware update on a USB stick on the status screen
     /// (run by tether-usb@.service when a stick appears; --withdraw when it goes).
     #[command(hide = true)]
@@ -66,8 +70,17 @@ pub enum Command {
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    let mut meter = Meter::new();
     match cmd {
-        Command::Apply { bundle, trust, reboot } => apply(bundle, &trust, reboot),
+        Command::Apply { bundle, trust, reboot } => {
+            let keys = firmware::trusted_keys(trust.keys()?)?;
+            let applied = firmware::apply(&bundle, &keys, &mut |p| meter.show(p.stage, p.done, p.total))?;
+            applied_then(&applied, reboot)
+        }
+        Command::ApplyUploaded { dir } => {
+            let applied = firmware::uploaded::apply(&dir, &firmware::trusted_keys(vec![release_key()])?)?;
+            applied_then(&applied, true)
+        }
         Command::Status { json } => status(json),
         Command::Offer { device, withdraw } => {
             let dir = std::path::Path::new(offer::OFFERS_DIR);
@@ -105,15 +118,8 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn apply(bundle: PathBuf, trust: &TrustArgs, reboot: bool) -> anyhow::Result<ExitCode> {
-    let mut keys = trust.keys()?;
-    if let Ok(listing) = std::fs::read_dir(firmware::IMAGE_KEYS_DIR) {
-        for item in listing {
-            keys.push(super::keyfile::read_public_key(&item?.path())?);
-        }
-    }
-    let mut meter = Meter::new();
-    let applied = firmware::apply(&bundle, &keys, &mut |p| meter.show(p.stage, p.done, p.total))?;
+/// Says what was written and what comes next; reboots if asked.
+fn applied_then(applied: &firmware::Applied, reboot: bool) -> anyhow::Result<ExitCode> {
     println!(
         "slot {} now holds tether {} ({}, root image {}); tether {} keeps running until the reboot",
         applied.slot,

@@ -22,6 +22,7 @@ pub mod boot;
 pub mod disk;
 pub mod offer;
 pub mod settle;
+pub mod uploaded;
 pub mod writer;
 
 use std::io::Read;
@@ -35,6 +36,7 @@ use boot::{Entry, Esp, Slot, entry_text};
 use disk::{Cmdline, Disk};
 use tether_base::clock::{Clock, SystemClock};
 use tether_base::crypto::p256::PublicKey;
+use tether_domain::firmware::upload::OnTheImage;
 use tether_domain::firmware::{self, RootImage, Update};
 use tether_domain::release::{self, Decision, Manifest, Progress, Section, Verified};
 use tether_domain::signed_bundle::Digesting;
@@ -42,8 +44,35 @@ use tether_domain::signed_bundle::Digesting;
 /// Public keys the image itself trusts to sign its updates, beside the
 /// release key every tether pins: the key its own bundle was signed with
 /// (a site that re-signs releases builds its image with its key). Part of
-/// the verity-checked root, like the binary.
+/// the verity-checked root, like the binary; only the image has it.
 pub const IMAGE_KEYS_DIR: &str = "/usr/share/tether/release-keys";
+
+/// The keys updates must be signed with on this machine: `keys` (the
+/// release key, any named with --trust) and those in [`IMAGE_KEYS_DIR`].
+/// The console's uploads and `tether update apply` trust the same.
+pub fn trusted_keys(mut keys: Vec<PublicKey>) -> anyhow::Result<Vec<PublicKey>> {
+    if let Ok(listing) = std::fs::read_dir(IMAGE_KEYS_DIR) {
+        for item in listing {
+            let path = item?.path();
+            let pem = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            keys.push(PublicKey::from_pem(&pem).with_context(|| path.display().to_string())?);
+        }
+    }
+    Ok(keys)
+}
+
+/// What the appliance needs for the console's uploads when this machine
+/// runs the image; none elsewhere. The image is known by its keys
+/// directory, which only the image's root holds (the appliance's sandbox
+/// shows it no /proc/cmdline, where the slot is named).
+pub fn on_the_image(release_key: PublicKey) -> anyhow::Result<Option<OnTheImage>> {
+    if !Path::new(IMAGE_KEYS_DIR).is_dir() {
+        return Ok(None);
+    }
+    let running =
+        install::installed(&Layout::new(Path::new("/")))?.context("no release is installed in the running slot")?;
+    Ok(Some(OnTheImage { trusted: trusted_keys(vec![release_key])?, running }))
+}
 
 /// Where things are on the running image.
 #[derive(Debug, Clone)]

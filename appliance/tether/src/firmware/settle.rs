@@ -53,7 +53,9 @@ pub fn pin_machine_id(machine: &Machine) -> anyhow::Result<bool> {
 }
 
 /// Settles the pending update, if there is one; answers what was recorded.
+/// A console upload under way ends with the boot ([`super::uploaded`]).
 pub fn settle(machine: &Machine) -> anyhow::Result<Option<Course>> {
+    super::uploaded::clear_at_boot(&machine.data_dir.join(tether_domain::firmware::upload::UPLOAD_DIR))?;
     let Some(mut pending) = Pending::read(&machine.state_dir)? else {
         return Ok(None);
     };

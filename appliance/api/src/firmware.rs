@@ -15,21 +15,29 @@ use tether_domain::firmware::upload::{Status, Uploads};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FirmwareView {
+    /// Whether this tether runs from the firmware image (else the rest is null).
+    pub on_the_image: bool,
     /// The release the running slot holds.
-    pub version: String,
-    pub commit: String,
+    pub version: Option<String>,
+    pub commit: Option<String>,
     /// The last upload's progress or outcome, until the next restart.
     pub update: Option<Status>,
 }
 
-fn uploads(state: &AppState) -> Result<&Uploads, ApiError> {
-    state.firmware.as_deref().ok_or(ApiError::NotTheImage)
+impl FirmwareView {
+    fn of(uploads: Option<&Uploads>) -> FirmwareView {
+        let Some(uploads) = uploads else {
+            return FirmwareView { on_the_image: false, version: None, commit: None, update: None };
+        };
+        let (running, update) = uploads.current();
+        let (version, commit) = (Some(running.version.to_string()), Some(running.commit.clone()));
+        FirmwareView { on_the_image: true, version, commit, update }
+    }
 }
 
 /// `GET /api/v1/system/firmware`.
-pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<axum::Json<FirmwareView>, ApiError> {
-    let (running, update) = uploads(&state)?.current();
-    Ok(axum::Json(FirmwareView { version: running.version.to_string(), commit: running.commit.clone(), update }))
+pub async fn status(State(state): State<AppState>, _caller: Caller) -> axum::Json<FirmwareView> {
+    axum::Json(FirmwareView::of(state.firmware.as_deref()))
 }
 
 /// `POST /api/v1/system/firmware/update`: the bundle → 202 once it is
@@ -40,13 +48,11 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, axum::Json<FirmwareView>), ApiError> {
-    let firmware = uploads(&state)?;
+    let firmware = state.firmware.as_deref().ok_or(ApiError::NotTheImage)?;
     let length = uploads::fitting_length(&state, &headers).await?;
     let (staged, file) = firmware.begin()?;
     uploads::receive(body, file, length, state.config.limits.idle_timeout).await?;
     let by = caller.person().to_owned();
     firmware.hand_over(staged, &by, caller.origin).await?;
-    let (running, update) = firmware.current();
-    let view = FirmwareView { version: running.version.to_string(), commit: running.commit.clone(), update };
-    Ok((StatusCode::ACCEPTED, axum::Json(view)))
+    Ok((StatusCode::ACCEPTED, axum::Json(FirmwareView::of(Some(firmware)))))
 }

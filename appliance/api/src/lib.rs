@@ -232,7 +232,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", browser::CSP_REPORT_PATH, P::Public), post(browser::csp_report)),
         (spec("GET", "/api/v1/security/checks", P::AuditRead), get(security::checks)),
         (spec("POST", MODEL_IMPORT_PATH, P::LlmModelImport), post(models::import)),
-        (spec("GET", "/api/v1/system/firmware", P::FirmwareUpdate), get(firmware::status)),
+        (spec("GET", "/api/v1/system/firmware", P::WorkerRead), get(firmware::status)),
         (spec("POST", FIRMWARE_UPLOAD_PATH, P::FirmwareUpdate), post(firmware::upload)),
     ]
 }

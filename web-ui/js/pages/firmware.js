@@ -3,7 +3,7 @@
 // no downgrade) before anything is written; the machine then writes it to
 // the other slot and restarts into it, coming back by itself if it fails.
 
-import { ApiError, get, upload } from '../api.js';
+import { get, upload } from '../api.js';
 import { sensitive } from '../guard.js';
 import { announce, form, h, section, show } from '../dom.js';
 
@@ -12,12 +12,11 @@ let refresh = null;
 
 export async function firmware(session) {
   clearTimeout(refresh);
-  let view;
-  try {
-    view = await get(STATUS);
-  } catch (e) {
-    if (!(e instanceof ApiError) || e.code !== 'not_the_image') throw e;
-    return show('Firmware', h('h1', {}, 'Firmware'), section('Updates', h('p', {}, e.message)));
+  const view = await get(STATUS);
+  if (!view.on_the_image) {
+    return show('Firmware', h('h1', {}, 'Firmware'), section('Updates', h('p', {},
+      'This tether does not run from the firmware image, so it has no slots to update: update a host with ',
+      h('code', {}, 'tether install --upgrade BUNDLE'), '.')));
   }
   const update = view.update;
   const underWay = update && update.state !== 'failed';

@@ -87,7 +87,11 @@ async fn an_uploaded_update_is_checked_as_apply_checks_it_then_handed_over_to_th
         (202, Some("handed over"), Some("0.1.2")),
         "{v}"
     );
-    assert_eq!(v["version"], "0.1.1", "0.1.1 runs until the restart: {v}");
+    assert_eq!(
+        (&v["on_the_image"], v["version"].as_str()),
+        (&Value::Bool(true), Some("0.1.1")),
+        "0.1.1 runs until the restart: {v}"
+    );
     assert!(std::fs::read(upload_dir.join(HANDOFF)).unwrap() == good, "handed over byte for byte");
     let (status, v) = call(&router, &started.admin_token, "GET", "/api/v1/system/firmware", None).await;
     assert_eq!((status, v["update"]["state"].as_str()), (200, Some("handed over")), "{v}");
@@ -113,5 +117,7 @@ async fn an_uploaded_update_is_checked_as_apply_checks_it_then_handed_over_to_th
     let router = tether_api::console_router(started.app.state().clone());
     let (status, v, _) = send_bytes(&router, As::Token(&started.admin_token), "POST", UPLOAD, octets(&good)).await;
     assert_eq!((status, v["code"].as_str()), (409, Some("not_the_image")), "{v}");
+    let (status, v) = call(&router, &started.admin_token, "GET", "/api/v1/system/firmware", None).await;
+    assert_eq!((status, &v["on_the_image"], &v["version"]), (200, &Value::Bool(false), &Value::Null), "{v}");
     started.stop().await;
 }

@@ -237,7 +237,7 @@ pub enum Permission {
     /// Open the prompt log: what people asked the models and what they answered.
     LlmPromptLogRead,
     /// Upload a firmware update to the appliance's image (it restarts into
-    /// it); see what runs and how an update goes.
+    /// it). What runs and how an update goes are the system status's.
     FirmwareUpdate,
 }
 

@@ -17,6 +17,7 @@ use crate::release::Version;
 use crate::signed_bundle::{self, BundleError, Contents, FileEntry, Progress, check_files};
 use tether_base::clock::Timestamp;
 use tether_base::crypto::p256::{PrivateKey, PublicKey};
+use tether_base::files;
 use tether_store::WriteTx;
 
 /// The disk image in an image bundle.
@@ -78,23 +79,18 @@ pub fn pack_image(
     out: &Path,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ImageManifest, BundleError> {
-    let stage = tempfile_dir(out)?;
+    // Staged beside `out` as the bundle holds it (a link, where it can be).
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stage = out.with_file_name(format!(".{name}.stage"));
     let staged = stage.join(IMAGE_FILE);
+    files::fresh_private_dir(&stage).map_err(|source| BundleError::Io { path: stage.clone(), source })?;
     std::fs::hard_link(image, &staged)
         .or_else(|_| std::fs::copy(image, &staged).map(drop))
         .map_err(|source| BundleError::Io { path: image.to_owned(), source })?;
     let manifest = |files| ImageManifest { bundle_version: IMAGE_BUNDLE_VERSION, version, commit, built, files };
     let packed = signed_bundle::pack(&stage, manifest, key, out, progress);
-    let _ = std::fs::remove_dir_all(&stage);
+    let _ = files::remove_dir_if_present(&stage);
     packed
-}
-
-/// A directory of its own beside `out`, for staging.
-fn tempfile_dir(out: &Path) -> Result<std::path::PathBuf, BundleError> {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let dir = out.with_file_name(format!(".{name}.stage-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|source| BundleError::Io { path: dir.clone(), source })?;
-    Ok(dir)
 }
 
 /// Checks the image bundle at `path` against the trusted keys.

@@ -76,12 +76,13 @@ version=$("$bin" --version | awk 'NR == 1 { print $2 }')
 # PrivateTmp= and PrivateDevices=, make their directories in /tmp). What
 # lasts is on the data partition, mounted at /data: the appliance's state
 # (/var/lib/tether) and the journal (/var/log/journal), each bound from a
-# directory of its own there.
+# directory of its own there. The initramfs names it /dev/disk/tether/data:
+# the data partition of the disk the machine started from.
 mkdir -p "$tree/data"
 cat > "$tree/etc/fstab" <<'FSTAB'
 tmpfs /var tmpfs mode=0755,nosuid,nodev 0 0
 tmpfs /tmp tmpfs mode=1777,nosuid,nodev 0 0
-PARTLABEL=data /data ext4 nosuid,nodev,noexec,x-systemd.growfs 0 2
+/dev/disk/tether/data /data ext4 nosuid,nodev,noexec,x-systemd.growfs 0 2
 /data/tether /var/lib/tether none bind,x-systemd.requires-mounts-for=/data 0 0
 /data/journal /var/log/journal none bind,x-systemd.requires-mounts-for=/data 0 0
 FSTAB
@@ -110,6 +111,15 @@ install -m 0644 firmware-image/units/tether-firmware.service firmware-image/unit
     firmware-image/units/tether-firmware-upload.path firmware-image/units/tether-firmware-upload.service \
     "$tree/usr/lib/systemd/system/"
 systemctl --root="$tree" enable tether-firmware.service tether-health.service tether-firmware-upload.path >&2
+# Started from a USB stick, the machine runs the installer instead
+# (tether-installer.target: its generator sees the initramfs's marker),
+# unattended when the stick holds an answer file. Installed, the site's
+# settings (host name, a static address) come from the data partition.
+install -m 0644 firmware-image/units/tether-installer.target firmware-image/units/tether-install.service \
+    firmware-image/units/tether-site.service "$tree/usr/lib/systemd/system/"
+install -D -m 0755 firmware-image/units/tether-installer-generator \
+    "$tree/usr/lib/systemd/system-generators/tether-installer"
+systemctl --root="$tree" enable tether-site.service >&2
 # A USB stick's update is offered on the status screen.
 install -m 0644 firmware-image/units/80-tether-usb.rules "$tree/usr/lib/udev/rules.d/"
 # Updates signed with the key this image's release was signed with are

@@ -58,7 +58,8 @@ need systemd-analyze systemd
 # playwright-core from npm and checked by axe-core (tests/browser).
 need chromium chromium
 # The USB writer is tested on loop devices (tests/e2e/usb_writer.rs), one
-# of them partitioned and mounted.
+# of them partitioned and mounted; the installer's unit tests partition a
+# file with sfdisk.
 need losetup mount
 need partx util-linux
 need sfdisk fdisk

@@ -79,6 +79,15 @@ pub fn remove_dir_if_present(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The text of `path`, or `None` if there is no such file.
+pub fn read_if_present(path: &Path) -> anyhow::Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
 /// Makes the entries of `dir` durable: a rename, creation or removal in it
 /// survives a crash only once its directory is synced.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {

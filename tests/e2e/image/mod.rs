@@ -41,31 +41,47 @@ fn image() -> PathBuf {
     )
 }
 
-/// A machine: a copy of the image as its disk, its firmware's settings
-/// (OVMF's variables), and any second disks plugged in (read-only, on
-/// virtio: /dev/vdb, …); kept across its boots (and power cuts).
+/// A machine: its disk (a copy of the image, or blank), its firmware's
+/// settings (OVMF's variables), any second disks plugged in (read-only, on
+/// virtio: /dev/vdb, …) and a USB stick it starts from, if it has one;
+/// kept across its boots (and power cuts).
 struct Machine {
     dir: tempfile::TempDir,
     disks: Vec<PathBuf>,
+    boot_stick: Option<PathBuf>,
 }
 
 impl Machine {
+    /// The image written to the machine's disk, as after an install.
     fn new(image: &Path, disks: Vec<PathBuf>) -> Machine {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(
-            Command::new("cp")
-                .arg("--reflink=auto")
-                .arg(image)
-                .arg(dir.path().join("disk.img"))
-                .status()
-                .unwrap()
-                .success()
-        );
-        // A disk larger than the image, as a machine's is (sparse here).
-        std::fs::OpenOptions::new().write(true).open(dir.path().join("disk.img")).unwrap().set_len(DISK_BYTES).unwrap();
-        std::fs::copy(OVMF_VARS, dir.path().join("vars.fd")).expect("OVMF (Debian: ovmf; scripts/test.sh installs it)");
-        Machine { dir, disks }
+        let machine = Machine::blank(disks);
+        copy(image, &machine.dir.path().join("disk.img"));
+        machine.grow_disk();
+        machine
     }
+
+    /// A machine with an empty disk, and none of the image's.
+    fn blank(disks: Vec<PathBuf>) -> Machine {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::File::create(dir.path().join("disk.img")).unwrap();
+        std::fs::copy(OVMF_VARS, dir.path().join("vars.fd")).expect("OVMF (Debian: ovmf; scripts/test.sh installs it)");
+        let machine = Machine { dir, disks, boot_stick: None };
+        machine.grow_disk();
+        machine
+    }
+
+    /// A disk larger than the image, as a machine's is (sparse here).
+    fn grow_disk(&self) {
+        let disk = std::fs::OpenOptions::new().write(true).open(self.dir.path().join("disk.img")).unwrap();
+        disk.set_len(DISK_BYTES).unwrap();
+    }
+}
+
+/// `cp --reflink=auto`: the image's copies share its blocks where the file
+/// system can.
+fn copy(from: &Path, to: &Path) {
+    let copied = Command::new("cp").arg("--reflink=auto").arg(from).arg(to).status().unwrap();
+    assert!(copied.success(), "cp {} {}", from.display(), to.display());
 }
 
 /// What the guest's reboot does: end qemu (a first-boot check), or boot
@@ -113,7 +129,8 @@ impl Vm {
             // console port on loopback only.
             .arg("-netdev")
             .arg(format!("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{console_port}-:8443"))
-            .args(["-device", "virtio-net-pci,netdev=n0"])
+            // (No option ROM: the firmware tries no network boot.)
+            .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
             .arg("-chardev")
             .arg(format!(
                 "socket,id=s0,path={},server=off,logfile={},logappend=on",
@@ -126,6 +143,11 @@ impl Vm {
             .args(["-mon", "chardev=m0,mode=readline"])
             // A USB port for sticks (Vm::plug_usb).
             .args(["-device", "qemu-xhci,id=xhci"]);
+        if let Some(stick) = &machine.boot_stick {
+            qemu.arg("-drive")
+                .arg(format!("if=none,id=boot-stick,file={},format=raw", stick.display()))
+                .args(["-device", "usb-storage,bus=xhci.0,drive=boot-stick"]);
+        }
         if on_reboot == OnReboot::Exit {
             qemu.arg("-no-reboot");
         }
@@ -185,6 +207,7 @@ impl Drop for Vm {
     }
 }
 
+mod install;
 mod update;
 
 /// `GET /healthz`, once the screen has said the appliance serves: 200 and
@@ -291,7 +314,7 @@ async fn the_image_boots_to_setup_mode_is_set_up_through_the_api_and_listens_onl
     assert_eq!(labels, ["esp", "root-a", "root-b", "data"], "{slots}");
     // The data partition and its file system grew to the end of the disk.
     let data = vm.serial.run(
-        "echo $(( $(lsblk -bdno SIZE /dev/disk/by-partlabel/data) >> 20 )) $(df -m --output=size /data | tail -1)",
+        "echo $(( $(lsblk -bdno SIZE /dev/disk/tether/data) >> 20 )) $(df -m --output=size /data | tail -1)",
         Duration::from_secs(30),
     );
     let mib: Vec<u64> = data.split_whitespace().filter_map(|n| n.parse().ok()).collect();

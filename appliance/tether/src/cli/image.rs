@@ -1,7 +1,10 @@
 //! `tether image`: the firmware image as it leaves the release manager
-//! (`pack`: signed into an image bundle) and reaches a USB stick (`write`:
-//! verified, the stick checked and confirmed, written, read back). The
-//! work is [`crate::firmware::writer`]'s.
+//! (`pack`: signed into an image bundle), reaches a USB stick (`write`:
+//! verified, the stick checked and confirmed, written, read back) and a
+//! machine's disk from there (`install`, on the stick's installer), and
+//! the site's settings applied at boot (`apply-site`). The work is
+//! [`crate::firmware::writer`]'s, [`crate::firmware::installer`]'s and
+//! [`crate::firmware::site`]'s.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -10,7 +13,8 @@ use std::process::ExitCode;
 use super::keyfile::read_private_key;
 use super::progress::{Meter, size};
 use super::release::{BuildArgs, TrustArgs};
-use crate::firmware::writer;
+use crate::firmware::installer::{self, Answers, Stick};
+use crate::firmware::{site, writer};
 use tether_domain::firmware;
 
 #[derive(Debug, clap::Subcommand)]
@@ -40,11 +44,52 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Install the appliance onto this machine's internal disk, from the
+    /// USB stick it started from (root; the stick's installer): copied,
+    /// read back, given partition GUIDs of its own and booted first. The
+    /// status screen asks for the disk; so does this, without one named.
+    Install {
+        /// The disk, e.g. /dev/sda, or `auto` (the one internal disk there
+        /// is). Without it, the disks are listed with why any is not offered.
+        disk: Option<String>,
+        /// Take the disk, host name and network from this answer file
+        /// (tether-install.toml; the stick's is /boot/tether-install.toml).
+        #[arg(long, value_name = "FILE", conflicts_with = "disk")]
+        answers: Option<PathBuf>,
+        /// At boot: install from --answers if the file is there (without
+        /// asking), reboot once installed; no file, nothing to do.
+        #[arg(long, requires = "answers")]
+        unattended: bool,
+        /// Do not ask before erasing the disk.
+        #[arg(long)]
+        yes: bool,
+        /// Restart into the installed system once done.
+        #[arg(long)]
+        reboot: bool,
+    },
+    /// Apply the site's settings kept on the data partition (host name, a
+    /// static address) before the network starts (root; tether-site.service).
+    ApplySite {
+        #[arg(long, value_name = "FILE", default_value = site::SITE_FILE)]
+        file: PathBuf,
+    },
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     let mut meter = Meter::new();
     match cmd {
+        Command::Install { disk, answers, unattended, yes, reboot } => {
+            install(disk, answers, unattended, yes || unattended, reboot || unattended)
+        }
+        Command::ApplySite { file } => {
+            let applied = site::apply(&file, std::path::Path::new(site::NETWORK_FILE), &site::hostname_file())?;
+            println!(
+                "host name {}; network {}",
+                applied.hostname.as_deref().unwrap_or("as the image has it"),
+                applied.network.map_or("by DHCP".to_owned(), |n| format!("static, {}", n.address))
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Pack { image, key, out, build } => {
             let key = read_private_key(&key)?;
             let BuildArgs { release_version, commit, built } = build;
@@ -66,17 +111,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 if yes {
                     return Ok(true);
                 }
-                print!(
-                    "Write the image to {} ({}, {})? Everything on it is lost.\nType {} and Enter to go on: ",
-                    target.device.display(),
-                    if target.model.is_empty() { "no model given" } else { &target.model },
-                    size(target.bytes),
-                    target.name
-                );
-                std::io::stdout().flush()?;
-                let mut line = String::new();
-                std::io::stdin().lock().read_line(&mut line)?;
-                Ok(line.trim() == target.name)
+                confirmed("Write the image to", target)
             };
             match writer::write(&bundle, &device, &keys, &mut confirm, &mut |p| meter.show(p.stage, p.done, p.total))? {
                 None => {
@@ -96,4 +131,95 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `tether image install`: the disk chosen (named, from the answers, or
+/// asked for), confirmed by its name unless told not to ask, installed.
+fn install(
+    disk: Option<String>,
+    answers_file: Option<PathBuf>,
+    unattended: bool,
+    yes: bool,
+    reboot: bool,
+) -> anyhow::Result<ExitCode> {
+    if !installer::running() {
+        anyhow::bail!(
+            "this machine did not start from the Tether USB stick ({} is not there): the installer runs only there",
+            installer::MARKER
+        );
+    }
+    let answers = match &answers_file {
+        Some(path) => match Answers::read(path)? {
+            Some(answers) => Some(answers),
+            None if unattended => {
+                println!("no answer file at {}: the installer waits at the console", path.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            None => anyhow::bail!("there is no answer file at {}", path.display()),
+        },
+        None => None,
+    };
+    let _lock = installer::lock()?;
+    let stick = Stick::this()?;
+    let wanted = match (&answers, disk) {
+        (Some(answers), _) => answers.disk.clone(),
+        (None, Some(disk)) => disk,
+        (None, None) => {
+            for c in installer::candidates(&stick)? {
+                let model = if c.model.is_empty() { "no model given" } else { &c.model };
+                match c.refused {
+                    None => println!("{:<14} {:<24} {:>10}", c.device.display(), model, size(c.bytes)),
+                    Some(why) => {
+                        println!("{:<14} {:<24} {:>10}  not offered: {why}", c.device.display(), model, size(c.bytes))
+                    }
+                }
+            }
+            println!("install with: tether image install DISK");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let target = installer::choose(&stick, &wanted)?;
+    if !yes && !confirmed("Erase and install the appliance on", &target)? {
+        eprintln!("not confirmed: nothing was written to {}", target.device.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    let site = answers.as_ref().map(Answers::site).unwrap_or_default();
+    println!("installing onto {}", target.device.display());
+    let mut meter = Meter::new();
+    let installed = installer::install(&stick, &target, &site, &mut |p| meter.show(p.stage, p.done, p.total))?;
+    println!(
+        "installed the appliance onto {} and read it back ({}, SHA-256 {})",
+        target.device.display(),
+        size(installed.bytes),
+        installed.sha256
+    );
+    if let Err(why) = &installed.boot_entry {
+        println!("  the firmware was not told to start from it ({why}):");
+        println!("  take the USB stick out, then restart the machine (systemctl reboot)");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("  the machine starts from it next; the USB stick may stay in or be taken out");
+    if !reboot {
+        println!("  restart when ready: systemctl reboot");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("restarting");
+    let status = std::process::Command::new("systemctl").arg("reboot").status()?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Asks "`doing` DISK (model, size)?" and whether the disk's name is typed
+/// back: the one answer that cannot be given by reflex.
+fn confirmed(doing: &str, target: &writer::Target) -> anyhow::Result<bool> {
+    print!(
+        "{doing} {} ({}, {})? Everything on it is lost.\nType {} and Enter to go on: ",
+        target.device.display(),
+        if target.model.is_empty() { "no model given" } else { &target.model },
+        size(target.bytes),
+        target.name
+    );
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim() == target.name)
 }

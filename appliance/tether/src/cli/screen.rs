@@ -5,11 +5,11 @@
 //! status file `tether serve --status-file` keeps — and it redraws when
 //! that changes. Enter asks for the rescue password set during setup
 //! (`auth::rescue`) and, given it, becomes a root shell; without one set,
-//! there is no login here at all.
+//! there is no login here at all. Started from the USB stick, the machine
+//! shows the installer here instead ([`super::install_screen`]).
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,13 +17,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
-use zeroize::Zeroizing;
 
+use super::tty::{LOOK_EVERY, Shown, Typed, console, run_here, typed_line};
+use crate::firmware::installer;
 use crate::firmware::offer::{self, Offer};
 use tether_domain::auth::rescue;
 
-/// How often the screen looks for a change.
-const LOOK_EVERY: Duration = Duration::from_secs(2);
 /// The wait after a wrong rescue password, as login(1) does.
 const WRONG_PASSWORD_WAIT: Duration = Duration::from_secs(3);
 /// How long the password prompt waits for it.
@@ -42,6 +41,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Started from the USB stick: the installer, not the appliance, runs.
+    if installer::running() && !args.once {
+        return super::install_screen::run();
+    }
     let dir = &args.dir.data_dir;
     let offers = Path::new(offer::OFFERS_DIR);
     let draw = || {
@@ -52,14 +55,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{}", draw().0);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut shown = String::new();
+    let mut shown = Shown::default();
     loop {
         let (screen, on_stick) = draw();
-        if screen != shown {
-            print!("\x1b[H\x1b[2J{screen}");
-            std::io::stdout().flush()?;
-            shown = screen;
-        }
+        shown.show(screen)?;
         // Only this reads the console, and only once a line is there: what
         // is typed after the rescue shell starts is the shell's.
         match typed_line(LOOK_EVERY)? {
@@ -69,38 +68,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     Some(update) if line.trim() == "update" => install(&update)?,
                     _ => rescue_login(dir)?,
                 }
-                shown.clear();
+                shown.forget();
             }
             // The console went away (hung up): systemd starts a new screen.
             Typed::HungUp => return Ok(ExitCode::SUCCESS),
         }
     }
-}
-
-enum Typed {
-    Nothing,
-    Line(Zeroizing<String>),
-    HungUp,
-}
-
-/// A line typed on the console within `wait`.
-fn typed_line(wait: Duration) -> anyhow::Result<Typed> {
-    use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    let stdin = std::io::stdin();
-    let timeout = Timespec { tv_sec: wait.as_secs() as i64, tv_nsec: i64::from(wait.subsec_nanos()) };
-    let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
-    match poll(&mut fds, Some(&timeout)) {
-        Ok(0) | Err(rustix::io::Errno::INTR) => return Ok(Typed::Nothing),
-        Ok(_) => {}
-        Err(e) => return Err(e).context("cannot wait for the console"),
-    }
-    let mut line = Zeroizing::new(String::new());
-    if stdin.lock().read_line(&mut line).context("cannot read the console")? == 0 {
-        return Ok(Typed::HungUp);
-    }
-    let keep = line.trim_end_matches(['\n', '\r']).len();
-    line.truncate(keep);
-    Ok(Typed::Line(line))
 }
 
 /// The status the appliance keeps, or `Null` while it is not running.
@@ -156,27 +129,12 @@ fn render(status: &Value, addresses: &[IpAddr], rescue_set: bool, on_stick: Opti
     out
 }
 
-/// The console as a file descriptor, for what runs here to write its
-/// errors on (the screen's own stderr is the journal).
-fn console() -> anyhow::Result<std::os::fd::OwnedFd> {
-    std::io::stdout().as_fd().try_clone_to_owned().context("the console")
-}
-
 /// Installs the update on the stick, as `tether update apply` does from a
 /// shell: its checks and progress on this console; it reboots when done.
 fn install(update: &Offer) -> anyhow::Result<()> {
     println!("\nChecking and installing {} …", update.bundle.display());
-    let status = std::process::Command::new(std::env::current_exe()?)
-        .args(["update", "apply", "--reboot"])
-        .arg(&update.bundle)
-        .stderr(console()?)
-        .status()
-        .context("cannot run tether update apply")?;
-    if !status.success() {
-        println!("\nThe update was not installed (the reason is above). Press Enter.");
-        typed_line(PASSWORD_WAIT)?;
-    }
-    Ok(())
+    let args = ["update".as_ref(), "apply".as_ref(), "--reboot".as_ref(), update.bundle.as_os_str()];
+    run_here(&args, "The update was not installed", PASSWORD_WAIT)
 }
 
 /// Asks for the rescue password (the next line typed, echo off); given

@@ -243,6 +243,22 @@ pub fn entry_text(
 pub const MACHINE_ID: &str = "systemd.machine_id";
 
 impl Esp {
+    /// Points every entry that names the partition `from` (`PARTUUID=…`)
+    /// at `to` instead: the installer gives the disk it wrote partitions of
+    /// its own, so that the USB stick it came from, still plugged in, is
+    /// never booted or written in its place.
+    pub fn repoint(&self, from: &str, to: &str) -> anyhow::Result<()> {
+        let (from, to) = (format!("PARTUUID={from}"), format!("PARTUUID={to}"));
+        for entry in self.entries()? {
+            let path = self.entries_dir().join(entry.file_name());
+            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            if text.contains(&from) {
+                self.write_entry(&entry, &text.replace(&from, &to))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Gives every entry that lacks one the machine id `id` (an `options`
     /// line of its own, which systemd-boot adds to the others). Answers
     /// whether any entry changed.

@@ -61,21 +61,25 @@ impl Cmdline {
 pub struct Partition {
     /// The GPT partition name (`esp`, `root-a`, `root-b`, `data`).
     pub name: String,
+    /// Its number on the disk (1…; 0 for a whole disk written as one).
+    pub number: u32,
     pub device: PathBuf,
     pub partuuid: String,
     pub bytes: u64,
 }
 
-/// The partitions of the disk holding the running root.
+/// A disk laid out as the image: the one holding the running root, or one
+/// the installer wrote.
 #[derive(Debug, Clone)]
 pub struct Disk {
     pub device: PathBuf,
+    /// Its directory in /sys/class/block.
+    pub sys: PathBuf,
     pub partitions: Vec<Partition>,
 }
 
 impl Disk {
-    /// From the running root's partition (by its PARTUUID) to its disk, then
-    /// each partition of that disk through sysfs.
+    /// From the running root's partition (by its PARTUUID) to its disk.
     pub fn booted(cmdline: &Cmdline) -> anyhow::Result<Disk> {
         let partuuid = cmdline.root_partuuid()?;
         let link = Path::new("/dev/disk/by-partuuid").join(partuuid);
@@ -86,9 +90,15 @@ impl Disk {
             .parent()
             .context("the root slot is on no disk")?
             .to_owned();
+        Disk::at(&disk_dir)
+    }
+
+    /// The disk whose sysfs directory is `disk_dir`, each partition read
+    /// from there (its PARTUUID from udev's links).
+    pub fn at(disk_dir: &Path) -> anyhow::Result<Disk> {
         let uuids = partuuids()?;
         let mut partitions = Vec::new();
-        for item in std::fs::read_dir(&disk_dir)? {
+        for item in std::fs::read_dir(disk_dir).with_context(|| format!("cannot list {}", disk_dir.display()))? {
             let dir = item?.path();
             if !dir.join("partition").exists() {
                 continue;
@@ -97,19 +107,25 @@ impl Disk {
             let field = |key: &str| uevent.lines().find_map(|l| l.strip_prefix(key)).map(str::to_owned);
             let (Some(dev), Some(name)) = (field("DEVNAME="), field("PARTNAME=")) else { continue };
             let sectors: u64 = std::fs::read_to_string(dir.join("size"))?.trim().parse()?;
+            let number: u32 = std::fs::read_to_string(dir.join("partition"))?.trim().parse()?;
             let device = Path::new("/dev").join(&dev);
             let partuuid = uuids.get(&device).cloned().unwrap_or_default();
-            partitions.push(Partition { name, device, partuuid, bytes: sectors * 512 });
+            partitions.push(Partition { name, number, device, partuuid, bytes: sectors * 512 });
         }
+        partitions.sort_by_key(|p| p.number);
         let device = Path::new("/dev").join(disk_dir.file_name().context("the disk has no name")?);
-        Ok(Disk { device, partitions })
+        Ok(Disk { device, sys: disk_dir.to_owned(), partitions })
     }
 
-    pub fn slot(&self, slot: Slot) -> anyhow::Result<&Partition> {
-        let name = slot.partition();
+    /// The partition named `name` (`esp`, `data`, …).
+    pub fn partition(&self, name: &str) -> anyhow::Result<&Partition> {
         self.partitions.iter().find(|p| p.name == name).with_context(|| {
             format!("{} has no partition named {name}: it is not laid out as the firmware image", self.device.display())
         })
+    }
+
+    pub fn slot(&self, slot: Slot) -> anyhow::Result<&Partition> {
+        self.partition(&slot.partition())
     }
 }
 

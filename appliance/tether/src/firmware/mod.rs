@@ -16,12 +16,15 @@
 //! failed ones, or interrupted — is found by the next boot ([`settle`]),
 //! which records it in the audit log before the appliance starts. A USB
 //! stick's update is offered on the status screen ([`offer`]). The image
-//! itself reaches a USB stick through [`writer`].
+//! itself reaches a USB stick through [`writer`], and a machine's disk from
+//! the stick through [`installer`], with the site's settings ([`site`]).
 
 pub mod boot;
 pub mod disk;
+pub mod installer;
 pub mod offer;
 pub mod settle;
+pub mod site;
 pub mod uploaded;
 pub mod writer;
 

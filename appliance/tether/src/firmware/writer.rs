@@ -27,16 +27,26 @@ pub struct Target {
     /// The disk's model, as the kernel has it, for the operator to recognise.
     pub model: String,
     pub bytes: u64,
+    /// Its directory in /sys/class/block.
+    pub sys: PathBuf,
+}
+
+impl Target {
+    /// The disk as one partition, to write from its first byte.
+    pub fn whole(&self) -> Partition {
+        Partition {
+            name: self.name.clone(),
+            number: 0,
+            device: self.device.clone(),
+            partuuid: String::new(),
+            bytes: self.bytes,
+        }
+    }
 }
 
 /// Checks that `device` is a whole disk nothing uses, and at least `needed` bytes.
 pub fn target(device: &Path, needed: u64) -> anyhow::Result<Target> {
-    let meta = std::fs::metadata(device).with_context(|| format!("{} is not there", device.display()))?;
-    if !meta.file_type().is_block_device() {
-        bail!("{} is not a disk (a block device); name the stick, e.g. /dev/sdb", device.display());
-    }
-    let (major, minor) = (rustix::fs::major(meta.rdev()), rustix::fs::minor(meta.rdev()));
-    let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}"))?;
+    let (sys, major, minor) = sys_dir(device)?;
     let name = sys.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
     if sys.join("partition").exists() {
         bail!("{} is a partition; name the whole stick (the disk it is on)", device.display());
@@ -75,7 +85,18 @@ pub fn target(device: &Path, needed: u64) -> anyhow::Result<Target> {
         }
     }
     let model = read(&sys.join("device/model"));
-    Ok(Target { device: device.to_owned(), name, model, bytes })
+    Ok(Target { device: device.to_owned(), name, model, bytes, sys })
+}
+
+/// The sysfs directory of the block device at `device`, and its numbers.
+pub fn sys_dir(device: &Path) -> anyhow::Result<(PathBuf, u32, u32)> {
+    let meta = std::fs::metadata(device).with_context(|| format!("{} is not there", device.display()))?;
+    if !meta.file_type().is_block_device() {
+        bail!("{} is not a disk (a block device); name the disk, e.g. /dev/sdb", device.display());
+    }
+    let (major, minor) = (rustix::fs::major(meta.rdev()), rustix::fs::minor(meta.rdev()));
+    let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}"))?;
+    Ok((sys, major, minor))
 }
 
 /// What the write came to.
@@ -102,12 +123,7 @@ pub fn write(
     if !confirm(&target)? {
         return Ok(None);
     }
-    let whole = Partition {
-        name: target.name.clone(),
-        device: target.device.clone(),
-        partuuid: String::new(),
-        bytes: target.bytes,
-    };
+    let whole = target.whole();
     let mut done = 0;
     let written = disk::write(&whole, signed_bundle::open_section(bundle, section)?, total, &mut |n| {
         done += n;

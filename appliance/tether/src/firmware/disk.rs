@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use super::boot::Slot;
+use tether_domain::release::Progress;
 use tether_domain::signed_bundle::Digesting;
 
 /// The kernel command line, `key=value` words (a bare word maps to "").
@@ -185,6 +186,36 @@ pub fn write(
         bail!("the root image ended after {copied} of {bytes} bytes");
     }
     Ok(reader.finish())
+}
+
+/// The two digests of a copy: of what was written, and of what the disk
+/// gave back when read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub written: String,
+    pub read_back: String,
+}
+
+/// [`write`]s `bytes` bytes of `source` to `partition`, then
+/// [`read_back`]s them, with progress as `stage` and then "reading back".
+pub fn write_and_read_back(
+    partition: &Partition,
+    source: impl Read,
+    bytes: u64,
+    stage: &'static str,
+    progress: &mut dyn FnMut(Progress),
+) -> anyhow::Result<Copied> {
+    let mut done = 0;
+    let written = write(partition, source, bytes, &mut |n| {
+        done += n;
+        progress(Progress { stage, done, total: bytes });
+    })?;
+    let mut done = 0;
+    let read_back = read_back(partition, bytes, &mut |n| {
+        done += n;
+        progress(Progress { stage: "reading back", done, total: bytes });
+    })?;
+    Ok(Copied { written, read_back })
 }
 
 /// The SHA-256 of the first `bytes` bytes of `partition`, read from the

@@ -12,8 +12,8 @@
 //! written in the disk's place), the site's settings on the data partition
 //! ([`super::site`]), and the firmware told to boot the disk first.
 
+use std::ffi::OsStr;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -127,8 +127,8 @@ pub fn candidates(stick: &Stick) -> anyhow::Result<Vec<Candidate>> {
     for name in names {
         let device = Path::new("/dev").join(&name);
         let sys = Path::new("/sys/block").join(&name);
-        let bytes = read(&sys.join("size")).parse::<u64>().unwrap_or(0) * 512;
-        let model = read(&sys.join("device/model"));
+        let bytes = writer::read(&sys.join("size")).parse::<u64>().unwrap_or(0) * 512;
+        let model = writer::read(&sys.join("device/model"));
         if bytes == 0 {
             continue;
         }
@@ -215,18 +215,8 @@ pub fn install(
     let source = File::open(&stick.disk.device)
         .with_context(|| format!("cannot read the stick {}", stick.disk.device.display()))?;
     rustix::fs::fadvise(&source, 0, None, rustix::fs::Advice::DontNeed)?;
-    let whole = target.whole();
-    let mut done = 0;
-    let written = disk::write(&whole, source, total, &mut |n| {
-        done += n;
-        progress(Progress { stage: "copying", done, total });
-    })?;
-    let mut done = 0;
-    let read = disk::read_back(&whole, total, &mut |n| {
-        done += n;
-        progress(Progress { stage: "reading back", done, total });
-    })?;
-    if read != written {
+    let copied = disk::write_and_read_back(&target.whole(), source, total, "copying", progress)?;
+    if copied.read_back != copied.written {
         bail!("{} does not read back as written: the disk may be failing", target.device.display());
     }
 
@@ -254,7 +244,7 @@ pub fn install(
         rustix::fs::syncfs(&dir).context("cannot flush the data partition")?;
     }
     let boot_entry = boot_first(&installed).map_err(|e| format!("{e:#}"));
-    Ok(Installed { sha256: written, bytes: total, boot_entry })
+    Ok(Installed { sha256: copied.written, bytes: total, boot_entry })
 }
 
 /// New GUIDs for the disk and each partition (the backup table moved to
@@ -277,12 +267,10 @@ fn give_identity(stick: &Stick, target: &Target) -> anyhow::Result<Disk> {
     Ok(installed)
 }
 
-fn sfdisk(args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
-    let out = Command::new("sfdisk").args(["--quiet", "--lock"]).args(args).output().context("cannot run sfdisk")?;
-    if !out.status.success() {
-        bail!("sfdisk {:?} failed: {}", args, String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
+fn sfdisk(args: &[&OsStr]) -> anyhow::Result<()> {
+    let mut all: Vec<&OsStr> = vec!["--quiet".as_ref(), "--lock".as_ref()];
+    all.extend_from_slice(args);
+    run("sfdisk", &all)
 }
 
 /// The firmware's boot entry for the disk's ESP, first in its order (any
@@ -315,9 +303,17 @@ fn boot_first(disk: &Disk) -> anyhow::Result<()> {
 }
 
 fn efibootmgr(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("efibootmgr").arg("--quiet").args(args).output().context("cannot run efibootmgr")?;
+    let mut all: Vec<&OsStr> = vec!["--quiet".as_ref()];
+    all.extend(args.iter().map(OsStr::new));
+    run("efibootmgr", &all)
+}
+
+/// Runs `program` with `args`; a failure says what it wrote on stderr.
+fn run(program: &str, args: &[&OsStr]) -> anyhow::Result<()> {
+    let out = Command::new(program).args(args).output().with_context(|| format!("cannot run {program}"))?;
     if !out.status.success() {
-        bail!("efibootmgr {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        let shown: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+        bail!("{program} {} failed: {}", shown.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
@@ -347,12 +343,6 @@ impl Drop for Mounted {
         let _ = Command::new("umount").arg(&self.0).status();
         let _ = std::fs::remove_dir(&self.0);
     }
-}
-
-fn read(path: &Path) -> String {
-    let mut text = String::new();
-    let _ = File::open(path).and_then(|mut f| f.read_to_string(&mut text));
-    text.trim().to_owned()
 }
 
 #[cfg(test)]

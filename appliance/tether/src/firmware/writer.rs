@@ -123,27 +123,19 @@ pub fn write(
     if !confirm(&target)? {
         return Ok(None);
     }
-    let whole = target.whole();
-    let mut done = 0;
-    let written = disk::write(&whole, signed_bundle::open_section(bundle, section)?, total, &mut |n| {
-        done += n;
-        progress(Progress { stage: "writing", done, total });
-    })?;
-    if written != sha256 {
+    let source = signed_bundle::open_section(bundle, section)?;
+    let copied = disk::write_and_read_back(&target.whole(), source, total, "writing", progress)?;
+    if copied.written != sha256 {
         bail!("{} changed after it was verified: write it again", bundle.display());
     }
-    let mut done = 0;
-    let read = disk::read_back(&whole, total, &mut |n| {
-        done += n;
-        progress(Progress { stage: "reading back", done, total });
-    })?;
-    if read != sha256 {
+    if copied.read_back != sha256 {
         bail!("{} does not read back as written: the stick may be failing; use another", device.display());
     }
     Ok(Some(Written { manifest: verified.manifest, sha256 }))
 }
 
-fn read(path: &Path) -> String {
+/// A sysfs attribute's text, trimmed ("" if it cannot be read).
+pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_default()
 }
 

@@ -324,10 +324,12 @@ async fn guessing_spread_over_many_accounts_and_addresses_raises_an_alert() {
         assert_eq!(response.status(), 401, "no address or account is throttled");
     }
     let (_, alerts) = a.api().get("/api/v1/alerts").await;
-    let alerts = alerts.as_array().unwrap();
-    assert_eq!(alerts.len(), 1, "{alerts:?}");
-    let alert = &alerts[0];
-    assert_eq!((alert["kind"].as_str(), alert["subject"].as_str()), (Some("failed_logins"), Some("appliance")));
+    // Only this kind: the machine's own disk may be full enough for a
+    // disk_usage alert of its own.
+    let logins: Vec<&Value> = alerts.as_array().unwrap().iter().filter(|al| al["kind"] == "failed_logins").collect();
+    assert_eq!(logins.len(), 1, "{alerts}");
+    let alert = logins[0];
+    assert_eq!(alert["subject"], "appliance", "{alert}");
     assert_eq!(alert["details"]["addresses"], "50", "{alert}");
 }
 

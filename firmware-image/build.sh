@@ -116,10 +116,18 @@ systemctl --root="$tree" enable tether-firmware.service tether-health.service te
 # unattended when the stick holds an answer file. Installed, the site's
 # settings (host name, a static address) come from the data partition.
 install -m 0644 firmware-image/units/tether-installer.target firmware-image/units/tether-install.service \
-    firmware-image/units/tether-site.service "$tree/usr/lib/systemd/system/"
+    firmware-image/units/tether-site.service firmware-image/units/tether-site.path \
+    firmware-image/units/tether-site-reload.service "$tree/usr/lib/systemd/system/"
 install -D -m 0755 firmware-image/units/tether-installer-generator \
     "$tree/usr/lib/systemd/system-generators/tether-installer"
-systemctl --root="$tree" enable tether-site.service >&2
+systemctl --root="$tree" enable tether-site.service tether-site.path >&2
+# Time comes from the RTC; systemd-timesyncd runs only once the site names
+# its own servers (tether-site.service hands them over), and never reaches
+# for the distribution's pool.
+mkdir -p "$tree/etc/systemd/timesyncd.conf.d" "$tree/etc/systemd/system/systemd-timesyncd.service.d"
+printf '[Time]\nFallbackNTP=\n' > "$tree/etc/systemd/timesyncd.conf.d/50-tether.conf"
+printf '[Unit]\nConditionPathExists=/run/systemd/timesyncd.conf.d/tether-site.conf\n' \
+    > "$tree/etc/systemd/system/systemd-timesyncd.service.d/50-tether.conf"
 # A USB stick's update is offered on the status screen.
 install -m 0644 firmware-image/units/80-tether-usb.rules "$tree/usr/lib/udev/rules.d/"
 # Updates signed with the key this image's release was signed with are

@@ -458,6 +458,8 @@ async function operate(browser) {
   // Not the firmware image here: the page says so, and offers no upload.
   await visit(page, 'Firmware', 'Firmware', 'firmware', false);
   if (!(await page.getByText('does not run from the firmware image').count())) problems.push('the firmware page does not say this host runs no image');
+  await visit(page, 'Network and time', 'Network and time', 'network', false);
+  if (!(await page.getByText('the network and the clock are this host').count())) problems.push('the network page does not say this host keeps its own network');
 
   // Idle: the warning comes; staying works once; then the sign-out.
   const warning = page.getByRole('alertdialog');

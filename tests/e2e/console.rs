@@ -175,6 +175,7 @@ async fn the_whole_walk_from_first_boot_through_unseal_worker_task_tokens_keys_c
         "backups",
         "alerts",
         "firmware",
+        "network",
     ] {
         assert!(pages.contains(&page), "{page} was walked and checked: {report:#}");
     }

@@ -97,9 +97,32 @@ async fn an_operator_console_certificate_is_served_and_replaced_on_sighup_and_a_
     let first = site_cert(&site);
     install(&first);
     let leak = |p: &std::path::Path| &*Box::leak(p.to_str().unwrap().to_owned().into_boxed_str());
+    let status_file = files.path().join("status.json");
     let mut env = fast_env();
-    env.extend([("TETHER_CONSOLE_CERT_FILE", leak(&cert_file)), ("TETHER_CONSOLE_KEY_FILE", leak(&key_file))]);
+    env.extend([
+        ("TETHER_CONSOLE_CERT_FILE", leak(&cert_file)),
+        ("TETHER_CONSOLE_KEY_FILE", leak(&key_file)),
+        ("TETHER_STATUS_FILE", leak(&status_file)),
+    ]);
     let a = Appliance::start_with(env);
+    // `tether health` (the image's boot check) pins what the status file
+    // says the console serves: the site's certificate, not the appliance CA's.
+    let health = || {
+        let out = std::process::Command::new(crate::harness::bin())
+            .arg("health")
+            .arg("--status-file")
+            .arg(&status_file)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let shown = || -> serde_json::Value { serde_json::from_slice(&std::fs::read(&status_file).unwrap()).unwrap() };
+    assert_eq!(shown()["certificate_fingerprint"], fingerprint_pem(&first.0).unwrap().as_str());
+    let (healthy, said) = health();
+    assert!(healthy && said.contains("healthy: serving"), "{said}");
 
     // The console answers with the site's certificate; the worker gateway
     // keeps the appliance's.
@@ -123,6 +146,13 @@ async fn an_operator_console_certificate_is_served_and_replaced_on_sighup_and_a_
         async move { served(&console, client).await == want }
     })
     .await;
+    eventually("the status file names the new certificate", Duration::from_secs(30), || {
+        let now = shown()["certificate_fingerprint"] == want.as_str();
+        async move { now }
+    })
+    .await;
+    let (healthy, said) = health();
+    assert!(healthy, "health follows the replaced certificate: {said}");
 
     // A certificate whose key does not match is refused; the last good one stays.
     let third = site_cert(&site);

@@ -89,8 +89,7 @@ async fn the_setup_code_is_on_the_machines_screen_only_and_the_rescue_login_need
     }
     assert!(screen.contains("There is no login at this console"), "{screen}");
     let health = || {
-        let out =
-            Command::new(bin()).arg("health").arg("--status-file").arg(&status).arg("--data-dir").arg(&data).output();
+        let out = Command::new(bin()).arg("health").arg("--status-file").arg(&status).output();
         let out = out.unwrap();
         (
             out.status.success(),

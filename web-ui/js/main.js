@@ -18,6 +18,7 @@ import { audit } from './pages/audit.js';
 import { security } from './pages/security.js';
 import { alerts, backups } from './pages/backups.js';
 import { firmware } from './pages/firmware.js';
+import { network } from './pages/network.js';
 
 const PAGES = [
   { path: 'dashboard', title: 'Dashboard', needs: null, render: dashboard },
@@ -34,6 +35,7 @@ const PAGES = [
   { path: 'backups', title: 'Backups', needs: 'backup_create', render: backups },
   { path: 'alerts', title: 'Alerts', needs: 'alert_read', render: alerts },
   { path: 'firmware', title: 'Firmware', needs: 'firmware_update', render: firmware },
+  { path: 'network', title: 'Network and time', needs: 'network_manage', render: network },
 ];
 
 let current = null;

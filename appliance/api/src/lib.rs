@@ -29,6 +29,7 @@ pub mod security;
 pub mod server;
 mod session;
 pub mod setup;
+mod site;
 mod sso;
 mod tasks;
 mod uploads;
@@ -234,6 +235,8 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("POST", MODEL_IMPORT_PATH, P::LlmModelImport), post(models::import)),
         (spec("GET", "/api/v1/system/firmware", P::WorkerRead), get(firmware::status)),
         (spec("POST", FIRMWARE_UPLOAD_PATH, P::FirmwareUpdate), post(firmware::upload)),
+        (spec("GET", "/api/v1/system/site", P::WorkerRead), get(site::show)),
+        (spec("PUT", "/api/v1/system/site", P::NetworkManage), put(site::change)),
     ]
 }
 

@@ -157,6 +157,14 @@ impl ListenerCerts {
         self.served.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// The fingerprint of the certificate the console serves now (the
+    /// operator's, or the appliance's own): what a client on this machine
+    /// pins to reach it, whoever issued it.
+    pub fn console_fingerprint(&self) -> Result<String, tether_domain::pki::CertError> {
+        let served = self.served();
+        pki::fingerprint_pem(served.operator.as_ref().map_or(&served.own, |(pem, _)| pem))
+    }
+
     /// The expiry alerts at `now` for the certificates served, the CA's,
     /// and the workers'.
     pub fn expiry_alerts(&self, store: &Store, config: &Config, now: Timestamp) -> anyhow::Result<Vec<ExpiryAlert>> {

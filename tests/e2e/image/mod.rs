@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::terminal::Terminal;
-use crate::harness::{Api, free_port, pinned};
+use crate::harness::{Api, Console, free_port, pinned, totp_now};
 use crate::units::{exposure_in, offline_exposure};
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -245,6 +245,18 @@ async fn set_up(vm: &mut Vm, rescue: &str) -> (Value, Duration) {
 
 const ADMIN_PASSWORD: &str = "the first admin's passphrase";
 
+/// An admin's API token (log in, enroll TOTP, make the token).
+async fn admin_token(api: &Api) -> String {
+    let admin = Console::login(api, "admin", ADMIN_PASSWORD, None).await;
+    let (_, totp) = admin.post("/api/v1/auth/totp", &json!({})).await;
+    let code = totp_now(totp["secret"].as_str().unwrap());
+    let (status, v) = admin.post("/api/v1/auth/totp/confirm", &json!({"code": code})).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = admin.post("/api/v1/tokens", &json!({"role": "admin", "name": "image-test", "ttl": "1d"})).await;
+    assert_eq!(status, 201, "{v}");
+    v["token"].as_str().unwrap().to_owned()
+}
+
 /// The CA as the machine keeps it, read in the rescue shell.
 fn ca_on_the_machine(vm: &mut Vm) -> String {
     vm.serial.run("cat /var/lib/tether/ca.pem", Duration::from_secs(30))
@@ -281,7 +293,7 @@ async fn the_image_boots_to_setup_mode_is_set_up_through_the_api_and_listens_onl
         ca_der.iter().any(|c| tether_base::tls::fingerprint_der(c) == done["ca_fingerprint"].as_str().unwrap()),
         "the CA on the machine is the one setup answered"
     );
-    unseal(&vm, &ca_pem, &done).await;
+    let api = unseal(&vm, &ca_pem, &done).await;
     let to_serving = vm.started.elapsed();
 
     // Inside: TCP listens on the appliance's two ports only; UDP only for
@@ -324,6 +336,25 @@ async fn the_image_boots_to_setup_mode_is_set_up_through_the_api_and_listens_onl
         mib.len() == 2 && mib[0] > room && mib[1] > room,
         "the data partition and /data in MiB: {data} (room: {room})"
     );
+
+    // Network and time from the console: the machine takes the name, the
+    // static address (the one DHCP gave, so the console stays where it
+    // is) and the site's time server as soon as they are kept.
+    let api = api.with_token(Some(&admin_token(&api).await));
+    let site = json!({"hostname": "tether-site", "ntp": ["10.0.2.2"],
+        "network": {"address": "10.0.2.15/24", "gateway": "10.0.2.2"}});
+    let (status, v, _) = api.send(reqwest::Method::PUT, "/api/v1/system/site", Some(&site), &[]).await;
+    assert_eq!(status, 200, "{v}");
+    let applied = vm.serial.run(
+        "timeout 120 sh -c 'until [ \"$(hostname)\" = tether-site ] && ip -4 -o addr show scope global | grep -qv dynamic; \
+         do sleep 0.5; done'; hostname; ip -4 -o addr show scope global; systemctl is-active systemd-timesyncd; \
+         cat /run/systemd/timesyncd.conf.d/tether-site.conf",
+        Duration::from_secs(180),
+    );
+    assert!(applied.starts_with("tether-site\n"), "{applied}");
+    assert!(applied.contains("inet 10.0.2.15/24") && !applied.contains("dynamic"), "a static address:\n{applied}");
+    assert!(applied.contains("\nactive\n") && applied.contains("NTP=10.0.2.2"), "the site's time server:\n{applied}");
+    assert_eq!(healthz(&api).await["status"], "ok", "the console answers at the same address");
 
     // systemd in the guest rates the unit as the offline check does.
     let said = vm.serial.run("systemd-analyze security tether.service --no-pager", Duration::from_secs(60));

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{ADMIN_PASSWORD, BOOT_WITHIN, Machine, OnReboot, Vm, ca_on_the_machine, image, set_up, unseal};
-use crate::harness::{Api, Console, repo_root, totp_now};
+use super::{BOOT_WITHIN, Machine, OnReboot, Vm, admin_token, ca_on_the_machine, image, set_up, unseal};
+use crate::harness::{Api, repo_root};
 
 /// Writing a slot under TCG: verifying, writing and reading back ~170 MiB.
 const APPLY_WITHIN: Duration = Duration::from_secs(900);
@@ -91,18 +91,6 @@ fn slots(vm: &mut Vm) -> Value {
 
 fn slot<'a>(status: &'a Value, letter: &str) -> &'a Value {
     status["slots"].as_array().unwrap().iter().find(|s| s["slot"] == letter).unwrap()
-}
-
-/// An admin's API token (log in, enroll TOTP, make the token).
-async fn admin_token(api: &Api) -> String {
-    let admin = Console::login(api, "admin", ADMIN_PASSWORD, None).await;
-    let (_, totp) = admin.post("/api/v1/auth/totp", &json!({})).await;
-    let code = totp_now(totp["secret"].as_str().unwrap());
-    let (status, v) = admin.post("/api/v1/auth/totp/confirm", &json!({"code": code})).await;
-    assert_eq!(status, 200, "{v}");
-    let (status, v) = admin.post("/api/v1/tokens", &json!({"role": "admin", "name": "update-test", "ttl": "1d"})).await;
-    assert_eq!(status, 201, "{v}");
-    v["token"].as_str().unwrap().to_owned()
 }
 
 /// The task and the secret made at first boot are still there.

@@ -67,6 +67,9 @@ pub struct Ready {
     pub data_dir: PathBuf,
     pub ca_file: PathBuf,
     pub ca_fingerprint: String,
+    /// The certificate the console serves at start (see
+    /// [`ListenerCerts::console_fingerprint`]; the status file keeps it current).
+    pub console_fingerprint: String,
     pub sealed: bool,
     /// Set when the appliance unsealed itself from this key file.
     pub unseal_key_file: Option<PathBuf>,
@@ -139,6 +142,7 @@ impl App {
             workers,
             ca_file: dir.join(pki::CA_CERT),
             ca_fingerprint: pki::fingerprint_pem(&cas.current)?,
+            console_fingerprint: state.certs.console_fingerprint()?,
             data_dir: dir,
             sealed: vault.is_sealed(),
             unseal_key_file: config.unseal_key_file.clone(),

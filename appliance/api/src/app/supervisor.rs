@@ -22,6 +22,9 @@ use crate::admin::Condition;
 
 /// How often the health loop looks when systemd asked for no watchdog.
 const LOOK_EVERY: Duration = Duration::from_secs(10);
+/// The status file's name for the fingerprint of the certificate the
+/// console serves (setup mode's self-signed one, then the serving one).
+pub const CONSOLE_CERTIFICATE: &str = "certificate_fingerprint";
 
 /// The service manager to tell, if there is one, and the status file to
 /// keep, if one was asked for.
@@ -83,6 +86,15 @@ impl Supervisor {
                 if let Some(status) = status {
                     shown.insert("status".into(), status);
                 }
+            });
+        }
+    }
+
+    /// Sets one fact the status file shows, the others kept.
+    pub fn fact(&self, key: &str, value: Value) {
+        if let Some(board) = &self.board {
+            board.write(|shown| {
+                shown.insert(key.into(), value);
             });
         }
     }
@@ -156,6 +168,7 @@ pub async fn run(state: AppState, supervisor: Supervisor) {
     let every = supervisor.ping_every.unwrap_or(LOOK_EVERY);
     let mut vault = state.vault.changes();
     let mut said = String::new();
+    let mut console_certificate = None;
     loop {
         let now = state.clock.now();
         if let Err(e) = state.store.prove_writable(now.as_millis()).await {
@@ -165,6 +178,13 @@ pub async fn run(state: AppState, supervisor: Supervisor) {
         if status != said {
             supervisor.status(&status);
             said = status;
+        }
+        // Renewed or replaced (SIGHUP), the console's certificate is the
+        // one `tether health` pins.
+        let serving = state.certs.console_fingerprint().ok();
+        if serving.is_some() && serving != console_certificate {
+            supervisor.fact(CONSOLE_CERTIFICATE, Value::from(serving.clone()));
+            console_certificate = serving;
         }
         if supervisor.ping_every.is_some() {
             supervisor.ping();

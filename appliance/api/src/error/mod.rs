@@ -134,10 +134,12 @@ pub enum ApiError {
     #[error("{0}")]
     FirmwareUpdateBusy(String),
     #[error(
-        "this tether does not run from the firmware image, so it has no slots to update: update a host with \
-         `tether install --upgrade BUNDLE`"
+        "this tether does not run from the firmware image, so it has no slots to update and its machine's network \
+         and time are the host's own: update a host with `tether install --upgrade BUNDLE`"
     )]
     NotTheImage,
+    #[error("{0}")]
+    SiteInvalid(String),
     #[error("{0}")]
     ModelSigningKeyMissing(String),
     #[error("{0}")]
@@ -238,6 +240,7 @@ impl ApiError {
             ApiError::ModelImportBusy(_) => (S::CONFLICT, "import_in_progress"),
             ApiError::FirmwareUpdateBusy(_) => (S::CONFLICT, "update_in_progress"),
             ApiError::NotTheImage => (S::CONFLICT, "not_the_image"),
+            ApiError::SiteInvalid(_) => (S::UNPROCESSABLE_ENTITY, "site_invalid"),
             ApiError::ModelSigningKeyMissing(_) => (S::CONFLICT, "model_signing_key_missing"),
             ApiError::BundleRefused(_) => (S::UNPROCESSABLE_ENTITY, "bundle_refused"),
             ApiError::ModelExists(_) => (S::CONFLICT, "model_exists"),

@@ -17,7 +17,7 @@ use tether_domain::release::{self, About, Manifest, SYSTEMD_FILES};
 const UPLOAD: &str = "/api/v1/system/firmware/update";
 
 /// A release bundle of `version`, signed with `key`; `firmware`: with the image's files.
-fn bundle(dir: &Path, version: &str, key: &PrivateKey, firmware: bool) -> (Vec<u8>, Manifest) {
+pub(crate) fn bundle(dir: &Path, version: &str, key: &PrivateKey, firmware: bool) -> (Vec<u8>, Manifest) {
     let tree = dir.join(format!("tree-{version}-{firmware}"));
     let mut files: Vec<&str> = vec!["tether"];
     files.extend(SYSTEMD_FILES);

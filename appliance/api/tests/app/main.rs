@@ -10,5 +10,6 @@ mod console;
 mod firmware;
 mod live;
 mod roles;
+mod site;
 mod support;
 mod time_rules;

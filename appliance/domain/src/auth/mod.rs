@@ -87,7 +87,7 @@ pub enum Role {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 30] = [
+    pub const ALL: [Permission; 31] = [
         Permission::Public,
         Permission::TaskCreate,
         Permission::TaskRead,
@@ -118,6 +118,7 @@ impl Permission {
         Permission::LlmModelTrust,
         Permission::LlmPromptLogRead,
         Permission::FirmwareUpdate,
+        Permission::NetworkManage,
     ];
 
     /// Actions drastic enough that a console session must have proved the
@@ -143,6 +144,7 @@ impl Permission {
                 | Permission::LlmModelTrust
                 | Permission::LlmPromptLogRead
                 | Permission::FirmwareUpdate
+                | Permission::NetworkManage
         )
     }
 }
@@ -239,6 +241,10 @@ pub enum Permission {
     /// Upload a firmware update to the appliance's image (it restarts into
     /// it). What runs and how an update goes are the system status's.
     FirmwareUpdate,
+    /// Change the machine's host name, address (static or DHCP) and time
+    /// servers on the firmware image: the console may move to another
+    /// address.
+    NetworkManage,
 }
 
 /// How much of a resource a grant covers.
@@ -344,6 +350,8 @@ pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
 
         (P::FirmwareUpdate, R::Admin) => Some(S::All),
         (P::FirmwareUpdate, R::SecurityOfficer | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
+        (P::NetworkManage, R::Admin) => Some(S::All),
+        (P::NetworkManage, R::SecurityOfficer | R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
 
         // Which models may enter the site is a policy: the officer's.
         (P::LlmModelTrust, R::SecurityOfficer) => Some(S::All),
@@ -463,7 +471,8 @@ mod tests {
                 | Permission::LlmModelImport
                 | Permission::LlmModelTrust
                 | Permission::LlmPromptLogRead
-                | Permission::FirmwareUpdate => {}
+                | Permission::FirmwareUpdate
+                | Permission::NetworkManage => {}
             }
         }
         let distinct: std::collections::HashSet<_> = Permission::ALL.into_iter().collect();

@@ -6,6 +6,7 @@
 //! starts serving (the update itself is written while the appliance runs;
 //! what became of it is known at the next boot).
 
+pub mod site;
 pub mod upload;
 
 use std::path::Path;

@@ -1,12 +1,12 @@
 //! `tether health`: whether the appliance on this machine came up — its
 //! status file says it is ready, and its own `/healthz` answers over TLS
-//! with a status that is not degraded. In setup mode the TLS is pinned to
-//! the self-signed certificate the status file names; serving, it trusts
-//! the appliance CA in the data directory (the console's certificate does
-//! not carry the CA in its chain, so the status file's CA fingerprint
-//! cannot be pinned on its own). The firmware image's
-//! `tether-health.service` runs it before `boot-complete.target`: a slot on
-//! trial is kept only if it passes.
+//! with a status that is not degraded. The TLS is pinned to the
+//! certificate the status file says the console serves: setup mode's
+//! self-signed one, then the appliance's own or a console certificate of
+//! the site's (which the appliance CA did not issue), kept current through
+//! renewals and replacements. The firmware image's `tether-health.service`
+//! runs it before `boot-complete.target`: a slot on trial is kept only if
+//! it passes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +18,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::client::ApiClient;
+use tether_api::app::supervisor::CONSOLE_CERTIFICATE;
 use tether_base::tls::Trust;
 
 #[derive(Debug, clap::Args)]
@@ -25,9 +26,6 @@ pub struct Args {
     /// The status file `tether serve --status-file` keeps.
     #[arg(long, value_name = "FILE", default_value = "/run/tether/status.json")]
     status_file: PathBuf,
-    /// The appliance's data directory (its CA, ca.pem, once set up).
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/tether")]
-    data_dir: PathBuf,
     /// How long /healthz has to answer, in seconds.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     timeout: u64,
@@ -45,14 +43,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let field = |key: &str| status[key].as_str().with_context(|| format!("the status file has no {key}"));
     let listen: SocketAddr = field("listen")?.parse().context("the status file's listen address")?;
     let at = if listen.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], listen.port())) } else { listen };
-    let ca_file = args.data_dir.join("ca.pem");
-    let ca_pem;
-    let (trust, what) = if field("mode")? == "setup" {
-        (Trust::Certificate(field("certificate_fingerprint")?), "setup mode")
-    } else {
-        ca_pem = std::fs::read_to_string(&ca_file).with_context(|| format!("cannot read {}", ca_file.display()))?;
-        (Trust::Ca(&ca_pem), "serving")
-    };
+    let what = if field("mode")? == "setup" { "setup mode" } else { "serving" };
+    let trust = Trust::Certificate(field(CONSOLE_CERTIFICATE)?);
     let api = ApiClient::pinned(&format!("https://{at}"), trust, Duration::from_secs(args.timeout))?;
     let health = api.call(Method::GET, "/healthz", None, &[]).await.context("/healthz did not answer")?;
     let condition = health["status"].as_str().unwrap_or_default();

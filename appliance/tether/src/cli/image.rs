@@ -67,11 +67,17 @@ pub enum Command {
         #[arg(long)]
         reboot: bool,
     },
-    /// Apply the site's settings kept on the data partition (host name, a
-    /// static address) before the network starts (root; tether-site.service).
+    /// Apply the site's settings kept in the appliance's data directory
+    /// (host name, a static address, time servers): at boot before the
+    /// network starts, and when the console changes them (root;
+    /// tether-site.service, tether-site.path).
     ApplySite {
-        #[arg(long, value_name = "FILE", default_value = site::SITE_FILE)]
-        file: PathBuf,
+        #[arg(long, value_name = "DIR", default_value = site::DATA_DIR)]
+        data_dir: PathBuf,
+        /// Also tell the running network and time services (a change while
+        /// the machine runs; at boot they start after this).
+        #[arg(long)]
+        reload: bool,
     },
 }
 
@@ -81,12 +87,20 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Install { disk, answers, unattended, yes, reboot } => {
             install(disk, answers, unattended, yes || unattended, reboot || unattended)
         }
-        Command::ApplySite { file } => {
-            let applied = site::apply(&file, std::path::Path::new(site::NETWORK_FILE), &site::hostname_file())?;
+        Command::ApplySite { data_dir, reload } => {
+            let applied = site::apply(&data_dir, &site::Targets::this_machine())?;
+            if reload {
+                site::reload_services(&applied)?;
+            }
             println!(
-                "host name {}; network {}",
-                applied.hostname.as_deref().unwrap_or("as the image has it"),
-                applied.network.map_or("by DHCP".to_owned(), |n| format!("static, {}", n.address))
+                "host name {}; network {}; time {}",
+                applied.hostname.as_deref().unwrap_or("tether (the image's)"),
+                applied.network.as_ref().map_or("by DHCP".to_owned(), |n| format!("static, {}", n.address)),
+                if applied.ntp.is_empty() {
+                    "from the machine's clock alone".to_owned()
+                } else {
+                    format!("from {}", applied.ntp.join(", "))
+                }
             );
             Ok(ExitCode::SUCCESS)
         }

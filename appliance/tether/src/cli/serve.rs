@@ -45,7 +45,7 @@ pub struct Args {
     /// (`tether screen`): where to connect, the certificate to expect, and
     /// in setup mode the setup code, which then is shown there only (not
     /// printed, so not kept in the journal).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "TETHER_STATUS_FILE")]
     status_file: Option<PathBuf>,
 }
 
@@ -208,7 +208,7 @@ async fn set_up(
     supervisor.show(json!({
         "mode": "setup",
         "listen": address.to_string(),
-        "certificate_fingerprint": mode.fingerprint,
+        supervisor::CONSOLE_CERTIFICATE: mode.fingerprint,
         "setup_code": mode.code.as_str(),
         "code_expires_at": mode.expires_at.to_rfc3339(),
         "version": env!("CARGO_PKG_VERSION"),
@@ -245,6 +245,7 @@ fn on_screen(ready: &Ready) -> serde_json::Value {
         "listen": ready.console.to_string(),
         "worker_listen": ready.workers.to_string(),
         "ca_fingerprint": ready.ca_fingerprint,
+        supervisor::CONSOLE_CERTIFICATE: ready.console_fingerprint,
         "version": env!("CARGO_PKG_VERSION"),
     })
 }

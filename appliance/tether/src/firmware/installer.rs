@@ -10,7 +10,8 @@
 //! new partition GUIDs, the boot entries repointed at them (they pin their
 //! root by PARTUUID; a stick left plugged in must never be booted or
 //! written in the disk's place), the site's settings on the data partition
-//! ([`super::site`]), and the firmware told to boot the disk first.
+//! ([`super::site`], in the appliance's data directory there), and the
+//! firmware told to boot the disk first.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -23,7 +24,7 @@ use serde::Deserialize;
 
 use super::boot::Esp;
 use super::disk::{self, Cmdline, Disk};
-use super::site::{self, Site, StaticNetwork};
+use super::site::{Site, StaticNetwork};
 use super::writer::{self, Target};
 use tether_domain::release::Progress;
 
@@ -58,6 +59,8 @@ pub struct Answers {
     pub hostname: Option<String>,
     #[serde(default)]
     pub network: Option<StaticNetwork>,
+    #[serde(default)]
+    pub ntp: Vec<String>,
 }
 
 impl Answers {
@@ -69,7 +72,7 @@ impl Answers {
     }
 
     pub fn site(&self) -> Site {
-        Site { hostname: self.hostname.clone(), network: self.network.clone() }
+        Site { hostname: self.hostname.clone(), network: self.network.clone(), ntp: self.ntp.clone() }
     }
 }
 
@@ -239,7 +242,8 @@ pub fn install(
     }
     if *site != Site::default() {
         let data = Mounted::new(installed.partition("data")?, "ext4", "data")?;
-        site.write(&data.0.join(site::SITE_NAME))?;
+        // The appliance's data directory there (its dir, /var/lib/tether).
+        site.write(&data.0.join("tether"))?;
         let dir = File::open(&data.0)?;
         rustix::fs::syncfs(&dir).context("cannot flush the data partition")?;
     }

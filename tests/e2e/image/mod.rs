@@ -346,8 +346,8 @@ async fn the_image_boots_to_setup_mode_is_set_up_through_the_api_and_listens_onl
     let (status, v, _) = api.send(reqwest::Method::PUT, "/api/v1/system/site", Some(&site), &[]).await;
     assert_eq!(status, 200, "{v}");
     let applied = vm.serial.run(
-        "timeout 120 sh -c 'until [ \"$(hostname)\" = tether-site ] && ip -4 -o addr show scope global | grep -qv dynamic; \
-         do sleep 0.5; done'; hostname; ip -4 -o addr show scope global; systemctl is-active systemd-timesyncd; \
+        "timeout 120 sh -c 'until [ \"$(hostname)\" = tether-site ] && ip -4 -o addr show scope global | grep -qv dynamic \
+         && systemctl -q is-active systemd-timesyncd; do sleep 0.5; done'; hostname; ip -4 -o addr show scope global; systemctl is-active systemd-timesyncd; \
          cat /run/systemd/timesyncd.conf.d/tether-site.conf",
         Duration::from_secs(180),
     );

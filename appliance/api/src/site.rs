@@ -1,8 +1,8 @@
 //! The machine's network and time settings in the console (Network and
 //! time): its host name, a static address or DHCP, the site's time
 //! servers ([`tether_domain::firmware::site`]). The appliance only keeps
-//! them in its data directory, audited; the root unit watching that file
-//! (`tether-site.path`) applies them to the machine. Only the firmware
+//! them in its data directory, audited, and hands them over; the root unit
+//! watching for that (`tether-site.path`) applies them to the machine. Only the firmware
 //! image has such a unit: on any other host the machine's network is its
 //! owner's, and a change is refused.
 
@@ -47,7 +47,7 @@ pub async fn change(
     // On record before it takes effect: the root unit applies what is written.
     let (now, origin) = (state.clock.now(), caller.origin.clone());
     state.store.write(move |tx| audit::append(tx, now, &origin, event)).await?;
-    site.write(&state.config.data_dir).map_err(site_error)?;
+    site.hand_over(&state.config.data_dir).map_err(site_error)?;
     Ok(axum::Json(SiteView { on_the_image: true, site }))
 }
 

@@ -348,7 +348,7 @@ async fn the_image_boots_to_setup_mode_is_set_up_through_the_api_and_listens_onl
     let applied = vm.serial.run(
         "timeout 120 sh -c 'until [ \"$(hostname)\" = tether-site ] && ip -4 -o addr show scope global | grep -qv dynamic \
          && systemctl -q is-active systemd-timesyncd; do sleep 0.5; done'; hostname; ip -4 -o addr show scope global; systemctl is-active systemd-timesyncd; \
-         cat /run/systemd/timesyncd.conf.d/tether-site.conf",
+         cat /run/systemd/timesyncd.conf.d/tether-site.conf; journalctl -b -o cat --no-pager -u tether-site-reload | tail -5",
         Duration::from_secs(180),
     );
     assert!(applied.starts_with("tether-site\n"), "{applied}");
@@ -361,9 +361,11 @@ async fn the_image_boots_to_setup_mode_is_set_up_through_the_api_and_listens_onl
     let inside = exposure_in(&said).unwrap_or_else(|| panic!("no exposure level in:\n{said}"));
     let (offline, _) = offline_exposure("tether.service");
     assert_eq!(inside, offline, "in the guest:\n{said}");
-    let state =
-        vm.serial.run("systemctl is-active tether.service; systemctl --failed --no-legend", Duration::from_secs(30));
-    assert_eq!(state.trim(), "active", "tether.service active and no unit failed:\n{state}");
+    let state = vm.serial.run(
+        "systemctl is-active tether.service; systemctl --failed --no-legend; journalctl -b -o cat --no-pager | grep -i 'ordering cycle'",
+        Duration::from_secs(30),
+    );
+    assert_eq!(state.trim(), "active", "tether.service active, no unit failed, no ordering cycle:\n{state}");
 
     let (image_bytes, image_mib) = {
         let bytes = std::fs::metadata(image()).unwrap().len();

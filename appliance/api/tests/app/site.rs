@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::support::{call, start, start_on_the_image};
-use tether_domain::firmware::site::{SITE_FILE, Site};
+use tether_domain::firmware::site::{CHANGED_FILE, SITE_FILE, Site};
 use tether_domain::firmware::upload::OnTheImage;
 
 const SITE: &str = "/api/v1/system/site";
@@ -37,7 +37,7 @@ async fn an_admin_sets_a_static_address_and_time_servers_which_are_checked_audit
         assert_eq!((status, v["code"].as_str()), (422, Some("site_invalid")), "{body}: {v}");
         assert!(v["detail"].as_str().unwrap().contains(says), "{body}: {v}");
     }
-    assert!(!data.join(SITE_FILE).exists(), "a refusal keeps nothing");
+    assert!(!data.join(SITE_FILE).exists() && !data.join(CHANGED_FILE).exists(), "a refusal keeps nothing");
 
     let wanted = json!({"hostname": "tether-01", "ntp": ["10.0.2.2"],
         "network": {"address": "10.0.2.15/24", "gateway": "10.0.2.2", "dns": ["10.0.2.3"]}});
@@ -45,6 +45,7 @@ async fn an_admin_sets_a_static_address_and_time_servers_which_are_checked_audit
     assert_eq!(status, 200, "{v}");
     let kept = Site::read(&data).unwrap();
     assert_eq!(serde_json::to_value(&kept).unwrap(), wanted, "kept for the root unit");
+    assert!(data.join(CHANGED_FILE).exists(), "and handed over to it");
     let (_, v) = call(&router, token, "GET", SITE, None).await;
     assert_eq!(v["network"]["address"], "10.0.2.15/24", "{v}");
     let (_, log) = call(&router, token, "GET", "/api/v1/audit/records?action=system.site_changed", None).await;

@@ -18,6 +18,11 @@ use tether_base::files;
 
 /// The settings' file, in the appliance's data directory.
 pub const SITE_FILE: &str = "site.json";
+/// Left beside it when the console changed the settings: root applies them
+/// while it is there (tether-site.path, `PathExists=`), and takes it away
+/// before it reads them, so a change made while it applies the one before
+/// is applied in turn, never lost.
+pub const CHANGED_FILE: &str = "site.changed";
 /// At most this many time servers.
 const MAX_NTP: usize = 8;
 
@@ -100,6 +105,15 @@ impl Site {
         let path = dir.join(SITE_FILE);
         let text = serde_json::to_vec_pretty(self).map_err(|e| invalid(e.to_string()))?;
         files::write_with_mode(&path, &text, 0o644)
+            .map_err(|e| SiteError::Io { path: path.display().to_string(), reason: e.to_string() })
+    }
+
+    /// Keeps the settings in `dir` and asks root to apply them now (the
+    /// console's change; the installer's are applied at first boot).
+    pub fn hand_over(&self, dir: &Path) -> Result<(), SiteError> {
+        self.write(dir)?;
+        let path = dir.join(CHANGED_FILE);
+        files::write_with_mode(&path, b"", 0o644)
             .map_err(|e| SiteError::Io { path: path.display().to_string(), reason: e.to_string() })
     }
 

@@ -12,7 +12,7 @@ use std::process::Command;
 use anyhow::Context;
 
 use tether_base::files;
-pub use tether_domain::firmware::site::{Site, StaticNetwork};
+pub use tether_domain::firmware::site::{Site, StaticNetwork, CHANGED_FILE};
 
 /// Where the appliance's data directory is on the image (the settings' home).
 pub const DATA_DIR: &str = "/var/lib/tether";
@@ -40,8 +40,11 @@ impl Targets {
 }
 
 /// Applies the settings kept in `data_dir` (none kept: the image's
-/// defaults) to `targets`. Answers them.
+/// defaults) to `targets`. Answers them. The console's request to apply
+/// them is taken away first: one it makes while this runs stays for the
+/// next run.
 pub fn apply(data_dir: &Path, targets: &Targets) -> anyhow::Result<Site> {
+    place(&data_dir.join(CHANGED_FILE), None)?;
     let site = Site::read(data_dir)?;
     let name = site.hostname.as_deref().unwrap_or("tether");
     std::fs::write(&targets.hostname, name).with_context(|| format!("cannot set the host name to {name}"))?;
@@ -100,8 +103,9 @@ mod tests {
             network: Some(StaticNetwork { address: "10.0.2.15/24".into(), gateway: None, dns: vec![] }),
             ntp: vec!["10.0.0.1".into()],
         };
-        site.write(dir.path()).unwrap();
+        site.hand_over(dir.path()).unwrap();
         assert_eq!(apply(dir.path(), &targets).unwrap(), site);
+        assert!(!dir.path().join(CHANGED_FILE).exists(), "the console's request taken");
         assert_eq!(std::fs::read_to_string(&targets.hostname).unwrap(), "tether-01");
         assert!(std::fs::read_to_string(&targets.network).unwrap().contains("Address=10.0.2.15/24"));
         assert!(std::fs::read_to_string(&targets.timesyncd).unwrap().contains("NTP=10.0.0.1"));

@@ -13,7 +13,9 @@
 //!   stick, boots slot B on trial and is kept (blessed) once the appliance
 //!   is healthy, in the audit log as a trial of the new version;
 //! - the machine keeps its id through every boot (the read-only root has
-//!   none of its own: the first boot's goes into the boot entries);
+//!   none of its own: the first boot's goes into the boot entries), and
+//!   the site's host name and time server set in the console at first
+//!   boot (kept on /data) are applied when slot B boots;
 //! - in the console, a tampered upload is refused (and audited); a bad
 //!   update (its appliance never comes up) uploaded there is written to
 //!   slot A from B by the root unit, which restarts the machine; A is
@@ -138,6 +140,10 @@ async fn updates_are_kept_when_healthy_fall_back_when_not_and_refused_ones_leave
         )
         .await;
     assert!(status < 300, "{v}");
+    // The site's name and time server, kept on /data: every boot applies them.
+    let site = json!({"hostname": "tether-kept", "ntp": ["10.0.2.2"]});
+    let (status, v, _) = api.send(reqwest::Method::PUT, "/api/v1/system/site", Some(&site), &[]).await;
+    assert_eq!(status, 200, "{v}");
 
     // Refused before anything is written: slot B stays as it was.
     let slot_b = "sha256sum < /dev/disk/by-partlabel/root-b | cut -c1-64";
@@ -183,6 +189,8 @@ async fn updates_are_kept_when_healthy_fall_back_when_not_and_refused_ones_leave
     let boot = vm.serial.run("systemctl is-system-running --wait", BOOT_WITHIN);
     assert_eq!(boot, "running", "the boot, its health check and blessing done");
     assert_eq!(vm.serial.run("cat /etc/machine-id", SHELL), machine_id, "the same machine on slot B");
+    let site = vm.serial.run("hostname; systemctl is-active systemd-timesyncd", SHELL);
+    assert_eq!(site, "tether-kept\nactive", "the site's settings applied at boot, the new slot's too");
     let kept = typed.elapsed() - written;
     let status = slots(&mut vm);
     let b = slot(&status, "b");

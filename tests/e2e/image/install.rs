@@ -3,8 +3,9 @@
 //! At the console: the installer lists the machine's disks by model and
 //! size, numbering those it offers and saying why it does not offer the
 //! others (the stick itself, a read-only disk); a wrong name typed to
-//! confirm writes nothing; the right one installs, and the machine starts
-//! from its disk into first boot.
+//! confirm writes nothing; the right one asks for the host name and the
+//! address (a wrong one asked again), installs, and the machine starts
+//! from its disk into first boot with that name and address.
 //!
 //! Unattended, as a site does it for a machine with a blank disk: the image written to a USB stick (here a copy of it, on qemu's
 //! USB storage), an answer file put on the stick's EFI system partition
@@ -80,12 +81,37 @@ async fn at_the_console_the_disk_is_chosen_by_number_and_confirmed_by_name_then_
     vm.serial.type_line("1");
     vm.serial.expect("Type vda and Enter to go on: ");
     vm.serial.type_line("vda");
+    // The site's settings, asked for: a wrong answer says why and is asked again.
+    for (shown, typed) in [
+        ("Host name [tether]: ", Some("tether-console")),
+        ("[DHCP]: ", Some("10.0.2.15")),
+        ("is not an address with its prefix length", None),
+        ("[DHCP]: ", Some("10.0.2.15/24")),
+        ("Gateway [none]: ", Some("10.0.2.2")),
+        ("DNS servers, separated by spaces [none]: ", Some("")),
+        ("[none: the machine's own clock]: ", Some("")),
+    ] {
+        vm.serial.expect(shown);
+        if let Some(typed) = typed {
+            vm.serial.type_line(typed);
+        }
+    }
+    vm.serial.expect(
+        "installing onto /dev/vda: host name tether-console; network static, 10.0.2.15/24 via 10.0.2.2; \
+         time from the machine's clock alone",
+    );
     let said = vm.serial.expect_within("restarting", Duration::from_secs(1200));
     assert!(said.contains("reading back: ") && said.contains("installed the appliance onto /dev/vda"), "{said}");
 
-    // The machine starts from its disk, into first boot.
-    let (done, _) = set_up(&mut vm, "the machine's rescue passphrase").await;
+    // The machine starts from its disk, into first boot, with the name and address given.
+    let rescue = "the machine's rescue passphrase";
+    let (done, _) = set_up(&mut vm, rescue).await;
     assert!(done["ca_fingerprint"].as_str().is_some_and(|f| f.starts_with("sha256:")), "{done}");
+    vm.serial.expect_within("CA             SHA-256 ", Duration::from_secs(120));
+    vm.rescue_login(rescue);
+    let site = vm.serial.run("hostname; ip -4 -o addr show scope global", SHELL);
+    assert!(site.starts_with("tether-console\n"), "{site}");
+    assert!(site.contains("inet 10.0.2.15/24") && !site.contains("dynamic"), "a static address:\n{site}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use super::keyfile::read_private_key;
 use super::progress::{Meter, size};
 use super::release::{BuildArgs, TrustArgs};
+use super::site_questions;
 use crate::firmware::installer::{self, Answers, Stick};
 use crate::firmware::{site, writer};
 use tether_domain::firmware;
@@ -92,16 +93,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             if reload {
                 site::reload_services(&applied)?;
             }
-            println!(
-                "host name {}; network {}; time {}",
-                applied.hostname.as_deref().unwrap_or("tether (the image's)"),
-                applied.network.as_ref().map_or("by DHCP".to_owned(), |n| format!("static, {}", n.address)),
-                if applied.ntp.is_empty() {
-                    "from the machine's clock alone".to_owned()
-                } else {
-                    format!("from {}", applied.ntp.join(", "))
-                }
-            );
+            println!("{}", site::describe(&applied));
             Ok(ExitCode::SUCCESS)
         }
         Command::Pack { image, key, out, build } => {
@@ -197,8 +189,12 @@ fn install(
         eprintln!("not confirmed: nothing was written to {}", target.device.display());
         return Ok(ExitCode::FAILURE);
     }
-    let site = answers.as_ref().map(Answers::site).unwrap_or_default();
-    println!("installing onto {}", target.device.display());
+    let site = match &answers {
+        Some(answers) => answers.site(),
+        None if yes => site::Site::default(),
+        None => site_questions::ask(&mut std::io::stdin().lock(), &mut std::io::stdout())?,
+    };
+    println!("installing onto {}: {}", target.device.display(), site::describe(&site));
     let mut meter = Meter::new();
     let installed = installer::install(&stick, &target, &site, &mut |p| meter.show(p.stage, p.done, p.total))?;
     println!(

@@ -23,6 +23,7 @@ mod screen;
 mod secret;
 mod security;
 mod serve;
+mod site_questions;
 mod status;
 mod task;
 mod token;

@@ -12,7 +12,7 @@ use std::process::Command;
 use anyhow::Context;
 
 use tether_base::files;
-pub use tether_domain::firmware::site::{Site, StaticNetwork, CHANGED_FILE};
+pub use tether_domain::firmware::site::{CHANGED_FILE, Site, StaticNetwork};
 
 /// Where the appliance's data directory is on the image (the settings' home).
 pub const DATA_DIR: &str = "/var/lib/tether";
@@ -51,6 +51,23 @@ pub fn apply(data_dir: &Path, targets: &Targets) -> anyhow::Result<Site> {
     place(&targets.network, site.network_file())?;
     place(&targets.timesyncd, site.timesyncd_file())?;
     Ok(site)
+}
+
+/// The settings in a line, as the operator reads them.
+pub fn describe(site: &Site) -> String {
+    format!(
+        "host name {}; network {}; time {}",
+        site.hostname.as_deref().unwrap_or("tether (the image's)"),
+        site.network.as_ref().map_or("by DHCP".to_owned(), |n| match n.gateway {
+            Some(gateway) => format!("static, {} via {gateway}", n.address),
+            None => format!("static, {}", n.address),
+        }),
+        if site.ntp.is_empty() {
+            "from the machine's clock alone".to_owned()
+        } else {
+            format!("from {}", site.ntp.join(", "))
+        }
+    )
 }
 
 /// Tells the running services: systemd-networkd reads its files again

@@ -184,16 +184,24 @@ impl Uploads {
 /// answers the bundle's manifest, or why it is refused.
 pub fn check(bundle: &Path, trusted: &[PublicKey], running: &Manifest) -> Result<Manifest, String> {
     let verified = release::verify(bundle, trusted, &mut |_| {}).map_err(|e: BundleError| e.to_string())?;
-    let to = verified.manifest;
+    check_update(&verified.manifest, running)?;
+    Ok(verified.manifest)
+}
+
+/// Whether the verified release `to` updates a machine running `running`:
+/// it carries the firmware image, is not a downgrade, and is not what
+/// runs. The one wording of these refusals, from the console and from a
+/// USB stick alike.
+pub fn check_update(to: &Manifest, running: &Manifest) -> Result<(), String> {
     if !super::FILES.iter().all(|f| to.has(f)) {
         return Err("a release bundle without the firmware image (firmware/root.img and the rest): it is for \
                     hosts, `tether install --upgrade` takes it"
             .into());
     }
-    match release::decide(&to, Some(running), true).map_err(|e| e.to_string())? {
+    match release::decide(to, Some(running), true).map_err(|e| e.to_string())? {
         Decision::AlreadyInstalled => {
             Err(format!("tether {} ({}) runs already: nothing to update", to.version, to.id()))
         }
-        _ => Ok(to),
+        _ => Ok(()),
     }
 }

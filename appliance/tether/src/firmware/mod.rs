@@ -39,9 +39,9 @@ use boot::{Entry, Esp, Slot, entry_text};
 use disk::{Cmdline, Disk};
 use tether_base::clock::{Clock, SystemClock};
 use tether_base::crypto::p256::PublicKey;
-use tether_domain::firmware::upload::OnTheImage;
+use tether_domain::firmware::upload::{self, OnTheImage};
 use tether_domain::firmware::{self, RootImage, Update};
-use tether_domain::release::{self, Decision, Manifest, Progress, Section, Verified};
+use tether_domain::release::{self, Manifest, Progress, Section, Verified};
 use tether_domain::signed_bundle::Digesting;
 
 /// Public keys the image itself trusts to sign its updates, beside the
@@ -224,20 +224,15 @@ fn check(
     let target = running.other();
     let verified = release::verify(bundle, trusted, progress)
         .with_context(|| format!("{} does not verify, so slot {target} was not touched", bundle.display()))?;
-    let [image, description, kernel, initrd] = firmware::FILES.map(|path| section(&verified, path));
-    let (Some(image), Some(description), Some(kernel), Some(initrd)) = (image, description, kernel, initrd) else {
-        bail!(
-            "{} is a release bundle without the firmware image (firmware/root.img and the rest): it is for \
-             hosts, `tether install --upgrade` takes it",
-            bundle.display()
-        );
-    };
     let to = verified.manifest.clone();
     let from =
         install::installed(&Layout::new(Path::new("/")))?.context("no release is installed in the running slot")?;
-    if release::decide(&to, Some(&from), true)? == Decision::AlreadyInstalled {
-        bail!("slot {running} already runs tether {} ({}): nothing to update", to.version, to.id());
-    }
+    upload::check_update(&to, &from)
+        .map_err(|why| anyhow::anyhow!("{} is refused, so slot {target} was not touched: {why}", bundle.display()))?;
+    let [image, description, kernel, initrd] = firmware::FILES.map(|path| section(&verified, path));
+    let (Some(image), Some(description), Some(kernel), Some(initrd)) = (image, description, kernel, initrd) else {
+        bail!("{} lists the firmware image's files but does not hold them all", bundle.display());
+    };
     let root: RootImage = serde_json::from_slice(&read_checked(bundle, description)?)
         .with_context(|| format!("{} in the bundle is not a root image description", firmware::ROOT_DESCRIPTION))?;
     root.check(image.entry.size).map_err(|e| anyhow::anyhow!("the bundle's root image cannot boot here: {e}"))?;

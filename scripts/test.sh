@@ -51,6 +51,9 @@ if [ ! -d tests/idp/node_modules ]; then
     echo "installing oidc-provider (npm) for the SSO test" >&2
     npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error >/dev/null
 fi
+# The manual pages `tether man` writes are rendered by groff, warnings on,
+# and the bash completions run in bash (tests/e2e/scripting.rs).
+need groff groff-base
 # The shipped units are checked by systemd's own analyzer (verify, and
 # security --offline=yes for their exposure).
 need systemd-analyze systemd

@@ -26,6 +26,7 @@ mod renewal;
 mod resilience;
 mod rotation;
 mod screen;
+mod scripting;
 mod security;
 mod sso;
 mod supervision;

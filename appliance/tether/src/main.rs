@@ -6,7 +6,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = tether::cli::Cli::parse();
-    tether::cli::init_tracing(cli.verbose);
+    if let Err(e) = cli.init_logging() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     match tether::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

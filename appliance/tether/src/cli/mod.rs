@@ -16,6 +16,8 @@ mod install;
 mod install_screen;
 mod keyfile;
 mod llm;
+mod logging;
+mod manual;
 mod models;
 pub(crate) mod progress;
 mod release;
@@ -48,6 +50,19 @@ pub struct Cli {
     pub verbose: u8,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// Sets up the log: as `serve` and `worker` are told, text on stderr
+    /// for the other commands.
+    pub fn init_logging(&self) -> anyhow::Result<()> {
+        let args = match &self.command {
+            Command::Serve(args) => args.log.clone(),
+            Command::Worker(args) => args.log.clone(),
+            _ => logging::LogArgs::default(),
+        };
+        logging::init(self.verbose, &args)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,18 +154,10 @@ enum Command {
     /// Whether the appliance on this machine came up: ready, and its own
     /// /healthz answers over pinned TLS (the image's boot check).
     Health(health::Args),
-}
-
-/// Logs go to stderr; stdout is for results.
-pub fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "warn,tether=info",
-        1 => "info,tether=debug",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    /// Shell completions on stdout (e.g. `tether completions bash > /etc/bash_completion.d/tether`).
+    Completions(manual::CompletionsArgs),
+    /// The manual page tether(1) on stdout, or a page for every command into --out-dir.
+    Man(manual::ManArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -187,6 +194,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Update(cmd) => update::run(cmd),
         Command::Image(cmd) => image::run(cmd),
         Command::Health(args) => runtime()?.block_on(health::run(args)),
+        Command::Completions(args) => manual::completions(args),
+        Command::Man(args) => manual::man(args),
     }
 }
 

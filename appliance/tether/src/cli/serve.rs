@@ -25,6 +25,8 @@ const DEV_ENROLL_TTL: Duration = Duration::from_secs(3600);
 pub struct Args {
     #[command(flatten)]
     dir: super::DataDir,
+    #[command(flatten)]
+    pub log: super::logging::LogArgs,
     /// Configuration file (default: DATA_DIR/tether.toml if present).
     #[arg(long)]
     config: Option<PathBuf>,

@@ -12,6 +12,8 @@ use crate::worker::{self, Options};
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    #[command(flatten)]
+    pub log: super::logging::LogArgs,
     /// Manage enrolled workers over the API instead of running one
     /// (uses TETHER_URL, TETHER_TOKEN, TETHER_CA_FILE).
     #[command(subcommand)]

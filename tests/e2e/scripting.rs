@@ -1,0 +1,111 @@
+//! The command line and the logs as scripts and log shippers meet them:
+//! bash completes the real command tree from `tether completions bash`;
+//! `tether man` writes a page for every command that groff renders
+//! without a warning; `serve` and `worker` with `--log-format json` write
+//! nothing but JSON objects (timestamp, level, target, fields), one a line,
+//! and none of them holds a password, a secret or a task's input.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Appliance, Proc, bin};
+
+fn tether(args: &[&str]) -> String {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    assert!(out.status.success(), "tether {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// What bash's completion offers for `words` (the last one being typed).
+fn bash_completes(script: &std::path::Path, words: &str) -> Vec<String> {
+    let cword = words.split(' ').count() - 1;
+    let run = format!(
+        "source {}; COMP_WORDS=({words}); COMP_CWORD={cword}; COMP_LINE='{words}'; COMP_POINT=${{#COMP_LINE}}; \
+         _tether tether; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script.display()
+    );
+    let out = Command::new("bash").args(["--norc", "-c", &run]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn bash_completes_commands_and_flags_and_every_command_has_a_manual_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("tether.bash");
+    std::fs::write(&script, tether(&["completions", "bash"])).unwrap();
+    assert_eq!(bash_completes(&script, "tether ta"), ["task"]);
+    let flags = bash_completes(&script, "tether serve --log-f");
+    assert!(flags.contains(&"--log-format".to_owned()) && flags.contains(&"--log-file".to_owned()), "{flags:?}");
+    for shell in ["zsh", "fish"] {
+        let script = tether(&["completions", shell]);
+        assert!(script.contains("security-check") && script.contains("log-format"), "{shell}:\n{script}");
+    }
+
+    let pages = dir.path().join("man");
+    tether(&["man", "--out-dir", pages.to_str().unwrap()]);
+    for page in ["tether.1", "tether-serve.1", "tether-task-submit.1", "tether-image-install.1"] {
+        let path = pages.join(page);
+        assert!(path.exists(), "{page} missing");
+        let out = Command::new("groff").args(["-man", "-Tutf8", "-ww"]).arg(&path).output().expect("groff");
+        let (text, warnings) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && warnings.is_empty(), "{page}: {warnings}");
+        assert!(text.contains("NAME") && text.contains("SYNOPSIS"), "{page}:\n{text}");
+    }
+    let main = tether(&["man"]);
+    assert!(main.contains(".TH tether 1") && main.contains("security\\-check"), "{main}");
+}
+
+fn canary(what: &str) -> String {
+    format!("canary{what}{:016x}", fastrand::u64(..))
+}
+
+/// Every line of `log` is a JSON object with the fields a shipper keys on.
+fn json_lines(log: &[u8]) -> Vec<Value> {
+    let text = String::from_utf8(log.to_vec()).expect("the log is UTF-8");
+    text.lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            for key in ["timestamp", "level", "target", "fields"] {
+                assert!(v.get(key).is_some(), "no {key}: {line}");
+            }
+            v
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_a_line_and_hold_no_secret() {
+    let mut a = Appliance::start_logging(vec![("TETHER_LOG_FORMAT", "json"), ("TETHER_LOG", "debug")]);
+    let log = a.dir.path().join("worker-json.log");
+    let token = a.enrollment_token(None).await;
+    let mut cmd = a.worker_command("json", Some(&token), &[], None);
+    cmd.args(["--log-format", "json"]).env("TETHER_LOG", "debug");
+    let mut worker = Proc::spawn_logging(cmd, Some(&log));
+    worker.expect_event("ready", Duration::from_secs(30));
+    let api = a.api();
+
+    let (input, secret, password) = (canary("input"), canary("secret"), canary("password"));
+    let id = api.submit("echo", json!({"text": input}), &[]).await;
+    assert_eq!(api.wait(&id, 30).await["state"], "succeeded");
+    let body = json!({"value": secret, "policy": {"kinds": ["echo"]}});
+    let (s, v, _) = api.send(reqwest::Method::PUT, "/api/v1/secrets/canary", Some(&body), &[]).await;
+    assert_eq!(s, 201, "{v}");
+    let login = json!({"username": "admin", "password": password});
+    let (s, _) = api.with_token(None).post("/api/v1/auth/login", &login).await;
+    assert_eq!(s, 401);
+    drop(worker);
+    assert!(a.stop().success());
+
+    let logs = a.logs();
+    let lines = json_lines(&logs);
+    let targets = |prefix: &str| lines.iter().filter(|v| v["target"].as_str().unwrap().starts_with(prefix)).count();
+    assert!(targets("tether_api") > 0 && targets("tether::worker") > 0, "both processes logged: {lines:?}");
+    assert!(lines.iter().any(|v| v["level"] == "DEBUG"), "TETHER_LOG=debug reached the JSON log");
+    let text = String::from_utf8_lossy(&logs);
+    for c in [&input, &secret, &password] {
+        assert!(!text.contains(c.as_str()), "{c} in the log");
+    }
+}

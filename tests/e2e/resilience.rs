@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tether::worker::client::{CallError, Report};
 
-use crate::harness::{Appliance, eventually, manual_worker};
+use crate::harness::{Appliance, Proc, eventually, manual_worker};
 
 const NAP: &str = r#"
 [commands.nap]
@@ -102,6 +102,8 @@ async fn sigterm_answers_parked_polls_and_exits_cleanly() {
     assert!(waited < Duration::from_secs(10), "answered at once, not at its 30 s timeout ({waited:?})");
 }
 
+/// A worker resumes from its state directory alone (no broker, CA or
+/// token named), and says it is ready only once the appliance answered.
 #[tokio::test(flavor = "multi_thread")]
 async fn workers_resume_without_re_enrolling_after_either_side_restarts() {
     let mut a = Appliance::start();
@@ -122,6 +124,19 @@ async fn workers_resume_without_re_enrolling_after_either_side_restarts() {
     assert_eq!(api.wait(&api.submit("echo", json!(3), &[]).await, 60).await["state"], "succeeded");
     let (_, workers) = api.get("/api/v1/workers").await;
     assert_eq!(workers.as_array().unwrap().len(), 1, "no second enrollment");
+
+    // Started while the appliance is down, a worker is not ready until it
+    // reaches it.
+    drop(w);
+    a.kill9();
+    let mut w = Proc::spawn(a.worker_command("w", None, &[], None));
+    w.expect("unreachable, not ready", Duration::from_secs(30), |v| {
+        assert_ne!(v["event"], "ready", "ready before it reached the appliance");
+        v["event"] == "unreachable"
+    });
+    a.restart();
+    w.expect_event("ready", Duration::from_secs(60));
+    assert_eq!(api.wait(&api.submit("echo", json!(4), &[]).await, 60).await["state"], "succeeded");
 }
 
 /// Submits tasks from `clients` concurrent clients until `until` tasks are

@@ -555,17 +555,15 @@ impl Appliance {
         self.dir.path().join(format!("worker-{name}"))
     }
 
-    /// The `tether worker` command for worker `name` (enrolling with `token`
-    /// if given, else resuming from its state directory).
+    /// The `tether worker` command for worker `name`: enrolling with `token`
+    /// if given (the broker and CA named), else resuming from its state
+    /// directory alone.
     pub fn worker_command(&self, name: &str, token: Option<&str>, labels: &[&str], config: Option<&str>) -> Command {
         let state = self.worker_state_dir(name);
         let mut cmd = Command::new(bin());
-        cmd.args(["worker", "--json", "--broker", &self.worker_gateway, "--ca-file"])
-            .arg(self.ca_file())
-            .arg("--state-dir")
-            .arg(&state);
+        cmd.args(["worker", "--json", "--state-dir"]).arg(&state);
         if let Some(t) = token {
-            cmd.arg("--enroll-token").arg(t);
+            cmd.args(["--broker", &self.worker_gateway, "--enroll-token", t, "--ca-file"]).arg(self.ca_file());
         }
         if !labels.is_empty() {
             cmd.arg("--labels").arg(labels.join(","));

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::worker::config::RawWorkerConfig;
@@ -23,8 +22,9 @@ pub struct Args {
     /// The broker must prove its CA matches the pin before the token is sent.
     #[arg(long, env = "TETHER_JOIN", conflicts_with_all = ["broker", "enroll_token", "ca_pin"])]
     join: Option<String>,
-    /// The broker's worker gateway, e.g. https://tether.local:9443.
-    #[arg(long, env = "TETHER_BROKER", required_unless_present = "join")]
+    /// The broker's worker gateway, e.g. https://tether.local:9443 (needed
+    /// only to enroll: an enrolled worker keeps it in --state-dir).
+    #[arg(long, env = "TETHER_BROKER")]
     broker: Option<String>,
     /// Single-use enrollment token (needed only the first time).
     #[arg(long, env = "TETHER_ENROLL_TOKEN")]
@@ -72,13 +72,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (broker, enroll_token, ca_pin) = match &args.join {
         Some(join) => {
             let join = worker::Join::parse(join)?;
-            (join.broker, Some(join.token), Some(join.ca_pin))
+            (Some(join.broker), Some(join.token), Some(join.ca_pin))
         }
-        None => (
-            args.broker.context("--broker (or TETHER_BROKER) is required to run a worker")?,
-            args.enroll_token,
-            args.ca_pin.map(|pin| worker::parse_pin(&pin)).transpose()?,
-        ),
+        None => (args.broker, args.enroll_token, args.ca_pin.map(|pin| worker::parse_pin(&pin)).transpose()?),
     };
     let mut raw = match &args.config {
         Some(path) => RawWorkerConfig::from_file(path)?,

@@ -38,7 +38,9 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 /// What `tether worker` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub broker: String,
+    /// The worker gateway; none: the one in the state directory (a worker
+    /// that enrolled before resumes from its state alone).
+    pub broker: Option<String>,
     pub enroll_token: Option<String>,
     pub ca_file: Option<PathBuf>,
     /// `sha256:<hex>` of the CA certificate, lower case.
@@ -137,7 +139,8 @@ impl Events {
 }
 
 /// Runs the agent until `stop` turns true. Under systemd (`Type=notify`)
-/// it says `READY=1` once it has an identity and starts polling, keeps
+/// it says `READY=1` once it has an identity and the broker answered its
+/// first poll, keeps
 /// `STATUS=` to whether the appliance answers, and `STOPPING=1` at the end.
 pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let supervisor = Supervisor::from_env();
@@ -150,13 +153,24 @@ async fn serve(opts: Options, stop: &mut watch::Receiver<bool>, supervisor: Supe
     let events = Events { json: opts.json_events };
     let state = StateDir::new(&opts.state_dir)?;
     let mut identity = match state.load()? {
-        Some(id) => {
+        Some(mut id) => {
+            // Told another address (the appliance moved): the same
+            // identity there, and from now on.
+            if let Some(broker) = opts.broker.as_ref().filter(|b| **b != id.broker) {
+                tracing::info!(from = %id.broker, to = %broker, "the broker's address changed");
+                id.broker = broker.clone();
+                state.save(&id)?;
+            }
             events.emit(json!({"event": "resumed", "worker_id": id.worker_id}));
             id
         }
         None => {
-            supervisor.status(&format!("enrolling with {}", opts.broker));
-            let id = enroll(&opts, stop).await?;
+            let broker = opts.broker.clone().context(
+                "this worker is not enrolled yet: pass --join, or --broker (or TETHER_BROKER) with --enroll-token; \
+                 once enrolled it resumes from --state-dir alone",
+            )?;
+            supervisor.status(&format!("enrolling with {broker}"));
+            let id = enroll(&opts, &broker, stop).await?;
             state.save(&id)?;
             events.emit(json!({"event": "enrolled", "worker_id": id.worker_id, "labels": id.labels}));
             let not_granted: Vec<&String> = opts.config.labels.iter().filter(|l| !id.labels.contains(l)).collect();
@@ -211,11 +225,8 @@ async fn serve(opts: Options, stop: &mut watch::Receiver<bool>, supervisor: Supe
         while let Ok(p) = slots.clone().try_acquire_owned() {
             permits.push(p);
         }
-        if !announced {
-            events.emit(json!({"event": "ready", "worker_id": identity.worker_id}));
-            supervisor.ready(&format!("polling {} for tasks", identity.broker));
-            announced = true;
-        }
+        // Ready once the broker answered: the first poll asks it not to wait.
+        let poll_wait = if announced { poll_wait } else { Duration::ZERO };
         let client = current.borrow().clone();
         let polled = tokio::select! {
             r = client.poll(permits.len(), poll_wait) => r,
@@ -223,6 +234,11 @@ async fn serve(opts: Options, stop: &mut watch::Receiver<bool>, supervisor: Supe
         };
         match polled {
             Ok(reply) => {
+                if !announced {
+                    events.emit(json!({"event": "ready", "worker_id": identity.worker_id}));
+                    supervisor.ready(&format!("polling {} for tasks", identity.broker));
+                    announced = true;
+                }
                 if unreachable {
                     supervisor.status(&format!("polling {} for tasks", identity.broker));
                     unreachable = false;
@@ -251,6 +267,7 @@ async fn serve(opts: Options, stop: &mut watch::Receiver<bool>, supervisor: Supe
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "poll failed");
                 if !unreachable {
                     supervisor.status(&format!("cannot reach the appliance at {}: {e}; retrying", identity.broker));
+                    events.emit(json!({"event": "unreachable", "broker": identity.broker, "error": e.to_string()}));
                     unreachable = true;
                 }
                 tokio::select! {
@@ -276,7 +293,7 @@ fn must_enroll_again(refused: &CallError) -> anyhow::Error {
     )
 }
 
-async fn enroll(opts: &Options, stop: &mut watch::Receiver<bool>) -> anyhow::Result<Identity> {
+async fn enroll(opts: &Options, broker: &str, stop: &mut watch::Receiver<bool>) -> anyhow::Result<Identity> {
     let token = opts
         .enroll_token
         .clone()
@@ -301,7 +318,7 @@ async fn enroll(opts: &Options, stop: &mut watch::Receiver<bool>) -> anyhow::Res
     let (key_pem, csr_pem) = pki::new_worker_key_and_csr()?;
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     loop {
-        match BrokerClient::enroll(&opts.broker, trust, &token, &csr_pem, &opts.config.labels).await {
+        match BrokerClient::enroll(broker, trust, &token, &csr_pem, &opts.config.labels).await {
             Ok(e) => {
                 if let Some(pin) = &opts.ca_pin
                     && &pki::fingerprint_pem(&e.ca_pem)? != pin
@@ -310,7 +327,7 @@ async fn enroll(opts: &Options, stop: &mut watch::Receiver<bool>) -> anyhow::Res
                 }
                 return Ok(Identity {
                     worker_id: e.worker_id,
-                    broker: opts.broker.clone(),
+                    broker: broker.to_owned(),
                     labels: e.labels,
                     ca_pem: e.ca_pem,
                     cert_pem: e.cert_pem,

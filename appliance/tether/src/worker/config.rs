@@ -173,6 +173,17 @@ pub enum ParamType {
     Boolean,
 }
 
+impl ParamType {
+    /// What a value of this type is, as a sentence says it.
+    pub fn described(self) -> &'static str {
+        match self {
+            ParamType::String => "a string",
+            ParamType::Integer => "an integer",
+            ParamType::Boolean => "true or false",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParamSpec {

@@ -140,13 +140,14 @@ fn check_param(name: &str, spec: &ParamSpec, value: &Value) -> Result<String, Fa
         }
         (ParamType::Integer, Value::Number(n)) => match n.as_i64() {
             Some(i) if spec.min.is_some_and(|m| i < m) || spec.max.is_some_and(|m| i > m) => {
-                bad(format!("{i} is out of range"))
+                let bound = |b: Option<i64>| b.map_or(String::new(), |b| b.to_string());
+                bad(format!("{i} is out of range ({}..={})", bound(spec.min), bound(spec.max)))
             }
             Some(i) => Ok(i.to_string()),
-            None => bad("must be a whole number".into()),
+            None => bad(format!("{n} is not {}", spec.kind.described())),
         },
         (ParamType::Boolean, Value::Bool(b)) => Ok(b.to_string()),
-        (kind, _) => bad(format!("must be a {kind:?}").to_lowercase()),
+        (kind, _) => bad(format!("must be {}", kind.described())),
     }
 }
 
@@ -371,15 +372,18 @@ mod tests {
     #[tokio::test]
     async fn bad_parameters_fail_cleanly_before_anything_runs() {
         let cases = [
-            json!({"word": "-rf"}),
-            json!({"word": "x", "count": 10}),
-            json!({"word": 5}),
-            json!({"count": 1}),
-            json!({"word": "x", "extra": 1}),
+            (json!({"word": "-rf"}), "may not start with '-'"),
+            (json!({"word": "x", "count": 10}), "parameter \"count\": 10 is out of range (0..=9)"),
+            (json!({"word": "x", "count": 1.5}), "parameter \"count\": 1.5 is not an integer"),
+            (json!({"word": "x", "count": "2"}), "parameter \"count\": must be an integer"),
+            (json!({"word": 5}), "parameter \"word\": must be a string"),
+            (json!({"count": 1}), "parameter \"word\" is required"),
+            (json!({"word": "x", "extra": 1}), "unknown parameter \"extra\""),
         ];
-        for params in cases {
+        for (params, says) in cases {
             let e = say(params.clone()).await.unwrap_err();
             assert_eq!(e.code, "bad_params", "{params}");
+            assert!(e.message.contains(says), "{params}: {}", e.message);
         }
     }
 

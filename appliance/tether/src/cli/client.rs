@@ -45,16 +45,12 @@ impl ApiClient {
     }
 
     fn connect(timeout: std::time::Duration, token: Option<String>) -> anyhow::Result<ApiClient> {
-        let base = std::env::var("TETHER_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+        let base = https_only(&std::env::var("TETHER_URL").unwrap_or_else(|_| DEFAULT_URL.into()))?;
         let ca_path = std::env::var("TETHER_CA_FILE")
             .context("set TETHER_CA_FILE to the appliance CA certificate (ca.pem in its data directory)")?;
         let ca = std::fs::read_to_string(&ca_path).with_context(|| format!("cannot read TETHER_CA_FILE {ca_path}"))?;
         let config = tls::client(&ca, None, tls::CLIENT_HTTP_ALPN)?;
-        Ok(ApiClient {
-            http: tls::https_client(config, timeout)?,
-            base: base.trim_end_matches('/').to_owned(),
-            token: token.map(|t| t.trim().to_owned()),
-        })
+        Ok(ApiClient { http: tls::https_client(config, timeout)?, base, token: token.map(|t| t.trim().to_owned()) })
     }
 
     /// Sends a request and returns the JSON body, or an error that carries
@@ -129,5 +125,38 @@ impl ApiClient {
             bail!("{detail} (HTTP {}, code {code})", status.as_u16());
         }
         Ok(bytes.to_vec())
+    }
+}
+
+/// The appliance's address as TETHER_URL gives it, if it is an https:// one
+/// (without its trailing slash); otherwise what to write instead.
+fn https_only(url: &str) -> anyhow::Result<String> {
+    let url = url.trim();
+    match url.split_once("://") {
+        Some(("https", rest)) if rest.trim_end_matches('/').is_empty() => {
+            bail!("TETHER_URL is {url}: it names no host; use https://HOST:8443")
+        }
+        Some(("https", _)) => Ok(url.trim_end_matches('/').to_owned()),
+        Some(("http", rest)) => bail!("TETHER_URL is {url}: the appliance speaks HTTPS only; use https://{rest}"),
+        Some((scheme, _)) => bail!("TETHER_URL is {url}: {scheme}:// is not the appliance's; use https://HOST:8443"),
+        None => bail!("TETHER_URL is {url}, with no scheme: the appliance speaks HTTPS only; use https://{url}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_https_address_is_taken_and_the_others_say_what_to_write() {
+        assert_eq!(https_only("https://tether.site.lan:8443/").unwrap(), "https://tether.site.lan:8443");
+        let said = |url: &str| https_only(url).unwrap_err().to_string();
+        assert!(said("http://10.0.0.5:8443").contains("HTTPS only; use https://10.0.0.5:8443"));
+        assert!(
+            said("10.0.0.5:8443")
+                .contains("with no scheme: the appliance speaks HTTPS only; use https://10.0.0.5:8443")
+        );
+        assert!(said("ftp://x").contains("ftp:// is not the appliance's"));
+        assert!(said("https://").contains("it names no host"));
     }
 }

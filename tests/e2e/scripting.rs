@@ -3,7 +3,8 @@
 //! `tether man` writes a page for every command that groff renders
 //! without a warning; `serve` and `worker` with `--log-format json` write
 //! nothing but JSON objects (timestamp, level, target, fields), one a line,
-//! and none of them holds a password, a secret or a task's input.
+//! and none of them holds a password, a secret or a task's input; a CLI
+//! given the wrong CA or a plain-HTTP address says so and what to do.
 
 use std::process::Command;
 use std::time::Duration;
@@ -109,4 +110,32 @@ async fn json_logs_are_one_object_a_line_and_hold_no_secret() {
     for c in [&input, &secret, &password] {
         assert!(!text.contains(c.as_str()), "{c} in the log");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_says_what_is_wrong_with_the_address_or_the_ca_it_was_given() {
+    let a = Appliance::start();
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = dir.path().join("other-ca.pem");
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=another appliance", "-keyout"])
+        .arg(dir.path().join("other-ca.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let said = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let untrusted = said(a.cli(&["status"]).env("TETHER_CA_FILE", &other_ca));
+    assert!(untrusted.contains("certificate not trusted") && untrusted.contains("TETHER_CA_FILE"), "{untrusted}");
+    let host = a.console.trim_start_matches("https://").to_owned();
+    let http = said(a.cli(&["status"]).env("TETHER_URL", format!("http://{host}")));
+    assert!(http.contains(&format!("the appliance speaks HTTPS only; use https://{host}")), "{http}");
+    let bare = said(a.cli(&["status"]).env("TETHER_URL", &host));
+    assert!(bare.contains("with no scheme") && bare.contains(&format!("use https://{host}")), "{bare}");
 }

@@ -115,7 +115,7 @@ impl ApiClient {
 
     /// Sends the request; the body of a success, or the problem as an error.
     async fn answer(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Vec<u8>> {
-        let resp = req.send().await.with_context(|| format!("cannot reach {} (is TETHER_URL right?)", self.base))?;
+        let resp = req.send().await.map_err(|e| not_reached(&self.base, &e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.context("reading the reply")?;
         if !status.is_success() {
@@ -125,6 +125,21 @@ impl ApiClient {
             bail!("{detail} (HTTP {}, code {code})", status.as_u16());
         }
         Ok(bytes.to_vec())
+    }
+}
+
+/// Why a request did not reach the appliance, saying what to change: a
+/// certificate the trusted CA did not sign is named as such, not as a
+/// network failure.
+fn not_reached(base: &str, e: &reqwest::Error) -> anyhow::Error {
+    let chain = tls::error_chain(e);
+    if chain.contains("invalid peer certificate") {
+        anyhow::anyhow!(
+            "certificate not trusted: {base} showed a certificate the CA in TETHER_CA_FILE did not sign ({chain}); \
+             set TETHER_CA_FILE to that appliance's ca.pem"
+        )
+    } else {
+        anyhow::anyhow!("cannot reach {base} (is TETHER_URL right?): {chain}")
     }
 }
 

@@ -71,6 +71,12 @@ if [ ! -d tests/browser/node_modules ]; then
     echo "installing playwright-core and @axe-core/playwright (npm) for the console test" >&2
     npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
 fi
+# ... and with the official openai client for Node.js, a 4.x release and
+# the current one, from npm (tests/openai-node).
+if [ ! -d tests/openai-node/node_modules ]; then
+    echo "installing the openai clients for Node.js (npm) for the gateway tests" >&2
+    npm ci --prefix tests/openai-node --no-audit --no-fund --loglevel=error >/dev/null
+fi
 # The LLM gateway tests drive it with the official Python clients from PyPI,
 # pinned, in a virtual environment of their own.
 if [ ! -x target/py/bin/python ] || ! target/py/bin/python -c 'import openai, ollama' 2>/dev/null; then

@@ -6,6 +6,9 @@
 //! (streamed unless `"stream": false`; the last line carries `done`,
 //! `done_reason` and the counts); usage counts and errors. It records every
 //! request it receives and notices when a client hangs up mid-stream.
+//! Offered tools, it calls the first (whole, or streamed as each server
+//! streams calls); embeddings come as floats or, from vLLM, as base64 and
+//! shortened to `dimensions` for a Matryoshka model only.
 //! For imports it keeps Ollama's blob store as Ollama does (`HEAD` and
 //! `POST /api/blobs/sha256:…`, the body checked against its digest) and
 //! creates models from blobs (`POST /api/create` with `files`), which
@@ -89,6 +92,7 @@ impl FakeLlm {
             .layer(axum::extract::DefaultBodyLimit::disable())
             .route("/v1/embeddings", post(embeddings))
             .route("/api/embed", post(embeddings))
+            .route("/api/ps", get(ollama_ps))
             .route("/v1/models", get(openai_models))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -230,10 +234,19 @@ async fn chat(
         "completion_tokens": words.len(),
         "total_tokens": prompt_tokens(&request) + words.len(),
     });
+    let tool = called_tool(&request);
     if request["stream"] != json!(true) {
+        let (message, finish) = match &tool {
+            Some(name) => (
+                json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_fake", "type": "function",
+                       "function": {"name": name, "arguments": TOOL_ARGUMENTS}}]}),
+                "tool_calls",
+            ),
+            None => (json!({"role": "assistant", "content": words.join(" ")}), "stop"),
+        };
         return axum::Json(json!({
             "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": words.join(" ")}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": usage,
         }))
         .into_response();
@@ -247,17 +260,41 @@ async fn chat(
         Bytes::from(format!("data: {event}\n\n"))
     };
     let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
-    for (i, word) in words.iter().enumerate() {
-        let text = if i == 0 { word.clone() } else { format!(" {word}") };
-        events.push(chunk(json!({"content": text}), Value::Null));
+    if let Some(name) = &tool {
+        // As vLLM streams a call: its name, then its arguments in fragments.
+        let call =
+            json!([{"index": 0, "id": "call_fake", "type": "function", "function": {"name": name, "arguments": ""}}]);
+        events.push(chunk(json!({"tool_calls": call}), Value::Null));
+        let (head, tail) = TOOL_ARGUMENTS.split_at(TOOL_ARGUMENTS.len() / 2);
+        for fragment in [head, tail] {
+            let part = json!([{"index": 0, "function": {"arguments": fragment}}]);
+            events.push(chunk(json!({"tool_calls": part}), Value::Null));
+        }
+        events.push(chunk(json!({}), json!("tool_calls")));
+    } else {
+        for (i, word) in words.iter().enumerate() {
+            let text = if i == 0 { word.clone() } else { format!(" {word}") };
+            events.push(chunk(json!({"content": text}), Value::Null));
+        }
+        events.push(chunk(json!({}), json!("stop")));
     }
-    events.push(chunk(json!({}), json!("stop")));
     if include_usage {
         let event = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage});
         events.push(Bytes::from(format!("data: {event}\n\n")));
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     stream_out(shared, behaviour, events, "text/event-stream")
+}
+
+/// What the fake calls a tool with.
+pub const TOOL_ARGUMENTS: &str = r#"{"city":"Bern"}"#;
+
+/// The tool the model calls: the first one offered, unless the last
+/// message is already a tool's answer.
+fn called_tool(request: &Value) -> Option<String> {
+    let answered = request["messages"].as_array().and_then(|m| m.last()).is_some_and(|m| m["role"] == "tool");
+    let name = request.pointer("/tools/0/function/name").and_then(Value::as_str)?;
+    (!answered).then(|| name.to_owned())
 }
 
 /// Sends `units` one by one as the behaviour says: a delay between them,
@@ -297,6 +334,19 @@ async fn ollama_chat(State(shared): State<Shared>, axum::Json(request): axum::Js
         json!({"model": model, "created_at": "2026-11-26T00:00:00Z", "message": {"role": "assistant", "content": content},
                "done": true, "done_reason": "stop", "total_duration": 1000, "prompt_eval_count": prompt, "eval_count": completion})
     };
+    if let Some(name) = called_tool(&request) {
+        let arguments: Value = serde_json::from_str(TOOL_ARGUMENTS).unwrap();
+        let calls = json!([{"function": {"name": name, "arguments": arguments}}]);
+        let mut answer = done("");
+        if request["stream"] == json!(false) {
+            answer["message"]["tool_calls"] = calls;
+            return axum::Json(answer).into_response();
+        }
+        let call = json!({"model": line_model, "created_at": "2026-11-26T00:00:00Z",
+                          "message": {"role": "assistant", "content": "", "tool_calls": calls}, "done": false});
+        let lines = vec![Bytes::from(format!("{call}\n")), Bytes::from(format!("{answer}\n"))];
+        return stream_out(shared, behaviour, lines, "application/x-ndjson");
+    }
     if request["stream"] == json!(false) {
         return axum::Json(done(&words.join(" "))).into_response();
     }
@@ -399,6 +449,17 @@ async fn ollama_show(State(shared): State<Shared>, axum::Json(request): axum::Js
     .into_response()
 }
 
+/// Ollama's `/api/ps`: two models loaded, one of them one the gateway
+/// was not told this server serves.
+async fn ollama_ps() -> axum::Json<Value> {
+    let loaded = |name: &str| {
+        json!({"name": name, "model": name, "size": 5_000_000_000u64, "size_vram": 5_000_000_000u64,
+               "digest": "0123abcd", "expires_at": "2026-12-07T18:00:00Z", "context_length": 8192,
+               "details": {"format": "gguf", "family": "llama"}})
+    };
+    axum::Json(json!({"models": [loaded("on-ollama"), loaded("elsewhere")]}))
+}
+
 /// vLLM's error body, with the kind of detail that must not reach a client.
 fn vllm_error(status: StatusCode) -> Response {
     let body = json!({"object": "error", "message": "internal detail: GPU 3 out of memory at 10.9.8.7", "code": status.as_u16()});
@@ -440,15 +501,34 @@ async fn embeddings(
     };
     let words: Vec<usize> = inputs.iter().map(|i| i.split_whitespace().count()).collect();
     let tokens: usize = words.iter().sum();
-    let vectors: Vec<Value> = words.iter().map(|w| json!([*w as f64, 0.5, -1.0])).collect();
+    let mut vectors: Vec<Vec<f64>> = words.iter().map(|w| vec![*w as f64, 0.5, -1.0, 0.125]).collect();
     if uri.path() == "/api/embed" {
+        // An Ollama that does not know `dimensions` (it came late) ignores it.
         return axum::Json(json!({"model": request["model"], "embeddings": vectors, "prompt_eval_count": tokens}))
             .into_response();
     }
+    // vLLM shortens vectors only for a model trained for it (Matryoshka).
+    if let Some(dimensions) = request["dimensions"].as_u64() {
+        if !request["model"].as_str().unwrap_or("").contains("matryoshka") {
+            let body = json!({"object": "error", "type": "BadRequestError", "code": 400,
+                "message": "Model \"x\" does not support matryoshka representation, changing output dimensions will lead to poor results."});
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+        vectors.iter_mut().for_each(|v| v.truncate(dimensions as usize));
+    }
+    let base64 = request["encoding_format"] == "base64";
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
-        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
+                json!(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
         .collect();
     axum::Json(json!({"object": "list", "data": data, "model": request["model"],
                       "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))

@@ -28,6 +28,22 @@ pub(crate) async fn add_upstream(a: &Appliance, name: &str, url: &str, models: &
     assert_eq!(s, 200, "{v}");
 }
 
+/// An appliance whose gateway has one vLLM and one Ollama upstream, both
+/// the same fake (`vllm` models on the first, `on-ollama` on the second),
+/// and a key of `enforcement` for all of them (its secret).
+pub(crate) async fn two_upstreams(vllm: &[&str], enforcement: &str) -> (Appliance, FakeLlm, String) {
+    let a = Appliance::start();
+    let upstream = FakeLlm::start().await;
+    add_upstream(&a, "vllm", &upstream.url(), vllm).await;
+    let body = json!({"kind": "ollama", "url": upstream.url(), "models": ["on-ollama"]});
+    let (s, v, _) = a.api().send(Method::PUT, "/api/v1/llm/upstreams/ollama", Some(&body), &[]).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, created) = a.api().post("/api/v1/llm/keys", &json!({"owner": "admin", "enforcement": enforcement})).await;
+    assert_eq!(s, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    (a, upstream, key)
+}
+
 /// A gateway request with a virtual key.
 pub(crate) async fn call(a: &Appliance, key: &str, body: &Value) -> (u16, Value) {
     a.api().with_token(Some(key)).post("/v1/chat/completions", body).await
@@ -68,7 +84,7 @@ async fn the_openai_client_lists_chats_and_streams_through_the_gateway_with_the_
     assert_eq!(streamed.concat(), "echo: say hello to the site");
     assert_eq!(seen["usage_chunks"], 0, "the usage event the gateway asked for is not passed on unasked");
     assert_eq!(seen["refused"], json!({"status": 403, "code": "model_not_allowed"}));
-    assert_eq!(seen["embeddings"], json!([[2.0, 0.5, -1.0], [1.0, 0.5, -1.0]]));
+    assert_eq!(seen["embeddings"], json!([[2.0, 0.5, -1.0, 0.125], [1.0, 0.5, -1.0, 0.125]]));
     assert_eq!(seen["embedding_tokens"], 3);
 
     // What reached the model server: the level's prompt first, before the

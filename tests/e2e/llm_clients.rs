@@ -8,7 +8,7 @@ use std::process::Command;
 
 use crate::fake_llm::FakeLlm;
 use crate::harness::Appliance;
-use crate::llm::{add_upstream, call, client_script, llm_requests, python};
+use crate::llm::{add_upstream, call, client_script, llm_requests, python, two_upstreams};
 
 /// Runs a client script with `key`; returns what it printed.
 fn run_client(script: &str, a: &Appliance, base: &str, key: &str, model: &str) -> Value {
@@ -26,15 +26,7 @@ fn run_client(script: &str, a: &Appliance, base: &str, key: &str, model: &str) -
 
 #[tokio::test(flavor = "multi_thread")]
 async fn either_client_reaches_either_kind_of_model_server_streamed_or_whole() {
-    let a = Appliance::start();
-    let upstream = FakeLlm::start().await;
-    add_upstream(&a, "vllm", &upstream.url(), &["on-vllm"]).await;
-    let body = json!({"kind": "ollama", "url": upstream.url(), "models": ["on-ollama"]});
-    let (s, v, _) = a.api().send(Method::PUT, "/api/v1/llm/upstreams/ollama", Some(&body), &[]).await;
-    assert_eq!(s, 200, "{v}");
-    let (s, created) = a.api().post("/api/v1/llm/keys", &json!({"owner": "admin", "enforcement": "standard"})).await;
-    assert_eq!(s, 201, "{created}");
-    let key = created["key"].as_str().unwrap().to_owned();
+    let (a, upstream, key) = two_upstreams(&["on-vllm"], "standard").await;
     let expected = "echo: say hello to the site";
 
     // The ollama client, to Ollama (passed through) and to vLLM (translated).
@@ -53,7 +45,7 @@ async fn either_client_reaches_either_kind_of_model_server_streamed_or_whole() {
         );
         assert_eq!(seen["last"], json!({"done": true, "done_reason": "stop", "eval_count": 6}), "{model}: {seen}");
         assert_eq!(seen["refused"]["status"], 404, "{seen}");
-        assert_eq!(seen["embeddings"], json!([[2.0, 0.5, -1.0], [1.0, 0.5, -1.0]]), "{model}: {seen}");
+        assert_eq!(seen["embeddings"], json!([[2.0, 0.5, -1.0, 0.125], [1.0, 0.5, -1.0, 0.125]]), "{model}: {seen}");
         assert_eq!(seen["generated"], "echo: complete this line", "{model}: {seen}");
         assert_eq!(seen["generated_counts"][1], 4, "{model}: {seen}");
         assert_eq!(seen["generated_streamed"], json!(["echo:", " complete", " this", " line"]), "{model}: {seen}");
@@ -78,7 +70,7 @@ async fn either_client_reaches_either_kind_of_model_server_streamed_or_whole() {
     assert_eq!(seen["streamed"].as_array().unwrap().len(), 6, "{seen}");
     assert_eq!(seen["usage_chunks"], 0, "{seen}");
     assert_eq!(seen["refused"], json!({"status": 404, "code": "model_not_found"}));
-    assert_eq!(seen["embeddings"], json!([[2.0, 0.5, -1.0], [1.0, 0.5, -1.0]]), "{seen}");
+    assert_eq!(seen["embeddings"], json!([[2.0, 0.5, -1.0, 0.125], [1.0, 0.5, -1.0, 0.125]]), "{seen}");
     assert_eq!(seen["embedding_tokens"], 3);
     assert_eq!(
         (seen["completion"].as_str(), seen["completion_tokens"].as_u64()),
@@ -139,15 +131,8 @@ fn answer_text(body: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn design_first_withholds_code_from_a_first_answer_streamed_or_whole_in_either_protocol() {
-    let a = Appliance::start();
-    let upstream = FakeLlm::start().await;
-    add_upstream(&a, "vllm", &upstream.url(), &["on-vllm"]).await;
-    let body = json!({"kind": "ollama", "url": upstream.url(), "models": ["on-ollama"]});
-    assert_eq!(a.api().send(Method::PUT, "/api/v1/llm/upstreams/ollama", Some(&body), &[]).await.0, 200);
-    let (s, created) =
-        a.api().post("/api/v1/llm/keys", &json!({"owner": "admin", "enforcement": "design-first"})).await;
-    assert_eq!(s, 201, "{created}");
-    let api = a.api().with_token(created["key"].as_str());
+    let (a, upstream, key) = two_upstreams(&["on-vllm"], "design-first").await;
+    let api = a.api().with_token(Some(&key));
     // Backtick and tilde fences alike (indented code, which the fake's
     // word-by-word echo cannot carry, is in `design_first`'s unit tests).
     for (ask, fence) in

@@ -18,6 +18,7 @@ mod lifecycle;
 mod listener_certs;
 mod llm;
 mod llm_clients;
+mod llm_features;
 mod models;
 mod operations;
 mod people;

@@ -271,11 +271,11 @@ pub fn console_router(state: AppState) -> Router {
         .route(&format!("{}/{{build}}/{{*path}}", console::ASSETS), get(console::asset))
         .route("/v1/models", get(llm::openai_models))
         .route("/api/tags", get(llm::ollama_tags))
-        .route("/api/show", post(llm::ollama_show));
-    for operation in tether_domain::llm::Operation::ALL {
-        for protocol in [tether_domain::llm::wire::Protocol::OpenAi, tether_domain::llm::wire::Protocol::Ollama] {
-            router = router.route(operation.route(protocol), llm::gateway_route(protocol, operation));
-        }
+        .route("/api/show", post(llm::ollama_show))
+        .route("/api/ps", get(llm::ollama_ps))
+        .route("/api/version", get(llm::ollama_version));
+    for (operation, protocol) in tether_domain::llm::GATEWAY_ROUTES {
+        router = router.route(operation.route(protocol), llm::gateway_route(protocol, operation));
     }
     finish(router.layer(middleware::from_fn_with_state(state.clone(), disk_gate)), state)
 }

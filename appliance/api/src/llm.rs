@@ -36,14 +36,16 @@ fn error_in(protocol: Protocol, status: StatusCode, kind: &str, code: &str, mess
 fn gateway_error(protocol: Protocol, e: GatewayError) -> Response {
     let (status, message) = (StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY), e.to_string());
     let e = match e {
-        GatewayError::Store(e) => return ApiError::from(e).into_response(),
-        GatewayError::Vault(e) => return ApiError::from(e).into_response(),
+        GatewayError::Store(e) => return appliance_error(protocol, ApiError::from(e)),
+        GatewayError::Vault(e) => return appliance_error(protocol, ApiError::from(e)),
         other => other,
     };
     let (kind, code) = match &e {
         GatewayError::Store(_) | GatewayError::Vault(_) => ("server_error", "internal"),
         GatewayError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
         GatewayError::InvalidMaxTokens(_) => ("invalid_request_error", "invalid_max_tokens"),
+        GatewayError::Untranslatable(_) => ("invalid_request_error", "unsupported_by_upstream"),
+        GatewayError::DimensionsUnsupported { .. } => ("invalid_request_error", "dimensions_unsupported"),
         GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
         GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
         GatewayError::Unavailable => ("upstream_error", "upstream_unavailable"),
@@ -55,6 +57,21 @@ fn gateway_error(protocol: Protocol, e: GatewayError) -> Response {
         let headers = response.headers_mut();
         rate_headers(headers, standing);
         headers.insert(header::RETRY_AFTER, super::error::retry_after(*retry_after));
+    }
+    response
+}
+
+/// An error of the appliance's own (the store, the vault), in the client's
+/// protocol's shape rather than problem+json, with the same status, code
+/// and headers (`Retry-After`).
+fn appliance_error(protocol: Protocol, e: ApiError) -> Response {
+    let (status, code) = e.status_and_code();
+    let message =
+        if status.is_server_error() { format!("the appliance cannot answer now ({code})") } else { e.to_string() };
+    let problem = e.into_response();
+    let mut response = error_in(protocol, status, "server_error", code, &message);
+    if let Some(wait) = problem.headers().get(header::RETRY_AFTER) {
+        response.headers_mut().insert(header::RETRY_AFTER, wait.clone());
     }
     response
 }
@@ -128,7 +145,7 @@ impl KeyRefused {
                 "invalid_api_key",
                 "a valid virtual key is required (Authorization: Bearer tvk_…)",
             ),
-            KeyRefused::Store(e) => ApiError::from(e).into_response(),
+            KeyRefused::Store(e) => appliance_error(protocol, ApiError::from(e)),
         }
     }
 }
@@ -165,7 +182,7 @@ async fn models(
     };
     let models = match state.llm.models(&key) {
         Ok(m) => m,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return appliance_error(protocol, ApiError::from(e)),
     };
     let body = match protocol {
         Protocol::OpenAi => {
@@ -271,6 +288,31 @@ pub async fn ollama_show(
         Ok(info) => axum::Json(info).into_response(),
         Err(e) => gateway_error(Protocol::Ollama, e),
     }
+}
+
+/// `GET /api/ps`: the models this key may call that are loaded now.
+pub async fn ollama_ps(
+    State(state): State<AppState>,
+    AnonymousOrigin(origin): AnonymousOrigin,
+    headers: HeaderMap,
+) -> Response {
+    let key = match virtual_key(&state, &headers) {
+        Ok(k) => k,
+        Err(refused) => return refused.answer(&state, Protocol::Ollama, origin, "/api/ps").await,
+    };
+    match state.llm.running(&key).await {
+        Ok(models) => axum::Json(json!({ "models": models })).into_response(),
+        Err(e) => gateway_error(Protocol::Ollama, e),
+    }
+}
+
+/// The Ollama release whose API the gateway speaks: clients read it to know
+/// what they may ask (`/api/embed`, tools, `format` as a schema, `/api/ps`).
+pub const OLLAMA_API_VERSION: &str = "0.12.0";
+
+/// `GET /api/version`, without a key as Ollama answers it.
+pub async fn ollama_version() -> Response {
+    axum::Json(json!({ "version": OLLAMA_API_VERSION })).into_response()
 }
 
 /// A response body fed event by event from the gateway's relay; dropping

@@ -23,4 +23,4 @@ pub mod upstreams;
 pub mod usage;
 pub mod wire;
 
-pub use gateway::{Answer, Gateway, GatewayError, Operation, Reply};
+pub use gateway::{Answer, GATEWAY_ROUTES, Gateway, GatewayError, Operation, Reply};

@@ -120,7 +120,7 @@ pub(super) async fn relay(
                             counted = true;
                         }
                         Piece::Text(_) => text_units += 1,
-                        Piece::Done { usage: None, .. } => {}
+                        Piece::ToolCalls(_) | Piece::Done { usage: None, .. } => {}
                     }
                     for piece in filtered(&mut plan.code_filter, piece) {
                         out.extend(plan.writer.write(&piece));
@@ -147,11 +147,13 @@ pub(super) async fn relay(
 }
 
 /// A piece with fenced code taken out of its text (when `filter` is set);
-/// the end flushes what the filter held back.
+/// the end flushes what the filter held back. Tool calls are the client's
+/// to run or not: they pass.
 fn filtered(filter: &mut Option<design_first::CodeFilter>, piece: Piece) -> Vec<Piece> {
     let Some(filter) = filter else { return vec![piece] };
     let text = match &piece {
         Piece::Text(text) => filter.push(text),
+        Piece::ToolCalls(_) => return vec![piece],
         Piece::Done { .. } => filter.finish(),
     };
     let mut pieces = Vec::new();

@@ -267,11 +267,12 @@ async fn run_command(config: &WorkerConfig, job: Job<'_>) -> Result<Value, Failu
 
 /// `llm.chat`: one chat with the worker's model server, not streamed.
 /// Input `{"model", "messages", "options"?}` (options as OpenAI names them:
-/// temperature, top_p, max_tokens, seed, stop); result `{"model",
-/// "content", "finish_reason", "usage": {"prompt_tokens",
-/// "completion_tokens"}}`.
+/// temperature, top_p, max_tokens, seed, stop, tools, response_format…);
+/// result `{"model", "content", "finish_reason", "usage": {"prompt_tokens",
+/// "completion_tokens"}}`, and `tool_calls` (`[{"id", "name",
+/// "arguments"}]`) when the model asked for any.
 async fn run_chat(spec: &super::config::LlmSpec, job: Job<'_>) -> Result<Value, Failure> {
-    use tether_domain::llm::wire::{self, Piece, Protocol, Shape};
+    use tether_domain::llm::wire::{self, Protocol, Shape};
     let mut request = job.input.get("options").cloned().unwrap_or_else(|| json!({}));
     if !request.is_object() {
         return Err(fail("bad_input", "options must be an object"));
@@ -287,10 +288,8 @@ async fn run_chat(spec: &super::config::LlmSpec, job: Job<'_>) -> Result<Value, 
     let client =
         tether_domain::llm::upstreams::http_client(spec.ca_pem.as_deref()).map_err(|e| fail("llm_config", e))?;
     let path = tether_domain::llm::Operation::Chat.route(spec.protocol);
-    let mut call = client
-        .post(format!("{}{path}", spec.url))
-        .timeout(spec.timeout.min(job.timeout))
-        .json(&wire::write_chat(spec.protocol, &chat));
+    let request = wire::write_chat(spec.protocol, &chat).map_err(|m| fail("bad_input", m))?;
+    let mut call = client.post(format!("{}{path}", spec.url)).timeout(spec.timeout.min(job.timeout)).json(&request);
     if let Some(key) = &spec.key {
         call = call.bearer_auth(key.as_str());
     }
@@ -310,16 +309,19 @@ async fn run_chat(spec: &super::config::LlmSpec, job: Job<'_>) -> Result<Value, 
         });
     }
     let usage = wire::usage_of(spec.protocol, &answer).unwrap_or_default();
-    let (content, reason) = match wire::read_answer(spec.protocol, Shape::Chat, &answer).as_slice() {
-        [Piece::Text(text), Piece::Done { reason, .. }] => (text.clone(), reason.clone()),
-        _ => (String::new(), "stop".to_owned()),
-    };
-    Ok(json!({
+    let output = wire::read_answer(spec.protocol, Shape::Chat, &answer);
+    let mut result = json!({
         "model": chat.model,
-        "content": content,
-        "finish_reason": reason,
+        "content": output.text,
+        "finish_reason": output.reason,
         "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
-    }))
+    });
+    if !output.tool_calls.is_empty() {
+        let calls: Vec<Value> =
+            output.tool_calls.iter().map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments})).collect();
+        result["tool_calls"] = Value::Array(calls);
+    }
+    Ok(result)
 }
 
 #[cfg(test)]

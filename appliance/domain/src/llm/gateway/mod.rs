@@ -4,6 +4,8 @@
 //! back as it arrives — a stream is relayed event by event, never gathered.
 //! One audit record per request, with the tokens the upstream counted.
 
+mod catalog;
+mod embed;
 mod manage;
 
 use std::collections::HashMap;
@@ -21,7 +23,7 @@ use super::limits::{self, Limiter, Refusal, Standing};
 use super::prompts;
 use super::relay::{QUIET_TIMEOUT, RelayPlan, read_capped, relay};
 use super::upstreams::{self, Upstream, UpstreamKind};
-use super::wire::{self, Piece, Protocol, Shape, Usage};
+use super::wire::{self, Protocol, Shape, Usage};
 use crate::audit::Origin;
 use crate::auth::AuthError;
 use crate::vault::Vault;
@@ -32,9 +34,6 @@ use tether_store::{self as store, Store};
 const DOWN_FOR: Duration = Duration::from_secs(10);
 /// A health probe that takes longer than this fails.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// What `/api/show` passes on of Ollama's answer.
-const SHOWN: [&str; 8] =
-    ["license", "system", "parameters", "template", "details", "model_info", "capabilities", "modified_at"];
 /// Events a slow client may fall behind before the relay waits for it.
 const RELAY_DEPTH: usize = 32;
 
@@ -47,6 +46,11 @@ pub enum GatewayError {
     BadRequest(String),
     #[error("{0}")]
     InvalidMaxTokens(String),
+    /// The request says what the model's server cannot be told.
+    #[error("{0}")]
+    Untranslatable(String),
+    #[error("the model server for {model:?} cannot give vectors of {dimensions} dimensions ({given})")]
+    DimensionsUnsupported { model: String, dimensions: u64, given: String },
     #[error("this key may not use the model {0:?}")]
     ModelNotAllowed(String),
     #[error("no upstream serves the model {0:?}")]
@@ -67,7 +71,10 @@ impl GatewayError {
     /// The HTTP status the client gets (the audit record names it too).
     pub fn status(&self) -> u16 {
         match self {
-            GatewayError::BadRequest(_) | GatewayError::InvalidMaxTokens(_) => 400,
+            GatewayError::BadRequest(_)
+            | GatewayError::InvalidMaxTokens(_)
+            | GatewayError::Untranslatable(_)
+            | GatewayError::DimensionsUnsupported { .. } => 400,
             GatewayError::ModelNotAllowed(_) => 403,
             GatewayError::ModelNotFound(_) => 404,
             GatewayError::UpstreamRefused(_) => 502,
@@ -94,11 +101,22 @@ pub enum Operation {
     /// A raw prompt continued: OpenAI's completions, Ollama's generate.
     Complete,
     Embed,
+    /// Ollama's older embeddings route: one prompt, one vector.
+    EmbedOne,
 }
 
-impl Operation {
-    pub const ALL: [Operation; 3] = [Operation::Chat, Operation::Complete, Operation::Embed];
+/// Every gateway route: the operation, in the protocol its path speaks.
+pub const GATEWAY_ROUTES: [(Operation, Protocol); 7] = [
+    (Operation::Chat, Protocol::OpenAi),
+    (Operation::Chat, Protocol::Ollama),
+    (Operation::Complete, Protocol::OpenAi),
+    (Operation::Complete, Protocol::Ollama),
+    (Operation::Embed, Protocol::OpenAi),
+    (Operation::Embed, Protocol::Ollama),
+    (Operation::EmbedOne, Protocol::Ollama),
+];
 
+impl Operation {
     /// The route a client of `protocol` calls for it.
     pub fn route(self, protocol: Protocol) -> &'static str {
         match (self, protocol) {
@@ -108,6 +126,9 @@ impl Operation {
             (Operation::Complete, Protocol::Ollama) => "/api/generate",
             (Operation::Embed, Protocol::OpenAi) => "/v1/embeddings",
             (Operation::Embed, Protocol::Ollama) => "/api/embed",
+            (Operation::EmbedOne, Protocol::Ollama) => "/api/embeddings",
+            // OpenAI has one embeddings route, which takes one input too.
+            (Operation::EmbedOne, Protocol::OpenAi) => "/v1/embeddings",
         }
     }
 }
@@ -223,7 +244,8 @@ impl Gateway {
         let forwarded = match operation {
             Operation::Chat => self.forward_text(key, client, Shape::Chat, body, &mut record).await,
             Operation::Complete => self.forward_text(key, client, Shape::Completion, body, &mut record).await,
-            Operation::Embed => self.forward_embed(key, client, body, &mut record).await,
+            Operation::Embed => self.forward_embed(key, client, false, body, &mut record).await,
+            Operation::EmbedOne => self.forward_embed(key, client, true, body, &mut record).await,
         };
         match forwarded {
             Ok((answer, usage)) => {
@@ -260,39 +282,6 @@ impl Gateway {
                 Err(e)
             }
         }
-    }
-
-    /// Forwards an embeddings request; returns the answer and its usage.
-    async fn forward_embed(
-        self: &Arc<Self>,
-        key: &VirtualKey,
-        client: Protocol,
-        body: Value,
-        record: &mut Record,
-    ) -> Result<(Answer, Option<Usage>), GatewayError> {
-        let embed = wire::read_embed(&body).map_err(GatewayError::BadRequest)?;
-        record.log_request(key, &body);
-        let estimate = embed.input.iter().map(|i| i.len() as u64).sum::<u64>().div_ceil(4).max(1);
-        record.prompt_estimate = estimate;
-        // Refused or not, a call counts against the key's limits.
-        self.admit(key, &embed.model, estimate, record)?;
-        if !key.allows_model(&embed.model) {
-            return Err(GatewayError::ModelNotAllowed(embed.model));
-        }
-        let (upstream, response, _in_flight) =
-            self.send(&embed.model, |protocol| (Operation::Embed.route(protocol), wire::write_embed(&embed))).await?;
-        record.upstream = upstream.name.clone();
-        record.model_served = true;
-        if !response.status().is_success() {
-            return Err(GatewayError::UpstreamRefused(response.status().as_u16()));
-        }
-        let bytes = read_capped(response).await.map_err(|_| GatewayError::Unavailable)?;
-        let answer: Value = serde_json::from_slice(&bytes).map_err(|_| GatewayError::Unavailable)?;
-        let (vectors, prompt_tokens) =
-            wire::read_vectors(protocol_of(upstream.kind), &answer).ok_or(GatewayError::Unavailable)?;
-        let out = wire::write_vectors(client, &embed.model, vectors, prompt_tokens);
-        let usage = Usage { prompt_tokens, completion_tokens: 0 };
-        Ok((Answer::Whole(Bytes::from(out.to_string())), Some(usage)))
     }
 
     /// Probes every upstream at once (`GET /v1/models` or `/api/tags`): one
@@ -368,46 +357,6 @@ impl Gateway {
         }
     }
 
-    /// Ollama's `/api/show` for a model this key may call: asked of an
-    /// Ollama server serving it, with what would name the server's files
-    /// (the modelfile) left out; for a model only OpenAI-style servers
-    /// serve, the little that is known.
-    pub async fn show(&self, key: &VirtualKey, model: &str) -> Result<Value, GatewayError> {
-        if !key.allows_model(model) {
-            return Err(GatewayError::ModelNotAllowed(model.to_owned()));
-        }
-        let serving: Vec<Upstream> =
-            self.store.read(upstreams::list)?.into_iter().filter(|u| u.models.iter().any(|m| m == model)).collect();
-        if serving.is_empty() {
-            return Err(GatewayError::ModelNotFound(model.to_owned()));
-        }
-        let ollamas: Vec<&Upstream> = serving.iter().filter(|u| u.kind == UpstreamKind::Ollama).collect();
-        if ollamas.is_empty() {
-            return Ok(json!({
-                "details": {"format": "", "family": "", "parameter_size": "", "quantization_level": ""},
-                "model_info": {}, "capabilities": ["completion"], "modified_at": "1970-01-01T00:00:00Z",
-            }));
-        }
-        for upstream in ollamas {
-            let url = format!("{}/api/show", upstream.url.trim_end_matches('/'));
-            let request = upstreams::authorize(&self.vault, upstream, self.client(upstream)?.post(url))?;
-            let answer =
-                match tokio::time::timeout(QUIET_TIMEOUT, request.json(&json!({ "model": model })).send()).await {
-                    Ok(Ok(response)) if response.status().is_success() => response.json::<Value>().await.ok(),
-                    Ok(Ok(response)) if response.status() == reqwest::StatusCode::NOT_FOUND => {
-                        return Err(GatewayError::ModelNotFound(model.to_owned()));
-                    }
-                    _ => None,
-                };
-            if let Some(Value::Object(mut info)) = answer {
-                info.retain(|k, _| SHOWN.contains(&k.as_str()));
-                return Ok(Value::Object(info));
-            }
-            tracing::warn!(upstream = %upstream.name, "upstream could not show a model; trying the next");
-        }
-        Err(GatewayError::Unavailable)
-    }
-
     /// Takes the request's place in the key's limits, or says why not.
     fn admit(
         &self,
@@ -458,7 +407,7 @@ impl Gateway {
         // when it speaks the same one (nothing it sent is lost), else the
         // translation; an OpenAI stream always asks for its usage event.
         let request_for = |upstream: Protocol| {
-            let mut out = if upstream == client { body.clone() } else { wire::write_chat(upstream, &chat) };
+            let mut out = if upstream == client { body.clone() } else { wire::write_chat(upstream, &chat)? };
             if upstream == Protocol::OpenAi && chat.stream {
                 out["stream_options"] = json!({ "include_usage": true });
             }
@@ -466,7 +415,7 @@ impl Gateway {
                 Shape::Chat => Operation::Chat,
                 Shape::Completion => Operation::Complete,
             };
-            (operation.route(upstream), out)
+            Ok((operation.route(upstream), out))
         };
         let (upstream, response, in_flight) = self.send(&chat.model, request_for).await?;
         record.upstream = upstream.name.clone();
@@ -486,13 +435,11 @@ impl Gateway {
             if from == client && !withhold_code {
                 return Ok((Answer::Whole(bytes), Some(usage)));
             }
-            let pieces = wire::read_answer(from, shape, &answer);
-            let (text, reason) = match pieces.as_slice() {
-                [Piece::Text(text), Piece::Done { reason, .. }] => (text.as_str(), reason.as_str()),
-                _ => ("", "stop"),
-            };
-            let text = if withhold_code { design_first::withhold_code(text) } else { text.to_owned() };
-            let out = wire::write_answer(client, shape, &chat.model, now_secs, &text, reason, usage);
+            let mut output = wire::read_answer(from, shape, &answer);
+            if withhold_code {
+                output.text = design_first::withhold_code(&output.text);
+            }
+            let out = wire::write_answer(client, shape, &chat.model, now_secs, &output);
             return Ok((Answer::Whole(Bytes::from(out.to_string())), Some(usage)));
         }
         let plan = RelayPlan {
@@ -514,7 +461,7 @@ impl Gateway {
     async fn send(
         self: &Arc<Self>,
         model: &str,
-        request_for: impl Fn(Protocol) -> (&'static str, Value),
+        request_for: impl Fn(Protocol) -> Result<(&'static str, Value), String>,
     ) -> Result<(Upstream, reqwest::Response, InFlight), GatewayError> {
         let mut candidates: Vec<Upstream> =
             self.store.read(upstreams::list)?.into_iter().filter(|u| u.models.iter().any(|m| m == model)).collect();
@@ -530,10 +477,19 @@ impl Gateway {
                 (failed || unhealthy, busy.get(&u.name).copied().unwrap_or(0))
             });
         }
+        // What the request asks that a candidate's protocol cannot say;
+        // the answer if no candidate could take it at all.
+        let (mut untranslatable, mut tried) = (None, false);
         for upstream in candidates {
+            let (path, body) = match request_for(protocol_of(upstream.kind)) {
+                Ok(request) => request,
+                Err(why) => {
+                    untranslatable = Some(why);
+                    continue;
+                }
+            };
             let in_flight = self.busy.enter(&upstream.name);
             let client = self.client(&upstream)?;
-            let (path, body) = request_for(protocol_of(upstream.kind));
             let request = upstreams::authorize(
                 &self.vault,
                 &upstream,
@@ -552,8 +508,12 @@ impl Gateway {
                 Err(_) => tracing::warn!(upstream = %upstream.name, "upstream did not answer in time; trying the next"),
             }
             lock(&self.down).insert(upstream.name.clone(), Instant::now() + DOWN_FOR);
+            tried = true;
         }
-        Err(GatewayError::Unavailable)
+        match untranslatable {
+            Some(why) if !tried => Err(GatewayError::Untranslatable(why)),
+            _ => Err(GatewayError::Unavailable),
+        }
     }
 
     fn client(&self, upstream: &Upstream) -> Result<reqwest::Client, GatewayError> {

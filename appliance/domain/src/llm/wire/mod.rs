@@ -1,13 +1,25 @@
 //! The two chat protocols the gateway speaks, OpenAI's and Ollama's, and
 //! the translation between them: a request read into a [`Chat`], an answer
-//! read into [`Piece`]s, and pieces written out in the other protocol —
-//! whole, or streamed (OpenAI: server-sent events; Ollama: JSON lines).
+//! read into [`Piece`]s (or a whole [`Output`]), and written out in the
+//! other protocol — whole, or streamed (OpenAI: server-sent events; Ollama:
+//! JSON lines, see [`stream`]); embeddings in [`embed`].
 //!
-//! Translation keeps what both protocols share: messages, sampling options,
-//! the answer's text, why it finished, and the token counts. A request in
-//! the upstream's own protocol is not translated at all (see the gateway).
+//! Translation keeps what both protocols can say: messages with their
+//! images and tool calls, the tools offered, a JSON answer, sampling
+//! options, the answer's text and tool calls, why it finished, and the
+//! token counts ([`translate`]); what one cannot say is refused by name. A
+//! request in the upstream's own protocol is not translated at all (see the
+//! gateway).
+
+mod embed;
+mod stream;
+mod translate;
 
 use serde_json::{Map, Value, json};
+
+pub use embed::{Embed, Encoding, read_embed, read_vectors, write_embed, write_vectors};
+pub use stream::{StreamReader, StreamWriter};
+pub use translate::{Format, ToolCall};
 
 /// Which protocol a client or an upstream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,22 +47,27 @@ fn text_pointers(protocol: Protocol, shape: Shape) -> (&'static str, &'static st
     }
 }
 
-/// A chat or completion request, whichever protocol it came in.
+/// A chat or completion request, whichever protocol it came in: what the
+/// gateway needs to know of it, and the request itself for translation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chat {
     pub shape: Shape,
+    /// The protocol it came in.
+    pub protocol: Protocol,
     pub model: String,
-    /// A chat's conversation (empty for a completion).
+    /// A chat's conversation, as the client wrote it (empty for a completion).
     pub messages: Vec<Value>,
     /// A completion's prompt, and the system text Ollama's generate takes beside it.
     pub prompt: String,
     pub system: Option<String>,
     pub stream: bool,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
     pub max_tokens: Option<u64>,
-    pub seed: Option<i64>,
-    pub stop: Option<Value>,
+    /// An answer constrained to JSON.
+    pub format: Option<Format>,
+    /// The tools the model may call (a chat's).
+    pub tools: Vec<Value>,
+    /// The request as it came.
+    body: Value,
 }
 
 /// Tokens one request used.
@@ -64,11 +81,23 @@ pub struct Usage {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Piece {
     Text(String),
+    /// Tools the model asks to be called (whole: a stream's come in one piece).
+    ToolCalls(Vec<ToolCall>),
     /// The end: why, and the counts if the upstream gave them.
     Done {
         reason: String,
         usage: Option<Usage>,
     },
+}
+
+/// A whole answer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Output {
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    /// Why it finished, as OpenAI says it (`stop`, `length`, `tool_calls`).
+    pub reason: String,
+    pub usage: Usage,
 }
 
 /// The most tokens a request may ask to be generated (`max_tokens`,
@@ -121,50 +150,47 @@ pub fn read_chat(protocol: Protocol, shape: Shape, body: &Value) -> Result<Chat,
         (Protocol::Ollama, Shape::Completion) => body.get("system").and_then(Value::as_str).map(str::to_owned),
         _ => None,
     };
-    let number = |v: Option<&Value>| v.and_then(Value::as_f64);
-    let max_tokens = requested_max_tokens(protocol, body)?;
-    Ok(match protocol {
-        Protocol::OpenAi => Chat {
-            shape,
-            model,
-            messages,
-            prompt,
-            system,
-            stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
-            temperature: number(body.get("temperature")),
-            top_p: number(body.get("top_p")),
-            max_tokens,
-            seed: body.get("seed").and_then(Value::as_i64),
-            stop: body.get("stop").cloned(),
-        },
-        Protocol::Ollama => {
-            let options = body.get("options");
-            let option = |name: &str| options.and_then(|o| o.get(name));
-            Chat {
-                shape,
-                model,
-                messages,
-                prompt,
-                system,
-                // Ollama streams unless told not to.
-                stream: body.get("stream").and_then(Value::as_bool).unwrap_or(true),
-                temperature: number(option("temperature")),
-                top_p: number(option("top_p")),
-                max_tokens,
-                seed: option("seed").and_then(Value::as_i64),
-                stop: option("stop").cloned(),
-            }
-        }
+    let format = match protocol {
+        Protocol::OpenAi => translate::read_openai_format(body)?,
+        Protocol::Ollama => translate::read_ollama_format(body)?,
+    };
+    Ok(Chat {
+        shape,
+        protocol,
+        model,
+        messages,
+        prompt,
+        system,
+        // Ollama streams unless told not to.
+        stream: body.get("stream").and_then(Value::as_bool).unwrap_or(protocol == Protocol::Ollama),
+        max_tokens: requested_max_tokens(protocol, body)?,
+        format,
+        tools: if shape == Shape::Chat { translate::read_tools(body)? } else { Vec::new() },
+        body: body.clone(),
     })
 }
 
-/// The request to send an upstream that speaks `protocol`.
-pub fn write_chat(protocol: Protocol, chat: &Chat) -> Value {
+/// What Ollama's generate takes that OpenAI's completions have no word for
+/// (a chat's images are in its messages, and do cross).
+const OLLAMA_ONLY: [&str; 5] = ["images", "template", "raw", "context", "suffix"];
+
+/// The request to send an upstream that speaks `to`: the request itself
+/// in its own protocol, else the translation; `Err` names what the other
+/// protocol cannot say.
+pub fn write_chat(to: Protocol, chat: &Chat) -> Result<Value, String> {
+    if to == chat.protocol {
+        let mut same = chat.body.clone();
+        same["stream"] = json!(chat.stream);
+        return Ok(same);
+    }
     let mut body = Map::new();
     body.insert("model".into(), json!(chat.model));
-    match (chat.shape, protocol, &chat.system) {
-        (Shape::Chat, _, _) => {
-            body.insert("messages".into(), json!(chat.messages));
+    match (chat.shape, to, &chat.system) {
+        (Shape::Chat, Protocol::OpenAi, _) => {
+            body.insert("messages".into(), json!(translate::ollama_messages_to_openai(&chat.messages)?));
+        }
+        (Shape::Chat, Protocol::Ollama, _) => {
+            body.insert("messages".into(), json!(translate::openai_messages_to_ollama(&chat.messages)?));
         }
         (Shape::Completion, Protocol::Ollama, system) => {
             body.insert("prompt".into(), json!(chat.prompt));
@@ -181,32 +207,61 @@ pub fn write_chat(protocol: Protocol, chat: &Chat) -> Value {
         }
     }
     body.insert("stream".into(), json!(chat.stream));
-    let put = |map: &mut Map<String, Value>, name: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            map.insert(name.into(), v);
-        }
+    if chat.protocol == Protocol::Ollama
+        && let Some(field) = OLLAMA_ONLY.iter().find(|f| chat.body.get(**f).is_some_and(|v| !v.is_null()))
+    {
+        return Err(format!(
+            "`{field}` cannot be passed on: the server for this model speaks OpenAI's protocol, which has no such field"
+        ));
+    }
+    let sampling = match chat.protocol {
+        Protocol::OpenAi => translate::openai_sampling(&chat.body),
+        Protocol::Ollama => translate::ollama_sampling(chat.body.get("options"))?,
     };
-    match protocol {
+    if let Some(format) = &chat.format {
+        let (field, value) = translate::write_format(format, to == Protocol::Ollama);
+        body.insert(field.into(), value);
+    }
+    let mut tools = chat.tools.clone();
+    if chat.protocol == Protocol::OpenAi {
+        match chat.body.get("tool_choice") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(choice)) if choice == "auto" => {}
+            Some(Value::String(choice)) if choice == "none" => tools.clear(),
+            Some(_) => {
+                return Err("`tool_choice` cannot be passed on: the server for this model speaks Ollama's \
+                            protocol, where the model chooses (use \"auto\" or \"none\")"
+                    .into());
+            }
+        }
+        if chat.body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+            return Err("`n` above 1 cannot be passed on: the server for this model speaks Ollama's protocol, \
+                        which gives one answer per request"
+                .into());
+        }
+    }
+    if !tools.is_empty() {
+        body.insert("tools".into(), Value::Array(tools));
+    }
+    match to {
         Protocol::OpenAi => {
-            put(&mut body, "temperature", chat.temperature.map(Value::from));
-            put(&mut body, "top_p", chat.top_p.map(Value::from));
-            put(&mut body, "max_tokens", chat.max_tokens.map(Value::from));
-            put(&mut body, "seed", chat.seed.map(Value::from));
-            put(&mut body, "stop", chat.stop.clone());
+            translate::put_sampling(&mut body, &sampling, false);
+            if let Some(n) = chat.max_tokens {
+                body.insert("max_tokens".into(), json!(n));
+            }
         }
         Protocol::Ollama => {
             let mut options = Map::new();
-            put(&mut options, "temperature", chat.temperature.map(Value::from));
-            put(&mut options, "top_p", chat.top_p.map(Value::from));
-            put(&mut options, "num_predict", chat.max_tokens.map(Value::from));
-            put(&mut options, "seed", chat.seed.map(Value::from));
-            put(&mut options, "stop", chat.stop.clone());
+            translate::put_sampling(&mut options, &sampling, true);
+            if let Some(n) = chat.max_tokens {
+                options.insert("num_predict".into(), json!(n));
+            }
             if !options.is_empty() {
                 body.insert("options".into(), Value::Object(options));
             }
         }
     }
-    Value::Object(body)
+    Ok(Value::Object(body))
 }
 
 /// The token counts an answer (or a stream's last event) carries.
@@ -224,17 +279,47 @@ pub fn usage_of(protocol: Protocol, v: &Value) -> Option<Usage> {
     }
 }
 
-/// A whole (not streamed) answer, as pieces.
-pub fn read_answer(protocol: Protocol, shape: Shape, v: &Value) -> Vec<Piece> {
+/// A whole (not streamed) answer.
+pub fn read_answer(protocol: Protocol, shape: Shape, v: &Value) -> Output {
     let text = v.pointer(text_pointers(protocol, shape).0).and_then(Value::as_str);
-    let reason = match protocol {
-        Protocol::OpenAi => v.pointer("/choices/0/finish_reason").and_then(Value::as_str),
-        Protocol::Ollama => v.get("done_reason").and_then(Value::as_str),
+    let (reason, calls) = match protocol {
+        Protocol::OpenAi => {
+            (v.pointer("/choices/0/finish_reason").and_then(Value::as_str), v.pointer("/choices/0/message/tool_calls"))
+        }
+        Protocol::Ollama => (v.get("done_reason").and_then(Value::as_str), v.pointer("/message/tool_calls")),
     };
-    vec![
-        Piece::Text(text.unwrap_or_default().to_owned()),
-        Piece::Done { reason: reason.unwrap_or("stop").to_owned(), usage: usage_of(protocol, v) },
-    ]
+    let tool_calls: Vec<ToolCall> = calls
+        .and_then(Value::as_array)
+        .map(|calls| {
+            calls
+                .iter()
+                .enumerate()
+                .filter_map(|(i, call)| match protocol {
+                    Protocol::OpenAi => translate::read_openai_call(call).ok(),
+                    Protocol::Ollama => translate::read_ollama_call(call, &format!("call_{i}")).ok(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let reason = match reason.unwrap_or("stop") {
+        // Ollama says stop when the model called a tool; OpenAI says so.
+        "stop" if !tool_calls.is_empty() => "tool_calls",
+        reason => reason,
+    };
+    Output {
+        text: text.unwrap_or_default().to_owned(),
+        tool_calls,
+        reason: reason.to_owned(),
+        usage: usage_of(protocol, v).unwrap_or_default(),
+    }
+}
+
+/// Why an answer finished, as `protocol` says it.
+fn finish_reason(protocol: Protocol, reason: &str) -> &str {
+    match (protocol, reason) {
+        (Protocol::Ollama, "tool_calls") => "stop",
+        (_, reason) => reason,
+    }
 }
 
 /// Whether a streamed unit carries text. Model servers stream about one
@@ -243,64 +328,10 @@ pub fn carries_text(protocol: Protocol, shape: Shape, v: &Value) -> bool {
     v.pointer(text_pointers(protocol, shape).1).and_then(Value::as_str).is_some_and(|t| !t.is_empty())
 }
 
-/// Reads a streamed answer unit by unit (an OpenAI event's data, an Ollama line).
-#[derive(Debug)]
-pub struct StreamReader {
-    shape: Shape,
-    reason: Option<String>,
-    usage: Option<Usage>,
-}
-
-impl StreamReader {
-    pub fn new(shape: Shape) -> StreamReader {
-        StreamReader { shape, reason: None, usage: None }
-    }
-
-    /// The pieces in one unit. OpenAI ends with `[DONE]` after the reason
-    /// and the usage event; Ollama's last line carries all three.
-    pub fn read(&mut self, protocol: Protocol, unit: &str) -> Vec<Piece> {
-        if protocol == Protocol::OpenAi && unit.trim() == "[DONE]" {
-            return vec![Piece::Done {
-                reason: self.reason.take().unwrap_or_else(|| "stop".into()),
-                usage: self.usage.take(),
-            }];
-        }
-        let Ok(v) = serde_json::from_str::<Value>(unit) else { return Vec::new() };
-        let mut pieces = Vec::new();
-        if carries_text(protocol, self.shape, &v) {
-            let text = v.pointer(text_pointers(protocol, self.shape).1).and_then(Value::as_str).unwrap_or_default();
-            pieces.push(Piece::Text(text.to_owned()));
-        }
-        match protocol {
-            Protocol::OpenAi => {
-                if let Some(reason) = v.pointer("/choices/0/finish_reason").and_then(Value::as_str) {
-                    self.reason = Some(reason.to_owned());
-                }
-                if let Some(usage) = usage_of(protocol, &v) {
-                    self.usage = Some(usage);
-                }
-            }
-            Protocol::Ollama => {
-                if v.get("done") == Some(&Value::Bool(true)) {
-                    let reason = v.get("done_reason").and_then(Value::as_str).unwrap_or("stop").to_owned();
-                    pieces.push(Piece::Done { reason, usage: usage_of(protocol, &v) });
-                }
-            }
-        }
-        pieces
-    }
-}
-
 /// A whole answer in the client's protocol.
-pub fn write_answer(
-    protocol: Protocol,
-    shape: Shape,
-    model: &str,
-    now_secs: i64,
-    text: &str,
-    reason: &str,
-    usage: Usage,
-) -> Value {
+pub fn write_answer(protocol: Protocol, shape: Shape, model: &str, now_secs: i64, output: &Output) -> Value {
+    let (text, usage) = (output.text.as_str(), output.usage);
+    let reason = finish_reason(protocol, &output.reason);
     match (protocol, shape) {
         (Protocol::OpenAi, Shape::Completion) => json!({
             "id": format!("cmpl-tether-{now_secs}"),
@@ -319,169 +350,36 @@ pub fn write_answer(
             "prompt_eval_count": usage.prompt_tokens,
             "eval_count": usage.completion_tokens,
         }),
-        (Protocol::OpenAi, Shape::Chat) => json!({
-            "id": format!("chatcmpl-tether-{now_secs}"),
-            "object": "chat.completion",
-            "created": now_secs,
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}],
-            "usage": openai_usage(usage),
-        }),
-        (Protocol::Ollama, Shape::Chat) => json!({
-            "model": model,
-            "created_at": rfc3339(now_secs),
-            "message": {"role": "assistant", "content": text},
-            "done": true,
-            "done_reason": reason,
-            "prompt_eval_count": usage.prompt_tokens,
-            "eval_count": usage.completion_tokens,
-        }),
-    }
-}
-
-/// Writes a streamed answer in the client's protocol, piece by piece.
-#[derive(Debug)]
-pub struct StreamWriter {
-    protocol: Protocol,
-    shape: Shape,
-    model: String,
-    now_secs: i64,
-    /// OpenAI: send the usage event too (the client asked for it).
-    with_usage: bool,
-    started: bool,
-}
-
-impl StreamWriter {
-    pub fn new(protocol: Protocol, shape: Shape, model: &str, now_secs: i64, with_usage: bool) -> StreamWriter {
-        StreamWriter { protocol, shape, model: model.to_owned(), now_secs, with_usage, started: false }
-    }
-
-    /// The bytes for one piece (whole events or lines).
-    pub fn write(&mut self, piece: &Piece) -> Vec<u8> {
-        let mut out = Vec::new();
-        match self.protocol {
-            Protocol::OpenAi => {
-                let (id, object) = match self.shape {
-                    Shape::Chat => (format!("chatcmpl-tether-{}", self.now_secs), "chat.completion.chunk"),
-                    Shape::Completion => (format!("cmpl-tether-{}", self.now_secs), "text_completion"),
-                };
-                let event = |choices: Value| json!({"id": id, "object": object, "created": self.now_secs, "model": self.model, "choices": choices});
-                // A chat's text is in a delta; a completion's is the choice's text.
-                let choice = |text: Option<&str>, reason: Value| match self.shape {
-                    Shape::Chat => {
-                        let delta = text.map_or_else(|| json!({}), |t| json!({"content": t}));
-                        json!([{"index": 0, "delta": delta, "finish_reason": reason}])
-                    }
-                    Shape::Completion => {
-                        json!([{"index": 0, "text": text.unwrap_or(""), "finish_reason": reason, "logprobs": null}])
-                    }
-                };
-                let mut events = Vec::new();
-                if !self.started && self.shape == Shape::Chat {
-                    events.push(event(
-                        json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
-                    ));
-                }
-                self.started = true;
-                match piece {
-                    Piece::Text(text) => events.push(event(choice(Some(text), Value::Null))),
-                    Piece::Done { reason, usage } => {
-                        events.push(event(choice(None, json!(reason))));
-                        if self.with_usage {
-                            let mut last = event(json!([]));
-                            last["usage"] = openai_usage(usage.unwrap_or_default());
-                            events.push(last);
-                        }
-                    }
-                }
-                for e in events {
-                    out.extend_from_slice(format!("data: {e}\n\n").as_bytes());
-                }
-                if matches!(piece, Piece::Done { .. }) {
-                    out.extend_from_slice(b"data: [DONE]\n\n");
-                }
+        (Protocol::OpenAi, Shape::Chat) => {
+            let mut message = json!({"role": "assistant", "content": text});
+            if !output.tool_calls.is_empty() {
+                let calls: Vec<Value> = output.tool_calls.iter().map(|c| translate::openai_call(c, None)).collect();
+                message["tool_calls"] = Value::Array(calls);
             }
-            Protocol::Ollama => {
-                let mut line = json!({"model": self.model, "created_at": rfc3339(self.now_secs)});
-                let text = match piece {
-                    Piece::Text(text) => text.as_str(),
-                    Piece::Done { .. } => "",
-                };
-                match self.shape {
-                    Shape::Chat => line["message"] = json!({"role": "assistant", "content": text}),
-                    Shape::Completion => line["response"] = json!(text),
-                }
-                line["done"] = json!(matches!(piece, Piece::Done { .. }));
-                if let Piece::Done { reason, usage } = piece {
-                    let usage = usage.unwrap_or_default();
-                    line["done_reason"] = json!(reason);
-                    line["prompt_eval_count"] = json!(usage.prompt_tokens);
-                    line["eval_count"] = json!(usage.completion_tokens);
-                }
-                out.extend_from_slice(format!("{line}\n").as_bytes());
+            json!({
+                "id": format!("chatcmpl-tether-{now_secs}"),
+                "object": "chat.completion",
+                "created": now_secs,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": reason}],
+                "usage": openai_usage(usage),
+            })
+        }
+        (Protocol::Ollama, Shape::Chat) => {
+            let mut message = json!({"role": "assistant", "content": text});
+            if !output.tool_calls.is_empty() {
+                message["tool_calls"] = Value::Array(output.tool_calls.iter().map(translate::ollama_call).collect());
             }
+            json!({
+                "model": model,
+                "created_at": rfc3339(now_secs),
+                "message": message,
+                "done": true,
+                "done_reason": reason,
+                "prompt_eval_count": usage.prompt_tokens,
+                "eval_count": usage.completion_tokens,
+            })
         }
-        out
-    }
-}
-
-/// An embeddings request, whichever protocol it came in.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Embed {
-    pub model: String,
-    pub input: Vec<String>,
-}
-
-/// Reads an embeddings request (`input`: a string or a list of strings,
-/// in both protocols).
-pub fn read_embed(body: &Value) -> Result<Embed, String> {
-    let model = body.get("model").and_then(Value::as_str).ok_or("`model` is required")?.to_owned();
-    let input = match body.get("input") {
-        Some(Value::String(one)) => vec![one.clone()],
-        Some(Value::Array(many)) => many
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-            .ok_or("`input` must be text")?,
-        _ => return Err("`input` must be a string or a list of strings".into()),
-    };
-    Ok(Embed { model, input })
-}
-
-/// The body for an upstream (both protocols take the same shape).
-pub fn write_embed(embed: &Embed) -> Value {
-    json!({"model": embed.model, "input": embed.input})
-}
-
-/// The vectors and the prompt's token count in an embeddings answer.
-pub fn read_vectors(protocol: Protocol, v: &Value) -> Option<(Vec<Value>, u64)> {
-    match protocol {
-        Protocol::OpenAi => {
-            let mut data = v.get("data")?.as_array()?.clone();
-            data.sort_by_key(|d| d.get("index").and_then(Value::as_u64).unwrap_or(0));
-            let vectors = data.into_iter().map(|d| d.get("embedding").cloned()).collect::<Option<Vec<_>>>()?;
-            Some((vectors, v.pointer("/usage/prompt_tokens").and_then(Value::as_u64).unwrap_or(0)))
-        }
-        Protocol::Ollama => {
-            let vectors = v.get("embeddings")?.as_array()?.clone();
-            Some((vectors, v.get("prompt_eval_count").and_then(Value::as_u64).unwrap_or(0)))
-        }
-    }
-}
-
-/// An embeddings answer in the client's protocol.
-pub fn write_vectors(protocol: Protocol, model: &str, vectors: Vec<Value>, prompt_tokens: u64) -> Value {
-    match protocol {
-        Protocol::OpenAi => {
-            let data: Vec<Value> = vectors
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e}))
-                .collect();
-            json!({"object": "list", "data": data, "model": model,
-                   "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}})
-        }
-        Protocol::Ollama => json!({"model": model, "embeddings": vectors, "prompt_eval_count": prompt_tokens}),
     }
 }
 

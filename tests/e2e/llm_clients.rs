@@ -106,6 +106,21 @@ async fn either_client_reaches_either_kind_of_model_server_streamed_or_whole() {
     let completed = served.iter().filter(|r| r["metadata"]["details"]["completion_tokens"] == "4").count();
     let embeddings = served.iter().filter(|r| r["metadata"]["details"]["prompt_tokens"] == "3").count();
     assert_eq!((chats, completed, embeddings), (6, 6, 3), "{served:?}");
+
+    // `tether llm usage` reports the same calls, as JSON and as a table whose totals add up.
+    let out = a.cli(&["llm", "usage", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let requests: u64 = rows.iter().map(|r| r["requests"].as_u64().unwrap()).sum();
+    let completion: u64 = rows.iter().map(|r| r["completion_tokens"].as_u64().unwrap()).sum();
+    assert!(requests >= 15 && completion == 6 * 6 + 6 * 4, "{rows:?}");
+    let table = String::from_utf8(a.cli(&["llm", "usage"]).output().unwrap().stdout).unwrap();
+    let total: Vec<&str> = table.lines().last().unwrap().split_whitespace().collect();
+    assert_eq!(
+        (total[0], total[1], total[4]),
+        ("TOTAL", requests.to_string().as_str(), completion.to_string().as_str()),
+        "{table}"
+    );
 }
 
 /// The answer's text from a gateway response body, whole or streamed, in

@@ -4,7 +4,9 @@
 //! without a warning; `serve` and `worker` with `--log-format json` write
 //! nothing but JSON objects (timestamp, level, target, fields), one a line,
 //! and none of them holds a password, a secret or a task's input; a CLI
-//! given the wrong CA or a plain-HTTP address says so and what to do.
+//! given the wrong CA or a plain-HTTP address says so and what to do; a
+//! failure has its exit code and, asked for JSON, is a problem document
+//! that names the role needed or why a token was refused.
 
 use std::process::Command;
 use std::time::Duration;
@@ -132,10 +134,71 @@ async fn the_cli_says_what_is_wrong_with_the_address_or_the_ca_it_was_given() {
         String::from_utf8(out.stderr).unwrap()
     };
     let untrusted = said(a.cli(&["status"]).env("TETHER_CA_FILE", &other_ca));
-    assert!(untrusted.contains("certificate not trusted") && untrusted.contains("TETHER_CA_FILE"), "{untrusted}");
+    assert!(untrusted.contains("certificate not trusted: ") && untrusted.contains("pass --ca-file or TETHER_CA_FILE"));
+    // The flag before the command does what the variable does, and wins.
+    let flagged = a.cli(&["--ca-file", other_ca.to_str().unwrap(), "status"]).output().unwrap();
+    assert_eq!(flagged.status.code(), Some(4), "{}", String::from_utf8_lossy(&flagged.stderr));
+    let right =
+        a.cli(&["--ca-file", a.ca_file().to_str().unwrap(), "status"]).env("TETHER_CA_FILE", &other_ca).output();
+    assert!(right.unwrap().status.success(), "--ca-file over TETHER_CA_FILE");
     let host = a.console.trim_start_matches("https://").to_owned();
     let http = said(a.cli(&["status"]).env("TETHER_URL", format!("http://{host}")));
     assert!(http.contains(&format!("the appliance speaks HTTPS only; use https://{host}")), "{http}");
     let bare = said(a.cli(&["status"]).env("TETHER_URL", &host));
-    assert!(bare.contains("with no scheme") && bare.contains(&format!("use https://{host}")), "{bare}");
+    assert!(bare.contains("has no scheme") && bare.contains(&format!("use https://{host}")), "{bare}");
+}
+
+/// The problem+json a failed `tether --json …` wrote on stderr, and its exit code.
+fn failed_with_json(cmd: &mut Command) -> (i32, Value) {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let problem =
+        serde_json::from_str(stderr.trim()).unwrap_or_else(|e| panic!("not one JSON document ({e}): {stderr}"));
+    (out.status.code().unwrap(), problem)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_has_its_exit_code_a_problem_in_json_and_says_which_role_or_why_the_token_was_refused() {
+    let a = Appliance::start();
+    let (s, auditor) = a.api().post("/api/v1/tokens", &json!({"role": "auditor"})).await;
+    assert_eq!(s, 201, "{auditor}");
+    let token = auditor["token"].as_str().unwrap();
+
+    // A role that may not: 403 naming the roles that may, exit 6.
+    let (code, problem) = failed_with_json(a.cli(&["--json", "task", "list"]).env("TETHER_TOKEN", token));
+    assert_eq!((code, problem["status"].as_u64(), problem["exit_code"].as_i64()), (6, Some(403), Some(6)), "{problem}");
+    assert_eq!(
+        (problem["code"].as_str(), problem["type"].as_str()),
+        (Some("forbidden"), Some("urn:tether:problem:forbidden"))
+    );
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("your role (auditor)") && detail.contains("admin") && detail.contains("developer"),
+        "{detail}"
+    );
+    // A command's own --json asks for the same.
+    let (code, own) = failed_with_json(a.cli(&["task", "list", "--json"]).env("TETHER_TOKEN", token));
+    assert_eq!((code, &own["code"]), (6, &json!("forbidden")), "{own}");
+
+    // Revoked, and a token never issued: both 401 (exit 5), told apart.
+    let id = auditor["id"].as_str().unwrap();
+    let revoked = a.cli(&["token", "revoke", id]).output().unwrap();
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    let out = a.cli(&["task", "list"]).env("TETHER_TOKEN", token).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{said}");
+    assert!(said.contains("this token was revoked") && said.contains("code unauthenticated"), "{said}");
+    let mut never = token.to_owned();
+    let last = never.pop().unwrap();
+    never.push(if last == 'a' { 'b' } else { 'a' });
+    let (code, problem) = failed_with_json(a.cli(&["--json", "task", "list"]).env("TETHER_TOKEN", &never));
+    assert_eq!(code, 5, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("not known to this appliance"), "{problem}");
+    assert!(!problem.to_string().contains(token), "the token is not repeated");
+
+    // Nothing there, and a local failure.
+    let (code, problem) = failed_with_json(&mut a.cli(&["--json", "--url", "https://127.0.0.1:1", "status"]));
+    assert_eq!((code, problem["code"].as_str()), (3, Some("unreachable")), "{problem}");
+    let (code, problem) = failed_with_json(a.cli(&["--json", "status"]).env_remove("TETHER_TOKEN"));
+    assert_eq!((code, problem["code"].as_str()), (1, Some("failed")), "{problem}");
 }

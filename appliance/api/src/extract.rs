@@ -173,7 +173,11 @@ pub async fn authorize(
             let event = Event::new("auth.failed", "authenticate", Resource::new("route", req.uri().path()))
                 .outcome(Outcome::Failure)
                 .detail("reason", why.reason());
-            return failed_authentication(&state, origin, event).await.into_response();
+            return match failed_authentication(&state, origin, event).await {
+                ApiError::Unauthenticated(_) => ApiError::Unauthenticated(Some(why)),
+                other => other,
+            }
+            .into_response();
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -200,7 +204,7 @@ pub async fn authorize(
             .detail("method", req.method())
             .detail("principal", &principal.name);
         record(&state, origin, event).await;
-        return ApiError::Forbidden.into_response();
+        return ApiError::Forbidden { role: principal.role, needed: auth::roles_with(permission) }.into_response();
     };
     if let Err(e) = state.accounts.note_use(&principal).await {
         return ApiError::from(e).into_response();
@@ -248,7 +252,7 @@ pub async fn failed_authentication(state: &AppState, origin: Origin, event: Even
     if noted.in_window > FAILED_AUTH_BUDGET {
         return ApiError::RateLimited(noted.window_ends.since(state.clock.now()));
     }
-    ApiError::Unauthenticated
+    ApiError::Unauthenticated(None)
 }
 
 /// Appends an audit record on its own (for events with no other change).

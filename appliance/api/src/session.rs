@@ -166,8 +166,8 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
 
 pub async fn current(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<SessionView>, ApiError> {
     let (key, session_id, set_up, fresh) = session_key(&caller)?;
-    let user = state.accounts.account(&caller.principal)?.ok_or(ApiError::Unauthenticated)?;
-    let session = state.accounts.live_session(&key)?.ok_or(ApiError::Unauthenticated)?;
+    let user = state.accounts.account(&caller.principal)?.ok_or(ApiError::Unauthenticated(None))?;
+    let session = state.accounts.live_session(&key)?.ok_or(ApiError::Unauthenticated(None))?;
     let permissions = permissions_of(caller.role);
     Ok(axum::Json(SessionView {
         sensitive: sensitive_of(&permissions),

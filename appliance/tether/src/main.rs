@@ -2,19 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = tether::cli::Cli::parse();
+    let cli = tether::cli::Cli::parse_args();
+    let json = cli.json();
     if let Err(e) = cli.init_logging() {
-        eprintln!("error: {e:#}");
-        return ExitCode::FAILURE;
+        return tether::cli::report(&e, json);
     }
     match tether::cli::run(cli) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => tether::cli::report(&e, json),
     }
 }

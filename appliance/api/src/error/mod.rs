@@ -14,10 +14,10 @@ use tether_domain::vault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("authentication required: present a valid bearer token or log in")]
-    Unauthenticated,
-    #[error("your role does not allow this")]
-    Forbidden,
+    #[error("{}", unauthenticated_detail(*.0))]
+    Unauthenticated(Option<tether_domain::auth::AuthError>),
+    #[error("{}", forbidden_detail(*role, needed))]
+    Forbidden { role: tether_domain::auth::Role, needed: Vec<tether_domain::auth::Role> },
     #[error("the name, password or code is wrong")]
     InvalidCredentials,
     #[error("this account needs its second factor: send a TOTP code or a recovery code")]
@@ -185,8 +185,8 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         use StatusCode as S;
         match self {
-            ApiError::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated"),
-            ApiError::Forbidden => (S::FORBIDDEN, "forbidden"),
+            ApiError::Unauthenticated(_) => (S::UNAUTHORIZED, "unauthenticated"),
+            ApiError::Forbidden { .. } => (S::FORBIDDEN, "forbidden"),
             ApiError::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials"),
             ApiError::SecondFactorRequired => (S::UNAUTHORIZED, "second_factor_required"),
             ApiError::Throttled(_) => (S::TOO_MANY_REQUESTS, "login_throttled"),
@@ -251,6 +251,34 @@ impl ApiError {
             ApiError::ModelServerRefused(_) => (S::FAILED_DEPENDENCY, "model_server_refused"),
             ApiError::Integrity(_) => (S::INTERNAL_SERVER_ERROR, "integrity"),
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+/// Why a credential was not taken, in words that say what to do.
+fn unauthenticated_detail(why: Option<tether_domain::auth::AuthError>) -> String {
+    use tether_domain::auth::AuthError as A;
+    match why {
+        None | Some(A::Missing) => "authentication required: present a valid bearer token or log in".into(),
+        Some(A::Malformed) => "this is not a Tether API token (they start tether_): check TETHER_TOKEN".into(),
+        Some(A::Unknown) => "this token is not known to this appliance: check TETHER_TOKEN, or create one".into(),
+        Some(A::Revoked) => "this token was revoked: create a new one (tether token create) or log in".into(),
+        Some(A::Expired) => "this token has expired: create a new one (tether token create) or log in".into(),
+        Some(A::HolderGone) => "the account this token belongs to is disabled or gone".into(),
+        Some(A::HolderLacksRole) => {
+            "this token carries a role its holder no longer has: create a new one for the current role".into()
+        }
+    }
+}
+
+/// A refusal that names the role asked with and the roles that may.
+fn forbidden_detail(role: tether_domain::auth::Role, needed: &[tether_domain::auth::Role]) -> String {
+    let names: Vec<&str> = needed.iter().map(|r| r.as_str()).collect();
+    match names.as_slice() {
+        [] => format!("your role ({role}) does not allow this; no role does"),
+        [one] => format!("your role ({role}) does not allow this: it needs the {one} role"),
+        [rest @ .., last] => {
+            format!("your role ({role}) does not allow this: it needs one of the roles {} or {last}", rest.join(", "))
         }
     }
 }

@@ -258,6 +258,11 @@ pub enum Scope {
     Metadata,
 }
 
+/// The roles that hold `permission` (in any scope), for a refusal to name.
+pub fn roles_with(permission: Permission) -> Vec<Role> {
+    Role::ALL.into_iter().filter(|role| grant(*role, permission).is_some()).collect()
+}
+
 /// The permission table: which role holds which permission, and how far.
 /// `Public` routes are open to everyone and never reach this table.
 pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
@@ -389,6 +394,9 @@ pub enum AuthError {
     Unknown,
     #[error("the credential has expired")]
     Expired,
+    /// Revoked, or replaced by rotation, before it expired.
+    #[error("the credential was revoked")]
+    Revoked,
     /// The person behind it no longer exists or is disabled.
     #[error("the credential's holder no longer has an enabled account")]
     HolderGone,
@@ -405,6 +413,7 @@ impl AuthError {
             AuthError::Malformed => "malformed",
             AuthError::Unknown => "unknown",
             AuthError::Expired => "expired",
+            AuthError::Revoked => "revoked",
             AuthError::HolderGone => "holder_gone",
             AuthError::HolderLacksRole => "holder_lacks_role",
         }

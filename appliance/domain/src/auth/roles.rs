@@ -64,7 +64,7 @@ pub fn request_role(
     user.role = role;
     user.pending_role = None;
     put(tx, &user)?;
-    let revoked = tokens::revoke_beyond(tx, target, role)?;
+    let revoked = tokens::revoke_beyond(tx, now, target, role)?;
     let event = Event::new("user.role_changed", "change", resource)
         .detail("from", from)
         .detail("to", role)
@@ -90,7 +90,7 @@ pub fn approve_role(
     let from = user.role;
     user.role = request.role;
     put(tx, &user)?;
-    let revoked = tokens::revoke_beyond(tx, target, request.role)?;
+    let revoked = tokens::revoke_beyond(tx, now, target, request.role)?;
     let event = Event::new("user.role_changed", "approve", Resource::new("user", target))
         .detail("from", from)
         .detail("to", request.role)
@@ -109,7 +109,7 @@ pub fn disable(tx: &mut WriteTx<'_>, now: Timestamp, origin: &Origin, by: &str, 
     user.disabled = true;
     put(tx, &user)?;
     let sessions = sessions::end_all_of(tx, target)?;
-    let tokens = tokens::revoke_all_of(tx, target)?;
+    let tokens = tokens::revoke_all_of(tx, now, target)?;
     let event = Event::new("user.disabled", "disable", Resource::new("user", target))
         .detail("sessions_ended", sessions)
         .detail("tokens_revoked", tokens);

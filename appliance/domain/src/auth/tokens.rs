@@ -53,6 +53,12 @@ impl Holder {
     }
 }
 
+/// Hash of a revoked (or rotated) token's secret → when it would have
+/// expired, so that presenting it is answered "revoked" rather than
+/// "unknown". Kept until then (pruned as tokens are revoked), so the
+/// collection holds no more than the tokens that could still be presented.
+const REVOKED: Collection<Timestamp> = Collection::new("api_tokens_revoked");
+
 /// How far [`holder_of`] follows "made by a token" back to a person.
 const MAX_MAKER_HOPS: usize = 4;
 /// Public id → when the token last authenticated (to the minute).
@@ -265,7 +271,11 @@ pub fn authenticate(
         return Ok(Err(AuthError::Malformed));
     };
     let Some(record) = tx.get(TOKENS, &key)? else {
-        return Ok(Err(AuthError::Unknown));
+        return Ok(Err(match tx.get(REVOKED, &key)? {
+            Some(expires_at) if expires_at > now => AuthError::Revoked,
+            Some(_) => AuthError::Expired,
+            None => AuthError::Unknown,
+        }));
     };
     if record.expires_at <= now {
         return Ok(Err(AuthError::Expired));
@@ -332,7 +342,7 @@ pub fn revoke(
     owner: Option<&str>,
 ) -> Result<ApiToken, TokenError> {
     let (token, key) = find(tx, id, owner)?;
-    forget(tx, &token, &key)?;
+    forget(tx, now, &token, &key)?;
     let event = Event::new("token.revoked", "revoke", Resource::new("token", &token.id)).detail("owner", &token.owner);
     audit::append(tx, now, origin, event)?;
     Ok(token)
@@ -353,7 +363,7 @@ pub fn rotate(
     if holder_standing(&mut *tx, &holder, old.role)?.is_err() {
         return Err(TokenError::HolderLacksRole);
     }
-    forget(tx, &old, &key)?;
+    forget(tx, now, &old, &key)?;
     let renewed = NewToken { owner: old.owner.clone(), role: old.role, holder, expires_at: old.expires_at };
     let (new, secret) = store_new(tx, now, origin, &renewed)?;
     let event = Event::new("token.rotated", "rotate", Resource::new("token", &old.id))
@@ -365,18 +375,19 @@ pub fn rotate(
 
 /// Revokes every token `person` owns or holds (the account was disabled).
 /// Returns how many.
-pub fn revoke_all_of(tx: &mut WriteTx<'_>, person: &str) -> Result<usize, store::Error> {
-    revoke_where(tx, person, |_| true)
+pub fn revoke_all_of(tx: &mut WriteTx<'_>, now: Timestamp, person: &str) -> Result<usize, store::Error> {
+    revoke_where(tx, now, person, |_| true)
 }
 
 /// Revokes the tokens `person` owns or holds that carry more than `role`
 /// (the person was just given `role`). Returns how many.
-pub fn revoke_beyond(tx: &mut WriteTx<'_>, person: &str, role: Role) -> Result<usize, store::Error> {
-    revoke_where(tx, person, |token| !super::may_delegate(role, token.role))
+pub fn revoke_beyond(tx: &mut WriteTx<'_>, now: Timestamp, person: &str, role: Role) -> Result<usize, store::Error> {
+    revoke_where(tx, now, person, |token| !super::may_delegate(role, token.role))
 }
 
 fn revoke_where(
     tx: &mut WriteTx<'_>,
+    now: Timestamp,
     person: &str,
     doomed_if: impl Fn(&ApiToken) -> bool,
 ) -> Result<usize, store::Error> {
@@ -392,14 +403,27 @@ fn revoke_where(
         let answers_to_person =
             token.owner == person || holder_of(&mut *tx, token)? == Some(Holder::Person(person.to_owned()));
         if answers_to_person && doomed_if(token) {
-            forget(tx, token, key)?;
+            forget(tx, now, token, key)?;
             revoked += 1;
         }
     }
     Ok(revoked)
 }
 
-fn forget(tx: &mut WriteTx<'_>, token: &ApiToken, key: &[u8; 32]) -> Result<(), store::Error> {
+/// Takes a token away, leaving its tombstone in [`REVOKED`] (and taking
+/// away the tombstones of tokens that have expired since).
+fn forget(tx: &mut WriteTx<'_>, now: Timestamp, token: &ApiToken, key: &[u8; 32]) -> Result<(), store::Error> {
+    let mut expired = Vec::new();
+    tx.scan(REVOKED, None, Order::Ascending, |tomb, expires_at| {
+        if expires_at <= now {
+            expired.push(tomb.to_vec());
+        }
+        Ok(true)
+    })?;
+    for tomb in expired {
+        tx.delete(REVOKED, &tomb)?;
+    }
+    tx.put(REVOKED, key, &token.expires_at)?;
     tx.delete(TOKENS, key)?;
     tx.delete(TOKEN_IDS, token.id.as_bytes())?;
     tx.delete(HOLDERS, token.id.as_bytes())?;
@@ -500,7 +524,19 @@ mod tests {
         assert!(refused.unwrap(), "only the owner (or an admin) revokes");
         let id = record.id.clone();
         store.write_blocking(move |tx| revoke(tx, t0, &Origin::system(), &id, Some("alice"))).unwrap();
-        assert_eq!(store.read(|tx| authenticate(tx, &secret, t0)).unwrap(), Err(AuthError::Unknown));
+        assert_eq!(store.read(|tx| authenticate(tx, &secret, t0)).unwrap(), Err(AuthError::Revoked));
+        assert_eq!(
+            store.read(|tx| authenticate(tx, &secret, expiry)).unwrap(),
+            Err(AuthError::Expired),
+            "a revoked token past its expiry is expired as well"
+        );
+        // Its tombstone goes once it has expired (the next revocation prunes).
+        let later = Timestamp::from_millis(6_000);
+        let (next, _) = store
+            .write_blocking(move |tx| personal(tx, later, "alice", Role::Developer, Timestamp::from_millis(9_000)))
+            .unwrap();
+        store.write_blocking(move |tx| revoke(tx, later, &Origin::system(), &next.id, None)).unwrap();
+        assert_eq!(store.read(|tx| authenticate(tx, &secret, later)).unwrap(), Err(AuthError::Unknown));
 
         drop(store);
         let raw = std::fs::read(dir.path().join(tether_store::DB_FILE)).unwrap();
@@ -520,7 +556,7 @@ mod tests {
         let (new, new_secret) = store.write_blocking(move |tx| rotate(tx, t0, &Origin::system(), &id, None)).unwrap();
         assert_ne!(new.id, old.id);
         assert_eq!((new.owner.as_str(), new.role, new.expires_at), ("ci", Role::Viewer, expiry));
-        assert_eq!(store.read(|tx| authenticate(tx, &old_secret, t0)).unwrap(), Err(AuthError::Unknown));
+        assert_eq!(store.read(|tx| authenticate(tx, &old_secret, t0)).unwrap(), Err(AuthError::Revoked));
         assert!(store.read(|tx| authenticate(tx, &new_secret, t0)).unwrap().is_ok());
         let listed = store.read(|tx| list(tx, Some("ci"))).unwrap();
         assert_eq!(listed.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), vec![new.id]);
@@ -549,8 +585,8 @@ mod tests {
         store
             .write_blocking(move |tx| crate::auth::roles::request_role(tx, t0, &o, "bob", "alice", Role::Developer))
             .unwrap();
-        assert_eq!(auth(&admin), Err(AuthError::Unknown), "revoked by the demotion");
-        assert_eq!(auth(&ci_viewer), Err(AuthError::Unknown), "revoked by the demotion");
+        assert_eq!(auth(&admin), Err(AuthError::Revoked), "revoked by the demotion");
+        assert_eq!(auth(&ci_viewer), Err(AuthError::Revoked), "revoked by the demotion");
         assert_eq!(auth(&dev), Ok(Role::Developer));
         assert_eq!(auth(&ci_dev), Ok(Role::Developer));
         let mut log = Vec::new();
@@ -579,7 +615,7 @@ mod tests {
         let o = Origin::system();
         store.write_blocking(move |tx| crate::auth::roles::disable(tx, t0, &o, "bob", "alice")).unwrap();
         for secret in [&dev, &ci_dev] {
-            assert_eq!(auth(secret), Err(AuthError::Unknown));
+            assert_eq!(auth(secret), Err(AuthError::Revoked));
         }
         assert!(store.read(|tx| list(tx, None)).unwrap().is_empty());
     }

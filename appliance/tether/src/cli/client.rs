@@ -1,10 +1,35 @@
-//! The CLI's HTTPS client for the management API.
+//! The CLI's HTTPS client for the management API: where the appliance is
+//! (`--url` or TETHER_URL) and which CA to trust (`--ca-file` or
+//! TETHER_CA_FILE), given once before the command; its failures typed
+//! ([`super::failure`]) so that each has its exit code.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use anyhow::{Context, bail};
 use reqwest::Method;
 use serde_json::Value;
 
+use super::failure::{ApiProblem, NotReached};
 use tether_base::tls;
+
+/// Where the appliance is and which CA to trust, as the command line gave them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Connection {
+    /// The appliance's console/API address [default: https://127.0.0.1:8443].
+    #[arg(long, env = "TETHER_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// The appliance CA certificate to trust (ca.pem in its data directory).
+    #[arg(long, env = "TETHER_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+static CONNECTION: OnceLock<Connection> = OnceLock::new();
+
+/// Keeps the command line's connection for every client this run makes.
+pub fn use_connection(connection: Connection) {
+    let _ = CONNECTION.set(connection);
+}
 
 /// Talks to `TETHER_URL` with `TETHER_TOKEN`, trusting only `TETHER_CA_FILE`.
 #[derive(Debug)]
@@ -45,10 +70,14 @@ impl ApiClient {
     }
 
     fn connect(timeout: std::time::Duration, token: Option<String>) -> anyhow::Result<ApiClient> {
-        let base = https_only(&std::env::var("TETHER_URL").unwrap_or_else(|_| DEFAULT_URL.into()))?;
-        let ca_path = std::env::var("TETHER_CA_FILE")
-            .context("set TETHER_CA_FILE to the appliance CA certificate (ca.pem in its data directory)")?;
-        let ca = std::fs::read_to_string(&ca_path).with_context(|| format!("cannot read TETHER_CA_FILE {ca_path}"))?;
+        let given = CONNECTION.get().cloned().unwrap_or_default();
+        let url = given.url.or_else(|| std::env::var("TETHER_URL").ok()).unwrap_or_else(|| DEFAULT_URL.into());
+        let base = https_only(&url)?;
+        let ca_path = given.ca_file.or_else(|| std::env::var_os("TETHER_CA_FILE").map(PathBuf::from)).context(
+            "pass --ca-file or set TETHER_CA_FILE to the appliance CA certificate (ca.pem in its data directory)",
+        )?;
+        let ca = std::fs::read_to_string(&ca_path)
+            .with_context(|| format!("cannot read the CA certificate {}", ca_path.display()))?;
         let config = tls::client(&ca, None, tls::CLIENT_HTTP_ALPN)?;
         Ok(ApiClient { http: tls::https_client(config, timeout)?, base, token: token.map(|t| t.trim().to_owned()) })
     }
@@ -122,7 +151,7 @@ impl ApiClient {
             let problem: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let detail = problem["detail"].as_str().unwrap_or(status.canonical_reason().unwrap_or("error"));
             let code = problem["code"].as_str().unwrap_or("unknown");
-            bail!("{detail} (HTTP {}, code {code})", status.as_u16());
+            return Err(ApiProblem { status: status.as_u16(), code: code.to_owned(), detail: detail.to_owned() }.into());
         }
         Ok(bytes.to_vec())
     }
@@ -133,28 +162,30 @@ impl ApiClient {
 /// network failure.
 fn not_reached(base: &str, e: &reqwest::Error) -> anyhow::Error {
     let chain = tls::error_chain(e);
-    if chain.contains("invalid peer certificate") {
-        anyhow::anyhow!(
-            "certificate not trusted: {base} showed a certificate the CA in TETHER_CA_FILE did not sign ({chain}); \
-             set TETHER_CA_FILE to that appliance's ca.pem"
+    let untrusted = chain.contains("invalid peer certificate");
+    let message = if untrusted {
+        format!(
+            "certificate not trusted: {base} showed a certificate the CA given did not sign ({chain}); \
+             pass --ca-file or TETHER_CA_FILE naming that appliance's ca.pem"
         )
     } else {
-        anyhow::anyhow!("cannot reach {base} (is TETHER_URL right?): {chain}")
-    }
+        format!("cannot reach {base} (is --url or TETHER_URL right?): {chain}")
+    };
+    NotReached { untrusted, message }.into()
 }
 
-/// The appliance's address as TETHER_URL gives it, if it is an https:// one
+/// The appliance's address as --url or TETHER_URL gives it, if it is an https:// one
 /// (without its trailing slash); otherwise what to write instead.
 fn https_only(url: &str) -> anyhow::Result<String> {
     let url = url.trim();
     match url.split_once("://") {
         Some(("https", rest)) if rest.trim_end_matches('/').is_empty() => {
-            bail!("TETHER_URL is {url}: it names no host; use https://HOST:8443")
+            bail!("the address {url} names no host; use https://HOST:8443")
         }
         Some(("https", _)) => Ok(url.trim_end_matches('/').to_owned()),
-        Some(("http", rest)) => bail!("TETHER_URL is {url}: the appliance speaks HTTPS only; use https://{rest}"),
-        Some((scheme, _)) => bail!("TETHER_URL is {url}: {scheme}:// is not the appliance's; use https://HOST:8443"),
-        None => bail!("TETHER_URL is {url}, with no scheme: the appliance speaks HTTPS only; use https://{url}"),
+        Some(("http", rest)) => bail!("the address {url}: the appliance speaks HTTPS only; use https://{rest}"),
+        Some((scheme, _)) => bail!("the address {url}: {scheme}:// is not the appliance's; use https://HOST:8443"),
+        None => bail!("the address {url} has no scheme: the appliance speaks HTTPS only; use https://{url}"),
     }
 }
 
@@ -168,10 +199,9 @@ mod tests {
         let said = |url: &str| https_only(url).unwrap_err().to_string();
         assert!(said("http://10.0.0.5:8443").contains("HTTPS only; use https://10.0.0.5:8443"));
         assert!(
-            said("10.0.0.5:8443")
-                .contains("with no scheme: the appliance speaks HTTPS only; use https://10.0.0.5:8443")
+            said("10.0.0.5:8443").contains("has no scheme: the appliance speaks HTTPS only; use https://10.0.0.5:8443")
         );
         assert!(said("ftp://x").contains("ftp:// is not the appliance's"));
-        assert!(said("https://").contains("it names no host"));
+        assert!(said("https://").contains("names no host"));
     }
 }

@@ -1,6 +1,7 @@
 //! `tether llm key create|list|revoke`, `tether llm upstream set|list|remove`,
-//! `tether llm prompt set`, `tether llm prompt-log`: the LLM gateway's keys,
-//! model servers, enforcement prompts and prompt log, over the API.
+//! `tether llm prompt set`, `tether llm usage`, `tether llm prompt-log`: the
+//! LLM gateway's keys, model servers, enforcement prompts, usage and prompt
+//! log, over the API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +24,21 @@ pub enum Command {
     /// The enforcement levels' system prompts (security officer).
     #[command(subcommand)]
     Prompt(PromptCommand),
+    /// Requests and tokens per day, owner, key and model (yours; admins,
+    /// security officers and auditors see everyone's), with the totals.
+    Usage {
+        /// First day, like 2026-12-01 (UTC; default: the first).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, inclusive (default: today).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this person's use.
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Read the prompt log of keys made with --log-prompts (security officer;
     /// the reading is audited).
     PromptLog {
@@ -133,6 +149,21 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             println!("the {level} prompt is replaced; it applies to the next request");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Usage { from, to, owner, json } => {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (name, value) in [("from", from), ("to", to), ("owner", owner)] {
+                if let Some(value) = value {
+                    query.append_pair(name, &value);
+                }
+            }
+            let rows = client.call(Method::GET, &format!("/api/v1/llm/usage?{}", query.finish()), None, &[]).await?;
+            if json {
+                super::print_json(&rows)?;
+            } else {
+                print_usage(rows.as_array().map(Vec::as_slice).unwrap_or_default());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::PromptLog { key, limit } => {
             let mut query = form_urlencoded::Serializer::new(String::new());
             query.append_pair("limit", &limit.to_string());
@@ -145,6 +176,38 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The usage report as a table, one row per day, owner, key and model, and
+/// the totals under it.
+fn print_usage(rows: &[Value]) {
+    let count = |row: &Value, field: &str| row[field].as_u64().unwrap_or(0);
+    let fields = ["requests", "failed", "prompt_tokens", "completion_tokens"];
+    println!(
+        "{:<10}  {:<16} {:<14} {:<20} {:>9} {:>7} {:>12} {:>12}",
+        "DAY", "OWNER", "KEY", "MODEL", "REQUESTS", "FAILED", "PROMPT", "COMPLETION"
+    );
+    let mut totals = [0u64; 4];
+    for row in rows {
+        let text = |field: &str| row[field].as_str().unwrap_or_default().to_owned();
+        let counts = fields.map(|f| count(row, f));
+        for (total, n) in totals.iter_mut().zip(counts) {
+            *total += n;
+        }
+        println!(
+            "{:<10}  {:<16} {:<14} {:<20} {:>9} {:>7} {:>12} {:>12}",
+            text("day"),
+            text("owner"),
+            text("key_id"),
+            text("model"),
+            counts[0],
+            counts[1],
+            counts[2],
+            counts[3]
+        );
+    }
+    let [requests, failed, prompt, completion] = totals;
+    println!("{:<63} {requests:>9} {failed:>7} {prompt:>12} {completion:>12}", "TOTAL");
 }
 
 /// `MODEL:rpm=N,tpm=N,max-parallel=N` (any of the three) → the model and its limits.

@@ -9,6 +9,7 @@ mod bundle;
 mod ca;
 mod client;
 mod crypto;
+mod failure;
 mod health;
 mod image;
 mod init;
@@ -44,15 +45,44 @@ use clap::{Parser, Subcommand};
 /// Tether: an air-gapped appliance that brokers AI-agent work to workers that only pull.
 #[derive(Debug, Parser)]
 #[command(name = "tether", version = release::version_text(), about, propagate_version = true)]
+#[command(after_help = "Exit codes: 0 done; 1 failed here; 2 the command line is wrong, or a check found a fault; \
+    3 the appliance could not be reached; 4 its certificate is not trusted; 5 not authenticated; 6 not allowed; \
+    7 not found; 8 refused as invalid; 9 in conflict with the current state; 10 try again later; \
+    11 the appliance failed.")]
 pub struct Cli {
     /// More log output on stderr (repeat for more). TETHER_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    #[command(flatten)]
+    connection: client::Connection,
+    /// Output as JSON, and a failure as problem+json on stderr (a command's
+    /// own --json does the same).
+    #[arg(long)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 impl Cli {
+    /// Parses the command line (exiting with clap's message when it is
+    /// wrong). `--json` before the command or on it asks for JSON.
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let mut level = Some(&matches);
+        while let Some(m) = level {
+            cli.json |= matches!(m.try_get_one::<bool>("json"), Ok(Some(true)));
+            level = m.subcommand().map(|(_, sub)| sub);
+        }
+        cli
+    }
+
+    /// Whether a failure is to be reported as problem+json.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
     /// Sets up the log: as `serve` and `worker` are told, text on stderr
     /// for the other commands.
     pub fn init_logging(&self) -> anyhow::Result<()> {
@@ -162,6 +192,7 @@ enum Command {
 
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    client::use_connection(cli.connection);
     match cli.command {
         Command::Init(args) => init::run(args),
         Command::Serve(args) => runtime()?.block_on(serve::run(args)),
@@ -198,6 +229,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Man(args) => manual::man(args),
     }
 }
+
+pub use failure::report;
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)

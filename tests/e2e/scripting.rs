@@ -202,3 +202,75 @@ async fn a_failure_has_its_exit_code_a_problem_in_json_and_says_which_role_or_wh
     let (code, problem) = failed_with_json(a.cli(&["--json", "status"]).env_remove("TETHER_TOKEN"));
     assert_eq!((code, problem["code"].as_str()), (1, Some("failed")), "{problem}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tether_login_trades_credentials_and_a_code_for_a_short_lived_token_kept_where_only_its_owner_reads_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let a = Appliance::start();
+    let ada = a.person("ada", "admin").await;
+    let home = tempfile::tempdir().unwrap();
+    let password_file = home.path().join("password");
+    std::fs::write(&password_file, &ada.password).unwrap();
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // As a person's shell has it: the address and the CA, no token.
+    let as_ada = |args: &[&str]| {
+        let mut cmd = a.cli(args);
+        cmd.env_remove("TETHER_TOKEN").env("HOME", home.path()).env_remove("XDG_CONFIG_HOME");
+        cmd
+    };
+    let password = password_file.to_str().unwrap();
+    let sessions = || async { a.api().get("/api/v1/sessions?user=ada").await.1.as_array().map_or(0, Vec::len) };
+    let sessions_before = sessions().await;
+
+    // An admin needs the second factor: without a terminal, it says how to give it.
+    let out = as_ada(&["login", "--user", "ada", "--password-file", password]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("pass --totp CODE"), "{said}");
+    let out = as_ada(&["login", "--user", "ada", "--password-file", password, "--totp", &ada.next_code().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let token_file = home.path().join(".config/tether/token");
+    assert!(said.contains("signed in as ada (admin)") && said.contains(token_file.to_str().unwrap()), "{said}");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&token_file), mode(token_file.parent().unwrap())), (0o600, 0o700));
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(!said.contains(token.trim()), "the token is not printed");
+
+    // The other commands use it; it is a token of her role that expires in 12 h.
+    let listed = as_ada(&["token", "list", "--json"]).output().unwrap();
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let tokens: Vec<Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    let mine: Vec<&Value> = tokens.iter().filter(|t| t["owner"] == "ada").collect();
+    assert_eq!(mine.len(), 1, "{tokens:?}");
+    assert_eq!(mine[0]["role"], "admin");
+    let lifetime = time::OffsetDateTime::parse(
+        mine[0]["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+        - time::OffsetDateTime::parse(
+            mine[0]["created_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+    assert_eq!(lifetime.whole_hours(), 12, "{:?}", mine[0]);
+    // The sign-in's session was ended: only the token stays.
+    assert_eq!(sessions().await, sessions_before, "the sign-in's session was ended");
+
+    // A token file others can read is refused, saying how to fix it.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = as_ada(&["token", "list"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("can be read by group or others") && said.contains("chmod 600"),
+        "{said}"
+    );
+    // A wrong password: 401, exit 5, nothing written.
+    std::fs::remove_file(&token_file).unwrap();
+    std::fs::write(&password_file, "not her password").unwrap();
+    let out = as_ada(&["login", "--user", "ada", "--password-file", password, "--totp", "000000"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!token_file.exists());
+}

@@ -42,13 +42,18 @@ pub struct ApiClient {
 const DEFAULT_URL: &str = "https://127.0.0.1:8443";
 
 impl ApiClient {
+    /// With the token in TETHER_TOKEN, else the file TETHER_TOKEN_FILE
+    /// names, else the one `tether login` keeps (refused if others can read it).
     pub fn from_env(timeout: std::time::Duration) -> anyhow::Result<ApiClient> {
         let token = match (std::env::var("TETHER_TOKEN"), std::env::var("TETHER_TOKEN_FILE")) {
             (Ok(t), _) => t,
             (Err(_), Ok(path)) => {
                 std::fs::read_to_string(&path).with_context(|| format!("cannot read TETHER_TOKEN_FILE {path}"))?
             }
-            _ => bail!("set TETHER_TOKEN (or TETHER_TOKEN_FILE) to an API token"),
+            _ => match super::login::default_token_file().filter(|f| f.exists()) {
+                Some(file) => tether_base::files::read_secret(&file)?.to_string(),
+                None => bail!("set TETHER_TOKEN (or TETHER_TOKEN_FILE) to an API token, or run `tether login`"),
+            },
         };
         ApiClient::connect(timeout, Some(token))
     }
@@ -98,6 +103,28 @@ impl ApiClient {
         serde_json::from_slice(&bytes).context("the reply is not JSON")
     }
 
+    /// Like [`ApiClient::call`], with the answer's headers (a sign-in's cookie).
+    pub async fn call_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(Value, reqwest::header::HeaderMap)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| not_reached(&self.base, &e))?;
+        let headers = resp.headers().clone();
+        let bytes = ApiClient::success(resp).await?;
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).context("the reply is not JSON")?
+        };
+        Ok((value, headers))
+    }
+
     /// Sends a request and returns the body's bytes, or the problem as an error.
     pub async fn send(
         &self,
@@ -145,6 +172,11 @@ impl ApiClient {
     /// Sends the request; the body of a success, or the problem as an error.
     async fn answer(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Vec<u8>> {
         let resp = req.send().await.map_err(|e| not_reached(&self.base, &e))?;
+        ApiClient::success(resp).await
+    }
+
+    /// The body of a success, or the problem as an error.
+    async fn success(resp: reqwest::Response) -> anyhow::Result<Vec<u8>> {
         let status = resp.status();
         let bytes = resp.bytes().await.context("reading the reply")?;
         if !status.is_success() {

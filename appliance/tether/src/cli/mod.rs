@@ -18,6 +18,7 @@ mod install_screen;
 mod keyfile;
 mod llm;
 mod logging;
+mod login;
 mod manual;
 mod models;
 pub(crate) mod progress;
@@ -109,6 +110,9 @@ enum Command {
     /// Grade this deployment: every security check with its evidence and fix, a score and grade
     /// (uses TETHER_URL, TETHER_TOKEN, TETHER_CA_FILE; --fail-on SEVERITY for cron or systemd).
     SecurityCheck(security::Args),
+    /// Sign in with your account (and second factor) for a short-lived token of
+    /// your role, kept in ~/.config/tether/token (0600), which the other commands use.
+    Login(login::Args),
     /// Submit, inspect and cancel tasks (uses TETHER_URL, TETHER_TOKEN, TETHER_CA_FILE).
     #[command(subcommand)]
     Task(task::Command),
@@ -197,6 +201,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => init::run(args),
         Command::Serve(args) => runtime()?.block_on(serve::run(args)),
         Command::Worker(args) => runtime()?.block_on(worker::run(args)),
+        Command::Login(args) => runtime()?.block_on(login::run(args)),
         Command::Task(cmd) => runtime()?.block_on(task::run(cmd)),
         Command::Token(cmd) => runtime()?.block_on(token::run(cmd)),
         Command::User(cmd) => runtime()?.block_on(user::run(cmd)),

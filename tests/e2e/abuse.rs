@@ -199,6 +199,13 @@ async fn refused_gateway_calls_count_against_the_limits_and_store_little() {
     let (_, usage) = api.get("/api/v1/llm/usage").await;
     assert!(usage.as_array().unwrap().iter().all(|r| r["model"] == "-"), "made-up names fold into one row: {usage}");
     eprintln!("40 refused calls with 200 KiB model names stored {audit_grown} + {usage_grown} bytes");
+    // Twenty calls over the limit raise one alert for the key, not twenty.
+    let (_, alerts) = api.get("/api/v1/alerts").await;
+    let limited: Vec<&Value> =
+        alerts.as_array().unwrap().iter().filter(|al| al["kind"] == "llm_rate_limited").collect();
+    assert_eq!(limited.len(), 1, "once per key: {alerts}");
+    assert_eq!(limited[0]["subject"], v["id"], "about the key, by its public id: {alerts}");
+    assert_eq!(limited[0]["details"]["owner"], "admin", "{alerts}");
 
     // max_tokens: a whole number in range, and no more than the key's minute.
     let (s, v) = api.post("/api/v1/llm/keys", &json!({"owner": "admin", "models": ["llama3"], "tpm": 1000})).await;

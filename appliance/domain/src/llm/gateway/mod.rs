@@ -36,6 +36,10 @@ const DOWN_FOR: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Events a slow client may fall behind before the relay waits for it.
 const RELAY_DEPTH: usize = 32;
+/// A key refused for its limits raises one alert in this long, however
+/// many calls it keeps making: the alert says "look at this key", the
+/// audit log has every refusal.
+const RATE_ALERT_EVERY: Duration = Duration::from_secs(15 * 60);
 
 /// Why the gateway did not answer with the model's output. Messages are
 /// for the client: they never name an upstream's address or repeat its
@@ -172,6 +176,8 @@ pub struct Gateway {
     /// One HTTP client per upstream, rebuilt when its settings change.
     clients: Mutex<HashMap<String, (tether_base::clock::Timestamp, reqwest::Client)>>,
     limiter: Arc<Limiter>,
+    /// When each key last raised a rate-limit alert.
+    rate_alerts: Mutex<HashMap<String, tether_base::clock::Timestamp>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -201,6 +207,7 @@ impl Gateway {
             health: Mutex::default(),
             clients: Mutex::default(),
             limiter: Arc::default(),
+            rate_alerts: Mutex::default(),
         }
     }
 
@@ -279,9 +286,34 @@ impl Gateway {
                 // use) only if the call got as far as an upstream.
                 record.model_served = matches!(e, GatewayError::Unavailable | GatewayError::UpstreamRefused(_));
                 record.write(e.status(), Usage::default(), None).await?;
+                if let GatewayError::RateLimited { retry_after, .. } = &e {
+                    self.alert_rate_limited(key, *retry_after).await?;
+                }
                 Err(e)
             }
         }
+    }
+
+    /// Raises `llm_rate_limited` for the key, unless it raised one in the
+    /// last [`RATE_ALERT_EVERY`].
+    async fn alert_rate_limited(&self, key: &VirtualKey, retry_after: Duration) -> Result<(), store::Error> {
+        let now = self.clock.now();
+        {
+            let mut last = lock(&self.rate_alerts);
+            // Keys quiet for the whole window are forgotten (the map holds
+            // no more than the keys limited lately).
+            last.retain(|_, at| now.since(*at) < RATE_ALERT_EVERY);
+            if last.contains_key(&key.id) {
+                return Ok(());
+            }
+            last.insert(key.id.clone(), now);
+        }
+        let (subject, owner) = (key.id.clone(), key.owner.clone());
+        let details = [("owner", owner), ("retry_after_s", retry_after.as_secs().max(1).to_string())];
+        self.store
+            .write(move |tx| crate::audit::alerts::raise(tx, now, "llm_rate_limited", &subject, &details))
+            .await?;
+        Ok(())
     }
 
     /// Probes every upstream at once (`GET /v1/models` or `/api/tags`): one

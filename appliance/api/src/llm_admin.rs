@@ -125,6 +125,7 @@ pub async fn create_key(
         expires_at: now.plus(ttl),
     };
     let (key, secret) = state.llm.issue_key(&caller.origin, new).await?;
+    state.monitor.key_created();
     Ok((StatusCode::CREATED, axum::Json(KeyCreated { key: Zeroizing::new(secret), view: key.into() })))
 }
 

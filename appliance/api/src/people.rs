@@ -191,6 +191,7 @@ pub async fn create_token(
     let expires_at = state.clock.now().plus(credential_ttl(&state, body.ttl.as_deref())?);
     let (record, token) =
         state.accounts.issue_token(&caller.origin, caller.asker(), body.name, body.role, expires_at).await?;
+    state.monitor.key_created();
     let (id, role, name, expires_at) = (record.id, record.role, record.owner, record.expires_at.to_rfc3339());
     Ok((StatusCode::CREATED, axum::Json(TokenCreated { token, id, role, name, expires_at })))
 }

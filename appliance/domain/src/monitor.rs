@@ -1,5 +1,6 @@
 //! Watches that raise alerts from what the appliance sees go by: a worker
-//! gone silent, and task volume far from its usual level.
+//! gone silent, and the creation of tasks or of credentials (API tokens,
+//! LLM keys) far from its usual level.
 //!
 //! Both are kept in memory (a restart starts them over) and raise each
 //! alert once, re-arming only when the condition has cleared.
@@ -12,7 +13,7 @@ use tether_base::clock::{SharedClock, Timestamp};
 use tether_base::ids::WorkerId;
 use tether_store::Store;
 
-/// Minutes of task volume the baseline is made of.
+/// Minutes of volume the baseline is made of.
 const BASELINE_MINUTES: usize = 60;
 /// Minutes of history needed before volume is judged at all.
 const MIN_BASELINE: usize = 10;
@@ -37,9 +38,10 @@ pub fn anomalous(history: &[u64], count: u64) -> Option<bool> {
     Some((count as f64 - mean).abs() > SIGMAS * sigma)
 }
 
+/// How many of one kind of thing were made, minute by minute.
 #[derive(Debug, Default)]
 struct Volume {
-    /// Tasks created per finished minute, oldest first.
+    /// Made per finished minute, oldest first.
     history: VecDeque<u64>,
     current: u64,
     minute_started: Option<Timestamp>,
@@ -60,8 +62,13 @@ pub struct Monitor {
     /// A worker is silent once it has not been heard from for this long.
     silent_after: Duration,
     started: Timestamp,
-    volume: Mutex<Volume>,
+    tasks: Mutex<Volume>,
+    /// API tokens and LLM keys.
+    keys: Mutex<Volume>,
     silence: Mutex<Silence>,
+    /// One look at a time: a look that finds nothing waits for one under
+    /// way to have written what it found.
+    looking: tokio::sync::Mutex<()>,
 }
 
 impl Monitor {
@@ -74,7 +81,16 @@ impl Monitor {
     /// before it counts as silent.
     pub fn new(store: Store, clock: SharedClock, silent_after: Duration) -> Monitor {
         let started = clock.now();
-        Monitor { store, clock, silent_after, started, volume: Mutex::default(), silence: Mutex::default() }
+        Monitor {
+            store,
+            clock,
+            silent_after,
+            started,
+            tasks: Mutex::default(),
+            keys: Mutex::default(),
+            silence: Mutex::default(),
+            looking: tokio::sync::Mutex::default(),
+        }
     }
 
     /// A worker was heard from (any request over its certificate).
@@ -92,11 +108,17 @@ impl Monitor {
 
     /// A task was created.
     pub fn task_created(&self) {
-        self.volume.lock().unwrap_or_else(PoisonError::into_inner).current += 1;
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).current += 1;
     }
 
-    /// One look at both watches; raises what is due. Returns the alerts raised.
+    /// A credential was made: an API token or an LLM key.
+    pub fn key_created(&self) {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner).current += 1;
+    }
+
+    /// One look at every watch; raises what is due. Returns the alerts raised.
     pub async fn check(&self) -> Result<usize, tether_store::Error> {
+        let _one_look = self.looking.lock().await;
         let now = self.clock.now();
         let mut raised = 0;
         for (worker, quiet) in self.silent_workers(now)? {
@@ -107,10 +129,17 @@ impl Monitor {
                 .await?;
             raised += 1;
         }
-        if let Some((count, mean)) = self.volume_anomaly(now) {
-            let details = [("tasks_last_minute", count.to_string()), ("baseline_per_minute", format!("{mean:.1}"))];
-            self.store.write(move |tx| crate::audit::alerts::raise(tx, now, "task_volume", "tasks", &details)).await?;
-            raised += 1;
+        let volumes = [
+            (&self.tasks, "task_volume", "tasks", "tasks_last_minute"),
+            (&self.keys, "key_volume", "keys", "keys_last_minute"),
+        ];
+        for (volume, kind, subject, counted) in volumes {
+            let anomaly = volume_anomaly(&mut volume.lock().unwrap_or_else(PoisonError::into_inner), now);
+            if let Some((count, mean)) = anomaly {
+                let details = [(counted, count.to_string()), ("baseline_per_minute", format!("{mean:.1}"))];
+                self.store.write(move |tx| crate::audit::alerts::raise(tx, now, kind, subject, &details)).await?;
+                raised += 1;
+            }
         }
         Ok(raised)
     }
@@ -146,36 +175,6 @@ impl Monitor {
             .collect())
     }
 
-    /// Closes finished minutes; the last one's count and the baseline mean
-    /// if it is anomalous and no alert is standing.
-    fn volume_anomaly(&self, now: Timestamp) -> Option<(u64, f64)> {
-        let mut v = self.volume.lock().unwrap_or_else(PoisonError::into_inner);
-        let started = *v.minute_started.get_or_insert(now);
-        if now.since(started) < MINUTE {
-            return None;
-        }
-        let count = std::mem::take(&mut v.current);
-        v.minute_started = Some(now);
-        let history: Vec<u64> = v.history.iter().copied().collect();
-        let verdict = anomalous(&history, count);
-        v.history.push_back(count);
-        if v.history.len() > BASELINE_MINUTES {
-            v.history.pop_front();
-        }
-        match verdict {
-            Some(true) if !v.alerted => {
-                v.alerted = true;
-                let mean = history.iter().sum::<u64>() as f64 / history.len() as f64;
-                Some((count, mean))
-            }
-            Some(false) => {
-                v.alerted = false;
-                None
-            }
-            _ => None,
-        }
-    }
-
     /// Looks every `every`, for as long as the appliance runs.
     pub async fn run(self: std::sync::Arc<Self>, every: Duration) {
         let mut tick = tokio::time::interval(every);
@@ -187,6 +186,35 @@ impl Monitor {
                 Err(e) => tracing::warn!(error = %e, "the alert watches could not look; retrying"),
             }
         }
+    }
+}
+
+/// Closes finished minutes; the last one's count and the baseline mean
+/// if it is anomalous and no alert is standing.
+fn volume_anomaly(v: &mut Volume, now: Timestamp) -> Option<(u64, f64)> {
+    let started = *v.minute_started.get_or_insert(now);
+    if now.since(started) < MINUTE {
+        return None;
+    }
+    let count = std::mem::take(&mut v.current);
+    v.minute_started = Some(now);
+    let history: Vec<u64> = v.history.iter().copied().collect();
+    let verdict = anomalous(&history, count);
+    v.history.push_back(count);
+    if v.history.len() > BASELINE_MINUTES {
+        v.history.pop_front();
+    }
+    match verdict {
+        Some(true) if !v.alerted => {
+            v.alerted = true;
+            let mean = history.iter().sum::<u64>() as f64 / history.len() as f64;
+            Some((count, mean))
+        }
+        Some(false) => {
+            v.alerted = false;
+            None
+        }
+        _ => None,
     }
 }
 

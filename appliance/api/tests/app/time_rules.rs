@@ -240,3 +240,61 @@ async fn the_newest_signed_checkpoint_downloads_as_a_file_the_audit_key_verifies
     assert_eq!(found["records"][0]["seq"].as_u64(), Some(covers), "{found}");
     started.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spike_of_tasks_or_keys_over_the_baseline_raises_one_alert_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (started, router, clock) = on_manual_clock(&dir, no_second_factor).await;
+    let admin = started.admin_token.clone();
+    let monitor = started.app.state().monitor.clone();
+    let make = |tasks: usize, tokens: usize| {
+        let (router, admin) = (router.clone(), admin.clone());
+        async move {
+            for n in 0..tasks {
+                let task = json!({"kind": "echo", "input": {"n": n}});
+                assert_eq!(call(&router, &admin, "POST", "/api/v1/tasks", Some(task)).await.0, 201);
+            }
+            for n in 0..tokens {
+                let token = json!({"role": "viewer", "name": format!("bot-{n}"), "ttl": "1h"});
+                assert_eq!(call(&router, &admin, "POST", "/api/v1/tokens", Some(token)).await.0, 201);
+            }
+        }
+    };
+    // A minute ends when a look finds it over; the watches look by
+    // themselves too, and a look waits for one under way.
+    let minute = || async {
+        clock.advance(Duration::from_secs(60));
+        monitor.check().await.unwrap();
+    };
+    let volume_alerts = || async {
+        let (_, alerts) = call(&router, &admin, "GET", "/api/v1/alerts", None).await;
+        let mut kinds: Vec<String> = alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"].as_str().is_some_and(|k| k.ends_with("_volume")))
+            .map(|a| format!("{} {}", a["kind"].as_str().unwrap(), a["details"]))
+            .collect();
+        kinds.sort();
+        kinds
+    };
+    monitor.check().await.unwrap(); // the first minute starts
+    // A baseline of ten steady minutes: two tasks and one token each.
+    for _ in 0..10 {
+        make(2, 1).await;
+        minute().await;
+    }
+    assert_eq!(volume_alerts().await, Vec::<String>::new(), "steady volume is no anomaly");
+    // A minute of 12 tasks and 9 tokens: one alert each.
+    make(12, 9).await;
+    minute().await;
+    let raised = volume_alerts().await;
+    assert_eq!(raised.len(), 2, "{raised:?}");
+    assert!(raised[0].starts_with("key_volume") && raised[0].contains(r#""keys_last_minute":"9""#), "{raised:?}");
+    assert!(raised[1].starts_with("task_volume") && raised[1].contains(r#""tasks_last_minute":"12""#), "{raised:?}");
+    // The spike going on raises nothing more; back to normal re-arms.
+    make(12, 9).await;
+    minute().await;
+    assert_eq!(volume_alerts().await.len(), 2, "one alert while it lasts");
+    started.stop().await;
+}

@@ -374,7 +374,9 @@ async fn a_json_lines_file_sink_holds_the_log_as_exported() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_gone_silent_raises_one_alert() {
     let mut env = crate::harness::fast_env();
-    env.extend([("TETHER_MAX_POLL_WAIT", "1s"), ("TETHER_WORKER_SILENCE_GRACE", "2s")]);
+    // Polls held the default 30 s: the killed worker's parked poll is
+    // noticed as its connection drops, not when the poll would have ended.
+    env.extend([("TETHER_MAX_POLL_WAIT", "30s"), ("TETHER_WORKER_SILENCE_GRACE", "2s")]);
     let a = Appliance::start_with(env);
     let api = a.api();
     let mut w = a.worker("w", &[], None).await;
@@ -387,11 +389,12 @@ async fn a_worker_gone_silent_raises_one_alert() {
         let (_, alerts) = api.get("/api/v1/alerts").await;
         alerts.as_array().unwrap().iter().filter(|a| a["kind"] == "worker_silent").cloned().collect::<Vec<_>>()
     };
-    // Longer than the silence threshold (1 s poll + 2 s grace) passes: a
-    // rule about time passing, so real time passes here on purpose.
+    // Longer than the silence threshold (2 s without a request in flight)
+    // passes: a rule about time passing, so real time passes here on purpose.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(silent(api.clone()).await.is_empty(), "a polling worker is not silent");
 
+    let killed_at = tether_base::clock::Clock::now(&tether_base::clock::SystemClock);
     w.kill9();
     eventually("the silent worker is reported", Duration::from_secs(15), || async {
         !silent(api.clone()).await.is_empty()
@@ -402,11 +405,19 @@ async fn a_worker_gone_silent_raises_one_alert() {
     let alerts = silent(api.clone()).await;
     assert_eq!(alerts.len(), 1, "once: {alerts:?}");
     assert_eq!(alerts[0]["subject"], worker_id.as_str());
-    // Its last-seen time stopped where it fell silent: a silence before the alert.
+    // Its last-seen time is the moment its connection dropped (its parked
+    // poll had begun 5 s before), then the grace passed before the alert.
     let (_, workers) = api.get("/api/v1/workers").await;
     let at = |v: &Value| tether_base::clock::Timestamp::parse_rfc3339(v.as_str().unwrap()).unwrap();
-    let quiet = at(&alerts[0]["raised_at"]).since(at(&workers[0]["last_seen"]));
-    assert!(quiet >= Duration::from_secs(3), "last seen {quiet:?} before the alert: {workers}");
+    let last_seen = at(&workers[0]["last_seen"]);
+    assert!(last_seen.since(killed_at) < Duration::from_secs(1), "seen until it was killed: {workers}");
+    assert!(killed_at.since(last_seen) < Duration::from_secs(1), "seen until it was killed: {workers}");
+    let quiet = at(&alerts[0]["raised_at"]).since(last_seen);
+    assert!(quiet >= Duration::from_secs(2), "last seen {quiet:?} before the alert: {workers}");
+    eprintln!(
+        "a killed worker was reported silent {:?} after it was killed (grace 2 s)",
+        at(&alerts[0]["raised_at"]).since(killed_at)
+    );
     let cli = a.cli(&["alerts"]).output().unwrap();
     let shown = String::from_utf8_lossy(&cli.stdout);
     assert!(shown.lines().any(|l| l.contains("worker_silent") && l.contains(&worker_id)), "{shown}");

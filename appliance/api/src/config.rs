@@ -117,7 +117,8 @@ pub struct RawConfig {
     pub audit_failure_window: Option<String>,
     /// Bytes kept free for the audit log (a file given up when the disk fills).
     pub disk_reserve: Option<String>,
-    /// A worker not heard from for `max_poll_wait` plus this is reported silent.
+    /// A worker with no request in flight (a parked poll counts) for this
+    /// long, or a heartbeat and a half if longer, is reported silent.
     pub worker_silence_grace: Option<String>,
     /// Audit records older than this are archived to signed segment files and pruned.
     pub audit_retention: Option<String>,

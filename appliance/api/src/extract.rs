@@ -311,7 +311,6 @@ impl FromRequestParts<AppState> for RenewingWorker {
 async fn worker_caller(parts: &Parts, state: &AppState) -> Result<WorkerCaller, ApiError> {
     let peer = parts.extensions.get::<ConnInfo>().and_then(|c| c.peer.clone()).ok_or(ApiError::CertificateRequired)?;
     let record = state.authority.admit(&peer).await?;
-    state.monitor.worker_seen(record.id);
     let actor = Actor { kind: ActorKind::Worker, id: record.id.to_string(), roles: vec![Role::Worker.to_string()] };
     let origin = origin_from(&parts.extensions, &parts.headers, actor);
     Ok(WorkerCaller { record, peer, origin })

@@ -313,8 +313,17 @@ pub fn worker_router(state: AppState) -> Router {
         .route("/worker/v1/tasks/{id}/heartbeat", post(workers::heartbeat))
         .route("/worker/v1/tasks/{id}/complete", post(workers::complete))
         .route("/worker/v1/renew", post(workers::renew))
-        .route("/healthz", get(admin::healthz));
+        .route("/healthz", get(admin::healthz))
+        .layer(middleware::from_fn_with_state(state.clone(), worker_presence));
     finish(time_limited(router, &state), state)
+}
+
+/// Counts the worker whose certificate a request comes over as connected
+/// while the request is in flight (the alert watches' "silent worker").
+async fn worker_presence(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let worker = req.extensions().get::<ConnInfo>().and_then(|c| c.peer.as_ref()).map(|p| p.worker);
+    let _present = worker.map(|w| state.monitor.presence(w));
+    next.run(req).await
 }
 
 /// The worker gateway for enrollment connections: one route, no certificate.

@@ -267,7 +267,7 @@ pub async fn poll(
     Ok(axum::Json(PollReply {
         tasks,
         lease_s: settings.lease.as_secs(),
-        heartbeat_s: (settings.lease / 3).as_secs().max(1),
+        heartbeat_s: settings.heartbeat().as_secs(),
         ca_pem,
         renew_now,
     }))

@@ -5,8 +5,8 @@
 //! Both are kept in memory (a restart starts them over) and raise each
 //! alert once, re-arming only when the condition has cleared.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tether_base::clock::{SharedClock, Timestamp};
@@ -50,8 +50,36 @@ struct Volume {
 
 #[derive(Debug, Default)]
 struct Silence {
+    /// Requests in flight per worker (a parked long-poll, mostly): while
+    /// one is, the worker is connected.
+    open: HashMap<WorkerId, usize>,
+    /// When each request began or ended.
     last_seen: HashMap<WorkerId, Timestamp>,
-    alerted: HashMap<WorkerId, bool>,
+    alerted: HashSet<WorkerId>,
+}
+
+/// A worker's request in flight: the worker counts as connected until this
+/// drops — its answer sent, or its connection lost (which drops the
+/// request's future: a killed worker is noticed then, not when its
+/// long-poll would have ended).
+#[derive(Debug)]
+pub struct Presence {
+    monitor: Arc<Monitor>,
+    worker: WorkerId,
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        let now = self.monitor.clock.now();
+        let mut s = self.monitor.silence.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = s.open.get_mut(&self.worker) {
+            *open -= 1;
+            if *open == 0 {
+                s.open.remove(&self.worker);
+            }
+        }
+        s.last_seen.insert(self.worker, now);
+    }
 }
 
 /// The watches. Share one.
@@ -77,8 +105,9 @@ impl Monitor {
         self.store.read(|tx| crate::audit::alerts::list(tx, limit))
     }
 
-    /// `silent_after`: the longest poll a worker makes plus the grace
-    /// before it counts as silent.
+    /// `silent_after`: how long a worker may go without a request in
+    /// flight before it counts as silent (more than the longest a busy
+    /// worker waits between heartbeats).
     pub fn new(store: Store, clock: SharedClock, silent_after: Duration) -> Monitor {
         let started = clock.now();
         Monitor {
@@ -93,15 +122,19 @@ impl Monitor {
         }
     }
 
-    /// A worker was heard from (any request over its certificate).
-    pub fn worker_seen(&self, worker: WorkerId) {
+    /// A request from `worker` begins (any request over its certificate);
+    /// it is connected while the guard lives.
+    pub fn presence(self: &Arc<Self>, worker: WorkerId) -> Presence {
         let now = self.clock.now();
         let mut s = self.silence.lock().unwrap_or_else(PoisonError::into_inner);
+        *s.open.entry(worker).or_default() += 1;
         s.last_seen.insert(worker, now);
         s.alerted.remove(&worker);
+        Presence { monitor: self.clone(), worker }
     }
 
-    /// When each worker heard from since this start was last heard from.
+    /// When each worker heard from since this start was last heard from
+    /// (a request of its began or ended).
     pub fn last_seen(&self) -> HashMap<WorkerId, Timestamp> {
         self.silence.lock().unwrap_or_else(PoisonError::into_inner).last_seen.clone()
     }
@@ -149,7 +182,7 @@ impl Monitor {
     fn silent_workers(&self, now: Timestamp) -> Result<Vec<(WorkerId, Duration)>, tether_store::Error> {
         let silent = self.silent(now)?;
         let mut s = self.silence.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(silent.into_iter().filter(|(id, _)| !s.alerted.insert(*id, true).unwrap_or(false)).collect())
+        Ok(silent.into_iter().filter(|(id, _)| s.alerted.insert(*id)).collect())
     }
 
     /// Every active worker not heard from within `silent_after` (counted
@@ -164,14 +197,19 @@ impl Monitor {
     }
 
     /// Every active worker, and how long since it was heard from (since
-    /// this start, or its enrollment if later, for those not heard from).
+    /// this start, or its enrollment if later, for those not heard from;
+    /// none for one with a request in flight).
     fn quiet_for(&self, now: Timestamp) -> Result<Vec<(WorkerId, Duration)>, tether_store::Error> {
         let workers = self.store.read(crate::pki::list_workers)?;
         let s = self.silence.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(workers
             .into_iter()
             .filter(|w| !w.revoked)
-            .map(|w| (w.id, now.since(s.last_seen.get(&w.id).copied().unwrap_or(self.started.max(w.enrolled_at)))))
+            .map(|w| {
+                let connected = s.open.contains_key(&w.id);
+                let since = s.last_seen.get(&w.id).copied().unwrap_or(self.started.max(w.enrolled_at));
+                (w.id, if connected { Duration::ZERO } else { now.since(since) })
+            })
             .collect())
     }
 

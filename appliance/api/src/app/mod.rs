@@ -241,7 +241,10 @@ fn services(
         )),
         None => None,
     };
-    let silent_after = config.broker.max_poll_wait + config.worker_silence_grace;
+    // A worker is connected while a request of its is in flight: between
+    // them it waits no longer than a heartbeat (all its slots busy), so a
+    // silence longer than the grace and a beat and a half is no busy worker's.
+    let silent_after = config.worker_silence_grace.max(config.broker.heartbeat() * 3 / 2);
     let sinks = SinkContext {
         store: store.clone(),
         clock: clock.clone(),

@@ -48,6 +48,14 @@ pub struct Settings {
     pub retry_backoff_max: Duration,
 }
 
+impl Settings {
+    /// How often a worker heartbeats a task it runs: three tries before
+    /// the lease runs out.
+    pub fn heartbeat(&self) -> Duration {
+        (self.lease / 3).max(Duration::from_secs(1))
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {

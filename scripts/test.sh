@@ -78,11 +78,12 @@ if [ ! -d tests/openai-node/node_modules ]; then
     npm ci --prefix tests/openai-node --no-audit --no-fund --loglevel=error >/dev/null
 fi
 # The LLM gateway tests drive it with the official Python clients from PyPI,
-# pinned, in a virtual environment of their own.
-if [ ! -x target/py/bin/python ] || ! target/py/bin/python -c 'import openai, ollama' 2>/dev/null; then
-    echo "installing the openai and ollama Python clients (PyPI) for the gateway tests" >&2
+# pinned, in a virtual environment of their own; the metrics scrape is read
+# by the official Prometheus client's OpenMetrics parser, from the same.
+if [ ! -x target/py/bin/python ] || ! target/py/bin/python -c 'import openai, ollama, prometheus_client' 2>/dev/null; then
+    echo "installing the openai, ollama and prometheus-client Python packages (PyPI) for the tests" >&2
     python3 -m venv target/py
-    target/py/bin/pip install --quiet --disable-pip-version-check openai==3.51.0 ollama==0.6.3
+    target/py/bin/pip install --quiet --disable-pip-version-check openai==3.51.0 ollama==0.6.3 prometheus-client==0.26.0
 fi
 if [ $# -gt 0 ]; then
     run --workspace "$@"

@@ -19,6 +19,7 @@ mod listener_certs;
 mod llm;
 mod llm_clients;
 mod llm_features;
+mod metrics;
 mod models;
 mod operations;
 mod people;

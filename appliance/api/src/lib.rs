@@ -22,6 +22,7 @@ mod linger;
 pub mod listener_certs;
 mod llm;
 mod llm_admin;
+mod metrics;
 mod models;
 mod people;
 mod secrets;
@@ -117,6 +118,10 @@ pub struct Shared {
     pub space: Arc<tether_domain::disk::Watch>,
     /// The alert watches fed by traffic (silent workers, task volume).
     pub monitor: Arc<tether_domain::monitor::Monitor>,
+    /// What events are counted for `/metrics`.
+    pub metrics: Arc<tether_domain::metrics::Metrics>,
+    /// When this start began.
+    pub started_at: tether_base::clock::Timestamp,
     /// Single sign-on, when `[sso]` is configured.
     pub sso: Option<Arc<tether_domain::auth::sso::Sso>>,
     /// The LLM gateway.
@@ -159,6 +164,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     use Permission as P;
     vec![
         (spec("GET", "/healthz", P::Public), get(admin::healthz)),
+        (spec("GET", "/metrics", P::MetricsRead), get(metrics::scrape)),
         (spec("POST", "/api/v1/tasks", P::TaskCreate), post(tasks::create)),
         (spec("GET", "/api/v1/tasks", P::TaskRead), get(tasks::list)),
         (spec("GET", "/api/v1/tasks/{id}", P::TaskRead), get(tasks::get)),

@@ -34,6 +34,7 @@ use crate::config::Limits;
 use tether_base::ids::WorkerId;
 use tether_base::tls::{ClientTrust, ENROLL_ALPN};
 use tether_domain::audit::{Actor, Event, Origin, Outcome, Resource};
+use tether_domain::metrics::{Handshake, Listener, Metrics};
 use tether_domain::pki;
 
 /// The most an HTTP/1.1 request's head (request line and headers) may hold;
@@ -46,8 +47,8 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// What a listener serves.
 #[derive(Clone, Debug)]
 pub enum Endpoint {
-    /// Server-authenticated TLS; one router.
-    Console { tls: Arc<ServerConfig>, app: Router },
+    /// Server-authenticated TLS; one router; its handshakes counted in `metrics`.
+    Console { tls: Arc<ServerConfig>, app: Router, metrics: Arc<Metrics> },
     /// The worker gateway: mTLS for everything, except connections that
     /// offer the enrollment ALPN, which get the enrollment router only.
     /// Refused certificates are audited through `state`.
@@ -128,9 +129,19 @@ async fn accept_loop(
     }
 }
 
+impl Endpoint {
+    /// Which listener this is, and where its handshakes are counted.
+    fn counted(&self) -> (Listener, Arc<Metrics>) {
+        match self {
+            Endpoint::Console { metrics, .. } => (Listener::console, metrics.clone()),
+            Endpoint::Worker { state, .. } => (Listener::worker, state.metrics.clone()),
+        }
+    }
+}
+
 async fn handshake(tcp: TcpStream, endpoint: Endpoint) -> std::io::Result<(TlsStream<TcpStream>, Router)> {
     match endpoint {
-        Endpoint::Console { tls, app } => Ok((TlsAcceptor::from(tls).accept(tcp).await?, app)),
+        Endpoint::Console { tls, app, .. } => Ok((TlsAcceptor::from(tls).accept(tcp).await?, app)),
         Endpoint::Worker { mtls, app, enroll_tls, enroll_app, state: _ } => {
             let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
             let enrolling = start.client_hello().alpn().is_some_and(|mut offered| offered.any(|p| p == ENROLL_ALPN));
@@ -197,7 +208,11 @@ async fn serve_connection(
     // Boxed, here and below: the task keeps only what the connection's
     // current stage needs, not room for every stage at once (a parked
     // long-poll's connection task was 19 KiB before; see BENCHMARKS.md).
-    let (stream, app) = match tokio::time::timeout(limits.header_timeout, Box::pin(handshake(tcp, endpoint))).await {
+    let (listener, metrics) = endpoint.counted();
+    let handshake = tokio::time::timeout(limits.header_timeout, Box::pin(handshake(tcp, endpoint))).await;
+    let result = if matches!(handshake, Ok(Ok(_))) { Handshake::ok } else { Handshake::failed };
+    metrics.handshake(listener, result);
+    let (stream, app) = match handshake {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "TLS handshake failed");

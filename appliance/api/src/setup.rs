@@ -113,7 +113,9 @@ pub fn start(dir: PathBuf, console: TcpListener, names: Vec<String>, limits: &Li
         done: Mutex::new(Some(done)),
     });
     let app = router(setup);
-    let endpoint = Endpoint::Console { tls: tls::console_server(CryptoPolicy::STANDARD, served)?, app };
+    // Nothing scrapes the setup listener: its handshakes count nowhere.
+    let endpoint =
+        Endpoint::Console { tls: tls::console_server(CryptoPolicy::STANDARD, served)?, app, metrics: Arc::default() };
     let server = Server::start(vec![(console, endpoint)], limits);
     Ok(SetupMode { code, fingerprint, expires_at: now.plus(CODE_LIFETIME), finished, server })
 }

@@ -20,6 +20,7 @@ pub mod disk;
 pub mod evidence;
 pub mod firmware;
 pub mod llm;
+pub mod metrics;
 pub mod monitor;
 pub mod pki;
 pub mod posture;

@@ -220,7 +220,8 @@ fn services(
     workers: SocketAddr,
 ) -> anyhow::Result<AppState> {
     let dir = &config.data_dir;
-    let broker = Broker::new(store.clone(), clock.clone(), vault.clone(), config.broker.clone());
+    let metrics = Arc::<tether_domain::metrics::Metrics>::default();
+    let broker = Broker::new(store.clone(), clock.clone(), vault.clone(), config.broker.clone(), metrics.clone());
     let space = Arc::new(disk::Watch::new(store.clone(), clock.clone(), dir, config.disk_reserve_bytes));
     let low = space.clone();
     let failures =
@@ -272,7 +273,9 @@ fn services(
         authority: Arc::new(authority),
         revoked,
         monitor: Arc::new(monitor::Monitor::new(store.clone(), clock.clone(), silent_after)),
-        llm: Arc::new(llm::Gateway::new(store.clone(), vault.clone(), clock.clone())),
+        llm: Arc::new(llm::Gateway::new(store.clone(), vault.clone(), clock.clone(), metrics.clone())),
+        metrics,
+        started_at: clock.now(),
         models: Arc::new(models),
         firmware: config.firmware.clone().map(|image| {
             Arc::new(tether_domain::firmware::upload::Uploads::new(store.clone(), clock.clone(), dir, image))
@@ -332,6 +335,7 @@ fn endpoints(
     let console = Endpoint::Console {
         tls: tls::console_server(policy, certs.console.clone())?,
         app: crate::console_router(state.clone()),
+        metrics: state.metrics.clone(),
     };
     let workers = Endpoint::Worker {
         mtls: tls::worker_server(

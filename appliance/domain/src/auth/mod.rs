@@ -87,7 +87,7 @@ pub enum Role {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 31] = [
+    pub const ALL: [Permission; 32] = [
         Permission::Public,
         Permission::TaskCreate,
         Permission::TaskRead,
@@ -104,6 +104,7 @@ impl Permission {
         Permission::AuditRead,
         Permission::AuditSinkManage,
         Permission::AlertRead,
+        Permission::MetricsRead,
         Permission::VaultManage,
         Permission::SecretRead,
         Permission::SecretWrite,
@@ -212,6 +213,8 @@ pub enum Permission {
     AuditSinkManage,
     /// See raised alerts.
     AlertRead,
+    /// Scrape `/metrics` (a viewer's token is the scrape token).
+    MetricsRead,
     /// Seal the vault, rotate its keys.
     VaultManage,
     /// See secrets' metadata (never a value).
@@ -309,6 +312,9 @@ pub fn grant(role: Role, permission: Permission) -> Option<Scope> {
 
         (P::AlertRead, R::Admin | R::SecurityOfficer | R::Auditor) => Some(S::All),
         (P::AlertRead, R::Developer | R::Viewer | R::Worker) => None,
+
+        (P::MetricsRead, R::Admin | R::SecurityOfficer | R::Auditor | R::Viewer) => Some(S::Metadata),
+        (P::MetricsRead, R::Developer | R::Worker) => None,
 
         (P::WorkerRevoke, R::Admin | R::SecurityOfficer) => Some(S::All),
         (P::WorkerRevoke, R::Auditor | R::Developer | R::Viewer | R::Worker) => None,
@@ -467,6 +473,7 @@ mod tests {
                 | Permission::AuditRead
                 | Permission::AuditSinkManage
                 | Permission::AlertRead
+                | Permission::MetricsRead
                 | Permission::VaultManage
                 | Permission::SecretRead
                 | Permission::SecretWrite

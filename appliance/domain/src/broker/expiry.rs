@@ -160,15 +160,17 @@ pub(super) fn release_worker(
 }
 
 /// Expires overdue leases (requeue or fail) and releases finished backoffs.
+/// Returns the tasks moved and how many of them had a lease expire.
 pub(super) fn reap(
     tx: &mut WriteTx<'_>,
     now: Timestamp,
     settings: &Settings,
     d: Dispatch<'_>,
-) -> Result<Vec<Task>, Error> {
+) -> Result<(Vec<Task>, usize), Error> {
     let expired = due_keys(tx, LEASED, now)?;
     let released = due_keys(tx, DELAYED, now)?;
     let mut moved = end_leases(tx, now, expired, LeaseEnd::Expired, settings, d)?;
+    let expired = moved.len();
     for (key, id) in released {
         tx.delete(SCHEDULE, &key)?;
         let Some(mut task) = tx.get(TASKS, &id.to_key())? else {
@@ -181,5 +183,5 @@ pub(super) fn reap(
         tx.put(TASKS, &id.to_key(), &task)?;
         moved.push(task);
     }
-    Ok(moved)
+    Ok((moved, expired))
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use crate::audit::Origin;
+use crate::metrics::{FinalState, Metrics};
 use crate::vault::secrets::{self, SecretError, SecretRef, SecretValue};
 use crate::vault::{self, Vault};
 use ops::{Claim, Dispatch, Report};
@@ -119,6 +120,7 @@ pub struct Broker {
     settings: Arc<Settings>,
     waiters: Arc<Waiters>,
     finished: broadcast::Sender<TaskId>,
+    metrics: Arc<Metrics>,
 }
 
 /// A worker as the broker needs to know it.
@@ -130,9 +132,15 @@ pub struct WorkerView {
 }
 
 impl Broker {
-    pub fn new(store: Store, clock: SharedClock, vault: Arc<Vault>, settings: Settings) -> Broker {
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        vault: Arc<Vault>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Broker {
         let (finished, _) = broadcast::channel(1024);
-        Broker { store, clock, vault, settings: Arc::new(settings), waiters: Arc::default(), finished }
+        Broker { store, clock, vault, settings: Arc::new(settings), waiters: Arc::default(), finished, metrics }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -155,12 +163,17 @@ impl Broker {
         let task = Task::queued(&keys, new, principal, now, idempotency_key)?;
         let origin = origin.clone();
         let (waiters, lease) = (self.waiters.clone(), self.settings.lease);
-        self.store
+        let (task, created) = self
+            .store
             .write(move |tx| {
                 let d = Dispatch { waiters: &waiters, lease, keys: &keys };
                 ops::create(tx, now, &origin, task, idempotency, d)
             })
-            .await
+            .await?;
+        if created {
+            self.metrics.tasks_created.inc();
+        }
+        Ok((task, created))
     }
 
     /// Opens a task's sealed fields (input, result, error message).
@@ -184,8 +197,12 @@ impl Broker {
             Ok(Delivery { task, input, secrets })
         };
         let mut delivered = Vec::with_capacity(handout.tasks.len());
+        let now = self.clock.now();
         for task in handout.tasks {
             let id = task.id;
+            if task.attempts == 1 {
+                self.metrics.dispatched(now.since(task.created_at));
+            }
             match open(task) {
                 Ok(d) => delivered.push(d),
                 Err(e) => tracing::warn!(task = %id, error = %e, "a leased task could not be opened; not delivered"),
@@ -228,6 +245,7 @@ impl Broker {
         let now = self.clock.now();
         let origin = origin.clone();
         let task = self.store.write(move |tx| ops::cancel(tx, now, &origin, id)).await?;
+        self.count_if_final(&task);
         let _ = self.finished.send(id);
         Ok(task)
     }
@@ -266,6 +284,7 @@ impl Broker {
             match claimed {
                 Ok(Claim::Leased { tasks, failed }) => {
                     for id in failed {
+                        self.metrics.task_finished(FinalState::failed);
                         let _ = self.finished.send(id);
                     }
                     return Ok(self.open(Handout::new(tasks, &keys)));
@@ -345,13 +364,14 @@ impl Broker {
             return Ok(0);
         }
         let (settings, waiters) = (self.settings.clone(), self.waiters.clone());
-        let moved = self
+        let (moved, expired) = self
             .store
             .write(move |tx| {
                 let d = Dispatch { waiters: &waiters, lease: settings.lease, keys: &keys };
                 expiry::reap(tx, now, &settings, d)
             })
             .await?;
+        self.metrics.lease_expiries.inc_by(expired as u64);
         for task in &moved {
             self.announce(task);
         }
@@ -451,9 +471,21 @@ impl Broker {
 
     /// After a commit: tells clients waiting for a task that it finished.
     fn announce(&self, task: &Task) {
-        if task.state.is_final() {
+        if self.count_if_final(task) {
             let _ = self.finished.send(task.id);
         }
+    }
+
+    /// Counts a task that reached its final state; says whether it had.
+    fn count_if_final(&self, task: &Task) -> bool {
+        let state = match task.state {
+            TaskState::Succeeded => FinalState::succeeded,
+            TaskState::Failed => FinalState::failed,
+            TaskState::Cancelled => FinalState::cancelled,
+            TaskState::Queued | TaskState::Leased => return false,
+        };
+        self.metrics.task_finished(state);
+        true
     }
 
     /// Stops leasing and answers every parked poll at once.

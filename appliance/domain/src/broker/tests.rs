@@ -23,7 +23,7 @@ fn fixture() -> Fixture {
         ..Settings::default()
     };
     let vault = crate::vault::unsealed_for_tests(&store, clock.clone());
-    let broker = Broker::new(store.clone(), clock.clone(), vault, settings);
+    let broker = Broker::new(store.clone(), clock.clone(), vault, settings, Arc::default());
     Fixture { _dir: dir, clock, store, broker }
 }
 

@@ -64,6 +64,7 @@ pub(super) struct Books {
     pub(super) store: Store,
     pub(super) vault: Arc<Vault>,
     pub(super) clock: SharedClock,
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Everything one request's audit record needs, and its place in the
@@ -165,6 +166,8 @@ impl Record {
             .detail("stream", self.streaming)
             .detail("enforcement", self.key.enforcement.as_str());
         let usage_model = if self.model_served { self.model.clone() } else { "-".to_owned() };
+        let tokens = (usage.prompt_tokens, usage.completion_tokens);
+        self.books.metrics.llm_call(&usage_model, &self.key.id, status, tokens, self.started.elapsed());
         let (owner, key_id, model) = (self.key.owner.clone(), self.key.id.clone(), usage_model);
         self.books
             .store

@@ -176,6 +176,7 @@ pub struct Gateway {
     /// One HTTP client per upstream, rebuilt when its settings change.
     clients: Mutex<HashMap<String, (tether_base::clock::Timestamp, reqwest::Client)>>,
     limiter: Arc<Limiter>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// When each key last raised a rate-limit alert.
     rate_alerts: Mutex<HashMap<String, tether_base::clock::Timestamp>>,
 }
@@ -197,7 +198,7 @@ pub struct Health {
 }
 
 impl Gateway {
-    pub fn new(store: Store, vault: Arc<Vault>, clock: SharedClock) -> Gateway {
+    pub fn new(store: Store, vault: Arc<Vault>, clock: SharedClock, metrics: Arc<crate::metrics::Metrics>) -> Gateway {
         Gateway {
             store,
             vault,
@@ -207,6 +208,7 @@ impl Gateway {
             health: Mutex::default(),
             clients: Mutex::default(),
             limiter: Arc::default(),
+            metrics,
             rate_alerts: Mutex::default(),
         }
     }
@@ -246,7 +248,12 @@ impl Gateway {
             return Err(GatewayError::Store(store::Error::Degraded));
         }
         let asked = body.get("model").and_then(Value::as_str).unwrap_or("-");
-        let books = Books { store: self.store.clone(), vault: self.vault.clone(), clock: self.clock.clone() };
+        let books = Books {
+            store: self.store.clone(),
+            vault: self.vault.clone(),
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+        };
         let mut record = Record::new(books, key, asked, origin, operation.route(client));
         let forwarded = match operation {
             Operation::Chat => self.forward_text(key, client, Shape::Chat, body, &mut record).await,

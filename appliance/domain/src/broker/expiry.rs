@@ -127,7 +127,7 @@ fn end_leases(
         if task.attempts < task.max_attempts {
             retry_task(tx, &mut task, now, settings, d)?;
         } else {
-            finish(&mut task, now, TaskState::Failed);
+            finish(tx, &mut task, now, TaskState::Failed)?;
             let event = Event::new("task.failed", "expire", resource(id))
                 .outcome(Outcome::Failure)
                 .detail("attempt", task.attempts)

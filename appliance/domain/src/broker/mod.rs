@@ -11,6 +11,7 @@
 //!
 //! This module holds no HTTP types and never reads the system time.
 
+pub mod events;
 mod expiry;
 mod ops;
 pub mod task;
@@ -100,6 +101,9 @@ pub enum Error {
     /// A task names a secret that does not exist or may not go to its kind.
     #[error("{0}")]
     SecretRefused(String),
+    /// A worker's report would take the task's event log past its bound.
+    #[error("{0}")]
+    EventsFull(String),
 }
 
 impl From<SecretError> for Error {
@@ -120,6 +124,8 @@ pub struct Broker {
     settings: Arc<Settings>,
     waiters: Arc<Waiters>,
     finished: broadcast::Sender<TaskId>,
+    /// The id of every task whose event log grew.
+    changes: broadcast::Sender<TaskId>,
     metrics: Arc<Metrics>,
 }
 
@@ -140,7 +146,17 @@ impl Broker {
         metrics: Arc<Metrics>,
     ) -> Broker {
         let (finished, _) = broadcast::channel(1024);
-        Broker { store, clock, vault, settings: Arc::new(settings), waiters: Arc::default(), finished, metrics }
+        let (changes, _) = broadcast::channel(1024);
+        Broker {
+            store,
+            clock,
+            vault,
+            settings: Arc::new(settings),
+            waiters: Arc::default(),
+            finished,
+            changes,
+            metrics,
+        }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -172,6 +188,7 @@ impl Broker {
             .await?;
         if created {
             self.metrics.tasks_created.inc();
+            let _ = self.changes.send(task.id);
         }
         Ok((task, created))
     }
@@ -247,6 +264,7 @@ impl Broker {
         let task = self.store.write(move |tx| ops::cancel(tx, now, &origin, id)).await?;
         self.count_if_final(&task);
         let _ = self.finished.send(id);
+        let _ = self.changes.send(id);
         Ok(task)
     }
 
@@ -286,6 +304,10 @@ impl Broker {
                     for id in failed {
                         self.metrics.task_finished(FinalState::failed);
                         let _ = self.finished.send(id);
+                        let _ = self.changes.send(id);
+                    }
+                    for task in &tasks {
+                        let _ = self.changes.send(task.id);
                     }
                     return Ok(self.open(Handout::new(tasks, &keys)));
                 }
@@ -349,6 +371,34 @@ impl Broker {
             .await?;
         self.announce(&task);
         Ok(task)
+    }
+
+    /// Stores what the worker holding `lease` reports of task `id` while
+    /// it runs; returns the number of the last event it added.
+    pub async fn report_progress(
+        &self,
+        worker: WorkerId,
+        id: TaskId,
+        lease: LeaseId,
+        progress: events::Progress,
+    ) -> Result<u32, Error> {
+        let now = self.clock.now();
+        let keys = self.vault.keys()?;
+        let seq = self.store.write(move |tx| ops::report_progress(tx, &keys, now, worker, id, lease, progress)).await?;
+        let _ = self.changes.send(id);
+        Ok(seq)
+    }
+
+    /// The events of task `id` after number `after`, at most `limit`.
+    pub fn events(&self, id: TaskId, after: Option<u32>, limit: usize) -> Result<Vec<events::TaskEvent>, Error> {
+        let keys = self.vault.keys()?;
+        self.store.read(|tx| events::list(tx, &keys, id, after, limit))
+    }
+
+    /// The id of every task whose event log grows (a receiver that falls
+    /// behind is told how many it missed: it reads the log again).
+    pub fn changes(&self) -> broadcast::Receiver<TaskId> {
+        self.changes.subscribe()
     }
 
     /// Expires overdue leases and releases retries whose backoff has passed.
@@ -471,6 +521,7 @@ impl Broker {
 
     /// After a commit: tells clients waiting for a task that it finished.
     fn announce(&self, task: &Task) {
+        let _ = self.changes.send(task.id);
         if self.count_if_final(task) {
             let _ = self.finished.send(task.id);
         }

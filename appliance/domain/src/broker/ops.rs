@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::events;
 use super::task::{MAX_PRIORITY, StoredError, retry_delay, seal_error};
 use super::waiters::{Handout, Mailbox, Waiters};
 use super::{Error, Lease, NewTask, Settings, Task, TaskError, TaskState, WorkerView};
@@ -202,7 +203,7 @@ fn dispatch_labels(tx: &mut WriteTx<'_>, task: &Task) -> Result<Vec<String>, sto
 /// Makes a task ready: leased at once to the oldest parked poll that can
 /// run it, or queued. The caller stores the task afterwards.
 pub(super) fn make_ready(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task, d: Dispatch<'_>) -> Result<(), Error> {
-    task.state = TaskState::Queued;
+    enter(tx, now, task, TaskState::Queued)?;
     task.lease = None;
     task.not_before = None;
     let labels = dispatch_labels(tx, task)?;
@@ -235,7 +236,7 @@ fn refuse(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task, why: String, ke
     let error = seal_error(keys, task.id, TaskError { code: "secret_unavailable".into(), message: why })?;
     task.queue_key = None;
     task.error = Some(error);
-    finish(task, now, TaskState::Failed);
+    finish(tx, task, now, TaskState::Failed)?;
     let event = Event::new("task.failed", "dispatch", resource(task.id))
         .outcome(Outcome::Failure)
         .detail("attempt", task.attempts)
@@ -256,7 +257,7 @@ fn requeue(
     if delay.is_zero() {
         return make_ready(tx, now, task, d);
     }
-    task.state = TaskState::Queued;
+    enter(tx, now, task, TaskState::Queued)?;
     task.lease = None;
     let at = now.plus(delay);
     task.not_before = Some(at);
@@ -278,7 +279,7 @@ fn lease_to(
     tx.put(SCHEDULE, &due_key(LEASED, lease.expires_at, task.id), &Slot::Due(task.id))?;
     task.queue_key = None;
     task.attempts += 1;
-    task.state = TaskState::Leased;
+    enter(tx, now, task, TaskState::Leased)?;
     task.updated_at = now;
     let event = Event::new("task.leased", "lease", resource(task.id))
         .detail("worker", worker.id)
@@ -292,10 +293,25 @@ fn lease_to(
     Ok(())
 }
 
-pub(super) fn finish(task: &mut Task, now: Timestamp, state: TaskState) {
-    task.state = state;
+pub(super) fn finish(
+    tx: &mut WriteTx<'_>,
+    task: &mut Task,
+    now: Timestamp,
+    state: TaskState,
+) -> Result<(), store::Error> {
+    enter(tx, now, task, state)?;
     task.finished_at = Some(now);
     task.updated_at = now;
+    Ok(())
+}
+
+/// Moves `task` into `state`, noting the change in its event log.
+fn enter(tx: &mut WriteTx<'_>, now: Timestamp, task: &mut Task, state: TaskState) -> Result<(), store::Error> {
+    if task.state != state {
+        task.state = state;
+        events::state_changed(tx, now, task.id, state, task.attempts)?;
+    }
+    Ok(())
 }
 
 /// Stores a new task (built by the broker, its input sealed), or with an
@@ -329,6 +345,7 @@ pub(super) fn create(
         .detail("labels", task.labels.join(","))
         .detail("secrets", task.secrets.join(","));
     audit::append(tx, now, origin, event)?;
+    events::state_changed(tx, now, task.id, TaskState::Queued, 0)?;
     make_ready(tx, now, &mut task, d)?;
     tx.put(TASKS, &task.id.to_key(), &task)?;
     Ok((task, true))
@@ -370,7 +387,7 @@ pub(super) fn cancel(tx: &mut WriteTx<'_>, now: Timestamp, origin: &Origin, id: 
     if let Some(lease) = &task.lease {
         tx.delete(SCHEDULE, &due_key(LEASED, lease.expires_at, id))?;
     }
-    finish(&mut task, now, TaskState::Cancelled);
+    finish(tx, &mut task, now, TaskState::Cancelled)?;
     tx.put(TASKS, &id.to_key(), &task)?;
     audit::append(tx, now, origin, Event::new("task.cancelled", "cancel", resource(id)).detail("was", was.as_str()))?;
     Ok(task)
@@ -474,6 +491,23 @@ pub(super) fn heartbeat(
     Ok(Heartbeat { cancel: false, lease_expires_at: expires_at })
 }
 
+/// Stores a report of a running task from the worker holding `lease`.
+pub(super) fn report_progress(
+    tx: &mut WriteTx<'_>,
+    keys: &Keys,
+    now: Timestamp,
+    worker: WorkerId,
+    id: TaskId,
+    lease: LeaseId,
+    progress: events::Progress,
+) -> Result<u32, Error> {
+    let (task, _) = leased_to(tx, id, worker, lease)?;
+    if task.state != TaskState::Leased {
+        return Err(Error::LeaseStale);
+    }
+    events::report(tx, keys, now, id, progress)
+}
+
 #[allow(clippy::too_many_arguments)] // one operation, each argument a distinct fact
 pub(super) fn complete(
     tx: &mut WriteTx<'_>,
@@ -495,7 +529,7 @@ pub(super) fn complete(
         Report::Succeeded { result } => {
             task.result = Some(result);
             task.error = None;
-            finish(&mut task, now, TaskState::Succeeded);
+            finish(tx, &mut task, now, TaskState::Succeeded)?;
             let event = Event::new("task.completed", "complete", resource(id))
                 .detail("worker", worker)
                 .detail("attempt", task.attempts);
@@ -515,7 +549,7 @@ pub(super) fn complete(
             if retry {
                 retry_task(tx, &mut task, now, settings, d)?;
             } else {
-                finish(&mut task, now, TaskState::Failed);
+                finish(tx, &mut task, now, TaskState::Failed)?;
             }
         }
     }

@@ -5,6 +5,8 @@ use super::*;
 use crate::audit::{Actor, ActorKind};
 use tether_base::clock::{ManualClock, Timestamp};
 
+mod events;
+
 struct Fixture {
     _dir: tempfile::TempDir,
     clock: Arc<ManualClock>,

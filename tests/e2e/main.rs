@@ -24,6 +24,7 @@ mod models;
 mod operations;
 mod people;
 mod posture;
+mod progress;
 mod renewal;
 mod resilience;
 mod rotation;

@@ -32,6 +32,7 @@ mod session;
 pub mod setup;
 mod site;
 mod sso;
+mod task_events;
 mod tasks;
 mod uploads;
 mod vault;
@@ -169,6 +170,7 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec("GET", "/api/v1/tasks", P::TaskRead), get(tasks::list)),
         (spec("GET", "/api/v1/tasks/{id}", P::TaskRead), get(tasks::get)),
         (spec("POST", "/api/v1/tasks/{id}/cancel", P::TaskCancel), post(tasks::cancel)),
+        (spec("GET", "/api/v1/tasks/{id}/events", P::TaskRead), get(task_events::stream)),
         (spec("GET", "/api/v1/workers", P::WorkerRead), get(workers::list)),
         (spec("GET", "/api/v1/system/status", P::WorkerRead), get(admin::status)),
         (spec("GET", "/api/v1/system/crypto", P::AuditRead), get(admin::crypto)),
@@ -317,6 +319,7 @@ pub fn worker_router(state: AppState) -> Router {
     let router = Router::new()
         .route("/worker/v1/poll", post(workers::poll))
         .route("/worker/v1/tasks/{id}/heartbeat", post(workers::heartbeat))
+        .route(tether_wire::PROGRESS, post(workers::progress))
         .route("/worker/v1/tasks/{id}/complete", post(workers::complete))
         .route("/worker/v1/renew", post(workers::renew))
         .route("/healthz", get(admin::healthz))

@@ -164,7 +164,7 @@ pub async fn create(
 
 /// The task, if the caller may see it at all. Someone else's task is "not
 /// found" to a developer: its existence is not theirs to learn.
-fn visible(state: &AppState, caller: &Caller, id: TaskId) -> Result<Task, ApiError> {
+pub(super) fn visible(state: &AppState, caller: &Caller, id: TaskId) -> Result<Task, ApiError> {
     let task = state.broker.get(id)?;
     if caller.scope == Scope::Own && task.created_by != caller.principal {
         return Err(ApiError::NotFound);

@@ -13,11 +13,11 @@ use super::{ApiError, AppState, parse_id};
 use crate::config::parse_duration;
 use tether_base::clock::Timestamp;
 use tether_base::ids::{LeaseId, TaskId, WorkerId};
-use tether_domain::broker::{Completion, Delivery, TaskError, WorkerView};
+use tether_domain::broker::{Completion, Delivery, TaskError, WorkerView, events};
 use tether_domain::pki;
 use tether_wire::{
     CompleteReply, DeliveredSecret, EnrollRequest, Enrolled, HeartbeatReply, HeartbeatRequest, LeasedTask, PollReply,
-    PollRequest, RenewRequest, Renewed, Report,
+    PollRequest, ProgressReply, ProgressRequest, RenewRequest, Renewed, Report,
 };
 
 #[derive(Debug, Serialize)]
@@ -283,6 +283,38 @@ pub async fn heartbeat(
     let lease: LeaseId = body.lease_id.parse().map_err(|_| ApiError::LeaseStale)?;
     let hb = state.broker.heartbeat(caller.record.id, id, lease).await?;
     Ok(axum::Json(HeartbeatReply { cancel: hb.cancel, lease_expires_at: hb.lease_expires_at.to_rfc3339() }))
+}
+
+/// Output one report may carry (a worker sends what it printed every
+/// fraction of a second: far less).
+const MAX_REPORTED_OUTPUT: usize = 256 * 1024;
+
+pub async fn progress(
+    State(state): State<AppState>,
+    caller: WorkerCaller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ProgressRequest>,
+) -> Result<axum::Json<ProgressReply>, ApiError> {
+    let id: TaskId = parse_id(&id)?;
+    let lease: LeaseId = body.lease_id.parse().map_err(|_| ApiError::LeaseStale)?;
+    if body.percent.is_none() && body.message.is_none() && body.output.is_none() {
+        return Err(ApiError::InvalidRequest("report at least one of percent, message and output".into()));
+    }
+    if body.percent.is_some_and(|p| p > 100) {
+        return Err(ApiError::InvalidRequest("percent must be from 0 to 100".into()));
+    }
+    if body.message.as_ref().is_some_and(|m| m.len() > events::MAX_MESSAGE_BYTES) {
+        let most = events::MAX_MESSAGE_BYTES;
+        return Err(ApiError::InvalidRequest(format!("a progress message is at most {most} bytes")));
+    }
+    if body.output.as_ref().is_some_and(|o| o.len() > MAX_REPORTED_OUTPUT) {
+        return Err(ApiError::InvalidRequest(format!(
+            "one report carries at most {MAX_REPORTED_OUTPUT} bytes of output"
+        )));
+    }
+    let report = events::Progress { percent: body.percent, message: body.message, output: body.output };
+    let seq = state.broker.report_progress(caller.record.id, id, lease, report).await?;
+    Ok(axum::Json(ProgressReply { seq }))
 }
 
 const MAX_ERROR_CODE: usize = 64;

@@ -19,12 +19,20 @@ pub const POLL: &str = "/worker/v1/poll";
 pub const HEARTBEAT: &str = "/worker/v1/tasks/{id}/heartbeat";
 /// A leased task's report (route pattern; see [`complete_path`]).
 pub const COMPLETE: &str = "/worker/v1/tasks/{id}/complete";
+/// What a running task's worker reports: progress, output (route pattern;
+/// see [`progress_path`]).
+pub const PROGRESS: &str = "/worker/v1/tasks/{id}/progress";
 /// Certificate renewal, with the current certificate.
 pub const RENEW: &str = "/worker/v1/renew";
 
 /// [`HEARTBEAT`] for `task`.
 pub fn heartbeat_path(task: &str) -> String {
     HEARTBEAT.replace("{id}", task)
+}
+
+/// [`PROGRESS`] for `task`.
+pub fn progress_path(task: &str) -> String {
+    PROGRESS.replace("{id}", task)
 }
 
 /// [`COMPLETE`] for `task`.
@@ -117,6 +125,28 @@ pub struct PollReply {
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub lease_id: String,
+}
+
+/// A running task's progress and output since the last report; at least
+/// one of the three.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressRequest {
+    pub lease_id: String,
+    /// 0 to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// What the task printed since the last report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProgressReply {
+    /// The number of the last event the report added to the task's log.
+    pub seq: u32,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -36,18 +36,12 @@ pub async fn run_forever(broker: Broker, store: Store, vault: Arc<Vault>, every:
     }
 }
 
-/// One pass: tasks, secret values, the CA key, the audit signing key,
-/// people's TOTP secrets, model servers' credentials, the prompt log.
+/// One pass: tasks and their event logs, secret values, the CA key, the
+/// audit signing key, people's TOTP secrets, model servers' credentials,
+/// the prompt log.
 async fn pass(broker: &Broker, store: &Store, vault: &Vault) -> anyhow::Result<usize> {
-    let (mut moved, mut after) = (0, None);
-    loop {
-        let (n, next) = broker.refresh_seals(after).await?;
-        moved += n;
-        match next {
-            Some(id) => after = Some(id),
-            None => break,
-        }
-    }
+    let mut moved = every_batch(|after| broker.refresh_seals(after)).await?;
+    moved += every_batch(|after| broker.refresh_event_seals(after)).await?;
     let keys = vault.keys()?;
     moved += store
         .write(move |tx| {
@@ -61,4 +55,21 @@ async fn pass(broker: &Broker, store: &Store, vault: &Vault) -> anyhow::Result<u
         })
         .await?;
     Ok(moved)
+}
+
+/// Runs `batch` from the start (`None`) on from where each one stopped
+/// until one says it was the last; the sum of what they moved.
+async fn every_batch<K, F, E>(mut batch: impl FnMut(Option<K>) -> F) -> Result<usize, E>
+where
+    F: std::future::Future<Output = Result<(usize, Option<K>), E>>,
+{
+    let (mut moved, mut after) = (0, None);
+    loop {
+        let (n, next) = batch(after).await?;
+        moved += n;
+        match next {
+            Some(key) => after = Some(key),
+            None => return Ok(moved),
+        }
+    }
 }

@@ -102,6 +102,7 @@ impl From<broker::Error> for ApiError {
             broker::Error::Store(e) => e.into(),
             broker::Error::Vault(e) => e.into(),
             broker::Error::SecretRefused(m) => ApiError::SecretRefused(m),
+            broker::Error::EventsFull(m) => ApiError::TaskEventsFull(m),
         }
     }
 }

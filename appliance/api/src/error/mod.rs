@@ -152,6 +152,9 @@ pub enum ApiError {
     LengthRequired,
     #[error("{0}")]
     BundleTooLarge(String),
+    /// A worker's report would take a task's event log past its bound.
+    #[error("{0}")]
+    TaskEventsFull(String),
     #[error("{0}")]
     ModelServerRefused(String),
     #[error("a stored value failed its integrity check: {0}")]
@@ -247,6 +250,7 @@ impl ApiError {
             ApiError::VllmDirNotConfigured(_) => (S::CONFLICT, "vllm_dir_not_configured"),
             ApiError::LengthRequired => (S::LENGTH_REQUIRED, "length_required"),
             ApiError::BundleTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "bundle_too_large"),
+            ApiError::TaskEventsFull(_) => (S::PAYLOAD_TOO_LARGE, "task_events_full"),
             // An admin's request: what the model server said helps, and is theirs to see.
             ApiError::ModelServerRefused(_) => (S::FAILED_DEPENDENCY, "model_server_refused"),
             ApiError::Integrity(_) => (S::INTERNAL_SERVER_ERROR, "integrity"),

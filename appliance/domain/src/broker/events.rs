@@ -90,8 +90,8 @@ impl TaskEvent {
     }
 }
 
-/// What a worker reports of a running task: any of a percentage, a
-/// message, and output printed since its last report.
+/// What a worker reports of a running task: output printed since its
+/// last report and then (any of) a percentage and a message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {
     pub percent: Option<u8>,
@@ -152,18 +152,20 @@ pub(super) fn report(
     if tally.output_bytes + output_bytes > MAX_OUTPUT_BYTES {
         return Err(Error::EventsFull(format!("a task keeps at most {MAX_OUTPUT_BYTES} bytes of output")));
     }
+    // Output first: a worker sends what was printed before the progress
+    // line that ends its batch.
     let mut last = tally.next.saturating_sub(1);
+    if let Some(output) = &progress.output {
+        let text = keys.encrypt(place(&key(id, tally.next), "output"), output.as_bytes())?;
+        last = put(tx, id, &mut tally, &Stored::Output { at: now, text })?;
+        tally.output_bytes += output_bytes;
+    }
     if progress.percent.is_some() || progress.message.is_some() {
         let message = match &progress.message {
             Some(m) => Some(keys.encrypt(place(&key(id, tally.next), "progress"), m.as_bytes())?),
             None => None,
         };
         last = put(tx, id, &mut tally, &Stored::Progress { at: now, percent: progress.percent, message })?;
-    }
-    if let Some(output) = &progress.output {
-        let text = keys.encrypt(place(&key(id, tally.next), "output"), output.as_bytes())?;
-        last = put(tx, id, &mut tally, &Stored::Output { at: now, text })?;
-        tally.output_bytes += output_bytes;
     }
     tx.put(TALLIES, &id.to_key(), &tally)?;
     Ok(last)
@@ -209,4 +211,44 @@ pub(super) fn list(
             })
         })
         .collect()
+}
+
+/// Seals again under the newest data key what an older one sealed, in the
+/// events after `after` (an event's key; from the first without), at most
+/// `limit` of them looked at. Returns how many changed and where to go on
+/// (`None`: done).
+pub(super) fn refresh_seals(
+    tx: &mut WriteTx<'_>,
+    keys: &Keys,
+    after: Option<[u8; 20]>,
+    limit: usize,
+) -> Result<(usize, Option<[u8; 20]>), crate::vault::Error> {
+    let mut batch = Vec::new();
+    tx.scan(EVENTS, after.as_ref().map(|k| &k[..]), Order::Ascending, |k, event: Stored| {
+        if let Ok(k) = <[u8; 20]>::try_from(k)
+            && Some(k) != after
+        {
+            batch.push((k, event));
+        }
+        Ok(batch.len() < limit)
+    })?;
+    let next = (batch.len() == limit).then(|| batch[batch.len() - 1].0);
+    let mut moved = 0;
+    for (k, event) in batch {
+        let fresh = match &event {
+            Stored::State { .. } => None,
+            Stored::Progress { at, percent, message: Some(m) } => keys
+                .refresh(place(&k, "progress"), m)?
+                .map(|m| Stored::Progress { at: *at, percent: *percent, message: Some(m) }),
+            Stored::Progress { message: None, .. } => None,
+            Stored::Output { at, text } => {
+                keys.refresh(place(&k, "output"), text)?.map(|text| Stored::Output { at: *at, text })
+            }
+        };
+        if let Some(fresh) = fresh {
+            tx.put(EVENTS, &k, &fresh)?;
+            moved += 1;
+        }
+    }
+    Ok((moved, next))
 }

@@ -14,6 +14,7 @@
 pub mod events;
 mod expiry;
 mod ops;
+mod reseal;
 pub mod task;
 pub mod upgrade;
 mod waiters;
@@ -384,7 +385,17 @@ impl Broker {
     ) -> Result<u32, Error> {
         let now = self.clock.now();
         let keys = self.vault.keys()?;
-        let seq = self.store.write(move |tx| ops::report_progress(tx, &keys, now, worker, id, lease, progress)).await?;
+        let seq = self
+            .store
+            .write(move |tx| {
+                // Only from the holder of the current lease, while it runs.
+                let (task, _) = ops::leased_to(tx, id, worker, lease)?;
+                if task.state != TaskState::Leased {
+                    return Err(Error::LeaseStale);
+                }
+                events::report(tx, &keys, now, id, progress)
+            })
+            .await?;
         let _ = self.changes.send(id);
         Ok(seq)
     }
@@ -490,12 +501,20 @@ impl Broker {
         const BATCH: usize = 256;
         let keys = self.vault.keys()?;
         let current = keys.current_version()?;
-        let (stale, next) = self.store.read(|tx| ops::stale_seals(tx, after, current, BATCH))?;
+        let (stale, next) = self.store.read(|tx| reseal::stale_seals(tx, after, current, BATCH))?;
         if stale.is_empty() {
             return Ok((0, next));
         }
-        let moved = self.store.write(move |tx| ops::refresh_seals(tx, &keys, &stale)).await?;
+        let moved = self.store.write(move |tx| reseal::refresh_seals(tx, &keys, &stale)).await?;
         Ok((moved, next))
+    }
+
+    /// [`Broker::refresh_seals`] for the tasks' event logs: a batch after
+    /// `after` (an event's key); returns how many changed and where to go on.
+    pub async fn refresh_event_seals(&self, after: Option<[u8; 20]>) -> Result<(usize, Option<[u8; 20]>), Error> {
+        const BATCH: usize = 1024;
+        let keys = self.vault.keys()?;
+        Ok(self.store.write(move |tx| events::refresh_seals(tx, &keys, after, BATCH)).await?)
     }
 
     /// Gives every running lease at least one full term from now.

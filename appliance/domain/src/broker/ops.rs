@@ -455,7 +455,12 @@ pub(super) fn claim_or_park(
 }
 
 /// The task, if `worker` holds its lease `lease` (the task may be cancelled).
-fn leased_to(tx: &mut WriteTx<'_>, id: TaskId, worker: WorkerId, lease: LeaseId) -> Result<(Task, Lease), Error> {
+pub(super) fn leased_to(
+    tx: &mut WriteTx<'_>,
+    id: TaskId,
+    worker: WorkerId,
+    lease: LeaseId,
+) -> Result<(Task, Lease), Error> {
     let task = tx.get(TASKS, &id.to_key())?.ok_or(Error::NotFound)?;
     match &task.lease {
         Some(l) if l.id == lease && l.worker == worker => {
@@ -489,23 +494,6 @@ pub(super) fn heartbeat(
     task.updated_at = now;
     tx.put(TASKS, &id.to_key(), &task)?;
     Ok(Heartbeat { cancel: false, lease_expires_at: expires_at })
-}
-
-/// Stores a report of a running task from the worker holding `lease`.
-pub(super) fn report_progress(
-    tx: &mut WriteTx<'_>,
-    keys: &Keys,
-    now: Timestamp,
-    worker: WorkerId,
-    id: TaskId,
-    lease: LeaseId,
-    progress: events::Progress,
-) -> Result<u32, Error> {
-    let (task, _) = leased_to(tx, id, worker, lease)?;
-    if task.state != TaskState::Leased {
-        return Err(Error::LeaseStale);
-    }
-    events::report(tx, keys, now, id, progress)
 }
 
 #[allow(clippy::too_many_arguments)] // one operation, each argument a distinct fact
@@ -572,45 +560,4 @@ pub(super) fn retry_task(
     audit::append(tx, now, &Origin::system(), event)?;
     requeue(tx, task, now, delay, d)?;
     Ok(())
-}
-
-/// Up to `limit` tasks after `after` (in id order), the ids of those a key
-/// older than `current` sealed, and the last id looked at (`None` at the end).
-pub(super) fn stale_seals(
-    tx: &ReadTx,
-    after: Option<TaskId>,
-    current: u32,
-    limit: usize,
-) -> Result<(Vec<TaskId>, Option<TaskId>), store::Error> {
-    let (mut stale, mut seen, mut last) = (Vec::new(), 0usize, None);
-    let start = after.map(TaskId::to_key);
-    tx.scan(TASKS, start.as_ref().map(|k| &k[..]), Order::Ascending, |_, task: Task| {
-        if Some(task.id) == after {
-            return Ok(true);
-        }
-        if task.sealed_before(current) {
-            stale.push(task.id);
-        }
-        seen += 1;
-        last = Some(task.id);
-        Ok(seen < limit)
-    })?;
-    Ok((stale, if seen < limit { None } else { last }))
-}
-
-/// Seals again under the current key the fields of `ids` an older key
-/// sealed. Every value is sealed before the first write.
-pub(super) fn refresh_seals(tx: &mut WriteTx<'_>, keys: &Keys, ids: &[TaskId]) -> Result<usize, Error> {
-    let mut refreshed = Vec::new();
-    for id in ids {
-        if let Some(mut task) = tx.get(TASKS, &id.to_key())?
-            && task.refresh_seals(keys)?
-        {
-            refreshed.push(task);
-        }
-    }
-    for task in &refreshed {
-        tx.put(TASKS, &task.id.to_key(), task)?;
-    }
-    Ok(refreshed.len())
 }

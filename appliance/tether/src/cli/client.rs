@@ -146,6 +146,29 @@ impl ApiClient {
         self.answer(req).await
     }
 
+    /// Opens a stream of server-sent events at `path`, held open for as long
+    /// as the appliance sends (no overall time limit); a refusal is the
+    /// problem as an error.
+    pub async fn open_stream(&self, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .timeout(std::time::Duration::from_secs(7 * 86400))
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.map_err(|e| not_reached(&self.base, &e))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        ApiClient::success(resp).await?;
+        anyhow::bail!("the appliance answered without a stream")
+    }
+
     /// Streams `body` (`length` bytes) to `path` with no overall time limit
     /// (a model bundle is gigabytes) and returns the JSON answer.
     pub async fn upload(

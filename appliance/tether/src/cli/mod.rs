@@ -30,6 +30,7 @@ mod serve;
 mod site_questions;
 mod status;
 mod task;
+mod task_watch;
 mod token;
 mod tty;
 mod update;

@@ -1,4 +1,4 @@
-//! `tether task submit|get|list|cancel`.
+//! `tether task submit|get|list|cancel|watch`.
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -49,6 +49,14 @@ pub enum Command {
         /// Wait up to this many seconds for the task to finish.
         #[arg(long)]
         wait: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a task live until it ends: its output on stdout, its state
+    /// and progress on stderr (exit 0 when it succeeded, 3 when not).
+    Watch {
+        id: String,
+        /// Every event as a JSON line on stdout instead.
         #[arg(long)]
         json: bool,
     },
@@ -147,6 +155,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             show(&task, json)?;
             Ok(exit_for(&task))
         }
+        Command::Watch { id, json } => super::task_watch::watch(&id, json).await,
         Command::List { state, limit, json } => {
             let mut path = format!("/api/v1/tasks?limit={limit}");
             if let Some(s) = state {

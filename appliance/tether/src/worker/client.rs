@@ -9,7 +9,7 @@ use serde_json::Value;
 use tether_base::tls;
 pub use tether_wire::{
     CompleteReply, DeliveredSecret, EnrollRequest, Enrolled, HeartbeatReply, HeartbeatRequest, LeasedTask, PollReply,
-    PollRequest, RenewRequest, Renewed, Report, ReportedError,
+    PollRequest, ProgressReply, ProgressRequest, RenewRequest, Renewed, Report, ReportedError,
 };
 
 /// How a call failed, as far as the agent's next move is concerned.
@@ -73,6 +73,10 @@ impl BrokerClient {
 
     pub async fn heartbeat(&self, task: &str, lease: &str) -> Result<HeartbeatReply, CallError> {
         self.post(&tether_wire::heartbeat_path(task), &HeartbeatRequest { lease_id: lease.into() }).await
+    }
+
+    pub async fn progress(&self, task: &str, report: &ProgressRequest) -> Result<ProgressReply, CallError> {
+        self.post(&tether_wire::progress_path(task), report).await
     }
 
     pub async fn complete(&self, task: &str, report: &Report) -> Result<CompleteReply, CallError> {

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt};
 use zeroize::Zeroizing;
 
 use super::client::DeliveredSecret;
 use super::config::{CommandSpec, ParamSpec, ParamType, SecretSpec, WorkerConfig, placeholders};
+use super::progress::Reports;
 
 /// Why a handler did not produce a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct Job<'a> {
     /// A directory only this worker can read (0700), where secret files
     /// are made for the length of one command.
     pub scratch: &'a Path,
+    /// Where what a command prints goes while it runs.
+    pub reports: Reports,
 }
 
 /// Runs the job if this worker's configuration allows its kind.
@@ -187,6 +190,23 @@ pub fn build_argv(spec: &CommandSpec, params: &BTreeMap<String, Value>) -> Resul
         .collect())
 }
 
+/// Reads at most `cap` bytes line by line, handing each line to
+/// `reports` as it comes; says whether there was more.
+async fn read_reporting(r: impl AsyncRead + Unpin, cap: usize, reports: &Reports) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut reader = tokio::io::BufReader::new(r.take(cap as u64 + 1));
+    let mut buf = Vec::new();
+    loop {
+        let start = buf.len();
+        if reader.read_until(b'\n', &mut buf).await? == 0 {
+            break;
+        }
+        reports.line(&buf[start..]).await;
+    }
+    let over = buf.len() > cap;
+    buf.truncate(cap);
+    Ok((buf, over))
+}
+
 /// Reads at most `cap` bytes; says whether there was more.
 async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> std::io::Result<(Vec<u8>, bool)> {
     let mut buf = Vec::new();
@@ -228,7 +248,7 @@ async fn run_command(config: &WorkerConfig, job: Job<'_>) -> Result<Value, Failu
     let run = async {
         let out = async {
             match stdout {
-                Some(s) => read_capped(s, cap).await,
+                Some(s) => read_reporting(s, cap, &job.reports).await,
                 None => Ok((Vec::new(), false)),
             }
         };
@@ -354,8 +374,14 @@ mod tests {
     }
 
     async fn run_plain(c: &WorkerConfig, kind: &str, input: Value) -> Result<Value, Failure> {
-        let job =
-            Job { kind, input, timeout: Duration::from_secs(10), secrets: &[], scratch: Path::new("/nonexistent") };
+        let job = Job {
+            kind,
+            input,
+            timeout: Duration::from_secs(10),
+            secrets: &[],
+            scratch: Path::new("/nonexistent"),
+            reports: Reports::none(),
+        };
         run(c, job).await
     }
 
@@ -426,6 +452,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             secrets,
             scratch: scratch.path(),
+            reports: Reports::none(),
         };
         let out = run(&c, job(&secrets)).await.unwrap();
         let stdout = out["stdout"].as_str().unwrap();

@@ -11,6 +11,7 @@
 pub mod client;
 pub mod config;
 pub mod handlers;
+pub mod progress;
 mod state;
 
 use std::path::PathBuf;
@@ -429,9 +430,17 @@ async fn run_task(
 ) {
     events.emit(json!({"event": "task_started", "task_id": task.id, "kind": task.kind, "attempt": task.attempt}));
     let timeout = Duration::from_secs(task.timeout_s.max(1));
-    let job = handlers::Job { kind: &task.kind, input: task.input.clone(), timeout, secrets: &task.secrets, scratch };
-    let work = handlers::run(&config, job);
-    tokio::pin!(work);
+    let (reports, reporter) = progress::start(clients.clone(), task.id.clone(), task.lease_id.clone());
+    let job = handlers::Job {
+        kind: &task.kind,
+        input: task.input.clone(),
+        timeout,
+        secrets: &task.secrets,
+        scratch,
+        reports,
+    };
+    // Boxed, so that it can be dropped once done (see below).
+    let mut work = Box::pin(handlers::run(&config, job));
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let outcome = loop {
         tokio::select! {
@@ -450,6 +459,10 @@ async fn run_task(
             },
         }
     };
+    // What the command printed goes before its end: the job (and with it
+    // the last handle on its reports) is gone, so the reporter finishes.
+    drop(work);
+    let _ = reporter.await;
     let lease_id = task.lease_id.clone();
     let (report, label) = match outcome {
         Ok(result) => (Report::Succeeded { lease_id, result }, "succeeded"),

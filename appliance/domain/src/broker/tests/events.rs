@@ -44,8 +44,8 @@ async fn a_task_logs_its_states_and_its_workers_reports_in_order_and_resumes_aft
             "state leased 1",
             "progress Some(10) Some(\"unpacking\")",
             "output \"line 1\\n\"",
-            "progress Some(90) None",
             "output \"line 2\\n\"",
+            "progress Some(90) None",
             "state succeeded 1",
         ]
     );
@@ -81,8 +81,8 @@ async fn a_retry_and_a_cancel_are_in_the_log_and_metadata_readers_see_no_payload
         [
             "state queued 0",
             "state leased 1",
-            "progress Some(50) Some(\"half\")",
             "output \"x\"",
+            "progress Some(50) Some(\"half\")",
             "state queued 1",
             "state cancelled 1",
         ],
@@ -91,7 +91,7 @@ async fn a_retry_and_a_cancel_are_in_the_log_and_metadata_readers_see_no_payload
     let metadata: Vec<TaskEvent> = all.into_iter().filter_map(TaskEvent::metadata_only).collect();
     assert_eq!(
         shape(&metadata),
-        ["state queued 0", "state leased 1", "progress Some(50) None", "state queued 1", "state cancelled 1"]
+        ["state queued 0", "state leased 1", "progress Some(50) None", "state queued 1", "state cancelled 1"],
     );
 }
 

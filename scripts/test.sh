@@ -79,11 +79,13 @@ if [ ! -d tests/openai-node/node_modules ]; then
 fi
 # The LLM gateway tests drive it with the official Python clients from PyPI,
 # pinned, in a virtual environment of their own; the metrics scrape is read
-# by the official Prometheus client's OpenMetrics parser, from the same.
-if [ ! -x target/py/bin/python ] || ! target/py/bin/python -c 'import openai, ollama, prometheus_client' 2>/dev/null; then
-    echo "installing the openai, ollama and prometheus-client Python packages (PyPI) for the tests" >&2
+# by the official Prometheus client's OpenMetrics parser, and the A2A
+# endpoint driven by the official A2A client (a2a-sdk), from the same.
+if [ ! -x target/py/bin/python ] || ! target/py/bin/python -c 'import openai, ollama, prometheus_client, a2a' 2>/dev/null; then
+    echo "installing the openai, ollama, prometheus-client and a2a-sdk Python packages (PyPI) for the tests" >&2
     python3 -m venv target/py
-    target/py/bin/pip install --quiet --disable-pip-version-check openai==3.51.0 ollama==0.6.3 prometheus-client==0.26.0
+    target/py/bin/pip install --quiet --disable-pip-version-check openai==3.51.0 ollama==0.6.3 prometheus-client==0.26.0 \
+        a2a-sdk==1.3.0
 fi
 if [ $# -gt 0 ]; then
     run --workspace "$@"

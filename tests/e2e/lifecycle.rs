@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::harness::Appliance;
 
-const COMMANDS: &str = r#"
+pub(crate) const COMMANDS: &str = r#"
 [commands.greet]
 argv = ["/bin/echo", "hello", "{name}"]
 [commands.greet.params.name]

@@ -4,6 +4,7 @@
 // production lints against them do not apply here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod a2a;
 mod abuse;
 mod audit;
 mod browser;

@@ -7,6 +7,7 @@
 //! lists and so is the role-matrix test. Handlers are short: extract, call
 //! one service, answer.
 
+mod a2a;
 mod admin;
 pub mod app;
 mod backup;
@@ -165,6 +166,8 @@ fn console_routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     use Permission as P;
     vec![
         (spec("GET", "/healthz", P::Public), get(admin::healthz)),
+        (spec("GET", "/.well-known/agent-card.json", P::TaskRead), get(a2a::card::agent_card)),
+        (spec("POST", a2a::card::ENDPOINT, P::TaskRead), post(a2a::endpoint::call)),
         (spec("GET", "/metrics", P::MetricsRead), get(metrics::scrape)),
         (spec("POST", "/api/v1/tasks", P::TaskCreate), post(tasks::create)),
         (spec("GET", "/api/v1/tasks", P::TaskRead), get(tasks::list)),
@@ -320,6 +323,7 @@ pub fn worker_router(state: AppState) -> Router {
         .route("/worker/v1/poll", post(workers::poll))
         .route("/worker/v1/tasks/{id}/heartbeat", post(workers::heartbeat))
         .route(tether_wire::PROGRESS, post(workers::progress))
+        .route(tether_wire::OFFERS, post(workers::offers))
         .route("/worker/v1/tasks/{id}/complete", post(workers::complete))
         .route("/worker/v1/renew", post(workers::renew))
         .route("/healthz", get(admin::healthz))

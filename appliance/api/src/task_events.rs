@@ -33,14 +33,15 @@ pub struct EventsQuery {
     after: Option<u32>,
 }
 
-struct Follower {
+struct Follower<R> {
     state: AppState,
     id: TaskId,
-    /// The last event sent.
+    /// The last event read.
     after: Option<u32>,
     changes: broadcast::Receiver<TaskId>,
-    metadata_only: bool,
     session: Option<[u8; 32]>,
+    /// What each event is sent as (none, one or more events).
+    render: R,
     ready: VecDeque<Event>,
     done: bool,
 }
@@ -63,21 +64,52 @@ pub async fn stream(
         ),
         None => query.after,
     };
+    let metadata_only = caller.scope == Scope::Metadata;
+    let render = move |event: TaskEvent| {
+        let seq = event.seq();
+        let shown = if metadata_only { event.metadata_only() } else { Some(event) };
+        shown
+            .and_then(|event| {
+                let kind = match &event {
+                    TaskEvent::State { .. } => "state",
+                    TaskEvent::Progress { .. } => "progress",
+                    TaskEvent::Output { .. } => "output",
+                };
+                Event::default().event(kind).id(seq.to_string()).json_data(&event).ok()
+            })
+            .into_iter()
+            .collect()
+    };
+    Ok(Sse::new(follow(state, &caller, id, resume, render)).keep_alive(KeepAlive::default()))
+}
+
+/// Task `id`'s events after `after`, live, each sent as `render` makes it,
+/// until its final state (or the caller's session) ends.
+pub fn follow<R>(
+    state: AppState,
+    caller: &Caller,
+    id: TaskId,
+    after: Option<u32>,
+    render: R,
+) -> impl Stream<Item = Result<Event, Infallible>> + use<R>
+where
+    R: FnMut(TaskEvent) -> Vec<Event> + Send + 'static,
+{
     let follower = Follower {
         // Subscribed before the first read: no change between the two is missed.
         changes: state.broker.changes(),
         state,
         id,
-        after: resume,
-        metadata_only: caller.scope == Scope::Metadata,
+        after,
         session: match caller.via {
             Via::Session { key, .. } => Some(key),
             Via::Token { .. } => None,
         },
+        render,
         ready: VecDeque::new(),
         done: false,
     };
-    let stream = futures_util::stream::unfold(follower, |mut f| async move {
+    futures_util::stream::unfold(follower, |mut f| async move {
         loop {
             if let Some(event) = f.ready.pop_front() {
                 return Some((Ok(event), f));
@@ -90,16 +122,15 @@ pub async fn stream(
             }
             f.wait().await?;
         }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    })
 }
 
-impl Follower {
+impl<R: FnMut(TaskEvent) -> Vec<Event>> Follower<R> {
     fn session_alive(&self) -> bool {
         self.session.is_none_or(|key| matches!(self.state.accounts.live_session(&key), Ok(Some(_))))
     }
 
-    /// Queues what the log holds past the last event sent; says whether it
+    /// Queues what the log holds past the last event read; says whether it
     /// found any. One that cannot be read now (the vault sealed) waits for
     /// the next change.
     fn read(&mut self) -> bool {
@@ -108,24 +139,13 @@ impl Follower {
         };
         let found = !events.is_empty();
         for event in events {
-            let seq = event.seq();
-            self.after = Some(seq);
+            self.after = Some(event.seq());
             if let TaskEvent::State { state, .. } = &event
                 && state.is_final()
             {
                 self.done = true;
             }
-            let shown = if self.metadata_only { event.metadata_only() } else { Some(event) };
-            if let Some(event) = shown {
-                let kind = match &event {
-                    TaskEvent::State { .. } => "state",
-                    TaskEvent::Progress { .. } => "progress",
-                    TaskEvent::Output { .. } => "output",
-                };
-                if let Ok(sse) = Event::default().event(kind).id(seq.to_string()).json_data(&event) {
-                    self.ready.push_back(sse);
-                }
-            }
+            self.ready.extend((self.render)(event));
         }
         found
     }

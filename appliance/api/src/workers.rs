@@ -16,8 +16,8 @@ use tether_base::ids::{LeaseId, TaskId, WorkerId};
 use tether_domain::broker::{Completion, Delivery, TaskError, WorkerView, events};
 use tether_domain::pki;
 use tether_wire::{
-    CompleteReply, DeliveredSecret, EnrollRequest, Enrolled, HeartbeatReply, HeartbeatRequest, LeasedTask, PollReply,
-    PollRequest, ProgressReply, ProgressRequest, RenewRequest, Renewed, Report,
+    CompleteReply, DeliveredSecret, EnrollRequest, Enrolled, HeartbeatReply, HeartbeatRequest, LeasedTask, Offers,
+    PollReply, PollRequest, ProgressReply, ProgressRequest, RenewRequest, Renewed, Report,
 };
 
 #[derive(Debug, Serialize)]
@@ -283,6 +283,16 @@ pub async fn heartbeat(
     let lease: LeaseId = body.lease_id.parse().map_err(|_| ApiError::LeaseStale)?;
     let hb = state.broker.heartbeat(caller.record.id, id, lease).await?;
     Ok(axum::Json(HeartbeatReply { cancel: hb.cancel, lease_expires_at: hb.lease_expires_at.to_rfc3339() }))
+}
+
+/// What this worker runs (sent once it reached the broker).
+pub async fn offers(
+    State(state): State<AppState>,
+    caller: WorkerCaller,
+    ApiJson(body): ApiJson<Offers>,
+) -> Result<axum::Json<Offers>, ApiError> {
+    state.broker.set_offers(caller.record.id, body.clone()).await?;
+    Ok(axum::Json(body))
 }
 
 /// Output one report may carry (a worker sends what it printed every

@@ -23,6 +23,11 @@ macro_rules! id_type {
             pub fn to_key(self) -> [u8; 16] {
                 *self.0.as_bytes()
             }
+
+            /// The id a store key holds.
+            pub fn from_key(key: [u8; 16]) -> Self {
+                $name(Uuid::from_bytes(key))
+            }
         }
 
         impl Default for $name {

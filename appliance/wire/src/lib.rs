@@ -22,6 +22,9 @@ pub const COMPLETE: &str = "/worker/v1/tasks/{id}/complete";
 /// What a running task's worker reports: progress, output (route pattern;
 /// see [`progress_path`]).
 pub const PROGRESS: &str = "/worker/v1/tasks/{id}/progress";
+/// What a worker runs: its handlers, and the commands and their
+/// parameters (sent once it reached the broker; the agent card's skills).
+pub const OFFERS: &str = "/worker/v1/offers";
 /// Certificate renewal, with the current certificate.
 pub const RENEW: &str = "/worker/v1/renew";
 
@@ -125,6 +128,25 @@ pub struct PollReply {
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub lease_id: String,
+}
+
+/// What a worker runs, as its `worker.toml` says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offers {
+    /// The task kinds it takes: `echo`, `command`, `llm.chat`.
+    pub kinds: Vec<String>,
+    /// For `command`: each command it allows and its parameters, as a JSON
+    /// Schema of the `params` object.
+    #[serde(default)]
+    pub commands: Vec<OfferedCommand>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferedCommand {
+    pub name: String,
+    pub params_schema: serde_json::Value,
 }
 
 /// A running task's progress and output since the last report; at least

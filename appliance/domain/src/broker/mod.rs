@@ -13,6 +13,7 @@
 
 pub mod events;
 mod expiry;
+pub mod offers;
 mod ops;
 mod reseal;
 pub mod task;
@@ -398,6 +399,17 @@ impl Broker {
             .await?;
         let _ = self.changes.send(id);
         Ok(seq)
+    }
+
+    /// Keeps what `worker` says it runs (replacing what it said before).
+    pub async fn set_offers(&self, worker: WorkerId, offers: tether_wire::Offers) -> Result<(), Error> {
+        let now = self.clock.now();
+        self.store.write(move |tx| offers::put(tx, now, worker, &offers)).await
+    }
+
+    /// What every worker said it runs, and when.
+    pub fn offers(&self) -> Result<Vec<(WorkerId, tether_wire::Offers, tether_base::clock::Timestamp)>, Error> {
+        self.store.read(offers::all)
     }
 
     /// The events of task `id` after number `after`, at most `limit`.

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use tether_base::tls;
 pub use tether_wire::{
-    CompleteReply, DeliveredSecret, EnrollRequest, Enrolled, HeartbeatReply, HeartbeatRequest, LeasedTask, PollReply,
-    PollRequest, ProgressReply, ProgressRequest, RenewRequest, Renewed, Report, ReportedError,
+    CompleteReply, DeliveredSecret, EnrollRequest, Enrolled, HeartbeatReply, HeartbeatRequest, LeasedTask, Offers,
+    PollReply, PollRequest, ProgressReply, ProgressRequest, RenewRequest, Renewed, Report, ReportedError,
 };
 
 /// How a call failed, as far as the agent's next move is concerned.
@@ -73,6 +73,11 @@ impl BrokerClient {
 
     pub async fn heartbeat(&self, task: &str, lease: &str) -> Result<HeartbeatReply, CallError> {
         self.post(&tether_wire::heartbeat_path(task), &HeartbeatRequest { lease_id: lease.into() }).await
+    }
+
+    /// Tells the broker what this worker runs.
+    pub async fn offer(&self, offers: &Offers) -> Result<Offers, CallError> {
+        self.post(tether_wire::OFFERS, offers).await
     }
 
     pub async fn progress(&self, task: &str, report: &ProgressRequest) -> Result<ProgressReply, CallError> {

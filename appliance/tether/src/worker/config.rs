@@ -222,8 +222,66 @@ pub struct WorkerConfig {
     pub llm: Option<LlmSpec>,
 }
 
+impl WorkerConfig {
+    /// What this worker runs, for the broker (and the agent card's skills).
+    pub fn offers(&self) -> tether_wire::Offers {
+        let mut kinds = Vec::new();
+        if self.echo {
+            kinds.push("echo".to_owned());
+        }
+        if !self.commands.is_empty() {
+            kinds.push("command".to_owned());
+        }
+        if self.llm.is_some() {
+            kinds.push("llm.chat".to_owned());
+        }
+        let commands = self
+            .commands
+            .iter()
+            .map(|(name, spec)| tether_wire::OfferedCommand { name: name.clone(), params_schema: spec.params_schema() })
+            .collect();
+        tether_wire::Offers { kinds, commands }
+    }
+}
+
+impl CommandSpec {
+    /// The JSON Schema of the `params` object a task gives this command.
+    pub fn params_schema(&self) -> serde_json::Value {
+        let mut properties = serde_json::Map::new();
+        let mut required = Vec::new();
+        for (name, p) in &self.params {
+            let mut schema = serde_json::json!({"type": match p.kind {
+                ParamType::String => "string",
+                ParamType::Integer => "integer",
+                ParamType::Boolean => "boolean",
+            }});
+            if p.kind == ParamType::String {
+                schema["maxLength"] = p.max_len.unwrap_or(DEFAULT_MAX_LEN).into();
+            }
+            if let Some(min) = p.min {
+                schema["minimum"] = min.into();
+            }
+            if let Some(max) = p.max {
+                schema["maximum"] = max.into();
+            }
+            if p.default.is_none() {
+                required.push(serde_json::Value::from(name.as_str()));
+            }
+            properties.insert(name.clone(), schema);
+        }
+        serde_json::json!({
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": false,
+        })
+    }
+}
+
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_OUTPUT: usize = 1024 * 1024;
+/// The longest string parameter, unless `max_len` says otherwise.
+pub const DEFAULT_MAX_LEN: usize = 1024;
 
 /// Names inside `{...}` in an argv element.
 pub fn placeholders(arg: &str) -> Vec<&str> {

@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt};
 use zeroize::Zeroizing;
 
 use super::client::DeliveredSecret;
-use super::config::{CommandSpec, ParamSpec, ParamType, SecretSpec, WorkerConfig, placeholders};
+use super::config::{CommandSpec, DEFAULT_MAX_LEN, ParamSpec, ParamType, SecretSpec, WorkerConfig, placeholders};
 use super::progress::Reports;
 
 /// Why a handler did not produce a result.
@@ -130,7 +130,7 @@ fn check_param(name: &str, spec: &ParamSpec, value: &Value) -> Result<String, Fa
     let bad = |why: String| Err(fail("bad_params", format!("parameter {name:?}: {why}")));
     match (spec.kind, value) {
         (ParamType::String, Value::String(s)) => {
-            if s.len() > spec.max_len.unwrap_or(1024) {
+            if s.len() > spec.max_len.unwrap_or(DEFAULT_MAX_LEN) {
                 return bad("too long".into());
             }
             if s.contains('\0') {

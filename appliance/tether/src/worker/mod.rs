@@ -236,6 +236,11 @@ async fn serve(opts: Options, stop: &mut watch::Receiver<bool>, supervisor: Supe
         match polled {
             Ok(reply) => {
                 if !announced {
+                    // The broker learns what this worker runs before it says
+                    // it is ready (an older broker has no route for it).
+                    if let Err(e) = client.offer(&config.offers()).await {
+                        tracing::warn!(error = %e, "could not tell the broker what this worker runs");
+                    }
                     events.emit(json!({"event": "ready", "worker_id": identity.worker_id}));
                     supervisor.ready(&format!("polling {} for tasks", identity.broker));
                     announced = true;

@@ -16,7 +16,7 @@ use crate::llm::{client_script, python};
 /// fail, nap).
 const STEPS: &str = r#"
 [commands.steps]
-argv = ["/bin/sh", "-c", 'for i in 1 2; do echo "line $i"; echo "::progress $((i * 50)) step $i"; sleep 0.2; done']
+argv = ["/bin/sh", "-c", 'for i in 1 2; do echo "line $i"; echo "::progress $((i * 50)) step $i"; done']
 "#;
 
 fn state_of(task: &Value) -> &str {

@@ -12,7 +12,7 @@ use crate::harness::Appliance;
 
 const STEPS: &str = r#"
 [commands.steps]
-argv = ["/bin/sh", "-c", 'for i in 1 2 3 4; do echo "line $i"; echo "::progress $((i * 25)) step $i"; sleep 0.2; done']
+argv = ["/bin/sh", "-c", 'for i in 1 2 3 4; do echo "line $i"; echo "::progress $((i * 25)) step $i"; done']
 "#;
 
 /// Every event of task `id`'s stream (it ends after the final state), as
